@@ -1,0 +1,1 @@
+//! The user-facing API: CRD types of group `azml.dev`, version `v1alpha1`.

@@ -1,0 +1,5 @@
+//! The embedded default: emulators that stand in for Kubernetes and Azure in tests and `azml-operator sandbox`.
+
+pub mod arm;
+pub mod kube_api;
+pub mod tls;

@@ -1,0 +1,1 @@
+//! A throwaway certificate authority and TLS server configs for the emulators.
