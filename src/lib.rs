@@ -3,5 +3,8 @@
 
 pub mod api;
 pub mod azure;
+pub mod cli;
+pub mod run;
 pub mod sandbox;
+pub mod telemetry;
 pub mod tls_provider;

@@ -1,0 +1,83 @@
+//! Condition types and reasons: constants, so that code, tests and documentation agree on the spelling.
+//!
+//! `Ready`, `Reconciling` and `Stalled` follow kstatus, so `kubectl wait --for=condition=Ready`, Argo CD and Flux
+//! understand the resources without custom health checks; the others are domain conditions.
+
+/// kstatus: the resource matches its spec in Azure.
+pub const READY: &str = "Ready";
+/// kstatus: the controller is working towards the spec.
+pub const RECONCILING: &str = "Reconciling";
+/// kstatus: the controller cannot make progress without a change to the spec (or the environment).
+pub const STALLED: &str = "Stalled";
+/// The Azure ML workspace exists and its provisioning succeeded.
+pub const WORKSPACE_PROVISIONED: &str = "WorkspaceProvisioned";
+/// The workspace holds a current key of its storage account.
+pub const STORAGE_KEYS_IN_SYNC: &str = "StorageKeysInSync";
+/// Every `spec.access` entry holds in Azure.
+pub const ACCESS_GRANTED: &str = "AccessGranted";
+/// A move to another subscription or resource group is pending or running.
+pub const MOVED: &str = "Moved";
+
+/// Reasons (CamelCase, as Kubernetes expects).
+pub mod reasons {
+    /// Azure matches the spec.
+    pub const RECONCILED: &str = "Reconciled";
+    /// The workspace is being created.
+    pub const CREATING: &str = "Creating";
+    /// Mutable properties are being updated.
+    pub const UPDATING: &str = "Updating";
+    /// A long-running Azure operation is in progress.
+    pub const OPERATION_IN_PROGRESS: &str = "OperationInProgress";
+    /// The workspace is being deleted.
+    pub const DELETING: &str = "Deleting";
+    /// No SubscriptionBinding allows what the spec asks for.
+    pub const NOT_PERMITTED: &str = "NotPermitted";
+    /// A workspace of that name exists and is owned by someone else.
+    pub const ALREADY_EXISTS: &str = "AlreadyExists";
+    /// Azure rejected the spec; the message carries the ARM code and message.
+    pub const AZURE_REJECTED: &str = "AzureRejected";
+    /// The spec is invalid in a way the schema could not catch.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A transient Azure error; the controller retries with backoff.
+    pub const TRANSIENT_ERROR: &str = "TransientError";
+    /// The `azml.dev/paused` annotation is set: observe only.
+    pub const PAUSED: &str = "Paused";
+    /// A dependent resource (storage account, key vault, ...) does not exist.
+    pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
+    /// The resource group does not exist and `createResourceGroup` is false.
+    pub const RESOURCE_GROUP_MISSING: &str = "ResourceGroupMissing";
+    /// The workspace holds a current storage key.
+    pub const KEYS_IN_SYNC: &str = "KeysInSync";
+    /// The workspace holds a key the storage account no longer has.
+    pub const KEYS_DRIFTED: &str = "KeysDrifted";
+    /// A key resync is running.
+    pub const KEYS_RESYNCING: &str = "KeysResyncing";
+    /// Every declared role assignment holds.
+    pub const ACCESS_GRANTED: &str = "AccessGranted";
+    /// Some role assignments are pending or failed.
+    pub const ACCESS_PENDING: &str = "AccessPending";
+    /// `movePolicy: Refuse` and the subscription or resource group changed.
+    pub const MOVE_REFUSED: &str = "MoveRefused";
+    /// Azure's move validation failed.
+    pub const MOVE_VALIDATION_FAILED: &str = "MoveValidationFailed";
+    /// A move is running.
+    pub const MOVING: &str = "Moving";
+}
+
+/// Event reasons (the `reason` field of Kubernetes events).
+pub mod events {
+    /// A workspace was created in Azure.
+    pub const CREATED: &str = "Created";
+    /// Mutable properties were updated in Azure.
+    pub const UPDATED: &str = "Updated";
+    /// Someone changed the workspace in Azure; the controller put the spec back.
+    pub const DRIFT_CORRECTED: &str = "DriftCorrected";
+    /// The workspace was deleted in Azure.
+    pub const DELETED: &str = "Deleted";
+    /// An existing workspace was adopted.
+    pub const ADOPTED: &str = "Adopted";
+    /// The storage keys were resynced.
+    pub const KEYS_RESYNCED: &str = "KeysResynced";
+    /// A reconcile failed.
+    pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+}
