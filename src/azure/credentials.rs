@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::TokenCredential;
-use azure_core::http::{ClientOptions, Transport};
+use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
     ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
@@ -152,6 +152,17 @@ pub enum CredentialConfig {
     },
 }
 
+/// Retries of the token endpoint: the SDK default (8 retries within a minute) would stall a reconcile for a minute
+/// on a persistent failure such as a TLS trust error; three quick retries cover transient blips.
+fn token_retry() -> RetryOptions {
+    RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(200),
+        max_retries: 3,
+        max_total_elapsed: azure_core::time::Duration::seconds(15),
+        ..Default::default()
+    })
+}
+
 fn client_options(cloud: &AzureCloud, http: reqwest::Client) -> ClientOptions {
     let mut custom = CustomConfiguration::default();
     custom.authority_host = cloud
@@ -162,6 +173,7 @@ fn client_options(cloud: &AzureCloud, http: reqwest::Client) -> ClientOptions {
     ClientOptions {
         transport: Some(Transport::new(Arc::new(http))),
         cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
+        retry: token_retry(),
         ..Default::default()
     }
 }

@@ -89,7 +89,7 @@ pub enum ArmError {
         /// HTTP status code.
         status: u16,
         /// Parsed error envelope (code `Http{status}` and an empty message when the body was not an envelope).
-        body: ArmErrorBody,
+        body: Box<ArmErrorBody>,
         /// Request ids from the response headers.
         ids: RequestIds,
         /// `Retry-After` of the response, if any.
@@ -103,7 +103,7 @@ pub enum ArmError {
         /// Terminal status (`Failed` / `Canceled`).
         status: String,
         /// The `error` object of the status monitor, if any.
-        body: ArmErrorBody,
+        body: Box<ArmErrorBody>,
         /// Request ids of the final poll response.
         ids: RequestIds,
     },

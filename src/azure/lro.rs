@@ -198,7 +198,7 @@ impl ArmClient {
                     "failed" | "canceled" | "cancelled" => Err(ArmError::LroFailed {
                         operation: handle.operation.clone(),
                         status: status.status,
-                        body: status.error.unwrap_or_default(),
+                        body: Box::new(status.error.unwrap_or_default()),
                         ids: resp.ids,
                     }),
                     _ => Ok(LroPoll::InProgress(next)),

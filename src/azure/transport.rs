@@ -494,10 +494,12 @@ impl ArmClient {
             let err = ArmError::Api {
                 operation,
                 status,
-                body: ArmErrorBody::from_response_body(&body).unwrap_or_else(|| ArmErrorBody {
-                    code: format!("Http{status}"),
-                    ..Default::default()
-                }),
+                body: Box::new(ArmErrorBody::from_response_body(&body).unwrap_or_else(|| {
+                    ArmErrorBody {
+                        code: format!("Http{status}"),
+                        ..Default::default()
+                    }
+                })),
                 ids,
                 retry_after: ra,
             };
