@@ -101,8 +101,16 @@ impl ApiError {
 
     /// 404 NotFound for a path the server does not serve.
     pub fn no_route(path: &str) -> Self {
-        let mut e = Self::plain(404, "NotFound", "the server could not find the requested resource");
-        e.causes.push(Cause::new("UnexpectedServerResponse", "", format!("404 page not found: {path}")));
+        let mut e = Self::plain(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        e.causes.push(Cause::new(
+            "UnexpectedServerResponse",
+            "",
+            format!("404 page not found: {path}"),
+        ));
         e
     }
 
@@ -111,7 +119,10 @@ impl ApiError {
         Self::plain(
             409,
             "AlreadyExists",
-            format!("{} \"{name}\" already exists", qualified_resource(plural, group)),
+            format!(
+                "{} \"{name}\" already exists",
+                qualified_resource(plural, group)
+            ),
         )
         .with_details(plural, group, name)
     }
@@ -130,7 +141,13 @@ impl ApiError {
     }
 
     /// 409 Conflict raised by server-side apply, causes name the fields.
-    pub fn apply_conflict(plural: &str, group: &str, name: &str, message: String, causes: Vec<Cause>) -> Self {
+    pub fn apply_conflict(
+        plural: &str,
+        group: &str,
+        name: &str,
+        message: String,
+        causes: Vec<Cause>,
+    ) -> Self {
         let mut e = Self::plain(409, "Conflict", message).with_details(plural, group, name);
         e.causes = causes;
         e
@@ -147,27 +164,42 @@ impl ApiError {
         };
         let detail = match causes.as_slice() {
             [one] => render(one),
-            many => format!("[{}]", many.iter().map(render).collect::<Vec<_>>().join(", ")),
+            many => format!(
+                "[{}]",
+                many.iter().map(render).collect::<Vec<_>>().join(", ")
+            ),
         };
         let qualified = if group.is_empty() {
             kind.to_string()
         } else {
             format!("{kind}.{group}")
         };
-        let mut e =
-            Self::plain(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {detail}")).with_details(kind, group, name);
+        let mut e = Self::plain(
+            422,
+            "Invalid",
+            format!("{qualified} \"{name}\" is invalid: {detail}"),
+        )
+        .with_details(kind, group, name);
         e.causes = causes;
         e
     }
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed() -> Self {
-        Self::plain(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::plain(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     /// 410 Expired, for a resourceVersion older than the retained watch history.
     pub fn expired(requested: u64, oldest: u64) -> Self {
-        Self::plain(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+        Self::plain(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
     }
 
     /// 413 RequestEntityTooLarge.
@@ -243,7 +275,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.to_status().to_string();
-        (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        (
+            code,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response()
     }
 }
 

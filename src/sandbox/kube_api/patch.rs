@@ -14,10 +14,20 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// RFC 6902 JSON patch (including `test`); failures are 422 Invalid-style bad requests.
 pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+    let mut ops: json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    // Like the API server's JSON patch library, `test` of a missing path against `null` succeeds (kube-rs's
+    // finalizer helper relies on it).
+    ops.0.retain(|op| match op {
+        json_patch::PatchOperation::Test(t) => {
+            !(t.value.is_null() && target.pointer(t.path.as_str()).is_none())
+        }
+        _ => true,
+    });
     json_patch::patch(target, &ops).map_err(|e| {
-        ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}"))
+        ApiError::unprocessable(format!(
+            "the server rejected our request due to an error in our request: {e}"
+        ))
     })
 }
 
@@ -41,10 +51,12 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let retain: Option<Vec<String>> = pmap
-        .get("$retainKeys")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect());
+    let retain: Option<Vec<String>> = pmap.get("$retainKeys").and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    });
     let Some(tmap) = target.as_object_mut() else {
         return;
     };
@@ -56,7 +68,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (tmap.get_mut(field).and_then(Value::as_array_mut), pval.as_array()) {
+            if let (Some(list), Some(del)) = (
+                tmap.get_mut(field).and_then(Value::as_array_mut),
+                pval.as_array(),
+            ) {
                 list.retain(|item| !del.contains(item));
             }
             continue;
@@ -65,7 +80,9 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             Value::Null => {
                 tmap.remove(key);
             }
-            Value::Object(inner) if inner.get("$patch").and_then(Value::as_str) == Some("delete") => {
+            Value::Object(inner)
+                if inner.get("$patch").and_then(Value::as_str) == Some("delete") =>
+            {
                 tmap.remove(key);
             }
             Value::Object(_) => {
@@ -92,10 +109,13 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
 
 fn merge_key(items: &[Value]) -> Option<&'static str> {
     let first = items.iter().find(|i| i.is_object())?;
-    MERGE_KEYS
-        .iter()
-        .copied()
-        .find(|k| items.iter().filter(|i| i.is_object()).all(|i| i.get(*k).is_some()) && first.get(*k).is_some())
+    MERGE_KEYS.iter().copied().find(|k| {
+        items
+            .iter()
+            .filter(|i| i.is_object())
+            .all(|i| i.get(*k).is_some())
+            && first.get(*k).is_some()
+    })
 }
 
 fn merge_lists(field: &str, existing: &[Value], patch: &[Value]) -> Vec<Value> {
@@ -168,7 +188,12 @@ pub fn scoped(obj: &Value, scope: Scope) -> Value {
                     out.insert(k.clone(), Value::Object(meta));
                 }
             }
-            ("status", Scope::Main { status_is_subresource: true }) => {}
+            (
+                "status",
+                Scope::Main {
+                    status_is_subresource: true,
+                },
+            ) => {}
             ("status", Scope::Status) => {
                 out.insert(k.clone(), v.clone());
             }
@@ -234,7 +259,9 @@ pub fn deep_merge(dst: &mut Value, src: &Value) {
         (Value::Object(d), Value::Object(s)) => {
             for (k, v) in s {
                 match d.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => deep_merge(existing, v),
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        deep_merge(existing, v)
+                    }
                     _ => {
                         d.insert(k.clone(), v.clone());
                     }
@@ -251,7 +278,9 @@ pub fn encode_fields(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for k in path {
-            let entry = cur.entry(format!("f:{k}")).or_insert_with(|| Value::Object(Map::new()));
+            let entry = cur
+                .entry(format!("f:{k}"))
+                .or_insert_with(|| Value::Object(Map::new()));
             if !entry.is_object() {
                 *entry = Value::Object(Map::new());
             }
@@ -311,11 +340,26 @@ pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
             entries
                 .iter()
                 .map(|e| ManagedEntry {
-                    manager: e.get("manager").and_then(Value::as_str).unwrap_or("").into(),
-                    operation: e.get("operation").and_then(Value::as_str).unwrap_or("Update").into(),
-                    api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").into(),
+                    manager: e
+                        .get("manager")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
+                    operation: e
+                        .get("operation")
+                        .and_then(Value::as_str)
+                        .unwrap_or("Update")
+                        .into(),
+                    api_version: e
+                        .get("apiVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .into(),
                     time: e.get("time").and_then(Value::as_str).unwrap_or("").into(),
-                    subresource: e.get("subresource").and_then(Value::as_str).map(String::from),
+                    subresource: e
+                        .get("subresource")
+                        .and_then(Value::as_str)
+                        .map(String::from),
                     fields: e.get("fieldsV1").map(decode_fields).unwrap_or_default(),
                 })
                 .collect()
@@ -425,7 +469,8 @@ pub fn server_side_apply(
     let applied_scoped = scoped(applied, w.scope);
     let owned = leaf_paths(&applied_scoped);
     let sub = w.subresource();
-    let is_me = |e: &ManagedEntry| e.manager == w.manager && e.operation == "Apply" && e.subresource == sub;
+    let is_me =
+        |e: &ManagedEntry| e.manager == w.manager && e.operation == "Apply" && e.subresource == sub;
 
     // Conflicts: another manager owns an overlapping field whose live value differs from the applied one.
     let mut conflicts: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -459,12 +504,19 @@ pub fn server_side_apply(
                     base[k] = v.clone();
                 }
             }
-            base["metadata"] = applied.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            base["metadata"] = applied
+                .get("metadata")
+                .cloned()
+                .unwrap_or_else(|| json!({}));
             base
         }
     };
     // Fields this manager applied before but no longer applies are removed unless someone else owns them.
-    let previous: FieldSet = entries.iter().filter(|e| is_me(e)).flat_map(|e| e.fields.clone()).collect();
+    let previous: FieldSet = entries
+        .iter()
+        .filter(|e| is_me(e))
+        .flat_map(|e| e.fields.clone())
+        .collect();
     for gone in previous.difference(&owned) {
         let shared = entries
             .iter()
@@ -498,14 +550,24 @@ pub fn server_side_apply(
 }
 
 /// Builds the 409 returned for apply conflicts, worded like the API server.
-pub fn apply_conflict_error(plural: &str, group: &str, name: &str, conflicts: &[(String, String, String)]) -> ApiError {
+pub fn apply_conflict_error(
+    plural: &str,
+    group: &str,
+    name: &str,
+    conflicts: &[(String, String, String)],
+) -> ApiError {
     let mut by_manager: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
     for (manager, field, api_version) in conflicts {
-        by_manager.entry((manager, api_version)).or_default().push(field);
+        by_manager
+            .entry((manager, api_version))
+            .or_default()
+            .push(field);
     }
     let message = if conflicts.len() == 1 {
         let (manager, field, api_version) = &conflicts[0];
-        format!("Apply failed with 1 conflict: conflict with \"{manager}\" using {api_version}: {field}")
+        format!(
+            "Apply failed with 1 conflict: conflict with \"{manager}\" using {api_version}: {field}"
+        )
     } else {
         let parts: Vec<String> = by_manager
             .iter()
@@ -514,11 +576,21 @@ pub fn apply_conflict_error(plural: &str, group: &str, name: &str, conflicts: &[
                 format!("conflicts with \"{m}\" using {v}:\n{}", list.join("\n"))
             })
             .collect();
-        format!("Apply failed with {} conflicts: {}", conflicts.len(), parts.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            parts.join("\n")
+        )
     };
     let causes = conflicts
         .iter()
-        .map(|(m, f, v)| Cause::new("FieldManagerConflict", f.clone(), format!("conflict with \"{m}\" using {v}")))
+        .map(|(m, f, v)| {
+            Cause::new(
+                "FieldManagerConflict",
+                f.clone(),
+                format!("conflict with \"{m}\" using {v}"),
+            )
+        })
         .collect();
     ApiError::apply_conflict(plural, group, name, message, causes)
 }
@@ -540,31 +612,42 @@ mod tests {
 
     #[test]
     fn fields_v1_round_trips() {
-        let set = leaf_paths(&json!({"data": {"a": "x", "b": "y"}, "metadata": {"labels": {"l": "1"}}}));
+        let set =
+            leaf_paths(&json!({"data": {"a": "x", "b": "y"}, "metadata": {"labels": {"l": "1"}}}));
         assert_eq!(decode_fields(&encode_fields(&set)), set);
     }
 
     #[test]
     fn apply_conflicts_name_the_other_manager_and_force_takes_ownership() {
         let applied_a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "a"}});
-        let live = server_side_apply(None, &applied_a, &writer("alice"), false).unwrap_or_else(|c| panic!("{c:?}"));
+        let live = server_side_apply(None, &applied_a, &writer("alice"), false)
+            .unwrap_or_else(|c| panic!("{c:?}"));
         let applied_b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "b"}});
         let conflicts = server_side_apply(Some(&live), &applied_b, &writer("bob"), false)
             .err()
             .unwrap_or_default();
-        assert_eq!(conflicts, vec![("alice".to_string(), ".data.k".to_string(), "v1".to_string())]);
-        let forced = server_side_apply(Some(&live), &applied_b, &writer("bob"), true).unwrap_or_else(|c| panic!("{c:?}"));
+        assert_eq!(
+            conflicts,
+            vec![("alice".to_string(), ".data.k".to_string(), "v1".to_string())]
+        );
+        let forced = server_side_apply(Some(&live), &applied_b, &writer("bob"), true)
+            .unwrap_or_else(|c| panic!("{c:?}"));
         assert_eq!(forced["data"]["k"], "b");
-        let managers: Vec<String> = read_managed(&forced).into_iter().map(|e| e.manager).collect();
+        let managers: Vec<String> = read_managed(&forced)
+            .into_iter()
+            .map(|e| e.manager)
+            .collect();
         assert_eq!(managers, vec!["bob".to_string()]);
     }
 
     #[test]
     fn apply_removes_fields_the_manager_stopped_applying() {
         let first = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
-        let live = server_side_apply(None, &first, &writer("m"), false).unwrap_or_else(|c| panic!("{c:?}"));
+        let live = server_side_apply(None, &first, &writer("m"), false)
+            .unwrap_or_else(|c| panic!("{c:?}"));
         let second = json!({"metadata": {"name": "c"}, "data": {"a": "1"}});
-        let out = server_side_apply(Some(&live), &second, &writer("m"), false).unwrap_or_else(|c| panic!("{c:?}"));
+        let out = server_side_apply(Some(&live), &second, &writer("m"), false)
+            .unwrap_or_else(|c| panic!("{c:?}"));
         assert_eq!(out["data"], json!({"a": "1"}));
     }
 

@@ -85,7 +85,14 @@ impl ResourceType {
         self.versions.first().map(String::as_str).unwrap_or("v1")
     }
 
-    fn builtin(group: &str, plural: &str, singular: &str, kind: &str, namespaced: bool, short: &[&str]) -> Self {
+    fn builtin(
+        group: &str,
+        plural: &str,
+        singular: &str,
+        kind: &str,
+        namespaced: bool,
+        short: &[&str],
+    ) -> Self {
         Self {
             group: group.into(),
             versions: vec!["v1".into()],
@@ -119,7 +126,8 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        let mut namespaces = ResourceType::builtin("", "namespaces", "namespace", "Namespace", false, &["ns"]);
+        let mut namespaces =
+            ResourceType::builtin("", "namespaces", "namespace", "Namespace", false, &["ns"]);
         namespaces.has_status = true;
         let mut crds = ResourceType::builtin(
             "apiextensions.k8s.io",
@@ -136,12 +144,22 @@ impl Default for Registry {
             ResourceType::builtin("", "secrets", "secret", "Secret", true, &[]),
             ResourceType::builtin("", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
             ResourceType::builtin("", "events", "event", "Event", true, &["ev"]),
-            ResourceType::builtin("", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
+            ResourceType::builtin(
+                "",
+                "serviceaccounts",
+                "serviceaccount",
+                "ServiceAccount",
+                true,
+                &["sa"],
+            ),
             ResourceType::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]),
             ResourceType::builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
             crds,
         ];
-        let types = builtins.into_iter().map(|t| (t.key(), Arc::new(t))).collect();
+        let types = builtins
+            .into_iter()
+            .map(|t| (t.key(), Arc::new(t)))
+            .collect();
         Self { types }
     }
 }
@@ -218,7 +236,12 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 fn strings_at(v: &Value, pointer: &str) -> Vec<String> {
     v.pointer(pointer)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -231,19 +254,33 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
     let scope = str_at(crd, "/spec/scope");
     let mut causes = Vec::new();
     if group.is_empty() {
-        causes.push(Cause::new("FieldValueRequired", "spec.group", "Required value"));
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.group",
+            "Required value",
+        ));
     }
     if plural.is_empty() {
-        causes.push(Cause::new("FieldValueRequired", "spec.names.plural", "Required value"));
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.plural",
+            "Required value",
+        ));
     }
     if kind.is_empty() {
-        causes.push(Cause::new("FieldValueRequired", "spec.names.kind", "Required value"));
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.names.kind",
+            "Required value",
+        ));
     }
     if scope != "Namespaced" && scope != "Cluster" {
         causes.push(Cause::new(
             "FieldValueNotSupported",
             "spec.scope",
-            format!("Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""),
+            format!(
+                "Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
+            ),
         ));
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
@@ -254,9 +291,16 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         ));
     }
     let empty = Vec::new();
-    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).unwrap_or(&empty);
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
     if versions.is_empty() {
-        causes.push(Cause::new("FieldValueRequired", "spec.versions", "Required value: must have exactly one version marked as storage version"));
+        causes.push(Cause::new(
+            "FieldValueRequired",
+            "spec.versions",
+            "Required value: must have exactly one version marked as storage version",
+        ));
     }
     let mut served = Vec::new();
     let mut version_info = BTreeMap::new();
@@ -265,7 +309,11 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
     for (i, v) in versions.iter().enumerate() {
         let vname = str_at(v, "/name").to_string();
         if vname.is_empty() {
-            causes.push(Cause::new("FieldValueRequired", format!("spec.versions[{i}].name"), "Required value"));
+            causes.push(Cause::new(
+                "FieldValueRequired",
+                format!("spec.versions[{i}].name"),
+                "Required value",
+            ));
             continue;
         }
         if v.get("storage").and_then(Value::as_bool) == Some(true) {
@@ -279,18 +327,20 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         }
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let validator = match &schema {
-            Some(s) => Some(Arc::new(super::validation::compile_structural(s).map_err(|msg| {
-                ApiError::invalid(
-                    "CustomResourceDefinition",
-                    "apiextensions.k8s.io",
-                    name,
-                    vec![Cause::new(
-                        "FieldValueInvalid",
-                        format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                        format!("Invalid value: \"object\": {msg}"),
-                    )],
-                )
-            })?)),
+            Some(s) => Some(Arc::new(super::validation::compile_structural(s).map_err(
+                |msg| {
+                    ApiError::invalid(
+                        "CustomResourceDefinition",
+                        "apiextensions.k8s.io",
+                        name,
+                        vec![Cause::new(
+                            "FieldValueInvalid",
+                            format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                            format!("Invalid value: \"object\": {msg}"),
+                        )],
+                    )
+                },
+            )?)),
             None => None,
         };
         let columns = v
@@ -326,7 +376,12 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         ));
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes));
+        return Err(ApiError::invalid(
+            "CustomResourceDefinition",
+            "apiextensions.k8s.io",
+            name,
+            causes,
+        ));
     }
     let singular = match str_at(crd, "/spec/names/singular") {
         "" => kind.to_lowercase(),
@@ -349,7 +404,10 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
 
 /// The status a freshly accepted CRD reports (Established, NamesAccepted).
 pub fn crd_status(crd: &Value, now: &str) -> Value {
-    let names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    let names = crd
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     let stored: Vec<Value> = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)

@@ -160,18 +160,25 @@ pub struct Store {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("rv", &self.rv).finish_non_exhaustive()
+        f.debug_struct("State")
+            .field("rv", &self.rv)
+            .finish_non_exhaustive()
     }
 }
 
 /// Current time as RFC 3339 with second precision, as the API server writes timestamps.
 pub fn now() -> String {
     let ts = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(ts.as_second()).unwrap_or(ts).to_string()
+    jiff::Timestamp::from_second(ts.as_second())
+        .unwrap_or(ts)
+        .to_string()
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -197,7 +204,12 @@ fn unreachable_meta() -> &'static mut Map<String, Value> {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -206,7 +218,9 @@ fn is_dns_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -341,11 +355,17 @@ impl Store {
             remaining = Some(matching.len() - limit);
             matching.truncate(limit);
             if let Some(last) = matching.last() {
-                continue_token = Some(encode_continue(meta_str(last, "namespace"), meta_str(last, "name")));
+                continue_token = Some(encode_continue(
+                    meta_str(last, "namespace"),
+                    meta_str(last, "name"),
+                ));
             }
         }
         Ok(ListPage {
-            items: matching.into_iter().map(|o| present(o, &rt, &t.version)).collect(),
+            items: matching
+                .into_iter()
+                .map(|o| present(o, &rt, &t.version))
+                .collect(),
             resource_version: st.rv,
             continue_token,
             remaining,
@@ -357,7 +377,15 @@ impl Store {
         let mut st = self.lock();
         let rt = st.resolve(t)?;
         let mut warnings = Vec::new();
-        let object = st.create_inner(&rt, t, body, opts, Managed::Update(&opts.field_manager), &mut warnings, &self.events)?;
+        let object = st.create_inner(
+            &rt,
+            t,
+            body,
+            opts,
+            Managed::Update(&opts.field_manager),
+            &mut warnings,
+            &self.events,
+        )?;
         Ok(Outcome {
             object: present(&object, &rt, &t.version),
             warnings,
@@ -374,7 +402,17 @@ impl Store {
             .lookup(&rt, &ns, &name)
             .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
         let mut warnings = Vec::new();
-        let object = st.update_inner(&rt, t, &old, body, opts, Managed::Update(&opts.field_manager), true, &mut warnings, &self.events)?;
+        let object = st.update_inner(
+            &rt,
+            t,
+            &old,
+            body,
+            opts,
+            Managed::Update(&opts.field_manager),
+            true,
+            &mut warnings,
+            &self.events,
+        )?;
         Ok(Outcome {
             object: present(&object, &rt, &t.version),
             warnings,
@@ -383,7 +421,13 @@ impl Store {
     }
 
     /// Patches an object or its status (PATCH) with the given content type.
-    pub fn patch(&self, t: &Target, content_type: &str, body: &[u8], opts: &WriteOptions) -> ApiResult<Outcome> {
+    pub fn patch(
+        &self,
+        t: &Target,
+        content_type: &str,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> ApiResult<Outcome> {
         let mut st = self.lock();
         let rt = st.resolve(t)?;
         let (ns, name) = st.object_key(&rt, t)?;
@@ -403,15 +447,23 @@ impl Store {
                     &rt.kind,
                     &rt.group,
                     &name,
-                    vec![Cause::new("FieldValueRequired", "fieldManager", "Required value: is required for apply patch")],
+                    vec![Cause::new(
+                        "FieldValueRequired",
+                        "fieldManager",
+                        "Required value: is required for apply patch",
+                    )],
                 ));
             }
-            let applied: Value = serde_yaml::from_slice(body)
+            let mut applied: Value = serde_yaml::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
             if !applied.is_object() {
                 return Err(ApiError::bad_request("apply patch must be an object"));
             }
             check_type_meta(&rt, &t.version, &applied)?;
+            if meta_str(&applied, "name").is_empty() {
+                // As on a real server, the URL names the object when the applied configuration does not.
+                meta_mut(&mut applied).insert("name".into(), json!(name));
+            }
             let applied_name = meta_str(&applied, "name");
             if applied_name != name {
                 return Err(ApiError::bad_request(format!(
@@ -431,7 +483,17 @@ impl Store {
                 .map_err(|c| patch::apply_conflict_error(&rt.plural, &rt.group, &name, &c))?;
             let (object, created) = match &old {
                 Some(old) => (
-                    st.update_inner(&rt, t, old, merged, opts, Managed::Precomputed, false, &mut warnings, &self.events)?,
+                    st.update_inner(
+                        &rt,
+                        t,
+                        old,
+                        merged,
+                        opts,
+                        Managed::Precomputed,
+                        false,
+                        &mut warnings,
+                        &self.events,
+                    )?,
                     false,
                 ),
                 None => {
@@ -439,7 +501,15 @@ impl Store {
                         return Err(ApiError::not_found(&rt.plural, &rt.group, &name));
                     }
                     (
-                        st.create_inner(&rt, t, merged, opts, Managed::Precomputed, &mut warnings, &self.events)?,
+                        st.create_inner(
+                            &rt,
+                            t,
+                            merged,
+                            opts,
+                            Managed::Precomputed,
+                            &mut warnings,
+                            &self.events,
+                        )?,
                         true,
                     )
                 }
@@ -457,7 +527,9 @@ impl Store {
         match media {
             "application/merge-patch+json" => patch::merge_patch(&mut doc, &patch_doc),
             "application/json-patch+json" => patch::json_patch(&mut doc, &patch_doc)?,
-            "application/strategic-merge-patch+json" if !rt.custom => patch::strategic_merge(&mut doc, &patch_doc),
+            "application/strategic-merge-patch+json" if !rt.custom => {
+                patch::strategic_merge(&mut doc, &patch_doc)
+            }
             other => {
                 return Err(ApiError::unsupported_media_type(
                     other,
@@ -465,7 +537,17 @@ impl Store {
                 ));
             }
         }
-        let object = st.update_inner(&rt, t, &old, doc, opts, Managed::Update(&opts.field_manager), false, &mut warnings, &self.events)?;
+        let object = st.update_inner(
+            &rt,
+            t,
+            &old,
+            doc,
+            opts,
+            Managed::Update(&opts.field_manager),
+            false,
+            &mut warnings,
+            &self.events,
+        )?;
         Ok(Outcome {
             object: present(&object, &rt, &t.version),
             warnings,
@@ -481,17 +563,24 @@ impl Store {
         let old = st
             .lookup(&rt, &ns, &name)
             .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
-        if let Some(uid) = delete_options.pointer("/preconditions/uid").and_then(Value::as_str)
+        if let Some(uid) = delete_options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
             && uid != meta_str(&old, "uid")
         {
             return Err(ApiError::conflict(
                 &rt.plural,
                 &rt.group,
                 &name,
-                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {}", meta_str(&old, "uid")),
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
             ));
         }
-        if let Some(rv) = delete_options.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
+        if let Some(rv) = delete_options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
             && rv != meta_str(&old, "resourceVersion")
         {
             return Err(ApiError::conflict(
@@ -512,7 +601,12 @@ impl Store {
     }
 
     /// Deletes every matching object of a collection.
-    pub fn delete_collection(&self, t: &Target, q: &ListQuery, dry_run: bool) -> ApiResult<Vec<Value>> {
+    pub fn delete_collection(
+        &self,
+        t: &Target,
+        q: &ListQuery,
+        dry_run: bool,
+    ) -> ApiResult<Vec<Value>> {
         let page = self.list(t, q)?;
         if dry_run {
             return Ok(page.items);
@@ -535,7 +629,12 @@ impl Store {
     ///
     /// `resource_version`: None or "0" starts with the current state as ADDED events; a number replays history
     /// after it (410 Expired when compacted). `send_initial_events` forces the current state first.
-    pub fn watch(&self, t: &Target, resource_version: Option<&str>, send_initial_events: bool) -> ApiResult<WatchStart> {
+    pub fn watch(
+        &self,
+        t: &Target,
+        resource_version: Option<&str>,
+        send_initial_events: bool,
+    ) -> ApiResult<WatchStart> {
         let st = self.lock();
         let rt = st.resolve(t)?;
         let rx = self.events.subscribe();
@@ -582,7 +681,9 @@ fn encode_continue(ns: &str, name: &str) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<ObjKey> {
     let bad = || ApiError::bad_request("continue key is not valid");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
     let (ns, name): (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((ns, name))
 }
@@ -653,10 +754,20 @@ impl State {
         self.rv += 1;
         let rv = self.rv;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-        let key = (meta_str(&obj, "namespace").to_string(), meta_str(&obj, "name").to_string());
+        let key = (
+            meta_str(&obj, "namespace").to_string(),
+            meta_str(&obj, "name").to_string(),
+        );
         let obj = Arc::new(obj);
-        self.objects.entry(rt.key()).or_default().insert(key, obj.clone());
-        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.objects
+            .entry(rt.key())
+            .or_default()
+            .insert(key, obj.clone());
+        let type_ = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
         self.record(
             events,
             WatchEvent {
@@ -671,8 +782,17 @@ impl State {
     }
 
     /// Removes an object for good, emitting DELETED; cascades for namespaces' content and CRDs' objects.
-    fn remove(&mut self, rt: &ResourceType, ns: &str, name: &str, events: &broadcast::Sender<Arc<WatchEvent>>) -> Option<Value> {
-        let old = self.objects.get_mut(&rt.key())?.remove(&(ns.to_string(), name.to_string()))?;
+    fn remove(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> Option<Value> {
+        let old = self
+            .objects
+            .get_mut(&rt.key())?
+            .remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let rv = self.rv;
         let mut gone = (*old).clone();
@@ -687,7 +807,8 @@ impl State {
                 old: Some(old),
             },
         );
-        if rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions"
+        if rt.group == "apiextensions.k8s.io"
+            && rt.plural == "customresourcedefinitions"
             && let Some(key) = self.registry.unregister_crd(&gone)
         {
             let custom = ResourceType {
@@ -695,7 +816,11 @@ impl State {
                 plural: key.plural.clone(),
                 ..(*rt).clone()
             };
-            let keys: Vec<ObjKey> = self.objects.get(&key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let keys: Vec<ObjKey> = self
+                .objects
+                .get(&key)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
             for (ons, oname) in keys {
                 self.remove(&custom, &ons, &oname, events);
             }
@@ -726,7 +851,13 @@ impl State {
         }
     }
 
-    fn delete_inner(&mut self, rt: &ResourceType, ns: &str, name: &str, events: &broadcast::Sender<Arc<WatchEvent>>) -> Value {
+    fn delete_inner(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> Value {
         let Some(old) = self.lookup(rt, ns, name) else {
             return Value::Null;
         };
@@ -761,12 +892,22 @@ impl State {
     }
 
     fn delete_namespace_content(&mut self, ns: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
-        let types: Vec<Arc<ResourceType>> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
+        let types: Vec<Arc<ResourceType>> = self
+            .registry
+            .all()
+            .filter(|t| t.namespaced)
+            .cloned()
+            .collect();
         for rt in types {
             let names: Vec<String> = self
                 .objects
                 .get(&rt.key())
-                .map(|m| m.keys().filter(|(o, _)| o == ns).map(|(_, n)| n.clone()).collect())
+                .map(|m| {
+                    m.keys()
+                        .filter(|(o, _)| o == ns)
+                        .map(|(_, n)| n.clone())
+                        .collect()
+                })
                 .unwrap_or_default();
             for name in names {
                 self.delete_inner(&rt, ns, &name, events);
@@ -776,7 +917,12 @@ impl State {
     }
 
     /// Built-in defaulting and validation.
-    fn admit_builtin(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    fn admit_builtin(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
         let name = meta_str(obj, "name").to_string();
         match (rt.group.as_str(), rt.kind.as_str()) {
             ("", "Secret") => {
@@ -788,15 +934,18 @@ impl State {
                     if let Some(Value::Object(data)) = data {
                         for (k, v) in sd {
                             let raw = v.as_str().unwrap_or_default();
-                            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
+                            data.insert(
+                                k,
+                                json!(base64::engine::general_purpose::STANDARD.encode(raw)),
+                            );
                         }
                     }
                 }
                 if let Some(data) = obj.get("data").and_then(Value::as_object) {
                     for (k, v) in data {
-                        let ok = v
-                            .as_str()
-                            .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                        let ok = v.as_str().is_some_and(|s| {
+                            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                        });
                         if !ok {
                             // Never echo the value: it is secret material.
                             return Err(ApiError::bad_request(format!(
@@ -853,18 +1002,38 @@ impl State {
         obj["kind"] = json!(rt.kind);
         let meta = meta_mut(&mut obj);
         // System fields are the server's to set.
-        for f in ["uid", "resourceVersion", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "selfLink"] {
+        for f in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
             meta.remove(f);
         }
-        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         if name.is_empty() {
-            let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_string();
+            let prefix = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
             if prefix.is_empty() {
                 return Err(ApiError::invalid(
                     &rt.kind,
                     &rt.group,
                     "",
-                    vec![Cause::new("FieldValueRequired", "metadata.name", "Required value: name or generateName is required")],
+                    vec![Cause::new(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )],
                 ));
             }
             name = format!("{prefix}{}", random_suffix());
@@ -922,7 +1091,13 @@ impl State {
         } else {
             let mut unknown = Vec::new();
             validation::prune_builtin(rt, &mut obj, &mut unknown);
-            validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
+            validation::handle_unknown(
+                &rt.kind,
+                &t.version,
+                unknown,
+                opts.field_validation,
+                warnings,
+            )?;
             self.admit_builtin(rt, &mut obj, None)?;
             obj
         };
@@ -1000,7 +1175,11 @@ impl State {
                 &rt.kind,
                 &rt.group,
                 &name,
-                vec![Cause::new("FieldValueInvalid", "metadata.resourceVersion", "Invalid value: 0x0: must be specified for an update")],
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                )],
             ));
         }
         if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
@@ -1051,7 +1230,15 @@ impl State {
         {
             let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
             let meta = meta_mut(&mut result);
-            for f in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "namespace", "name"] {
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
                 match old_meta.get(f) {
                     Some(v) => meta.insert(f.into(), v.clone()),
                     None => meta.remove(f),
@@ -1066,7 +1253,10 @@ impl State {
         }
         if !meta_str(old, "deletionTimestamp").is_empty() {
             let before = finalizers(old);
-            if let Some(added) = finalizers(&result).into_iter().find(|f| !before.contains(f)) {
+            if let Some(added) = finalizers(&result)
+                .into_iter()
+                .find(|f| !before.contains(f))
+            {
                 return Err(ApiError::invalid(
                     &rt.kind,
                     &rt.group,
@@ -1074,24 +1264,42 @@ impl State {
                     vec![Cause::new(
                         "FieldValueForbidden",
                         "metadata.finalizers",
-                        format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}"),
+                        format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}"
+                        ),
                     )],
                 ));
             }
         }
         let mut result = if rt.custom {
-            validation::admit_custom(rt, &t.version, result, Some(&present(old, rt, &t.version)), opts.field_validation, warnings)?
+            validation::admit_custom(
+                rt,
+                &t.version,
+                result,
+                Some(&present(old, rt, &t.version)),
+                opts.field_validation,
+                warnings,
+            )?
         } else {
             let mut unknown = Vec::new();
             validation::prune_builtin(rt, &mut result, &mut unknown);
-            validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
+            validation::handle_unknown(
+                &rt.kind,
+                &t.version,
+                unknown,
+                opts.field_validation,
+                warnings,
+            )?;
             self.admit_builtin(rt, &mut result, Some(old))?;
             result
         };
         if rt.custom
             && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status)
         {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
             meta_mut(&mut result).insert("generation".into(), json!(g + 1));
         }
         let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
@@ -1130,7 +1338,9 @@ impl State {
             let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
             if !is_namespace {
                 let stored = self.put(rt, result, Some(old.clone()), events);
-                let gone = self.remove(rt, &ns, &name, events).unwrap_or_else(|| (*stored).clone());
+                let gone = self
+                    .remove(rt, &ns, &name, events)
+                    .unwrap_or_else(|| (*stored).clone());
                 return Ok(gone);
             }
         }
@@ -1139,7 +1349,13 @@ impl State {
     }
 }
 
-fn check_immutable(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Value>, fields: &[&str]) -> ApiResult<()> {
+fn check_immutable(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    old: Option<&Value>,
+    fields: &[&str],
+) -> ApiResult<()> {
     let Some(old) = old else {
         return Ok(());
     };
@@ -1148,11 +1364,19 @@ fn check_immutable(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Valu
     }
     let mut causes = Vec::new();
     if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
-        causes.push(Cause::new("FieldValueForbidden", "immutable", "Forbidden: field is immutable when `immutable` is set"));
+        causes.push(Cause::new(
+            "FieldValueForbidden",
+            "immutable",
+            "Forbidden: field is immutable when `immutable` is set",
+        ));
     }
     for f in fields {
         if obj.get(*f) != old.get(*f) {
-            causes.push(Cause::new("FieldValueForbidden", *f, "Forbidden: field is immutable when `immutable` is set"));
+            causes.push(Cause::new(
+                "FieldValueForbidden",
+                *f,
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
         }
     }
     if causes.is_empty() {
