@@ -248,6 +248,19 @@ fn wildcard(pattern: &str, action: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Name of a role that lets `object_id` perform `action` on `scope` (for activity-log `authorization.role`).
+pub(crate) fn granting_role(state: &SimState, object_id: &str, action: &str, scope: &str) -> Option<String> {
+    let ids = state.principal_and_groups(object_id);
+    state.role_assignments.values().find_map(|ra| {
+        let rd = state.role_definitions.get(&ra.role_definition_guid)?;
+        let grants = ids.contains(&ra.principal_id.to_ascii_lowercase())
+            && scope_contains(&ra.scope, scope)
+            && rd.actions.iter().any(|a| wildcard(a, action))
+            && !rd.not_actions.iter().any(|a| wildcard(a, action));
+        grants.then(|| rd.role_name.clone())
+    })
+}
+
 /// Whether `object_id` (directly or through a group) holds a role allowing `action` at or above `scope`.
 pub(crate) fn is_authorized(state: &SimState, object_id: &str, action: &str, scope: &str) -> bool {
     let ids = state.principal_and_groups(object_id);

@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{Value, json};
 
-use super::auth::{Caller, Tokens, authorization_failed, is_authorized};
+use super::auth::{Caller, Tokens, authorization_failed, granting_role, is_authorized};
 use super::control::{CallLog, Faults, Throttle};
 use super::model::{
     ActivityEvent, OpError, OpKind, OpStatus, Operation, Resource, ResourceExt, RoleAssignment, Secret, SimState, id_key,
@@ -396,8 +396,9 @@ impl Inner {
         let provider = action.split('/').next().unwrap_or_default();
         let event_id = uuid::Uuid::new_v4().to_string();
         let localized = |v: &str| json!({"value": v, "localizedValue": v});
+        let role = granting_role(&self.state, &caller.object_id, action, resource_id).unwrap_or_default();
         let mut body = json!({
-            "authorization": {"action": action, "scope": resource_id},
+            "authorization": {"action": action, "role": role, "scope": resource_id},
             "caller": caller.object_id,
             "channels": "Operation",
             "claims": {
@@ -554,7 +555,10 @@ impl Inner {
         caller: &Caller,
         lro_failure: Option<OpError>,
     ) -> Result<Reply, ArmError> {
-        self.authorize(caller, &routed.action, &routed.scope)?;
+        // Role definitions are readable by every signed-in principal of the tenant (built-ins live at `/`).
+        if !matches!(routed.target, Target::RoleDefinition { .. }) {
+            self.authorize(caller, &routed.action, &routed.scope)?;
+        }
         let sub = routed.sub.clone().unwrap_or_default();
         match &routed.target {
             Target::Subscription => {

@@ -766,7 +766,6 @@ fn defaults_storage(body: &mut Value, name: &str, now: Timestamp) {
     if body.get("tags").is_none() {
         body["tags"] = json!({});
     }
-    let p = &mut body["properties"];
     let defaults = json!({
         "accountMigrationInProgress": false,
         "creationTime": t,
@@ -791,7 +790,15 @@ fn defaults_storage(body: &mut Value, name: &str, now: Timestamp) {
         "allowBlobPublicAccess": false,
         "allowSharedKeyAccess": true,
         "accessTier": "Hot",
+        "geoPriorityReplicationStatus": {"isBlobEnabled": false},
     });
+    let geo = body.pointer("/sku/name").and_then(Value::as_str).is_some_and(|s| s.contains("GRS") || s.contains("GZRS"));
+    let p = &mut body["properties"];
+    if geo && let Some(obj) = p.as_object_mut() {
+        // Geo-redundant accounts report their paired region.
+        obj.entry("secondaryLocation").or_insert(json!(paired_region(&location)));
+        obj.entry("statusOfSecondary").or_insert(json!("available"));
+    }
     if let (Some(obj), Some(def)) = (p.as_object_mut(), defaults.as_object()) {
         for (k, v) in def {
             // keyCreationTime is always ours: clients cannot set it.
@@ -799,6 +806,16 @@ fn defaults_storage(body: &mut Value, name: &str, now: Timestamp) {
                 obj.insert(k.clone(), v.clone());
             }
         }
+    }
+}
+
+fn paired_region(location: &str) -> &'static str {
+    match location.to_ascii_lowercase().as_str() {
+        "eastus" => "westus",
+        "westus" => "eastus",
+        "westeurope" => "northeurope",
+        "northeurope" => "westeurope",
+        _ => "centralus",
     }
 }
 
@@ -886,7 +903,11 @@ impl World {
         let app_insights_id = format!("{base}/Microsoft.Insights/components/ai-sandbox");
         let container_registry_id = format!("{base}/Microsoft.ContainerRegistry/registries/crsandbox");
         let loc = json!({"location": location});
-        s.put_resource(&storage_account_id, "Microsoft.Storage/storageAccounts", loc.clone());
+        s.put_resource(
+            &storage_account_id,
+            "Microsoft.Storage/storageAccounts",
+            json!({"location": location, "kind": "StorageV2", "sku": {"name": "Standard_GRS", "tier": "Standard"}}),
+        );
         s.put_resource(&key_vault_id, "Microsoft.KeyVault/vaults", loc.clone());
         s.put_resource(&app_insights_id, "Microsoft.Insights/components", json!({"location": location, "kind": "web"}));
         s.put_resource(&container_registry_id, "Microsoft.ContainerRegistry/registries", loc);
