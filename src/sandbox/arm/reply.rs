@@ -15,7 +15,11 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub fn json(status: StatusCode, body: Value) -> Self {
-        Self { status, headers: vec![], body: Some(body) }
+        Self {
+            status,
+            headers: vec![],
+            body: Some(body),
+        }
     }
 
     pub fn ok(body: Value) -> Self {
@@ -23,7 +27,11 @@ impl Reply {
     }
 
     pub fn empty(status: StatusCode) -> Self {
-        Self { status, headers: vec![], body: None }
+        Self {
+            status,
+            headers: vec![],
+            body: None,
+        }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -37,8 +45,10 @@ impl IntoResponse for Reply {
         let mut resp = match &self.body {
             Some(v) => {
                 let mut r = Response::new(Body::from(v.to_string()));
-                r.headers_mut()
-                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
                 r
             }
             None => Response::new(Body::empty()),
@@ -60,6 +70,13 @@ pub(crate) struct ArmError {
     pub status: StatusCode,
     pub code: String,
     pub message: String,
+    /// Rarely used parts, boxed to keep `Result<_, ArmError>` small.
+    pub extra: Box<ErrorExtra>,
+}
+
+/// Optional parts of an ARM error.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ErrorExtra {
     pub target: Option<String>,
     pub details: Vec<ArmError>,
     pub headers: Vec<(String, String)>,
@@ -67,7 +84,12 @@ pub(crate) struct ArmError {
 
 impl ArmError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), target: None, details: vec![], headers: vec![] }
+        Self {
+            status,
+            code: code.into(),
+            message: message.into(),
+            extra: Box::default(),
+        }
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -79,7 +101,9 @@ impl ArmError {
         Self::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
-            format!("The Resource '{kind}/{name}' under resource group was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+            format!(
+                "The Resource '{kind}/{name}' under resource group was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+            ),
         )
     }
 
@@ -88,22 +112,28 @@ impl ArmError {
     }
 
     pub fn target(mut self, target: &str) -> Self {
-        self.target = Some(target.into());
+        self.extra.target = Some(target.into());
         self
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.extra.headers.push((name.into(), value.into()));
         self
     }
 
     pub fn envelope_inner(&self) -> Value {
         let mut e = json!({"code": self.code, "message": self.message});
-        if let Some(t) = &self.target {
+        if let Some(t) = &self.extra.target {
             e["target"] = json!(t);
         }
-        if !self.details.is_empty() {
-            e["details"] = Value::Array(self.details.iter().map(Self::envelope_inner).collect());
+        if !self.extra.details.is_empty() {
+            e["details"] = Value::Array(
+                self.extra
+                    .details
+                    .iter()
+                    .map(Self::envelope_inner)
+                    .collect(),
+            );
         }
         e
     }
@@ -115,6 +145,10 @@ impl ArmError {
 
 impl From<ArmError> for Reply {
     fn from(e: ArmError) -> Self {
-        Reply { status: e.status, headers: e.headers.clone(), body: Some(e.envelope()) }
+        Reply {
+            status: e.status,
+            headers: e.extra.headers.clone(),
+            body: Some(e.envelope()),
+        }
     }
 }
