@@ -726,7 +726,8 @@ fn urlencode(s: &str) -> String {
 
 #[tokio::test]
 async fn workspace_lifecycle_matches_examples() {
-    let env = start().await;
+    // Long enough that the GET right after the PUT reliably sees the operation still running on a busy machine.
+    let env = start_with(|c| c.lro_duration = Duration::from_millis(400)).await;
     let id = env.ws_id("testworkspace");
     let ex = example("ml-workspaces/Workspace_create.json");
     let body = rewrite_example_body(&env, ex["parameters"]["parameters"].clone());
