@@ -31,6 +31,10 @@ pub enum Command {
     Plan(Box<PlanArgs>),
     /// Print every CustomResourceDefinition of the operator as a multi-document YAML stream.
     Crd,
+    /// Run the whole system on this machine: a Kubernetes API emulator, a simulated Azure (ARM + Entra ID over
+    /// HTTPS with its own CA) seeded with a subscription, resource group, storage account, key vault and principals,
+    /// and the controller, until Ctrl-C. `sandbox azure ...` changes the simulated Azure of a running sandbox.
+    Sandbox(Box<crate::sandbox::command::SandboxArgs>),
 }
 
 /// Log output.

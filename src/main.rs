@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
         Command::Crd => azml_operator::api::crds_yaml().map(|yaml| print!("{yaml}")).map_err(Into::into),
         Command::Run(args) => azml_operator::run::run(*args).await.map_err(Into::into),
         Command::Plan(args) => azml_operator::run::plan(*args).await.map_err(Into::into),
+        Command::Sandbox(args) => azml_operator::sandbox::command::main(*args).await.map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
