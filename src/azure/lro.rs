@@ -1,0 +1,299 @@
+//! Long-running operations: `Azure-AsyncOperation` and `Location` polling, final-state rules, resumable handles.
+//!
+//! An operation is started with a `begin_*` method, which returns [`LroStart::Done`] when ARM finished
+//! synchronously or [`LroStart::Pending`] with an [`LroHandle`]. The handle is plain data (serde): the controller
+//! can store it in a status field and, after a restart, call [`ArmClient::poll_lro`] / [`ArmClient::wait_lro`] with
+//! it instead of issuing the request again.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method};
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::error::{ArmError, ArmErrorBody};
+use super::ids::SubscriptionId;
+use super::transport::{ArmClient, Response, decode, retry_after};
+
+/// Which status monitor the operation is polled through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LroKind {
+    /// Poll the `Azure-AsyncOperation` URL: 200 with `{status}` until Succeeded/Failed/Canceled.
+    AzureAsyncOperation,
+    /// Poll the `Location` URL: 202 while running, then 200/204 with the result, or an error status.
+    Location,
+}
+
+/// Where the final result comes from (`x-ms-long-running-operation-options.final-state-via`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FinalStateVia {
+    /// GET the resource URL the operation was started on (PUT/PATCH default).
+    OriginalUri,
+    /// GET the `Location` URL of the initial response (POST/DELETE default).
+    Location,
+    /// The operation has no result body (the status monitor is enough).
+    None,
+}
+
+/// A pending long-running operation. Serialisable so it can be stored and resumed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LroHandle {
+    /// Operation name, e.g. `Workspaces_CreateOrUpdate`.
+    pub operation: String,
+    /// Status monitor kind.
+    pub kind: LroKind,
+    /// URL to poll next (absolute; must be on the ARM endpoint).
+    pub poll_url: String,
+    /// URL of the resource the operation was started on, with its api-version.
+    pub resource_url: String,
+    /// `Location` of the initial response, when both headers were sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location_url: Option<String>,
+    /// Final-state rule.
+    pub final_state: FinalStateVia,
+    /// Subscription, for client-side throttling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription: Option<SubscriptionId>,
+    /// When the operation was started.
+    pub started_at: Timestamp,
+    /// Poll delay ARM asked for in its last response, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+}
+
+/// Result of starting an operation.
+#[derive(Debug)]
+pub enum LroStart<T> {
+    /// ARM completed synchronously.
+    Done(T),
+    /// ARM accepted the operation; poll the handle.
+    Pending(LroHandle),
+}
+
+/// Result of one poll.
+#[derive(Debug)]
+pub enum LroPoll<T> {
+    /// Still running; the handle may have been updated (new poll URL, new Retry-After). Store it.
+    InProgress(LroHandle),
+    /// Finished successfully with this result.
+    Done(T),
+}
+
+/// Waiting parameters.
+#[derive(Clone, Debug)]
+pub struct LroOptions {
+    /// Give up (with [`ArmError::LroTimeout`]) after this long, measured from the handle's `started_at`.
+    pub timeout: Duration,
+    /// Poll interval when ARM sends no `Retry-After`.
+    pub default_poll_interval: Duration,
+    /// Upper bound for one poll interval (ARM may ask for up to 600 s).
+    pub max_poll_interval: Duration,
+    /// Cancels the wait (the operation itself keeps running in Azure; the handle stays valid).
+    pub cancel: CancellationToken,
+}
+
+impl Default for LroOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30 * 60),
+            default_poll_interval: Duration::from_secs(5),
+            max_poll_interval: Duration::from_secs(60),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// Status monitor body of `Azure-AsyncOperation`.
+#[derive(Debug, Deserialize)]
+struct OperationStatus {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    error: Option<ArmErrorBody>,
+}
+
+/// Per-operation LRO rules, given to [`ArmClient::start_lro`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LroSpec {
+    pub(crate) final_state: FinalStateVia,
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .filter(|s| !s.is_empty())
+}
+
+impl ArmClient {
+    /// Turns the initial response of an LRO-capable call into [`LroStart`].
+    pub(crate) fn start_lro<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        spec: LroSpec,
+        resp: Response,
+        subscription: Option<SubscriptionId>,
+    ) -> Result<LroStart<T>, ArmError> {
+        let async_op = header_str(&resp.headers, "azure-asyncoperation");
+        let location = header_str(&resp.headers, "location");
+        let pending = resp.status == 202 || (resp.status == 201 && async_op.is_some());
+        if !pending {
+            return Ok(LroStart::Done(resp.json(operation)?));
+        }
+        let (kind, poll_url) = match (&async_op, &location) {
+            (Some(a), _) => (LroKind::AzureAsyncOperation, a.clone()),
+            (None, Some(l)) => (LroKind::Location, l.clone()),
+            (None, None) => {
+                return Err(ArmError::Protocol {
+                    operation,
+                    reason: format!(
+                        "HTTP {} without Azure-AsyncOperation or Location header",
+                        resp.status
+                    ),
+                    ids: resp.ids,
+                });
+            }
+        };
+        // Validate now so a bad URL fails the call instead of a later poll.
+        self.check_same_origin(operation, &poll_url)?;
+        if let Some(l) = &location {
+            self.check_same_origin(operation, l)?;
+        }
+        let handle = LroHandle {
+            operation: operation.to_owned(),
+            kind,
+            poll_url,
+            resource_url: resp.url.to_string(),
+            location_url: location,
+            final_state: spec.final_state,
+            subscription,
+            started_at: Timestamp::now(),
+            retry_after_secs: retry_after(&resp.headers).map(|d| d.as_secs()),
+        };
+        tracing::info!(operation, kind = ?handle.kind, request_id = resp.ids.request_id.as_deref().unwrap_or("-"), "long-running operation accepted");
+        Ok(LroStart::Pending(handle))
+    }
+
+    /// Polls a pending operation once. Works with handles restored from storage (URLs are re-validated).
+    pub async fn poll_lro<T: DeserializeOwned>(
+        &self,
+        handle: &LroHandle,
+    ) -> Result<LroPoll<T>, ArmError> {
+        const OP: &str = "LongRunningOperation_Poll";
+        let url = self.check_same_origin(OP, &handle.poll_url)?;
+        let resp = self
+            .send_url(OP, Method::GET, url, None, handle.subscription)
+            .await?;
+        let mut next = handle.clone();
+        next.retry_after_secs = retry_after(&resp.headers).map(|d| d.as_secs());
+        match handle.kind {
+            LroKind::AzureAsyncOperation => {
+                let status: OperationStatus = resp.json(OP)?;
+                match status.status.to_ascii_lowercase().as_str() {
+                    "succeeded" => self.fetch_final(handle, None).await.map(LroPoll::Done),
+                    "failed" | "canceled" | "cancelled" => Err(ArmError::LroFailed {
+                        operation: handle.operation.clone(),
+                        status: status.status,
+                        body: Box::new(status.error.unwrap_or_default()),
+                        ids: resp.ids,
+                    }),
+                    _ => Ok(LroPoll::InProgress(next)),
+                }
+            }
+            LroKind::Location => {
+                if resp.status == 202 {
+                    if let Some(l) = header_str(&resp.headers, "location") {
+                        self.check_same_origin(OP, &l)?;
+                        next.poll_url = l;
+                    }
+                    return Ok(LroPoll::InProgress(next));
+                }
+                self.fetch_final(handle, Some(resp))
+                    .await
+                    .map(LroPoll::Done)
+            }
+        }
+    }
+
+    /// Reads the final result per the handle's final-state rule. `location_resp` is the terminal response of a
+    /// Location poll, which already is the result when the rule is `Location`.
+    async fn fetch_final<T: DeserializeOwned>(
+        &self,
+        handle: &LroHandle,
+        location_resp: Option<Response>,
+    ) -> Result<T, ArmError> {
+        const OP: &str = "LongRunningOperation_Result";
+        match (handle.final_state, location_resp) {
+            (FinalStateVia::OriginalUri, _) => {
+                let url = self.check_same_origin(OP, &handle.resource_url)?;
+                self.send_url(OP, Method::GET, url, None, handle.subscription)
+                    .await?
+                    .json(OP)
+            }
+            (FinalStateVia::Location, Some(resp)) => resp.json(OP),
+            (FinalStateVia::Location, None) => match &handle.location_url {
+                Some(l) => {
+                    let url = self.check_same_origin(OP, l)?;
+                    self.send_url(OP, Method::GET, url, None, handle.subscription)
+                        .await?
+                        .json(OP)
+                }
+                None => decode(OP, b""),
+            },
+            (FinalStateVia::None, _) => decode(OP, b""),
+        }
+    }
+
+    /// Polls until the operation finishes, honouring `Retry-After`, the timeout and cancellation.
+    pub async fn wait_lro<T: DeserializeOwned>(
+        &self,
+        handle: LroHandle,
+        options: &LroOptions,
+    ) -> Result<T, ArmError> {
+        let mut handle = handle;
+        let deadline_from_start = options.timeout;
+        loop {
+            let elapsed = Timestamp::now()
+                .duration_since(handle.started_at)
+                .unsigned_abs();
+            if elapsed >= deadline_from_start {
+                return Err(ArmError::LroTimeout {
+                    operation: handle.operation.clone(),
+                    waited: elapsed,
+                });
+            }
+            let wait = handle
+                .retry_after_secs
+                .map(Duration::from_secs)
+                .unwrap_or(options.default_poll_interval)
+                .min(options.max_poll_interval)
+                .min(deadline_from_start - elapsed);
+            tokio::select! {
+                () = options.cancel.cancelled() => {
+                    return Err(ArmError::Cancelled { operation: handle.operation.clone() });
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.poll_lro::<T>(&handle).await? {
+                LroPoll::Done(v) => return Ok(v),
+                LroPoll::InProgress(next) => handle = next,
+            }
+        }
+    }
+
+    /// Starts-or-finishes helper: waits on a pending start.
+    pub(crate) async fn finish<T: DeserializeOwned>(
+        &self,
+        start: LroStart<T>,
+        options: &LroOptions,
+    ) -> Result<T, ArmError> {
+        match start {
+            LroStart::Done(v) => Ok(v),
+            LroStart::Pending(h) => self.wait_lro(h, options).await,
+        }
+    }
+}
