@@ -194,23 +194,13 @@ pub struct NotebookAccessKeys {
     pub secondary_access_key: Option<Secret>,
 }
 
-const ORIGINAL: LroSpec = LroSpec {
-    final_state: FinalStateVia::OriginalUri,
-};
-const LOCATION: LroSpec = LroSpec {
-    final_state: FinalStateVia::Location,
-};
+const ORIGINAL: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
+const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
 
 impl ArmClient {
     /// Workspaces_Get. `None` when the workspace (or its resource group) does not exist.
     pub async fn get_workspace(&self, ws: &WorkspaceRef) -> Result<Option<Workspace>, ArmError> {
-        let call = Call::new(
-            "Workspaces_Get",
-            Method::GET,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        );
+        let call = Call::new("Workspaces_Get", Method::GET, ws.id(), ML_API_VERSION, Some(ws.subscription()));
         self.get_opt(&call).await
     }
 
@@ -221,14 +211,9 @@ impl ArmClient {
         ws: &WorkspaceRef,
         body: &Workspace,
     ) -> Result<LroStart<Workspace>, ArmError> {
-        let call = Call::new(
-            "Workspaces_CreateOrUpdate",
-            Method::PUT,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        )
-        .json(body)?;
+        let call =
+            Call::new("Workspaces_CreateOrUpdate", Method::PUT, ws.id(), ML_API_VERSION, Some(ws.subscription()))
+                .json(body)?;
         let resp = self.send(&call).await?;
         self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
     }
@@ -250,14 +235,8 @@ impl ArmClient {
         ws: &WorkspaceRef,
         body: &WorkspaceUpdate,
     ) -> Result<LroStart<Workspace>, ArmError> {
-        let call = Call::new(
-            "Workspaces_Update",
-            Method::PATCH,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        )
-        .json(body)?;
+        let call = Call::new("Workspaces_Update", Method::PATCH, ws.id(), ML_API_VERSION, Some(ws.subscription()))
+            .json(body)?;
         let resp = self.send(&call).await?;
         self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
     }
@@ -280,13 +259,7 @@ impl ArmClient {
         ws: &WorkspaceRef,
         force_to_purge: bool,
     ) -> Result<LroStart<()>, ArmError> {
-        let mut call = Call::new(
-            "Workspaces_Delete",
-            Method::DELETE,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        );
+        let mut call = Call::new("Workspaces_Delete", Method::DELETE, ws.id(), ML_API_VERSION, Some(ws.subscription()));
         if force_to_purge {
             call = call.query("forceToPurge", "true");
         }
@@ -295,12 +268,10 @@ impl ArmClient {
             Err(e) if e.status() == Some(404) => return Ok(LroStart::Done(())),
             Err(e) => return Err(e),
         };
-        Ok(
-            match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-                LroStart::Done(_) => LroStart::Done(()),
-                LroStart::Pending(h) => LroStart::Pending(h),
-            },
-        )
+        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
+            LroStart::Done(_) => LroStart::Done(()),
+            LroStart::Pending(h) => LroStart::Pending(h),
+        })
     }
 
     /// Workspaces_Delete, waiting for completion.
@@ -329,10 +300,7 @@ impl ArmClient {
     }
 
     /// Workspaces_ResyncKeys (POST, no body): 200 done or 202 pending (final state via Location).
-    pub async fn begin_resync_workspace_keys(
-        &self,
-        ws: &WorkspaceRef,
-    ) -> Result<LroStart<()>, ArmError> {
+    pub async fn begin_resync_workspace_keys(&self, ws: &WorkspaceRef) -> Result<LroStart<()>, ArmError> {
         let call = Call::new(
             "Workspaces_ResyncKeys",
             Method::POST,
@@ -341,20 +309,14 @@ impl ArmClient {
             Some(ws.subscription()),
         );
         let resp = self.send(&call).await?;
-        Ok(
-            match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-                LroStart::Done(_) => LroStart::Done(()),
-                LroStart::Pending(h) => LroStart::Pending(h),
-            },
-        )
+        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
+            LroStart::Done(_) => LroStart::Done(()),
+            LroStart::Pending(h) => LroStart::Pending(h),
+        })
     }
 
     /// Workspaces_ResyncKeys, waiting for completion.
-    pub async fn resync_workspace_keys(
-        &self,
-        ws: &WorkspaceRef,
-        options: &LroOptions,
-    ) -> Result<(), ArmError> {
+    pub async fn resync_workspace_keys(&self, ws: &WorkspaceRef, options: &LroOptions) -> Result<(), ArmError> {
         match self.begin_resync_workspace_keys(ws).await? {
             LroStart::Done(()) => Ok(()),
             LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
@@ -368,19 +330,12 @@ mod tests {
 
     #[test]
     fn list_keys_accepts_both_storage_id_names_and_redacts() {
-        let a: WorkspaceKeys = serde_json::from_str(
-            r#"{"userStorageKey":"k1-secret","userStorageArmId":"/x","new":1}"#,
-        )
-        .unwrap();
+        let a: WorkspaceKeys =
+            serde_json::from_str(r#"{"userStorageKey":"k1-secret","userStorageArmId":"/x","new":1}"#).unwrap();
         assert_eq!(a.user_storage_resource_id.as_deref(), Some("/x"));
-        assert_eq!(
-            a.user_storage_key.as_ref().map(Secret::expose),
-            Some("k1-secret")
-        );
+        assert_eq!(a.user_storage_key.as_ref().map(Secret::expose), Some("k1-secret"));
         assert!(!format!("{a:?}").contains("k1-secret"));
-        let b: WorkspaceKeys =
-            serde_json::from_str(r#"{"userStorageKey":null,"userStorageResourceId":"/y"}"#)
-                .unwrap();
+        let b: WorkspaceKeys = serde_json::from_str(r#"{"userStorageKey":null,"userStorageResourceId":"/y"}"#).unwrap();
         assert_eq!(b.user_storage_resource_id.as_deref(), Some("/y"));
         assert!(b.user_storage_key.is_none());
     }
