@@ -1,1 +1,409 @@
 //! Azure Resource Manager + Entra ID simulator.
+//!
+//! One HTTPS server on `127.0.0.1:0` (certificate from a generated [`SandboxCa`]) serves three things:
+//!
+//! * **ARM** at the root (`/subscriptions/...`): resource groups, storage accounts, key vaults, app insights,
+//!   container registries, ML workspaces, online endpoints and deployments, role assignments and definitions,
+//!   validateMoveResources/moveResources, the activity log, and LRO poll URLs
+//!   (`/subscriptions/{sub}/providers/{ns}/locations/global/operationResults|operationStatuses/{id}`).
+//!   Ids are case-insensitive; the ARM error envelope is used everywhere.
+//! * **Entra ID**: the same server is the authority host: `POST /{tenant}/oauth2/v2.0/token` (client credentials with
+//!   `client_secret` or a JWT-shaped `client_assertion` for federated apps), `GET
+//!   /{tenant}/v2.0/.well-known/openid-configuration` and `GET /common/discovery/instance`.
+//! * **Admin API** under `/_sim/...` (no ARM auth, loopback peers only). The same operations exist on [`SimHandle`].
+//!
+//! Tests drive it in-process through [`RunningSim`] / [`SimHandle`].
+
+mod auth;
+pub mod control;
+mod engine;
+pub mod model;
+mod reply;
+mod route;
+mod server;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+pub use control::{CallKind, CallRecord, FaultAction, FaultRule, OpCount, ThrottleConfig};
+pub use model::{Principal, PrincipalKind, Secret, SeededSp, SimState, World, roles};
+
+use super::tls::{SandboxCa, TlsError};
+use engine::{Inner, Knobs};
+
+/// Errors of the simulator's public API.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// Generating the CA / server certificate failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Binding the listener failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// Requested address.
+        addr: SocketAddr,
+        /// IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A resource the caller named does not exist.
+    #[error("resource not found: {0}")]
+    NotFound(String),
+    /// A storage key name other than key1/key2.
+    #[error("unknown storage key name '{0}' (expected key1 or key2)")]
+    BadKeyName(String),
+    /// Saving or loading state failed.
+    #[error("state file {path}: {message}")]
+    StateFile {
+        /// File path.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// How to run the simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Initial world.
+    pub state: SimState,
+    /// Listen address; default `127.0.0.1:0`.
+    pub bind: SocketAddr,
+    /// How long every LRO takes; default 100 ms.
+    pub lro_duration: Duration,
+    /// `Retry-After` (seconds) sent on LRO responses and polls; default 0 so tests poll quickly. ARM sends 10..600.
+    pub retry_after_secs: u64,
+    /// Lifetime of issued access tokens; default 3599 s.
+    pub token_lifetime: Duration,
+    /// Throttling buckets; default ARM's (reads 250 @ 25/s, writes 200 @ 10/s).
+    pub throttle: ThrottleConfig,
+    /// Page size of list operations (nextLink paging); default 100.
+    pub page_size: usize,
+}
+
+impl SimConfig {
+    /// A config with `state` and defaults for everything else.
+    pub fn new(state: SimState) -> Self {
+        Self {
+            state,
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lro_duration: Duration::from_millis(100),
+            retry_after_secs: 0,
+            token_lifetime: Duration::from_secs(3599),
+            throttle: ThrottleConfig::default(),
+            page_size: 100,
+        }
+    }
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self::new(World::default_sandbox().state)
+    }
+}
+
+struct Sim {
+    inner: Mutex<Inner>,
+}
+
+/// In-process control of a running simulator (cheap to clone).
+#[derive(Clone)]
+pub struct SimHandle(Arc<Sim>);
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the plain-data state half-written in a way we could repair;
+        // keep serving rather than cascading the panic.
+        self.0
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The call log, oldest first.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.lock().calls.records().to_vec()
+    }
+
+    /// Counters per operation name (e.g. `Workspaces_Get`, `StorageAccounts_ListKeys`, `Token`).
+    pub fn call_summary(&self) -> BTreeMap<String, OpCount> {
+        self.lock().calls.summary()
+    }
+
+    /// Number of calls to `operation` (case-insensitive).
+    pub fn count(&self, operation: &str) -> usize {
+        self.lock()
+            .calls
+            .records()
+            .iter()
+            .filter(|r| r.operation.eq_ignore_ascii_case(operation))
+            .count()
+    }
+
+    /// Clears the call log.
+    pub fn clear_calls(&self) {
+        self.lock().calls.clear();
+    }
+
+    /// Adds a fault rule; returns its id.
+    pub fn inject_fault(&self, rule: FaultRule) -> u64 {
+        self.lock().faults.add(rule)
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Replaces the throttling configuration (buckets refill to the new capacity).
+    pub fn set_throttle(&self, config: ThrottleConfig) {
+        self.lock().throttle.reconfigure(config);
+    }
+
+    /// Changes the LRO duration for operations started from now on.
+    pub fn set_lro_duration(&self, d: Duration) {
+        self.lock().knobs.lro_duration = d;
+    }
+
+    /// Regenerates a storage key "out of band" (as a person in the portal would), with an activity-log event.
+    pub fn regenerate_storage_key(&self, account_id: &str, key_name: &str) -> Result<(), SimError> {
+        let mut g = self.lock();
+        if !g.state.resources.contains_key(&model::id_key(account_id)) {
+            return Err(SimError::NotFound(account_id.into()));
+        }
+        if !g.state.regenerate_storage_key(account_id, key_name) {
+            return Err(SimError::BadKeyName(key_name.into()));
+        }
+        g.log_admin_event(
+            account_id,
+            "Microsoft.Storage/storageAccounts/regenerateKey/action",
+        );
+        Ok(())
+    }
+
+    /// Current value of a storage key.
+    pub fn storage_key(&self, account_id: &str, key_name: &str) -> Option<Secret> {
+        self.lock().state.storage_key(account_id, key_name)
+    }
+
+    /// The storage key a workspace has cached (what its listKeys returns as userStorageKey).
+    pub fn workspace_cached_key(&self, workspace_id: &str) -> Option<Secret> {
+        self.lock().state.workspace_cached_key(workspace_id)
+    }
+
+    /// The ARM body of a resource.
+    pub fn resource(&self, id: &str) -> Option<Value> {
+        self.lock()
+            .state
+            .resources
+            .get(&model::id_key(id))
+            .map(|r| r.body.clone())
+    }
+
+    /// Applies a JSON merge patch to a resource's body behind the operator's back; returns the new body.
+    pub fn edit_resource(&self, id: &str, merge_patch: &Value) -> Result<Value, SimError> {
+        let mut g = self.lock();
+        let r = g
+            .state
+            .resources
+            .get_mut(&model::id_key(id))
+            .ok_or_else(|| SimError::NotFound(id.into()))?;
+        json_patch::merge(&mut r.body, merge_patch);
+        // id/name/type are identity, not editable content.
+        let (rid, rtype) = (r.id.clone(), r.rtype.clone());
+        r.body["id"] = Value::String(rid);
+        r.body["type"] = Value::String(rtype);
+        Ok(r.body.clone())
+    }
+
+    /// Creates or replaces a resource from an ARM body (kind-specific defaults and keys are generated).
+    pub fn seed_resource(&self, id: &str, rtype: &str, body: Value) -> Value {
+        self.lock().state.put_resource(id, rtype, body).body.clone()
+    }
+
+    /// Adds or replaces a principal.
+    pub fn seed_principal(&self, p: Principal) {
+        self.lock().state.add_principal(p);
+    }
+
+    /// Runs `f` on the state (seeding helpers: `add_subscription`, `add_resource_group`, `assign_role`, ...).
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        f(&mut self.lock().state)
+    }
+
+    /// The activity log (event JSON), oldest first.
+    pub fn activity_log(&self) -> Vec<Value> {
+        self.lock()
+            .state
+            .activity
+            .iter()
+            .map(|e| e.body.clone())
+            .collect()
+    }
+
+    /// A copy of the whole state (serialisable).
+    pub fn snapshot(&self) -> SimState {
+        self.lock().state.clone()
+    }
+
+    /// Replaces the whole state. Issued tokens stay valid.
+    pub fn restore(&self, state: SimState) {
+        self.lock().state = state;
+    }
+
+    /// Saves the state as JSON (contains secrets: keep the file private).
+    pub fn save(&self, path: &Path) -> Result<(), SimError> {
+        let err = |m: String| SimError::StateFile {
+            path: path.display().to_string(),
+            message: m,
+        };
+        let json = serde_json::to_vec_pretty(&self.snapshot()).map_err(|e| err(e.to_string()))?;
+        std::fs::write(path, json).map_err(|e| err(e.to_string()))
+    }
+
+    /// Loads a state saved by [`SimHandle::save`].
+    pub fn load(&self, path: &Path) -> Result<(), SimError> {
+        let err = |m: String| SimError::StateFile {
+            path: path.display().to_string(),
+            message: m,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let state: SimState = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
+        self.restore(state);
+        Ok(())
+    }
+}
+
+/// A simulator serving on a loopback port.
+pub struct RunningSim {
+    /// `https://127.0.0.1:PORT`: ARM endpoint and authority host.
+    pub endpoint: String,
+    /// The tenant id of the simulated Entra ID.
+    pub tenant_id: String,
+    /// PEM of the CA that signed the server certificate (trust it in clients).
+    pub ca_pem: String,
+    /// In-process control.
+    pub handle: SimHandle,
+    /// The listening address.
+    pub addr: SocketAddr,
+    ca: SandboxCa,
+    cancel: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RunningSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSim")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunningSim {
+    /// The authority host for Entra ID clients (the same server).
+    pub fn authority_host(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The token endpoint URL.
+    pub fn token_url(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.endpoint, self.tenant_id)
+    }
+
+    /// Writes the CA PEM to `path` (for clients configured with an extra-CA file).
+    pub fn write_ca(&self, path: &Path) -> Result<(), SimError> {
+        Ok(self.ca.write_ca(path)?)
+    }
+
+    /// Stops accepting and aborts open connections.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Entry point.
+#[derive(Debug)]
+pub struct ArmSimulator;
+
+impl ArmSimulator {
+    /// Generates a CA, binds `config.bind` and starts serving in the background (call within a Tokio runtime).
+    pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
+        let ca = SandboxCa::generate()?;
+        let tls = ca.server_config(SandboxCa::LOOPBACK_HOSTS)?;
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| SimError::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let endpoint = format!("https://{host}:{}", addr.port());
+        let tenant_id = config.state.tenant_id.clone();
+        let inner = Inner {
+            state: config.state,
+            calls: control::CallLog::default(),
+            faults: control::Faults::default(),
+            throttle: control::Throttle::new(config.throttle),
+            tokens: auth::Tokens::default(),
+            knobs: Knobs {
+                lro_duration: config.lro_duration,
+                retry_after_secs: config.retry_after_secs,
+                token_lifetime: config.token_lifetime,
+                page_size: config.page_size,
+            },
+            endpoint: endpoint.clone(),
+        };
+        let handle = SimHandle(Arc::new(Sim {
+            inner: Mutex::new(inner),
+        }));
+        let cancel = CancellationToken::new();
+        let router = server::router(handle.clone());
+        let task = tokio::spawn(server::serve(
+            listener,
+            TlsAcceptor::from(tls),
+            router,
+            cancel.clone(),
+        ));
+        tracing::info!(%endpoint, "ARM simulator listening");
+        Ok(RunningSim {
+            endpoint,
+            tenant_id,
+            ca_pem: ca.ca_pem().to_string(),
+            handle,
+            addr,
+            ca,
+            cancel,
+            task: Some(task),
+        })
+    }
+}

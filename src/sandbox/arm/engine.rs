@@ -1,0 +1,2266 @@
+//! The ARM request pipeline and the per-resource-family handlers, all working on the locked in-memory state.
+
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+use super::auth::{Caller, Tokens, authorization_failed, granting_role, is_authorized};
+use super::control::{CallLog, Faults, Throttle};
+use super::model::{
+    ActivityEvent, OpError, OpKind, OpStatus, Operation, Resource, ResourceExt, RoleAssignment,
+    Secret, SimState, id_key, scope_contains, sub_and_rg,
+};
+use super::reply::{ArmError, Reply};
+use super::route::{
+    COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS,
+    WORKSPACES, resource_id,
+};
+
+/// Runtime knobs (not persisted).
+#[derive(Debug, Clone)]
+pub(crate) struct Knobs {
+    pub lro_duration: Duration,
+    pub retry_after_secs: u64,
+    pub token_lifetime: Duration,
+    pub page_size: usize,
+}
+
+/// Everything behind the simulator's lock.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub state: SimState,
+    pub calls: CallLog,
+    pub faults: Faults,
+    pub throttle: Throttle,
+    pub tokens: Tokens,
+    pub knobs: Knobs,
+    pub endpoint: String,
+}
+
+/// A parsed request.
+#[derive(Debug)]
+pub(crate) struct Req {
+    pub method: Method,
+    pub path: String,
+    pub segs: Vec<String>,
+    pub query: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+    pub correlation_id: String,
+    pub client_request_id: Option<String>,
+}
+
+impl Req {
+    pub fn q(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Result<Value, ArmError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(json!({}));
+        }
+        let v: Value = serde_json::from_slice(&self.body).map_err(|e| {
+            ArmError::bad_request(
+                "InvalidRequestContent",
+                format!("The request content was invalid and could not be deserialized: '{e}'."),
+            )
+        })?;
+        if !v.is_object() {
+            return Err(ArmError::bad_request(
+                "InvalidRequestContent",
+                "The request content must be a JSON object.",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+fn is_busy(state: Option<&str>) -> bool {
+    matches!(state, Some("Creating" | "Updating" | "Deleting"))
+}
+
+fn name_ok(name: &str, min: usize, max: usize, extra: &[char]) -> bool {
+    (min..=max).contains(&name.len())
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+}
+
+fn merge_obj(target: &mut Value, patch: &Value) {
+    json_patch::merge(target, patch);
+}
+
+impl Inner {
+    fn now() -> Timestamp {
+        Timestamp::now()
+    }
+
+    fn authorize(&self, caller: &Caller, action: &str, scope: &str) -> Result<(), ArmError> {
+        if is_authorized(&self.state, &caller.object_id, action, scope) {
+            Ok(())
+        } else {
+            Err(authorization_failed(caller, action, scope))
+        }
+    }
+
+    /// Authenticates a request's bearer token.
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, ArmError> {
+        self.tokens
+            .authenticate(header, &self.endpoint, &self.state.tenant_id)
+    }
+
+    fn ensure_sub(&self, sub: &str) -> Result<String, ArmError> {
+        self.state
+            .subscriptions
+            .get(&sub.to_ascii_lowercase())
+            .map(|s| s.subscription_id.clone())
+            .ok_or_else(|| {
+                ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "SubscriptionNotFound",
+                    format!("The subscription '{sub}' could not be found."),
+                )
+            })
+    }
+
+    /// Canonical (sub, rg name) or ResourceGroupNotFound.
+    fn ensure_rg(&self, sub: &str, rg: &str) -> Result<(String, String), ArmError> {
+        let sub = self.ensure_sub(sub)?;
+        let key = id_key(&format!("/subscriptions/{sub}/resourceGroups/{rg}"));
+        self.state
+            .resource_groups
+            .get(&key)
+            .map(|g| (sub.clone(), g.name.clone()))
+            .ok_or_else(|| {
+                ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "ResourceGroupNotFound",
+                    format!("Resource group '{rg}' could not be found."),
+                )
+            })
+    }
+
+    fn get_resource(&self, id: &str, rtype: &str) -> Result<&Resource, ArmError> {
+        self.state
+            .resources
+            .get(&id_key(id))
+            .ok_or_else(|| ArmError::not_found(rtype, id))
+    }
+
+    fn page(&self, req: &Req, items: Vec<Value>) -> Value {
+        let skip: usize = req
+            .q("$skipToken")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let size = self.knobs.page_size.max(1);
+        let total = items.len();
+        let value: Vec<Value> = items.into_iter().skip(skip).take(size).collect();
+        let mut out = json!({"value": value});
+        if skip + size < total {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &req.query {
+                if !k.eq_ignore_ascii_case("$skipToken") {
+                    q.append_pair(k, v);
+                }
+            }
+            q.append_pair("$skipToken", &(skip + size).to_string());
+            out["nextLink"] = json!(format!("{}{}?{}", self.endpoint, req.path, q.finish()));
+        }
+        out
+    }
+
+    // ---------------------------------------------------------------- LROs
+
+    fn start_op(
+        &mut self,
+        routed: &Routed,
+        caller: &Caller,
+        kind: OpKind,
+        resource_id: &str,
+        returns_body: bool,
+        failure: Option<OpError>,
+    ) -> Operation {
+        let now = Self::now();
+        let ms = i64::try_from(self.knobs.lro_duration.as_millis()).unwrap_or(i64::MAX);
+        let due = now
+            .checked_add(SignedDuration::from_millis(ms))
+            .unwrap_or(now);
+        let namespace = routed
+            .action
+            .split('/')
+            .next()
+            .unwrap_or("Microsoft.Resources")
+            .to_string();
+        let op = Operation {
+            id: uuid::Uuid::new_v4().to_string(),
+            subscription_id: routed.sub.clone().unwrap_or_default(),
+            namespace,
+            resource_id: resource_id.into(),
+            operation: routed.op.clone(),
+            action: routed.action.clone(),
+            caller: caller.object_id.clone(),
+            kind,
+            started: now,
+            due,
+            ended: None,
+            status: OpStatus::InProgress,
+            failure,
+            returns_body,
+        };
+        self.state.operations.insert(op.id.clone(), op.clone());
+        op
+    }
+
+    fn poll_url(&self, op: &Operation, status: bool, api_version: &str) -> String {
+        format!(
+            "{}/subscriptions/{}/providers/{}/locations/global/{}/{}?api-version={api_version}",
+            self.endpoint,
+            op.subscription_id,
+            op.namespace,
+            if status {
+                "operationStatuses"
+            } else {
+                "operationResults"
+            },
+            op.id
+        )
+    }
+
+    fn location_headers(&self, reply: Reply, op: &Operation, req: &Req) -> Reply {
+        let v = req.q("api-version").unwrap_or("2025-01-01").to_string();
+        reply
+            .header("Location", self.poll_url(op, false, &v))
+            .header("Retry-After", self.knobs.retry_after_secs.to_string())
+    }
+
+    fn async_headers(&self, reply: Reply, op: &Operation, req: &Req) -> Reply {
+        let v = req.q("api-version").unwrap_or("2025-01-01").to_string();
+        reply
+            .header("Azure-AsyncOperation", self.poll_url(op, true, &v))
+            .header("x-ms-async-operation-timeout", "PT1H")
+            .header("Retry-After", self.knobs.retry_after_secs.to_string())
+    }
+
+    /// Completes every operation whose time has come.
+    pub fn advance(&mut self) {
+        let now = Self::now();
+        let due: Vec<String> = self
+            .state
+            .operations
+            .values()
+            .filter(|o| o.status == OpStatus::InProgress && o.due <= now)
+            .map(|o| o.id.clone())
+            .collect();
+        for id in due {
+            let Some(mut op) = self.state.operations.remove(&id) else {
+                continue;
+            };
+            if op.failure.is_none()
+                && let Err(e) = self.complete(&op)
+            {
+                op.failure = Some(OpError {
+                    status: e.status.as_u16(),
+                    code: e.code,
+                    message: e.message,
+                    details: vec![],
+                });
+            }
+            if op.failure.is_some() {
+                op.status = OpStatus::Failed;
+                if let Some(r) = self.state.resources.get_mut(&id_key(&op.resource_id)) {
+                    match op.kind {
+                        OpKind::Provision => r.set_provisioning_state("Failed"),
+                        OpKind::Delete => r.set_provisioning_state("Succeeded"),
+                        _ => {}
+                    }
+                }
+            } else {
+                op.status = OpStatus::Succeeded;
+            }
+            op.ended = Some(now);
+            let status = if op.status == OpStatus::Succeeded {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
+            let caller = Caller {
+                object_id: op.caller.clone(),
+                app_id: String::new(),
+                name: op.caller.clone(),
+            };
+            self.log_event(
+                &caller,
+                &op.action,
+                &op.resource_id,
+                "EndRequest",
+                status,
+                "",
+                None,
+                &op.id,
+            );
+            self.state.operations.insert(id, op);
+        }
+    }
+
+    fn complete(&mut self, op: &Operation) -> Result<(), ArmError> {
+        let key = id_key(&op.resource_id);
+        match &op.kind {
+            OpKind::Provision => {
+                let storage = self
+                    .state
+                    .resources
+                    .get(&key)
+                    .and_then(|r| r.body.pointer("/properties/storageAccount"))
+                    .and_then(Value::as_str)
+                    .map(String::from);
+                let captured = storage.and_then(|s| self.state.storage_key(&s, "key1"));
+                if let Some(r) = self.state.resources.get_mut(&key) {
+                    r.set_provisioning_state("Succeeded");
+                    if let ResourceExt::Workspace {
+                        user_storage_key, ..
+                    } = &mut r.ext
+                        && user_storage_key.is_none()
+                    {
+                        *user_storage_key = captured;
+                    }
+                }
+            }
+            OpKind::Delete => self.remove_tree(&op.resource_id),
+            OpKind::ResyncKeys => {
+                let storage = self
+                    .state
+                    .resources
+                    .get(&key)
+                    .and_then(|r| r.body.pointer("/properties/storageAccount"))
+                    .and_then(Value::as_str)
+                    .map(String::from)
+                    .unwrap_or_default();
+                let Some(k) = self.state.storage_key(&storage, "key1") else {
+                    return Err(ArmError::bad_request(
+                        "DependentResourceNotFound",
+                        format!(
+                            "The storage account '{storage}' of the workspace could not be found."
+                        ),
+                    ));
+                };
+                if let Some(r) = self.state.resources.get_mut(&key)
+                    && let ResourceExt::Workspace {
+                        user_storage_key, ..
+                    } = &mut r.ext
+                {
+                    *user_storage_key = Some(k);
+                }
+            }
+            OpKind::RegenerateEndpointKey {
+                key_type,
+                key_value,
+            } => {
+                if let Some(r) = self.state.resources.get_mut(&key)
+                    && let ResourceExt::Endpoint { primary, secondary } = &mut r.ext
+                {
+                    let new = key_value.clone().unwrap_or_else(|| Secret::random(24));
+                    if key_type.eq_ignore_ascii_case("Primary") {
+                        *primary = new;
+                    } else {
+                        *secondary = new;
+                    }
+                }
+            }
+            OpKind::DeleteResourceGroup => {
+                self.remove_tree(&op.resource_id);
+                self.state.resource_groups.remove(&key);
+            }
+            OpKind::ValidateMove => {}
+            OpKind::Move { resources, target } => self.apply_move(resources, target),
+        }
+        Ok(())
+    }
+
+    /// Removes a resource, everything below it, and role assignments scoped inside it.
+    fn remove_tree(&mut self, id: &str) {
+        self.state
+            .resources
+            .retain(|_, r| !scope_contains(id, &r.id));
+        self.state
+            .role_assignments
+            .retain(|_, ra| !scope_contains(id, &ra.scope));
+    }
+
+    fn poll(
+        &self,
+        req: &Req,
+        caller: &Caller,
+        op_id: &str,
+        status: bool,
+    ) -> Result<Reply, ArmError> {
+        let op = self
+            .state
+            .operations
+            .values()
+            .find(|o| o.id.eq_ignore_ascii_case(op_id))
+            .ok_or_else(|| {
+                ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "OperationNotFound",
+                    format!("The operation '{op_id}' was not found."),
+                )
+            })?;
+        self.authorize(
+            caller,
+            &format!("{}/locations/operationresults/read", op.namespace),
+            &op.resource_id,
+        )?;
+        if status {
+            let mut body = json!({
+                "id": self.poll_url(op, true, req.q("api-version").unwrap_or("2025-01-01")).replace(&self.endpoint, "").split('?').next().unwrap_or_default(),
+                "name": op.id,
+                "status": match op.status { OpStatus::InProgress => "InProgress", OpStatus::Succeeded => "Succeeded", OpStatus::Failed => "Failed" },
+                "startTime": op.started.to_string(),
+            });
+            if let Some(end) = op.ended {
+                body["endTime"] = json!(end.to_string());
+                body["percentComplete"] = json!(100);
+            } else {
+                body["percentComplete"] = json!(50);
+            }
+            if op.status == OpStatus::Failed
+                && let Some(f) = &op.failure
+            {
+                body["error"] = json!({"code": f.code, "message": f.message});
+            }
+            let mut r = Reply::ok(body);
+            if op.status == OpStatus::InProgress {
+                r = r.header("Retry-After", self.knobs.retry_after_secs.to_string());
+            }
+            return Ok(r);
+        }
+        match op.status {
+            OpStatus::InProgress => {
+                Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), op, req))
+            }
+            OpStatus::Failed => {
+                let f = op.failure.clone().unwrap_or(OpError {
+                    status: 500,
+                    code: "InternalServerError".into(),
+                    message: "The operation failed.".into(),
+                    details: vec![],
+                });
+                let mut e = ArmError::new(
+                    StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    &f.code,
+                    f.message,
+                );
+                e.extra.details = f
+                    .details
+                    .iter()
+                    .map(|(c, m, t)| {
+                        let d = ArmError::bad_request(c, m.clone());
+                        match t {
+                            Some(t) => d.target(t),
+                            None => d,
+                        }
+                    })
+                    .collect();
+                Err(e)
+            }
+            OpStatus::Succeeded if op.returns_body => {
+                match self.state.resources.get(&id_key(&op.resource_id)) {
+                    Some(r) => Ok(Reply::ok(self.render(r))),
+                    None => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+                }
+            }
+            OpStatus::Succeeded => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+        }
+    }
+
+    // ---------------------------------------------------------------- activity log
+
+    #[allow(clippy::too_many_arguments)]
+    fn log_event(
+        &mut self,
+        caller: &Caller,
+        action: &str,
+        resource_id: &str,
+        event_name: &str,
+        status: &str,
+        method: &str,
+        http_status: Option<u16>,
+        correlation_id: &str,
+    ) {
+        let now = Self::now();
+        let (sub, rg) = sub_and_rg(resource_id);
+        let sub = sub.unwrap_or_default();
+        let rg = rg.unwrap_or_default();
+        let provider = action.split('/').next().unwrap_or_default();
+        let event_id = uuid::Uuid::new_v4().to_string();
+        let localized = |v: &str| json!({"value": v, "localizedValue": v});
+        let role =
+            granting_role(&self.state, &caller.object_id, action, resource_id).unwrap_or_default();
+        let mut body = json!({
+            "authorization": {"action": action, "role": role, "scope": resource_id},
+            "caller": caller.object_id,
+            "channels": "Operation",
+            "claims": {
+                "aud": "https://management.azure.com",
+                "iss": format!("https://sts.windows.net/{}/", self.state.tenant_id),
+                "http://schemas.microsoft.com/identity/claims/objectidentifier": caller.object_id,
+                "appid": caller.app_id,
+                "name": caller.name,
+            },
+            "correlationId": correlation_id,
+            "description": "",
+            "eventDataId": event_id,
+            "eventName": {"value": event_name, "localizedValue": if event_name == "BeginRequest" { "Begin request" } else { "End request" }},
+            "category": localized("Administrative"),
+            "httpRequest": {"clientRequestId": correlation_id, "clientIpAddress": "127.0.0.1", "method": method},
+            "id": format!("{resource_id}/events/{event_id}/ticks/{}", now.as_nanosecond() / 100),
+            "level": "Informational",
+            "resourceGroupName": rg,
+            "resourceProviderName": localized(provider),
+            "resourceId": resource_id,
+            "resourceType": localized(action.rsplit_once('/').map_or(action, |(a, _)| a)),
+            "operationId": correlation_id,
+            "operationName": localized(action),
+            "properties": {},
+            "status": localized(status),
+            "subStatus": localized(""),
+            "eventTimestamp": now.to_string(),
+            "submissionTimestamp": now.to_string(),
+            "subscriptionId": sub,
+            "tenantId": self.state.tenant_id,
+        });
+        if let Some(code) = http_status {
+            let reason = StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("")
+                .replace(' ', "");
+            body["properties"] = json!({"statusCode": reason});
+            body["subStatus"] = json!({"value": reason, "localizedValue": format!("{reason} (HTTP Status Code: {code})")});
+        }
+        self.state.activity.push(ActivityEvent {
+            timestamp: now,
+            subscription_id: sub,
+            resource_id: resource_id.into(),
+            resource_group: rg,
+            operation: action.into(),
+            body,
+        });
+    }
+
+    /// Records Begin/End activity-log events for a write.
+    pub fn log_write(&mut self, caller: &Caller, routed: &Routed, req: &Req, status: StatusCode) {
+        let end = if status.as_u16() >= 400 {
+            "Failed"
+        } else if status == StatusCode::ACCEPTED
+            || status == StatusCode::CREATED && self.has_pending(&routed.scope)
+        {
+            "Accepted"
+        } else {
+            "Succeeded"
+        };
+        let m = req.method.as_str().to_string();
+        let cid = req.correlation_id.clone();
+        self.log_event(
+            caller,
+            &routed.action,
+            &routed.scope,
+            "BeginRequest",
+            "Started",
+            &m,
+            None,
+            &cid,
+        );
+        self.log_event(
+            caller,
+            &routed.action,
+            &routed.scope,
+            "EndRequest",
+            end,
+            &m,
+            Some(status.as_u16()),
+            &cid,
+        );
+    }
+
+    /// Activity-log events for a change made through the admin API (someone acting outside the operator).
+    pub fn log_admin_event(&mut self, resource_id: &str, action: &str) {
+        let caller = Caller {
+            object_id: "00000000-0000-0000-0000-00000000ad00".into(),
+            app_id: String::new(),
+            name: "portal-user".into(),
+        };
+        let cid = uuid::Uuid::new_v4().to_string();
+        self.log_event(
+            &caller,
+            action,
+            resource_id,
+            "BeginRequest",
+            "Started",
+            "POST",
+            None,
+            &cid,
+        );
+        self.log_event(
+            &caller,
+            action,
+            resource_id,
+            "EndRequest",
+            "Succeeded",
+            "POST",
+            Some(200),
+            &cid,
+        );
+    }
+
+    fn has_pending(&self, id: &str) -> bool {
+        self.state
+            .operations
+            .values()
+            .any(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == id_key(id))
+    }
+
+    fn activity_list(&self, req: &Req) -> Result<Reply, ArmError> {
+        let filter = req.q("$filter").ok_or_else(|| {
+            ArmError::bad_request(
+                "BadRequest",
+                "The $filter query parameter is required and must contain 'eventTimestamp ge'.",
+            )
+        })?;
+        let mut ge: Option<Timestamp> = None;
+        let mut le: Option<Timestamp> = None;
+        let mut resource_uri = None;
+        let mut rg = None;
+        let mut provider = None;
+        let mut correlation = None;
+        for clause in split_and(filter) {
+            let parts: Vec<&str> = clause.splitn(3, ' ').collect();
+            let [field, op, value] = parts[..] else {
+                return Err(ArmError::bad_request(
+                    "BadRequest",
+                    format!("The $filter clause '{clause}' is not supported."),
+                ));
+            };
+            let value = value.trim().trim_matches('\'').to_string();
+            let ts = || {
+                value.parse::<Timestamp>().map_err(|_| {
+                    ArmError::bad_request(
+                        "BadRequest",
+                        format!("The value '{value}' is not a valid eventTimestamp."),
+                    )
+                })
+            };
+            match (
+                field.to_ascii_lowercase().as_str(),
+                op.to_ascii_lowercase().as_str(),
+            ) {
+                ("eventtimestamp", "ge") => ge = Some(ts()?),
+                ("eventtimestamp", "le") => le = Some(ts()?),
+                ("resourceuri" | "resourceid", "eq") => resource_uri = Some(value),
+                ("resourcegroupname", "eq") => rg = Some(value),
+                ("resourceprovider", "eq") => provider = Some(value),
+                ("correlationid", "eq") => correlation = Some(value),
+                _ => {
+                    return Err(ArmError::bad_request(
+                        "BadRequest",
+                        format!("The $filter clause '{clause}' is not supported."),
+                    ));
+                }
+            }
+        }
+        let Some(ge) = ge else {
+            return Err(ArmError::bad_request(
+                "BadRequest",
+                "The $filter must contain 'eventTimestamp ge'.",
+            ));
+        };
+        let select: Option<Vec<String>> = req.q("$select").map(|s| {
+            s.split(',')
+                .map(|f| f.trim().to_string())
+                .filter(|f| !f.is_empty())
+                .collect()
+        });
+        let sub = match &req.segs.get(1) {
+            Some(s) => s.to_string(),
+            None => String::new(),
+        };
+        let items: Vec<Value> = self
+            .state
+            .activity
+            .iter()
+            .rev()
+            .filter(|e| e.subscription_id.eq_ignore_ascii_case(&sub))
+            .filter(|e| e.timestamp >= ge && le.is_none_or(|le| e.timestamp <= le))
+            .filter(|e| {
+                resource_uri
+                    .as_ref()
+                    .is_none_or(|u| id_key(u) == id_key(&e.resource_id))
+            })
+            .filter(|e| {
+                rg.as_ref()
+                    .is_none_or(|g| g.eq_ignore_ascii_case(&e.resource_group))
+            })
+            .filter(|e| {
+                provider.as_ref().is_none_or(|p| {
+                    e.operation
+                        .to_ascii_lowercase()
+                        .starts_with(&p.to_ascii_lowercase())
+                })
+            })
+            .filter(|e| {
+                correlation
+                    .as_ref()
+                    .is_none_or(|c| e.body["correlationId"].as_str() == Some(c.as_str()))
+            })
+            .map(|e| match &select {
+                Some(fields) => {
+                    let mut o = serde_json::Map::new();
+                    for f in fields {
+                        if let Some(v) = e.body.get(f) {
+                            o.insert(f.clone(), v.clone());
+                        }
+                    }
+                    Value::Object(o)
+                }
+                None => e.body.clone(),
+            })
+            .collect();
+        Ok(Reply::ok(self.page(req, items)))
+    }
+
+    // ---------------------------------------------------------------- dispatch
+
+    /// Runs the handler of an authenticated, admitted request. RBAC is checked here.
+    pub fn execute(
+        &mut self,
+        routed: &Routed,
+        req: &Req,
+        caller: &Caller,
+        lro_failure: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
+        // Role definitions are readable by every signed-in principal of the tenant (built-ins live at `/`).
+        if !matches!(routed.target, Target::RoleDefinition { .. }) {
+            self.authorize(caller, &routed.action, &routed.scope)?;
+        }
+        let sub = routed.sub.clone().unwrap_or_default();
+        match &routed.target {
+            Target::Subscription => {
+                let sub = self.ensure_sub(&sub)?;
+                let s = &self.state.subscriptions[&sub.to_ascii_lowercase()];
+                Ok(Reply::ok(json!({
+                    "id": format!("/subscriptions/{}", s.subscription_id),
+                    "subscriptionId": s.subscription_id,
+                    "tenantId": self.state.tenant_id,
+                    "displayName": s.display_name,
+                    "state": "Enabled",
+                    "subscriptionPolicies": {"locationPlacementId": "Public_2014-09-01", "quotaId": "PayAsYouGo_2014-09-01", "spendingLimit": "Off"},
+                    "authorizationSource": "RoleBased",
+                })))
+            }
+            Target::ResourceGroupList => {
+                let sub = self.ensure_sub(&sub)?;
+                let prefix = id_key(&format!("/subscriptions/{sub}"));
+                let items = self
+                    .state
+                    .resource_groups
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&format!("{prefix}/")))
+                    .map(|(_, g)| g.to_json())
+                    .collect();
+                Ok(Reply::ok(self.page(req, items)))
+            }
+            Target::ResourceGroup { rg } => self.resource_group(req, routed, caller, &sub, rg),
+            Target::MoveAction { rg, validate } => {
+                self.move_action(req, routed, caller, &sub, rg, *validate, lro_failure)
+            }
+            Target::ActivityLog => {
+                self.ensure_sub(&sub)?;
+                self.activity_list(req)
+            }
+            Target::Poll { op_id, status } => self.poll(req, caller, op_id, *status),
+            Target::RoleAssignment { scope, name } => match (&req.method, name) {
+                (&Method::GET, None) => self.ra_list(req, scope),
+                (&Method::GET, Some(n)) => self.ra_get(scope, n),
+                (&Method::PUT, Some(n)) => self.ra_put(req, caller, scope, n),
+                (&Method::DELETE, Some(n)) => self.ra_delete(scope, n),
+                _ => Err(method_not_allowed(req)),
+            },
+            Target::RoleDefinition { guid, .. } => match guid {
+                Some(g) => self
+                    .state
+                    .role_definitions
+                    .get(&g.to_ascii_lowercase())
+                    .map(|d| Reply::ok(d.to_json()))
+                    .ok_or_else(|| {
+                        ArmError::new(
+                            StatusCode::NOT_FOUND,
+                            "RoleDefinitionDoesNotExist",
+                            format!("The specified role definition with ID '{g}' does not exist."),
+                        )
+                    }),
+                None => {
+                    let name_filter = req.q("$filter").and_then(|f| {
+                        f.strip_prefix("roleName eq ")
+                            .map(|v| v.trim().trim_matches('\'').to_ascii_lowercase())
+                    });
+                    let items = self
+                        .state
+                        .role_definitions
+                        .values()
+                        .filter(|d| {
+                            name_filter
+                                .as_ref()
+                                .is_none_or(|n| d.role_name.to_ascii_lowercase() == *n)
+                        })
+                        .map(|d| d.to_json())
+                        .collect();
+                    Ok(Reply::ok(self.page(req, items)))
+                }
+            },
+            Target::Collection {
+                rg,
+                rtype,
+                parent_names,
+            } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
+            Target::Resource {
+                rg,
+                rtype,
+                names,
+                action,
+            } => {
+                let (sub, rg) = self.ensure_rg(&sub, rg)?;
+                let id = resource_id(&sub, &rg, rtype, names);
+                // Use the stored casing when the resource exists.
+                let id = self
+                    .state
+                    .resources
+                    .get(&id_key(&id))
+                    .map_or(id, |r| r.id.clone());
+                self.resource(
+                    req,
+                    routed,
+                    caller,
+                    rtype,
+                    &id,
+                    action.as_deref(),
+                    lro_failure,
+                )
+            }
+        }
+    }
+
+    fn render(&self, r: &Resource) -> Value {
+        r.body.clone()
+    }
+
+    fn list(
+        &self,
+        req: &Req,
+        sub: &str,
+        rg: Option<&str>,
+        rtype: &RType,
+        parent_names: &[String],
+    ) -> Result<Reply, ArmError> {
+        let scope = match rg {
+            Some(rg) => {
+                let (sub, rg) = self.ensure_rg(sub, rg)?;
+                if parent_names.is_empty() {
+                    format!("/subscriptions/{sub}/resourceGroups/{rg}")
+                } else {
+                    let parent = super::route::TYPES.iter().find(|t| {
+                        rtype
+                            .full
+                            .rsplit_once('/')
+                            .is_some_and(|(p, _)| p.eq_ignore_ascii_case(t.full))
+                    });
+                    let Some(pt) = parent else {
+                        return Err(ArmError::not_found(rtype.full, ""));
+                    };
+                    let pid = resource_id(&sub, &rg, pt, parent_names);
+                    self.get_resource(&pid, pt.full)?;
+                    pid
+                }
+            }
+            None => format!("/subscriptions/{}", self.ensure_sub(sub)?),
+        };
+        let depth = rtype.full.matches('/').count();
+        let items = self
+            .state
+            .resources
+            .values()
+            .filter(|r| {
+                r.rtype.eq_ignore_ascii_case(rtype.full) && r.rtype.matches('/').count() == depth
+            })
+            .filter(|r| scope_contains(&scope, &r.id))
+            .map(|r| self.render(r))
+            .collect();
+        Ok(Reply::ok(self.page(req, items)))
+    }
+
+    // ---------------------------------------------------------------- resource groups
+
+    fn resource_group(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        sub: &str,
+        rg: &str,
+    ) -> Result<Reply, ArmError> {
+        let sub = self.ensure_sub(sub)?;
+        let id = format!("/subscriptions/{sub}/resourceGroups/{rg}");
+        let key = id_key(&id);
+        match req.method {
+            Method::GET | Method::HEAD => match self.state.resource_groups.get(&key) {
+                Some(g) if req.method == Method::HEAD => {
+                    let _ = g;
+                    Ok(Reply::empty(StatusCode::NO_CONTENT))
+                }
+                Some(g) => Ok(Reply::ok(g.to_json())),
+                None if req.method == Method::HEAD => Ok(Reply::empty(StatusCode::NOT_FOUND)),
+                None => Err(self
+                    .ensure_rg(&sub, rg)
+                    .err()
+                    .unwrap_or_else(|| ArmError::not_found("resourceGroups", &id))),
+            },
+            Method::PUT | Method::PATCH => {
+                let body = req.json()?;
+                let existing = self.state.resource_groups.get(&key).cloned();
+                if req.method == Method::PATCH && existing.is_none() {
+                    return Err(self
+                        .ensure_rg(&sub, rg)
+                        .err()
+                        .unwrap_or_else(|| ArmError::not_found("resourceGroups", &id)));
+                }
+                let location = body
+                    .get("location")
+                    .and_then(Value::as_str)
+                    .map(String::from);
+                if !name_ok(rg, 1, 90, &['-', '_', '.', '(', ')']) || rg.ends_with('.') {
+                    return Err(ArmError::bad_request(
+                        "InvalidResourceGroup",
+                        format!(
+                            "The provided resource group name '{rg}' has these invalid characters."
+                        ),
+                    ));
+                }
+                let mut g = match (existing.clone(), location) {
+                    (Some(g), Some(l)) if !g.location.eq_ignore_ascii_case(&l) => {
+                        return Err(ArmError::conflict(
+                            "InvalidResourceGroupLocation",
+                            format!(
+                                "Invalid resource group location '{l}'. The Resource group already exists in location '{}'.",
+                                g.location
+                            ),
+                        ));
+                    }
+                    (Some(g), _) => g,
+                    (None, Some(l)) => super::model::ResourceGroup {
+                        id: id.clone(),
+                        name: rg.into(),
+                        location: l,
+                        tags: Value::Null,
+                        managed_by: None,
+                    },
+                    (None, None) => {
+                        return Err(ArmError::bad_request(
+                            "LocationRequired",
+                            "The location property is required for this definition.",
+                        ));
+                    }
+                };
+                if let Some(t) = body.get("tags") {
+                    g.tags = t.clone();
+                }
+                if let Some(m) = body.get("managedBy").and_then(Value::as_str) {
+                    g.managed_by = Some(m.into());
+                }
+                let out = g.to_json();
+                self.state.resource_groups.insert(key, g);
+                Ok(Reply::json(
+                    if existing.is_some() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::CREATED
+                    },
+                    out,
+                ))
+            }
+            Method::DELETE => {
+                let g = self
+                    .state
+                    .resource_groups
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| {
+                        ArmError::new(
+                            StatusCode::NOT_FOUND,
+                            "ResourceGroupNotFound",
+                            format!("Resource group '{rg}' could not be found."),
+                        )
+                    })?;
+                let op = self.start_op(
+                    routed,
+                    caller,
+                    OpKind::DeleteResourceGroup,
+                    &g.id,
+                    false,
+                    None,
+                );
+                Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+            }
+            _ => Err(method_not_allowed(req)),
+        }
+    }
+
+    // ---------------------------------------------------------------- resources
+
+    #[allow(clippy::too_many_arguments)]
+    fn resource(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        rtype: &RType,
+        id: &str,
+        action: Option<&str>,
+        lro_failure: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
+        let key = id_key(id);
+        let action_l = action.map(str::to_ascii_lowercase);
+        match (rtype.full, req.method.as_str(), action_l.as_deref()) {
+            (_, "GET", None) => {
+                let r = self.get_resource(id, rtype.full)?;
+                let mut body = self.render(r);
+                if rtype.full == STORAGE
+                    && req
+                        .q("$expand")
+                        .is_some_and(|e| e.to_ascii_lowercase().contains("georeplicationstats"))
+                {
+                    body["properties"]["geoReplicationStats"] = json!({"canFailover": false, "lastSyncTime": Self::now().to_string(), "status": "Live"});
+                }
+                Ok(Reply::ok(body))
+            }
+            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PUT", None) => {
+                self.plain_put(req, rtype, id)
+            }
+            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PATCH", None) => {
+                let body = req.json()?;
+                let r = self
+                    .state
+                    .resources
+                    .get_mut(&key)
+                    .ok_or_else(|| ArmError::not_found(rtype.full, id))?;
+                for f in ["tags", "sku", "properties", "identity"] {
+                    if let Some(v) = body.get(f) {
+                        if f == "properties" {
+                            let mut v = v.clone();
+                            if let Some(o) = v.as_object_mut() {
+                                o.remove("keyCreationTime");
+                                o.remove("provisioningState");
+                            }
+                            merge_obj(&mut r.body["properties"], &v);
+                        } else {
+                            r.body[f] = v.clone();
+                        }
+                    }
+                }
+                Ok(Reply::ok(r.body.clone()))
+            }
+            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "DELETE", None) => {
+                if self.state.resources.contains_key(&key) {
+                    self.remove_tree(id);
+                    Ok(Reply::empty(StatusCode::OK))
+                } else {
+                    Ok(Reply::empty(StatusCode::NO_CONTENT))
+                }
+            }
+            (STORAGE, "POST", Some("listkeys")) => {
+                self.get_resource(id, rtype.full)?;
+                Ok(Reply::ok(self.storage_keys_json(id)))
+            }
+            (STORAGE, "POST", Some("regeneratekey")) => {
+                self.get_resource(id, rtype.full)?;
+                let body = req.json()?;
+                let name = body
+                    .get("keyName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if !self.state.regenerate_storage_key(id, &name) {
+                    return Err(ArmError::bad_request(
+                        "InvalidValuesForRequestParameters",
+                        format!("Values for request parameters are invalid: keyName '{name}'. Valid values are key1, key2."),
+                    )
+                    .target("keyName"));
+                }
+                Ok(Reply::ok(self.storage_keys_json(id)))
+            }
+            (WORKSPACES, "PUT", None) => self.workspace_put(req, routed, caller, id, lro_failure),
+            (WORKSPACES, "PATCH", None) => {
+                self.workspace_patch(req, routed, caller, id, lro_failure)
+            }
+            (WORKSPACES | ENDPOINTS | DEPLOYMENTS, "DELETE", None) => {
+                let Some(r) = self.state.resources.get(&key) else {
+                    return Ok(Reply::empty(StatusCode::NO_CONTENT));
+                };
+                if is_busy(r.provisioning_state()) && r.provisioning_state() == Some("Deleting") {
+                    let op = self
+                        .state
+                        .operations
+                        .values()
+                        .find(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == key)
+                        .cloned();
+                    if let Some(op) = op {
+                        return Ok(self.location_headers(
+                            Reply::empty(StatusCode::ACCEPTED),
+                            &op,
+                            req,
+                        ));
+                    }
+                }
+                if rtype.full == DEPLOYMENTS {
+                    let name = id.rsplit('/').next().unwrap_or_default();
+                    let ep_id = id
+                        .rsplit_once("/deployments/")
+                        .map(|(e, _)| e)
+                        .unwrap_or_default();
+                    let traffic = self
+                        .state
+                        .resources
+                        .get(&id_key(ep_id))
+                        .and_then(|e| e.body.pointer("/properties/traffic"))
+                        .and_then(Value::as_object)
+                        .and_then(|t| {
+                            t.iter()
+                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                                .and_then(|(_, v)| v.as_i64())
+                        })
+                        .unwrap_or(0);
+                    if traffic > 0 {
+                        return Err(ArmError::bad_request(
+                            "BadArgument",
+                            format!(
+                                "Deployment '{name}' receives {traffic}% of the endpoint traffic; set its traffic to 0 before deleting it."
+                            ),
+                        ));
+                    }
+                }
+                if let Some(r) = self.state.resources.get_mut(&key) {
+                    r.set_provisioning_state("Deleting");
+                }
+                let op = self.start_op(routed, caller, OpKind::Delete, id, false, lro_failure);
+                let reply = self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req);
+                Ok(if rtype.full == WORKSPACES {
+                    reply
+                } else {
+                    reply.header("x-ms-async-operation-timeout", "PT1H")
+                })
+            }
+            (WORKSPACES, "POST", Some("listkeys")) => {
+                let r = self.get_resource(id, rtype.full)?;
+                let storage = r
+                    .body
+                    .pointer("/properties/storageAccount")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let key = self.state.workspace_cached_key(id);
+                let ai_key = r
+                    .body
+                    .pointer("/properties/applicationInsights")
+                    .and_then(Value::as_str)
+                    .and_then(|ai| self.state.resources.get(&id_key(ai)))
+                    .and_then(|ai| ai.body.pointer("/properties/InstrumentationKey").cloned())
+                    .unwrap_or(Value::Null);
+                let acr = r
+                    .body
+                    .pointer("/properties/containerRegistry")
+                    .and_then(Value::as_str)
+                    .map(|acr| {
+                        let name = acr.rsplit('/').next().unwrap_or_default().to_string();
+                        json!({"location": null, "username": name, "passwords": [
+                        {"name": "password", "value": Secret::random(24).expose()},
+                        {"name": "password2", "value": Secret::random(24).expose()}]})
+                    });
+                Ok(Reply::ok(json!({
+                    "userStorageKey": key.as_ref().map(Secret::expose),
+                    "userStorageResourceId": storage,
+                    "userStorageArmId": storage,
+                    "appInsightsInstrumentationKey": ai_key,
+                    "containerRegistryCredentials": acr.unwrap_or(json!({"location": null, "username": null, "passwords": []})),
+                    "notebookAccessKeys": {"primaryAccessKey": null, "secondaryAccessKey": null},
+                })))
+            }
+            (WORKSPACES, "POST", Some("resynckeys")) => {
+                let r = self.get_resource(id, rtype.full)?;
+                if is_busy(r.provisioning_state()) {
+                    return Err(busy(id));
+                }
+                let op = self.start_op(routed, caller, OpKind::ResyncKeys, id, false, lro_failure);
+                Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+            }
+            (ENDPOINTS | DEPLOYMENTS, "PUT", None) => {
+                self.online_put(req, routed, caller, rtype, id, lro_failure)
+            }
+            (ENDPOINTS | DEPLOYMENTS, "PATCH", None) => {
+                let body = req.json()?;
+                let r = self
+                    .state
+                    .resources
+                    .get_mut(&key)
+                    .ok_or_else(|| ArmError::not_found(rtype.full, id))?;
+                if is_busy(r.provisioning_state()) {
+                    return Err(busy(id));
+                }
+                for f in ["tags", "identity", "sku", "kind"] {
+                    if let Some(v) = body.get(f) {
+                        r.body[f] = v.clone();
+                    }
+                }
+                r.set_provisioning_state("Updating");
+                let op = self.start_op(routed, caller, OpKind::Provision, id, true, lro_failure);
+                Ok(self
+                    .location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req)
+                    .header("x-ms-async-operation-timeout", "PT1H"))
+            }
+            (ENDPOINTS, "POST", Some("listkeys")) => {
+                match &self.get_resource(id, rtype.full)?.ext {
+                    ResourceExt::Endpoint { primary, secondary } => Ok(Reply::ok(
+                        json!({"primaryKey": primary.expose(), "secondaryKey": secondary.expose()}),
+                    )),
+                    _ => Ok(Reply::ok(json!({"primaryKey": null, "secondaryKey": null}))),
+                }
+            }
+            (ENDPOINTS, "POST", Some("regeneratekeys")) => {
+                let r = self.get_resource(id, rtype.full)?;
+                if is_busy(r.provisioning_state()) {
+                    return Err(busy(id));
+                }
+                let body = req.json()?;
+                let key_type = body
+                    .get("keyType")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if !key_type.eq_ignore_ascii_case("Primary")
+                    && !key_type.eq_ignore_ascii_case("Secondary")
+                {
+                    return Err(ArmError::bad_request(
+                        "BadArgument",
+                        "keyType must be 'Primary' or 'Secondary'.",
+                    )
+                    .target("keyType"));
+                }
+                let key_value = body
+                    .get("keyValue")
+                    .and_then(Value::as_str)
+                    .map(Secret::new);
+                let op = self.start_op(
+                    routed,
+                    caller,
+                    OpKind::RegenerateEndpointKey {
+                        key_type,
+                        key_value,
+                    },
+                    id,
+                    false,
+                    lro_failure,
+                );
+                let reply = self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req);
+                let v = req.q("api-version").unwrap_or_default().to_string();
+                Ok(reply
+                    .header("Azure-AsyncOperation", self.poll_url(&op, true, &v))
+                    .header("x-ms-async-operation-timeout", "PT1H"))
+            }
+            _ => Err(method_not_allowed(req)),
+        }
+    }
+
+    fn storage_keys_json(&self, id: &str) -> Value {
+        match self.state.resources.get(&id_key(id)).map(|r| &r.ext) {
+            Some(ResourceExt::Storage { keys, key_times }) => json!({"keys": [
+                {"keyName": "key1", "value": keys[0].expose(), "permissions": "FULL", "creationTime": key_times[0].to_string()},
+                {"keyName": "key2", "value": keys[1].expose(), "permissions": "FULL", "creationTime": key_times[1].to_string()},
+            ]}),
+            _ => json!({"keys": []}),
+        }
+    }
+
+    fn plain_put(&mut self, req: &Req, rtype: &RType, id: &str) -> Result<Reply, ArmError> {
+        let body = req.json()?;
+        let name = id.rsplit('/').next().unwrap_or_default();
+        if rtype.full == STORAGE
+            && !(name.len() >= 3
+                && name.len() <= 24
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        {
+            return Err(ArmError::bad_request(
+                "AccountNameInvalid",
+                format!(
+                    "{name} is not a valid storage account name. Storage account name must be between 3 and 24 characters in length and use numbers and lower-case letters only."
+                ),
+            ));
+        }
+        let key = id_key(id);
+        if let Some(existing) = self.state.resources.get_mut(&key) {
+            for f in ["tags", "sku", "identity", "kind"] {
+                if let Some(v) = body.get(f) {
+                    existing.body[f] = v.clone();
+                }
+            }
+            if let Some(p) = body.get("properties") {
+                let mut p = p.clone();
+                if let Some(o) = p.as_object_mut() {
+                    o.remove("keyCreationTime");
+                    o.remove("provisioningState");
+                }
+                merge_obj(&mut existing.body["properties"], &p);
+            }
+            return Ok(Reply::ok(existing.body.clone()));
+        }
+        if body.get("location").and_then(Value::as_str).is_none() {
+            return Err(ArmError::bad_request(
+                "LocationRequired",
+                "The location property is required for this definition.",
+            ));
+        }
+        let r = self.state.put_resource(id, rtype.full, body);
+        let out = r.body.clone();
+        // Storage create is an LRO in ARM that may also finish synchronously (200); vaults etc. answer 201.
+        Ok(Reply::json(
+            if rtype.full == STORAGE {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            },
+            out,
+        ))
+    }
+
+    fn check_dependency(
+        &self,
+        props: &Value,
+        field: &str,
+        rtype: &str,
+        required: bool,
+    ) -> Result<Option<String>, ArmError> {
+        match props.get(field).and_then(Value::as_str).filter(|s| !s.is_empty()) {
+            None if required => Err(ArmError::bad_request(
+                "InvalidRequestContent",
+                format!("The property 'properties.{field}' is required to create a workspace."),
+            )
+            .target(&format!("properties.{field}"))),
+            None => Ok(None),
+            Some(dep) => match self.state.resources.get(&id_key(dep)) {
+                Some(r) if r.rtype.eq_ignore_ascii_case(rtype) => Ok(Some(r.id.clone())),
+                _ => Err(ArmError::bad_request(
+                    "DependentResourceNotFound",
+                    format!("The resource '{dep}' referenced by properties.{field} does not exist (expected a {rtype})."),
+                )
+                .target(&format!("properties.{field}"))),
+            },
+        }
+    }
+
+    fn workspace_put(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        id: &str,
+        fail: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
+        let name = id.rsplit('/').next().unwrap_or_default().to_string();
+        if !name_ok(&name, 3, 33, &['-', '_']) {
+            return Err(ArmError::bad_request(
+                "InvalidResourceName",
+                format!(
+                    "Workspace name '{name}' is invalid: 3-33 characters, alphanumerics, hyphens and underscores, starting with an alphanumeric."
+                ),
+            ));
+        }
+        let body = req.json()?;
+        let location = body
+            .get("location")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| {
+                ArmError::bad_request(
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                )
+            })?;
+        let key = id_key(id);
+        let existing = self.state.resources.get(&key).cloned();
+        if let Some(e) = &existing {
+            if is_busy(e.provisioning_state()) {
+                return Err(busy(id));
+            }
+            if e.body
+                .get("location")
+                .and_then(Value::as_str)
+                .is_some_and(|l| !l.eq_ignore_ascii_case(&location))
+            {
+                return Err(ArmError::bad_request(
+                    "LocationNotAvailableForResourceType",
+                    "The location of an existing workspace cannot be changed.",
+                )
+                .target("location"));
+            }
+        }
+        let props = body.get("properties").cloned().unwrap_or(json!({}));
+        let storage = self.check_dependency(&props, "storageAccount", STORAGE, true)?;
+        let vault = self.check_dependency(&props, "keyVault", VAULTS, true)?;
+        self.check_dependency(&props, "applicationInsights", COMPONENTS, false)?;
+        self.check_dependency(&props, "containerRegistry", REGISTRIES, false)?;
+        if let Some(e) = &existing {
+            for (field, new) in [("storageAccount", &storage), ("keyVault", &vault)] {
+                let old = e
+                    .body
+                    .pointer(&format!("/properties/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if new.as_deref().is_some_and(|n| id_key(n) != id_key(old)) {
+                    return Err(ArmError::bad_request(
+                        "PropertyChangeNotAllowed",
+                        format!("Changing property 'properties.{field}' is not allowed: it cannot be changed once the workspace has been created."),
+                    )
+                    .target(&format!("properties.{field}")));
+                }
+            }
+        }
+        let now = Self::now().to_string();
+        let mut out = body.clone();
+        let mut p = props;
+        let prev = existing
+            .as_ref()
+            .map(|e| e.body.clone())
+            .unwrap_or(json!({"properties": {}}));
+        let keep = |k: &str, default: Value| {
+            prev.pointer(&format!("/properties/{k}"))
+                .cloned()
+                .unwrap_or(default)
+        };
+        let generated = [
+            (
+                "workspaceId",
+                keep("workspaceId", json!(uuid::Uuid::new_v4().to_string())),
+            ),
+            (
+                "discoveryUrl",
+                json!(format!("https://{location}.api.azureml.ms/discovery")),
+            ),
+            (
+                "mlFlowTrackingUri",
+                json!(format!(
+                    "azureml://{location}.api.azureml.ms/mlflow/v1.0{id}"
+                )),
+            ),
+            (
+                "serviceProvisionedResourceGroup",
+                keep(
+                    "serviceProvisionedResourceGroup",
+                    json!(format!(
+                        "azureml-rg-{name}_{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..8]
+                    )),
+                ),
+            ),
+            ("privateLinkCount", json!(0)),
+            ("privateEndpointConnections", json!([])),
+            ("tenantId", json!(self.state.tenant_id)),
+            ("storageHnsEnabled", json!(false)),
+        ];
+        if let Some(o) = p.as_object_mut() {
+            for (k, v) in generated {
+                o.insert(k.into(), v);
+            }
+            for (k, v) in [
+                ("hbiWorkspace", json!(false)),
+                ("allowPublicAccessWhenBehindVnet", json!(false)),
+                ("publicNetworkAccess", json!("Enabled")),
+                ("v1LegacyMode", json!(false)),
+                ("enableDataIsolation", json!(false)),
+                ("systemDatastoresAuthMode", json!("AccessKey")),
+                ("friendlyName", json!(name)),
+                ("description", json!("")),
+            ] {
+                o.entry(k).or_insert(v);
+            }
+            o.remove("provisionNetworkNow");
+            o.insert(
+                "provisioningState".into(),
+                json!(if existing.is_some() {
+                    "Updating"
+                } else {
+                    "Creating"
+                }),
+            );
+            if let Some(s) = &storage {
+                o.insert("storageAccount".into(), json!(s));
+            }
+        }
+        out["properties"] = p;
+        out["location"] = json!(location);
+        if out.get("sku").is_none() {
+            out["sku"] = json!({"name": "Basic", "tier": "Basic"});
+        }
+        if out.get("kind").is_none() {
+            out["kind"] = json!("Default");
+        }
+        if out.get("tags").is_none() {
+            out["tags"] = json!({});
+        }
+        self.fill_identity(&mut out, prev.get("identity"));
+        out["systemData"] = json!({
+            "createdAt": prev.pointer("/systemData/createdAt").cloned().unwrap_or(json!(now)),
+            "createdBy": caller.object_id, "createdByType": "Application",
+            "lastModifiedAt": now, "lastModifiedBy": caller.object_id, "lastModifiedByType": "Application",
+        });
+        let ext = existing.map_or(
+            ResourceExt::Workspace {
+                user_storage_key: None,
+                app_insights_key: None,
+            },
+            |e| e.ext,
+        );
+        let r = self.state.put_resource(id, WORKSPACES, out);
+        r.ext = ext;
+        let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
+        Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+    }
+
+    fn fill_identity(&self, out: &mut Value, prev: Option<&Value>) {
+        let Some(identity) = out.get_mut("identity").filter(|i| i.is_object()) else {
+            return;
+        };
+        let t = identity
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("None")
+            .to_string();
+        if t.contains("SystemAssigned") {
+            let pid = prev
+                .and_then(|p| p.get("principalId"))
+                .cloned()
+                .unwrap_or(json!(uuid::Uuid::new_v4().to_string()));
+            identity["principalId"] = pid;
+            identity["tenantId"] = json!(self.state.tenant_id);
+        }
+        if let Some(uai) = identity
+            .get_mut("userAssignedIdentities")
+            .and_then(Value::as_object_mut)
+        {
+            for v in uai.values_mut() {
+                if v.get("principalId").is_none() {
+                    *v = json!({"principalId": uuid::Uuid::new_v4().to_string(), "clientId": uuid::Uuid::new_v4().to_string()});
+                }
+            }
+        }
+    }
+
+    fn workspace_patch(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        id: &str,
+        fail: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
+        let body = req.json()?;
+        let key = id_key(id);
+        let existing = self.get_resource(id, WORKSPACES)?.clone();
+        if is_busy(existing.provisioning_state()) {
+            return Err(busy(id));
+        }
+        let mut props = body.get("properties").cloned().unwrap_or(json!({}));
+        for field in ["storageAccount", "keyVault"] {
+            if let Some(new) = props.get(field).and_then(Value::as_str) {
+                let old = existing
+                    .body
+                    .pointer(&format!("/properties/{field}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if id_key(new) != id_key(old) {
+                    return Err(ArmError::bad_request(
+                        "PropertyChangeNotAllowed",
+                        format!("Changing property 'properties.{field}' is not allowed: it cannot be changed once the workspace has been created."),
+                    )
+                    .target(&format!("properties.{field}")));
+                }
+            }
+        }
+        self.check_dependency(&props, "applicationInsights", COMPONENTS, false)?;
+        self.check_dependency(&props, "containerRegistry", REGISTRIES, false)?;
+        if let Some(o) = props.as_object_mut() {
+            for k in [
+                "provisioningState",
+                "workspaceId",
+                "discoveryUrl",
+                "tenantId",
+                "storageAccount",
+                "keyVault",
+            ] {
+                o.remove(k);
+            }
+        }
+        let mut out = existing.body.clone();
+        merge_obj(&mut out["properties"], &props);
+        for f in ["tags", "sku", "identity"] {
+            if let Some(v) = body.get(f) {
+                out[f] = v.clone();
+            }
+        }
+        self.fill_identity(&mut out, existing.body.get("identity"));
+        out["systemData"]["lastModifiedAt"] = json!(Self::now().to_string());
+        out["systemData"]["lastModifiedBy"] = json!(caller.object_id);
+        if let Some(r) = self.state.resources.get_mut(&key) {
+            r.body = out;
+            r.set_provisioning_state("Updating");
+        }
+        let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
+        Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+    }
+
+    fn online_put(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        rtype: &RType,
+        id: &str,
+        fail: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
+        let (parent_id, name) = id
+            .rsplit_once('/')
+            .map(|(p, n)| (p.rsplit_once('/').map_or(p, |(pp, _)| pp), n))
+            .unwrap_or((id, id));
+        let (parent_id, name) = (parent_id.to_string(), name.to_string());
+        let parent_type = if rtype.full == ENDPOINTS {
+            WORKSPACES
+        } else {
+            ENDPOINTS
+        };
+        let parent = self.state.resources.get(&id_key(&parent_id)).cloned().ok_or_else(|| {
+            ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ParentResourceNotFound",
+                format!("Can not perform requested operation on nested resource. Parent resource '{}' not found.", parent_id.rsplit('/').next().unwrap_or_default()),
+            )
+        })?;
+        let _ = parent_type;
+        if !name_ok(&name, 1, 255, &['-', '_']) {
+            return Err(ArmError::bad_request(
+                "BadArgument",
+                format!("The name '{name}' must match ^[a-zA-Z0-9][a-zA-Z0-9\\-_]{{0,254}}$."),
+            ));
+        }
+        let body = req.json()?;
+        let location = body
+            .get("location")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| {
+                ArmError::bad_request(
+                    "LocationRequired",
+                    "The location property is required for this definition.",
+                )
+            })?;
+        let key = id_key(id);
+        let existing = self.state.resources.get(&key).cloned();
+        if existing
+            .as_ref()
+            .is_some_and(|e| is_busy(e.provisioning_state()))
+        {
+            return Err(busy(id));
+        }
+        let mut props = body.get("properties").cloned().unwrap_or(json!({}));
+        let now = Self::now().to_string();
+        if rtype.full == ENDPOINTS {
+            let auth = props
+                .get("authMode")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if !["Key", "AMLToken", "AADToken"]
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(auth))
+            {
+                return Err(ArmError::bad_request(
+                    "BadArgument",
+                    "properties.authMode must be one of Key, AMLToken, AADToken.",
+                )
+                .target("properties.authMode"));
+            }
+            if let Some(traffic) = props.get("traffic").and_then(Value::as_object) {
+                let mut sum = 0;
+                for (dep, pct) in traffic {
+                    let dep_id = format!("{id}/deployments/{dep}");
+                    if !self.state.resources.contains_key(&id_key(&dep_id)) {
+                        return Err(ArmError::bad_request(
+                            "BadArgument",
+                            format!("Traffic refers to deployment '{dep}', which does not exist."),
+                        )
+                        .target("properties.traffic"));
+                    }
+                    sum += pct.as_i64().unwrap_or(-1000);
+                }
+                if !traffic.is_empty() && sum != 100 {
+                    return Err(ArmError::bad_request(
+                        "BadArgument",
+                        format!("Traffic percentages must add up to 100 (got {sum})."),
+                    )
+                    .target("properties.traffic"));
+                }
+            }
+            let ws_location = parent
+                .body
+                .get("location")
+                .and_then(Value::as_str)
+                .unwrap_or(&location)
+                .to_string();
+            if let Some(o) = props.as_object_mut() {
+                o.insert(
+                    "scoringUri".into(),
+                    json!(format!(
+                        "https://{name}.{ws_location}.inference.ml.azure.com/score"
+                    )),
+                );
+                o.insert(
+                    "swaggerUri".into(),
+                    json!(format!(
+                        "https://{name}.{ws_location}.inference.ml.azure.com/swagger.json"
+                    )),
+                );
+                o.entry("traffic").or_insert(json!({}));
+                o.entry("mirrorTraffic").or_insert(json!({}));
+                o.entry("publicNetworkAccess").or_insert(json!("Enabled"));
+                o.entry("properties").or_insert(json!({}));
+            }
+        } else {
+            if props
+                .get("endpointComputeType")
+                .and_then(Value::as_str)
+                .is_none()
+            {
+                return Err(ArmError::bad_request(
+                    "BadArgument",
+                    "properties.endpointComputeType is required.",
+                )
+                .target("properties.endpointComputeType"));
+            }
+            if let Some(o) = props.as_object_mut() {
+                o.entry("scaleSettings")
+                    .or_insert(json!({"scaleType": "Default"}));
+                o.entry("appInsightsEnabled").or_insert(json!(false));
+            }
+        }
+        if let Some(o) = props.as_object_mut() {
+            o.insert(
+                "provisioningState".into(),
+                json!(if existing.is_some() {
+                    "Updating"
+                } else {
+                    "Creating"
+                }),
+            );
+        }
+        let mut out = body.clone();
+        out["properties"] = props;
+        for (k, v) in [("tags", json!({})), ("kind", json!(null))] {
+            if out.get(k).is_none() && !v.is_null() {
+                out[k] = v;
+            }
+        }
+        self.fill_identity(
+            &mut out,
+            existing.as_ref().and_then(|e| e.body.get("identity")),
+        );
+        out["systemData"] = json!({
+            "createdAt": existing.as_ref().and_then(|e| e.body.pointer("/systemData/createdAt").cloned()).unwrap_or(json!(now)),
+            "createdBy": caller.object_id, "createdByType": "Application",
+            "lastModifiedAt": now, "lastModifiedBy": caller.object_id, "lastModifiedByType": "Application",
+        });
+        let ext = match (&existing, rtype.full) {
+            (Some(e), _) => e.ext.clone(),
+            (None, ENDPOINTS) => ResourceExt::Endpoint {
+                primary: Secret::random(24),
+                secondary: Secret::random(24),
+            },
+            _ => ResourceExt::Plain,
+        };
+        let created = existing.is_none();
+        let r = self.state.put_resource(id, rtype.full, out);
+        r.ext = ext;
+        let body = r.body.clone();
+        let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
+        let status = if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        Ok(self.async_headers(Reply::json(status, body), &op, req))
+    }
+
+    // ---------------------------------------------------------------- role assignments
+
+    fn ra_scope_exists(&self, scope: &str) -> Result<(), ArmError> {
+        let (sub, rg) = sub_and_rg(scope);
+        if let Some(sub) = &sub {
+            self.ensure_sub(sub)?;
+            if let Some(rg) = &rg {
+                self.ensure_rg(sub, rg)?;
+            }
+        }
+        let segs = scope.split('/').filter(|s| !s.is_empty()).count();
+        if segs > 4 && !self.state.resources.contains_key(&id_key(scope)) {
+            return Err(ArmError::not_found("resource", scope));
+        }
+        Ok(())
+    }
+
+    fn ra_get(&self, scope: &str, name: &str) -> Result<Reply, ArmError> {
+        let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+        self.state
+            .role_assignments
+            .get(&id_key(&id))
+            .map(|ra| Reply::ok(ra.to_json()))
+            .ok_or_else(|| {
+                ArmError::new(
+                    StatusCode::NOT_FOUND,
+                    "RoleAssignmentNotFound",
+                    format!("The role assignment '{name}' is not found."),
+                )
+            })
+    }
+
+    fn ra_delete(&mut self, scope: &str, name: &str) -> Result<Reply, ArmError> {
+        let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+        Ok(match self.state.role_assignments.remove(&id_key(&id)) {
+            Some(ra) => Reply::ok(ra.to_json()),
+            None => Reply::empty(StatusCode::NO_CONTENT),
+        })
+    }
+
+    fn ra_put(
+        &mut self,
+        req: &Req,
+        caller: &Caller,
+        scope: &str,
+        name: &str,
+    ) -> Result<Reply, ArmError> {
+        if uuid::Uuid::parse_str(name).is_err() {
+            return Err(ArmError::bad_request(
+                "InvalidRoleAssignmentId",
+                format!(
+                    "The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."
+                ),
+            ));
+        }
+        self.ra_scope_exists(scope)?;
+        let body = req.json()?;
+        let props = body.get("properties").cloned().unwrap_or(json!({}));
+        let rd = props
+            .get("roleDefinitionId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let guid = rd
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !rd
+            .to_ascii_lowercase()
+            .contains("/providers/microsoft.authorization/roledefinitions/")
+            || !self.state.role_definitions.contains_key(&guid)
+        {
+            return Err(ArmError::bad_request(
+                "RoleDefinitionDoesNotExist",
+                format!("The specified role definition with ID '{guid}' does not exist."),
+            ));
+        }
+        let pid = props
+            .get("principalId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let Some(principal) = self
+            .state
+            .principals
+            .get(&pid.to_ascii_lowercase())
+            .cloned()
+        else {
+            return Err(ArmError::bad_request(
+                "PrincipalNotFound",
+                format!(
+                    "Principal {} does not exist in the directory {}. Check that you have the correct principal ID. If you are creating this principal and then immediately assigning a role, this error might be related to a replication delay. In this case, set the role assignment principalType property to a value, such as ServicePrincipal, User, or Group.",
+                    pid.replace('-', ""),
+                    self.state.tenant_id
+                ),
+            ));
+        };
+        let ptype = props
+            .get("principalType")
+            .and_then(Value::as_str)
+            .unwrap_or(principal.kind.as_str())
+            .to_string();
+        if !ptype.eq_ignore_ascii_case(principal.kind.as_str()) {
+            return Err(ArmError::bad_request(
+                "UnmatchedPrincipalType",
+                format!(
+                    "The PrincipalId '{pid}' has type '{}', which is different from specified PrincipalType '{ptype}'.",
+                    principal.kind.as_str()
+                ),
+            ));
+        }
+        let canonical_scope = scope.trim_end_matches('/').to_string();
+        let id =
+            format!("{canonical_scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+        let key = id_key(&id);
+        let description = props
+            .get("description")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let condition = props
+            .get("condition")
+            .and_then(Value::as_str)
+            .map(String::from);
+        let condition_version = props
+            .get("conditionVersion")
+            .and_then(Value::as_str)
+            .map(String::from);
+        if let Some(existing) = self.state.role_assignments.get_mut(&key) {
+            if existing.role_definition_guid != guid
+                || !existing.principal_id.eq_ignore_ascii_case(&pid)
+            {
+                return Err(ArmError::bad_request(
+                    "RoleAssignmentUpdateNotPermitted",
+                    "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+                ));
+            }
+            existing.description = description;
+            existing.condition = condition;
+            existing.condition_version = condition_version;
+            return Ok(Reply::ok(existing.to_json()));
+        }
+        if self.state.role_assignments.values().any(|ra| {
+            ra.role_definition_guid == guid
+                && ra.principal_id.eq_ignore_ascii_case(&pid)
+                && id_key(&ra.scope) == id_key(&canonical_scope)
+        }) {
+            return Err(ArmError::conflict(
+                "RoleAssignmentExists",
+                "The role assignment already exists.",
+            ));
+        }
+        let ra = RoleAssignment {
+            id,
+            name: name.into(),
+            scope: canonical_scope,
+            role_definition_guid: guid,
+            principal_id: pid,
+            principal_type: principal.kind.as_str().into(),
+            description,
+            condition,
+            condition_version,
+            created_on: Self::now(),
+            created_by: Some(caller.object_id.clone()),
+        };
+        let out = ra.to_json();
+        self.state.role_assignments.insert(key, ra);
+        Ok(Reply::json(StatusCode::CREATED, out))
+    }
+
+    fn ra_list(&self, req: &Req, scope: &str) -> Result<Reply, ArmError> {
+        self.ra_scope_exists(scope)?;
+        enum F {
+            All,
+            AtScope,
+            Principal(String),
+            AssignedTo(String),
+        }
+        let filter = match req.q("$filter").map(str::trim) {
+            None | Some("") => F::All,
+            Some(f) if f.eq_ignore_ascii_case("atScope()") => F::AtScope,
+            Some(f) => {
+                let lower = f.to_ascii_lowercase();
+                let quoted = f.split('\'').nth(1).unwrap_or_default().to_string();
+                if lower.starts_with("principalid eq ") && !quoted.is_empty() {
+                    F::Principal(quoted)
+                } else if lower.starts_with("assignedto(") && !quoted.is_empty() {
+                    F::AssignedTo(quoted)
+                } else {
+                    return Err(ArmError::bad_request(
+                        "UnsupportedQuery",
+                        format!("The filter '{f}' is not supported."),
+                    ));
+                }
+            }
+        };
+        let groups = match &filter {
+            F::AssignedTo(p) => self.state.principal_and_groups(p),
+            _ => vec![],
+        };
+        let items = self
+            .state
+            .role_assignments
+            .values()
+            .filter(|ra| {
+                let above = scope_contains(&ra.scope, scope);
+                let below = scope_contains(scope, &ra.scope);
+                match &filter {
+                    F::All => above || below,
+                    F::AtScope => above,
+                    F::Principal(p) => (above || below) && ra.principal_id.eq_ignore_ascii_case(p),
+                    F::AssignedTo(_) => {
+                        (above || below) && groups.contains(&ra.principal_id.to_ascii_lowercase())
+                    }
+                }
+            })
+            .map(RoleAssignment::to_json)
+            .collect();
+        Ok(Reply::ok(self.page(req, items)))
+    }
+
+    // ---------------------------------------------------------------- move
+
+    #[allow(clippy::too_many_arguments)]
+    fn move_action(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        sub: &str,
+        rg: &str,
+        validate: bool,
+        fail: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
+        let (sub, rg) = self.ensure_rg(sub, rg)?;
+        let source = format!("/subscriptions/{sub}/resourceGroups/{rg}");
+        let body = req.json()?;
+        let resources: Vec<String> = body
+            .get("resources")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let target = body
+            .get("targetResourceGroup")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        if resources.is_empty() || target.is_empty() {
+            return Err(ArmError::bad_request(
+                "InvalidRequestContent",
+                "The request must contain 'resources' and 'targetResourceGroup'.",
+            ));
+        }
+        let (tsub, trg) = sub_and_rg(&target);
+        let (Some(tsub), Some(trg)) = (tsub, trg) else {
+            return Err(ArmError::bad_request(
+                "InvalidTargetResourceGroup",
+                format!("The target resource group '{target}' is not a valid resource group id."),
+            ));
+        };
+        let (tsub, trg) = self.ensure_rg(&tsub, &trg)?;
+        let target = format!("/subscriptions/{tsub}/resourceGroups/{trg}");
+        if id_key(&target) == id_key(&source) {
+            return Err(ArmError::bad_request(
+                "InvalidTargetResourceGroup",
+                "The target resource group is the same as the source resource group.",
+            ));
+        }
+        // The caller also needs write access on the target resource group.
+        self.authorize(
+            caller,
+            "Microsoft.Resources/subscriptions/resourceGroups/write",
+            &target,
+        )?;
+        let mut failure = self.validate_move(&source, &resources).map(|details| OpError {
+            status: 409,
+            code: "ResourceMoveValidationFailed".into(),
+            message: format!(
+                "Resource move validation failed. Please see details. Diagnostic information: source group '{source}', target group '{target}'."
+            ),
+            details,
+        });
+        if failure.is_none() {
+            failure = fail;
+        }
+        let kind = if validate {
+            OpKind::ValidateMove
+        } else {
+            OpKind::Move { resources, target }
+        };
+        let op = self.start_op(routed, caller, kind, &source, false, failure);
+        Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+    }
+
+    /// Returns the blocking conditions (code, message, target), or None when the move is allowed.
+    fn validate_move(
+        &self,
+        source: &str,
+        resources: &[String],
+    ) -> Option<Vec<(String, String, Option<String>)>> {
+        let mut problems = vec![];
+        for id in resources {
+            let Some(r) = self.state.resources.get(&id_key(id)) else {
+                problems.push((
+                    "ResourceNotFound".into(),
+                    format!("The resource '{id}' was not found."),
+                    Some(id.clone()),
+                ));
+                continue;
+            };
+            if !scope_contains(source, &r.id) {
+                problems.push((
+                    "ResourceNotInSourceResourceGroup".into(),
+                    format!("The resource '{id}' is not in the source resource group '{source}'."),
+                    Some(id.clone()),
+                ));
+                continue;
+            }
+            if r.rtype.matches('/').count() > 1 {
+                problems.push(("CannotMoveChildResource".into(), format!("'{id}' is a child resource; only top-level resources can be moved (children move with their parent)."), Some(id.clone())));
+                continue;
+            }
+            if is_busy(r.provisioning_state()) {
+                problems.push((
+                    "ResourceBusy".into(),
+                    format!("The resource '{id}' has an operation in progress."),
+                    Some(id.clone()),
+                ));
+            }
+            if r.rtype.eq_ignore_ascii_case(WORKSPACES) {
+                let endpoints = self
+                    .state
+                    .resources
+                    .values()
+                    .filter(|c| {
+                        c.rtype.eq_ignore_ascii_case(ENDPOINTS) && scope_contains(&r.id, &c.id)
+                    })
+                    .count();
+                if endpoints > 0 {
+                    problems.push((
+                        "ResourceMoveNotSupported".into(),
+                        format!("Workspace '{id}' has {endpoints} online endpoint(s); workspaces with online endpoints or deployments cannot be moved. Delete them first."),
+                        Some(id.clone()),
+                    ));
+                }
+                let cmk = r
+                    .body
+                    .pointer("/properties/encryption/status")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("Enabled"));
+                if cmk {
+                    problems.push((
+                        "ResourceMoveNotSupported".into(),
+                        format!("Workspace '{id}' is encrypted with a customer-managed key; such workspaces cannot be moved."),
+                        Some(id.clone()),
+                    ));
+                }
+            }
+        }
+        if problems.is_empty() {
+            None
+        } else {
+            Some(problems)
+        }
+    }
+
+    fn apply_move(&mut self, resources: &[String], target: &str) {
+        let mut renames: Vec<(String, String)> = vec![];
+        for id in resources {
+            if let Some(r) = self.state.resources.get(&id_key(id)) {
+                let tail =
+                    r.id.split_once("/providers/")
+                        .map(|(_, t)| t)
+                        .unwrap_or_default();
+                renames.push((r.id.clone(), format!("{target}/providers/{tail}")));
+            }
+        }
+        for (old, new) in &renames {
+            // Role assignments scoped to moved resources are not moved (documented ARM behaviour): drop them.
+            self.state
+                .role_assignments
+                .retain(|_, ra| !scope_contains(old, &ra.scope));
+            let moved: Vec<String> = self
+                .state
+                .resources
+                .iter()
+                .filter(|(_, r)| scope_contains(old, &r.id))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in moved {
+                if let Some(mut r) = self.state.resources.remove(&k) {
+                    r.id = format!("{new}{}", &r.id[old.len()..]);
+                    r.body["id"] = json!(r.id);
+                    self.state.resources.insert(id_key(&r.id), r);
+                }
+            }
+        }
+        // Other resources referring to a moved id (a workspace's storageAccount, ...) follow the move.
+        for r in self.state.resources.values_mut() {
+            if let Some(props) = r.body.get_mut("properties").and_then(Value::as_object_mut) {
+                for v in props.values_mut() {
+                    if let Some(s) = v.as_str()
+                        && let Some((_, new)) =
+                            renames.iter().find(|(old, _)| id_key(old) == id_key(s))
+                    {
+                        *v = json!(new);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn split_and(filter: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut rest = filter.trim();
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        match lower.find(" and ") {
+            Some(i) => {
+                out.push(rest[..i].trim().to_string());
+                rest = rest[i + 5..].trim();
+            }
+            None => {
+                out.push(rest.to_string());
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn busy(id: &str) -> ArmError {
+    ArmError::conflict(
+        "AnotherOperationInProgress",
+        format!("Another operation is in progress on '{id}'. Retry after it completes."),
+    )
+}
+
+fn method_not_allowed(req: &Req) -> ArmError {
+    ArmError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "HttpMethodNotAllowed",
+        format!(
+            "The HTTP method '{}' is not supported at '{}'.",
+            req.method, req.path
+        ),
+    )
+}
