@@ -137,23 +137,49 @@ pub struct WorkspaceUpdateProperties {
 /// Result of Workspaces_ListKeys. Every secret is a [`Secret`]; no `Serialize` so it cannot be written anywhere
 /// by accident.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "WorkspaceKeysWire")]
 pub struct WorkspaceKeys {
     /// The storage account key the workspace currently uses.
-    #[serde(default)]
     pub user_storage_key: Option<Secret>,
     /// The storage account id (`userStorageResourceId` in the swagger, `userStorageArmId` in examples).
-    #[serde(default, alias = "userStorageArmId")]
     pub user_storage_resource_id: Option<String>,
     /// App Insights instrumentation key.
-    #[serde(default)]
     pub app_insights_instrumentation_key: Option<Secret>,
     /// Container registry credentials.
-    #[serde(default)]
     pub container_registry_credentials: Option<RegistryCredentials>,
     /// Notebook access keys.
-    #[serde(default)]
     pub notebook_access_keys: Option<NotebookAccessKeys>,
+}
+
+/// Wire form of [`WorkspaceKeys`]. The storage id has two names (swagger vs. examples) and a response may carry
+/// both, so they are separate fields here: a serde `alias` would reject such a body as a duplicate field.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkspaceKeysWire {
+    #[serde(default)]
+    user_storage_key: Option<Secret>,
+    #[serde(default)]
+    user_storage_resource_id: Option<String>,
+    #[serde(default)]
+    user_storage_arm_id: Option<String>,
+    #[serde(default)]
+    app_insights_instrumentation_key: Option<Secret>,
+    #[serde(default)]
+    container_registry_credentials: Option<RegistryCredentials>,
+    #[serde(default)]
+    notebook_access_keys: Option<NotebookAccessKeys>,
+}
+
+impl From<WorkspaceKeysWire> for WorkspaceKeys {
+    fn from(w: WorkspaceKeysWire) -> Self {
+        Self {
+            user_storage_key: w.user_storage_key,
+            user_storage_resource_id: w.user_storage_resource_id.or(w.user_storage_arm_id),
+            app_insights_instrumentation_key: w.app_insights_instrumentation_key,
+            container_registry_credentials: w.container_registry_credentials,
+            notebook_access_keys: w.notebook_access_keys,
+        }
+    }
 }
 
 /// Container registry credentials of a workspace.
@@ -338,5 +364,12 @@ mod tests {
         let b: WorkspaceKeys = serde_json::from_str(r#"{"userStorageKey":null,"userStorageResourceId":"/y"}"#).unwrap();
         assert_eq!(b.user_storage_resource_id.as_deref(), Some("/y"));
         assert!(b.user_storage_key.is_none());
+        // Both names in one body (the swagger's and the examples'): not a duplicate-field error.
+        let c: WorkspaceKeys = serde_json::from_str(
+            r#"{"userStorageKey":"k2-secret","userStorageResourceId":"/z","userStorageArmId":"/z"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.user_storage_resource_id.as_deref(), Some("/z"));
+        assert!(!format!("{c:?}").contains("k2-secret"));
     }
 }
