@@ -172,7 +172,13 @@ impl Env {
 
     /// Statuses the simulator answered `operation` with, in order.
     fn statuses(&self, operation: &str) -> Vec<u16> {
-        self.sim.handle.calls().iter().filter(|c| c.operation.eq_ignore_ascii_case(operation)).map(|c| c.status).collect()
+        self.sim
+            .handle
+            .calls()
+            .iter()
+            .filter(|c| c.operation.eq_ignore_ascii_case(operation))
+            .map(|c| c.status)
+            .collect()
     }
 
     async fn create_workspace(&self, name: &str) -> Workspace {
@@ -541,14 +547,14 @@ async fn validate_move_and_move_resources() {
         )
         .await
         .unwrap();
-    let storage_move =
-        MoveRequest { resources: vec![env.sa().resource_id()], target_resource_group: target.clone() };
+    let storage_move = MoveRequest { resources: vec![env.sa().resource_id()], target_resource_group: target.clone() };
     env.client.validate_move_resources(&env.rg(), &storage_move, &o).await.unwrap();
 
     // A workspace with an online endpoint cannot move (CONTRACTS §8): 409 with the reason in the details.
     env.create_workspace("ws-move").await;
     env.create_endpoint("ws-move", "ep-move").await;
-    let ws_move = MoveRequest { resources: vec![env.ws("ws-move").resource_id()], target_resource_group: target.clone() };
+    let ws_move =
+        MoveRequest { resources: vec![env.ws("ws-move").resource_id()], target_resource_group: target.clone() };
     let err = env.client.validate_move_resources(&env.rg(), &ws_move, &o).await.unwrap_err();
     match &err {
         ArmError::Api { status: 409, body, .. } => {
@@ -602,7 +608,11 @@ async fn online_endpoints_and_deployments() {
     assert_ne!(p1, s1);
     assert!(!format!("{keys:?}").contains(p1.expose()));
     env.client
-        .regenerate_online_endpoint_keys(&ep, &RegenerateEndpointKeys { key_type: EndpointKeyType::Primary, key_value: None }, &o)
+        .regenerate_online_endpoint_keys(
+            &ep,
+            &RegenerateEndpointKeys { key_type: EndpointKeyType::Primary, key_value: None },
+            &o,
+        )
         .await
         .unwrap();
     let keys = env.client.list_online_endpoint_keys(&ep).await.unwrap();
@@ -692,7 +702,10 @@ async fn error_statuses_are_classified_and_not_retried() {
     )
     .await;
     let err = r.unwrap_err();
-    assert_eq!((err.status(), err.code(), err.class(), n), (Some(403), Some("AuthorizationFailed"), ErrorClass::Auth, 1));
+    assert_eq!(
+        (err.status(), err.code(), err.class(), n),
+        (Some(403), Some("AuthorizationFailed"), ErrorClass::Auth, 1)
+    );
     assert!(err.to_string().contains(&env.world.reader.object_id), "names the principal: {err}");
     let (r, n) = counting(&env, "StorageAccounts_ListKeys", reader.list_storage_account_keys(&env.sa())).await;
     assert_eq!((r.unwrap_err().status(), n), (Some(403), 1));
@@ -706,22 +719,34 @@ async fn error_statuses_are_classified_and_not_retried() {
     // 409: a second PUT while the first is still provisioning.
     let ws = env.ws("ws-busy");
     let first = env.client.begin_create_or_update_workspace(&ws, &env.workspace_body()).await.unwrap();
-    let (r, n) =
-        counting(&env, "Workspaces_CreateOrUpdate", env.client.begin_create_or_update_workspace(&ws, &env.workspace_body()))
-            .await;
+    let (r, n) = counting(
+        &env,
+        "Workspaces_CreateOrUpdate",
+        env.client.begin_create_or_update_workspace(&ws, &env.workspace_body()),
+    )
+    .await;
     let err = r.unwrap_err();
-    assert_eq!((err.status(), err.code(), err.class(), n), (Some(409), Some("AnotherOperationInProgress"), ErrorClass::Conflict, 1));
+    assert_eq!(
+        (err.status(), err.code(), err.class(), n),
+        (Some(409), Some("AnotherOperationInProgress"), ErrorClass::Conflict, 1)
+    );
     if let LroStart::Pending(h) = first {
         env.client.wait_lro::<Workspace>(h, &lro_opts()).await.unwrap();
     }
 
     // 400: a workspace without a location.
     let no_location = Workspace { location: None, ..env.workspace_body() };
-    let (r, n) =
-        counting(&env, "Workspaces_CreateOrUpdate", env.client.begin_create_or_update_workspace(&env.ws("ws-bad"), &no_location))
-            .await;
+    let (r, n) = counting(
+        &env,
+        "Workspaces_CreateOrUpdate",
+        env.client.begin_create_or_update_workspace(&env.ws("ws-bad"), &no_location),
+    )
+    .await;
     let err = r.unwrap_err();
-    assert_eq!((err.status(), err.code(), err.class(), n), (Some(400), Some("LocationRequired"), ErrorClass::Permanent, 1));
+    assert_eq!(
+        (err.status(), err.code(), err.class(), n),
+        (Some(400), Some("LocationRequired"), ErrorClass::Permanent, 1)
+    );
 }
 
 #[tokio::test]
@@ -841,7 +866,8 @@ async fn secrets_never_appear_in_debug_display_errors_or_logs() {
     let mut shown = String::new();
 
     // A client whose credential we hold, to read back the (cached) bearer token it sends.
-    let cred = secret_credential(&env.world, &env.world.operator.client_id, env.world.operator.secret.expose(), &env.cloud);
+    let cred =
+        secret_credential(&env.world, &env.world.operator.client_id, env.world.operator.secret.expose(), &env.cloud);
     let client = ArmClient::new(cred.clone(), options(&env.cloud)).unwrap();
     let keys = client.list_storage_account_keys(&env.sa()).await.unwrap();
     shown.push_str(&format!("{keys:?}"));
