@@ -671,6 +671,51 @@ async fn lro_handle_survives_a_client_restart() {
     assert_eq!(env.count("Token"), 2, "the new client authenticated on its own");
 }
 
+#[tokio::test]
+async fn failed_long_running_operations_surface_the_operation_error() {
+    let env = start().await;
+    let lro_failure = |op: &str, status: u16, code: &str| FaultRule {
+        operation: op.into(),
+        action: FaultAction::LroFailure {
+            status: Some(status),
+            code: code.into(),
+            message: Some(format!("{code} (injected)")),
+        },
+        count: Some(1),
+        rate: None,
+    };
+
+    // Location-polled (workspace PUT): the poll answers with the error status and envelope.
+    env.sim.handle.inject_fault(lro_failure("Workspaces_CreateOrUpdate", 400, "InvalidWorkspaceConfiguration"));
+    let err = env.client.create_or_update_workspace(&env.ws("ws-fail"), &env.workspace_body(), &lro_opts()).await;
+    let err = err.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code(), err.class()),
+        (Some(400), Some("InvalidWorkspaceConfiguration"), ErrorClass::Permanent),
+        "{err}"
+    );
+    let ws = env.client.get_workspace(&env.ws("ws-fail")).await.unwrap().unwrap();
+    assert_eq!(ws.properties.provisioning_state, Some(ProvisioningState::Failed));
+
+    // Azure-AsyncOperation-polled (endpoint PUT): status Failed with the error object.
+    env.create_workspace("ws-ok").await;
+    env.sim.handle.inject_fault(lro_failure("OnlineEndpoints_CreateOrUpdate", 500, "InternalServerError"));
+    let body = OnlineEndpoint {
+        location: env.world.location.clone(),
+        properties: OnlineEndpointProperties { auth_mode: "Key".into(), ..Default::default() },
+        ..Default::default()
+    };
+    let err = env.client.create_or_update_online_endpoint(&env.ep("ws-ok", "ep-fail"), &body, &lro_opts()).await;
+    match err.unwrap_err() {
+        e @ ArmError::LroFailed { .. } => {
+            assert_eq!(e.code(), Some("InternalServerError"));
+            assert_eq!(e.class(), ErrorClass::Transient);
+            assert!(e.to_string().contains("Failed"), "{e}");
+        }
+        other => panic!("expected LroFailed, got {other:?}"),
+    }
+}
+
 // ---------------------------------------------------------------- errors, retries, throttling
 
 /// Runs `f`, returning its result and how many calls to `operation` the simulator saw meanwhile.
@@ -827,6 +872,23 @@ async fn client_converges_under_simulator_throttling() {
     let calls = arm(&env);
     assert_eq!(calls.len(), 6, "paced reads need no retries: {calls:?}");
     assert!(calls.iter().all(|c| c.status == 200));
+
+    // Deletes draw on the write bucket and report `...-remaining-subscription-writes` (CONTRACTS §2): the client
+    // paces them by that count too.
+    env.sim.handle.set_throttle(ThrottleConfig {
+        read_capacity: 250.0,
+        read_refill_per_sec: 25.0,
+        write_capacity: 3.0,
+        write_refill_per_sec: 4.0,
+    });
+    env.sim.handle.clear_calls();
+    for _ in 0..6 {
+        let ra = RoleAssignmentRef::new(env.rg().resource_id(), Uuid::new_v4());
+        assert!(env.client.delete_role_assignment(&ra).await.unwrap().is_none());
+    }
+    let calls = arm(&env);
+    assert_eq!(calls.len(), 6, "paced deletes need no retries: {calls:?}");
+    assert!(calls.iter().all(|c| c.status == 204), "{calls:?}");
 }
 
 // ---------------------------------------------------------------- secrets

@@ -94,9 +94,12 @@ impl SubscriptionLimiter {
         let (remaining, threshold) = match kind {
             RequestKind::Read => (&state.reads, self.policy.read_threshold),
             RequestKind::Write => (&state.writes, self.policy.write_threshold),
-            RequestKind::Delete => (&state.deletes, self.policy.write_threshold),
+            // Deletes have their own bucket when ARM reports `...-deletes`; where it does not (CONTRACTS §2: DELETE
+            // responses carry `...-writes`), they count against the write bucket.
+            RequestKind::Delete if self.is_fresh(&state.deletes, now) => (&state.deletes, self.policy.write_threshold),
+            RequestKind::Delete => (&state.writes, self.policy.write_threshold),
         };
-        let fresh = remaining.at.is_some_and(|at| now.duration_since(at) < self.policy.stale_after);
+        let fresh = self.is_fresh(remaining, now);
         let proportional = if fresh && threshold > 0 && remaining.count < threshold {
             let missing = f64::from(threshold - remaining.count) / f64::from(threshold);
             self.policy.max_delay.mul_f64(missing)
@@ -104,6 +107,10 @@ impl SubscriptionLimiter {
             Duration::ZERO
         };
         blocked.max(proportional)
+    }
+
+    fn is_fresh(&self, remaining: &Remaining, now: Instant) -> bool {
+        remaining.at.is_some_and(|at| now.duration_since(at) < self.policy.stale_after)
     }
 
     /// Records the remaining-quota headers of a response from `sub`.
@@ -167,6 +174,24 @@ mod tests {
         assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::ZERO);
         let other = SubscriptionId::new("00000000-1111-2222-3333-555555555555").unwrap();
         assert_eq!(lim.delay_for(other, RequestKind::Read), Duration::ZERO);
+    }
+
+    #[test]
+    fn deletes_use_the_write_count_unless_arm_reports_deletes() {
+        let sub = SubscriptionId::new("00000000-1111-2222-3333-444444444444").unwrap();
+        let lim = SubscriptionLimiter::new(ThrottlePolicy {
+            write_threshold: 10,
+            max_delay: Duration::from_secs(10),
+            stale_after: Duration::from_secs(60),
+            ..Default::default()
+        });
+        // A DELETE answered with only `...-writes` (as CONTRACTS §2 describes) slows the next delete.
+        lim.observe(sub, &headers(REMAINING_WRITES, "0"));
+        assert_eq!(lim.delay_for(sub, RequestKind::Delete), Duration::from_secs(10));
+        // Once ARM reports a delete bucket, that one decides.
+        lim.observe(sub, &headers(REMAINING_DELETES, "100"));
+        assert_eq!(lim.delay_for(sub, RequestKind::Delete), Duration::ZERO);
+        assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::from_secs(10));
     }
 
     #[test]
