@@ -444,6 +444,13 @@ async fn storage_accounts_keys_key_creation_time_and_activity_log() {
     };
     let events = env.client.list_activity_log(env.sub(), &other).await.unwrap();
     assert!(!events.iter().any(|e| e.is_operation(REGENERATE_KEY_OPERATION)), "{events:#?}");
+    // By resource group, as in the official example.
+    let by_rg = ActivityLogFilter {
+        scope: ActivityLogScope::ResourceGroup(ResourceGroupName::new(&env.world.resource_group).unwrap()),
+        ..other
+    };
+    let events = env.client.list_activity_log(env.sub(), &by_rg).await.unwrap();
+    assert!(events.iter().any(|e| e.is_operation(REGENERATE_KEY_OPERATION)), "{events:#?}");
 
     // A missing account is None, not an error.
     let missing = StorageAccountRef::parse(&env.world.storage_account_id.replace("stsandbox", "stmissing")).unwrap();
@@ -528,6 +535,22 @@ async fn role_assignments_create_conflict_get_delete_list_and_paging() {
         let s = a.properties.scope.as_deref().unwrap().to_ascii_lowercase();
         assert!(scope.as_str().to_ascii_lowercase().starts_with(&s), "{s} is not at or above {scope}");
     }
+
+    // assignedTo() also finds what alice gets through her group.
+    let group = Uuid::parse_str(&env.world.group).unwrap();
+    let via_group = RoleAssignmentRef::new(scope.clone(), Uuid::new_v4());
+    let group_body = RoleAssignmentCreate {
+        role_definition_id: role(roles::READER),
+        principal_id: group,
+        principal_type: Some(PrincipalType::Group),
+        description: None,
+    };
+    env.client.create_role_assignment(&via_group, &group_body).await.unwrap();
+    let alices = env.client.list_role_assignments(&scope, Some(RoleAssignmentFilter::AssignedTo(alice))).await.unwrap();
+    let ids: Vec<_> = alices.iter().filter_map(|a| a.id.as_deref()).collect();
+    assert!(ids.iter().any(|id| same_id(id, &via_group.id())), "{ids:?}");
+    assert!(ids.iter().any(|id| same_id(id, &ra.id())), "{ids:?}");
+    assert!(alices.iter().all(|a| a.principal() == Some(alice) || a.principal() == Some(group)));
 
     let deleted = env.client.delete_role_assignment(&ra).await.unwrap().expect("200 with the deleted assignment");
     assert_eq!(deleted.principal(), Some(alice));
