@@ -999,3 +999,61 @@ async fn secrets_never_appear_in_debug_display_errors_or_logs() {
         assert!(!logged.contains(s.as_str()), "secret in logs");
     }
 }
+
+// ---------------------------------------------------------------- official SDK (optional)
+
+/// Runs tests/sdk/resource_group.py (the official Azure SDK for Python) against the simulator. Skipped, with a
+/// notice, when `azure-identity` and `azure-mgmt-resource` are not importable by `$AZML_SDK_PYTHON` (default
+/// `python3`).
+#[tokio::test]
+async fn official_python_sdk_against_the_simulator() {
+    let python = std::env::var("AZML_SDK_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = tokio::process::Command::new(&python)
+        .args(["-c", "import azure.identity, azure.mgmt.resource.resources"])
+        .output()
+        .await;
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED official_python_sdk_against_the_simulator: {python} cannot import azure.identity and \
+             azure.mgmt.resource (pip install azure-identity azure-mgmt-resource, or set AZML_SDK_PYTHON)"
+        );
+        return;
+    }
+    let env = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("sim-ca.pem");
+    env.sim.write_ca(&ca).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/resource_group.py");
+    let run = tokio::process::Command::new(&python)
+        .arg(&script)
+        .env("SIM_ENDPOINT", &env.sim.endpoint)
+        .env("SIM_TENANT_ID", &env.world.tenant_id)
+        .env("SIM_CLIENT_ID", &env.world.operator.client_id)
+        .env("SIM_CLIENT_SECRET", env.world.operator.secret.expose())
+        .env("SIM_SUBSCRIPTION_ID", &env.world.subscription_id)
+        .env("SIM_RESOURCE_GROUP", "rg-from-python-sdk")
+        .env("SIM_LOCATION", "westus2")
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .env("SSL_CERT_FILE", &ca)
+        .env("AZURE_AUTHORITY_HOST", &env.sim.endpoint)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("SDK script timed out").unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "SDK script failed ({}):\n{stdout}\n{stderr}", out.status);
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let rg_id = format!("/subscriptions/{}/resourceGroups/rg-from-python-sdk", env.world.subscription_id);
+    assert!(same_id(result["created"]["id"].as_str().unwrap(), &rg_id), "{result}");
+    assert_eq!(result["got"]["tags"]["createdBy"], "azure-sdk-for-python");
+    assert_eq!(result["exists"], true);
+
+    // The SDK authenticated at the simulator's token endpoint and acted as the operator.
+    let calls = env.sim.handle.calls();
+    assert!(calls.iter().any(|c| c.operation == "Token" && c.status == 200), "{calls:?}");
+    let put = calls.iter().find(|c| c.operation == "ResourceGroups_CreateOrUpdate").unwrap();
+    assert_eq!((put.status, put.principal.as_deref()), (201, Some(env.world.operator.object_id.as_str())));
+    // And our client sees what the SDK created.
+    let rg = env.client.get_resource_group(&env.other_rg("rg-from-python-sdk")).await.unwrap().unwrap();
+    assert_eq!(rg.location, "westus2");
+}
