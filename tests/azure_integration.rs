@@ -5,6 +5,9 @@
 //! real credentials from `build_credential`; the simulator's [`SimHandle`] is used to seed, inject faults, read
 //! key material and count calls.
 //!
+//! The last test points the official Azure SDK for Python (tests/sdk/resource_group.py) at the simulator; it is
+//! skipped with a notice when the packages are not installed.
+//!
 //! Not covered: the managed-identity credential. It only talks to IMDS (`http://169.254.169.254`) or the App
 //! Service identity endpoint, neither of which can be pointed at the simulator, so it is left to a real cluster.
 
