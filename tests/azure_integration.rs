@@ -2,7 +2,7 @@
 //! (`azml_operator::sandbox::arm`) over HTTPS with the simulator's generated CA.
 //!
 //! Every test starts its own simulator (port 0, LROs of [`LRO_MS`]) and talks to it only through the client and
-//! real credentials from `build_credential`; the simulator's [`SimHandle`] is used to seed, inject faults, read
+//! real credentials from `build_credential`; the simulator's `SimHandle` is used to seed, inject faults, read
 //! key material and count calls.
 //!
 //! The last test points the official Azure SDK for Python (tests/sdk/resource_group.py) at the simulator; it is
