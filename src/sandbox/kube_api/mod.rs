@@ -1,1 +1,15 @@
-//! Kubernetes API server emulator.
+//! Kubernetes API server emulator: a small, faithful API server (discovery, OpenAPI, CRUD, patches, server-side
+//! apply, watches, CRD schema and CEL admission) that kube-rs and the real kubectl both accept.
+
+pub mod error;
+pub mod openapi;
+pub mod patch;
+pub mod registry;
+pub mod select;
+pub mod server;
+pub mod store;
+pub mod validation;
+
+pub use error::{ApiError, ApiResult};
+pub use server::{KubeApiServer, RunningServer, ServerOptions};
+pub use store::Store;

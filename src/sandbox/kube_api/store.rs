@@ -1,0 +1,1396 @@
+//! The object store: one lock around all objects, the type registry and the bounded watch history, so every
+//! write is atomic and every watcher sees a gap-free sequence of events.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine as _;
+use serde_json::{Map, Value, json};
+use tokio::sync::broadcast;
+
+use super::error::{ApiError, ApiResult, Cause};
+use super::patch::{self, Scope, Writer};
+use super::registry::{Registry, ResKey, ResourceType, crd_status};
+use super::select::{FieldSelector, LabelSelector};
+use super::validation::{self, FieldValidation};
+
+/// Type of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    /// Object created (or entered the selector).
+    Added,
+    /// Object changed.
+    Modified,
+    /// Object removed (or left the selector).
+    Deleted,
+}
+
+impl EventType {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "ADDED",
+            Self::Modified => "MODIFIED",
+            Self::Deleted => "DELETED",
+        }
+    }
+}
+
+/// A committed change.
+#[derive(Debug, Clone)]
+pub struct WatchEvent {
+    /// resourceVersion of the change.
+    pub rv: u64,
+    /// Resource type.
+    pub key: ResKey,
+    /// What happened.
+    pub type_: EventType,
+    /// Object after the change (before it, for deletes).
+    pub object: Arc<Value>,
+    /// Object before the change, for modifications.
+    pub old: Option<Arc<Value>>,
+}
+
+/// Addressed resource of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    /// API group.
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Plural.
+    pub plural: String,
+    /// Namespace from the path.
+    pub namespace: Option<String>,
+    /// Object name from the path.
+    pub name: Option<String>,
+    /// Subresource (`status`).
+    pub subresource: Option<String>,
+}
+
+/// Options common to writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Field manager (from `?fieldManager=` or the User-Agent).
+    pub field_manager: String,
+    /// Unknown-field handling.
+    pub field_validation: FieldValidation,
+    /// `?dryRun=All`.
+    pub dry_run: bool,
+    /// `?force=true` for apply.
+    pub force: bool,
+}
+
+/// Result of a write.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The stored (or would-be stored) object.
+    pub object: Value,
+    /// `Warning` headers to send.
+    pub warnings: Vec<String>,
+    /// Whether the object was created (201).
+    pub created: bool,
+}
+
+/// Selection for list and watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Label selector.
+    pub labels: LabelSelector,
+    /// Field selector.
+    pub fields: FieldSelector,
+    /// Page size.
+    pub limit: Option<usize>,
+    /// Continue token.
+    pub continue_token: Option<String>,
+}
+
+/// A page of a list.
+#[derive(Debug, Clone)]
+pub struct ListPage {
+    /// Matching objects (presented in the requested version).
+    pub items: Vec<Value>,
+    /// resourceVersion of the list.
+    pub resource_version: u64,
+    /// Token for the next page.
+    pub continue_token: Option<String>,
+    /// Items left after this page.
+    pub remaining: Option<usize>,
+}
+
+/// What a new watch starts with.
+#[derive(Debug)]
+pub struct WatchStart {
+    /// Events to send first (replayed history or synthetic ADDED).
+    pub initial: Vec<(EventType, Arc<Value>, Option<Arc<Value>>)>,
+    /// Live events after `initial`.
+    pub rx: broadcast::Receiver<Arc<WatchEvent>>,
+    /// resourceVersion when the watch started.
+    pub resource_version: u64,
+    /// The resource type watched.
+    pub rt: Arc<ResourceType>,
+}
+
+/// How a write records managed fields.
+enum Managed<'a> {
+    /// An `Update` by this manager.
+    Update(&'a str),
+    /// Already computed (server-side apply).
+    Precomputed,
+}
+
+type ObjKey = (String, String);
+
+struct State {
+    rv: u64,
+    registry: Registry,
+    objects: HashMap<ResKey, BTreeMap<ObjKey, Arc<Value>>>,
+    history: VecDeque<Arc<WatchEvent>>,
+    history_limit: usize,
+    /// Highest resourceVersion dropped from history; watches from before it get 410.
+    compacted: u64,
+}
+
+/// The shared store behind the emulated API server.
+#[derive(Debug)]
+pub struct Store {
+    state: Mutex<State>,
+    events: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("rv", &self.rv)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Current time as RFC 3339 with second precision, as the API server writes timestamps.
+pub fn now() -> String {
+    let ts = jiff::Timestamp::now();
+    jiff::Timestamp::from_second(ts.as_second())
+        .unwrap_or(ts)
+        .to_string()
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = json!({});
+    }
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    match obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        Some(m) => m,
+        // The branch above guarantees an object; an empty map keeps this total without panicking.
+        None => unreachable_meta(),
+    }
+}
+
+#[allow(clippy::unreachable)]
+fn unreachable_meta() -> &'static mut Map<String, Value> {
+    // `meta_mut` always inserts an object first, so this cannot run.
+    unreachable!("metadata was just set to an object")
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Copies the object and stamps the apiVersion/kind of the version it is read in.
+pub fn present(obj: &Value, rt: &ResourceType, version: &str) -> Value {
+    let mut out = obj.clone();
+    if let Some(map) = out.as_object_mut() {
+        map.insert("apiVersion".into(), json!(rt.api_version(version)));
+        map.insert("kind".into(), json!(rt.kind));
+    }
+    out
+}
+
+/// Content of an object that counts for `metadata.generation`.
+fn generation_content(obj: &Value, has_status: bool) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        m.remove("apiVersion");
+        m.remove("kind");
+        if has_status {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+fn without_volatile(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("managedFields");
+    }
+    v
+}
+
+impl Store {
+    /// A store holding the `default`, `kube-system`, `kube-public` and `kube-node-lease` namespaces.
+    ///
+    /// `history_limit` bounds the watch history; watches from older resourceVersions get 410 Expired.
+    pub fn new(history_limit: usize) -> Self {
+        let history_limit = history_limit.max(16);
+        let (events, _) = broadcast::channel(history_limit);
+        let store = Self {
+            state: Mutex::new(State {
+                rv: 0,
+                registry: Registry::default(),
+                objects: HashMap::new(),
+                history: VecDeque::new(),
+                history_limit,
+                compacted: 0,
+            }),
+            events,
+        };
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let t = Target {
+                version: "v1".into(),
+                plural: "namespaces".into(),
+                ..Target::default()
+            };
+            let opts = WriteOptions {
+                field_manager: "kube-apiserver".into(),
+                ..WriteOptions::default()
+            };
+            // Creating the bootstrap namespaces in an empty store cannot conflict.
+            let _ = store.create(&t, json!({"metadata": {"name": ns}}), &opts);
+        }
+        store
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written object (writes are single inserts), so a
+        // poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A snapshot of the served resource types.
+    pub fn registry(&self) -> Registry {
+        self.lock().registry.clone()
+    }
+
+    /// The latest resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    /// Number of stored objects across all types.
+    pub fn object_count(&self) -> usize {
+        self.lock().objects.values().map(BTreeMap::len).sum()
+    }
+
+    /// Reads one object.
+    pub fn get(&self, t: &Target) -> ApiResult<Value> {
+        let st = self.lock();
+        let rt = st.resolve(t)?;
+        let (ns, name) = st.object_key(&rt, t)?;
+        st.objects
+            .get(&rt.key())
+            .and_then(|m| m.get(&(ns, name.clone())))
+            .map(|o| present(o, &rt, &t.version))
+            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))
+    }
+
+    /// Lists objects (all namespaces when the target has none).
+    pub fn list(&self, t: &Target, q: &ListQuery) -> ApiResult<ListPage> {
+        let st = self.lock();
+        let rt = st.resolve(t)?;
+        if !rt.namespaced && t.namespace.is_some() {
+            return Err(ApiError::no_route(&t.plural));
+        }
+        let start: Option<ObjKey> = match &q.continue_token {
+            Some(token) => Some(decode_continue(token)?),
+            None => None,
+        };
+        let mut matching: Vec<&Arc<Value>> = st
+            .objects
+            .get(&rt.key())
+            .map(|m| {
+                m.iter()
+                    .filter(|(k, _)| t.namespace.as_ref().is_none_or(|ns| &k.0 == ns))
+                    .filter(|(k, _)| start.as_ref().is_none_or(|s| *k > s))
+                    .map(|(_, v)| v)
+                    .filter(|v| q.labels.matches(v) && q.fields.matches(v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut continue_token = None;
+        let mut remaining = None;
+        if let Some(limit) = q.limit.filter(|l| *l > 0 && matching.len() > *l) {
+            remaining = Some(matching.len() - limit);
+            matching.truncate(limit);
+            if let Some(last) = matching.last() {
+                continue_token = Some(encode_continue(
+                    meta_str(last, "namespace"),
+                    meta_str(last, "name"),
+                ));
+            }
+        }
+        Ok(ListPage {
+            items: matching
+                .into_iter()
+                .map(|o| present(o, &rt, &t.version))
+                .collect(),
+            resource_version: st.rv,
+            continue_token,
+            remaining,
+        })
+    }
+
+    /// Creates an object (POST).
+    pub fn create(&self, t: &Target, body: Value, opts: &WriteOptions) -> ApiResult<Outcome> {
+        let mut st = self.lock();
+        let rt = st.resolve(t)?;
+        let mut warnings = Vec::new();
+        let object = st.create_inner(
+            &rt,
+            t,
+            body,
+            opts,
+            Managed::Update(&opts.field_manager),
+            &mut warnings,
+            &self.events,
+        )?;
+        Ok(Outcome {
+            object: present(&object, &rt, &t.version),
+            warnings,
+            created: true,
+        })
+    }
+
+    /// Replaces an object or its status (PUT).
+    pub fn update(&self, t: &Target, body: Value, opts: &WriteOptions) -> ApiResult<Outcome> {
+        let mut st = self.lock();
+        let rt = st.resolve(t)?;
+        let (ns, name) = st.object_key(&rt, t)?;
+        let old = st
+            .lookup(&rt, &ns, &name)
+            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
+        let mut warnings = Vec::new();
+        let object = st.update_inner(
+            &rt,
+            t,
+            &old,
+            body,
+            opts,
+            Managed::Update(&opts.field_manager),
+            true,
+            &mut warnings,
+            &self.events,
+        )?;
+        Ok(Outcome {
+            object: present(&object, &rt, &t.version),
+            warnings,
+            created: false,
+        })
+    }
+
+    /// Patches an object or its status (PATCH) with the given content type.
+    pub fn patch(
+        &self,
+        t: &Target,
+        content_type: &str,
+        body: &[u8],
+        opts: &WriteOptions,
+    ) -> ApiResult<Outcome> {
+        let mut st = self.lock();
+        let rt = st.resolve(t)?;
+        let (ns, name) = st.object_key(&rt, t)?;
+        let old = st.lookup(&rt, &ns, &name);
+        let mut warnings = Vec::new();
+        let scope = if t.subresource.as_deref() == Some("status") {
+            Scope::Status
+        } else {
+            Scope::Main {
+                status_is_subresource: rt.has_status,
+            }
+        };
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media == "application/apply-patch+yaml" || media == "application/apply-patch+json" {
+            if opts.field_manager.is_empty() {
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    &name,
+                    vec![Cause::new(
+                        "FieldValueRequired",
+                        "fieldManager",
+                        "Required value: is required for apply patch",
+                    )],
+                ));
+            }
+            let mut applied: Value = serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            if !applied.is_object() {
+                return Err(ApiError::bad_request("apply patch must be an object"));
+            }
+            check_type_meta(&rt, &t.version, &applied)?;
+            if meta_str(&applied, "name").is_empty() {
+                // As on a real server, the URL names the object when the applied configuration does not.
+                meta_mut(&mut applied).insert("name".into(), json!(name));
+            }
+            let applied_name = meta_str(&applied, "name");
+            if applied_name != name {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({applied_name}) does not match the name on the URL ({name})"
+                )));
+            }
+            let api_version = rt.api_version(&t.version);
+            let now = now();
+            let w = Writer {
+                manager: &opts.field_manager,
+                api_version: &api_version,
+                now: &now,
+                scope,
+            };
+            let base = old.as_ref().map(|o| present(o, &rt, &t.version));
+            let merged = patch::server_side_apply(base.as_ref(), &applied, &w, opts.force)
+                .map_err(|c| patch::apply_conflict_error(&rt.plural, &rt.group, &name, &c))?;
+            let (object, created) = match &old {
+                Some(old) => (
+                    st.update_inner(
+                        &rt,
+                        t,
+                        old,
+                        merged,
+                        opts,
+                        Managed::Precomputed,
+                        false,
+                        &mut warnings,
+                        &self.events,
+                    )?,
+                    false,
+                ),
+                None => {
+                    if t.subresource.is_some() {
+                        return Err(ApiError::not_found(&rt.plural, &rt.group, &name));
+                    }
+                    (
+                        st.create_inner(
+                            &rt,
+                            t,
+                            merged,
+                            opts,
+                            Managed::Precomputed,
+                            &mut warnings,
+                            &self.events,
+                        )?,
+                        true,
+                    )
+                }
+            };
+            return Ok(Outcome {
+                object: present(&object, &rt, &t.version),
+                warnings,
+                created,
+            });
+        }
+        let old = old.ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
+        let patch_doc: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let mut doc = present(&old, &rt, &t.version);
+        match media {
+            "application/merge-patch+json" => patch::merge_patch(&mut doc, &patch_doc),
+            "application/json-patch+json" => patch::json_patch(&mut doc, &patch_doc)?,
+            "application/strategic-merge-patch+json" if !rt.custom => {
+                patch::strategic_merge(&mut doc, &patch_doc)
+            }
+            other => {
+                return Err(ApiError::unsupported_media_type(
+                    other,
+                    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
+        }
+        let object = st.update_inner(
+            &rt,
+            t,
+            &old,
+            doc,
+            opts,
+            Managed::Update(&opts.field_manager),
+            false,
+            &mut warnings,
+            &self.events,
+        )?;
+        Ok(Outcome {
+            object: present(&object, &rt, &t.version),
+            warnings,
+            created: false,
+        })
+    }
+
+    /// Deletes an object (DELETE). Objects with finalizers are only marked with a deletionTimestamp.
+    pub fn delete(&self, t: &Target, delete_options: &Value, dry_run: bool) -> ApiResult<Value> {
+        let mut st = self.lock();
+        let rt = st.resolve(t)?;
+        let (ns, name) = st.object_key(&rt, t)?;
+        let old = st
+            .lookup(&rt, &ns, &name)
+            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
+        if let Some(uid) = delete_options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            && uid != meta_str(&old, "uid")
+        {
+            return Err(ApiError::conflict(
+                &rt.plural,
+                &rt.group,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    meta_str(&old, "uid")
+                ),
+            ));
+        }
+        if let Some(rv) = delete_options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            && rv != meta_str(&old, "resourceVersion")
+        {
+            return Err(ApiError::conflict(
+                &rt.plural,
+                &rt.group,
+                &name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    meta_str(&old, "resourceVersion")
+                ),
+            ));
+        }
+        if dry_run {
+            return Ok(present(&old, &rt, &t.version));
+        }
+        let out = st.delete_inner(&rt, &ns, &name, &self.events);
+        Ok(present(&out, &rt, &t.version))
+    }
+
+    /// Deletes every matching object of a collection.
+    pub fn delete_collection(
+        &self,
+        t: &Target,
+        q: &ListQuery,
+        dry_run: bool,
+    ) -> ApiResult<Vec<Value>> {
+        let page = self.list(t, q)?;
+        if dry_run {
+            return Ok(page.items);
+        }
+        let mut st = self.lock();
+        let rt = st.resolve(t)?;
+        let mut out = Vec::new();
+        for item in page.items {
+            let ns = meta_str(&item, "namespace").to_string();
+            let name = meta_str(&item, "name").to_string();
+            if st.lookup(&rt, &ns, &name).is_some() {
+                let gone = st.delete_inner(&rt, &ns, &name, &self.events);
+                out.push(present(&gone, &rt, &t.version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts a watch: subscribes to live events and computes what to send first, atomically.
+    ///
+    /// `resource_version`: None or "0" starts with the current state as ADDED events; a number replays history
+    /// after it (410 Expired when compacted). `send_initial_events` forces the current state first.
+    pub fn watch(
+        &self,
+        t: &Target,
+        resource_version: Option<&str>,
+        send_initial_events: bool,
+    ) -> ApiResult<WatchStart> {
+        let st = self.lock();
+        let rt = st.resolve(t)?;
+        let rx = self.events.subscribe();
+        let requested = match resource_version {
+            None | Some("") => None,
+            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resource version \"{raw}\""))
+            })?),
+        };
+        let snapshot = |st: &State| -> Vec<(EventType, Arc<Value>, Option<Arc<Value>>)> {
+            st.objects
+                .get(&rt.key())
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| t.namespace.as_ref().is_none_or(|ns| &k.0 == ns))
+                        .map(|(_, v)| (EventType::Added, v.clone(), None))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let initial = match requested {
+            _ if send_initial_events => snapshot(&st),
+            None | Some(0) => snapshot(&st),
+            Some(rv) if rv < st.compacted => return Err(ApiError::expired(rv, st.compacted + 1)),
+            Some(rv) => st
+                .history
+                .iter()
+                .filter(|e| e.rv > rv && e.key == rt.key())
+                .map(|e| (e.type_, e.object.clone(), e.old.clone()))
+                .collect(),
+        };
+        Ok(WatchStart {
+            initial,
+            rx,
+            resource_version: st.rv,
+            rt,
+        })
+    }
+}
+
+fn encode_continue(ns: &str, name: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([ns, name]).to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<ObjKey> {
+    let bad = || ApiError::bad_request("continue key is not valid");
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let (ns, name): (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok((ns, name))
+}
+
+fn check_type_meta(rt: &ResourceType, version: &str, obj: &Value) -> ApiResult<()> {
+    let expected = rt.api_version(version);
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str)
+        && av != expected
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({expected})"
+        )));
+    }
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && kind != rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            rt.kind
+        )));
+    }
+    Ok(())
+}
+
+impl State {
+    fn resolve(&self, t: &Target) -> ApiResult<Arc<ResourceType>> {
+        self.registry
+            .find(&t.group, &t.version, &t.plural)
+            .ok_or_else(|| ApiError::no_route(&format!("{}/{}/{}", t.group, t.version, t.plural)))
+    }
+
+    fn object_key(&self, rt: &ResourceType, t: &Target) -> ApiResult<ObjKey> {
+        let name = t.name.clone().unwrap_or_default();
+        match (rt.namespaced, &t.namespace) {
+            (true, Some(ns)) => Ok((ns.clone(), name)),
+            (false, None) => Ok((String::new(), name)),
+            _ => Err(ApiError::no_route(&t.plural)),
+        }
+    }
+
+    fn lookup(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.objects
+            .get(&rt.key())
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
+    }
+
+    fn record(&mut self, events: &broadcast::Sender<Arc<WatchEvent>>, ev: WatchEvent) {
+        let ev = Arc::new(ev);
+        self.history.push_back(ev.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted = old.rv;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = events.send(ev);
+    }
+
+    /// Stores an object under a fresh resourceVersion and emits the event.
+    fn put(
+        &mut self,
+        rt: &ResourceType,
+        mut obj: Value,
+        old: Option<Arc<Value>>,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> Arc<Value> {
+        self.rv += 1;
+        let rv = self.rv;
+        meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
+        let key = (
+            meta_str(&obj, "namespace").to_string(),
+            meta_str(&obj, "name").to_string(),
+        );
+        let obj = Arc::new(obj);
+        self.objects
+            .entry(rt.key())
+            .or_default()
+            .insert(key, obj.clone());
+        let type_ = if old.is_some() {
+            EventType::Modified
+        } else {
+            EventType::Added
+        };
+        self.record(
+            events,
+            WatchEvent {
+                rv,
+                key: rt.key(),
+                type_,
+                object: obj.clone(),
+                old,
+            },
+        );
+        obj
+    }
+
+    /// Removes an object for good, emitting DELETED; cascades for namespaces' content and CRDs' objects.
+    fn remove(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> Option<Value> {
+        let old = self
+            .objects
+            .get_mut(&rt.key())?
+            .remove(&(ns.to_string(), name.to_string()))?;
+        self.rv += 1;
+        let rv = self.rv;
+        let mut gone = (*old).clone();
+        meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
+        self.record(
+            events,
+            WatchEvent {
+                rv,
+                key: rt.key(),
+                type_: EventType::Deleted,
+                object: Arc::new(gone.clone()),
+                old: Some(old),
+            },
+        );
+        if rt.group == "apiextensions.k8s.io"
+            && rt.plural == "customresourcedefinitions"
+            && let Some(key) = self.registry.unregister_crd(&gone)
+        {
+            let custom = ResourceType {
+                group: key.group.clone(),
+                plural: key.plural.clone(),
+                ..(*rt).clone()
+            };
+            let keys: Vec<ObjKey> = self
+                .objects
+                .get(&key)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for (ons, oname) in keys {
+                self.remove(&custom, &ons, &oname, events);
+            }
+            self.objects.remove(&key);
+        }
+        if rt.namespaced {
+            self.maybe_finalize_namespace(ns, events);
+        }
+        Some(gone)
+    }
+
+    fn maybe_finalize_namespace(&mut self, ns: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        let Some(ns_rt) = self.registry.find("", "v1", "namespaces") else {
+            return;
+        };
+        let Some(ns_obj) = self.lookup(&ns_rt, "", ns) else {
+            return;
+        };
+        if meta_str(&ns_obj, "deletionTimestamp").is_empty() {
+            return;
+        }
+        let empty = self.objects.iter().all(|(key, objs)| {
+            let namespaced = self.registry.get(key).is_some_and(|t| t.namespaced);
+            !namespaced || !objs.keys().any(|(ons, _)| ons == ns)
+        });
+        if empty {
+            self.remove(&ns_rt, "", ns, events);
+        }
+    }
+
+    fn delete_inner(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> Value {
+        let Some(old) = self.lookup(rt, ns, name) else {
+            return Value::Null;
+        };
+        let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+        if !finalizers(&old).is_empty() || is_namespace {
+            if !meta_str(&old, "deletionTimestamp").is_empty() {
+                return (*old).clone();
+            }
+            let mut marked = (*old).clone();
+            let meta = meta_mut(&mut marked);
+            meta.insert("deletionTimestamp".into(), json!(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
+                meta.insert("generation".into(), json!(g + 1));
+            }
+            if is_namespace {
+                marked["status"] = json!({"phase": "Terminating"});
+            }
+            let stored = self.put(rt, marked, Some(old), events);
+            if is_namespace {
+                self.delete_namespace_content(name, events);
+                if let Some(still) = self.lookup(rt, "", name) {
+                    return (*still).clone();
+                }
+                let mut gone = (*stored).clone();
+                meta_mut(&mut gone).insert("resourceVersion".into(), json!(self.rv.to_string()));
+                return gone;
+            }
+            return (*stored).clone();
+        }
+        self.remove(rt, ns, name, events).unwrap_or(Value::Null)
+    }
+
+    fn delete_namespace_content(&mut self, ns: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        let types: Vec<Arc<ResourceType>> = self
+            .registry
+            .all()
+            .filter(|t| t.namespaced)
+            .cloned()
+            .collect();
+        for rt in types {
+            let names: Vec<String> = self
+                .objects
+                .get(&rt.key())
+                .map(|m| {
+                    m.keys()
+                        .filter(|(o, _)| o == ns)
+                        .map(|(_, n)| n.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for name in names {
+                self.delete_inner(&rt, ns, &name, events);
+            }
+        }
+        self.maybe_finalize_namespace(ns, events);
+    }
+
+    /// Built-in defaulting and validation.
+    fn admit_builtin(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> ApiResult<()> {
+        let name = meta_str(obj, "name").to_string();
+        match (rt.group.as_str(), rt.kind.as_str()) {
+            ("", "Secret") => {
+                let string_data = obj.as_object_mut().and_then(|m| m.remove("stringData"));
+                if let Some(Value::Object(sd)) = string_data {
+                    let data = obj
+                        .as_object_mut()
+                        .map(|m| m.entry("data").or_insert_with(|| json!({})));
+                    if let Some(Value::Object(data)) = data {
+                        for (k, v) in sd {
+                            let raw = v.as_str().unwrap_or_default();
+                            data.insert(
+                                k,
+                                json!(base64::engine::general_purpose::STANDARD.encode(raw)),
+                            );
+                        }
+                    }
+                }
+                if let Some(data) = obj.get("data").and_then(Value::as_object) {
+                    for (k, v) in data {
+                        let ok = v.as_str().is_some_and(|s| {
+                            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
+                        });
+                        if !ok {
+                            // Never echo the value: it is secret material.
+                            return Err(ApiError::bad_request(format!(
+                                "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}"
+                            )));
+                        }
+                    }
+                }
+                if obj.get("type").is_none_or(Value::is_null) {
+                    obj["type"] = json!("Opaque");
+                }
+                check_immutable(rt, &name, obj, old, &["data", "type"])?;
+            }
+            ("", "ConfigMap") => check_immutable(rt, &name, obj, old, &["data", "binaryData"])?,
+            ("", "Namespace") => {
+                let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
+                if let Some(l) = labels.as_object_mut() {
+                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+                if obj.pointer("/status/phase").is_none() {
+                    obj["status"] = json!({"phase": "Active"});
+                }
+                if obj.pointer("/spec/finalizers").is_none() {
+                    obj["spec"] = json!({"finalizers": ["kubernetes"]});
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_inner(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        t: &Target,
+        mut obj: Value,
+        opts: &WriteOptions,
+        managed: Managed<'_>,
+        warnings: &mut Vec<String>,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> ApiResult<Value> {
+        if t.subresource.is_some() || t.name.is_some() && !matches!(managed, Managed::Precomputed) {
+            return Err(ApiError::method_not_allowed());
+        }
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
+                rt.kind, t.version, rt.kind
+            )));
+        }
+        check_type_meta(rt, &t.version, &obj)?;
+        obj["apiVersion"] = json!(rt.api_version(&t.version));
+        obj["kind"] = json!(rt.kind);
+        let meta = meta_mut(&mut obj);
+        // System fields are the server's to set.
+        for f in [
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "selfLink",
+        ] {
+            meta.remove(f);
+        }
+        let mut name = meta
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        if name.is_empty() {
+            let prefix = meta
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if prefix.is_empty() {
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    "",
+                    vec![Cause::new(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )],
+                ));
+            }
+            name = format!("{prefix}{}", random_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+        if !is_dns_subdomain(&name) {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                &name,
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.name",
+                    format!(
+                        "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+                    ),
+                )],
+            ));
+        }
+        if rt.namespaced {
+            let path_ns = t.namespace.clone().unwrap_or_default();
+            let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+            if !body_ns.is_empty() && body_ns != path_ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            meta.insert("namespace".into(), json!(path_ns));
+            let ns_obj = self
+                .registry
+                .find("", "v1", "namespaces")
+                .and_then(|nrt| self.lookup(&nrt, "", &path_ns))
+                .ok_or_else(|| ApiError::not_found("namespaces", "", &path_ns))?;
+            if !meta_str(&ns_obj, "deletionTimestamp").is_empty() {
+                return Err(ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {path_ns} because it is being terminated",
+                    rt.plural
+                )));
+            }
+        } else {
+            meta.remove("namespace");
+        }
+        let ns = t.namespace.clone().unwrap_or_default();
+        if self.lookup(rt, &ns, &name).is_some() {
+            return Err(ApiError::already_exists(&rt.plural, &rt.group, &name));
+        }
+        if rt.has_status && rt.custom {
+            // Status is written through /status only.
+            if let Some(m) = obj.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        let mut obj = if rt.custom {
+            validation::admit_custom(rt, &t.version, obj, None, opts.field_validation, warnings)?
+        } else {
+            let mut unknown = Vec::new();
+            validation::prune_builtin(rt, &mut obj, &mut unknown);
+            validation::handle_unknown(
+                &rt.kind,
+                &t.version,
+                unknown,
+                opts.field_validation,
+                warnings,
+            )?;
+            self.admit_builtin(rt, &mut obj, None)?;
+            obj
+        };
+        let now = now();
+        let meta = meta_mut(&mut obj);
+        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+        meta.insert("creationTimestamp".into(), json!(now));
+        if rt.custom {
+            meta.insert("generation".into(), json!(1));
+        }
+        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+        if is_crd {
+            // Validate before committing anything.
+            super::registry::resource_type_from_crd(&obj)?;
+            obj["status"] = crd_status(&obj, &now);
+        }
+        if let Managed::Update(manager) = managed {
+            let api_version = rt.api_version(&t.version);
+            let w = Writer {
+                manager,
+                api_version: &api_version,
+                now: &now,
+                scope: Scope::Main {
+                    status_is_subresource: rt.has_status,
+                },
+            };
+            patch::track_update(None, &mut obj, &w);
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        if is_crd {
+            self.registry.register_crd(&obj)?;
+        }
+        let stored = self.put(rt, obj, None, events);
+        Ok((*stored).clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_inner(
+        &mut self,
+        rt: &Arc<ResourceType>,
+        t: &Target,
+        old: &Arc<Value>,
+        mut new: Value,
+        opts: &WriteOptions,
+        managed: Managed<'_>,
+        is_put: bool,
+        warnings: &mut Vec<String>,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) -> ApiResult<Value> {
+        let name = meta_str(old, "name").to_string();
+        if !new.is_object() {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
+                rt.kind, t.version, rt.kind
+            )));
+        }
+        check_type_meta(rt, &t.version, &new)?;
+        let body_name = meta_str(&new, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta_str(&new, "namespace");
+        if rt.namespaced && !body_ns.is_empty() && body_ns != meta_str(old, "namespace") {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let rv = meta_str(&new, "resourceVersion");
+        if rv.is_empty() && is_put && rt.custom {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                &name,
+                vec![Cause::new(
+                    "FieldValueInvalid",
+                    "metadata.resourceVersion",
+                    "Invalid value: 0x0: must be specified for an update",
+                )],
+            ));
+        }
+        if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
+            return Err(ApiError::conflict(
+                &rt.plural,
+                &rt.group,
+                &name,
+                "the object has been modified; please apply your changes to the latest version and try again",
+            ));
+        }
+        let is_status = t.subresource.as_deref() == Some("status");
+        if let Some(sub) = &t.subresource
+            && (sub != "status" || !rt.has_status)
+        {
+            return Err(ApiError::no_route(sub));
+        }
+        let mut result = if is_status {
+            let mut r = (**old).clone();
+            match new.get("status") {
+                Some(s) => r["status"] = s.clone(),
+                None => {
+                    if let Some(m) = r.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            if matches!(managed, Managed::Precomputed)
+                && let Some(mf) = new.pointer("/metadata/managedFields")
+            {
+                meta_mut(&mut r).insert("managedFields".into(), mf.clone());
+            }
+            r
+        } else {
+            if rt.has_status {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        };
+        result["apiVersion"] = json!(rt.api_version(&t.version));
+        result["kind"] = json!(rt.kind);
+        {
+            let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+            let meta = meta_mut(&mut result);
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old_meta.get(f) {
+                    Some(v) => meta.insert(f.into(), v.clone()),
+                    None => meta.remove(f),
+                };
+            }
+            if matches!(managed, Managed::Update(_)) {
+                match old_meta.get("managedFields") {
+                    Some(v) => meta.insert("managedFields".into(), v.clone()),
+                    None => meta.remove("managedFields"),
+                };
+            }
+        }
+        if !meta_str(old, "deletionTimestamp").is_empty() {
+            let before = finalizers(old);
+            if let Some(added) = finalizers(&result)
+                .into_iter()
+                .find(|f| !before.contains(f))
+            {
+                return Err(ApiError::invalid(
+                    &rt.kind,
+                    &rt.group,
+                    &name,
+                    vec![Cause::new(
+                        "FieldValueForbidden",
+                        "metadata.finalizers",
+                        format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}"
+                        ),
+                    )],
+                ));
+            }
+        }
+        let mut result = if rt.custom {
+            validation::admit_custom(
+                rt,
+                &t.version,
+                result,
+                Some(&present(old, rt, &t.version)),
+                opts.field_validation,
+                warnings,
+            )?
+        } else {
+            let mut unknown = Vec::new();
+            validation::prune_builtin(rt, &mut result, &mut unknown);
+            validation::handle_unknown(
+                &rt.kind,
+                &t.version,
+                unknown,
+                opts.field_validation,
+                warnings,
+            )?;
+            self.admit_builtin(rt, &mut result, Some(old))?;
+            result
+        };
+        if rt.custom
+            && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status)
+        {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            meta_mut(&mut result).insert("generation".into(), json!(g + 1));
+        }
+        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+        if is_crd && !is_status {
+            super::registry::resource_type_from_crd(&result)?;
+        }
+        if let Managed::Update(manager) = managed {
+            let api_version = rt.api_version(&t.version);
+            let now = now();
+            let w = Writer {
+                manager,
+                api_version: &api_version,
+                now: &now,
+                scope: if is_status {
+                    Scope::Status
+                } else {
+                    Scope::Main {
+                        status_is_subresource: rt.has_status,
+                    }
+                },
+            };
+            patch::track_update(Some(&present(old, rt, &t.version)), &mut result, &w);
+        }
+        if without_volatile(&result) == without_volatile(&present(old, rt, &t.version)) {
+            // A no-op write does not bump the resourceVersion, as on a real server.
+            return Ok((**old).clone());
+        }
+        if opts.dry_run {
+            return Ok(result);
+        }
+        if is_crd && !is_status {
+            self.registry.register_crd(&result)?;
+        }
+        let ns = meta_str(old, "namespace").to_string();
+        if !meta_str(&result, "deletionTimestamp").is_empty() && finalizers(&result).is_empty() {
+            let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+            if !is_namespace {
+                let stored = self.put(rt, result, Some(old.clone()), events);
+                let gone = self
+                    .remove(rt, &ns, &name, events)
+                    .unwrap_or_else(|| (*stored).clone());
+                return Ok(gone);
+            }
+        }
+        let stored = self.put(rt, result, Some(old.clone()), events);
+        Ok((*stored).clone())
+    }
+}
+
+fn check_immutable(
+    rt: &ResourceType,
+    name: &str,
+    obj: &Value,
+    old: Option<&Value>,
+    fields: &[&str],
+) -> ApiResult<()> {
+    let Some(old) = old else {
+        return Ok(());
+    };
+    if old.get("immutable").and_then(Value::as_bool) != Some(true) {
+        return Ok(());
+    }
+    let mut causes = Vec::new();
+    if obj.get("immutable").and_then(Value::as_bool) != Some(true) {
+        causes.push(Cause::new(
+            "FieldValueForbidden",
+            "immutable",
+            "Forbidden: field is immutable when `immutable` is set",
+        ));
+    }
+    for f in fields {
+        if obj.get(*f) != old.get(*f) {
+            causes.push(Cause::new(
+                "FieldValueForbidden",
+                *f,
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(&rt.kind, &rt.group, name, causes))
+    }
+}
+
+fn random_suffix() -> String {
+    use rand::Rng as _;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
