@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use azml_operator::sandbox::kube_api::store::{Target, WriteOptions};
 use azml_operator::sandbox::kube_api::{KubeApiServer, ServerOptions, Store};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams, WatchEvent, WatchParams};
 use serde_json::{Value, json};
 
 const OBJECTS: usize = 10_000;
@@ -60,10 +58,7 @@ fn store_only() {
         plural: "customresourcedefinitions".into(),
         ..Target::default()
     };
-    let opts = WriteOptions {
-        field_manager: "bench".into(),
-        ..WriteOptions::default()
-    };
+    let opts = WriteOptions { field_manager: "bench".into(), ..WriteOptions::default() };
     if let Err(e) = store.create(&crd_target, crd(), &opts) {
         eprintln!("crd: {e}");
         return;
@@ -96,10 +91,7 @@ fn store_only() {
 }
 
 async fn over_http() -> Result<(), Box<dyn std::error::Error>> {
-    let opts = ServerOptions {
-        history_limit: OBJECTS * 2,
-        ..ServerOptions::default()
-    };
+    let opts = ServerOptions { history_limit: OBJECTS * 2, ..ServerOptions::default() };
     let server = KubeApiServer::start(opts).await?;
     let client = server.client()?;
     let crds: Api<DynamicObject> = Api::all_with(
@@ -109,12 +101,8 @@ async fn over_http() -> Result<(), Box<dyn std::error::Error>> {
             "customresourcedefinitions",
         ),
     );
-    crds.create(&PostParams::default(), &serde_json::from_value(crd())?)
-        .await?;
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("bench.azml.dev", "v1", "Widget"),
-        "widgets",
-    );
+    crds.create(&PostParams::default(), &serde_json::from_value(crd())?).await?;
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("bench.azml.dev", "v1", "Widget"), "widgets");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
 
     let received = Arc::new(AtomicUsize::new(0));
@@ -124,10 +112,7 @@ async fn over_http() -> Result<(), Box<dyn std::error::Error>> {
         let api = api.clone();
         let received = received.clone();
         let rv = start_rv.clone();
-        let mut stream = api
-            .watch(&WatchParams::default().timeout(290), &rv)
-            .await?
-            .boxed();
+        let mut stream = api.watch(&WatchParams::default().timeout(290), &rv).await?.boxed();
         watchers.push(tokio::spawn(async move {
             let mut n = 0;
             while let Ok(Some(ev)) = stream.try_next().await {
@@ -146,8 +131,7 @@ async fn over_http() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| {
             let api = api.clone();
             async move {
-                let obj: DynamicObject =
-                    serde_json::from_value(widget(i)).map_err(kube::Error::SerdeError)?;
+                let obj: DynamicObject = serde_json::from_value(widget(i)).map_err(kube::Error::SerdeError)?;
                 api.create(&PostParams::default(), &obj).await
             }
         })
@@ -182,10 +166,7 @@ async fn over_http() -> Result<(), Box<dyn std::error::Error>> {
 
 fn main() {
     store_only();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("runtime: {e}");
