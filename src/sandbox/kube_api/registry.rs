@@ -124,6 +124,9 @@ impl Default for Registry {
         );
         crds.has_status = true;
         crds.categories = vec!["api-extensions".into()];
+        let mut deployments =
+            ResourceType::builtin("apps", "deployments", "deployment", "Deployment", true, &["deploy"]);
+        deployments.has_status = true;
         let builtins = [
             namespaces,
             ResourceType::builtin("", "secrets", "secret", "Secret", true, &[]),
@@ -132,6 +135,26 @@ impl Default for Registry {
             ResourceType::builtin("", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
             ResourceType::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]),
             ResourceType::builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
+            // Served so the install manifests in deploy/ can be applied (stored as is: no controllers run them).
+            deployments,
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "clusterrole",
+                "ClusterRole",
+                false,
+                &[],
+            ),
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                "clusterrolebinding",
+                "ClusterRoleBinding",
+                false,
+                &[],
+            ),
+            ResourceType::builtin("rbac.authorization.k8s.io", "roles", "role", "Role", true, &[]),
+            ResourceType::builtin("rbac.authorization.k8s.io", "rolebindings", "rolebinding", "RoleBinding", true, &[]),
             crds,
         ];
         let types = builtins.into_iter().map(|t| (t.key(), Arc::new(t))).collect();
