@@ -190,7 +190,11 @@ mod tests {
             source: Box::new(ArmError::Api {
                 operation: "Workspaces_CreateOrUpdate",
                 status,
-                body: ArmErrorBody { code: code.into(), message: format!("{code} happened"), ..Default::default() },
+                body: Box::new(ArmErrorBody {
+                    code: code.into(),
+                    message: format!("{code} happened"),
+                    ..Default::default()
+                }),
                 ids: RequestIds { request_id: Some("req-1".into()), correlation_id: None },
                 retry_after: retry_after.map(Duration::from_secs),
             }),
