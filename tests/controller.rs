@@ -564,3 +564,68 @@ async fn secrets_in_arm_error_messages_never_reach_status_or_events() {
         assert!(!text.contains(client_secret), "client secret leaked");
     }
 }
+
+#[tokio::test]
+async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up() {
+    let env = Env::start().await;
+    // team-b gets its own binding and credential: the reader app, first with a wrong secret.
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "reader-sp"},
+        "stringData": {"clientSecret": "not-the-secret"},
+    }))
+    .unwrap();
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), OPERATOR_NS);
+    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    let binding: SubscriptionBinding = serde_json::from_value(json!({
+        "apiVersion": "azml.dev/v1alpha1",
+        "kind": "SubscriptionBinding",
+        "metadata": {"name": "team-b"},
+        "spec": {
+            "subscriptionId": env.world.subscription_id,
+            "tenantId": env.world.tenant_id,
+            "credential": {"clientSecret": {
+                "clientId": env.world.reader.client_id,
+                "secretRef": {"name": "reader-sp", "key": "clientSecret"},
+            }},
+            "namespaces": ["team-b"],
+            "resourceGroups": ["rg-b-*"],
+        }
+    }))
+    .unwrap();
+    Api::<SubscriptionBinding>::all(env.client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+
+    env.create(NS, "ws-a", env.spec(&env.world.resource_group), &[]).await;
+    env.create("team-b", "ws-b", env.spec("rg-b-1"), &[]).await;
+    env.wait_ready(NS, "ws-a").await;
+    let ws = env
+        .wait_for("team-b", "ws-b", "TransientError", |w| {
+            condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == reasons::TRANSIENT_ERROR)
+        })
+        .await;
+    let message = &condition(&ws, conditions::RECONCILING).unwrap().message;
+    assert!(!message.contains("not-the-secret"), "{message}");
+    let refused_tokens = env.sim.handle.calls().iter().filter(|c| c.kind == CallKind::Auth && c.status >= 400).count();
+    assert!(refused_tokens >= 1, "the wrong secret was never tried: {:?}", env.sim.handle.call_summary());
+
+    // Rotate the Secret: the cached credential is rebuilt. The reader app may read but not write: Azure says 403.
+    let fixed = json!({"stringData": {"clientSecret": env.world.reader.secret.expose()}});
+    secrets.patch("reader-sp", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
+    let ws = env.wait_for("team-b", "ws-b", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
+    assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("AuthorizationFailed"));
+
+    // Every ARM call about ws-b was made as the reader app, every call about ws-a as the operator app.
+    let calls = env.sim.handle.calls();
+    let principal_of = |fragment: &str| -> Vec<Option<String>> {
+        calls
+            .iter()
+            .filter(|c| c.kind != CallKind::Auth && c.path.contains(fragment))
+            .map(|c| c.principal.clone())
+            .collect()
+    };
+    let b_calls = principal_of("rg-b-1");
+    assert!(!b_calls.is_empty());
+    assert!(b_calls.iter().all(|p| p.as_deref() == Some(env.world.reader.object_id.as_str())), "{b_calls:?}");
+    let a_calls = principal_of("/workspaces/ws-a");
+    assert!(!a_calls.is_empty());
+    assert!(a_calls.iter().all(|p| p.as_deref() == Some(env.world.operator.object_id.as_str())), "{a_calls:?}");
+}

@@ -94,7 +94,7 @@ pub async fn converge(
                     let Some(pending) = progress.observed.pending.clone() else {
                         continue;
                     };
-                    if let Some(applied) = poll(ctx, ws, arm, progress, kind, &pending.handle).await? {
+                    if let Some(applied) = poll(ctx, ws, desired, arm, progress, kind, &pending.handle).await? {
                         return Ok(applied);
                     }
                 }
@@ -218,6 +218,7 @@ fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, ha
 async fn poll(
     ctx: &Context,
     ws: &MlWorkspace,
+    desired: &Desired,
     arm: &ArmClient,
     progress: &mut Progress,
     kind: OperationKind,
@@ -242,23 +243,15 @@ async fn poll(
         LroPoll::Done(result) => {
             progress.observed.pending = None;
             if kind == OperationKind::CreateWorkspace {
-                let id = handle.resource_url.split('?').next().unwrap_or_default().to_owned();
-                ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created workspace {id}")).await;
+                let note = format!("Created workspace {}", desired.workspace.id());
+                ctx.publish(ws, EventType::Normal, events::CREATED, note).await;
             }
-            match result {
-                Some(workspace) => progress.set_workspace(Some(workspace)),
-                // No body: look again next round.
-                None => {
-                    let desired_ref = Desired::from_resource(ws).map(|d| d.workspace).ok();
-                    match desired_ref {
-                        Some(r) => {
-                            let fresh = arm.get_workspace(&r).await.map_err(Error::arm("read workspace"))?;
-                            progress.set_workspace(fresh);
-                        }
-                        None => progress.set_workspace(None),
-                    }
-                }
-            }
+            let workspace = match result {
+                Some(workspace) => Some(workspace),
+                // The operation ended without a body: look.
+                None => arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?,
+            };
+            progress.set_workspace(workspace);
             if progress.observed.workspace.is_none() {
                 progress.observed.resource_group = ResourceGroupState::Exists;
             }

@@ -513,3 +513,69 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
         })
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1alpha1::WorkspaceLocation;
+
+    const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
+
+    fn desired(rg: &str) -> Desired {
+        let spec = serde_json::from_value(serde_json::json!({
+            "subscriptionId": SUB,
+            "resourceGroup": rg,
+            "location": "westeurope",
+            "storageAccount": {"name": "sa1"},
+            "keyVault": {"name": "kv1"},
+        }))
+        .expect("spec");
+        let mut ws = MlWorkspace::new("ws-1", spec);
+        ws.metadata.namespace = Some("ns".into());
+        ws.metadata.uid = Some("u".into());
+        Desired::from_resource(&ws).expect("valid")
+    }
+
+    fn status(rg: &str, resource_id: Option<&str>) -> MlWorkspaceStatus {
+        MlWorkspaceStatus {
+            location: Some(WorkspaceLocation { subscription_id: SUB.into(), resource_group: rg.into() }),
+            resource_id: resource_id.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_changed_resource_group_is_refused_not_created_twice() {
+        assert_eq!(moved_message(None, &desired("rg-a")), None);
+        assert_eq!(moved_message(Some(&status("RG-A", Some("/x"))), &desired("rg-a")), None, "case-insensitive");
+        let message = moved_message(Some(&status("rg-a", Some("/x"))), &desired("rg-b")).expect("refused");
+        assert!(message.contains("rg-a") && message.contains("rg-b"), "{message}");
+        // Never created (no resource id): nothing to move.
+        assert_eq!(moved_message(Some(&status("rg-a", None)), &desired("rg-b")), None);
+    }
+
+    #[test]
+    fn deletion_changes_the_predicate_hash() {
+        let mut ws = MlWorkspace::new("ws", desired_spec());
+        let before = deletion_predicate(&ws);
+        ws.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(1_700_000_000).expect("ts")));
+        assert_ne!(before, deletion_predicate(&ws));
+    }
+
+    fn desired_spec() -> crate::api::v1alpha1::MlWorkspaceSpec {
+        serde_json::from_value(serde_json::json!({
+            "subscriptionId": SUB, "resourceGroup": "rg", "location": "westeurope",
+            "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = ControllerConfig::new(AzureCloud::public());
+        assert_eq!(c.resync_period, Duration::from_secs(3600));
+        assert_eq!(c.stalled_requeue, c.resync_period);
+        assert!(c.lro_poll_min <= c.lro_poll_max);
+        assert!(c.error_backoff_base <= c.error_backoff_max);
+    }
+}
