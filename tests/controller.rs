@@ -488,6 +488,7 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
     // A role the binding does not allow.
     let mut spec = env.spec(&env.world.resource_group);
     spec.access = serde_json::from_value(json!([{"principalId": env.world.users[0], "role": "Owner"}])).unwrap();
+    spec.deletion_policy = DeletionPolicy::Delete;
     env.create(NS, "ws-owner", spec, &[]).await;
     let ws = env.wait_for(NS, "ws-owner", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("role Owner"));
@@ -502,6 +503,13 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
     env.sim.handle.clear_calls();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(env.arm_calls(), 0, "{:?}", env.sim.handle.call_summary());
+
+    // Deleting never-created workspaces needs no binding and no Azure call.
+    for (ns, name) in [("team-b", "ws-nobind"), (NS, "ws-badrg"), (NS, "ws-owner")] {
+        env.api(ns).delete(name, &DeleteParams::default()).await.unwrap();
+        env.wait_gone(ns, name).await;
+    }
+    assert_eq!(env.arm_calls(), 0);
 }
 
 #[tokio::test]
@@ -628,4 +636,55 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
     let a_calls = principal_of("/workspaces/ws-a");
     assert!(!a_calls.is_empty());
     assert!(a_calls.iter().all(|p| p.as_deref() == Some(env.world.operator.object_id.as_str())), "{a_calls:?}");
+}
+
+#[tokio::test]
+async fn delete_policy_removes_only_the_role_assignments_the_operator_granted() {
+    use azml_operator::sandbox::arm::{model::id_key, roles};
+    let env = Env::start().await;
+    let rg = env.world.resource_group.clone();
+    let mut spec = env.spec(&rg);
+    spec.deletion_policy = DeletionPolicy::Delete;
+    env.create(NS, "ws-roles", spec, &[]).await;
+    env.wait_ready(NS, "ws-roles").await;
+    let rg_scope = env.world.resource_group_id.clone();
+    let user = env.world.users[0].clone();
+    let (granted, foreign, outside) = env.sim.handle.with_state(|s| {
+        (
+            s.assign_role(&rg_scope, roles::READER, &user),
+            s.assign_role(&rg_scope, roles::CONTRIBUTOR, &user),
+            s.assign_role(&format!("/subscriptions/{}", env.world.other_subscription_id), roles::READER, &user),
+        )
+    });
+    let entry = |id: &str, state: &str| {
+        let (scope, name) = id.split_once("/providers/Microsoft.Authorization/roleAssignments/").unwrap();
+        json!({"principalId": user, "roleDefinitionId": roles::READER, "scopeKind": "ResourceGroup",
+               "scope": scope, "assignmentName": name, "state": state})
+    };
+    let status = json!({"status": {"access": [entry(&granted, "Granted"), entry(&foreign, "Unmanaged"), entry(&outside, "Granted")]}});
+    env.api(NS).patch_status("ws-roles", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+
+    env.api(NS).delete("ws-roles", &DeleteParams::default()).await.unwrap();
+    env.wait_gone(NS, "ws-roles").await;
+    let exists = |id: &str| env.sim.handle.with_state(|s| s.role_assignments.contains_key(&id_key(id)));
+    assert!(!exists(&granted), "the operator's assignment was left behind");
+    assert!(exists(&foreign), "an assignment made by someone else was deleted");
+    assert!(exists(&outside), "an assignment outside the workspace's scopes was deleted");
+    assert!(env.sim.handle.resource(&env.workspace_id(&rg, "ws-roles")).is_none());
+}
+
+#[tokio::test]
+async fn deletion_works_when_azure_already_lost_the_workspace() {
+    let env = Env::start().await;
+    let rg = env.world.resource_group.clone();
+    let mut spec = env.spec(&rg);
+    spec.deletion_policy = DeletionPolicy::Delete;
+    env.create(NS, "ws-lost", spec, &[]).await;
+    env.wait_ready(NS, "ws-lost").await;
+    let id = env.workspace_id(&rg, "ws-lost");
+    env.sim.handle.with_state(|s| s.resources.remove(&azml_operator::sandbox::arm::model::id_key(&id)));
+    env.api(NS).delete("ws-lost", &DeleteParams::default()).await.unwrap();
+    env.wait_gone(NS, "ws-lost").await;
+    assert_eq!(env.count("Workspaces_Delete"), 0, "nothing left to delete");
+    assert!(env.count("Workspaces_Get") >= 1);
 }

@@ -412,27 +412,33 @@ fn moved_message(status: Option<&MlWorkspaceStatus>, desired: &Desired) -> Optio
 
 async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
     let status = ctx.current_status(ws);
-    let nothing_created = status.as_ref().is_none_or(|s| s.resource_id.is_none() && s.pending_operation.is_none());
-    if ws.spec.deletion_policy == DeletionPolicy::Retain || nothing_created {
-        info!(policy = ?ws.spec.deletion_policy, nothing_created, "nothing to delete in Azure; removing the finalizer");
-        set_finalizer(&ctx.client, ws, false).await?;
-        ctx.forget(ws);
-        return Ok(Requeue::await_change());
+    if ws.spec.deletion_policy == DeletionPolicy::Retain {
+        info!("deletionPolicy Retain: leaving Azure as it is; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
     }
     let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
     let client = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
         Ok(c) => c,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
     };
+    // Without a binding Azure cannot be asked; a workspace never seen in Azure and with no operation in flight was
+    // never created, so there is nothing to delete.
+    let never_created = status.as_ref().is_none_or(|s| s.resource_id.is_none() && s.pending_operation.is_none());
+    if matches!(client, WorkspaceClient::Denied(_)) && never_created {
+        info!("not permitted and never created in Azure; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
+    }
     match cleanup::cleanup(ctx, ws, &client).await {
-        Ok(CleanupOutcome::Done) => {
-            set_finalizer(&ctx.client, ws, false).await?;
-            ctx.forget(ws);
-            Ok(Requeue::await_change())
-        }
+        Ok(CleanupOutcome::Done) => remove_finalizer(ws, ctx).await,
         Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.finish(ws, *report, requeue).await,
         Err(e) => ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
     }
+}
+
+async fn remove_finalizer(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
+    set_finalizer(&ctx.client, ws, false).await?;
+    ctx.forget(ws);
+    Ok(Requeue::await_change())
 }
 
 /// Requeue after a failed reconcile: backoff with jitter for transient errors, Retry-After when throttled.
