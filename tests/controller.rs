@@ -280,7 +280,8 @@ async fn lifecycle_create_update_resync_drift_delete() {
     let version = ws.resource_version();
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let gets = env.count("Workspaces_Get");
-    assert!((2..=6).contains(&gets), "{gets} GETs in 3.5 s with a 1 s resync");
+    // At most one GET per period (3 periods fit in 3.5 s; one spare for timing); at least one even on a slow machine.
+    assert!((1..=4).contains(&gets), "{gets} GETs in 3.5 s with a 1 s resync");
     assert_eq!(env.arm_writes(), 0, "{:?}", env.sim.handle.call_summary());
     assert_eq!(env.api(NS).get("ws-life").await.unwrap().resource_version(), version, "status was rewritten");
 
@@ -481,6 +482,8 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
     env.create("team-b", "ws-nobind", env.spec(&env.world.resource_group), &[]).await;
     let ws = env.wait_for("team-b", "ws-nobind", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("namespace team-b"));
+    let warnings = env.events("team-b", reasons::NOT_PERMITTED).await;
+    assert!(warnings.iter().any(|n| n.contains("namespace team-b")), "{warnings:?}");
     // Resource group outside the glob.
     env.create(NS, "ws-badrg", env.spec("other-rg"), &[]).await;
     let ws = env.wait_for(NS, "ws-badrg", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;

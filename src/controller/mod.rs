@@ -181,13 +181,14 @@ impl Context {
     }
 
     /// Writes the status computed from `report`, when it differs from the current one in more than timestamps.
-    async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<(), Error> {
+    /// Returns whether it wrote.
+    async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<bool, Error> {
         let previous = self.current_status(ws);
         let now = Time(jiff::Timestamp::now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
-            return Ok(());
+            return Ok(false);
         }
         next.last_sync_time = Some(now);
         let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), &ws.namespace().unwrap_or_default());
@@ -198,12 +199,16 @@ impl Context {
         if let (Some(uid), Ok(mut m)) = (ws.uid(), self.statuses.lock()) {
             m.insert(uid, next);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Ends a reconcile that made progress (or stalled cleanly): status, then the requeue.
     async fn finish(&self, ws: &MlWorkspace, report: Report, requeue: Duration) -> Result<Requeue, Error> {
-        self.write_status(ws, &report).await?;
+        let written = self.write_status(ws, &report).await?;
+        // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
+        if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
+            self.publish(ws, EventType::Warning, reason, message.clone()).await;
+        }
         self.reset_failures(ws);
         Ok(Requeue::requeue(requeue))
     }
