@@ -31,7 +31,7 @@ const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Env {
-    _kube: RunningServer,
+    kube: RunningServer,
     client: Client,
     sim: RunningSim,
     world: World,
@@ -52,6 +52,10 @@ impl Env {
     }
 
     async fn start_with(lro_duration: Duration) -> Env {
+        Env::start_configured(lro_duration, |_| {}).await
+    }
+
+    async fn start_configured(lro_duration: Duration, tweak: impl FnOnce(&mut ControllerConfig)) -> Env {
         init_tracing();
         azml_operator::tls_provider::install();
         let world = World::default_sandbox();
@@ -120,7 +124,8 @@ impl Env {
             max_backoff: Duration::from_millis(100),
             max_retry_after: Duration::from_secs(2),
         };
-        let mut env = Env { _kube: kube, client, sim, world, config, controller: None };
+        tweak(&mut config);
+        let mut env = Env { kube: kube, client, sim, world, config, controller: None };
         env.start_controller();
         env
     }
@@ -690,4 +695,52 @@ async fn deletion_works_when_azure_already_lost_the_workspace() {
     env.wait_gone(NS, "ws-lost").await;
     assert_eq!(env.count("Workspaces_Delete"), 0, "nothing left to delete");
     assert!(env.count("Workspaces_Get") >= 1);
+}
+
+#[tokio::test]
+async fn an_operation_polled_too_long_is_forgotten_without_a_second_put() {
+    let env = Env::start_configured(Duration::from_secs(3), |c| c.lro_timeout = Duration::from_millis(500)).await;
+    env.create(NS, "ws-slow", env.spec(&env.world.resource_group), &[]).await;
+    let ws = env
+        .wait_for(NS, "ws-slow", "operation forgotten", |w| {
+            condition(w, conditions::READY).is_some_and(|c| c.reason == reasons::OPERATION_IN_PROGRESS)
+        })
+        .await;
+    assert!(ws.status.unwrap().pending_operation.is_none());
+    env.wait_ready(NS, "ws-slow").await;
+    assert_eq!(env.count("Workspaces_CreateOrUpdate"), 1);
+}
+
+#[tokio::test]
+async fn plan_command_prints_the_actions_for_a_file() {
+    let env = Env::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    env.kube.writekubeconfig(&kubeconfig).unwrap();
+    let ca = dir.path().join("ca.pem");
+    env.sim.write_ca(&ca).unwrap();
+    let file = dir.path().join("ws.yaml");
+    let mut ws = MlWorkspace::new("ws-cli", env.spec("rg-cli"));
+    ws.metadata.namespace = Some(NS.into());
+    std::fs::write(&file, serde_yaml::to_string(&ws).unwrap()).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-operator"))
+        .args(["plan", "-f"])
+        .arg(&file)
+        .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
+        .arg("--extra-ca-file")
+        .arg(&ca)
+        .args(["--operator-namespace", OPERATOR_NS])
+        .env("KUBECONFIG", &kubeconfig)
+        .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
+        .env_remove("AZURE_AUTHORITY_HOST")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains(&format!("MlWorkspace {NS}/ws-cli")), "{stdout}");
+    assert!(stdout.contains("1. create resource group") && stdout.contains("2. create workspace"), "{stdout}");
+    assert_eq!(env.arm_writes(), 0);
+    assert!(env.api(NS).get_opt("ws-cli").await.unwrap().is_none(), "plan created the object");
 }

@@ -15,7 +15,7 @@ use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::workspaces::Workspace;
-use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart};
+use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart};
 
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
@@ -224,11 +224,17 @@ async fn poll(
     kind: OperationKind,
     handle: &LroHandle,
 ) -> Result<Option<Applied>, Error> {
+    let waited = jiff::Timestamp::now().duration_since(handle.started_at).unsigned_abs();
+    if waited > ctx.config.lro_timeout {
+        progress.observed.pending = None;
+        let source = ArmError::LroTimeout { operation: handle.operation.clone(), waited };
+        return Err(Error::Arm { step: "poll operation", source: Box::new(source) });
+    }
     let polled = match arm.poll_lro::<Option<Workspace>>(handle).await {
         Ok(p) => p,
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
-            if !err.is_transient() || matches!(err, crate::azure::ArmError::LroFailed { .. }) {
+            if !err.is_transient() || matches!(err, ArmError::LroFailed { .. }) {
                 progress.observed.pending = None;
             }
             return Err(Error::Arm { step: "poll operation", source: Box::new(err) });

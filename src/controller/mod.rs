@@ -68,6 +68,9 @@ pub struct ControllerConfig {
     pub lro_poll_min: Duration,
     /// Upper bound of the delay between polls of a long-running operation (ARM may ask for up to 600 s).
     pub lro_poll_max: Duration,
+    /// How long an operation in flight is polled before the controller forgets it and looks at Azure afresh (it
+    /// never re-sends the write because of this: Azure still shows the resource as being provisioned).
+    pub lro_timeout: Duration,
     /// First retry delay after a transient failure; doubles per consecutive failure (with jitter).
     pub error_backoff_base: Duration,
     /// Cap of the transient-failure backoff.
@@ -89,6 +92,7 @@ impl ControllerConfig {
             federated_token_file: None,
             lro_poll_min: Duration::from_secs(5),
             lro_poll_max: Duration::from_secs(60),
+            lro_timeout: Duration::from_secs(2 * 3600),
             error_backoff_base: Duration::from_secs(5),
             error_backoff_max: Duration::from_secs(300),
             stalled_requeue: resync_period,
