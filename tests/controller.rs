@@ -125,7 +125,7 @@ impl Env {
             max_retry_after: Duration::from_secs(2),
         };
         tweak(&mut config);
-        let mut env = Env { kube: kube, client, sim, world, config, controller: None };
+        let mut env = Env { kube, client, sim, world, config, controller: None };
         env.start_controller();
         env
     }
@@ -716,7 +716,7 @@ async fn plan_command_prints_the_actions_for_a_file() {
     let env = Env::start().await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    env.kube.writekubeconfig(&kubeconfig).unwrap();
+    env.kube.write_kubeconfig(&kubeconfig).unwrap();
     let ca = dir.path().join("ca.pem");
     env.sim.write_ca(&ca).unwrap();
     let file = dir.path().join("ws.yaml");
