@@ -583,7 +583,12 @@ async fn secrets_in_arm_error_messages_never_reach_status_or_events() {
 
 #[tokio::test]
 async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up() {
-    let env = Env::start().await;
+    // Also: only the configured namespaces are watched.
+    let env = Env::start_configured(Duration::from_millis(200), |c| {
+        c.watch_namespaces = vec![NS.into(), "team-b".into()];
+    })
+    .await;
+    env.create(OPERATOR_NS, "ws-unwatched", env.spec(&env.world.resource_group), &[]).await;
     // team-b gets its own binding and credential: the reader app, first with a wrong secret.
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "reader-sp"},
@@ -644,6 +649,11 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
     let a_calls = principal_of("/workspaces/ws-a");
     assert!(!a_calls.is_empty());
     assert!(a_calls.iter().all(|p| p.as_deref() == Some(env.world.operator.object_id.as_str())), "{a_calls:?}");
+    let unwatched = env.api(OPERATOR_NS).get("ws-unwatched").await.unwrap();
+    assert!(
+        unwatched.status.is_none() && unwatched.finalizers().is_empty(),
+        "a namespace outside the watch list was reconciled"
+    );
 }
 
 #[tokio::test]
