@@ -107,6 +107,21 @@ impl ControllerConfig {
     }
 }
 
+/// The API server rejects event notes over 1 kB.
+const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     /// Kubernetes client.
@@ -141,7 +156,7 @@ impl Context {
         let event = KubeEvent {
             type_,
             reason: reason.to_owned(),
-            note: Some(scrub(&note).chars().take(1024).collect()),
+            note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -583,6 +598,13 @@ mod tests {
             "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
         }))
         .expect("spec")
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate_bytes("short".into(), 1024), "short");
+        let cut = truncate_bytes("é".repeat(600), MAX_EVENT_NOTE_BYTES);
+        assert!(cut.len() <= MAX_EVENT_NOTE_BYTES && cut.chars().all(|c| c == 'é'));
     }
 
     #[test]
