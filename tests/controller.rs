@@ -754,3 +754,17 @@ async fn plan_command_prints_the_actions_for_a_file() {
     assert_eq!(env.arm_writes(), 0);
     assert!(env.api(NS).get_opt("ws-cli").await.unwrap().is_none(), "plan created the object");
 }
+
+#[tokio::test]
+async fn a_lost_operation_status_is_forgotten_without_a_second_put() {
+    let env = Env::start_with(Duration::from_secs(2)).await;
+    for op in ["Operations_GetResult", "Operations_GetStatus"] {
+        env.sim.handle.inject_fault(FaultRule::error(op, 404, "OperationNotFound").times(1));
+    }
+    env.create(NS, "ws-lostop", env.spec(&env.world.resource_group), &[]).await;
+    env.wait_ready(NS, "ws-lostop").await;
+    assert_eq!(env.count("Workspaces_CreateOrUpdate"), 1, "{:?}", env.sim.handle.call_summary());
+    let lost =
+        env.sim.handle.calls().iter().filter(|c| c.operation.starts_with("Operations_") && c.status == 404).count();
+    assert_eq!(lost, 1, "the injected 404 was not hit");
+}

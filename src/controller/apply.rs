@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use super::Context;
 use super::error::Error;
@@ -232,6 +232,17 @@ async fn poll(
     }
     let polled = match arm.poll_lro::<Option<Workspace>>(handle).await {
         Ok(p) => p,
+        // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
+        Err(err) if err.is_not_found() => {
+            warn!(operation = %handle.operation, error = %err, "operation status no longer available; re-reading the workspace");
+            progress.observed.pending = None;
+            let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
+            progress.set_workspace(workspace);
+            if progress.observed.workspace.is_none() {
+                progress.observed.resource_group = ResourceGroupState::Exists;
+            }
+            return Ok(None);
+        }
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
             if !err.is_transient() || matches!(err, ArmError::LroFailed { .. }) {
