@@ -403,7 +403,9 @@ async fn foreign_workspaces_are_only_adopted_on_request() {
 #[tokio::test]
 async fn paused_workspaces_are_observed_only() {
     let env = Env::start().await;
-    env.create(NS, "ws-paused", env.spec(&env.world.resource_group), &[(ANNOTATION_PAUSED, "true")]).await;
+    let mut spec = env.spec(&env.world.resource_group);
+    spec.deletion_policy = DeletionPolicy::Delete;
+    env.create(NS, "ws-paused", spec, &[(ANNOTATION_PAUSED, "true")]).await;
     let ws = env
         .wait_for(NS, "ws-paused", "Paused", |w| {
             condition(w, conditions::READY).is_some_and(|c| c.reason == reasons::PAUSED)
@@ -419,6 +421,17 @@ async fn paused_workspaces_are_observed_only() {
     env.annotate(NS, "ws-paused", ANNOTATION_PAUSED, None).await;
     env.wait_ready(NS, "ws-paused").await;
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 1);
+
+    // Paused again, then deleted: deletionPolicy Delete is not carried out while paused.
+    env.annotate(NS, "ws-paused", ANNOTATION_PAUSED, Some("true")).await;
+    env.wait_for(NS, "ws-paused", "Paused", |w| {
+        condition(w, conditions::READY).is_some_and(|c| c.reason == reasons::PAUSED && c.status == "True")
+    })
+    .await;
+    env.api(NS).delete("ws-paused", &DeleteParams::default()).await.unwrap();
+    env.wait_gone(NS, "ws-paused").await;
+    assert_eq!(env.count("Workspaces_Delete"), 0);
+    assert!(env.sim.handle.resource(&env.workspace_id(&env.world.resource_group, "ws-paused")).is_some());
 }
 
 #[tokio::test]

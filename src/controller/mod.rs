@@ -41,7 +41,9 @@ use self::error::{Disposition, Error, backoff, classify, error_chain, scrub};
 use self::plan::Desired;
 use self::status::{Phase, Report, WorkspaceFacts};
 use crate::api::conditions::{events, reasons};
-use crate::api::v1alpha1::{DeletionPolicy, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding};
+use crate::api::v1alpha1::{
+    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding,
+};
 use crate::azure::{ArmClient, ArmClientOptions, AzureCloud};
 use crate::policy;
 
@@ -438,6 +440,12 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, E
     let status = ctx.current_status(ws);
     if ws.spec.deletion_policy == DeletionPolicy::Retain {
         info!("deletionPolicy Retain: leaving Azure as it is; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
+    }
+    if ws.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        // Paused means no writes to Azure, deletion included: the workspace is left as it is.
+        let note = "Paused: the workspace is left in Azure although deletionPolicy is Delete".to_owned();
+        ctx.publish(ws, EventType::Normal, reasons::PAUSED, note).await;
         return remove_finalizer(ws, ctx).await;
     }
     let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
