@@ -253,6 +253,23 @@ fn stalled_with(reason: &'static str) -> impl Fn(&MlWorkspace) -> bool {
     move |ws| condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
 }
 
+/// An injected ARM error: `count` times (always when `None`), with an optional message and Retry-After.
+fn error_fault(
+    operation: &str,
+    status: u16,
+    code: &str,
+    message: Option<String>,
+    retry_after: Option<u64>,
+    count: Option<u32>,
+) -> FaultRule {
+    FaultRule {
+        operation: operation.into(),
+        action: FaultAction::Error { status, code: code.into(), message, retry_after },
+        count,
+        rate: None,
+    }
+}
+
 fn owner_tag(body: &serde_json::Value) -> Option<String> {
     body.pointer(&format!("/tags/{OWNER_TAG}")).and_then(|v| v.as_str()).map(str::to_owned)
 }
@@ -437,17 +454,14 @@ async fn paused_workspaces_are_observed_only() {
 #[tokio::test]
 async fn permanent_errors_stall_without_a_retry_storm() {
     let env = Env::start().await;
-    env.sim.handle.inject_fault(FaultRule {
-        operation: "Workspaces_CreateOrUpdate".into(),
-        action: FaultAction::Error {
-            status: 400,
-            code: "InvalidParameter".into(),
-            message: Some("The workspace name is reserved".into()),
-            retry_after: None,
-        },
-        count: None,
-        rate: None,
-    });
+    env.sim.handle.inject_fault(error_fault(
+        "Workspaces_CreateOrUpdate",
+        400,
+        "InvalidParameter",
+        Some("The workspace name is reserved".into()),
+        None,
+        None,
+    ));
     env.create(NS, "ws-bad", env.spec(&env.world.resource_group), &[]).await;
     let ws = env.wait_for(NS, "ws-bad", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
     let message = &condition(&ws, conditions::STALLED).unwrap().message;
@@ -462,12 +476,7 @@ async fn permanent_errors_stall_without_a_retry_storm() {
 async fn transient_errors_and_throttling_converge() {
     let env = Env::start().await;
     env.sim.handle.inject_fault(FaultRule::error("Workspaces_CreateOrUpdate", 500, "InternalServerError").times(3));
-    env.sim.handle.inject_fault(FaultRule {
-        operation: "Workspaces_Get".into(),
-        action: FaultAction::Error { status: 429, code: "TooManyRequests".into(), message: None, retry_after: Some(1) },
-        count: Some(3),
-        rate: None,
-    });
+    env.sim.handle.inject_fault(error_fault("Workspaces_Get", 429, "TooManyRequests", None, Some(1), Some(3)));
     env.create(NS, "ws-flaky", env.spec(&env.world.resource_group), &[]).await;
     env.wait_ready(NS, "ws-flaky").await;
     let puts = env.count("Workspaces_CreateOrUpdate");
@@ -570,17 +579,14 @@ async fn dry_run_prints_the_plan_without_writing() {
 async fn secrets_in_arm_error_messages_never_reach_status_or_events() {
     let env = Env::start().await;
     let key = "c2VjcmV0LWtleS1tYXRlcmlhbC10aGF0LW11c3Qtbm90LWxlYWstMDEyMzQ1Njc4OQ==";
-    env.sim.handle.inject_fault(FaultRule {
-        operation: "Workspaces_CreateOrUpdate".into(),
-        action: FaultAction::Error {
-            status: 400,
-            code: "InvalidParameter".into(),
-            message: Some(format!("storage key {key} rejected")),
-            retry_after: None,
-        },
-        count: None,
-        rate: None,
-    });
+    env.sim.handle.inject_fault(error_fault(
+        "Workspaces_CreateOrUpdate",
+        400,
+        "InvalidParameter",
+        Some(format!("storage key {key} rejected")),
+        None,
+        None,
+    ));
     env.create(NS, "ws-leak", env.spec(&env.world.resource_group), &[]).await;
     let ws = env.wait_for(NS, "ws-leak", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
     let status = serde_json::to_string(&ws.status).unwrap();
