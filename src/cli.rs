@@ -21,9 +21,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or the in-cluster service account).
     ///
-    /// Not yet reconciling: this build connects to the API server, checks that the CRDs are installed, logs what it
-    /// would watch and waits for a termination signal. The MlWorkspace reconcile lands with the controller issue.
+    /// Reconciles every MlWorkspace (of the watched namespaces) with Azure until SIGTERM or Ctrl-C, and serves
+    /// /healthz and /readyz.
     Run(Box<RunArgs>),
+    /// Print the actions the controller would take for a workspace, without taking them.
+    ///
+    /// Reads the SubscriptionBindings and Azure exactly as the controller does (same policy, observe and plan code),
+    /// then prints the plan. Nothing is written to Azure or Kubernetes.
+    Plan(Box<PlanArgs>),
     /// Print every CustomResourceDefinition of the operator as a multi-document YAML stream.
     Crd,
 }
@@ -47,17 +52,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Settings of the controller.
+/// How the operator reaches Azure; shared by `run` and `plan`.
 #[derive(Args, Debug, Clone)]
-pub struct RunArgs {
-    /// How often an unchanged workspace is compared with Azure (one GET per workspace per period).
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "AZML_RESYNC_PERIOD")]
-    pub resync_period: Duration,
-
-    /// How many workspaces are reconciled at the same time (the same workspace is never reconciled twice at once).
-    #[arg(long, default_value_t = 8, env = "AZML_CONCURRENCY")]
-    pub concurrency: u16,
-
+pub struct AzureArgs {
     /// Azure Resource Manager endpoint (change it for sovereign clouds).
     #[arg(long, default_value = "https://management.azure.com", env = "AZURE_RESOURCE_MANAGER_ENDPOINT")]
     pub arm_endpoint: url::Url,
@@ -74,6 +71,38 @@ pub struct RunArgs {
     #[arg(long, default_value = "azml-system", env = "POD_NAMESPACE")]
     pub operator_namespace: String,
 
+    /// Projected service account token exchanged for Entra ID tokens by workload-identity bindings.
+    #[arg(long, env = "AZURE_FEDERATED_TOKEN_FILE")]
+    pub federated_token_file: Option<PathBuf>,
+}
+
+/// Settings of the controller.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub azure: AzureArgs,
+
+    /// How often an unchanged workspace is compared with Azure (one GET per workspace per period).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "AZML_RESYNC_PERIOD")]
+    pub resync_period: Duration,
+
+    /// How many workspaces are reconciled at the same time (the same workspace is never reconciled twice at once).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..), env = "AZML_CONCURRENCY")]
+    pub concurrency: u16,
+
+    /// Shortest delay between two polls of a long-running Azure operation.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "AZML_LRO_POLL_MIN")]
+    pub lro_poll_min: Duration,
+
+    /// Longest delay between two polls of a long-running Azure operation (Azure may ask for up to 10 minutes).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "AZML_LRO_POLL_MAX")]
+    pub lro_poll_max: Duration,
+
+    /// How long a long-running Azure operation is polled before the controller stops waiting for it and reads
+    /// the resource afresh (the write is never sent again because of this).
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration, env = "AZML_LRO_TIMEOUT")]
+    pub lro_timeout: Duration,
+
     /// Address of the health endpoints: /healthz (process alive) and /readyz (connected to the API server).
     #[arg(long, default_value = "0.0.0.0:8080", env = "AZML_HEALTH_ADDR")]
     pub health_addr: std::net::SocketAddr,
@@ -81,6 +110,36 @@ pub struct RunArgs {
     /// Namespaces to watch (repeat the flag or separate with commas); none means all namespaces.
     #[arg(long = "watch-namespace", value_delimiter = ',', env = "AZML_WATCH_NAMESPACES")]
     pub watch_namespaces: Vec<String>,
+}
+
+/// Which workspace to plan, and how to print the plan.
+#[derive(Args, Debug, Clone)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub azure: AzureArgs,
+
+    /// A YAML (or JSON) file holding one MlWorkspace; `-` reads standard input.
+    #[arg(short = 'f', long = "filename", conflicts_with = "name", required_unless_present = "name")]
+    pub file: Option<PathBuf>,
+
+    /// Name of a live MlWorkspace to plan (instead of a file).
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Namespace of the workspace (default: the file's metadata.namespace, else "default").
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = PlanOutput::Text)]
+    pub output: PlanOutput,
+}
+
+/// Output format of `plan`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanOutput {
+    Text,
+    Json,
 }
 
 #[cfg(test)]
@@ -99,7 +158,8 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("expected run") };
         assert_eq!(args.resync_period, Duration::from_secs(3600));
         assert_eq!(args.concurrency, 8);
-        assert_eq!(args.arm_endpoint.as_str(), "https://management.azure.com/");
+        assert_eq!(args.azure.arm_endpoint.as_str(), "https://management.azure.com/");
+        assert_eq!(args.lro_poll_min, Duration::from_secs(5));
         assert!(args.watch_namespaces.is_empty());
     }
 
@@ -122,6 +182,24 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("expected run") };
         assert_eq!(args.resync_period, Duration::from_secs(90));
         assert_eq!(args.watch_namespaces, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn plan_takes_a_file_or_a_name() {
+        let cli = Cli::try_parse_from(["azml-operator", "plan", "-f", "ws.yaml", "-o", "json"]).expect("parses");
+        let Command::Plan(args) = cli.command else { panic!("expected plan") };
+        assert_eq!(args.file.as_deref(), Some(std::path::Path::new("ws.yaml")));
+        assert_eq!(args.output, PlanOutput::Json);
+        let cli = Cli::try_parse_from(["azml-operator", "plan", "--name", "ws", "-n", "team"]).expect("parses");
+        let Command::Plan(args) = cli.command else { panic!("expected plan") };
+        assert_eq!((args.name.as_deref(), args.namespace.as_deref()), (Some("ws"), Some("team")));
+        assert!(Cli::try_parse_from(["azml-operator", "plan"]).is_err(), "needs -f or --name");
+        assert!(Cli::try_parse_from(["azml-operator", "plan", "-f", "x", "--name", "y"]).is_err());
+    }
+
+    #[test]
+    fn zero_concurrency_is_rejected() {
+        assert!(Cli::try_parse_from(["azml-operator", "run", "--concurrency", "0"]).is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 pub mod api;
 pub mod azure;
 pub mod cli;
+pub mod controller;
+pub mod policy;
 pub mod run;
 pub mod sandbox;
 pub mod telemetry;

@@ -1,7 +1,4 @@
-//! `azml-operator run`.
-//!
-//! Until the controller issue lands this only proves connectivity: it serves health endpoints, checks that the CRDs
-//! are installed and waits for a termination signal.
+//! `azml-operator run` (the controller, with health endpoints) and `azml-operator plan` (the dry run).
 
 use std::sync::{
     Arc,
@@ -11,11 +8,15 @@ use std::sync::{
 use axum::{Router, extract::State, http::StatusCode, routing::get};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::cli::RunArgs;
+use crate::api::v1alpha1::MlWorkspace;
+use crate::azure::{ArmError, AzureCloud};
+use crate::cli::{AzureArgs, PlanArgs, PlanOutput, RunArgs};
+use crate::controller::{self, ControllerConfig};
 
-/// Errors of the `run` command.
+/// Errors of the `run` and `plan` commands.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// No kubeconfig or in-cluster configuration was found.
@@ -34,10 +35,61 @@ pub enum RunError {
     /// Waiting for the termination signal failed.
     #[error("cannot listen for termination signals: {0}")]
     Signal(#[source] std::io::Error),
+    /// The Azure settings are invalid (endpoint not HTTPS, unreadable CA file, ...).
+    #[error("invalid Azure settings: {0}")]
+    AzureConfig(#[source] Box<ArmError>),
+    /// The workspace to plan could not be read.
+    #[error("cannot read the workspace from {path}: {reason}")]
+    Input {
+        /// File name (or "-").
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The live workspace to plan does not exist.
+    #[error("MlWorkspace {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    /// Observing Azure for the plan failed.
+    #[error("cannot compute the plan: {0}")]
+    Plan(#[source] Box<controller::error::Error>),
+    /// The plan could not be printed.
+    #[error("cannot print the plan: {0}")]
+    Output(#[source] serde_json::Error),
 }
 
-/// Serves health, connects, checks the CRDs and waits for Ctrl-C / SIGTERM.
+/// The cloud described by the Azure flags.
+pub fn cloud(args: &AzureArgs) -> Result<AzureCloud, RunError> {
+    let cloud = AzureCloud::custom(args.authority_host.as_str(), args.arm_endpoint.as_str())
+        .map_err(|e| RunError::AzureConfig(Box::new(e)))?;
+    match &args.extra_ca_file {
+        Some(path) => cloud.with_extra_root_ca_file(path).map_err(|e| RunError::AzureConfig(Box::new(e))),
+        None => Ok(cloud),
+    }
+}
+
+fn base_config(args: &AzureArgs) -> Result<ControllerConfig, RunError> {
+    let mut config = ControllerConfig::new(cloud(args)?);
+    config.operator_namespace = args.operator_namespace.clone();
+    config.federated_token_file = args.federated_token_file.clone();
+    Ok(config)
+}
+
+/// The controller settings described by the `run` flags.
+pub fn controller_config(args: &RunArgs) -> Result<ControllerConfig, RunError> {
+    let mut config = base_config(&args.azure)?;
+    config.resync_period = args.resync_period;
+    config.stalled_requeue = args.resync_period;
+    config.concurrency = args.concurrency;
+    config.lro_poll_min = args.lro_poll_min;
+    config.lro_poll_max = args.lro_poll_max.max(args.lro_poll_min);
+    config.lro_timeout = args.lro_timeout;
+    config.watch_namespaces = args.watch_namespaces.clone();
+    Ok(config)
+}
+
+/// Serves health, connects, checks the CRDs and runs the controller until Ctrl-C / SIGTERM.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let config = controller_config(&args)?;
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.health_addr)
         .await
@@ -47,7 +99,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let version = client.apiserver_version().await.map_err(RunError::Api)?;
     info!(server = %version.git_version, "connected to the Kubernetes API server");
-    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for expected in crate::api::all_crds() {
         let name = expected.name_any();
         match crds.get_opt(&name).await.map_err(RunError::Api)? {
@@ -56,16 +108,94 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     }
     ready.store(true, Ordering::Release);
-    info!(
-        resync_period = ?args.resync_period,
-        concurrency = args.concurrency,
-        arm_endpoint = %args.arm_endpoint,
-        watch_namespaces = ?args.watch_namespaces,
-        "the MlWorkspace controller is not implemented in this build; waiting for a termination signal"
-    );
-    shutdown_signal().await.map_err(RunError::Signal)?;
-    info!("shutting down");
+
+    let shutdown = CancellationToken::new();
+    let signal = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let result = shutdown_signal().await;
+            info!("shutting down");
+            shutdown.cancel();
+            result
+        })
+    };
+    controller::run(client, config, shutdown.clone()).await;
+    if signal.is_finished() {
+        signal.await.map_err(|e| RunError::Signal(std::io::Error::other(e)))?.map_err(RunError::Signal)?;
+    } else {
+        signal.abort();
+    }
     Ok(())
+}
+
+/// Prints the plan for a workspace from a file or a live object.
+pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
+    let config = base_config(&args.azure)?;
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let ws = load_workspace(&client, &args).await?;
+    let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    match args.output {
+        PlanOutput::Json => {
+            println!("{}", serde_json::to_string_pretty(&actions).map_err(RunError::Output)?);
+        }
+        PlanOutput::Text => print!("{}", render_plan(&ws, &actions)),
+    }
+    Ok(())
+}
+
+/// The human-readable plan.
+pub fn render_plan(ws: &MlWorkspace, actions: &[controller::plan::Action]) -> String {
+    let mut out = format!("MlWorkspace {}/{}:\n", ws.namespace().unwrap_or_default(), ws.name_any());
+    if actions.is_empty() {
+        out.push_str("  no changes: Azure matches the spec\n");
+    }
+    for (i, action) in actions.iter().enumerate() {
+        out.push_str(&format!("  {}. {action}\n", i + 1));
+    }
+    out
+}
+
+/// Reads the workspace to plan. A file's object takes the live object's metadata and status when one exists (so
+/// ownership and operations in flight are judged as the controller would); otherwise it is planned as a new object.
+async fn load_workspace(client: &Client, args: &PlanArgs) -> Result<MlWorkspace, RunError> {
+    let from_file = match &args.file {
+        Some(path) => {
+            let shown = path.display().to_string();
+            let text =
+                if shown == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
+                    .map_err(|e| RunError::Input { path: shown.clone(), reason: e.to_string() })?;
+            let ws: MlWorkspace =
+                serde_yaml::from_str(&text).map_err(|e| RunError::Input { path: shown, reason: e.to_string() })?;
+            Some(ws)
+        }
+        None => None,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| from_file.as_ref().and_then(|w| w.namespace()))
+        .unwrap_or_else(|| "default".to_owned());
+    let name = from_file.as_ref().map(|w| w.name_any()).or_else(|| args.name.clone()).unwrap_or_default();
+    let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &namespace);
+    let live = api.get_opt(&name).await.map_err(RunError::Api)?;
+    match (from_file, live) {
+        (None, Some(live)) => Ok(live),
+        (None, None) => Err(RunError::NotFound { namespace, name }),
+        (Some(mut ws), live) => {
+            ws.metadata.namespace = Some(namespace);
+            match live {
+                Some(live) => {
+                    ws.metadata.uid = live.metadata.uid;
+                    ws.metadata.generation = live.metadata.generation.map(|g| g + 1);
+                    ws.status = live.status;
+                }
+                // Not created yet: it gets a new uid, so a workspace tagged by an earlier object of this name counts as
+                // a previous incarnation, as it will for the controller.
+                None => ws.metadata.uid = Some("not-yet-created".to_owned()),
+            }
+            Ok(ws)
+        }
+    }
 }
 
 async fn serve_health(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {

@@ -1,0 +1,278 @@
+//! Apply: execute the plan. Writes are started, never waited on: a long-running operation is recorded (status
+//! `pendingOperation`) and polled once per reconcile, so no reconcile blocks and a restarted operator resumes
+//! polling instead of sending the PUT again.
+
+use std::time::Duration;
+
+use kube::runtime::events::EventType;
+use tracing::{info, instrument, warn};
+
+use super::Context;
+use super::error::Error;
+use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::status::{Phase, WorkspaceFacts};
+use crate::api::conditions::{events, reasons};
+use crate::api::v1alpha1::MlWorkspace;
+use crate::azure::resource_groups::ResourceGroupCreate;
+use crate::azure::workspaces::Workspace;
+use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart};
+
+/// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
+const MAX_ROUNDS: usize = 4;
+
+/// What executing the plan achieved.
+#[derive(Debug)]
+pub struct Applied {
+    /// Where the workspace stands.
+    pub phase: Phase,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+/// Mutable facts of one reconcile, kept up to date so that status can be written even when a step fails.
+#[derive(Debug)]
+pub struct Progress {
+    /// What Azure has, as far as this reconcile knows.
+    pub observed: Observed,
+    /// For status: the workspace facts.
+    pub facts: WorkspaceFacts,
+}
+
+impl Progress {
+    /// Starts from an observation.
+    pub fn new(observed: Observed) -> Self {
+        let facts = match (&observed.pending, &observed.workspace) {
+            (Some(_), _) => WorkspaceFacts::Unknown,
+            (None, Some(ws)) => WorkspaceFacts::Present(Box::new(ws.clone())),
+            (None, None) => WorkspaceFacts::Missing,
+        };
+        Progress { observed, facts }
+    }
+
+    fn set_workspace(&mut self, ws: Option<Workspace>) {
+        self.facts = match &ws {
+            Some(w) => WorkspaceFacts::Present(Box::new(w.clone())),
+            None => WorkspaceFacts::Missing,
+        };
+        self.observed.workspace = ws;
+    }
+}
+
+/// Poll delay for an operation: what ARM asked for, within the configured bounds.
+pub fn poll_delay(ctx: &Context, handle: &LroHandle) -> Duration {
+    let asked = handle.retry_after_secs.map(Duration::from_secs).unwrap_or(ctx.config.lro_poll_min);
+    asked.clamp(ctx.config.lro_poll_min, ctx.config.lro_poll_max.max(ctx.config.lro_poll_min))
+}
+
+fn progressing(kind: OperationKind) -> Phase {
+    let (reason, message) = match kind {
+        OperationKind::CreateWorkspace => (reasons::CREATING, "creating the workspace in Azure"),
+        OperationKind::UpdateWorkspace => (reasons::UPDATING, "updating the workspace in Azure"),
+        OperationKind::DeleteWorkspace => (reasons::DELETING, "deleting the workspace in Azure"),
+    };
+    Phase::Progressing { reason, message: message.to_owned() }
+}
+
+/// Plans and executes until Azure matches, an operation is in flight, or the workspace is stalled or paused.
+#[instrument(skip_all, fields(workspace = %desired.workspace.id()))]
+pub async fn converge(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    arm: &ArmClient,
+    progress: &mut Progress,
+) -> Result<Applied, Error> {
+    let resync = ctx.config.resync_period;
+    for _ in 0..MAX_ROUNDS {
+        let actions = plan(desired, &progress.observed);
+        if actions.is_empty() {
+            return Ok(Applied { phase: Phase::Ready, requeue: resync });
+        }
+        for action in actions {
+            match action {
+                Action::PollOperation { kind } => {
+                    let Some(pending) = progress.observed.pending.clone() else {
+                        continue;
+                    };
+                    if let Some(applied) = poll(ctx, ws, desired, arm, progress, kind, &pending.handle).await? {
+                        return Ok(applied);
+                    }
+                }
+                Action::Stall { reason, message } => {
+                    return Ok(Applied {
+                        phase: Phase::Stalled { reason, message },
+                        requeue: ctx.config.stalled_requeue,
+                    });
+                }
+                Action::Paused { withheld } => {
+                    let message = if withheld.is_empty() {
+                        "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
+                    } else {
+                        let list: Vec<String> = withheld.iter().map(ToString::to_string).collect();
+                        format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
+                    };
+                    return Ok(Applied {
+                        phase: Phase::Paused { in_sync: withheld.is_empty(), message },
+                        requeue: resync,
+                    });
+                }
+                Action::AwaitProvisioning { state } => {
+                    return Ok(Applied {
+                        phase: Phase::Progressing {
+                            reason: reasons::OPERATION_IN_PROGRESS,
+                            message: format!("Azure reports provisioning state {state}"),
+                        },
+                        requeue: ctx.config.lro_poll_max,
+                    });
+                }
+                Action::CreateResourceGroup { location, .. } => {
+                    let rg = &desired.workspace.resource_group;
+                    let body = ResourceGroupCreate {
+                        location,
+                        tags: Some(
+                            [(crate::api::v1alpha1::OWNER_TAG.to_owned(), desired.owner.tag_value())]
+                                .into_iter()
+                                .collect(),
+                        ),
+                        managed_by: None,
+                    };
+                    arm.create_or_update_resource_group(rg, &body)
+                        .await
+                        .map_err(Error::arm("create resource group"))?;
+                    info!(resource_group = rg.name.as_str(), "created resource group");
+                    ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created resource group {}", rg.id()))
+                        .await;
+                    progress.observed.resource_group = ResourceGroupState::Exists;
+                }
+                Action::CreateWorkspace { id } => {
+                    let start = arm
+                        .begin_create_or_update_workspace(&desired.workspace, &desired.workspace_body())
+                        .await
+                        .map_err(Error::arm("create workspace"))?;
+                    info!(workspace = %id, "workspace PUT accepted");
+                    match start {
+                        LroStart::Done(result) => {
+                            ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created workspace {id}"))
+                                .await;
+                            progress.set_workspace(Some(result));
+                        }
+                        LroStart::Pending(handle) => {
+                            return Ok(start_pending(ctx, progress, OperationKind::CreateWorkspace, handle));
+                        }
+                    }
+                }
+                Action::UpdateWorkspace { fields, cause, patch } => {
+                    let names: Vec<String> = fields.iter().map(ToString::to_string).collect();
+                    let start = arm
+                        .begin_update_workspace(&desired.workspace, &patch)
+                        .await
+                        .map_err(Error::arm("update workspace"))?;
+                    info!(fields = %names.join(","), ?cause, "workspace PATCH accepted");
+                    let (reason, note) = match &cause {
+                        UpdateCause::SpecChanged => (events::UPDATED, format!("Updated {}", names.join(", "))),
+                        UpdateCause::Drift => (
+                            events::DRIFT_CORRECTED,
+                            format!("Changed in Azure, restored from the spec: {}", names.join(", ")),
+                        ),
+                        UpdateCause::Adopt { previous_owner: Some(owner) } => {
+                            (events::ADOPTED, format!("Adopted workspace previously owned by {owner}"))
+                        }
+                        UpdateCause::Adopt { previous_owner: None } => {
+                            (events::ADOPTED, "Adopted workspace that had no owner tag".to_owned())
+                        }
+                        UpdateCause::Reclaim { previous_uid } => (
+                            events::ADOPTED,
+                            format!("Took back workspace created by a previous incarnation (uid {previous_uid})"),
+                        ),
+                    };
+                    ctx.publish(ws, EventType::Normal, reason, note).await;
+                    match start {
+                        LroStart::Done(result) => progress.set_workspace(Some(result)),
+                        LroStart::Pending(handle) => {
+                            return Ok(start_pending(ctx, progress, OperationKind::UpdateWorkspace, handle));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Still not converged after several synchronous rounds: Azure answers writes with something else than asked.
+    Ok(Applied {
+        phase: Phase::Progressing {
+            reason: reasons::UPDATING,
+            message: "Azure does not yet reflect the last update".to_owned(),
+        },
+        requeue: ctx.config.lro_poll_max,
+    })
+}
+
+fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, handle: LroHandle) -> Applied {
+    let requeue = poll_delay(ctx, &handle);
+    progress.observed.pending = Some(PendingOp { kind, handle });
+    progress.facts = WorkspaceFacts::Unknown;
+    Applied { phase: progressing(kind), requeue }
+}
+
+/// Polls the operation in flight once. `Some` ends the reconcile (still running); `None` means it finished and
+/// planning continues with its result.
+async fn poll(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    arm: &ArmClient,
+    progress: &mut Progress,
+    kind: OperationKind,
+    handle: &LroHandle,
+) -> Result<Option<Applied>, Error> {
+    let waited = jiff::Timestamp::now().duration_since(handle.started_at).unsigned_abs();
+    if waited > ctx.config.lro_timeout {
+        progress.observed.pending = None;
+        let source = ArmError::LroTimeout { operation: handle.operation.clone(), waited };
+        return Err(Error::Arm { step: "poll operation", source: Box::new(source) });
+    }
+    let polled = match arm.poll_lro::<Option<Workspace>>(handle).await {
+        Ok(p) => p,
+        // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
+        Err(err) if err.is_not_found() => {
+            warn!(operation = %handle.operation, error = %err, "operation status no longer available; re-reading the workspace");
+            progress.observed.pending = None;
+            let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
+            progress.set_workspace(workspace);
+            if progress.observed.workspace.is_none() {
+                progress.observed.resource_group = ResourceGroupState::Exists;
+            }
+            return Ok(None);
+        }
+        Err(err) => {
+            // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
+            if !err.is_transient() || matches!(err, ArmError::LroFailed { .. }) {
+                progress.observed.pending = None;
+            }
+            return Err(Error::Arm { step: "poll operation", source: Box::new(err) });
+        }
+    };
+    match polled {
+        LroPoll::InProgress(next) => {
+            let requeue = poll_delay(ctx, &next);
+            progress.observed.pending = Some(PendingOp { kind, handle: next });
+            Ok(Some(Applied { phase: progressing(kind), requeue }))
+        }
+        LroPoll::Done(result) => {
+            progress.observed.pending = None;
+            if kind == OperationKind::CreateWorkspace {
+                let note = format!("Created workspace {}", desired.workspace.id());
+                ctx.publish(ws, EventType::Normal, events::CREATED, note).await;
+            }
+            let workspace = match result {
+                Some(workspace) => Some(workspace),
+                // The operation ended without a body: look.
+                None => arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?,
+            };
+            progress.set_workspace(workspace);
+            if progress.observed.workspace.is_none() {
+                progress.observed.resource_group = ResourceGroupState::Exists;
+            }
+            Ok(None)
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Cleanup when the custom resource is deleted (the `azml.dev/cleanup` finalizer).
+//!
+//! - `deletionPolicy: Retain`: nothing in Azure changes; the finalizer is removed.
+//! - `deletionPolicy: Delete`: the workspace is deleted (a long-running operation, polled like any other) when it
+//!   carries this resource's owner tag, then the role assignments the operator created (`status.access` entries in
+//!   state Granted); a workspace Azure already lost counts as deleted. Then the finalizer is removed.
+
+use kube::runtime::events::EventType;
+use tracing::{info, instrument, warn};
+use uuid::Uuid;
+
+use super::error::Error;
+use super::plan::{Desired, OperationKind, Ownership, PendingOp};
+use super::status::{Phase, Report, WorkspaceFacts};
+use super::{Context, WorkspaceClient, observe};
+use crate::api::conditions::{events, reasons};
+use crate::api::v1alpha1::{AccessState, DeletionPolicy, MlWorkspace, MlWorkspaceStatus, OWNER_TAG};
+use crate::azure::ids::{ResourceId, RoleAssignmentRef};
+use crate::azure::{ArmClient, LroPoll, LroStart};
+
+/// What cleanup decided.
+pub enum CleanupOutcome {
+    /// Done: the finalizer may go.
+    Done,
+    /// Not done yet: keep the finalizer, write this status, look again later.
+    Waiting {
+        /// Status to report.
+        report: Box<Report>,
+        /// When to look again.
+        requeue: std::time::Duration,
+    },
+}
+
+/// Runs the cleanup for a resource being deleted.
+#[instrument(skip_all, fields(object = %format!("{}/{}", ws.metadata.namespace.as_deref().unwrap_or_default(), ws.metadata.name.as_deref().unwrap_or_default())))]
+pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) -> Result<CleanupOutcome, Error> {
+    if ws.spec.deletion_policy == DeletionPolicy::Retain {
+        info!("deletionPolicy Retain: leaving Azure as it is");
+        return Ok(CleanupOutcome::Done);
+    }
+    let desired = match Desired::from_resource(ws) {
+        Ok(d) => d,
+        Err(e) => {
+            // Nothing valid was ever created from an invalid spec.
+            warn!(error = %e, "invalid spec: nothing to delete in Azure");
+            return Ok(CleanupOutcome::Done);
+        }
+    };
+    let arm = match client {
+        WorkspaceClient::Permitted(arm) => arm,
+        WorkspaceClient::Denied(message) => {
+            // Without a binding the operator may not touch Azure; keep the finalizer so nothing is leaked silently.
+            let message = format!(
+                "cannot delete the workspace in Azure: {message}; restore the SubscriptionBinding or set deletionPolicy: Retain"
+            );
+            return Ok(CleanupOutcome::Waiting {
+                report: Box::new(Report {
+                    phase: Phase::Stalled { reason: reasons::NOT_PERMITTED, message },
+                    workspace: WorkspaceFacts::Unknown,
+                    workspace_ref: None,
+                    pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
+                }),
+                requeue: ctx.config.stalled_requeue,
+            });
+        }
+    };
+    let status = ctx.current_status(ws);
+    let pending = observe::pending_from_status(status.as_ref())?;
+    let deleting = |handle| Report {
+        phase: Phase::Progressing { reason: reasons::DELETING, message: "deleting the workspace in Azure".into() },
+        workspace: WorkspaceFacts::Unknown,
+        workspace_ref: None,
+        pending: Some(observe::pending_to_status(
+            &PendingOp { kind: OperationKind::DeleteWorkspace, handle },
+            ws.metadata.generation,
+        )),
+    };
+    match pending {
+        Some(PendingOp { kind: OperationKind::DeleteWorkspace, handle }) => {
+            match arm.poll_lro::<serde::de::IgnoredAny>(&handle).await {
+                Ok(LroPoll::InProgress(next)) => {
+                    let requeue = super::apply::poll_delay(ctx, &next);
+                    return Ok(CleanupOutcome::Waiting { report: Box::new(deleting(next)), requeue });
+                }
+                Ok(LroPoll::Done(_)) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(Error::Arm { step: "poll workspace deletion", source: Box::new(e) }),
+            }
+        }
+        // Another operation (create/update) may still run in Azure; a DELETE supersedes it.
+        _ => {
+            let existing = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
+            if let Some(found) = existing {
+                let tag = found.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).map(String::as_str);
+                if desired.owner.classify(tag) == Ownership::Ours {
+                    match arm
+                        .begin_delete_workspace(&desired.workspace, false)
+                        .await
+                        .map_err(Error::arm("delete workspace"))?
+                    {
+                        LroStart::Done(()) => {}
+                        LroStart::Pending(handle) => {
+                            let requeue = super::apply::poll_delay(ctx, &handle);
+                            return Ok(CleanupOutcome::Waiting { report: Box::new(deleting(handle)), requeue });
+                        }
+                    }
+                } else {
+                    ctx.publish(
+                        ws,
+                        EventType::Warning,
+                        events::DELETED,
+                        format!(
+                            "Not deleting workspace {}: it is not owned by this resource (owner tag {})",
+                            desired.workspace.id(),
+                            tag.unwrap_or("absent")
+                        ),
+                    )
+                    .await;
+                    return Ok(CleanupOutcome::Done);
+                }
+            }
+        }
+    }
+    delete_role_assignments(arm, &desired, [status.as_ref(), ws.status.as_ref()]).await?;
+    ctx.publish(ws, EventType::Normal, events::DELETED, format!("Deleted workspace {}", desired.workspace.id())).await;
+    Ok(CleanupOutcome::Done)
+}
+
+/// Deletes the role assignments this operator created (state Granted), from the status this controller last wrote
+/// and the object's own. Only assignments at the scopes the operator grants at (the workspace, its resource group,
+/// its subscription) are deleted, so an edited status cannot aim the operator at anything else. Ones already gone
+/// are fine.
+async fn delete_role_assignments(
+    arm: &ArmClient,
+    desired: &Desired,
+    statuses: [Option<&MlWorkspaceStatus>; 2],
+) -> Result<(), Error> {
+    let rg = &desired.workspace.resource_group;
+    let allowed_scopes = [desired.workspace.id(), rg.id(), format!("/subscriptions/{}", rg.subscription)];
+    let mut done: Vec<String> = Vec::new();
+    let granted =
+        statuses.into_iter().flatten().flat_map(|s| s.access.iter()).filter(|a| a.state == AccessState::Granted);
+    for entry in granted {
+        let key = entry.assignment_name.to_ascii_lowercase();
+        if done.contains(&key) {
+            continue;
+        }
+        done.push(key);
+        if !allowed_scopes.iter().any(|s| s.eq_ignore_ascii_case(entry.scope.trim_end_matches('/'))) {
+            warn!(scope = %entry.scope, assignment = %entry.assignment_name, "not deleting a role assignment outside the workspace's scopes");
+            continue;
+        }
+        let (Ok(scope), Ok(name)) = (ResourceId::parse(&entry.scope), Uuid::try_parse(&entry.assignment_name)) else {
+            warn!(scope = %entry.scope, assignment = %entry.assignment_name, "skipping unparseable role assignment in status");
+            continue;
+        };
+        let ra = RoleAssignmentRef::new(scope, name);
+        arm.delete_role_assignment(&ra).await.map_err(Error::arm("delete role assignment"))?;
+        info!(assignment = %entry.assignment_name, "deleted role assignment");
+    }
+    Ok(())
+}

@@ -1,0 +1,626 @@
+//! The MlWorkspace controller: observe → plan → apply → report.
+//!
+//! - [`run`] watches MlWorkspaces (all namespaces, or the configured ones) and SubscriptionBindings, and reconciles
+//!   each workspace: it checks the bindings ([`crate::policy`]) before any Azure call, observes Azure
+//!   ([`observe`]), plans ([`plan::plan`], pure), applies ([`apply`]) and reports status ([`status`]).
+//! - Steady state costs one ARM GET per workspace per resync period and no writes: the watch ignores the
+//!   controller's own status patches (only generation, annotations, finalizers and deletion pass), and status is
+//!   patched only when something other than a timestamp changed.
+//! - Errors are classified in one place ([`error::classify`]).
+//! - Deletion runs behind the `azml.dev/cleanup` finalizer ([`cleanup`]).
+
+pub mod apply;
+pub mod cleanup;
+pub mod credentials;
+pub mod error;
+pub mod observe;
+pub mod plan;
+pub mod status;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, instrument, warn};
+
+use self::apply::{Progress, converge};
+use self::cleanup::CleanupOutcome;
+use self::credentials::{CredentialCache, CredentialSources};
+use self::error::{Disposition, Error, backoff, classify, error_chain, scrub};
+use self::plan::Desired;
+use self::status::{Phase, Report, WorkspaceFacts};
+use crate::api::conditions::{events, reasons};
+use crate::api::v1alpha1::{
+    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding,
+};
+use crate::azure::{ArmClient, ArmClientOptions, AzureCloud};
+use crate::policy;
+
+/// Name the controller reports events under.
+pub const CONTROLLER_NAME: &str = "azml-operator";
+
+/// Everything the controller needs to know, parsed once at start (`azml-operator run` builds it from flags; tests
+/// and the sandbox build it directly).
+#[derive(Clone, Debug)]
+pub struct ControllerConfig {
+    /// How often an unchanged workspace is compared with Azure (one GET per period).
+    pub resync_period: Duration,
+    /// How many workspaces are reconciled at once (the same one is never reconciled twice at once).
+    pub concurrency: u16,
+    /// ARM client settings: the cloud (ARM endpoint, authority host, extra trusted roots), retries, throttling.
+    pub arm: ArmClientOptions,
+    /// Namespace the operator runs in: the only one it reads credential Secrets from.
+    pub operator_namespace: String,
+    /// Namespaces to watch; empty means all.
+    pub watch_namespaces: Vec<String>,
+    /// Federated token file for workload-identity bindings (`AZURE_FEDERATED_TOKEN_FILE`).
+    pub federated_token_file: Option<PathBuf>,
+    /// Lower bound of the delay between polls of a long-running operation.
+    pub lro_poll_min: Duration,
+    /// Upper bound of the delay between polls of a long-running operation (ARM may ask for up to 600 s).
+    pub lro_poll_max: Duration,
+    /// How long an operation in flight is polled before the controller forgets it and looks at Azure afresh (it
+    /// never re-sends the write because of this: Azure still shows the resource as being provisioned).
+    pub lro_timeout: Duration,
+    /// First retry delay after a transient failure; doubles per consecutive failure (with jitter).
+    pub error_backoff_base: Duration,
+    /// Cap of the transient-failure backoff.
+    pub error_backoff_max: Duration,
+    /// How long a stalled workspace waits before it is looked at again without any change.
+    pub stalled_requeue: Duration,
+}
+
+impl ControllerConfig {
+    /// Defaults for a cloud: resync 1 h, concurrency 8, LRO polls between 5 s and 60 s, backoff 5 s .. 5 min.
+    pub fn new(cloud: AzureCloud) -> Self {
+        let resync_period = Duration::from_secs(3600);
+        ControllerConfig {
+            resync_period,
+            concurrency: 8,
+            arm: ArmClientOptions { cloud, ..Default::default() },
+            operator_namespace: "azml-system".into(),
+            watch_namespaces: Vec::new(),
+            federated_token_file: None,
+            lro_poll_min: Duration::from_secs(5),
+            lro_poll_max: Duration::from_secs(60),
+            lro_timeout: Duration::from_secs(2 * 3600),
+            error_backoff_base: Duration::from_secs(5),
+            error_backoff_max: Duration::from_secs(300),
+            stalled_requeue: resync_period,
+        }
+    }
+
+    fn credential_sources(&self) -> CredentialSources {
+        CredentialSources {
+            operator_namespace: self.operator_namespace.clone(),
+            federated_token_file: self.federated_token_file.clone(),
+        }
+    }
+}
+
+/// The API server rejects event notes over 1 kB.
+const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Settings.
+    pub config: ControllerConfig,
+    recorder: Recorder,
+    credentials: CredentialCache,
+    /// Consecutive transient failures per object uid (for the backoff).
+    failures: Mutex<HashMap<String, u32>>,
+    /// The last status this controller wrote per object uid. The watch cache may lag behind our own patch; an
+    /// operation in flight must never be forgotten (that would send its PUT again), so our last write wins.
+    statuses: Mutex<HashMap<String, MlWorkspaceStatus>>,
+}
+
+impl Context {
+    /// A context for `client` with `config`.
+    pub fn new(client: Client, config: ControllerConfig) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
+        Context {
+            client,
+            config,
+            recorder,
+            credentials: CredentialCache::default(),
+            failures: Mutex::default(),
+            statuses: Mutex::default(),
+        }
+    }
+
+    /// Publishes an event about `ws` (best effort: a failure is logged, never fails the reconcile).
+    pub async fn publish(&self, ws: &MlWorkspace, type_: EventType, reason: &str, note: String) {
+        let event = KubeEvent {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, &ws.object_ref(&())).await {
+            warn!(error = %err, reason, "cannot publish event");
+        }
+    }
+
+    /// The status as this controller last wrote it, else as the object carries it.
+    pub fn current_status(&self, ws: &MlWorkspace) -> Option<MlWorkspaceStatus> {
+        let cached = ws.uid().and_then(|uid| self.statuses.lock().ok().and_then(|m| m.get(&uid).cloned()));
+        cached.or_else(|| ws.status.clone())
+    }
+
+    fn forget(&self, ws: &MlWorkspace) {
+        if let Some(uid) = ws.uid() {
+            if let Ok(mut m) = self.statuses.lock() {
+                m.remove(&uid);
+            }
+            if let Ok(mut m) = self.failures.lock() {
+                m.remove(&uid);
+            }
+        }
+    }
+
+    fn reset_failures(&self, ws: &MlWorkspace) {
+        if let (Some(uid), Ok(mut m)) = (ws.uid(), self.failures.lock()) {
+            m.remove(&uid);
+        }
+    }
+
+    fn bump_failures(&self, ws: &MlWorkspace) -> u32 {
+        match (ws.uid(), self.failures.lock()) {
+            (Some(uid), Ok(mut m)) => {
+                let n = m.entry(uid).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            _ => 1,
+        }
+    }
+
+    /// Writes the status computed from `report`, when it differs from the current one in more than timestamps.
+    /// Returns whether it wrote.
+    async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<bool, Error> {
+        let previous = self.current_status(ws);
+        let now = Time(jiff::Timestamp::now());
+        let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
+        if !status::changed(previous.as_ref(), &next) {
+            debug!("status unchanged");
+            return Ok(false);
+        }
+        next.last_sync_time = Some(now);
+        let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), &ws.namespace().unwrap_or_default());
+        let patch = status::merge_patch(previous.as_ref(), &next);
+        api.patch_status(&ws.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube("patch status"))?;
+        if let (Some(uid), Ok(mut m)) = (ws.uid(), self.statuses.lock()) {
+            m.insert(uid, next);
+        }
+        Ok(true)
+    }
+
+    /// Ends a reconcile that made progress (or stalled cleanly): status, then the requeue.
+    async fn finish(&self, ws: &MlWorkspace, report: Report, requeue: Duration) -> Result<Requeue, Error> {
+        let written = self.write_status(ws, &report).await?;
+        // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
+        if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
+            self.publish(ws, EventType::Warning, reason, message.clone()).await;
+        }
+        self.reset_failures(ws);
+        Ok(Requeue::requeue(requeue))
+    }
+
+    /// Ends a reconcile that failed: THE error policy decides between Stalled (wait for a change) and retry.
+    async fn fail(
+        &self,
+        ws: &MlWorkspace,
+        err: Error,
+        facts: WorkspaceFacts,
+        pending: Option<crate::api::v1alpha1::PendingOperation>,
+    ) -> Result<Requeue, Error> {
+        let chain = scrub(&error_chain(&err));
+        warn!(error = %chain, request_id = err.request_id().unwrap_or("-"), "reconcile failed");
+        self.publish(ws, EventType::Warning, events::RECONCILE_FAILED, chain.clone()).await;
+        match classify(&err) {
+            Disposition::Stall { reason, message } => {
+                let report = Report {
+                    phase: Phase::Stalled { reason, message },
+                    workspace: facts,
+                    workspace_ref: None,
+                    pending,
+                };
+                self.write_status(ws, &report).await?;
+                self.reset_failures(ws);
+                Ok(Requeue::requeue(self.config.stalled_requeue))
+            }
+            Disposition::Retry | Disposition::RetryAfter(_) => {
+                let report = Report {
+                    phase: Phase::Transient { message: chain },
+                    workspace: facts,
+                    workspace_ref: None,
+                    pending,
+                };
+                if let Err(status_err) = self.write_status(ws, &report).await {
+                    warn!(error = %status_err, "cannot report the failure in status");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// The ARM client a workspace may use, or why it may not use any.
+pub enum WorkspaceClient {
+    /// A binding allows the workspace; its client.
+    Permitted(ArmClient),
+    /// No binding allows it: the message names the missing permission.
+    Denied(String),
+}
+
+/// Finds the binding that allows `ws` and returns its ARM client. No Azure call is made.
+pub async fn resolve_client(
+    client: &Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
+    ws: &MlWorkspace,
+) -> Result<WorkspaceClient, Error> {
+    let bindings: Api<SubscriptionBinding> = Api::all(client.clone());
+    // Listed fresh on every reconcile so that a binding change is never judged against a stale cache.
+    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
+    let namespace = ws.namespace().unwrap_or_default();
+    let labels = if policy::needs_namespace_labels(&bindings, &ws.spec.subscription_id) {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces.get_opt(&namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
+    } else {
+        None
+    };
+    let request = policy::Request {
+        namespace: &namespace,
+        namespace_labels: labels.as_ref(),
+        subscription_id: &ws.spec.subscription_id,
+        resource_group: &ws.spec.resource_group,
+        access: &ws.spec.access,
+    };
+    match policy::authorize(&bindings, &request) {
+        Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
+        Ok(binding) => {
+            let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
+            Ok(WorkspaceClient::Permitted(arm))
+        }
+    }
+}
+
+/// The actions the controller would take for `ws` right now, without taking them: the same policy check, observe
+/// and plan as a reconcile (read-only calls only). Used by `azml-operator plan`.
+pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<Vec<plan::Action>, Error> {
+    let stall = |reason, message| Ok(vec![plan::Action::Stall { reason, message }]);
+    let desired = match Desired::from_resource(ws) {
+        Ok(d) => d,
+        Err(e) => return stall(reasons::INVALID_SPEC, e.to_string()),
+    };
+    let arm = match resolve_client(client, &CredentialCache::default(), config, ws).await? {
+        WorkspaceClient::Permitted(arm) => arm,
+        WorkspaceClient::Denied(message) => return stall(reasons::NOT_PERMITTED, message),
+    };
+    if let Some(message) = moved_message(ws.status.as_ref(), &desired) {
+        return stall(reasons::INVALID_SPEC, message);
+    }
+    let observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
+    Ok(plan::plan(&desired, &observed))
+}
+
+fn stalled(reason: &'static str, message: String) -> Report {
+    Report {
+        phase: Phase::Stalled { reason, message },
+        workspace: WorkspaceFacts::Unknown,
+        workspace_ref: None,
+        pending: None,
+    }
+}
+
+/// One reconcile of one workspace.
+#[instrument(skip_all, fields(object = %format!("{}/{}", ws.namespace().unwrap_or_default(), ws.name_any()), generation = ws.metadata.generation))]
+pub async fn reconcile(ws: Arc<MlWorkspace>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let deleting = ws.metadata.deletion_timestamp.is_some();
+    let has_finalizer = ws.finalizers().iter().any(|f| f == FINALIZER);
+    match (deleting, has_finalizer) {
+        (true, false) => {
+            ctx.forget(&ws);
+            Ok(Requeue::await_change())
+        }
+        (false, false) => {
+            set_finalizer(&ctx.client, &ws, true).await?;
+            // The finalizer's watch event starts the next reconcile.
+            Ok(Requeue::await_change())
+        }
+        (true, true) => reconcile_cleanup(&ws, &ctx).await,
+        (false, true) => reconcile_apply(&ws, &ctx).await,
+    }
+}
+
+/// Adds or removes our finalizer.
+async fn set_finalizer(client: &Client, ws: &MlWorkspace, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = ws.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    // resourceVersion in a merge patch is a precondition: a concurrent change of the list fails with 409 Conflict
+    // (and is retried) instead of dropping someone else's finalizer.
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": ws.resource_version() }
+    });
+    let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &ws.namespace().unwrap_or_default());
+    api.patch(&ws.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(Error::kube(if present { "add finalizer" } else { "remove finalizer" }))?;
+    Ok(())
+}
+
+async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
+    let stall_requeue = ctx.config.stalled_requeue;
+    let status = ctx.current_status(ws);
+    let desired = match Desired::from_resource(ws) {
+        Ok(d) => d,
+        Err(e) => return ctx.finish(ws, stalled(reasons::INVALID_SPEC, e.to_string()), stall_requeue).await,
+    };
+    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
+        Ok(WorkspaceClient::Permitted(arm)) => arm,
+        Ok(WorkspaceClient::Denied(message)) => {
+            info!(%message, "not permitted");
+            let mut report = stalled(reasons::NOT_PERMITTED, message);
+            report.pending = status.as_ref().and_then(|s| s.pending_operation.clone());
+            return ctx.finish(ws, report, stall_requeue).await;
+        }
+        Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
+    };
+    if let Some(moved) = moved_message(status.as_ref(), &desired) {
+        return ctx.finish(ws, stalled(reasons::INVALID_SPEC, moved), stall_requeue).await;
+    }
+    let observed = match observe::observe(&arm, &desired, status.as_ref()).await {
+        Ok(o) => o,
+        Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
+    };
+    let mut progress = Progress::new(observed);
+    let result = converge(ctx, ws, &desired, &arm, &mut progress).instrument(info_span!("apply")).await;
+    let pending = progress.observed.pending.as_ref().map(|p| observe::pending_to_status(p, ws.metadata.generation));
+    match result {
+        Ok(applied) => {
+            let workspace_ref = matches!(progress.facts, WorkspaceFacts::Present(_)).then(|| desired.workspace.clone());
+            let report = Report { phase: applied.phase, workspace: progress.facts, workspace_ref, pending };
+            ctx.finish(ws, report, applied.requeue).await
+        }
+        Err(e) => ctx.fail(ws, e, progress.facts, pending).await,
+    }
+}
+
+/// Moving a workspace to another subscription or resource group is not implemented: refuse instead of creating a
+/// second workspace at the new place.
+fn moved_message(status: Option<&MlWorkspaceStatus>, desired: &Desired) -> Option<String> {
+    let location = status.and_then(|s| s.location.as_ref())?;
+    status.and_then(|s| s.resource_id.as_ref())?;
+    let rg = &desired.workspace.resource_group;
+    let same = location.subscription_id.eq_ignore_ascii_case(&rg.subscription.to_string())
+        && location.resource_group.eq_ignore_ascii_case(rg.name.as_str());
+    (!same).then(|| {
+        format!(
+            "the workspace lives in subscription {} resource group {}; moving it to {} / {} is not supported by this operator version",
+            location.subscription_id,
+            location.resource_group,
+            rg.subscription,
+            rg.name.as_str()
+        )
+    })
+}
+
+async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
+    let status = ctx.current_status(ws);
+    if ws.spec.deletion_policy == DeletionPolicy::Retain {
+        info!("deletionPolicy Retain: leaving Azure as it is; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
+    }
+    if ws.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        // Paused means no writes to Azure, deletion included: the workspace is left as it is.
+        let note = "Paused: the workspace is left in Azure although deletionPolicy is Delete".to_owned();
+        ctx.publish(ws, EventType::Normal, reasons::PAUSED, note).await;
+        return remove_finalizer(ws, ctx).await;
+    }
+    let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
+    let client = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
+        Ok(c) => c,
+        Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
+    };
+    // Without a binding Azure cannot be asked; a workspace never seen in Azure and with no operation in flight was
+    // never created, so there is nothing to delete.
+    let never_created = status.as_ref().is_none_or(|s| s.resource_id.is_none() && s.pending_operation.is_none());
+    if matches!(client, WorkspaceClient::Denied(_)) && never_created {
+        info!("not permitted and never created in Azure; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
+    }
+    match cleanup::cleanup(ctx, ws, &client).await {
+        Ok(CleanupOutcome::Done) => remove_finalizer(ws, ctx).await,
+        Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.finish(ws, *report, requeue).await,
+        Err(e) => ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
+    }
+}
+
+async fn remove_finalizer(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
+    set_finalizer(&ctx.client, ws, false).await?;
+    ctx.forget(ws);
+    Ok(Requeue::await_change())
+}
+
+/// Requeue after a failed reconcile: backoff with jitter for transient errors, Retry-After when throttled.
+pub fn error_policy(ws: Arc<MlWorkspace>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    match classify(err) {
+        Disposition::RetryAfter(after) => Requeue::requeue(after.max(Duration::from_millis(100))),
+        Disposition::Retry => {
+            let attempt = ctx.bump_failures(&ws);
+            Requeue::requeue(backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max))
+        }
+        Disposition::Stall { .. } => Requeue::requeue(ctx.config.stalled_requeue),
+    }
+}
+
+fn deletion_predicate(ws: &MlWorkspace) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    ws.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the controller until `shutdown` is cancelled, then lets running reconciles finish and returns.
+///
+/// This is what `azml-operator run`, the sandbox and the integration tests call.
+pub async fn run(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
+    let apis: Vec<Api<MlWorkspace>> = if config.watch_namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        config.watch_namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+    };
+    info!(
+        resync_period = ?config.resync_period,
+        concurrency = config.concurrency,
+        arm_endpoint = %config.arm.cloud.arm_endpoint,
+        namespaces = ?config.watch_namespaces,
+        "starting the MlWorkspace controller"
+    );
+    let ctx = Arc::new(Context::new(client.clone(), config));
+    let controllers = apis.into_iter().map(|api| run_one(api, client.clone(), ctx.clone(), shutdown.clone()));
+    futures::future::join_all(controllers).await;
+    info!("MlWorkspace controller stopped");
+}
+
+async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let (reader, writer) = reflector::store();
+    let predicate = predicates::generation
+        .combine(predicates::annotations)
+        .combine(predicates::finalizers)
+        .combine(deletion_predicate);
+    // Entries that expire count as changed; keep them well beyond a resync so our own status patches stay filtered.
+    let predicate_config = kube::runtime::PredicateConfig::default().ttl(Duration::from_secs(24 * 3600));
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicate, predicate_config);
+    let controller = Controller::for_stream(stream, reader);
+    let store = controller.store();
+    let bindings: Api<SubscriptionBinding> = Api::all(client);
+    controller
+        .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
+        .watches(bindings, watcher::Config::default(), move |binding: SubscriptionBinding| {
+            // A binding change re-evaluates the workspaces of its subscription.
+            store
+                .state()
+                .into_iter()
+                .filter(|ws| ws.spec.subscription_id.eq_ignore_ascii_case(&binding.spec.subscription_id))
+                .map(|ws| ObjectRef::from_obj(&*ws))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+                Err(err) => debug!(error = %err, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1alpha1::WorkspaceLocation;
+
+    const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
+
+    fn desired(rg: &str) -> Desired {
+        let spec = serde_json::from_value(serde_json::json!({
+            "subscriptionId": SUB,
+            "resourceGroup": rg,
+            "location": "westeurope",
+            "storageAccount": {"name": "sa1"},
+            "keyVault": {"name": "kv1"},
+        }))
+        .expect("spec");
+        let mut ws = MlWorkspace::new("ws-1", spec);
+        ws.metadata.namespace = Some("ns".into());
+        ws.metadata.uid = Some("u".into());
+        Desired::from_resource(&ws).expect("valid")
+    }
+
+    fn status(rg: &str, resource_id: Option<&str>) -> MlWorkspaceStatus {
+        MlWorkspaceStatus {
+            location: Some(WorkspaceLocation { subscription_id: SUB.into(), resource_group: rg.into() }),
+            resource_id: resource_id.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_changed_resource_group_is_refused_not_created_twice() {
+        assert_eq!(moved_message(None, &desired("rg-a")), None);
+        assert_eq!(moved_message(Some(&status("RG-A", Some("/x"))), &desired("rg-a")), None, "case-insensitive");
+        let message = moved_message(Some(&status("rg-a", Some("/x"))), &desired("rg-b")).expect("refused");
+        assert!(message.contains("rg-a") && message.contains("rg-b"), "{message}");
+        // Never created (no resource id): nothing to move.
+        assert_eq!(moved_message(Some(&status("rg-a", None)), &desired("rg-b")), None);
+    }
+
+    #[test]
+    fn deletion_changes_the_predicate_hash() {
+        let mut ws = MlWorkspace::new("ws", desired_spec());
+        let before = deletion_predicate(&ws);
+        ws.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(1_700_000_000).expect("ts")));
+        assert_ne!(before, deletion_predicate(&ws));
+    }
+
+    fn desired_spec() -> crate::api::v1alpha1::MlWorkspaceSpec {
+        serde_json::from_value(serde_json::json!({
+            "subscriptionId": SUB, "resourceGroup": "rg", "location": "westeurope",
+            "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate_bytes("short".into(), 1024), "short");
+        let cut = truncate_bytes("é".repeat(600), MAX_EVENT_NOTE_BYTES);
+        assert!(cut.len() <= MAX_EVENT_NOTE_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = ControllerConfig::new(AzureCloud::public());
+        assert_eq!(c.resync_period, Duration::from_secs(3600));
+        assert_eq!(c.stalled_requeue, c.resync_period);
+        assert!(c.lro_poll_min <= c.lro_poll_max);
+        assert!(c.error_backoff_base <= c.error_backoff_max);
+    }
+}

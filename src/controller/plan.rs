@@ -1,0 +1,595 @@
+//! The plan: a pure function from what the spec wants and what Azure has to the actions that close the gap.
+//!
+//! No I/O here. [`plan`] is what `azml-operator plan` prints and what `apply` executes, so the dry run and the
+//! controller can never disagree. The rule for writes is "the smallest call": a missing resource group or
+//! workspace is created with a PUT; differing mutable properties are sent in one PATCH holding only the changed
+//! fields; nothing differing means no action at all.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::api::conditions::reasons;
+use crate::api::v1alpha1::{
+    ANNOTATION_ADOPT, ANNOTATION_PAUSED, DependentResource, MlWorkspace, OWNER_TAG, PublicNetworkAccess,
+};
+use crate::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName};
+use crate::azure::lro::LroHandle;
+use crate::azure::models::{ManagedServiceIdentity, ProvisioningState, Tags};
+use crate::azure::workspaces::{Workspace, WorkspaceProperties, WorkspaceUpdate, WorkspaceUpdateProperties};
+use crate::azure::{ResourceGroupRef, SubscriptionId, WorkspaceRef};
+
+/// Who owns a workspace in Azure: the value of the `azml.dev-owner` tag is `<namespace>/<name>/<uid>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    /// Namespace of the custom resource.
+    pub namespace: String,
+    /// Name of the custom resource.
+    pub name: String,
+    /// UID of the custom resource (tells incarnations of the same name apart).
+    pub uid: String,
+}
+
+impl Owner {
+    /// The tag value.
+    pub fn tag_value(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.name, self.uid)
+    }
+
+    /// How a workspace tagged with `tag` relates to this owner.
+    pub fn classify(&self, tag: Option<&str>) -> Ownership {
+        match tag {
+            None => Ownership::Unowned,
+            Some(t) if t == self.tag_value() => Ownership::Ours,
+            Some(t) => match t.rsplit_once('/') {
+                Some((prefix, uid)) if prefix == format!("{}/{}", self.namespace, self.name) => {
+                    Ownership::PreviousIncarnation { uid: uid.to_owned() }
+                }
+                _ => Ownership::Foreign(t.to_owned()),
+            },
+        }
+    }
+}
+
+/// Relation between a workspace found in Azure and the custom resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Tagged with this resource's namespace, name and uid.
+    Ours,
+    /// Tagged by an earlier custom resource of the same namespace and name (deleted with Retain, re-created).
+    PreviousIncarnation {
+        /// The earlier uid.
+        uid: String,
+    },
+    /// Tagged by another custom resource (or anything else): the tag value.
+    Foreign(String),
+    /// No owner tag.
+    Unowned,
+}
+
+/// Why the spec cannot be turned into Azure requests. Found before any Azure call.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A value that reaches an ARM path failed validation.
+    #[error("spec.{field}: {source}")]
+    InvalidId {
+        /// The offending field.
+        field: &'static str,
+        /// The id layer's verdict.
+        #[source]
+        source: crate::azure::ids::IdError,
+    },
+    /// The custom resource has no namespace or uid (never true for objects read from the API server).
+    #[error("the resource has no {0}")]
+    MissingMetadata(&'static str),
+}
+
+/// What the custom resource asks for, validated and resolved to ARM ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The workspace in Azure.
+    pub workspace: WorkspaceRef,
+    /// `spec.location`.
+    pub location: String,
+    /// `spec.createResourceGroup`.
+    pub create_resource_group: bool,
+    /// `spec.friendlyName`; `None` leaves Azure's value alone.
+    pub friendly_name: Option<String>,
+    /// `spec.description`; `None` leaves Azure's value alone.
+    pub description: Option<String>,
+    /// `spec.tags` plus the owner tag: the complete tag set the workspace should have.
+    pub tags: Tags,
+    /// `spec.publicNetworkAccess`.
+    pub public_network_access: PublicNetworkAccess,
+    /// Resolved storage account id.
+    pub storage_account: ResourceId,
+    /// Resolved key vault id.
+    pub key_vault: ResourceId,
+    /// Resolved Application Insights id; `None` leaves Azure's value alone.
+    pub application_insights: Option<ResourceId>,
+    /// Resolved container registry id; `None` leaves Azure's value alone.
+    pub container_registry: Option<ResourceId>,
+    /// The owner tag this resource puts on what it creates.
+    pub owner: Owner,
+    /// `azml.dev/adopt: "true"`.
+    pub adopt: bool,
+    /// `azml.dev/paused: "true"`.
+    pub paused: bool,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+}
+
+fn annotation_true(ws: &MlWorkspace, key: &str) -> bool {
+    ws.annotations().get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// Provider type of each dependent resource, for ids built from a bare `name`.
+const STORAGE_TYPE: &str = "Microsoft.Storage/storageAccounts";
+const KEY_VAULT_TYPE: &str = "Microsoft.KeyVault/vaults";
+const APP_INSIGHTS_TYPE: &str = "Microsoft.Insights/components";
+const REGISTRY_TYPE: &str = "Microsoft.ContainerRegistry/registries";
+
+fn resolve(
+    field: &'static str,
+    dep: &DependentResource,
+    rg: &ResourceGroupRef,
+    resource_type: &str,
+) -> Result<ResourceId, SpecError> {
+    let raw = match (&dep.id, &dep.name) {
+        (Some(id), _) => id.clone(),
+        (None, Some(name)) => format!("{}/providers/{resource_type}/{name}", rg.id()),
+        (None, None) => {
+            return Err(SpecError::InvalidId {
+                field,
+                source: crate::azure::ids::IdError::InvalidId { value: String::new(), reason: "set name or id" },
+            });
+        }
+    };
+    let id = ResourceId::parse(&raw).map_err(|source| SpecError::InvalidId { field, source })?;
+    // The id must name a resource of the right type, not a resource group or a nested child.
+    id.top_level(resource_type).map_err(|source| SpecError::InvalidId { field, source })?;
+    Ok(id)
+}
+
+impl Desired {
+    /// Validates and resolves the spec. Every value that reaches an ARM path passes the id layer's validation.
+    pub fn from_resource(ws: &MlWorkspace) -> Result<Self, SpecError> {
+        let spec = &ws.spec;
+        let namespace = ws.namespace().ok_or(SpecError::MissingMetadata("namespace"))?;
+        let uid = ws.uid().ok_or(SpecError::MissingMetadata("uid"))?;
+        let id_err = |field| move |source| SpecError::InvalidId { field, source };
+        let subscription = SubscriptionId::new(&spec.subscription_id).map_err(id_err("subscriptionId"))?;
+        let rg_name = ResourceGroupName::new(spec.resource_group.clone()).map_err(id_err("resourceGroup"))?;
+        let rg = ResourceGroupRef::new(subscription, rg_name);
+        let ws_name = WorkspaceName::new(spec.azure_name.clone().unwrap_or_else(|| ws.name_any()))
+            .map_err(id_err("azureName"))?;
+        let owner = Owner { namespace, name: ws.name_any(), uid };
+        let mut tags = spec.tags.clone();
+        tags.insert(OWNER_TAG.to_owned(), owner.tag_value());
+        Ok(Desired {
+            workspace: WorkspaceRef::new(rg.clone(), ws_name),
+            location: spec.location.clone(),
+            create_resource_group: spec.create_resource_group,
+            friendly_name: spec.friendly_name.clone(),
+            description: spec.description.clone(),
+            tags,
+            public_network_access: spec.public_network_access,
+            storage_account: resolve("storageAccount", &spec.storage_account, &rg, STORAGE_TYPE)?,
+            key_vault: resolve("keyVault", &spec.key_vault, &rg, KEY_VAULT_TYPE)?,
+            application_insights: spec
+                .application_insights
+                .as_ref()
+                .map(|d| resolve("applicationInsights", d, &rg, APP_INSIGHTS_TYPE))
+                .transpose()?,
+            container_registry: spec
+                .container_registry
+                .as_ref()
+                .map(|d| resolve("containerRegistry", d, &rg, REGISTRY_TYPE))
+                .transpose()?,
+            owner,
+            adopt: annotation_true(ws, ANNOTATION_ADOPT),
+            paused: annotation_true(ws, ANNOTATION_PAUSED),
+            generation: ws.metadata.generation,
+        })
+    }
+
+    /// The PUT body that creates the workspace.
+    pub fn workspace_body(&self) -> Workspace {
+        Workspace {
+            location: Some(self.location.clone()),
+            tags: Some(self.tags.clone()),
+            // Azure ML requires an identity; the system-assigned one needs no extra resources.
+            identity: Some(ManagedServiceIdentity { type_: "SystemAssigned".into(), ..Default::default() }),
+            properties: WorkspaceProperties {
+                friendly_name: self.friendly_name.clone(),
+                description: self.description.clone(),
+                public_network_access: Some(self.public_network_access.as_str().to_owned()),
+                storage_account: Some(self.storage_account.to_string()),
+                key_vault: Some(self.key_vault.to_string()),
+                application_insights: self.application_insights.as_ref().map(ToString::to_string),
+                container_registry: self.container_registry.as_ref().map(ToString::to_string),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+}
+
+/// What the controller knows about the resource group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceGroupState {
+    /// Not read (it is read only when the workspace is missing).
+    Unknown,
+    /// Exists.
+    Exists,
+    /// Does not exist.
+    Missing,
+}
+
+/// A long-running operation recorded in status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingOp {
+    /// What it does.
+    pub kind: OperationKind,
+    /// The resumable poller.
+    pub handle: LroHandle,
+}
+
+/// Kinds of long-running operations the workspace controller starts (the `kind` stored in status).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum OperationKind {
+    /// Workspace PUT.
+    CreateWorkspace,
+    /// Workspace PATCH.
+    UpdateWorkspace,
+    /// Workspace DELETE.
+    DeleteWorkspace,
+}
+
+impl OperationKind {
+    /// The name stored in `status.pendingOperation.kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationKind::CreateWorkspace => "CreateWorkspace",
+            OperationKind::UpdateWorkspace => "UpdateWorkspace",
+            OperationKind::DeleteWorkspace => "DeleteWorkspace",
+        }
+    }
+
+    /// Parses a stored kind.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::CreateWorkspace, Self::UpdateWorkspace, Self::DeleteWorkspace].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What the controller observed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    /// An operation in flight, from status. When set, nothing else was read.
+    pub pending: Option<PendingOp>,
+    /// The workspace as ARM returned it; `None` when it does not exist.
+    pub workspace: Option<Workspace>,
+    /// The resource group, read only when the workspace is missing.
+    pub resource_group: ResourceGroupState,
+    /// `status.observedGeneration` before this reconcile: tells a spec change from drift in Azure.
+    pub last_observed_generation: Option<i64>,
+}
+
+/// A mutable workspace property the controller keeps in line with the spec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Field {
+    /// `properties.friendlyName`.
+    FriendlyName,
+    /// `properties.description`.
+    Description,
+    /// `tags` (including the owner tag).
+    Tags,
+    /// `properties.publicNetworkAccess`.
+    PublicNetworkAccess,
+    /// `properties.applicationInsights`.
+    ApplicationInsights,
+    /// `properties.containerRegistry`.
+    ContainerRegistry,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Field::FriendlyName => "friendlyName",
+            Field::Description => "description",
+            Field::Tags => "tags",
+            Field::PublicNetworkAccess => "publicNetworkAccess",
+            Field::ApplicationInsights => "applicationInsights",
+            Field::ContainerRegistry => "containerRegistry",
+        })
+    }
+}
+
+/// Why a PATCH is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub enum UpdateCause {
+    /// The spec changed since the last reconcile.
+    SpecChanged,
+    /// The spec did not change: someone changed Azure.
+    Drift,
+    /// The workspace is adopted (`azml.dev/adopt`): the owner tag is added.
+    Adopt {
+        /// The owner tag found, if any.
+        previous_owner: Option<String>,
+    },
+    /// The workspace was created by an earlier resource of the same namespace and name: taken back.
+    Reclaim {
+        /// The earlier uid.
+        previous_uid: String,
+    },
+}
+
+/// One step the controller takes (or, when paused or stalled, would take / cannot take).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Action {
+    /// Poll the operation in flight once.
+    PollOperation {
+        /// Its kind.
+        kind: OperationKind,
+    },
+    /// Create the resource group (PUT).
+    CreateResourceGroup {
+        /// Its id.
+        id: String,
+        /// Its location (the workspace's).
+        location: String,
+    },
+    /// Create (or re-create after a failed provisioning) the workspace (PUT).
+    CreateWorkspace {
+        /// Its id.
+        id: String,
+    },
+    /// Update the changed mutable properties (PATCH with only those fields).
+    UpdateWorkspace {
+        /// The changed fields.
+        fields: Vec<Field>,
+        /// Why.
+        cause: UpdateCause,
+        /// The PATCH body.
+        #[serde(skip)]
+        patch: Box<WorkspaceUpdate>,
+    },
+    /// Azure is still working on the workspace (provisioning state not terminal) and the controller did not start
+    /// it: wait and look again.
+    AwaitProvisioning {
+        /// The state Azure reports.
+        state: String,
+    },
+    /// Nothing can be done until the spec or Azure changes.
+    Stall {
+        /// Condition reason (a constant of `conditions::reasons`).
+        reason: &'static str,
+        /// A message a person can act on.
+        message: String,
+    },
+    /// `azml.dev/paused`: these writes would be made, none is.
+    Paused {
+        /// The actions withheld.
+        withheld: Vec<Action>,
+    },
+}
+
+impl Action {
+    /// Whether executing this action writes to Azure.
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self,
+            Action::CreateResourceGroup { .. } | Action::CreateWorkspace { .. } | Action::UpdateWorkspace { .. }
+        )
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::PollOperation { kind } => write!(f, "poll the pending {} operation", kind.as_str()),
+            Action::CreateResourceGroup { id, location } => write!(f, "create resource group {id} in {location}"),
+            Action::CreateWorkspace { id } => write!(f, "create workspace {id}"),
+            Action::UpdateWorkspace { fields, cause, .. } => {
+                let names: Vec<String> = fields.iter().map(ToString::to_string).collect();
+                let why = match cause {
+                    UpdateCause::SpecChanged => "spec changed".to_owned(),
+                    UpdateCause::Drift => "changed in Azure".to_owned(),
+                    UpdateCause::Adopt { previous_owner: Some(o) } => format!("adopt from owner {o}"),
+                    UpdateCause::Adopt { previous_owner: None } => "adopt unowned workspace".to_owned(),
+                    UpdateCause::Reclaim { previous_uid } => {
+                        format!("reclaim from previous incarnation {previous_uid}")
+                    }
+                };
+                write!(f, "update workspace ({why}): {}", names.join(", "))
+            }
+            Action::AwaitProvisioning { state } => write!(f, "wait: Azure reports provisioning state {state}"),
+            Action::Stall { reason, message } => write!(f, "stalled ({reason}): {message}"),
+            Action::Paused { withheld } if withheld.is_empty() => write!(f, "paused: nothing to do"),
+            Action::Paused { withheld } => {
+                let list: Vec<String> = withheld.iter().map(ToString::to_string).collect();
+                write!(f, "paused, withholding: {}", list.join("; "))
+            }
+        }
+    }
+}
+
+fn eq_ci(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+fn same_id(desired: &ResourceId, observed: Option<&str>) -> bool {
+    observed.is_some_and(|o| eq_ci(desired.as_str(), o.trim_end_matches('/')))
+}
+
+/// The actions that bring Azure to the desired state. Pure; see the module docs.
+pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
+    if let Some(pending) = &observed.pending {
+        // The operation in flight is the only thing to do: issuing another write would race it.
+        return vec![Action::PollOperation { kind: pending.kind }];
+    }
+    let writes = match &observed.workspace {
+        None => match plan_missing(desired, observed) {
+            Ok(writes) => writes,
+            Err(stall) => return vec![stall],
+        },
+        Some(ws) => match plan_existing(desired, observed, ws) {
+            Ok(writes) => writes,
+            Err(other) => return vec![other],
+        },
+    };
+    if desired.paused {
+        return vec![Action::Paused { withheld: writes }];
+    }
+    writes
+}
+
+fn plan_missing(desired: &Desired, observed: &Observed) -> Result<Vec<Action>, Action> {
+    let rg = &desired.workspace.resource_group;
+    let mut actions = Vec::new();
+    if observed.resource_group == ResourceGroupState::Missing {
+        if !desired.create_resource_group {
+            return Err(Action::Stall {
+                reason: reasons::RESOURCE_GROUP_MISSING,
+                message: format!(
+                    "resource group {} does not exist and spec.createResourceGroup is false",
+                    rg.name.as_str()
+                ),
+            });
+        }
+        actions.push(Action::CreateResourceGroup { id: rg.id(), location: desired.location.clone() });
+    }
+    actions.push(Action::CreateWorkspace { id: desired.workspace.id() });
+    Ok(actions)
+}
+
+fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Result<Vec<Action>, Action> {
+    let tags = ws.tags.clone().unwrap_or_default();
+    let ownership = desired.owner.classify(tags.get(OWNER_TAG).map(String::as_str));
+    let claim = match ownership {
+        Ownership::Ours => None,
+        Ownership::PreviousIncarnation { uid } => Some(UpdateCause::Reclaim { previous_uid: uid }),
+        Ownership::Foreign(owner) if desired.adopt => Some(UpdateCause::Adopt { previous_owner: Some(owner) }),
+        Ownership::Unowned if desired.adopt => Some(UpdateCause::Adopt { previous_owner: None }),
+        Ownership::Foreign(owner) => {
+            return Err(Action::Stall {
+                reason: reasons::ALREADY_EXISTS,
+                message: format!(
+                    "workspace {} already exists and is owned by {owner}; set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
+                    desired.workspace.name.as_str()
+                ),
+            });
+        }
+        Ownership::Unowned => {
+            return Err(Action::Stall {
+                reason: reasons::ALREADY_EXISTS,
+                message: format!(
+                    "workspace {} already exists and has no {OWNER_TAG} tag (not created by this operator); set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
+                    desired.workspace.name.as_str()
+                ),
+            });
+        }
+    };
+    let props = &ws.properties;
+    if let Some(location) = &ws.location
+        && !eq_ci(&normalise_location(location), &normalise_location(&desired.location))
+    {
+        return Err(immutable("location", &desired.location, location));
+    }
+    if props.storage_account.is_some() && !same_id(&desired.storage_account, props.storage_account.as_deref()) {
+        return Err(immutable(
+            "storageAccount",
+            desired.storage_account.as_str(),
+            props.storage_account.as_deref().unwrap_or_default(),
+        ));
+    }
+    if props.key_vault.is_some() && !same_id(&desired.key_vault, props.key_vault.as_deref()) {
+        return Err(immutable("keyVault", desired.key_vault.as_str(), props.key_vault.as_deref().unwrap_or_default()));
+    }
+    match &props.provisioning_state {
+        Some(ProvisioningState::Failed) | Some(ProvisioningState::Canceled) if claim.is_none() => {
+            // A PUT is how ARM resources recover from a failed provisioning.
+            return Ok(vec![Action::CreateWorkspace { id: desired.workspace.id() }]);
+        }
+        Some(state) if !state.is_terminal() => {
+            return Err(Action::AwaitProvisioning { state: format!("{state:?}") });
+        }
+        _ => {}
+    }
+    let (fields, patch) = diff(desired, ws, &tags);
+    if fields.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cause = claim.unwrap_or_else(|| {
+        if observed.last_observed_generation.is_some() && observed.last_observed_generation == desired.generation {
+            UpdateCause::Drift
+        } else {
+            UpdateCause::SpecChanged
+        }
+    });
+    Ok(vec![Action::UpdateWorkspace { fields, cause, patch: Box::new(patch) }])
+}
+
+/// "West Europe" and "westeurope" are the same region.
+fn normalise_location(l: &str) -> String {
+    l.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+fn immutable(field: &str, desired: &str, actual: &str) -> Action {
+    Action::Stall {
+        reason: reasons::INVALID_SPEC,
+        message: format!(
+            "spec.{field} is {desired} but the workspace in Azure has {actual}, which Azure cannot change; restore the value or delete the workspace"
+        ),
+    }
+}
+
+/// The changed mutable fields and a PATCH holding exactly those.
+fn diff(desired: &Desired, ws: &Workspace, observed_tags: &BTreeMap<String, String>) -> (Vec<Field>, WorkspaceUpdate) {
+    let props = &ws.properties;
+    let mut fields = Vec::new();
+    let mut update = WorkspaceUpdateProperties::default();
+    if let Some(name) = &desired.friendly_name
+        && props.friendly_name.as_ref() != Some(name)
+    {
+        fields.push(Field::FriendlyName);
+        update.friendly_name = Some(name.clone());
+    }
+    if let Some(description) = &desired.description
+        && props.description.as_ref() != Some(description)
+    {
+        fields.push(Field::Description);
+        update.description = Some(description.clone());
+    }
+    let tags_differ = observed_tags != &desired.tags;
+    if tags_differ {
+        fields.push(Field::Tags);
+    }
+    let pna = desired.public_network_access.as_str();
+    // Azure reports Enabled when the property was never set.
+    if !eq_ci(props.public_network_access.as_deref().unwrap_or(PublicNetworkAccess::Enabled.as_str()), pna) {
+        fields.push(Field::PublicNetworkAccess);
+        update.public_network_access = Some(pna.to_owned());
+    }
+    if let Some(id) = &desired.application_insights
+        && !same_id(id, props.application_insights.as_deref())
+    {
+        fields.push(Field::ApplicationInsights);
+        update.application_insights = Some(id.to_string());
+    }
+    if let Some(id) = &desired.container_registry
+        && !same_id(id, props.container_registry.as_deref())
+    {
+        fields.push(Field::ContainerRegistry);
+        update.container_registry = Some(id.to_string());
+    }
+    let properties = (update != WorkspaceUpdateProperties::default()).then_some(update);
+    let patch = WorkspaceUpdate { tags: tags_differ.then(|| desired.tags.clone()), properties, ..Default::default() };
+    (fields, patch)
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,468 @@
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+
+use super::*;
+use crate::api::v1alpha1::{DependentResource, MlWorkspaceSpec};
+use crate::azure::lro::{FinalStateVia, LroKind};
+
+pub(crate) const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
+pub(crate) const UID: &str = "11111111-2222-3333-4444-555555555555";
+
+pub(crate) fn spec() -> MlWorkspaceSpec {
+    serde_json::from_value(serde_json::json!({
+        "subscriptionId": SUB,
+        "resourceGroup": "rg-risk-ml",
+        "location": "westeurope",
+        "storageAccount": {"name": "riskmlsa"},
+        "keyVault": {"name": "risk-ml-kv"},
+    }))
+    .expect("valid spec")
+}
+
+pub(crate) fn resource(spec: MlWorkspaceSpec) -> MlWorkspace {
+    let mut ws = MlWorkspace::new("fraud-ws", spec);
+    ws.metadata.namespace = Some("team-risk".into());
+    ws.metadata.uid = Some(UID.into());
+    ws.metadata.generation = Some(1);
+    ws
+}
+
+fn desired_with(f: impl FnOnce(&mut MlWorkspace)) -> Desired {
+    let mut ws = resource(spec());
+    f(&mut ws);
+    Desired::from_resource(&ws).expect("valid")
+}
+
+fn desired() -> Desired {
+    desired_with(|_| {})
+}
+
+/// What Azure returns right after creating `desired`.
+fn azure_copy(desired: &Desired) -> Workspace {
+    let mut ws = desired.workspace_body();
+    ws.id = Some(desired.workspace.id());
+    ws.properties.provisioning_state = Some(ProvisioningState::Succeeded);
+    ws.properties.friendly_name = Some("fraud-ws".into());
+    ws.properties.description = Some(String::new());
+    ws
+}
+
+fn observed(ws: Option<Workspace>) -> Observed {
+    Observed {
+        pending: None,
+        workspace: ws,
+        resource_group: ResourceGroupState::Unknown,
+        last_observed_generation: Some(1),
+    }
+}
+
+fn only_update(actions: &[Action]) -> (&Vec<Field>, &UpdateCause, &WorkspaceUpdate) {
+    match actions {
+        [Action::UpdateWorkspace { fields, cause, patch }] => (fields, cause, patch.as_ref()),
+        other => panic!("expected one update, got {other:?}"),
+    }
+}
+
+#[test]
+fn missing_workspace_with_existing_group_is_created() {
+    let d = desired();
+    let obs = Observed { resource_group: ResourceGroupState::Exists, ..observed(None) };
+    assert_eq!(plan(&d, &obs), vec![Action::CreateWorkspace { id: d.workspace.id() }]);
+}
+
+#[test]
+fn missing_group_is_created_first_when_allowed() {
+    let d = desired();
+    let obs = Observed { resource_group: ResourceGroupState::Missing, ..observed(None) };
+    let actions = plan(&d, &obs);
+    assert_eq!(
+        actions,
+        vec![
+            Action::CreateResourceGroup {
+                id: format!("/subscriptions/{SUB}/resourceGroups/rg-risk-ml"),
+                location: "westeurope".into()
+            },
+            Action::CreateWorkspace { id: d.workspace.id() },
+        ]
+    );
+}
+
+#[test]
+fn missing_group_stalls_without_create_resource_group() {
+    let d = desired_with(|ws| ws.spec.create_resource_group = false);
+    let obs = Observed { resource_group: ResourceGroupState::Missing, ..observed(None) };
+    match plan(&d, &obs).as_slice() {
+        [Action::Stall { reason, message }] => {
+            assert_eq!(*reason, reasons::RESOURCE_GROUP_MISSING);
+            assert!(message.contains("rg-risk-ml"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn create_body_carries_spec_and_owner_tag() {
+    let d = desired_with(|ws| {
+        ws.spec.friendly_name = Some("Fraud".into());
+        ws.spec.tags = BTreeMap::from([("cost-center".into(), "42".into())]);
+        ws.spec.application_insights = Some(DependentResource::by_name("risk-ai"));
+    });
+    let body = d.workspace_body();
+    let tags = body.tags.expect("tags");
+    assert_eq!(tags.get(OWNER_TAG).map(String::as_str), Some(format!("team-risk/fraud-ws/{UID}").as_str()));
+    assert_eq!(tags.get("cost-center").map(String::as_str), Some("42"));
+    assert_eq!(body.location.as_deref(), Some("westeurope"));
+    assert_eq!(
+        body.properties.storage_account.as_deref(),
+        Some(
+            format!(
+                "/subscriptions/{SUB}/resourceGroups/rg-risk-ml/providers/Microsoft.Storage/storageAccounts/riskmlsa"
+            )
+            .as_str()
+        )
+    );
+    assert!(body.properties.application_insights.as_deref().is_some_and(|a| a.ends_with("/components/risk-ai")));
+    assert_eq!(body.properties.friendly_name.as_deref(), Some("Fraud"));
+    assert_eq!(body.identity.map(|i| i.type_).as_deref(), Some("SystemAssigned"));
+}
+
+#[test]
+fn in_sync_workspace_needs_no_action() {
+    let d = desired();
+    assert_eq!(plan(&d, &observed(Some(azure_copy(&d)))), Vec::<Action>::new());
+}
+
+#[test]
+fn ids_and_locations_compare_case_insensitively() {
+    let d = desired_with(|ws| ws.spec.container_registry = Some(DependentResource::by_name("riskacr")));
+    let mut ws = azure_copy(&d);
+    ws.properties.storage_account = ws.properties.storage_account.map(|s| s.to_lowercase());
+    ws.properties.container_registry = ws.properties.container_registry.map(|s| s.to_uppercase());
+    ws.properties.public_network_access = Some("enabled".into());
+    ws.location = Some("West Europe".into());
+    assert_eq!(plan(&d, &observed(Some(ws))), Vec::<Action>::new());
+}
+
+#[test]
+fn unmanaged_optional_fields_are_left_alone() {
+    let d = desired();
+    let mut ws = azure_copy(&d);
+    ws.properties.friendly_name = Some("set in the portal".into());
+    ws.properties.description = Some("also".into());
+    ws.properties.application_insights = Some("/subscriptions/x/whatever".into());
+    ws.properties.public_network_access = None;
+    assert_eq!(plan(&d, &observed(Some(ws))), Vec::<Action>::new());
+}
+
+fn assert_single_field_patch(mutate_spec: impl FnOnce(&mut MlWorkspace), field: Field) -> WorkspaceUpdate {
+    let before = desired();
+    let after = desired_with(|ws| {
+        mutate_spec(ws);
+        ws.metadata.generation = Some(2);
+    });
+    let actions = plan(&after, &observed(Some(azure_copy(&before))));
+    let (fields, cause, patch) = only_update(&actions);
+    assert_eq!(fields, &vec![field]);
+    assert_eq!(cause, &UpdateCause::SpecChanged);
+    patch.clone()
+}
+
+#[test]
+fn friendly_name_change_patches_only_friendly_name() {
+    let patch = assert_single_field_patch(|ws| ws.spec.friendly_name = Some("New".into()), Field::FriendlyName);
+    assert_eq!(serde_json::to_value(&patch).unwrap(), serde_json::json!({"properties": {"friendlyName": "New"}}));
+}
+
+#[test]
+fn description_change_patches_only_description() {
+    let patch = assert_single_field_patch(|ws| ws.spec.description = Some("d".into()), Field::Description);
+    assert_eq!(serde_json::to_value(&patch).unwrap(), serde_json::json!({"properties": {"description": "d"}}));
+}
+
+#[test]
+fn tag_change_patches_all_tags_including_owner() {
+    let patch =
+        assert_single_field_patch(|ws| ws.spec.tags = BTreeMap::from([("env".into(), "prod".into())]), Field::Tags);
+    let json = serde_json::to_value(&patch).unwrap();
+    assert_eq!(json["tags"]["env"], "prod");
+    assert_eq!(json["tags"][OWNER_TAG], format!("team-risk/fraud-ws/{UID}"));
+    assert!(json.get("properties").is_none(), "{json}");
+}
+
+#[test]
+fn public_network_access_change_patches_only_that() {
+    let patch = assert_single_field_patch(
+        |ws| ws.spec.public_network_access = PublicNetworkAccess::Disabled,
+        Field::PublicNetworkAccess,
+    );
+    assert_eq!(
+        serde_json::to_value(&patch).unwrap(),
+        serde_json::json!({"properties": {"publicNetworkAccess": "Disabled"}})
+    );
+}
+
+#[test]
+fn application_insights_change_patches_only_that() {
+    let patch = assert_single_field_patch(
+        |ws| ws.spec.application_insights = Some(DependentResource::by_name("ai")),
+        Field::ApplicationInsights,
+    );
+    let props = patch.properties.expect("properties");
+    assert!(props.application_insights.is_some_and(|a| a.ends_with("/providers/Microsoft.Insights/components/ai")));
+    assert!(patch.tags.is_none());
+}
+
+#[test]
+fn container_registry_change_patches_only_that() {
+    let id =
+        format!("/subscriptions/{SUB}/resourceGroups/shared/providers/Microsoft.ContainerRegistry/registries/acr1");
+    let patch = assert_single_field_patch(
+        |ws| ws.spec.container_registry = Some(DependentResource::by_id(id.clone())),
+        Field::ContainerRegistry,
+    );
+    assert_eq!(patch.properties.and_then(|p| p.container_registry), Some(id));
+}
+
+#[test]
+fn several_changes_make_one_patch() {
+    let d = desired_with(|ws| {
+        ws.spec.friendly_name = Some("F".into());
+        ws.spec.public_network_access = PublicNetworkAccess::Disabled;
+    });
+    let actions = plan(&d, &observed(Some(azure_copy(&desired()))));
+    let (fields, _, _) = only_update(&actions);
+    assert_eq!(fields, &vec![Field::FriendlyName, Field::PublicNetworkAccess]);
+}
+
+#[test]
+fn azure_side_change_with_unchanged_generation_is_drift() {
+    let d = desired_with(|ws| ws.spec.friendly_name = Some("Mine".into()));
+    let mut ws = azure_copy(&d);
+    ws.properties.friendly_name = Some("edited in portal".into());
+    ws.tags.as_mut().unwrap().insert("added".into(), "by hand".into());
+    let actions = plan(&d, &observed(Some(ws)));
+    let (fields, cause, patch) = only_update(&actions);
+    assert_eq!(fields, &vec![Field::FriendlyName, Field::Tags]);
+    assert_eq!(cause, &UpdateCause::Drift);
+    assert!(!patch.tags.as_ref().unwrap().contains_key("added"));
+}
+
+#[test]
+fn foreign_owner_stalls_naming_the_owner() {
+    let d = desired();
+    let mut ws = azure_copy(&d);
+    ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-other/ws/abc".into());
+    match plan(&d, &observed(Some(ws))).as_slice() {
+        [Action::Stall { reason, message }] => {
+            assert_eq!(*reason, reasons::ALREADY_EXISTS);
+            assert!(message.contains("team-other/ws/abc"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn unowned_workspace_stalls() {
+    let d = desired();
+    let mut ws = azure_copy(&d);
+    ws.tags = None;
+    assert!(matches!(
+        plan(&d, &observed(Some(ws))).as_slice(),
+        [Action::Stall { reason, .. }] if *reason == reasons::ALREADY_EXISTS
+    ));
+}
+
+#[test]
+fn adopt_annotation_takes_over_with_a_tag_patch() {
+    let d = desired_with(|ws| {
+        ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_ADOPT.into(), "true".into())]));
+    });
+    let mut ws = azure_copy(&d);
+    ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-other/ws/abc".into());
+    let actions = plan(&d, &observed(Some(ws.clone())));
+    let (fields, cause, patch) = only_update(&actions);
+    assert_eq!(fields, &vec![Field::Tags]);
+    assert_eq!(cause, &UpdateCause::Adopt { previous_owner: Some("team-other/ws/abc".into()) });
+    assert_eq!(patch.tags.as_ref().and_then(|t| t.get(OWNER_TAG)), d.tags.get(OWNER_TAG));
+    ws.tags = None;
+    let actions = plan(&d, &observed(Some(ws)));
+    assert_eq!(only_update(&actions).1, &UpdateCause::Adopt { previous_owner: None });
+}
+
+#[test]
+fn previous_incarnation_is_reclaimed() {
+    let d = desired();
+    let mut ws = azure_copy(&d);
+    ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-risk/fraud-ws/old-uid".into());
+    let actions = plan(&d, &observed(Some(ws)));
+    let (fields, cause, _) = only_update(&actions);
+    assert_eq!(fields, &vec![Field::Tags]);
+    assert_eq!(cause, &UpdateCause::Reclaim { previous_uid: "old-uid".into() });
+}
+
+#[test]
+fn owner_classification() {
+    let o = Owner { namespace: "ns".into(), name: "a".into(), uid: "u1".into() };
+    assert_eq!(o.classify(Some("ns/a/u1")), Ownership::Ours);
+    assert_eq!(o.classify(Some("ns/a/u0")), Ownership::PreviousIncarnation { uid: "u0".into() });
+    assert_eq!(o.classify(Some("ns/ab/u1")), Ownership::Foreign("ns/ab/u1".into()));
+    assert_eq!(o.classify(Some("other/a/u1")), Ownership::Foreign("other/a/u1".into()));
+    assert_eq!(o.classify(Some("garbage")), Ownership::Foreign("garbage".into()));
+    assert_eq!(o.classify(None), Ownership::Unowned);
+}
+
+#[test]
+fn paused_withholds_writes() {
+    let d = desired_with(|ws| {
+        ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_PAUSED.into(), "true".into())]));
+    });
+    let obs = Observed { resource_group: ResourceGroupState::Exists, ..observed(None) };
+    assert_eq!(
+        plan(&d, &obs),
+        vec![Action::Paused { withheld: vec![Action::CreateWorkspace { id: d.workspace.id() }] }]
+    );
+    assert_eq!(plan(&d, &observed(Some(azure_copy(&d)))), vec![Action::Paused { withheld: vec![] }]);
+    let not_paused = desired_with(|ws| {
+        ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_PAUSED.into(), "false".into())]));
+    });
+    assert!(!not_paused.paused);
+}
+
+#[test]
+fn paused_still_reports_stalls() {
+    let d = desired_with(|ws| {
+        ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_PAUSED.into(), "true".into())]));
+    });
+    let mut ws = azure_copy(&d);
+    ws.tags = None;
+    assert!(matches!(plan(&d, &observed(Some(ws))).as_slice(), [Action::Stall { .. }]));
+}
+
+#[test]
+fn pending_operation_is_polled_never_reissued() {
+    let d = desired();
+    let handle = LroHandle {
+        operation: "Workspaces_CreateOrUpdate".into(),
+        kind: LroKind::Location,
+        poll_url: "https://management.azure.com/op/1".into(),
+        resource_url: "https://management.azure.com/x".into(),
+        location_url: None,
+        final_state: FinalStateVia::OriginalUri,
+        subscription: None,
+        started_at: Timestamp::UNIX_EPOCH,
+        retry_after_secs: Some(1),
+    };
+    let obs = Observed {
+        pending: Some(PendingOp { kind: OperationKind::CreateWorkspace, handle }),
+        resource_group: ResourceGroupState::Missing,
+        ..observed(None)
+    };
+    assert_eq!(plan(&d, &obs), vec![Action::PollOperation { kind: OperationKind::CreateWorkspace }]);
+}
+
+#[test]
+fn immutable_differences_stall_with_invalid_spec() {
+    let d = desired();
+    let mut ws = azure_copy(&d);
+    ws.properties.storage_account =
+        Some(format!("/subscriptions/{SUB}/resourceGroups/x/providers/Microsoft.Storage/storageAccounts/other"));
+    assert!(matches!(
+        plan(&d, &observed(Some(ws))).as_slice(),
+        [Action::Stall { reason, message }] if *reason == reasons::INVALID_SPEC && message.contains("storageAccount")
+    ));
+    let mut ws = azure_copy(&d);
+    ws.location = Some("northeurope".into());
+    assert!(matches!(
+        plan(&d, &observed(Some(ws))).as_slice(),
+        [Action::Stall { message, .. }] if message.contains("location")
+    ));
+    let mut ws = azure_copy(&d);
+    ws.properties.key_vault = Some("/subscriptions/x/other".into());
+    assert!(matches!(plan(&d, &observed(Some(ws))).as_slice(), [Action::Stall { .. }]));
+}
+
+#[test]
+fn provisioning_in_progress_waits_and_failed_is_recreated() {
+    let d = desired();
+    let mut ws = azure_copy(&d);
+    ws.properties.provisioning_state = Some(ProvisioningState::Creating);
+    assert!(matches!(plan(&d, &observed(Some(ws.clone()))).as_slice(), [Action::AwaitProvisioning { .. }]));
+    ws.properties.provisioning_state = Some(ProvisioningState::Failed);
+    assert_eq!(plan(&d, &observed(Some(ws))), vec![Action::CreateWorkspace { id: d.workspace.id() }]);
+}
+
+#[test]
+fn invalid_ids_are_rejected_before_planning() {
+    for bad in ["../x", "a/b", "rg?x=1", "rg%2Fx", "rg."] {
+        let mut ws = resource(spec());
+        ws.spec.resource_group = bad.into();
+        assert!(Desired::from_resource(&ws).is_err(), "{bad} accepted");
+    }
+    let mut ws = resource(spec());
+    ws.spec.storage_account = DependentResource::by_id(format!("/subscriptions/{SUB}/resourceGroups/rg"));
+    assert!(Desired::from_resource(&ws).is_err(), "a resource group is not a storage account");
+    let mut ws = resource(spec());
+    ws.spec.key_vault = DependentResource::by_name("kv/../../x");
+    assert!(Desired::from_resource(&ws).is_err());
+    let mut ws = resource(spec());
+    ws.metadata.uid = None;
+    assert_eq!(Desired::from_resource(&ws), Err(SpecError::MissingMetadata("uid")));
+}
+
+#[test]
+fn actions_display_for_the_plan_command() {
+    let d = desired_with(|ws| ws.spec.friendly_name = Some("F".into()));
+    let actions = plan(&d, &observed(Some(azure_copy(&desired()))));
+    assert_eq!(actions[0].to_string(), "update workspace (changed in Azure): friendlyName");
+    assert!(actions[0].is_write());
+}
+
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Arbitrary specs: validation and planning never panic, and every id the plan touches stays inside the
+        /// spec's subscription and resource group.
+        #[test]
+        fn arbitrary_specs_never_escape_their_scope(
+            rg in prop_oneof!["[A-Za-z0-9_().-]{1,12}", "[A-Za-z0-9./?%#-]{1,12}", any::<String>()],
+            name in prop_oneof!["[A-Za-z0-9][A-Za-z0-9_-]{2,12}", "[A-Za-z0-9./?%-]{1,12}", any::<String>()],
+            storage in prop_oneof!["[a-z0-9]{3,24}", "[a-z0-9./%?]{1,30}", any::<String>()],
+            friendly in proptest::option::of(any::<String>()),
+            tags in proptest::collection::btree_map(any::<String>(), any::<String>(), 0..4),
+            rg_missing in any::<bool>(),
+        ) {
+            let mut ws = resource(spec());
+            ws.spec.resource_group = rg.clone();
+            ws.spec.azure_name = Some(name);
+            ws.spec.storage_account = DependentResource::by_name(storage);
+            ws.spec.friendly_name = friendly;
+            ws.spec.tags = tags;
+            let Ok(d) = Desired::from_resource(&ws) else { return Ok(()) };
+            let prefix = format!("/subscriptions/{SUB}/resourceGroups/{rg}/");
+            prop_assert!(d.workspace.id().starts_with(&prefix));
+            prop_assert!(d.workspace.id().split('/').all(|seg| seg != ".." && seg != "."));
+            prop_assert!(!d.workspace.id().contains('?'));
+            let storage_prefix = format!("{prefix}providers/Microsoft.Storage/storageAccounts/");
+            prop_assert!(d.storage_account.as_str().starts_with(&storage_prefix));
+            prop_assert!(!d.storage_account.as_str()[storage_prefix.len()..].contains(['/', '?', '%', '#']));
+            let obs = Observed {
+                resource_group: if rg_missing { ResourceGroupState::Missing } else { ResourceGroupState::Exists },
+                ..observed(None)
+            };
+            for action in plan(&d, &obs) {
+                match action {
+                    Action::CreateResourceGroup { id, .. } => prop_assert_eq!(format!("{id}/"), prefix.clone()),
+                    Action::CreateWorkspace { id } => prop_assert!(id.starts_with(&prefix)),
+                    other => prop_assert!(false, "unexpected {:?}", other),
+                }
+            }
+            let mut in_sync = d.workspace_body();
+            in_sync.properties.provisioning_state = Some(ProvisioningState::Succeeded);
+            prop_assert_eq!(plan(&d, &observed(Some(in_sync))), Vec::<Action>::new());
+        }
+    }
+}

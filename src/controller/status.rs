@@ -1,0 +1,406 @@
+//! Status and conditions: computed from what a reconcile found, compared without timestamps, patched only when
+//! something a reader could act on changed.
+//!
+//! Conditions: kstatus `Ready`, `Reconciling`, `Stalled` plus `WorkspaceProvisioned`, each with `observedGeneration`
+//! and a reason constant from [`crate::api::conditions`]. `lastTransitionTime` moves only when a condition's status
+//! flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::{Map, Value};
+
+use crate::api::conditions::{self, reasons};
+use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
+use crate::azure::WorkspaceRef;
+use crate::azure::models::ProvisioningState;
+use crate::azure::workspaces::Workspace;
+
+/// Where a reconcile left the workspace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Azure matches the spec.
+    Ready,
+    /// The controller is working (an operation is in flight, or it just wrote something).
+    Progressing {
+        /// Reason constant (Creating, Updating, OperationInProgress, Deleting).
+        reason: &'static str,
+        /// What is happening.
+        message: String,
+    },
+    /// No progress without a change to the spec or to Azure.
+    Stalled {
+        /// Reason constant (NotPermitted, AlreadyExists, AzureRejected, InvalidSpec, ...).
+        reason: &'static str,
+        /// What is wrong, with the ARM code and message where there is one.
+        message: String,
+    },
+    /// `azml.dev/paused`: observed only.
+    Paused {
+        /// Whether Azure matches the spec.
+        in_sync: bool,
+        /// What the controller withholds.
+        message: String,
+    },
+    /// A transient failure; the controller retries with backoff.
+    Transient {
+        /// The error chain (redacted).
+        message: String,
+    },
+}
+
+/// What the reconcile learnt about the workspace in Azure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkspaceFacts {
+    /// Not read this time: keep what status says.
+    Unknown,
+    /// It does not exist.
+    Missing,
+    /// As ARM returned it.
+    Present(Box<Workspace>),
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Outcome.
+    pub phase: Phase,
+    /// The workspace in Azure.
+    pub workspace: WorkspaceFacts,
+    /// The workspace's coordinates (for `status.location` / `resourceId` when Azure was not read).
+    pub workspace_ref: Option<WorkspaceRef>,
+    /// The operation in flight after this reconcile (`None` clears it).
+    pub pending: Option<PendingOperation>,
+}
+
+const TRUE: &str = "True";
+const FALSE: &str = "False";
+
+/// The status after a reconcile. `previous` supplies lastTransitionTimes and facts not re-read this time.
+pub fn compute(
+    previous: Option<&MlWorkspaceStatus>,
+    generation: Option<i64>,
+    report: &Report,
+    now: &Time,
+) -> MlWorkspaceStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.pending_operation = report.pending.clone();
+    match &report.workspace {
+        WorkspaceFacts::Unknown => {}
+        WorkspaceFacts::Missing => clear_workspace_facts(&mut status),
+        WorkspaceFacts::Present(ws) => fill_workspace_facts(&mut status, ws),
+    }
+    if let Some(r) = &report.workspace_ref {
+        status.location = Some(WorkspaceLocation {
+            subscription_id: r.subscription().to_string(),
+            resource_group: r.resource_group.name.as_str().to_owned(),
+        });
+    }
+
+    let mut set = |type_: &str, ok: bool, reason: &str, message: &str| {
+        set_condition(&mut status.conditions, type_, ok, reason, message, generation, now);
+    };
+    match &report.phase {
+        Phase::Ready => {
+            let msg = "the workspace in Azure matches the spec";
+            set(conditions::READY, true, reasons::RECONCILED, msg);
+            set(conditions::RECONCILING, false, reasons::RECONCILED, msg);
+            set(conditions::STALLED, false, reasons::RECONCILED, msg);
+        }
+        Phase::Progressing { reason, message } => {
+            set(conditions::READY, false, reason, message);
+            set(conditions::RECONCILING, true, reason, message);
+            set(conditions::STALLED, false, reason, message);
+        }
+        Phase::Stalled { reason, message } => {
+            set(conditions::READY, false, reason, message);
+            set(conditions::RECONCILING, false, reason, message);
+            set(conditions::STALLED, true, reason, message);
+        }
+        Phase::Paused { in_sync, message } => {
+            set(conditions::READY, *in_sync, reasons::PAUSED, message);
+            set(conditions::RECONCILING, false, reasons::PAUSED, message);
+            set(conditions::STALLED, false, reasons::PAUSED, message);
+        }
+        Phase::Transient { message } => {
+            // A failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
+            let was_ready = previous.is_some_and(|s| condition_is(&s.conditions, conditions::READY, TRUE));
+            if !was_ready {
+                set(conditions::READY, false, reasons::TRANSIENT_ERROR, message);
+            }
+            set(conditions::RECONCILING, true, reasons::TRANSIENT_ERROR, message);
+            set(conditions::STALLED, false, reasons::TRANSIENT_ERROR, message);
+        }
+    }
+    match &report.workspace {
+        WorkspaceFacts::Unknown => {}
+        WorkspaceFacts::Missing => {
+            let (reason, message) = match &report.phase {
+                Phase::Progressing { reason, .. } => (*reason, "the workspace is being created"),
+                Phase::Stalled { reason, .. } => (*reason, "the workspace does not exist in Azure"),
+                Phase::Paused { .. } => (reasons::PAUSED, "the workspace does not exist in Azure"),
+                _ => (reasons::CREATING, "the workspace does not exist in Azure"),
+            };
+            set_condition(
+                &mut status.conditions,
+                conditions::WORKSPACE_PROVISIONED,
+                false,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
+        WorkspaceFacts::Present(ws) => {
+            let state = ws.properties.provisioning_state.clone();
+            let (ok, reason) = match state {
+                Some(ProvisioningState::Succeeded) => (true, reasons::RECONCILED),
+                Some(ProvisioningState::Creating) | Some(ProvisioningState::Accepted) => (false, reasons::CREATING),
+                Some(ProvisioningState::Updating) => (false, reasons::UPDATING),
+                Some(ProvisioningState::Deleting) => (false, reasons::DELETING),
+                Some(ProvisioningState::Failed) | Some(ProvisioningState::Canceled) => (false, reasons::AZURE_REJECTED),
+                // Azure omits the state only for workspaces that exist and work.
+                None => (true, reasons::RECONCILED),
+                Some(_) => (false, reasons::OPERATION_IN_PROGRESS),
+            };
+            let message = format!("provisioning state {}", state.map(|s| format!("{s:?}")).unwrap_or("unknown".into()));
+            set_condition(
+                &mut status.conditions,
+                conditions::WORKSPACE_PROVISIONED,
+                ok,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+        }
+    }
+    status
+}
+
+fn fill_workspace_facts(status: &mut MlWorkspaceStatus, ws: &Workspace) {
+    let p = &ws.properties;
+    status.resource_id = ws.id.clone().or(status.resource_id.take());
+    status.workspace_id = p.workspace_id.clone();
+    status.provisioning_state = p.provisioning_state.as_ref().map(|s| format!("{s:?}"));
+    status.discovery_url = p.discovery_url.clone();
+    status.ml_flow_tracking_uri = p.ml_flow_tracking_uri.clone();
+    status.storage_account_id = p.storage_account.clone();
+    status.key_vault_id = p.key_vault.clone();
+    status.application_insights_id = p.application_insights.clone();
+    status.container_registry_id = p.container_registry.clone();
+}
+
+fn clear_workspace_facts(status: &mut MlWorkspaceStatus) {
+    status.resource_id = None;
+    status.workspace_id = None;
+    status.provisioning_state = None;
+    status.discovery_url = None;
+    status.ml_flow_tracking_uri = None;
+}
+
+fn condition_is(conds: &[Condition], type_: &str, status: &str) -> bool {
+    conds.iter().any(|c| c.type_ == type_ && c.status == status)
+}
+
+/// Sets a condition; `lastTransitionTime` changes only when the status flips (or the condition is new).
+pub fn set_condition(
+    conds: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if ok { TRUE } else { FALSE };
+    let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    match conds.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = now.clone();
+            }
+            c.status = status.to_owned();
+            c.reason = reason.to_owned();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conds.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        }),
+    }
+}
+
+/// Condition messages are capped (Kubernetes allows 32768 bytes; ARM messages can be long).
+const MAX_MESSAGE_CHARS: usize = 2048;
+
+/// The status with every timestamp blanked, for comparisons.
+fn without_timestamps(status: &MlWorkspaceStatus) -> MlWorkspaceStatus {
+    let epoch = Time(jiff::Timestamp::UNIX_EPOCH);
+    let mut s = status.clone();
+    s.last_sync_time = None;
+    for c in &mut s.conditions {
+        c.last_transition_time = epoch.clone();
+    }
+    s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    s
+}
+
+/// Whether `new` differs from `old` in anything but timestamps.
+pub fn changed(old: Option<&MlWorkspaceStatus>, new: &MlWorkspaceStatus) -> bool {
+    match old {
+        None => true,
+        Some(old) => without_timestamps(old) != without_timestamps(new),
+    }
+}
+
+/// A JSON merge patch (`{"status": ...}`) turning `old` into `new`: top-level fields that disappeared are sent as
+/// `null`, because a merge patch leaves absent fields untouched.
+pub fn merge_patch(old: Option<&MlWorkspaceStatus>, new: &MlWorkspaceStatus) -> Value {
+    let to_map = |s: &MlWorkspaceStatus| match serde_json::to_value(s) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut patch = to_map(new);
+    if let Some(old) = old {
+        for key in to_map(old).keys() {
+            patch.entry(key.clone()).or_insert(Value::Null);
+        }
+    }
+    serde_json::json!({ "status": Value::Object(patch) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn cond<'a>(s: &'a MlWorkspaceStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_}"))
+    }
+
+    fn ready_ws() -> Workspace {
+        let mut ws =
+            Workspace { id: Some("/subscriptions/s/resourceGroups/r/providers/M/w/x".into()), ..Default::default() };
+        ws.properties.provisioning_state = Some(ProvisioningState::Succeeded);
+        ws.properties.workspace_id = Some("guid".into());
+        ws.properties.discovery_url = Some("https://d".into());
+        ws
+    }
+
+    fn report(phase: Phase, ws: WorkspaceFacts) -> Report {
+        Report { phase, workspace: ws, workspace_ref: None, pending: None }
+    }
+
+    #[test]
+    fn ready_sets_kstatus_conditions_and_facts() {
+        let s = compute(None, Some(3), &report(Phase::Ready, WorkspaceFacts::Present(Box::new(ready_ws()))), &t(10));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(cond(&s, conditions::READY).status, "True");
+        assert_eq!(cond(&s, conditions::READY).reason, reasons::RECONCILED);
+        assert_eq!(cond(&s, conditions::READY).observed_generation, Some(3));
+        assert_eq!(cond(&s, conditions::RECONCILING).status, "False");
+        assert_eq!(cond(&s, conditions::STALLED).status, "False");
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).status, "True");
+        assert_eq!(s.workspace_id.as_deref(), Some("guid"));
+        assert_eq!(s.provisioning_state.as_deref(), Some("Succeeded"));
+        assert_eq!(s.resource_id.as_deref(), Some("/subscriptions/s/resourceGroups/r/providers/M/w/x"));
+    }
+
+    #[test]
+    fn stalled_and_progressing() {
+        let stalled = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: "no binding".into() };
+        let s = compute(None, Some(1), &report(stalled, WorkspaceFacts::Unknown), &t(1));
+        assert_eq!(cond(&s, conditions::STALLED).status, "True");
+        assert_eq!(cond(&s, conditions::STALLED).reason, reasons::NOT_PERMITTED);
+        assert_eq!(cond(&s, conditions::READY).message, "no binding");
+        assert_eq!(cond(&s, conditions::RECONCILING).status, "False");
+        assert!(s.conditions.iter().all(|c| c.type_ != conditions::WORKSPACE_PROVISIONED));
+
+        let creating = Phase::Progressing { reason: reasons::CREATING, message: "creating".into() };
+        let s = compute(Some(&s), Some(1), &report(creating, WorkspaceFacts::Missing), &t(2));
+        assert_eq!(cond(&s, conditions::RECONCILING).status, "True");
+        assert_eq!(cond(&s, conditions::STALLED).status, "False");
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).status, "False");
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).reason, reasons::CREATING);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let s1 = compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(100));
+        let s2 = compute(Some(&s1), Some(2), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(200));
+        assert_eq!(cond(&s2, conditions::READY).last_transition_time, t(100));
+        assert_eq!(cond(&s2, conditions::READY).observed_generation, Some(2));
+        let updating = Phase::Progressing { reason: reasons::UPDATING, message: "patch".into() };
+        let s3 = compute(Some(&s2), Some(2), &report(updating, WorkspaceFacts::Unknown), &t(300));
+        assert_eq!(cond(&s3, conditions::READY).last_transition_time, t(300));
+        assert_eq!(cond(&s3, conditions::STALLED).last_transition_time, t(100), "Stalled stayed False");
+    }
+
+    #[test]
+    fn unchanged_status_is_not_rewritten() {
+        let ws = WorkspaceFacts::Present(Box::new(ready_ws()));
+        let s1 = compute(None, Some(1), &report(Phase::Ready, ws.clone()), &t(100));
+        let mut s2 = compute(Some(&s1), Some(1), &report(Phase::Ready, ws.clone()), &t(5000));
+        s2.last_sync_time = Some(t(5000));
+        assert!(!changed(Some(&s1), &s2), "only timestamps differ");
+        let s3 = compute(Some(&s1), Some(2), &report(Phase::Ready, ws), &t(5000));
+        assert!(changed(Some(&s1), &s3), "observedGeneration differs");
+        assert!(changed(None, &s3));
+    }
+
+    #[test]
+    fn paused_and_transient() {
+        let paused = Phase::Paused { in_sync: true, message: "paused".into() };
+        let s = compute(None, Some(1), &report(paused, WorkspaceFacts::Unknown), &t(1));
+        assert_eq!(cond(&s, conditions::READY).status, "True");
+        assert_eq!(cond(&s, conditions::READY).reason, reasons::PAUSED);
+        assert_eq!(cond(&s, conditions::RECONCILING).reason, reasons::PAUSED);
+
+        let ready = compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(1));
+        let transient = Phase::Transient { message: "HTTP 500".into() };
+        let s = compute(Some(&ready), Some(1), &report(transient.clone(), WorkspaceFacts::Unknown), &t(2));
+        assert_eq!(cond(&s, conditions::READY).status, "True", "a failed resync keeps Ready");
+        assert_eq!(cond(&s, conditions::RECONCILING).reason, reasons::TRANSIENT_ERROR);
+        let s = compute(None, Some(1), &report(transient, WorkspaceFacts::Unknown), &t(2));
+        assert_eq!(cond(&s, conditions::READY).status, "False");
+    }
+
+    #[test]
+    fn pending_operation_and_missing_workspace_clear_fields_in_the_patch() {
+        let mut old =
+            compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Present(Box::new(ready_ws()))), &t(1));
+        old.pending_operation = Some(PendingOperation {
+            kind: "CreateWorkspace".into(),
+            poller: "{}".into(),
+            started_at: None,
+            generation: None,
+        });
+        let new = compute(Some(&old), Some(1), &report(Phase::Ready, WorkspaceFacts::Missing), &t(2));
+        assert!(new.pending_operation.is_none());
+        assert!(new.workspace_id.is_none());
+        let patch = merge_patch(Some(&old), &new);
+        assert_eq!(patch["status"]["pendingOperation"], Value::Null);
+        assert_eq!(patch["status"]["workspaceId"], Value::Null);
+        assert!(patch["status"]["conditions"].is_array());
+    }
+
+    #[test]
+    fn long_messages_are_capped() {
+        let long = "x".repeat(10_000);
+        let s = compute(
+            None,
+            None,
+            &report(Phase::Stalled { reason: reasons::AZURE_REJECTED, message: long }, WorkspaceFacts::Unknown),
+            &t(1),
+        );
+        assert_eq!(cond(&s, conditions::STALLED).message.len(), MAX_MESSAGE_CHARS);
+    }
+}
