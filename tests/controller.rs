@@ -807,3 +807,17 @@ async fn a_failed_deletion_is_retried_until_the_workspace_is_gone() {
     assert!(env.sim.handle.resource(&env.workspace_id(&rg, "ws-redelete")).is_none());
     assert_eq!(env.count("Workspaces_Delete"), 2, "{:?}", env.sim.handle.call_summary());
 }
+
+#[tokio::test]
+async fn a_failed_creation_is_sent_again() {
+    let env = Env::start().await;
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_CreateOrUpdate".into(),
+        action: FaultAction::LroFailure { status: Some(500), code: "InternalServerError".into(), message: None },
+        count: Some(1),
+        rate: None,
+    });
+    env.create(NS, "ws-refail", env.spec(&env.world.resource_group), &[]).await;
+    env.wait_ready(NS, "ws-refail").await;
+    assert_eq!(env.count("Workspaces_CreateOrUpdate"), 2, "{:?}", env.sim.handle.call_summary());
+}
