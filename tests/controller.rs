@@ -787,3 +787,37 @@ async fn a_lost_operation_status_is_forgotten_without_a_second_put() {
         env.sim.handle.calls().iter().filter(|c| c.operation.starts_with("Operations_") && c.status == 404).count();
     assert_eq!(lost, 1, "the injected 404 was not hit");
 }
+
+#[tokio::test]
+async fn a_failed_deletion_is_retried_until_the_workspace_is_gone() {
+    let env = Env::start().await;
+    let rg = env.world.resource_group.clone();
+    let mut spec = env.spec(&rg);
+    spec.deletion_policy = DeletionPolicy::Delete;
+    env.create(NS, "ws-redelete", spec, &[]).await;
+    env.wait_ready(NS, "ws-redelete").await;
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_Delete".into(),
+        action: FaultAction::LroFailure { status: Some(500), code: "InternalServerError".into(), message: None },
+        count: Some(1),
+        rate: None,
+    });
+    env.api(NS).delete("ws-redelete", &DeleteParams::default()).await.unwrap();
+    env.wait_gone(NS, "ws-redelete").await;
+    assert!(env.sim.handle.resource(&env.workspace_id(&rg, "ws-redelete")).is_none());
+    assert_eq!(env.count("Workspaces_Delete"), 2, "{:?}", env.sim.handle.call_summary());
+}
+
+#[tokio::test]
+async fn a_failed_creation_is_sent_again() {
+    let env = Env::start().await;
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_CreateOrUpdate".into(),
+        action: FaultAction::LroFailure { status: Some(500), code: "InternalServerError".into(), message: None },
+        count: Some(1),
+        rate: None,
+    });
+    env.create(NS, "ws-refail", env.spec(&env.world.resource_group), &[]).await;
+    env.wait_ready(NS, "ws-refail").await;
+    assert_eq!(env.count("Workspaces_CreateOrUpdate"), 2, "{:?}", env.sim.handle.call_summary());
+}

@@ -245,7 +245,7 @@ async fn poll(
         }
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
-            if !err.is_transient() || matches!(err, ArmError::LroFailed { .. }) {
+            if super::error::ends_operation(&err) {
                 progress.observed.pending = None;
             }
             return Err(Error::Arm { step: "poll operation", source: Box::new(err) });

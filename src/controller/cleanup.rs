@@ -18,6 +18,14 @@ use crate::api::v1alpha1::{AccessState, DeletionPolicy, MlWorkspace, MlWorkspace
 use crate::azure::ids::{ResourceId, RoleAssignmentRef};
 use crate::azure::{ArmClient, LroPoll, LroStart};
 
+/// The step name of a failed deletion poll (see [`forgets_operation`]).
+const POLL_DELETION: &str = "poll workspace deletion";
+
+/// Whether a cleanup error ends the deletion in flight, so status must forget it.
+pub fn forgets_operation(err: &Error) -> bool {
+    matches!(err, Error::Arm { step, source } if *step == POLL_DELETION && super::error::ends_operation(source))
+}
+
 /// What cleanup decided.
 pub enum CleanupOutcome {
     /// Done: the finalizer may go.
@@ -84,7 +92,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
                 }
                 Ok(LroPoll::Done(_)) => {}
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(Error::Arm { step: "poll workspace deletion", source: Box::new(e) }),
+                Err(e) => return Err(Error::Arm { step: POLL_DELETION, source: Box::new(e) }),
             }
         }
         // Another operation (create/update) may still run in Azure; a DELETE supersedes it.

@@ -62,6 +62,13 @@ impl Error {
     }
 }
 
+/// Whether a failed poll means the operation is over, so it must be forgotten and the next reconcile should look at
+/// Azure afresh instead of polling it again: the operation failed, or its status monitor answered with an error
+/// status (the client already retried transient ones). Only failures to reach ARM keep the operation.
+pub fn ends_operation(err: &ArmError) -> bool {
+    matches!(err, ArmError::LroFailed { .. } | ArmError::Api { .. }) || !err.is_transient()
+}
+
 /// What to do about an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
@@ -241,6 +248,21 @@ mod tests {
         let e = Error::Credential { binding: "b".into(), reason: "Secret x has no key y".into() };
         assert_eq!(classify(&e), Disposition::Retry);
         assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
+    }
+
+    #[test]
+    fn failed_polls_end_the_operation_unless_arm_was_unreachable() {
+        let Error::Arm { source, .. } = api(500, "InternalServerError", None) else { unreachable!() };
+        assert!(ends_operation(&source));
+        let failed = ArmError::LroFailed {
+            operation: "Workspaces_Delete".into(),
+            status: "Failed".into(),
+            body: Box::default(),
+            ids: RequestIds::default(),
+        };
+        assert!(ends_operation(&failed));
+        let timeout = ArmError::LroTimeout { operation: "x".into(), waited: Duration::from_secs(1) };
+        assert!(!ends_operation(&timeout));
     }
 
     #[test]

@@ -463,7 +463,10 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, E
     match cleanup::cleanup(ctx, ws, &client).await {
         Ok(CleanupOutcome::Done) => remove_finalizer(ws, ctx).await,
         Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.finish(ws, *report, requeue).await,
-        Err(e) => ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
+        Err(e) => {
+            let pending = if cleanup::forgets_operation(&e) { None } else { pending };
+            ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await
+        }
     }
 }
 
