@@ -102,6 +102,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "AZML_LRO_POLL_MAX")]
     pub lro_poll_max: Duration,
 
+    /// How long a long-running Azure operation is polled before the controller stops waiting for it and reads
+    /// the resource afresh (the write is never sent again because of this).
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration, env = "AZML_LRO_TIMEOUT")]
+    pub lro_timeout: Duration,
+
     /// Address of the health endpoints: /healthz (process alive) and /readyz (connected to the API server).
     #[arg(long, default_value = "0.0.0.0:8080", env = "AZML_HEALTH_ADDR")]
     pub health_addr: std::net::SocketAddr,

@@ -23,23 +23,8 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", error_chain(err.as_ref()));
+            eprintln!("error: {}", azml_operator::controller::error::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// "outer: inner: innermost", so the root cause is visible on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
 }

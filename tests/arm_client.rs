@@ -11,9 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use azml_operator::azure::activity_log::{ActivityLogFilter, ActivityLogScope};
-use azml_operator::azure::authorization::{
-    PrincipalType, RoleAssignmentCreate, RoleAssignmentFilter,
-};
+use azml_operator::azure::authorization::{PrincipalType, RoleAssignmentCreate, RoleAssignmentFilter};
 use azml_operator::azure::credentials::{CredentialConfig, build_credential};
 use azml_operator::azure::ids::{
     OnlineDeploymentName, OnlineEndpointName, ResourceGroupName, StorageAccountName, WorkspaceName,
@@ -24,14 +22,11 @@ use azml_operator::azure::online_endpoints::{
 use azml_operator::azure::resource_groups::ResourceGroupCreate;
 use azml_operator::azure::resources::MoveRequest;
 use azml_operator::azure::storage::StorageKeyName;
-use azml_operator::azure::workspaces::{
-    Workspace, WorkspaceProperties, WorkspaceUpdate, WorkspaceUpdateProperties,
-};
+use azml_operator::azure::workspaces::{Workspace, WorkspaceProperties, WorkspaceUpdate, WorkspaceUpdateProperties};
 use azml_operator::azure::{
     ArmClient, ArmClientOptions, ArmError, AzureCloud, ErrorClass, LroHandle, LroOptions, LroStart,
-    OnlineDeploymentRef, OnlineEndpointRef, ResourceGroupRef, ResourceId, RetryPolicy,
-    RoleAssignmentRef, RoleDefinitionId, Secret, StorageAccountRef, SubscriptionId, ThrottlePolicy,
-    WorkspaceRef,
+    OnlineDeploymentRef, OnlineEndpointRef, ResourceGroupRef, ResourceId, RetryPolicy, RoleAssignmentRef,
+    RoleDefinitionId, Secret, StorageAccountRef, SubscriptionId, ThrottlePolicy, WorkspaceRef,
 };
 use azure_core::credentials::{AccessToken, TokenCredential, TokenRequestOptions};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
@@ -56,24 +51,17 @@ fn tls() -> Tls {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     let cert = params.signed_by(&key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .unwrap();
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Tls {
-        ca_pem: ca_cert.pem(),
-        acceptor: TlsAcceptor::from(Arc::new(cfg)),
-    }
+    Tls { ca_pem: ca_cert.pem(), acceptor: TlsAcceptor::from(Arc::new(cfg)) }
 }
 
 /// One request as the server saw it.
@@ -96,32 +84,18 @@ struct Srv {
 
 async fn handle(State(srv): State<Srv>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, 1 << 20)
-        .await
-        .unwrap_or_default();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let query =
+        parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let seen = Seen {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
         query,
-        auth: parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        auth: parts.headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
         body: if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         },
     };
     let n = {
@@ -148,10 +122,7 @@ async fn serve(responder: impl Fn(&Seen, usize) -> Response + Send + Sync + 'sta
     azml_operator::tls_provider::install();
     let tls = tls();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let app = Router::new().fallback(handle).with_state(Srv {
-        seen: seen.clone(),
-        responder: Arc::new(responder),
-    });
+    let app = Router::new().fallback(handle).with_state(Srv { seen: seen.clone(), responder: Arc::new(responder) });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let acceptor = tls.acceptor.clone();
@@ -167,19 +138,13 @@ async fn serve(responder: impl Fn(&Seen, usize) -> Response + Send + Sync + 'sta
                     return;
                 };
                 let svc = hyper_util::service::TowerToHyperService::new(app);
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
             });
         }
     });
-    Server {
-        base: format!("https://127.0.0.1:{port}"),
-        ca_pem: tls.ca_pem,
-        seen,
-    }
+    Server { base: format!("https://127.0.0.1:{port}"), ca_pem: tls.ca_pem, seen }
 }
 
 #[derive(Debug)]
@@ -192,18 +157,12 @@ impl TokenCredential for StaticToken {
         _scopes: &[&str],
         _o: Option<TokenRequestOptions<'_>>,
     ) -> azure_core::Result<AccessToken> {
-        Ok(AccessToken::new(
-            TOKEN,
-            azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
-        ))
+        Ok(AccessToken::new(TOKEN, azure_core::time::OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1)))
     }
 }
 
 fn cloud(srv: &Server) -> AzureCloud {
-    AzureCloud::custom(&srv.base, &srv.base)
-        .unwrap()
-        .with_extra_root_ca_pem(srv.ca_pem.clone())
-        .unwrap()
+    AzureCloud::custom(&srv.base, &srv.base).unwrap().with_extra_root_ca_pem(srv.ca_pem.clone()).unwrap()
 }
 
 fn fast_options(srv: &Server) -> ArmClientOptions {
@@ -253,9 +212,7 @@ fn dep() -> OnlineDeploymentRef {
     OnlineDeploymentRef::new(ep(), OnlineDeploymentName::new("blue").unwrap())
 }
 fn ws_path() -> String {
-    format!(
-        "/subscriptions/{SUB}/resourceGroups/rg-1/providers/Microsoft.MachineLearningServices/workspaces/ws1"
-    )
+    format!("/subscriptions/{SUB}/resourceGroups/rg-1/providers/Microsoft.MachineLearningServices/workspaces/ws1")
 }
 
 fn json_resp(status: u16, body: Value) -> Response {
@@ -265,10 +222,7 @@ fn json_resp(status: u16, body: Value) -> Response {
 fn with_headers(status: u16, headers: &[(&str, String)], body: Option<Value>) -> Response {
     let mut h = HeaderMap::new();
     for (k, v) in headers {
-        h.insert(
-            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            v.parse().unwrap(),
-        );
+        h.insert(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
     }
     let status = StatusCode::from_u16(status).unwrap();
     match body {
@@ -280,13 +234,8 @@ fn with_headers(status: u16, headers: &[(&str, String)], body: Option<Value>) ->
 fn arm_error(status: u16, code: &str) -> Response {
     with_headers(
         status,
-        &[
-            ("x-ms-request-id", format!("req-{code}")),
-            ("x-ms-correlation-request-id", "corr-1".into()),
-        ],
-        Some(
-            json!({"error": {"code": code, "message": format!("{code} happened"), "target": "t"}}),
-        ),
+        &[("x-ms-request-id", format!("req-{code}")), ("x-ms-correlation-request-id", "corr-1".into())],
+        Some(json!({"error": {"code": code, "message": format!("{code} happened"), "target": "t"}})),
     )
 }
 
@@ -303,20 +252,16 @@ fn sync_responder(seen: &Seen, _n: usize) -> Response {
     match (seen.method.clone(), p) {
         (Method::DELETE, p) if p.contains("roleAssignments") => with_headers(204, &[], None),
         (Method::DELETE, _) => with_headers(200, &[], None),
-        (_, p) if p.ends_with("/workspaces/ws1/listKeys") => json_resp(
-            200,
-            json!({"userStorageKey": "ws-secret-key", "userStorageArmId": "/s"}),
-        ),
+        (_, p) if p.ends_with("/workspaces/ws1/listKeys") => {
+            json_resp(200, json!({"userStorageKey": "ws-secret-key", "userStorageArmId": "/s"}))
+        }
         (_, p) if p.ends_with("/resyncKeys") => with_headers(200, &[], None),
-        (_, p)
-            if p.ends_with("/storageAccounts/acct1/listKeys") || p.ends_with("/regenerateKey") =>
-        {
+        (_, p) if p.ends_with("/storageAccounts/acct1/listKeys") || p.ends_with("/regenerateKey") => {
             json_resp(200, keys)
         }
-        (_, p) if p.ends_with("/onlineEndpoints/ep1/listKeys") => json_resp(
-            200,
-            json!({"primaryKey": "ep-secret-1", "secondaryKey": "ep-secret-2"}),
-        ),
+        (_, p) if p.ends_with("/onlineEndpoints/ep1/listKeys") => {
+            json_resp(200, json!({"primaryKey": "ep-secret-1", "secondaryKey": "ep-secret-2"}))
+        }
         (_, p) if p.ends_with("/regenerateKeys") => with_headers(200, &[], None),
         (_, p) if p.ends_with("/validateMoveResources") || p.ends_with("/moveResources") => {
             with_headers(204, &[], None)
@@ -350,13 +295,7 @@ fn sync_responder(seen: &Seen, _n: usize) -> Response {
 }
 
 /// (method, path, api-version, extra query, body) of one expected request.
-type Expected = (
-    Method,
-    String,
-    &'static str,
-    Vec<(&'static str, String)>,
-    Value,
-);
+type Expected = (Method, String, &'static str, Vec<(&'static str, String)>, Value);
 
 #[tokio::test]
 async fn every_operation_sends_the_documented_request() {
@@ -379,28 +318,15 @@ async fn every_operation_sends_the_documented_request() {
     // (method, path, api-version, extra query, body) expected for each call, in order.
     let mut expected: Vec<Expected> = Vec::new();
 
-    assert_eq!(
-        c.get_resource_group(&rg()).await.unwrap().unwrap().location,
-        "westeurope"
-    );
+    assert_eq!(c.get_resource_group(&rg()).await.unwrap().unwrap().location, "westeurope");
     expected.push((Method::GET, rgp.clone(), "2025-04-01", vec![], Value::Null));
     c.create_or_update_resource_group(
         &rg(),
-        &ResourceGroupCreate {
-            location: "westeurope".into(),
-            tags: None,
-            managed_by: None,
-        },
+        &ResourceGroupCreate { location: "westeurope".into(), tags: None, managed_by: None },
     )
     .await
     .unwrap();
-    expected.push((
-        Method::PUT,
-        rgp.clone(),
-        "2025-04-01",
-        vec![],
-        json!({"location": "westeurope"}),
-    ));
+    expected.push((Method::PUT, rgp.clone(), "2025-04-01", vec![], json!({"location": "westeurope"})));
 
     let w = c.get_workspace(&ws()).await.unwrap().unwrap();
     assert_eq!(w.properties.friendly_name.as_deref(), Some("F"));
@@ -408,67 +334,35 @@ async fn every_operation_sends_the_documented_request() {
     let body = Workspace {
         location: Some("westeurope".into()),
         tags: Some([("a".to_string(), "b".to_string())].into()),
-        properties: WorkspaceProperties {
-            storage_account: Some("/s".into()),
-            ..Default::default()
-        },
+        properties: WorkspaceProperties { storage_account: Some("/s".into()), ..Default::default() },
         ..Default::default()
     };
-    c.create_or_update_workspace(&ws(), &body, &o)
-        .await
-        .unwrap();
-    expected.push((Method::PUT, ws_path(), "2025-09-01", vec![], json!({"location": "westeurope", "tags": {"a": "b"}, "properties": {"storageAccount": "/s"}})));
+    c.create_or_update_workspace(&ws(), &body, &o).await.unwrap();
+    expected.push((
+        Method::PUT,
+        ws_path(),
+        "2025-09-01",
+        vec![],
+        json!({"location": "westeurope", "tags": {"a": "b"}, "properties": {"storageAccount": "/s"}}),
+    ));
     let upd = WorkspaceUpdate {
-        properties: Some(WorkspaceUpdateProperties {
-            description: Some("d".into()),
-            ..Default::default()
-        }),
+        properties: Some(WorkspaceUpdateProperties { description: Some("d".into()), ..Default::default() }),
         ..Default::default()
     };
     c.update_workspace(&ws(), &upd, &o).await.unwrap();
-    expected.push((
-        Method::PATCH,
-        ws_path(),
-        "2025-09-01",
-        vec![],
-        json!({"properties": {"description": "d"}}),
-    ));
+    expected.push((Method::PATCH, ws_path(), "2025-09-01", vec![], json!({"properties": {"description": "d"}})));
     c.delete_workspace(&ws(), true, &o).await.unwrap();
-    expected.push((
-        Method::DELETE,
-        ws_path(),
-        "2025-09-01",
-        vec![("forceToPurge", "true".into())],
-        Value::Null,
-    ));
+    expected.push((Method::DELETE, ws_path(), "2025-09-01", vec![("forceToPurge", "true".into())], Value::Null));
     let keys = c.list_workspace_keys(&ws()).await.unwrap();
-    assert_eq!(
-        keys.user_storage_key.as_ref().unwrap().expose(),
-        "ws-secret-key"
-    );
+    assert_eq!(keys.user_storage_key.as_ref().unwrap().expose(), "ws-secret-key");
     assert_eq!(keys.user_storage_resource_id.as_deref(), Some("/s"));
     assert!(!format!("{keys:?}").contains("ws-secret-key"));
-    expected.push((
-        Method::POST,
-        format!("{}/listKeys", ws_path()),
-        "2025-09-01",
-        vec![],
-        Value::Null,
-    ));
+    expected.push((Method::POST, format!("{}/listKeys", ws_path()), "2025-09-01", vec![], Value::Null));
     c.resync_workspace_keys(&ws(), &o).await.unwrap();
-    expected.push((
-        Method::POST,
-        format!("{}/resyncKeys", ws_path()),
-        "2025-09-01",
-        vec![],
-        Value::Null,
-    ));
+    expected.push((Method::POST, format!("{}/resyncKeys", ws_path()), "2025-09-01", vec![], Value::Null));
 
     let acct = c.get_storage_account(&sa()).await.unwrap().unwrap();
-    assert_eq!(
-        acct.properties.key_creation_time.unwrap().key1.as_deref(),
-        Some("2021-03-18T04:42:22.4322836Z")
-    );
+    assert_eq!(acct.properties.key_creation_time.unwrap().key1.as_deref(), Some("2021-03-18T04:42:22.4322836Z"));
     expected.push((Method::GET, sap.clone(), "2025-06-01", vec![], Value::Null));
     assert!(c.list_storage_accounts(sub()).await.unwrap().is_empty());
     expected.push((
@@ -481,23 +375,9 @@ async fn every_operation_sends_the_documented_request() {
     let k = c.list_storage_account_keys(&sa()).await.unwrap();
     assert_eq!(k[1].value.expose(), "storage-secret-2");
     assert!(!format!("{k:?}").contains("storage-secret"));
-    expected.push((
-        Method::POST,
-        format!("{sap}/listKeys"),
-        "2025-06-01",
-        vec![],
-        Value::Null,
-    ));
-    c.regenerate_storage_account_key(&sa(), StorageKeyName::Key2)
-        .await
-        .unwrap();
-    expected.push((
-        Method::POST,
-        format!("{sap}/regenerateKey"),
-        "2025-06-01",
-        vec![],
-        json!({"keyName": "key2"}),
-    ));
+    expected.push((Method::POST, format!("{sap}/listKeys"), "2025-06-01", vec![], Value::Null));
+    c.regenerate_storage_account_key(&sa(), StorageKeyName::Key2).await.unwrap();
+    expected.push((Method::POST, format!("{sap}/regenerateKey"), "2025-06-01", vec![], json!({"keyName": "key2"})));
 
     let created = c
         .create_role_assignment(
@@ -512,9 +392,7 @@ async fn every_operation_sends_the_documented_request() {
         .await
         .unwrap();
     assert_eq!(created.role_definition(), Some(role.clone()));
-    let rap = format!(
-        "{rgp}/providers/Microsoft.Authorization/roleAssignments/05c5a614-a7d6-4502-b150-c2fb455033ff"
-    );
+    let rap = format!("{rgp}/providers/Microsoft.Authorization/roleAssignments/05c5a614-a7d6-4502-b150-c2fb455033ff");
     expected.push((
         Method::PUT,
         rap.clone(),
@@ -525,19 +403,8 @@ async fn every_operation_sends_the_documented_request() {
     assert!(c.get_role_assignment(&ra_ref).await.unwrap().is_some());
     expected.push((Method::GET, rap.clone(), "2022-04-01", vec![], Value::Null));
     assert!(c.delete_role_assignment(&ra_ref).await.unwrap().is_none());
-    expected.push((
-        Method::DELETE,
-        rap.clone(),
-        "2022-04-01",
-        vec![],
-        Value::Null,
-    ));
-    c.list_role_assignments(
-        &rg().resource_id(),
-        Some(RoleAssignmentFilter::PrincipalId(principal)),
-    )
-    .await
-    .unwrap();
+    expected.push((Method::DELETE, rap.clone(), "2022-04-01", vec![], Value::Null));
+    c.list_role_assignments(&rg().resource_id(), Some(RoleAssignmentFilter::PrincipalId(principal))).await.unwrap();
     expected.push((
         Method::GET,
         format!("{rgp}/providers/Microsoft.Authorization/roleAssignments"),
@@ -548,41 +415,20 @@ async fn every_operation_sends_the_documented_request() {
 
     let mv = MoveRequest {
         resources: vec![sa().resource_id()],
-        target_resource_group: ResourceGroupRef::new(
-            sub(),
-            ResourceGroupName::new("rg-2").unwrap(),
-        ),
+        target_resource_group: ResourceGroupRef::new(sub(), ResourceGroupName::new("rg-2").unwrap()),
     };
-    let mv_body = json!({"resources": [sap.clone()], "targetResourceGroup": format!("/subscriptions/{SUB}/resourceGroups/rg-2")});
+    let mv_body =
+        json!({"resources": [sap.clone()], "targetResourceGroup": format!("/subscriptions/{SUB}/resourceGroups/rg-2")});
     c.validate_move_resources(&rg(), &mv, &o).await.unwrap();
-    expected.push((
-        Method::POST,
-        format!("{rgp}/validateMoveResources"),
-        "2025-04-01",
-        vec![],
-        mv_body.clone(),
-    ));
+    expected.push((Method::POST, format!("{rgp}/validateMoveResources"), "2025-04-01", vec![], mv_body.clone()));
     c.move_resources(&rg(), &mv, &o).await.unwrap();
-    expected.push((
-        Method::POST,
-        format!("{rgp}/moveResources"),
-        "2025-04-01",
-        vec![],
-        mv_body,
-    ));
+    expected.push((Method::POST, format!("{rgp}/moveResources"), "2025-04-01", vec![], mv_body));
 
     let from: jiff::Timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
     let to: jiff::Timestamp = "2025-01-02T00:00:00Z".parse().unwrap();
-    c.list_activity_log(
-        sub(),
-        &ActivityLogFilter {
-            from,
-            to,
-            scope: ActivityLogScope::Resource(sa().resource_id()),
-        },
-    )
-    .await
-    .unwrap();
+    c.list_activity_log(sub(), &ActivityLogFilter { from, to, scope: ActivityLogScope::Resource(sa().resource_id()) })
+        .await
+        .unwrap();
     expected.push((
         Method::GET,
         format!("/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"),
@@ -602,9 +448,7 @@ async fn every_operation_sends_the_documented_request() {
         },
         ..Default::default()
     };
-    c.create_or_update_online_endpoint(&ep(), &ep_body, &o)
-        .await
-        .unwrap();
+    c.create_or_update_online_endpoint(&ep(), &ep_body, &o).await.unwrap();
     expected.push((
         Method::PUT,
         epp.clone(),
@@ -613,29 +457,14 @@ async fn every_operation_sends_the_documented_request() {
         json!({"location": "westeurope", "properties": {"authMode": "Key"}}),
     ));
     c.delete_online_endpoint(&ep(), &o).await.unwrap();
-    expected.push((
-        Method::DELETE,
-        epp.clone(),
-        "2025-09-01",
-        vec![],
-        Value::Null,
-    ));
+    expected.push((Method::DELETE, epp.clone(), "2025-09-01", vec![], Value::Null));
     let ek = c.list_online_endpoint_keys(&ep()).await.unwrap();
     assert_eq!(ek.primary_key.as_ref().unwrap().expose(), "ep-secret-1");
     assert!(!format!("{ek:?}").contains("ep-secret"));
-    expected.push((
-        Method::POST,
-        format!("{epp}/listKeys"),
-        "2025-09-01",
-        vec![],
-        Value::Null,
-    ));
+    expected.push((Method::POST, format!("{epp}/listKeys"), "2025-09-01", vec![], Value::Null));
     c.regenerate_online_endpoint_keys(
         &ep(),
-        &RegenerateEndpointKeys {
-            key_type: EndpointKeyType::Secondary,
-            key_value: None,
-        },
+        &RegenerateEndpointKeys { key_type: EndpointKeyType::Secondary, key_value: None },
         &o,
     )
     .await
@@ -649,20 +478,9 @@ async fn every_operation_sends_the_documented_request() {
     ));
     let d = c.get_online_deployment(&dep()).await.unwrap().unwrap();
     assert_eq!(d.properties.endpoint_compute_type, "Managed");
-    expected.push((
-        Method::GET,
-        format!("{epp}/deployments/blue"),
-        "2025-09-01",
-        vec![],
-        Value::Null,
-    ));
-    let dep_body = OnlineDeployment {
-        location: "westeurope".into(),
-        ..Default::default()
-    };
-    c.create_or_update_online_deployment(&dep(), &dep_body, &o)
-        .await
-        .unwrap();
+    expected.push((Method::GET, format!("{epp}/deployments/blue"), "2025-09-01", vec![], Value::Null));
+    let dep_body = OnlineDeployment { location: "westeurope".into(), ..Default::default() };
+    c.create_or_update_online_deployment(&dep(), &dep_body, &o).await.unwrap();
     expected.push((
         Method::PUT,
         format!("{epp}/deployments/blue"),
@@ -671,24 +489,14 @@ async fn every_operation_sends_the_documented_request() {
         json!({"location": "westeurope", "properties": {"endpointComputeType": ""}}),
     ));
     c.delete_online_deployment(&dep(), &o).await.unwrap();
-    expected.push((
-        Method::DELETE,
-        format!("{epp}/deployments/blue"),
-        "2025-09-01",
-        vec![],
-        Value::Null,
-    ));
+    expected.push((Method::DELETE, format!("{epp}/deployments/blue"), "2025-09-01", vec![], Value::Null));
 
     let seen = srv.seen();
     assert_eq!(seen.len(), expected.len(), "{seen:#?}");
     for (s, (method, path, api, extra, body)) in seen.iter().zip(expected) {
         assert_eq!(s.method, method, "{path}");
         assert_eq!(s.path, path);
-        assert_eq!(
-            s.query.get("api-version").map(String::as_str),
-            Some(api),
-            "{path}"
-        );
+        assert_eq!(s.query.get("api-version").map(String::as_str), Some(api), "{path}");
         assert_eq!(s.query.len(), 1 + extra.len(), "{path}: {:?}", s.query);
         for (k, v) in extra {
             assert_eq!(s.query.get(k), Some(&v), "{path}");
@@ -709,25 +517,16 @@ async fn lro_via_location_honours_retry_after_then_reads_original_uri() {
         match (n, s.path.as_str()) {
             (1, _) => with_headers(
                 202,
-                &[
-                    ("location", format!("{base}/ops/1?api-version=2025-09-01")),
-                    ("retry-after", "1".into()),
-                ],
+                &[("location", format!("{base}/ops/1?api-version=2025-09-01")), ("retry-after", "1".into())],
                 None,
             ),
-            (2, "/ops/1") => with_headers(
-                202,
-                &[
-                    ("location", format!("{base}/ops/2")),
-                    ("retry-after", "0".into()),
-                ],
-                None,
-            ),
+            (2, "/ops/1") => {
+                with_headers(202, &[("location", format!("{base}/ops/2")), ("retry-after", "0".into())], None)
+            }
             (3, "/ops/2") => with_headers(200, &[], Some(json!({"status": "done"}))),
-            (4, p) if p == ws_path() => json_resp(
-                200,
-                json!({"name": "ws1", "properties": {"provisioningState": "Succeeded"}}),
-            ),
+            (4, p) if p == ws_path() => {
+                json_resp(200, json!({"name": "ws1", "properties": {"provisioningState": "Succeeded"}}))
+            }
             _ => arm_error(500, "Unexpected"),
         }
     })
@@ -735,18 +534,9 @@ async fn lro_via_location_honours_retry_after_then_reads_original_uri() {
     *base.lock().unwrap() = srv.base.clone();
     let c = client(&srv);
     let started = Instant::now();
-    let opts = LroOptions {
-        max_poll_interval: Duration::from_secs(2),
-        ..lro_opts()
-    };
-    let w = c
-        .create_or_update_workspace(&ws(), &Workspace::default(), &opts)
-        .await
-        .unwrap();
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "Retry-After: 1 not honoured"
-    );
+    let opts = LroOptions { max_poll_interval: Duration::from_secs(2), ..lro_opts() };
+    let w = c.create_or_update_workspace(&ws(), &Workspace::default(), &opts).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After: 1 not honoured");
     assert_eq!(w.name.as_deref(), Some("ws1"));
     let paths: Vec<_> = srv.seen().into_iter().map(|s| (s.method, s.path)).collect();
     assert_eq!(
@@ -789,25 +579,13 @@ async fn lro_via_azure_async_operation_succeeds_and_fails() {
     static OK_POLLS: AtomicUsize = AtomicUsize::new(0);
     *base.lock().unwrap() = srv.base.clone();
     let c = client(&srv);
-    let body = OnlineEndpoint {
-        location: "westeurope".into(),
-        ..Default::default()
-    };
-    let done = c
-        .create_or_update_online_endpoint(&ep(), &body, &lro_opts())
-        .await
-        .unwrap();
-    assert_eq!(
-        done.properties.provisioning_state,
-        Some(azml_operator::azure::models::ProvisioningState::Succeeded)
-    );
+    let body = OnlineEndpoint { location: "westeurope".into(), ..Default::default() };
+    let done = c.create_or_update_online_endpoint(&ep(), &body, &lro_opts()).await.unwrap();
+    assert_eq!(done.properties.provisioning_state, Some(azml_operator::azure::models::ProvisioningState::Succeeded));
     assert_eq!(OK_POLLS.load(Ordering::SeqCst), 2);
 
     let ep2 = OnlineEndpointRef::new(ws(), OnlineEndpointName::new("ep2").unwrap());
-    let err = c
-        .create_or_update_online_endpoint(&ep2, &body, &lro_opts())
-        .await
-        .unwrap_err();
+    let err = c.create_or_update_online_endpoint(&ep2, &body, &lro_opts()).await.unwrap_err();
     assert!(matches!(err, ArmError::LroFailed { .. }), "{err:?}");
     assert_eq!(err.code(), Some("QuotaExceeded"));
     assert_eq!(err.class(), ErrorClass::Permanent);
@@ -820,14 +598,9 @@ async fn lro_handle_resumes_after_restart_without_reissuing_the_put() {
     let srv = serve(move |s, _n| {
         let base = b2.lock().unwrap().clone();
         match (s.method.clone(), s.path.as_str()) {
-            (Method::PUT, _) => with_headers(
-                202,
-                &[
-                    ("location", format!("{base}/ops/9")),
-                    ("retry-after", "0".into()),
-                ],
-                None,
-            ),
+            (Method::PUT, _) => {
+                with_headers(202, &[("location", format!("{base}/ops/9")), ("retry-after", "0".into())], None)
+            }
             (Method::GET, "/ops/9") => with_headers(200, &[], None),
             (Method::GET, _) => json_resp(200, json!({"name": "ws1"})),
             _ => arm_error(500, "Unexpected"),
@@ -837,11 +610,7 @@ async fn lro_handle_resumes_after_restart_without_reissuing_the_put() {
     *base.lock().unwrap() = srv.base.clone();
     let stored = {
         let c = client(&srv);
-        match c
-            .begin_create_or_update_workspace(&ws(), &Workspace::default())
-            .await
-            .unwrap()
-        {
+        match c.begin_create_or_update_workspace(&ws(), &Workspace::default()).await.unwrap() {
             LroStart::Pending(h) => serde_json::to_string(&h).unwrap(),
             LroStart::Done(_) => panic!("expected a pending operation"),
         }
@@ -852,11 +621,7 @@ async fn lro_handle_resumes_after_restart_without_reissuing_the_put() {
     let c2 = client(&srv);
     let w: Workspace = c2.wait_lro(handle, &lro_opts()).await.unwrap();
     assert_eq!(w.name.as_deref(), Some("ws1"));
-    let puts = srv
-        .seen()
-        .iter()
-        .filter(|s| s.method == Method::PUT)
-        .count();
+    let puts = srv.seen().iter().filter(|s| s.method == Method::PUT).count();
     assert_eq!(puts, 1);
 
     // A tampered handle pointing elsewhere is refused before any request carries the token.
@@ -882,21 +647,12 @@ async fn lro_wait_times_out_and_can_be_cancelled() {
     .await;
     *base.lock().unwrap() = srv.base.clone();
     let c = client(&srv);
-    let opts = LroOptions {
-        timeout: Duration::from_millis(100),
-        ..lro_opts()
-    };
-    let err = c
-        .create_or_update_workspace(&ws(), &Workspace::default(), &opts)
-        .await
-        .unwrap_err();
+    let opts = LroOptions { timeout: Duration::from_millis(100), ..lro_opts() };
+    let err = c.create_or_update_workspace(&ws(), &Workspace::default(), &opts).await.unwrap_err();
     assert!(matches!(err, ArmError::LroTimeout { .. }), "{err:?}");
     let opts = lro_opts();
     opts.cancel.cancel();
-    let err = c
-        .create_or_update_workspace(&ws(), &Workspace::default(), &opts)
-        .await
-        .unwrap_err();
+    let err = c.create_or_update_workspace(&ws(), &Workspace::default(), &opts).await.unwrap_err();
     assert!(matches!(err, ArmError::Cancelled { .. }), "{err:?}");
 }
 
@@ -919,21 +675,12 @@ async fn list_follows_next_link_and_refuses_foreign_links() {
     .await;
     *base.lock().unwrap() = srv.base.clone();
     let c = client(&srv);
-    let all = c
-        .list_role_assignments(&rg().resource_id(), Some(RoleAssignmentFilter::AtScope))
-        .await
-        .unwrap();
+    let all = c.list_role_assignments(&rg().resource_id(), Some(RoleAssignmentFilter::AtScope)).await.unwrap();
     let names: Vec<_> = all.iter().map(|r| r.name.clone().unwrap()).collect();
     assert_eq!(names, ["a", "b", "c"]);
-    assert_eq!(
-        srv.seen()[0].query.get("$filter").map(String::as_str),
-        Some("atScope()")
-    );
+    assert_eq!(srv.seen()[0].query.get("$filter").map(String::as_str), Some("atScope()"));
     let evil = ResourceGroupRef::new(sub(), ResourceGroupName::new("rg-evil").unwrap());
-    let err = c
-        .list_role_assignments(&evil.resource_id(), None)
-        .await
-        .unwrap_err();
+    let err = c.list_role_assignments(&evil.resource_id(), None).await.unwrap_err();
     assert!(matches!(err, ArmError::Protocol { .. }), "{err:?}");
 }
 
@@ -945,9 +692,7 @@ async fn retries_429_with_retry_after_and_500_then_succeeds() {
         (true, 1) => with_headers(
             429,
             &[("retry-after", "1".into())],
-            Some(
-                json!({"error": {"code": "SubscriptionRequestsThrottled", "message": "slow down"}}),
-            ),
+            Some(json!({"error": {"code": "SubscriptionRequestsThrottled", "message": "slow down"}})),
         ),
         (true, 2) => arm_error(500, "InternalServerError"),
         (true, _) => json_resp(200, json!({"name": "rg-1", "location": "x"})),
@@ -959,24 +704,15 @@ async fn retries_429_with_retry_after_and_500_then_succeeds() {
     let g = c.get_resource_group(&rg()).await.unwrap().unwrap();
     assert_eq!(g.name.as_deref(), Some("rg-1"));
     assert_eq!(srv.seen().len(), 3);
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "Retry-After not honoured: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(950), "Retry-After not honoured: {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn permanent_errors_are_classified_and_not_retried() {
     let srv = serve(|s, _n| {
         // Route by the resource group segment (the last segment may be an assignment GUID).
-        let code = s
-            .path
-            .split("/resourceGroups/")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_default()
-            .to_owned();
+        let code =
+            s.path.split("/resourceGroups/").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default().to_owned();
         match code.as_str() {
             "e400" => arm_error(400, "InvalidRequestContent"),
             "e403" => arm_error(403, "AuthorizationFailed"),
@@ -1014,10 +750,7 @@ async fn permanent_errors_are_classified_and_not_retried() {
             .unwrap_err();
         assert_eq!(srv.seen().len() - before, attempts, "{name}");
         assert_eq!(err.class(), class, "{name}: {err}");
-        assert_eq!(
-            err.request_id(),
-            Some(format!("req-{}", err.code().unwrap()).as_str())
-        );
+        assert_eq!(err.request_id(), Some(format!("req-{}", err.code().unwrap()).as_str()));
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains(TOKEN), "token leaked into error: {shown}");
     }
@@ -1030,10 +763,7 @@ async fn permanent_errors_are_classified_and_not_retried() {
     let err = c.list_workspace_keys(&missing).await.unwrap_err();
     assert!(err.is_not_found());
     assert_eq!(err.code(), Some("ResourceNotFound"));
-    assert_eq!(
-        srv.seen().last().unwrap().path,
-        format!("{}/listKeys", missing.id())
-    );
+    assert_eq!(srv.seen().last().unwrap().path, format!("{}/listKeys", missing.id()));
 }
 
 #[tokio::test]
@@ -1060,16 +790,9 @@ async fn limiter_slows_down_when_remaining_reads_run_low() {
     let t1 = Instant::now();
     c.get_resource_group(&rg()).await.unwrap();
     let second = t1.elapsed();
-    assert!(
-        second >= Duration::from_millis(290),
-        "second call not delayed: {second:?}"
-    );
+    assert!(second >= Duration::from_millis(290), "second call not delayed: {second:?}");
     // Writes use their own bucket and are not slowed.
-    assert_eq!(
-        c.limiter()
-            .delay_for(sub(), azml_operator::azure::throttle::RequestKind::Write),
-        Duration::ZERO
-    );
+    assert_eq!(c.limiter().delay_for(sub(), azml_operator::azure::throttle::RequestKind::Write), Duration::ZERO);
 }
 
 #[test]
@@ -1079,8 +802,18 @@ fn path_injection_is_rejected_before_any_request() {
         assert!(ResourceGroupName::new(bad).is_err(), "{bad}");
         assert!(OnlineDeploymentName::new(bad).is_err(), "{bad}");
     }
-    assert!(ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a%2F..")).is_err());
-    assert!(WorkspaceRef::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/../x")).is_err());
+    assert!(
+        ResourceId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/a%2F.."
+        ))
+        .is_err()
+    );
+    assert!(
+        WorkspaceRef::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/../x"
+        ))
+        .is_err()
+    );
     let s = Secret::new("abc");
     assert_eq!(format!("{s:?} {s}"), "[REDACTED] [REDACTED]");
 }
@@ -1120,26 +853,13 @@ async fn client_secret_credential_gets_token_over_tls_with_custom_ca() {
         &cloud,
     )
     .unwrap();
-    let c = ArmClient::new(
-        cred,
-        ArmClientOptions {
-            cloud: cloud.clone(),
-            ..fast_options(&srv)
-        },
-    )
-    .unwrap();
+    let c = ArmClient::new(cred, ArmClientOptions { cloud: cloud.clone(), ..fast_options(&srv) }).unwrap();
     c.get_resource_group(&rg()).await.unwrap().unwrap();
     c.get_resource_group(&rg()).await.unwrap().unwrap();
     assert_eq!(token_calls.load(Ordering::SeqCst), 1, "token not cached");
     let form = forms.lock().unwrap()[0].clone();
-    assert_eq!(
-        form.get("client_secret").map(String::as_str),
-        Some("s3cr3t-value")
-    );
-    assert_eq!(
-        form.get("grant_type").map(String::as_str),
-        Some("client_credentials")
-    );
+    assert_eq!(form.get("client_secret").map(String::as_str), Some("s3cr3t-value"));
+    assert_eq!(form.get("grant_type").map(String::as_str), Some("client_credentials"));
     assert_eq!(form.get("scope"), Some(&format!("{}/.default", srv.base)));
 
     // Without the CA the TLS handshake fails: no code path skips verification.
@@ -1153,14 +873,7 @@ async fn client_secret_credential_gets_token_over_tls_with_custom_ca() {
         &untrusted,
     )
     .unwrap();
-    let c = ArmClient::new(
-        cred,
-        ArmClientOptions {
-            cloud: untrusted,
-            ..fast_options(&srv)
-        },
-    )
-    .unwrap();
+    let c = ArmClient::new(cred, ArmClientOptions { cloud: untrusted, ..fast_options(&srv) }).unwrap();
     let err = c.get_resource_group(&rg()).await.unwrap_err();
     assert_eq!(err.class(), ErrorClass::Auth, "{err}");
     assert!(!format!("{err} {err:?}").contains("s3cr3t-value"));

@@ -17,10 +17,7 @@ const AUTHZ: &str = "2022-04-01";
 const RES: &str = "2025-04-01";
 
 fn example(rel: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/azure-examples/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let path = format!("{}/tests/fixtures/azure-examples/{rel}", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -33,17 +30,11 @@ fn assert_shape(actual: &Value, expected: &Value, path: &str, ignore: &[&str]) {
         (_, Value::Null) | (Value::Null, _) => {}
         (Value::Object(a), Value::Object(e)) => {
             for (k, ev) in e {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 if ignore.contains(&p.as_str()) {
                     continue;
                 }
-                let av = a
-                    .get(k)
-                    .unwrap_or_else(|| panic!("missing key {p}; actual: {actual}"));
+                let av = a.get(k).unwrap_or_else(|| panic!("missing key {p}; actual: {actual}"));
                 assert_shape(av, ev, &p, ignore);
             }
         }
@@ -74,10 +65,7 @@ struct Resp {
 
 impl Resp {
     fn h(&self, name: &str) -> Option<String> {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
     }
 }
 
@@ -86,18 +74,12 @@ fn http_client(ca_pem: &str) -> reqwest::Client {
     for c in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .timeout(Duration::from_secs(10))
-        .build()
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
         .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(10)).build().unwrap()
 }
 
 async fn start_with(f: impl FnOnce(&mut SimConfig)) -> Env {
@@ -107,31 +89,15 @@ async fn start_with(f: impl FnOnce(&mut SimConfig)) -> Env {
     f(&mut cfg);
     let sim = ArmSimulator::start(cfg).await.unwrap();
     let http = http_client(&sim.ca_pem);
-    let token = get_token(
-        &http,
-        &sim,
-        &world.operator.client_id,
-        world.operator.secret.expose(),
-    )
-    .await;
-    Env {
-        sim,
-        world,
-        http,
-        token,
-    }
+    let token = get_token(&http, &sim, &world.operator.client_id, world.operator.secret.expose()).await;
+    Env { sim, world, http, token }
 }
 
 async fn start() -> Env {
     start_with(|_| {}).await
 }
 
-async fn get_token(
-    http: &reqwest::Client,
-    sim: &RunningSim,
-    client_id: &str,
-    secret: &str,
-) -> String {
+async fn get_token(http: &reqwest::Client, sim: &RunningSim, client_id: &str, secret: &str) -> String {
     let r = http
         .post(sim.token_url())
         .form(&[
@@ -177,29 +143,18 @@ impl Env {
         let status = r.status();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap()
-        };
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() };
+        Resp { status, headers, body }
     }
 
     async fn call(&self, method: Method, path: &str, api: &str, body: Option<Value>) -> Resp {
-        self.call_as(Some(&self.token), method, path, Some(api), body)
-            .await
+        self.call_as(Some(&self.token), method, path, Some(api), body).await
     }
 
     /// Polls a Location URL until it stops answering 202.
     async fn poll_location(&self, url: &str) -> Resp {
         for _ in 0..100 {
-            let r = self
-                .call_as(Some(&self.token), Method::GET, url, None, None)
-                .await;
+            let r = self.call_as(Some(&self.token), Method::GET, url, None, None).await;
             if r.status != StatusCode::ACCEPTED {
                 return r;
             }
@@ -211,9 +166,7 @@ impl Env {
     /// Polls an Azure-AsyncOperation URL until a terminal status.
     async fn poll_async(&self, url: &str) -> Value {
         for _ in 0..100 {
-            let r = self
-                .call_as(Some(&self.token), Method::GET, url, None, None)
-                .await;
+            let r = self.call_as(Some(&self.token), Method::GET, url, None, None).await;
             assert_eq!(r.status, 200);
             let s = r.body["status"].as_str().unwrap().to_string();
             if s != "InProgress" {
@@ -225,10 +178,7 @@ impl Env {
     }
 
     fn ws_id(&self, name: &str) -> String {
-        format!(
-            "{}/providers/Microsoft.MachineLearningServices/workspaces/{name}",
-            self.world.resource_group_id
-        )
+        format!("{}/providers/Microsoft.MachineLearningServices/workspaces/{name}", self.world.resource_group_id)
     }
 
     fn ws_body(&self) -> Value {
@@ -245,9 +195,7 @@ impl Env {
     }
 
     async fn create_ws(&self, name: &str) -> Resp {
-        let r = self
-            .call(Method::PUT, &self.ws_id(name), ML, Some(self.ws_body()))
-            .await;
+        let r = self.call(Method::PUT, &self.ws_id(name), ML, Some(self.ws_body())).await;
         assert_eq!(r.status, 202, "{}", r.body);
         self.poll_location(&r.h("location").unwrap()).await
     }
@@ -271,10 +219,7 @@ async fn tokens_openid_and_authentication() {
         .call_as(
             None,
             Method::GET,
-            &format!(
-                "/{}/v2.0/.well-known/openid-configuration",
-                env.sim.tenant_id
-            ),
+            &format!("/{}/v2.0/.well-known/openid-configuration", env.sim.tenant_id),
             None,
             None,
         )
@@ -287,47 +232,21 @@ async fn tokens_openid_and_authentication() {
         vec![
             ("client_id".to_string(), id.to_string()),
             ("client_secret".to_string(), secret.to_string()),
-            (
-                "scope".to_string(),
-                "https://management.azure.com/.default".to_string(),
-            ),
+            ("scope".to_string(), "https://management.azure.com/.default".to_string()),
             ("grant_type".to_string(), "client_credentials".to_string()),
         ]
     };
-    let r = env
-        .http
-        .post(env.sim.token_url())
-        .form(&form(&env.world.operator.client_id, "nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = env.http.post(env.sim.token_url()).form(&form(&env.world.operator.client_id, "nope")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"], "invalid_client");
-    assert!(
-        v["error_description"]
-            .as_str()
-            .unwrap()
-            .starts_with("AADSTS7000215")
-    );
-    let r = env
-        .http
-        .post(env.sim.token_url())
-        .form(&form("unknown-app", "x"))
-        .send()
-        .await
-        .unwrap();
+    assert!(v["error_description"].as_str().unwrap().starts_with("AADSTS7000215"));
+    let r = env.http.post(env.sim.token_url()).form(&form("unknown-app", "x")).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let r = env
         .http
-        .post(format!(
-            "{}/other-tenant/oauth2/v2.0/token",
-            env.sim.endpoint
-        ))
-        .form(&form(
-            &env.world.operator.client_id,
-            env.world.operator.secret.expose(),
-        ))
+        .post(format!("{}/other-tenant/oauth2/v2.0/token", env.sim.endpoint))
+        .form(&form(&env.world.operator.client_id, env.world.operator.secret.expose()))
         .send()
         .await
         .unwrap();
@@ -336,80 +255,38 @@ async fn tokens_openid_and_authentication() {
     // Federated app: any JWT-shaped assertion is accepted; the secret-only app cannot use assertions.
     use base64::Engine as _;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let assertion = format!(
-        "{}.{}.sig",
-        b64(&json!({"alg": "RS256"})),
-        b64(&json!({"sub": "system:serviceaccount:ns:sa"}))
-    );
+    let assertion =
+        format!("{}.{}.sig", b64(&json!({"alg": "RS256"})), b64(&json!({"sub": "system:serviceaccount:ns:sa"})));
     let fed = |client: &str| {
         vec![
             ("client_id".to_string(), client.to_string()),
             ("client_assertion".to_string(), assertion.clone()),
-            (
-                "client_assertion_type".to_string(),
-                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string(),
-            ),
-            (
-                "scope".to_string(),
-                "https://management.azure.com/.default".to_string(),
-            ),
+            ("client_assertion_type".to_string(), "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string()),
+            ("scope".to_string(), "https://management.azure.com/.default".to_string()),
             ("grant_type".to_string(), "client_credentials".to_string()),
         ]
     };
-    let r = env
-        .http
-        .post(env.sim.token_url())
-        .form(&fed(&env.world.federated.client_id))
-        .send()
-        .await
-        .unwrap();
+    let r = env.http.post(env.sim.token_url()).form(&fed(&env.world.federated.client_id)).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let fed_token = r.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fed_token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
     assert_eq!(fed_token.split('.').count(), 3);
-    let r = env
-        .http
-        .post(env.sim.token_url())
-        .form(&fed(&env.world.operator.client_id))
-        .send()
-        .await
-        .unwrap();
+    let r = env.http.post(env.sim.token_url()).form(&fed(&env.world.operator.client_id)).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
     let sa = env.world.storage_account_id.clone();
     // No token → 401 with WWW-Authenticate; garbage token → 401 InvalidAuthenticationToken.
-    let r = env
-        .call_as(None, Method::GET, &sa, Some(STORAGE), None)
-        .await;
+    let r = env.call_as(None, Method::GET, &sa, Some(STORAGE), None).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "AuthenticationFailed");
-    assert!(
-        r.h("www-authenticate")
-            .unwrap()
-            .starts_with("Bearer authorization_uri=")
-    );
-    let r = env
-        .call_as(Some("a.b.c"), Method::GET, &sa, Some(STORAGE), None)
-        .await;
+    assert!(r.h("www-authenticate").unwrap().starts_with("Bearer authorization_uri="));
+    let r = env.call_as(Some("a.b.c"), Method::GET, &sa, Some(STORAGE), None).await;
     assert_eq!(r.body["error"]["code"], "InvalidAuthenticationToken");
-    let r = env
-        .call_as(Some(&fed_token), Method::GET, &sa, Some(STORAGE), None)
-        .await;
+    let r = env.call_as(Some(&fed_token), Method::GET, &sa, Some(STORAGE), None).await;
     assert_eq!(r.status, 200);
 
     // RBAC: nobody → 403 naming principal, action, scope; Reader can read but not listKeys.
-    let nobody = get_token(
-        &env.http,
-        &env.sim,
-        &env.world.nobody.client_id,
-        env.world.nobody.secret.expose(),
-    )
-    .await;
-    let r = env
-        .call_as(Some(&nobody), Method::GET, &sa, Some(STORAGE), None)
-        .await;
+    let nobody = get_token(&env.http, &env.sim, &env.world.nobody.client_id, env.world.nobody.secret.expose()).await;
+    let r = env.call_as(Some(&nobody), Method::GET, &sa, Some(STORAGE), None).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.body["error"]["code"], "AuthorizationFailed");
     let msg = r.body["error"]["message"].as_str().unwrap();
@@ -418,35 +295,11 @@ async fn tokens_openid_and_authentication() {
             && msg.contains("Microsoft.Storage/storageAccounts/read")
             && msg.contains(&sa)
     );
-    let reader = get_token(
-        &env.http,
-        &env.sim,
-        &env.world.reader.client_id,
-        env.world.reader.secret.expose(),
-    )
-    .await;
-    assert_eq!(
-        env.call_as(Some(&reader), Method::GET, &sa, Some(STORAGE), None)
-            .await
-            .status,
-        200
-    );
-    let r = env
-        .call_as(
-            Some(&reader),
-            Method::POST,
-            &format!("{sa}/listKeys"),
-            Some(STORAGE),
-            None,
-        )
-        .await;
+    let reader = get_token(&env.http, &env.sim, &env.world.reader.client_id, env.world.reader.secret.expose()).await;
+    assert_eq!(env.call_as(Some(&reader), Method::GET, &sa, Some(STORAGE), None).await.status, 200);
+    let r = env.call_as(Some(&reader), Method::POST, &format!("{sa}/listKeys"), Some(STORAGE), None).await;
     assert_eq!(r.status, 403);
-    assert!(
-        r.body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Microsoft.Storage/storageAccounts/listKeys/action")
-    );
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("Microsoft.Storage/storageAccounts/listKeys/action"));
     // Token calls are logged separately from ARM reads/writes.
     assert!(env.sim.handle.count("Token") >= 4);
 }
@@ -454,16 +307,9 @@ async fn tokens_openid_and_authentication() {
 #[tokio::test]
 async fn expired_tokens_are_rejected() {
     let env = start_with(|c| c.token_lifetime = Duration::from_millis(300)).await;
-    assert_eq!(
-        env.call(Method::GET, &env.world.storage_account_id, STORAGE, None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(env.call(Method::GET, &env.world.storage_account_id, STORAGE, None).await.status, 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let r = env
-        .call(Method::GET, &env.world.storage_account_id, STORAGE, None)
-        .await;
+    let r = env.call(Method::GET, &env.world.storage_account_id, STORAGE, None).await;
     assert_eq!(r.status, 401);
     assert_eq!(r.body["error"]["code"], "ExpiredAuthenticationToken");
 }
@@ -472,9 +318,7 @@ async fn expired_tokens_are_rejected() {
 async fn api_version_errors_and_newer_versions() {
     let env = start().await;
     let sa = env.world.storage_account_id.clone();
-    let r = env
-        .call_as(Some(&env.token), Method::GET, &sa, None, None)
-        .await;
+    let r = env.call_as(Some(&env.token), Method::GET, &sa, None, None).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], "MissingApiVersionParameter");
     let r = env.call(Method::GET, &sa, "2025-6-1", None).await;
@@ -482,92 +326,35 @@ async fn api_version_errors_and_newer_versions() {
     let r = env.call(Method::GET, &sa, "2016-01-01", None).await;
     assert_eq!(r.body["error"]["code"], "NoRegisteredProviderFound");
     // Newer than our pin (official SDKs send newer versions): served.
-    assert_eq!(
-        env.call(Method::GET, &sa, "2026-01-01-preview", None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(env.call(Method::GET, &sa, "2026-01-01-preview", None).await.status, 200);
     // Case-insensitive ids.
-    assert_eq!(
-        env.call(Method::GET, &sa.to_uppercase(), STORAGE, None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(env.call(Method::GET, &sa.to_uppercase(), STORAGE, None).await.status, 200);
 }
 
 #[tokio::test]
 async fn resource_group_create_matches_example() {
     let env = start().await;
     let ex = example("resources/CreateResourceGroup.json");
-    let path = format!(
-        "/subscriptions/{}/resourcegroups/my-resource-group",
-        env.world.subscription_id
-    );
-    let r = env
-        .call(
-            Method::PUT,
-            &path,
-            RES,
-            Some(ex["parameters"]["parameters"].clone()),
-        )
-        .await;
+    let path = format!("/subscriptions/{}/resourcegroups/my-resource-group", env.world.subscription_id);
+    let r = env.call(Method::PUT, &path, RES, Some(ex["parameters"]["parameters"].clone())).await;
     assert_eq!(r.status, 201);
     assert_shape(&r.body, &ex["responses"]["201"]["body"], "", &[]);
-    let r = env
-        .call(
-            Method::PUT,
-            &path,
-            RES,
-            Some(ex["parameters"]["parameters"].clone()),
-        )
-        .await;
+    let r = env.call(Method::PUT, &path, RES, Some(ex["parameters"]["parameters"].clone())).await;
     assert_eq!(r.status, 200);
     assert_shape(&r.body, &ex["responses"]["200"]["body"], "", &[]);
-    let r = env
-        .call(
-            Method::GET,
-            &path
-                .to_uppercase()
-                .replace("SUBSCRIPTIONS", "subscriptions"),
-            RES,
-            None,
-        )
-        .await;
+    let r = env.call(Method::GET, &path.to_uppercase().replace("SUBSCRIPTIONS", "subscriptions"), RES, None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["name"], "my-resource-group");
-    let r = env
-        .call(
-            Method::PUT,
-            &path,
-            RES,
-            Some(json!({"location": "westeurope"})),
-        )
-        .await;
+    let r = env.call(Method::PUT, &path, RES, Some(json!({"location": "westeurope"}))).await;
     assert_eq!(r.status, 409);
     let r = env
-        .call(
-            Method::GET,
-            &format!(
-                "/subscriptions/{}/resourceGroups/missing",
-                env.world.subscription_id
-            ),
-            RES,
-            None,
-        )
+        .call(Method::GET, &format!("/subscriptions/{}/resourceGroups/missing", env.world.subscription_id), RES, None)
         .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound"))
-    );
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
     // Delete is an LRO with Location.
     let r = env.call(Method::DELETE, &path, RES, None).await;
     assert_eq!(r.status, 202);
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
     assert_eq!(env.call(Method::GET, &path, RES, None).await.status, 404);
 }
 
@@ -575,14 +362,7 @@ async fn resource_group_create_matches_example() {
 async fn storage_get_list_keys_regenerate_match_examples() {
     let env = start().await;
     let sa = env.world.storage_account_id.clone();
-    let r = env
-        .call(
-            Method::GET,
-            &format!("{sa}?$expand=geoReplicationStats"),
-            STORAGE,
-            None,
-        )
-        .await;
+    let r = env.call(Method::GET, &format!("{sa}?$expand=geoReplicationStats"), STORAGE, None).await;
     assert_eq!(r.status, 200);
     // Tags are whatever the account was created with.
     assert_shape(
@@ -591,98 +371,44 @@ async fn storage_get_list_keys_regenerate_match_examples() {
         "",
         &["tags"],
     );
-    let t1_before = r.body["properties"]["keyCreationTime"]["key1"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let t2_before = r.body["properties"]["keyCreationTime"]["key2"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let t1_before = r.body["properties"]["keyCreationTime"]["key1"].as_str().unwrap().to_string();
+    let t2_before = r.body["properties"]["keyCreationTime"]["key2"].as_str().unwrap().to_string();
     assert!(r.h("x-ms-ratelimit-remaining-subscription-reads").is_some());
     assert!(r.h("x-ms-request-id").is_some());
 
-    let r = env
-        .call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None)
-        .await;
+    let r = env.call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None).await;
     assert_eq!(r.status, 200);
-    assert_shape(
-        &r.body,
-        &example("storage/StorageAccountListKeys.json")["responses"]["200"]["body"],
-        "",
-        &[],
-    );
-    assert!(
-        r.h("x-ms-ratelimit-remaining-subscription-writes")
-            .is_some()
-    );
+    assert_shape(&r.body, &example("storage/StorageAccountListKeys.json")["responses"]["200"]["body"], "", &[]);
+    assert!(r.h("x-ms-ratelimit-remaining-subscription-writes").is_some());
     let key1 = r.body["keys"][0]["value"].as_str().unwrap().to_string();
-    assert_eq!(
-        key1,
-        env.sim.handle.storage_key(&sa, "key1").unwrap().expose()
-    );
+    assert_eq!(key1, env.sim.handle.storage_key(&sa, "key1").unwrap().expose());
 
     let since = jiff::Timestamp::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{sa}/regenerateKey"),
-            STORAGE,
-            Some(json!({"keyName": "key1"})),
-        )
-        .await;
+    let r = env.call(Method::POST, &format!("{sa}/regenerateKey"), STORAGE, Some(json!({"keyName": "key1"}))).await;
     assert_eq!(r.status, 200);
-    assert_shape(
-        &r.body,
-        &example("storage/StorageAccountRegenerateKey.json")["responses"]["200"]["body"],
-        "",
-        &[],
-    );
+    assert_shape(&r.body, &example("storage/StorageAccountRegenerateKey.json")["responses"]["200"]["body"], "", &[]);
     assert_ne!(r.body["keys"][0]["value"].as_str().unwrap(), key1);
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{sa}/regenerateKey"),
-            STORAGE,
-            Some(json!({"keyName": "key9"})),
-        )
-        .await;
+    let r = env.call(Method::POST, &format!("{sa}/regenerateKey"), STORAGE, Some(json!({"keyName": "key9"}))).await;
     assert_eq!(r.status, 400);
 
     // keyCreationTime.key1 moved, key2 did not; visible in the cheap per-subscription list.
     let list = env
         .call(
             Method::GET,
-            &format!(
-                "/subscriptions/{}/providers/Microsoft.Storage/storageAccounts",
-                env.world.subscription_id
-            ),
+            &format!("/subscriptions/{}/providers/Microsoft.Storage/storageAccounts", env.world.subscription_id),
             STORAGE,
             None,
         )
         .await;
     assert_eq!(list.status, 200);
     let acct = &list.body["value"][0];
-    assert_ne!(
-        acct["properties"]["keyCreationTime"]["key1"]
-            .as_str()
-            .unwrap(),
-        t1_before
-    );
-    assert_eq!(
-        acct["properties"]["keyCreationTime"]["key2"]
-            .as_str()
-            .unwrap(),
-        t2_before
-    );
+    assert_ne!(acct["properties"]["keyCreationTime"]["key1"].as_str().unwrap(), t1_before);
+    assert_eq!(acct["properties"]["keyCreationTime"]["key2"].as_str().unwrap(), t2_before);
     let rg_list = env
         .call(
             Method::GET,
-            &format!(
-                "{}/providers/Microsoft.Storage/storageAccounts",
-                env.world.resource_group_id
-            ),
+            &format!("{}/providers/Microsoft.Storage/storageAccounts", env.world.resource_group_id),
             STORAGE,
             None,
         )
@@ -695,25 +421,12 @@ async fn storage_get_list_keys_regenerate_match_examples() {
         "/subscriptions/{}/providers/Microsoft.Insights/eventtypes/management/values",
         env.world.subscription_id
     );
-    let url = format!(
-        "{}{path}?api-version=2015-04-01&$filter={}",
-        env.sim.endpoint,
-        urlencode(&filter)
-    );
-    let r = env
-        .call_as(Some(&env.token), Method::GET, &url, None, None)
-        .await;
+    let url = format!("{}{path}?api-version=2015-04-01&$filter={}", env.sim.endpoint, urlencode(&filter));
+    let r = env.call_as(Some(&env.token), Method::GET, &url, None, None).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let ops: Vec<&str> = r.body["value"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["operationName"]["value"].as_str().unwrap())
-        .collect();
-    assert!(
-        ops.contains(&"Microsoft.Storage/storageAccounts/regenerateKey/action"),
-        "{ops:?}"
-    );
+    let ops: Vec<&str> =
+        r.body["value"].as_array().unwrap().iter().map(|e| e["operationName"]["value"].as_str().unwrap()).collect();
+    assert!(ops.contains(&"Microsoft.Storage/storageAccounts/regenerateKey/action"), "{ops:?}");
     assert!(
         !ops.contains(&"Microsoft.Storage/storageAccounts/listKeys/action"),
         "listKeys happened before `since`: {ops:?}"
@@ -750,17 +463,12 @@ async fn workspace_lifecycle_matches_examples() {
         &g.body,
         &example("ml-workspaces/Workspace_get.json")["responses"]["200"]["body"],
         "",
-        &[
-            "properties.privateEndpointConnections[]",
-            "properties.imageBuildCompute",
-        ],
+        &["properties.privateEndpointConnections[]", "properties.imageBuildCompute"],
     );
 
     // listKeys returns the key captured at creation.
     let sa = env.world.storage_account_id.clone();
-    let k = env
-        .call(Method::POST, &format!("{id}/listKeys"), ML, None)
-        .await;
+    let k = env.call(Method::POST, &format!("{id}/listKeys"), ML, None).await;
     assert_eq!(k.status, 200);
     assert_shape(
         &k.body,
@@ -773,35 +481,19 @@ async fn workspace_lifecycle_matches_examples() {
 
     // Rotating the storage key behind the workspace's back: listKeys is stale until resyncKeys.
     env.sim.handle.regenerate_storage_key(&sa, "key1").unwrap();
-    let k = env
-        .call(Method::POST, &format!("{id}/listKeys"), ML, None)
-        .await;
+    let k = env.call(Method::POST, &format!("{id}/listKeys"), ML, None).await;
     assert_eq!(k.body["userStorageKey"].as_str(), Some(key1.expose()));
-    let r = env
-        .call(Method::POST, &format!("{id}/resyncKeys"), ML, None)
-        .await;
+    let r = env.call(Method::POST, &format!("{id}/resyncKeys"), ML, None).await;
     assert_eq!(r.status, 202);
     assert!(r.h("location").is_some());
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
-    let k = env
-        .call(Method::POST, &format!("{id}/listKeys"), ML, None)
-        .await;
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    let k = env.call(Method::POST, &format!("{id}/listKeys"), ML, None).await;
     let new_key = env.sim.handle.storage_key(&sa, "key1").unwrap();
     assert_eq!(k.body["userStorageKey"].as_str(), Some(new_key.expose()));
 
     // PATCH (update example) is an LRO whose final GET matches the example body.
     let upd = example("ml-workspaces/Workspace_update.json");
-    let r = env
-        .call(
-            Method::PATCH,
-            &id,
-            ML,
-            Some(upd["parameters"]["parameters"].clone()),
-        )
-        .await;
+    let r = env.call(Method::PATCH, &id, ML, Some(upd["parameters"]["parameters"].clone())).await;
     assert_eq!(r.status, 202);
     let done = env.poll_location(&r.h("location").unwrap()).await;
     assert_eq!(done.status, 200);
@@ -809,32 +501,22 @@ async fn workspace_lifecycle_matches_examples() {
     assert_eq!(done.body["properties"]["friendlyName"], "New friendly name");
     assert_eq!(done.body["properties"]["publicNetworkAccess"], "Disabled");
     // storageAccount is immutable.
-    let r = env
-        .call(
-            Method::PATCH,
-            &id,
-            ML,
-            Some(json!({"properties": {"storageAccount": env.world.key_vault_id}})),
-        )
-        .await;
+    let r =
+        env.call(Method::PATCH, &id, ML, Some(json!({"properties": {"storageAccount": env.world.key_vault_id}}))).await;
     assert_eq!(r.status, 400);
 
     // List by resource group.
     let r = env
         .call(
             Method::GET,
-            &format!(
-                "{}/providers/Microsoft.MachineLearningServices/workspaces",
-                env.world.resource_group_id
-            ),
+            &format!("{}/providers/Microsoft.MachineLearningServices/workspaces", env.world.resource_group_id),
             ML,
             None,
         )
         .await;
     assert_shape(
         &r.body,
-        &example("ml-workspaces/Workspace_listByResourceGroup.2025-06-01.json")["responses"]["200"]
-            ["body"],
+        &example("ml-workspaces/Workspace_listByResourceGroup.2025-06-01.json")["responses"]["200"]["body"],
         "",
         &["nextLink", "value[]"],
     );
@@ -843,15 +525,9 @@ async fn workspace_lifecycle_matches_examples() {
     // Delete: 202 + Location, poll → 204, then GET 404 and DELETE 204.
     let r = env.call(Method::DELETE, &id, ML, None).await;
     assert_eq!(r.status, 202);
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
     let r = env.call(Method::GET, &id, ML, None).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (StatusCode::NOT_FOUND, Some("ResourceNotFound"))
-    );
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceNotFound")));
     assert_eq!(env.call(Method::DELETE, &id, ML, None).await.status, 204);
 }
 
@@ -859,33 +535,17 @@ async fn workspace_lifecycle_matches_examples() {
 async fn workspace_dependencies_must_exist() {
     let env = start().await;
     let mut body = env.ws_body();
-    body["properties"]["storageAccount"] = json!(format!(
-        "{}/providers/Microsoft.Storage/storageAccounts/missing",
-        env.world.resource_group_id
-    ));
-    let r = env
-        .call(Method::PUT, &env.ws_id("ws-bad"), ML, Some(body))
-        .await;
+    body["properties"]["storageAccount"] =
+        json!(format!("{}/providers/Microsoft.Storage/storageAccounts/missing", env.world.resource_group_id));
+    let r = env.call(Method::PUT, &env.ws_id("ws-bad"), ML, Some(body)).await;
     assert_eq!(r.status, 400);
     assert_eq!(r.body["error"]["code"], "DependentResourceNotFound");
     assert_eq!(r.body["error"]["target"], "properties.storageAccount");
     let mut body = env.ws_body();
-    body["properties"]
-        .as_object_mut()
-        .unwrap()
-        .remove("keyVault");
-    let r = env
-        .call(Method::PUT, &env.ws_id("ws-bad"), ML, Some(body))
-        .await;
+    body["properties"].as_object_mut().unwrap().remove("keyVault");
+    let r = env.call(Method::PUT, &env.ws_id("ws-bad"), ML, Some(body)).await;
     assert_eq!(r.status, 400);
-    let r = env
-        .call(
-            Method::PUT,
-            &env.ws_id("ws-bad"),
-            ML,
-            Some(json!({"properties": {}})),
-        )
-        .await;
+    let r = env.call(Method::PUT, &env.ws_id("ws-bad"), ML, Some(json!({"properties": {}}))).await;
     assert_eq!(r.body["error"]["code"], "LocationRequired");
     assert!(env.sim.handle.resource(&env.ws_id("ws-bad")).is_none());
 }
@@ -901,67 +561,33 @@ async fn role_assignments_match_examples_with_filters_and_paging() {
     let body = json!({"properties": {
         "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/{}", env.world.subscription_id, roles::AZUREML_DATA_SCIENTIST),
         "principalId": alice, "principalType": "User"}});
-    let r = env
-        .call(Method::PUT, &path, AUTHZ, Some(body.clone()))
-        .await;
+    let r = env.call(Method::PUT, &path, AUTHZ, Some(body.clone())).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_shape(&r.body, &ex["responses"]["201"]["body"], "", &[]);
     assert_eq!(
         r.body["properties"]["roleDefinitionId"],
-        format!(
-            "/providers/Microsoft.Authorization/roleDefinitions/{}",
-            roles::AZUREML_DATA_SCIENTIST
-        )
+        format!("/providers/Microsoft.Authorization/roleDefinitions/{}", roles::AZUREML_DATA_SCIENTIST)
     );
-    let r = env
-        .call(Method::PUT, &path, AUTHZ, Some(body.clone()))
-        .await;
+    let r = env.call(Method::PUT, &path, AUTHZ, Some(body.clone())).await;
     assert_eq!(r.status, 200);
     assert_shape(&r.body, &ex["responses"]["200"]["body"], "", &[]);
     // Same principal/role/scope under another name.
     let other = path.replace(name, "11111111-2222-4333-8444-555555555555");
-    let r = env
-        .call(Method::PUT, &other, AUTHZ, Some(body.clone()))
-        .await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("RoleAssignmentExists"))
-    );
+    let r = env.call(Method::PUT, &other, AUTHZ, Some(body.clone())).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("RoleAssignmentExists")));
     // Unknown principal.
     let mut unknown = body.clone();
     unknown["properties"]["principalId"] = json!("99999999-0000-4000-8000-000000000000");
     let r = env.call(Method::PUT, &other, AUTHZ, Some(unknown)).await;
-    assert_eq!(
-        (r.status, r.body["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("PrincipalNotFound"))
-    );
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("PrincipalNotFound")));
 
     let r = env.call(Method::GET, &path, AUTHZ, None).await;
     assert_eq!(r.status, 200);
-    assert_shape(
-        &r.body,
-        &example("authorization/RoleAssignments_Get.json")["responses"]["200"]["body"],
-        "",
-        &[],
-    );
+    assert_shape(&r.body, &example("authorization/RoleAssignments_Get.json")["responses"]["200"]["body"], "", &[]);
 
     // Reader cannot create role assignments; the operator (Contributor + UAA) can.
-    let reader = get_token(
-        &env.http,
-        &env.sim,
-        &env.world.reader.client_id,
-        env.world.reader.secret.expose(),
-    )
-    .await;
-    let r = env
-        .call_as(
-            Some(&reader),
-            Method::PUT,
-            &other,
-            Some(AUTHZ),
-            Some(body.clone()),
-        )
-        .await;
+    let reader = get_token(&env.http, &env.sim, &env.world.reader.client_id, env.world.reader.secret.expose()).await;
+    let r = env.call_as(Some(&reader), Method::PUT, &other, Some(AUTHZ), Some(body.clone())).await;
     assert_eq!(r.status, 403);
 
     // List: everything at/above/below the RG (seeded sub-level ones + ours), paged by 2.
@@ -977,63 +603,32 @@ async fn role_assignments_match_examples_with_filters_and_paging() {
     loop {
         all.extend(r.body["value"].as_array().unwrap().clone());
         match r.body["nextLink"].as_str() {
-            Some(next) => {
-                r = env
-                    .call_as(Some(&env.token), Method::GET, next, None, None)
-                    .await
-            }
+            Some(next) => r = env.call_as(Some(&env.token), Method::GET, next, None, None).await,
             None => break,
         }
     }
     assert_eq!(all.len(), 6, "5 seeded on the subscription + ours: {all:?}");
     let filtered = |f: &str| {
-        let url = format!(
-            "{}{list_path}?api-version={AUTHZ}&$filter={}",
-            env.sim.endpoint,
-            urlencode(f)
-        );
+        let url = format!("{}{list_path}?api-version={AUTHZ}&$filter={}", env.sim.endpoint, urlencode(f));
         let env = &env;
         async move {
-            env.call_as(Some(&env.token), Method::GET, &url, None, None)
-                .await
-                .body["value"]
-                .as_array()
-                .unwrap()
-                .len()
+            env.call_as(Some(&env.token), Method::GET, &url, None, None).await.body["value"].as_array().unwrap().len()
         }
     };
     assert_eq!(filtered(&format!("principalId eq '{alice}'")).await, 1);
-    assert_eq!(
-        filtered(&format!(
-            "principalId eq '{}'",
-            env.world.operator.object_id
-        ))
-        .await,
-        2
-    );
+    assert_eq!(filtered(&format!("principalId eq '{}'", env.world.operator.object_id)).await, 2);
     // alice gets assignments to herself and to her group.
-    env.sim
-        .handle
-        .with_state(|s| s.assign_role(&scope, roles::READER, &env.world.group));
+    env.sim.handle.with_state(|s| s.assign_role(&scope, roles::READER, &env.world.group));
     assert_eq!(filtered(&format!("assignedTo('{alice}')")).await, 2);
     // atScope() on the subscription excludes the RG-level ones.
-    let sub_list = format!(
-        "/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments",
-        env.world.subscription_id
-    );
-    let url = format!(
-        "{}{sub_list}?api-version={AUTHZ}&$filter=atScope()",
-        env.sim.endpoint
-    );
-    let r = env
-        .call_as(Some(&env.token), Method::GET, &url, None, None)
-        .await;
+    let sub_list =
+        format!("/subscriptions/{}/providers/Microsoft.Authorization/roleAssignments", env.world.subscription_id);
+    let url = format!("{}{sub_list}?api-version={AUTHZ}&$filter=atScope()", env.sim.endpoint);
+    let r = env.call_as(Some(&env.token), Method::GET, &url, None, None).await;
     let mut n = r.body["value"].as_array().unwrap().len();
     let mut next = r.body["nextLink"].as_str().map(String::from);
     while let Some(u) = next {
-        let r = env
-            .call_as(Some(&env.token), Method::GET, &u, None, None)
-            .await;
+        let r = env.call_as(Some(&env.token), Method::GET, &u, None, None).await;
         n += r.body["value"].as_array().unwrap().len();
         next = r.body["nextLink"].as_str().map(String::from);
     }
@@ -1041,38 +636,17 @@ async fn role_assignments_match_examples_with_filters_and_paging() {
 
     // Role definition by id.
     let r = env
-        .call(
-            Method::GET,
-            &format!(
-                "/providers/Microsoft.Authorization/roleDefinitions/{}",
-                roles::OWNER
-            ),
-            AUTHZ,
-            None,
-        )
+        .call(Method::GET, &format!("/providers/Microsoft.Authorization/roleDefinitions/{}", roles::OWNER), AUTHZ, None)
         .await;
     assert_eq!(r.status, 200);
-    assert_shape(
-        &r.body,
-        &example("authorization/GetRoleDefinitionById.json")["responses"]["200"]["body"],
-        "",
-        &[],
-    );
+    assert_shape(&r.body, &example("authorization/GetRoleDefinitionById.json")["responses"]["200"]["body"], "", &[]);
     assert_eq!(r.body["properties"]["roleName"], "Owner");
 
     // Delete 200 with body, then 204.
     let r = env.call(Method::DELETE, &path, AUTHZ, None).await;
     assert_eq!(r.status, 200);
-    assert_shape(
-        &r.body,
-        &example("authorization/RoleAssignments_Delete.json")["responses"]["200"]["body"],
-        "",
-        &[],
-    );
-    assert_eq!(
-        env.call(Method::DELETE, &path, AUTHZ, None).await.status,
-        204
-    );
+    assert_shape(&r.body, &example("authorization/RoleAssignments_Delete.json")["responses"]["200"]["body"], "", &[]);
+    assert_eq!(env.call(Method::DELETE, &path, AUTHZ, None).await.status, 204);
 }
 
 #[tokio::test]
@@ -1099,18 +673,8 @@ async fn throttling_answers_429_with_retry_after() {
     assert_eq!(r.body["error"]["code"], "SubscriptionRequestsThrottled");
     assert_eq!(r.h("retry-after").as_deref(), Some("2"));
     // Writes have their own bucket.
-    assert_eq!(
-        env.call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None)
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        env.call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None)
-            .await
-            .status,
-        429
-    );
+    assert_eq!(env.call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None).await.status, 200);
+    assert_eq!(env.call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None).await.status, 429);
     let s = env.sim.handle.call_summary();
     assert_eq!(s["StorageAccounts_GetProperties"].reads, 4);
     assert_eq!(s["StorageAccounts_GetProperties"].errors, 1);
@@ -1153,23 +717,14 @@ async fn injected_faults_errors_latency_and_lro_failures() {
 
     h.inject_fault(FaultRule {
         operation: "Workspaces_CreateOrUpdate".into(),
-        action: FaultAction::LroFailure {
-            status: None,
-            code: "InternalError".into(),
-            message: None,
-        },
+        action: FaultAction::LroFailure { status: None, code: "InternalError".into(), message: None },
         count: Some(1),
         rate: None,
     });
-    let r = env
-        .call(Method::PUT, &env.ws_id("ws-fail"), ML, Some(env.ws_body()))
-        .await;
+    let r = env.call(Method::PUT, &env.ws_id("ws-fail"), ML, Some(env.ws_body())).await;
     assert_eq!(r.status, 202);
     let done = env.poll_location(&r.h("location").unwrap()).await;
-    assert_eq!(
-        (done.status, done.body["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("InternalError"))
-    );
+    assert_eq!((done.status, done.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("InternalError")));
     let g = env.call(Method::GET, &env.ws_id("ws-fail"), ML, None).await;
     assert_eq!(g.body["properties"]["provisioningState"], "Failed");
     // A retry of the PUT succeeds.
@@ -1184,27 +739,10 @@ async fn injected_faults_errors_latency_and_lro_failures() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert_eq!(
-        env.call(Method::GET, &env.ws_id("ws-fail"), ML, None)
-            .await
-            .status,
-        500
-    );
-    assert_eq!(
-        env.call(Method::GET, &env.ws_id("ws-fail"), ML, None)
-            .await
-            .status,
-        200
-    );
-    let summary: Value = env
-        .http
-        .get(format!("{}/_sim/calls/summary", env.sim.endpoint))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert_eq!(env.call(Method::GET, &env.ws_id("ws-fail"), ML, None).await.status, 500);
+    assert_eq!(env.call(Method::GET, &env.ws_id("ws-fail"), ML, None).await.status, 200);
+    let summary: Value =
+        env.http.get(format!("{}/_sim/calls/summary", env.sim.endpoint)).send().await.unwrap().json().await.unwrap();
     assert_eq!(summary["Workspaces_Get"]["calls"], 3);
     assert_eq!(summary["Workspaces_Get"]["errors"], 1);
 }
@@ -1241,14 +779,7 @@ async fn online_endpoints_and_deployments_match_examples() {
     // Deployment.
     let dep = format!("{ep}/deployments/blue");
     let dex = example("ml-online-deployments/ManagedOnlineDeployment_createOrUpdate.json");
-    let r = env
-        .call(
-            Method::PUT,
-            &dep,
-            ML,
-            Some(dex["parameters"]["body"].clone()),
-        )
-        .await;
+    let r = env.call(Method::PUT, &dep, ML, Some(dex["parameters"]["body"].clone())).await;
     assert_eq!(r.status, 201);
     assert_shape(&r.body, &dex["responses"]["201"]["body"], "", &[]);
     env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
@@ -1266,56 +797,29 @@ async fn online_endpoints_and_deployments_match_examples() {
     assert_eq!(r.status, 200);
     env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
     body["properties"]["traffic"] = json!({"green": 100});
-    assert_eq!(
-        env.call(Method::PUT, &ep, ML, Some(body.clone()))
-            .await
-            .status,
-        400
-    );
+    assert_eq!(env.call(Method::PUT, &ep, ML, Some(body.clone())).await.status, 400);
     // A deployment receiving traffic cannot be deleted.
     assert_eq!(env.call(Method::DELETE, &dep, ML, None).await.status, 400);
 
     // Keys.
-    let k = env
-        .call(Method::POST, &format!("{ep}/listKeys"), ML, None)
-        .await;
+    let k = env.call(Method::POST, &format!("{ep}/listKeys"), ML, None).await;
     assert_shape(
         &k.body,
-        &example("ml-online-endpoints/OnlineEndpoint_listKeys.2025-06-01.json")["responses"]["200"]
-            ["body"],
+        &example("ml-online-endpoints/OnlineEndpoint_listKeys.2025-06-01.json")["responses"]["200"]["body"],
         "",
         &[],
     );
     let old_primary = k.body["primaryKey"].as_str().unwrap().to_string();
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{ep}/regenerateKeys"),
-            ML,
-            Some(json!({"keyType": "Primary"})),
-        )
-        .await;
+    let r = env.call(Method::POST, &format!("{ep}/regenerateKeys"), ML, Some(json!({"keyType": "Primary"}))).await;
     assert_eq!(r.status, 202);
     assert!(r.h("azure-asyncoperation").is_some());
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
-    let k2 = env
-        .call(Method::POST, &format!("{ep}/listKeys"), ML, None)
-        .await;
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    let k2 = env.call(Method::POST, &format!("{ep}/listKeys"), ML, None).await;
     assert_ne!(k2.body["primaryKey"].as_str().unwrap(), old_primary);
     assert_eq!(k2.body["secondaryKey"], k.body["secondaryKey"]);
 
     // PATCH tags: 202 + Location.
-    let r = env
-        .call(
-            Method::PATCH,
-            &ep,
-            ML,
-            Some(json!({"tags": {"team": "ml"}})),
-        )
-        .await;
+    let r = env.call(Method::PATCH, &ep, ML, Some(json!({"tags": {"team": "ml"}}))).await;
     assert_eq!(r.status, 202);
     let done = env.poll_location(&r.h("location").unwrap()).await;
     assert_shape(
@@ -1326,9 +830,7 @@ async fn online_endpoints_and_deployments_match_examples() {
     );
     assert_eq!(done.body["tags"]["team"], "ml");
 
-    let list = env
-        .call(Method::GET, &format!("{ws}/onlineEndpoints"), ML, None)
-        .await;
+    let list = env.call(Method::GET, &format!("{ws}/onlineEndpoints"), ML, None).await;
     assert_shape(
         &list.body,
         &example("ml-online-endpoints/OnlineEndpoint_list.json")["responses"]["200"]["body"],
@@ -1339,10 +841,7 @@ async fn online_endpoints_and_deployments_match_examples() {
     // Endpoint DELETE removes deployments too.
     let r = env.call(Method::DELETE, &ep, ML, None).await;
     assert_eq!(r.status, 202);
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
     assert_eq!(env.call(Method::GET, &dep, ML, None).await.status, 404);
 }
 
@@ -1351,36 +850,17 @@ async fn move_validation_failure_and_successful_move() {
     let env = start().await;
     let sub = env.world.subscription_id.clone();
     let target = format!("/subscriptions/{sub}/resourceGroups/rg-target");
-    env.call(
-        Method::PUT,
-        &target,
-        RES,
-        Some(json!({"location": "eastus"})),
-    )
-    .await;
+    env.call(Method::PUT, &target, RES, Some(json!({"location": "eastus"}))).await;
     let ws = env.ws_id("ws-move");
     env.create_ws("ws-move").await;
     let ep = format!("{ws}/onlineEndpoints/ep1");
-    let r = env
-        .call(
-            Method::PUT,
-            &ep,
-            ML,
-            Some(json!({"location": "eastus", "properties": {"authMode": "Key"}})),
-        )
-        .await;
+    let r =
+        env.call(Method::PUT, &ep, ML, Some(json!({"location": "eastus", "properties": {"authMode": "Key"}}))).await;
     env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
 
     let rg = env.world.resource_group_id.clone();
     let body = json!({"resources": [ws], "targetResourceGroup": target});
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{rg}/validateMoveResources"),
-            RES,
-            Some(body.clone()),
-        )
-        .await;
+    let r = env.call(Method::POST, &format!("{rg}/validateMoveResources"), RES, Some(body.clone())).await;
     assert_eq!(r.status, 202);
     let v = env.poll_location(&r.h("location").unwrap()).await;
     assert_eq!(
@@ -1390,18 +870,8 @@ async fn move_validation_failure_and_successful_move() {
     let details = v.body["error"]["details"].to_string();
     assert!(details.contains("online endpoint"), "{details}");
     // moveResources fails the same way and changes nothing.
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{rg}/moveResources"),
-            RES,
-            Some(body),
-        )
-        .await;
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        409
-    );
+    let r = env.call(Method::POST, &format!("{rg}/moveResources"), RES, Some(body)).await;
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 409);
     assert_eq!(env.call(Method::GET, &ws, ML, None).await.status, 200);
 
     // Without endpoints the workspace and its storage account move; ids change, references follow.
@@ -1409,31 +879,11 @@ async fn move_validation_failure_and_successful_move() {
     env.poll_location(&r.h("location").unwrap()).await;
     let sa = env.world.storage_account_id.clone();
     let body = json!({"resources": [ws, sa], "targetResourceGroup": target});
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{rg}/validateMoveResources"),
-            RES,
-            Some(body.clone()),
-        )
-        .await;
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{rg}/moveResources"),
-            RES,
-            Some(body),
-        )
-        .await;
+    let r = env.call(Method::POST, &format!("{rg}/validateMoveResources"), RES, Some(body.clone())).await;
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    let r = env.call(Method::POST, &format!("{rg}/moveResources"), RES, Some(body)).await;
     assert_eq!(r.status, 202);
-    assert_eq!(
-        env.poll_location(&r.h("location").unwrap()).await.status,
-        204
-    );
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
     assert_eq!(env.call(Method::GET, &ws, ML, None).await.status, 404);
     let new_ws = format!("{target}/providers/Microsoft.MachineLearningServices/workspaces/ws-move");
     let g = env.call(Method::GET, &new_ws, ML, None).await;
@@ -1445,15 +895,9 @@ async fn move_validation_failure_and_successful_move() {
     );
 
     // A missing target group is a 404 up front.
-    let body = json!({"resources": [new_ws], "targetResourceGroup": format!("/subscriptions/{sub}/resourceGroups/nope")});
-    let r = env
-        .call(
-            Method::POST,
-            &format!("{target}/validateMoveResources"),
-            RES,
-            Some(body),
-        )
-        .await;
+    let body =
+        json!({"resources": [new_ws], "targetResourceGroup": format!("/subscriptions/{sub}/resourceGroups/nope")});
+    let r = env.call(Method::POST, &format!("{target}/validateMoveResources"), RES, Some(body)).await;
     assert_eq!(r.status, 404);
 }
 
@@ -1462,39 +906,21 @@ async fn activity_log_filters_page_and_match_example() {
     let env = start_with(|c| c.page_size = 3).await;
     let since = jiff::Timestamp::now();
     let rg = env.world.resource_group_id.clone();
-    let path = format!(
-        "/subscriptions/{}/resourceGroups/rg-other",
-        env.world.subscription_id
-    );
-    env.call(Method::PUT, &path, RES, Some(json!({"location": "eastus"})))
-        .await;
+    let path = format!("/subscriptions/{}/resourceGroups/rg-other", env.world.subscription_id);
+    env.call(Method::PUT, &path, RES, Some(json!({"location": "eastus"}))).await;
     for _ in 0..2 {
-        env.call(
-            Method::POST,
-            &format!("{}/listKeys", env.world.storage_account_id),
-            STORAGE,
-            None,
-        )
-        .await;
+        env.call(Method::POST, &format!("{}/listKeys", env.world.storage_account_id), STORAGE, None).await;
     }
     let base = format!(
         "/subscriptions/{}/providers/Microsoft.Insights/eventtypes/management/values",
         env.world.subscription_id
     );
-    let q = |f: &str| {
-        format!(
-            "{}{base}?api-version=2015-04-01&$filter={}",
-            env.sim.endpoint,
-            urlencode(f)
-        )
-    };
+    let q = |f: &str| format!("{}{base}?api-version=2015-04-01&$filter={}", env.sim.endpoint, urlencode(f));
     let r = env
         .call_as(
             Some(&env.token),
             Method::GET,
-            &q(&format!(
-                "eventTimestamp ge '{since}' and resourceGroupName eq 'rg-sandbox'"
-            )),
+            &q(&format!("eventTimestamp ge '{since}' and resourceGroupName eq 'rg-sandbox'")),
             None,
             None,
         )
@@ -1509,42 +935,16 @@ async fn activity_log_filters_page_and_match_example() {
     // 2 listKeys × (Begin + End) = 4 events in rg-sandbox → 3 + 1 with page size 3.
     assert_eq!(r.body["value"].as_array().unwrap().len(), 3);
     let next = r.body["nextLink"].as_str().unwrap().to_string();
-    let r2 = env
-        .call_as(Some(&env.token), Method::GET, &next, None, None)
-        .await;
+    let r2 = env.call_as(Some(&env.token), Method::GET, &next, None, None).await;
     assert_eq!(r2.body["value"].as_array().unwrap().len(), 1);
     assert!(r2.body.get("nextLink").is_none());
-    assert!(
-        r.body["value"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|e| e["resourceGroupName"] == "rg-sandbox")
-    );
+    assert!(r.body["value"].as_array().unwrap().iter().all(|e| e["resourceGroupName"] == "rg-sandbox"));
     let _ = rg;
     // Future window: nothing. Missing eventTimestamp: 400.
-    let future = jiff::Timestamp::now()
-        .checked_add(jiff::SignedDuration::from_hours(1))
-        .unwrap();
-    let r = env
-        .call_as(
-            Some(&env.token),
-            Method::GET,
-            &q(&format!("eventTimestamp ge '{future}'")),
-            None,
-            None,
-        )
-        .await;
+    let future = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+    let r = env.call_as(Some(&env.token), Method::GET, &q(&format!("eventTimestamp ge '{future}'")), None, None).await;
     assert_eq!(r.body["value"].as_array().unwrap().len(), 0);
-    let r = env
-        .call_as(
-            Some(&env.token),
-            Method::GET,
-            &q("resourceGroupName eq 'rg-sandbox'"),
-            None,
-            None,
-        )
-        .await;
+    let r = env.call_as(Some(&env.token), Method::GET, &q("resourceGroupName eq 'rg-sandbox'"), None, None).await;
     assert_eq!(r.status, 400);
 }
 
@@ -1567,8 +967,7 @@ async fn admin_api_and_state_persistence() {
             .handle
             .activity_log()
             .iter()
-            .any(|e| e["operationName"]["value"]
-                == "Microsoft.Storage/storageAccounts/regenerateKey/action")
+            .any(|e| e["operationName"]["value"] == "Microsoft.Storage/storageAccounts/regenerateKey/action")
     );
 
     // Edit a workspace behind the operator's back.
@@ -1590,22 +989,13 @@ async fn admin_api_and_state_persistence() {
     env.sim.handle.save(&file).unwrap();
     let env2 = start().await;
     env2.sim.handle.load(&file).unwrap();
-    let g = env2
-        .call(Method::GET, &env.ws_id("ws-edit"), ML, None)
-        .await;
+    let g = env2.call(Method::GET, &env.ws_id("ws-edit"), ML, None).await;
     assert_eq!(g.body["properties"]["description"], "edited in portal");
-    assert_eq!(
-        env2.sim.handle.storage_key(&sa, "key2"),
-        env.sim.handle.storage_key(&sa, "key2")
-    );
+    assert_eq!(env2.sim.handle.storage_key(&sa, "key2"), env.sim.handle.storage_key(&sa, "key2"));
 
     // Call log records method, operation, path and status.
     let calls = env.sim.handle.calls();
-    let last = calls
-        .iter()
-        .rev()
-        .find(|c| c.operation == "Workspaces_Get")
-        .unwrap();
+    let last = calls.iter().rev().find(|c| c.operation == "Workspaces_Get").unwrap();
     assert_eq!((last.method.as_str(), last.status), ("GET", 200));
     assert!(last.path.ends_with("/workspaces/ws-edit"));
     env.sim.shutdown().await;

@@ -11,9 +11,7 @@ use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptio
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
-};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::wait::{await_condition, conditions};
@@ -22,13 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, schemars::JsonSchema)]
-#[kube(
-    group = "test.azml.dev",
-    version = "v1",
-    kind = "Widget",
-    namespaced,
-    status = "WidgetStatus"
-)]
+#[kube(group = "test.azml.dev", version = "v1", kind = "Widget", namespaced, status = "WidgetStatus")]
 struct WidgetSpec {
     location: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,25 +86,16 @@ async fn start(history: usize) -> (RunningServer, Client) {
         bookmark_interval: Duration::from_millis(300),
         ..ServerOptions::default()
     };
-    let server = KubeApiServer::start(opts)
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
+    let server = KubeApiServer::start(opts).await.unwrap_or_else(|e| panic!("start: {e}"));
     let client = server.client().unwrap_or_else(|e| panic!("client: {e}"));
     (server, client)
 }
 
 async fn install_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd: CustomResourceDefinition =
-        serde_json::from_value(widget_crd()).unwrap_or_else(|e| panic!("{e}"));
-    crds.create(&PostParams::default(), &crd)
-        .await
-        .unwrap_or_else(|e| panic!("create crd: {e}"));
-    let established = await_condition(
-        crds,
-        "widgets.test.azml.dev",
-        conditions::is_crd_established(),
-    );
+    let crd: CustomResourceDefinition = serde_json::from_value(widget_crd()).unwrap_or_else(|e| panic!("{e}"));
+    crds.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("create crd: {e}"));
+    let established = await_condition(crds, "widgets.test.azml.dev", conditions::is_crd_established());
     tokio::time::timeout(Duration::from_secs(5), established)
         .await
         .unwrap_or_else(|e| panic!("crd not established: {e}"))
@@ -120,14 +103,7 @@ async fn install_crd(client: &Client) {
 }
 
 fn widget(name: &str, location: &str) -> Widget {
-    Widget::new(
-        name,
-        WidgetSpec {
-            location: location.into(),
-            sku: None,
-            replicas: None,
-        },
-    )
+    Widget::new(name, WidgetSpec { location: location.into(), sku: None, replicas: None })
 }
 
 fn api_error(e: kube::Error) -> kube::core::Status {
@@ -153,8 +129,7 @@ async fn controller_with_finalizer_runs_end_to_end() {
     struct ReconcileError(#[from] Box<kube::runtime::finalizer::Error<kube::Error>>);
 
     async fn reconcile(w: Arc<Widget>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-        let api: Api<Widget> =
-            Api::namespaced(ctx.client.clone(), &w.namespace().unwrap_or_default());
+        let api: Api<Widget> = Api::namespaced(ctx.client.clone(), &w.namespace().unwrap_or_default());
         let finalizer_api = api.clone();
         finalizer(&finalizer_api, "test.azml.dev/cleanup", w, |event| async {
             match event {
@@ -180,26 +155,15 @@ async fn controller_with_finalizer_runs_end_to_end() {
         Action::requeue(Duration::from_millis(100))
     }
 
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        cleaned: cleaned.clone(),
-    });
+    let ctx = Arc::new(Ctx { client: client.clone(), cleaned: cleaned.clone() });
     let controller = tokio::spawn(
-        Controller::new(widgets.clone(), Default::default())
-            .run(reconcile, error_policy, ctx)
-            .for_each(|_| async {}),
+        Controller::new(widgets.clone(), Default::default()).run(reconcile, error_policy, ctx).for_each(|_| async {}),
     );
 
-    widgets
-        .create(&PostParams::default(), &widget("w1", "westeurope"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    widgets.create(&PostParams::default(), &widget("w1", "westeurope")).await.unwrap_or_else(|e| panic!("{e}"));
     let ready = await_condition(widgets.clone(), "w1", |w: Option<&Widget>| {
-        w.and_then(|w| w.status.as_ref()).is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+        w.and_then(|w| w.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
     });
     tokio::time::timeout(Duration::from_secs(10), ready)
         .await
@@ -207,21 +171,10 @@ async fn controller_with_finalizer_runs_end_to_end() {
         .unwrap_or_else(|e| panic!("{e}"));
     let live = widgets.get("w1").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(live.finalizers(), &["test.azml.dev/cleanup".to_string()]);
-    assert_eq!(
-        live.spec.sku.as_deref(),
-        Some("Basic"),
-        "schema default applied"
-    );
-    assert_eq!(
-        live.metadata.generation,
-        Some(1),
-        "status and finalizer writes do not bump generation"
-    );
+    assert_eq!(live.spec.sku.as_deref(), Some("Basic"), "schema default applied");
+    assert_eq!(live.metadata.generation, Some(1), "status and finalizer writes do not bump generation");
 
-    widgets
-        .delete("w1", &DeleteParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    widgets.delete("w1", &DeleteParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
     let uid = live.uid().unwrap_or_default();
     let gone = await_condition(widgets.clone(), "w1", conditions::is_deleted(&uid));
     tokio::time::timeout(Duration::from_secs(10), gone)
@@ -236,28 +189,19 @@ async fn controller_with_finalizer_runs_end_to_end() {
 async fn watch_resumes_from_history_and_expires_with_410() {
     let (_server, client) = start(16).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let mut cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"n": "0"}}))
-            .unwrap_or_else(|e| panic!("{e}"));
-    let created = cms
-        .create(&PostParams::default(), &cm)
-        .await
+    let mut cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"n": "0"}}))
         .unwrap_or_else(|e| panic!("{e}"));
+    let created = cms.create(&PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
     let first_rv = created.resource_version().unwrap_or_default();
 
     // Resume from a recent resourceVersion: exactly the later events arrive, in order.
     for n in 1..=3 {
         cm = cms.get("c").await.unwrap_or_else(|e| panic!("{e}"));
         cm.data = Some([("n".to_string(), n.to_string())].into());
-        cms.replace("c", &PostParams::default(), &cm)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        cms.replace("c", &PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let mut stream = cms
-        .watch(&WatchParams::default().timeout(2), &first_rv)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .boxed();
+    let mut stream =
+        cms.watch(&WatchParams::default().timeout(2), &first_rv).await.unwrap_or_else(|e| panic!("{e}")).boxed();
     let mut seen = Vec::new();
     while seen.len() < 3 {
         match stream.try_next().await.unwrap_or_else(|e| panic!("{e}")) {
@@ -272,13 +216,9 @@ async fn watch_resumes_from_history_and_expires_with_410() {
     for n in 0..40 {
         let body = json!({"metadata": {"name": format!("f{n}")}});
         let filler: ConfigMap = serde_json::from_value(body).unwrap_or_else(|e| panic!("{e}"));
-        cms.create(&PostParams::default(), &filler)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        cms.create(&PostParams::default(), &filler).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let expired = cms
-        .watch(&WatchParams::default().timeout(2), &first_rv)
-        .await;
+    let expired = cms.watch(&WatchParams::default().timeout(2), &first_rv).await;
     let code = match expired {
         Err(e) => api_error(e).code,
         Ok(stream) => match stream.boxed().try_next().await {
@@ -296,10 +236,7 @@ async fn watch_resumes_from_history_and_expires_with_410() {
         .map(|_| Vec::new())
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(objs.is_empty());
-    let listed = cms
-        .list(&ListParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let listed = cms.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listed.items.len(), 41);
 }
 
@@ -307,37 +244,21 @@ async fn watch_resumes_from_history_and_expires_with_410() {
 async fn stale_updates_conflict_and_apply_conflicts_name_the_manager() {
     let (_server, client) = start(1000).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let cm: ConfigMap =
-        serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"k": "v"}}))
-            .unwrap_or_else(|e| panic!("{e}"));
-    let created = cms
-        .create(&PostParams::default(), &cm)
-        .await
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"k": "v"}}))
         .unwrap_or_else(|e| panic!("{e}"));
+    let created = cms.create(&PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
     let mut a = created.clone();
     a.data = Some([("k".to_string(), "a".to_string())].into());
-    cms.replace("c", &PostParams::default(), &a)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    cms.replace("c", &PostParams::default(), &a).await.unwrap_or_else(|e| panic!("{e}"));
     let mut b = created.clone();
     b.data = Some([("k".to_string(), "b".to_string())].into());
-    let err = api_error(
-        cms.replace("c", &PostParams::default(), &b)
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("no conflict")),
-    );
+    let err =
+        api_error(cms.replace("c", &PostParams::default(), &b).await.err().unwrap_or_else(|| panic!("no conflict")));
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(
-        err.message.contains("the object has been modified"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("the object has been modified"), "{}", err.message);
 
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"k": "alice"}});
-    cms.patch("s", &PatchParams::apply("alice"), &Patch::Apply(&applied))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    cms.patch("s", &PatchParams::apply("alice"), &Patch::Apply(&applied)).await.unwrap_or_else(|e| panic!("{e}"));
     let bob = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": {"k": "bob"}});
     let err = api_error(
         cms.patch("s", &PatchParams::apply("bob"), &Patch::Apply(&bob))
@@ -346,24 +267,13 @@ async fn stale_updates_conflict_and_apply_conflicts_name_the_manager() {
             .unwrap_or_else(|| panic!("no conflict")),
     );
     assert_eq!(err.code, 409);
-    assert!(
-        err.message.contains("conflict with \"alice\""),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("conflict with \"alice\""), "{}", err.message);
     assert!(err.message.contains(".data.k"), "{}", err.message);
-    let forced = cms
-        .patch("s", &PatchParams::apply("bob").force(), &Patch::Apply(&bob))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let forced =
+        cms.patch("s", &PatchParams::apply("bob").force(), &Patch::Apply(&bob)).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(forced.data.unwrap_or_default()["k"], "bob");
-    let managers: Vec<String> = forced
-        .metadata
-        .managed_fields
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let managers: Vec<String> =
+        forced.metadata.managed_fields.unwrap_or_default().into_iter().filter_map(|m| m.manager).collect();
     assert_eq!(managers, vec!["bob".to_string()]);
 }
 
@@ -372,10 +282,7 @@ async fn crd_schema_and_cel_rules_are_enforced() {
     let (_server, client) = start(1000).await;
     install_crd(&client).await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
-    widgets
-        .create(&PostParams::default(), &widget("w", "westeurope"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    widgets.create(&PostParams::default(), &widget("w", "westeurope")).await.unwrap_or_else(|e| panic!("{e}"));
     let patch = json!({"spec": {"location": "northeurope"}});
     let err = api_error(
         widgets
@@ -397,46 +304,23 @@ async fn crd_schema_and_cel_rules_are_enforced() {
             .err()
             .unwrap_or_else(|| panic!("accepted")),
     );
-    assert!(
-        err.message
-            .contains("spec.sku: Unsupported value: \"Gold\""),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("spec.sku: Unsupported value: \"Gold\""), "{}", err.message);
 
     // Unknown fields: rejected under Strict, pruned with a warning otherwise.
     let unknown = json!({"spec": {"bogus": 1}});
     let strict = PatchParams::default().validation_strict();
     let err = api_error(
-        widgets
-            .patch("w", &strict, &Patch::Merge(&unknown))
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("accepted")),
+        widgets.patch("w", &strict, &Patch::Merge(&unknown)).await.err().unwrap_or_else(|| panic!("accepted")),
     );
     assert_eq!(err.code, 400);
-    assert!(
-        err.message.contains("unknown field \"spec.bogus\""),
-        "{}",
-        err.message
-    );
-    let pruned = widgets
-        .patch("w", &PatchParams::default(), &Patch::Merge(&unknown))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        pruned.metadata.generation,
-        Some(1),
-        "pruned-only change is a no-op"
-    );
+    assert!(err.message.contains("unknown field \"spec.bogus\""), "{}", err.message);
+    let pruned =
+        widgets.patch("w", &PatchParams::default(), &Patch::Merge(&unknown)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(pruned.metadata.generation, Some(1), "pruned-only change is a no-op");
 
     // Spec changes bump generation; status writes do not and cannot touch spec.
     let scaled = widgets
-        .patch(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 2}})),
-        )
+        .patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(scaled.metadata.generation, Some(2));
@@ -454,87 +338,53 @@ async fn crd_schema_and_cel_rules_are_enforced() {
 async fn core_semantics_selectors_paging_secrets_and_bad_requests() {
     let (server, client) = start(1000).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s", "labels": {"app": "x"}}, "stringData": {"key": "hunter2"}}))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let created = secrets
-        .create(&PostParams::default(), &s)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        created.data.unwrap_or_default()["key"].0,
-        b"hunter2".to_vec()
-    );
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s", "labels": {"app": "x"}}, "stringData": {"key": "hunter2"}}),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let created = secrets.create(&PostParams::default(), &s).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(created.data.unwrap_or_default()["key"].0, b"hunter2".to_vec());
     assert!(created.string_data.is_none());
     assert_eq!(created.type_.as_deref(), Some("Opaque"));
 
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for n in 0..5 {
-        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": format!("cm{n}"), "labels": {"even": (n % 2 == 0).to_string()}}}))
-            .unwrap_or_else(|e| panic!("{e}"));
-        cms.create(&PostParams::default(), &cm)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": format!("cm{n}"), "labels": {"even": (n % 2 == 0).to_string()}}}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        cms.create(&PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
     }
-    let even = cms
-        .list(&ListParams::default().labels("even=true"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        even.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
-        vec!["cm0", "cm2", "cm4"]
-    );
-    let one = cms
-        .list(&ListParams::default().fields("metadata.name=cm3"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let even = cms.list(&ListParams::default().labels("even=true")).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(even.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), vec!["cm0", "cm2", "cm4"]);
+    let one = cms.list(&ListParams::default().fields("metadata.name=cm3")).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(one.items.len(), 1);
-    let page1 = cms
-        .list(&ListParams::default().limit(2))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let page1 = cms.list(&ListParams::default().limit(2)).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(page1.items.len(), 2);
     let token = page1.metadata.continue_.clone().unwrap_or_default();
-    let page2 = cms
-        .list(&ListParams::default().limit(10).continue_token(&token))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        page2.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
-        vec!["cm2", "cm3", "cm4"]
-    );
+    let page2 =
+        cms.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page2.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), vec!["cm2", "cm3", "cm4"]);
     assert!(page2.metadata.continue_.unwrap_or_default().is_empty());
 
-    let missing = api_error(
-        cms.get("nope")
-            .await
-            .err()
-            .unwrap_or_else(|| panic!("found")),
-    );
+    let missing = api_error(cms.get("nope").await.err().unwrap_or_else(|| panic!("found")));
     assert_eq!((missing.code, missing.reason.as_str()), (404, "NotFound"));
     assert_eq!(missing.message, "configmaps \"nope\" not found");
     let dup = api_error(
-        cms.create(
-            &PostParams::default(),
-            &cms.get("cm0").await.unwrap_or_else(|e| panic!("{e}")),
-        )
-        .await
-        .err()
-        .unwrap_or_else(|| panic!("created")),
+        cms.create(&PostParams::default(), &cms.get("cm0").await.unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("created")),
     );
     assert_eq!((dup.code, dup.reason.as_str()), (409, "AlreadyExists"));
 
     // Raw HTTP: malformed JSON, wrong kind, oversized body all get Status errors and leave the store intact.
-    let http = reqwest::Client::builder()
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let http = reqwest::Client::builder().build().unwrap_or_else(|e| panic!("{e}"));
     let url = format!("{}/api/v1/namespaces/default/configmaps", server.url());
     let before = server.store().resource_version();
     for (body, code) in [
         ("{not json".to_string(), 400),
-        (
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}).to_string(),
-            400,
-        ),
+        (json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}).to_string(), 400),
         ("x".repeat(4 * 1024 * 1024), 413),
     ] {
         let resp = http
@@ -554,34 +404,14 @@ async fn core_semantics_selectors_paging_secrets_and_bad_requests() {
     // Namespaces: deleting one removes its content.
     let ns_api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let ns: k8s_openapi::api::core::v1::Namespace =
-        serde_json::from_value(json!({"metadata": {"name": "tmp"}}))
-            .unwrap_or_else(|e| panic!("{e}"));
-    ns_api
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        serde_json::from_value(json!({"metadata": {"name": "tmp"}})).unwrap_or_else(|e| panic!("{e}"));
+    ns_api.create(&PostParams::default(), &ns).await.unwrap_or_else(|e| panic!("{e}"));
     let tmp_cms: Api<ConfigMap> = Api::namespaced(client.clone(), "tmp");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "inner"}}))
-        .unwrap_or_else(|e| panic!("{e}"));
-    tmp_cms
-        .create(&PostParams::default(), &cm)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    ns_api
-        .delete("tmp", &DeleteParams::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        api_error(
-            ns_api
-                .get("tmp")
-                .await
-                .err()
-                .unwrap_or_else(|| panic!("still there"))
-        )
-        .code,
-        404
-    );
+    let cm: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "inner"}})).unwrap_or_else(|e| panic!("{e}"));
+    tmp_cms.create(&PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
+    ns_api.delete("tmp", &DeleteParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(api_error(ns_api.get("tmp").await.err().unwrap_or_else(|| panic!("still there"))).code, 404);
 }
 
 // ---------------------------------------------------------------- kubectl
@@ -595,9 +425,7 @@ impl Kubectl {
     fn new(server: &RunningServer) -> Self {
         let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let kubeconfig = home.path().join("kubeconfig");
-        server
-            .write_kubeconfig(&kubeconfig)
-            .unwrap_or_else(|e| panic!("{e}"));
+        server.write_kubeconfig(&kubeconfig).unwrap_or_else(|e| panic!("{e}"));
         Self { kubeconfig, home }
     }
 
@@ -647,159 +475,64 @@ async fn kubectl_script() {
 
     let crd = k.write("crd.json", &widget_crd().to_string());
     let out = k.ok(&["apply", "-f", &crd]).await;
-    assert_eq!(
-        out.trim(),
-        "customresourcedefinition.apiextensions.k8s.io/widgets.test.azml.dev created"
-    );
+    assert_eq!(out.trim(), "customresourcedefinition.apiextensions.k8s.io/widgets.test.azml.dev created");
 
-    let w1 = k.write("w1.yaml", "apiVersion: test.azml.dev/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  location: westeurope\n");
-    assert_eq!(
-        k.ok(&["apply", "-f", &w1]).await.trim(),
-        "widget.test.azml.dev/w1 created"
+    let w1 = k.write(
+        "w1.yaml",
+        "apiVersion: test.azml.dev/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  location: westeurope\n",
     );
+    assert_eq!(k.ok(&["apply", "-f", &w1]).await.trim(), "widget.test.azml.dev/w1 created");
     let w1b = k.write("w1b.yaml", "apiVersion: test.azml.dev/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  location: westeurope\n  replicas: 2\n");
-    assert_eq!(
-        k.ok(&["apply", "-f", &w1b]).await.trim(),
-        "widget.test.azml.dev/w1 configured"
-    );
+    assert_eq!(k.ok(&["apply", "-f", &w1b]).await.trim(), "widget.test.azml.dev/w1 configured");
 
     // Client-side apply of a core kind goes through strategic merge patch.
-    let cm = k.write(
-        "cm.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\ndata:\n  a: \"1\"\n  b: \"2\"\n",
-    );
-    assert_eq!(
-        k.ok(&["apply", "-f", &cm]).await.trim(),
-        "configmap/c1 created"
-    );
-    let cm2 = k.write(
-        "cm2.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\ndata:\n  a: \"1\"\n  c: \"3\"\n",
-    );
-    assert_eq!(
-        k.ok(&["apply", "-f", &cm2]).await.trim(),
-        "configmap/c1 configured"
-    );
-    let data = k
-        .ok(&["get", "configmap", "c1", "-o", "jsonpath={.data}"])
-        .await;
-    assert_eq!(
-        serde_json::from_str::<Value>(&data).unwrap_or_default(),
-        json!({"a": "1", "c": "3"})
-    );
+    let cm =
+        k.write("cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\ndata:\n  a: \"1\"\n  b: \"2\"\n");
+    assert_eq!(k.ok(&["apply", "-f", &cm]).await.trim(), "configmap/c1 created");
+    let cm2 =
+        k.write("cm2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c1\ndata:\n  a: \"1\"\n  c: \"3\"\n");
+    assert_eq!(k.ok(&["apply", "-f", &cm2]).await.trim(), "configmap/c1 configured");
+    let data = k.ok(&["get", "configmap", "c1", "-o", "jsonpath={.data}"]).await;
+    assert_eq!(serde_json::from_str::<Value>(&data).unwrap_or_default(), json!({"a": "1", "c": "3"}));
 
     // Server-side apply, then a conflicting one from another manager.
-    let ss = k.write(
-        "ss.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c2\ndata:\n  k: one\n",
-    );
-    assert_eq!(
-        k.ok(&["apply", "--server-side", "-f", &ss]).await.trim(),
-        "configmap/c2 serverside-applied"
-    );
-    let ss2 = k.write(
-        "ss2.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c2\ndata:\n  k: two\n",
-    );
-    let (ok, _, err) = k
-        .run(&[
-            "apply",
-            "--server-side",
-            "--field-manager",
-            "other",
-            "-f",
-            &ss2,
-        ])
-        .await;
+    let ss = k.write("ss.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c2\ndata:\n  k: one\n");
+    assert_eq!(k.ok(&["apply", "--server-side", "-f", &ss]).await.trim(), "configmap/c2 serverside-applied");
+    let ss2 = k.write("ss2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c2\ndata:\n  k: two\n");
+    let (ok, _, err) = k.run(&["apply", "--server-side", "--field-manager", "other", "-f", &ss2]).await;
     assert!(!ok && err.contains("conflict with \"kubectl\""), "{err}");
-    k.ok(&[
-        "apply",
-        "--server-side",
-        "--field-manager",
-        "other",
-        "--force-conflicts",
-        "-f",
-        &ss2,
-    ])
-    .await;
+    k.ok(&["apply", "--server-side", "--field-manager", "other", "--force-conflicts", "-f", &ss2]).await;
 
     let table = k.ok(&["get", "wd"]).await;
-    let header: Vec<&str> = table
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
+    let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
     assert_eq!(header, vec!["NAME", "LOCATION", "READY", "AGE"], "{table}");
-    assert!(
-        table
-            .lines()
-            .any(|l| l.starts_with("w1") && l.contains("westeurope")),
-        "{table}"
-    );
+    assert!(table.lines().any(|l| l.starts_with("w1") && l.contains("westeurope")), "{table}");
     let by_category = k.ok(&["get", "azml"]).await;
-    assert!(
-        by_category
-            .lines()
-            .any(|l| l.starts_with("w1") && l.contains("westeurope")),
-        "{by_category}"
-    );
+    assert!(by_category.lines().any(|l| l.starts_with("w1") && l.contains("westeurope")), "{by_category}");
 
     let yaml = k.ok(&["get", "widget", "w1", "-o", "yaml"]).await;
     assert!(
-        yaml.contains("location: westeurope")
-            && yaml.contains("replicas: 2")
-            && yaml.contains("sku: Basic"),
+        yaml.contains("location: westeurope") && yaml.contains("replicas: 2") && yaml.contains("sku: Basic"),
         "{yaml}"
     );
 
     assert_eq!(
-        k.ok(&[
-            "patch",
-            "widget",
-            "w1",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"replicas":3}}"#
-        ])
-        .await
-        .trim(),
+        k.ok(&["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#]).await.trim(),
         "widget.test.azml.dev/w1 patched"
     );
-    let json_patch = r#"[{"op":"test","path":"/spec/replicas","value":3},{"op":"replace","path":"/spec/replicas","value":4}]"#;
+    let json_patch =
+        r#"[{"op":"test","path":"/spec/replicas","value":3},{"op":"replace","path":"/spec/replicas","value":4}]"#;
     assert_eq!(
-        k.ok(&["patch", "widget", "w1", "--type", "json", "-p", json_patch])
-            .await
-            .trim(),
+        k.ok(&["patch", "widget", "w1", "--type", "json", "-p", json_patch]).await.trim(),
         "widget.test.azml.dev/w1 patched"
     );
-    assert_eq!(
-        k.ok(&["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"])
-            .await,
-        "4"
-    );
-    let (ok, _, err) = k
-        .run(&[
-            "patch",
-            "widget",
-            "w1",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"location":"northeurope"}}"#,
-        ])
-        .await;
-    assert!(
-        !ok && err.contains("spec.location: Invalid value: \"string\": location is immutable"),
-        "{err}"
-    );
+    assert_eq!(k.ok(&["get", "widget", "w1", "-o", "jsonpath={.spec.replicas}"]).await, "4");
+    let (ok, _, err) =
+        k.run(&["patch", "widget", "w1", "--type", "merge", "-p", r#"{"spec":{"location":"northeurope"}}"#]).await;
+    assert!(!ok && err.contains("spec.location: Invalid value: \"string\": location is immutable"), "{err}");
 
     let explain = k.ok(&["explain", "widgets.spec"]).await;
-    assert!(
-        explain.contains("location") && explain.contains("Azure region of the widget"),
-        "{explain}"
-    );
+    assert!(explain.contains("location") && explain.contains("Azure region of the widget"), "{explain}");
 
     // get -w: the initial row, then a created object and a modification.
     let mut watch_cmd = k.command(&["get", "widgets", "-w", "--request-timeout=5s"]);
@@ -807,40 +540,22 @@ async fn kubectl_script() {
     let watcher = watch_cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
     tokio::time::sleep(Duration::from_millis(800)).await;
     let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
-    widgets
-        .create(&PostParams::default(), &widget("w2", "eastus"))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    widgets.create(&PostParams::default(), &widget("w2", "eastus")).await.unwrap_or_else(|e| panic!("{e}"));
     // kubectl wait: blocks until the status condition appears.
     let waiter = {
-        let mut cmd = k.command(&[
-            "wait",
-            "--for=condition=Ready",
-            "widget/w1",
-            "--timeout=10s",
-        ]);
+        let mut cmd = k.command(&["wait", "--for=condition=Ready", "widget/w1", "--timeout=10s"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().unwrap_or_else(|e| panic!("{e}"))
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let status = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-    widgets
-        .patch_status("w1", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    widgets.patch_status("w1", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap_or_else(|e| panic!("{e}"));
     let waited = tokio::task::spawn_blocking(move || waiter.wait_with_output())
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        waited.status.success(),
-        "{}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&waited.stdout).trim(),
-        "widget.test.azml.dev/w1 condition met"
-    );
+    assert!(waited.status.success(), "{}", String::from_utf8_lossy(&waited.stderr));
+    assert_eq!(String::from_utf8_lossy(&waited.stdout).trim(), "widget.test.azml.dev/w1 condition met");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut watcher = watcher;
     let _ = watcher.kill();
@@ -849,56 +564,70 @@ async fn kubectl_script() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
     let watched = String::from_utf8_lossy(&watched.stdout).into_owned();
-    assert!(
-        watched.lines().next().unwrap_or("").starts_with("NAME"),
-        "{watched}"
-    );
-    assert!(
-        watched
-            .lines()
-            .any(|l| l.starts_with("w2") && l.contains("eastus")),
-        "{watched}"
-    );
-    assert!(
-        watched
-            .lines()
-            .any(|l| l.starts_with("w1") && l.contains("True")),
-        "{watched}"
-    );
+    assert!(watched.lines().next().unwrap_or("").starts_with("NAME"), "{watched}");
+    assert!(watched.lines().any(|l| l.starts_with("w2") && l.contains("eastus")), "{watched}");
+    assert!(watched.lines().any(|l| l.starts_with("w1") && l.contains("True")), "{watched}");
 
     // Delete waits for finalizers: kubectl delete --wait=false marks, removing the finalizer deletes.
     let fin = json!({"metadata": {"finalizers": ["test.azml.dev/hold"]}});
-    widgets
-        .patch("w2", &PatchParams::default(), &Patch::Merge(&fin))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        k.ok(&["delete", "widget", "w2", "--wait=false"])
-            .await
-            .trim(),
-        "widget.test.azml.dev \"w2\" deleted"
-    );
+    widgets.patch("w2", &PatchParams::default(), &Patch::Merge(&fin)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(k.ok(&["delete", "widget", "w2", "--wait=false"]).await.trim(), "widget.test.azml.dev \"w2\" deleted");
     let marked = widgets.get("w2").await.unwrap_or_else(|e| panic!("{e}"));
     assert!(marked.metadata.deletion_timestamp.is_some());
     let unfin = json!({"metadata": {"finalizers": null}});
-    widgets
-        .patch("w2", &PatchParams::default(), &Patch::Merge(&unfin))
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        widgets
-            .get_opt("w2")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
-            .is_none()
-    );
-    assert_eq!(
-        k.ok(&["delete", "widget", "w1"]).await.trim(),
-        "widget.test.azml.dev \"w1\" deleted"
-    );
+    widgets.patch("w2", &PatchParams::default(), &Patch::Merge(&unfin)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(widgets.get_opt("w2").await.unwrap_or_else(|e| panic!("{e}")).is_none());
+    assert_eq!(k.ok(&["delete", "widget", "w1"]).await.trim(), "widget.test.azml.dev \"w1\" deleted");
     let (ok, _, err) = k.run(&["get", "widget", "w1"]).await;
+    assert!(!ok && err.contains("widgets.test.azml.dev \"w1\" not found"), "{err}");
+}
+
+/// The project's own install story with the real kubectl: the CRDs printed by `azml-operator crd` and the deploy/
+/// manifests pass `kubectl apply --dry-run=client`, the examples pass the server's schema and CEL admission, and an
+/// invalid workspace is rejected with a readable message.
+#[tokio::test]
+async fn install_manifests_and_examples_with_kubectl() {
+    let (server, _client) = start(1000).await;
+    let k = Kubectl::new(&server);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    let crd_output = std::process::Command::new(env!("CARGO_BIN_EXE_azml-operator"))
+        .arg("crd")
+        .output()
+        .unwrap_or_else(|e| panic!("azml-operator crd: {e}"));
+    assert!(crd_output.status.success());
+    let crds = k.write("crds.yaml", &String::from_utf8_lossy(&crd_output.stdout));
+    let out = k.ok(&["apply", "--dry-run=client", "-f", &crds]).await;
     assert!(
-        !ok && err.contains("widgets.test.azml.dev \"w1\" not found"),
-        "{err}"
+        out.contains("customresourcedefinition.apiextensions.k8s.io/mlworkspaces.azml.dev created (dry run)"),
+        "{out}"
     );
+
+    let deploy = root.join("deploy");
+    let out = k.ok(&["apply", "--dry-run=client", "-f", deploy.to_str().unwrap_or_default()]).await;
+    for expected in [
+        "namespace/azml-system",
+        "clusterrole.rbac.authorization.k8s.io/azml-operator",
+        "deployment.apps/azml-operator",
+    ] {
+        assert!(out.contains(&format!("{expected} created (dry run)")), "{expected} missing from: {out}");
+    }
+
+    // Install the CRDs for real, then let the server judge the examples without storing them.
+    k.ok(&["apply", "-f", &crds]).await;
+    let examples = root.join("examples");
+    let out = k.ok(&["apply", "--dry-run=server", "-f", examples.to_str().unwrap_or_default()]).await;
+    assert!(out.contains("mlworkspace.azml.dev/fraud-detection created (server dry run)"), "{out}");
+    assert!(out.contains("subscriptionbinding.azml.dev/risk-prod created (server dry run)"), "{out}");
+    assert_eq!(k.ok(&["get", "mlws", "-A", "-o", "name"]).await.trim(), "", "a dry run stored the example");
+
+    let invalid = k.write(
+        "invalid.yaml",
+        "apiVersion: azml.dev/v1alpha1\nkind: MlWorkspace\nmetadata:\n  name: bad\n  namespace: default\nspec:\n  \
+         subscriptionId: 0b1f6471-1bf0-4dda-aec3-111122223333\n  resourceGroup: rg\n  location: westeurope\n  \
+         storageAccount: {name: sa, id: /subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa}\n  keyVault: {name: kv}\n",
+    );
+    let (ok, _, stderr) = k.run(&["apply", "-f", &invalid]).await;
+    assert!(!ok);
+    assert!(stderr.contains("exactly one of name or id must be set"), "{stderr}");
 }

@@ -42,18 +42,11 @@ pub struct ActivityLogFilter {
 impl ActivityLogFilter {
     /// The OData expression.
     pub fn to_odata(&self) -> String {
-        let mut f = format!(
-            "eventTimestamp ge '{}' and eventTimestamp le '{}'",
-            self.from, self.to
-        );
+        let mut f = format!("eventTimestamp ge '{}' and eventTimestamp le '{}'", self.from, self.to);
         match &self.scope {
             ActivityLogScope::Resource(id) => f.push_str(&format!(" and resourceUri eq '{id}'")),
-            ActivityLogScope::ResourceGroup(rg) => {
-                f.push_str(&format!(" and resourceGroupName eq '{rg}'"))
-            }
-            ActivityLogScope::CorrelationId(id) => {
-                f.push_str(&format!(" and correlationId eq '{}'", id.hyphenated()))
-            }
+            ActivityLogScope::ResourceGroup(rg) => f.push_str(&format!(" and resourceGroupName eq '{rg}'")),
+            ActivityLogScope::CorrelationId(id) => f.push_str(&format!(" and correlationId eq '{}'", id.hyphenated())),
             ActivityLogScope::Subscription => {}
         }
         f
@@ -123,9 +116,7 @@ pub struct EventData {
 impl EventData {
     /// Whether the event's operation is `op` (case-insensitive).
     pub fn is_operation(&self, op: &str) -> bool {
-        self.operation_name
-            .as_ref()
-            .is_some_and(|o| o.value.eq_ignore_ascii_case(op))
+        self.operation_name.as_ref().is_some_and(|o| o.value.eq_ignore_ascii_case(op))
     }
 }
 
@@ -139,9 +130,7 @@ impl ArmClient {
         let call = Call::new(
             "ActivityLogs_List",
             Method::GET,
-            format!(
-                "/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values"
-            ),
+            format!("/subscriptions/{sub}/providers/Microsoft.Insights/eventtypes/management/values"),
             ACTIVITY_LOG_API_VERSION,
             Some(sub),
         )

@@ -159,10 +159,7 @@ impl ArmClient {
     }
 
     /// RoleAssignments_Get. `None` when absent.
-    pub async fn get_role_assignment(
-        &self,
-        ra: &RoleAssignmentRef,
-    ) -> Result<Option<RoleAssignment>, ArmError> {
+    pub async fn get_role_assignment(&self, ra: &RoleAssignmentRef) -> Result<Option<RoleAssignment>, ArmError> {
         let call = Call::new(
             "RoleAssignments_Get",
             Method::GET,
@@ -174,10 +171,7 @@ impl ArmClient {
     }
 
     /// RoleAssignments_Delete: the deleted assignment (200) or `None` when it did not exist (204 or 404).
-    pub async fn delete_role_assignment(
-        &self,
-        ra: &RoleAssignmentRef,
-    ) -> Result<Option<RoleAssignment>, ArmError> {
+    pub async fn delete_role_assignment(&self, ra: &RoleAssignmentRef) -> Result<Option<RoleAssignment>, ArmError> {
         let call = Call::new(
             "RoleAssignments_Delete",
             Method::DELETE,

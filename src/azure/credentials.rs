@@ -11,9 +11,8 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{ClientOptions, ExponentialRetryOptions, RetryOptions, Transport};
 use azure_identity::{
-    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use url::Url;
 
@@ -39,8 +38,7 @@ pub struct AzureCloud {
 impl AzureCloud {
     /// The public Azure cloud with platform roots only.
     pub fn public() -> Self {
-        Self::custom(PUBLIC_AUTHORITY_HOST, PUBLIC_ARM_ENDPOINT)
-            .unwrap_or_else(|_| unreachable!("constant URLs parse"))
+        Self::custom(PUBLIC_AUTHORITY_HOST, PUBLIC_ARM_ENDPOINT).unwrap_or_else(|_| unreachable!("constant URLs parse"))
     }
 
     /// A cloud with the given endpoints (both must be HTTPS).
@@ -69,18 +67,14 @@ impl AzureCloud {
 
     /// Adds extra trusted root CAs from a PEM file.
     pub fn with_extra_root_ca_file(self, path: &Path) -> Result<Self, ArmError> {
-        let pem = std::fs::read(path).map_err(|e| {
-            ArmError::Config(format!("cannot read root CA file {}: {e}", path.display()))
-        })?;
+        let pem = std::fs::read(path)
+            .map_err(|e| ArmError::Config(format!("cannot read root CA file {}: {e}", path.display())))?;
         self.with_extra_root_ca_pem(pem)
     }
 
     /// The token scope for ARM: `{arm_endpoint}/.default`.
     pub fn arm_scope(&self) -> String {
-        format!(
-            "{}/.default",
-            self.arm_endpoint.as_str().trim_end_matches('/')
-        )
+        format!("{}/.default", self.arm_endpoint.as_str().trim_end_matches('/'))
     }
 }
 
@@ -119,9 +113,7 @@ pub fn build_http_client(
     if let Some(pem) = &cloud.extra_root_ca_pem {
         builder = builder.tls_certs_merge(parse_roots(pem)?);
     }
-    builder
-        .build()
-        .map_err(|e| ArmError::Config(format!("cannot build HTTP client: {e}")))
+    builder.build().map_err(|e| ArmError::Config(format!("cannot build HTTP client: {e}")))
 }
 
 /// Which identity the operator authenticates as.
@@ -165,11 +157,7 @@ fn token_retry() -> RetryOptions {
 
 fn client_options(cloud: &AzureCloud, http: reqwest::Client) -> ClientOptions {
     let mut custom = CustomConfiguration::default();
-    custom.authority_host = cloud
-        .authority_host
-        .as_str()
-        .trim_end_matches('/')
-        .to_owned();
+    custom.authority_host = cloud.authority_host.as_str().trim_end_matches('/').to_owned();
     ClientOptions {
         transport: Some(Transport::new(Arc::new(http))),
         cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
@@ -180,40 +168,25 @@ fn client_options(cloud: &AzureCloud, http: reqwest::Client) -> ClientOptions {
 
 /// Builds the credential for `config`, talking to `cloud.authority_host` through a client that trusts the cloud's
 /// extra roots.
-pub fn build_credential(
-    config: &CredentialConfig,
-    cloud: &AzureCloud,
-) -> Result<Arc<dyn TokenCredential>, ArmError> {
+pub fn build_credential(config: &CredentialConfig, cloud: &AzureCloud) -> Result<Arc<dyn TokenCredential>, ArmError> {
     let cfg_err = |e: azure_core::Error| ArmError::Config(format!("credential: {e}"));
     let timeout = Duration::from_secs(30);
     match config {
-        CredentialConfig::ClientSecret {
-            tenant_id,
-            client_id,
-            client_secret,
-        } => {
+        CredentialConfig::ClientSecret { tenant_id, client_id, client_secret } => {
             let http = build_http_client(cloud, true, timeout, timeout)?;
             let cred = ClientSecretCredential::new(
                 tenant_id,
                 client_id.clone(),
                 azure_core::credentials::Secret::new(client_secret.expose().to_owned()),
-                Some(ClientSecretCredentialOptions {
-                    client_options: client_options(cloud, http),
-                }),
+                Some(ClientSecretCredentialOptions { client_options: client_options(cloud, http) }),
             )
             .map_err(cfg_err)?;
             Ok(cred)
         }
-        CredentialConfig::WorkloadIdentity {
-            tenant_id,
-            client_id,
-            token_file,
-        } => {
+        CredentialConfig::WorkloadIdentity { tenant_id, client_id, token_file } => {
             let http = build_http_client(cloud, true, timeout, timeout)?;
             let cred = WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
-                    client_options: client_options(cloud, http),
-                },
+                credential_options: ClientAssertionCredentialOptions { client_options: client_options(cloud, http) },
                 client_id: Some(client_id.clone()),
                 tenant_id: Some(tenant_id.clone()),
                 token_file_path: Some(token_file.clone()),
@@ -226,10 +199,7 @@ pub fn build_credential(
             let http = build_http_client(cloud, false, timeout, timeout)?;
             let cred = ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
                 user_assigned_id: client_id.clone().map(UserAssignedId::ClientId),
-                client_options: ClientOptions {
-                    transport: Some(Transport::new(Arc::new(http))),
-                    ..Default::default()
-                },
+                client_options: ClientOptions { transport: Some(Transport::new(Arc::new(http))), ..Default::default() },
             }))
             .map_err(cfg_err)?;
             Ok(cred)
@@ -243,19 +213,12 @@ mod tests {
 
     #[test]
     fn scope_and_https_rules() {
-        assert_eq!(
-            AzureCloud::public().arm_scope(),
-            "https://management.azure.com/.default"
-        );
+        assert_eq!(AzureCloud::public().arm_scope(), "https://management.azure.com/.default");
         let c = AzureCloud::custom("https://127.0.0.1:8443/", "https://127.0.0.1:9443/").unwrap();
         assert_eq!(c.arm_scope(), "https://127.0.0.1:9443/.default");
         assert!(AzureCloud::custom("http://login", "https://arm").is_err());
         assert!(AzureCloud::custom("https://login", "http://arm").is_err());
-        assert!(
-            AzureCloud::public()
-                .with_extra_root_ca_pem(b"not pem".to_vec())
-                .is_err()
-        );
+        assert!(AzureCloud::public().with_extra_root_ca_pem(b"not pem".to_vec()).is_err());
     }
 
     #[test]

@@ -36,9 +36,7 @@ pub(crate) struct ArmErrorEnvelope {
 impl ArmErrorBody {
     /// Parses an error response body; bodies that are not an ARM envelope yield `None`.
     pub fn from_response_body(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<ArmErrorEnvelope>(body)
-            .ok()
-            .map(|e| e.error)
+        serde_json::from_slice::<ArmErrorEnvelope>(body).ok().map(|e| e.error)
     }
 }
 
@@ -198,11 +196,7 @@ impl ArmError {
     /// The ARM error code, if ARM sent one.
     pub fn code(&self) -> Option<&str> {
         match self {
-            ArmError::Api { body, .. } | ArmError::LroFailed { body, .. }
-                if !body.code.is_empty() =>
-            {
-                Some(&body.code)
-            }
+            ArmError::Api { body, .. } | ArmError::LroFailed { body, .. } if !body.code.is_empty() => Some(&body.code),
             _ => None,
         }
     }
@@ -218,9 +212,9 @@ impl ArmError {
     /// `x-ms-request-id` of the failing response, if any.
     pub fn request_id(&self) -> Option<&str> {
         match self {
-            ArmError::Api { ids, .. }
-            | ArmError::LroFailed { ids, .. }
-            | ArmError::Protocol { ids, .. } => ids.request_id.as_deref(),
+            ArmError::Api { ids, .. } | ArmError::LroFailed { ids, .. } | ArmError::Protocol { ids, .. } => {
+                ids.request_id.as_deref()
+            }
             _ => None,
         }
     }
@@ -253,14 +247,9 @@ fn classify_code(code: &str) -> ErrorClass {
         ErrorClass::NotFound
     } else if c.contains("conflict") || c.contains("exists") || c.contains("anotheroperation") {
         ErrorClass::Conflict
-    } else if c.contains("authorization") || c.contains("forbidden") || c.contains("authentication")
-    {
+    } else if c.contains("authorization") || c.contains("forbidden") || c.contains("authentication") {
         ErrorClass::Auth
-    } else if c.contains("internal")
-        || c.contains("timeout")
-        || c.contains("throttl")
-        || c.contains("unavailable")
-    {
+    } else if c.contains("internal") || c.contains("timeout") || c.contains("throttl") || c.contains("unavailable") {
         ErrorClass::Transient
     } else {
         ErrorClass::Permanent

@@ -35,11 +35,7 @@ pub enum IdError {
 }
 
 fn name_err(kind: &'static str, value: &str, reason: &'static str) -> IdError {
-    IdError::InvalidName {
-        kind,
-        value: value.to_owned(),
-        reason,
-    }
+    IdError::InvalidName { kind, value: value.to_owned(), reason }
 }
 
 /// Characters ARM accepts in generic resource names that are also harmless in a URL path.
@@ -56,11 +52,7 @@ fn validate_segment(kind: &'static str, s: &str) -> Result<(), IdError> {
         return Err(name_err(kind, s, "longer than 260 characters"));
     }
     if !s.chars().all(is_generic_name_char) {
-        return Err(name_err(
-            kind,
-            s,
-            "only ASCII letters, digits and - _ . ( ) are allowed",
-        ));
+        return Err(name_err(kind, s, "only ASCII letters, digits and - _ . ( ) are allowed"));
     }
     if s.chars().all(|c| c == '.') {
         return Err(name_err(kind, s, "must not consist of dots only"));
@@ -89,11 +81,7 @@ fn validate_workspace(s: &str) -> Result<(), IdError> {
         return Err(name_err(KIND, s, "must start with a letter or digit"));
     }
     if !chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(name_err(
-            KIND,
-            s,
-            "only ASCII letters, digits, - and _ are allowed",
-        ));
+        return Err(name_err(KIND, s, "only ASCII letters, digits, - and _ are allowed"));
     }
     Ok(())
 }
@@ -103,15 +91,8 @@ fn validate_storage_account(s: &str) -> Result<(), IdError> {
     if s.len() < 3 || s.len() > 24 {
         return Err(name_err(KIND, s, "must be 3 to 24 characters"));
     }
-    if !s
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-    {
-        return Err(name_err(
-            KIND,
-            s,
-            "only lowercase ASCII letters and digits are allowed",
-        ));
+    if !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        return Err(name_err(KIND, s, "only lowercase ASCII letters and digits are allowed"));
     }
     Ok(())
 }
@@ -126,11 +107,7 @@ fn validate_endpoint_like(kind: &'static str, s: &str) -> Result<(), IdError> {
         return Err(name_err(kind, s, "must start with a letter or digit"));
     }
     if !chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(name_err(
-            kind,
-            s,
-            "only ASCII letters, digits, - and _ are allowed",
-        ));
+        return Err(name_err(kind, s, "only ASCII letters, digits, - and _ are allowed"));
     }
     Ok(())
 }
@@ -322,10 +299,7 @@ impl ResourceGroupRef {
 
     /// The ARM id / request path.
     pub fn id(&self) -> String {
-        format!(
-            "/subscriptions/{}/resourceGroups/{}",
-            self.subscription, self.name
-        )
+        format!("/subscriptions/{}/resourceGroups/{}", self.subscription, self.name)
     }
 
     /// As a generic [`ResourceId`] (e.g. as a role assignment scope).
@@ -346,10 +320,7 @@ pub struct WorkspaceRef {
 impl WorkspaceRef {
     /// Builds a reference from validated parts.
     pub fn new(resource_group: ResourceGroupRef, name: WorkspaceName) -> Self {
-        Self {
-            resource_group,
-            name,
-        }
+        Self { resource_group, name }
     }
 
     /// Parses `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}`.
@@ -366,11 +337,7 @@ impl WorkspaceRef {
 
     /// The ARM id / request path.
     pub fn id(&self) -> String {
-        format!(
-            "{}/providers/Microsoft.MachineLearningServices/workspaces/{}",
-            self.resource_group.id(),
-            self.name
-        )
+        format!("{}/providers/Microsoft.MachineLearningServices/workspaces/{}", self.resource_group.id(), self.name)
     }
 
     /// As a generic [`ResourceId`].
@@ -391,10 +358,7 @@ pub struct StorageAccountRef {
 impl StorageAccountRef {
     /// Builds a reference from validated parts.
     pub fn new(resource_group: ResourceGroupRef, name: StorageAccountName) -> Self {
-        Self {
-            resource_group,
-            name,
-        }
+        Self { resource_group, name }
     }
 
     /// Parses `/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{name}`.
@@ -404,10 +368,7 @@ impl StorageAccountRef {
     pub fn parse(id: &str) -> Result<Self, IdError> {
         let rid = ResourceId::parse(id)?;
         let (rg, name) = rid.top_level("Microsoft.Storage/storageAccounts")?;
-        Ok(Self::new(
-            rg,
-            StorageAccountName::new(name.to_ascii_lowercase())?,
-        ))
+        Ok(Self::new(rg, StorageAccountName::new(name.to_ascii_lowercase())?))
     }
 
     /// Subscription of the account.
@@ -417,11 +378,7 @@ impl StorageAccountRef {
 
     /// The ARM id / request path.
     pub fn id(&self) -> String {
-        format!(
-            "{}/providers/Microsoft.Storage/storageAccounts/{}",
-            self.resource_group.id(),
-            self.name
-        )
+        format!("{}/providers/Microsoft.Storage/storageAccounts/{}", self.resource_group.id(), self.name)
     }
 
     /// As a generic [`ResourceId`].
@@ -489,11 +446,7 @@ impl RoleAssignmentRef {
 
     /// The ARM id / request path.
     pub fn id(&self) -> String {
-        format!(
-            "{}/providers/Microsoft.Authorization/roleAssignments/{}",
-            self.scope,
-            self.name.hyphenated()
-        )
+        format!("{}/providers/Microsoft.Authorization/roleAssignments/{}", self.scope, self.name.hyphenated())
     }
 }
 
@@ -514,19 +467,10 @@ impl RoleDefinitionId {
 
     /// Parses either accepted form.
     pub fn parse(id: &str) -> Result<Self, IdError> {
-        let bad = |reason| IdError::InvalidId {
-            value: id.to_owned(),
-            reason,
-        };
-        let segs: Vec<&str> = id
-            .strip_prefix('/')
-            .ok_or_else(|| bad("must start with '/'"))?
-            .split('/')
-            .collect();
+        let bad = |reason| IdError::InvalidId { value: id.to_owned(), reason };
+        let segs: Vec<&str> = id.strip_prefix('/').ok_or_else(|| bad("must start with '/'"))?.split('/').collect();
         let (subscription, rest) = match segs.as_slice() {
-            [s, sub, rest @ ..] if s.eq_ignore_ascii_case("subscriptions") => {
-                (Some(SubscriptionId::new(sub)?), rest)
-            }
+            [s, sub, rest @ ..] if s.eq_ignore_ascii_case("subscriptions") => (Some(SubscriptionId::new(sub)?), rest),
             rest => (None, rest),
         };
         match rest {
@@ -535,14 +479,9 @@ impl RoleDefinitionId {
                     && ns.eq_ignore_ascii_case("Microsoft.Authorization")
                     && t.eq_ignore_ascii_case("roleDefinitions") =>
             {
-                Ok(Self {
-                    subscription,
-                    guid: parse_guid("role definition id", guid)?,
-                })
+                Ok(Self { subscription, guid: parse_guid("role definition id", guid)? })
             }
-            _ => Err(bad(
-                "expected [/subscriptions/{id}]/providers/Microsoft.Authorization/roleDefinitions/{guid}",
-            )),
+            _ => Err(bad("expected [/subscriptions/{id}]/providers/Microsoft.Authorization/roleDefinitions/{guid}")),
         }
     }
 
@@ -557,11 +496,7 @@ impl fmt::Display for RoleDefinitionId {
         if let Some(sub) = self.subscription {
             write!(f, "/subscriptions/{sub}")?;
         }
-        write!(
-            f,
-            "/providers/Microsoft.Authorization/roleDefinitions/{}",
-            self.guid.hyphenated()
-        )
+        write!(f, "/providers/Microsoft.Authorization/roleDefinitions/{}", self.guid.hyphenated())
     }
 }
 
@@ -602,13 +537,8 @@ pub struct ResourceId(String);
 impl ResourceId {
     /// Parses and validates every segment of an id.
     pub fn parse(id: &str) -> Result<Self, IdError> {
-        let bad = |reason| IdError::InvalidId {
-            value: id.to_owned(),
-            reason,
-        };
-        let rest = id
-            .strip_prefix('/')
-            .ok_or_else(|| bad("must start with '/'"))?;
+        let bad = |reason| IdError::InvalidId { value: id.to_owned(), reason };
+        let rest = id.strip_prefix('/').ok_or_else(|| bad("must start with '/'"))?;
         let segs: Vec<&str> = rest.split('/').collect();
         match segs.as_slice() {
             [s, sub, rest @ ..] if s.eq_ignore_ascii_case("subscriptions") => {
@@ -622,9 +552,7 @@ impl ResourceId {
                             [p, ns, pairs @ ..] if p.eq_ignore_ascii_case("providers") => {
                                 validate_segment("provider namespace", ns)?;
                                 if pairs.is_empty() || pairs.len() % 2 != 0 {
-                                    return Err(bad(
-                                        "expected {type}/{name} pairs after the provider namespace",
-                                    ));
+                                    return Err(bad("expected {type}/{name} pairs after the provider namespace"));
                                 }
                                 for pair in pairs.chunks(2) {
                                     validate_segment("resource type", pair[0])?;
@@ -696,16 +624,10 @@ impl ResourceId {
     /// For a top-level resource of `resource_type` (compared case-insensitively), its resource group and name.
     pub fn top_level(&self, resource_type: &str) -> Result<(ResourceGroupRef, &str), IdError> {
         let segs = self.segments();
-        let matches = segs.len() == 8
-            && self
-                .resource_type()
-                .is_some_and(|t| t.eq_ignore_ascii_case(resource_type));
+        let matches = segs.len() == 8 && self.resource_type().is_some_and(|t| t.eq_ignore_ascii_case(resource_type));
         match (matches, self.resource_group()) {
             (true, Some(rg)) => Ok((rg, self.name())),
-            _ => Err(IdError::InvalidId {
-                value: self.0.clone(),
-                reason: "not an id of the expected resource type",
-            }),
+            _ => Err(IdError::InvalidId { value: self.0.clone(), reason: "not an id of the expected resource type" }),
         }
     }
 }
@@ -764,51 +686,19 @@ mod tests {
 
     #[test]
     fn rejects_path_and_query_injection() {
-        for bad in [
-            "..",
-            "a/b",
-            "a?b",
-            "a%2Fb",
-            "a#b",
-            "a b",
-            "",
-            "rg.",
-            "a\\b",
-            "a&api-version=1",
-        ] {
-            assert!(
-                ResourceGroupName::new(bad).is_err(),
-                "{bad:?} accepted as resource group"
-            );
-            assert!(
-                WorkspaceName::new(bad).is_err(),
-                "{bad:?} accepted as workspace"
-            );
-            assert!(
-                OnlineEndpointName::new(bad).is_err(),
-                "{bad:?} accepted as endpoint"
-            );
+        for bad in ["..", "a/b", "a?b", "a%2Fb", "a#b", "a b", "", "rg.", "a\\b", "a&api-version=1"] {
+            assert!(ResourceGroupName::new(bad).is_err(), "{bad:?} accepted as resource group");
+            assert!(WorkspaceName::new(bad).is_err(), "{bad:?} accepted as workspace");
+            assert!(OnlineEndpointName::new(bad).is_err(), "{bad:?} accepted as endpoint");
         }
         assert!(SubscriptionId::new("../../x").is_err());
         assert!(SubscriptionId::new("{00000000-1111-2222-3333-444444444444}").is_err());
         assert!(StorageAccountName::new("UpperCase1").is_err());
-        assert!(
-            ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/../x")).is_err()
-        );
-        assert!(
-            ResourceId::parse(&format!(
-                "/subscriptions/{SUB}/resourceGroups/rg/providers/A/b/c%2Fd"
-            ))
-            .is_err()
-        );
+        assert!(ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/../x")).is_err());
+        assert!(ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/A/b/c%2Fd")).is_err());
         assert!(ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg?x=1")).is_err());
         assert!(ResourceId::parse(&format!("/subscriptions/{SUB}//resourceGroups/rg")).is_err());
-        assert!(
-            ResourceId::parse(&format!(
-                "/subscriptions/{SUB}/resourceGroups/rg/providers/A/b"
-            ))
-            .is_err()
-        );
+        assert!(ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/rg/providers/A/b")).is_err());
     }
 
     #[test]
@@ -821,16 +711,19 @@ mod tests {
 
     #[test]
     fn compares_case_insensitively() {
-        let a = ResourceId::parse(&format!("/subscriptions/{SUB}/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/acct")).unwrap();
-        let b = ResourceId::parse(&format!("/SUBSCRIPTIONS/{SUB}/resourcegroups/rg/providers/microsoft.storage/storageaccounts/ACCT")).unwrap();
+        let a = ResourceId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/RG/providers/Microsoft.Storage/storageAccounts/acct"
+        ))
+        .unwrap();
+        let b = ResourceId::parse(&format!(
+            "/SUBSCRIPTIONS/{SUB}/resourcegroups/rg/providers/microsoft.storage/storageaccounts/ACCT"
+        ))
+        .unwrap();
         assert_eq!(a, b);
         let mut set = std::collections::HashSet::new();
         set.insert(a.clone());
         assert!(set.contains(&b));
-        assert_eq!(
-            ResourceGroupName::new("Rg").unwrap(),
-            ResourceGroupName::new("rG").unwrap()
-        );
+        assert_eq!(ResourceGroupName::new("Rg").unwrap(), ResourceGroupName::new("rG").unwrap());
     }
 
     #[test]
@@ -853,7 +746,10 @@ mod tests {
             )
         );
         let rd = RoleDefinitionId::parse(&format!("/subscriptions/{SUB}/providers/Microsoft.Authorization/roleDefinitions/f6c7c914-8db3-469d-8ca1-694a8f32e121")).unwrap();
-        let rd2 = RoleDefinitionId::parse("/providers/Microsoft.Authorization/roleDefinitions/F6C7C914-8DB3-469D-8CA1-694A8F32E121").unwrap();
+        let rd2 = RoleDefinitionId::parse(
+            "/providers/Microsoft.Authorization/roleDefinitions/F6C7C914-8DB3-469D-8CA1-694A8F32E121",
+        )
+        .unwrap();
         assert_eq!(rd, rd2);
     }
 }

@@ -122,11 +122,7 @@ pub(crate) struct LroSpec {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .filter(|s| !s.is_empty())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned).filter(|s| !s.is_empty())
 }
 
 impl ArmClient {
@@ -150,10 +146,7 @@ impl ArmClient {
             (None, None) => {
                 return Err(ArmError::Protocol {
                     operation,
-                    reason: format!(
-                        "HTTP {} without Azure-AsyncOperation or Location header",
-                        resp.status
-                    ),
+                    reason: format!("HTTP {} without Azure-AsyncOperation or Location header", resp.status),
                     ids: resp.ids,
                 });
             }
@@ -179,15 +172,10 @@ impl ArmClient {
     }
 
     /// Polls a pending operation once. Works with handles restored from storage (URLs are re-validated).
-    pub async fn poll_lro<T: DeserializeOwned>(
-        &self,
-        handle: &LroHandle,
-    ) -> Result<LroPoll<T>, ArmError> {
+    pub async fn poll_lro<T: DeserializeOwned>(&self, handle: &LroHandle) -> Result<LroPoll<T>, ArmError> {
         const OP: &str = "LongRunningOperation_Poll";
         let url = self.check_same_origin(OP, &handle.poll_url)?;
-        let resp = self
-            .send_url(OP, Method::GET, url, None, handle.subscription)
-            .await?;
+        let resp = self.send_url(OP, Method::GET, url, None, handle.subscription).await?;
         let mut next = handle.clone();
         next.retry_after_secs = retry_after(&resp.headers).map(|d| d.as_secs());
         match handle.kind {
@@ -212,9 +200,7 @@ impl ArmClient {
                     }
                     return Ok(LroPoll::InProgress(next));
                 }
-                self.fetch_final(handle, Some(resp))
-                    .await
-                    .map(LroPoll::Done)
+                self.fetch_final(handle, Some(resp)).await.map(LroPoll::Done)
             }
         }
     }
@@ -230,17 +216,13 @@ impl ArmClient {
         match (handle.final_state, location_resp) {
             (FinalStateVia::OriginalUri, _) => {
                 let url = self.check_same_origin(OP, &handle.resource_url)?;
-                self.send_url(OP, Method::GET, url, None, handle.subscription)
-                    .await?
-                    .json(OP)
+                self.send_url(OP, Method::GET, url, None, handle.subscription).await?.json(OP)
             }
             (FinalStateVia::Location, Some(resp)) => resp.json(OP),
             (FinalStateVia::Location, None) => match &handle.location_url {
                 Some(l) => {
                     let url = self.check_same_origin(OP, l)?;
-                    self.send_url(OP, Method::GET, url, None, handle.subscription)
-                        .await?
-                        .json(OP)
+                    self.send_url(OP, Method::GET, url, None, handle.subscription).await?.json(OP)
                 }
                 None => decode(OP, b""),
             },
@@ -249,22 +231,13 @@ impl ArmClient {
     }
 
     /// Polls until the operation finishes, honouring `Retry-After`, the timeout and cancellation.
-    pub async fn wait_lro<T: DeserializeOwned>(
-        &self,
-        handle: LroHandle,
-        options: &LroOptions,
-    ) -> Result<T, ArmError> {
+    pub async fn wait_lro<T: DeserializeOwned>(&self, handle: LroHandle, options: &LroOptions) -> Result<T, ArmError> {
         let mut handle = handle;
         let deadline_from_start = options.timeout;
         loop {
-            let elapsed = Timestamp::now()
-                .duration_since(handle.started_at)
-                .unsigned_abs();
+            let elapsed = Timestamp::now().duration_since(handle.started_at).unsigned_abs();
             if elapsed >= deadline_from_start {
-                return Err(ArmError::LroTimeout {
-                    operation: handle.operation.clone(),
-                    waited: elapsed,
-                });
+                return Err(ArmError::LroTimeout { operation: handle.operation.clone(), waited: elapsed });
             }
             let wait = handle
                 .retry_after_secs

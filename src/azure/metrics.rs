@@ -73,15 +73,10 @@ impl PrometheusArmMetrics {
     /// Creates the metrics and registers them in `registry`.
     pub fn register(registry: &mut Registry) -> Self {
         let requests = Family::<CallLabels, Counter>::default();
-        let latency = Family::<OpLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.01, 2.0, 12))
-        });
+        let latency =
+            Family::<OpLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 2.0, 12)));
         let throttle = Family::<OpLabels, Counter<f64>>::default();
-        registry.register(
-            "azml_arm_requests",
-            "HTTP exchanges with Azure Resource Manager",
-            requests.clone(),
-        );
+        registry.register("azml_arm_requests", "HTTP exchanges with Azure Resource Manager", requests.clone());
         registry.register(
             "azml_arm_request_duration_seconds",
             "Latency of HTTP exchanges with Azure Resource Manager",
@@ -92,35 +87,18 @@ impl PrometheusArmMetrics {
             "Time the ARM client waited on its own limiter or on Retry-After before calls",
             throttle.clone(),
         );
-        Self {
-            requests,
-            latency,
-            throttle,
-        }
+        Self { requests, latency, throttle }
     }
 }
 
 impl ArmMetrics for PrometheusArmMetrics {
     fn observe(&self, operation: &str, status: StatusClass, latency: Duration) {
-        self.requests
-            .get_or_create(&CallLabels {
-                operation: operation.to_owned(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&OpLabels {
-                operation: operation.to_owned(),
-            })
-            .observe(latency.as_secs_f64());
+        self.requests.get_or_create(&CallLabels { operation: operation.to_owned(), status }).inc();
+        self.latency.get_or_create(&OpLabels { operation: operation.to_owned() }).observe(latency.as_secs_f64());
     }
 
     fn throttle_delay(&self, operation: &str, delay: Duration) {
-        self.throttle
-            .get_or_create(&OpLabels {
-                operation: operation.to_owned(),
-            })
-            .inc_by(delay.as_secs_f64());
+        self.throttle.get_or_create(&OpLabels { operation: operation.to_owned() }).inc_by(delay.as_secs_f64());
     }
 }
 
@@ -132,33 +110,12 @@ mod tests {
     fn prometheus_metrics_encode_observations() {
         let mut registry = Registry::default();
         let m = PrometheusArmMetrics::register(&mut registry);
-        m.observe(
-            "Workspaces_Get",
-            StatusClass::from_status(200),
-            Duration::from_millis(20),
-        );
-        m.observe(
-            "Workspaces_Get",
-            StatusClass::from_status(429),
-            Duration::from_millis(20),
-        );
+        m.observe("Workspaces_Get", StatusClass::from_status(200), Duration::from_millis(20));
+        m.observe("Workspaces_Get", StatusClass::from_status(429), Duration::from_millis(20));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
-        assert!(
-            out.contains(
-                r#"azml_arm_requests_total{operation="Workspaces_Get",status="Success"} 1"#
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains(
-                r#"azml_arm_requests_total{operation="Workspaces_Get",status="Throttled"} 1"#
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains("azml_arm_request_duration_seconds_count{operation=\"Workspaces_Get\"} 2"),
-            "{out}"
-        );
+        assert!(out.contains(r#"azml_arm_requests_total{operation="Workspaces_Get",status="Success"} 1"#), "{out}");
+        assert!(out.contains(r#"azml_arm_requests_total{operation="Workspaces_Get",status="Throttled"} 1"#), "{out}");
+        assert!(out.contains("azml_arm_request_duration_seconds_count{operation=\"Workspaces_Get\"} 2"), "{out}");
     }
 }

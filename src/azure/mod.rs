@@ -28,8 +28,8 @@ pub mod workspaces;
 pub use credentials::{AzureCloud, CredentialConfig, build_credential};
 pub use error::{ArmError, ArmErrorBody, ErrorClass};
 pub use ids::{
-    OnlineDeploymentRef, OnlineEndpointRef, ResourceGroupRef, ResourceId, RoleAssignmentRef,
-    RoleDefinitionId, StorageAccountRef, SubscriptionId, WorkspaceRef,
+    OnlineDeploymentRef, OnlineEndpointRef, ResourceGroupRef, ResourceId, RoleAssignmentRef, RoleDefinitionId,
+    StorageAccountRef, SubscriptionId, WorkspaceRef,
 };
 pub use lro::{FinalStateVia, LroHandle, LroKind, LroOptions, LroPoll, LroStart};
 pub use metrics::{ArmMetrics, PrometheusArmMetrics, StatusClass};

@@ -190,12 +190,8 @@ pub struct OnlineDeploymentProperties {
     pub provisioning_state: Option<ProvisioningState>,
 }
 
-const ORIGINAL: LroSpec = LroSpec {
-    final_state: FinalStateVia::OriginalUri,
-};
-const LOCATION: LroSpec = LroSpec {
-    final_state: FinalStateVia::Location,
-};
+const ORIGINAL: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
+const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
 
 fn unit(start: LroStart<IgnoredAny>) -> LroStart<()> {
     match start {
@@ -206,17 +202,9 @@ fn unit(start: LroStart<IgnoredAny>) -> LroStart<()> {
 
 impl ArmClient {
     /// OnlineEndpoints_Get. `None` when absent.
-    pub async fn get_online_endpoint(
-        &self,
-        ep: &OnlineEndpointRef,
-    ) -> Result<Option<OnlineEndpoint>, ArmError> {
-        let call = Call::new(
-            "OnlineEndpoints_Get",
-            Method::GET,
-            ep.id(),
-            ML_API_VERSION,
-            Some(ep.workspace.subscription()),
-        );
+    pub async fn get_online_endpoint(&self, ep: &OnlineEndpointRef) -> Result<Option<OnlineEndpoint>, ArmError> {
+        let call =
+            Call::new("OnlineEndpoints_Get", Method::GET, ep.id(), ML_API_VERSION, Some(ep.workspace.subscription()));
         self.get_opt(&call).await
     }
 
@@ -245,17 +233,12 @@ impl ArmClient {
         body: &OnlineEndpoint,
         options: &LroOptions,
     ) -> Result<OnlineEndpoint, ArmError> {
-        let start = self
-            .begin_create_or_update_online_endpoint(ep, body)
-            .await?;
+        let start = self.begin_create_or_update_online_endpoint(ep, body).await?;
         self.finish(start, options).await
     }
 
     /// OnlineEndpoints_Delete: 200/204 (or 404) done, 202 + Location pending.
-    pub async fn begin_delete_online_endpoint(
-        &self,
-        ep: &OnlineEndpointRef,
-    ) -> Result<LroStart<()>, ArmError> {
+    pub async fn begin_delete_online_endpoint(&self, ep: &OnlineEndpointRef) -> Result<LroStart<()>, ArmError> {
         let call = Call::new(
             "OnlineEndpoints_Delete",
             Method::DELETE,
@@ -264,20 +247,14 @@ impl ArmClient {
             Some(ep.workspace.subscription()),
         );
         match self.send(&call).await {
-            Ok(resp) => self
-                .start_lro(call.operation, LOCATION, resp, call.subscription)
-                .map(unit),
+            Ok(resp) => self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit),
             Err(e) if e.status() == Some(404) => Ok(LroStart::Done(())),
             Err(e) => Err(e),
         }
     }
 
     /// OnlineEndpoints_Delete, waiting for completion.
-    pub async fn delete_online_endpoint(
-        &self,
-        ep: &OnlineEndpointRef,
-        options: &LroOptions,
-    ) -> Result<(), ArmError> {
+    pub async fn delete_online_endpoint(&self, ep: &OnlineEndpointRef, options: &LroOptions) -> Result<(), ArmError> {
         match self.begin_delete_online_endpoint(ep).await? {
             LroStart::Done(()) => Ok(()),
             LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
@@ -285,10 +262,7 @@ impl ArmClient {
     }
 
     /// OnlineEndpoints_ListKeys.
-    pub async fn list_online_endpoint_keys(
-        &self,
-        ep: &OnlineEndpointRef,
-    ) -> Result<EndpointKeys, ArmError> {
+    pub async fn list_online_endpoint_keys(&self, ep: &OnlineEndpointRef) -> Result<EndpointKeys, ArmError> {
         let call = Call::new(
             "OnlineEndpoints_ListKeys",
             Method::POST,
@@ -314,8 +288,7 @@ impl ArmClient {
         )
         .json(body)?;
         let resp = self.send(&call).await?;
-        self.start_lro(call.operation, LOCATION, resp, call.subscription)
-            .map(unit)
+        self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit)
     }
 
     /// OnlineEndpoints_RegenerateKeys, waiting for completion.
@@ -332,10 +305,7 @@ impl ArmClient {
     }
 
     /// OnlineDeployments_Get. `None` when absent.
-    pub async fn get_online_deployment(
-        &self,
-        dep: &OnlineDeploymentRef,
-    ) -> Result<Option<OnlineDeployment>, ArmError> {
+    pub async fn get_online_deployment(&self, dep: &OnlineDeploymentRef) -> Result<Option<OnlineDeployment>, ArmError> {
         let call = Call::new(
             "OnlineDeployments_Get",
             Method::GET,
@@ -371,17 +341,12 @@ impl ArmClient {
         body: &OnlineDeployment,
         options: &LroOptions,
     ) -> Result<OnlineDeployment, ArmError> {
-        let start = self
-            .begin_create_or_update_online_deployment(dep, body)
-            .await?;
+        let start = self.begin_create_or_update_online_deployment(dep, body).await?;
         self.finish(start, options).await
     }
 
     /// OnlineDeployments_Delete: 200/204 (or 404) done, 202 + Location pending.
-    pub async fn begin_delete_online_deployment(
-        &self,
-        dep: &OnlineDeploymentRef,
-    ) -> Result<LroStart<()>, ArmError> {
+    pub async fn begin_delete_online_deployment(&self, dep: &OnlineDeploymentRef) -> Result<LroStart<()>, ArmError> {
         let call = Call::new(
             "OnlineDeployments_Delete",
             Method::DELETE,
@@ -390,9 +355,7 @@ impl ArmClient {
             Some(dep.endpoint.workspace.subscription()),
         );
         match self.send(&call).await {
-            Ok(resp) => self
-                .start_lro(call.operation, LOCATION, resp, call.subscription)
-                .map(unit),
+            Ok(resp) => self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit),
             Err(e) if e.status() == Some(404) => Ok(LroStart::Done(())),
             Err(e) => Err(e),
         }

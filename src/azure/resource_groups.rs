@@ -60,17 +60,8 @@ pub struct ResourceGroupCreate {
 
 impl ArmClient {
     /// ResourceGroups_Get. `None` when the group does not exist.
-    pub async fn get_resource_group(
-        &self,
-        rg: &ResourceGroupRef,
-    ) -> Result<Option<ResourceGroup>, ArmError> {
-        let call = Call::new(
-            "ResourceGroups_Get",
-            Method::GET,
-            rg.id(),
-            RESOURCES_API_VERSION,
-            Some(rg.subscription),
-        );
+    pub async fn get_resource_group(&self, rg: &ResourceGroupRef) -> Result<Option<ResourceGroup>, ArmError> {
+        let call = Call::new("ResourceGroups_Get", Method::GET, rg.id(), RESOURCES_API_VERSION, Some(rg.subscription));
         self.get_opt(&call).await
     }
 

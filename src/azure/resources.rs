@@ -26,9 +26,7 @@ struct MoveBody<'a> {
     target_resource_group: String,
 }
 
-const LOCATION: LroSpec = LroSpec {
-    final_state: FinalStateVia::Location,
-};
+const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
 
 impl ArmClient {
     async fn begin_move_like(
@@ -38,10 +36,7 @@ impl ArmClient {
         source: &ResourceGroupRef,
         req: &MoveRequest,
     ) -> Result<LroStart<()>, ArmError> {
-        let body = MoveBody {
-            resources: &req.resources,
-            target_resource_group: req.target_resource_group.id(),
-        };
+        let body = MoveBody { resources: &req.resources, target_resource_group: req.target_resource_group.id() };
         let call = Call::new(
             operation,
             Method::POST,
@@ -51,12 +46,10 @@ impl ArmClient {
         )
         .json(&body)?;
         let resp = self.send(&call).await?;
-        Ok(
-            match self.start_lro::<IgnoredAny>(operation, LOCATION, resp, call.subscription)? {
-                LroStart::Done(_) => LroStart::Done(()),
-                LroStart::Pending(h) => LroStart::Pending(h),
-            },
-        )
+        Ok(match self.start_lro::<IgnoredAny>(operation, LOCATION, resp, call.subscription)? {
+            LroStart::Done(_) => LroStart::Done(()),
+            LroStart::Pending(h) => LroStart::Pending(h),
+        })
     }
 
     /// Resources_ValidateMoveResources: 202 + Location; polling ends in 204 (valid) or an error — a 409
@@ -66,13 +59,7 @@ impl ArmClient {
         source: &ResourceGroupRef,
         req: &MoveRequest,
     ) -> Result<LroStart<()>, ArmError> {
-        self.begin_move_like(
-            "Resources_ValidateMoveResources",
-            "validateMoveResources",
-            source,
-            req,
-        )
-        .await
+        self.begin_move_like("Resources_ValidateMoveResources", "validateMoveResources", source, req).await
     }
 
     /// Resources_ValidateMoveResources, waiting for the verdict.
@@ -94,8 +81,7 @@ impl ArmClient {
         source: &ResourceGroupRef,
         req: &MoveRequest,
     ) -> Result<LroStart<()>, ArmError> {
-        self.begin_move_like("Resources_MoveResources", "moveResources", source, req)
-            .await
+        self.begin_move_like("Resources_MoveResources", "moveResources", source, req).await
     }
 
     /// Resources_MoveResources, waiting for completion.

@@ -112,10 +112,7 @@ struct RegenerateKeyBody {
 
 impl ArmClient {
     /// StorageAccounts_GetProperties. `None` when the account does not exist.
-    pub async fn get_storage_account(
-        &self,
-        sa: &StorageAccountRef,
-    ) -> Result<Option<StorageAccount>, ArmError> {
+    pub async fn get_storage_account(&self, sa: &StorageAccountRef) -> Result<Option<StorageAccount>, ArmError> {
         let call = Call::new(
             "StorageAccounts_GetProperties",
             Method::GET,
@@ -128,10 +125,7 @@ impl ArmClient {
 
     /// StorageAccounts_List: every account of a subscription (all pages), `keyCreationTime` included. One paged
     /// read per subscription notices key changes on all its accounts.
-    pub async fn list_storage_accounts(
-        &self,
-        sub: SubscriptionId,
-    ) -> Result<Vec<StorageAccount>, ArmError> {
+    pub async fn list_storage_accounts(&self, sub: SubscriptionId) -> Result<Vec<StorageAccount>, ArmError> {
         let call = Call::new(
             "StorageAccounts_List",
             Method::GET,
@@ -143,10 +137,7 @@ impl ArmClient {
     }
 
     /// StorageAccounts_ListKeys.
-    pub async fn list_storage_account_keys(
-        &self,
-        sa: &StorageAccountRef,
-    ) -> Result<Vec<StorageAccountKey>, ArmError> {
+    pub async fn list_storage_account_keys(&self, sa: &StorageAccountRef) -> Result<Vec<StorageAccountKey>, ArmError> {
         let call = Call::new(
             "StorageAccounts_ListKeys",
             Method::POST,
@@ -154,11 +145,7 @@ impl ArmClient {
             STORAGE_API_VERSION,
             Some(sa.subscription()),
         );
-        Ok(self
-            .send(&call)
-            .await?
-            .json::<KeyList>(call.operation)?
-            .keys)
+        Ok(self.send(&call).await?.json::<KeyList>(call.operation)?.keys)
     }
 
     /// StorageAccounts_RegenerateKey: regenerates one key, returns the new key list. Not retried after 5xx or
@@ -176,10 +163,6 @@ impl ArmClient {
             Some(sa.subscription()),
         )
         .json(&RegenerateKeyBody { key_name: key })?;
-        Ok(self
-            .send(&call)
-            .await?
-            .json::<KeyList>(call.operation)?
-            .keys)
+        Ok(self.send(&call).await?.json::<KeyList>(call.operation)?.keys)
     }
 }

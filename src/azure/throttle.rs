@@ -80,10 +80,7 @@ pub struct SubscriptionLimiter {
 impl SubscriptionLimiter {
     /// Creates a limiter.
     pub fn new(policy: ThrottlePolicy) -> Self {
-        Self {
-            policy,
-            subs: Mutex::new(HashMap::new()),
-        }
+        Self { policy, subs: Mutex::new(HashMap::new()) }
     }
 
     /// How long to wait before sending a request of `kind` to `sub`.
@@ -93,18 +90,16 @@ impl SubscriptionLimiter {
         let Some(state) = subs.get(&sub) else {
             return Duration::ZERO;
         };
-        let blocked = state
-            .blocked_until
-            .map(|t| t.saturating_duration_since(now))
-            .unwrap_or_default();
+        let blocked = state.blocked_until.map(|t| t.saturating_duration_since(now)).unwrap_or_default();
         let (remaining, threshold) = match kind {
             RequestKind::Read => (&state.reads, self.policy.read_threshold),
             RequestKind::Write => (&state.writes, self.policy.write_threshold),
-            RequestKind::Delete => (&state.deletes, self.policy.write_threshold),
+            // Deletes have their own bucket when ARM reports `...-deletes`; where it does not (CONTRACTS §2: DELETE
+            // responses carry `...-writes`), they count against the write bucket.
+            RequestKind::Delete if self.is_fresh(&state.deletes, now) => (&state.deletes, self.policy.write_threshold),
+            RequestKind::Delete => (&state.writes, self.policy.write_threshold),
         };
-        let fresh = remaining
-            .at
-            .is_some_and(|at| now.duration_since(at) < self.policy.stale_after);
+        let fresh = self.is_fresh(remaining, now);
         let proportional = if fresh && threshold > 0 && remaining.count < threshold {
             let missing = f64::from(threshold - remaining.count) / f64::from(threshold);
             self.policy.max_delay.mul_f64(missing)
@@ -114,19 +109,15 @@ impl SubscriptionLimiter {
         blocked.max(proportional)
     }
 
+    fn is_fresh(&self, remaining: &Remaining, now: Instant) -> bool {
+        remaining.at.is_some_and(|at| now.duration_since(at) < self.policy.stale_after)
+    }
+
     /// Records the remaining-quota headers of a response from `sub`.
     pub fn observe(&self, sub: SubscriptionId, headers: &HeaderMap) {
-        let parse = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u32>().ok())
-        };
-        let (reads, writes, deletes) = (
-            parse(REMAINING_READS),
-            parse(REMAINING_WRITES),
-            parse(REMAINING_DELETES),
-        );
+        let parse =
+            |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u32>().ok());
+        let (reads, writes, deletes) = (parse(REMAINING_READS), parse(REMAINING_WRITES), parse(REMAINING_DELETES));
         if reads.is_none() && writes.is_none() && deletes.is_none() {
             return;
         }
@@ -176,15 +167,9 @@ mod tests {
         lim.observe(sub, &headers(REMAINING_READS, "200"));
         assert_eq!(lim.delay_for(sub, RequestKind::Read), Duration::ZERO);
         lim.observe(sub, &headers(REMAINING_READS, "50"));
-        assert_eq!(
-            lim.delay_for(sub, RequestKind::Read),
-            Duration::from_secs(5)
-        );
+        assert_eq!(lim.delay_for(sub, RequestKind::Read), Duration::from_secs(5));
         lim.observe(sub, &headers(REMAINING_READS, "0"));
-        assert_eq!(
-            lim.delay_for(sub, RequestKind::Read),
-            Duration::from_secs(10)
-        );
+        assert_eq!(lim.delay_for(sub, RequestKind::Read), Duration::from_secs(10));
         // Writes are tracked separately.
         assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::ZERO);
         let other = SubscriptionId::new("00000000-1111-2222-3333-555555555555").unwrap();
@@ -192,19 +177,31 @@ mod tests {
     }
 
     #[test]
-    fn stale_counts_are_ignored_and_block_applies() {
+    fn deletes_use_the_write_count_unless_arm_reports_deletes() {
         let sub = SubscriptionId::new("00000000-1111-2222-3333-444444444444").unwrap();
         let lim = SubscriptionLimiter::new(ThrottlePolicy {
-            stale_after: Duration::ZERO,
+            write_threshold: 10,
+            max_delay: Duration::from_secs(10),
+            stale_after: Duration::from_secs(60),
             ..Default::default()
         });
+        // A DELETE answered with only `...-writes` (as CONTRACTS §2 describes) slows the next delete.
+        lim.observe(sub, &headers(REMAINING_WRITES, "0"));
+        assert_eq!(lim.delay_for(sub, RequestKind::Delete), Duration::from_secs(10));
+        // Once ARM reports a delete bucket, that one decides.
+        lim.observe(sub, &headers(REMAINING_DELETES, "100"));
+        assert_eq!(lim.delay_for(sub, RequestKind::Delete), Duration::ZERO);
+        assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn stale_counts_are_ignored_and_block_applies() {
+        let sub = SubscriptionId::new("00000000-1111-2222-3333-444444444444").unwrap();
+        let lim = SubscriptionLimiter::new(ThrottlePolicy { stale_after: Duration::ZERO, ..Default::default() });
         lim.observe(sub, &headers(REMAINING_WRITES, "0"));
         assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::ZERO);
         lim.block(sub, Duration::from_secs(30));
         let d = lim.delay_for(sub, RequestKind::Read);
-        assert!(
-            d > Duration::from_secs(29) && d <= Duration::from_secs(30),
-            "{d:?}"
-        );
+        assert!(d > Duration::from_secs(29) && d <= Duration::from_secs(30), "{d:?}");
     }
 }

@@ -49,9 +49,7 @@ impl RetryPolicy {
         if let Some(ra) = retry_after {
             return ra;
         }
-        let exp = self
-            .initial_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        let exp = self.initial_backoff.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
         let base = exp.min(self.max_backoff);
         let half = base / 2;
         let jitter = rand::rng().random_range(0.0..=1.0);
@@ -130,15 +128,7 @@ impl Call {
         api_version: &'static str,
         subscription: Option<SubscriptionId>,
     ) -> Self {
-        Self {
-            operation,
-            method,
-            path,
-            api_version,
-            query: Vec::new(),
-            body: None,
-            subscription,
-        }
+        Self { operation, method, path, api_version, query: Vec::new(), body: None, subscription }
     }
 
     pub(crate) fn query(mut self, key: &'static str, value: impl Into<String>) -> Self {
@@ -147,10 +137,8 @@ impl Call {
     }
 
     pub(crate) fn json<T: Serialize>(mut self, body: &T) -> Result<Self, ArmError> {
-        let value = serde_json::to_value(body).map_err(|source| ArmError::Decode {
-            operation: self.operation,
-            source,
-        })?;
+        let value =
+            serde_json::to_value(body).map_err(|source| ArmError::Decode { operation: self.operation, source })?;
         self.body = Some(value);
         Ok(self)
     }
@@ -174,10 +162,7 @@ impl Response {
 }
 
 /// Decodes a body; an empty body decodes as JSON `null` (so `()` and `Option<T>` accept it).
-pub(crate) fn decode<T: DeserializeOwned>(
-    operation: &'static str,
-    body: &[u8],
-) -> Result<T, ArmError> {
+pub(crate) fn decode<T: DeserializeOwned>(operation: &'static str, body: &[u8]) -> Result<T, ArmError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::from_value(serde_json::Value::Null)
     } else {
@@ -187,16 +172,8 @@ pub(crate) fn decode<T: DeserializeOwned>(
 }
 
 pub(crate) fn request_ids(headers: &HeaderMap) -> RequestIds {
-    let get = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    RequestIds {
-        request_id: get("x-ms-request-id"),
-        correlation_id: get("x-ms-correlation-request-id"),
-    }
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    RequestIds { request_id: get("x-ms-request-id"), correlation_id: get("x-ms-correlation-request-id") }
 }
 
 /// `Retry-After` in seconds (ARM sends integers; HTTP dates are not used by ARM and are ignored).
@@ -223,16 +200,8 @@ const MAX_PAGES: usize = 1000;
 
 impl ArmClient {
     /// Creates a client. The credential must produce tokens for `options.cloud.arm_scope()`.
-    pub fn new(
-        credential: Arc<dyn TokenCredential>,
-        options: ArmClientOptions,
-    ) -> Result<Self, ArmError> {
-        let http = build_http_client(
-            &options.cloud,
-            true,
-            options.connect_timeout,
-            options.request_timeout,
-        )?;
+    pub fn new(credential: Arc<dyn TokenCredential>, options: ArmClientOptions) -> Result<Self, ArmError> {
+        let http = build_http_client(&options.cloud, true, options.connect_timeout, options.request_timeout)?;
         let mut endpoint = options.cloud.arm_endpoint.clone();
         if endpoint.scheme() != "https" {
             return Err(ArmError::Config("ARM endpoint must use https".into()));
@@ -280,18 +249,12 @@ impl ArmClient {
 
     /// Checks that a URL handed out by ARM (Location, Azure-AsyncOperation, nextLink) or stored in status points at
     /// our ARM endpoint, so the bearer token is never sent elsewhere.
-    pub(crate) fn check_same_origin(
-        &self,
-        operation: &'static str,
-        raw: &str,
-    ) -> Result<Url, ArmError> {
-        let url = Url::parse(raw)
-            .or_else(|_| self.inner.endpoint.join(raw))
-            .map_err(|e| ArmError::Protocol {
-                operation,
-                reason: format!("invalid URL from ARM: {e}"),
-                ids: RequestIds::default(),
-            })?;
+    pub(crate) fn check_same_origin(&self, operation: &'static str, raw: &str) -> Result<Url, ArmError> {
+        let url = Url::parse(raw).or_else(|_| self.inner.endpoint.join(raw)).map_err(|e| ArmError::Protocol {
+            operation,
+            reason: format!("invalid URL from ARM: {e}"),
+            ids: RequestIds::default(),
+        })?;
         if url.scheme() != "https" || url.origin() != self.inner.endpoint.origin() {
             return Err(ArmError::Protocol {
                 operation,
@@ -309,14 +272,7 @@ impl ArmClient {
     /// Sends a call with retries; returns 2xx responses, converts others to [`ArmError::Api`].
     pub(crate) async fn send(&self, call: &Call) -> Result<Response, ArmError> {
         let url = self.url_for(call)?;
-        self.send_url(
-            call.operation,
-            call.method.clone(),
-            url,
-            call.body.as_ref(),
-            call.subscription,
-        )
-        .await
+        self.send_url(call.operation, call.method.clone(), url, call.body.as_ref(), call.subscription).await
     }
 
     /// Sends a GET and decodes the body.
@@ -325,10 +281,7 @@ impl ArmClient {
     }
 
     /// A GET that maps 404 to `None`.
-    pub(crate) async fn get_opt<T: DeserializeOwned>(
-        &self,
-        call: &Call,
-    ) -> Result<Option<T>, ArmError> {
+    pub(crate) async fn get_opt<T: DeserializeOwned>(&self, call: &Call) -> Result<Option<T>, ArmError> {
         match self.send(call).await {
             Ok(resp) => resp.json(call.operation).map(Some),
             Err(e) if e.status() == Some(404) => Ok(None),
@@ -337,10 +290,7 @@ impl ArmClient {
     }
 
     /// Follows `nextLink` until the last page.
-    pub(crate) async fn list_all<T: DeserializeOwned>(
-        &self,
-        call: &Call,
-    ) -> Result<Vec<T>, ArmError> {
+    pub(crate) async fn list_all<T: DeserializeOwned>(&self, call: &Call) -> Result<Vec<T>, ArmError> {
         let mut page: Page<T> = self.get_json(call).await?;
         let mut items = std::mem::take(&mut page.value);
         let mut pages = 1;
@@ -353,10 +303,8 @@ impl ArmClient {
                 });
             }
             let url = self.check_same_origin(call.operation, &next)?;
-            page = self
-                .send_url(call.operation, Method::GET, url, None, call.subscription)
-                .await?
-                .json(call.operation)?;
+            page =
+                self.send_url(call.operation, Method::GET, url, None, call.subscription).await?.json(call.operation)?;
             items.append(&mut page.value);
             pages += 1;
         }
@@ -381,9 +329,7 @@ impl ArmClient {
             request_id = field::Empty,
             attempts = field::Empty,
         );
-        self.send_with_retries(operation, method, url, body, subscription)
-            .instrument(span)
-            .await
+        self.send_with_retries(operation, method, url, body, subscription).instrument(span).await
     }
 
     async fn send_with_retries(
@@ -422,15 +368,8 @@ impl ArmClient {
                 .credential
                 .get_token(&[self.inner.scope.as_str()], None)
                 .await
-                .map_err(|source| ArmError::Credential {
-                    scope: self.inner.scope.clone(),
-                    source,
-                })?;
-            let mut req = self
-                .inner
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(token.token.secret());
+                .map_err(|source| ArmError::Credential { scope: self.inner.scope.clone(), source })?;
+            let mut req = self.inner.http.request(method.clone(), url.clone()).bearer_auth(token.token.secret());
             if let Some(b) = body {
                 req = req.json(b);
             } else if method == Method::POST || method == Method::PUT || method == Method::PATCH {
@@ -444,11 +383,7 @@ impl ArmClient {
                     let status = resp.status().as_u16();
                     let headers = resp.headers().clone();
                     let body = resp.bytes().await;
-                    self.observe(
-                        operation,
-                        StatusClass::from_status(status),
-                        started.elapsed(),
-                    );
+                    self.observe(operation, StatusClass::from_status(status), started.elapsed());
                     match body {
                         Ok(body) => Ok((status, headers, body)),
                         Err(source) => Err(source),
@@ -482,24 +417,16 @@ impl ArmClient {
             }
             if (200..300).contains(&status) {
                 tracing::debug!(status, "ARM call succeeded");
-                return Ok(Response {
-                    status,
-                    headers,
-                    body,
-                    ids,
-                    url,
-                });
+                return Ok(Response { status, headers, body, ids, url });
             }
             let ra = retry_after(&headers);
             let err = ArmError::Api {
                 operation,
                 status,
-                body: Box::new(ArmErrorBody::from_response_body(&body).unwrap_or_else(|| {
-                    ArmErrorBody {
-                        code: format!("Http{status}"),
-                        ..Default::default()
-                    }
-                })),
+                body: Box::new(
+                    ArmErrorBody::from_response_body(&body)
+                        .unwrap_or_else(|| ArmErrorBody { code: format!("Http{status}"), ..Default::default() }),
+                ),
                 ids,
                 retry_after: ra,
             };
@@ -508,16 +435,10 @@ impl ArmClient {
                     self.inner.limiter.block(sub, ra);
                 }
             }
-            let retryable =
-                classify_status(status) == ErrorClass::Transient && (idempotent || status == 429);
+            let retryable = classify_status(status) == ErrorClass::Transient && (idempotent || status == 429);
             let within_budget = ra.is_none_or(|ra| ra <= retry.max_retry_after);
             if retryable && within_budget && attempt < retry.max_attempts {
-                tracing::info!(
-                    status,
-                    code = err.code().unwrap_or_default(),
-                    attempt,
-                    "retrying ARM call"
-                );
+                tracing::info!(status, code = err.code().unwrap_or_default(), attempt, "retrying ARM call");
                 // After a 429 the limiter already holds the subscription for Retry-After; sleeping here as well
                 // keeps the order simple when there is no subscription to key the limiter on.
                 let wait = if status == 429 && subscription.is_some() && ra.is_some() {
@@ -528,11 +449,7 @@ impl ArmClient {
                 tokio::time::sleep(wait).await;
                 continue;
             }
-            tracing::info!(
-                status,
-                code = err.code().unwrap_or_default(),
-                "ARM call failed"
-            );
+            tracing::info!(status, code = err.code().unwrap_or_default(), "ARM call failed");
             return Err(err);
         }
     }
@@ -558,14 +475,10 @@ mod tests {
         };
         for attempt in 1..8 {
             let d = p.backoff(attempt, None);
-            let base =
-                Duration::from_millis(100 * 2u64.pow(attempt - 1)).min(Duration::from_millis(400));
+            let base = Duration::from_millis(100 * 2u64.pow(attempt - 1)).min(Duration::from_millis(400));
             assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
         }
-        assert_eq!(
-            p.backoff(1, Some(Duration::from_secs(3))),
-            Duration::from_secs(3)
-        );
+        assert_eq!(p.backoff(1, Some(Duration::from_secs(3))), Duration::from_secs(3));
     }
 
     #[test]

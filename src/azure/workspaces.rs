@@ -137,23 +137,49 @@ pub struct WorkspaceUpdateProperties {
 /// Result of Workspaces_ListKeys. Every secret is a [`Secret`]; no `Serialize` so it cannot be written anywhere
 /// by accident.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(from = "WorkspaceKeysWire")]
 pub struct WorkspaceKeys {
     /// The storage account key the workspace currently uses.
-    #[serde(default)]
     pub user_storage_key: Option<Secret>,
     /// The storage account id (`userStorageResourceId` in the swagger, `userStorageArmId` in examples).
-    #[serde(default, alias = "userStorageArmId")]
     pub user_storage_resource_id: Option<String>,
     /// App Insights instrumentation key.
-    #[serde(default)]
     pub app_insights_instrumentation_key: Option<Secret>,
     /// Container registry credentials.
-    #[serde(default)]
     pub container_registry_credentials: Option<RegistryCredentials>,
     /// Notebook access keys.
-    #[serde(default)]
     pub notebook_access_keys: Option<NotebookAccessKeys>,
+}
+
+/// Wire form of [`WorkspaceKeys`]. The storage id has two names (swagger vs. examples) and a response may carry
+/// both, so they are separate fields here: a serde `alias` would reject such a body as a duplicate field.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkspaceKeysWire {
+    #[serde(default)]
+    user_storage_key: Option<Secret>,
+    #[serde(default)]
+    user_storage_resource_id: Option<String>,
+    #[serde(default)]
+    user_storage_arm_id: Option<String>,
+    #[serde(default)]
+    app_insights_instrumentation_key: Option<Secret>,
+    #[serde(default)]
+    container_registry_credentials: Option<RegistryCredentials>,
+    #[serde(default)]
+    notebook_access_keys: Option<NotebookAccessKeys>,
+}
+
+impl From<WorkspaceKeysWire> for WorkspaceKeys {
+    fn from(w: WorkspaceKeysWire) -> Self {
+        Self {
+            user_storage_key: w.user_storage_key,
+            user_storage_resource_id: w.user_storage_resource_id.or(w.user_storage_arm_id),
+            app_insights_instrumentation_key: w.app_insights_instrumentation_key,
+            container_registry_credentials: w.container_registry_credentials,
+            notebook_access_keys: w.notebook_access_keys,
+        }
+    }
 }
 
 /// Container registry credentials of a workspace.
@@ -194,23 +220,13 @@ pub struct NotebookAccessKeys {
     pub secondary_access_key: Option<Secret>,
 }
 
-const ORIGINAL: LroSpec = LroSpec {
-    final_state: FinalStateVia::OriginalUri,
-};
-const LOCATION: LroSpec = LroSpec {
-    final_state: FinalStateVia::Location,
-};
+const ORIGINAL: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
+const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
 
 impl ArmClient {
     /// Workspaces_Get. `None` when the workspace (or its resource group) does not exist.
     pub async fn get_workspace(&self, ws: &WorkspaceRef) -> Result<Option<Workspace>, ArmError> {
-        let call = Call::new(
-            "Workspaces_Get",
-            Method::GET,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        );
+        let call = Call::new("Workspaces_Get", Method::GET, ws.id(), ML_API_VERSION, Some(ws.subscription()));
         self.get_opt(&call).await
     }
 
@@ -221,14 +237,9 @@ impl ArmClient {
         ws: &WorkspaceRef,
         body: &Workspace,
     ) -> Result<LroStart<Workspace>, ArmError> {
-        let call = Call::new(
-            "Workspaces_CreateOrUpdate",
-            Method::PUT,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        )
-        .json(body)?;
+        let call =
+            Call::new("Workspaces_CreateOrUpdate", Method::PUT, ws.id(), ML_API_VERSION, Some(ws.subscription()))
+                .json(body)?;
         let resp = self.send(&call).await?;
         self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
     }
@@ -250,14 +261,8 @@ impl ArmClient {
         ws: &WorkspaceRef,
         body: &WorkspaceUpdate,
     ) -> Result<LroStart<Workspace>, ArmError> {
-        let call = Call::new(
-            "Workspaces_Update",
-            Method::PATCH,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        )
-        .json(body)?;
+        let call = Call::new("Workspaces_Update", Method::PATCH, ws.id(), ML_API_VERSION, Some(ws.subscription()))
+            .json(body)?;
         let resp = self.send(&call).await?;
         self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
     }
@@ -280,13 +285,7 @@ impl ArmClient {
         ws: &WorkspaceRef,
         force_to_purge: bool,
     ) -> Result<LroStart<()>, ArmError> {
-        let mut call = Call::new(
-            "Workspaces_Delete",
-            Method::DELETE,
-            ws.id(),
-            ML_API_VERSION,
-            Some(ws.subscription()),
-        );
+        let mut call = Call::new("Workspaces_Delete", Method::DELETE, ws.id(), ML_API_VERSION, Some(ws.subscription()));
         if force_to_purge {
             call = call.query("forceToPurge", "true");
         }
@@ -295,12 +294,10 @@ impl ArmClient {
             Err(e) if e.status() == Some(404) => return Ok(LroStart::Done(())),
             Err(e) => return Err(e),
         };
-        Ok(
-            match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-                LroStart::Done(_) => LroStart::Done(()),
-                LroStart::Pending(h) => LroStart::Pending(h),
-            },
-        )
+        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
+            LroStart::Done(_) => LroStart::Done(()),
+            LroStart::Pending(h) => LroStart::Pending(h),
+        })
     }
 
     /// Workspaces_Delete, waiting for completion.
@@ -329,10 +326,7 @@ impl ArmClient {
     }
 
     /// Workspaces_ResyncKeys (POST, no body): 200 done or 202 pending (final state via Location).
-    pub async fn begin_resync_workspace_keys(
-        &self,
-        ws: &WorkspaceRef,
-    ) -> Result<LroStart<()>, ArmError> {
+    pub async fn begin_resync_workspace_keys(&self, ws: &WorkspaceRef) -> Result<LroStart<()>, ArmError> {
         let call = Call::new(
             "Workspaces_ResyncKeys",
             Method::POST,
@@ -341,20 +335,14 @@ impl ArmClient {
             Some(ws.subscription()),
         );
         let resp = self.send(&call).await?;
-        Ok(
-            match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-                LroStart::Done(_) => LroStart::Done(()),
-                LroStart::Pending(h) => LroStart::Pending(h),
-            },
-        )
+        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
+            LroStart::Done(_) => LroStart::Done(()),
+            LroStart::Pending(h) => LroStart::Pending(h),
+        })
     }
 
     /// Workspaces_ResyncKeys, waiting for completion.
-    pub async fn resync_workspace_keys(
-        &self,
-        ws: &WorkspaceRef,
-        options: &LroOptions,
-    ) -> Result<(), ArmError> {
+    pub async fn resync_workspace_keys(&self, ws: &WorkspaceRef, options: &LroOptions) -> Result<(), ArmError> {
         match self.begin_resync_workspace_keys(ws).await? {
             LroStart::Done(()) => Ok(()),
             LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
@@ -368,20 +356,20 @@ mod tests {
 
     #[test]
     fn list_keys_accepts_both_storage_id_names_and_redacts() {
-        let a: WorkspaceKeys = serde_json::from_str(
-            r#"{"userStorageKey":"k1-secret","userStorageArmId":"/x","new":1}"#,
-        )
-        .unwrap();
+        let a: WorkspaceKeys =
+            serde_json::from_str(r#"{"userStorageKey":"k1-secret","userStorageArmId":"/x","new":1}"#).unwrap();
         assert_eq!(a.user_storage_resource_id.as_deref(), Some("/x"));
-        assert_eq!(
-            a.user_storage_key.as_ref().map(Secret::expose),
-            Some("k1-secret")
-        );
+        assert_eq!(a.user_storage_key.as_ref().map(Secret::expose), Some("k1-secret"));
         assert!(!format!("{a:?}").contains("k1-secret"));
-        let b: WorkspaceKeys =
-            serde_json::from_str(r#"{"userStorageKey":null,"userStorageResourceId":"/y"}"#)
-                .unwrap();
+        let b: WorkspaceKeys = serde_json::from_str(r#"{"userStorageKey":null,"userStorageResourceId":"/y"}"#).unwrap();
         assert_eq!(b.user_storage_resource_id.as_deref(), Some("/y"));
         assert!(b.user_storage_key.is_none());
+        // Both names in one body (the swagger's and the examples'): not a duplicate-field error.
+        let c: WorkspaceKeys = serde_json::from_str(
+            r#"{"userStorageKey":"k2-secret","userStorageResourceId":"/z","userStorageArmId":"/z"}"#,
+        )
+        .unwrap();
+        assert_eq!(c.user_storage_resource_id.as_deref(), Some("/z"));
+        assert!(!format!("{c:?}").contains("k2-secret"));
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kube::runtime::events::EventType;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use super::Context;
 use super::error::Error;
@@ -15,7 +15,7 @@ use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::workspaces::Workspace;
-use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart};
+use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart};
 
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
@@ -94,7 +94,7 @@ pub async fn converge(
                     let Some(pending) = progress.observed.pending.clone() else {
                         continue;
                     };
-                    if let Some(applied) = poll(ctx, ws, arm, progress, kind, &pending.handle).await? {
+                    if let Some(applied) = poll(ctx, ws, desired, arm, progress, kind, &pending.handle).await? {
                         return Ok(applied);
                     }
                 }
@@ -218,16 +218,34 @@ fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, ha
 async fn poll(
     ctx: &Context,
     ws: &MlWorkspace,
+    desired: &Desired,
     arm: &ArmClient,
     progress: &mut Progress,
     kind: OperationKind,
     handle: &LroHandle,
 ) -> Result<Option<Applied>, Error> {
+    let waited = jiff::Timestamp::now().duration_since(handle.started_at).unsigned_abs();
+    if waited > ctx.config.lro_timeout {
+        progress.observed.pending = None;
+        let source = ArmError::LroTimeout { operation: handle.operation.clone(), waited };
+        return Err(Error::Arm { step: "poll operation", source: Box::new(source) });
+    }
     let polled = match arm.poll_lro::<Option<Workspace>>(handle).await {
         Ok(p) => p,
+        // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
+        Err(err) if err.is_not_found() => {
+            warn!(operation = %handle.operation, error = %err, "operation status no longer available; re-reading the workspace");
+            progress.observed.pending = None;
+            let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
+            progress.set_workspace(workspace);
+            if progress.observed.workspace.is_none() {
+                progress.observed.resource_group = ResourceGroupState::Exists;
+            }
+            return Ok(None);
+        }
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
-            if !err.is_transient() || matches!(err, crate::azure::ArmError::LroFailed { .. }) {
+            if super::error::ends_operation(&err) {
                 progress.observed.pending = None;
             }
             return Err(Error::Arm { step: "poll operation", source: Box::new(err) });
@@ -242,23 +260,15 @@ async fn poll(
         LroPoll::Done(result) => {
             progress.observed.pending = None;
             if kind == OperationKind::CreateWorkspace {
-                let id = handle.resource_url.split('?').next().unwrap_or_default().to_owned();
-                ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created workspace {id}")).await;
+                let note = format!("Created workspace {}", desired.workspace.id());
+                ctx.publish(ws, EventType::Normal, events::CREATED, note).await;
             }
-            match result {
-                Some(workspace) => progress.set_workspace(Some(workspace)),
-                // No body: look again next round.
-                None => {
-                    let desired_ref = Desired::from_resource(ws).map(|d| d.workspace).ok();
-                    match desired_ref {
-                        Some(r) => {
-                            let fresh = arm.get_workspace(&r).await.map_err(Error::arm("read workspace"))?;
-                            progress.set_workspace(fresh);
-                        }
-                        None => progress.set_workspace(None),
-                    }
-                }
-            }
+            let workspace = match result {
+                Some(workspace) => Some(workspace),
+                // The operation ended without a body: look.
+                None => arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?,
+            };
+            progress.set_workspace(workspace);
             if progress.observed.workspace.is_none() {
                 progress.observed.resource_group = ResourceGroupState::Exists;
             }

@@ -18,6 +18,14 @@ use crate::api::v1alpha1::{AccessState, DeletionPolicy, MlWorkspace, MlWorkspace
 use crate::azure::ids::{ResourceId, RoleAssignmentRef};
 use crate::azure::{ArmClient, LroPoll, LroStart};
 
+/// The step name of a failed deletion poll (see [`forgets_operation`]).
+const POLL_DELETION: &str = "poll workspace deletion";
+
+/// Whether a cleanup error ends the deletion in flight, so status must forget it.
+pub fn forgets_operation(err: &Error) -> bool {
+    matches!(err, Error::Arm { step, source } if *step == POLL_DELETION && super::error::ends_operation(source))
+}
+
 /// What cleanup decided.
 pub enum CleanupOutcome {
     /// Done: the finalizer may go.
@@ -84,7 +92,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
                 }
                 Ok(LroPoll::Done(_)) => {}
                 Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(Error::Arm { step: "poll workspace deletion", source: Box::new(e) }),
+                Err(e) => return Err(Error::Arm { step: POLL_DELETION, source: Box::new(e) }),
             }
         }
         // Another operation (create/update) may still run in Azure; a DELETE supersedes it.
@@ -121,15 +129,35 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
             }
         }
     }
-    delete_role_assignments(arm, status.as_ref()).await?;
+    delete_role_assignments(arm, &desired, [status.as_ref(), ws.status.as_ref()]).await?;
     ctx.publish(ws, EventType::Normal, events::DELETED, format!("Deleted workspace {}", desired.workspace.id())).await;
     Ok(CleanupOutcome::Done)
 }
 
-/// Deletes the role assignments this operator created (state Granted). Ones that are already gone are fine.
-async fn delete_role_assignments(arm: &ArmClient, status: Option<&MlWorkspaceStatus>) -> Result<(), Error> {
-    let Some(status) = status else { return Ok(()) };
-    for entry in status.access.iter().filter(|a| a.state == AccessState::Granted) {
+/// Deletes the role assignments this operator created (state Granted), from the status this controller last wrote
+/// and the object's own. Only assignments at the scopes the operator grants at (the workspace, its resource group,
+/// its subscription) are deleted, so an edited status cannot aim the operator at anything else. Ones already gone
+/// are fine.
+async fn delete_role_assignments(
+    arm: &ArmClient,
+    desired: &Desired,
+    statuses: [Option<&MlWorkspaceStatus>; 2],
+) -> Result<(), Error> {
+    let rg = &desired.workspace.resource_group;
+    let allowed_scopes = [desired.workspace.id(), rg.id(), format!("/subscriptions/{}", rg.subscription)];
+    let mut done: Vec<String> = Vec::new();
+    let granted =
+        statuses.into_iter().flatten().flat_map(|s| s.access.iter()).filter(|a| a.state == AccessState::Granted);
+    for entry in granted {
+        let key = entry.assignment_name.to_ascii_lowercase();
+        if done.contains(&key) {
+            continue;
+        }
+        done.push(key);
+        if !allowed_scopes.iter().any(|s| s.eq_ignore_ascii_case(entry.scope.trim_end_matches('/'))) {
+            warn!(scope = %entry.scope, assignment = %entry.assignment_name, "not deleting a role assignment outside the workspace's scopes");
+            continue;
+        }
         let (Ok(scope), Ok(name)) = (ResourceId::parse(&entry.scope), Uuid::try_parse(&entry.assignment_name)) else {
             warn!(scope = %entry.scope, assignment = %entry.assignment_name, "skipping unparseable role assignment in status");
             continue;

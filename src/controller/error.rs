@@ -62,6 +62,13 @@ impl Error {
     }
 }
 
+/// Whether a failed poll means the operation is over, so it must be forgotten and the next reconcile should look at
+/// Azure afresh instead of polling it again: the operation failed, or its status monitor answered with an error
+/// status (the client already retried transient ones). Only failures to reach ARM keep the operation.
+pub fn ends_operation(err: &ArmError) -> bool {
+    matches!(err, ArmError::LroFailed { .. } | ArmError::Api { .. }) || !err.is_transient()
+}
+
 /// What to do about an error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Disposition {
@@ -190,7 +197,11 @@ mod tests {
             source: Box::new(ArmError::Api {
                 operation: "Workspaces_CreateOrUpdate",
                 status,
-                body: ArmErrorBody { code: code.into(), message: format!("{code} happened"), ..Default::default() },
+                body: Box::new(ArmErrorBody {
+                    code: code.into(),
+                    message: format!("{code} happened"),
+                    ..Default::default()
+                }),
                 ids: RequestIds { request_id: Some("req-1".into()), correlation_id: None },
                 retry_after: retry_after.map(Duration::from_secs),
             }),
@@ -237,6 +248,21 @@ mod tests {
         let e = Error::Credential { binding: "b".into(), reason: "Secret x has no key y".into() };
         assert_eq!(classify(&e), Disposition::Retry);
         assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
+    }
+
+    #[test]
+    fn failed_polls_end_the_operation_unless_arm_was_unreachable() {
+        let Error::Arm { source, .. } = api(500, "InternalServerError", None) else { unreachable!() };
+        assert!(ends_operation(&source));
+        let failed = ArmError::LroFailed {
+            operation: "Workspaces_Delete".into(),
+            status: "Failed".into(),
+            body: Box::default(),
+            ids: RequestIds::default(),
+        };
+        assert!(ends_operation(&failed));
+        let timeout = ArmError::LroTimeout { operation: "x".into(), waited: Duration::from_secs(1) };
+        assert!(!ends_operation(&timeout));
     }
 
     #[test]

@@ -41,7 +41,9 @@ use self::error::{Disposition, Error, backoff, classify, error_chain, scrub};
 use self::plan::Desired;
 use self::status::{Phase, Report, WorkspaceFacts};
 use crate::api::conditions::{events, reasons};
-use crate::api::v1alpha1::{DeletionPolicy, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding};
+use crate::api::v1alpha1::{
+    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding,
+};
 use crate::azure::{ArmClient, ArmClientOptions, AzureCloud};
 use crate::policy;
 
@@ -68,6 +70,9 @@ pub struct ControllerConfig {
     pub lro_poll_min: Duration,
     /// Upper bound of the delay between polls of a long-running operation (ARM may ask for up to 600 s).
     pub lro_poll_max: Duration,
+    /// How long an operation in flight is polled before the controller forgets it and looks at Azure afresh (it
+    /// never re-sends the write because of this: Azure still shows the resource as being provisioned).
+    pub lro_timeout: Duration,
     /// First retry delay after a transient failure; doubles per consecutive failure (with jitter).
     pub error_backoff_base: Duration,
     /// Cap of the transient-failure backoff.
@@ -89,6 +94,7 @@ impl ControllerConfig {
             federated_token_file: None,
             lro_poll_min: Duration::from_secs(5),
             lro_poll_max: Duration::from_secs(60),
+            lro_timeout: Duration::from_secs(2 * 3600),
             error_backoff_base: Duration::from_secs(5),
             error_backoff_max: Duration::from_secs(300),
             stalled_requeue: resync_period,
@@ -101,6 +107,21 @@ impl ControllerConfig {
             federated_token_file: self.federated_token_file.clone(),
         }
     }
+}
+
+/// The API server rejects event notes over 1 kB.
+const MAX_EVENT_NOTE_BYTES: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+fn truncate_bytes(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// Shared state of the reconcilers.
@@ -137,7 +158,7 @@ impl Context {
         let event = KubeEvent {
             type_,
             reason: reason.to_owned(),
-            note: Some(scrub(&note).chars().take(1024).collect()),
+            note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -181,13 +202,14 @@ impl Context {
     }
 
     /// Writes the status computed from `report`, when it differs from the current one in more than timestamps.
-    async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<(), Error> {
+    /// Returns whether it wrote.
+    async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<bool, Error> {
         let previous = self.current_status(ws);
         let now = Time(jiff::Timestamp::now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
-            return Ok(());
+            return Ok(false);
         }
         next.last_sync_time = Some(now);
         let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), &ws.namespace().unwrap_or_default());
@@ -198,12 +220,16 @@ impl Context {
         if let (Some(uid), Ok(mut m)) = (ws.uid(), self.statuses.lock()) {
             m.insert(uid, next);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Ends a reconcile that made progress (or stalled cleanly): status, then the requeue.
     async fn finish(&self, ws: &MlWorkspace, report: Report, requeue: Duration) -> Result<Requeue, Error> {
-        self.write_status(ws, &report).await?;
+        let written = self.write_status(ws, &report).await?;
+        // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
+        if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
+            self.publish(ws, EventType::Warning, reason, message.clone()).await;
+        }
         self.reset_failures(ws);
         Ok(Requeue::requeue(requeue))
     }
@@ -412,27 +438,42 @@ fn moved_message(status: Option<&MlWorkspaceStatus>, desired: &Desired) -> Optio
 
 async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
     let status = ctx.current_status(ws);
-    let nothing_created = status.as_ref().is_none_or(|s| s.resource_id.is_none() && s.pending_operation.is_none());
-    if ws.spec.deletion_policy == DeletionPolicy::Retain || nothing_created {
-        info!(policy = ?ws.spec.deletion_policy, nothing_created, "nothing to delete in Azure; removing the finalizer");
-        set_finalizer(&ctx.client, ws, false).await?;
-        ctx.forget(ws);
-        return Ok(Requeue::await_change());
+    if ws.spec.deletion_policy == DeletionPolicy::Retain {
+        info!("deletionPolicy Retain: leaving Azure as it is; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
+    }
+    if ws.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        // Paused means no writes to Azure, deletion included: the workspace is left as it is.
+        let note = "Paused: the workspace is left in Azure although deletionPolicy is Delete".to_owned();
+        ctx.publish(ws, EventType::Normal, reasons::PAUSED, note).await;
+        return remove_finalizer(ws, ctx).await;
     }
     let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
     let client = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
         Ok(c) => c,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
     };
-    match cleanup::cleanup(ctx, ws, &client).await {
-        Ok(CleanupOutcome::Done) => {
-            set_finalizer(&ctx.client, ws, false).await?;
-            ctx.forget(ws);
-            Ok(Requeue::await_change())
-        }
-        Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.finish(ws, *report, requeue).await,
-        Err(e) => ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await,
+    // Without a binding Azure cannot be asked; a workspace never seen in Azure and with no operation in flight was
+    // never created, so there is nothing to delete.
+    let never_created = status.as_ref().is_none_or(|s| s.resource_id.is_none() && s.pending_operation.is_none());
+    if matches!(client, WorkspaceClient::Denied(_)) && never_created {
+        info!("not permitted and never created in Azure; removing the finalizer");
+        return remove_finalizer(ws, ctx).await;
     }
+    match cleanup::cleanup(ctx, ws, &client).await {
+        Ok(CleanupOutcome::Done) => remove_finalizer(ws, ctx).await,
+        Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.finish(ws, *report, requeue).await,
+        Err(e) => {
+            let pending = if cleanup::forgets_operation(&e) { None } else { pending };
+            ctx.fail(ws, e, WorkspaceFacts::Unknown, pending).await
+        }
+    }
+}
+
+async fn remove_finalizer(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
+    set_finalizer(&ctx.client, ws, false).await?;
+    ctx.forget(ws);
+    Ok(Requeue::await_change())
 }
 
 /// Requeue after a failed reconcile: backoff with jitter for transient errors, Retry-After when throttled.
@@ -512,4 +553,77 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::v1alpha1::WorkspaceLocation;
+
+    const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
+
+    fn desired(rg: &str) -> Desired {
+        let spec = serde_json::from_value(serde_json::json!({
+            "subscriptionId": SUB,
+            "resourceGroup": rg,
+            "location": "westeurope",
+            "storageAccount": {"name": "sa1"},
+            "keyVault": {"name": "kv1"},
+        }))
+        .expect("spec");
+        let mut ws = MlWorkspace::new("ws-1", spec);
+        ws.metadata.namespace = Some("ns".into());
+        ws.metadata.uid = Some("u".into());
+        Desired::from_resource(&ws).expect("valid")
+    }
+
+    fn status(rg: &str, resource_id: Option<&str>) -> MlWorkspaceStatus {
+        MlWorkspaceStatus {
+            location: Some(WorkspaceLocation { subscription_id: SUB.into(), resource_group: rg.into() }),
+            resource_id: resource_id.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_changed_resource_group_is_refused_not_created_twice() {
+        assert_eq!(moved_message(None, &desired("rg-a")), None);
+        assert_eq!(moved_message(Some(&status("RG-A", Some("/x"))), &desired("rg-a")), None, "case-insensitive");
+        let message = moved_message(Some(&status("rg-a", Some("/x"))), &desired("rg-b")).expect("refused");
+        assert!(message.contains("rg-a") && message.contains("rg-b"), "{message}");
+        // Never created (no resource id): nothing to move.
+        assert_eq!(moved_message(Some(&status("rg-a", None)), &desired("rg-b")), None);
+    }
+
+    #[test]
+    fn deletion_changes_the_predicate_hash() {
+        let mut ws = MlWorkspace::new("ws", desired_spec());
+        let before = deletion_predicate(&ws);
+        ws.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::from_second(1_700_000_000).expect("ts")));
+        assert_ne!(before, deletion_predicate(&ws));
+    }
+
+    fn desired_spec() -> crate::api::v1alpha1::MlWorkspaceSpec {
+        serde_json::from_value(serde_json::json!({
+            "subscriptionId": SUB, "resourceGroup": "rg", "location": "westeurope",
+            "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
+        }))
+        .expect("spec")
+    }
+
+    #[test]
+    fn event_notes_are_cut_on_a_character_boundary() {
+        assert_eq!(truncate_bytes("short".into(), 1024), "short");
+        let cut = truncate_bytes("é".repeat(600), MAX_EVENT_NOTE_BYTES);
+        assert!(cut.len() <= MAX_EVENT_NOTE_BYTES && cut.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = ControllerConfig::new(AzureCloud::public());
+        assert_eq!(c.resync_period, Duration::from_secs(3600));
+        assert_eq!(c.stalled_requeue, c.resync_period);
+        assert!(c.lro_poll_min <= c.lro_poll_max);
+        assert!(c.error_backoff_base <= c.error_backoff_max);
+    }
 }

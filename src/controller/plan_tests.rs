@@ -428,9 +428,9 @@ mod props {
         /// spec's subscription and resource group.
         #[test]
         fn arbitrary_specs_never_escape_their_scope(
-            rg in any::<String>(),
-            name in any::<String>(),
-            storage in any::<String>(),
+            rg in prop_oneof!["[A-Za-z0-9_().-]{1,12}", "[A-Za-z0-9./?%#-]{1,12}", any::<String>()],
+            name in prop_oneof!["[A-Za-z0-9][A-Za-z0-9_-]{2,12}", "[A-Za-z0-9./?%-]{1,12}", any::<String>()],
+            storage in prop_oneof!["[a-z0-9]{3,24}", "[a-z0-9./%?]{1,30}", any::<String>()],
             friendly in proptest::option::of(any::<String>()),
             tags in proptest::collection::btree_map(any::<String>(), any::<String>(), 0..4),
             rg_missing in any::<bool>(),
@@ -444,8 +444,11 @@ mod props {
             let Ok(d) = Desired::from_resource(&ws) else { return Ok(()) };
             let prefix = format!("/subscriptions/{SUB}/resourceGroups/{rg}/");
             prop_assert!(d.workspace.id().starts_with(&prefix));
-            prop_assert!(!d.workspace.id().contains(".."));
+            prop_assert!(d.workspace.id().split('/').all(|seg| seg != ".." && seg != "."));
             prop_assert!(!d.workspace.id().contains('?'));
+            let storage_prefix = format!("{prefix}providers/Microsoft.Storage/storageAccounts/");
+            prop_assert!(d.storage_account.as_str().starts_with(&storage_prefix));
+            prop_assert!(!d.storage_account.as_str()[storage_prefix.len()..].contains(['/', '?', '%', '#']));
             let obs = Observed {
                 resource_group: if rg_missing { ResourceGroupState::Missing } else { ResourceGroupState::Exists },
                 ..observed(None)
@@ -457,7 +460,9 @@ mod props {
                     other => prop_assert!(false, "unexpected {:?}", other),
                 }
             }
-            prop_assert_eq!(plan(&d, &observed(Some(azure_copy(&d)))), Vec::<Action>::new());
+            let mut in_sync = d.workspace_body();
+            in_sync.properties.provisioning_state = Some(ProvisioningState::Succeeded);
+            prop_assert_eq!(plan(&d, &observed(Some(in_sync))), Vec::<Action>::new());
         }
     }
 }

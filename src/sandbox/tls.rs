@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -45,9 +45,7 @@ pub struct SandboxCa {
 impl fmt::Debug for SandboxCa {
     // The CA private key must never be printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SandboxCa")
-            .field("key", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("SandboxCa").field("key", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -60,20 +58,13 @@ impl SandboxCa {
         dn.push(DnType::OrganizationName, "azml-operator sandbox");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
         let ca_der = cert.der().clone();
         let ca_pem = cert.pem();
-        Ok(Self {
-            issuer: Issuer::new(params, key),
-            ca_der,
-            ca_pem,
-        })
+        Ok(Self { issuer: Issuer::new(params, key), ca_der, ca_pem })
     }
 
     /// The CA certificate in PEM form, to be trusted by clients.
@@ -88,10 +79,8 @@ impl SandboxCa {
 
     /// Writes the CA certificate (PEM) to `path`, e.g. for `--extra-ca-file` style client options.
     pub fn write_ca(&self, path: &Path) -> Result<(), TlsError> {
-        std::fs::write(path, self.ca_pem.as_bytes()).map_err(|source| TlsError::Write {
-            path: path.display().to_string(),
-            source,
-        })
+        std::fs::write(path, self.ca_pem.as_bytes())
+            .map_err(|source| TlsError::Write { path: path.display().to_string(), source })
     }
 
     /// Issues a leaf certificate for `hosts` (DNS names or IP literals) and returns its chain and private key.
@@ -102,16 +91,10 @@ impl SandboxCa {
         let names: Vec<String> = hosts.iter().map(|h| (*h).to_string()).collect();
         let mut params = CertificateParams::new(names)?;
         let mut dn = DistinguishedName::new();
-        dn.push(
-            DnType::CommonName,
-            hosts.first().copied().unwrap_or("localhost"),
-        );
+        dn.push(DnType::CommonName, hosts.first().copied().unwrap_or("localhost"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::NoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -122,11 +105,10 @@ impl SandboxCa {
     /// A rustls server config (ring provider, HTTP/2 and HTTP/1.1 via ALPN) presenting a certificate for `hosts`.
     pub fn server_config(&self, hosts: &[&str]) -> Result<Arc<ServerConfig>, TlsError> {
         let (chain, key) = self.issue_server_cert(hosts)?;
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_single_cert(chain, key)?;
+        let mut config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }

@@ -51,9 +51,7 @@ fn decode_jwt_payload(jwt: &str) -> Option<Value> {
     if parts.len() != 3 {
         return None;
     }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(parts[1].trim_end_matches('='))
-        .ok()?;
+    let bytes = URL_SAFE_NO_PAD.decode(parts[1].trim_end_matches('=')).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -69,12 +67,7 @@ impl Tokens {
     ) -> (Reply, Option<String>) {
         if !tenant.eq_ignore_ascii_case(&state.tenant_id) {
             return (
-                aad_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    90002,
-                    &format!("Tenant '{tenant}' not found."),
-                ),
+                aad_error(StatusCode::BAD_REQUEST, "invalid_request", 90002, &format!("Tenant '{tenant}' not found.")),
                 None,
             );
         }
@@ -126,18 +119,14 @@ impl Tokens {
         }
         let Some(p) = state.principals.values().find(|p| {
             p.kind == PrincipalKind::ServicePrincipal
-                && p.app_id
-                    .as_deref()
-                    .is_some_and(|a| a.eq_ignore_ascii_case(client_id))
+                && p.app_id.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(client_id))
         }) else {
             return (
                 aad_error(
                     StatusCode::BAD_REQUEST,
                     "unauthorized_client",
                     700016,
-                    &format!(
-                        "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
-                    ),
+                    &format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
                 ),
                 None,
             );
@@ -159,23 +148,13 @@ impl Tokens {
                 != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
             {
                 return (
-                    aad_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        50027,
-                        "Invalid client_assertion_type.",
-                    ),
+                    aad_error(StatusCode::BAD_REQUEST, "invalid_request", 50027, "Invalid client_assertion_type."),
                     None,
                 );
             }
             let Some(claims) = decode_jwt_payload(assertion) else {
                 return (
-                    aad_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_client",
-                        50027,
-                        "JWT token is invalid or malformed.",
-                    ),
+                    aad_error(StatusCode::BAD_REQUEST, "invalid_client", 50027, "JWT token is invalid or malformed."),
                     None,
                 );
             };
@@ -190,10 +169,7 @@ impl Tokens {
                     None,
                 );
             }
-            let sub = claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
             if !p.federated_subjects.is_empty() && !p.federated_subjects.iter().any(|s| s == sub) {
                 return (
                     aad_error(
@@ -208,11 +184,7 @@ impl Tokens {
                 );
             }
             let now = jiff::Timestamp::now().as_second();
-            if claims
-                .get("exp")
-                .and_then(Value::as_i64)
-                .is_some_and(|exp| exp < now)
-            {
+            if claims.get("exp").and_then(Value::as_i64).is_some_and(|exp| exp < now) {
                 return (
                     aad_error(
                         StatusCode::BAD_REQUEST,
@@ -235,13 +207,9 @@ impl Tokens {
             );
         }
         let resource = scope.trim_end_matches("/.default").trim_end_matches('/');
-        let audience_ok = [
-            "https://management.azure.com",
-            "https://management.core.windows.net",
-            endpoint,
-        ]
-        .iter()
-        .any(|a| resource.eq_ignore_ascii_case(a.trim_end_matches('/')));
+        let audience_ok = ["https://management.azure.com", "https://management.core.windows.net", endpoint]
+            .iter()
+            .any(|a| resource.eq_ignore_ascii_case(a.trim_end_matches('/')));
         let now = jiff::Timestamp::now().as_second();
         let secs = lifetime.as_secs();
         let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"RS256","kid":"azml-sandbox"}"#);
@@ -261,14 +229,7 @@ impl Tokens {
         };
         let oid = caller.object_id.clone();
         self.map.retain(|_, t| t.expires > Instant::now());
-        self.map.insert(
-            token.clone(),
-            TokenInfo {
-                caller,
-                expires: Instant::now() + lifetime,
-                audience_ok,
-            },
-        );
+        self.map.insert(token.clone(), TokenInfo { caller, expires: Instant::now() + lifetime, audience_ok });
         (
             Reply::ok(
                 json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token}),
@@ -278,51 +239,30 @@ impl Tokens {
     }
 
     /// Validates an `Authorization` header value.
-    pub fn authenticate(
-        &self,
-        header: Option<&str>,
-        endpoint: &str,
-        tenant: &str,
-    ) -> Result<Caller, ArmError> {
+    pub fn authenticate(&self, header: Option<&str>, endpoint: &str, tenant: &str) -> Result<Caller, ArmError> {
         let www = |err: &str, desc: &str| {
-            format!(
-                "Bearer authorization_uri=\"{endpoint}/{tenant}\", error=\"{err}\", error_description=\"{desc}\""
-            )
+            format!("Bearer authorization_uri=\"{endpoint}/{tenant}\", error=\"{err}\", error_description=\"{desc}\"")
         };
         let Some(h) = header else {
             let d = "The authentication failed because of missing 'Authorization' header.";
-            return Err(
-                ArmError::new(StatusCode::UNAUTHORIZED, "AuthenticationFailed", d)
-                    .header("WWW-Authenticate", www("invalid_token", d)),
-            );
+            return Err(ArmError::new(StatusCode::UNAUTHORIZED, "AuthenticationFailed", d)
+                .header("WWW-Authenticate", www("invalid_token", d)));
         };
-        let token = h
-            .strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
-            .unwrap_or("")
-            .trim();
+        let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")).unwrap_or("").trim();
         let Some(info) = self.map.get(token) else {
             let d = "The access token is invalid.";
-            return Err(
-                ArmError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", d)
-                    .header("WWW-Authenticate", www("invalid_token", d)),
-            );
+            return Err(ArmError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", d)
+                .header("WWW-Authenticate", www("invalid_token", d)));
         };
         if info.expires <= Instant::now() {
             let d = "The access token expiry UTC time is earlier than current UTC time.";
-            return Err(
-                ArmError::new(StatusCode::UNAUTHORIZED, "ExpiredAuthenticationToken", d)
-                    .header("WWW-Authenticate", www("invalid_token", d)),
-            );
+            return Err(ArmError::new(StatusCode::UNAUTHORIZED, "ExpiredAuthenticationToken", d)
+                .header("WWW-Authenticate", www("invalid_token", d)));
         }
         if !info.audience_ok {
             let d = "The access token has been obtained for wrong audience or resource.";
-            return Err(ArmError::new(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationTokenAudience",
-                d,
-            )
-            .header("WWW-Authenticate", www("invalid_token", d)));
+            return Err(ArmError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationTokenAudience", d)
+                .header("WWW-Authenticate", www("invalid_token", d)));
         }
         Ok(info.caller.clone())
     }
@@ -373,12 +313,7 @@ fn wildcard(pattern: &str, action: &str) -> bool {
 }
 
 /// Name of a role that lets `object_id` perform `action` on `scope` (for activity-log `authorization.role`).
-pub(crate) fn granting_role(
-    state: &SimState,
-    object_id: &str,
-    action: &str,
-    scope: &str,
-) -> Option<String> {
+pub(crate) fn granting_role(state: &SimState, object_id: &str, action: &str, scope: &str) -> Option<String> {
     let ids = state.principal_and_groups(object_id);
     state.role_assignments.values().find_map(|ra| {
         let rd = state.role_definitions.get(&ra.role_definition_guid)?;
@@ -396,13 +331,9 @@ pub(crate) fn is_authorized(state: &SimState, object_id: &str, action: &str, sco
     state.role_assignments.values().any(|ra| {
         ids.contains(&ra.principal_id.to_ascii_lowercase())
             && scope_contains(&ra.scope, scope)
-            && state
-                .role_definitions
-                .get(&ra.role_definition_guid)
-                .is_some_and(|rd| {
-                    rd.actions.iter().any(|a| wildcard(a, action))
-                        && !rd.not_actions.iter().any(|a| wildcard(a, action))
-                })
+            && state.role_definitions.get(&ra.role_definition_guid).is_some_and(|rd| {
+                rd.actions.iter().any(|a| wildcard(a, action)) && !rd.not_actions.iter().any(|a| wildcard(a, action))
+            })
     })
 }
 
@@ -427,56 +358,18 @@ mod tests {
     fn rbac_semantics_of_builtin_roles_and_groups() {
         let w = World::default_sandbox();
         let mut s = w.state.clone();
-        let ws = format!(
-            "{}/providers/Microsoft.MachineLearningServices/workspaces/w",
-            w.resource_group_id
-        );
+        let ws = format!("{}/providers/Microsoft.MachineLearningServices/workspaces/w", w.resource_group_id);
         let op = &w.operator.object_id;
-        assert!(is_authorized(
-            &s,
-            op,
-            "Microsoft.MachineLearningServices/workspaces/write",
-            &ws
-        ));
-        assert!(is_authorized(
-            &s,
-            op,
-            "Microsoft.Authorization/roleAssignments/write",
-            &ws
-        ));
+        assert!(is_authorized(&s, op, "Microsoft.MachineLearningServices/workspaces/write", &ws));
+        assert!(is_authorized(&s, op, "Microsoft.Authorization/roleAssignments/write", &ws));
         let rd = &w.reader.object_id;
-        assert!(is_authorized(
-            &s,
-            rd,
-            "Microsoft.Storage/storageAccounts/read",
-            &ws
-        ));
-        assert!(!is_authorized(
-            &s,
-            rd,
-            "Microsoft.Storage/storageAccounts/listKeys/action",
-            &ws
-        ));
-        assert!(!is_authorized(
-            &s,
-            &w.nobody.object_id,
-            "Microsoft.Storage/storageAccounts/read",
-            &ws
-        ));
+        assert!(is_authorized(&s, rd, "Microsoft.Storage/storageAccounts/read", &ws));
+        assert!(!is_authorized(&s, rd, "Microsoft.Storage/storageAccounts/listKeys/action", &ws));
+        assert!(!is_authorized(&s, &w.nobody.object_id, "Microsoft.Storage/storageAccounts/read", &ws));
         // Contributor alone cannot write role assignments.
         s.assign_role(&w.resource_group_id, roles::CONTRIBUTOR, &w.group);
-        assert!(is_authorized(
-            &s,
-            &w.users[0],
-            "Microsoft.Storage/storageAccounts/write",
-            &ws
-        ));
-        assert!(!is_authorized(
-            &s,
-            &w.users[0],
-            "Microsoft.Authorization/roleAssignments/write",
-            &ws
-        ));
+        assert!(is_authorized(&s, &w.users[0], "Microsoft.Storage/storageAccounts/write", &ws));
+        assert!(!is_authorized(&s, &w.users[0], "Microsoft.Authorization/roleAssignments/write", &ws));
         assert!(!is_authorized(
             &s,
             &w.users[0],

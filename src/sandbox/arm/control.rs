@@ -171,12 +171,7 @@ impl FaultRule {
     pub fn error(operation: &str, status: u16, code: &str) -> Self {
         Self {
             operation: operation.into(),
-            action: FaultAction::Error {
-                status,
-                code: code.into(),
-                message: None,
-                retry_after: None,
-            },
+            action: FaultAction::Error { status, code: code.into(), message: None, retry_after: None },
             count: None,
             rate: None,
         }
@@ -259,17 +254,11 @@ impl Faults {
                         out.error = Some(rule.action.clone());
                     }
                 }
-                FaultAction::LroFailure {
-                    status,
-                    code,
-                    message,
-                } => {
+                FaultAction::LroFailure { status, code, message } => {
                     out.lro_failure = Some((
                         status.unwrap_or(400),
                         code.clone(),
-                        message.clone().unwrap_or_else(|| {
-                            "The operation failed (injected by the simulator).".into()
-                        }),
+                        message.clone().unwrap_or_else(|| "The operation failed (injected by the simulator).".into()),
                     ));
                 }
             }
@@ -297,12 +286,7 @@ pub struct ThrottleConfig {
 
 impl Default for ThrottleConfig {
     fn default() -> Self {
-        Self {
-            read_capacity: 250.0,
-            read_refill_per_sec: 25.0,
-            write_capacity: 200.0,
-            write_refill_per_sec: 10.0,
-        }
+        Self { read_capacity: 250.0, read_refill_per_sec: 25.0, write_capacity: 200.0, write_refill_per_sec: 10.0 }
     }
 }
 
@@ -322,11 +306,7 @@ impl Bucket {
             // Remaining tokens are reported as a whole number, like ARM's header.
             Ok(self.tokens.floor() as u64)
         } else {
-            let wait = if refill > 0.0 {
-                ((1.0 - self.tokens) / refill).ceil()
-            } else {
-                60.0
-            };
+            let wait = if refill > 0.0 { ((1.0 - self.tokens) / refill).ceil() } else { 60.0 };
             Err((wait as u64).max(1))
         }
     }
@@ -343,10 +323,7 @@ pub struct Throttle {
 impl Throttle {
     /// A throttle with `config`.
     pub fn new(config: ThrottleConfig) -> Self {
-        Self {
-            config,
-            buckets: HashMap::new(),
-        }
+        Self { config, buckets: HashMap::new() }
     }
 
     /// Takes one token: `Ok(remaining)` or `Err(retry_after_secs)`.
@@ -359,10 +336,7 @@ impl Throttle {
         let now = Instant::now();
         self.buckets
             .entry((subscription.to_ascii_lowercase(), write))
-            .or_insert(Bucket {
-                tokens: cap,
-                last: now,
-            })
+            .or_insert(Bucket { tokens: cap, last: now })
             .take(cap, refill, now)
     }
 

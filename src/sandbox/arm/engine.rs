@@ -9,13 +9,12 @@ use serde_json::{Value, json};
 use super::auth::{Caller, Tokens, authorization_failed, granting_role, is_authorized};
 use super::control::{CallLog, Faults, Throttle};
 use super::model::{
-    ActivityEvent, OpError, OpKind, OpStatus, Operation, Resource, ResourceExt, RoleAssignment,
-    Secret, SimState, id_key, scope_contains, sub_and_rg,
+    ActivityEvent, OpError, OpKind, OpStatus, Operation, Resource, ResourceExt, RoleAssignment, Secret, SimState,
+    id_key, scope_contains, sub_and_rg,
 };
 use super::reply::{ArmError, Reply};
 use super::route::{
-    COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS,
-    WORKSPACES, resource_id,
+    COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS, WORKSPACES, resource_id,
 };
 
 /// Runtime knobs (not persisted).
@@ -53,10 +52,7 @@ pub(crate) struct Req {
 
 impl Req {
     pub fn q(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     fn json(&self) -> Result<Value, ArmError> {
@@ -70,10 +66,7 @@ impl Req {
             )
         })?;
         if !v.is_object() {
-            return Err(ArmError::bad_request(
-                "InvalidRequestContent",
-                "The request content must be a JSON object.",
-            ));
+            return Err(ArmError::bad_request("InvalidRequestContent", "The request content must be a JSON object."));
         }
         Ok(v)
     }
@@ -85,13 +78,8 @@ fn is_busy(state: Option<&str>) -> bool {
 
 fn name_ok(name: &str, min: usize, max: usize, extra: &[char]) -> bool {
     (min..=max).contains(&name.len())
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c))
 }
 
 fn merge_obj(target: &mut Value, patch: &Value) {
@@ -113,53 +101,38 @@ impl Inner {
 
     /// Authenticates a request's bearer token.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, ArmError> {
-        self.tokens
-            .authenticate(header, &self.endpoint, &self.state.tenant_id)
+        self.tokens.authenticate(header, &self.endpoint, &self.state.tenant_id)
     }
 
     fn ensure_sub(&self, sub: &str) -> Result<String, ArmError> {
-        self.state
-            .subscriptions
-            .get(&sub.to_ascii_lowercase())
-            .map(|s| s.subscription_id.clone())
-            .ok_or_else(|| {
-                ArmError::new(
-                    StatusCode::NOT_FOUND,
-                    "SubscriptionNotFound",
-                    format!("The subscription '{sub}' could not be found."),
-                )
-            })
+        self.state.subscriptions.get(&sub.to_ascii_lowercase()).map(|s| s.subscription_id.clone()).ok_or_else(|| {
+            ArmError::new(
+                StatusCode::NOT_FOUND,
+                "SubscriptionNotFound",
+                format!("The subscription '{sub}' could not be found."),
+            )
+        })
     }
 
     /// Canonical (sub, rg name) or ResourceGroupNotFound.
     fn ensure_rg(&self, sub: &str, rg: &str) -> Result<(String, String), ArmError> {
         let sub = self.ensure_sub(sub)?;
         let key = id_key(&format!("/subscriptions/{sub}/resourceGroups/{rg}"));
-        self.state
-            .resource_groups
-            .get(&key)
-            .map(|g| (sub.clone(), g.name.clone()))
-            .ok_or_else(|| {
-                ArmError::new(
-                    StatusCode::NOT_FOUND,
-                    "ResourceGroupNotFound",
-                    format!("Resource group '{rg}' could not be found."),
-                )
-            })
+        self.state.resource_groups.get(&key).map(|g| (sub.clone(), g.name.clone())).ok_or_else(|| {
+            ArmError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceGroupNotFound",
+                format!("Resource group '{rg}' could not be found."),
+            )
+        })
     }
 
     fn get_resource(&self, id: &str, rtype: &str) -> Result<&Resource, ArmError> {
-        self.state
-            .resources
-            .get(&id_key(id))
-            .ok_or_else(|| ArmError::not_found(rtype, id))
+        self.state.resources.get(&id_key(id)).ok_or_else(|| ArmError::not_found(rtype, id))
     }
 
     fn page(&self, req: &Req, items: Vec<Value>) -> Value {
-        let skip: usize = req
-            .q("$skipToken")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let skip: usize = req.q("$skipToken").and_then(|s| s.parse().ok()).unwrap_or(0);
         let size = self.knobs.page_size.max(1);
         let total = items.len();
         let value: Vec<Value> = items.into_iter().skip(skip).take(size).collect();
@@ -190,15 +163,8 @@ impl Inner {
     ) -> Operation {
         let now = Self::now();
         let ms = i64::try_from(self.knobs.lro_duration.as_millis()).unwrap_or(i64::MAX);
-        let due = now
-            .checked_add(SignedDuration::from_millis(ms))
-            .unwrap_or(now);
-        let namespace = routed
-            .action
-            .split('/')
-            .next()
-            .unwrap_or("Microsoft.Resources")
-            .to_string();
+        let due = now.checked_add(SignedDuration::from_millis(ms)).unwrap_or(now);
+        let namespace = routed.action.split('/').next().unwrap_or("Microsoft.Resources").to_string();
         let op = Operation {
             id: uuid::Uuid::new_v4().to_string(),
             subscription_id: routed.sub.clone().unwrap_or_default(),
@@ -225,11 +191,7 @@ impl Inner {
             self.endpoint,
             op.subscription_id,
             op.namespace,
-            if status {
-                "operationStatuses"
-            } else {
-                "operationResults"
-            },
+            if status { "operationStatuses" } else { "operationResults" },
             op.id
         )
     }
@@ -266,12 +228,8 @@ impl Inner {
             if op.failure.is_none()
                 && let Err(e) = self.complete(&op)
             {
-                op.failure = Some(OpError {
-                    status: e.status.as_u16(),
-                    code: e.code,
-                    message: e.message,
-                    details: vec![],
-                });
+                op.failure =
+                    Some(OpError { status: e.status.as_u16(), code: e.code, message: e.message, details: vec![] });
             }
             if op.failure.is_some() {
                 op.status = OpStatus::Failed;
@@ -286,26 +244,9 @@ impl Inner {
                 op.status = OpStatus::Succeeded;
             }
             op.ended = Some(now);
-            let status = if op.status == OpStatus::Succeeded {
-                "Succeeded"
-            } else {
-                "Failed"
-            };
-            let caller = Caller {
-                object_id: op.caller.clone(),
-                app_id: String::new(),
-                name: op.caller.clone(),
-            };
-            self.log_event(
-                &caller,
-                &op.action,
-                &op.resource_id,
-                "EndRequest",
-                status,
-                "",
-                None,
-                &op.id,
-            );
+            let status = if op.status == OpStatus::Succeeded { "Succeeded" } else { "Failed" };
+            let caller = Caller { object_id: op.caller.clone(), app_id: String::new(), name: op.caller.clone() };
+            self.log_event(&caller, &op.action, &op.resource_id, "EndRequest", status, "", None, &op.id);
             self.state.operations.insert(id, op);
         }
     }
@@ -324,9 +265,7 @@ impl Inner {
                 let captured = storage.and_then(|s| self.state.storage_key(&s, "key1"));
                 if let Some(r) = self.state.resources.get_mut(&key) {
                     r.set_provisioning_state("Succeeded");
-                    if let ResourceExt::Workspace {
-                        user_storage_key, ..
-                    } = &mut r.ext
+                    if let ResourceExt::Workspace { user_storage_key, .. } = &mut r.ext
                         && user_storage_key.is_none()
                     {
                         *user_storage_key = captured;
@@ -346,23 +285,16 @@ impl Inner {
                 let Some(k) = self.state.storage_key(&storage, "key1") else {
                     return Err(ArmError::bad_request(
                         "DependentResourceNotFound",
-                        format!(
-                            "The storage account '{storage}' of the workspace could not be found."
-                        ),
+                        format!("The storage account '{storage}' of the workspace could not be found."),
                     ));
                 };
                 if let Some(r) = self.state.resources.get_mut(&key)
-                    && let ResourceExt::Workspace {
-                        user_storage_key, ..
-                    } = &mut r.ext
+                    && let ResourceExt::Workspace { user_storage_key, .. } = &mut r.ext
                 {
                     *user_storage_key = Some(k);
                 }
             }
-            OpKind::RegenerateEndpointKey {
-                key_type,
-                key_value,
-            } => {
+            OpKind::RegenerateEndpointKey { key_type, key_value } => {
                 if let Some(r) = self.state.resources.get_mut(&key)
                     && let ResourceExt::Endpoint { primary, secondary } = &mut r.ext
                 {
@@ -386,38 +318,15 @@ impl Inner {
 
     /// Removes a resource, everything below it, and role assignments scoped inside it.
     fn remove_tree(&mut self, id: &str) {
-        self.state
-            .resources
-            .retain(|_, r| !scope_contains(id, &r.id));
-        self.state
-            .role_assignments
-            .retain(|_, ra| !scope_contains(id, &ra.scope));
+        self.state.resources.retain(|_, r| !scope_contains(id, &r.id));
+        self.state.role_assignments.retain(|_, ra| !scope_contains(id, &ra.scope));
     }
 
-    fn poll(
-        &self,
-        req: &Req,
-        caller: &Caller,
-        op_id: &str,
-        status: bool,
-    ) -> Result<Reply, ArmError> {
-        let op = self
-            .state
-            .operations
-            .values()
-            .find(|o| o.id.eq_ignore_ascii_case(op_id))
-            .ok_or_else(|| {
-                ArmError::new(
-                    StatusCode::NOT_FOUND,
-                    "OperationNotFound",
-                    format!("The operation '{op_id}' was not found."),
-                )
-            })?;
-        self.authorize(
-            caller,
-            &format!("{}/locations/operationresults/read", op.namespace),
-            &op.resource_id,
-        )?;
+    fn poll(&self, req: &Req, caller: &Caller, op_id: &str, status: bool) -> Result<Reply, ArmError> {
+        let op = self.state.operations.values().find(|o| o.id.eq_ignore_ascii_case(op_id)).ok_or_else(|| {
+            ArmError::new(StatusCode::NOT_FOUND, "OperationNotFound", format!("The operation '{op_id}' was not found."))
+        })?;
+        self.authorize(caller, &format!("{}/locations/operationresults/read", op.namespace), &op.resource_id)?;
         if status {
             let mut body = json!({
                 "id": self.poll_url(op, true, req.q("api-version").unwrap_or("2025-01-01")).replace(&self.endpoint, "").split('?').next().unwrap_or_default(),
@@ -443,9 +352,7 @@ impl Inner {
             return Ok(r);
         }
         match op.status {
-            OpStatus::InProgress => {
-                Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), op, req))
-            }
+            OpStatus::InProgress => Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), op, req)),
             OpStatus::Failed => {
                 let f = op.failure.clone().unwrap_or(OpError {
                     status: 500,
@@ -471,12 +378,10 @@ impl Inner {
                     .collect();
                 Err(e)
             }
-            OpStatus::Succeeded if op.returns_body => {
-                match self.state.resources.get(&id_key(&op.resource_id)) {
-                    Some(r) => Ok(Reply::ok(self.render(r))),
-                    None => Ok(Reply::empty(StatusCode::NO_CONTENT)),
-                }
-            }
+            OpStatus::Succeeded if op.returns_body => match self.state.resources.get(&id_key(&op.resource_id)) {
+                Some(r) => Ok(Reply::ok(self.render(r))),
+                None => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+            },
             OpStatus::Succeeded => Ok(Reply::empty(StatusCode::NO_CONTENT)),
         }
     }
@@ -502,8 +407,7 @@ impl Inner {
         let provider = action.split('/').next().unwrap_or_default();
         let event_id = uuid::Uuid::new_v4().to_string();
         let localized = |v: &str| json!({"value": v, "localizedValue": v});
-        let role =
-            granting_role(&self.state, &caller.object_id, action, resource_id).unwrap_or_default();
+        let role = granting_role(&self.state, &caller.object_id, action, resource_id).unwrap_or_default();
         let mut body = json!({
             "authorization": {"action": action, "role": role, "scope": resource_id},
             "caller": caller.object_id,
@@ -538,13 +442,11 @@ impl Inner {
             "tenantId": self.state.tenant_id,
         });
         if let Some(code) = http_status {
-            let reason = StatusCode::from_u16(code)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("")
-                .replace(' ', "");
+            let reason =
+                StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("").replace(' ', "");
             body["properties"] = json!({"statusCode": reason});
-            body["subStatus"] = json!({"value": reason, "localizedValue": format!("{reason} (HTTP Status Code: {code})")});
+            body["subStatus"] =
+                json!({"value": reason, "localizedValue": format!("{reason} (HTTP Status Code: {code})")});
         }
         self.state.activity.push(ActivityEvent {
             timestamp: now,
@@ -560,35 +462,15 @@ impl Inner {
     pub fn log_write(&mut self, caller: &Caller, routed: &Routed, req: &Req, status: StatusCode) {
         let end = if status.as_u16() >= 400 {
             "Failed"
-        } else if status == StatusCode::ACCEPTED
-            || status == StatusCode::CREATED && self.has_pending(&routed.scope)
-        {
+        } else if status == StatusCode::ACCEPTED || status == StatusCode::CREATED && self.has_pending(&routed.scope) {
             "Accepted"
         } else {
             "Succeeded"
         };
         let m = req.method.as_str().to_string();
         let cid = req.correlation_id.clone();
-        self.log_event(
-            caller,
-            &routed.action,
-            &routed.scope,
-            "BeginRequest",
-            "Started",
-            &m,
-            None,
-            &cid,
-        );
-        self.log_event(
-            caller,
-            &routed.action,
-            &routed.scope,
-            "EndRequest",
-            end,
-            &m,
-            Some(status.as_u16()),
-            &cid,
-        );
+        self.log_event(caller, &routed.action, &routed.scope, "BeginRequest", "Started", &m, None, &cid);
+        self.log_event(caller, &routed.action, &routed.scope, "EndRequest", end, &m, Some(status.as_u16()), &cid);
     }
 
     /// Activity-log events for a change made through the admin API (someone acting outside the operator).
@@ -599,33 +481,12 @@ impl Inner {
             name: "portal-user".into(),
         };
         let cid = uuid::Uuid::new_v4().to_string();
-        self.log_event(
-            &caller,
-            action,
-            resource_id,
-            "BeginRequest",
-            "Started",
-            "POST",
-            None,
-            &cid,
-        );
-        self.log_event(
-            &caller,
-            action,
-            resource_id,
-            "EndRequest",
-            "Succeeded",
-            "POST",
-            Some(200),
-            &cid,
-        );
+        self.log_event(&caller, action, resource_id, "BeginRequest", "Started", "POST", None, &cid);
+        self.log_event(&caller, action, resource_id, "EndRequest", "Succeeded", "POST", Some(200), &cid);
     }
 
     fn has_pending(&self, id: &str) -> bool {
-        self.state
-            .operations
-            .values()
-            .any(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == id_key(id))
+        self.state.operations.values().any(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == id_key(id))
     }
 
     fn activity_list(&self, req: &Req) -> Result<Reply, ArmError> {
@@ -652,16 +513,10 @@ impl Inner {
             let value = value.trim().trim_matches('\'').to_string();
             let ts = || {
                 value.parse::<Timestamp>().map_err(|_| {
-                    ArmError::bad_request(
-                        "BadRequest",
-                        format!("The value '{value}' is not a valid eventTimestamp."),
-                    )
+                    ArmError::bad_request("BadRequest", format!("The value '{value}' is not a valid eventTimestamp."))
                 })
             };
-            match (
-                field.to_ascii_lowercase().as_str(),
-                op.to_ascii_lowercase().as_str(),
-            ) {
+            match (field.to_ascii_lowercase().as_str(), op.to_ascii_lowercase().as_str()) {
                 ("eventtimestamp", "ge") => ge = Some(ts()?),
                 ("eventtimestamp", "le") => le = Some(ts()?),
                 ("resourceuri" | "resourceid", "eq") => resource_uri = Some(value),
@@ -677,17 +532,10 @@ impl Inner {
             }
         }
         let Some(ge) = ge else {
-            return Err(ArmError::bad_request(
-                "BadRequest",
-                "The $filter must contain 'eventTimestamp ge'.",
-            ));
+            return Err(ArmError::bad_request("BadRequest", "The $filter must contain 'eventTimestamp ge'."));
         };
-        let select: Option<Vec<String>> = req.q("$select").map(|s| {
-            s.split(',')
-                .map(|f| f.trim().to_string())
-                .filter(|f| !f.is_empty())
-                .collect()
-        });
+        let select: Option<Vec<String>> =
+            req.q("$select").map(|s| s.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
         let sub = match &req.segs.get(1) {
             Some(s) => s.to_string(),
             None => String::new(),
@@ -699,27 +547,12 @@ impl Inner {
             .rev()
             .filter(|e| e.subscription_id.eq_ignore_ascii_case(&sub))
             .filter(|e| e.timestamp >= ge && le.is_none_or(|le| e.timestamp <= le))
+            .filter(|e| resource_uri.as_ref().is_none_or(|u| id_key(u) == id_key(&e.resource_id)))
+            .filter(|e| rg.as_ref().is_none_or(|g| g.eq_ignore_ascii_case(&e.resource_group)))
             .filter(|e| {
-                resource_uri
-                    .as_ref()
-                    .is_none_or(|u| id_key(u) == id_key(&e.resource_id))
+                provider.as_ref().is_none_or(|p| e.operation.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase()))
             })
-            .filter(|e| {
-                rg.as_ref()
-                    .is_none_or(|g| g.eq_ignore_ascii_case(&e.resource_group))
-            })
-            .filter(|e| {
-                provider.as_ref().is_none_or(|p| {
-                    e.operation
-                        .to_ascii_lowercase()
-                        .starts_with(&p.to_ascii_lowercase())
-                })
-            })
-            .filter(|e| {
-                correlation
-                    .as_ref()
-                    .is_none_or(|c| e.body["correlationId"].as_str() == Some(c.as_str()))
-            })
+            .filter(|e| correlation.as_ref().is_none_or(|c| e.body["correlationId"].as_str() == Some(c.as_str())))
             .map(|e| match &select {
                 Some(fields) => {
                     let mut o = serde_json::Map::new();
@@ -794,65 +627,38 @@ impl Inner {
                 _ => Err(method_not_allowed(req)),
             },
             Target::RoleDefinition { guid, .. } => match guid {
-                Some(g) => self
-                    .state
-                    .role_definitions
-                    .get(&g.to_ascii_lowercase())
-                    .map(|d| Reply::ok(d.to_json()))
-                    .ok_or_else(|| {
-                        ArmError::new(
-                            StatusCode::NOT_FOUND,
-                            "RoleDefinitionDoesNotExist",
-                            format!("The specified role definition with ID '{g}' does not exist."),
-                        )
-                    }),
+                Some(g) => {
+                    self.state.role_definitions.get(&g.to_ascii_lowercase()).map(|d| Reply::ok(d.to_json())).ok_or_else(
+                        || {
+                            ArmError::new(
+                                StatusCode::NOT_FOUND,
+                                "RoleDefinitionDoesNotExist",
+                                format!("The specified role definition with ID '{g}' does not exist."),
+                            )
+                        },
+                    )
+                }
                 None => {
                     let name_filter = req.q("$filter").and_then(|f| {
-                        f.strip_prefix("roleName eq ")
-                            .map(|v| v.trim().trim_matches('\'').to_ascii_lowercase())
+                        f.strip_prefix("roleName eq ").map(|v| v.trim().trim_matches('\'').to_ascii_lowercase())
                     });
                     let items = self
                         .state
                         .role_definitions
                         .values()
-                        .filter(|d| {
-                            name_filter
-                                .as_ref()
-                                .is_none_or(|n| d.role_name.to_ascii_lowercase() == *n)
-                        })
+                        .filter(|d| name_filter.as_ref().is_none_or(|n| d.role_name.to_ascii_lowercase() == *n))
                         .map(|d| d.to_json())
                         .collect();
                     Ok(Reply::ok(self.page(req, items)))
                 }
             },
-            Target::Collection {
-                rg,
-                rtype,
-                parent_names,
-            } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
-            Target::Resource {
-                rg,
-                rtype,
-                names,
-                action,
-            } => {
+            Target::Collection { rg, rtype, parent_names } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
+            Target::Resource { rg, rtype, names, action } => {
                 let (sub, rg) = self.ensure_rg(&sub, rg)?;
                 let id = resource_id(&sub, &rg, rtype, names);
                 // Use the stored casing when the resource exists.
-                let id = self
-                    .state
-                    .resources
-                    .get(&id_key(&id))
-                    .map_or(id, |r| r.id.clone());
-                self.resource(
-                    req,
-                    routed,
-                    caller,
-                    rtype,
-                    &id,
-                    action.as_deref(),
-                    lro_failure,
-                )
+                let id = self.state.resources.get(&id_key(&id)).map_or(id, |r| r.id.clone());
+                self.resource(req, routed, caller, rtype, &id, action.as_deref(), lro_failure)
             }
         }
     }
@@ -875,12 +681,9 @@ impl Inner {
                 if parent_names.is_empty() {
                     format!("/subscriptions/{sub}/resourceGroups/{rg}")
                 } else {
-                    let parent = super::route::TYPES.iter().find(|t| {
-                        rtype
-                            .full
-                            .rsplit_once('/')
-                            .is_some_and(|(p, _)| p.eq_ignore_ascii_case(t.full))
-                    });
+                    let parent = super::route::TYPES
+                        .iter()
+                        .find(|t| rtype.full.rsplit_once('/').is_some_and(|(p, _)| p.eq_ignore_ascii_case(t.full)));
                     let Some(pt) = parent else {
                         return Err(ArmError::not_found(rtype.full, ""));
                     };
@@ -896,9 +699,7 @@ impl Inner {
             .state
             .resources
             .values()
-            .filter(|r| {
-                r.rtype.eq_ignore_ascii_case(rtype.full) && r.rtype.matches('/').count() == depth
-            })
+            .filter(|r| r.rtype.eq_ignore_ascii_case(rtype.full) && r.rtype.matches('/').count() == depth)
             .filter(|r| scope_contains(&scope, &r.id))
             .map(|r| self.render(r))
             .collect();
@@ -926,10 +727,9 @@ impl Inner {
                 }
                 Some(g) => Ok(Reply::ok(g.to_json())),
                 None if req.method == Method::HEAD => Ok(Reply::empty(StatusCode::NOT_FOUND)),
-                None => Err(self
-                    .ensure_rg(&sub, rg)
-                    .err()
-                    .unwrap_or_else(|| ArmError::not_found("resourceGroups", &id))),
+                None => {
+                    Err(self.ensure_rg(&sub, rg).err().unwrap_or_else(|| ArmError::not_found("resourceGroups", &id)))
+                }
             },
             Method::PUT | Method::PATCH => {
                 let body = req.json()?;
@@ -940,16 +740,11 @@ impl Inner {
                         .err()
                         .unwrap_or_else(|| ArmError::not_found("resourceGroups", &id)));
                 }
-                let location = body
-                    .get("location")
-                    .and_then(Value::as_str)
-                    .map(String::from);
+                let location = body.get("location").and_then(Value::as_str).map(String::from);
                 if !name_ok(rg, 1, 90, &['-', '_', '.', '(', ')']) || rg.ends_with('.') {
                     return Err(ArmError::bad_request(
                         "InvalidResourceGroup",
-                        format!(
-                            "The provided resource group name '{rg}' has these invalid characters."
-                        ),
+                        format!("The provided resource group name '{rg}' has these invalid characters."),
                     ));
                 }
                 let mut g = match (existing.clone(), location) {
@@ -985,36 +780,17 @@ impl Inner {
                 }
                 let out = g.to_json();
                 self.state.resource_groups.insert(key, g);
-                Ok(Reply::json(
-                    if existing.is_some() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::CREATED
-                    },
-                    out,
-                ))
+                Ok(Reply::json(if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED }, out))
             }
             Method::DELETE => {
-                let g = self
-                    .state
-                    .resource_groups
-                    .get(&key)
-                    .cloned()
-                    .ok_or_else(|| {
-                        ArmError::new(
-                            StatusCode::NOT_FOUND,
-                            "ResourceGroupNotFound",
-                            format!("Resource group '{rg}' could not be found."),
-                        )
-                    })?;
-                let op = self.start_op(
-                    routed,
-                    caller,
-                    OpKind::DeleteResourceGroup,
-                    &g.id,
-                    false,
-                    None,
-                );
+                let g = self.state.resource_groups.get(&key).cloned().ok_or_else(|| {
+                    ArmError::new(
+                        StatusCode::NOT_FOUND,
+                        "ResourceGroupNotFound",
+                        format!("Resource group '{rg}' could not be found."),
+                    )
+                })?;
+                let op = self.start_op(routed, caller, OpKind::DeleteResourceGroup, &g.id, false, None);
                 Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             _ => Err(method_not_allowed(req)),
@@ -1041,24 +817,17 @@ impl Inner {
                 let r = self.get_resource(id, rtype.full)?;
                 let mut body = self.render(r);
                 if rtype.full == STORAGE
-                    && req
-                        .q("$expand")
-                        .is_some_and(|e| e.to_ascii_lowercase().contains("georeplicationstats"))
+                    && req.q("$expand").is_some_and(|e| e.to_ascii_lowercase().contains("georeplicationstats"))
                 {
-                    body["properties"]["geoReplicationStats"] = json!({"canFailover": false, "lastSyncTime": Self::now().to_string(), "status": "Live"});
+                    body["properties"]["geoReplicationStats"] =
+                        json!({"canFailover": false, "lastSyncTime": Self::now().to_string(), "status": "Live"});
                 }
                 Ok(Reply::ok(body))
             }
-            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PUT", None) => {
-                self.plain_put(req, rtype, id)
-            }
+            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PUT", None) => self.plain_put(req, rtype, id),
             (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PATCH", None) => {
                 let body = req.json()?;
-                let r = self
-                    .state
-                    .resources
-                    .get_mut(&key)
-                    .ok_or_else(|| ArmError::not_found(rtype.full, id))?;
+                let r = self.state.resources.get_mut(&key).ok_or_else(|| ArmError::not_found(rtype.full, id))?;
                 for f in ["tags", "sku", "properties", "identity"] {
                     if let Some(v) = body.get(f) {
                         if f == "properties" {
@@ -1090,24 +859,20 @@ impl Inner {
             (STORAGE, "POST", Some("regeneratekey")) => {
                 self.get_resource(id, rtype.full)?;
                 let body = req.json()?;
-                let name = body
-                    .get("keyName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let name = body.get("keyName").and_then(Value::as_str).unwrap_or_default().to_string();
                 if !self.state.regenerate_storage_key(id, &name) {
                     return Err(ArmError::bad_request(
                         "InvalidValuesForRequestParameters",
-                        format!("Values for request parameters are invalid: keyName '{name}'. Valid values are key1, key2."),
+                        format!(
+                            "Values for request parameters are invalid: keyName '{name}'. Valid values are key1, key2."
+                        ),
                     )
                     .target("keyName"));
                 }
                 Ok(Reply::ok(self.storage_keys_json(id)))
             }
             (WORKSPACES, "PUT", None) => self.workspace_put(req, routed, caller, id, lro_failure),
-            (WORKSPACES, "PATCH", None) => {
-                self.workspace_patch(req, routed, caller, id, lro_failure)
-            }
+            (WORKSPACES, "PATCH", None) => self.workspace_patch(req, routed, caller, id, lro_failure),
             (WORKSPACES | ENDPOINTS | DEPLOYMENTS, "DELETE", None) => {
                 let Some(r) = self.state.resources.get(&key) else {
                     return Ok(Reply::empty(StatusCode::NO_CONTENT));
@@ -1120,19 +885,12 @@ impl Inner {
                         .find(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == key)
                         .cloned();
                     if let Some(op) = op {
-                        return Ok(self.location_headers(
-                            Reply::empty(StatusCode::ACCEPTED),
-                            &op,
-                            req,
-                        ));
+                        return Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req));
                     }
                 }
                 if rtype.full == DEPLOYMENTS {
                     let name = id.rsplit('/').next().unwrap_or_default();
-                    let ep_id = id
-                        .rsplit_once("/deployments/")
-                        .map(|(e, _)| e)
-                        .unwrap_or_default();
+                    let ep_id = id.rsplit_once("/deployments/").map(|(e, _)| e).unwrap_or_default();
                     let traffic = self
                         .state
                         .resources
@@ -1140,9 +898,7 @@ impl Inner {
                         .and_then(|e| e.body.pointer("/properties/traffic"))
                         .and_then(Value::as_object)
                         .and_then(|t| {
-                            t.iter()
-                                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                                .and_then(|(_, v)| v.as_i64())
+                            t.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_i64())
                         })
                         .unwrap_or(0);
                     if traffic > 0 {
@@ -1159,19 +915,11 @@ impl Inner {
                 }
                 let op = self.start_op(routed, caller, OpKind::Delete, id, false, lro_failure);
                 let reply = self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req);
-                Ok(if rtype.full == WORKSPACES {
-                    reply
-                } else {
-                    reply.header("x-ms-async-operation-timeout", "PT1H")
-                })
+                Ok(if rtype.full == WORKSPACES { reply } else { reply.header("x-ms-async-operation-timeout", "PT1H") })
             }
             (WORKSPACES, "POST", Some("listkeys")) => {
                 let r = self.get_resource(id, rtype.full)?;
-                let storage = r
-                    .body
-                    .pointer("/properties/storageAccount")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let storage = r.body.pointer("/properties/storageAccount").cloned().unwrap_or(Value::Null);
                 let key = self.state.workspace_cached_key(id);
                 let ai_key = r
                     .body
@@ -1180,16 +928,12 @@ impl Inner {
                     .and_then(|ai| self.state.resources.get(&id_key(ai)))
                     .and_then(|ai| ai.body.pointer("/properties/InstrumentationKey").cloned())
                     .unwrap_or(Value::Null);
-                let acr = r
-                    .body
-                    .pointer("/properties/containerRegistry")
-                    .and_then(Value::as_str)
-                    .map(|acr| {
-                        let name = acr.rsplit('/').next().unwrap_or_default().to_string();
-                        json!({"location": null, "username": name, "passwords": [
+                let acr = r.body.pointer("/properties/containerRegistry").and_then(Value::as_str).map(|acr| {
+                    let name = acr.rsplit('/').next().unwrap_or_default().to_string();
+                    json!({"location": null, "username": name, "passwords": [
                         {"name": "password", "value": Secret::random(24).expose()},
                         {"name": "password2", "value": Secret::random(24).expose()}]})
-                    });
+                });
                 Ok(Reply::ok(json!({
                     "userStorageKey": key.as_ref().map(Secret::expose),
                     "userStorageResourceId": storage,
@@ -1207,16 +951,10 @@ impl Inner {
                 let op = self.start_op(routed, caller, OpKind::ResyncKeys, id, false, lro_failure);
                 Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
-            (ENDPOINTS | DEPLOYMENTS, "PUT", None) => {
-                self.online_put(req, routed, caller, rtype, id, lro_failure)
-            }
+            (ENDPOINTS | DEPLOYMENTS, "PUT", None) => self.online_put(req, routed, caller, rtype, id, lro_failure),
             (ENDPOINTS | DEPLOYMENTS, "PATCH", None) => {
                 let body = req.json()?;
-                let r = self
-                    .state
-                    .resources
-                    .get_mut(&key)
-                    .ok_or_else(|| ArmError::not_found(rtype.full, id))?;
+                let r = self.state.resources.get_mut(&key).ok_or_else(|| ArmError::not_found(rtype.full, id))?;
                 if is_busy(r.provisioning_state()) {
                     return Err(busy(id));
                 }
@@ -1231,45 +969,28 @@ impl Inner {
                     .location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req)
                     .header("x-ms-async-operation-timeout", "PT1H"))
             }
-            (ENDPOINTS, "POST", Some("listkeys")) => {
-                match &self.get_resource(id, rtype.full)?.ext {
-                    ResourceExt::Endpoint { primary, secondary } => Ok(Reply::ok(
-                        json!({"primaryKey": primary.expose(), "secondaryKey": secondary.expose()}),
-                    )),
-                    _ => Ok(Reply::ok(json!({"primaryKey": null, "secondaryKey": null}))),
+            (ENDPOINTS, "POST", Some("listkeys")) => match &self.get_resource(id, rtype.full)?.ext {
+                ResourceExt::Endpoint { primary, secondary } => {
+                    Ok(Reply::ok(json!({"primaryKey": primary.expose(), "secondaryKey": secondary.expose()})))
                 }
-            }
+                _ => Ok(Reply::ok(json!({"primaryKey": null, "secondaryKey": null}))),
+            },
             (ENDPOINTS, "POST", Some("regeneratekeys")) => {
                 let r = self.get_resource(id, rtype.full)?;
                 if is_busy(r.provisioning_state()) {
                     return Err(busy(id));
                 }
                 let body = req.json()?;
-                let key_type = body
-                    .get("keyType")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                if !key_type.eq_ignore_ascii_case("Primary")
-                    && !key_type.eq_ignore_ascii_case("Secondary")
-                {
-                    return Err(ArmError::bad_request(
-                        "BadArgument",
-                        "keyType must be 'Primary' or 'Secondary'.",
-                    )
-                    .target("keyType"));
+                let key_type = body.get("keyType").and_then(Value::as_str).unwrap_or_default().to_string();
+                if !key_type.eq_ignore_ascii_case("Primary") && !key_type.eq_ignore_ascii_case("Secondary") {
+                    return Err(ArmError::bad_request("BadArgument", "keyType must be 'Primary' or 'Secondary'.")
+                        .target("keyType"));
                 }
-                let key_value = body
-                    .get("keyValue")
-                    .and_then(Value::as_str)
-                    .map(Secret::new);
+                let key_value = body.get("keyValue").and_then(Value::as_str).map(Secret::new);
                 let op = self.start_op(
                     routed,
                     caller,
-                    OpKind::RegenerateEndpointKey {
-                        key_type,
-                        key_value,
-                    },
+                    OpKind::RegenerateEndpointKey { key_type, key_value },
                     id,
                     false,
                     lro_failure,
@@ -1300,9 +1021,7 @@ impl Inner {
         if rtype.full == STORAGE
             && !(name.len() >= 3
                 && name.len() <= 24
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
         {
             return Err(ArmError::bad_request(
                 "AccountNameInvalid",
@@ -1337,14 +1056,7 @@ impl Inner {
         let r = self.state.put_resource(id, rtype.full, body);
         let out = r.body.clone();
         // Storage create is an LRO in ARM that may also finish synchronously (200); vaults etc. answer 201.
-        Ok(Reply::json(
-            if rtype.full == STORAGE {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            },
-            out,
-        ))
+        Ok(Reply::json(if rtype.full == STORAGE { StatusCode::OK } else { StatusCode::CREATED }, out))
     }
 
     fn check_dependency(
@@ -1365,7 +1077,9 @@ impl Inner {
                 Some(r) if r.rtype.eq_ignore_ascii_case(rtype) => Ok(Some(r.id.clone())),
                 _ => Err(ArmError::bad_request(
                     "DependentResourceNotFound",
-                    format!("The resource '{dep}' referenced by properties.{field} does not exist (expected a {rtype})."),
+                    format!(
+                        "The resource '{dep}' referenced by properties.{field} does not exist (expected a {rtype})."
+                    ),
                 )
                 .target(&format!("properties.{field}"))),
             },
@@ -1390,27 +1104,16 @@ impl Inner {
             ));
         }
         let body = req.json()?;
-        let location = body
-            .get("location")
-            .and_then(Value::as_str)
-            .map(String::from)
-            .ok_or_else(|| {
-                ArmError::bad_request(
-                    "LocationRequired",
-                    "The location property is required for this definition.",
-                )
-            })?;
+        let location = body.get("location").and_then(Value::as_str).map(String::from).ok_or_else(|| {
+            ArmError::bad_request("LocationRequired", "The location property is required for this definition.")
+        })?;
         let key = id_key(id);
         let existing = self.state.resources.get(&key).cloned();
         if let Some(e) = &existing {
             if is_busy(e.provisioning_state()) {
                 return Err(busy(id));
             }
-            if e.body
-                .get("location")
-                .and_then(Value::as_str)
-                .is_some_and(|l| !l.eq_ignore_ascii_case(&location))
-            {
+            if e.body.get("location").and_then(Value::as_str).is_some_and(|l| !l.eq_ignore_ascii_case(&location)) {
                 return Err(ArmError::bad_request(
                     "LocationNotAvailableForResourceType",
                     "The location of an existing workspace cannot be changed.",
@@ -1425,11 +1128,7 @@ impl Inner {
         self.check_dependency(&props, "containerRegistry", REGISTRIES, false)?;
         if let Some(e) = &existing {
             for (field, new) in [("storageAccount", &storage), ("keyVault", &vault)] {
-                let old = e
-                    .body
-                    .pointer(&format!("/properties/{field}"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let old = e.body.pointer(&format!("/properties/{field}")).and_then(Value::as_str).unwrap_or_default();
                 if new.as_deref().is_some_and(|n| id_key(n) != id_key(old)) {
                     return Err(ArmError::bad_request(
                         "PropertyChangeNotAllowed",
@@ -1442,38 +1141,17 @@ impl Inner {
         let now = Self::now().to_string();
         let mut out = body.clone();
         let mut p = props;
-        let prev = existing
-            .as_ref()
-            .map(|e| e.body.clone())
-            .unwrap_or(json!({"properties": {}}));
-        let keep = |k: &str, default: Value| {
-            prev.pointer(&format!("/properties/{k}"))
-                .cloned()
-                .unwrap_or(default)
-        };
+        let prev = existing.as_ref().map(|e| e.body.clone()).unwrap_or(json!({"properties": {}}));
+        let keep = |k: &str, default: Value| prev.pointer(&format!("/properties/{k}")).cloned().unwrap_or(default);
         let generated = [
-            (
-                "workspaceId",
-                keep("workspaceId", json!(uuid::Uuid::new_v4().to_string())),
-            ),
-            (
-                "discoveryUrl",
-                json!(format!("https://{location}.api.azureml.ms/discovery")),
-            ),
-            (
-                "mlFlowTrackingUri",
-                json!(format!(
-                    "azureml://{location}.api.azureml.ms/mlflow/v1.0{id}"
-                )),
-            ),
+            ("workspaceId", keep("workspaceId", json!(uuid::Uuid::new_v4().to_string()))),
+            ("discoveryUrl", json!(format!("https://{location}.api.azureml.ms/discovery"))),
+            ("mlFlowTrackingUri", json!(format!("azureml://{location}.api.azureml.ms/mlflow/v1.0{id}"))),
             (
                 "serviceProvisionedResourceGroup",
                 keep(
                     "serviceProvisionedResourceGroup",
-                    json!(format!(
-                        "azureml-rg-{name}_{}",
-                        &uuid::Uuid::new_v4().simple().to_string()[..8]
-                    )),
+                    json!(format!("azureml-rg-{name}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
                 ),
             ),
             ("privateLinkCount", json!(0)),
@@ -1498,14 +1176,7 @@ impl Inner {
                 o.entry(k).or_insert(v);
             }
             o.remove("provisionNetworkNow");
-            o.insert(
-                "provisioningState".into(),
-                json!(if existing.is_some() {
-                    "Updating"
-                } else {
-                    "Creating"
-                }),
-            );
+            o.insert("provisioningState".into(), json!(if existing.is_some() { "Updating" } else { "Creating" }));
             if let Some(s) = &storage {
                 o.insert("storageAccount".into(), json!(s));
             }
@@ -1527,13 +1198,7 @@ impl Inner {
             "createdBy": caller.object_id, "createdByType": "Application",
             "lastModifiedAt": now, "lastModifiedBy": caller.object_id, "lastModifiedByType": "Application",
         });
-        let ext = existing.map_or(
-            ResourceExt::Workspace {
-                user_storage_key: None,
-                app_insights_key: None,
-            },
-            |e| e.ext,
-        );
+        let ext = existing.map_or(ResourceExt::Workspace { user_storage_key: None, app_insights_key: None }, |e| e.ext);
         let r = self.state.put_resource(id, WORKSPACES, out);
         r.ext = ext;
         let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
@@ -1544,23 +1209,14 @@ impl Inner {
         let Some(identity) = out.get_mut("identity").filter(|i| i.is_object()) else {
             return;
         };
-        let t = identity
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("None")
-            .to_string();
+        let t = identity.get("type").and_then(Value::as_str).unwrap_or("None").to_string();
         if t.contains("SystemAssigned") {
-            let pid = prev
-                .and_then(|p| p.get("principalId"))
-                .cloned()
-                .unwrap_or(json!(uuid::Uuid::new_v4().to_string()));
+            let pid =
+                prev.and_then(|p| p.get("principalId")).cloned().unwrap_or(json!(uuid::Uuid::new_v4().to_string()));
             identity["principalId"] = pid;
             identity["tenantId"] = json!(self.state.tenant_id);
         }
-        if let Some(uai) = identity
-            .get_mut("userAssignedIdentities")
-            .and_then(Value::as_object_mut)
-        {
+        if let Some(uai) = identity.get_mut("userAssignedIdentities").and_then(Value::as_object_mut) {
             for v in uai.values_mut() {
                 if v.get("principalId").is_none() {
                     *v = json!({"principalId": uuid::Uuid::new_v4().to_string(), "clientId": uuid::Uuid::new_v4().to_string()});
@@ -1586,11 +1242,8 @@ impl Inner {
         let mut props = body.get("properties").cloned().unwrap_or(json!({}));
         for field in ["storageAccount", "keyVault"] {
             if let Some(new) = props.get(field).and_then(Value::as_str) {
-                let old = existing
-                    .body
-                    .pointer(&format!("/properties/{field}"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
+                let old =
+                    existing.body.pointer(&format!("/properties/{field}")).and_then(Value::as_str).unwrap_or_default();
                 if id_key(new) != id_key(old) {
                     return Err(ArmError::bad_request(
                         "PropertyChangeNotAllowed",
@@ -1603,14 +1256,7 @@ impl Inner {
         self.check_dependency(&props, "applicationInsights", COMPONENTS, false)?;
         self.check_dependency(&props, "containerRegistry", REGISTRIES, false)?;
         if let Some(o) = props.as_object_mut() {
-            for k in [
-                "provisioningState",
-                "workspaceId",
-                "discoveryUrl",
-                "tenantId",
-                "storageAccount",
-                "keyVault",
-            ] {
+            for k in ["provisioningState", "workspaceId", "discoveryUrl", "tenantId", "storageAccount", "keyVault"] {
                 o.remove(k);
             }
         }
@@ -1641,21 +1287,18 @@ impl Inner {
         id: &str,
         fail: Option<OpError>,
     ) -> Result<Reply, ArmError> {
-        let (parent_id, name) = id
-            .rsplit_once('/')
-            .map(|(p, n)| (p.rsplit_once('/').map_or(p, |(pp, _)| pp), n))
-            .unwrap_or((id, id));
+        let (parent_id, name) =
+            id.rsplit_once('/').map(|(p, n)| (p.rsplit_once('/').map_or(p, |(pp, _)| pp), n)).unwrap_or((id, id));
         let (parent_id, name) = (parent_id.to_string(), name.to_string());
-        let parent_type = if rtype.full == ENDPOINTS {
-            WORKSPACES
-        } else {
-            ENDPOINTS
-        };
+        let parent_type = if rtype.full == ENDPOINTS { WORKSPACES } else { ENDPOINTS };
         let parent = self.state.resources.get(&id_key(&parent_id)).cloned().ok_or_else(|| {
             ArmError::new(
                 StatusCode::NOT_FOUND,
                 "ParentResourceNotFound",
-                format!("Can not perform requested operation on nested resource. Parent resource '{}' not found.", parent_id.rsplit('/').next().unwrap_or_default()),
+                format!(
+                    "Can not perform requested operation on nested resource. Parent resource '{}' not found.",
+                    parent_id.rsplit('/').next().unwrap_or_default()
+                ),
             )
         })?;
         let _ = parent_type;
@@ -1666,35 +1309,19 @@ impl Inner {
             ));
         }
         let body = req.json()?;
-        let location = body
-            .get("location")
-            .and_then(Value::as_str)
-            .map(String::from)
-            .ok_or_else(|| {
-                ArmError::bad_request(
-                    "LocationRequired",
-                    "The location property is required for this definition.",
-                )
-            })?;
+        let location = body.get("location").and_then(Value::as_str).map(String::from).ok_or_else(|| {
+            ArmError::bad_request("LocationRequired", "The location property is required for this definition.")
+        })?;
         let key = id_key(id);
         let existing = self.state.resources.get(&key).cloned();
-        if existing
-            .as_ref()
-            .is_some_and(|e| is_busy(e.provisioning_state()))
-        {
+        if existing.as_ref().is_some_and(|e| is_busy(e.provisioning_state())) {
             return Err(busy(id));
         }
         let mut props = body.get("properties").cloned().unwrap_or(json!({}));
         let now = Self::now().to_string();
         if rtype.full == ENDPOINTS {
-            let auth = props
-                .get("authMode")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !["Key", "AMLToken", "AADToken"]
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(auth))
-            {
+            let auth = props.get("authMode").and_then(Value::as_str).unwrap_or_default();
+            if !["Key", "AMLToken", "AADToken"].iter().any(|m| m.eq_ignore_ascii_case(auth)) {
                 return Err(ArmError::bad_request(
                     "BadArgument",
                     "properties.authMode must be one of Key, AMLToken, AADToken.",
@@ -1722,24 +1349,15 @@ impl Inner {
                     .target("properties.traffic"));
                 }
             }
-            let ws_location = parent
-                .body
-                .get("location")
-                .and_then(Value::as_str)
-                .unwrap_or(&location)
-                .to_string();
+            let ws_location = parent.body.get("location").and_then(Value::as_str).unwrap_or(&location).to_string();
             if let Some(o) = props.as_object_mut() {
                 o.insert(
                     "scoringUri".into(),
-                    json!(format!(
-                        "https://{name}.{ws_location}.inference.ml.azure.com/score"
-                    )),
+                    json!(format!("https://{name}.{ws_location}.inference.ml.azure.com/score")),
                 );
                 o.insert(
                     "swaggerUri".into(),
-                    json!(format!(
-                        "https://{name}.{ws_location}.inference.ml.azure.com/swagger.json"
-                    )),
+                    json!(format!("https://{name}.{ws_location}.inference.ml.azure.com/swagger.json")),
                 );
                 o.entry("traffic").or_insert(json!({}));
                 o.entry("mirrorTraffic").or_insert(json!({}));
@@ -1747,32 +1365,17 @@ impl Inner {
                 o.entry("properties").or_insert(json!({}));
             }
         } else {
-            if props
-                .get("endpointComputeType")
-                .and_then(Value::as_str)
-                .is_none()
-            {
-                return Err(ArmError::bad_request(
-                    "BadArgument",
-                    "properties.endpointComputeType is required.",
-                )
-                .target("properties.endpointComputeType"));
+            if props.get("endpointComputeType").and_then(Value::as_str).is_none() {
+                return Err(ArmError::bad_request("BadArgument", "properties.endpointComputeType is required.")
+                    .target("properties.endpointComputeType"));
             }
             if let Some(o) = props.as_object_mut() {
-                o.entry("scaleSettings")
-                    .or_insert(json!({"scaleType": "Default"}));
+                o.entry("scaleSettings").or_insert(json!({"scaleType": "Default"}));
                 o.entry("appInsightsEnabled").or_insert(json!(false));
             }
         }
         if let Some(o) = props.as_object_mut() {
-            o.insert(
-                "provisioningState".into(),
-                json!(if existing.is_some() {
-                    "Updating"
-                } else {
-                    "Creating"
-                }),
-            );
+            o.insert("provisioningState".into(), json!(if existing.is_some() { "Updating" } else { "Creating" }));
         }
         let mut out = body.clone();
         out["properties"] = props;
@@ -1781,10 +1384,7 @@ impl Inner {
                 out[k] = v;
             }
         }
-        self.fill_identity(
-            &mut out,
-            existing.as_ref().and_then(|e| e.body.get("identity")),
-        );
+        self.fill_identity(&mut out, existing.as_ref().and_then(|e| e.body.get("identity")));
         out["systemData"] = json!({
             "createdAt": existing.as_ref().and_then(|e| e.body.pointer("/systemData/createdAt").cloned()).unwrap_or(json!(now)),
             "createdBy": caller.object_id, "createdByType": "Application",
@@ -1792,10 +1392,7 @@ impl Inner {
         });
         let ext = match (&existing, rtype.full) {
             (Some(e), _) => e.ext.clone(),
-            (None, ENDPOINTS) => ResourceExt::Endpoint {
-                primary: Secret::random(24),
-                secondary: Secret::random(24),
-            },
+            (None, ENDPOINTS) => ResourceExt::Endpoint { primary: Secret::random(24), secondary: Secret::random(24) },
             _ => ResourceExt::Plain,
         };
         let created = existing.is_none();
@@ -1803,11 +1400,7 @@ impl Inner {
         r.ext = ext;
         let body = r.body.clone();
         let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
-        let status = if created {
-            StatusCode::CREATED
-        } else {
-            StatusCode::OK
-        };
+        let status = if created { StatusCode::CREATED } else { StatusCode::OK };
         Ok(self.async_headers(Reply::json(status, body), &op, req))
     }
 
@@ -1830,17 +1423,13 @@ impl Inner {
 
     fn ra_get(&self, scope: &str, name: &str) -> Result<Reply, ArmError> {
         let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
-        self.state
-            .role_assignments
-            .get(&id_key(&id))
-            .map(|ra| Reply::ok(ra.to_json()))
-            .ok_or_else(|| {
-                ArmError::new(
-                    StatusCode::NOT_FOUND,
-                    "RoleAssignmentNotFound",
-                    format!("The role assignment '{name}' is not found."),
-                )
-            })
+        self.state.role_assignments.get(&id_key(&id)).map(|ra| Reply::ok(ra.to_json())).ok_or_else(|| {
+            ArmError::new(
+                StatusCode::NOT_FOUND,
+                "RoleAssignmentNotFound",
+                format!("The role assignment '{name}' is not found."),
+            )
+        })
     }
 
     fn ra_delete(&mut self, scope: &str, name: &str) -> Result<Reply, ArmError> {
@@ -1851,36 +1440,19 @@ impl Inner {
         })
     }
 
-    fn ra_put(
-        &mut self,
-        req: &Req,
-        caller: &Caller,
-        scope: &str,
-        name: &str,
-    ) -> Result<Reply, ArmError> {
+    fn ra_put(&mut self, req: &Req, caller: &Caller, scope: &str, name: &str) -> Result<Reply, ArmError> {
         if uuid::Uuid::parse_str(name).is_err() {
             return Err(ArmError::bad_request(
                 "InvalidRoleAssignmentId",
-                format!(
-                    "The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."
-                ),
+                format!("The role assignment ID '{name}' is not valid. The role assignment ID must be a GUID."),
             ));
         }
         self.ra_scope_exists(scope)?;
         let body = req.json()?;
         let props = body.get("properties").cloned().unwrap_or(json!({}));
-        let rd = props
-            .get("roleDefinitionId")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let guid = rd
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if !rd
-            .to_ascii_lowercase()
-            .contains("/providers/microsoft.authorization/roledefinitions/")
+        let rd = props.get("roleDefinitionId").and_then(Value::as_str).unwrap_or_default();
+        let guid = rd.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
+        if !rd.to_ascii_lowercase().contains("/providers/microsoft.authorization/roledefinitions/")
             || !self.state.role_definitions.contains_key(&guid)
         {
             return Err(ArmError::bad_request(
@@ -1888,17 +1460,8 @@ impl Inner {
                 format!("The specified role definition with ID '{guid}' does not exist."),
             ));
         }
-        let pid = props
-            .get("principalId")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let Some(principal) = self
-            .state
-            .principals
-            .get(&pid.to_ascii_lowercase())
-            .cloned()
-        else {
+        let pid = props.get("principalId").and_then(Value::as_str).unwrap_or_default().to_string();
+        let Some(principal) = self.state.principals.get(&pid.to_ascii_lowercase()).cloned() else {
             return Err(ArmError::bad_request(
                 "PrincipalNotFound",
                 format!(
@@ -1908,11 +1471,7 @@ impl Inner {
                 ),
             ));
         };
-        let ptype = props
-            .get("principalType")
-            .and_then(Value::as_str)
-            .unwrap_or(principal.kind.as_str())
-            .to_string();
+        let ptype = props.get("principalType").and_then(Value::as_str).unwrap_or(principal.kind.as_str()).to_string();
         if !ptype.eq_ignore_ascii_case(principal.kind.as_str()) {
             return Err(ArmError::bad_request(
                 "UnmatchedPrincipalType",
@@ -1923,25 +1482,13 @@ impl Inner {
             ));
         }
         let canonical_scope = scope.trim_end_matches('/').to_string();
-        let id =
-            format!("{canonical_scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+        let id = format!("{canonical_scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
         let key = id_key(&id);
-        let description = props
-            .get("description")
-            .and_then(Value::as_str)
-            .map(String::from);
-        let condition = props
-            .get("condition")
-            .and_then(Value::as_str)
-            .map(String::from);
-        let condition_version = props
-            .get("conditionVersion")
-            .and_then(Value::as_str)
-            .map(String::from);
+        let description = props.get("description").and_then(Value::as_str).map(String::from);
+        let condition = props.get("condition").and_then(Value::as_str).map(String::from);
+        let condition_version = props.get("conditionVersion").and_then(Value::as_str).map(String::from);
         if let Some(existing) = self.state.role_assignments.get_mut(&key) {
-            if existing.role_definition_guid != guid
-                || !existing.principal_id.eq_ignore_ascii_case(&pid)
-            {
+            if existing.role_definition_guid != guid || !existing.principal_id.eq_ignore_ascii_case(&pid) {
                 return Err(ArmError::bad_request(
                     "RoleAssignmentUpdateNotPermitted",
                     "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
@@ -1957,10 +1504,7 @@ impl Inner {
                 && ra.principal_id.eq_ignore_ascii_case(&pid)
                 && id_key(&ra.scope) == id_key(&canonical_scope)
         }) {
-            return Err(ArmError::conflict(
-                "RoleAssignmentExists",
-                "The role assignment already exists.",
-            ));
+            return Err(ArmError::conflict("RoleAssignmentExists", "The role assignment already exists."));
         }
         let ra = RoleAssignment {
             id,
@@ -2021,9 +1565,7 @@ impl Inner {
                     F::All => above || below,
                     F::AtScope => above,
                     F::Principal(p) => (above || below) && ra.principal_id.eq_ignore_ascii_case(p),
-                    F::AssignedTo(_) => {
-                        (above || below) && groups.contains(&ra.principal_id.to_ascii_lowercase())
-                    }
+                    F::AssignedTo(_) => (above || below) && groups.contains(&ra.principal_id.to_ascii_lowercase()),
                 }
             })
             .map(RoleAssignment::to_json)
@@ -2050,18 +1592,9 @@ impl Inner {
         let resources: Vec<String> = body
             .get("resources")
             .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(String::from)
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
             .unwrap_or_default();
-        let target = body
-            .get("targetResourceGroup")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
+        let target = body.get("targetResourceGroup").and_then(Value::as_str).unwrap_or_default().to_string();
         if resources.is_empty() || target.is_empty() {
             return Err(ArmError::bad_request(
                 "InvalidRequestContent",
@@ -2084,11 +1617,7 @@ impl Inner {
             ));
         }
         // The caller also needs write access on the target resource group.
-        self.authorize(
-            caller,
-            "Microsoft.Resources/subscriptions/resourceGroups/write",
-            &target,
-        )?;
+        self.authorize(caller, "Microsoft.Resources/subscriptions/resourceGroups/write", &target)?;
         let mut failure = self.validate_move(&source, &resources).map(|details| OpError {
             status: 409,
             code: "ResourceMoveValidationFailed".into(),
@@ -2100,21 +1629,13 @@ impl Inner {
         if failure.is_none() {
             failure = fail;
         }
-        let kind = if validate {
-            OpKind::ValidateMove
-        } else {
-            OpKind::Move { resources, target }
-        };
+        let kind = if validate { OpKind::ValidateMove } else { OpKind::Move { resources, target } };
         let op = self.start_op(routed, caller, kind, &source, false, failure);
         Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
     }
 
     /// Returns the blocking conditions (code, message, target), or None when the move is allowed.
-    fn validate_move(
-        &self,
-        source: &str,
-        resources: &[String],
-    ) -> Option<Vec<(String, String, Option<String>)>> {
+    fn validate_move(&self, source: &str, resources: &[String]) -> Option<Vec<(String, String, Option<String>)>> {
         let mut problems = vec![];
         for id in resources {
             let Some(r) = self.state.resources.get(&id_key(id)) else {
@@ -2149,9 +1670,7 @@ impl Inner {
                     .state
                     .resources
                     .values()
-                    .filter(|c| {
-                        c.rtype.eq_ignore_ascii_case(ENDPOINTS) && scope_contains(&r.id, &c.id)
-                    })
+                    .filter(|c| c.rtype.eq_ignore_ascii_case(ENDPOINTS) && scope_contains(&r.id, &c.id))
                     .count();
                 if endpoints > 0 {
                     problems.push((
@@ -2174,29 +1693,20 @@ impl Inner {
                 }
             }
         }
-        if problems.is_empty() {
-            None
-        } else {
-            Some(problems)
-        }
+        if problems.is_empty() { None } else { Some(problems) }
     }
 
     fn apply_move(&mut self, resources: &[String], target: &str) {
         let mut renames: Vec<(String, String)> = vec![];
         for id in resources {
             if let Some(r) = self.state.resources.get(&id_key(id)) {
-                let tail =
-                    r.id.split_once("/providers/")
-                        .map(|(_, t)| t)
-                        .unwrap_or_default();
+                let tail = r.id.split_once("/providers/").map(|(_, t)| t).unwrap_or_default();
                 renames.push((r.id.clone(), format!("{target}/providers/{tail}")));
             }
         }
         for (old, new) in &renames {
             // Role assignments scoped to moved resources are not moved (documented ARM behaviour): drop them.
-            self.state
-                .role_assignments
-                .retain(|_, ra| !scope_contains(old, &ra.scope));
+            self.state.role_assignments.retain(|_, ra| !scope_contains(old, &ra.scope));
             let moved: Vec<String> = self
                 .state
                 .resources
@@ -2217,8 +1727,7 @@ impl Inner {
             if let Some(props) = r.body.get_mut("properties").and_then(Value::as_object_mut) {
                 for v in props.values_mut() {
                     if let Some(s) = v.as_str()
-                        && let Some((_, new)) =
-                            renames.iter().find(|(old, _)| id_key(old) == id_key(s))
+                        && let Some((_, new)) = renames.iter().find(|(old, _)| id_key(old) == id_key(s))
                     {
                         *v = json!(new);
                     }
@@ -2258,9 +1767,6 @@ fn method_not_allowed(req: &Req) -> ArmError {
     ArmError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "HttpMethodNotAllowed",
-        format!(
-            "The HTTP method '{}' is not supported at '{}'.",
-            req.method, req.path
-        ),
+        format!("The HTTP method '{}' is not supported at '{}'.", req.method, req.path),
     )
 }

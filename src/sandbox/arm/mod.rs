@@ -127,10 +127,7 @@ impl SimHandle {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the plain-data state half-written in a way we could repair;
         // keep serving rather than cascading the panic.
-        self.0
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The call log, oldest first.
@@ -145,12 +142,7 @@ impl SimHandle {
 
     /// Number of calls to `operation` (case-insensitive).
     pub fn count(&self, operation: &str) -> usize {
-        self.lock()
-            .calls
-            .records()
-            .iter()
-            .filter(|r| r.operation.eq_ignore_ascii_case(operation))
-            .count()
+        self.lock().calls.records().iter().filter(|r| r.operation.eq_ignore_ascii_case(operation)).count()
     }
 
     /// Clears the call log.
@@ -187,10 +179,7 @@ impl SimHandle {
         if !g.state.regenerate_storage_key(account_id, key_name) {
             return Err(SimError::BadKeyName(key_name.into()));
         }
-        g.log_admin_event(
-            account_id,
-            "Microsoft.Storage/storageAccounts/regenerateKey/action",
-        );
+        g.log_admin_event(account_id, "Microsoft.Storage/storageAccounts/regenerateKey/action");
         Ok(())
     }
 
@@ -206,21 +195,13 @@ impl SimHandle {
 
     /// The ARM body of a resource.
     pub fn resource(&self, id: &str) -> Option<Value> {
-        self.lock()
-            .state
-            .resources
-            .get(&model::id_key(id))
-            .map(|r| r.body.clone())
+        self.lock().state.resources.get(&model::id_key(id)).map(|r| r.body.clone())
     }
 
     /// Applies a JSON merge patch to a resource's body behind the operator's back; returns the new body.
     pub fn edit_resource(&self, id: &str, merge_patch: &Value) -> Result<Value, SimError> {
         let mut g = self.lock();
-        let r = g
-            .state
-            .resources
-            .get_mut(&model::id_key(id))
-            .ok_or_else(|| SimError::NotFound(id.into()))?;
+        let r = g.state.resources.get_mut(&model::id_key(id)).ok_or_else(|| SimError::NotFound(id.into()))?;
         json_patch::merge(&mut r.body, merge_patch);
         // id/name/type are identity, not editable content.
         let (rid, rtype) = (r.id.clone(), r.rtype.clone());
@@ -246,12 +227,7 @@ impl SimHandle {
 
     /// The activity log (event JSON), oldest first.
     pub fn activity_log(&self) -> Vec<Value> {
-        self.lock()
-            .state
-            .activity
-            .iter()
-            .map(|e| e.body.clone())
-            .collect()
+        self.lock().state.activity.iter().map(|e| e.body.clone()).collect()
     }
 
     /// A copy of the whole state (serialisable).
@@ -266,20 +242,14 @@ impl SimHandle {
 
     /// Saves the state as JSON (contains secrets: keep the file private).
     pub fn save(&self, path: &Path) -> Result<(), SimError> {
-        let err = |m: String| SimError::StateFile {
-            path: path.display().to_string(),
-            message: m,
-        };
+        let err = |m: String| SimError::StateFile { path: path.display().to_string(), message: m };
         let json = serde_json::to_vec_pretty(&self.snapshot()).map_err(|e| err(e.to_string()))?;
         std::fs::write(path, json).map_err(|e| err(e.to_string()))
     }
 
     /// Loads a state saved by [`SimHandle::save`].
     pub fn load(&self, path: &Path) -> Result<(), SimError> {
-        let err = |m: String| SimError::StateFile {
-            path: path.display().to_string(),
-            message: m,
-        };
+        let err = |m: String| SimError::StateFile { path: path.display().to_string(), message: m };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let state: SimState = serde_json::from_slice(&bytes).map_err(|e| err(e.to_string()))?;
         self.restore(state);
@@ -306,9 +276,7 @@ pub struct RunningSim {
 
 impl std::fmt::Debug for RunningSim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningSim")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+        f.debug_struct("RunningSim").field("endpoint", &self.endpoint).finish_non_exhaustive()
     }
 }
 
@@ -354,19 +322,9 @@ impl ArmSimulator {
         let tls = ca.server_config(SandboxCa::LOOPBACK_HOSTS)?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
-            .map_err(|source| SimError::Bind {
-                addr: config.bind,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| SimError::Bind {
-            addr: config.bind,
-            source,
-        })?;
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
-        };
+            .map_err(|source| SimError::Bind { addr: config.bind, source })?;
+        let addr = listener.local_addr().map_err(|source| SimError::Bind { addr: config.bind, source })?;
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
         let endpoint = format!("https://{host}:{}", addr.port());
         let tenant_id = config.state.tenant_id.clone();
         let inner = Inner {
@@ -383,17 +341,10 @@ impl ArmSimulator {
             },
             endpoint: endpoint.clone(),
         };
-        let handle = SimHandle(Arc::new(Sim {
-            inner: Mutex::new(inner),
-        }));
+        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner) }));
         let cancel = CancellationToken::new();
         let router = server::router(handle.clone());
-        let task = tokio::spawn(server::serve(
-            listener,
-            TlsAcceptor::from(tls),
-            router,
-            cancel.clone(),
-        ));
+        let task = tokio::spawn(server::serve(listener, TlsAcceptor::from(tls), router, cancel.clone()));
         tracing::info!(%endpoint, "ARM simulator listening");
         Ok(RunningSim {
             endpoint,

@@ -49,11 +49,7 @@ impl fmt::Display for Secret {
 /// The lookup key of an ARM id: ids are case-insensitive, so maps are keyed by the lower-cased id.
 pub fn id_key(id: &str) -> String {
     let trimmed = id.trim_end_matches('/');
-    let with_slash = if trimmed.starts_with('/') {
-        trimmed.to_string()
-    } else {
-        format!("/{trimmed}")
-    };
+    let with_slash = if trimmed.starts_with('/') { trimmed.to_string() } else { format!("/{trimmed}") };
     with_slash.to_ascii_lowercase()
 }
 
@@ -155,12 +151,7 @@ impl Principal {
     }
 
     /// A service principal with a client id and optional secret.
-    pub fn service_principal(
-        object_id: &str,
-        app_id: &str,
-        name: &str,
-        secret: Option<&str>,
-    ) -> Self {
+    pub fn service_principal(object_id: &str, app_id: &str, name: &str, secret: Option<&str>) -> Self {
         Self {
             kind: PrincipalKind::ServicePrincipal,
             app_id: Some(app_id.into()),
@@ -265,9 +256,7 @@ pub struct Resource {
 impl Resource {
     /// provisioningState of the body, if any.
     pub fn provisioning_state(&self) -> Option<&str> {
-        self.body
-            .pointer("/properties/provisioningState")
-            .and_then(Value::as_str)
+        self.body.pointer("/properties/provisioningState").and_then(Value::as_str)
     }
 
     /// Sets properties.provisioningState.
@@ -402,13 +391,7 @@ pub mod roles {
     pub const AZUREML_COMPUTE_OPERATOR: &str = "e503ece1-11d0-4e8e-8e2c-7a6c3bf38815";
 }
 
-fn builtin(
-    guid: &str,
-    name: &str,
-    description: &str,
-    actions: &[&str],
-    not_actions: &[&str],
-) -> RoleDefinition {
+fn builtin(guid: &str, name: &str, description: &str, actions: &[&str], not_actions: &[&str]) -> RoleDefinition {
     RoleDefinition {
         guid: guid.into(),
         role_name: name.into(),
@@ -623,10 +606,7 @@ pub struct SimState {
 impl SimState {
     /// An empty world for `tenant_id` with the built-in role definitions.
     pub fn new(tenant_id: &str) -> Self {
-        let mut s = Self {
-            tenant_id: tenant_id.into(),
-            ..Self::default()
-        };
+        let mut s = Self { tenant_id: tenant_id.into(), ..Self::default() };
         for r in builtin_roles() {
             s.role_definitions.insert(r.guid.clone(), r);
         }
@@ -637,20 +617,12 @@ impl SimState {
     pub fn add_subscription(&mut self, subscription_id: &str, display_name: &str) {
         self.subscriptions.insert(
             subscription_id.to_ascii_lowercase(),
-            Subscription {
-                subscription_id: subscription_id.into(),
-                display_name: display_name.into(),
-            },
+            Subscription { subscription_id: subscription_id.into(), display_name: display_name.into() },
         );
     }
 
     /// Adds (or replaces) a resource group; returns its id.
-    pub fn add_resource_group(
-        &mut self,
-        subscription_id: &str,
-        name: &str,
-        location: &str,
-    ) -> String {
+    pub fn add_resource_group(&mut self, subscription_id: &str, name: &str, location: &str) -> String {
         let id = format!("/subscriptions/{subscription_id}/resourceGroups/{name}");
         self.resource_groups.insert(
             id_key(&id),
@@ -673,18 +645,11 @@ impl SimState {
     /// Adds a role assignment directly (no validation); returns its id.
     pub fn assign_role(&mut self, scope: &str, role_guid: &str, principal_id: &str) -> String {
         let name = uuid::Uuid::new_v4().to_string();
-        let scope = if scope.starts_with('/') {
-            scope.to_string()
-        } else {
-            format!("/{scope}")
-        };
+        let scope = if scope.starts_with('/') { scope.to_string() } else { format!("/{scope}") };
         let scope = scope.trim_end_matches('/').to_string();
         let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
-        let principal_type = self
-            .principals
-            .get(&principal_id.to_ascii_lowercase())
-            .map_or("User", |p| p.kind.as_str())
-            .to_string();
+        let principal_type =
+            self.principals.get(&principal_id.to_ascii_lowercase()).map_or("User", |p| p.kind.as_str()).to_string();
         self.role_assignments.insert(
             id_key(&id),
             RoleAssignment {
@@ -719,10 +684,7 @@ impl SimState {
         let ext = match lower.as_str() {
             "microsoft.storage/storageaccounts" => {
                 defaults_storage(&mut body, &name, now);
-                ResourceExt::Storage {
-                    keys: [Secret::random(64), Secret::random(64)],
-                    key_times: [now, now],
-                }
+                ResourceExt::Storage { keys: [Secret::random(64), Secret::random(64)], key_times: [now, now] }
             }
             "microsoft.insights/components" => {
                 let ikey = uuid::Uuid::new_v4().to_string();
@@ -739,8 +701,7 @@ impl SimState {
                 ResourceExt::Plain
             }
             "microsoft.containerregistry/registries" => {
-                body["properties"]["loginServer"] =
-                    json!(format!("{}.azurecr.io", name.to_ascii_lowercase()));
+                body["properties"]["loginServer"] = json!(format!("{}.azurecr.io", name.to_ascii_lowercase()));
                 ResourceExt::Plain
             }
             _ => ResourceExt::Plain,
@@ -749,15 +710,7 @@ impl SimState {
             body["properties"]["provisioningState"] = json!("Succeeded");
         }
         let key = id_key(id);
-        self.resources.insert(
-            key.clone(),
-            Resource {
-                id: id.into(),
-                rtype: rtype.into(),
-                body,
-                ext,
-            },
-        );
+        self.resources.insert(key.clone(), Resource { id: id.into(), rtype: rtype.into(), body, ext });
         // Just inserted under `key`, so the lookup cannot fail; fall back to a fresh entry to stay panic-free.
         self.resources.entry(key).or_insert_with(|| Resource {
             id: String::new(),
@@ -804,9 +757,7 @@ impl SimState {
     /// The storage key a workspace has cached (what its listKeys returns).
     pub fn workspace_cached_key(&self, workspace_id: &str) -> Option<Secret> {
         match &self.resources.get(&id_key(workspace_id))?.ext {
-            ResourceExt::Workspace {
-                user_storage_key, ..
-            } => user_storage_key.clone(),
+            ResourceExt::Workspace { user_storage_key, .. } => user_storage_key.clone(),
             _ => None,
         }
     }
@@ -816,9 +767,7 @@ impl SimState {
         let me = principal_id.to_ascii_lowercase();
         let mut out = vec![me.clone()];
         for p in self.principals.values() {
-            if p.kind == PrincipalKind::Group
-                && p.members.iter().any(|m| m.eq_ignore_ascii_case(&me))
-            {
+            if p.kind == PrincipalKind::Group && p.members.iter().any(|m| m.eq_ignore_ascii_case(&me)) {
                 out.push(p.object_id.to_ascii_lowercase());
             }
         }
@@ -828,11 +777,7 @@ impl SimState {
 
 fn defaults_storage(body: &mut Value, name: &str, now: Timestamp) {
     let t = now.to_string();
-    let location = body
-        .get("location")
-        .and_then(Value::as_str)
-        .unwrap_or("eastus")
-        .to_string();
+    let location = body.get("location").and_then(Value::as_str).unwrap_or("eastus").to_string();
     if body.get("kind").is_none() {
         body["kind"] = json!("StorageV2");
     }
@@ -868,15 +813,12 @@ fn defaults_storage(body: &mut Value, name: &str, now: Timestamp) {
         "accessTier": "Hot",
         "geoPriorityReplicationStatus": {"isBlobEnabled": false},
     });
-    let geo = body
-        .pointer("/sku/name")
-        .and_then(Value::as_str)
-        .is_some_and(|s| s.contains("GRS") || s.contains("GZRS"));
+    let geo =
+        body.pointer("/sku/name").and_then(Value::as_str).is_some_and(|s| s.contains("GRS") || s.contains("GZRS"));
     let p = &mut body["properties"];
     if geo && let Some(obj) = p.as_object_mut() {
         // Geo-redundant accounts report their paired region.
-        obj.entry("secondaryLocation")
-            .or_insert(json!(paired_region(&location)));
+        obj.entry("secondaryLocation").or_insert(json!(paired_region(&location)));
         obj.entry("statusOfSecondary").or_insert(json!("available"));
     }
     if let (Some(obj), Some(def)) = (p.as_object_mut(), defaults.as_object()) {
@@ -981,8 +923,7 @@ impl World {
         let storage_account_id = format!("{base}/Microsoft.Storage/storageAccounts/stsandbox");
         let key_vault_id = format!("{base}/Microsoft.KeyVault/vaults/kv-sandbox");
         let app_insights_id = format!("{base}/Microsoft.Insights/components/ai-sandbox");
-        let container_registry_id =
-            format!("{base}/Microsoft.ContainerRegistry/registries/crsandbox");
+        let container_registry_id = format!("{base}/Microsoft.ContainerRegistry/registries/crsandbox");
         let loc = json!({"location": location});
         s.put_resource(
             &storage_account_id,
@@ -990,27 +931,15 @@ impl World {
             json!({"location": location, "kind": "StorageV2", "sku": {"name": "Standard_GRS", "tier": "Standard"}}),
         );
         s.put_resource(&key_vault_id, "Microsoft.KeyVault/vaults", loc.clone());
-        s.put_resource(
-            &app_insights_id,
-            "Microsoft.Insights/components",
-            json!({"location": location, "kind": "web"}),
-        );
-        s.put_resource(
-            &container_registry_id,
-            "Microsoft.ContainerRegistry/registries",
-            loc,
-        );
+        s.put_resource(&app_insights_id, "Microsoft.Insights/components", json!({"location": location, "kind": "web"}));
+        s.put_resource(&container_registry_id, "Microsoft.ContainerRegistry/registries", loc);
 
         let sp = |n: u32, name: &str, secret: Option<&str>| {
             let oid = format!("10000000-0000-4000-8000-{n:012}");
             let app = format!("20000000-0000-4000-8000-{n:012}");
             (
                 Principal::service_principal(&oid, &app, name, secret),
-                SeededSp {
-                    object_id: oid,
-                    client_id: app,
-                    secret: Secret::new(secret.unwrap_or_default()),
-                },
+                SeededSp { object_id: oid, client_id: app, secret: Secret::new(secret.unwrap_or_default()) },
             )
         };
         let (op_p, operator) = sp(1, "azml-operator", Some("operator-secret-value"));
@@ -1034,11 +963,7 @@ impl World {
             s.assign_role(&sub_scope, roles::CONTRIBUTOR, who);
             s.assign_role(&sub_scope, roles::USER_ACCESS_ADMINISTRATOR, who);
         }
-        s.assign_role(
-            &format!("/subscriptions/{other_subscription_id}"),
-            roles::CONTRIBUTOR,
-            &operator.object_id,
-        );
+        s.assign_role(&format!("/subscriptions/{other_subscription_id}"), roles::CONTRIBUTOR, &operator.object_id);
         s.assign_role(&sub_scope, roles::READER, &reader.object_id);
         World {
             state: s,
@@ -1068,14 +993,8 @@ mod tests {
 
     #[test]
     fn ids_are_case_insensitive_and_scopes_nest() {
-        assert_eq!(
-            id_key("/Subscriptions/A/resourceGroups/RG/"),
-            "/subscriptions/a/resourcegroups/rg"
-        );
-        assert!(scope_contains(
-            "/subscriptions/a",
-            "/SUBSCRIPTIONS/A/resourceGroups/x"
-        ));
+        assert_eq!(id_key("/Subscriptions/A/resourceGroups/RG/"), "/subscriptions/a/resourcegroups/rg");
+        assert!(scope_contains("/subscriptions/a", "/SUBSCRIPTIONS/A/resourceGroups/x"));
         assert!(!scope_contains("/subscriptions/a", "/subscriptions/ab"));
         assert_eq!(
             sub_and_rg("/subscriptions/s/resourceGroups/r/providers/x/y/z"),
@@ -1089,17 +1008,11 @@ mod tests {
         let mut s = w.state.clone();
         let before = s.storage_key(&w.storage_account_id, "key1").unwrap();
         assert!(s.regenerate_storage_key(&w.storage_account_id.to_uppercase(), "KEY1"));
-        assert_ne!(
-            s.storage_key(&w.storage_account_id, "key1").unwrap(),
-            before
-        );
+        assert_ne!(s.storage_key(&w.storage_account_id, "key1").unwrap(), before);
         assert!(!s.regenerate_storage_key(&w.storage_account_id, "key3"));
         let json = serde_json::to_string(&s).unwrap();
         let back: SimState = serde_json::from_str(&json).unwrap();
-        assert_eq!(
-            back.storage_key(&w.storage_account_id, "key1"),
-            s.storage_key(&w.storage_account_id, "key1")
-        );
+        assert_eq!(back.storage_key(&w.storage_account_id, "key1"), s.storage_key(&w.storage_account_id, "key1"));
         assert_eq!(format!("{:?}", before), "<redacted>");
     }
 }

@@ -15,11 +15,7 @@ pub(crate) struct Reply {
 
 impl Reply {
     pub fn json(status: StatusCode, body: Value) -> Self {
-        Self {
-            status,
-            headers: vec![],
-            body: Some(body),
-        }
+        Self { status, headers: vec![], body: Some(body) }
     }
 
     pub fn ok(body: Value) -> Self {
@@ -27,11 +23,7 @@ impl Reply {
     }
 
     pub fn empty(status: StatusCode) -> Self {
-        Self {
-            status,
-            headers: vec![],
-            body: None,
-        }
+        Self { status, headers: vec![], body: None }
     }
 
     pub fn header(mut self, name: &str, value: impl Into<String>) -> Self {
@@ -45,10 +37,8 @@ impl IntoResponse for Reply {
         let mut resp = match &self.body {
             Some(v) => {
                 let mut r = Response::new(Body::from(v.to_string()));
-                r.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
+                r.headers_mut()
+                    .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
                 r
             }
             None => Response::new(Body::empty()),
@@ -84,12 +74,7 @@ pub(crate) struct ErrorExtra {
 
 impl ArmError {
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-            extra: Box::default(),
-        }
+        Self { status, code: code.into(), message: message.into(), extra: Box::default() }
     }
 
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
@@ -127,13 +112,7 @@ impl ArmError {
             e["target"] = json!(t);
         }
         if !self.extra.details.is_empty() {
-            e["details"] = Value::Array(
-                self.extra
-                    .details
-                    .iter()
-                    .map(Self::envelope_inner)
-                    .collect(),
-            );
+            e["details"] = Value::Array(self.extra.details.iter().map(Self::envelope_inner).collect());
         }
         e
     }
@@ -145,10 +124,6 @@ impl ArmError {
 
 impl From<ArmError> for Reply {
     fn from(e: ArmError) -> Self {
-        Reply {
-            status: e.status,
-            headers: e.extra.headers.clone(),
-            body: Some(e.envelope()),
-        }
+        Reply { status: e.status, headers: e.extra.headers.clone(), body: Some(e.envelope()) }
     }
 }

@@ -51,45 +51,16 @@ pub(crate) const COMPONENTS: &str = "Microsoft.Insights/components";
 pub(crate) const REGISTRIES: &str = "Microsoft.ContainerRegistry/registries";
 pub(crate) const WORKSPACES: &str = "Microsoft.MachineLearningServices/workspaces";
 pub(crate) const ENDPOINTS: &str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints";
-pub(crate) const DEPLOYMENTS: &str =
-    "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments";
+pub(crate) const DEPLOYMENTS: &str = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments";
 
 pub(crate) const TYPES: &[RType] = &[
-    RType {
-        full: STORAGE,
-        prefix: "StorageAccounts",
-        family: Family::Storage,
-    },
-    RType {
-        full: VAULTS,
-        prefix: "Vaults",
-        family: Family::KeyVault,
-    },
-    RType {
-        full: COMPONENTS,
-        prefix: "Components",
-        family: Family::Insights,
-    },
-    RType {
-        full: REGISTRIES,
-        prefix: "Registries",
-        family: Family::ContainerRegistry,
-    },
-    RType {
-        full: WORKSPACES,
-        prefix: "Workspaces",
-        family: Family::MachineLearning,
-    },
-    RType {
-        full: ENDPOINTS,
-        prefix: "OnlineEndpoints",
-        family: Family::MachineLearning,
-    },
-    RType {
-        full: DEPLOYMENTS,
-        prefix: "OnlineDeployments",
-        family: Family::MachineLearning,
-    },
+    RType { full: STORAGE, prefix: "StorageAccounts", family: Family::Storage },
+    RType { full: VAULTS, prefix: "Vaults", family: Family::KeyVault },
+    RType { full: COMPONENTS, prefix: "Components", family: Family::Insights },
+    RType { full: REGISTRIES, prefix: "Registries", family: Family::ContainerRegistry },
+    RType { full: WORKSPACES, prefix: "Workspaces", family: Family::MachineLearning },
+    RType { full: ENDPOINTS, prefix: "OnlineEndpoints", family: Family::MachineLearning },
+    RType { full: DEPLOYMENTS, prefix: "OnlineDeployments", family: Family::MachineLearning },
 ];
 
 fn find_type(full: &str) -> Option<&'static RType> {
@@ -101,36 +72,14 @@ fn find_type(full: &str) -> Option<&'static RType> {
 pub(crate) enum Target {
     Subscription,
     ResourceGroupList,
-    ResourceGroup {
-        rg: String,
-    },
-    MoveAction {
-        rg: String,
-        validate: bool,
-    },
+    ResourceGroup { rg: String },
+    MoveAction { rg: String, validate: bool },
     ActivityLog,
-    Poll {
-        op_id: String,
-        status: bool,
-    },
-    RoleAssignment {
-        scope: String,
-        name: Option<String>,
-    },
-    RoleDefinition {
-        guid: Option<String>,
-    },
-    Collection {
-        rg: Option<String>,
-        rtype: &'static RType,
-        parent_names: Vec<String>,
-    },
-    Resource {
-        rg: String,
-        rtype: &'static RType,
-        names: Vec<String>,
-        action: Option<String>,
-    },
+    Poll { op_id: String, status: bool },
+    RoleAssignment { scope: String, name: Option<String> },
+    RoleDefinition { guid: Option<String> },
+    Collection { rg: Option<String>, rtype: &'static RType, parent_names: Vec<String> },
+    Resource { rg: String, rtype: &'static RType, names: Vec<String>, action: Option<String> },
 }
 
 /// A routed request.
@@ -179,9 +128,7 @@ fn not_found_type(ns: &str, t: &str) -> ArmError {
     ArmError::new(
         StatusCode::NOT_FOUND,
         "InvalidResourceType",
-        format!(
-            "The resource type '{t}' could not be found in the namespace '{ns}' for api version used."
-        ),
+        format!("The resource type '{t}' could not be found in the namespace '{ns}' for api version used."),
     )
 }
 
@@ -194,16 +141,11 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
         _ => "write",
     };
     // Role assignments/definitions are extension resources: `{scope}/providers/Microsoft.Authorization/...`.
-    if let Some(p) = (0..segs.len().saturating_sub(1))
-        .rev()
-        .find(|&i| is(i, "providers") && is(i + 1, "Microsoft.Authorization"))
+    if let Some(p) =
+        (0..segs.len().saturating_sub(1)).rev().find(|&i| is(i, "providers") && is(i + 1, "Microsoft.Authorization"))
     {
         let scope = format!("/{}", segs[..p].join("/"));
-        let sub = if is(0, "subscriptions") {
-            segs.get(1).cloned()
-        } else {
-            None
-        };
+        let sub = if is(0, "subscriptions") { segs.get(1).cloned() } else { None };
         let rest = &segs[p + 2..];
         let kind = rest.first().map(|s| s.to_ascii_lowercase());
         let name = rest.get(1).cloned();
@@ -217,36 +159,18 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
                     _ => "RoleAssignments_Unsupported",
                 };
                 (
-                    Target::RoleAssignment {
-                        scope: scope.clone(),
-                        name,
-                    },
+                    Target::RoleAssignment { scope: scope.clone(), name },
                     op,
                     format!("Microsoft.Authorization/roleAssignments/{verb}"),
                 )
             }
             (Some("roledefinitions"), 1 | 2) => {
-                let op = if rest.len() == 1 {
-                    "RoleDefinitions_List"
-                } else {
-                    "RoleDefinitions_Get"
-                };
-                (
-                    Target::RoleDefinition { guid: name },
-                    op,
-                    format!("Microsoft.Authorization/roleDefinitions/{verb}"),
-                )
+                let op = if rest.len() == 1 { "RoleDefinitions_List" } else { "RoleDefinitions_Get" };
+                (Target::RoleDefinition { guid: name }, op, format!("Microsoft.Authorization/roleDefinitions/{verb}"))
             }
             _ => return Err(not_found_type("Microsoft.Authorization", &rest.join("/"))),
         };
-        return Ok(Routed {
-            target,
-            sub,
-            op: op.into(),
-            action,
-            scope,
-            family: Family::Authorization,
-        });
+        return Ok(Routed { target, sub, op: op.into(), action, scope, family: Family::Authorization });
     }
     if !is(0, "subscriptions") || segs.len() < 2 {
         return Err(ArmError::new(
@@ -312,10 +236,7 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
                     ("Resources_MoveResources", "moveResources")
                 };
                 return Ok(mk(
-                    Target::MoveAction {
-                        rg: rg.clone(),
-                        validate,
-                    },
+                    Target::MoveAction { rg: rg.clone(), validate },
                     op,
                     format!("Microsoft.Resources/subscriptions/resourceGroups/{act}/action"),
                     format!("{sub_scope}/resourceGroups/{rg}"),
@@ -333,9 +254,7 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
     let ns = &segs[p + 1];
     let rest = &segs[p + 2..];
     let lower: Vec<String> = rest.iter().map(|s| s.to_ascii_lowercase()).collect();
-    if rg.is_none()
-        && ns.eq_ignore_ascii_case("Microsoft.Insights")
-        && lower == ["eventtypes", "management", "values"]
+    if rg.is_none() && ns.eq_ignore_ascii_case("Microsoft.Insights") && lower == ["eventtypes", "management", "values"]
     {
         return Ok(mk(
             Target::ActivityLog,
@@ -352,15 +271,8 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
     {
         let status = lower[2] == "operationstatuses";
         return Ok(mk(
-            Target::Poll {
-                op_id: rest[3].clone(),
-                status,
-            },
-            if status {
-                "Operations_GetStatus"
-            } else {
-                "Operations_GetResult"
-            },
+            Target::Poll { op_id: rest[3].clone(), status },
+            if status { "Operations_GetStatus" } else { "Operations_GetResult" },
             format!("{ns}/locations/{}/read", lower[2]),
             sub_scope,
             Family::Poll,
@@ -387,11 +299,7 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
                 return Err(not_found_type(ns, &types.join("/")));
             }
             return Ok(mk(
-                Target::Collection {
-                    rg,
-                    rtype,
-                    parent_names: names,
-                },
+                Target::Collection { rg, rtype, parent_names: names },
                 &op,
                 format!("{}/read", rtype.full),
                 scope,
@@ -406,20 +314,14 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
         (find_type(&full), None)
     } else {
         let res_types = &types[..types.len() - 1];
-        (
-            find_type(&format!("{ns}/{}", res_types.join("/"))),
-            rest.last().cloned(),
-        )
+        (find_type(&format!("{ns}/{}", res_types.join("/"))), rest.last().cloned())
     };
     let Some(rtype) = rtype else {
         return Err(not_found_type(ns, &types.join("/")));
     };
     let id = resource_id(&sub, &rg, rtype, &names);
     let (op, rbac) = match &action {
-        Some(a) => (
-            format!("{}_{}", rtype.prefix, cap(a)),
-            format!("{}/{a}/action", rtype.full),
-        ),
+        Some(a) => (format!("{}_{}", rtype.prefix, cap(a)), format!("{}/{a}/action", rtype.full)),
         None => {
             let op = match (rtype.prefix, method.as_str()) {
                 ("StorageAccounts", "GET") => "GetProperties",
@@ -430,24 +332,10 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
                 (_, "DELETE") => "Delete",
                 _ => "Unsupported",
             };
-            (
-                format!("{}_{op}", rtype.prefix),
-                format!("{}/{verb}", rtype.full),
-            )
+            (format!("{}_{op}", rtype.prefix), format!("{}/{verb}", rtype.full))
         }
     };
-    Ok(mk(
-        Target::Resource {
-            rg,
-            rtype,
-            names,
-            action,
-        },
-        &op,
-        rbac,
-        id,
-        rtype.family,
-    ))
+    Ok(mk(Target::Resource { rg, rtype, names, action }, &op, rbac, id, rtype.family))
 }
 
 /// Checks `api-version`: missing → MissingApiVersionParameter, malformed → InvalidApiVersionParameter, older than
@@ -462,26 +350,15 @@ pub(crate) fn check_api_version(v: Option<&str>, family: Family) -> Result<(), A
     let date = v.get(..10).unwrap_or("");
     let suffix = v.get(10..).unwrap_or("");
     let well_formed_date = date.len() == 10
-        && date.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        })
+        && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
         && date.get(5..7).is_some_and(|m| ("01".."13").contains(&m))
         && date.get(8..10).is_some_and(|d| ("01".."32").contains(&d));
     let well_formed_suffix = suffix.is_empty()
-        || (suffix.starts_with('-')
-            && suffix.len() > 1
-            && suffix[1..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        || (suffix.starts_with('-') && suffix.len() > 1 && suffix[1..].bytes().all(|b| b.is_ascii_alphanumeric()));
     if !well_formed_date || !well_formed_suffix {
         return Err(ArmError::bad_request(
             "InvalidApiVersionParameter",
-            format!(
-                "The api-version '{v}' is invalid. The supported versions are '{}' and later.",
-                family.oldest()
-            ),
+            format!("The api-version '{v}' is invalid. The supported versions are '{}' and later.", family.oldest()),
         ));
     }
     if date < family.oldest() {
@@ -501,10 +378,7 @@ mod tests {
     use super::*;
 
     fn segs(p: &str) -> Vec<String> {
-        p.split('/')
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect()
+        p.split('/').filter(|s| !s.is_empty()).map(String::from).collect()
     }
 
     #[test]
@@ -515,14 +389,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.op, "StorageAccounts_ListKeys");
-        assert_eq!(
-            r.action,
-            "Microsoft.Storage/storageAccounts/listKeys/action"
-        );
-        assert_eq!(
-            r.scope,
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa"
-        );
+        assert_eq!(r.action, "Microsoft.Storage/storageAccounts/listKeys/action");
+        assert_eq!(r.scope, "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/sa");
         let r = route(
             &Method::GET,
             &segs("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/onlineEndpoints"),
@@ -530,11 +398,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.op, "OnlineEndpoints_List");
         assert!(r.scope.ends_with("/workspaces/w"));
-        let r = route(
-            &Method::GET,
-            &segs("/subscriptions/s/providers/Microsoft.Storage/storageAccounts"),
-        )
-        .unwrap();
+        let r = route(&Method::GET, &segs("/subscriptions/s/providers/Microsoft.Storage/storageAccounts")).unwrap();
         assert_eq!(r.op, "StorageAccounts_List");
         let r = route(
             &Method::PUT,
@@ -543,37 +407,19 @@ mod tests {
         .unwrap();
         assert_eq!(r.op, "RoleAssignments_Create");
         assert_eq!(r.scope, "/subscriptions/s/resourceGroups/rg");
-        assert!(
-            route(
-                &Method::GET,
-                &segs("/subscriptions/s/resourceGroups/rg/providers/Foo.Bar/baz/x")
-            )
-            .is_err()
-        );
+        assert!(route(&Method::GET, &segs("/subscriptions/s/resourceGroups/rg/providers/Foo.Bar/baz/x")).is_err());
     }
 
     #[test]
     fn api_versions_are_checked_like_arm() {
+        assert_eq!(check_api_version(None, Family::Storage).unwrap_err().code, "MissingApiVersionParameter");
         assert_eq!(
-            check_api_version(None, Family::Storage).unwrap_err().code,
-            "MissingApiVersionParameter"
-        );
-        assert_eq!(
-            check_api_version(Some("2025-13-01"), Family::Storage)
-                .unwrap_err()
-                .code,
+            check_api_version(Some("2025-13-01"), Family::Storage).unwrap_err().code,
             "InvalidApiVersionParameter"
         );
+        assert_eq!(check_api_version(Some("latest"), Family::Storage).unwrap_err().code, "InvalidApiVersionParameter");
         assert_eq!(
-            check_api_version(Some("latest"), Family::Storage)
-                .unwrap_err()
-                .code,
-            "InvalidApiVersionParameter"
-        );
-        assert_eq!(
-            check_api_version(Some("2019-01-01"), Family::Storage)
-                .unwrap_err()
-                .code,
+            check_api_version(Some("2019-01-01"), Family::Storage).unwrap_err().code,
             "NoRegisteredProviderFound"
         );
         assert!(check_api_version(Some("2025-06-01"), Family::Storage).is_ok());

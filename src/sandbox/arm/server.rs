@@ -33,12 +33,7 @@ struct Peer(SocketAddr);
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
 /// Runs the accept loop until `cancel` fires; connections are aborted when it ends.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    router: Router,
-    cancel: CancellationToken,
-) {
+pub(crate) async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router, cancel: CancellationToken) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let (tcp, peer) = tokio::select! {
@@ -56,12 +51,7 @@ pub(crate) async fn serve(
         let acceptor = acceptor.clone();
         let router = router.clone();
         conns.spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, %peer, "arm simulator: TLS handshake failed");
@@ -69,11 +59,10 @@ pub(crate) async fn serve(
                 }
                 Err(_) => return,
             };
-            let svc =
-                hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(Peer(peer));
-                    router.clone().oneshot(req.map(Body::new))
-                });
+            let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(Peer(peer));
+                router.clone().oneshot(req.map(Body::new))
+            });
             if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .await
@@ -89,18 +78,10 @@ pub(crate) fn router(handle: SimHandle) -> Router {
     let admin = Router::new()
         .route("/_sim/calls", get(admin_calls).delete(admin_clear_calls))
         .route("/_sim/calls/summary", get(admin_summary))
-        .route(
-            "/_sim/faults",
-            get(admin_faults)
-                .post(admin_add_fault)
-                .delete(admin_clear_faults),
-        )
+        .route("/_sim/faults", get(admin_faults).post(admin_add_fault).delete(admin_clear_faults))
         .route("/_sim/faults/{id}", delete(admin_remove_fault))
         .route("/_sim/storage/regenerateKey", post(admin_regenerate))
-        .route(
-            "/_sim/resources",
-            put(admin_put_resource).patch(admin_edit_resource),
-        )
+        .route("/_sim/resources", put(admin_put_resource).patch(admin_edit_resource))
         .route("/_sim/principals", post(admin_principal))
         .route("/_sim/subscriptions", post(admin_subscription))
         .route("/_sim/resourceGroups", post(admin_resource_group))
@@ -112,20 +93,14 @@ pub(crate) fn router(handle: SimHandle) -> Router {
     Router::new()
         .merge(admin)
         .route("/{tenant}/oauth2/v2.0/token", post(token))
-        .route(
-            "/{tenant}/v2.0/.well-known/openid-configuration",
-            get(openid),
-        )
+        .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid))
         .route("/common/discovery/instance", get(instance_discovery))
         .fallback(arm)
         .with_state(handle)
 }
 
 async fn loopback_only(req: Request, next: Next) -> Response {
-    let ok = req
-        .extensions()
-        .get::<Peer>()
-        .is_some_and(|p| p.0.ip().is_loopback());
+    let ok = req.extensions().get::<Peer>().is_some_and(|p| p.0.ip().is_loopback());
     if ok {
         next.run(req).await
     } else {
@@ -138,28 +113,15 @@ async fn loopback_only(req: Request, next: Next) -> Response {
     }
 }
 
-async fn token(
-    State(h): State<SimHandle>,
-    Path(tenant): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
+async fn token(State(h): State<SimHandle>, Path(tenant): Path<String>, body: axum::body::Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let mut g = h.lock();
     let lifetime = g.knobs.token_lifetime;
     let endpoint = g.endpoint.clone();
     let inner = &mut *g;
-    let (reply, oid) = inner
-        .tokens
-        .issue(&inner.state, &tenant, &form, lifetime, &endpoint);
+    let (reply, oid) = inner.tokens.issue(&inner.state, &tenant, &form, lifetime, &endpoint);
     let path = format!("/{tenant}/oauth2/v2.0/token");
-    g.calls.push(
-        "POST",
-        "Token",
-        &path,
-        reply.status.as_u16(),
-        CallKind::Auth,
-        oid,
-    );
+    g.calls.push("POST", "Token", &path, reply.status.as_u16(), CallKind::Auth, oid);
     reply.into_response()
 }
 
@@ -167,28 +129,14 @@ async fn openid(State(h): State<SimHandle>, Path(tenant): Path<String>) -> Respo
     let mut g = h.lock();
     let path = format!("/{tenant}/v2.0/.well-known/openid-configuration");
     if !tenant.eq_ignore_ascii_case(&g.state.tenant_id) {
-        g.calls.push(
-            "GET",
-            "OpenIdConfiguration",
-            &path,
-            400,
-            CallKind::Auth,
-            None,
-        );
+        g.calls.push("GET", "OpenIdConfiguration", &path, 400, CallKind::Auth, None);
         return Reply::json(
             StatusCode::BAD_REQUEST,
             json!({"error": "invalid_tenant", "error_description": format!("AADSTS90002: Tenant '{tenant}' not found.")}),
         )
         .into_response();
     }
-    g.calls.push(
-        "GET",
-        "OpenIdConfiguration",
-        &path,
-        200,
-        CallKind::Auth,
-        None,
-    );
+    g.calls.push("GET", "OpenIdConfiguration", &path, 200, CallKind::Auth, None);
     Reply::ok(auth::openid_configuration(&g.endpoint, &g.state.tenant_id)).into_response()
 }
 
@@ -198,17 +146,10 @@ async fn instance_discovery(State(h): State<SimHandle>) -> Response {
 }
 
 fn request_headers(reply: &mut Reply, req: &Req) {
-    reply
-        .headers
-        .push(("x-ms-request-id".into(), uuid::Uuid::new_v4().to_string()));
-    reply.headers.push((
-        "x-ms-correlation-request-id".into(),
-        req.correlation_id.clone(),
-    ));
+    reply.headers.push(("x-ms-request-id".into(), uuid::Uuid::new_v4().to_string()));
+    reply.headers.push(("x-ms-correlation-request-id".into(), req.correlation_id.clone()));
     if let Some(c) = &req.client_request_id {
-        reply
-            .headers
-            .push(("x-ms-client-request-id".into(), c.clone()));
+        reply.headers.push(("x-ms-client-request-id".into(), c.clone()));
     }
 }
 
@@ -229,43 +170,22 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let header = |n: &str| {
-        parts
-            .headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
-    };
+    let query: Vec<(String, String)> =
+        parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(String::from);
     let req = Req {
         method: parts.method.clone(),
         path: path.clone(),
         segs,
         query,
         body,
-        correlation_id: header("x-ms-correlation-request-id")
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        correlation_id: header("x-ms-correlation-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         client_request_id: header("x-ms-client-request-id"),
     };
-    let kind = if matches!(req.method, http::Method::GET | http::Method::HEAD) {
-        CallKind::Read
-    } else {
-        CallKind::Write
-    };
+    let kind =
+        if matches!(req.method, http::Method::GET | http::Method::HEAD) { CallKind::Read } else { CallKind::Write };
     let method = req.method.to_string();
     let auth_header = header("authorization");
 
@@ -274,14 +194,10 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
         let mut g = h.lock();
         g.advance();
         let pre = (|| {
-            let routed =
-                route(&req.method, &req.segs).map_err(|e| (e, "Unknown".to_string(), None))?;
-            let caller = g
-                .authenticate(auth_header.as_deref())
-                .map_err(|e| (e, routed.op.clone(), None))?;
+            let routed = route(&req.method, &req.segs).map_err(|e| (e, "Unknown".to_string(), None))?;
+            let caller = g.authenticate(auth_header.as_deref()).map_err(|e| (e, routed.op.clone(), None))?;
             let oid = Some(caller.object_id.clone());
-            check_api_version(req.q("api-version"), routed.family)
-                .map_err(|e| (e, routed.op.clone(), oid.clone()))?;
+            check_api_version(req.q("api-version"), routed.family).map_err(|e| (e, routed.op.clone(), oid.clone()))?;
             let mut remaining = None;
             if let Some(sub) = &routed.sub {
                 let write = kind == CallKind::Write;
@@ -308,8 +224,7 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
             Err((e, op, oid)) => {
                 let mut reply = Reply::from(e);
                 request_headers(&mut reply, &req);
-                g.calls
-                    .push(&method, &op, &path, reply.status.as_u16(), kind, oid);
+                g.calls.push(&method, &op, &path, reply.status.as_u16(), kind, oid);
                 Err(reply)
             }
         }
@@ -324,21 +239,11 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
     let mut g = h.lock();
     g.advance();
     let mut reply = match fired.error {
-        Some(FaultAction::Error {
-            status,
-            code,
-            message,
-            retry_after,
-        }) => {
+        Some(FaultAction::Error { status, code, message, retry_after }) => {
             let mut e = ArmError::new(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
                 &code,
-                message.unwrap_or_else(|| {
-                    format!(
-                        "Fault injected by the simulator for operation '{}'.",
-                        routed.op
-                    )
-                }),
+                message.unwrap_or_else(|| format!("Fault injected by the simulator for operation '{}'.", routed.op)),
             );
             if let Some(r) = retry_after {
                 e = e.header("Retry-After", r.to_string());
@@ -346,14 +251,9 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
             Reply::from(e)
         }
         _ => {
-            let failure = fired.lro_failure.map(|(status, code, message)| OpError {
-                status,
-                code,
-                message,
-                details: vec![],
-            });
-            g.execute(&routed, &req, &caller, failure)
-                .unwrap_or_else(Reply::from)
+            let failure =
+                fired.lro_failure.map(|(status, code, message)| OpError { status, code, message, details: vec![] });
+            g.execute(&routed, &req, &caller, failure).unwrap_or_else(Reply::from)
         }
     };
     if kind == CallKind::Write && reply.status != StatusCode::FORBIDDEN && routed.op != "Unknown" {
@@ -361,20 +261,10 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
     }
     if let Some((write, left)) = remaining {
         let which = if write { "writes" } else { "reads" };
-        reply.headers.push((
-            format!("x-ms-ratelimit-remaining-subscription-{which}"),
-            left.to_string(),
-        ));
+        reply.headers.push((format!("x-ms-ratelimit-remaining-subscription-{which}"), left.to_string()));
     }
     request_headers(&mut reply, &req);
-    g.calls.push(
-        &method,
-        &routed.op,
-        &path,
-        reply.status.as_u16(),
-        kind,
-        Some(caller.object_id.clone()),
-    );
+    g.calls.push(&method, &routed.op, &path, reply.status.as_u16(), kind, Some(caller.object_id.clone()));
     drop(g);
     if req.method == http::Method::HEAD {
         reply.body = None;
@@ -398,20 +288,11 @@ async fn admin_summary(State(h): State<SimHandle>) -> Response {
 }
 
 async fn admin_faults(State(h): State<SimHandle>) -> Response {
-    let list: Vec<Value> = h
-        .lock()
-        .faults
-        .list()
-        .into_iter()
-        .map(|(id, r)| json!({"id": id, "rule": r}))
-        .collect();
+    let list: Vec<Value> = h.lock().faults.list().into_iter().map(|(id, r)| json!({"id": id, "rule": r})).collect();
     Reply::ok(json!(list)).into_response()
 }
 
-async fn admin_add_fault(
-    State(h): State<SimHandle>,
-    axum::Json(rule): axum::Json<FaultRule>,
-) -> Response {
+async fn admin_add_fault(State(h): State<SimHandle>, axum::Json(rule): axum::Json<FaultRule>) -> Response {
     let id = h.inject_fault(rule);
     Reply::json(StatusCode::CREATED, json!({"id": id})).into_response()
 }
@@ -423,12 +304,7 @@ async fn admin_clear_faults(State(h): State<SimHandle>) -> Response {
 
 async fn admin_remove_fault(State(h): State<SimHandle>, Path(id): Path<u64>) -> Response {
     let removed = h.lock().faults.remove(id);
-    Reply::empty(if removed {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::NOT_FOUND
-    })
-    .into_response()
+    Reply::empty(if removed { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }).into_response()
 }
 
 #[derive(Deserialize)]
@@ -438,15 +314,10 @@ struct RegenerateBody {
     key_name: String,
 }
 
-async fn admin_regenerate(
-    State(h): State<SimHandle>,
-    axum::Json(b): axum::Json<RegenerateBody>,
-) -> Response {
+async fn admin_regenerate(State(h): State<SimHandle>, axum::Json(b): axum::Json<RegenerateBody>) -> Response {
     match h.regenerate_storage_key(&b.account_id, &b.key_name) {
         Ok(()) => Reply::empty(StatusCode::NO_CONTENT).into_response(),
-        Err(e) => {
-            Reply::from(ArmError::bad_request("InvalidRequest", e.to_string())).into_response()
-        }
+        Err(e) => Reply::from(ArmError::bad_request("InvalidRequest", e.to_string())).into_response(),
     }
 }
 
@@ -461,40 +332,22 @@ struct ResourceBody {
     patch: Value,
 }
 
-async fn admin_put_resource(
-    State(h): State<SimHandle>,
-    axum::Json(b): axum::Json<ResourceBody>,
-) -> Response {
+async fn admin_put_resource(State(h): State<SimHandle>, axum::Json(b): axum::Json<ResourceBody>) -> Response {
     let Some(rtype) = b.rtype else {
-        return Reply::from(ArmError::bad_request(
-            "InvalidRequest",
-            "'type' is required",
-        ))
-        .into_response();
+        return Reply::from(ArmError::bad_request("InvalidRequest", "'type' is required")).into_response();
     };
     let body = h.seed_resource(&b.id, &rtype, b.body);
     Reply::ok(body).into_response()
 }
 
-async fn admin_edit_resource(
-    State(h): State<SimHandle>,
-    axum::Json(b): axum::Json<ResourceBody>,
-) -> Response {
+async fn admin_edit_resource(State(h): State<SimHandle>, axum::Json(b): axum::Json<ResourceBody>) -> Response {
     match h.edit_resource(&b.id, &b.patch) {
         Ok(body) => Reply::ok(body).into_response(),
-        Err(e) => Reply::from(ArmError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            e.to_string(),
-        ))
-        .into_response(),
+        Err(e) => Reply::from(ArmError::new(StatusCode::NOT_FOUND, "ResourceNotFound", e.to_string())).into_response(),
     }
 }
 
-async fn admin_principal(
-    State(h): State<SimHandle>,
-    axum::Json(p): axum::Json<Principal>,
-) -> Response {
+async fn admin_principal(State(h): State<SimHandle>, axum::Json(p): axum::Json<Principal>) -> Response {
     h.seed_principal(p);
     Reply::empty(StatusCode::NO_CONTENT).into_response()
 }
@@ -507,10 +360,7 @@ struct SubscriptionBody {
     display_name: String,
 }
 
-async fn admin_subscription(
-    State(h): State<SimHandle>,
-    axum::Json(b): axum::Json<SubscriptionBody>,
-) -> Response {
+async fn admin_subscription(State(h): State<SimHandle>, axum::Json(b): axum::Json<SubscriptionBody>) -> Response {
     h.with_state(|s| s.add_subscription(&b.subscription_id, &b.display_name));
     Reply::empty(StatusCode::NO_CONTENT).into_response()
 }
@@ -523,10 +373,7 @@ struct RgBody {
     location: String,
 }
 
-async fn admin_resource_group(
-    State(h): State<SimHandle>,
-    axum::Json(b): axum::Json<RgBody>,
-) -> Response {
+async fn admin_resource_group(State(h): State<SimHandle>, axum::Json(b): axum::Json<RgBody>) -> Response {
     let id = h.with_state(|s| s.add_resource_group(&b.subscription_id, &b.name, &b.location));
     Reply::ok(json!({"id": id})).into_response()
 }
@@ -539,16 +386,8 @@ struct RaBody {
     principal_id: String,
 }
 
-async fn admin_role_assignment(
-    State(h): State<SimHandle>,
-    axum::Json(b): axum::Json<RaBody>,
-) -> Response {
-    let guid = b
-        .role_definition_id
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string();
+async fn admin_role_assignment(State(h): State<SimHandle>, axum::Json(b): axum::Json<RaBody>) -> Response {
+    let guid = b.role_definition_id.rsplit('/').next().unwrap_or_default().to_string();
     let id = h.with_state(|s| s.assign_role(&b.scope, &guid, &b.principal_id));
     Reply::ok(json!({"id": id})).into_response()
 }
@@ -557,29 +396,17 @@ async fn admin_state(State(h): State<SimHandle>) -> Response {
     Reply::ok(json!(h.snapshot())).into_response()
 }
 
-async fn admin_restore(
-    State(h): State<SimHandle>,
-    axum::Json(s): axum::Json<SimState>,
-) -> Response {
+async fn admin_restore(State(h): State<SimHandle>, axum::Json(s): axum::Json<SimState>) -> Response {
     h.restore(s);
     Reply::empty(StatusCode::NO_CONTENT).into_response()
 }
 
 async fn admin_activity(State(h): State<SimHandle>) -> Response {
-    let events: Vec<Value> = h
-        .lock()
-        .state
-        .activity
-        .iter()
-        .map(|e| e.body.clone())
-        .collect();
+    let events: Vec<Value> = h.lock().state.activity.iter().map(|e| e.body.clone()).collect();
     Reply::ok(json!(events)).into_response()
 }
 
-async fn admin_throttle(
-    State(h): State<SimHandle>,
-    axum::Json(c): axum::Json<ThrottleConfig>,
-) -> Response {
+async fn admin_throttle(State(h): State<SimHandle>, axum::Json(c): axum::Json<ThrottleConfig>) -> Response {
     h.set_throttle(c);
     Reply::empty(StatusCode::NO_CONTENT).into_response()
 }

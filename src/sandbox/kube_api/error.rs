@@ -18,11 +18,7 @@ pub struct Cause {
 impl Cause {
     /// Builds a cause.
     pub fn new(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            reason: reason.to_string(),
-            message: message.into(),
-            field: field.into(),
-        }
+        Self { reason: reason.to_string(), message: message.into(), field: field.into() }
     }
 }
 
@@ -57,30 +53,17 @@ pub struct Details {
 
 /// `plural` or `plural.group`, the way the API server names a resource in messages.
 pub fn qualified_resource(plural: &str, group: &str) -> String {
-    if group.is_empty() {
-        plural.to_string()
-    } else {
-        format!("{plural}.{group}")
-    }
+    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
 }
 
 impl ApiError {
     fn plain(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            causes: Vec::new(),
-        }
+        Self { code, reason, message: message.into(), details: None, causes: Vec::new() }
     }
 
     fn with_details(mut self, kind: &str, group: &str, name: &str) -> Self {
-        self.details = Some(Box::new(Details {
-            name: name.to_string(),
-            group: group.to_string(),
-            kind: kind.to_string(),
-        }));
+        self.details =
+            Some(Box::new(Details { name: name.to_string(), group: group.to_string(), kind: kind.to_string() }));
         self
     }
 
@@ -91,40 +74,21 @@ impl ApiError {
 
     /// 404 NotFound for an object.
     pub fn not_found(plural: &str, group: &str, name: &str) -> Self {
-        Self::plain(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified_resource(plural, group)),
-        )
-        .with_details(plural, group, name)
+        Self::plain(404, "NotFound", format!("{} \"{name}\" not found", qualified_resource(plural, group)))
+            .with_details(plural, group, name)
     }
 
     /// 404 NotFound for a path the server does not serve.
     pub fn no_route(path: &str) -> Self {
-        let mut e = Self::plain(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        );
-        e.causes.push(Cause::new(
-            "UnexpectedServerResponse",
-            "",
-            format!("404 page not found: {path}"),
-        ));
+        let mut e = Self::plain(404, "NotFound", "the server could not find the requested resource");
+        e.causes.push(Cause::new("UnexpectedServerResponse", "", format!("404 page not found: {path}")));
         e
     }
 
     /// 409 AlreadyExists.
     pub fn already_exists(plural: &str, group: &str, name: &str) -> Self {
-        Self::plain(
-            409,
-            "AlreadyExists",
-            format!(
-                "{} \"{name}\" already exists",
-                qualified_resource(plural, group)
-            ),
-        )
-        .with_details(plural, group, name)
+        Self::plain(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified_resource(plural, group)))
+            .with_details(plural, group, name)
     }
 
     /// 409 Conflict for a stale resourceVersion or failed precondition.
@@ -132,22 +96,13 @@ impl ApiError {
         Self::plain(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                qualified_resource(plural, group)
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified_resource(plural, group)),
         )
         .with_details(plural, group, name)
     }
 
     /// 409 Conflict raised by server-side apply, causes name the fields.
-    pub fn apply_conflict(
-        plural: &str,
-        group: &str,
-        name: &str,
-        message: String,
-        causes: Vec<Cause>,
-    ) -> Self {
+    pub fn apply_conflict(plural: &str, group: &str, name: &str, message: String, causes: Vec<Cause>) -> Self {
         let mut e = Self::plain(409, "Conflict", message).with_details(plural, group, name);
         e.causes = causes;
         e
@@ -156,59 +111,32 @@ impl ApiError {
     /// 422 Invalid, formatted like the API server: `Kind.group "name" is invalid: field: message`.
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
         let render = |c: &Cause| {
-            if c.field.is_empty() {
-                c.message.clone()
-            } else {
-                format!("{}: {}", c.field, c.message)
-            }
+            if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) }
         };
         let detail = match causes.as_slice() {
             [one] => render(one),
-            many => format!(
-                "[{}]",
-                many.iter().map(render).collect::<Vec<_>>().join(", ")
-            ),
+            many => format!("[{}]", many.iter().map(render).collect::<Vec<_>>().join(", ")),
         };
-        let qualified = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let mut e = Self::plain(
-            422,
-            "Invalid",
-            format!("{qualified} \"{name}\" is invalid: {detail}"),
-        )
-        .with_details(kind, group, name);
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let mut e = Self::plain(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {detail}"))
+            .with_details(kind, group, name);
         e.causes = causes;
         e
     }
 
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed() -> Self {
-        Self::plain(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
+        Self::plain(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     }
 
     /// 410 Expired, for a resourceVersion older than the retained watch history.
     pub fn expired(requested: u64, oldest: u64) -> Self {
-        Self::plain(
-            410,
-            "Expired",
-            format!("too old resource version: {requested} ({oldest})"),
-        )
+        Self::plain(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
     }
 
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
-        Self::plain(
-            413,
-            "RequestEntityTooLarge",
-            format!("the request body is larger than the limit of {limit} bytes"),
-        )
+        Self::plain(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {limit} bytes"))
     }
 
     /// 415 UnsupportedMediaType.
@@ -275,12 +203,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = self.to_status().to_string();
-        (
-            code,
-            [(http::header::CONTENT_TYPE, "application/json")],
-            body,
-        )
-            .into_response()
+        (code, [(http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 

@@ -14,11 +14,7 @@ pub fn short_hash(s: &str) -> String {
 }
 
 fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() {
-        format!("api/{version}")
-    } else {
-        format!("apis/{group}/{version}")
-    }
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
 }
 
 /// `GET /openapi/v3`: one entry per served group-version, with a content hash kubectl caches by.
@@ -32,10 +28,7 @@ pub fn index(registry: &Registry) -> Value {
         let doc = group_version_doc(registry, &g, &v);
         let p = gv_path(&g, &v);
         let hash = short_hash(&doc.to_string());
-        paths.insert(
-            p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
-        );
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
     }
     json!({"paths": paths})
 }
@@ -51,10 +44,7 @@ fn schema_name(rt: &ResourceType, version: &str) -> String {
             g => g.trim_end_matches(".k8s.io").replace('.', "_"),
         };
         if rt.group == "apiextensions.k8s.io" {
-            format!(
-                "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}.{}",
-                rt.kind
-            )
+            format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{version}.{}", rt.kind)
         } else {
             format!("io.k8s.api.{group}.{version}.{}", rt.kind)
         }
@@ -67,9 +57,7 @@ fn builtin_description(rt: &ResourceType) -> &'static str {
             "Secret holds secret data of a certain type. The total bytes of the values in the Data field must be less than MaxSecretSize bytes."
         }
         "ConfigMap" => "ConfigMap holds configuration data for pods to consume.",
-        "Namespace" => {
-            "Namespace provides a scope for Names. Use of multiple namespaces is optional."
-        }
+        "Namespace" => "Namespace provides a scope for Names. Use of multiple namespaces is optional.",
         "ServiceAccount" => {
             "ServiceAccount binds together: * a name, understood by users, and perhaps by peripheral systems, for an identity * a principal that can be authenticated and authorized * a set of secrets"
         }
@@ -101,8 +89,7 @@ fn kind_schema(rt: &ResourceType, version: &str) -> Value {
     props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values."});
     props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase."});
     props["metadata"] = json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
-    schema["x-kubernetes-group-version-kind"] =
-        json!([{"group": rt.group, "version": version, "kind": rt.kind}]);
+    schema["x-kubernetes-group-version-kind"] = json!([{"group": rt.group, "version": version, "kind": rt.kind}]);
     schema
 }
 
@@ -142,14 +129,8 @@ fn patch_operation(rt: &ResourceType, version: &str) -> Value {
 pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
-    schemas.insert(
-        "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(),
-        object_meta_schema(),
-    );
-    for rt in registry
-        .all()
-        .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
-    {
+    schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(), object_meta_schema());
+    for rt in registry.all().filter(|t| t.group == group && t.versions.iter().any(|v| v == version)) {
         schemas.insert(schema_name(rt, version), kind_schema(rt, version));
         let base = format!("/{}", gv_path(group, version));
         let item = if rt.namespaced {

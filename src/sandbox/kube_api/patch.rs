@@ -19,15 +19,11 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> ApiResult<()> {
     // Like the API server's JSON patch library, `test` of a missing path against `null` succeeds (kube-rs's
     // finalizer helper relies on it).
     ops.0.retain(|op| match op {
-        json_patch::PatchOperation::Test(t) => {
-            !(t.value.is_null() && target.pointer(t.path.as_str()).is_none())
-        }
+        json_patch::PatchOperation::Test(t) => !(t.value.is_null() && target.pointer(t.path.as_str()).is_none()),
         _ => true,
     });
     json_patch::patch(target, &ops).map_err(|e| {
-        ApiError::unprocessable(format!(
-            "the server rejected our request due to an error in our request: {e}"
-        ))
+        ApiError::unprocessable(format!("the server rejected our request due to an error in our request: {e}"))
     })
 }
 
@@ -51,12 +47,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
     if !target.is_object() {
         *target = Value::Object(Map::new());
     }
-    let retain: Option<Vec<String>> = pmap.get("$retainKeys").and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect()
-    });
+    let retain: Option<Vec<String>> = pmap
+        .get("$retainKeys")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect());
     let Some(tmap) = target.as_object_mut() else {
         return;
     };
@@ -68,10 +62,7 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             continue;
         }
         if let Some(field) = key.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (
-                tmap.get_mut(field).and_then(Value::as_array_mut),
-                pval.as_array(),
-            ) {
+            if let (Some(list), Some(del)) = (tmap.get_mut(field).and_then(Value::as_array_mut), pval.as_array()) {
                 list.retain(|item| !del.contains(item));
             }
             continue;
@@ -80,9 +71,7 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
             Value::Null => {
                 tmap.remove(key);
             }
-            Value::Object(inner)
-                if inner.get("$patch").and_then(Value::as_str) == Some("delete") =>
-            {
+            Value::Object(inner) if inner.get("$patch").and_then(Value::as_str) == Some("delete") => {
                 tmap.remove(key);
             }
             Value::Object(_) => {
@@ -109,13 +98,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
 
 fn merge_key(items: &[Value]) -> Option<&'static str> {
     let first = items.iter().find(|i| i.is_object())?;
-    MERGE_KEYS.iter().copied().find(|k| {
-        items
-            .iter()
-            .filter(|i| i.is_object())
-            .all(|i| i.get(*k).is_some())
-            && first.get(*k).is_some()
-    })
+    MERGE_KEYS
+        .iter()
+        .copied()
+        .find(|k| items.iter().filter(|i| i.is_object()).all(|i| i.get(*k).is_some()) && first.get(*k).is_some())
 }
 
 fn merge_lists(field: &str, existing: &[Value], patch: &[Value]) -> Vec<Value> {
@@ -188,12 +174,7 @@ pub fn scoped(obj: &Value, scope: Scope) -> Value {
                     out.insert(k.clone(), Value::Object(meta));
                 }
             }
-            (
-                "status",
-                Scope::Main {
-                    status_is_subresource: true,
-                },
-            ) => {}
+            ("status", Scope::Main { status_is_subresource: true }) => {}
             ("status", Scope::Status) => {
                 out.insert(k.clone(), v.clone());
             }
@@ -259,9 +240,7 @@ pub fn deep_merge(dst: &mut Value, src: &Value) {
         (Value::Object(d), Value::Object(s)) => {
             for (k, v) in s {
                 match d.get_mut(k) {
-                    Some(existing) if existing.is_object() && v.is_object() => {
-                        deep_merge(existing, v)
-                    }
+                    Some(existing) if existing.is_object() && v.is_object() => deep_merge(existing, v),
                     _ => {
                         d.insert(k.clone(), v.clone());
                     }
@@ -278,9 +257,7 @@ pub fn encode_fields(set: &FieldSet) -> Value {
     for path in set {
         let mut cur = &mut root;
         for k in path {
-            let entry = cur
-                .entry(format!("f:{k}"))
-                .or_insert_with(|| Value::Object(Map::new()));
+            let entry = cur.entry(format!("f:{k}")).or_insert_with(|| Value::Object(Map::new()));
             if !entry.is_object() {
                 *entry = Value::Object(Map::new());
             }
@@ -296,10 +273,8 @@ pub fn encode_fields(set: &FieldSet) -> Value {
 /// Decodes `FieldsV1` into leaf paths (keys other than `f:` are ignored).
 pub fn decode_fields(v: &Value) -> FieldSet {
     fn walk(v: &Value, prefix: &mut Vec<String>, out: &mut FieldSet) {
-        let children: Vec<(&String, &Value)> = v
-            .as_object()
-            .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
-            .unwrap_or_default();
+        let children: Vec<(&String, &Value)> =
+            v.as_object().map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect()).unwrap_or_default();
         let owns_self = v.get(".").is_some();
         if (children.is_empty() || owns_self) && !prefix.is_empty() {
             out.insert(prefix.clone());
@@ -340,26 +315,11 @@ pub fn read_managed(obj: &Value) -> Vec<ManagedEntry> {
             entries
                 .iter()
                 .map(|e| ManagedEntry {
-                    manager: e
-                        .get("manager")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .into(),
-                    operation: e
-                        .get("operation")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Update")
-                        .into(),
-                    api_version: e
-                        .get("apiVersion")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .into(),
+                    manager: e.get("manager").and_then(Value::as_str).unwrap_or("").into(),
+                    operation: e.get("operation").and_then(Value::as_str).unwrap_or("Update").into(),
+                    api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or("").into(),
                     time: e.get("time").and_then(Value::as_str).unwrap_or("").into(),
-                    subresource: e
-                        .get("subresource")
-                        .and_then(Value::as_str)
-                        .map(String::from),
+                    subresource: e.get("subresource").and_then(Value::as_str).map(String::from),
                     fields: e.get("fieldsV1").map(decode_fields).unwrap_or_default(),
                 })
                 .collect()
@@ -428,9 +388,7 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, w: &Writer<'_>) {
         e.fields.retain(|p| !changed.iter().any(|c| overlaps(c, p)));
     }
     let sub = w.subresource();
-    let pos = entries
-        .iter()
-        .position(|e| e.manager == w.manager && e.operation == "Update" && e.subresource == sub);
+    let pos = entries.iter().position(|e| e.manager == w.manager && e.operation == "Update" && e.subresource == sub);
     if !changed.is_empty() {
         match pos {
             Some(i) => {
@@ -469,8 +427,7 @@ pub fn server_side_apply(
     let applied_scoped = scoped(applied, w.scope);
     let owned = leaf_paths(&applied_scoped);
     let sub = w.subresource();
-    let is_me =
-        |e: &ManagedEntry| e.manager == w.manager && e.operation == "Apply" && e.subresource == sub;
+    let is_me = |e: &ManagedEntry| e.manager == w.manager && e.operation == "Apply" && e.subresource == sub;
 
     // Conflicts: another manager owns an overlapping field whose live value differs from the applied one.
     let mut conflicts: BTreeMap<(String, String), String> = BTreeMap::new();
@@ -504,24 +461,14 @@ pub fn server_side_apply(
                     base[k] = v.clone();
                 }
             }
-            base["metadata"] = applied
-                .get("metadata")
-                .cloned()
-                .unwrap_or_else(|| json!({}));
+            base["metadata"] = applied.get("metadata").cloned().unwrap_or_else(|| json!({}));
             base
         }
     };
     // Fields this manager applied before but no longer applies are removed unless someone else owns them.
-    let previous: FieldSet = entries
-        .iter()
-        .filter(|e| is_me(e))
-        .flat_map(|e| e.fields.clone())
-        .collect();
+    let previous: FieldSet = entries.iter().filter(|e| is_me(e)).flat_map(|e| e.fields.clone()).collect();
     for gone in previous.difference(&owned) {
-        let shared = entries
-            .iter()
-            .filter(|e| !is_me(e))
-            .any(|e| e.fields.iter().any(|q| overlaps(q, gone)));
+        let shared = entries.iter().filter(|e| !is_me(e)).any(|e| e.fields.iter().any(|q| overlaps(q, gone)));
         if !shared {
             remove_at(&mut result, gone);
         }
@@ -550,24 +497,14 @@ pub fn server_side_apply(
 }
 
 /// Builds the 409 returned for apply conflicts, worded like the API server.
-pub fn apply_conflict_error(
-    plural: &str,
-    group: &str,
-    name: &str,
-    conflicts: &[(String, String, String)],
-) -> ApiError {
+pub fn apply_conflict_error(plural: &str, group: &str, name: &str, conflicts: &[(String, String, String)]) -> ApiError {
     let mut by_manager: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
     for (manager, field, api_version) in conflicts {
-        by_manager
-            .entry((manager, api_version))
-            .or_default()
-            .push(field);
+        by_manager.entry((manager, api_version)).or_default().push(field);
     }
     let message = if conflicts.len() == 1 {
         let (manager, field, api_version) = &conflicts[0];
-        format!(
-            "Apply failed with 1 conflict: conflict with \"{manager}\" using {api_version}: {field}"
-        )
+        format!("Apply failed with 1 conflict: conflict with \"{manager}\" using {api_version}: {field}")
     } else {
         let parts: Vec<String> = by_manager
             .iter()
@@ -576,21 +513,11 @@ pub fn apply_conflict_error(
                 format!("conflicts with \"{m}\" using {v}:\n{}", list.join("\n"))
             })
             .collect();
-        format!(
-            "Apply failed with {} conflicts: {}",
-            conflicts.len(),
-            parts.join("\n")
-        )
+        format!("Apply failed with {} conflicts: {}", conflicts.len(), parts.join("\n"))
     };
     let causes = conflicts
         .iter()
-        .map(|(m, f, v)| {
-            Cause::new(
-                "FieldManagerConflict",
-                f.clone(),
-                format!("conflict with \"{m}\" using {v}"),
-            )
-        })
+        .map(|(m, f, v)| Cause::new("FieldManagerConflict", f.clone(), format!("conflict with \"{m}\" using {v}")))
         .collect();
     ApiError::apply_conflict(plural, group, name, message, causes)
 }
@@ -604,50 +531,36 @@ mod tests {
             manager,
             api_version: "v1",
             now: "2025-01-01T00:00:00Z",
-            scope: Scope::Main {
-                status_is_subresource: false,
-            },
+            scope: Scope::Main { status_is_subresource: false },
         }
     }
 
     #[test]
     fn fields_v1_round_trips() {
-        let set =
-            leaf_paths(&json!({"data": {"a": "x", "b": "y"}, "metadata": {"labels": {"l": "1"}}}));
+        let set = leaf_paths(&json!({"data": {"a": "x", "b": "y"}, "metadata": {"labels": {"l": "1"}}}));
         assert_eq!(decode_fields(&encode_fields(&set)), set);
     }
 
     #[test]
     fn apply_conflicts_name_the_other_manager_and_force_takes_ownership() {
         let applied_a = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "a"}});
-        let live = server_side_apply(None, &applied_a, &writer("alice"), false)
-            .unwrap_or_else(|c| panic!("{c:?}"));
+        let live = server_side_apply(None, &applied_a, &writer("alice"), false).unwrap_or_else(|c| panic!("{c:?}"));
         let applied_b = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "b"}});
-        let conflicts = server_side_apply(Some(&live), &applied_b, &writer("bob"), false)
-            .err()
-            .unwrap_or_default();
-        assert_eq!(
-            conflicts,
-            vec![("alice".to_string(), ".data.k".to_string(), "v1".to_string())]
-        );
-        let forced = server_side_apply(Some(&live), &applied_b, &writer("bob"), true)
-            .unwrap_or_else(|c| panic!("{c:?}"));
+        let conflicts = server_side_apply(Some(&live), &applied_b, &writer("bob"), false).err().unwrap_or_default();
+        assert_eq!(conflicts, vec![("alice".to_string(), ".data.k".to_string(), "v1".to_string())]);
+        let forced =
+            server_side_apply(Some(&live), &applied_b, &writer("bob"), true).unwrap_or_else(|c| panic!("{c:?}"));
         assert_eq!(forced["data"]["k"], "b");
-        let managers: Vec<String> = read_managed(&forced)
-            .into_iter()
-            .map(|e| e.manager)
-            .collect();
+        let managers: Vec<String> = read_managed(&forced).into_iter().map(|e| e.manager).collect();
         assert_eq!(managers, vec!["bob".to_string()]);
     }
 
     #[test]
     fn apply_removes_fields_the_manager_stopped_applying() {
         let first = json!({"metadata": {"name": "c"}, "data": {"a": "1", "b": "2"}});
-        let live = server_side_apply(None, &first, &writer("m"), false)
-            .unwrap_or_else(|c| panic!("{c:?}"));
+        let live = server_side_apply(None, &first, &writer("m"), false).unwrap_or_else(|c| panic!("{c:?}"));
         let second = json!({"metadata": {"name": "c"}, "data": {"a": "1"}});
-        let out = server_side_apply(Some(&live), &second, &writer("m"), false)
-            .unwrap_or_else(|c| panic!("{c:?}"));
+        let out = server_side_apply(Some(&live), &second, &writer("m"), false).unwrap_or_else(|c| panic!("{c:?}"));
         assert_eq!(out["data"], json!({"a": "1"}));
     }
 

@@ -65,19 +65,12 @@ pub struct ResourceType {
 impl ResourceType {
     /// Key under which objects of this type are stored.
     pub fn key(&self) -> ResKey {
-        ResKey {
-            group: self.group.clone(),
-            plural: self.plural.clone(),
-        }
+        ResKey { group: self.group.clone(), plural: self.plural.clone() }
     }
 
     /// `group/version` or `version` for core.
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{}/{version}", self.group)
-        }
+        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
     }
 
     /// The preferred (storage) version.
@@ -85,14 +78,7 @@ impl ResourceType {
         self.versions.first().map(String::as_str).unwrap_or("v1")
     }
 
-    fn builtin(
-        group: &str,
-        plural: &str,
-        singular: &str,
-        kind: &str,
-        namespaced: bool,
-        short: &[&str],
-    ) -> Self {
+    fn builtin(group: &str, plural: &str, singular: &str, kind: &str, namespaced: bool, short: &[&str]) -> Self {
         Self {
             group: group.into(),
             versions: vec!["v1".into()],
@@ -126,8 +112,7 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        let mut namespaces =
-            ResourceType::builtin("", "namespaces", "namespace", "Namespace", false, &["ns"]);
+        let mut namespaces = ResourceType::builtin("", "namespaces", "namespace", "Namespace", false, &["ns"]);
         namespaces.has_status = true;
         let mut crds = ResourceType::builtin(
             "apiextensions.k8s.io",
@@ -139,27 +124,40 @@ impl Default for Registry {
         );
         crds.has_status = true;
         crds.categories = vec!["api-extensions".into()];
+        let mut deployments =
+            ResourceType::builtin("apps", "deployments", "deployment", "Deployment", true, &["deploy"]);
+        deployments.has_status = true;
         let builtins = [
             namespaces,
             ResourceType::builtin("", "secrets", "secret", "Secret", true, &[]),
             ResourceType::builtin("", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
             ResourceType::builtin("", "events", "event", "Event", true, &["ev"]),
-            ResourceType::builtin(
-                "",
-                "serviceaccounts",
-                "serviceaccount",
-                "ServiceAccount",
-                true,
-                &["sa"],
-            ),
+            ResourceType::builtin("", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
             ResourceType::builtin("events.k8s.io", "events", "event", "Event", true, &["ev"]),
             ResourceType::builtin("coordination.k8s.io", "leases", "lease", "Lease", true, &[]),
+            // Served so the install manifests in deploy/ can be applied (stored as is: no controllers run them).
+            deployments,
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "clusterrole",
+                "ClusterRole",
+                false,
+                &[],
+            ),
+            ResourceType::builtin(
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                "clusterrolebinding",
+                "ClusterRoleBinding",
+                false,
+                &[],
+            ),
+            ResourceType::builtin("rbac.authorization.k8s.io", "roles", "role", "Role", true, &[]),
+            ResourceType::builtin("rbac.authorization.k8s.io", "rolebindings", "rolebinding", "RoleBinding", true, &[]),
             crds,
         ];
-        let types = builtins
-            .into_iter()
-            .map(|t| (t.key(), Arc::new(t)))
-            .collect();
+        let types = builtins.into_iter().map(|t| (t.key(), Arc::new(t))).collect();
         Self { types }
     }
 }
@@ -167,14 +165,8 @@ impl Default for Registry {
 impl Registry {
     /// Looks up a type served at `group/version` with this plural.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        let key = ResKey {
-            group: group.to_string(),
-            plural: plural.to_string(),
-        };
-        self.types
-            .get(&key)
-            .filter(|t| t.versions.iter().any(|v| v == version))
-            .cloned()
+        let key = ResKey { group: group.to_string(), plural: plural.to_string() };
+        self.types.get(&key).filter(|t| t.versions.iter().any(|v| v == version)).cloned()
     }
 
     /// Looks up a type by storage key.
@@ -203,9 +195,7 @@ impl Registry {
 
     /// Whether the group/version is served at all.
     pub fn serves(&self, group: &str, version: &str) -> bool {
-        self.types
-            .values()
-            .any(|t| t.group == group && t.versions.iter().any(|v| v == version))
+        self.types.values().any(|t| t.group == group && t.versions.iter().any(|v| v == version))
     }
 
     /// Registers (or replaces) the type a CRD defines.
@@ -219,10 +209,7 @@ impl Registry {
     pub fn unregister_crd(&mut self, crd: &Value) -> Option<ResKey> {
         let group = crd.pointer("/spec/group")?.as_str()?;
         let plural = crd.pointer("/spec/names/plural")?.as_str()?;
-        let key = ResKey {
-            group: group.into(),
-            plural: plural.into(),
-        };
+        let key = ResKey { group: group.into(), plural: plural.into() };
         self.types.get(&key).filter(|t| t.custom)?;
         self.types.remove(&key);
         Some(key)
@@ -236,12 +223,7 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 fn strings_at(v: &Value, pointer: &str) -> Vec<String> {
     v.pointer(pointer)
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
         .unwrap_or_default()
 }
 
@@ -254,33 +236,19 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
     let scope = str_at(crd, "/spec/scope");
     let mut causes = Vec::new();
     if group.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.group",
-            "Required value",
-        ));
+        causes.push(Cause::new("FieldValueRequired", "spec.group", "Required value"));
     }
     if plural.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.names.plural",
-            "Required value",
-        ));
+        causes.push(Cause::new("FieldValueRequired", "spec.names.plural", "Required value"));
     }
     if kind.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.names.kind",
-            "Required value",
-        ));
+        causes.push(Cause::new("FieldValueRequired", "spec.names.kind", "Required value"));
     }
     if scope != "Namespaced" && scope != "Cluster" {
         causes.push(Cause::new(
             "FieldValueNotSupported",
             "spec.scope",
-            format!(
-                "Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
-            ),
+            format!("Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""),
         ));
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
@@ -291,10 +259,7 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         ));
     }
     let empty = Vec::new();
-    let versions = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).unwrap_or(&empty);
     if versions.is_empty() {
         causes.push(Cause::new(
             "FieldValueRequired",
@@ -309,11 +274,7 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
     for (i, v) in versions.iter().enumerate() {
         let vname = str_at(v, "/name").to_string();
         if vname.is_empty() {
-            causes.push(Cause::new(
-                "FieldValueRequired",
-                format!("spec.versions[{i}].name"),
-                "Required value",
-            ));
+            causes.push(Cause::new("FieldValueRequired", format!("spec.versions[{i}].name"), "Required value"));
             continue;
         }
         if v.get("storage").and_then(Value::as_bool) == Some(true) {
@@ -327,20 +288,18 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         }
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let validator = match &schema {
-            Some(s) => Some(Arc::new(super::validation::compile_structural(s).map_err(
-                |msg| {
-                    ApiError::invalid(
-                        "CustomResourceDefinition",
-                        "apiextensions.k8s.io",
-                        name,
-                        vec![Cause::new(
-                            "FieldValueInvalid",
-                            format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                            format!("Invalid value: \"object\": {msg}"),
-                        )],
-                    )
-                },
-            )?)),
+            Some(s) => Some(Arc::new(super::validation::compile_structural(s).map_err(|msg| {
+                ApiError::invalid(
+                    "CustomResourceDefinition",
+                    "apiextensions.k8s.io",
+                    name,
+                    vec![Cause::new(
+                        "FieldValueInvalid",
+                        format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                        format!("Invalid value: \"object\": {msg}"),
+                    )],
+                )
+            })?)),
             None => None,
         };
         let columns = v
@@ -359,14 +318,7 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
                     .collect()
             })
             .unwrap_or_default();
-        version_info.insert(
-            vname,
-            VersionInfo {
-                schema: schema.map(Arc::new),
-                validator,
-                columns,
-            },
-        );
+        version_info.insert(vname, VersionInfo { schema: schema.map(Arc::new), validator, columns });
     }
     if !versions.is_empty() && storage_count != 1 {
         causes.push(Cause::new(
@@ -376,12 +328,7 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         ));
     }
     if !causes.is_empty() {
-        return Err(ApiError::invalid(
-            "CustomResourceDefinition",
-            "apiextensions.k8s.io",
-            name,
-            causes,
-        ));
+        return Err(ApiError::invalid("CustomResourceDefinition", "apiextensions.k8s.io", name, causes));
     }
     let singular = match str_at(crd, "/spec/names/singular") {
         "" => kind.to_lowercase(),
@@ -404,10 +351,7 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
 
 /// The status a freshly accepted CRD reports (Established, NamesAccepted).
 pub fn crd_status(crd: &Value, now: &str) -> Value {
-    let names = crd
-        .pointer("/spec/names")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
+    let names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
     let stored: Vec<Value> = crd
         .pointer("/spec/versions")
         .and_then(Value::as_array)

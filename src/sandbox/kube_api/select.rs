@@ -36,11 +36,7 @@ fn split_top_level(s: &str) -> Vec<String> {
         cur.push(c);
     }
     parts.push(cur);
-    parts
-        .into_iter()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
+    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
 }
 
 fn set_values(s: &str) -> ApiResult<Vec<String>> {
@@ -48,16 +44,8 @@ fn set_values(s: &str) -> ApiResult<Vec<String>> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| {
-            ApiError::bad_request(format!(
-                "unable to parse requirement: found '{s}', expected: '('"
-            ))
-        })?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+        .ok_or_else(|| ApiError::bad_request(format!("unable to parse requirement: found '{s}', expected: '('")))?;
+    Ok(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
 }
 
 impl LabelSelector {
@@ -77,15 +65,10 @@ impl LabelSelector {
                 Req::NotIn(k.trim().into(), set_values(v)?)
             } else if let Some((k, v)) = part.split_once(" in ") {
                 Req::In(k.trim().into(), set_values(v)?)
-            } else if part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
+            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
                 Req::Exists(part)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "unable to parse requirement: {part}"
-                )));
+                return Err(ApiError::bad_request(format!("unable to parse requirement: {part}")));
             };
             reqs.push(req);
         }
@@ -123,9 +106,7 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!(
-                    "invalid selector: '{part}'; can't understand '{part}'"
-                )));
+                return Err(ApiError::bad_request(format!("invalid selector: '{part}'; can't understand '{part}'")));
             };
             reqs.push((field.trim().to_string(), eq, value.trim().to_string()));
         }
@@ -147,20 +128,13 @@ impl FieldSelector {
 
     /// The value required for `metadata.name`, if the selector pins it.
     pub fn pinned_name(&self) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(f, eq, _)| f == "metadata.name" && *eq)
-            .map(|(_, _, v)| v.as_str())
+        self.0.iter().find(|(f, eq, _)| f == "metadata.name" && *eq).map(|(_, _, v)| v.as_str())
     }
 }
 
 /// Evaluates the JSONPath subset printer columns use: `.a.b`, `.a[0]`, `.a[*].b`, `.a[?(@.k=="v")].b`.
 pub fn json_path(obj: &Value, path: &str) -> Vec<Value> {
-    let path = path
-        .trim()
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .trim_start_matches('$');
+    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
     let mut current = vec![obj.clone()];
     let mut rest = path;
     while !rest.is_empty() {
@@ -289,10 +263,7 @@ fn builtin_columns(rt: &ResourceType) -> Vec<PrinterColumn> {
     };
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Namespace") => vec![col("Status", "string", ".status.phase")],
-        ("", "Secret") => vec![
-            col("Type", "string", ".type"),
-            col("Data", "integer", "#data"),
-        ],
+        ("", "Secret") => vec![col("Type", "string", ".type"), col("Data", "integer", "#data")],
         ("", "ConfigMap") => vec![col("Data", "integer", "#data")],
         ("coordination.k8s.io", "Lease") => vec![col("Holder", "string", ".spec.holderIdentity")],
         _ => Vec::new(),
@@ -310,11 +281,7 @@ pub fn columns(rt: &ResourceType, version: &str) -> Vec<PrinterColumn> {
         json_path: ".metadata.name".into(),
     };
     let mut cols = vec![name];
-    let custom = rt
-        .version_info
-        .get(version)
-        .map(|v| v.columns.clone())
-        .unwrap_or_default();
+    let custom = rt.version_info.get(version).map(|v| v.columns.clone()).unwrap_or_default();
     if rt.custom && !custom.is_empty() {
         cols.extend(custom);
     } else {
@@ -335,17 +302,9 @@ pub fn columns(rt: &ResourceType, version: &str) -> Vec<PrinterColumn> {
 fn cell(col: &PrinterColumn, obj: &Value) -> Value {
     if let Some(field) = col.json_path.strip_prefix('#') {
         // Count of map entries (Secret/ConfigMap DATA column).
-        let n = obj
-            .get(field)
-            .and_then(Value::as_object)
-            .map_or(0, |m| m.len());
-        let bin = if field == "data" {
-            obj.get("binaryData")
-                .and_then(Value::as_object)
-                .map_or(0, |m| m.len())
-        } else {
-            0
-        };
+        let n = obj.get(field).and_then(Value::as_object).map_or(0, |m| m.len());
+        let bin =
+            if field == "data" { obj.get("binaryData").and_then(Value::as_object).map_or(0, |m| m.len()) } else { 0 };
         return json!(n + bin);
     }
     let values = json_path(obj, &col.json_path);
@@ -353,29 +312,14 @@ fn cell(col: &PrinterColumn, obj: &Value) -> Value {
         return Value::Null;
     };
     match col.type_.as_str() {
-        "date" => first
-            .as_str()
-            .map(|s| json!(human_age(s)))
-            .unwrap_or(Value::Null),
+        "date" => first.as_str().map(|s| json!(human_age(s))).unwrap_or(Value::Null),
         "integer" | "number" | "boolean" => first.clone(),
-        _ => json!(
-            values
-                .iter()
-                .map(scalar_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ),
+        _ => json!(values.iter().map(scalar_string).collect::<Vec<_>>().join(",")),
     }
 }
 
 /// Renders objects as a `meta.k8s.io/v1` `Table`.
-pub fn table(
-    rt: &ResourceType,
-    version: &str,
-    objects: &[Value],
-    list_meta: Value,
-    include_object: &str,
-) -> Value {
+pub fn table(rt: &ResourceType, version: &str, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
     let cols = columns(rt, version);
     let defs: Vec<Value> = cols
         .iter()
@@ -435,14 +379,8 @@ mod tests {
     fn json_path_filters_conditions() {
         let obj = json!({"status": {"conditions": [
             {"type": "Ready", "status": "True"}, {"type": "Synced", "status": "False"}]}});
-        assert_eq!(
-            json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
-            vec![json!("True")]
-        );
-        assert_eq!(
-            json_path(&obj, ".status.conditions[1].type"),
-            vec![json!("Synced")]
-        );
+        assert_eq!(json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), vec![json!("True")]);
+        assert_eq!(json_path(&obj, ".status.conditions[1].type"), vec![json!("Synced")]);
         assert!(json_path(&obj, ".spec.missing").is_empty());
     }
 }

@@ -67,36 +67,22 @@ impl KubeApiServer {
     }
 
     /// Serves an existing store (e.g. pre-populated).
-    pub async fn start_with_store(
-        opts: ServerOptions,
-        store: Arc<Store>,
-    ) -> std::io::Result<RunningServer> {
+    pub async fn start_with_store(opts: ServerOptions, store: Arc<Store>) -> std::io::Result<RunningServer> {
         let listener = tokio::net::TcpListener::bind(opts.addr).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let shared = Arc::new(Shared {
-            store: store.clone(),
-            opts,
-            addr,
-            shutdown: shutdown.clone(),
-        });
+        let shared = Arc::new(Shared { store: store.clone(), opts, addr, shutdown: shutdown.clone() });
         let app = axum::Router::new().fallback(handle).with_state(shared);
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
+            let served =
+                axum::serve(listener, app).with_graceful_shutdown(async move { token.cancelled().await }).await;
             if let Err(e) = served {
                 tracing::warn!(error = %e, "kube API emulator stopped with an error");
             }
         });
         tracing::info!(%addr, "kube API emulator listening");
-        Ok(RunningServer {
-            addr,
-            store,
-            shutdown,
-            task: Some(task),
-        })
+        Ok(RunningServer { addr, store, shutdown, task: Some(task) })
     }
 }
 
@@ -129,10 +115,8 @@ impl RunningServer {
     pub fn client(&self) -> Result<kube::Client, kube::Error> {
         // kube builds a rustls config even for plain http; both ring and aws-lc are linked, so pick one.
         crate::tls_provider::install();
-        let uri: http::Uri = self
-            .url()
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| kube::Error::Service(Box::new(e)))?;
+        let uri: http::Uri =
+            self.url().parse().map_err(|e: http::uri::InvalidUri| kube::Error::Service(Box::new(e)))?;
         kube::Client::try_from(kube::Config::new(uri))
     }
 
@@ -182,12 +166,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
-    let mut resp = (
-        code,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response();
+    let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
@@ -204,13 +183,7 @@ fn ok(body: &Value) -> ApiResult<Response> {
 type Query = HashMap<String, String>;
 
 fn parse_query(uri: &http::Uri) -> Query {
-    uri.query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .into_owned()
-                .collect()
-        })
-        .unwrap_or_default()
+    uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
 fn flag(q: &Query, key: &str) -> bool {
@@ -228,11 +201,7 @@ async fn route(
     let segs: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
+        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let q = parse_query(uri);
@@ -252,9 +221,7 @@ async fn route(
             ok(&api_group(group, versions))
         }
         ["api", "v1"] => ok(&resource_list(&registry, "", "v1")),
-        ["apis", group, version] if registry.serves(group, version) => {
-            ok(&resource_list(&registry, group, version))
-        }
+        ["apis", group, version] if registry.serves(group, version) => ok(&resource_list(&registry, group, version)),
         ["openapi", "v3"] => ok(&openapi::index(&registry)),
         ["openapi", "v3", rest @ ..] => {
             let (group, version) = match rest {
@@ -267,14 +234,9 @@ async fn route(
             }
             ok(&openapi::group_version_doc(&registry, group, version))
         }
-        ["api", "v1", rest @ ..] => {
-            resource(shared, method, headers, &q, body, "", "v1", rest, path).await
-        }
+        ["api", "v1", rest @ ..] => resource(shared, method, headers, &q, body, "", "v1", rest, path).await,
         ["apis", group, version, rest @ ..] => {
-            resource(
-                shared, method, headers, &q, body, group, version, rest, path,
-            )
-            .await
+            resource(shared, method, headers, &q, body, group, version, rest, path).await
         }
         _ => Err(ApiError::no_route(path)),
     }
@@ -296,10 +258,8 @@ fn version_info() -> Value {
 }
 
 fn api_group(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({
         "kind": "APIGroup",
         "apiVersion": "v1",
@@ -327,10 +287,7 @@ fn group_list(registry: &Registry) -> Value {
 
 fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
     let mut resources = Vec::new();
-    for t in registry
-        .all()
-        .filter(|t| t.group == group && t.versions.iter().any(|v| v == version))
-    {
+    for t in registry.all().filter(|t| t.group == group && t.versions.iter().any(|v| v == version)) {
         let mut main = json!({
             "name": t.plural,
             "singularName": t.singular,
@@ -345,8 +302,7 @@ fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             main["categories"] = json!(t.categories);
         }
         if t.custom {
-            main["storageVersionHash"] =
-                json!(openapi::short_hash(&format!("{}/{}", t.group, t.plural)));
+            main["storageVersionHash"] = json!(openapi::short_hash(&format!("{}/{}", t.group, t.plural)));
         }
         resources.push(main);
         if t.has_status {
@@ -359,11 +315,7 @@ fn resource_list(registry: &Registry, group: &str, version: &str) -> Value {
             }));
         }
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources})
 }
 
@@ -389,10 +341,7 @@ fn list_query(q: &Query) -> ApiResult<ListQuery> {
         labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
         fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?,
         limit: match q.get("limit") {
-            Some(l) => Some(
-                l.parse()
-                    .map_err(|_| ApiError::bad_request(format!("invalid limit \"{l}\"")))?,
-            ),
+            Some(l) => Some(l.parse().map_err(|_| ApiError::bad_request(format!("invalid limit \"{l}\"")))?),
             None => None,
         },
         continue_token: q.get("continue").filter(|c| !c.is_empty()).cloned(),
@@ -407,26 +356,15 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.split(',').next().unwrap_or("").contains("as=Table"))
 }
 
-fn decode_body(
-    headers: &HeaderMap,
-    body: &[u8],
-    rt: &ResourceType,
-    version: &str,
-) -> ApiResult<Value> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
+fn decode_body(headers: &HeaderMap, body: &[u8], rt: &ResourceType, version: &str) -> ApiResult<Value> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     let parsed: Result<Value, String> = if ct.contains("yaml") {
         serde_yaml::from_slice(body).map_err(|e| e.to_string())
     } else {
         serde_json::from_slice(body).map_err(|e| e.to_string())
     };
     parsed.map_err(|e| {
-        ApiError::bad_request(format!(
-            "{} in version \"{version}\" cannot be handled as a {}: {e}",
-            rt.kind, rt.kind
-        ))
+        ApiError::bad_request(format!("{} in version \"{version}\" cannot be handled as a {}: {e}", rt.kind, rt.kind))
     })
 }
 
@@ -444,15 +382,8 @@ async fn resource(
 ) -> ApiResult<Response> {
     // namespaces/{ns}/{plural}[/{name}[/{sub}]] unless it is the namespace object itself (namespaces/{name}[/status]).
     let (namespace, plural, name, sub) = match rest {
-        ["namespaces", ns, plural, tail @ ..]
-            if !(group.is_empty() && matches!(*plural, "status" | "finalize")) =>
-        {
-            (
-                Some(ns.to_string()),
-                *plural,
-                tail.first().copied(),
-                tail.get(1).copied(),
-            )
+        ["namespaces", ns, plural, tail @ ..] if !(group.is_empty() && matches!(*plural, "status" | "finalize")) => {
+            (Some(ns.to_string()), *plural, tail.first().copied(), tail.get(1).copied())
         }
         [plural, tail @ ..] => (None, *plural, tail.first().copied(), tail.get(1).copied()),
         [] => return Err(ApiError::no_route(path)),
@@ -460,11 +391,7 @@ async fn resource(
     if rest.len() > 5 {
         return Err(ApiError::no_route(path));
     }
-    let rt = shared
-        .store
-        .registry()
-        .find(group, version, plural)
-        .ok_or_else(|| ApiError::no_route(path))?;
+    let rt = shared.store.registry().find(group, version, plural).ok_or_else(|| ApiError::no_route(path))?;
     let sub = sub.map(|s| if s == "finalize" { "status" } else { s });
     if sub.is_some_and(|s| s != "status" || !rt.has_status) {
         return Err(ApiError::no_route(path));
@@ -478,26 +405,13 @@ async fn resource(
         subresource: sub.map(String::from),
     };
     let table = wants_table(headers);
-    let include = q
-        .get("includeObject")
-        .map(String::as_str)
-        .unwrap_or("Metadata")
-        .to_string();
+    let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
     match (method.clone(), name) {
         (Method::GET, Some(_)) => {
             let obj = shared.store.get(&t)?;
             if table {
-                let rv = obj
-                    .pointer("/metadata/resourceVersion")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                return ok(&select::table(
-                    &rt,
-                    version,
-                    &[obj],
-                    json!({"resourceVersion": rv}),
-                    &include,
-                ));
+                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
+                return ok(&select::table(&rt, version, &[obj], json!({"resourceVersion": rv}), &include));
             }
             ok(&obj)
         }
@@ -525,11 +439,7 @@ async fn resource(
             let opts = write_options(q, headers)?;
             let obj = decode_body(headers, &body, &rt, version)?;
             let out = shared.store.create(&t, obj, &opts)?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &out.object,
-                &out.warnings,
-            ))
+            Ok(json_response(StatusCode::CREATED, &out.object, &out.warnings))
         }
         (Method::PUT, Some(_)) => {
             let opts = write_options(q, headers)?;
@@ -539,39 +449,26 @@ async fn resource(
         }
         (Method::PATCH, Some(_)) => {
             let opts = write_options(q, headers)?;
-            let ct = headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let out = shared.store.patch(&t, ct, &body, &opts)?;
-            let code = if out.created {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
+            let code = if out.created { StatusCode::CREATED } else { StatusCode::OK };
             Ok(json_response(code, &out.object, &out.warnings))
         }
         (Method::DELETE, Some(_)) => {
             let opts: Value = if body.is_empty() {
                 json!({})
             } else {
-                serde_json::from_slice(&body).map_err(|e| {
-                    ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}"))
-                })?
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
             };
             let dry_run = q.get("dryRun").is_some_and(|d| d == "All")
-                || opts
-                    .get("dryRun")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| a.iter().any(|d| d == "All"));
+                || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All"));
             let obj = shared.store.delete(&t, &opts, dry_run)?;
             ok(&obj)
         }
         (Method::DELETE, None) => {
             let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
-            let items = shared
-                .store
-                .delete_collection(&t, &list_query(q)?, dry_run)?;
+            let items = shared.store.delete_collection(&t, &list_query(q)?, dry_run)?;
             ok(&json!({
                 "kind": format!("{}List", rt.kind),
                 "apiVersion": rt.api_version(version),
@@ -596,13 +493,8 @@ struct WatchCtx {
 
 impl WatchCtx {
     fn matches(&self, obj: &Value) -> bool {
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        self.namespace.as_ref().is_none_or(|want| want == ns)
-            && self.labels.matches(obj)
-            && self.fields.matches(obj)
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+        self.namespace.as_ref().is_none_or(|want| want == ns) && self.labels.matches(obj) && self.fields.matches(obj)
     }
 
     /// Maps a stored event to what this watcher sees, honouring selector transitions.
@@ -624,10 +516,7 @@ impl WatchCtx {
 
     fn encode(&self, type_: &str, obj: &Value) -> Bytes {
         let object = if self.table {
-            let rv = obj
-                .pointer("/metadata/resourceVersion")
-                .cloned()
-                .unwrap_or(Value::Null);
+            let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
             select::table(
                 &self.rt,
                 &self.version,
@@ -655,20 +544,10 @@ impl WatchCtx {
     }
 }
 
-fn watch(
-    shared: &Shared,
-    t: &Target,
-    q: &Query,
-    table: bool,
-    include: String,
-) -> ApiResult<Response> {
+fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, include: String) -> ApiResult<Response> {
     let lq = list_query(q)?;
     let send_initial = flag(q, "sendInitialEvents");
-    let start = shared.store.watch(
-        t,
-        q.get("resourceVersion").map(String::as_str),
-        send_initial,
-    )?;
+    let start = shared.store.watch(t, q.get("resourceVersion").map(String::as_str), send_initial)?;
     let ctx = WatchCtx {
         rt: start.rt.clone(),
         version: t.version.clone(),
@@ -687,18 +566,9 @@ fn watch(
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
     let cancel = shared.shutdown.clone();
     let interval = shared.opts.bookmark_interval;
-    tokio::spawn(run_watch(
-        start,
-        ctx,
-        send_initial,
-        timeout,
-        interval,
-        cancel,
-        tx,
-    ));
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx))
-    });
+    tokio::spawn(run_watch(start, ctx, send_initial, timeout, interval, cancel, tx));
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx)) });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
@@ -716,12 +586,7 @@ async fn run_watch(
     cancel: CancellationToken,
     tx: mpsc::Sender<Bytes>,
 ) {
-    let WatchStart {
-        initial,
-        mut rx,
-        resource_version,
-        ..
-    } = start;
+    let WatchStart { initial, mut rx, resource_version, .. } = start;
     for (type_, obj, old) in initial {
         if let Some(seen) = ctx.view(type_, &obj, old.as_deref())
             && tx.send(ctx.encode(seen.as_str(), &obj)).await.is_err()

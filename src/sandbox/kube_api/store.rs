@@ -160,25 +160,18 @@ pub struct Store {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State")
-            .field("rv", &self.rv)
-            .finish_non_exhaustive()
+        f.debug_struct("State").field("rv", &self.rv).finish_non_exhaustive()
     }
 }
 
 /// Current time as RFC 3339 with second precision, as the API server writes timestamps.
 pub fn now() -> String {
     let ts = jiff::Timestamp::now();
-    jiff::Timestamp::from_second(ts.as_second())
-        .unwrap_or(ts)
-        .to_string()
+    jiff::Timestamp::from_second(ts.as_second()).unwrap_or(ts).to_string()
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_str)
-        .unwrap_or("")
+    obj.get("metadata").and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
 }
 
 fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
@@ -204,12 +197,7 @@ fn unreachable_meta() -> &'static mut Map<String, Value> {
 fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
         .unwrap_or_default()
 }
 
@@ -218,9 +206,7 @@ fn is_dns_subdomain(name: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -278,15 +264,8 @@ impl Store {
             events,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            let t = Target {
-                version: "v1".into(),
-                plural: "namespaces".into(),
-                ..Target::default()
-            };
-            let opts = WriteOptions {
-                field_manager: "kube-apiserver".into(),
-                ..WriteOptions::default()
-            };
+            let t = Target { version: "v1".into(), plural: "namespaces".into(), ..Target::default() };
+            let opts = WriteOptions { field_manager: "kube-apiserver".into(), ..WriteOptions::default() };
             // Creating the bootstrap namespaces in an empty store cannot conflict.
             let _ = store.create(&t, json!({"metadata": {"name": ns}}), &opts);
         }
@@ -355,17 +334,11 @@ impl Store {
             remaining = Some(matching.len() - limit);
             matching.truncate(limit);
             if let Some(last) = matching.last() {
-                continue_token = Some(encode_continue(
-                    meta_str(last, "namespace"),
-                    meta_str(last, "name"),
-                ));
+                continue_token = Some(encode_continue(meta_str(last, "namespace"), meta_str(last, "name")));
             }
         }
         Ok(ListPage {
-            items: matching
-                .into_iter()
-                .map(|o| present(o, &rt, &t.version))
-                .collect(),
+            items: matching.into_iter().map(|o| present(o, &rt, &t.version)).collect(),
             resource_version: st.rv,
             continue_token,
             remaining,
@@ -377,20 +350,9 @@ impl Store {
         let mut st = self.lock();
         let rt = st.resolve(t)?;
         let mut warnings = Vec::new();
-        let object = st.create_inner(
-            &rt,
-            t,
-            body,
-            opts,
-            Managed::Update(&opts.field_manager),
-            &mut warnings,
-            &self.events,
-        )?;
-        Ok(Outcome {
-            object: present(&object, &rt, &t.version),
-            warnings,
-            created: true,
-        })
+        let object =
+            st.create_inner(&rt, t, body, opts, Managed::Update(&opts.field_manager), &mut warnings, &self.events)?;
+        Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: true })
     }
 
     /// Replaces an object or its status (PUT).
@@ -398,9 +360,7 @@ impl Store {
         let mut st = self.lock();
         let rt = st.resolve(t)?;
         let (ns, name) = st.object_key(&rt, t)?;
-        let old = st
-            .lookup(&rt, &ns, &name)
-            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
+        let old = st.lookup(&rt, &ns, &name).ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
         let mut warnings = Vec::new();
         let object = st.update_inner(
             &rt,
@@ -413,21 +373,11 @@ impl Store {
             &mut warnings,
             &self.events,
         )?;
-        Ok(Outcome {
-            object: present(&object, &rt, &t.version),
-            warnings,
-            created: false,
-        })
+        Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: false })
     }
 
     /// Patches an object or its status (PATCH) with the given content type.
-    pub fn patch(
-        &self,
-        t: &Target,
-        content_type: &str,
-        body: &[u8],
-        opts: &WriteOptions,
-    ) -> ApiResult<Outcome> {
+    pub fn patch(&self, t: &Target, content_type: &str, body: &[u8], opts: &WriteOptions) -> ApiResult<Outcome> {
         let mut st = self.lock();
         let rt = st.resolve(t)?;
         let (ns, name) = st.object_key(&rt, t)?;
@@ -436,9 +386,7 @@ impl Store {
         let scope = if t.subresource.as_deref() == Some("status") {
             Scope::Status
         } else {
-            Scope::Main {
-                status_is_subresource: rt.has_status,
-            }
+            Scope::Main { status_is_subresource: rt.has_status }
         };
         let media = content_type.split(';').next().unwrap_or("").trim();
         if media == "application/apply-patch+yaml" || media == "application/apply-patch+json" {
@@ -454,8 +402,8 @@ impl Store {
                     )],
                 ));
             }
-            let mut applied: Value = serde_yaml::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            let mut applied: Value =
+                serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
             if !applied.is_object() {
                 return Err(ApiError::bad_request("apply patch must be an object"));
             }
@@ -472,12 +420,7 @@ impl Store {
             }
             let api_version = rt.api_version(&t.version);
             let now = now();
-            let w = Writer {
-                manager: &opts.field_manager,
-                api_version: &api_version,
-                now: &now,
-                scope,
-            };
+            let w = Writer { manager: &opts.field_manager, api_version: &api_version, now: &now, scope };
             let base = old.as_ref().map(|o| present(o, &rt, &t.version));
             let merged = patch::server_side_apply(base.as_ref(), &applied, &w, opts.force)
                 .map_err(|c| patch::apply_conflict_error(&rt.plural, &rt.group, &name, &c))?;
@@ -500,36 +443,19 @@ impl Store {
                     if t.subresource.is_some() {
                         return Err(ApiError::not_found(&rt.plural, &rt.group, &name));
                     }
-                    (
-                        st.create_inner(
-                            &rt,
-                            t,
-                            merged,
-                            opts,
-                            Managed::Precomputed,
-                            &mut warnings,
-                            &self.events,
-                        )?,
-                        true,
-                    )
+                    (st.create_inner(&rt, t, merged, opts, Managed::Precomputed, &mut warnings, &self.events)?, true)
                 }
             };
-            return Ok(Outcome {
-                object: present(&object, &rt, &t.version),
-                warnings,
-                created,
-            });
+            return Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created });
         }
         let old = old.ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
-        let patch_doc: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let patch_doc: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
         let mut doc = present(&old, &rt, &t.version);
         match media {
             "application/merge-patch+json" => patch::merge_patch(&mut doc, &patch_doc),
             "application/json-patch+json" => patch::json_patch(&mut doc, &patch_doc)?,
-            "application/strategic-merge-patch+json" if !rt.custom => {
-                patch::strategic_merge(&mut doc, &patch_doc)
-            }
+            "application/strategic-merge-patch+json" if !rt.custom => patch::strategic_merge(&mut doc, &patch_doc),
             other => {
                 return Err(ApiError::unsupported_media_type(
                     other,
@@ -548,11 +474,7 @@ impl Store {
             &mut warnings,
             &self.events,
         )?;
-        Ok(Outcome {
-            object: present(&object, &rt, &t.version),
-            warnings,
-            created: false,
-        })
+        Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: false })
     }
 
     /// Deletes an object (DELETE). Objects with finalizers are only marked with a deletionTimestamp.
@@ -560,12 +482,8 @@ impl Store {
         let mut st = self.lock();
         let rt = st.resolve(t)?;
         let (ns, name) = st.object_key(&rt, t)?;
-        let old = st
-            .lookup(&rt, &ns, &name)
-            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
-        if let Some(uid) = delete_options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
+        let old = st.lookup(&rt, &ns, &name).ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
+        if let Some(uid) = delete_options.pointer("/preconditions/uid").and_then(Value::as_str)
             && uid != meta_str(&old, "uid")
         {
             return Err(ApiError::conflict(
@@ -578,9 +496,7 @@ impl Store {
                 ),
             ));
         }
-        if let Some(rv) = delete_options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
+        if let Some(rv) = delete_options.pointer("/preconditions/resourceVersion").and_then(Value::as_str)
             && rv != meta_str(&old, "resourceVersion")
         {
             return Err(ApiError::conflict(
@@ -601,12 +517,7 @@ impl Store {
     }
 
     /// Deletes every matching object of a collection.
-    pub fn delete_collection(
-        &self,
-        t: &Target,
-        q: &ListQuery,
-        dry_run: bool,
-    ) -> ApiResult<Vec<Value>> {
+    pub fn delete_collection(&self, t: &Target, q: &ListQuery, dry_run: bool) -> ApiResult<Vec<Value>> {
         let page = self.list(t, q)?;
         if dry_run {
             return Ok(page.items);
@@ -640,9 +551,9 @@ impl Store {
         let rx = self.events.subscribe();
         let requested = match resource_version {
             None | Some("") => None,
-            Some(raw) => Some(raw.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(format!("invalid resource version \"{raw}\""))
-            })?),
+            Some(raw) => Some(
+                raw.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid resource version \"{raw}\"")))?,
+            ),
         };
         let snapshot = |st: &State| -> Vec<(EventType, Arc<Value>, Option<Arc<Value>>)> {
             st.objects
@@ -666,12 +577,7 @@ impl Store {
                 .map(|e| (e.type_, e.object.clone(), e.old.clone()))
                 .collect(),
         };
-        Ok(WatchStart {
-            initial,
-            rx,
-            resource_version: st.rv,
-            rt,
-        })
+        Ok(WatchStart { initial, rx, resource_version: st.rv, rt })
     }
 }
 
@@ -681,9 +587,7 @@ fn encode_continue(ns: &str, name: &str) -> String {
 
 fn decode_continue(token: &str) -> ApiResult<ObjKey> {
     let bad = || ApiError::bad_request("continue key is not valid");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
     let (ns, name): (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
     Ok((ns, name))
 }
@@ -725,10 +629,7 @@ impl State {
     }
 
     fn lookup(&self, rt: &ResourceType, ns: &str, name: &str) -> Option<Arc<Value>> {
-        self.objects
-            .get(&rt.key())
-            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
-            .cloned()
+        self.objects.get(&rt.key()).and_then(|m| m.get(&(ns.to_string(), name.to_string()))).cloned()
     }
 
     fn record(&mut self, events: &broadcast::Sender<Arc<WatchEvent>>, ev: WatchEvent) {
@@ -754,30 +655,11 @@ impl State {
         self.rv += 1;
         let rv = self.rv;
         meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
-        let key = (
-            meta_str(&obj, "namespace").to_string(),
-            meta_str(&obj, "name").to_string(),
-        );
+        let key = (meta_str(&obj, "namespace").to_string(), meta_str(&obj, "name").to_string());
         let obj = Arc::new(obj);
-        self.objects
-            .entry(rt.key())
-            .or_default()
-            .insert(key, obj.clone());
-        let type_ = if old.is_some() {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
-        self.record(
-            events,
-            WatchEvent {
-                rv,
-                key: rt.key(),
-                type_,
-                object: obj.clone(),
-                old,
-            },
-        );
+        self.objects.entry(rt.key()).or_default().insert(key, obj.clone());
+        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.record(events, WatchEvent { rv, key: rt.key(), type_, object: obj.clone(), old });
         obj
     }
 
@@ -789,38 +671,21 @@ impl State {
         name: &str,
         events: &broadcast::Sender<Arc<WatchEvent>>,
     ) -> Option<Value> {
-        let old = self
-            .objects
-            .get_mut(&rt.key())?
-            .remove(&(ns.to_string(), name.to_string()))?;
+        let old = self.objects.get_mut(&rt.key())?.remove(&(ns.to_string(), name.to_string()))?;
         self.rv += 1;
         let rv = self.rv;
         let mut gone = (*old).clone();
         meta_mut(&mut gone).insert("resourceVersion".into(), json!(rv.to_string()));
         self.record(
             events,
-            WatchEvent {
-                rv,
-                key: rt.key(),
-                type_: EventType::Deleted,
-                object: Arc::new(gone.clone()),
-                old: Some(old),
-            },
+            WatchEvent { rv, key: rt.key(), type_: EventType::Deleted, object: Arc::new(gone.clone()), old: Some(old) },
         );
         if rt.group == "apiextensions.k8s.io"
             && rt.plural == "customresourcedefinitions"
             && let Some(key) = self.registry.unregister_crd(&gone)
         {
-            let custom = ResourceType {
-                group: key.group.clone(),
-                plural: key.plural.clone(),
-                ..(*rt).clone()
-            };
-            let keys: Vec<ObjKey> = self
-                .objects
-                .get(&key)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
+            let custom = ResourceType { group: key.group.clone(), plural: key.plural.clone(), ..(*rt).clone() };
+            let keys: Vec<ObjKey> = self.objects.get(&key).map(|m| m.keys().cloned().collect()).unwrap_or_default();
             for (ons, oname) in keys {
                 self.remove(&custom, &ons, &oname, events);
             }
@@ -892,22 +757,12 @@ impl State {
     }
 
     fn delete_namespace_content(&mut self, ns: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
-        let types: Vec<Arc<ResourceType>> = self
-            .registry
-            .all()
-            .filter(|t| t.namespaced)
-            .cloned()
-            .collect();
+        let types: Vec<Arc<ResourceType>> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
         for rt in types {
             let names: Vec<String> = self
                 .objects
                 .get(&rt.key())
-                .map(|m| {
-                    m.keys()
-                        .filter(|(o, _)| o == ns)
-                        .map(|(_, n)| n.clone())
-                        .collect()
-                })
+                .map(|m| m.keys().filter(|(o, _)| o == ns).map(|(_, n)| n.clone()).collect())
                 .unwrap_or_default();
             for name in names {
                 self.delete_inner(&rt, ns, &name, events);
@@ -917,35 +772,24 @@ impl State {
     }
 
     /// Built-in defaulting and validation.
-    fn admit_builtin(
-        &self,
-        rt: &ResourceType,
-        obj: &mut Value,
-        old: Option<&Value>,
-    ) -> ApiResult<()> {
+    fn admit_builtin(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
         let name = meta_str(obj, "name").to_string();
         match (rt.group.as_str(), rt.kind.as_str()) {
             ("", "Secret") => {
                 let string_data = obj.as_object_mut().and_then(|m| m.remove("stringData"));
                 if let Some(Value::Object(sd)) = string_data {
-                    let data = obj
-                        .as_object_mut()
-                        .map(|m| m.entry("data").or_insert_with(|| json!({})));
+                    let data = obj.as_object_mut().map(|m| m.entry("data").or_insert_with(|| json!({})));
                     if let Some(Value::Object(data)) = data {
                         for (k, v) in sd {
                             let raw = v.as_str().unwrap_or_default();
-                            data.insert(
-                                k,
-                                json!(base64::engine::general_purpose::STANDARD.encode(raw)),
-                            );
+                            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
                         }
                     }
                 }
                 if let Some(data) = obj.get("data").and_then(Value::as_object) {
                     for (k, v) in data {
-                        let ok = v.as_str().is_some_and(|s| {
-                            base64::engine::general_purpose::STANDARD.decode(s).is_ok()
-                        });
+                        let ok =
+                            v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
                         if !ok {
                             // Never echo the value: it is secret material.
                             return Err(ApiError::bad_request(format!(
@@ -1013,17 +857,9 @@ impl State {
         ] {
             meta.remove(f);
         }
-        let mut name = meta
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
+        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
         if name.is_empty() {
-            let prefix = meta
-                .get("generateName")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
+            let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_string();
             if prefix.is_empty() {
                 return Err(ApiError::invalid(
                     &rt.kind,
@@ -1091,13 +927,7 @@ impl State {
         } else {
             let mut unknown = Vec::new();
             validation::prune_builtin(rt, &mut obj, &mut unknown);
-            validation::handle_unknown(
-                &rt.kind,
-                &t.version,
-                unknown,
-                opts.field_validation,
-                warnings,
-            )?;
+            validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
             self.admit_builtin(rt, &mut obj, None)?;
             obj
         };
@@ -1120,9 +950,7 @@ impl State {
                 manager,
                 api_version: &api_version,
                 now: &now,
-                scope: Scope::Main {
-                    status_is_subresource: rt.has_status,
-                },
+                scope: Scope::Main { status_is_subresource: rt.has_status },
             };
             patch::track_update(None, &mut obj, &w);
         }
@@ -1253,10 +1081,7 @@ impl State {
         }
         if !meta_str(old, "deletionTimestamp").is_empty() {
             let before = finalizers(old);
-            if let Some(added) = finalizers(&result)
-                .into_iter()
-                .find(|f| !before.contains(f))
-            {
+            if let Some(added) = finalizers(&result).into_iter().find(|f| !before.contains(f)) {
                 return Err(ApiError::invalid(
                     &rt.kind,
                     &rt.group,
@@ -1283,23 +1108,12 @@ impl State {
         } else {
             let mut unknown = Vec::new();
             validation::prune_builtin(rt, &mut result, &mut unknown);
-            validation::handle_unknown(
-                &rt.kind,
-                &t.version,
-                unknown,
-                opts.field_validation,
-                warnings,
-            )?;
+            validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
             self.admit_builtin(rt, &mut result, Some(old))?;
             result
         };
-        if rt.custom
-            && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status)
-        {
-            let g = old
-                .pointer("/metadata/generation")
-                .and_then(Value::as_i64)
-                .unwrap_or(1);
+        if rt.custom && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status) {
+            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
             meta_mut(&mut result).insert("generation".into(), json!(g + 1));
         }
         let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
@@ -1313,13 +1127,7 @@ impl State {
                 manager,
                 api_version: &api_version,
                 now: &now,
-                scope: if is_status {
-                    Scope::Status
-                } else {
-                    Scope::Main {
-                        status_is_subresource: rt.has_status,
-                    }
-                },
+                scope: if is_status { Scope::Status } else { Scope::Main { status_is_subresource: rt.has_status } },
             };
             patch::track_update(Some(&present(old, rt, &t.version)), &mut result, &w);
         }
@@ -1338,9 +1146,7 @@ impl State {
             let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
             if !is_namespace {
                 let stored = self.put(rt, result, Some(old.clone()), events);
-                let gone = self
-                    .remove(rt, &ns, &name, events)
-                    .unwrap_or_else(|| (*stored).clone());
+                let gone = self.remove(rt, &ns, &name, events).unwrap_or_else(|| (*stored).clone());
                 return Ok(gone);
             }
         }
@@ -1349,13 +1155,7 @@ impl State {
     }
 }
 
-fn check_immutable(
-    rt: &ResourceType,
-    name: &str,
-    obj: &Value,
-    old: Option<&Value>,
-    fields: &[&str],
-) -> ApiResult<()> {
+fn check_immutable(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Value>, fields: &[&str]) -> ApiResult<()> {
     let Some(old) = old else {
         return Ok(());
     };
@@ -1372,25 +1172,15 @@ fn check_immutable(
     }
     for f in fields {
         if obj.get(*f) != old.get(*f) {
-            causes.push(Cause::new(
-                "FieldValueForbidden",
-                *f,
-                "Forbidden: field is immutable when `immutable` is set",
-            ));
+            causes.push(Cause::new("FieldValueForbidden", *f, "Forbidden: field is immutable when `immutable` is set"));
         }
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(&rt.kind, &rt.group, name, causes))
-    }
+    if causes.is_empty() { Ok(()) } else { Err(ApiError::invalid(&rt.kind, &rt.group, name, causes)) }
 }
 
 fn random_suffix() -> String {
     use rand::Rng as _;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    (0..5).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }

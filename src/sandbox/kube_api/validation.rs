@@ -56,10 +56,7 @@ const OBJECT_META_FIELDS: &[&str] = &[
 /// `x-kubernetes-int-or-string` becomes integer-or-string.
 pub fn compile_structural(schema: &Value) -> Result<jsonschema::Validator, String> {
     let mut translated = translate(schema);
-    if let Some(props) = translated
-        .get_mut("properties")
-        .and_then(Value::as_object_mut)
-    {
+    if let Some(props) = translated.get_mut("properties").and_then(Value::as_object_mut) {
         props.insert("metadata".into(), json!({"type": "object"}));
     }
     jsonschema::options()
@@ -80,11 +77,7 @@ fn translate(schema: &Value) -> Value {
             "properties" | "patternProperties" => {
                 let props = v
                     .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(pk, pv)| (pk.clone(), translate(pv)))
-                            .collect()
-                    })
+                    .map(|m| m.iter().map(|(pk, pv)| (pk.clone(), translate(pv))).collect())
                     .unwrap_or_default();
                 out.insert(k.clone(), Value::Object(props));
             }
@@ -92,10 +85,7 @@ fn translate(schema: &Value) -> Value {
                 out.insert(k.clone(), translate(v));
             }
             "allOf" | "anyOf" | "oneOf" => {
-                let list = v
-                    .as_array()
-                    .map(|a| a.iter().map(translate).collect())
-                    .unwrap_or_default();
+                let list = v.as_array().map(|a| a.iter().map(translate).collect()).unwrap_or_default();
                 out.insert(k.clone(), Value::Array(list));
             }
             // Kubernetes extensions and annotations are not JSON Schema keywords.
@@ -106,16 +96,9 @@ fn translate(schema: &Value) -> Value {
             }
         }
     }
-    if obj
-        .get("x-kubernetes-int-or-string")
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
+    if obj.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         out.remove("type");
-        out.insert(
-            "anyOf".into(),
-            json!([{"type": "integer"}, {"type": "string"}]),
-        );
+        out.insert("anyOf".into(), json!([{"type": "integer"}, {"type": "string"}]));
     }
     if obj.get("nullable").and_then(Value::as_bool) == Some(true)
         && let Some(t) = out.get("type").and_then(Value::as_str).map(String::from)
@@ -126,21 +109,14 @@ fn translate(schema: &Value) -> Value {
 }
 
 fn preserves_unknown(schema: &Value) -> bool {
-    schema
-        .get("x-kubernetes-preserve-unknown-fields")
-        .and_then(Value::as_bool)
-        == Some(true)
+    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
 }
 
 /// Removes fields the schema does not declare, returning their paths (`spec.foo`).
 pub fn prune(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
-            if schema
-                .get("x-kubernetes-embedded-resource")
-                .and_then(Value::as_bool)
-                == Some(true)
-            {
+            if schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true) {
                 // Embedded resources keep apiVersion/kind/metadata.
             }
             let props = schema.get("properties").and_then(Value::as_object);
@@ -179,21 +155,13 @@ pub fn prune(schema: &Value, value: &mut Value, path: &str, unknown: &mut Vec<St
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
 }
 
 /// Drops unknown `metadata` fields, recording their paths.
 pub fn prune_metadata(obj: &mut Value, unknown: &mut Vec<String>) {
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        let extra: Vec<String> = meta
-            .keys()
-            .filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        let extra: Vec<String> = meta.keys().filter(|k| !OBJECT_META_FIELDS.contains(&k.as_str())).cloned().collect();
         for k in extra {
             meta.remove(&k);
             unknown.push(format!("metadata.{k}"));
@@ -214,11 +182,7 @@ pub fn handle_unknown(
     }
     match mode {
         FieldValidation::Strict => {
-            let list = unknown
-                .iter()
-                .map(|f| format!("unknown field \"{f}\""))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let list = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect::<Vec<_>>().join(", ");
             Err(ApiError::bad_request(format!(
                 "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {list}"
             )))
@@ -237,11 +201,7 @@ fn builtin_fields(kind: &str, group: &str) -> Option<&'static [&'static str]> {
         ("", "Namespace") => &["spec", "status"],
         ("", "Secret") => &["data", "stringData", "type", "immutable"],
         ("", "ConfigMap") => &["data", "binaryData", "immutable"],
-        ("", "ServiceAccount") => &[
-            "secrets",
-            "imagePullSecrets",
-            "automountServiceAccountToken",
-        ],
+        ("", "ServiceAccount") => &["secrets", "imagePullSecrets", "automountServiceAccountToken"],
         ("", "Event") => &[
             "involvedObject",
             "reason",
@@ -289,10 +249,7 @@ pub fn prune_builtin(rt: &ResourceType, obj: &mut Value, unknown: &mut Vec<Strin
     if let Some(map) = obj.as_object_mut() {
         let extra: Vec<String> = map
             .keys()
-            .filter(|k| {
-                !matches!(k.as_str(), "apiVersion" | "kind" | "metadata")
-                    && !fields.contains(&k.as_str())
-            })
+            .filter(|k| !matches!(k.as_str(), "apiVersion" | "kind" | "metadata") && !fields.contains(&k.as_str()))
             .cloned()
             .collect();
         for k in extra {
@@ -374,29 +331,18 @@ pub fn structural_causes(validator: &jsonschema::Validator, obj: &Value) -> Vec<
             K::Enum { options } => {
                 let supported = options
                     .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(Value::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    })
+                    .map(|a| a.iter().map(Value::to_string).collect::<Vec<_>>().join(", "))
                     .unwrap_or_default();
                 Cause::new(
                     "FieldValueNotSupported",
                     path.clone(),
-                    format!(
-                        "Unsupported value: {}: supported values: {supported}",
-                        render_value(inst)
-                    ),
+                    format!("Unsupported value: {}: supported values: {supported}", render_value(inst)),
                 )
             }
             K::Pattern { pattern } => Cause::new(
                 "FieldValueInvalid",
                 path.clone(),
-                format!(
-                    "Invalid value: {}: {path} in body should match '{pattern}'",
-                    render_value(inst)
-                ),
+                format!("Invalid value: {}: {path} in body should match '{pattern}'", render_value(inst)),
             ),
             K::Format { format } => Cause::new(
                 "FieldValueInvalid",
@@ -423,32 +369,20 @@ pub fn structural_causes(validator: &jsonschema::Validator, obj: &Value) -> Vec<
                     render_value(inst)
                 ),
             ),
-            K::MaxLength { limit } => Cause::new(
-                "FieldValueTooLong",
-                path.clone(),
-                format!("Too long: may not be more than {limit} bytes"),
-            ),
+            K::MaxLength { limit } => {
+                Cause::new("FieldValueTooLong", path.clone(), format!("Too long: may not be more than {limit} bytes"))
+            }
             K::MinLength { limit } => Cause::new(
                 "FieldValueInvalid",
                 path.clone(),
-                format!(
-                    "Invalid value: {}: {path} in body should be at least {limit} chars long",
-                    render_value(inst)
-                ),
+                format!("Invalid value: {}: {path} in body should be at least {limit} chars long", render_value(inst)),
             ),
             K::MaxItems { limit } => Cause::new(
                 "FieldValueTooMany",
                 path.clone(),
-                format!(
-                    "Too many: {}: must have at most {limit} items",
-                    inst.as_array().map_or(0, Vec::len)
-                ),
+                format!("Too many: {}: must have at most {limit} items", inst.as_array().map_or(0, Vec::len)),
             ),
-            _ => Cause::new(
-                "FieldValueInvalid",
-                path.clone(),
-                format!("Invalid value: {}: {err}", render_value(inst)),
-            ),
+            _ => Cause::new("FieldValueInvalid", path.clone(), format!("Invalid value: {}: {err}", render_value(inst))),
         };
         causes.push(cause);
     }
@@ -457,11 +391,7 @@ pub fn structural_causes(validator: &jsonschema::Validator, obj: &Value) -> Vec<
 
 /// Extracts the expected type from a jsonschema type error message (`... is not of type "integer"`).
 fn validator_type_hint(message: &str) -> String {
-    message
-        .rsplit("of type ")
-        .next()
-        .map(|s| s.trim_matches('"').replace('"', ""))
-        .unwrap_or_else(|| "unknown".into())
+    message.rsplit("of type ").next().map(|s| s.trim_matches('"').replace('"', "")).unwrap_or_else(|| "unknown".into())
 }
 
 /// Evaluates `x-kubernetes-validations` (including transition rules against `old`) and returns causes.
@@ -474,10 +404,7 @@ pub fn cel_causes(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause
         .map(|e| {
             let at = value_at_path(obj, &e.field_path);
             let shown = at.map(type_name).unwrap_or("object");
-            let reason = e
-                .reason
-                .clone()
-                .unwrap_or_else(|| "FieldValueInvalid".into());
+            let reason = e.reason.clone().unwrap_or_else(|| "FieldValueInvalid".into());
             let message = match reason.as_str() {
                 "FieldValueForbidden" => format!("Forbidden: {}", e.message),
                 "FieldValueRequired" => format!("Required value: {}", e.message),
@@ -537,11 +464,7 @@ pub fn admit_custom(
             if let Value::Object(rest) = rest {
                 *map = rest;
             }
-            for (k, v) in [
-                ("apiVersion", api_version),
-                ("kind", kind),
-                ("metadata", meta),
-            ] {
+            for (k, v) in [("apiVersion", api_version), ("kind", kind), ("metadata", meta)] {
                 if let Some(v) = v {
                     map.insert(k.into(), v);
                 }
@@ -549,16 +472,8 @@ pub fn admit_custom(
         }
         handle_unknown(&rt.kind, version, unknown, mode, warnings)?;
         obj = kube_cel::apply_defaults(schema, &obj);
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let mut causes = info
-            .validator
-            .as_ref()
-            .map(|v| structural_causes(v, &obj))
-            .unwrap_or_default();
+        let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+        let mut causes = info.validator.as_ref().map(|v| structural_causes(v, &obj)).unwrap_or_default();
         if causes.is_empty() {
             causes = cel_causes(schema, &obj, old);
         }
@@ -598,8 +513,7 @@ mod tests {
 
     #[test]
     fn prune_reports_unknown_paths_but_keeps_preserved_subtrees() {
-        let mut v =
-            json!({"spec": {"location": "x", "bogus": 1, "free": {"any": 1}}, "extra": true});
+        let mut v = json!({"spec": {"location": "x", "bogus": 1, "free": {"any": 1}}, "extra": true});
         let mut unknown = Vec::new();
         prune(&schema(), &mut v, "", &mut unknown);
         unknown.sort();
@@ -614,32 +528,13 @@ mod tests {
         let causes = structural_causes(&validator, &obj);
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         assert!(fields.contains(&"spec.location"), "{causes:?}");
-        let enum_cause = causes
-            .iter()
-            .find(|c| c.field == "spec.sku")
-            .unwrap_or_else(|| panic!("{causes:?}"));
-        assert_eq!(
-            enum_cause.message,
-            "Unsupported value: \"Gold\": supported values: \"Basic\", \"Premium\""
-        );
-        let pat = causes
-            .iter()
-            .find(|c| c.field == "spec.name")
-            .unwrap_or_else(|| panic!("{causes:?}"));
-        assert_eq!(
-            pat.message,
-            "Invalid value: \"ABC\": spec.name in body should match '^[a-z]+$'"
-        );
-        let ty = causes
-            .iter()
-            .find(|c| c.field == "spec.replicas")
-            .unwrap_or_else(|| panic!("{causes:?}"));
+        let enum_cause = causes.iter().find(|c| c.field == "spec.sku").unwrap_or_else(|| panic!("{causes:?}"));
+        assert_eq!(enum_cause.message, "Unsupported value: \"Gold\": supported values: \"Basic\", \"Premium\"");
+        let pat = causes.iter().find(|c| c.field == "spec.name").unwrap_or_else(|| panic!("{causes:?}"));
+        assert_eq!(pat.message, "Invalid value: \"ABC\": spec.name in body should match '^[a-z]+$'");
+        let ty = causes.iter().find(|c| c.field == "spec.replicas").unwrap_or_else(|| panic!("{causes:?}"));
         assert_eq!(ty.reason, "FieldValueTypeInvalid");
-        assert!(
-            ty.message.contains("must be of type integer"),
-            "{}",
-            ty.message
-        );
+        assert!(ty.message.contains("must be of type integer"), "{}", ty.message);
     }
 
     #[test]
@@ -651,10 +546,7 @@ mod tests {
         let causes = cel_causes(&s, &new, Some(&old));
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(causes[0].field, "spec.location");
-        assert_eq!(
-            causes[0].message,
-            "Invalid value: \"string\": location is immutable"
-        );
+        assert_eq!(causes[0].message, "Invalid value: \"string\": location is immutable");
     }
 
     #[test]
