@@ -280,6 +280,25 @@ pub fn columns(rt: &ResourceType, version: &str) -> Vec<PrinterColumn> {
         priority: 0,
         json_path: ".metadata.name".into(),
     };
+    if rt.group.is_empty() && rt.kind == "Event" {
+        // As the real server prints events: no Name column by default, newest facts first.
+        let col = |name: &str, type_: &str, path: &str, priority: i64| PrinterColumn {
+            name: name.into(),
+            type_: type_.into(),
+            format: String::new(),
+            description: String::new(),
+            priority,
+            json_path: path.into(),
+        };
+        return vec![
+            col("Last Seen", "date", ".lastTimestamp", 0),
+            col("Type", "string", ".type", 0),
+            col("Reason", "string", ".reason", 0),
+            col("Object", "string", ".involvedObject.name", 0),
+            col("Message", "string", ".message", 0),
+            PrinterColumn { priority: 1, ..name },
+        ];
+    }
     let mut cols = vec![name];
     let custom = rt.version_info.get(version).map(|v| v.columns.clone()).unwrap_or_default();
     if rt.custom && !custom.is_empty() {

@@ -278,6 +278,51 @@ impl Store {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every stored object and the resourceVersion counter as JSON, so a restarted sandbox continues where it
+    /// stopped. CRDs come first so that a restore serves their kinds before their objects arrive.
+    pub fn snapshot_json(&self) -> String {
+        let st = self.lock();
+        let mut keys: Vec<&ResKey> = st.objects.keys().collect();
+        keys.sort_by_key(|k| (k.group != "apiextensions.k8s.io", k.group.clone(), k.plural.clone()));
+        let objects: Vec<Value> = keys
+            .into_iter()
+            .flat_map(|k| {
+                st.objects[k].values().map(move |o| json!({"group": k.group, "plural": k.plural, "object": **o}))
+            })
+            .collect();
+        json!({"resourceVersion": st.rv, "objects": objects}).to_string()
+    }
+
+    /// Replaces the content of the store with a [`Store::snapshot_json`]. Watch history starts empty: a watcher
+    /// resuming from before the snapshot gets 410 Gone and relists, as after an etcd compaction.
+    pub fn restore_json(&self, text: &str) -> Result<(), String> {
+        let snapshot: Value = serde_json::from_str(text).map_err(|e| format!("not a store snapshot: {e}"))?;
+        let rv = snapshot["resourceVersion"].as_u64().ok_or("the snapshot has no resourceVersion")?;
+        let entries = snapshot["objects"].as_array().ok_or("the snapshot has no objects")?;
+        let mut st = self.lock();
+        let mut objects: HashMap<ResKey, BTreeMap<ObjKey, Arc<Value>>> = HashMap::new();
+        let mut registry = Registry::default();
+        for entry in entries {
+            let key = ResKey {
+                group: entry["group"].as_str().unwrap_or_default().to_string(),
+                plural: entry["plural"].as_str().unwrap_or_default().to_string(),
+            };
+            let object = entry["object"].clone();
+            if key.group == "apiextensions.k8s.io" && key.plural == "customresourcedefinitions" {
+                registry.register_crd(&object).map_err(|e| format!("CRD in snapshot: {e:?}"))?;
+            }
+            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
+            let name = object["metadata"]["name"].as_str().ok_or("an object in the snapshot has no name")?.to_string();
+            objects.entry(key).or_default().insert((namespace, name), Arc::new(object));
+        }
+        st.objects = objects;
+        st.registry = registry;
+        st.rv = rv;
+        st.history.clear();
+        st.compacted = rv;
+        Ok(())
+    }
+
     /// A snapshot of the served resource types.
     pub fn registry(&self) -> Registry {
         self.lock().registry.clone()
@@ -660,7 +705,22 @@ impl State {
         self.objects.entry(rt.key()).or_default().insert(key, obj.clone());
         let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
         self.record(events, WatchEvent { rv, key: rt.key(), type_, object: obj.clone(), old });
+        self.mirror_event(rt, &obj, events);
         obj
+    }
+
+    /// The real API server keeps one Event storage behind core/v1 and events.k8s.io/v1. Controllers write
+    /// events.k8s.io/v1 (kube-rs's Recorder does), `kubectl get events` and `kubectl describe` read core/v1: so an
+    /// events.k8s.io Event is also stored in its core/v1 form.
+    fn mirror_event(&mut self, rt: &ResourceType, obj: &Value, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        if rt.group != "events.k8s.io" || rt.plural != "events" {
+            return;
+        }
+        let Some(core_rt) = self.registry.find("", "v1", "events") else {
+            return;
+        };
+        let old = self.lookup(&core_rt, meta_str(obj, "namespace"), meta_str(obj, "name"));
+        self.put(&core_rt, event_to_core_v1(obj), old, events);
     }
 
     /// Removes an object for good, emitting DELETED; cascades for namespaces' content and CRDs' objects.
@@ -680,6 +740,12 @@ impl State {
             events,
             WatchEvent { rv, key: rt.key(), type_: EventType::Deleted, object: Arc::new(gone.clone()), old: Some(old) },
         );
+        if rt.group == "events.k8s.io"
+            && rt.plural == "events"
+            && let Some(core_rt) = self.registry.find("", "v1", "events")
+        {
+            self.remove(&core_rt, ns, name, events);
+        }
         if rt.group == "apiextensions.k8s.io"
             && rt.plural == "customresourcedefinitions"
             && let Some(key) = self.registry.unregister_crd(&gone)
@@ -1183,4 +1249,39 @@ fn random_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
     (0..5).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+}
+
+/// Converts an events.k8s.io/v1 Event into its core/v1 form (the field mapping of the API server's conversion).
+fn event_to_core_v1(event: &Value) -> Value {
+    let mut core = json!({"apiVersion": "v1", "kind": "Event", "metadata": event["metadata"].clone()});
+    let renames = [
+        ("regarding", "involvedObject"),
+        ("note", "message"),
+        ("reason", "reason"),
+        ("type", "type"),
+        ("action", "action"),
+        ("related", "related"),
+        ("eventTime", "eventTime"),
+        ("series", "series"),
+        ("reportingController", "reportingComponent"),
+        ("reportingInstance", "reportingInstance"),
+        ("deprecatedSource", "source"),
+        ("deprecatedFirstTimestamp", "firstTimestamp"),
+        ("deprecatedLastTimestamp", "lastTimestamp"),
+        ("deprecatedCount", "count"),
+    ];
+    for (from, to) in renames {
+        if let Some(value) = event.get(from).filter(|v| !v.is_null()) {
+            core[to] = value.clone();
+        }
+    }
+    // The real server's event table falls back to eventTime when lastTimestamp is unset; our Table printer reads
+    // one path per column, so the fallback is applied here (seconds precision, as lastTimestamp has).
+    if core.get("lastTimestamp").is_none_or(Value::is_null)
+        && let Some(time) = event["eventTime"].as_str()
+    {
+        let seconds = time.split('.').next().unwrap_or(time).trim_end_matches('Z');
+        core["lastTimestamp"] = json!(format!("{seconds}Z"));
+    }
+    core
 }
