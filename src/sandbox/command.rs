@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::{Namespace, Secret as KubeSecret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::Client;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -220,9 +220,12 @@ impl Sandbox {
         let kube = KubeApiServer::start(kube_options).await.map_err(SandboxError::KubeServer)?;
         if restore && kube_state_file.exists() {
             let text = read_file(&kube_state_file)?;
-            kube.store().restore_json(&text).map_err(|e| SandboxError::Invalid(format!("{}: {e}", kube_state_file.display())))?;
+            kube.store()
+                .restore_json(&text)
+                .map_err(|e| SandboxError::Invalid(format!("{}: {e}", kube_state_file.display())))?;
         }
-        kube.write_kubeconfig(&args.kubeconfig).map_err(|source| SandboxError::File { path: args.kubeconfig.clone(), source })?;
+        kube.write_kubeconfig(&args.kubeconfig)
+            .map_err(|source| SandboxError::File { path: args.kubeconfig.clone(), source })?;
         let client = kube.client()?;
         install_crds(&client).await?;
         seed_kubernetes(&client, &operator_secret).await?;
@@ -320,7 +323,8 @@ async fn seed_kubernetes(client: &Client, operator_secret: &str) -> Result<(), S
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for name in ["default", OPERATOR_NAMESPACE] {
-        let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+        let ns =
+            Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
         namespaces.patch(name, &params, &Patch::Apply(&ns)).await?;
     }
     let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
@@ -382,9 +386,8 @@ fn write_azure_env(state_dir: &Path, arm: &RunningSim, ca_file: &Path, user_secr
 
 async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), SandboxError> {
     let info_path = state_dir.join("sandbox.json");
-    let info: SandboxInfo = serde_json::from_str(&read_file(&info_path)?).map_err(|e| {
-        SandboxError::Invalid(format!("{}: {e} (is the sandbox running?)", info_path.display()))
-    })?;
+    let info: SandboxInfo = serde_json::from_str(&read_file(&info_path)?)
+        .map_err(|e| SandboxError::Invalid(format!("{}: {e} (is the sandbox running?)", info_path.display())))?;
     crate::tls_provider::install();
     let ca = read_file(&info.ca_file)?;
     let cert = reqwest::Certificate::from_pem(ca.as_bytes())?;
@@ -400,7 +403,8 @@ async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), Sand
                     world::resource_group_id(world::SUBSCRIPTION_ID, world::RESOURCE_GROUP)
                 )
             };
-            http.post(format!("{base}/_sim/storage/regenerateKey")).json(&json!({"accountId": account_id, "keyName": key}))
+            http.post(format!("{base}/_sim/storage/regenerateKey"))
+                .json(&json!({"accountId": account_id, "keyName": key}))
         }
         AzureAction::Edit { id, patch } => {
             let patch: serde_json::Value =
