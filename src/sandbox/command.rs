@@ -173,7 +173,7 @@ pub async fn main(args: SandboxArgs) -> Result<(), SandboxError> {
             let shutdown = CancellationToken::new();
             let running = Sandbox::start(&args, shutdown.clone()).await?;
             running.print_welcome(&args);
-            shutdown_signal().await.map_err(SandboxError::Signal)?;
+            crate::run::shutdown_signal().await.map_err(SandboxError::Signal)?;
             info!("shutting down the sandbox");
             running.stop().await
         }
@@ -455,19 +455,4 @@ fn write_private_file(path: &Path, text: &str) -> Result<(), SandboxError> {
             .map_err(|source| SandboxError::File { path: path.to_path_buf(), source })?;
     }
     Ok(())
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = term.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
-    }
 }
