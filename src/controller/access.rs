@@ -143,7 +143,10 @@ pub enum AccessSpecError {
 
 /// Resolves `spec.access`. Entries that resolve to the same assignment (e.g. `role: Reader` and the Reader GUID as
 /// `roleDefinitionId`, which the CRD's uniqueness rule cannot see) are merged: the first one wins.
-pub fn desired_assignments(scopes: &Scopes, entries: &[AccessEntry]) -> Result<Vec<DesiredAssignment>, AccessSpecError> {
+pub fn desired_assignments(
+    scopes: &Scopes,
+    entries: &[AccessEntry],
+) -> Result<Vec<DesiredAssignment>, AccessSpecError> {
     let mut out: Vec<DesiredAssignment> = Vec::with_capacity(entries.len());
     for (index, entry) in entries.iter().enumerate() {
         let principal = Uuid::try_parse(&entry.principal_id)
@@ -708,9 +711,8 @@ pub async fn reconcile_access(
                         let waited = now.duration_since(*since);
                         if waited < ctx.config.principal_wait {
                             slot.state = AccessState::Pending;
-                            slot.message = Some(
-                                "principal not found in the directory yet (replication delay?); retrying".into(),
-                            );
+                            slot.message =
+                                Some("principal not found in the directory yet (replication delay?); retrying".into());
                             soonest(backoff(*attempts, ctx.config.error_backoff_base, ctx.config.error_backoff_max));
                         } else {
                             slot.state = AccessState::Failed;
@@ -745,8 +747,7 @@ pub async fn reconcile_access(
     }
     // Entries left behind (kept Granted with a message) while the declared ones come first.
     let declared = plan.declared;
-    let kept: Vec<AccessStatus> =
-        entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect();
+    let kept: Vec<AccessStatus> = entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect();
     let summary = summarize(&kept, declared);
     // Any failure means the next reconcile must look at Azure again.
     if !summary.granted {
@@ -760,7 +761,12 @@ pub async fn reconcile_access(
     };
     let requeue = if summary.pending { Some(retry.unwrap_or(ctx.config.error_backoff_base)) } else { None };
     Ok(AccessOutcome {
-        report: AccessReport { entries: kept, granted: summary.granted, reason: summary.reason, message: summary.message },
+        report: AccessReport {
+            entries: kept,
+            granted: summary.granted,
+            reason: summary.reason,
+            message: summary.message,
+        },
         phase,
         requeue,
     })

@@ -106,8 +106,8 @@ fn assignment_names_are_deterministic_and_depend_on_scope_role_and_principal() {
     let base = assignment_name(&s.workspace, guid(BuiltinRole::Reader), u(ALICE));
     assert_eq!(base, assignment_name(&s.workspace, guid(BuiltinRole::Reader), u(ALICE)));
     assert_eq!(base.get_version_num(), 5);
-    let upper = ResourceId::parse(&s.workspace.as_str().to_uppercase().replace("SUBSCRIPTIONS", "subscriptions"))
-        .unwrap();
+    let upper =
+        ResourceId::parse(&s.workspace.as_str().to_uppercase().replace("SUBSCRIPTIONS", "subscriptions")).unwrap();
     assert_eq!(base, assignment_name(&upper, guid(BuiltinRole::Reader), u(ALICE)), "scope case does not matter");
     assert_ne!(base, assignment_name(&s.resource_group, guid(BuiltinRole::Reader), u(ALICE)));
     assert_ne!(base, assignment_name(&s.workspace, guid(BuiltinRole::Contributor), u(ALICE)));
@@ -150,7 +150,9 @@ fn entries_naming_the_same_assignment_twice_are_merged() {
     // same assignment and are merged (first wins).
     let entries = [
         access_entry(serde_json::json!({"principalId": ALICE, "role": "Reader"})),
-        access_entry(serde_json::json!({"principalId": ALICE.to_uppercase(), "roleDefinitionId": BuiltinRole::Reader.definition_guid()})),
+        access_entry(
+            serde_json::json!({"principalId": ALICE.to_uppercase(), "roleDefinitionId": BuiltinRole::Reader.definition_guid()}),
+        ),
     ];
     let d = desired_assignments(&scopes(), &entries).unwrap();
     assert_eq!(d.len(), 1);
@@ -159,10 +161,7 @@ fn entries_naming_the_same_assignment_twice_are_merged() {
 #[test]
 fn unresolvable_entries_are_spec_errors() {
     let bad_principal = [access_entry(serde_json::json!({"principalId": "alice", "role": "Reader"}))];
-    assert!(matches!(
-        desired_assignments(&scopes(), &bad_principal),
-        Err(AccessSpecError::Principal { index: 0, .. })
-    ));
+    assert!(matches!(desired_assignments(&scopes(), &bad_principal), Err(AccessSpecError::Principal { index: 0, .. })));
     let no_role = [
         access_entry(serde_json::json!({"principalId": ALICE, "role": "Reader"})),
         access_entry(serde_json::json!({"principalId": ALICE})),
@@ -187,14 +186,21 @@ fn listed_assignments_are_read_only_at_the_three_scopes() {
         id: Some(format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{}", u(BOB))),
         name: Some(u(BOB).to_string()),
         properties: authorization::RoleAssignmentProperties {
-            role_definition_id: format!("/providers/Microsoft.Authorization/roleDefinitions/{}", guid(BuiltinRole::Reader)),
+            role_definition_id: format!(
+                "/providers/Microsoft.Authorization/roleDefinitions/{}",
+                guid(BuiltinRole::Reader)
+            ),
             principal_id: ALICE.into(),
             scope: Some(scope.into()),
             description: Some(MARK.into()),
             ..Default::default()
         },
     };
-    let e = ExistingAssignment::from_arm(&ra(&s.resource_group.as_str().to_uppercase().replace("SUBSCRIPTIONS", "subscriptions")), &s).unwrap();
+    let e = ExistingAssignment::from_arm(
+        &ra(&s.resource_group.as_str().to_uppercase().replace("SUBSCRIPTIONS", "subscriptions")),
+        &s,
+    )
+    .unwrap();
     assert_eq!(e.scope_kind, AccessScope::ResourceGroup);
     assert_eq!((e.role, e.principal, e.name), (guid(BuiltinRole::Reader), u(ALICE), u(BOB)));
     assert_eq!(e.description.as_deref(), Some(MARK));
@@ -302,7 +308,10 @@ fn assignments_the_operator_did_not_create_are_never_deleted() {
         // Another resource's assignment.
         (vec![], vec![foreign(&a, a.name, Some("managed by azml-operator for team-a/other"))]),
         // Pending or failed in status: never created by us as far as we know.
-        (vec![status_of(&a, AccessState::Pending), status_of(&a, AccessState::Failed)], vec![foreign(&a, a.name, None)]),
+        (
+            vec![status_of(&a, AccessState::Pending), status_of(&a, AccessState::Failed)],
+            vec![foreign(&a, a.name, None)],
+        ),
     ];
     for (previous, existing) in cases {
         let p = plan(&[], &previous, Some(&existing));
@@ -369,8 +378,11 @@ fn without_a_listing_status_decides() {
     let a = want(ALICE, BuiltinRole::Reader, AccessScope::Workspace);
     let b = want(BOB, BuiltinRole::Reader, AccessScope::Workspace);
     let c = want(BOB, BuiltinRole::Owner, AccessScope::Subscription);
-    let previous =
-        [status_of(&a, AccessState::Granted), status_of(&b, AccessState::Unmanaged), status_of(&c, AccessState::Failed)];
+    let previous = [
+        status_of(&a, AccessState::Granted),
+        status_of(&b, AccessState::Unmanaged),
+        status_of(&c, AccessState::Failed),
+    ];
     let p = plan(&[a.clone(), b.clone(), c.clone()], &previous, None);
     assert_eq!(states(&p), [AccessState::Granted, AccessState::Unmanaged, AccessState::Pending]);
     assert_eq!(creates(&p), [c.name]);
@@ -398,7 +410,11 @@ fn listing_is_skipped_only_in_steady_state() {
     assert!(needs_listing(&desired, &pending, f, last(f, 10), hour), "pending entry");
     let failed = [status_of(&a, AccessState::Granted), status_of(&b, AccessState::Failed)];
     assert!(needs_listing(&desired, &failed, f, last(f, 10), hour), "failed entry");
-    let leftover = [settled[0].clone(), settled[1].clone(), status_of(&want(BOB, BuiltinRole::Owner, AccessScope::Workspace), AccessState::Granted)];
+    let leftover = [
+        settled[0].clone(),
+        settled[1].clone(),
+        status_of(&want(BOB, BuiltinRole::Owner, AccessScope::Workspace), AccessState::Granted),
+    ];
     assert!(needs_listing(&desired, &leftover, f, last(f, 10), hour), "an owned leftover");
     // Nothing declared and nothing owned: never listed.
     assert!(!needs_listing(&[], &[], fingerprint(&[], MARK), None, hour));
@@ -457,7 +473,8 @@ fn summary_of_granted_unmanaged_pending_and_failed() {
 fn arb_desired() -> impl Strategy<Value = DesiredAssignment> {
     let principals = prop::sample::select(vec![ALICE, BOB, "30000000-0000-4000-8000-000000000003"]);
     let roles = prop::sample::select(BuiltinRole::ALL.to_vec());
-    let kinds = prop::sample::select(vec![AccessScope::Workspace, AccessScope::ResourceGroup, AccessScope::Subscription]);
+    let kinds =
+        prop::sample::select(vec![AccessScope::Workspace, AccessScope::ResourceGroup, AccessScope::Subscription]);
     (principals, roles, kinds).prop_map(|(p, r, k)| want(p, r, k))
 }
 
