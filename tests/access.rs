@@ -273,6 +273,9 @@ impl Env {
     }
 }
 
+/// Scope, role and principal of an assignment.
+type Grant<'a> = (AccessScope, BuiltinRole, &'a str);
+
 fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
     ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
@@ -330,7 +333,7 @@ async fn add_change_remove_with_deletes_before_creates_and_no_calls_in_steady_st
     assert_eq!(now.status, ws.status, "status was rewritten");
 
     // Change the role (disjoint roles: holding both would exceed either declaration): the old one is deleted first.
-    let steps: [(Value, (AccessScope, BuiltinRole, &str), (AccessScope, BuiltinRole, &str)); 3] = [
+    let steps: [(Value, Grant, Grant); 3] = [
         (
             json!([entry(&alice, "AzureMLComputeOperator", "Workspace")]),
             (Workspace, AzureMLDataScientist, &alice),
