@@ -107,6 +107,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "2h", value_parser = humantime::parse_duration, env = "AZML_LRO_TIMEOUT")]
     pub lro_timeout: Duration,
 
+    /// How long a role assignment whose principal Azure does not know yet (PrincipalNotFound, e.g. a service
+    /// principal created moments ago) is retried before it is reported Failed.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "AZML_PRINCIPAL_WAIT")]
+    pub principal_wait: Duration,
+
     /// Address of the health endpoints: /healthz (process alive) and /readyz (connected to the API server).
     #[arg(long, default_value = "0.0.0.0:8080", env = "AZML_HEALTH_ADDR")]
     pub health_addr: std::net::SocketAddr,

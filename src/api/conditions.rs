@@ -56,6 +56,8 @@ pub mod reasons {
     pub const ACCESS_GRANTED: &str = "AccessGranted";
     /// Some role assignments are pending or failed.
     pub const ACCESS_PENDING: &str = "AccessPending";
+    /// Some role assignments failed for good (until the spec or Azure changes); the message says why.
+    pub const ACCESS_FAILED: &str = "AccessFailed";
     /// `movePolicy: Refuse` and the subscription or resource group changed.
     pub const MOVE_REFUSED: &str = "MoveRefused";
     /// Azure's move validation failed.
@@ -78,6 +80,10 @@ pub mod events {
     pub const ADOPTED: &str = "Adopted";
     /// The storage keys were resynced.
     pub const KEYS_RESYNCED: &str = "KeysResynced";
+    /// A role assignment was created in Azure.
+    pub const ACCESS_GRANTED: &str = "AccessGranted";
+    /// A role assignment the operator created was deleted (no longer declared).
+    pub const ACCESS_REVOKED: &str = "AccessRevoked";
     /// A reconcile failed.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
 }

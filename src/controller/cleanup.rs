@@ -67,6 +67,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
                     workspace: WorkspaceFacts::Unknown,
                     workspace_ref: None,
                     pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
+                    access: None,
                 }),
                 requeue: ctx.config.stalled_requeue,
             });
@@ -82,6 +83,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
             &PendingOp { kind: OperationKind::DeleteWorkspace, handle },
             ws.metadata.generation,
         )),
+        access: None,
     };
     match pending {
         Some(PendingOp { kind: OperationKind::DeleteWorkspace, handle }) => {

@@ -9,6 +9,7 @@
 //! - Errors are classified in one place ([`error::classify`]).
 //! - Deletion runs behind the `azml.dev/cleanup` finalizer ([`cleanup`]).
 
+pub mod access;
 pub mod apply;
 pub mod cleanup;
 pub mod credentials;
@@ -79,6 +80,9 @@ pub struct ControllerConfig {
     pub error_backoff_max: Duration,
     /// How long a stalled workspace waits before it is looked at again without any change.
     pub stalled_requeue: Duration,
+    /// How long a role assignment whose principal Azure does not know yet (PrincipalNotFound: directory
+    /// replication) is retried before it is reported Failed.
+    pub principal_wait: Duration,
 }
 
 impl ControllerConfig {
@@ -98,6 +102,7 @@ impl ControllerConfig {
             error_backoff_base: Duration::from_secs(5),
             error_backoff_max: Duration::from_secs(300),
             stalled_requeue: resync_period,
+            principal_wait: Duration::from_secs(600),
         }
     }
 
@@ -137,6 +142,8 @@ pub struct Context {
     /// The last status this controller wrote per object uid. The watch cache may lag behind our own patch; an
     /// operation in flight must never be forgotten (that would send its PUT again), so our last write wins.
     statuses: Mutex<HashMap<String, MlWorkspaceStatus>>,
+    /// What the access step remembers per workspace (last listing, principal-replication windows).
+    access: access::AccessMemory,
 }
 
 impl Context {
@@ -150,6 +157,7 @@ impl Context {
             credentials: CredentialCache::default(),
             failures: Mutex::default(),
             statuses: Mutex::default(),
+            access: access::AccessMemory::default(),
         }
     }
 
@@ -175,6 +183,7 @@ impl Context {
 
     fn forget(&self, ws: &MlWorkspace) {
         if let Some(uid) = ws.uid() {
+            self.access.forget(&uid);
             if let Ok(mut m) = self.statuses.lock() {
                 m.remove(&uid);
             }
@@ -252,6 +261,7 @@ impl Context {
                     workspace: facts,
                     workspace_ref: None,
                     pending,
+                    access: None,
                 };
                 self.write_status(ws, &report).await?;
                 self.reset_failures(ws);
@@ -263,6 +273,7 @@ impl Context {
                     workspace: facts,
                     workspace_ref: None,
                     pending,
+                    access: None,
                 };
                 if let Err(status_err) = self.write_status(ws, &report).await {
                     warn!(error = %status_err, "cannot report the failure in status");
@@ -339,6 +350,7 @@ fn stalled(reason: &'static str, message: String) -> Report {
         workspace: WorkspaceFacts::Unknown,
         workspace_ref: None,
         pending: None,
+        access: None,
     }
 }
 
@@ -408,9 +420,15 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
     let result = converge(ctx, ws, &desired, &arm, &mut progress).instrument(info_span!("apply")).await;
     let pending = progress.observed.pending.as_ref().map(|p| observe::pending_to_status(p, ws.metadata.generation));
     match result {
-        Ok(applied) => {
+        Ok(mut applied) => {
+            let (phase, requeue) = (&mut applied.phase, &mut applied.requeue);
+            let previous = status.as_ref();
+            let access = match access::after_converge(ctx, ws, &desired, &arm, previous, phase, requeue).await {
+                Ok(access) => access,
+                Err(e) => return ctx.fail(ws, e, progress.facts, pending).await,
+            };
             let workspace_ref = matches!(progress.facts, WorkspaceFacts::Present(_)).then(|| desired.workspace.clone());
-            let report = Report { phase: applied.phase, workspace: progress.facts, workspace_ref, pending };
+            let report = Report { phase: applied.phase, workspace: progress.facts, workspace_ref, pending, access };
             ctx.finish(ws, report, applied.requeue).await
         }
         Err(e) => ctx.fail(ws, e, progress.facts, pending).await,

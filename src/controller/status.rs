@@ -69,6 +69,8 @@ pub struct Report {
     pub workspace_ref: Option<WorkspaceRef>,
     /// The operation in flight after this reconcile (`None` clears it).
     pub pending: Option<PendingOperation>,
+    /// The role assignments, when the access step ran (`None` keeps `status.access` and `AccessGranted`).
+    pub access: Option<super::access::AccessReport>,
 }
 
 const TRUE: &str = "True";
@@ -96,6 +98,11 @@ pub fn compute(
         });
     }
 
+    if let Some(access) = &report.access {
+        status.access = access.entries.clone();
+        let (ok, reason, message) = (access.granted, access.reason, &access.message);
+        set_condition(&mut status.conditions, conditions::ACCESS_GRANTED, ok, reason, message, generation, now);
+    }
     let mut set = |type_: &str, ok: bool, reason: &str, message: &str| {
         set_condition(&mut status.conditions, type_, ok, reason, message, generation, now);
     };
@@ -296,7 +303,7 @@ mod tests {
     }
 
     fn report(phase: Phase, ws: WorkspaceFacts) -> Report {
-        Report { phase, workspace: ws, workspace_ref: None, pending: None }
+        Report { phase, workspace: ws, workspace_ref: None, pending: None, access: None }
     }
 
     #[test]
