@@ -96,7 +96,11 @@ impl LeaderElection {
         Ok((d, m))
     }
 
-    async fn manager(&self, client: Client, (duration, margin): (u64, u64)) -> kube_lease_manager::Result<LeaseManager> {
+    async fn manager(
+        &self,
+        client: Client,
+        (duration, margin): (u64, u64),
+    ) -> kube_lease_manager::Result<LeaseManager> {
         LeaseManagerBuilder::new(client, &self.lease_name)
             .with_namespace(&self.namespace)
             .with_identity(&self.identity)

@@ -127,7 +127,11 @@ impl Metrics {
             in_flight.clone(),
         );
         let drift = Family::<KindLabels, Counter>::default();
-        registry.register("azml_drift_detected", "Differences between the spec and Azure found by a resync", drift.clone());
+        registry.register(
+            "azml_drift_detected",
+            "Differences between the spec and Azure found by a resync",
+            drift.clone(),
+        );
         let keys_resynced = Counter::default();
         registry.register(
             "azml_storage_keys_resynced",
@@ -141,7 +145,11 @@ impl Metrics {
             role_assignments.clone(),
         );
         let leader = Gauge::default();
-        registry.register("azml_leader", "1 while this replica holds the leader-election lease, else 0", leader.clone());
+        registry.register(
+            "azml_leader",
+            "1 while this replica holds the leader-election lease, else 0",
+            leader.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             arm,
@@ -302,10 +310,8 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
 
 async fn metrics_text(State(state): State<AppState>) -> axum::response::Response {
     match state.metrics.encode() {
-        Ok(text) => {
-            ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-                .into_response()
-        }
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
     }
 }

@@ -98,12 +98,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .await
         .map_err(|source| RunError::Health { addr: args.health_addr, source })?;
     let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        tokio::spawn(metrics::serve(listener, health.clone(), config.metrics.clone(), async move {
-            stop.cancelled().await
-        }))
-    };
+    let server =
+        {
+            let stop = server_stop.clone();
+            tokio::spawn(metrics::serve(listener, health.clone(), config.metrics.clone(), async move {
+                stop.cancelled().await
+            }))
+        };
 
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let version = client.apiserver_version().await.map_err(RunError::Api)?;
@@ -165,7 +166,9 @@ pub async fn run_controller(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     match election {
-        Some(election) => leader::run_elected(client, election, config, shutdown).await.map_err(RunError::LeaderElection),
+        Some(election) => {
+            leader::run_elected(client, election, config, shutdown).await.map_err(RunError::LeaderElection)
+        }
         None => {
             config.metrics.set_leader(true);
             let stop = CancellationToken::new();
