@@ -363,3 +363,186 @@ async fn metrics_and_health_endpoints_after_a_scenario() {
     stop.cancel();
     server.await.unwrap();
 }
+
+// ---------------------------------------------------------------- deploy/
+
+/// Runs kubectl off the async runtime against `kubeconfig` (None: no cluster needed); returns (ok, stdout, stderr).
+async fn kubectl(home: &std::path::Path, args: &[&str], stdin: Option<String>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", home.join("kubeconfig"))
+        .env("HOME", home)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn()?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())?;
+        }
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("kubectl: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The documents of a YAML stream as JSON values (empty documents skipped).
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("bad YAML: {e}")))
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect()
+}
+
+use serde::Deserialize as _;
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str, namespace: Option<&str>) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"] == name
+                && namespace.is_none_or(|ns| d["metadata"]["namespace"] == ns)
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name} in the manifests"))
+}
+
+fn env_of(deployment: &serde_json::Value) -> BTreeMap<String, String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifests_render_match_the_chart_values_and_apply() {
+    // One source of CRDs: the chart and the kustomize base carry copies of crds/.
+    let crds = repo_file("crds/azml.dev.yaml");
+    assert_eq!(
+        repo_file("deploy/kustomize/crds.yaml"),
+        crds,
+        "deploy/kustomize/crds.yaml is stale: copy crds/azml.dev.yaml"
+    );
+    assert_eq!(repo_file("deploy/helm/azml-operator/crds/azml.dev.yaml"), crds, "chart crds/ is stale");
+
+    let home = tempfile::tempdir().unwrap();
+    let (ok, kustomized, stderr) = kubectl(home.path(), &["kustomize", "deploy/kustomize"], None).await;
+    assert!(ok, "kubectl kustomize failed: {stderr}");
+    let base = documents(&kustomized);
+    let helm = documents(&repo_file("deploy/helm/rendered-default.yaml"));
+    let helm_ns = documents(&repo_file("deploy/helm/rendered-watch-namespaces.yaml"));
+
+    // The kustomize base and the chart's default rendering are the same objects (labels aside).
+    find(&base, "Namespace", "azml-system", None);
+    find(&base, "CustomResourceDefinition", "mlworkspaces.azml.dev", None);
+    find(&base, "CustomResourceDefinition", "subscriptionbindings.azml.dev", None);
+    for (kind, ns) in [
+        ("ServiceAccount", Some("azml-system")),
+        ("ClusterRole", None),
+        ("ClusterRoleBinding", None),
+        ("Role", Some("azml-system")),
+        ("RoleBinding", Some("azml-system")),
+    ] {
+        let (k, h) = (find(&base, kind, "azml-operator", ns), find(&helm, kind, "azml-operator", ns));
+        for field in ["rules", "roleRef", "subjects"] {
+            assert_eq!(k[field], h[field], "{kind}.{field} differs between kustomize and helm");
+        }
+    }
+    let (kd, hd) = (
+        find(&base, "Deployment", "azml-operator", Some("azml-system")),
+        find(&helm, "Deployment", "azml-operator", Some("azml-system")),
+    );
+    assert_eq!(kd["spec"]["template"]["spec"], hd["spec"]["template"]["spec"], "pod specs differ");
+    assert_eq!(kd["spec"]["replicas"], hd["spec"]["replicas"]);
+    assert_eq!(kd["spec"]["selector"], hd["spec"]["selector"]);
+
+    // The committed rendering follows values.yaml.
+    let values: serde_json::Value = serde_yaml::from_str(&repo_file("deploy/helm/azml-operator/values.yaml")).unwrap();
+    let chart: serde_json::Value = serde_yaml::from_str(&repo_file("deploy/helm/azml-operator/Chart.yaml")).unwrap();
+    assert_eq!(hd["spec"]["replicas"], values["replicas"]);
+    let container = &hd["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("{}:{}", values["image"]["repository"].as_str().unwrap(), chart["appVersion"].as_str().unwrap())
+    );
+    assert_eq!(container["resources"], values["resources"]);
+    assert_eq!(container["args"], json!(["run", "--leader-elect"]), "leaderElection.enabled");
+    let env = env_of(hd);
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    assert_eq!(env["AZML_LOG_FORMAT"], s(&values["logFormat"]));
+    assert_eq!(env["AZML_CONCURRENCY"], s(&values["concurrency"]));
+    assert_eq!(env["AZML_RESYNC_PERIOD"], s(&values["resyncPeriod"]));
+    assert_eq!(env["AZML_SHUTDOWN_TIMEOUT"], s(&values["shutdownTimeout"]));
+    assert_eq!(env["AZML_LEADER_ELECTION_LEASE_DURATION"], s(&values["leaderElection"]["leaseDuration"]));
+    assert!(!env.contains_key("AZML_WATCH_NAMESPACES"), "all namespaces by default");
+    // Every setting the chart passes is a flag of `azml-operator run` (clap reads these variables).
+    use clap::Parser as _;
+    let mut args = vec!["azml-operator".to_owned(), "run".to_owned(), "--leader-elect".to_owned()];
+    for (flag, var) in [
+        ("--concurrency", "AZML_CONCURRENCY"),
+        ("--resync-period", "AZML_RESYNC_PERIOD"),
+        ("--shutdown-timeout", "AZML_SHUTDOWN_TIMEOUT"),
+        ("--leader-election-lease", "AZML_LEADER_ELECTION_LEASE"),
+        ("--leader-election-lease-duration", "AZML_LEADER_ELECTION_LEASE_DURATION"),
+        ("--leader-election-renew-margin", "AZML_LEADER_ELECTION_RENEW_MARGIN"),
+        ("--log-format", "AZML_LOG_FORMAT"),
+    ] {
+        args.extend([flag.to_owned(), env[var].clone()]);
+    }
+    let cli =
+        azml_operator::cli::Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("chart settings do not parse: {e}"));
+    let azml_operator::cli::Command::Run(run) = cli.command else { panic!("run") };
+    assert!(azml_operator::run::leader_election(&run).unwrap().is_some());
+
+    // Namespace-scoped install: MlWorkspace permissions only by a Role in the watched namespace.
+    let cluster_role = find(&helm_ns, "ClusterRole", "azml-operator", None);
+    assert!(
+        !cluster_role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resources"].as_array().unwrap().contains(&json!("mlworkspaces")))
+    );
+    let role = find(&helm_ns, "Role", "azml-operator-workspaces", Some("team-a"));
+    assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"] == json!(["mlworkspaces"])));
+    find(&helm_ns, "RoleBinding", "azml-operator-workspaces", Some("team-a"));
+    assert_eq!(env_of(find(&helm_ns, "Deployment", "azml-operator", None))["AZML_WATCH_NAMESPACES"], "team-a");
+
+    // kubectl accepts every object: client-side dry run, then for real against the emulator (which validates the
+    // built-in kinds against their schemas).
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap();
+    server.write_kubeconfig(&home.path().join("kubeconfig")).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+    Api::<Namespace>::all(server.client().unwrap()).create(&PostParams::default(), &ns).await.unwrap();
+    for (what, yaml) in [
+        ("kustomize base", kustomized.clone()),
+        ("helm default", repo_file("deploy/helm/rendered-default.yaml")),
+        ("helm namespaced", repo_file("deploy/helm/rendered-watch-namespaces.yaml")),
+    ] {
+        let (ok, out, err) = kubectl(home.path(), &["apply", "--dry-run=client", "-f", "-"], Some(yaml.clone())).await;
+        assert!(ok, "{what}: dry run failed: {err}\n{out}");
+        let (ok, out, err) = kubectl(home.path(), &["apply", "-f", "-"], Some(yaml)).await;
+        assert!(ok, "{what}: apply failed: {err}\n{out}");
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(server.client().unwrap(), "azml-system");
+    assert_eq!(deployments.get("azml-operator").await.unwrap().spec.replicas, Some(2));
+}
