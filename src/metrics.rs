@@ -7,8 +7,9 @@
 //! - [`serve`] answers `/healthz` (the process is alive), `/readyz` ([`Health`]: connected and the CRDs checked;
 //!   a standby replica is ready too) and `/metrics` (Prometheus text format).
 //! - [`instrument_reconcile`] wraps one reconcile: it counts the result, observes the duration, tracks the
-//!   reconciles in flight and logs one `reconcile finished` event, in the reconcile span, naming the ARM request
-//!   ids of the calls the reconcile made (collected by [`note_arm_request_id`]).
+//!   reconciles in flight and logs one `reconcile finished` event naming the object and the ARM request ids of the
+//!   calls the reconcile made (collected by [`note_arm_request_id`]). Inside the reconcile, every log line is in the
+//!   `reconcile{object}` span and each ARM call in an `arm_call{operation,request_id}` child span.
 
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
@@ -356,5 +357,45 @@ mod tests {
         let timed_out = tokio::time::timeout(std::time::Duration::from_millis(10), pending).await;
         assert!(timed_out.is_err());
         assert!(m.encode().expect("encodes").contains("azml_reconciles_in_flight 0"));
+    }
+
+    /// Collects what the JSON formatter writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn the_json_summary_names_the_object_and_the_arm_request_ids() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(move || writer.clone()));
+        let _default = tracing::subscriber::set_default(subscriber);
+        let m = Metrics::new();
+        let done: Result<(), String> = instrument_reconcile(&m, "team-a/ws-1", async {
+            note_arm_request_id("11111111-aaaa");
+            note_arm_request_id("22222222-bbbb");
+            Ok(())
+        })
+        .await;
+        assert!(done.is_ok());
+        let text = String::from_utf8(out.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        let line: serde_json::Value = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["fields"]["message"] == "reconcile finished")
+            .unwrap_or_else(|| panic!("no summary in {text}"));
+        assert_eq!(line["fields"]["arm_request_ids"], "11111111-aaaa,22222222-bbbb", "{line}");
+        assert_eq!(line["fields"]["object"], "team-a/ws-1", "{line}");
     }
 }
