@@ -112,13 +112,46 @@ pub struct RunArgs {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "AZML_PRINCIPAL_WAIT")]
     pub principal_wait: Duration,
 
-    /// Address of the health endpoints: /healthz (process alive) and /readyz (connected to the API server).
+    /// Address of the health and metrics endpoints: /healthz (process alive), /readyz (connected to the API server,
+    /// CRDs checked; leader or standby) and /metrics (Prometheus).
     #[arg(long, default_value = "0.0.0.0:8080", env = "AZML_HEALTH_ADDR")]
     pub health_addr: std::net::SocketAddr,
 
     /// Namespaces to watch (repeat the flag or separate with commas); none means all namespaces.
     #[arg(long = "watch-namespace", value_delimiter = ',', env = "AZML_WATCH_NAMESPACES")]
     pub watch_namespaces: Vec<String>,
+
+    #[command(flatten)]
+    pub leader: LeaderArgs,
+
+    /// On SIGTERM, how long in-flight reconciles may finish before they are dropped (they resume from status);
+    /// keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "AZML_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Leader election, for running several replicas.
+#[derive(Args, Debug, Clone)]
+pub struct LeaderArgs {
+    /// Elect a leader on a coordination.k8s.io Lease: only the leader reconciles (needed with more than one replica).
+    #[arg(long, env = "AZML_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease (in the operator namespace).
+    #[arg(long, default_value = "azml-operator", env = "AZML_LEADER_ELECTION_LEASE")]
+    pub leader_election_lease: String,
+
+    /// How long the lease stays valid after its last renewal: the longest fail-over after a leader crash (whole seconds).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "AZML_LEADER_ELECTION_LEASE_DURATION")]
+    pub leader_election_lease_duration: Duration,
+
+    /// How long before expiry the leader renews the lease (whole seconds, less than the lease duration).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "AZML_LEADER_ELECTION_RENEW_MARGIN")]
+    pub leader_election_renew_margin: Duration,
+
+    /// This replica's identity in the lease (default: POD_NAME, else the host name).
+    #[arg(long, env = "AZML_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
 }
 
 /// Which workspace to plan, and how to print the plan.
@@ -170,6 +203,9 @@ mod tests {
         assert_eq!(args.azure.arm_endpoint.as_str(), "https://management.azure.com/");
         assert_eq!(args.lro_poll_min, Duration::from_secs(5));
         assert!(args.watch_namespaces.is_empty());
+        assert!(!args.leader.leader_elect);
+        assert_eq!(args.leader.leader_election_lease_duration, Duration::from_secs(15));
+        assert_eq!(args.shutdown_timeout, Duration::from_secs(20));
     }
 
     #[test]

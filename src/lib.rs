@@ -5,6 +5,8 @@ pub mod api;
 pub mod azure;
 pub mod cli;
 pub mod controller;
+pub mod leader;
+pub mod metrics;
 pub mod policy;
 pub mod run;
 pub mod sandbox;

@@ -1,11 +1,7 @@
 //! `azml-operator run` (the controller, with health endpoints) and `azml-operator plan` (the dry run).
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::time::Duration;
 
-use axum::{Router, extract::State, http::StatusCode, routing::get};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -15,6 +11,8 @@ use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::{ArmError, AzureCloud};
 use crate::cli::{AzureArgs, PlanArgs, PlanOutput, RunArgs};
 use crate::controller::{self, ControllerConfig};
+use crate::leader::{self, LeaderElection};
+use crate::metrics::{self, Health};
 
 /// Errors of the `run` and `plan` commands.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +30,9 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The leader-election settings are invalid.
+    #[error(transparent)]
+    LeaderElection(crate::leader::LeaderError),
     /// Waiting for the termination signal failed.
     #[error("cannot listen for termination signals: {0}")]
     Signal(#[source] std::io::Error),
@@ -88,14 +89,23 @@ pub fn controller_config(args: &RunArgs) -> Result<ControllerConfig, RunError> {
     Ok(config)
 }
 
-/// Serves health, connects, checks the CRDs and runs the controller until Ctrl-C / SIGTERM.
+/// Serves health and metrics, connects, checks the CRDs and runs the controller (as leader, or standby with
+/// leader election) until Ctrl-C / SIGTERM; then drains in-flight reconciles and releases the lease.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let config = controller_config(&args)?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let election = leader_election(&args)?;
+    let health = Health::default();
     let listener = tokio::net::TcpListener::bind(args.health_addr)
         .await
         .map_err(|source| RunError::Health { addr: args.health_addr, source })?;
-    tokio::spawn(serve_health(listener, ready.clone()));
+    let server_stop = CancellationToken::new();
+    let server =
+        {
+            let stop = server_stop.clone();
+            tokio::spawn(metrics::serve(listener, health.clone(), config.metrics.clone(), async move {
+                stop.cancelled().await
+            }))
+        };
 
     let client = Client::try_default().await.map_err(RunError::Client)?;
     let version = client.apiserver_version().await.map_err(RunError::Api)?;
@@ -108,7 +118,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             None => warn!(crd = %name, "CRD missing: install it with `azml-operator crd | kubectl apply -f -`"),
         }
     }
-    ready.store(true, Ordering::Release);
+    health.set_ready(true);
 
     let shutdown = CancellationToken::new();
     let signal = {
@@ -120,13 +130,61 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             result
         })
     };
-    controller::run(client, config, shutdown.clone()).await;
+    run_controller(client, config, election, args.shutdown_timeout, shutdown).await?;
+    health.set_ready(false);
+    server_stop.cancel();
+    let _ = server.await;
     if signal.is_finished() {
         signal.await.map_err(|e| RunError::Signal(std::io::Error::other(e)))?.map_err(RunError::Signal)?;
     } else {
         signal.abort();
     }
     Ok(())
+}
+
+/// The leader-election settings of the `run` flags (None when leader election is off).
+pub fn leader_election(args: &RunArgs) -> Result<Option<LeaderElection>, RunError> {
+    if !args.leader.leader_elect {
+        return Ok(None);
+    }
+    let identity = args.leader.leader_election_identity.clone().unwrap_or_else(leader::default_identity);
+    let mut election = LeaderElection::new(args.azure.operator_namespace.clone(), identity);
+    election.lease_name = args.leader.leader_election_lease.clone();
+    election.lease_duration = args.leader.leader_election_lease_duration;
+    election.renew_margin = args.leader.leader_election_renew_margin;
+    election.drain_timeout = args.shutdown_timeout;
+    election.validate().map_err(RunError::LeaderElection)?;
+    Ok(Some(election))
+}
+
+/// Runs the controller until `shutdown`, as elected leader when `election` is set. After `shutdown`, in-flight
+/// reconciles get `drain` to finish (a stuck one is dropped: operations in flight resume from status).
+pub async fn run_controller(
+    client: Client,
+    config: ControllerConfig,
+    election: Option<LeaderElection>,
+    drain: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    match election {
+        Some(election) => {
+            leader::run_elected(client, election, config, shutdown).await.map_err(RunError::LeaderElection)
+        }
+        None => {
+            config.metrics.set_leader(true);
+            let stop = CancellationToken::new();
+            let mut task = tokio::spawn(controller::run(client, config, stop.clone()));
+            tokio::select! {
+                _ = &mut task => return Ok(()),
+                _ = shutdown.cancelled() => stop.cancel(),
+            }
+            if tokio::time::timeout(drain, &mut task).await.is_err() {
+                warn!("in-flight reconciles did not finish in time; dropping them (they resume from status)");
+                task.abort();
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Prints the plan for a workspace from a file or a live object.
@@ -197,17 +255,6 @@ async fn load_workspace(client: &Client, args: &PlanArgs) -> Result<MlWorkspace,
             Ok(ws)
         }
     }
-}
-
-async fn serve_health(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz)).with_state(ready);
-    if let Err(err) = axum::serve(listener, app).await {
-        warn!(error = %err, "health endpoint stopped");
-    }
-}
-
-async fn readyz(State(ready): State<Arc<AtomicBool>>) -> (StatusCode, &'static str) {
-    if ready.load(Ordering::Acquire) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "starting") }
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes sends on pod deletion).

@@ -83,16 +83,19 @@ pub struct ControllerConfig {
     /// How long a role assignment whose principal Azure does not know yet (PrincipalNotFound: directory
     /// replication) is retried before it is reported Failed.
     pub principal_wait: Duration,
+    /// Prometheus metrics (also wired into `arm.metrics`); steps count drift, key resyncs, role changes here.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl ControllerConfig {
     /// Defaults for a cloud: resync 1 h, concurrency 8, LRO polls between 5 s and 60 s, backoff 5 s .. 5 min.
     pub fn new(cloud: AzureCloud) -> Self {
         let resync_period = Duration::from_secs(3600);
+        let metrics = crate::metrics::Metrics::new();
         ControllerConfig {
             resync_period,
             concurrency: 8,
-            arm: ArmClientOptions { cloud, ..Default::default() },
+            arm: ArmClientOptions { cloud, metrics: Some(metrics.arm()), ..Default::default() },
             operator_namespace: "azml-system".into(),
             watch_namespaces: Vec::new(),
             federated_token_file: None,
@@ -103,6 +106,7 @@ impl ControllerConfig {
             error_backoff_max: Duration::from_secs(300),
             stalled_requeue: resync_period,
             principal_wait: Duration::from_secs(600),
+            metrics,
         }
     }
 
@@ -563,7 +567,14 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, ctx)
+        .run(
+            |ws, ctx| {
+                let (metrics, object) = (ctx.config.metrics.clone(), ObjectRef::from_obj(&*ws));
+                async move { crate::metrics::instrument_reconcile(&metrics, object, reconcile(ws, ctx)).await }
+            },
+            error_policy,
+            ctx,
+        )
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => debug!(object = %obj, "reconciled"),

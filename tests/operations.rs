@@ -1,0 +1,548 @@
+//! Running the operator in production: leader election with two replicas, fail-over after a crash, metrics and
+//! health endpoints, graceful shutdown during a long-running operation, and the deploy/ manifests.
+//!
+//! Emulators (Kubernetes API, ARM + Entra ID) run in-process on port 0. Each "replica" runs on its own Tokio runtime
+//! so that a crash can be simulated by shutting that runtime down: its tasks vanish without releasing the lease.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use azml_operator::api::conditions;
+use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
+use azml_operator::azure::{AzureCloud, RetryPolicy};
+use azml_operator::controller::ControllerConfig;
+use azml_operator::leader::{self, LeaderElection};
+use azml_operator::metrics::{self, Health};
+use azml_operator::sandbox::arm::{ArmSimulator, FaultAction, FaultRule, RunningSim, SimConfig, World};
+use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::PostParams;
+use kube::runtime::wait::{await_condition, conditions as kube_conditions};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "team-a";
+const OPERATOR_NS: &str = "azml-system";
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Env {
+    kube: RunningServer,
+    client: Client,
+    sim: RunningSim,
+    world: World,
+}
+
+impl Env {
+    async fn start(lro_duration: Duration) -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+            .with_test_writer()
+            .try_init();
+        azml_operator::tls_provider::install();
+        let world = World::default_sandbox();
+        let sim = ArmSimulator::start(SimConfig { lro_duration, ..SimConfig::new(world.state.clone()) })
+            .await
+            .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
+        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in azml_operator::api::all_crds() {
+            let name = crd.name_any();
+            crds.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                await_condition(crds.clone(), &name, kube_conditions::is_crd_established()),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{name} not established: {e}"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for ns in [NS, OPERATOR_NS] {
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "operator-sp"},
+            "stringData": {"clientSecret": world.operator.secret.expose()},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), OPERATOR_NS).create(&PostParams::default(), &secret).await.unwrap();
+        let binding: SubscriptionBinding = serde_json::from_value(json!({
+            "apiVersion": "azml.dev/v1alpha1",
+            "kind": "SubscriptionBinding",
+            "metadata": {"name": "sandbox"},
+            "spec": {
+                "subscriptionId": world.subscription_id,
+                "tenantId": world.tenant_id,
+                "credential": {"clientSecret": {
+                    "clientId": world.operator.client_id,
+                    "secretRef": {"name": "operator-sp", "key": "clientSecret"},
+                }},
+                "namespaces": [NS],
+                "resourceGroups": ["rg-*"],
+            }
+        }))
+        .unwrap();
+        Api::<SubscriptionBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+        Env { kube, client, sim, world }
+    }
+
+    /// A fresh controller configuration (its own metrics registry) with short periods.
+    fn config(&self) -> ControllerConfig {
+        let cloud = AzureCloud::custom(&self.sim.endpoint, &self.sim.endpoint)
+            .and_then(|c| c.with_extra_root_ca_pem(self.sim.ca_pem.clone()))
+            .unwrap_or_else(|e| panic!("cloud: {e}"));
+        let mut config = ControllerConfig::new(cloud);
+        config.operator_namespace = OPERATOR_NS.into();
+        config.resync_period = Duration::from_secs(30);
+        config.lro_poll_min = Duration::from_millis(50);
+        config.lro_poll_max = Duration::from_millis(300);
+        config.error_backoff_base = Duration::from_millis(100);
+        config.error_backoff_max = Duration::from_millis(500);
+        config.arm.retry = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            max_retry_after: Duration::from_secs(2),
+        };
+        config
+    }
+
+    fn election(&self, identity: &str, lease_secs: u64) -> LeaderElection {
+        let mut election = LeaderElection::new(OPERATOR_NS, identity);
+        election.lease_duration = Duration::from_secs(lease_secs);
+        election.renew_margin = Duration::from_secs(1);
+        election.drain_timeout = Duration::from_secs(5);
+        election
+    }
+
+    async fn create(&self, name: &str) {
+        let spec = serde_json::from_value(json!({
+            "subscriptionId": self.world.subscription_id,
+            "resourceGroup": self.world.resource_group,
+            "location": self.world.location,
+            "storageAccount": {"id": self.world.storage_account_id},
+            "keyVault": {"id": self.world.key_vault_id},
+        }))
+        .unwrap();
+        let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), NS);
+        api.create(&PostParams::default(), &MlWorkspace::new(name, spec))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
+    async fn wait_for(&self, name: &str, what: &str, within: Duration, done: impl Fn(&MlWorkspace) -> bool) {
+        let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), NS);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ws = api.get(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
+            if done(&ws) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{name}: no {what} within {within:?}: {:#?}", ws.status);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), OPERATOR_NS);
+        leases.get_opt("azml-operator").await.unwrap().and_then(|l| l.spec?.holder_identity).filter(|h| !h.is_empty())
+    }
+}
+
+fn is_ready(ws: &MlWorkspace) -> bool {
+    let ready = ws.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::READY).cloned());
+    ready.is_some_and(|c| c.status == "True")
+        && ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+}
+
+/// A replica on its own runtime: `crash` drops every task of it at once, as a killed process would.
+struct Replica {
+    runtime: Option<tokio::runtime::Runtime>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    metrics: metrics::Metrics,
+}
+
+impl Replica {
+    fn start(env: &Env, election: LeaderElection) -> Replica {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        // The client's connection pool and buffer task must live (and die) with the replica.
+        let client = {
+            let _guard = runtime.enter();
+            env.kube.client().unwrap()
+        };
+        let config = env.config();
+        let metrics = config.metrics.clone();
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task = runtime.spawn(async move {
+            leader::run_elected(client, election, config, token).await.unwrap_or_else(|e| panic!("election: {e}"));
+        });
+        Replica { runtime: Some(runtime), shutdown, task: Some(task), metrics }
+    }
+
+    fn scrape(&self) -> BTreeMap<String, f64> {
+        parse(&self.metrics.encode().unwrap())
+    }
+
+    fn is_leader(&self) -> bool {
+        self.scrape().get("azml_leader") == Some(&1.0)
+    }
+
+    fn crash(self) {
+        drop(self);
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops in time").expect("no panic");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which is not allowed inside the test's runtime; this does not wait.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Parses the Prometheus text format into `name{labels}` → value (labels as printed).
+fn parse(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad metric line {line:?}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        out.insert(series.to_owned(), value);
+    }
+    out
+}
+
+async fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "no {what} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_only_the_leader_reconciles_and_the_standby_takes_over_after_a_crash() {
+    let env = Env::start(Duration::from_millis(200)).await;
+    let a = Replica::start(&env, env.election("replica-a", 2));
+    wait_until("leader a", Duration::from_secs(5), || a.is_leader()).await;
+    let b = Replica::start(&env, env.election("replica-b", 2));
+    assert_eq!(env.holder().await.as_deref(), Some("replica-a"));
+
+    env.create("ws-one").await;
+    env.wait_for("ws-one", "Ready", WAIT, is_ready).await;
+    let (sa, sb) = (a.scrape(), b.scrape());
+    assert!(sa.get("azml_reconciles_total{result=\"success\"}").is_some_and(|n| *n >= 1.0), "{sa:?}");
+    assert!(!b.is_leader());
+    assert!(
+        !sb.keys().any(|k| k.starts_with("azml_reconciles_total") || k.starts_with("azml_arm_requests_total")),
+        "the standby worked: {sb:?}"
+    );
+
+    // The leader dies without releasing the lease; the standby waits for it to expire, then finishes new work.
+    a.crash();
+    let crashed = tokio::time::Instant::now();
+    env.create("ws-two").await;
+    env.wait_for("ws-two", "Ready after fail-over", WAIT, is_ready).await;
+    assert!(b.is_leader());
+    assert_eq!(env.holder().await.as_deref(), Some("replica-b"));
+    // Lease 2 s + at most 1 s of take-over back-off + the reconcile itself.
+    assert!(crashed.elapsed() < Duration::from_secs(8), "fail-over took {:?}", crashed.elapsed());
+    assert_eq!(env.sim.handle.count("Workspaces_CreateOrUpdate"), 2, "{:?}", env.sim.handle.call_summary());
+
+    // A clean stop releases the lease at once.
+    b.stop().await;
+    assert_eq!(env.holder().await, None, "lease not released on shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_during_an_operation_releases_the_lease_and_the_next_replica_resumes_without_a_second_put() {
+    let env = Env::start(Duration::from_secs(3)).await;
+    // A long lease: the second replica can only take over this fast because the first released it.
+    let a = Replica::start(&env, env.election("replica-a", 30));
+    wait_until("leader a", Duration::from_secs(5), || a.is_leader()).await;
+    env.create("ws-lro").await;
+    env.wait_for("ws-lro", "pending operation", WAIT, |w| {
+        w.status.as_ref().is_some_and(|s| s.pending_operation.is_some())
+    })
+    .await;
+    let stopping = tokio::time::Instant::now();
+    a.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(3), "shutdown took {:?}", stopping.elapsed());
+    assert_eq!(env.holder().await, None);
+    assert_eq!(env.sim.handle.count("Workspaces_CreateOrUpdate"), 1);
+
+    let b = Replica::start(&env, env.election("replica-b", 30));
+    env.wait_for("ws-lro", "Ready after restart", Duration::from_secs(15), is_ready).await;
+    assert_eq!(env.sim.handle.count("Workspaces_CreateOrUpdate"), 1, "the operation was sent again");
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_after_a_scenario() {
+    let env = Env::start(Duration::from_millis(200)).await;
+    let config = env.config();
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(metrics::serve(listener, health.clone(), config.metrics.clone(), {
+        let stop = stop.clone();
+        async move { stop.cancelled().await }
+    }));
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http.get(format!("{base}{path}")).send().await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 503, "not ready before the start-up checks");
+    health.set_ready(true);
+    assert_eq!(get("/readyz").await.0, 200);
+
+    // One throttled GET (Retry-After 1 s) then success: counted by status, and the wait is counted.
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_Get".into(),
+        action: FaultAction::Error { status: 429, code: "TooManyRequests".into(), message: None, retry_after: Some(1) },
+        count: Some(1),
+        rate: None,
+    });
+    let shutdown = CancellationToken::new();
+    let controller = tokio::spawn(azml_operator::run::run_controller(
+        env.client.clone(),
+        config.clone(),
+        None,
+        Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    env.create("ws-metrics").await;
+    env.wait_for("ws-metrics", "Ready", WAIT, is_ready).await;
+
+    let (status, text) = get("/metrics").await;
+    assert_eq!(status, 200);
+    let m = parse(&text);
+    let value = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing in:\n{text}"));
+    assert!(value("azml_reconciles_total{result=\"success\"}") >= 2.0, "finalizer then create");
+    assert!(value("azml_reconcile_duration_seconds_count") >= value("azml_reconciles_total{result=\"success\"}"));
+    assert_eq!(value("azml_leader"), 1.0);
+    assert_eq!(value("azml_arm_requests_total{operation=\"Workspaces_Get\",status=\"Throttled\"}"), 1.0);
+    let puts = env.sim.handle.count("Workspaces_CreateOrUpdate") as f64;
+    assert_eq!(value("azml_arm_requests_total{operation=\"Workspaces_CreateOrUpdate\",status=\"Success\"}"), puts);
+    assert!(value("azml_arm_client_throttle_seconds_total{operation=\"Workspaces_Get\"}") >= 0.9, "Retry-After waited");
+    assert_eq!(value("azml_storage_keys_resynced_total"), 0.0);
+    // Counted by the drift and role-assignment steps through the same handle (`ctx.config.metrics`); label families
+    // appear once something is counted.
+    assert!(!m.keys().any(|k| k.starts_with("azml_drift_detected_total")), "no drift in this scenario");
+    config.metrics.drift_detected("friendlyName");
+    config.metrics.role_assignment_changed(metrics::RoleAssignmentChange::Deleted);
+    let m = parse(&get("/metrics").await.1);
+    assert_eq!(m.get("azml_drift_detected_total{kind=\"friendlyName\"}"), Some(&1.0), "{m:?}");
+    assert_eq!(m.get("azml_role_assignments_changed_total{change=\"deleted\"}"), Some(&1.0), "{m:?}");
+    wait_until("no reconcile in flight", Duration::from_secs(5), || {
+        parse(&config.metrics.encode().unwrap()).get("azml_reconciles_in_flight") == Some(&0.0)
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), controller).await.expect("stops").expect("no panic").expect("ok");
+    stop.cancel();
+    server.await.unwrap();
+}
+
+// ---------------------------------------------------------------- deploy/
+
+/// Runs kubectl off the async runtime against `kubeconfig` (None: no cluster needed); returns (ok, stdout, stderr).
+async fn kubectl(home: &std::path::Path, args: &[&str], stdin: Option<String>) -> (bool, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", home.join("kubeconfig"))
+        .env("HOME", home)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn()?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())?;
+        }
+        child.wait_with_output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("kubectl: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn repo_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The documents of a YAML stream as JSON values (empty documents skipped).
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|d| serde_yaml::Value::deserialize(d).unwrap_or_else(|e| panic!("bad YAML: {e}")))
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).unwrap())
+        .collect()
+}
+
+use serde::Deserialize as _;
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str, namespace: Option<&str>) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"] == name
+                && namespace.is_none_or(|ns| d["metadata"]["namespace"] == ns)
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name} in the manifests"))
+}
+
+fn env_of(deployment: &serde_json::Value) -> BTreeMap<String, String> {
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?.to_owned(), e["value"].as_str()?.to_owned())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifests_render_match_the_chart_values_and_apply() {
+    // One source of CRDs: the chart and the kustomize base carry copies of crds/.
+    let crds = repo_file("crds/azml.dev.yaml");
+    assert_eq!(
+        repo_file("deploy/kustomize/crds.yaml"),
+        crds,
+        "deploy/kustomize/crds.yaml is stale: copy crds/azml.dev.yaml"
+    );
+    assert_eq!(repo_file("deploy/helm/azml-operator/crds/azml.dev.yaml"), crds, "chart crds/ is stale");
+
+    let home = tempfile::tempdir().unwrap();
+    let (ok, kustomized, stderr) = kubectl(home.path(), &["kustomize", "deploy/kustomize"], None).await;
+    assert!(ok, "kubectl kustomize failed: {stderr}");
+    let base = documents(&kustomized);
+    let helm = documents(&repo_file("deploy/helm/rendered-default.yaml"));
+    let helm_ns = documents(&repo_file("deploy/helm/rendered-watch-namespaces.yaml"));
+
+    // The kustomize base and the chart's default rendering are the same objects (labels aside).
+    find(&base, "Namespace", "azml-system", None);
+    find(&base, "CustomResourceDefinition", "mlworkspaces.azml.dev", None);
+    find(&base, "CustomResourceDefinition", "subscriptionbindings.azml.dev", None);
+    for (kind, ns) in [
+        ("ServiceAccount", Some("azml-system")),
+        ("ClusterRole", None),
+        ("ClusterRoleBinding", None),
+        ("Role", Some("azml-system")),
+        ("RoleBinding", Some("azml-system")),
+    ] {
+        let (k, h) = (find(&base, kind, "azml-operator", ns), find(&helm, kind, "azml-operator", ns));
+        for field in ["rules", "roleRef", "subjects"] {
+            assert_eq!(k[field], h[field], "{kind}.{field} differs between kustomize and helm");
+        }
+    }
+    let (kd, hd) = (
+        find(&base, "Deployment", "azml-operator", Some("azml-system")),
+        find(&helm, "Deployment", "azml-operator", Some("azml-system")),
+    );
+    assert_eq!(kd["spec"]["template"]["spec"], hd["spec"]["template"]["spec"], "pod specs differ");
+    assert_eq!(kd["spec"]["replicas"], hd["spec"]["replicas"]);
+    assert_eq!(kd["spec"]["selector"], hd["spec"]["selector"]);
+
+    // The committed rendering follows values.yaml.
+    let values: serde_json::Value = serde_yaml::from_str(&repo_file("deploy/helm/azml-operator/values.yaml")).unwrap();
+    let chart: serde_json::Value = serde_yaml::from_str(&repo_file("deploy/helm/azml-operator/Chart.yaml")).unwrap();
+    assert_eq!(hd["spec"]["replicas"], values["replicas"]);
+    let container = &hd["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!("{}:{}", values["image"]["repository"].as_str().unwrap(), chart["appVersion"].as_str().unwrap())
+    );
+    assert_eq!(container["resources"], values["resources"]);
+    assert_eq!(container["args"], json!(["run", "--leader-elect"]), "leaderElection.enabled");
+    let env = env_of(hd);
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+    assert_eq!(env["AZML_LOG_FORMAT"], s(&values["logFormat"]));
+    assert_eq!(env["AZML_CONCURRENCY"], s(&values["concurrency"]));
+    assert_eq!(env["AZML_RESYNC_PERIOD"], s(&values["resyncPeriod"]));
+    assert_eq!(env["AZML_SHUTDOWN_TIMEOUT"], s(&values["shutdownTimeout"]));
+    assert_eq!(env["AZML_LEADER_ELECTION_LEASE_DURATION"], s(&values["leaderElection"]["leaseDuration"]));
+    assert!(!env.contains_key("AZML_WATCH_NAMESPACES"), "all namespaces by default");
+    // Every setting the chart passes is a flag of `azml-operator run` (clap reads these variables).
+    use clap::Parser as _;
+    let mut args = vec!["azml-operator".to_owned(), "run".to_owned(), "--leader-elect".to_owned()];
+    for (flag, var) in [
+        ("--concurrency", "AZML_CONCURRENCY"),
+        ("--resync-period", "AZML_RESYNC_PERIOD"),
+        ("--shutdown-timeout", "AZML_SHUTDOWN_TIMEOUT"),
+        ("--leader-election-lease", "AZML_LEADER_ELECTION_LEASE"),
+        ("--leader-election-lease-duration", "AZML_LEADER_ELECTION_LEASE_DURATION"),
+        ("--leader-election-renew-margin", "AZML_LEADER_ELECTION_RENEW_MARGIN"),
+        ("--log-format", "AZML_LOG_FORMAT"),
+    ] {
+        args.extend([flag.to_owned(), env[var].clone()]);
+    }
+    let cli =
+        azml_operator::cli::Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("chart settings do not parse: {e}"));
+    let azml_operator::cli::Command::Run(run) = cli.command else { panic!("run") };
+    assert!(azml_operator::run::leader_election(&run).unwrap().is_some());
+
+    // Namespace-scoped install: MlWorkspace permissions only by a Role in the watched namespace.
+    let cluster_role = find(&helm_ns, "ClusterRole", "azml-operator", None);
+    assert!(
+        !cluster_role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resources"].as_array().unwrap().contains(&json!("mlworkspaces")))
+    );
+    let role = find(&helm_ns, "Role", "azml-operator-workspaces", Some("team-a"));
+    assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"] == json!(["mlworkspaces"])));
+    find(&helm_ns, "RoleBinding", "azml-operator-workspaces", Some("team-a"));
+    assert_eq!(env_of(find(&helm_ns, "Deployment", "azml-operator", None))["AZML_WATCH_NAMESPACES"], "team-a");
+
+    // kubectl accepts every object: client-side dry run, then for real against the emulator (which validates the
+    // built-in kinds against their schemas).
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap();
+    server.write_kubeconfig(&home.path().join("kubeconfig")).unwrap();
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "team-a"}})).unwrap();
+    Api::<Namespace>::all(server.client().unwrap()).create(&PostParams::default(), &ns).await.unwrap();
+    for (what, yaml) in [
+        ("kustomize base", kustomized.clone()),
+        ("helm default", repo_file("deploy/helm/rendered-default.yaml")),
+        ("helm namespaced", repo_file("deploy/helm/rendered-watch-namespaces.yaml")),
+    ] {
+        let (ok, out, err) = kubectl(home.path(), &["apply", "--dry-run=client", "-f", "-"], Some(yaml.clone())).await;
+        assert!(ok, "{what}: dry run failed: {err}\n{out}");
+        let (ok, out, err) = kubectl(home.path(), &["apply", "-f", "-"], Some(yaml)).await;
+        assert!(ok, "{what}: apply failed: {err}\n{out}");
+    }
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(server.client().unwrap(), "azml-system");
+    assert_eq!(deployments.get("azml-operator").await.unwrap().spec.replicas, Some(2));
+}
