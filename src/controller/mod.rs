@@ -308,6 +308,10 @@ pub async fn resolve_client(
     match policy::authorize(&bindings, &request) {
         Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
         Ok(binding) => {
+            // A binding grants one subscription: dependent resources elsewhere are out of its reach.
+            if let Err(foreign) = policy::check_dependencies(&ws.spec) {
+                return Ok(WorkspaceClient::Denied(foreign.to_string()));
+            }
             let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
             Ok(WorkspaceClient::Permitted(arm))
         }

@@ -10,7 +10,7 @@ use globset::GlobBuilder;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::v1alpha1::{AccessEntry, BuiltinRole, SubscriptionBinding};
+use crate::api::v1alpha1::{AccessEntry, BuiltinRole, DependentResource, MlWorkspaceSpec, SubscriptionBinding};
 
 /// What a workspace asks for, as far as bindings are concerned.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +87,48 @@ pub enum Denial {
         /// The entry's principal.
         principal: String,
     },
+}
+
+/// A dependent resource named by `id` outside the workspace's own subscription.
+///
+/// A binding grants exactly one subscription; a workspace linking a storage account, key vault, Application Insights
+/// or container registry of another subscription would make the operator (and the workspace's keys) reach into a
+/// subscription no binding gave this namespace. Resources named by `name` are always in the workspace's resource
+/// group, so only `id`s are checked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.{field}.id {id} is outside subscription {subscription}: a SubscriptionBinding grants one subscription, so dependent resources must be in the workspace's own subscription"
+)]
+pub struct ForeignDependency {
+    /// The spec field, e.g. `storageAccount`.
+    pub field: &'static str,
+    /// The id as written.
+    pub id: String,
+    /// The workspace's subscription.
+    pub subscription: String,
+}
+
+/// The dependent resources a spec names, with their field names.
+pub fn dependencies(spec: &MlWorkspaceSpec) -> Vec<(&'static str, &DependentResource)> {
+    let mut deps = vec![("storageAccount", &spec.storage_account), ("keyVault", &spec.key_vault)];
+    deps.extend(spec.application_insights.as_ref().map(|d| ("applicationInsights", d)));
+    deps.extend(spec.container_registry.as_ref().map(|d| ("containerRegistry", d)));
+    deps
+}
+
+/// Checks that every dependent resource given by `id` is in the workspace's subscription. Fails closed: an id that
+/// does not start with `/subscriptions/{guid}/` is refused too (the id layer would reject it anyway).
+pub fn check_dependencies(spec: &MlWorkspaceSpec) -> Result<(), ForeignDependency> {
+    for (field, dep) in dependencies(spec) {
+        let Some(id) = &dep.id else { continue };
+        let mut segments = id.strip_prefix('/').unwrap_or_default().split('/');
+        let inside = segments.next().is_some_and(|s| s.eq_ignore_ascii_case("subscriptions"))
+            && segments.next().is_some_and(|s| s.eq_ignore_ascii_case(&spec.subscription_id));
+        if !inside {
+            return Err(ForeignDependency { field, id: id.clone(), subscription: spec.subscription_id.clone() });
+        }
+    }
+    Ok(())
 }
 
 impl Denial {

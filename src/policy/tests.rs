@@ -5,7 +5,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::api::v1alpha1::{
-    AccessEntry, AccessScope, BuiltinRole, CredentialSpec, ManagedIdentityCredential, SubscriptionBindingSpec,
+    AccessEntry, AccessScope, BuiltinRole, CredentialSpec, DependentResource, ManagedIdentityCredential,
+    MlWorkspaceSpec, SubscriptionBindingSpec,
 };
 
 const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
@@ -268,5 +269,39 @@ proptest! {
             prop_assert!(chosen.spec.subscription_id.eq_ignore_ascii_case(&subscription));
             prop_assert!(chosen.spec.resource_groups.iter().any(|p| glob_matches(p, &resource_group)));
         }
+    }
+}
+
+fn workspace_spec(storage: DependentResource, registry: Option<DependentResource>) -> MlWorkspaceSpec {
+    let mut spec: MlWorkspaceSpec = serde_json::from_value(serde_json::json!({
+        "subscriptionId": SUB, "resourceGroup": "rg-risk-ml", "location": "westeurope",
+        "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
+    }))
+    .unwrap();
+    spec.storage_account = storage;
+    spec.container_registry = registry;
+    spec
+}
+
+#[test]
+fn dependencies_must_be_in_the_workspaces_subscription() {
+    let sa = |sub: &str| {
+        DependentResource::by_id(format!(
+            "/subscriptions/{sub}/resourceGroups/rg-shared/providers/Microsoft.Storage/storageAccounts/sa1"
+        ))
+    };
+    assert_eq!(check_dependencies(&workspace_spec(DependentResource::by_name("sa1"), None)), Ok(()));
+    assert_eq!(check_dependencies(&workspace_spec(sa(&SUB.to_uppercase()), None)), Ok(()), "case-insensitive");
+    let err = check_dependencies(&workspace_spec(sa(OTHER_SUB), None)).unwrap_err();
+    assert_eq!(err.field, "storageAccount");
+    assert!(err.to_string().contains(OTHER_SUB) && err.to_string().contains(SUB), "{err}");
+    let registry = DependentResource::by_id(format!(
+        "/subscriptions/{OTHER_SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/cr"
+    ));
+    let err = check_dependencies(&workspace_spec(sa(SUB), Some(registry))).unwrap_err();
+    assert_eq!(err.field, "containerRegistry");
+    // Ids that do not start with the subscription fail closed.
+    for id in ["", "subscriptions/x", "/providers/Microsoft.Storage/storageAccounts/sa1", &format!("//{SUB}")] {
+        assert!(check_dependencies(&workspace_spec(DependentResource::by_id(id), None)).is_err(), "{id:?}");
     }
 }
