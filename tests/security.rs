@@ -780,28 +780,32 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
     tokio::time::sleep(Duration::from_millis(1500)).await;
     secrets.extend(env.sim.handle.workspace_cached_key(&ws_id).map(|k| k.expose().to_owned()));
 
-    // A failure whose ARM error body carries a key, a token and a bearer header.
+    // Failures whose ARM error bodies carry keys (with and without base64 padding, named in a connection string and
+    // in JSON), a token and a bearer header: first transient ones (retried), then a permanent one (stalls).
     let fake_key = "ZmFrZS1zdG9yYWdlLWtleS1mcm9tLWFuLWVycm9yLWJvZHktMDEyMzQ1Njc4OWFiY2RlZg==";
+    let fake_endpoint_key = "Zq8Xr2Lm4Np6Tv8Wb0Yd2Fh4Jk6Mn8Pq";
+    let fake_account_key = "Qm9ndXNBY2NvdW50S2V5Tm9QYWRkaW5n";
     let fake_jwt = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJvaWQiOiJsZWFrIn0.c2lnbmF0dXJlLWxlYWs";
     let fake_bearer = "opaque-bearer-value-1234";
-    let message = format!("key {fake_key} was refused; token {fake_jwt}; sent Authorization: Bearer {fake_bearer}");
-    env.sim.handle.inject_fault(FaultRule {
-        operation: "Workspaces_Update".into(),
-        action: FaultAction::Error {
-            status: 400,
-            code: "InvalidParameter".into(),
-            message: Some(message),
-            retry_after: None,
-        },
-        count: None,
-        rate: None,
-    });
+    let message = format!(
+        "key {fake_key} was refused; {{\"primaryKey\": \"{fake_endpoint_key}\"}}; \
+         AccountName=stsandbox;AccountKey={fake_account_key}; token {fake_jwt}; sent Authorization: Bearer {fake_bearer}"
+    );
+    for (status, code, count) in [(500, "InternalServerError", Some(3)), (400, "InvalidParameter", None)] {
+        env.sim.handle.inject_fault(FaultRule {
+            operation: "Workspaces_Update".into(),
+            action: FaultAction::Error { status, code: code.into(), message: Some(message.clone()), retry_after: None },
+            count,
+            rate: None,
+        });
+    }
     let patch = json!({"spec": {"friendlyName": "trigger an update"}});
     env.api(TEAM_A).patch("ws-secret", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let ws = env.wait_for(TEAM_A, "ws-secret", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
     let stalled = condition(&ws, conditions::STALLED).unwrap().message.clone();
     assert!(stalled.contains("InvalidParameter") && stalled.contains("[REDACTED]"), "{stalled}");
-    secrets.extend([fake_key.to_owned(), fake_jwt.to_owned(), fake_bearer.to_owned()]);
+    secrets.extend([fake_key, fake_endpoint_key, fake_account_key, fake_jwt, fake_bearer].map(str::to_owned));
+    assert_eq!(env.count("Workspaces_Update"), 4, "the transient failures were not all hit");
 
     // A token failure: the binding's Secret is rotated to a wrong value (the error chain of the identity library is
     // reported in status and events).
@@ -848,8 +852,11 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
     assert!(haystacks[0].1.contains("ws-secret"), "the log capture saw nothing of the scenario");
     for (place, text) in &haystacks {
         for secret in &secrets {
-            // Report the first characters only, so a failure does not print the secret itself.
-            assert!(!text.contains(secret.as_str()), "a secret starting {:?} appears in {place}", &secret[..6]);
+            // Show where, with the secret itself masked.
+            if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+                let line = line.replace(secret.as_str(), "<SECRET>");
+                panic!("a secret starting {:?} appears in {place}: {line}", &secret[..6]);
+            }
         }
     }
     env.stop().await;

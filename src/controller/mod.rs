@@ -553,7 +553,8 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => debug!(object = %obj, "reconciled"),
-                Err(err) => debug!(error = %err, "reconcile error"),
+                // The chain carries ARM error messages, which are text we do not control.
+                Err(err) => debug!(error = %scrub(&error_chain(&err)), "reconcile error"),
             }
         })
         .await;
