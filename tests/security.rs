@@ -231,6 +231,17 @@ impl Env {
         Api::<SubscriptionBinding>::all(self.client.clone()).create(&PostParams::default(), &binding).await.unwrap();
     }
 
+    /// Stops the controller and starts a new one (with empty caches, like a restarted operator).
+    async fn restart_controller(&mut self) {
+        if let Some((token, task)) = self.controller.take() {
+            token.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let token = CancellationToken::new();
+        let task = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), token.clone()));
+        self.controller = Some((token, task));
+    }
+
     async fn stop(mut self) {
         if let Some((token, task)) = self.controller.take() {
             token.cancel();
@@ -480,6 +491,40 @@ async fn a_removed_binding_stops_azure_calls_and_keeps_deletion_sane() {
     assert!(env.sim.handle.resource(&delete_id).is_none(), "workspace still in Azure");
     assert_eq!(env.count("Workspaces_Delete"), 1);
     assert!(env.sim.handle.resource(&retain_id).is_some(), "the retained workspace was touched");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn an_edited_status_cannot_aim_the_operator_at_another_subscription() {
+    let mut env = Env::start(Setup::default()).await;
+    env.create(TEAM_A, "ws-op", env.spec()).await;
+    env.wait_ready(TEAM_A, "ws-op").await;
+    // Someone with write access to mlworkspaces/status stores an "operation" whose status URL is on the ARM
+    // endpoint, but in a subscription this namespace was never granted. A restarted operator reads it from status.
+    let other = env.world.other_subscription_id.clone();
+    let target = format!(
+        "{}/subscriptions/{other}/resourceGroups/rg-x/providers/Microsoft.MachineLearningServices/workspaces/victim?api-version=2024-10-01",
+        env.sim.endpoint
+    );
+    let poller = json!({
+        "operation": "Workspaces_CreateOrUpdate", "kind": "Location", "pollUrl": target, "resourceUrl": target,
+        "finalState": "OriginalUri", "startedAt": "2026-11-25T10:00:00Z",
+    });
+    let patch = json!({"status": {"pendingOperation": {"kind": "CreateWorkspace", "poller": poller.to_string()}}});
+    env.api(TEAM_A).patch_status("ws-op", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.sim.handle.clear_calls();
+    env.restart_controller().await;
+    let ws = env.wait_for(TEAM_A, "ws-op", "InvalidSpec", stalled_with(reasons::INVALID_SPEC)).await;
+    let message = &condition(&ws, conditions::STALLED).unwrap().message;
+    assert!(message.contains("pendingOperation") && message.contains(&other), "{message}");
+    assert!(ws.status.as_ref().is_some_and(|s| s.pending_operation.is_none()), "the forged operation was kept");
+    let calls = env.sim.handle.calls();
+    assert!(calls.iter().all(|c| !c.path.to_ascii_lowercase().contains(&other)), "{:?}", env.sim.handle.call_summary());
+    // The next change is reconciled normally.
+    let patch = json!({"spec": {"description": "after the forged operation"}});
+    env.api(TEAM_A).patch("ws-op", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.wait_ready(TEAM_A, "ws-op").await;
+    assert!(env.sim.handle.calls().iter().all(|c| !c.path.to_ascii_lowercase().contains(&other)));
     env.stop().await;
 }
 

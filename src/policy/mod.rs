@@ -10,7 +10,10 @@ use globset::GlobBuilder;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::v1alpha1::{AccessEntry, BuiltinRole, DependentResource, MlWorkspaceSpec, SubscriptionBinding};
+use crate::api::v1alpha1::{
+    AccessEntry, BuiltinRole, DependentResource, MlWorkspaceSpec, MlWorkspaceStatus, SubscriptionBinding,
+};
+use crate::azure::LroHandle;
 
 /// What a workspace asks for, as far as bindings are concerned.
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +129,32 @@ pub fn check_dependencies(spec: &MlWorkspaceSpec) -> Result<(), ForeignDependenc
             && segments.next().is_some_and(|s| s.eq_ignore_ascii_case(&spec.subscription_id));
         if !inside {
             return Err(ForeignDependency { field, id: id.clone(), subscription: spec.subscription_id.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the operation stored in `status.pendingOperation` only ever addresses the workspace's own
+/// subscription. Status is written by the operator, but anyone allowed to patch `mlworkspaces/status` could aim a
+/// stored poller at another subscription's resources; the operator would then call ARM there with the binding's
+/// credential. The ARM client already refuses URLs on other hosts. Returns the reason when the operation must be
+/// dropped.
+pub fn check_pending_operation(status: Option<&MlWorkspaceStatus>, subscription: &str) -> Result<(), String> {
+    let Some(op) = status.and_then(|s| s.pending_operation.as_ref()) else {
+        return Ok(());
+    };
+    // An unreadable poller is the observe step's business (it reports BadPendingOperation).
+    let Ok(handle) = serde_json::from_str::<LroHandle>(&op.poller) else {
+        return Ok(());
+    };
+    let prefix = format!("/subscriptions/{subscription}/").to_ascii_lowercase();
+    let urls = [Some(&handle.poll_url), Some(&handle.resource_url), handle.location_url.as_ref()];
+    for url in urls.into_iter().flatten() {
+        // Parsing resolves `..` and `%2e%2e` segments, so the prefix test sees the path ARM would see.
+        let inside = url::Url::parse(url)
+            .is_ok_and(|u| u.path().to_ascii_lowercase().starts_with(&prefix) && !u.path().contains("%2"));
+        if !inside {
+            return Err(format!("its URL {url} is outside subscription {subscription}; the operation is dropped"));
         }
     }
     Ok(())

@@ -305,3 +305,54 @@ fn dependencies_must_be_in_the_workspaces_subscription() {
         assert!(check_dependencies(&workspace_spec(DependentResource::by_id(id), None)).is_err(), "{id:?}");
     }
 }
+
+fn status_with_poller(poll_url: &str, location_url: Option<&str>) -> crate::api::v1alpha1::MlWorkspaceStatus {
+    let handle = serde_json::json!({
+        "operation": "Workspaces_CreateOrUpdate",
+        "kind": "AzureAsyncOperation",
+        "pollUrl": poll_url,
+        "resourceUrl": format!("https://management.azure.com/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws?api-version=1"),
+        "locationUrl": location_url,
+        "finalState": "OriginalUri",
+        "startedAt": "2026-11-25T10:00:00Z",
+    });
+    crate::api::v1alpha1::MlWorkspaceStatus {
+        pending_operation: Some(crate::api::v1alpha1::PendingOperation {
+            kind: "CreateWorkspace".into(),
+            poller: handle.to_string(),
+            started_at: None,
+            generation: None,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn stored_operations_stay_in_the_workspaces_subscription() {
+    let arm = "https://management.azure.com";
+    assert_eq!(check_pending_operation(None, SUB), Ok(()));
+    assert_eq!(check_pending_operation(Some(&Default::default()), SUB), Ok(()));
+    let own = format!(
+        "{arm}/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus/workspaceOperationsStatus/op1?api-version=1"
+    );
+    assert_eq!(check_pending_operation(Some(&status_with_poller(&own, None)), SUB), Ok(()));
+    assert_eq!(check_pending_operation(Some(&status_with_poller(&own, None)), &SUB.to_uppercase()), Ok(()));
+    let hostile = [
+        format!("{arm}/subscriptions/{OTHER_SUB}/providers/x/operations/op1"),
+        format!("{arm}/subscriptions/{SUB}/../{OTHER_SUB}/providers/x/operations/op1"),
+        format!("{arm}/subscriptions/{SUB}/%2e%2e/{OTHER_SUB}/providers/x"),
+        format!("{arm}/subscriptions/{SUB}/resourceGroups/rg%2F..%2F..%2F{OTHER_SUB}"),
+        format!("{arm}/providers/Microsoft.Authorization/roleAssignments"),
+        "not a url".to_owned(),
+    ];
+    for url in &hostile {
+        let err = check_pending_operation(Some(&status_with_poller(url, None)), SUB).unwrap_err();
+        assert!(err.contains(SUB), "{err}");
+        let err = check_pending_operation(Some(&status_with_poller(&own, Some(url))), SUB);
+        assert!(err.is_err(), "location {url}");
+    }
+    // An unreadable poller is left to the observe step.
+    let mut garbage = status_with_poller(&own, None);
+    garbage.pending_operation.as_mut().unwrap().poller = "{".into();
+    assert_eq!(check_pending_operation(Some(&garbage), SUB), Ok(()));
+}
