@@ -1,8 +1,14 @@
 //! Who may target what: matching an `MlWorkspace` against the cluster's `SubscriptionBinding`s.
 //!
-//! Pure functions over in-memory objects, so the rules are tested as plain code. The controller calls
-//! [`authorize`] before any Azure call; a denial becomes `Stalled` with reason `NotPermitted` and the message of
-//! [`Denial`], which names the missing permission.
+//! Pure functions over in-memory objects, so the rules are tested as plain code. Before any Azure call the
+//! controller calls:
+//! - [`authorize`]: a binding must allow the namespace, subscription, resource group (glob) and every access
+//!   entry's role and scope; [`authorize_move`] does the same for both ends of a move, which must also allow moves;
+//! - [`check_dependencies`]: dependent resources given by `id` must be in the workspace's subscription;
+//! - [`check_pending_operation`]: an operation stored in status must stay in the workspace's subscription.
+//!
+//! A denial becomes `Stalled` with reason `NotPermitted` and the message of [`Denial`] / [`ForeignDependency`],
+//! which names the missing permission.
 
 use std::collections::BTreeMap;
 
@@ -90,6 +96,18 @@ pub enum Denial {
         /// The entry's principal.
         principal: String,
     },
+    /// A move the binding of its source or target does not allow.
+    #[error(
+        "SubscriptionBinding {binding} does not allow moving workspaces {direction} subscription {subscription} (allowMoves is false)"
+    )]
+    Move {
+        /// The binding that refuses.
+        binding: String,
+        /// "out of" or "into".
+        direction: &'static str,
+        /// Its subscription.
+        subscription: String,
+    },
 }
 
 /// A dependent resource named by `id` outside the workspace's own subscription.
@@ -169,6 +187,7 @@ impl Denial {
             Denial::ResourceGroup { .. } => 2,
             Denial::MissingRole { .. } | Denial::Role { .. } => 3,
             Denial::Scope { .. } => 4,
+            Denial::Move { .. } => 5,
         }
     }
 }
@@ -198,6 +217,28 @@ pub fn authorize<'a>(
         }
     }
     Err(best)
+}
+
+/// Authorizes moving a workspace from `from` to `to` (another subscription or resource group): the namespace must
+/// be allowed both places, and the bindings of both (the same one for a move within a subscription) must set
+/// `allowMoves`. Returns the binding of the target, whose credential the move runs with.
+pub fn authorize_move<'a>(
+    bindings: &'a [SubscriptionBinding],
+    from: &Request<'_>,
+    to: &Request<'_>,
+) -> Result<&'a SubscriptionBinding, Denial> {
+    let source = authorize(bindings, from)?;
+    let target = authorize(bindings, to)?;
+    for (binding, direction) in [(source, "out of"), (target, "into")] {
+        if !binding.spec.allow_moves {
+            return Err(Denial::Move {
+                binding: binding.name_any(),
+                direction,
+                subscription: binding.spec.subscription_id.clone(),
+            });
+        }
+    }
+    Ok(target)
 }
 
 /// Checks one binding against the request, in the order subscription, namespace, resource group, roles, scopes.

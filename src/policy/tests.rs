@@ -356,3 +356,27 @@ fn stored_operations_stay_in_the_workspaces_subscription() {
     garbage.pending_operation.as_mut().unwrap().poller = "{".into();
     assert_eq!(check_pending_operation(Some(&garbage), SUB), Ok(()));
 }
+
+#[test]
+fn moves_need_allow_moves_on_both_sides() {
+    let mut risk = binding("risk", SUB);
+    let mut other = binding("risk-other", OTHER_SUB);
+    let from = request(&[]);
+    let to = Request { subscription_id: OTHER_SUB, resource_group: "rg-risk-new", ..request(&[]) };
+    let err = authorize_move(&[risk.clone(), other.clone()], &from, &to).unwrap_err();
+    assert!(matches!(err, Denial::Move { ref binding, direction: "out of", .. } if binding == "risk"), "{err:?}");
+    assert!(err.to_string().contains("allowMoves"), "{err}");
+    risk.spec.allow_moves = true;
+    let err = authorize_move(&[risk.clone(), other.clone()], &from, &to).unwrap_err();
+    assert!(matches!(err, Denial::Move { ref binding, direction: "into", .. } if binding == "risk-other"), "{err:?}");
+    other.spec.allow_moves = true;
+    let both = [risk.clone(), other.clone()];
+    assert_eq!(authorize_move(&both, &from, &to).map(|b| b.name_any()), Ok("risk-other".to_owned()));
+    // The target must be allowed at all: a namespace cannot move its workspace into a subscription it was not given.
+    other.spec.namespaces = vec!["team-fraud".into()];
+    let err = authorize_move(&[risk.clone(), other], &from, &to).unwrap_err();
+    assert!(matches!(err, Denial::Namespace { .. }), "{err:?}");
+    // Within one subscription, into a resource group outside the glob: refused.
+    let inside = Request { resource_group: "prod-shared", ..request(&[]) };
+    assert!(matches!(authorize_move(&[risk], &from, &inside), Err(Denial::ResourceGroup { .. })));
+}
