@@ -176,7 +176,7 @@ fn is_secret_name(word: &str) -> bool {
 
 /// Removes things that look like credentials from text bound for status, events or logs: anything after
 /// `Bearer `, the value after a credential's name (`AccountKey=`, `sig=`, `"primaryKey": "`, `client_secret=`,
-/// see [`SECRET_NAMES`]), JWTs (`eyJ...` with two dots) and long base64 runs ending in `=` (storage and endpoint
+/// see `SECRET_NAMES`), JWTs (`eyJ...` with two dots) and long base64 runs ending in `=` (storage and endpoint
 /// keys). Defence in depth: errors are built without secrets, but ARM error messages are text we do not control.
 pub fn scrub(text: &str) -> String {
     const REDACTED: &str = crate::azure::secret::REDACTED;
