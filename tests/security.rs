@@ -705,15 +705,25 @@ async fn path_injection_is_rejected_at_admission() {
         }
     }
     assert!(api.list(&Default::default()).await.unwrap().items.is_empty());
-    // A hostile binding is rejected too (its subscription and tenant reach the token and ARM paths).
-    let bad_binding: SubscriptionBinding = serde_json::from_value(json!({
-        "apiVersion": "azml.dev/v1alpha1", "kind": "SubscriptionBinding", "metadata": {"name": "bad"},
-        "spec": {"subscriptionId": "x/../y", "tenantId": "../common", "resourceGroups": ["*"],
-                 "namespaces": [TEAM_A], "credential": {"managedIdentity": {}}},
-    }))
-    .unwrap();
-    let err = Api::<SubscriptionBinding>::all(env.client.clone()).create(&PostParams::default(), &bad_binding).await;
-    assert!(matches!(err, Err(kube::Error::Api(ref s)) if s.code == 422), "{err:?}");
+    // Hostile bindings are rejected too: subscription and tenant reach ARM and token paths, the Secret's name a
+    // Kubernetes API path.
+    let sp = |name: &str| json!({"clientSecret": {"clientId": env.world.operator.client_id, "secretRef": {"name": name, "key": "k"}}});
+    for (sub, tenant, credential) in [
+        ("x/../y", env.world.tenant_id.as_str(), json!({"managedIdentity": {}})),
+        (env.world.subscription_id.as_str(), "../common", json!({"managedIdentity": {}})),
+        (env.world.subscription_id.as_str(), env.world.tenant_id.as_str(), sp("../../kube-system/secrets/x")),
+        (env.world.subscription_id.as_str(), env.world.tenant_id.as_str(), sp("Operator_SP")),
+    ] {
+        let bad_binding: SubscriptionBinding = serde_json::from_value(json!({
+            "apiVersion": "azml.dev/v1alpha1", "kind": "SubscriptionBinding", "metadata": {"name": "bad"},
+            "spec": {"subscriptionId": sub, "tenantId": tenant, "resourceGroups": ["*"],
+                     "namespaces": [TEAM_A], "credential": credential},
+        }))
+        .unwrap();
+        let err =
+            Api::<SubscriptionBinding>::all(env.client.clone()).create(&PostParams::default(), &bad_binding).await;
+        assert!(matches!(err, Err(kube::Error::Api(ref s)) if s.code == 422), "{sub} {tenant} {credential}: {err:?}");
+    }
     assert_eq!(env.all_calls(), 0);
     env.stop().await;
 }

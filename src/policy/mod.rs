@@ -282,6 +282,18 @@ pub fn check(binding: &SubscriptionBinding, req: &Request<'_>) -> Result<(), Den
     Ok(())
 }
 
+/// Whether `name` is a valid Kubernetes object name (RFC 1123 subdomain), so it cannot change the path of a
+/// Kubernetes API request (the admission schema checks the same for `secretRef.name`; this is the second check).
+pub fn is_kube_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
+}
+
 /// Whether the binding names the namespace or selects it by label.
 pub fn namespace_allowed(
     binding: &SubscriptionBinding,

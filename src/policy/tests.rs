@@ -380,3 +380,13 @@ fn moves_need_allow_moves_on_both_sides() {
     let inside = Request { resource_group: "prod-shared", ..request(&[]) };
     assert!(matches!(authorize_move(&[risk], &from, &inside), Err(Denial::ResourceGroup { .. })));
 }
+
+#[test]
+fn kube_names_cannot_change_an_api_path() {
+    for good in ["operator-sp", "a", "sp.team-a", "x1"] {
+        assert!(is_kube_name(good), "{good}");
+    }
+    for bad in ["", "../secrets/x", "a/b", "A", "a..b", ".a", "a.", "-a", "a-", "a?b", "a%2Fb", &"a".repeat(254)] {
+        assert!(!is_kube_name(bad), "{bad:?}");
+    }
+}
