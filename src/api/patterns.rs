@@ -22,3 +22,9 @@ pub const RESOURCE_ID: &str = "^/subscriptions/[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-
 
 /// A key rotation period: a whole number of days, hours or minutes, e.g. `90d`, `12h`.
 pub const ROTATION_PERIOD: &str = "^[1-9][0-9]{0,4}(d|h|m)$";
+
+/// A Kubernetes object name (DNS subdomain, RFC 1123): it becomes a segment of a Kubernetes API path.
+pub const KUBE_NAME: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A key of a Secret's data.
+pub const SECRET_KEY: &str = "^[-._a-zA-Z0-9]+$";

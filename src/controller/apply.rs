@@ -234,7 +234,7 @@ async fn poll(
         Ok(p) => p,
         // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
         Err(err) if err.is_not_found() => {
-            warn!(operation = %handle.operation, error = %err, "operation status no longer available; re-reading the workspace");
+            warn!(operation = %handle.operation, error = %super::error::scrub(&err.to_string()), "operation status no longer available; re-reading the workspace");
             progress.observed.pending = None;
             let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
             progress.set_workspace(workspace);

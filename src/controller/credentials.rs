@@ -56,6 +56,9 @@ impl CredentialCache {
         let tenant_id = spec.tenant_id.clone();
         // Read the Secret first: its resourceVersion is part of the cache key, so a rotated secret is picked up.
         let (config, secret_version) = if let Some(cs) = &spec.credential.client_secret {
+            if !crate::policy::is_kube_name(&cs.secret_ref.name) {
+                return Err(cred_err(format!("secretRef.name {:?} is not a valid Secret name", cs.secret_ref.name)));
+            }
             let secrets: Api<KubeSecret> = Api::namespaced(kube.clone(), &sources.operator_namespace);
             let secret = secrets
                 .get_opt(&cs.secret_ref.name)

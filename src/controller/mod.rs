@@ -323,6 +323,10 @@ pub async fn resolve_client(
     match policy::authorize(&bindings, &request) {
         Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
         Ok(binding) => {
+            // A binding grants one subscription: dependent resources elsewhere are out of its reach.
+            if let Err(foreign) = policy::check_dependencies(&ws.spec) {
+                return Ok(WorkspaceClient::Denied(foreign.to_string()));
+            }
             let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
             Ok(WorkspaceClient::Permitted(arm))
         }
@@ -399,6 +403,10 @@ async fn set_finalizer(client: &Client, ws: &MlWorkspace, present: bool) -> Resu
 async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
     let stall_requeue = ctx.config.stalled_requeue;
     let status = ctx.current_status(ws);
+    if let Err(message) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
+        // Reported, and forgotten (pending: None): the next reconcile reads Azure afresh.
+        return ctx.fail(ws, Error::BadPendingOperation(message), WorkspaceFacts::Unknown, None).await;
+    }
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
         Err(e) => return ctx.finish(ws, stalled(reasons::INVALID_SPEC, e.to_string()), stall_requeue).await,
@@ -469,6 +477,9 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, E
         let note = "Paused: the workspace is left in Azure although deletionPolicy is Delete".to_owned();
         ctx.publish(ws, EventType::Normal, reasons::PAUSED, note).await;
         return remove_finalizer(ws, ctx).await;
+    }
+    if let Err(message) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
+        return ctx.fail(ws, Error::BadPendingOperation(message), WorkspaceFacts::Unknown, None).await;
     }
     let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
     let client = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
@@ -578,7 +589,8 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
         .for_each(|result| async move {
             match result {
                 Ok((obj, _)) => debug!(object = %obj, "reconciled"),
-                Err(err) => debug!(error = %err, "reconcile error"),
+                // The chain carries ARM error messages, which are text we do not control.
+                Err(err) => debug!(error = %scrub(&error_chain(&err)), "reconcile error"),
             }
         })
         .await;

@@ -1,8 +1,14 @@
 //! Who may target what: matching an `MlWorkspace` against the cluster's `SubscriptionBinding`s.
 //!
-//! Pure functions over in-memory objects, so the rules are tested as plain code. The controller calls
-//! [`authorize`] before any Azure call; a denial becomes `Stalled` with reason `NotPermitted` and the message of
-//! [`Denial`], which names the missing permission.
+//! Pure functions over in-memory objects, so the rules are tested as plain code. Before any Azure call the
+//! controller calls:
+//! - [`authorize`]: a binding must allow the namespace, subscription, resource group (glob) and every access
+//!   entry's role and scope; [`authorize_move`] does the same for both ends of a move, which must also allow moves;
+//! - [`check_dependencies`]: dependent resources given by `id` must be in the workspace's subscription;
+//! - [`check_pending_operation`]: an operation stored in status must stay in the workspace's subscription.
+//!
+//! A denial becomes `Stalled` with reason `NotPermitted` and the message of [`Denial`] / [`ForeignDependency`],
+//! which names the missing permission.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +16,10 @@ use globset::GlobBuilder;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
-use crate::api::v1alpha1::{AccessEntry, BuiltinRole, SubscriptionBinding};
+use crate::api::v1alpha1::{
+    AccessEntry, BuiltinRole, DependentResource, MlWorkspaceSpec, MlWorkspaceStatus, SubscriptionBinding,
+};
+use crate::azure::LroHandle;
 
 /// What a workspace asks for, as far as bindings are concerned.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +96,86 @@ pub enum Denial {
         /// The entry's principal.
         principal: String,
     },
+    /// A move the binding of its source or target does not allow.
+    #[error(
+        "SubscriptionBinding {binding} does not allow moving workspaces {direction} subscription {subscription} (allowMoves is false)"
+    )]
+    Move {
+        /// The binding that refuses.
+        binding: String,
+        /// "out of" or "into".
+        direction: &'static str,
+        /// Its subscription.
+        subscription: String,
+    },
+}
+
+/// A dependent resource named by `id` outside the workspace's own subscription.
+///
+/// A binding grants exactly one subscription; a workspace linking a storage account, key vault, Application Insights
+/// or container registry of another subscription would make the operator (and the workspace's keys) reach into a
+/// subscription no binding gave this namespace. Resources named by `name` are always in the workspace's resource
+/// group, so only `id`s are checked.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "spec.{field}.id {id} is outside subscription {subscription}: a SubscriptionBinding grants one subscription, so dependent resources must be in the workspace's own subscription"
+)]
+pub struct ForeignDependency {
+    /// The spec field, e.g. `storageAccount`.
+    pub field: &'static str,
+    /// The id as written.
+    pub id: String,
+    /// The workspace's subscription.
+    pub subscription: String,
+}
+
+/// The dependent resources a spec names, with their field names.
+pub fn dependencies(spec: &MlWorkspaceSpec) -> Vec<(&'static str, &DependentResource)> {
+    let mut deps = vec![("storageAccount", &spec.storage_account), ("keyVault", &spec.key_vault)];
+    deps.extend(spec.application_insights.as_ref().map(|d| ("applicationInsights", d)));
+    deps.extend(spec.container_registry.as_ref().map(|d| ("containerRegistry", d)));
+    deps
+}
+
+/// Checks that every dependent resource given by `id` is in the workspace's subscription. Fails closed: an id that
+/// does not start with `/subscriptions/{guid}/` is refused too (the id layer would reject it anyway).
+pub fn check_dependencies(spec: &MlWorkspaceSpec) -> Result<(), ForeignDependency> {
+    for (field, dep) in dependencies(spec) {
+        let Some(id) = &dep.id else { continue };
+        let mut segments = id.strip_prefix('/').unwrap_or_default().split('/');
+        let inside = segments.next().is_some_and(|s| s.eq_ignore_ascii_case("subscriptions"))
+            && segments.next().is_some_and(|s| s.eq_ignore_ascii_case(&spec.subscription_id));
+        if !inside {
+            return Err(ForeignDependency { field, id: id.clone(), subscription: spec.subscription_id.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the operation stored in `status.pendingOperation` only ever addresses the workspace's own
+/// subscription. Status is written by the operator, but anyone allowed to patch `mlworkspaces/status` could aim a
+/// stored poller at another subscription's resources; the operator would then call ARM there with the binding's
+/// credential. The ARM client already refuses URLs on other hosts. Returns the reason when the operation must be
+/// dropped.
+pub fn check_pending_operation(status: Option<&MlWorkspaceStatus>, subscription: &str) -> Result<(), String> {
+    let Some(op) = status.and_then(|s| s.pending_operation.as_ref()) else {
+        return Ok(());
+    };
+    // An unreadable poller is the observe step's business (it reports BadPendingOperation).
+    let Ok(handle) = serde_json::from_str::<LroHandle>(&op.poller) else {
+        return Ok(());
+    };
+    let prefix = format!("/subscriptions/{subscription}/").to_ascii_lowercase();
+    let urls = [Some(&handle.poll_url), Some(&handle.resource_url), handle.location_url.as_ref()];
+    for url in urls.into_iter().flatten() {
+        // Parsing resolves `..` and `%2e%2e` segments, so the prefix test sees the path ARM would see.
+        let inside = url::Url::parse(url)
+            .is_ok_and(|u| u.path().to_ascii_lowercase().starts_with(&prefix) && !u.path().contains("%2"));
+        if !inside {
+            return Err(format!("its URL {url} is outside subscription {subscription}; the operation is dropped"));
+        }
+    }
+    Ok(())
 }
 
 impl Denial {
@@ -98,6 +187,7 @@ impl Denial {
             Denial::ResourceGroup { .. } => 2,
             Denial::MissingRole { .. } | Denial::Role { .. } => 3,
             Denial::Scope { .. } => 4,
+            Denial::Move { .. } => 5,
         }
     }
 }
@@ -127,6 +217,28 @@ pub fn authorize<'a>(
         }
     }
     Err(best)
+}
+
+/// Authorizes moving a workspace from `from` to `to` (another subscription or resource group): the namespace must
+/// be allowed both places, and the bindings of both (the same one for a move within a subscription) must set
+/// `allowMoves`. Returns the binding of the target, whose credential the move runs with.
+pub fn authorize_move<'a>(
+    bindings: &'a [SubscriptionBinding],
+    from: &Request<'_>,
+    to: &Request<'_>,
+) -> Result<&'a SubscriptionBinding, Denial> {
+    let source = authorize(bindings, from)?;
+    let target = authorize(bindings, to)?;
+    for (binding, direction) in [(source, "out of"), (target, "into")] {
+        if !binding.spec.allow_moves {
+            return Err(Denial::Move {
+                binding: binding.name_any(),
+                direction,
+                subscription: binding.spec.subscription_id.clone(),
+            });
+        }
+    }
+    Ok(target)
 }
 
 /// Checks one binding against the request, in the order subscription, namespace, resource group, roles, scopes.
@@ -168,6 +280,18 @@ pub fn check(binding: &SubscriptionBinding, req: &Request<'_>) -> Result<(), Den
         }
     }
     Ok(())
+}
+
+/// Whether `name` is a valid Kubernetes object name (RFC 1123 subdomain), so it cannot change the path of a
+/// Kubernetes API request (the admission schema checks the same for `secretRef.name`; this is the second check).
+pub fn is_kube_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 /// Whether the binding names the namespace or selects it by label.

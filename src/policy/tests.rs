@@ -5,7 +5,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::api::v1alpha1::{
-    AccessEntry, AccessScope, BuiltinRole, CredentialSpec, ManagedIdentityCredential, SubscriptionBindingSpec,
+    AccessEntry, AccessScope, BuiltinRole, CredentialSpec, DependentResource, ManagedIdentityCredential,
+    MlWorkspaceSpec, SubscriptionBindingSpec,
 };
 
 const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
@@ -268,5 +269,124 @@ proptest! {
             prop_assert!(chosen.spec.subscription_id.eq_ignore_ascii_case(&subscription));
             prop_assert!(chosen.spec.resource_groups.iter().any(|p| glob_matches(p, &resource_group)));
         }
+    }
+}
+
+fn workspace_spec(storage: DependentResource, registry: Option<DependentResource>) -> MlWorkspaceSpec {
+    let mut spec: MlWorkspaceSpec = serde_json::from_value(serde_json::json!({
+        "subscriptionId": SUB, "resourceGroup": "rg-risk-ml", "location": "westeurope",
+        "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
+    }))
+    .unwrap();
+    spec.storage_account = storage;
+    spec.container_registry = registry;
+    spec
+}
+
+#[test]
+fn dependencies_must_be_in_the_workspaces_subscription() {
+    let sa = |sub: &str| {
+        DependentResource::by_id(format!(
+            "/subscriptions/{sub}/resourceGroups/rg-shared/providers/Microsoft.Storage/storageAccounts/sa1"
+        ))
+    };
+    assert_eq!(check_dependencies(&workspace_spec(DependentResource::by_name("sa1"), None)), Ok(()));
+    assert_eq!(check_dependencies(&workspace_spec(sa(&SUB.to_uppercase()), None)), Ok(()), "case-insensitive");
+    let err = check_dependencies(&workspace_spec(sa(OTHER_SUB), None)).unwrap_err();
+    assert_eq!(err.field, "storageAccount");
+    assert!(err.to_string().contains(OTHER_SUB) && err.to_string().contains(SUB), "{err}");
+    let registry = DependentResource::by_id(format!(
+        "/subscriptions/{OTHER_SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/cr"
+    ));
+    let err = check_dependencies(&workspace_spec(sa(SUB), Some(registry))).unwrap_err();
+    assert_eq!(err.field, "containerRegistry");
+    // Ids that do not start with the subscription fail closed.
+    for id in ["", "subscriptions/x", "/providers/Microsoft.Storage/storageAccounts/sa1", &format!("//{SUB}")] {
+        assert!(check_dependencies(&workspace_spec(DependentResource::by_id(id), None)).is_err(), "{id:?}");
+    }
+}
+
+fn status_with_poller(poll_url: &str, location_url: Option<&str>) -> crate::api::v1alpha1::MlWorkspaceStatus {
+    let handle = serde_json::json!({
+        "operation": "Workspaces_CreateOrUpdate",
+        "kind": "AzureAsyncOperation",
+        "pollUrl": poll_url,
+        "resourceUrl": format!("https://management.azure.com/subscriptions/{SUB}/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws?api-version=1"),
+        "locationUrl": location_url,
+        "finalState": "OriginalUri",
+        "startedAt": "2026-11-25T10:00:00Z",
+    });
+    crate::api::v1alpha1::MlWorkspaceStatus {
+        pending_operation: Some(crate::api::v1alpha1::PendingOperation {
+            kind: "CreateWorkspace".into(),
+            poller: handle.to_string(),
+            started_at: None,
+            generation: None,
+        }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn stored_operations_stay_in_the_workspaces_subscription() {
+    let arm = "https://management.azure.com";
+    assert_eq!(check_pending_operation(None, SUB), Ok(()));
+    assert_eq!(check_pending_operation(Some(&Default::default()), SUB), Ok(()));
+    let own = format!(
+        "{arm}/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/eastus/workspaceOperationsStatus/op1?api-version=1"
+    );
+    assert_eq!(check_pending_operation(Some(&status_with_poller(&own, None)), SUB), Ok(()));
+    assert_eq!(check_pending_operation(Some(&status_with_poller(&own, None)), &SUB.to_uppercase()), Ok(()));
+    let hostile = [
+        format!("{arm}/subscriptions/{OTHER_SUB}/providers/x/operations/op1"),
+        format!("{arm}/subscriptions/{SUB}/../{OTHER_SUB}/providers/x/operations/op1"),
+        format!("{arm}/subscriptions/{SUB}/%2e%2e/{OTHER_SUB}/providers/x"),
+        format!("{arm}/subscriptions/{SUB}/resourceGroups/rg%2F..%2F..%2F{OTHER_SUB}"),
+        format!("{arm}/providers/Microsoft.Authorization/roleAssignments"),
+        "not a url".to_owned(),
+    ];
+    for url in &hostile {
+        let err = check_pending_operation(Some(&status_with_poller(url, None)), SUB).unwrap_err();
+        assert!(err.contains(SUB), "{err}");
+        let err = check_pending_operation(Some(&status_with_poller(&own, Some(url))), SUB);
+        assert!(err.is_err(), "location {url}");
+    }
+    // An unreadable poller is left to the observe step.
+    let mut garbage = status_with_poller(&own, None);
+    garbage.pending_operation.as_mut().unwrap().poller = "{".into();
+    assert_eq!(check_pending_operation(Some(&garbage), SUB), Ok(()));
+}
+
+#[test]
+fn moves_need_allow_moves_on_both_sides() {
+    let mut risk = binding("risk", SUB);
+    let mut other = binding("risk-other", OTHER_SUB);
+    let from = request(&[]);
+    let to = Request { subscription_id: OTHER_SUB, resource_group: "rg-risk-new", ..request(&[]) };
+    let err = authorize_move(&[risk.clone(), other.clone()], &from, &to).unwrap_err();
+    assert!(matches!(err, Denial::Move { ref binding, direction: "out of", .. } if binding == "risk"), "{err:?}");
+    assert!(err.to_string().contains("allowMoves"), "{err}");
+    risk.spec.allow_moves = true;
+    let err = authorize_move(&[risk.clone(), other.clone()], &from, &to).unwrap_err();
+    assert!(matches!(err, Denial::Move { ref binding, direction: "into", .. } if binding == "risk-other"), "{err:?}");
+    other.spec.allow_moves = true;
+    let both = [risk.clone(), other.clone()];
+    assert_eq!(authorize_move(&both, &from, &to).map(|b| b.name_any()), Ok("risk-other".to_owned()));
+    // The target must be allowed at all: a namespace cannot move its workspace into a subscription it was not given.
+    other.spec.namespaces = vec!["team-fraud".into()];
+    let err = authorize_move(&[risk.clone(), other], &from, &to).unwrap_err();
+    assert!(matches!(err, Denial::Namespace { .. }), "{err:?}");
+    // Within one subscription, into a resource group outside the glob: refused.
+    let inside = Request { resource_group: "prod-shared", ..request(&[]) };
+    assert!(matches!(authorize_move(&[risk], &from, &inside), Err(Denial::ResourceGroup { .. })));
+}
+
+#[test]
+fn kube_names_cannot_change_an_api_path() {
+    for good in ["operator-sp", "a", "sp.team-a", "x1"] {
+        assert!(is_kube_name(good), "{good}");
+    }
+    for bad in ["", "../secrets/x", "a/b", "A", "a..b", ".a", "a.", "-a", "a-", "a?b", "a%2Fb", &"a".repeat(254)] {
+        assert!(!is_kube_name(bad), "{bad:?}");
     }
 }

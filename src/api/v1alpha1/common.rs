@@ -184,9 +184,9 @@ pub enum DeletionPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret, in the namespace the operator runs in.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::api::patterns::KUBE_NAME))]
     pub name: String,
     /// Key within the Secret's data.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = crate::api::patterns::SECRET_KEY))]
     pub key: String,
 }

@@ -56,6 +56,11 @@ fn decode_jwt_payload(jwt: &str) -> Option<Value> {
 }
 
 impl Tokens {
+    /// Every access token issued so far (for leak tests).
+    pub fn values(&self) -> Vec<String> {
+        self.map.keys().cloned().collect()
+    }
+
     /// Handles `POST /{tenant}/oauth2/v2.0/token` (client credentials).
     pub fn issue(
         &mut self,

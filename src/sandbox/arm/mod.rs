@@ -193,6 +193,11 @@ impl SimHandle {
         self.lock().state.workspace_cached_key(workspace_id)
     }
 
+    /// Every access token the token endpoint issued and still remembers, so tests can assert none leaks.
+    pub fn issued_tokens(&self) -> Vec<Secret> {
+        self.lock().tokens.values().into_iter().map(Secret::new).collect()
+    }
+
     /// The ARM body of a resource.
     pub fn resource(&self, id: &str) -> Option<Value> {
         self.lock().state.resources.get(&model::id_key(id)).map(|r| r.body.clone())

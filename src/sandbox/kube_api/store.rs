@@ -338,6 +338,15 @@ impl Store {
         self.lock().objects.values().map(BTreeMap::len).sum()
     }
 
+    /// Every stored object, followed by every object version still in the watch history (so a value written and
+    /// later overwritten is still seen). For tests that scan the whole store, e.g. for leaked secrets.
+    pub fn all_objects(&self) -> Vec<Arc<Value>> {
+        let st = self.lock();
+        let current = st.objects.values().flat_map(|m| m.values().cloned());
+        let history = st.history.iter().map(|e| e.object.clone());
+        current.chain(history).collect()
+    }
+
     /// Reads one object.
     pub fn get(&self, t: &Target) -> ApiResult<Value> {
         let st = self.lock();
