@@ -431,10 +431,10 @@ impl ArmClient {
                 ids,
                 retry_after: ra,
             };
-            if status == 429 {
-                if let (Some(sub), Some(ra)) = (subscription, ra) {
-                    self.inner.limiter.block(sub, ra);
-                }
+            if status == 429
+                && let (Some(sub), Some(ra)) = (subscription, ra)
+            {
+                self.inner.limiter.block(sub, ra);
             }
             let retryable = classify_status(status) == ErrorClass::Transient && (idempotent || status == 429);
             let within_budget = ra.is_none_or(|ra| ra <= retry.max_retry_after);

@@ -281,36 +281,36 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
     let types: Vec<&str> = rest.iter().step_by(2).map(String::as_str).collect();
     let names: Vec<String> = rest.iter().skip(1).step_by(2).cloned().collect();
     let full = format!("{ns}/{}", types.join("/"));
-    if rest.len() % 2 == 1 {
-        if let Some(rtype) = find_type(&full) {
-            // A collection: list below the parent (or the resource group / subscription).
-            let op = match (rtype.prefix, rg.is_some(), names.is_empty()) {
-                (_, _, false) => format!("{}_List", rtype.prefix),
-                (_, true, true) => format!("{}_ListByResourceGroup", rtype.prefix),
-                ("StorageAccounts", false, true) => "StorageAccounts_List".into(),
-                (_, false, true) => format!("{}_ListBySubscription", rtype.prefix),
-            };
-            let scope = match (&rg, parent_type(rtype)) {
-                (Some(rg), Some(pt)) if !names.is_empty() => resource_id(&sub, rg, pt, &names),
-                (Some(rg), _) => format!("{sub_scope}/resourceGroups/{rg}"),
-                (None, _) => sub_scope.clone(),
-            };
-            if !names.is_empty() && rg.is_none() {
-                return Err(not_found_type(ns, &types.join("/")));
-            }
-            return Ok(mk(
-                Target::Collection { rg, rtype, parent_names: names },
-                &op,
-                format!("{}/read", rtype.full),
-                scope,
-                rtype.family,
-            ));
+    if !rest.len().is_multiple_of(2)
+        && let Some(rtype) = find_type(&full)
+    {
+        // A collection: list below the parent (or the resource group / subscription).
+        let op = match (rtype.prefix, rg.is_some(), names.is_empty()) {
+            (_, _, false) => format!("{}_List", rtype.prefix),
+            (_, true, true) => format!("{}_ListByResourceGroup", rtype.prefix),
+            ("StorageAccounts", false, true) => "StorageAccounts_List".into(),
+            (_, false, true) => format!("{}_ListBySubscription", rtype.prefix),
+        };
+        let scope = match (&rg, parent_type(rtype)) {
+            (Some(rg), Some(pt)) if !names.is_empty() => resource_id(&sub, rg, pt, &names),
+            (Some(rg), _) => format!("{sub_scope}/resourceGroups/{rg}"),
+            (None, _) => sub_scope.clone(),
+        };
+        if !names.is_empty() && rg.is_none() {
+            return Err(not_found_type(ns, &types.join("/")));
         }
+        return Ok(mk(
+            Target::Collection { rg, rtype, parent_names: names },
+            &op,
+            format!("{}/read", rtype.full),
+            scope,
+            rtype.family,
+        ));
     }
     let Some(rg) = rg else {
         return Err(not_found_type(ns, &types.join("/")));
     };
-    let (rtype, action) = if rest.len() % 2 == 0 {
+    let (rtype, action) = if rest.len().is_multiple_of(2) {
         (find_type(&full), None)
     } else {
         let res_types = &types[..types.len() - 1];
