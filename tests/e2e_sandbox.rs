@@ -169,6 +169,36 @@ fn walkthrough_with_kubectl() {
     assert_eq!(resource_id, WORKSPACE_ID);
     assert_eq!(sandbox.calls("Workspaces_CreateOrUpdate"), 1);
 
+    // Invite alice as Reader, then take it back: exactly one assignment created, then deleted.
+    let granted = |sandbox: &Sandbox| -> usize {
+        let access = sandbox.kubectl_ok(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.access}"]);
+        let entries: Vec<Value> = serde_json::from_str(&access).unwrap_or_default();
+        entries.iter().filter(|e| e["state"] == "Granted").count()
+    };
+    eventually("the example's two grants", Duration::from_secs(30), || granted(&sandbox) == 2);
+    sandbox.kubectl_ok(&[
+        "patch",
+        "mlws",
+        "fraud-detection",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/access/-","value":{"principalId":"a11ce000-0000-4000-8000-000000000001","principalType":"User","role":"Reader"}}]"#,
+    ]);
+    eventually("alice's grant", Duration::from_secs(30), || granted(&sandbox) == 3);
+    assert_eq!(sandbox.calls("RoleAssignments_Create"), 3);
+    sandbox.kubectl_ok(&[
+        "patch",
+        "mlws",
+        "fraud-detection",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/access/2"}]"#,
+    ]);
+    eventually("alice's grant to be revoked", Duration::from_secs(30), || sandbox.calls("RoleAssignments_Delete") == 1);
+    eventually("status to drop alice", Duration::from_secs(30), || granted(&sandbox) == 2);
+
     // Someone edits the workspace in the portal: the operator puts the spec back with one PATCH and says so.
     sandbox.azure(&[
         "edit",
