@@ -821,3 +821,26 @@ async fn a_failed_creation_is_sent_again() {
     env.wait_ready(NS, "ws-refail").await;
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 2, "{:?}", env.sim.handle.call_summary());
 }
+
+/// kstatus reads a resource without status as Current: the controller must say at once that work is under way, before
+/// its first (slow) look at Azure, so Flux and `kubectl wait` do not pass a workspace that was never reconciled.
+#[tokio::test]
+async fn a_new_workspace_reports_reconciling_before_the_first_azure_call() {
+    let env = Env::start().await;
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_Get".into(),
+        action: FaultAction::Latency { millis: 3000 },
+        count: Some(1),
+        rate: None,
+    });
+    env.create(NS, "ws-slow", env.spec(&env.world.resource_group), &[]).await;
+    let ws = env
+        .wait_for(NS, "ws-slow", "an initial Reconciling status", |w| {
+            condition(w, conditions::RECONCILING).is_some_and(|c| c.status == "True" && c.reason == reasons::PENDING)
+        })
+        .await;
+    assert_eq!(ws.status.as_ref().and_then(|s| s.observed_generation), ws.metadata.generation);
+    assert!(!is_ready(&ws), "Ready before Azure was read");
+    assert_eq!(env.count("Workspaces_CreateOrUpdate"), 0);
+    env.wait_ready(NS, "ws-slow").await;
+}

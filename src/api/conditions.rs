@@ -22,6 +22,8 @@ pub const MOVED: &str = "Moved";
 pub mod reasons {
     /// Azure matches the spec.
     pub const RECONCILED: &str = "Reconciled";
+    /// The controller took the resource in and has not compared it with Azure yet.
+    pub const PENDING: &str = "Pending";
     /// The workspace is being created.
     pub const CREATING: &str = "Creating";
     /// Mutable properties are being updated.

@@ -374,6 +374,21 @@ pub async fn reconcile(ws: Arc<MlWorkspace>, ctx: Arc<Context>) -> Result<Requeu
         }
         (false, false) => {
             set_finalizer(&ctx.client, &ws, true).await?;
+            if ws.status.is_none() {
+                // kstatus (Flux, kubectl wait) reads a resource without status as Current: say at once that work is
+                // under way, so GitOps tools wait for the first real reconcile.
+                let report = Report {
+                    phase: Phase::Progressing {
+                        reason: reasons::PENDING,
+                        message: "the controller has not compared the workspace with Azure yet".into(),
+                    },
+                    workspace: WorkspaceFacts::Unknown,
+                    workspace_ref: None,
+                    pending: None,
+                    access: None,
+                };
+                ctx.write_status(&ws, &report).await?;
+            }
             // The finalizer's watch event starts the next reconcile.
             Ok(Requeue::await_change())
         }
