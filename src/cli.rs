@@ -103,6 +103,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "2h", value_parser = humantime::parse_duration, env = "AZML_LRO_TIMEOUT")]
     pub lro_timeout: Duration,
 
+    /// How often the storage-key watcher queries each subscription's activity log for key regenerations (one
+    /// query per subscription per interval).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "AZML_KEY_SIGNAL_INTERVAL")]
+    pub key_signal_interval: Duration,
+
     /// Address of the health endpoints: /healthz (process alive) and /readyz (connected to the API server).
     #[arg(long, default_value = "0.0.0.0:8080", env = "AZML_HEALTH_ADDR")]
     pub health_addr: std::net::SocketAddr,

@@ -83,6 +83,7 @@ pub fn controller_config(args: &RunArgs) -> Result<ControllerConfig, RunError> {
     config.lro_poll_min = args.lro_poll_min;
     config.lro_poll_max = args.lro_poll_max.max(args.lro_poll_min);
     config.lro_timeout = args.lro_timeout;
+    config.key_signal_interval = args.key_signal_interval;
     config.watch_namespaces = args.watch_namespaces.clone();
     Ok(config)
 }

@@ -78,6 +78,8 @@ pub mod events {
     pub const ADOPTED: &str = "Adopted";
     /// The storage keys were resynced.
     pub const KEYS_RESYNCED: &str = "KeysResynced";
+    /// A storage-key resync failed (retried with backoff).
+    pub const KEYS_RESYNC_FAILED: &str = "KeysResyncFailed";
     /// A reconcile failed.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
 }

@@ -13,6 +13,8 @@ pub mod apply;
 pub mod cleanup;
 pub mod credentials;
 pub mod error;
+pub mod key_signals;
+pub mod keys;
 pub mod observe;
 pub mod plan;
 pub mod status;
@@ -79,6 +81,8 @@ pub struct ControllerConfig {
     pub error_backoff_max: Duration,
     /// How long a stalled workspace waits before it is looked at again without any change.
     pub stalled_requeue: Duration,
+    /// How often the storage-key watcher queries each subscription's activity log ([`key_signals`]).
+    pub key_signal_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -98,6 +102,7 @@ impl ControllerConfig {
             error_backoff_base: Duration::from_secs(5),
             error_backoff_max: Duration::from_secs(300),
             stalled_requeue: resync_period,
+            key_signal_interval: Duration::from_secs(60),
         }
     }
 
@@ -137,6 +142,8 @@ pub struct Context {
     /// The last status this controller wrote per object uid. The watch cache may lag behind our own patch; an
     /// operation in flight must never be forgotten (that would send its PUT again), so our last write wins.
     statuses: Mutex<HashMap<String, MlWorkspaceStatus>>,
+    /// Storage-key drift signals, intents and the registry the key watcher reads.
+    pub keys: Arc<keys::KeyState>,
 }
 
 impl Context {
@@ -150,6 +157,7 @@ impl Context {
             credentials: CredentialCache::default(),
             failures: Mutex::default(),
             statuses: Mutex::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -175,6 +183,7 @@ impl Context {
 
     fn forget(&self, ws: &MlWorkspace) {
         if let Some(uid) = ws.uid() {
+            self.keys.forget(&uid);
             if let Ok(mut m) = self.statuses.lock() {
                 m.remove(&uid);
             }
@@ -204,9 +213,22 @@ impl Context {
     /// Writes the status computed from `report`, when it differs from the current one in more than timestamps.
     /// Returns whether it wrote.
     async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<bool, Error> {
+        self.write_status_with(ws, report, None).await
+    }
+
+    /// [`Context::write_status`] plus the key step's changes.
+    async fn write_status_with(
+        &self,
+        ws: &MlWorkspace,
+        report: &Report,
+        keys: Option<&keys::KeysUpdate>,
+    ) -> Result<bool, Error> {
         let previous = self.current_status(ws);
         let now = Time(jiff::Timestamp::now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
+        if let Some(update) = keys {
+            update.apply(&mut next, ws.metadata.generation, &now);
+        }
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
             return Ok(false);
@@ -225,7 +247,18 @@ impl Context {
 
     /// Ends a reconcile that made progress (or stalled cleanly): status, then the requeue.
     async fn finish(&self, ws: &MlWorkspace, report: Report, requeue: Duration) -> Result<Requeue, Error> {
-        let written = self.write_status(ws, &report).await?;
+        self.finish_with(ws, report, requeue, None).await
+    }
+
+    /// [`Context::finish`] plus the key step's status changes.
+    async fn finish_with(
+        &self,
+        ws: &MlWorkspace,
+        report: Report,
+        requeue: Duration,
+        keys: Option<&keys::KeysUpdate>,
+    ) -> Result<Requeue, Error> {
+        let written = self.write_status_with(ws, &report, keys).await?;
         // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
         if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
             self.publish(ws, EventType::Warning, reason, message.clone()).await;
@@ -400,6 +433,11 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
     if let Some(moved) = moved_message(status.as_ref(), &desired) {
         return ctx.finish(ws, stalled(reasons::INVALID_SPEC, moved), stall_requeue).await;
     }
+    if keys::owns_pending(status.as_ref()) {
+        // A key resync in flight: poll it; the workspace pipeline runs again once it is over.
+        let result = keys::resume(ctx, ws, &desired, &arm, status.as_ref()).await;
+        return finish_keys(ctx, ws, &desired, status, result, WorkspaceFacts::Unknown, None).await;
+    }
     let observed = match observe::observe(&arm, &desired, status.as_ref()).await {
         Ok(o) => o,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
@@ -411,9 +449,46 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         Ok(applied) => {
             let workspace_ref = matches!(progress.facts, WorkspaceFacts::Present(_)).then(|| desired.workspace.clone());
             let report = Report { phase: applied.phase, workspace: progress.facts, workspace_ref, pending };
+            if report.phase == Phase::Ready
+                && report.pending.is_none()
+                && matches!(report.workspace, WorkspaceFacts::Present(_))
+            {
+                let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref()).await;
+                return finish_keys(ctx, ws, &desired, status, result, report.workspace, Some(applied.requeue)).await;
+            }
             ctx.finish(ws, report, applied.requeue).await
         }
         Err(e) => ctx.fail(ws, e, progress.facts, pending).await,
+    }
+}
+
+/// Ends a reconcile whose last step was the key step ([`keys`]).
+async fn finish_keys(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    status: Option<MlWorkspaceStatus>,
+    result: Result<keys::KeysOutcome, Error>,
+    facts: WorkspaceFacts,
+    requeue: Option<Duration>,
+) -> Result<Requeue, Error> {
+    match result {
+        Ok(outcome) => {
+            let report = Report {
+                phase: outcome.phase.unwrap_or(Phase::Ready),
+                workspace: facts,
+                workspace_ref: Some(desired.workspace.clone()),
+                pending: outcome.pending,
+            };
+            let requeue = outcome.requeue.or(requeue).unwrap_or(ctx.config.resync_period);
+            ctx.finish_with(ws, report, requeue, Some(&outcome.update)).await
+        }
+        Err(e) => {
+            let in_flight =
+                status.and_then(|s| s.pending_operation).filter(|p| p.kind.starts_with(keys::RESYNC_OPERATION));
+            let pending = if keys::poll_error_ends(&e) { None } else { in_flight };
+            ctx.fail(ws, e, facts, pending).await
+        }
     }
 }
 
@@ -512,8 +587,16 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
         "starting the MlWorkspace controller"
     );
     let ctx = Arc::new(Context::new(client.clone(), config));
+    let watcher_config =
+        key_signals::WatcherConfig { interval: ctx.config.key_signal_interval, list_every: ctx.config.resync_period };
+    let watcher_stop = shutdown.child_token();
+    let watcher = tokio::spawn(key_signals::watch(ctx.keys.clone(), watcher_config, watcher_stop.clone()));
     let controllers = apis.into_iter().map(|api| run_one(api, client.clone(), ctx.clone(), shutdown.clone()));
     futures::future::join_all(controllers).await;
+    watcher_stop.cancel();
+    if let Err(err) = watcher.await {
+        warn!(error = %err, "storage-key watcher ended abnormally");
+    }
     info!("MlWorkspace controller stopped");
 }
 
@@ -544,6 +627,7 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
                 .map(|ws| ObjectRef::from_obj(&*ws))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(ctx.keys.triggers())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
