@@ -317,6 +317,15 @@ pub fn rotation_due(recorded: &BTreeMap<String, String>, period: Duration, now: 
     }
 }
 
+/// How long until a rotation is due (so the reconcile is requeued in time), when rotation is on.
+pub fn until_rotation(period: Option<Duration>, recorded: &BTreeMap<String, String>) -> Option<Duration> {
+    let period = jiff::SignedDuration::try_from(period?).ok()?;
+    let newest = recorded.values().filter_map(|t| t.parse::<Timestamp>().ok()).max()?;
+    let due = newest.checked_add(period).ok()?;
+    let left = Timestamp::now().duration_until(due);
+    Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+}
+
 /// The key step's decision for one reconcile.
 pub fn decide(input: &DecideInput<'_>) -> KeysDecision {
     if input.paused {
@@ -530,8 +539,12 @@ pub async fn after_ready(
     let decision = decide(&input);
     debug!(?decision, "storage keys");
     let sa = storage_ref(desired)?;
+    let rotate_every = input.rotate_every.filter(|_| spec.auto_resync);
     match decision {
-        KeysDecision::Nothing => Ok(KeysOutcome::idle()),
+        KeysDecision::Nothing => Ok(KeysOutcome {
+            requeue: keys_status.and_then(|k| until_rotation(rotate_every, &k.key_creation_time)),
+            ..KeysOutcome::idle()
+        }),
         KeysDecision::Check => {
             let confirmed = confirm(arm, desired, &sa).await?;
             ctx.keys.clear_signal(&uid);
@@ -541,7 +554,15 @@ pub async fn after_ready(
                 Some(k) => {
                     next.workspace_uses_key = Some(key_label(k).to_owned());
                     register_recorded(ctx, ws, desired, arm, &next);
+                    // A first sync may find the keys already older than the period: rotate now, not a period later.
+                    if let Some(period) = rotate_every
+                        && !desired.paused
+                        && rotation_due(&next.key_creation_time, period, Timestamp::now())
+                    {
+                        return rotate(ctx, ws, desired, arm, &uid, Some(&next), &sa).await;
+                    }
                     Ok(KeysOutcome {
+                        requeue: until_rotation(rotate_every, &next.key_creation_time),
                         update: KeysUpdate {
                             storage_keys: Some(next),
                             condition: Some((true, reasons::KEYS_IN_SYNC, in_sync_message(k))),
@@ -698,7 +719,12 @@ async fn verify(
     ctx.keys.set_intent(uid, None);
     ctx.keys.clear_signal(uid);
     register_recorded(ctx, ws, desired, arm, &next);
-    let note = format!("Resynced the storage keys ({}); the workspace holds {}", reason_name(reason), key_label(k));
+    let request = match (reason, next.last_resync_request.as_deref()) {
+        (ResyncReason::Requested, Some(value)) => format!(" {value:?}"),
+        _ => String::new(),
+    };
+    let note =
+        format!("Resynced the storage keys ({}{request}); the workspace holds {}", reason_name(reason), key_label(k));
     ctx.publish(ws, EventType::Normal, events::KEYS_RESYNCED, note).await;
     Ok(KeysOutcome {
         update: KeysUpdate {
@@ -731,28 +757,29 @@ pub async fn resume(
     match arm.poll_lro::<serde::de::IgnoredAny>(&handle).await {
         Ok(LroPoll::InProgress(next)) => Ok(in_flight(ctx, ws, next, reason)),
         Ok(LroPoll::Done(_)) => verify(ctx, ws, desired, arm, &uid, keys_status, reason).await,
-        Err(err) => {
-            let ends = super::error::ends_operation(&err) || err.is_not_found();
-            if ends {
-                let note = format!("resyncKeys ({}) failed; retrying: {err}", reason_name(reason));
-                ctx.publish(ws, EventType::Warning, events::KEYS_RESYNC_FAILED, note).await;
-            }
-            Err(Error::Arm { step: POLL_STEP, source: Box::new(err) })
+        Err(err) if super::error::ends_operation(&err) || err.is_not_found() => {
+            // The resync is over and failed. Not a reason to stall: the intent stays, retry with backoff.
+            let message = super::error::scrub(&format!("resyncKeys ({}) failed; retrying: {err}", reason_name(reason)));
+            warn!(error = %message, "key resync failed");
+            ctx.publish(ws, EventType::Warning, events::KEYS_RESYNC_FAILED, message.clone()).await;
+            let attempt = ctx.bump_failures(ws);
+            let delay = super::error::backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max);
+            Ok(KeysOutcome {
+                update: KeysUpdate {
+                    storage_keys: None,
+                    condition: Some((false, reasons::KEYS_DRIFTED, message.clone())),
+                },
+                phase: Some(Phase::Transient { message }),
+                pending: None,
+                requeue: Some(delay),
+            })
         }
+        // Azure could not be reached: keep the operation and poll again.
+        Err(err) => Err(Error::Arm { step: POLL_STEP, source: Box::new(err) }),
     }
 }
 
 const POLL_STEP: &str = "poll key resync";
-
-/// Whether a failed poll ended the resync (so its record must be dropped from status).
-pub fn poll_error_ends(err: &Error) -> bool {
-    match err {
-        Error::Arm { step, source } if *step == POLL_STEP => {
-            super::error::ends_operation(source) || source.is_not_found()
-        }
-        _ => false,
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -480,13 +480,16 @@ async fn finish_keys(
                 workspace_ref: Some(desired.workspace.clone()),
                 pending: outcome.pending,
             };
-            let requeue = outcome.requeue.or(requeue).unwrap_or(ctx.config.resync_period);
+            let requeue = match (outcome.requeue, requeue) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(ctx.config.resync_period),
+            };
             ctx.finish_with(ws, report, requeue, Some(&outcome.update)).await
         }
         Err(e) => {
-            let in_flight =
+            // A resync that could not be polled (Azure unreachable) is kept and polled again.
+            let pending =
                 status.and_then(|s| s.pending_operation).filter(|p| p.kind.starts_with(keys::RESYNC_OPERATION));
-            let pending = if keys::poll_error_ends(&e) { None } else { in_flight };
             ctx.fail(ws, e, facts, pending).await
         }
     }
