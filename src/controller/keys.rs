@@ -303,6 +303,8 @@ pub struct DecideInput<'a> {
     pub intent: Option<ResyncReason>,
     /// `azml.dev/paused`.
     pub paused: bool,
+    /// Whether the StorageKeysInSync condition is True (with no key held: the workspace uses no account key).
+    pub in_sync: bool,
     /// Now.
     pub now: Timestamp,
 }
@@ -349,7 +351,7 @@ pub fn decide(input: &DecideInput<'_>) -> KeysDecision {
         return KeysDecision::Check;
     };
     // Known drifted (reported, not resynced): look again each period, someone may have fixed it.
-    if status.workspace_uses_key.is_none() {
+    if status.workspace_uses_key.is_none() && !input.in_sync {
         return KeysDecision::Check;
     }
     if let Some(period) = input.rotate_every
@@ -497,6 +499,8 @@ fn register(ctx: &Context, ws: &MlWorkspace, desired: &Desired, arm: &ArmClient,
 /// Facts read to confirm drift.
 struct Confirmed {
     uses: Option<StorageKeyName>,
+    /// Whether the workspace holds any key at all.
+    holds_key: bool,
     times: BTreeMap<String, String>,
 }
 
@@ -506,8 +510,9 @@ async fn confirm(arm: &ArmClient, desired: &Desired, sa: &StorageAccountRef) -> 
     let account_keys = arm.list_storage_account_keys(sa).await.map_err(Error::arm("list storage account keys"))?;
     let ws_keys = arm.list_workspace_keys(&desired.workspace).await.map_err(Error::arm("list workspace keys"))?;
     let uses = which_key(&account_keys, &ws_keys);
-    // account_keys and ws_keys are dropped here: only `uses` leaves.
-    Ok(Confirmed { uses, times })
+    let holds_key = ws_keys.user_storage_key.as_ref().is_some_and(|k| !k.is_empty());
+    // account_keys and ws_keys are dropped here: only which key matches leaves.
+    Ok(Confirmed { uses, holds_key, times })
 }
 
 fn in_sync_message(uses: StorageKeyName) -> String {
@@ -534,6 +539,9 @@ pub async fn after_ready(
         signal: ctx.keys.take_signal(&uid),
         intent: ctx.keys.intent(&uid),
         paused: desired.paused,
+        in_sync: status.is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == conditions::STORAGE_KEYS_IN_SYNC && c.status == "True")
+        }),
         now: Timestamp::now(),
     };
     let decision = decide(&input);
@@ -550,6 +558,19 @@ pub async fn after_ready(
             ctx.keys.clear_signal(&uid);
             let mut next = keys_status.cloned().unwrap_or_default();
             next.key_creation_time = confirmed.times.clone();
+            if !confirmed.holds_key {
+                // Identity-based storage access: the workspace caches no account key, so nothing can drift.
+                next.workspace_uses_key = None;
+                register_recorded(ctx, ws, desired, arm, &next);
+                let message = "the workspace holds no storage account key (identity-based access)".to_owned();
+                return Ok(KeysOutcome {
+                    update: KeysUpdate {
+                        storage_keys: Some(next),
+                        condition: Some((true, reasons::KEYS_IN_SYNC, message)),
+                    },
+                    ..KeysOutcome::idle()
+                });
+            }
             match confirmed.uses {
                 Some(k) => {
                     next.workspace_uses_key = Some(key_label(k).to_owned());
@@ -692,15 +713,22 @@ async fn verify(
             ws,
             EventType::Warning,
             events::KEYS_RESYNC_FAILED,
-            "resyncKeys finished but the workspace still holds no current storage key; retrying".to_owned(),
+            "resyncKeys finished but the workspace still holds no current storage key; looking again at the next \
+             signal or resync period"
+                .to_owned(),
         )
         .await;
-        let message = "the workspace holds a key its storage account no longer has; retrying the resync".to_owned();
+        // Not retried in a loop: the next signal, or the next resync period, looks again (one resync per period
+        // at most for a workspace a resync cannot fix).
+        ctx.keys.set_intent(uid, None);
+        let mut next = keys_status.cloned().unwrap_or_default();
+        next.workspace_uses_key = None;
+        next.key_creation_time = confirmed.times;
+        register_recorded(ctx, ws, desired, arm, &next);
+        let message = "resyncKeys finished but the workspace still holds no current storage account key".to_owned();
         return Ok(KeysOutcome {
-            update: KeysUpdate { storage_keys: None, condition: Some((false, reasons::KEYS_DRIFTED, message.clone())) },
-            phase: Some(Phase::Progressing { reason: reasons::KEYS_DRIFTED, message }),
-            pending: None,
-            requeue: Some(ctx.config.error_backoff_base),
+            update: KeysUpdate { storage_keys: Some(next), condition: Some((false, reasons::KEYS_DRIFTED, message)) },
+            ..KeysOutcome::idle()
         });
     };
     let now = Time(Timestamp::now());
@@ -808,6 +836,7 @@ mod tests {
             signal: None,
             intent: None,
             paused: false,
+            in_sync: false,
             now: "2026-06-01T00:00:00Z".parse().unwrap(),
         }
     }
@@ -819,6 +848,9 @@ mod tests {
         assert_eq!(decide(&input(None)), KeysDecision::Check, "first sync records a baseline");
         let drifted = status(None, &[], None);
         assert_eq!(decide(&input(Some(&drifted))), KeysDecision::Check);
+        let mut identity = input(Some(&drifted));
+        identity.in_sync = true;
+        assert_eq!(decide(&identity), KeysDecision::Nothing, "no key held, in sync: identity-based access");
     }
 
     #[test]
