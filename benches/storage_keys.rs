@@ -181,7 +181,12 @@ async fn main() {
         if synced == names.len() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "only {synced} of {} synced", names.len());
+        if started.elapsed() > Duration::from_secs(900) {
+            for w in list.iter().filter(|w| w.status.as_ref().and_then(|s| s.storage_keys.as_ref()).is_none()).take(5) {
+                eprintln!("not synced: {} {:?}", w.name_any(), w.status.as_ref().map(|s| &s.conditions));
+            }
+            panic!("only {synced} of {} synced", names.len());
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     println!("setup: {} workspaces created and key-synced in {:.1?}", names.len(), started.elapsed());

@@ -78,10 +78,23 @@ pub async fn watch(state: Arc<KeyState>, config: WatcherConfig, shutdown: Cancel
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        for (sub, arm) in state.subscriptions() {
-            let st = subs.entry(sub).or_default();
-            tick(&state, &config, sub, &arm, st).await;
-        }
+        // Subscriptions are queried concurrently: one slow subscription does not delay the others' signals.
+        let work: Vec<_> = state
+            .subscriptions()
+            .into_iter()
+            .map(|(sub, arm)| {
+                let st = subs.remove(&sub).unwrap_or_default();
+                (sub, arm, st)
+            })
+            .collect();
+        let rounds = work.into_iter().map(|(sub, arm, mut st)| {
+            let (state, config) = (&state, &config);
+            async move {
+                tick(state, config, sub, &arm, &mut st).await;
+                (sub, st)
+            }
+        });
+        subs.extend(futures::future::join_all(rounds).await);
     }
     info!("storage-key watcher stopped");
 }
