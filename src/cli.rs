@@ -112,6 +112,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "AZML_PRINCIPAL_WAIT")]
     pub principal_wait: Duration,
 
+    /// How often the storage-key watcher queries each subscription's activity log for key regenerations (one
+    /// query per subscription per interval).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "AZML_KEY_SIGNAL_INTERVAL")]
+    pub key_signal_interval: Duration,
+
     /// Address of the health and metrics endpoints: /healthz (process alive), /readyz (connected to the API server,
     /// CRDs checked; leader or standby) and /metrics (Prometheus).
     #[arg(long, default_value = "0.0.0.0:8080", env = "AZML_HEALTH_ADDR")]

@@ -253,8 +253,9 @@ pub async fn instrument_reconcile<T, E: fmt::Display>(
         }
         Err(err) => {
             metrics.finished(ReconcileResult::Error, seconds);
-            // The error itself was already logged (scrubbed) by the controller; only name it here.
-            warn!(%object, duration_seconds = seconds, arm_request_ids, error = %err, "reconcile finished with an error");
+            // ARM error messages are text we do not control: scrubbed like everything the controller logs.
+            let error = crate::controller::error::scrub(&err.to_string());
+            warn!(%object, duration_seconds = seconds, arm_request_ids, %error, "reconcile finished with an error");
         }
     }
     result

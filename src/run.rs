@@ -85,6 +85,7 @@ pub fn controller_config(args: &RunArgs) -> Result<ControllerConfig, RunError> {
     config.lro_poll_max = args.lro_poll_max.max(args.lro_poll_min);
     config.lro_timeout = args.lro_timeout;
     config.principal_wait = args.principal_wait;
+    config.key_signal_interval = args.key_signal_interval;
     config.watch_namespaces = args.watch_namespaces.clone();
     Ok(config)
 }

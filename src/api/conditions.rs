@@ -86,6 +86,8 @@ pub mod events {
     pub const ACCESS_GRANTED: &str = "AccessGranted";
     /// A role assignment the operator created was deleted (no longer declared).
     pub const ACCESS_REVOKED: &str = "AccessRevoked";
+    /// A storage-key resync failed (retried with backoff).
+    pub const KEYS_RESYNC_FAILED: &str = "KeysResyncFailed";
     /// A reconcile failed.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
 }

@@ -14,6 +14,8 @@ pub mod apply;
 pub mod cleanup;
 pub mod credentials;
 pub mod error;
+pub mod key_signals;
+pub mod keys;
 pub mod observe;
 pub mod plan;
 pub mod status;
@@ -85,6 +87,8 @@ pub struct ControllerConfig {
     pub principal_wait: Duration,
     /// Prometheus metrics (also wired into `arm.metrics`); steps count drift, key resyncs, role changes here.
     pub metrics: crate::metrics::Metrics,
+    /// How often the storage-key watcher queries each subscription's activity log ([`key_signals`]).
+    pub key_signal_interval: Duration,
 }
 
 impl ControllerConfig {
@@ -107,6 +111,7 @@ impl ControllerConfig {
             stalled_requeue: resync_period,
             principal_wait: Duration::from_secs(600),
             metrics,
+            key_signal_interval: Duration::from_secs(60),
         }
     }
 
@@ -148,6 +153,8 @@ pub struct Context {
     statuses: Mutex<HashMap<String, MlWorkspaceStatus>>,
     /// What the access step remembers per workspace (last listing, principal-replication windows).
     access: access::AccessMemory,
+    /// Storage-key drift signals, intents and the registry the key watcher reads.
+    pub keys: Arc<keys::KeyState>,
 }
 
 impl Context {
@@ -162,6 +169,7 @@ impl Context {
             failures: Mutex::default(),
             statuses: Mutex::default(),
             access: access::AccessMemory::default(),
+            keys: Arc::default(),
         }
     }
 
@@ -188,6 +196,7 @@ impl Context {
     fn forget(&self, ws: &MlWorkspace) {
         if let Some(uid) = ws.uid() {
             self.access.forget(&uid);
+            self.keys.forget(&uid);
             if let Ok(mut m) = self.statuses.lock() {
                 m.remove(&uid);
             }
@@ -217,9 +226,22 @@ impl Context {
     /// Writes the status computed from `report`, when it differs from the current one in more than timestamps.
     /// Returns whether it wrote.
     async fn write_status(&self, ws: &MlWorkspace, report: &Report) -> Result<bool, Error> {
+        self.write_status_with(ws, report, None).await
+    }
+
+    /// [`Context::write_status`] plus the key step's changes.
+    async fn write_status_with(
+        &self,
+        ws: &MlWorkspace,
+        report: &Report,
+        keys: Option<&keys::KeysUpdate>,
+    ) -> Result<bool, Error> {
         let previous = self.current_status(ws);
         let now = Time(jiff::Timestamp::now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
+        if let Some(update) = keys {
+            update.apply(&mut next, ws.metadata.generation, &now);
+        }
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
             return Ok(false);
@@ -238,7 +260,18 @@ impl Context {
 
     /// Ends a reconcile that made progress (or stalled cleanly): status, then the requeue.
     async fn finish(&self, ws: &MlWorkspace, report: Report, requeue: Duration) -> Result<Requeue, Error> {
-        let written = self.write_status(ws, &report).await?;
+        self.finish_with(ws, report, requeue, None).await
+    }
+
+    /// [`Context::finish`] plus the key step's status changes.
+    async fn finish_with(
+        &self,
+        ws: &MlWorkspace,
+        report: Report,
+        requeue: Duration,
+        keys: Option<&keys::KeysUpdate>,
+    ) -> Result<Requeue, Error> {
+        let written = self.write_status_with(ws, &report, keys).await?;
         // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
         if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
             self.publish(ws, EventType::Warning, reason, message.clone()).await;
@@ -439,6 +472,18 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
     if let Some(moved) = moved_message(status.as_ref(), &desired) {
         return ctx.finish(ws, stalled(reasons::INVALID_SPEC, moved), stall_requeue).await;
     }
+    if keys::owns_pending(status.as_ref()) {
+        // A key resync in flight: poll it; the workspace pipeline runs again once it is over.
+        let result = keys::resume(ctx, ws, &desired, &arm, status.as_ref()).await;
+        let base = Report {
+            phase: Phase::Ready,
+            workspace: WorkspaceFacts::Unknown,
+            workspace_ref: Some(desired.workspace.clone()),
+            pending: None,
+            access: None,
+        };
+        return finish_keys(ctx, ws, status, result, base, None).await;
+    }
     let observed = match observe::observe(&arm, &desired, status.as_ref()).await {
         Ok(o) => o,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
@@ -456,9 +501,45 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
             };
             let workspace_ref = matches!(progress.facts, WorkspaceFacts::Present(_)).then(|| desired.workspace.clone());
             let report = Report { phase: applied.phase, workspace: progress.facts, workspace_ref, pending, access };
+            if report.phase == Phase::Ready
+                && report.pending.is_none()
+                && matches!(report.workspace, WorkspaceFacts::Present(_))
+            {
+                let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref()).await;
+                return finish_keys(ctx, ws, status, result, report, Some(applied.requeue)).await;
+            }
             ctx.finish(ws, report, applied.requeue).await
         }
         Err(e) => ctx.fail(ws, e, progress.facts, pending).await,
+    }
+}
+
+/// Ends a reconcile whose last step was the key step ([`keys`]).
+///
+/// `base` carries what the earlier steps found (workspace facts, access); the key step decides phase and pending.
+async fn finish_keys(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    status: Option<MlWorkspaceStatus>,
+    result: Result<keys::KeysOutcome, Error>,
+    base: Report,
+    requeue: Option<Duration>,
+) -> Result<Requeue, Error> {
+    match result {
+        Ok(outcome) => {
+            let report = Report { phase: outcome.phase.unwrap_or(Phase::Ready), pending: outcome.pending, ..base };
+            let requeue = match (outcome.requeue, requeue) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(ctx.config.resync_period),
+            };
+            ctx.finish_with(ws, report, requeue, Some(&outcome.update)).await
+        }
+        Err(e) => {
+            // A resync that could not be polled (Azure unreachable) is kept and polled again.
+            let pending =
+                status.and_then(|s| s.pending_operation).filter(|p| p.kind.starts_with(keys::RESYNC_OPERATION));
+            ctx.fail(ws, e, base.workspace, pending).await
+        }
     }
 }
 
@@ -560,8 +641,16 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
         "starting the MlWorkspace controller"
     );
     let ctx = Arc::new(Context::new(client.clone(), config));
+    let watcher_config =
+        key_signals::WatcherConfig { interval: ctx.config.key_signal_interval, list_every: ctx.config.resync_period };
+    let watcher_stop = shutdown.child_token();
+    let watcher = tokio::spawn(key_signals::watch(ctx.keys.clone(), watcher_config, watcher_stop.clone()));
     let controllers = apis.into_iter().map(|api| run_one(api, client.clone(), ctx.clone(), shutdown.clone()));
     futures::future::join_all(controllers).await;
+    watcher_stop.cancel();
+    if let Err(err) = watcher.await {
+        warn!(error = %err, "storage-key watcher ended abnormally");
+    }
     info!("MlWorkspace controller stopped");
 }
 
@@ -592,6 +681,7 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
                 .map(|ws| ObjectRef::from_obj(&*ws))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(ctx.keys.triggers())
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             |ws, ctx| {

@@ -15,6 +15,11 @@ pub fn pending_from_status(status: Option<&MlWorkspaceStatus>) -> Result<Option<
     let Some(op) = status.and_then(|s| s.pending_operation.as_ref()) else {
         return Ok(None);
     };
+    if op.kind.starts_with(super::keys::RESYNC_OPERATION) {
+        // A key resync belongs to the key step; for the workspace pipeline (and cleanup, dry runs) nothing of the
+        // workspace itself is in flight.
+        return Ok(None);
+    }
     let kind = OperationKind::parse(&op.kind)
         .ok_or_else(|| Error::BadPendingOperation(format!("unknown operation kind {:?}", op.kind)))?;
     let handle: LroHandle =

@@ -274,11 +274,23 @@ pub fn merge_patch(old: Option<&MlWorkspaceStatus>, new: &MlWorkspaceStatus) -> 
     };
     let mut patch = to_map(new);
     if let Some(old) = old {
-        for key in to_map(old).keys() {
-            patch.entry(key.clone()).or_insert(Value::Null);
-        }
+        null_removed(&to_map(old), &mut patch);
     }
     serde_json::json!({ "status": Value::Object(patch) })
+}
+
+/// Adds `null` for every field of `old` missing in `new`, in nested objects too (a merge patch merges objects
+/// recursively, so a field removed from e.g. `storageKeys` would otherwise stay).
+fn null_removed(old: &Map<String, Value>, new: &mut Map<String, Value>) {
+    for (key, old_value) in old {
+        match (new.get_mut(key), old_value) {
+            (None, _) => {
+                new.insert(key.clone(), Value::Null);
+            }
+            (Some(Value::Object(n)), Value::Object(o)) => null_removed(o, n),
+            _ => {}
+        }
+    }
 }
 
 #[cfg(test)]
@@ -397,6 +409,21 @@ mod tests {
         assert_eq!(patch["status"]["pendingOperation"], Value::Null);
         assert_eq!(patch["status"]["workspaceId"], Value::Null);
         assert!(patch["status"]["conditions"].is_array());
+    }
+
+    #[test]
+    fn nested_fields_that_disappeared_are_nulled() {
+        let old = MlWorkspaceStatus {
+            storage_keys: Some(crate::api::v1alpha1::StorageKeysStatus {
+                workspace_uses_key: Some("key1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        new.storage_keys = Some(Default::default());
+        let patch = merge_patch(Some(&old), &new);
+        assert_eq!(patch["status"]["storageKeys"]["workspaceUsesKey"], Value::Null);
     }
 
     #[test]

@@ -1,0 +1,481 @@
+//! Storage-key drift, resync, manual requests and rotation: the real controller against the Kubernetes API emulator
+//! and the ARM simulator (both on port 0), with a 200 ms drift-signal interval.
+//!
+//! Every test also checks that no storage key value reached the captured logs or any object of the Kubernetes
+//! store.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use azml_operator::api::conditions::{self, events as event_reasons, reasons};
+use azml_operator::api::v1alpha1::{
+    ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, ResyncReason, SubscriptionBinding,
+};
+use azml_operator::azure::{AzureCloud, RetryPolicy};
+use azml_operator::controller::{self, ControllerConfig};
+use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
+use azml_operator::sandbox::kube_api::store::{ListQuery, Target};
+use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions as kube_conditions};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "team-a";
+const OPERATOR_NS: &str = "azml-system";
+// An upper bound for slow CI machines, not a timing assertion: waits end as soon as the condition holds.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Everything every test logged (debug level and up for the operator).
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(Arc::default)
+}
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_tracing() {
+    let buf = logs().clone();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info,azml_operator=trace"))
+        .with_ansi(false)
+        .with_writer(move || Capture(buf.clone()))
+        .try_init();
+}
+
+struct Env {
+    kube: RunningServer,
+    client: Client,
+    sim: RunningSim,
+    world: World,
+    controller: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+impl Env {
+    async fn start() -> Env {
+        init_tracing();
+        azml_operator::tls_provider::install();
+        let world = World::default_sandbox();
+        let sim = ArmSimulator::start(SimConfig {
+            lro_duration: Duration::from_millis(200),
+            ..SimConfig::new(world.state.clone())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
+        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for crd in azml_operator::api::all_crds() {
+            let name = crd.name_any();
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                await_condition(crds.clone(), &name, kube_conditions::is_crd_established()),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        }
+        for ns in [NS, OPERATOR_NS] {
+            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "operator-sp"},
+            "stringData": {"clientSecret": world.operator.secret.expose()},
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(client.clone(), OPERATOR_NS).create(&PostParams::default(), &secret).await.unwrap();
+        let binding: SubscriptionBinding = serde_json::from_value(json!({
+            "apiVersion": "azml.dev/v1alpha1",
+            "kind": "SubscriptionBinding",
+            "metadata": {"name": "sandbox"},
+            "spec": {
+                "subscriptionId": world.subscription_id,
+                "tenantId": world.tenant_id,
+                "credential": {"clientSecret": {
+                    "clientId": world.operator.client_id,
+                    "secretRef": {"name": "operator-sp", "key": "clientSecret"},
+                }},
+                "namespaces": [NS],
+                "resourceGroups": ["rg-*"],
+            }
+        }))
+        .unwrap();
+        Api::<SubscriptionBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+
+        let cloud = AzureCloud::custom(&sim.endpoint, &sim.endpoint)
+            .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
+            .unwrap();
+        let mut config = ControllerConfig::new(cloud);
+        config.operator_namespace = OPERATOR_NS.into();
+        // Long enough that no periodic resync falls into a measured window.
+        config.resync_period = Duration::from_secs(60);
+        config.stalled_requeue = Duration::from_secs(60);
+        config.key_signal_interval = Duration::from_millis(200);
+        config.lro_poll_min = Duration::from_millis(50);
+        config.lro_poll_max = Duration::from_millis(300);
+        config.error_backoff_base = Duration::from_millis(100);
+        config.error_backoff_max = Duration::from_millis(500);
+        config.arm.retry = RetryPolicy {
+            max_attempts: 2,
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(100),
+            max_retry_after: Duration::from_secs(2),
+        };
+        let token = CancellationToken::new();
+        let task = tokio::spawn(controller::run(client.clone(), config, token.clone()));
+        Env { kube, client, sim, world, controller: Some((token, task)) }
+    }
+
+    async fn stop(mut self) {
+        if let Some((token, task)) = self.controller.take() {
+            token.cancel();
+            tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
+        }
+    }
+
+    fn api(&self) -> Api<MlWorkspace> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    fn spec(&self) -> MlWorkspaceSpec {
+        serde_json::from_value(json!({
+            "subscriptionId": self.world.subscription_id,
+            "resourceGroup": self.world.resource_group,
+            "location": self.world.location,
+            "storageAccount": {"id": self.world.storage_account_id},
+            "keyVault": {"id": self.world.key_vault_id},
+        }))
+        .unwrap()
+    }
+
+    async fn create(&self, name: &str, spec: MlWorkspaceSpec) {
+        self.api().create(&PostParams::default(), &MlWorkspace::new(name, spec)).await.unwrap();
+    }
+
+    async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&MlWorkspace) -> bool) -> MlWorkspace {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(ws) = self.api().get_opt(name).await.unwrap() {
+                if done(&ws) {
+                    return ws;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{name}: timed out waiting for {what}; status: {:#?}; calls: {:?}",
+                    ws.status,
+                    self.sim.handle.call_summary()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Ready with a verified key.
+    async fn wait_in_sync(&self, name: &str) -> MlWorkspace {
+        self.wait_for(name, "Ready and keys in sync", |w| is_ready(w) && keys_in_sync(w)).await
+    }
+
+    fn workspace_id(&self, name: &str) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.MachineLearningServices/workspaces/{name}",
+            self.world.subscription_id, self.world.resource_group
+        )
+    }
+
+    fn count(&self, op: &str) -> usize {
+        self.sim.handle.count(op)
+    }
+
+    fn key(&self, name: &str) -> String {
+        self.sim.handle.storage_key(&self.world.storage_account_id, name).unwrap().expose().to_owned()
+    }
+
+    fn cached_key(&self, ws: &str) -> Option<String> {
+        self.sim.handle.workspace_cached_key(&self.workspace_id(ws)).map(|k| k.expose().to_owned())
+    }
+
+    async fn annotate(&self, name: &str, key: &str, value: &str) {
+        let patch = json!({"metadata": {"annotations": {key: value}}});
+        self.api().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let list = events.list(&Default::default()).await.unwrap().items;
+        list.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).map(|e| e.note.unwrap_or_default()).collect()
+    }
+
+    /// How many times an event with `reason` was emitted (the recorder folds repeats into a series).
+    async fn event_count(&self, reason: &str) -> i32 {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
+        let list = events.list(&Default::default()).await.unwrap().items;
+        list.iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum()
+    }
+
+    /// Asserts that none of `keys` appears in the captured logs or in any object of the Kubernetes store.
+    fn assert_no_leak(&self, keys: &[String]) {
+        assert!(!keys.is_empty());
+        let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        assert!(logs.contains("resyncKeys accepted") || logs.contains("storage keys"), "logs were not captured");
+        let store = self.kube.store();
+        let mut dump = String::new();
+        for rt in store.registry().all() {
+            for version in &rt.versions {
+                let t = Target {
+                    group: rt.group.clone(),
+                    version: version.clone(),
+                    plural: rt.plural.clone(),
+                    ..Default::default()
+                };
+                if let Ok(page) = store.list(&t, &ListQuery::default()) {
+                    for item in page.items {
+                        dump.push_str(&item.to_string());
+                    }
+                }
+            }
+        }
+        assert!(dump.contains("storageKeys"), "the store dump holds the workspaces");
+        for k in keys {
+            assert!(k.len() > 8);
+            assert!(!logs.contains(k.as_str()), "a storage key value is in the logs");
+            assert!(!dump.contains(k.as_str()), "a storage key value is in the Kubernetes store");
+        }
+    }
+}
+
+fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
+    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn is_ready(ws: &MlWorkspace) -> bool {
+    condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == reasons::RECONCILED)
+        && ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+}
+
+fn keys_in_sync(ws: &MlWorkspace) -> bool {
+    condition(ws, conditions::STORAGE_KEYS_IN_SYNC).is_some_and(|c| c.status == "True")
+        && ws.status.as_ref().and_then(|s| s.pending_operation.as_ref()).is_none()
+}
+
+fn last_reason(ws: &MlWorkspace) -> Option<ResyncReason> {
+    ws.status.as_ref()?.storage_keys.as_ref()?.last_resync_reason
+}
+
+fn arm_calls(env: &Env) -> Vec<String> {
+    env.sim.handle.calls().into_iter().filter(|c| c.kind != CallKind::Auth).map(|c| c.operation).collect()
+}
+
+#[tokio::test]
+async fn a_regenerated_key_is_resynced_with_bounded_calls() {
+    let env = Env::start().await;
+    env.create("ws-drift", env.spec()).await;
+    let ws = env.wait_in_sync("ws-drift").await;
+    let keys = ws.status.as_ref().and_then(|s| s.storage_keys.clone()).unwrap();
+    assert_eq!(keys.workspace_uses_key.as_deref(), Some("key1"));
+    assert_eq!(keys.key_creation_time.len(), 2, "{keys:?}");
+    assert!(keys.last_resync_time.is_none(), "a fresh workspace needs no resync");
+    let old_key = env.key("key1");
+
+    // Steady state: the watcher reads once per subscription per interval, the workspace costs nothing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.sim.handle.clear_calls();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let calls = arm_calls(&env);
+    assert!(calls.iter().all(|c| c == "ActivityLogs_List"), "{calls:?}");
+    assert!((3..=7).contains(&calls.len()), "{} activity-log queries in 1 s with a 200 ms interval", calls.len());
+
+    env.sim.handle.clear_calls();
+    env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key1").unwrap();
+    let started = std::time::Instant::now();
+    let ws = env
+        .wait_for("ws-drift", "resynced", |w| {
+            last_reason(w) == Some(ResyncReason::Drift) && keys_in_sync(w) && is_ready(w)
+        })
+        .await;
+    let latency = started.elapsed();
+    assert_eq!(env.cached_key("ws-drift"), Some(env.key("key1")), "the workspace holds the new key");
+    assert_ne!(env.key("key1"), old_key);
+    assert_eq!(ws.status.unwrap().storage_keys.unwrap().workspace_uses_key.as_deref(), Some("key1"));
+
+    // Bounded: a few activity-log queries, one confirm (3 reads), one resync with its polls, one verify (3 reads).
+    let calls = arm_calls(&env);
+    let n = |op: &str| calls.iter().filter(|c| c.as_str() == op).count();
+    assert_eq!(n("Workspaces_ResyncKeys"), 1, "{calls:?}");
+    assert_eq!(n("Workspaces_ListKeys"), 2, "confirm + verify: {calls:?}");
+    assert_eq!(n("StorageAccounts_ListKeys"), 2, "{calls:?}");
+    assert_eq!(n("StorageAccounts_RegenerateKey"), 0);
+    assert!(n("ActivityLogs_List") <= 2 + (latency.as_millis() / 200) as usize, "{calls:?}");
+    assert!(calls.len() <= 25, "{} ARM calls between regeneration and resync: {calls:?}", calls.len());
+    let resynced = env.events(event_reasons::KEYS_RESYNCED).await;
+    assert!(resynced.iter().any(|n| n.contains("Drift")), "{resynced:?}");
+
+    // No second resync once in sync.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 1);
+    env.assert_no_leak(&[old_key, env.key("key1"), env.key("key2")]);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn drift_is_found_through_key_creation_time_when_the_activity_log_is_unavailable() {
+    let env = Env::start().await;
+    env.sim.handle.inject_fault(FaultRule::error("ActivityLogs_List", 403, "AuthorizationFailed"));
+    env.create("ws-kct", env.spec()).await;
+    env.wait_in_sync("ws-kct").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.sim.handle.clear_calls();
+    env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key1").unwrap();
+    env.wait_for("ws-kct", "resynced", |w| last_reason(w) == Some(ResyncReason::Drift) && keys_in_sync(w)).await;
+    assert_eq!(env.cached_key("ws-kct"), Some(env.key("key1")));
+    assert!(env.count("ActivityLogs_List") >= 1, "the activity log was tried");
+    assert!(env.count("StorageAccounts_List") >= 1, "keyCreationTime was compared through the LIST");
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 1);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn the_annotation_requests_exactly_one_resync_per_value() {
+    let env = Env::start().await;
+    env.create("ws-req", env.spec()).await;
+    env.wait_in_sync("ws-req").await;
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 0);
+
+    env.annotate("ws-req", ANNOTATION_RESYNC_KEYS, "2026-11-25T10:00Z").await;
+    let ws = env
+        .wait_for("ws-req", "requested resync", |w| {
+            w.status.as_ref().and_then(|s| s.storage_keys.as_ref()).and_then(|k| k.last_resync_request.as_deref())
+                == Some("2026-11-25T10:00Z")
+                && keys_in_sync(w)
+        })
+        .await;
+    assert_eq!(last_reason(&ws), Some(ResyncReason::Requested));
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 1);
+
+    // The same value again (and an unrelated annotation change that wakes the controller): nothing.
+    env.annotate("ws-req", ANNOTATION_RESYNC_KEYS, "2026-11-25T10:00Z").await;
+    env.annotate("ws-req", "example.com/unrelated", "x").await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 1, "{:?}", env.sim.handle.call_summary());
+
+    env.annotate("ws-req", ANNOTATION_RESYNC_KEYS, "second").await;
+    env.wait_for("ws-req", "second request", |w| {
+        w.status.as_ref().and_then(|s| s.storage_keys.as_ref()).and_then(|k| k.last_resync_request.as_deref())
+            == Some("second")
+    })
+    .await;
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 2);
+    assert_eq!(env.event_count(event_reasons::KEYS_RESYNCED).await, 2);
+    let resynced = env.events(event_reasons::KEYS_RESYNCED).await;
+    assert!(resynced.iter().all(|n| n.contains("Requested")), "{resynced:?}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn auto_resync_false_reports_drift_only() {
+    let env = Env::start().await;
+    let mut spec = env.spec();
+    spec.storage_keys.auto_resync = false;
+    env.create("ws-manual", spec).await;
+    env.wait_in_sync("ws-manual").await;
+    let old_key = env.key("key1");
+    env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key1").unwrap();
+    let ws = env
+        .wait_for("ws-manual", "drift reported", |w| {
+            condition(w, conditions::STORAGE_KEYS_IN_SYNC)
+                .is_some_and(|c| c.status == "False" && c.reason == reasons::KEYS_DRIFTED)
+        })
+        .await;
+    assert!(ws.status.unwrap().storage_keys.unwrap().workspace_uses_key.is_none());
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 0, "autoResync false never resyncs by itself");
+    assert_eq!(env.cached_key("ws-manual"), Some(old_key), "the workspace still holds the old key");
+
+    // A request still works.
+    env.annotate("ws-manual", ANNOTATION_RESYNC_KEYS, "now").await;
+    let ws = env.wait_in_sync("ws-manual").await;
+    assert_eq!(last_reason(&ws), Some(ResyncReason::Requested));
+    assert_eq!(env.cached_key("ws-manual"), Some(env.key("key1")));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn rotation_regenerates_once_and_resyncs_every_workspace_of_the_account() {
+    let env = Env::start().await;
+    // Keys made long ago: a rotation is due as soon as the workspaces have synced once.
+    let old =
+        json!({"properties": {"keyCreationTime": {"key1": "2020-01-01T00:00:00Z", "key2": "2020-01-01T00:00:00Z"}}});
+    env.sim.handle.edit_resource(&env.world.storage_account_id, &old).unwrap();
+    let (key1, key2) = (env.key("key1"), env.key("key2"));
+    let mut spec = env.spec();
+    spec.storage_keys.rotate_every = Some("30d".into());
+    env.create("ws-rot-a", spec.clone()).await;
+    env.create("ws-rot-b", spec).await;
+    for name in ["ws-rot-a", "ws-rot-b"] {
+        let ws =
+            env.wait_for(name, "rotated", |w| last_reason(w) == Some(ResyncReason::Rotation) && keys_in_sync(w)).await;
+        assert!(ws.status.unwrap().storage_keys.unwrap().last_rotation_time.is_some());
+    }
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 1, "{:?}", env.sim.handle.call_summary());
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 2);
+    // The unused key was the one regenerated: the workspaces never held an invalid key.
+    assert_eq!(env.key("key1"), key1);
+    assert_ne!(env.key("key2"), key2);
+    for name in ["ws-rot-a", "ws-rot-b"] {
+        assert_eq!(env.cached_key(name), Some(key1.clone()));
+    }
+    // Not due again within the period.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 1);
+    let rotated = env.events(event_reasons::KEYS_RESYNCED).await;
+    assert_eq!(rotated.iter().filter(|n| n.contains("Rotation")).count(), 2, "{rotated:?}");
+    env.assert_no_leak(&[key1, key2, env.key("key2")]);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_resync_is_reported_and_retried() {
+    let env = Env::start().await;
+    env.create("ws-retry", env.spec()).await;
+    env.wait_in_sync("ws-retry").await;
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_ResyncKeys".into(),
+        action: FaultAction::LroFailure { status: None, code: "InternalServerError".into(), message: None },
+        count: Some(1),
+        rate: None,
+    });
+    env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key1").unwrap();
+    let ws = env
+        .wait_for("ws-retry", "resynced after a failure", |w| {
+            last_reason(w) == Some(ResyncReason::Drift) && keys_in_sync(w)
+        })
+        .await;
+    assert!(is_ready(&ws));
+    assert_eq!(env.count("Workspaces_ResyncKeys"), 2, "{:?}", env.sim.handle.call_summary());
+    assert_eq!(env.cached_key("ws-retry"), Some(env.key("key1")));
+    assert_eq!(env.event_count(event_reasons::KEYS_RESYNC_FAILED).await, 1);
+    assert!(!env.events(event_reasons::KEYS_RESYNCED).await.is_empty());
+    env.stop().await;
+}
