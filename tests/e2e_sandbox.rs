@@ -199,6 +199,26 @@ fn walkthrough_with_kubectl() {
     eventually("alice's grant to be revoked", Duration::from_secs(30), || sandbox.calls("RoleAssignments_Delete") == 1);
     eventually("status to drop alice", Duration::from_secs(30), || granted(&sandbox) == 2);
 
+    // Rotate the storage account's key behind the operator's back: the workspace is resynced and reports the facts.
+    let keys_in_sync = |sandbox: &Sandbox| {
+        sandbox.kubectl_ok(&[
+            "get",
+            "mlws",
+            "fraud-detection",
+            "-o",
+            r#"jsonpath={.status.conditions[?(@.type=="StorageKeysInSync")].status}"#,
+        ]) == "True"
+    };
+    eventually("the keys to be reported in sync", Duration::from_secs(30), || keys_in_sync(&sandbox));
+    sandbox.azure(&["regenerate-key", "--account", "riskmlsa", "--key", "key1"]);
+    eventually("the workspace to be resynced", Duration::from_secs(45), || sandbox.calls("Workspaces_ResyncKeys") == 1);
+    eventually("the resync to be reported", Duration::from_secs(30), || {
+        sandbox.kubectl_ok(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.storageKeys.lastResyncReason}"])
+            == "Drift"
+            && keys_in_sync(&sandbox)
+    });
+    assert!(sandbox.kubectl_ok(&["get", "events"]).contains("KeysResynced"));
+
     // Someone edits the workspace in the portal: the operator puts the spec back with one PATCH and says so.
     sandbox.azure(&[
         "edit",

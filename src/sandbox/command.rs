@@ -285,6 +285,8 @@ pub fn sandbox_controller_config(cloud: AzureCloud, resync_period: Duration) -> 
     config.lro_poll_max = Duration::from_secs(5);
     config.error_backoff_base = Duration::from_secs(1);
     config.error_backoff_max = Duration::from_secs(30);
+    // A regenerated key shows up within seconds instead of a minute.
+    config.key_signal_interval = Duration::from_secs(10).min(resync_period);
     config
 }
 
