@@ -276,7 +276,11 @@ impl Context {
         if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
             self.publish(ws, EventType::Warning, reason, message.clone()).await;
         }
-        self.reset_failures(ws);
+        // A step that reports its own transient failure (a failed key resync) keeps counting, so its retries back
+        // off exponentially instead of restarting at the base delay every time.
+        if !matches!(report.phase, Phase::Transient { .. }) {
+            self.reset_failures(ws);
+        }
         Ok(Requeue::requeue(requeue))
     }
 
