@@ -4,6 +4,8 @@
 //! SubscriptionBinding, and runs `controller::run` in-process with short periods. ARM calls are counted in the
 //! simulator's call log.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -11,16 +13,14 @@ use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PAUSED, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, SubscriptionBinding,
 };
-use azml_operator::azure::{AzureCloud, RetryPolicy};
+use azml_operator::azure::RetryPolicy;
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
 use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions as kube_conditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -67,51 +67,21 @@ impl Env {
         let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
         let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
 
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in azml_operator::api::all_crds() {
-            let name = crd.name_any();
-            crds.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                await_condition(crds.clone(), &name, kube_conditions::is_crd_established()),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{name} not established: {e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
-        }
-        for ns in [NS, "team-b", OPERATOR_NS] {
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        }
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "operator-sp"},
-            "stringData": {"clientSecret": world.operator.secret.expose()},
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), OPERATOR_NS).create(&PostParams::default(), &secret).await.unwrap();
-        let binding: SubscriptionBinding = serde_json::from_value(json!({
-            "apiVersion": "azml.dev/v1alpha1",
-            "kind": "SubscriptionBinding",
-            "metadata": {"name": "sandbox"},
-            "spec": {
-                "subscriptionId": world.subscription_id,
-                "tenantId": world.tenant_id,
-                "credential": {"clientSecret": {
-                    "clientId": world.operator.client_id,
-                    "secretRef": {"name": "operator-sp", "key": "clientSecret"},
-                }},
-                "namespaces": [NS],
-                "resourceGroups": ["rg-*"],
+        common::install_crds(&client, azml_operator::api::all_crds()).await;
+        common::create_namespaces(&client, &[NS, "team-b", OPERATOR_NS]).await;
+        common::seed_operator_binding(
+            &client,
+            &world,
+            OPERATOR_NS,
+            &[NS],
+            json!({
                 "allowedRoles": ["Reader"],
                 "allowedScopes": ["Workspace"],
-            }
-        }))
-        .unwrap();
-        Api::<SubscriptionBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+            }),
+        )
+        .await;
 
-        let cloud = AzureCloud::custom(&sim.endpoint, &sim.endpoint)
-            .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
-            .unwrap_or_else(|e| panic!("cloud: {e}"));
+        let cloud = common::sim_cloud(&sim);
         let mut config = ControllerConfig::new(cloud);
         config.operator_namespace = OPERATOR_NS.into();
         config.resync_period = Duration::from_secs(1);

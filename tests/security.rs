@@ -12,6 +12,8 @@
 //! - no key, token or client secret appears in logs, events, status, error strings or any stored object;
 //! - a property test feeds arbitrary specs through policy, validation and planning.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use azml_operator::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, SubscriptionBinding,
 };
 use azml_operator::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName, WorkspaceRef};
-use azml_operator::azure::{AzureCloud, CredentialConfig, RetryPolicy, Secret as AzSecret, SubscriptionId};
+use azml_operator::azure::{CredentialConfig, RetryPolicy, Secret as AzSecret, SubscriptionId};
 use azml_operator::controller::plan::{Action, Desired, Observed, ResourceGroupState, plan};
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::policy;
@@ -29,12 +31,10 @@ use azml_operator::sandbox::arm::{
     ArmSimulator, CallKind, FaultAction, FaultRule, Principal, RunningSim, SimConfig, World, roles,
 };
 use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions as kube_conditions};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -144,30 +144,17 @@ impl Env {
         let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
         let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
 
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for mut crd in azml_operator::api::all_crds() {
-            if setup.lax_crds {
-                let mut value = serde_json::to_value(&crd).unwrap();
+        let mut crds = azml_operator::api::all_crds();
+        if setup.lax_crds {
+            for crd in &mut crds {
+                let mut value = serde_json::to_value(&*crd).unwrap();
                 strip_validation(&mut value);
-                crd = serde_json::from_value(value).unwrap();
+                *crd = serde_json::from_value(value).unwrap();
             }
-            let name = crd.name_any();
-            crds.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                await_condition(crds.clone(), &name, kube_conditions::is_crd_established()),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{name} not established: {e}"))
-            .unwrap_or_else(|e| panic!("{e}"));
         }
-        for ns in [TEAM_A, TEAM_B, OPERATOR_NS] {
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        }
-        let cloud = AzureCloud::custom(&sim.endpoint, &sim.endpoint)
-            .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
-            .unwrap_or_else(|e| panic!("cloud: {e}"));
+        common::install_crds(&client, crds).await;
+        common::create_namespaces(&client, &[TEAM_A, TEAM_B, OPERATOR_NS]).await;
+        let cloud = common::sim_cloud(&sim);
         let mut config = ControllerConfig::new(cloud);
         config.operator_namespace = OPERATOR_NS.into();
         config.resync_period = Duration::from_secs(1);

@@ -4,26 +4,23 @@
 //! Every test also checks that no storage key value reached the captured logs or any object of the Kubernetes
 //! store.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, events as event_reasons, reasons};
-use azml_operator::api::v1alpha1::{
-    ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, ResyncReason, SubscriptionBinding,
-};
-use azml_operator::azure::{AzureCloud, RetryPolicy};
+use azml_operator::api::v1alpha1::{ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, ResyncReason};
+use azml_operator::azure::RetryPolicy;
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
 use azml_operator::sandbox::kube_api::store::{ListQuery, Target};
 use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions as kube_conditions};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -83,49 +80,11 @@ impl Env {
         .unwrap_or_else(|e| panic!("simulator: {e}"));
         let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
         let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in azml_operator::api::all_crds() {
-            let name = crd.name_any();
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                await_condition(crds.clone(), &name, kube_conditions::is_crd_established()),
-            )
-            .await
-            .unwrap()
-            .unwrap();
-        }
-        for ns in [NS, OPERATOR_NS] {
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-        }
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "operator-sp"},
-            "stringData": {"clientSecret": world.operator.secret.expose()},
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(client.clone(), OPERATOR_NS).create(&PostParams::default(), &secret).await.unwrap();
-        let binding: SubscriptionBinding = serde_json::from_value(json!({
-            "apiVersion": "azml.dev/v1alpha1",
-            "kind": "SubscriptionBinding",
-            "metadata": {"name": "sandbox"},
-            "spec": {
-                "subscriptionId": world.subscription_id,
-                "tenantId": world.tenant_id,
-                "credential": {"clientSecret": {
-                    "clientId": world.operator.client_id,
-                    "secretRef": {"name": "operator-sp", "key": "clientSecret"},
-                }},
-                "namespaces": [NS],
-                "resourceGroups": ["rg-*"],
-            }
-        }))
-        .unwrap();
-        Api::<SubscriptionBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+        common::install_crds(&client, azml_operator::api::all_crds()).await;
+        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
+        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({})).await;
 
-        let cloud = AzureCloud::custom(&sim.endpoint, &sim.endpoint)
-            .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
-            .unwrap();
+        let cloud = common::sim_cloud(&sim);
         let mut config = ControllerConfig::new(cloud);
         config.operator_namespace = OPERATOR_NS.into();
         // Long enough that no periodic resync falls into a measured window.
