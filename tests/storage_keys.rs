@@ -389,10 +389,21 @@ async fn rotation_regenerates_once_and_resyncs_every_workspace_of_the_account() 
         json!({"properties": {"keyCreationTime": {"key1": "2020-01-01T00:00:00Z", "key2": "2020-01-01T00:00:00Z"}}});
     env.sim.handle.edit_resource(&env.world.storage_account_id, &old).unwrap();
     let (key1, key2) = (env.key("key1"), env.key("key2"));
+    // Both workspaces first sync with rotation held back (autoResync false), so both are known users of the account
+    // before either finds the rotation due: the rotation then has to wake the other one.
     let mut spec = env.spec();
     spec.storage_keys.rotate_every = Some("30d".into());
+    spec.storage_keys.auto_resync = false;
     env.create("ws-rot-a", spec.clone()).await;
     env.create("ws-rot-b", spec).await;
+    for name in ["ws-rot-a", "ws-rot-b"] {
+        env.wait_in_sync(name).await;
+    }
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 0, "autoResync false never rotates");
+    for name in ["ws-rot-a", "ws-rot-b"] {
+        let patch = json!({"spec": {"storageKeys": {"autoResync": true}}});
+        env.api().patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
     for name in ["ws-rot-a", "ws-rot-b"] {
         let ws =
             env.wait_for(name, "rotated", |w| last_reason(w) == Some(ResyncReason::Rotation) && keys_in_sync(w)).await;

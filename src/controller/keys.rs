@@ -668,6 +668,9 @@ async fn start_resync(
 ) -> Result<KeysOutcome, Error> {
     // Kept until a verified resync: a failure anywhere below is retried with the same reason.
     ctx.keys.set_intent(uid, Some(reason));
+    // This resync covers every signal raised before it starts (a rotation by another workspace of the account
+    // included); only a later one needs another.
+    ctx.keys.clear_signal(uid);
     let start = arm.begin_resync_workspace_keys(&desired.workspace).await.map_err(Error::arm("resync keys"))?;
     info!(reason = reason_name(reason), "resyncKeys accepted");
     match start {
