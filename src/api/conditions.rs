@@ -66,6 +66,14 @@ pub mod reasons {
     pub const MOVE_VALIDATION_FAILED: &str = "MoveValidationFailed";
     /// A move is running.
     pub const MOVING: &str = "Moving";
+    /// Azure is validating a move.
+    pub const VALIDATING_MOVE: &str = "ValidatingMove";
+    /// The move finished: the workspace is at the destination.
+    pub const MOVED: &str = "Moved";
+    /// The move itself (after a successful validation) failed, or its result cannot be found.
+    pub const MOVE_FAILED: &str = "MoveFailed";
+    /// The operator knows beforehand that the move cannot succeed (see `controller::moves::known_blockers`).
+    pub const MOVE_BLOCKED: &str = "MoveBlocked";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -90,4 +98,12 @@ pub mod events {
     pub const KEYS_RESYNC_FAILED: &str = "KeysResyncFailed";
     /// A reconcile failed.
     pub const RECONCILE_FAILED: &str = "ReconcileFailed";
+    /// A move was asked for; Azure validates it.
+    pub const MOVE_VALIDATING: &str = "MoveValidating";
+    /// Azure accepted the move; the resources are being moved.
+    pub const MOVE_STARTED: &str = "MoveStarted";
+    /// The move finished.
+    pub const MOVED: &str = "Moved";
+    /// Validation or the move failed, or the move is refused or not permitted; nothing moved.
+    pub const MOVE_FAILED: &str = "MoveFailed";
 }

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod error;
 pub mod key_signals;
 pub mod keys;
+pub mod moves;
 pub mod observe;
 pub mod plan;
 pub mod status;
@@ -236,12 +237,25 @@ impl Context {
         report: &Report,
         keys: Option<&keys::KeysUpdate>,
     ) -> Result<bool, Error> {
+        self.write_status_edit(ws, report, |next, generation, now| {
+            if let Some(update) = keys {
+                update.apply(next, generation, now);
+            }
+        })
+        .await
+    }
+
+    /// [`Context::write_status`] plus a step's own changes (`edit` gets the new status, the generation and now).
+    async fn write_status_edit(
+        &self,
+        ws: &MlWorkspace,
+        report: &Report,
+        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
+    ) -> Result<bool, Error> {
         let previous = self.current_status(ws);
         let now = Time(jiff::Timestamp::now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
-        if let Some(update) = keys {
-            update.apply(&mut next, ws.metadata.generation, &now);
-        }
+        edit(&mut next, ws.metadata.generation, &now);
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
             return Ok(false);
@@ -271,7 +285,23 @@ impl Context {
         requeue: Duration,
         keys: Option<&keys::KeysUpdate>,
     ) -> Result<Requeue, Error> {
-        let written = self.write_status_with(ws, &report, keys).await?;
+        self.finish_edit(ws, report, requeue, |next, generation, now| {
+            if let Some(update) = keys {
+                update.apply(next, generation, now);
+            }
+        })
+        .await
+    }
+
+    /// [`Context::finish`] plus a step's own status changes (see [`Context::write_status_edit`]).
+    async fn finish_edit(
+        &self,
+        ws: &MlWorkspace,
+        report: Report,
+        requeue: Duration,
+        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
+    ) -> Result<Requeue, Error> {
+        let written = self.write_status_edit(ws, &report, edit).await?;
         // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
         if let (true, Phase::Stalled { reason, message }) = (written, &report.phase) {
             self.publish(ws, EventType::Warning, reason, message.clone()).await;
@@ -382,8 +412,8 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
         WorkspaceClient::Permitted(arm) => arm,
         WorkspaceClient::Denied(message) => return stall(reasons::NOT_PERMITTED, message),
     };
-    if let Some(message) = moved_message(ws.status.as_ref(), &desired) {
-        return stall(reasons::INVALID_SPEC, message);
+    if let Some((reason, message)) = moves::dry_run(&ws.spec, ws.status.as_ref()) {
+        return stall(reason, message);
     }
     let observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
     Ok(plan::plan(&desired, &observed))
@@ -454,8 +484,10 @@ async fn set_finalizer(client: &Client, ws: &MlWorkspace, present: bool) -> Resu
 
 async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
     let stall_requeue = ctx.config.stalled_requeue;
-    let status = ctx.current_status(ws);
-    if let Err(message) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
+    let mut status = ctx.current_status(ws);
+    // A move's operations run in the subscription the workspace comes from: the move step checks them.
+    let moving = moves::involved(&ws.spec, status.as_ref());
+    if !moving && let Err(message) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
         // Reported, and forgotten (pending: None): the next reconcile reads Azure afresh.
         return ctx.fail(ws, Error::BadPendingOperation(message), WorkspaceFacts::Unknown, None).await;
     }
@@ -473,8 +505,11 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         }
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
     };
-    if let Some(moved) = moved_message(status.as_ref(), &desired) {
-        return ctx.finish(ws, stalled(reasons::INVALID_SPEC, moved), stall_requeue).await;
+    if moving {
+        match moves::reconcile_move(ctx, ws, &desired, &arm, status.as_ref()).await {
+            moves::MoveOutcome::Done(result) => return result,
+            moves::MoveOutcome::Continue => status = ctx.current_status(ws),
+        }
     }
     if keys::owns_pending(status.as_ref()) {
         // A key resync in flight: poll it; the workspace pipeline runs again once it is over.
@@ -545,25 +580,6 @@ async fn finish_keys(
             ctx.fail(ws, e, base.workspace, pending).await
         }
     }
-}
-
-/// Moving a workspace to another subscription or resource group is not implemented: refuse instead of creating a
-/// second workspace at the new place.
-fn moved_message(status: Option<&MlWorkspaceStatus>, desired: &Desired) -> Option<String> {
-    let location = status.and_then(|s| s.location.as_ref())?;
-    status.and_then(|s| s.resource_id.as_ref())?;
-    let rg = &desired.workspace.resource_group;
-    let same = location.subscription_id.eq_ignore_ascii_case(&rg.subscription.to_string())
-        && location.resource_group.eq_ignore_ascii_case(rg.name.as_str());
-    (!same).then(|| {
-        format!(
-            "the workspace lives in subscription {} resource group {}; moving it to {} / {} is not supported by this operator version",
-            location.subscription_id,
-            location.resource_group,
-            rg.subscription,
-            rg.name.as_str()
-        )
-    })
 }
 
 async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
@@ -733,16 +749,6 @@ mod tests {
             resource_id: resource_id.map(Into::into),
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn a_changed_resource_group_is_refused_not_created_twice() {
-        assert_eq!(moved_message(None, &desired("rg-a")), None);
-        assert_eq!(moved_message(Some(&status("RG-A", Some("/x"))), &desired("rg-a")), None, "case-insensitive");
-        let message = moved_message(Some(&status("rg-a", Some("/x"))), &desired("rg-b")).expect("refused");
-        assert!(message.contains("rg-a") && message.contains("rg-b"), "{message}");
-        // Never created (no resource id): nothing to move.
-        assert_eq!(moved_message(Some(&status("rg-a", None)), &desired("rg-b")), None);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub fn pending_from_status(status: Option<&MlWorkspaceStatus>) -> Result<Option<
         // workspace itself is in flight.
         return Ok(None);
     }
+    if super::moves::is_move_operation(&op.kind) {
+        // A move belongs to the move step ([`super::moves`]), which runs before the workspace pipeline.
+        return Ok(None);
+    }
     let kind = OperationKind::parse(&op.kind)
         .ok_or_else(|| Error::BadPendingOperation(format!("unknown operation kind {:?}", op.kind)))?;
     let handle: LroHandle =

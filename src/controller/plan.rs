@@ -13,7 +13,8 @@ use serde::Serialize;
 
 use crate::api::conditions::reasons;
 use crate::api::v1alpha1::{
-    ANNOTATION_ADOPT, ANNOTATION_PAUSED, DependentResource, MlWorkspace, OWNER_TAG, PublicNetworkAccess,
+    ANNOTATION_ADOPT, ANNOTATION_PAUSED, DependentResource, MlWorkspace, MlWorkspaceSpec, OWNER_TAG,
+    PublicNetworkAccess,
 };
 use crate::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName};
 use crate::azure::lro::LroHandle;
@@ -151,6 +152,25 @@ fn resolve(
     // The id must name a resource of the right type, not a resource group or a nested child.
     id.top_level(resource_type).map_err(|source| SpecError::InvalidId { field, source })?;
     Ok(id)
+}
+
+/// The dependent resources `spec` names by `name`, resolved in `rg`. They live beside the workspace, so a move takes
+/// them along (resources given by `id` stay where they are).
+pub fn named_dependencies(spec: &MlWorkspaceSpec, rg: &ResourceGroupRef) -> Result<Vec<ResourceId>, SpecError> {
+    let mut out = Vec::new();
+    for (field, dep) in crate::policy::dependencies(spec) {
+        if dep.id.is_some() || dep.name.is_none() {
+            continue;
+        }
+        let resource_type = match field {
+            "storageAccount" => STORAGE_TYPE,
+            "keyVault" => KEY_VAULT_TYPE,
+            "applicationInsights" => APP_INSIGHTS_TYPE,
+            _ => REGISTRY_TYPE,
+        };
+        out.push(resolve(field, dep, rg, resource_type)?);
+    }
+    Ok(out)
 }
 
 impl Desired {

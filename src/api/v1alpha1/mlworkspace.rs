@@ -44,6 +44,7 @@ pub const OWNER_TAG: &str = "azml.dev-owner";
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Keys", type_ = "string", json_path = ".status.conditions[?(@.type==\"StorageKeysInSync\")].status", description = "Whether the workspace holds a current storage account key"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Move", type_ = "string", json_path = ".status.move.phase", description = "Phase of the move to another subscription or resource group in progress (or the last one)"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("has(self.spec.azureName) || self.metadata.name.matches('^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$')").message("metadata.name is not a valid Azure ML workspace name (3-33 letters, digits, '-' or '_'); set spec.azureName").field_path(".spec.azureName")
 )]
@@ -235,9 +236,44 @@ pub struct MlWorkspaceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<WorkspaceLocation>,
 
+    /// The move to another subscription or resource group in progress, or the last one.
+    #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
+    pub move_status: Option<MoveStatus>,
+
     /// When the operator last compared the workspace with Azure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
+}
+
+/// Phase of a move.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MovePhase {
+    /// Azure is checking whether the resources can move (validateMoveResources).
+    Validating,
+    /// Azure is moving the resources (moveResources); the workspace is unavailable.
+    Moving,
+    /// The resources are at the destination.
+    Succeeded,
+    /// Validation or the move failed; nothing moved. The message says why.
+    Failed,
+}
+
+/// A move of the workspace (and its dependent resources named by `name`) to another subscription or resource group.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveStatus {
+    /// Validating, Moving, Succeeded or Failed.
+    pub phase: MovePhase,
+    /// Where the resources were.
+    pub from: WorkspaceLocation,
+    /// Where they go: fixed when the move starts, whatever the spec says later.
+    pub to: WorkspaceLocation,
+    /// ARM ids (at the source) of the resources moved together.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<String>,
+    /// Why the move failed, with the ARM code and message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Where the workspace lives in Azure.
