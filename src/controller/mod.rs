@@ -724,32 +724,8 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::v1alpha1::WorkspaceLocation;
 
     const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
-
-    fn desired(rg: &str) -> Desired {
-        let spec = serde_json::from_value(serde_json::json!({
-            "subscriptionId": SUB,
-            "resourceGroup": rg,
-            "location": "westeurope",
-            "storageAccount": {"name": "sa1"},
-            "keyVault": {"name": "kv1"},
-        }))
-        .expect("spec");
-        let mut ws = MlWorkspace::new("ws-1", spec);
-        ws.metadata.namespace = Some("ns".into());
-        ws.metadata.uid = Some("u".into());
-        Desired::from_resource(&ws).expect("valid")
-    }
-
-    fn status(rg: &str, resource_id: Option<&str>) -> MlWorkspaceStatus {
-        MlWorkspaceStatus {
-            location: Some(WorkspaceLocation { subscription_id: SUB.into(), resource_group: rg.into() }),
-            resource_id: resource_id.map(Into::into),
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn deletion_changes_the_predicate_hash() {
