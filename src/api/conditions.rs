@@ -104,6 +104,4 @@ pub mod events {
     pub const MOVE_STARTED: &str = "MoveStarted";
     /// The move finished.
     pub const MOVED: &str = "Moved";
-    /// Validation or the move failed, or the move is refused or not permitted; nothing moved.
-    pub const MOVE_FAILED: &str = "MoveFailed";
 }

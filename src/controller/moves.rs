@@ -44,12 +44,12 @@ use crate::api::v1alpha1::{
     AccessState, AccessStatus, MlWorkspace, MlWorkspaceSpec, MlWorkspaceStatus, MovePhase, MovePolicy, MoveStatus,
     OWNER_TAG, PendingOperation, SubscriptionBinding, WorkspaceLocation,
 };
-use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::ids::ResourceGroupName;
+use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::resources::MoveRequest;
 use crate::azure::{
-    ArmClient, ArmError, LroHandle, LroPoll, LroStart, ResourceGroupRef, ResourceId,
-    RoleAssignmentRef, SubscriptionId, WorkspaceRef,
+    ArmClient, ArmError, LroHandle, LroPoll, LroStart, ResourceGroupRef, ResourceId, RoleAssignmentRef, SubscriptionId,
+    WorkspaceRef,
 };
 use crate::policy;
 
@@ -65,7 +65,8 @@ pub fn is_move_operation(kind: &str) -> bool {
 
 /// Whether two locations name the same subscription and resource group (ARM names are case-insensitive).
 pub fn same_location(a: &WorkspaceLocation, b: &WorkspaceLocation) -> bool {
-    a.subscription_id.eq_ignore_ascii_case(&b.subscription_id) && a.resource_group.eq_ignore_ascii_case(&b.resource_group)
+    a.subscription_id.eq_ignore_ascii_case(&b.subscription_id)
+        && a.resource_group.eq_ignore_ascii_case(&b.resource_group)
 }
 
 /// Where the spec puts the workspace.
@@ -171,7 +172,10 @@ pub fn known_blockers(_ws: &MlWorkspace) -> Vec<String> {
 }
 
 fn parse_location(l: &WorkspaceLocation) -> Result<ResourceGroupRef, crate::azure::ids::IdError> {
-    Ok(ResourceGroupRef::new(SubscriptionId::new(&l.subscription_id)?, ResourceGroupName::new(l.resource_group.clone())?))
+    Ok(ResourceGroupRef::new(
+        SubscriptionId::new(&l.subscription_id)?,
+        ResourceGroupName::new(l.resource_group.clone())?,
+    ))
 }
 
 /// The workspace `desired` names, in resource group `rg`.
@@ -389,8 +393,11 @@ impl Step<'_> {
         workspace: WorkspaceFacts,
         requeue: Duration,
     ) -> MoveOutcome {
-        let update =
-            MoveUpdate { record: Some(Some(record)), moved: Some((false, reason, message.clone())), drop_access: vec![] };
+        let update = MoveUpdate {
+            record: Some(Some(record)),
+            moved: Some((false, reason, message.clone())),
+            drop_access: vec![],
+        };
         let report = Report {
             phase: Phase::Progressing { reason, message },
             workspace,
@@ -433,7 +440,11 @@ impl Step<'_> {
                 describe(&from),
                 describe(&to)
             );
-            let update = MoveUpdate { record: None, moved: Some((false, reasons::PAUSED, message.clone())), ..Default::default() };
+            let update = MoveUpdate {
+                record: None,
+                moved: Some((false, reasons::PAUSED, message.clone())),
+                ..Default::default()
+            };
             let report = Report {
                 phase: Phase::Paused { in_sync: false, message },
                 workspace: WorkspaceFacts::Unknown,
@@ -457,7 +468,11 @@ impl Step<'_> {
         let old = workspace_at(desired, from_rg.clone());
         let found = match clients.source.get_workspace(&old).await {
             Ok(w) => w,
-            Err(e) => return self.fail(Error::arm("read workspace at the source of the move")(e), self.previous_pending()).await,
+            Err(e) => {
+                return self
+                    .fail(Error::arm("read workspace at the source of the move")(e), self.previous_pending())
+                    .await;
+            }
         };
         let record = |phase, resources: Vec<String>| MoveStatus {
             phase,
@@ -482,7 +497,8 @@ impl Step<'_> {
         if desired.owner.classify(found.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).map(String::as_str))
             != Ownership::Ours
         {
-            let message = format!("workspace {} is not owned by this resource ({OWNER_TAG} tag); not moving it", old.id());
+            let message =
+                format!("workspace {} is not owned by this resource ({OWNER_TAG} tag); not moving it", old.id());
             return self.stall(reasons::MOVE_BLOCKED, message, None, None).await;
         }
         if let Some(state) = found.properties.provisioning_state.as_ref().filter(|s| !s.is_terminal()) {
@@ -574,7 +590,8 @@ impl Step<'_> {
         };
         match clients.source.poll_lro::<IgnoredAny>(&handle).await {
             Ok(LroPoll::InProgress(next)) => {
-                let message = format!("Azure validates the move from {} to {}", describe(&record.from), describe(&record.to));
+                let message =
+                    format!("Azure validates the move from {} to {}", describe(&record.from), describe(&record.to));
                 let requeue = poll_delay(self.ctx, &next);
                 let pending = Some(self.pending(VALIDATE_OPERATION, &next));
                 self.progressing(reasons::VALIDATING_MOVE, message, record, pending, WorkspaceFacts::Unknown, requeue)
@@ -683,8 +700,15 @@ impl Step<'_> {
                 Ok(None) => {
                     // Neither here nor there: ARM's reads may lag behind the move; look again soon.
                     let message = format!("waiting for the workspace to appear at {}", new.id());
-                    self.progressing(reasons::MOVING, message, moving, None, WorkspaceFacts::Unknown, ctx.config.lro_poll_max)
-                        .await
+                    self.progressing(
+                        reasons::MOVING,
+                        message,
+                        moving,
+                        None,
+                        WorkspaceFacts::Unknown,
+                        ctx.config.lro_poll_max,
+                    )
+                    .await
                 }
                 Err(e) => self.fail(Error::arm("read workspace at the source of the move")(e), None).await,
             };
@@ -698,8 +722,13 @@ impl Step<'_> {
             match clients.source.delete_role_assignment(ra).await {
                 Ok(_) => {
                     info!(assignment = %ra.id(), "removed role assignment at the old scope");
-                    ctx.publish(ws, EventType::Normal, events::ACCESS_REVOKED, format!("Removed {} (old scope after the move)", ra.id()))
-                        .await;
+                    ctx.publish(
+                        ws,
+                        EventType::Normal,
+                        events::ACCESS_REVOKED,
+                        format!("Removed {} (old scope after the move)", ra.id()),
+                    )
+                    .await;
                     dropped.push(ra.name);
                 }
                 Err(e) if e.is_not_found() => dropped.push(ra.name),
@@ -717,9 +746,7 @@ impl Step<'_> {
                         pending: None,
                         access: None,
                     };
-                    if let Err(status_err) =
-                        ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await
-                    {
+                    if let Err(status_err) = ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await {
                         warn!(error = %status_err, "cannot report the failure in status");
                     }
                     return MoveOutcome::Done(Err(Error::arm("delete role assignment at the old scope")(e)));

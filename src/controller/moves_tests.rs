@@ -72,10 +72,7 @@ fn a_move_is_needed_only_for_an_existing_workspace_whose_place_changed() {
     let mut never_created = existing(SUB, "a");
     never_created.resource_id = None;
     assert_eq!(decide(&s, Some(&never_created)), Ok(MoveStep::None), "never created: created at the new place");
-    assert_eq!(
-        decide(&s, Some(&existing(SUB, "a"))),
-        Ok(MoveStep::Start { from: loc(SUB, "a"), to: loc(SUB, "b") })
-    );
+    assert_eq!(decide(&s, Some(&existing(SUB, "a"))), Ok(MoveStep::Start { from: loc(SUB, "a"), to: loc(SUB, "b") }));
     let across = spec(SUB2, "a", "Move");
     assert_eq!(
         decide(&across, Some(&existing(SUB, "a"))),
@@ -240,8 +237,7 @@ fn the_update_sets_or_clears_the_moved_condition_and_the_record() {
     MoveUpdate { record: Some(None), moved: None, drop_access: vec![] }.apply(&mut status, Some(4), &now);
     assert!(status.move_status.is_none());
     // The record serialises as status.move.
-    let mut status = MlWorkspaceStatus::default();
-    status.move_status = Some(record(MovePhase::Failed, "b"));
+    let status = MlWorkspaceStatus { move_status: Some(record(MovePhase::Failed, "b")), ..Default::default() };
     let v = serde_json::to_value(&status).expect("json");
     assert_eq!(v["move"]["phase"], "Failed");
 }
