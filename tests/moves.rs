@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec, MovePhase, SubscriptionBinding};
-use azml_operator::azure::RetryPolicy;
+use azml_operator::azure::credentials::{CredentialConfig, build_credential};
+use azml_operator::azure::{ArmClient, ArmClientOptions, RetryPolicy, Secret, WorkspaceRef};
 use azml_operator::controller::access::marker;
 use azml_operator::controller::moves::{MOVE_OPERATION, VALIDATE_OPERATION};
 use azml_operator::controller::{self, ControllerConfig};
@@ -125,6 +126,18 @@ impl Env {
                 .unwrap_or_else(|_| panic!("controller did not stop"))
                 .unwrap_or_else(|e| panic!("controller task: {e}"));
         }
+    }
+
+    /// An ARM client with the operator's credential, for calls the controller would not make.
+    fn arm(&self) -> ArmClient {
+        let cloud = common::sim_cloud(&self.sim);
+        let config = CredentialConfig::ClientSecret {
+            tenant_id: self.world.tenant_id.clone(),
+            client_id: self.world.operator.client_id.clone(),
+            client_secret: Secret::new(self.world.operator.secret.expose().to_owned()),
+        };
+        let credential = build_credential(&config, &cloud).unwrap();
+        ArmClient::new(credential, ArmClientOptions { cloud, ..Default::default() }).unwrap()
     }
 
     fn api(&self) -> Api<MlWorkspace> {
@@ -440,6 +453,10 @@ async fn a_move_in_progress_survives_a_restart_and_is_not_issued_twice() {
     // Still running in Azure: the workspace is at its old place.
     let old_ws = env.ws_id(&sub, &env.world.resource_group, "ws-rst");
     assert!(env.exists(&old_ws), "the move ended before the restart; lengthen the simulated LRO");
+    // Meanwhile the workspace is unavailable: the resource groups of a running move refuse writes.
+    let err = env.arm().begin_update_workspace(&WorkspaceRef::parse(&old_ws).unwrap(), &Default::default()).await;
+    let err = err.err().expect("a write during the move succeeded");
+    assert_eq!(err.code(), Some("ScopeLocked"), "{err}");
     let polls_before = env.count("Operations_GetResult");
 
     env.start_controller();

@@ -583,6 +583,19 @@ impl Inner {
         if !matches!(routed.target, Target::RoleDefinition { .. }) {
             self.authorize(caller, &routed.action, &routed.scope)?;
         }
+        if !matches!(req.method, Method::GET | Method::HEAD)
+            && let Some(group) = self.moving_group(&req.path)
+        {
+            // While a move runs, its source and target resource groups are locked for writes and deletes (documented
+            // ARM behaviour: the workspace is unavailable). The error code is not documented; ScopeLocked is what ARM
+            // answers for a locked scope.
+            return Err(ArmError::conflict(
+                "ScopeLocked",
+                format!(
+                    "The scope '{group}' cannot perform write operations: resources are being moved into or out of it."
+                ),
+            ));
+        }
         let sub = routed.sub.clone().unwrap_or_default();
         match &routed.target {
             Target::Subscription => {
@@ -1632,6 +1645,24 @@ impl Inner {
         let kind = if validate { OpKind::ValidateMove } else { OpKind::Move { resources, target } };
         let op = self.start_op(routed, caller, kind, &source, false, failure);
         Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+    }
+
+    /// The resource group holding `path` when a running move locks it (as its source or target).
+    fn moving_group(&self, path: &str) -> Option<String> {
+        let (Some(sub), Some(rg)) = sub_and_rg(path) else {
+            return None;
+        };
+        let group = format!("/subscriptions/{sub}/resourceGroups/{rg}");
+        let key = id_key(&group);
+        self.state
+            .operations
+            .values()
+            .filter(|o| o.status == OpStatus::InProgress)
+            .any(|o| match &o.kind {
+                OpKind::Move { target, .. } => id_key(&o.resource_id) == key || id_key(target) == key,
+                _ => false,
+            })
+            .then_some(group)
     }
 
     /// Returns the blocking conditions (code, message, target), or None when the move is allowed.
