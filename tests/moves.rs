@@ -428,7 +428,19 @@ async fn refuse_policy_rejects_the_change_and_stalls_without_calling_azure() {
     assert_eq!(location(&ws), location(&ready));
     assert_eq!(env.writes(), Vec::<String>::new(), "nothing happens in Azure");
     assert_eq!(env.count("Resources_ValidateMoveResources"), 0);
-    assert!(env.exists(&env.ws_id(&env.world.subscription_id, &env.world.resource_group, "ws-ref")));
+    let old_ws = env.ws_id(&env.world.subscription_id, &env.world.resource_group, "ws-ref");
+    assert!(env.exists(&old_ws));
+
+    // Deleted with deletionPolicy Delete while refused: the workspace is deleted where it is, not looked for where
+    // the spec says.
+    env.patch_spec("ws-ref", json!({"deletionPolicy": "Delete"})).await.unwrap();
+    env.api().delete("ws-ref", &Default::default()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while env.api().get_opt("ws-ref").await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "ws-ref was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!env.exists(&old_ws), "left behind in Azure");
 }
 
 #[tokio::test]
@@ -455,7 +467,7 @@ async fn a_move_in_progress_survives_a_restart_and_is_not_issued_twice() {
     assert!(env.exists(&old_ws), "the move ended before the restart; lengthen the simulated LRO");
     // Meanwhile the workspace is unavailable: the resource groups of a running move refuse writes.
     let err = env.arm().begin_update_workspace(&WorkspaceRef::parse(&old_ws).unwrap(), &Default::default()).await;
-    let err = err.err().expect("a write during the move succeeded");
+    let err = err.expect_err("a write during the move succeeded");
     assert_eq!(err.code(), Some("ScopeLocked"), "{err}");
     let polls_before = env.count("Operations_GetResult");
 

@@ -594,6 +594,14 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, E
         ctx.publish(ws, EventType::Normal, reasons::PAUSED, note).await;
         return remove_finalizer(ws, ctx).await;
     }
+    // A move in flight ends first; a workspace that never got where the spec says (a move refused, failed or not
+    // permitted) is deleted where it is.
+    if let Some(result) = moves::before_cleanup(ctx, ws, status.as_ref()).await {
+        return result;
+    }
+    let status = ctx.current_status(ws);
+    let located = moves::located(ws, status.as_ref());
+    let ws = &located;
     if let Err(message) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
         return ctx.fail(ws, Error::BadPendingOperation(message), WorkspaceFacts::Unknown, None).await;
     }

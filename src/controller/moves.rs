@@ -870,6 +870,44 @@ pub async fn reconcile_move(
     }
 }
 
+/// Before deleting: a running move (or one whose result was not recorded yet) is brought to its end, so cleanup
+/// finds the workspace where it is. `Some` ends this reconcile.
+pub async fn before_cleanup(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    status: Option<&MlWorkspaceStatus>,
+) -> Option<Result<Requeue, Error>> {
+    let Ok(MoveStep::PollMove { .. } | MoveStep::Finish { .. }) = decide(&ws.spec, status) else {
+        return None;
+    };
+    let desired = Desired::from_resource(ws).ok()?;
+    let arm = match super::resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
+        Ok(super::WorkspaceClient::Permitted(arm)) => arm,
+        // The destination cannot be read: cleanup looks where status last saw the workspace.
+        Ok(super::WorkspaceClient::Denied(_)) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    match reconcile_move(ctx, ws, &desired, &arm, status).await {
+        MoveOutcome::Done(result) => Some(result),
+        MoveOutcome::Continue => None,
+    }
+}
+
+/// `ws` placed where the workspace is in Azure: when status saw it elsewhere than the spec says (a move refused,
+/// failed or not permitted), with status's subscription and resource group. Pure.
+pub fn located(ws: &MlWorkspace, status: Option<&MlWorkspaceStatus>) -> MlWorkspace {
+    let mut out = ws.clone();
+    if let Some(s) = status
+        && s.resource_id.is_some()
+        && let Some(l) = &s.location
+        && !same_location(l, &spec_location(&ws.spec))
+    {
+        out.spec.subscription_id = l.subscription_id.clone();
+        out.spec.resource_group = l.resource_group.clone();
+    }
+    out
+}
+
 /// What a dry run reports for the move step: the condition reason and a message, or `None` when no move is involved.
 pub fn dry_run(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> Option<(&'static str, String)> {
     match decide(spec, status) {

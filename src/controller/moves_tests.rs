@@ -273,3 +273,13 @@ fn dry_run_describes_the_move() {
     assert_eq!(dry_run(&spec(SUB, "b", "Refuse"), Some(&existing(SUB, "a"))).map(|r| r.0), Some(reasons::MOVE_REFUSED));
     assert_eq!(dry_run(&spec(SUB, "a", "Move"), Some(&existing(SUB, "a"))), None);
 }
+
+#[test]
+fn cleanup_looks_where_the_workspace_is() {
+    let ws = MlWorkspace::new("ws1", spec(SUB2, "b", "Move"));
+    let at = located(&ws, Some(&existing(SUB, "a")));
+    assert_eq!((at.spec.subscription_id.as_str(), at.spec.resource_group.as_str()), (SUB, "a"));
+    assert_eq!(at.spec.storage_account, ws.spec.storage_account);
+    assert_eq!(located(&ws, Some(&existing(SUB2, "b"))).spec, ws.spec, "already there");
+    assert_eq!(located(&ws, None).spec, ws.spec);
+}
