@@ -8,6 +8,7 @@
 //!   patched only when something other than a timestamp changed.
 //! - Errors are classified in one place ([`error::classify`]).
 //! - Deletion runs behind the `azml.dev/cleanup` finalizer ([`cleanup`]).
+//! - A changed subscription or resource group moves the workspace ([`moves`]), before the pipeline runs.
 
 pub mod access;
 pub mod apply;
