@@ -449,7 +449,8 @@ async fn a_move_in_progress_survives_a_restart_and_is_not_issued_twice() {
     let sub = env.world.subscription_id.clone();
     env.create("ws-rst", json!({})).await;
     env.wait_ready("ws-rst").await;
-    env.sim.handle.set_lro_duration(Duration::from_secs(3));
+    // Long enough that the move is still running when the controller has stopped, even on a loaded machine.
+    env.sim.handle.set_lro_duration(Duration::from_secs(5));
     env.sim.handle.clear_calls();
 
     env.patch_spec("ws-rst", json!({"resourceGroup": "rg-later"})).await.unwrap();
@@ -470,6 +471,7 @@ async fn a_move_in_progress_survives_a_restart_and_is_not_issued_twice() {
     let err = err.expect_err("a write during the move succeeded");
     assert_eq!(err.code(), Some("ScopeLocked"), "{err}");
     let polls_before = env.count("Operations_GetResult");
+    let last_seq = env.sim.handle.calls().iter().map(|c| c.seq).max().unwrap_or_default();
 
     env.start_controller();
     let ws = env.wait_for("ws-rst", "Moved", moved).await;
@@ -479,6 +481,10 @@ async fn a_move_in_progress_survives_a_restart_and_is_not_issued_twice() {
     assert_eq!(env.count("Resources_MoveResources"), 1, "re-issued after the restart");
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 0, "created at the new place");
     assert!(env.count("Operations_GetResult") > polls_before, "the new controller polled");
+    let calls = env.sim.handle.calls();
+    let writes_after: Vec<&str> =
+        calls.iter().filter(|c| c.seq > last_seq && c.kind == CallKind::Write).map(|c| c.operation.as_str()).collect();
+    assert!(writes_after.is_empty(), "the new controller wrote: {writes_after:?}");
     assert_eq!(location(&ws), (sub, "rg-later".to_owned()));
     let ops = ws.status.as_ref().and_then(|s| s.pending_operation.as_ref()).map(|p| p.kind.clone());
     assert!(ops.as_ref().is_none_or(|k| k != MOVE_OPERATION && k != VALIDATE_OPERATION), "{ops:?}");
