@@ -718,9 +718,24 @@ impl Step<'_> {
         let access = self.status.map(|s| s.access.as_slice()).unwrap_or_default();
         let stale = stale_assignments(access, &scopes_at(&old), &scopes_at(&new));
         let mut dropped = Vec::new();
+        let marker = super::access::marker(&desired.owner.namespace, &desired.owner.name);
         for ra in &stale {
-            match clients.source.delete_role_assignment(ra).await {
-                Ok(_) => {
+            // Only what still carries the operator's marker is deleted (status alone is not trusted with deletions
+            // outside the workspace's current scopes); what is gone, Azure removed with its scope.
+            let result = match clients.source.get_role_assignment(ra).await {
+                Ok(Some(found)) if found.properties.description.as_deref() == Some(marker.as_str()) => {
+                    clients.source.delete_role_assignment(ra).await.map(|_| true)
+                }
+                Ok(Some(_)) => {
+                    warn!(assignment = %ra.id(), "role assignment at the old scope no longer carries the operator's marker; left alone");
+                    Ok(false)
+                }
+                Ok(None) => Ok(false),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(false) => dropped.push(ra.name),
+                Ok(true) => {
                     info!(assignment = %ra.id(), "removed role assignment at the old scope");
                     ctx.publish(
                         ws,
