@@ -396,6 +396,8 @@ async fn failed_validation_moves_nothing_and_reverting_clears_it() {
     assert!(env.exists(&old_ws));
     assert_eq!(env.count("Resources_MoveResources"), 0);
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 0);
+    let reasons_seen = env.event_reasons().await;
+    assert!(reasons_seen.iter().any(|r| r == reasons::MOVE_VALIDATION_FAILED), "{reasons_seen:?}");
 
     // Reverting the spec clears the failed move.
     env.patch_spec("ws-val", json!({"resourceGroup": env.world.resource_group})).await.unwrap();
@@ -521,4 +523,32 @@ async fn moves_not_allowed_by_the_bindings_stall_without_any_arm_write() {
     assert!(message.contains("forbidden-rg"), "{message}");
     assert_eq!(env.writes(), Vec::<String>::new());
     assert_eq!(location(&ws).1, env.world.resource_group);
+}
+
+#[tokio::test]
+async fn a_spec_changed_during_the_move_is_followed_by_a_second_move() {
+    let env = Env::start(true).await;
+    let sub = env.world.subscription_id.clone();
+    env.create("ws-two", json!({})).await;
+    env.wait_ready("ws-two").await;
+    env.sim.handle.set_lro_duration(Duration::from_millis(1500));
+    env.sim.handle.clear_calls();
+
+    env.patch_spec("ws-two", json!({"resourceGroup": "rg-first"})).await.unwrap();
+    env.wait_for("ws-two", "the move running", |ws| {
+        ws.status.as_ref().and_then(|s| s.pending_operation.as_ref()).is_some_and(|p| p.kind == MOVE_OPERATION)
+    })
+    .await;
+    // Azure moves to rg-first whatever the spec says now; then the operator moves on to rg-second.
+    env.patch_spec("ws-two", json!({"resourceGroup": "rg-second"})).await.unwrap();
+    let ws = env.wait_for("ws-two", "Moved", moved).await;
+    assert_eq!(location(&ws), (sub.clone(), "rg-second".to_owned()));
+    let record = ws.status.as_ref().and_then(|s| s.move_status.clone()).unwrap();
+    assert_eq!((record.from.resource_group.as_str(), record.to.resource_group.as_str()), ("rg-first", "rg-second"));
+    assert!(env.exists(&env.ws_id(&sub, "rg-second", "ws-two")));
+    assert!(!env.exists(&env.ws_id(&sub, "rg-first", "ws-two")));
+    assert!(!env.exists(&env.ws_id(&sub, &env.world.resource_group, "ws-two")));
+    assert_eq!(env.count("Resources_ValidateMoveResources"), 2, "{:?}", env.sim.handle.call_summary());
+    assert_eq!(env.count("Resources_MoveResources"), 2);
+    assert_eq!(env.count("Workspaces_CreateOrUpdate"), 0);
 }
