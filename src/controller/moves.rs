@@ -271,14 +271,33 @@ struct Clients {
     target: ArmClient,
 }
 
-/// Builds the source client after the policy check. `Ok(Err(message))` is a denial.
+/// Why the move may not go on.
+enum Refusal {
+    /// The bindings do not allow it (reason `NotPermitted`).
+    NotPermitted(String),
+    /// The operator knows it cannot succeed (reason `MoveBlocked`).
+    Blocked(String),
+}
+
+/// A move between subscriptions of different Entra tenants, which Azure does not support, or `None`. Pure.
+pub fn tenant_blocker(source: &SubscriptionBinding, target: &SubscriptionBinding) -> Option<String> {
+    let (from, to) = (&source.spec.tenant_id, &target.spec.tenant_id);
+    (!from.eq_ignore_ascii_case(to)).then(|| {
+        format!(
+            "subscription {} is in Entra tenant {from} and subscription {} in tenant {to}; Azure moves workspaces only within one tenant",
+            source.spec.subscription_id, target.spec.subscription_id
+        )
+    })
+}
+
+/// Builds the source client after the policy check (with `starting`, the move's: both ends allow moves, one tenant).
 async fn clients(
     ctx: &Context,
     ws: &MlWorkspace,
     from: &WorkspaceLocation,
     target: &ArmClient,
     starting: bool,
-) -> Result<Result<Clients, String>, Error> {
+) -> Result<Result<Clients, Refusal>, Error> {
     let bindings: Api<SubscriptionBinding> = Api::all(ctx.client.clone());
     let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
     let namespace = ws.namespace().unwrap_or_default();
@@ -305,13 +324,21 @@ async fn clients(
         resource_group: &ws.spec.resource_group,
         access: &ws.spec.access,
     };
-    if starting && let Err(denial) = policy::authorize_move(&bindings, &source_req, &target_req) {
-        return Ok(Err(denial.to_string()));
-    }
+    let target_binding = if starting {
+        match policy::authorize_move(&bindings, &source_req, &target_req) {
+            Ok(b) => Some(b),
+            Err(denial) => return Ok(Err(Refusal::NotPermitted(denial.to_string()))),
+        }
+    } else {
+        None
+    };
     let source_binding = match policy::authorize(&bindings, &source_req) {
         Ok(b) => b,
-        Err(denial) => return Ok(Err(denial.to_string())),
+        Err(denial) => return Ok(Err(Refusal::NotPermitted(denial.to_string()))),
     };
+    if let Some(blocker) = target_binding.and_then(|t| tenant_blocker(source_binding, t)) {
+        return Ok(Err(Refusal::Blocked(blocker)));
+    }
     let source = ctx
         .credentials
         .client_for(&ctx.client, source_binding, &ctx.config.credential_sources(), &ctx.config.arm)
@@ -417,6 +444,14 @@ impl Step<'_> {
         Some(Some(MoveStatus { phase: MovePhase::Failed, message: Some(message.to_owned()), ..record.clone() }))
     }
 
+    /// Stalled because the bindings do not allow the move or it cannot succeed; `pending` stays recorded.
+    async fn refused(&self, refusal: Refusal, pending: Option<PendingOperation>) -> MoveOutcome {
+        match refusal {
+            Refusal::NotPermitted(message) => self.stall(reasons::NOT_PERMITTED, message, None, pending).await,
+            Refusal::Blocked(message) => self.stall(reasons::MOVE_BLOCKED, message, None, pending).await,
+        }
+    }
+
     async fn refuse(&self, from: &WorkspaceLocation, to: &WorkspaceLocation) -> MoveOutcome {
         let message = format!(
             "movePolicy is Refuse: the workspace stays in {}; spec asks for {}. Restore spec.subscriptionId/resourceGroup, or set movePolicy: Move",
@@ -457,7 +492,7 @@ impl Step<'_> {
         // The policy before any call: both ends allowed, both bindings allow moves.
         let clients = match clients(ctx, ws, &from, target, true).await {
             Ok(Ok(c)) => c,
-            Ok(Err(denial)) => return self.stall(reasons::NOT_PERMITTED, denial, None, self.previous_pending()).await,
+            Ok(Err(refusal)) => return self.refused(refusal, self.previous_pending()).await,
             Err(e) => return self.fail(e, self.previous_pending()).await,
         };
         let blockers = known_blockers(ws);
@@ -585,7 +620,7 @@ impl Step<'_> {
         // The policy again: it may have changed since the validation started, and the move is a write.
         let clients = match clients(self.ctx, self.ws, &record.from, target, true).await {
             Ok(Ok(c)) => c,
-            Ok(Err(denial)) => return self.stall(reasons::NOT_PERMITTED, denial, None, None).await,
+            Ok(Err(refusal)) => return self.refused(refusal, None).await,
             Err(e) => return self.fail(e, pending).await,
         };
         match clients.source.poll_lro::<IgnoredAny>(&handle).await {
@@ -654,7 +689,7 @@ impl Step<'_> {
         let pending = Some(self.pending(MOVE_OPERATION, &handle));
         let clients = match clients(self.ctx, self.ws, &record.from, target, false).await {
             Ok(Ok(c)) => c,
-            Ok(Err(denial)) => return self.stall(reasons::NOT_PERMITTED, denial, None, pending).await,
+            Ok(Err(refusal)) => return self.refused(refusal, pending).await,
             Err(e) => return self.fail(e, pending).await,
         };
         match clients.source.poll_lro::<IgnoredAny>(&handle).await {
@@ -877,7 +912,7 @@ pub async fn reconcile_move(
         MoveStep::Finish { record } => {
             let clients = match clients(ctx, ws, &record.from, target, false).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(denial)) => return step.stall(reasons::NOT_PERMITTED, denial, None, None).await,
+                Ok(Err(refusal)) => return step.refused(refusal, None).await,
                 Err(e) => return step.fail(e, None).await,
             };
             step.finalize(&clients, record).await

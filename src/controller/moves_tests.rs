@@ -283,3 +283,20 @@ fn cleanup_looks_where_the_workspace_is() {
     assert_eq!(located(&ws, Some(&existing(SUB2, "b"))).spec, ws.spec, "already there");
     assert_eq!(located(&ws, None).spec, ws.spec);
 }
+
+#[test]
+fn a_move_across_tenants_is_blocked() {
+    let binding = |sub: &str, tenant: &str| -> SubscriptionBinding {
+        serde_json::from_value(json!({
+            "apiVersion": "azml.dev/v1alpha1", "kind": "SubscriptionBinding", "metadata": {"name": sub},
+            "spec": {"subscriptionId": sub, "tenantId": tenant, "credential": {"managedIdentity": {}},
+                     "namespaces": ["ns"], "resourceGroups": ["*"]},
+        }))
+        .expect("binding")
+    };
+    let t1 = "72f988bf-0000-4000-8000-000000000001";
+    let t2 = "72f988bf-0000-4000-8000-000000000002";
+    assert_eq!(tenant_blocker(&binding(SUB, t1), &binding(SUB2, &t1.to_uppercase())), None);
+    let message = tenant_blocker(&binding(SUB, t1), &binding(SUB2, t2)).expect("blocked");
+    assert!(message.contains(t1) && message.contains(t2) && message.contains("one tenant"), "{message}");
+}
