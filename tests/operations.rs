@@ -15,7 +15,7 @@ use azml_operator::api::v1alpha1::MlWorkspace;
 use azml_operator::azure::RetryPolicy;
 use azml_operator::controller::ControllerConfig;
 use azml_operator::leader::{self, LeaderElection};
-use azml_operator::metrics::{self, Health};
+use azml_operator::metrics::{self, Health, Readiness};
 use azml_operator::sandbox::arm::{ArmSimulator, FaultAction, FaultRule, RunningSim, SimConfig, World};
 use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -45,6 +45,13 @@ struct Env {
 
 impl Env {
     async fn start(lro_duration: Duration) -> Env {
+        let env = Env::bare(lro_duration).await;
+        env.install().await;
+        env
+    }
+
+    /// Emulators only: no CRDs, namespaces or binding yet ([`Env::install`]).
+    async fn bare(lro_duration: Duration) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
             .with_test_writer()
@@ -56,10 +63,14 @@ impl Env {
             .unwrap_or_else(|e| panic!("simulator: {e}"));
         let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
         let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({})).await;
         Env { kube, client, sim, world }
+    }
+
+    async fn install(&self) {
+        common::install_crds(&self.client, azml_operator::api::all_crds()).await;
+        common::create_namespaces(&self.client, &[NS, OPERATOR_NS]).await;
+        let limits = json!({"allowedRoles": ["Reader"], "allowedScopes": ["Workspace"]});
+        common::seed_operator_binding(&self.client, &self.world, OPERATOR_NS, &[NS], limits).await;
     }
 
     /// A fresh controller configuration (its own metrics registry) with short periods.
@@ -90,7 +101,13 @@ impl Env {
     }
 
     async fn create(&self, name: &str) {
+        self.create_with_access(name, json!([])).await;
+    }
+
+    async fn create_with_access(&self, name: &str, access: serde_json::Value) {
         let spec = serde_json::from_value(json!({
+            "friendlyName": format!("workspace {name}"),
+            "access": access,
             "subscriptionId": self.world.subscription_id,
             "resourceGroup": self.world.resource_group,
             "location": self.world.location,
@@ -163,6 +180,13 @@ impl Replica {
         self.scrape().get("azml_leader") == Some(&1.0)
     }
 
+    /// What `/readyz` would answer (the process part is taken as started).
+    fn readiness(&self) -> Readiness {
+        let started = Health::default();
+        started.set_ready(true);
+        metrics::readiness(&started, &self.metrics)
+    }
+
     fn crash(self) {
         drop(self);
     }
@@ -209,6 +233,9 @@ async fn two_replicas_only_the_leader_reconciles_and_the_standby_takes_over_afte
     wait_until("leader a", Duration::from_secs(5), || a.is_leader()).await;
     let b = Replica::start(&env, env.election("replica-b", 2));
     assert_eq!(env.holder().await.as_deref(), Some("replica-a"));
+    // Both are ready: the leader once its watch cache is synced, the other as a healthy standby.
+    wait_until("leader a ready", WAIT, || a.readiness() == Readiness::Ready).await;
+    wait_until("standby b ready", WAIT, || b.readiness() == Readiness::Standby).await;
 
     env.create("ws-one").await;
     env.wait_for("ws-one", "Ready", WAIT, is_ready).await;
@@ -226,6 +253,7 @@ async fn two_replicas_only_the_leader_reconciles_and_the_standby_takes_over_afte
     env.create("ws-two").await;
     env.wait_for("ws-two", "Ready after fail-over", WAIT, is_ready).await;
     assert!(b.is_leader());
+    assert_eq!(b.readiness(), Readiness::Ready, "the new leader reconciled, so its cache is synced");
     assert_eq!(env.holder().await.as_deref(), Some("replica-b"));
     // Lease 2 s + at most 1 s of take-over back-off + the reconcile itself.
     assert!(crashed.elapsed() < Duration::from_secs(8), "fail-over took {:?}", crashed.elapsed());
@@ -259,10 +287,34 @@ async fn shutdown_during_an_operation_releases_the_lease_and_the_next_replica_re
     b.stop().await;
 }
 
-#[tokio::test]
-async fn metrics_and_health_endpoints_after_a_scenario() {
-    let env = Env::start(Duration::from_millis(200)).await;
-    let config = env.config();
+/// Scrapes `/metrics` until every workspace is Ready, recording the largest queue depth and reconciles in flight.
+async fn scrape_until_ready(env: &Env, base: &str, names: &[&str]) -> (f64, f64) {
+    let api: Api<MlWorkspace> = Api::namespaced(env.client.clone(), NS);
+    let (mut depth, mut in_flight) = (0.0_f64, 0.0_f64);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let m = parse(&text);
+        depth = depth.max(m.get("azml_reconcile_queue_depth{controller=\"mlworkspaces\"}").copied().unwrap_or(0.0));
+        in_flight = in_flight.max(m.get("azml_reconciles_in_flight").copied().unwrap_or(0.0));
+        let mut ready = true;
+        for name in names {
+            ready &= api.get(name).await.is_ok_and(|w| is_ready(&w));
+        }
+        if ready {
+            return (depth, in_flight);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not all of {names:?} Ready within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_queue_depth_and_metrics_after_a_scenario() {
+    // The operator starts before its CRDs are installed (a common GitOps ordering race).
+    let env = Env::bare(Duration::from_millis(200)).await;
+    let mut config = env.config();
+    config.concurrency = 1;
     let health = Health::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -280,17 +332,10 @@ async fn metrics_and_health_endpoints_after_a_scenario() {
         }
     };
     assert_eq!(get("/healthz").await.0, 200);
-    assert_eq!(get("/readyz").await.0, 503, "not ready before the start-up checks");
+    assert_eq!(get("/readyz").await, (503, Readiness::NotStarted.to_string()), "before the start-up checks");
     health.set_ready(true);
-    assert_eq!(get("/readyz").await.0, 200);
 
-    // One throttled GET (Retry-After 1 s) then success: counted by status, and the wait is counted.
-    env.sim.handle.inject_fault(FaultRule {
-        operation: "Workspaces_Get".into(),
-        action: FaultAction::Error { status: 429, code: "TooManyRequests".into(), message: None, retry_after: Some(1) },
-        count: Some(1),
-        rate: None,
-    });
+    // Leader (no election) whose watch cannot list MlWorkspaces: not ready, and /readyz says what it waits for.
     let shutdown = CancellationToken::new();
     let controller = tokio::spawn(azml_operator::run::run_controller(
         env.client.clone(),
@@ -299,36 +344,94 @@ async fn metrics_and_health_endpoints_after_a_scenario() {
         Duration::from_secs(5),
         shutdown.clone(),
     ));
-    env.create("ws-metrics").await;
-    env.wait_for("ws-metrics", "Ready", WAIT, is_ready).await;
+    let waiting = Readiness::Syncing(vec!["mlworkspaces".into()]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, body) = get("/readyz").await;
+        if body == waiting.to_string() {
+            assert_eq!(code, 503);
+            break;
+        }
+        assert_eq!(code, 503, "ready without a synced cache: {body}");
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, body) = get("/readyz").await;
+    assert_eq!((code, body), (503, waiting.to_string()), "still waiting: no CRD, no list");
+
+    // The CRDs arrive: the watch lists (after its back-off) and the leader becomes ready.
+    env.install().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while get("/readyz").await != (200, Readiness::Ready.to_string()) {
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", get("/readyz").await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // One throttled GET (Retry-After 1 s) then success: counted by status, and the wait is counted. Slow PUTs with
+    // one worker: the other workspaces wait in the queue meanwhile.
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_Get".into(),
+        action: FaultAction::Error { status: 429, code: "TooManyRequests".into(), message: None, retry_after: Some(1) },
+        count: Some(1),
+        rate: None,
+    });
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "Workspaces_CreateOrUpdate".into(),
+        action: FaultAction::Latency { millis: 1000 },
+        count: Some(3),
+        rate: None,
+    });
+    let alice = env.world.users[0].clone();
+    env.create_with_access("ws-q1", json!([{"principalId": alice, "role": "Reader", "scope": "Workspace"}])).await;
+    env.create("ws-q2").await;
+    env.create("ws-q3").await;
+    let (max_depth, max_in_flight) = scrape_until_ready(&env, &base, &["ws-q1", "ws-q2", "ws-q3"]).await;
+    // While one workspace's PUT takes a second, the two others (each asked for by its finalizer's watch event)
+    // wait: nothing else ends a wait of that length with one worker.
+    assert!(max_depth >= 2.0, "largest queue depth seen: {max_depth}");
+    assert!(max_in_flight <= 1.0, "concurrency 1, yet {max_in_flight} reconciles at once");
+
+    // Drift in Azure, found by the next reconcile (an annotation change asks for one at once).
+    let id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.MachineLearningServices/workspaces/ws-q2",
+        env.world.subscription_id, env.world.resource_group
+    );
+    env.sim.handle.edit_resource(&id, &json!({"properties": {"friendlyName": "edited in the portal"}})).unwrap();
+    let api: Api<MlWorkspace> = Api::namespaced(env.client.clone(), NS);
+    let poke = json!({"metadata": {"annotations": {"example.com/poke": "1"}}});
+    api.patch("ws-q2", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&poke)).await.unwrap();
+    wait_until("drift counted", WAIT, || {
+        parse(&config.metrics.encode().unwrap()).get("azml_drift_detected_total{kind=\"friendlyName\"}") == Some(&1.0)
+    })
+    .await;
+    wait_until("queue drained, nothing in flight", WAIT, || {
+        let m = parse(&config.metrics.encode().unwrap());
+        m.get("azml_reconciles_in_flight") == Some(&0.0)
+            && m.get("azml_reconcile_queue_depth{controller=\"mlworkspaces\"}") == Some(&0.0)
+    })
+    .await;
 
     let (status, text) = get("/metrics").await;
     assert_eq!(status, 200);
     let m = parse(&text);
     let value = |k: &str| m.get(k).copied().unwrap_or_else(|| panic!("{k} missing in:\n{text}"));
-    assert!(value("azml_reconciles_total{result=\"success\"}") >= 2.0, "finalizer then create");
+    assert!(value("azml_reconciles_total{result=\"success\"}") >= 6.0, "finalizer then create, three times");
     assert!(value("azml_reconcile_duration_seconds_count") >= value("azml_reconciles_total{result=\"success\"}"));
     assert_eq!(value("azml_leader"), 1.0);
+    assert_eq!(value("azml_watch_cache_synced{controller=\"mlworkspaces\"}"), 1.0);
     assert_eq!(value("azml_arm_requests_total{operation=\"Workspaces_Get\",status=\"Throttled\"}"), 1.0);
     let puts = env.sim.handle.count("Workspaces_CreateOrUpdate") as f64;
+    assert_eq!(puts, 3.0, "{:?}", env.sim.handle.call_summary());
     assert_eq!(value("azml_arm_requests_total{operation=\"Workspaces_CreateOrUpdate\",status=\"Success\"}"), puts);
     assert!(value("azml_arm_client_throttle_seconds_total{operation=\"Workspaces_Get\"}") >= 0.9, "Retry-After waited");
+    assert_eq!(value("azml_role_assignments_changed_total{change=\"created\"}"), 1.0, "Reader for alice on ws-q1");
+    assert!(!m.contains_key("azml_role_assignments_changed_total{change=\"deleted\"}"));
     assert_eq!(value("azml_storage_keys_resynced_total"), 0.0);
-    // Counted by the drift and role-assignment steps through the same handle (`ctx.config.metrics`); label families
-    // appear once something is counted.
-    assert!(!m.keys().any(|k| k.starts_with("azml_drift_detected_total")), "no drift in this scenario");
-    config.metrics.drift_detected("friendlyName");
-    config.metrics.role_assignment_changed(metrics::RoleAssignmentChange::Deleted);
-    let m = parse(&get("/metrics").await.1);
-    assert_eq!(m.get("azml_drift_detected_total{kind=\"friendlyName\"}"), Some(&1.0), "{m:?}");
-    assert_eq!(m.get("azml_role_assignments_changed_total{change=\"deleted\"}"), Some(&1.0), "{m:?}");
-    wait_until("no reconcile in flight", Duration::from_secs(5), || {
-        parse(&config.metrics.encode().unwrap()).get("azml_reconciles_in_flight") == Some(&0.0)
-    })
-    .await;
 
+    // Shutting down: the controller stops, its cache goes with it and the replica is no longer ready.
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(5), controller).await.expect("stops").expect("no panic").expect("ok");
+    assert_eq!(get("/readyz").await.0, 503);
     stop.cancel();
     server.await.unwrap();
 }
