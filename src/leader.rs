@@ -33,6 +33,9 @@ pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// Default time before expiry at which the leader renews.
 pub const DEFAULT_RENEW_MARGIN: Duration = Duration::from_secs(5);
 
+/// How long releasing the lease may take on shutdown (the drain timeout plus this stays below the grace period).
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// Invalid leader-election settings.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
@@ -165,9 +168,11 @@ pub async fn run_elected(
         let end = session(&manager, &client, &election, &config, &shutdown).await;
         metrics.set_role(Role::Pending);
         // Released even after a loss: harmless when another replica holds it (only our own lock is released).
-        match manager.release().await {
-            Ok(()) => info!("leader-election lease released"),
-            Err(err) => warn!(error = %err, "cannot release the leader-election lease; it expires by itself"),
+        // Bounded, so that shutdown stays within the pod's grace period when the API server does not answer.
+        match tokio::time::timeout(RELEASE_TIMEOUT, manager.release()).await {
+            Ok(Ok(())) => info!("leader-election lease released"),
+            Ok(Err(err)) => warn!(error = %err, "cannot release the leader-election lease; it expires by itself"),
+            Err(_) => warn!("releasing the leader-election lease timed out; it expires by itself"),
         }
         match end {
             SessionEnd::Shutdown => return Ok(()),

@@ -655,7 +655,10 @@ async fn deploy_manifests_agree_match_the_chart_values_and_apply() {
     let azml_operator::cli::Command::Run(run) = cli.command else { panic!("run") };
     assert!(azml_operator::run::leader_election(&run).unwrap().is_some());
     let grace = hd["spec"]["template"]["spec"]["terminationGracePeriodSeconds"].as_u64().unwrap();
-    assert!(run.shutdown_timeout < Duration::from_secs(grace), "the drain must end before SIGKILL");
+    assert!(
+        run.shutdown_timeout + leader::RELEASE_TIMEOUT < Duration::from_secs(grace),
+        "the drain and the lease release must end before SIGKILL"
+    );
 
     // Namespace-scoped install: MlWorkspace permissions only by a Role in each watched namespace.
     let helm_ns = documents(&golden("watch-namespaces"));
