@@ -404,6 +404,13 @@ async fn readiness_queue_depth_and_metrics_after_a_scenario() {
         parse(&config.metrics.encode().unwrap()).get("azml_drift_detected_total{kind=\"friendlyName\"}") == Some(&1.0)
     })
     .await;
+    // A requested storage-key resync is counted.
+    let resync = json!({"metadata": {"annotations": {"azml.dev/resync-keys": "after-rotation-1"}}});
+    api.patch("ws-q3", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&resync)).await.unwrap();
+    wait_until("key resync counted", WAIT, || {
+        parse(&config.metrics.encode().unwrap()).get("azml_storage_keys_resynced_total") == Some(&1.0)
+    })
+    .await;
     wait_until("queue drained, nothing in flight", WAIT, || {
         let m = parse(&config.metrics.encode().unwrap());
         m.get("azml_reconciles_in_flight") == Some(&0.0)
@@ -426,7 +433,7 @@ async fn readiness_queue_depth_and_metrics_after_a_scenario() {
     assert!(value("azml_arm_client_throttle_seconds_total{operation=\"Workspaces_Get\"}") >= 0.9, "Retry-After waited");
     assert_eq!(value("azml_role_assignments_changed_total{change=\"created\"}"), 1.0, "Reader for alice on ws-q1");
     assert!(!m.contains_key("azml_role_assignments_changed_total{change=\"deleted\"}"));
-    assert_eq!(value("azml_storage_keys_resynced_total"), 0.0);
+    assert_eq!(value("azml_storage_keys_resynced_total"), 1.0);
 
     // Shutting down: the controller stops, its cache goes with it and the replica is no longer ready.
     shutdown.cancel();
