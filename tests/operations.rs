@@ -443,6 +443,80 @@ async fn readiness_queue_depth_and_metrics_after_a_scenario() {
     server.await.unwrap();
 }
 
+/// Collects what the JSON formatter writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// `--log-format json` during a real reconcile: every ARM call's line sits in the reconcile's span (naming the
+/// object) and in its own `arm_call` span (naming the request id), and the reconcile's summary lists those ids.
+// One thread: the scoped subscriber below sees every task (controller, emulators) of this test.
+#[tokio::test(flavor = "current_thread")]
+async fn json_logs_put_each_reconcile_in_one_span_with_the_object_and_the_arm_request_ids() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let env = Env::start(Duration::from_millis(100)).await;
+    let out = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("azml_operator=debug"))
+        .with(azml_operator::telemetry::json_layer(out.clone()));
+    let _default = tracing::subscriber::set_default(subscriber);
+    let shutdown = CancellationToken::new();
+    let controller = tokio::spawn(azml_operator::run::run_controller(
+        env.client.clone(),
+        env.config(),
+        None,
+        Duration::from_secs(5),
+        shutdown.clone(),
+    ));
+    env.create("ws-json").await;
+    env.wait_for("ws-json", "Ready", WAIT, is_ready).await;
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), controller).await.expect("stops").expect("no panic").expect("ok");
+
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let span = |line: &serde_json::Value, name: &str| -> Option<serde_json::Value> {
+        line["spans"].as_array()?.iter().find(|s| s["name"] == name).cloned()
+    };
+    // ARM calls made by reconciles of ws-json, with the request id of each.
+    let mut call_ids = BTreeSet::new();
+    for line in lines.iter().filter(|l| l["fields"]["message"] == "ARM call succeeded") {
+        let Some(reconcile) = span(line, "reconcile") else { continue };
+        assert_eq!(reconcile["object"], format!("{NS}/ws-json"), "{line}");
+        let call = span(line, "arm_call").unwrap_or_else(|| panic!("no arm_call span: {line}"));
+        assert_eq!(line["span"]["name"], "arm_call", "the innermost span is the call: {line}");
+        call_ids.insert(call["request_id"].as_str().unwrap_or_else(|| panic!("no request id: {line}")).to_owned());
+    }
+    assert!(call_ids.len() >= 2, "GET and PUT at least: {call_ids:?}");
+    // The summaries of those reconciles list those request ids.
+    let mut summary_ids = BTreeSet::new();
+    for line in lines.iter().filter(|l| l["fields"]["message"] == "reconcile finished") {
+        if line["fields"]["object"].as_str().is_some_and(|o| o.contains("/ws-json.")) {
+            let ids = line["fields"]["arm_request_ids"].as_str().unwrap_or_default();
+            summary_ids.extend(ids.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+    }
+    // The summaries also list calls that answered an error (the first GET finds no workspace: 404).
+    assert!(call_ids.is_subset(&summary_ids), "{call_ids:?} not all in {summary_ids:?}");
+}
+
 // ---------------------------------------------------------------- deploy/
 
 /// Runs `program` off the async runtime with `home` as HOME and KUBECONFIG dir; returns (ok, stdout, stderr).
