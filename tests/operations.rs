@@ -517,6 +517,84 @@ async fn json_logs_put_each_reconcile_in_one_span_with_the_object_and_the_arm_re
     assert!(call_ids.is_subset(&summary_ids), "{call_ids:?} not all in {summary_ids:?}");
 }
 
+/// The real binary, as the Deployment runs it: `/readyz` turns 200 once it leads with a synced cache, it logs JSON,
+/// and SIGTERM drains, releases the lease and exits 0 well within the grace period.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_becomes_ready_logs_json_and_stops_cleanly_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let env = Env::start(Duration::from_millis(200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    env.kube.write_kubeconfig(&kubeconfig).unwrap();
+    let ca = dir.path().join("ca.pem");
+    env.sim.write_ca(&ca).unwrap();
+    // A free port for the health endpoint (the binary binds it itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-operator"));
+    for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("AZML_") || k.starts_with("AZURE_")) {
+        cmd.env_remove(name);
+    }
+    cmd.args(["run", "--leader-elect", "--leader-election-identity", "pod-1"])
+        .args(["--health-addr", &format!("127.0.0.1:{port}"), "--shutdown-timeout", "5s"])
+        .args(["--log-format", "json", "--log-filter", "azml_operator=info"])
+        .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
+        .arg("--extra-ca-file")
+        .arg(&ca)
+        .args(["--operator-namespace", OPERATOR_NS, "--lro-poll-min", "50ms", "--lro-poll-max", "300ms"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let logs = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let answer = match reqwest::get(&readyz).await {
+            Ok(r) => Some((r.status().as_u16(), r.text().await.unwrap_or_default())),
+            Err(_) => None, // not listening yet
+        };
+        if answer.as_ref().is_some_and(|(code, _)| *code == 200) {
+            assert_eq!(answer.unwrap().1, Readiness::Ready.to_string(), "the only replica leads");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not ready: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(env.holder().await.as_deref(), Some("pod-1"));
+    env.create("ws-bin").await;
+    env.wait_for("ws-bin", "Ready", WAIT, is_ready).await;
+
+    let pid = child.id().unwrap().to_string();
+    let stopping = tokio::time::Instant::now();
+    let kill = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "{status:?}");
+    // Drain (5 s at most) plus the lease release (3 s at most): inside a 30 s grace period, with room to spare.
+    assert!(stopping.elapsed() < Duration::from_secs(10), "took {:?}", stopping.elapsed());
+    assert_eq!(env.holder().await, None, "lease not released");
+
+    let lines = logs.await.unwrap();
+    for line in &lines {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    let summary = lines.iter().any(|l| l.contains("reconcile finished") && l.contains("/ws-bin."));
+    assert!(summary, "no reconcile summary for ws-bin in {} lines", lines.len());
+    assert!(lines.iter().any(|l| l.contains("shutting down")));
+}
+
 // ---------------------------------------------------------------- deploy/
 
 /// Runs `program` off the async runtime with `home` as HOME and KUBECONFIG dir; returns (ok, stdout, stderr).
