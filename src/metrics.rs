@@ -8,8 +8,11 @@
 //!   and either a healthy standby or a leader whose controllers' watch caches have had their initial list) and
 //!   `/metrics` (Prometheus text format).
 //! - [`ControllerScope`] is one running controller's part: its watch cache (for readiness) and its queue of
-//!   requested reconciles (`azml_reconcile_queue_depth`). The controller registers it with
-//!   [`Metrics::controller_scope`] and reports the triggers it receives.
+//!   requested reconciles (`azml_reconcile_queue_depth`). A controller registers one with
+//!   [`Metrics::controller_scope`], reports every trigger it receives ([`ControllerScope::requested`]) and requests
+//!   the scheduler dropped ([`ControllerScope::dropped`]), and runs inside [`ControllerScope::run`] with its
+//!   reflector store; see `run_one` in `src/controller/mod.rs`. A controller that does not register is invisible to
+//!   readiness and to the queue metric.
 //! - [`instrument_reconcile`] wraps one reconcile: it counts the result, observes the duration, tracks the
 //!   reconciles in flight and logs one `reconcile finished` event naming the object and the ARM request ids of the
 //!   calls the reconcile made (collected by [`note_arm_request_id`]). Inside the reconcile, every log line is in the
@@ -425,7 +428,8 @@ impl Drop for InFlight {
 
 /// Runs one reconcile with metrics and a summary event naming `object` and the ARM request ids of the reconcile
 /// (the reconcile's own span, opened by the controller's `reconcile`, carries the object too, and each ARM call's
-/// child span its request id).
+/// child span its request id). `object` must be the `ObjectRef` the controller reported to
+/// [`ControllerScope::requested`]: the reconcile starting takes it off the queue.
 pub async fn instrument_reconcile<T, E: fmt::Display>(
     metrics: &Metrics,
     object: impl fmt::Display,
