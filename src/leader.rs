@@ -4,8 +4,10 @@
 //! `renewTime + leaseDurationSeconds`, expired leases taken over). This module decides what leadership means for the
 //! operator ([`run_elected`]):
 //!
-//! - a standby replica runs no controller (no watches, no ARM calls) and waits for the lease;
-//! - on becoming leader it starts [`controller::run`]; the lease is renewed `renew_margin` before it expires;
+//! - a standby replica runs no controller (no watches, no ARM calls) and waits for the lease; it is ready
+//!   (`/readyz`) once its lease manager has reached the API server, as a healthy standby;
+//! - on becoming leader it starts [`controller::run`] and is not ready until the controllers' watch caches have had
+//!   their initial list; the lease is renewed `renew_margin` before it expires;
 //! - on losing the lease (another replica took it, or a renewal failed) the controller is aborted at once (another
 //!   replica may already be reconciling) and the replica goes back to standby with a fresh lease manager;
 //! - on shutdown the controller stops taking work and in-flight reconciles finish (bounded by the drain timeout)
@@ -24,11 +26,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::controller::{self, ControllerConfig};
+use crate::metrics::Role;
 
 /// Default lease duration (as client-go's leader election).
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 /// Default time before expiry at which the leader renews.
 pub const DEFAULT_RENEW_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long releasing the lease may take on shutdown (the drain timeout plus this stays below the grace period).
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Invalid leader-election settings.
 #[derive(Debug, thiserror::Error)]
@@ -136,7 +142,8 @@ pub async fn run_elected(
 ) -> Result<(), LeaderError> {
     let timing = election.validate()?;
     let metrics = config.metrics.clone();
-    metrics.set_leader(false);
+    // Not ready until the lease manager has reached the API server: a standby that cannot, cannot take over.
+    metrics.set_role(Role::Pending);
     info!(lease = %election.lease_name, namespace = %election.namespace, identity = %election.identity,
         "waiting for the leader-election lease");
     loop {
@@ -145,8 +152,12 @@ pub async fn run_elected(
             built = election.manager(client.clone(), timing) => built,
         };
         let manager = match manager {
-            Ok(m) => m,
+            Ok(m) => {
+                metrics.set_role(Role::Standby);
+                m
+            }
             Err(err) => {
+                metrics.set_role(Role::Pending);
                 warn!(error = %err, "cannot set up the leader-election lease; retrying");
                 if pause(&shutdown, election.lease_duration / 3).await {
                     return Ok(());
@@ -155,11 +166,13 @@ pub async fn run_elected(
             }
         };
         let end = session(&manager, &client, &election, &config, &shutdown).await;
-        metrics.set_leader(false);
+        metrics.set_role(Role::Pending);
         // Released even after a loss: harmless when another replica holds it (only our own lock is released).
-        match manager.release().await {
-            Ok(()) => info!("leader-election lease released"),
-            Err(err) => warn!(error = %err, "cannot release the leader-election lease; it expires by itself"),
+        // Bounded, so that shutdown stays within the pod's grace period when the API server does not answer.
+        match tokio::time::timeout(RELEASE_TIMEOUT, manager.release()).await {
+            Ok(Ok(())) => info!("leader-election lease released"),
+            Ok(Err(err)) => warn!(error = %err, "cannot release the leader-election lease; it expires by itself"),
+            Err(_) => warn!("releasing the leader-election lease timed out; it expires by itself"),
         }
         match end {
             SessionEnd::Shutdown => return Ok(()),

@@ -123,10 +123,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let shutdown = CancellationToken::new();
     let signal = {
-        let shutdown = shutdown.clone();
+        let (shutdown, health) = (shutdown.clone(), health.clone());
         tokio::spawn(async move {
             let result = shutdown_signal().await;
             info!("shutting down");
+            // Unready at once: the drain may take the whole shutdown timeout.
+            health.set_ready(false);
             shutdown.cancel();
             result
         })
@@ -172,6 +174,7 @@ pub async fn run_controller(
             leader::run_elected(client, election, config, shutdown).await.map_err(RunError::LeaderElection)
         }
         None => {
+            // Leader without election: ready once the controllers' watch caches are synced.
             config.metrics.set_leader(true);
             let stop = CancellationToken::new();
             let mut task = tokio::spawn(controller::run(client, config, stop.clone()));

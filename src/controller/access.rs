@@ -656,6 +656,7 @@ pub async fn reconcile_access(
                         info!(assignment = %target.name, scope = %target.scope, "deleted role assignment");
                         removed[*entry] = true;
                         let note = format!("Removed {} at {}", describe(&entries[*entry]), target.scope);
+                        ctx.config.metrics.role_assignment_changed(crate::metrics::RoleAssignmentChange::Deleted);
                         ctx.publish(ws, EventType::Normal, events::ACCESS_REVOKED, note).await;
                     }
                     Err(err) => {
@@ -694,6 +695,7 @@ pub async fn reconcile_access(
                         slot.message = None;
                         info!(assignment = %assignment.name, scope = %assignment.scope, "created role assignment");
                         let note = format!("Granted {} at {}", describe(slot), assignment.scope);
+                        ctx.config.metrics.role_assignment_changed(crate::metrics::RoleAssignmentChange::Created);
                         ctx.publish(ws, EventType::Normal, events::ACCESS_GRANTED, note).await;
                     }
                     Err(err) if is_assignment_exists(&err) => {

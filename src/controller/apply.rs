@@ -168,6 +168,9 @@ pub async fn converge(
                         .await
                         .map_err(Error::arm("update workspace"))?;
                     info!(fields = %names.join(","), ?cause, "workspace PATCH accepted");
+                    if matches!(cause, UpdateCause::Drift) {
+                        names.iter().for_each(|field| ctx.config.metrics.drift_detected(field));
+                    }
                     let (reason, note) = match &cause {
                         UpdateCause::SpecChanged => (events::UPDATED, format!("Updated {}", names.join(", "))),
                         UpdateCause::Drift => (

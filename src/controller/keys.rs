@@ -592,10 +592,12 @@ pub async fn after_ready(
                     })
                 }
                 None if spec.auto_resync => {
+                    ctx.config.metrics.drift_detected("storageKeys");
                     info!("storage keys drifted; resyncing");
                     start_resync(ctx, ws, desired, arm, &uid, keys_status, ResyncReason::Drift).await
                 }
                 None => {
+                    ctx.config.metrics.drift_detected("storageKeys");
                     next.workspace_uses_key = None;
                     register_recorded(ctx, ws, desired, arm, &next);
                     let message = "the workspace holds a key its storage account no longer has; autoResync is false: \
@@ -756,6 +758,7 @@ async fn verify(
     };
     let note =
         format!("Resynced the storage keys ({}{request}); the workspace holds {}", reason_name(reason), key_label(k));
+    ctx.config.metrics.keys_resynced();
     ctx.publish(ws, EventType::Normal, events::KEYS_RESYNCED, note).await;
     Ok(KeysOutcome {
         update: KeysUpdate {

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -684,6 +684,10 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
 }
 
 async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let scope = ctx.config.metrics.controller_scope(match api.namespace() {
+        Some(ns) => format!("mlworkspaces/{ns}"),
+        None => "mlworkspaces".to_owned(),
+    });
     let (reader, writer) = reflector::store();
     let predicate = predicates::generation
         .combine(predicates::annotations)
@@ -695,11 +699,16 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicate, predicate_config);
+        .predicate_filter(predicate, predicate_config)
+        .inspect_ok({
+            let scope = scope.clone();
+            move |ws| scope.requested(&ObjectRef::from_obj(ws))
+        });
     let controller = Controller::for_stream(stream, reader);
-    let store = controller.store();
+    let (store, cache) = (controller.store(), controller.store());
+    let (mapped, signalled, dropped) = (scope.clone(), scope.clone(), scope.clone());
     let bindings: Api<SubscriptionBinding> = Api::all(client);
-    controller
+    let run = controller
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
         .watches(bindings, watcher::Config::default(), move |binding: SubscriptionBinding| {
             // A binding change re-evaluates the workspaces of its subscription.
@@ -708,9 +717,10 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
                 .into_iter()
                 .filter(|ws| ws.spec.subscription_id.eq_ignore_ascii_case(&binding.spec.subscription_id))
                 .map(|ws| ObjectRef::from_obj(&*ws))
+                .inspect(|r| mapped.requested(r))
                 .collect::<Vec<_>>()
         })
-        .reconcile_on(ctx.keys.triggers())
+        .reconcile_on(ctx.keys.triggers().inspect(move |r| signalled.requested(r)))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
             |ws, ctx| {
@@ -720,14 +730,20 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
             error_policy,
             ctx,
         )
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
-                // The chain carries ARM error messages, which are text we do not control.
-                Err(err) => debug!(error = %scrub(&error_chain(&err)), "reconcile error"),
+        .for_each(move |result| {
+            // Deleted before its turn: the scheduler drops the request.
+            if let Err(kube::runtime::controller::Error::ObjectNotFound(obj)) = &result {
+                dropped.dropped(obj);
             }
-        })
-        .await;
+            async move {
+                match result {
+                    Ok((obj, _)) => debug!(object = %obj, "reconciled"),
+                    // The chain carries ARM error messages, which are text we do not control.
+                    Err(err) => debug!(error = %scrub(&error_chain(&err)), "reconcile error"),
+                }
+            }
+        });
+    scope.run(cache, run).await;
 }
 
 #[cfg(test)]
