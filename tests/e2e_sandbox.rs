@@ -240,6 +240,25 @@ fn walkthrough_with_kubectl() {
     // Re-applying takes the workspace back (same namespace/name); with deletionPolicy Delete, deleting deletes it.
     sandbox.kubectl_ok(&["apply", "-f", &example()]);
     sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlworkspace/fraud-detection", "--timeout=60s"]);
+
+    // Moving it to another resource group: validated, moved with its named dependencies, found at its new id.
+    sandbox.kubectl_ok(&[
+        "patch",
+        "mlworkspace",
+        "fraud-detection",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"resourceGroup":"rg-risk-ml-2"}}"#,
+    ]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Moved", "mlworkspace/fraud-detection", "--timeout=60s"]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlworkspace/fraud-detection", "--timeout=60s"]);
+    let moved_id = sandbox.kubectl_ok(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.resourceId}"]);
+    assert!(moved_id.contains("/resourceGroups/rg-risk-ml-2/"), "{moved_id}");
+    assert_eq!(sandbox.calls("Resources_ValidateMoveResources"), 1);
+    assert_eq!(sandbox.calls("Resources_MoveResources"), 1);
+    assert!(sandbox.kubectl_ok(&["get", "events"]).contains("MoveStarted"));
+
     sandbox.kubectl_ok(&[
         "patch",
         "mlworkspace",
