@@ -232,7 +232,9 @@ impl Env {
             .handle
             .calls()
             .into_iter()
-            .filter(|c| c.kind == CallKind::Write && c.path.to_ascii_lowercase().contains(&path_contains.to_lowercase()))
+            .filter(|c| {
+                c.kind == CallKind::Write && c.path.to_ascii_lowercase().contains(&path_contains.to_lowercase())
+            })
             .map(|c| format!("{} {}", c.method, c.operation))
             .collect()
     }
@@ -330,7 +332,9 @@ async fn deployments_traffic_keys_and_deletion() {
     let green = two_deployments(true)["deployments"][1].clone();
     let patch = json!({"deployments": [green], "traffic": {"blue": null, "green": 100}});
     env.patch_spec("scoring", patch).await;
-    let ep = env.wait_ep("scoring", "blue removed", |e| ep_ready(e) && e.status.as_ref().unwrap().deployments.len() == 1).await;
+    let ep = env
+        .wait_ep("scoring", "blue removed", |e| ep_ready(e) && e.status.as_ref().unwrap().deployments.len() == 1)
+        .await;
     assert!(!env.deployment_exists("ws-ep", "scoring", "blue"));
     assert!(env.deployment_exists("ws-ep", "scoring", "green"));
     assert_eq!(env.azure_traffic("ws-ep", "scoring"), BTreeMap::from([("green".into(), 100)]));

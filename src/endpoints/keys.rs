@@ -114,7 +114,8 @@ pub async fn reconcile_keys(
     let mut keys = previous.and_then(|s| s.keys.clone()).unwrap_or_default();
     let mut result = KeysResult::default();
     if ep.spec.auth_mode != EndpointAuthMode::Key {
-        result.keys = (keys.last_regenerate_request.is_some()).then(|| EndpointKeysStatus { secret_name: None, ..keys });
+        result.keys =
+            (keys.last_regenerate_request.is_some()).then(|| EndpointKeysStatus { secret_name: None, ..keys });
         return Ok(result);
     }
     let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);
@@ -156,23 +157,8 @@ pub async fn reconcile_keys(
     };
     let want = secret_data(&primary, &secondary, scoring_uri);
     let namespace = ep.namespace().unwrap_or_default();
-    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let uid = ep.uid().unwrap_or_default();
-    let written = match api.get_opt(&target.name).await.map_err(Error::kube("read keys Secret"))? {
-        None => {
-            let mut secret = KubeSecret {
-                data: Some(want),
-                type_: Some("Opaque".into()),
-                ..Default::default()
-            };
-            secret.metadata.name = Some(target.name.clone());
-            secret.metadata.namespace = Some(namespace.clone());
-            secret.metadata.owner_references = ep.controller_owner_ref(&()).map(|r| vec![r]);
-            secret.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), "azml-operator".to_owned())]));
-            api.create(&PostParams::default(), &secret).await.map_err(Error::kube("create keys Secret"))?;
-            true
-        }
-        Some(existing) if !owned_by(&existing, &uid) => {
+    let written = match write_secret(ctx, ep, &target.name, want).await {
+        Ok(SecretWrite::Foreign) => {
             let message = format!(
                 "spec.keysSecret.name: Secret {} exists and was not created by azml-operator for this endpoint; it is left untouched (choose another name or delete it)",
                 target.name
@@ -183,14 +169,19 @@ pub async fn reconcile_keys(
             result.keys = Some(keys);
             return Ok(result);
         }
-        Some(existing) if up_to_date(&existing, &want) => false,
-        Some(_) => {
-            let patch = json!({ "data": want });
-            api.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(Error::kube("update keys Secret"))?;
-            true
+        Ok(SecretWrite::Unchanged) => false,
+        Ok(SecretWrite::Written) => true,
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            let message = format!(
+                "the operator may not manage Secrets in namespace {namespace}: grant its service account get, create, patch and delete on secrets there to export keys (see the README); spec.keysSecret.name {}",
+                target.name
+            );
+            result.condition = Some((false, reasons::NOT_PERMITTED, message.clone()));
+            result.outcome = Some(Outcome::Stalled { reason: reasons::NOT_PERMITTED, message });
+            result.keys = Some(keys);
+            return Ok(result);
         }
+        Err(e) => return Err(Error::kube("write keys Secret")(e)),
     };
     if written {
         info!(secret = %target.name, "wrote endpoint keys to the Secret");
@@ -202,6 +193,47 @@ pub async fn reconcile_keys(
         Some((true, reasons::KEYS_PUBLISHED, format!("Secret {} holds the endpoint's current keys", target.name)));
     result.keys = Some(keys);
     Ok(result)
+}
+
+/// What writing the keys Secret did.
+enum SecretWrite {
+    /// Created or updated.
+    Written,
+    /// Already current.
+    Unchanged,
+    /// A Secret of that name exists without our owner reference: left untouched.
+    Foreign,
+}
+
+/// Creates the Secret (owned by `ep`) or updates the one `ep` owns; never touches another.
+async fn write_secret(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    name: &str,
+    want: BTreeMap<String, ByteString>,
+) -> Result<SecretWrite, kube::Error> {
+    let namespace = ep.namespace().unwrap_or_default();
+    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.get_opt(name).await? {
+        None => {
+            let mut secret = KubeSecret { data: Some(want), type_: Some("Opaque".into()), ..Default::default() };
+            secret.metadata.name = Some(name.to_owned());
+            secret.metadata.namespace = Some(namespace);
+            secret.metadata.owner_references = ep.controller_owner_ref(&()).map(|r| vec![r]);
+            secret.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), "azml-operator".to_owned())]));
+            api.create(&PostParams::default(), &secret).await?;
+            Ok(SecretWrite::Written)
+        }
+        Some(existing) if !owned_by(&existing, &ep.uid().unwrap_or_default()) => Ok(SecretWrite::Foreign),
+        Some(existing) if up_to_date(&existing, &want) => Ok(SecretWrite::Unchanged),
+        Some(existing) => {
+            // resourceVersion: a concurrent change (e.g. someone removing our owner reference) fails with 409 and
+            // is looked at again, instead of being overwritten.
+            let patch = json!({ "metadata": { "resourceVersion": existing.resource_version() }, "data": want });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            Ok(SecretWrite::Written)
+        }
+    }
 }
 
 /// Deletes the keys Secret when this endpoint owns it (what the garbage collector does on a real cluster once the
@@ -247,8 +279,7 @@ mod tests {
         let want = secret_data(&Secret::new("p"), &Secret::new("s"), Some("https://x/score"));
         let mut secret = KubeSecret { data: Some(want.clone()), ..Default::default() };
         assert!(!owned_by(&secret, "uid-1"));
-        secret.metadata.owner_references =
-            Some(vec![OwnerReference { uid: "uid-1".into(), ..Default::default() }]);
+        secret.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-1".into(), ..Default::default() }]);
         assert!(owned_by(&secret, "uid-1"));
         assert!(up_to_date(&secret, &want));
         let rotated = secret_data(&Secret::new("p2"), &Secret::new("s"), Some("https://x/score"));

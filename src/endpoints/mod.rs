@@ -79,8 +79,13 @@ impl Context {
         while note.len() > 1024 {
             note.pop();
         }
-        let event =
-            KubeEvent { type_, reason: reason.to_owned(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        let event = KubeEvent {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
         if let Err(err) = self.recorder.publish(&event, &ep.object_ref(&())).await {
             warn!(error = %err, reason, "cannot publish event");
         }
@@ -242,8 +247,7 @@ pub fn merge_patch(old: Option<&MlOnlineEndpointStatus>, new: &MlOnlineEndpointS
 pub fn workspace_ready(ws: &MlWorkspace) -> bool {
     ws.metadata.deletion_timestamp.is_none()
         && ws.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True")
-                && s.resource_id.is_some()
+            s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True") && s.resource_id.is_some()
         })
 }
 
@@ -301,7 +305,8 @@ async fn observe(
         return Ok(observed);
     };
     let mut names: BTreeSet<String> = desired.deployments.iter().map(|d| d.name.clone()).collect();
-    names.extend(previous.map(|s| s.deployments.iter().map(|d| d.name.clone()).collect::<Vec<_>>()).unwrap_or_default());
+    names
+        .extend(previous.map(|s| s.deployments.iter().map(|d| d.name.clone()).collect::<Vec<_>>()).unwrap_or_default());
     names.extend(ep.properties.traffic.iter().flat_map(|t| t.keys().cloned()));
     for name in names {
         // A name that is not a valid deployment name (a hand-edited status) is skipped, never sent.
@@ -329,8 +334,13 @@ async fn apply(
                     .await
                     .map_err(Error::arm("create online endpoint"))?;
                 info!("creating online endpoint");
-                ctx.publish(ep, EventType::Normal, events::CREATED, format!("Creating online endpoint {}", ep_ref.id()))
-                    .await;
+                ctx.publish(
+                    ep,
+                    EventType::Normal,
+                    events::CREATED,
+                    format!("Creating online endpoint {}", ep_ref.id()),
+                )
+                .await;
             }
             Action::UpdateEndpoint { body, traffic_changed } => {
                 arm.begin_create_or_update_online_endpoint(ep_ref, body)

@@ -100,7 +100,8 @@ fn an_endpoint_created_by_someone_else_stalls() {
 
 #[test]
 fn deployments_are_created_and_traffic_waits_for_them() {
-    let d = desired(vec![dep("blue", "azureml:m:1", 1), dep("green", "azureml:m:2", 1)], &[("blue", 90), ("green", 10)]);
+    let d =
+        desired(vec![dep("blue", "azureml:m:1", 1), dep("green", "azureml:m:2", 1)], &[("blue", 90), ("green", 10)]);
     let ep = azure_endpoint(&d, ProvisioningState::Succeeded, &[]);
     let plan = plan(&d, &observed(Some(ep.clone()), vec![]));
     assert_eq!(put_names(&plan), [("blue".to_owned(), true), ("green".to_owned(), true)]);
@@ -224,7 +225,8 @@ fn failed_provisioning_stalls_until_the_spec_changes() {
 
 #[test]
 fn changed_endpoint_properties_are_put_with_the_current_traffic() {
-    let mut d = desired(vec![dep("blue", "azureml:m:1", 1), dep("green", "azureml:m:2", 1)], &[("blue", 50), ("green", 50)]);
+    let mut d =
+        desired(vec![dep("blue", "azureml:m:1", 1), dep("green", "azureml:m:2", 1)], &[("blue", 50), ("green", 50)]);
     let blue = azure_deployment(&d, &d.deployments[0], ProvisioningState::Succeeded);
     let green = azure_deployment(&d, &d.deployments[1], ProvisioningState::Creating);
     let ep = azure_endpoint(&d, ProvisioningState::Succeeded, &[("blue", 100)]);

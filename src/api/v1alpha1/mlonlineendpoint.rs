@@ -273,3 +273,88 @@ pub struct EndpointKeysStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_regenerate_time: Option<Time>,
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn schema() -> Value {
+        let crd = MlOnlineEndpoint::crd();
+        let s = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
+        serde_json::to_value(s).expect("JSON")
+    }
+
+    /// Structural and CEL errors, as the API server checks them (defaults applied first).
+    fn errors(object: &Value, old: Option<&Value>) -> Vec<String> {
+        let schema = schema();
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let mut out: Vec<String> = validator.iter_errors(object).map(|e| e.to_string()).collect();
+        let object = kube::core::cel::apply_defaults(&schema, object);
+        let old = old.map(|o| kube::core::cel::apply_defaults(&schema, o));
+        if let Err(e) = kube::core::cel::Validator::new().validate(&schema, &object, old.as_ref()) {
+            out.extend(e.into_vec().into_iter().map(|e| e.to_string()));
+        }
+        out
+    }
+
+    fn example() -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlonlineendpoint.yaml");
+        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example exists")).expect("YAML")
+    }
+
+    fn with_spec(mut object: Value, key: &str, value: Value) -> Value {
+        object["spec"][key] = value;
+        object
+    }
+
+    #[test]
+    fn the_example_is_valid_and_round_trips() {
+        let ex = example();
+        assert_eq!(errors(&ex, None), Vec::<String>::new());
+        let ep: MlOnlineEndpoint = serde_json::from_value(ex).expect("an MlOnlineEndpoint");
+        assert_eq!(ep.spec.deployments.len(), 2);
+        assert_eq!(ep.spec.traffic.get("blue"), Some(&90));
+        let again: MlOnlineEndpoint = serde_json::from_value(serde_json::to_value(&ep).expect("JSON")).expect("reads");
+        assert_eq!(ep, again);
+    }
+
+    #[test]
+    fn traffic_must_add_up_to_100_or_0_and_name_deployments() {
+        let joined = |v: Vec<String>| v.join("\n");
+        let bad = with_spec(example(), "traffic", json!({"blue": 90, "green": 20}));
+        assert!(joined(errors(&bad, None)).contains("add up to 100"));
+        let none = with_spec(example(), "traffic", json!({"blue": 0, "green": 0}));
+        assert_eq!(errors(&none, None), Vec::<String>::new());
+        let unknown = with_spec(example(), "traffic", json!({"blue": 90, "red": 10}));
+        assert!(joined(errors(&unknown, None)).contains("must name a deployment"));
+        let negative = with_spec(example(), "traffic", json!({"blue": 110, "green": -10}));
+        assert!(joined(errors(&negative, None)).contains("between 0 and 100"));
+    }
+
+    #[test]
+    fn names_auth_mode_and_immutable_fields() {
+        let joined = |v: Vec<String>| v.join("\n");
+        let dup = with_spec(
+            example(),
+            "deployments",
+            json!([
+                {"name": "blue", "model": "m", "instanceType": "Standard_DS3_v2"},
+                {"name": "blue", "model": "m", "instanceType": "Standard_DS3_v2"},
+            ]),
+        );
+        let dup = with_spec(dup, "traffic", json!({"blue": 100}));
+        assert!(joined(errors(&dup, None)).contains("deployment names must be unique"));
+        let token = with_spec(example(), "authMode", json!("AMLToken"));
+        assert!(joined(errors(&token, None)).contains("keysSecret needs authMode Key"));
+        let old = example();
+        let renamed = with_spec(example(), "azureName", json!("other-name"));
+        assert!(joined(errors(&renamed, Some(&old))).contains("azureName is immutable"));
+        let moved = with_spec(example(), "workspaceRef", json!({"name": "other"}));
+        assert!(joined(errors(&moved, Some(&old))).contains("workspaceRef is immutable"));
+        let bad_name = with_spec(example(), "azureName", json!("9starts-with-digit"));
+        assert!(!errors(&bad_name, None).is_empty());
+    }
+}
