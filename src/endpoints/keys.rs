@@ -115,7 +115,7 @@ pub async fn reconcile_keys(
     let mut result = KeysResult::default();
     if ep.spec.auth_mode != EndpointAuthMode::Key {
         result.keys =
-            (keys.last_regenerate_request.is_some()).then(|| EndpointKeysStatus { secret_name: None, ..keys });
+            keys.last_regenerate_request.is_some().then_some(EndpointKeysStatus { secret_name: None, ..keys });
         return Ok(result);
     }
     let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);

@@ -232,11 +232,11 @@ pub fn merge_patch(old: Option<&MlOnlineEndpointStatus>, new: &MlOnlineEndpointS
                 traffic.entry(name.clone()).or_insert(Value::Null);
             }
         }
-        if let (Some(Value::Object(keys)), Some(old_keys)) = (patch.get_mut("keys"), &old.keys) {
-            if let Ok(Value::Object(o)) = serde_json::to_value(old_keys) {
-                for k in o.keys() {
-                    keys.entry(k.clone()).or_insert(Value::Null);
-                }
+        if let (Some(Value::Object(keys)), Some(old_keys)) = (patch.get_mut("keys"), &old.keys)
+            && let Ok(Value::Object(o)) = serde_json::to_value(old_keys)
+        {
+            for k in o.keys() {
+                keys.entry(k.clone()).or_insert(Value::Null);
             }
         }
     }
