@@ -64,6 +64,11 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Env::start_with(json!({})).await
+    }
+
+    /// `limits`: extra SubscriptionBinding spec fields (allowedRoles, allowedScopes).
+    async fn start_with(limits: Value) -> Env {
         init_tracing();
         azml_operator::tls_provider::install();
         let world = World::default_sandbox();
@@ -77,7 +82,7 @@ impl Env {
         let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
         common::install_crds(&client, azml_operator::api::all_crds()).await;
         common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({})).await;
+        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], limits).await;
 
         let mut config = ControllerConfig::new(common::sim_cloud(&sim));
         config.operator_namespace = OPERATOR_NS.into();
@@ -447,5 +452,50 @@ async fn invalid_traffic_is_rejected_and_foreign_secrets_are_left_alone() {
         .await;
     assert!(cond(ep.status.as_ref().map(|s| s.conditions.as_slice()), conditions::STALLED, "True"));
     assert!(env.secret_value("scoring-keys", "primaryKey").await == "theirs");
+    env.stop().await;
+}
+
+/// `spec.access` grants roles at the endpoint itself, checked against the workspace's binding; removing an entry
+/// removes the assignment the operator made.
+#[tokio::test]
+async fn access_at_the_endpoint_is_granted_and_checked_against_the_binding() {
+    let env = Env::start_with(json!({"allowedRoles": ["Reader"], "allowedScopes": ["Workspace"]})).await;
+    env.create_workspace("ws-ep", "Retain").await;
+    let alice = env.world.users[0].clone();
+    let mut spec = two_deployments(false);
+    spec["access"] = json!([{"principalId": alice, "role": "Reader"}]);
+    env.create_endpoint("scoring", spec).await.unwrap();
+    let ep = env.wait_ready("scoring").await;
+    let status = ep.status.unwrap();
+    assert!(cond(Some(&status.conditions), conditions::ACCESS_GRANTED, "True"), "{status:?}");
+    assert_eq!(status.access.len(), 1);
+    let endpoint = id_key(&env.endpoint_id("ws-ep", "scoring"));
+    let at_endpoint = |principal: &str| {
+        env.sim.handle.with_state(|s| {
+            s.role_assignments
+                .values()
+                .filter(|ra| id_key(&ra.scope) == endpoint && ra.principal_id.eq_ignore_ascii_case(principal))
+                .count()
+        })
+    };
+    assert_eq!(at_endpoint(&alice), 1);
+
+    // Not allowed by the binding: Owner. Stalled before any Azure call for it.
+    let mut owner = two_deployments(false);
+    owner["access"] = json!([{"principalId": alice, "role": "Owner"}]);
+    env.create_endpoint("too-much", owner).await.unwrap();
+    let ep = env
+        .wait_ep("too-much", "NotPermitted", |e| {
+            reason_of(e, conditions::READY).as_deref() == Some(reasons::NOT_PERMITTED)
+        })
+        .await;
+    assert!(cond(ep.status.as_ref().map(|s| s.conditions.as_slice()), conditions::STALLED, "True"));
+    assert!(env.sim.handle.resource(&env.endpoint_id("ws-ep", "too-much")).is_none());
+
+    // Removing the entry removes the assignment.
+    let patch = json!({"spec": {"access": null}});
+    env.endpoints().patch("scoring", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    env.wait_ep("scoring", "access removed", |e| ep_ready(e) && e.status.as_ref().unwrap().access.is_empty()).await;
+    assert_eq!(at_endpoint(&alice), 0);
     env.stop().await;
 }

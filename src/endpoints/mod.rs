@@ -12,6 +12,7 @@
 //!   it its deployments) in Azure; the owned keys Secret is deleted explicitly in both cases (what the garbage
 //!   collector of a real cluster would do, so the Kubernetes API emulator needs none).
 
+pub mod access;
 pub mod keys;
 pub mod plan;
 
@@ -40,7 +41,7 @@ use crate::api::v1alpha1::{
 use crate::azure::ids::{OnlineDeploymentName, OnlineDeploymentRef, OnlineEndpointName, OnlineEndpointRef};
 use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
-use crate::azure::{ArmClient, LroOptions};
+use crate::azure::{ArmClient, LroOptions, ResourceId};
 use crate::controller::credentials::CredentialCache;
 use crate::controller::error::{Disposition, Error, backoff, classify, error_chain, scrub};
 use crate::controller::status::set_condition;
@@ -564,6 +565,15 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
         }
         Err(e) => return fail(ctx, ep, status, e).await,
     };
+    let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
+    match access::check_policy(ctx, &ws, &access_entries).await {
+        Ok(None) => {}
+        Ok(Some(message)) => {
+            let outcome = Outcome::Stalled { reason: reasons::NOT_PERMITTED, message };
+            return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
+        }
+        Err(e) => return fail(ctx, ep, status, e).await,
+    }
     let observed = match observe(&arm, &ep_ref, &desired, previous.as_ref()).await {
         Ok(o) => o,
         Err(e) => return fail(ctx, ep, status, e).await,
@@ -586,18 +596,53 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     // Converged: the keys.
     let scoring_uri = status.scoring_uri.clone();
     let keys = keys::reconcile_keys(ctx, ep, &arm, &ep_ref, scoring_uri.as_deref(), previous.as_ref()).await;
-    match keys {
+    let mut outcome = match keys {
         Ok(result) => {
             result.apply(&mut status, generation, &now);
-            let outcome = result.outcome.unwrap_or(Outcome::Ready);
-            let requeue = match &outcome {
-                Outcome::Stalled { .. } => ctx.config.stalled_requeue,
-                _ => ctx.config.resync_period,
-            };
-            finish(ctx, ep, status, outcome, requeue).await
+            result.outcome
         }
-        Err(e) => fail(ctx, ep, status, e).await,
+        Err(e) => return fail(ctx, ep, status, e).await,
+    };
+    // Then the role assignments at the endpoint.
+    let mut requeue = ctx.config.resync_period;
+    if !access_entries.is_empty() || !status.access.is_empty() {
+        let endpoint = match ResourceId::parse(&ep_ref.id()) {
+            Ok(id) => id,
+            Err(e) => return fail(ctx, ep, status, Error::BadPendingOperation(e.to_string())).await,
+        };
+        let previous_access = status.access.clone();
+        match access::reconcile_access(ctx, ep, &arm, &endpoint, &access_entries, &previous_access).await {
+            Ok(result) => {
+                let (ok, reason, message) = result.condition;
+                status.access = result.entries;
+                set_condition(
+                    &mut status.conditions,
+                    conditions::ACCESS_GRANTED,
+                    ok,
+                    reason,
+                    &message,
+                    generation,
+                    &now,
+                );
+                if !ok && outcome.is_none() {
+                    outcome = Some(if result.pending {
+                        requeue = ctx.config.error_backoff_base;
+                        Outcome::Progressing { reason, message }
+                    } else {
+                        Outcome::Stalled { reason, message }
+                    });
+                }
+            }
+            Err(e) => return fail(ctx, ep, status, e).await,
+        }
+    } else {
+        status.conditions.retain(|c| c.type_ != conditions::ACCESS_GRANTED);
     }
+    let outcome = outcome.unwrap_or(Outcome::Ready);
+    if let Outcome::Stalled { .. } = outcome {
+        requeue = ctx.config.stalled_requeue;
+    }
+    finish(ctx, ep, status, outcome, requeue).await
 }
 
 async fn remove_finalizer(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue, Error> {

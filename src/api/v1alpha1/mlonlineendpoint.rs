@@ -8,7 +8,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{DeletionPolicy, PublicNetworkAccess};
+use super::common::{AccessEntry, AccessScope, BuiltinRole, DeletionPolicy, PrincipalType, PublicNetworkAccess};
+use super::mlworkspace::AccessState;
 use crate::api::patterns;
 
 /// Annotation on an `MlOnlineEndpoint`: `primary:<token>` or `secondary:<token>` (any new token) regenerates that
@@ -104,6 +105,15 @@ pub struct MlOnlineEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys_secret: Option<SecretReference>,
 
+    /// The complete desired set of role assignments at this endpoint (like MlWorkspace.access, scope Endpoint),
+    /// e.g. who may invoke or manage it. Checked against the workspace's SubscriptionBinding: its allowedRoles, and
+    /// allowedScopes must contain Workspace (an endpoint is part of its workspace). Assignments made by others are
+    /// never removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(a, self.filter(b, b.principalId.lowerAscii() == a.principalId.lowerAscii() && (has(b.role) ? b.role : has(b.roleDefinitionId) ? b.roleDefinitionId.lowerAscii() : '') == (has(a.role) ? a.role : has(a.roleDefinitionId) ? a.roleDefinitionId.lowerAscii() : '')).size() == 1)").message("access entries must be unique per principalId and role"))]
+    pub access: Vec<EndpointAccessEntry>,
+
     /// What deleting this resource does in Azure: Retain (default: leave the endpoint and its deployments) or
     /// Delete (delete them).
     #[serde(default)]
@@ -149,6 +159,77 @@ impl EndpointAuthMode {
             EndpointAuthMode::AADToken => "AADToken",
         }
     }
+}
+
+/// Where an endpoint's role assignment applies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum EndpointAccessScope {
+    /// The online endpoint itself.
+    #[default]
+    Endpoint,
+}
+
+/// One role assignment an endpoint grants: a principal gets a role at the endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.role) != has(self.roleDefinitionId)").message("exactly one of role or roleDefinitionId must be set"))]
+pub struct EndpointAccessEntry {
+    /// Object id (GUID) of the Entra ID user, group or service principal that gets the role.
+    #[schemars(regex(pattern = patterns::GUID))]
+    pub principal_id: String,
+
+    /// Kind of principal: User, Group or ServicePrincipal. Set it for principals created moments ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_type: Option<PrincipalType>,
+
+    /// Built-in role to grant: Owner, Contributor, Reader, AzureMLDataScientist or AzureMLComputeOperator.
+    /// Exactly one of role and roleDefinitionId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<BuiltinRole>,
+
+    /// GUID of any role definition (for custom roles, e.g. one allowing only score requests) instead of a
+    /// built-in role name. Exactly one of role and roleDefinitionId.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = patterns::GUID))]
+    pub role_definition_id: Option<String>,
+
+    /// Where the assignment applies: Endpoint (the default and only value).
+    #[serde(default)]
+    pub scope: EndpointAccessScope,
+}
+
+impl EndpointAccessEntry {
+    /// The entry in the workspace's terms, for the shared access planning and the binding check: the scope kind
+    /// "Workspace" stands for "the resource itself", here the endpoint.
+    pub fn as_resource_entry(&self) -> AccessEntry {
+        AccessEntry {
+            principal_id: self.principal_id.clone(),
+            principal_type: self.principal_type,
+            role: self.role,
+            role_definition_id: self.role_definition_id.clone(),
+            scope: AccessScope::Workspace,
+        }
+    }
+}
+
+/// One role assignment at the endpoint as the operator last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointAccessStatus {
+    /// Object id of the principal.
+    pub principal_id: String,
+    /// Role definition GUID.
+    pub role_definition_id: String,
+    /// Full ARM scope of the assignment (the endpoint).
+    pub scope: String,
+    /// Name (GUID) of the role assignment.
+    pub assignment_name: String,
+    /// Granted (exists, created by the operator), Pending, Unmanaged (exists, created by someone else; never
+    /// deleted by the operator) or Failed.
+    pub state: AccessState,
+    /// Why the assignment is Pending or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// One managed online deployment (a model served on dedicated instances).
@@ -202,7 +283,8 @@ pub struct MlOnlineEndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// kstatus conditions (Ready, Reconciling, Stalled) and domain conditions (DeploymentsReady, KeysPublished).
+    /// kstatus conditions (Ready, Reconciling, Stalled) and domain conditions (DeploymentsReady, KeysPublished,
+    /// AccessGranted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
@@ -229,6 +311,10 @@ pub struct MlOnlineEndpointStatus {
     /// Traffic split as Azure reports it (deployment name to percent).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub traffic: BTreeMap<String, i64>,
+
+    /// The role assignments at the endpoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access: Vec<EndpointAccessStatus>,
 
     /// Facts about the exported keys. Never key material.
     #[serde(default, skip_serializing_if = "Option::is_none")]
