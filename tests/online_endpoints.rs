@@ -14,7 +14,7 @@ use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint,
 use azml_operator::azure::RetryPolicy;
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::model::{ResourceExt, id_key};
-use azml_operator::sandbox::arm::{ArmSimulator, CallKind, RunningSim, SimConfig, World};
+use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
 use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -55,7 +55,7 @@ fn init_tracing() {
 }
 
 struct Env {
-    _kube: RunningServer,
+    kube: RunningServer,
     client: Client,
     sim: RunningSim,
     world: World,
@@ -100,7 +100,7 @@ impl Env {
         };
         let token = CancellationToken::new();
         let task = tokio::spawn(controller::run(client.clone(), config, token.clone()));
-        Env { _kube: kube, client, sim, world, controller: Some((token, task)) }
+        Env { kube, client, sim, world, controller: Some((token, task)) }
     }
 
     async fn stop(mut self) {
@@ -497,5 +497,96 @@ async fn access_at_the_endpoint_is_granted_and_checked_against_the_binding() {
     env.endpoints().patch("scoring", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.wait_ep("scoring", "access removed", |e| ep_ready(e) && e.status.as_ref().unwrap().access.is_empty()).await;
     assert_eq!(at_endpoint(&alice), 0);
+    env.stop().await;
+}
+
+/// A deployment Azure fails to provision stalls the endpoint (no retry loop); a changed spec retries. A transient
+/// ARM error is retried. Steady state makes no ARM write.
+#[tokio::test]
+async fn failed_provisioning_stalls_until_the_spec_changes_and_steady_state_writes_nothing() {
+    let env = Env::start().await;
+    env.create_workspace("ws-ep", "Retain").await;
+    env.wait_ws_ready("ws-ep").await;
+    env.sim.handle.inject_fault(FaultRule {
+        operation: "OnlineDeployments_CreateOrUpdate".into(),
+        action: FaultAction::LroFailure { status: None, code: "ResourceNotReady".into(), message: None },
+        count: Some(1),
+        rate: None,
+    });
+    let mut spec = two_deployments(true);
+    spec["deployments"] = json!([spec["deployments"][0].clone()]);
+    spec["traffic"] = json!({"blue": 100});
+    env.create_endpoint("scoring", spec).await.unwrap();
+    let ep = env
+        .wait_ep("scoring", "ProvisioningFailed", |e| {
+            reason_of(e, conditions::READY).as_deref() == Some(reasons::PROVISIONING_FAILED)
+        })
+        .await;
+    let status = ep.status.unwrap();
+    assert!(cond(Some(&status.conditions), conditions::STALLED, "True"));
+    assert_eq!(status.deployments[0].provisioning_state.as_deref(), Some("Failed"));
+    assert_eq!(env.sim.handle.count("OnlineDeployments_CreateOrUpdate"), 1, "a failed deployment is not re-sent");
+
+    // A changed spec retries; a transient error on the way is retried too.
+    env.sim.handle.inject_fault(FaultRule::error("OnlineEndpoints_Get", 503, "ServiceUnavailable").times(2));
+    let mut spec = two_deployments(true);
+    spec["deployments"] = json!([{"name": "blue", "model": "azureml:fraud-model:3", "instanceType": "Standard_DS3_v2", "instanceCount": 2}]);
+    spec["traffic"] = json!({"blue": 100});
+    env.patch_spec("scoring", json!({"deployments": spec["deployments"]})).await;
+    env.wait_ready("scoring").await;
+    assert_eq!(env.azure_traffic("ws-ep", "scoring"), BTreeMap::from([("blue".into(), 100)]));
+
+    // Steady state: a reconcile (woken by an unrelated annotation) writes nothing to Azure.
+    env.sim.handle.clear_calls();
+    let patch = json!({"metadata": {"annotations": {"example.com/touched": "1"}}});
+    env.endpoints().patch("scoring", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // listKeys is the last Azure call of a reconcile of a converged endpoint with a keys Secret.
+    while env.sim.handle.count("OnlineEndpoints_ListKeys") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no reconcile: {:?}", env.sim.handle.call_summary());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let writes: Vec<String> = env
+        .sim
+        .handle
+        .calls()
+        .into_iter()
+        .filter(|c| c.kind == CallKind::Write && c.operation != "OnlineEndpoints_ListKeys")
+        .map(|c| c.operation)
+        .collect();
+    assert!(writes.is_empty(), "steady state wrote: {writes:?}");
+    env.stop().await;
+}
+
+/// The real kubectl against the emulator: invalid traffic is refused with the rule's message.
+#[tokio::test]
+async fn kubectl_apply_rejects_invalid_traffic() {
+    let env = Env::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = home.path().join("kubeconfig");
+    env.kube.write_kubeconfig(&kubeconfig).unwrap();
+    let manifest = home.path().join("bad.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: azml.dev/v1alpha1\nkind: MlOnlineEndpoint\nmetadata:\n  name: bad\n  namespace: {NS}\nspec:\n  \
+             workspaceRef: {{name: ws-ep}}\n  deployments:\n    - {{name: blue, model: 'azureml:m:1', instanceType: Standard_DS3_v2}}\n  \
+             traffic: {{blue: 60}}\n"
+        ),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new("kubectl");
+    cmd.env("KUBECONFIG", &kubeconfig)
+        .env("HOME", home.path())
+        .arg("--cache-dir")
+        .arg(home.path().join("cache"))
+        .args(["apply", "-f"])
+        .arg(&manifest)
+        .stdin(std::process::Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "kubectl accepted it: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr.contains("traffic percentages must add up to 100"), "{stderr}");
+    assert!(env.endpoints().get_opt("bad").await.unwrap().is_none());
     env.stop().await;
 }
