@@ -385,7 +385,12 @@ fn state_name(p: Option<&ProvisioningState>) -> Option<String> {
 }
 
 /// Copies what Azure reports into `status`.
-fn report_observed(status: &mut MlOnlineEndpointStatus, ep_ref: &OnlineEndpointRef, observed: &ObservedEndpoint) {
+fn report_observed(
+    status: &mut MlOnlineEndpointStatus,
+    ep_ref: &OnlineEndpointRef,
+    observed: &ObservedEndpoint,
+    owner: &str,
+) {
     let Some(ep) = &observed.endpoint else {
         status.resource_id = None;
         status.scoring_uri = None;
@@ -403,7 +408,8 @@ fn report_observed(status: &mut MlOnlineEndpointStatus, ep_ref: &OnlineEndpointR
     status.deployments = observed
         .deployments
         .iter()
-        .filter(|(_, d)| d.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some())
+        // Only the deployments this resource manages (its owner tag); others in the endpoint are not reported.
+        .filter(|(_, d)| d.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner))
         .map(|(name, d)| DeploymentStatus {
             name: name.clone(),
             provisioning_state: state_name(d.properties.provisioning_state.as_ref()),
@@ -579,7 +585,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
         Err(e) => return fail(ctx, ep, status, e).await,
     };
     let plan = plan::plan(&desired, &observed);
-    report_observed(&mut status, &ep_ref, &observed);
+    report_observed(&mut status, &ep_ref, &observed, &desired.owner);
     deployments_condition(&mut status, &plan, generation, &now);
     debug!(actions = plan.actions.len(), waiting = ?plan.waiting, "planned");
     if let Err(e) = apply(ctx, ep, &arm, &ep_ref, &plan.actions).await {
