@@ -501,9 +501,9 @@ async fn access_at_the_endpoint_is_granted_and_checked_against_the_binding() {
 }
 
 /// A deployment Azure fails to provision stalls the endpoint (no retry loop); a changed spec retries. A transient
-/// ARM error is retried. Steady state makes no ARM write.
+/// ARM error is retried. Steady state makes no ARM write. `azml.dev/paused` withholds writes.
 #[tokio::test]
-async fn failed_provisioning_stalls_until_the_spec_changes_and_steady_state_writes_nothing() {
+async fn failed_provisioning_steady_state_and_pause() {
     let env = Env::start().await;
     env.create_workspace("ws-ep", "Retain").await;
     env.wait_ws_ready("ws-ep").await;
@@ -555,6 +555,32 @@ async fn failed_provisioning_stalls_until_the_spec_changes_and_steady_state_writ
         .map(|c| c.operation)
         .collect();
     assert!(writes.is_empty(), "steady state wrote: {writes:?}");
+
+    // Paused: a spec change is reported as withheld, nothing is written; unpausing applies it.
+    let patch = json!({"metadata": {"annotations": {"azml.dev/paused": "true"}}});
+    env.endpoints().patch("scoring", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let puts = env.sim.handle.count("OnlineDeployments_CreateOrUpdate");
+    let mut deployments = spec["deployments"].clone();
+    deployments[0]["instanceCount"] = json!(3);
+    env.patch_spec("scoring", json!({"deployments": deployments})).await;
+    let ep = env
+        .wait_ep("scoring", "paused, withheld", |e| {
+            reason_of(e, conditions::READY).as_deref() == Some(reasons::PAUSED)
+                && e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
+        })
+        .await;
+    let ready = ep.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::READY)).unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(ready.message.contains("withheld"), "{}", ready.message);
+    assert_eq!(env.sim.handle.count("OnlineDeployments_CreateOrUpdate"), puts);
+    let patch = json!({"metadata": {"annotations": {"azml.dev/paused": null}}});
+    env.endpoints().patch("scoring", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let ep = env
+        .wait_ep("scoring", "unpaused and applied", |e| {
+            ep_ready(e) && e.status.as_ref().is_some_and(|s| s.deployments[0].instance_count == Some(3))
+        })
+        .await;
+    assert_eq!(reason_of(&ep, conditions::READY).as_deref(), Some(reasons::RECONCILED));
     env.stop().await;
 }
 

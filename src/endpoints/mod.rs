@@ -35,8 +35,8 @@ use tracing::{debug, info, instrument, warn};
 use self::plan::{Action, DesiredDeployment, DesiredEndpoint, ObservedEndpoint, Plan};
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
-    DeletionPolicy, DeploymentStatus, ENDPOINT_FINALIZER, EndpointAuthMode, MlOnlineEndpoint, MlOnlineEndpointStatus,
-    MlWorkspace, OWNER_TAG,
+    ANNOTATION_PAUSED, DeletionPolicy, DeploymentStatus, ENDPOINT_FINALIZER, EndpointAuthMode, MlOnlineEndpoint,
+    MlOnlineEndpointStatus, MlWorkspace, OWNER_TAG,
 };
 use crate::azure::ids::{OnlineDeploymentName, OnlineDeploymentRef, OnlineEndpointName, OnlineEndpointRef};
 use crate::azure::models::ProvisioningState;
@@ -173,6 +173,13 @@ pub enum Outcome {
         /// Message.
         message: String,
     },
+    /// `azml.dev/paused: "true"`: observed only; `in_sync` says whether Azure matches the spec.
+    Paused {
+        /// Azure matches the spec.
+        in_sync: bool,
+        /// What is withheld.
+        message: String,
+    },
     /// A transient failure; retried with backoff.
     Transient {
         /// Message.
@@ -188,6 +195,7 @@ pub fn set_kstatus(status: &mut MlOnlineEndpointStatus, outcome: &Outcome, gener
         Outcome::Progressing { reason, message } => (false, true, false, *reason, message.clone()),
         Outcome::Stalled { reason, message } => (false, false, true, *reason, message.clone()),
         Outcome::Transient { message } => (false, true, false, reasons::TRANSIENT_ERROR, message.clone()),
+        Outcome::Paused { in_sync, message } => (*in_sync, false, false, reasons::PAUSED, message.clone()),
     };
     set_condition(conds, conditions::READY, ready, reason, &message, generation, now);
     let (r, m) = if reconciling { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
@@ -588,6 +596,16 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     report_observed(&mut status, &ep_ref, &observed, &desired.owner);
     deployments_condition(&mut status, &plan, generation, &now);
     debug!(actions = plan.actions.len(), waiting = ?plan.waiting, "planned");
+    if ep.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        // Observe and report only: no write to Azure (nor key regeneration, nor role assignments).
+        let in_sync = plan.converged();
+        let message = if in_sync {
+            "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
+        } else {
+            format!("paused by annotation azml.dev/paused; withheld: {}", plan.waiting.join("; "))
+        };
+        return finish(ctx, ep, status, Outcome::Paused { in_sync, message }, ctx.config.resync_period).await;
+    }
     if let Err(e) = apply(ctx, ep, &arm, &ep_ref, &plan.actions).await {
         return fail(ctx, ep, status, e).await;
     }
@@ -662,6 +680,12 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
     let status = ctx.current_status(ep).unwrap_or_default();
     if ep.spec.deletion_policy == DeletionPolicy::Retain {
         info!("deletionPolicy Retain: leaving the endpoint in Azure; removing the finalizer");
+        return remove_finalizer(ep, ctx).await;
+    }
+    if ep.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        // Paused means no writes to Azure, deletion included.
+        let note = "Paused: the endpoint is left in Azure although deletionPolicy is Delete".to_owned();
+        ctx.publish(ep, EventType::Normal, reasons::PAUSED, note).await;
         return remove_finalizer(ep, ctx).await;
     }
     let Some(ws) = get_workspace(ctx, ep).await? else {
