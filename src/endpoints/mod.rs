@@ -863,6 +863,80 @@ mod tests {
         }
     }
 
+    fn workspace() -> MlWorkspace {
+        let spec = serde_json::from_value(json!({
+            "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
+            "resourceGroup": "rg-risk",
+            "location": "westeurope",
+            "storageAccount": {"name": "sa1"},
+            "keyVault": {"name": "kv1"},
+        }))
+        .expect("workspace spec");
+        let mut ws = MlWorkspace::new("fraud", spec);
+        ws.metadata.namespace = Some("team-a".into());
+        ws.metadata.uid = Some("ws-uid".into());
+        ws
+    }
+
+    fn endpoint(spec: Value) -> MlOnlineEndpoint {
+        let mut ep: MlOnlineEndpoint = serde_json::from_value(json!({
+            "apiVersion": "azml.dev/v1alpha1", "kind": "MlOnlineEndpoint",
+            "metadata": {"name": "scoring", "namespace": "team-a", "uid": "ep-uid"},
+            "spec": spec,
+        }))
+        .expect("endpoint");
+        ep.metadata.generation = Some(1);
+        ep
+    }
+
+    #[test]
+    fn the_spec_resolves_against_its_workspace() {
+        let ep = endpoint(json!({
+            "workspaceRef": {"name": "fraud"},
+            "deployments": [{"name": "blue", "model": "azureml:m:1", "instanceType": "Standard_DS3_v2"}],
+            "traffic": {"blue": 100},
+        }));
+        let (ep_ref, desired) = desired(&ep, &workspace()).expect("valid");
+        assert_eq!(
+            ep_ref.id(),
+            "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg-risk/providers/Microsoft.MachineLearningServices/workspaces/fraud/onlineEndpoints/scoring"
+        );
+        assert_eq!(desired.location, "westeurope");
+        assert_eq!(desired.owner, "team-a/scoring/ep-uid");
+        assert_eq!(desired.deployments[0].instance_count, 1, "instanceCount defaults to 1");
+        let renamed = endpoint(json!({"workspaceRef": {"name": "fraud"}, "azureName": "other-name"}));
+        assert!(desired_ok_name(&renamed).ends_with("/onlineEndpoints/other-name"));
+        let bad = endpoint(json!({"workspaceRef": {"name": "fraud"}, "azureName": "bad/name"}));
+        assert!(super::desired(&bad, &workspace()).is_err(), "a name that would change the ARM path is refused");
+    }
+
+    fn desired_ok_name(ep: &MlOnlineEndpoint) -> String {
+        super::desired(ep, &workspace()).expect("valid").0.id()
+    }
+
+    #[test]
+    fn the_owner_reference_to_the_workspace_blocks_its_deletion_but_does_not_control() {
+        let r = workspace_owner_reference(&workspace()).expect("reference");
+        assert_eq!((r.kind.as_str(), r.name.as_str(), r.uid.as_str()), ("MlWorkspace", "fraud", "ws-uid"));
+        assert_eq!((r.controller, r.block_owner_deletion), (Some(false), Some(true)));
+    }
+
+    #[test]
+    fn the_workspace_is_ready_only_with_ready_true_and_a_resource_id() {
+        let mut ws = workspace();
+        assert!(!workspace_ready(&ws));
+        let now = Time(jiff::Timestamp::now());
+        let mut status = crate::api::v1alpha1::MlWorkspaceStatus::default();
+        set_condition(&mut status.conditions, conditions::READY, true, reasons::RECONCILED, "", Some(1), &now);
+        ws.status = Some(status.clone());
+        assert!(!workspace_ready(&ws), "no resource id yet");
+        status.resource_id = Some("/subscriptions/x".into());
+        ws.status = Some(status);
+        assert!(workspace_ready(&ws));
+        ws.metadata.deletion_timestamp = Some(now);
+        assert!(!workspace_ready(&ws), "a workspace being deleted is not ready");
+    }
+
     #[test]
     fn merge_patch_nulls_removed_traffic_entries() {
         let old = status_with(&[("blue", 90), ("green", 10)]);
