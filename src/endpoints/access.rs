@@ -7,31 +7,29 @@
 //! for one of the endpoint's. The ownership marker names the kind (`<ns>/mlonlineendpoint/<name>`) for the same
 //! reason.
 //!
-//! Policy: the entries are checked against the SubscriptionBinding that allows the workspace, as the workspace's
-//! own entries are (roles in allowedRoles; the Endpoint scope needs Workspace in allowedScopes, since the endpoint
-//! is part of the workspace).
+//! Policy: the entries are checked like the workspace's own ([`policy_probe`]): a SubscriptionBinding must allow
+//! the workspace's namespace, subscription and resource group and the entries' roles, and the Endpoint scope needs
+//! Workspace in allowedScopes, since the endpoint is part of the workspace.
 //!
 //! Cost: one `RoleAssignments_ListForScope` at the endpoint per reconcile of a converged endpoint that declares or
 //! still holds assignments (i.e. once per resync period in steady state), no writes.
 
-use k8s_openapi::api::core::v1::Namespace;
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use super::Context;
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{
     AccessEntry, AccessScope, AccessState, AccessStatus, EndpointAccessStatus, MlOnlineEndpoint, MlWorkspace,
-    SubscriptionBinding,
 };
-use crate::azure::authorization::{self, RoleAssignmentCreate, RoleAssignmentFilter};
+use crate::azure::authorization::{RoleAssignmentCreate, RoleAssignmentFilter};
 use crate::azure::{ArmClient, ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId};
 use crate::controller::access::{
-    AccessAction, AccessInput, ExistingAssignment, Scopes, desired_assignments, marker, plan_access, summarize,
+    AccessAction, AccessInput, ExistingAssignment, Scopes, desired_assignments, marker, plan_access, principal_type,
+    summarize,
 };
 use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
-use crate::policy;
 
 /// The planner's scopes for an endpoint: all three are the endpoint.
 pub fn endpoint_scopes(endpoint: &ResourceId) -> Scopes {
@@ -74,34 +72,21 @@ pub fn from_planner(entries: &[AccessStatus]) -> Vec<EndpointAccessStatus> {
         .collect()
 }
 
-/// Checks the endpoint's entries against the binding that allows its workspace. `Some(message)` when denied.
-pub async fn check_policy(ctx: &Context, ws: &MlWorkspace, entries: &[AccessEntry]) -> Result<Option<String>, Error> {
-    if entries.is_empty() {
-        return Ok(None);
-    }
-    let bindings: Api<SubscriptionBinding> = Api::all(ctx.client.clone());
-    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
-    let namespace = ws.namespace().unwrap_or_default();
-    let labels = if policy::needs_namespace_labels(&bindings, &ws.spec.subscription_id) {
-        let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-        namespaces.get_opt(&namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
-    } else {
-        None
-    };
-    let request = policy::Request {
-        namespace: &namespace,
-        namespace_labels: labels.as_ref(),
-        subscription_id: &ws.spec.subscription_id,
-        resource_group: &ws.spec.resource_group,
-        access: entries,
-    };
-    Ok(match policy::authorize(&bindings, &request) {
-        Ok(_) => None,
-        Err(policy::Denial::Scope { binding, principal, .. }) => Some(format!(
-            "SubscriptionBinding {binding} does not allow granting roles at scope Endpoint (access entry for principal {principal}; endpoint roles need Workspace in allowedScopes)"
-        )),
-        Err(denial) => Some(denial.to_string()),
-    })
+/// The workspace as the binding check should see it for this endpoint: the workspace's namespace, subscription
+/// and resource group, with the endpoint's access entries. [`crate::controller::resolve_client`] on it finds the
+/// binding (and credential) that allows the endpoint; a denial of the scope is reworded for the endpoint.
+pub fn policy_probe(ws: &MlWorkspace, entries: &[AccessEntry]) -> MlWorkspace {
+    let mut probe = ws.clone();
+    probe.spec.access = entries.to_vec();
+    probe
+}
+
+/// A denial message of [`policy_probe`] in the endpoint's terms.
+pub fn endpoint_denial(message: &str) -> String {
+    message.replace(
+        "at scope Workspace",
+        "at scope Endpoint (endpoint roles need Workspace in the binding's allowedScopes)",
+    )
 }
 
 /// What the access step reports.
@@ -118,15 +103,6 @@ pub struct EndpointAccessOutcome {
 fn arm_message(step: &'static str, err: ArmError) -> (Disposition, String) {
     let err = Error::Arm { step, source: Box::new(err) };
     (classify(&err), scrub(&error_chain(&err)))
-}
-
-fn principal_type(t: crate::api::v1alpha1::PrincipalType) -> authorization::PrincipalType {
-    use crate::api::v1alpha1::PrincipalType as P;
-    match t {
-        P::User => authorization::PrincipalType::User,
-        P::Group => authorization::PrincipalType::Group,
-        P::ServicePrincipal => authorization::PrincipalType::ServicePrincipal,
-    }
 }
 
 /// Reconciles the endpoint's role assignments (the endpoint exists and is provisioned).
@@ -257,6 +233,18 @@ mod tests {
         let ws = EP.rsplit_once("/onlineEndpoints/").map(|(w, _)| w).expect("workspace");
         assert_eq!(scopes.kind_of(ws), None);
         assert_eq!(scopes.kind_of("/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg"), None);
+    }
+
+    #[test]
+    fn scope_denials_are_reworded_for_the_endpoint() {
+        let denial =
+            "SubscriptionBinding b does not allow granting roles at scope Workspace (access entry for principal p)";
+        let message = endpoint_denial(denial);
+        assert!(message.contains("at scope Endpoint") && message.contains("principal p"), "{message}");
+        assert_eq!(
+            endpoint_denial("no SubscriptionBinding grants subscription s"),
+            "no SubscriptionBinding grants subscription s"
+        );
     }
 
     #[test]

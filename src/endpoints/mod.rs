@@ -571,23 +571,18 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
-    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws).await {
+    // The binding must allow the workspace's place and the endpoint's own access entries.
+    let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
+    let probe = access::policy_probe(&ws, &access_entries);
+    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &probe).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
-            let outcome = Outcome::Stalled { reason: reasons::NOT_PERMITTED, message };
+            let outcome =
+                Outcome::Stalled { reason: reasons::NOT_PERMITTED, message: access::endpoint_denial(&message) };
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
         Err(e) => return fail(ctx, ep, status, e).await,
     };
-    let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
-    match access::check_policy(ctx, &ws, &access_entries).await {
-        Ok(None) => {}
-        Ok(Some(message)) => {
-            let outcome = Outcome::Stalled { reason: reasons::NOT_PERMITTED, message };
-            return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
-        }
-        Err(e) => return fail(ctx, ep, status, e).await,
-    }
     let observed = match observe(&arm, &ep_ref, &desired, previous.as_ref()).await {
         Ok(o) => o,
         Err(e) => return fail(ctx, ep, status, e).await,
@@ -703,7 +698,9 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
-    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws).await {
+    // Deleting needs the client only: the endpoint's access entries go with the endpoint.
+    let probe = access::policy_probe(&ws, &[]);
+    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &probe).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(_)) if status.resource_id.is_none() => {
             info!("not permitted and never created in Azure; removing the finalizer");
