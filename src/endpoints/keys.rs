@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument};
 
-use super::{Context, Outcome};
+use super::Context;
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_REGENERATE_KEYS, EndpointAuthMode, EndpointKeysStatus, MlOnlineEndpoint, MlOnlineEndpointStatus,
@@ -30,7 +30,7 @@ use crate::azure::OnlineEndpointRef;
 use crate::azure::online_endpoints::{EndpointKeyType, RegenerateEndpointKeys};
 use crate::azure::{ArmClient, Secret};
 use crate::controller::error::Error;
-use crate::controller::status::set_condition;
+use crate::controller::status::{Phase, set_condition};
 
 /// Label the operator puts on the Secrets it creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -85,7 +85,7 @@ pub struct KeysResult {
     /// The KeysPublished condition (ok, reason, message); `None` removes it (nothing exported).
     pub condition: Option<(bool, &'static str, String)>,
     /// Replaces Ready when the key step cannot complete.
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<Phase>,
 }
 
 impl KeysResult {
@@ -123,7 +123,7 @@ pub async fn reconcile_keys(
         match parse_request(value) {
             Err(message) => {
                 result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
-                result.outcome = Some(Outcome::Stalled { reason: reasons::INVALID_ANNOTATION, message });
+                result.outcome = Some(Phase::Stalled { reason: reasons::INVALID_ANNOTATION, message });
                 result.keys = Some(keys);
                 return Ok(result);
             }
@@ -151,7 +151,7 @@ pub async fn reconcile_keys(
     let (Some(primary), Some(secondary)) = (listed.primary_key, listed.secondary_key) else {
         let message = "Azure returned no keys for the endpoint".to_owned();
         result.condition = Some((false, reasons::TRANSIENT_ERROR, message.clone()));
-        result.outcome = Some(Outcome::Progressing { reason: reasons::TRANSIENT_ERROR, message });
+        result.outcome = Some(Phase::Progressing { reason: reasons::TRANSIENT_ERROR, message });
         result.keys = Some(keys);
         return Ok(result);
     };
@@ -164,7 +164,7 @@ pub async fn reconcile_keys(
                 target.name
             );
             result.condition = Some((false, reasons::SECRET_NOT_OWNED, message.clone()));
-            result.outcome = Some(Outcome::Stalled { reason: reasons::SECRET_NOT_OWNED, message });
+            result.outcome = Some(Phase::Stalled { reason: reasons::SECRET_NOT_OWNED, message });
             keys.secret_name = None;
             result.keys = Some(keys);
             return Ok(result);
@@ -177,7 +177,7 @@ pub async fn reconcile_keys(
                 target.name
             );
             result.condition = Some((false, reasons::NOT_PERMITTED, message.clone()));
-            result.outcome = Some(Outcome::Stalled { reason: reasons::NOT_PERMITTED, message });
+            result.outcome = Some(Phase::Stalled { reason: reasons::NOT_PERMITTED, message });
             result.keys = Some(keys);
             return Ok(result);
         }

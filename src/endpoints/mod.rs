@@ -44,7 +44,7 @@ use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, LroOptions, ResourceId};
 use crate::controller::credentials::CredentialCache;
 use crate::controller::error::{Disposition, Error, backoff, classify, error_chain, scrub};
-use crate::controller::status::set_condition;
+use crate::controller::status::{Phase, set_condition};
 use crate::controller::{CONTROLLER_NAME, ControllerConfig, WorkspaceClient, resolve_client};
 
 /// Shared state of the endpoint reconciles.
@@ -154,48 +154,15 @@ impl Context {
     }
 }
 
-/// How a reconcile ended, for the kstatus conditions.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Azure matches the spec.
-    Ready,
-    /// Work in progress.
-    Progressing {
-        /// Reason.
-        reason: &'static str,
-        /// Message.
-        message: String,
-    },
-    /// Cannot progress until something changes.
-    Stalled {
-        /// Reason.
-        reason: &'static str,
-        /// Message.
-        message: String,
-    },
-    /// `azml.dev/paused: "true"`: observed only; `in_sync` says whether Azure matches the spec.
-    Paused {
-        /// Azure matches the spec.
-        in_sync: bool,
-        /// What is withheld.
-        message: String,
-    },
-    /// A transient failure; retried with backoff.
-    Transient {
-        /// Message.
-        message: String,
-    },
-}
-
 /// Sets Ready, Reconciling and Stalled from `outcome`.
-pub fn set_kstatus(status: &mut MlOnlineEndpointStatus, outcome: &Outcome, generation: Option<i64>, now: &Time) {
+pub fn set_kstatus(status: &mut MlOnlineEndpointStatus, outcome: &Phase, generation: Option<i64>, now: &Time) {
     let conds = &mut status.conditions;
     let (ready, reconciling, stalled, reason, message) = match outcome {
-        Outcome::Ready => (true, false, false, reasons::RECONCILED, "the endpoint matches the spec".to_owned()),
-        Outcome::Progressing { reason, message } => (false, true, false, *reason, message.clone()),
-        Outcome::Stalled { reason, message } => (false, false, true, *reason, message.clone()),
-        Outcome::Transient { message } => (false, true, false, reasons::TRANSIENT_ERROR, message.clone()),
-        Outcome::Paused { in_sync, message } => (*in_sync, false, false, reasons::PAUSED, message.clone()),
+        Phase::Ready => (true, false, false, reasons::RECONCILED, "the endpoint matches the spec".to_owned()),
+        Phase::Progressing { reason, message } => (false, true, false, *reason, message.clone()),
+        Phase::Stalled { reason, message } => (false, false, true, *reason, message.clone()),
+        Phase::Transient { message } => (false, true, false, reasons::TRANSIENT_ERROR, message.clone()),
+        Phase::Paused { in_sync, message } => (*in_sync, false, false, reasons::PAUSED, message.clone()),
     };
     set_condition(conds, conditions::READY, ready, reason, &message, generation, now);
     let (r, m) = if reconciling { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
@@ -507,16 +474,16 @@ async fn finish(
     ctx: &Context,
     ep: &MlOnlineEndpoint,
     mut status: MlOnlineEndpointStatus,
-    outcome: Outcome,
+    outcome: Phase,
     requeue: Duration,
 ) -> Result<Requeue, Error> {
     let now = Time(jiff::Timestamp::now());
     set_kstatus(&mut status, &outcome, ep.metadata.generation, &now);
     let written = ctx.write_status(ep, status).await?;
-    if let (true, Outcome::Stalled { reason, message }) = (written, &outcome) {
+    if let (true, Phase::Stalled { reason, message }) = (written, &outcome) {
         ctx.publish(ep, EventType::Warning, reason, message.clone()).await;
     }
-    if !matches!(outcome, Outcome::Transient { .. }) {
+    if !matches!(outcome, Phase::Transient { .. }) {
         ctx.reset_failures(ep);
     }
     Ok(Requeue::requeue(requeue))
@@ -534,12 +501,12 @@ async fn fail(
     ctx.publish(ep, EventType::Warning, events::RECONCILE_FAILED, chain.clone()).await;
     match classify(&err) {
         Disposition::Stall { reason, message } => {
-            finish(ctx, ep, status, Outcome::Stalled { reason, message }, ctx.config.stalled_requeue).await
+            finish(ctx, ep, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await
         }
         Disposition::Retry | Disposition::RetryAfter(_) => {
             let mut status = status;
             let now = Time(jiff::Timestamp::now());
-            set_kstatus(&mut status, &Outcome::Transient { message: chain }, ep.metadata.generation, &now);
+            set_kstatus(&mut status, &Phase::Transient { message: chain }, ep.metadata.generation, &now);
             if let Err(status_err) = ctx.write_status(ep, status).await {
                 warn!(error = %status_err, "cannot report the failure in status");
             }
@@ -559,7 +526,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",
             ep.spec.workspace_ref.name
         );
-        let outcome = Outcome::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
+        let outcome = Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
         // The workspace watch wakes the endpoint when the workspace changes.
         return finish(ctx, ep, status, outcome, ctx.config.resync_period).await;
     };
@@ -567,7 +534,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let (ep_ref, desired) = match desired(ep, &ws) {
         Ok(d) => d,
         Err(message) => {
-            let outcome = Outcome::Stalled { reason: reasons::INVALID_SPEC, message };
+            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message };
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
@@ -577,8 +544,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &probe).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
-            let outcome =
-                Outcome::Stalled { reason: reasons::NOT_PERMITTED, message: access::endpoint_denial(&message) };
+            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: access::endpoint_denial(&message) };
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
         Err(e) => return fail(ctx, ep, status, e).await,
@@ -599,17 +565,17 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
         } else {
             format!("paused by annotation azml.dev/paused; withheld: {}", plan.waiting.join("; "))
         };
-        return finish(ctx, ep, status, Outcome::Paused { in_sync, message }, ctx.config.resync_period).await;
+        return finish(ctx, ep, status, Phase::Paused { in_sync, message }, ctx.config.resync_period).await;
     }
     if let Err(e) = apply(ctx, ep, &arm, &ep_ref, &plan.actions).await {
         return fail(ctx, ep, status, e).await;
     }
     if let Some((reason, message)) = plan.stall.clone() {
-        return finish(ctx, ep, status, Outcome::Stalled { reason, message }, ctx.config.stalled_requeue).await;
+        return finish(ctx, ep, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;
     }
     if !plan.converged() {
         let reason = if observed.endpoint.is_none() { reasons::CREATING } else { reasons::DEPLOYMENTS_PENDING };
-        let outcome = Outcome::Progressing { reason, message: plan.waiting.join("; ") };
+        let outcome = Phase::Progressing { reason, message: plan.waiting.join("; ") };
         return finish(ctx, ep, status, outcome, ctx.config.lro_poll_min).await;
     }
     // Converged: the keys.
@@ -646,9 +612,9 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
                 if !ok && outcome.is_none() {
                     outcome = Some(if result.pending {
                         requeue = ctx.config.error_backoff_base;
-                        Outcome::Progressing { reason, message }
+                        Phase::Progressing { reason, message }
                     } else {
-                        Outcome::Stalled { reason, message }
+                        Phase::Stalled { reason, message }
                     });
                 }
             }
@@ -657,8 +623,8 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     } else {
         status.conditions.retain(|c| c.type_ != conditions::ACCESS_GRANTED);
     }
-    let outcome = outcome.unwrap_or(Outcome::Ready);
-    if let Outcome::Stalled { .. } = outcome {
+    let outcome = outcome.unwrap_or(Phase::Ready);
+    if let Phase::Stalled { .. } = outcome {
         requeue = ctx.config.stalled_requeue;
     }
     finish(ctx, ep, status, outcome, requeue).await
@@ -694,7 +660,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
     let (ep_ref, desired) = match desired(ep, &ws) {
         Ok(d) => d,
         Err(message) => {
-            let outcome = Outcome::Stalled { reason: reasons::INVALID_SPEC, message };
+            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message };
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
@@ -707,7 +673,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
             return remove_finalizer(ep, ctx).await;
         }
         Ok(WorkspaceClient::Denied(message)) => {
-            let outcome = Outcome::Stalled { reason: reasons::NOT_PERMITTED, message };
+            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
             return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
         }
         Err(e) => return fail(ctx, ep, status, e).await,
@@ -731,7 +697,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
         info!("deleting online endpoint");
         ctx.publish(ep, EventType::Normal, events::DELETED, format!("Deleting online endpoint {}", ep_ref.id())).await;
     }
-    let outcome = Outcome::Progressing { reason: reasons::DELETING, message: "deleting the endpoint in Azure".into() };
+    let outcome = Phase::Progressing { reason: reasons::DELETING, message: "deleting the endpoint in Azure".into() };
     finish(ctx, ep, status, outcome, ctx.config.lro_poll_min).await
 }
 
@@ -947,11 +913,11 @@ mod tests {
         let now = Time(jiff::Timestamp::now());
         let later = Time(jiff::Timestamp::from_second(2_000_000_000).expect("ts"));
         let mut a = MlOnlineEndpointStatus::default();
-        set_kstatus(&mut a, &Outcome::Ready, Some(1), &now);
+        set_kstatus(&mut a, &Phase::Ready, Some(1), &now);
         let mut b = a.clone();
         b.last_sync_time = Some(later);
         assert!(!status_changed(Some(&a), &b));
-        set_kstatus(&mut b, &Outcome::Progressing { reason: reasons::CREATING, message: "x".into() }, Some(1), &now);
+        set_kstatus(&mut b, &Phase::Progressing { reason: reasons::CREATING, message: "x".into() }, Some(1), &now);
         assert!(status_changed(Some(&a), &b));
     }
 }
