@@ -4,9 +4,12 @@
 //!   `WorkspaceNotReady`), carries an owner reference to it, and uses the workspace's SubscriptionBinding and
 //!   credential ([`crate::controller::resolve_client`]).
 //! - Writes are started, not awaited: the next reconcile (after `lro_poll_min`) reads the provisioning states, so
-//!   a restarted operator simply looks again and never re-sends a write because it lost track of one.
-//! - Steady state: one GET of the endpoint and of each deployment, one listKeys when keys are exported, no writes;
-//!   status is patched only when something other than a timestamp changed.
+//!   a restarted operator simply looks again and never re-sends a write because it lost track of one. The one
+//!   exception is a key regeneration, awaited so that the Secret can follow at once.
+//! - Steady state: one GET of the endpoint and of each deployment, one listKeys when keys are exported, one role
+//!   assignment listing when access is declared, no writes; status is patched only when something other than a
+//!   timestamp changed.
+//! - `azml.dev/paused: "true"` observes and reports only.
 //! - Keys ([`keys`]) go to a Secret owned by the endpoint; `azml.dev/regenerate-keys` regenerates one key.
 //! - Deletion runs behind the `azml.dev/cleanup` finalizer: deletionPolicy Delete deletes the endpoint (and with
 //!   it its deployments) in Azure; the owned keys Secret is deleted explicitly in both cases (what the garbage
