@@ -5,6 +5,7 @@ pub mod api;
 pub mod azure;
 pub mod cli;
 pub mod controller;
+pub mod endpoints;
 pub mod leader;
 pub mod metrics;
 pub mod policy;

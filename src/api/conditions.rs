@@ -17,6 +17,10 @@ pub const STORAGE_KEYS_IN_SYNC: &str = "StorageKeysInSync";
 pub const ACCESS_GRANTED: &str = "AccessGranted";
 /// A move to another subscription or resource group is pending or running.
 pub const MOVED: &str = "Moved";
+/// Online endpoints: every declared deployment is provisioned and the traffic is as declared.
+pub const DEPLOYMENTS_READY: &str = "DeploymentsReady";
+/// Online endpoints: the keys Secret holds the endpoint's current keys.
+pub const KEYS_PUBLISHED: &str = "KeysPublished";
 
 /// Reasons (CamelCase, as Kubernetes expects).
 pub mod reasons {
@@ -74,6 +78,22 @@ pub mod reasons {
     pub const MOVE_FAILED: &str = "MoveFailed";
     /// The operator knows beforehand that the move cannot succeed (see `controller::moves::known_blockers`).
     pub const MOVE_BLOCKED: &str = "MoveBlocked";
+    /// Online endpoints: the referenced MlWorkspace is missing or not Ready; nothing is sent to Azure.
+    pub const WORKSPACE_NOT_READY: &str = "WorkspaceNotReady";
+    /// Online endpoints: Azure failed to provision the endpoint or a deployment with the declared body.
+    pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
+    /// Online endpoints: deployments or traffic are being provisioned.
+    pub const DEPLOYMENTS_PENDING: &str = "DeploymentsPending";
+    /// Online endpoints: deployments and traffic match the spec.
+    pub const DEPLOYMENTS_READY: &str = "DeploymentsReady";
+    /// Online endpoints: the keys Secret is current.
+    pub const KEYS_PUBLISHED: &str = "KeysPublished";
+    /// Online endpoints: no keys Secret is declared (or the auth mode has no keys).
+    pub const KEYS_NOT_EXPORTED: &str = "KeysNotExported";
+    /// Online endpoints: the keys Secret exists and was not created by the operator for this endpoint.
+    pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    /// Online endpoints: the azml.dev/regenerate-keys value is not `primary:<token>` or `secondary:<token>`.
+    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -104,4 +124,14 @@ pub mod events {
     pub const MOVE_STARTED: &str = "MoveStarted";
     /// The move finished.
     pub const MOVED: &str = "Moved";
+    /// Online endpoints: a deployment was created or updated in Azure.
+    pub const DEPLOYMENT_UPDATED: &str = "DeploymentUpdated";
+    /// Online endpoints: a deployment no longer declared was deleted in Azure.
+    pub const DEPLOYMENT_DELETED: &str = "DeploymentDeleted";
+    /// Online endpoints: the traffic split was changed in Azure.
+    pub const TRAFFIC_UPDATED: &str = "TrafficUpdated";
+    /// Online endpoints: a key was regenerated (the value is never in the event).
+    pub const KEYS_REGENERATED: &str = "KeysRegenerated";
+    /// Online endpoints: the keys Secret was created or updated (the values are never in the event).
+    pub const KEYS_PUBLISHED: &str = "KeysPublished";
 }

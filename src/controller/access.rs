@@ -774,7 +774,8 @@ pub async fn reconcile_access(
     })
 }
 
-fn principal_type(t: PrincipalType) -> authorization::PrincipalType {
+/// The ARM principal type of a declared one.
+pub fn principal_type(t: PrincipalType) -> authorization::PrincipalType {
     match t {
         PrincipalType::User => authorization::PrincipalType::User,
         PrincipalType::Group => authorization::PrincipalType::Group,

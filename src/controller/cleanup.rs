@@ -4,6 +4,7 @@
 //! - `deletionPolicy: Delete`: the workspace is deleted (a long-running operation, polled like any other) when it
 //!   carries this resource's owner tag, then the role assignments the operator created (`status.access` entries in
 //!   state Granted); a workspace Azure already lost counts as deleted. Then the finalizer is removed.
+//!   Before any of it, the workspace's MlOnlineEndpoints are deleted and waited for.
 
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
@@ -45,6 +46,22 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     if ws.spec.deletion_policy == DeletionPolicy::Retain {
         info!("deletionPolicy Retain: leaving Azure as it is");
         return Ok(CleanupOutcome::Done);
+    }
+    // The workspace's online endpoints go first: each one's own cleanup (its deletionPolicy, its keys Secret) needs
+    // the workspace's binding and credential, so their custom resources are deleted and waited for.
+    let remaining = crate::endpoints::delete_endpoints_of(&ctx.client, ws).await?;
+    if remaining > 0 {
+        let message = format!("waiting for {remaining} MlOnlineEndpoint(s) of the workspace to be deleted");
+        return Ok(CleanupOutcome::Waiting {
+            report: Box::new(Report {
+                phase: Phase::Progressing { reason: reasons::DELETING, message },
+                workspace: WorkspaceFacts::Unknown,
+                workspace_ref: None,
+                pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
+                access: None,
+            }),
+            requeue: ctx.config.lro_poll_min,
+        });
     }
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,

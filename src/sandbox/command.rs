@@ -255,6 +255,7 @@ impl Sandbox {
         println!("  export KUBECONFIG={kubeconfig}");
         println!("  kubectl apply -f examples/mlworkspace.yaml");
         println!("  kubectl get mlws -w");
+        println!("  kubectl apply -f examples/mlonlineendpoint.yaml && kubectl get mlep -w");
         println!("  azml-operator sandbox azure regenerate-key --account {}", world::STORAGE_ACCOUNT);
         println!();
         println!("sandbox ready");

@@ -1314,7 +1314,10 @@ impl Inner {
                 ),
             )
         })?;
-        let _ = parent_type;
+        // A deployment cannot be written while its endpoint is being created, updated or deleted.
+        if parent_type == ENDPOINTS && is_busy(parent.provisioning_state()) {
+            return Err(busy(&parent_id));
+        }
         if !name_ok(&name, 1, 255, &['-', '_']) {
             return Err(ArmError::bad_request(
                 "BadArgument",

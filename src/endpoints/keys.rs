@@ -1,0 +1,291 @@
+//! Endpoint keys: export to a Secret, and regeneration on request.
+//!
+//! - The Secret `spec.keysSecret.name` (same namespace) holds `primaryKey`, `secondaryKey` and `scoringUri`. The
+//!   operator creates it with an owner reference to the endpoint and updates only a Secret that carries that
+//!   reference; any other Secret of that name is left untouched and the endpoint stalls (`SecretNotOwned`).
+//! - `azml.dev/regenerate-keys: primary[:token]` or `secondary[:token]`: a value not yet honoured regenerates that
+//!   key once (waiting for the operation), then the Secret is updated; the value is recorded in
+//!   `status.keys.lastRegenerateRequest`, so the same value never regenerates again. Zero-downtime roll: callers
+//!   use the primary key; regenerate the secondary, switch callers to it, then regenerate the primary.
+//! - Key values never reach logs, events, errors or status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument};
+
+use super::Context;
+use crate::api::conditions::{self, events, reasons};
+use crate::api::v1alpha1::{
+    ANNOTATION_REGENERATE_KEYS, EndpointAuthMode, EndpointKeysStatus, MlOnlineEndpoint, MlOnlineEndpointStatus,
+    SECRET_PRIMARY_KEY, SECRET_SCORING_URI, SECRET_SECONDARY_KEY,
+};
+use crate::azure::OnlineEndpointRef;
+use crate::azure::online_endpoints::{EndpointKeyType, RegenerateEndpointKeys};
+use crate::azure::{ArmClient, Secret};
+use crate::controller::error::Error;
+use crate::controller::status::{Phase, set_condition};
+
+/// Label the operator puts on the Secrets it creates.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Reads an `azml.dev/regenerate-keys` value: `primary` or `secondary`, optionally followed by `:` and any token
+/// (case-insensitive).
+pub fn parse_request(value: &str) -> Result<EndpointKeyType, String> {
+    let key = value.split_once(':').map_or(value, |(k, _)| k).trim();
+    if key.eq_ignore_ascii_case("primary") {
+        Ok(EndpointKeyType::Primary)
+    } else if key.eq_ignore_ascii_case("secondary") {
+        Ok(EndpointKeyType::Secondary)
+    } else {
+        Err(format!(
+            "annotation {ANNOTATION_REGENERATE_KEYS} must be primary[:<token>] or secondary[:<token>], not {value:?}"
+        ))
+    }
+}
+
+/// The annotation value to honour now, if any: set, and not the one last honoured.
+pub fn pending_request<'a>(annotation: Option<&'a str>, previous: Option<&EndpointKeysStatus>) -> Option<&'a str> {
+    let value = annotation?;
+    let done = previous.and_then(|k| k.last_regenerate_request.as_deref());
+    (done != Some(value)).then_some(value)
+}
+
+/// What the Secret must contain.
+pub fn secret_data(primary: &Secret, secondary: &Secret, scoring_uri: Option<&str>) -> BTreeMap<String, ByteString> {
+    let mut data = BTreeMap::new();
+    data.insert(SECRET_PRIMARY_KEY.to_owned(), ByteString(primary.expose().as_bytes().to_vec()));
+    data.insert(SECRET_SECONDARY_KEY.to_owned(), ByteString(secondary.expose().as_bytes().to_vec()));
+    data.insert(SECRET_SCORING_URI.to_owned(), ByteString(scoring_uri.unwrap_or_default().as_bytes().to_vec()));
+    data
+}
+
+/// Whether `secret` carries an owner reference to the endpoint with `uid`.
+pub fn owned_by(secret: &KubeSecret, uid: &str) -> bool {
+    secret.owner_references().iter().any(|r| r.uid == uid)
+}
+
+/// Whether the Secret's data already holds `want` (other keys of the Secret are left alone).
+pub fn up_to_date(secret: &KubeSecret, want: &BTreeMap<String, ByteString>) -> bool {
+    let have = secret.data.as_ref();
+    want.iter().all(|(k, v)| have.and_then(|d| d.get(k)) == Some(v))
+}
+
+/// What the key step decided.
+#[derive(Debug, Default)]
+pub struct KeysResult {
+    /// The new `status.keys`.
+    pub keys: Option<EndpointKeysStatus>,
+    /// The KeysPublished condition (ok, reason, message); `None` removes it (nothing exported).
+    pub condition: Option<(bool, &'static str, String)>,
+    /// Replaces Ready when the key step cannot complete.
+    pub outcome: Option<Phase>,
+}
+
+impl KeysResult {
+    /// Writes the result into `status`.
+    pub fn apply(&self, status: &mut MlOnlineEndpointStatus, generation: Option<i64>, now: &Time) {
+        status.keys = self.keys.clone();
+        match &self.condition {
+            Some((ok, reason, message)) => {
+                set_condition(&mut status.conditions, conditions::KEYS_PUBLISHED, *ok, reason, message, generation, now)
+            }
+            None => status.conditions.retain(|c| c.type_ != conditions::KEYS_PUBLISHED),
+        }
+    }
+}
+
+/// The key step of a converged endpoint.
+#[instrument(skip_all)]
+pub async fn reconcile_keys(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    arm: &ArmClient,
+    ep_ref: &OnlineEndpointRef,
+    scoring_uri: Option<&str>,
+    previous: Option<&MlOnlineEndpointStatus>,
+) -> Result<KeysResult, Error> {
+    let mut keys = previous.and_then(|s| s.keys.clone()).unwrap_or_default();
+    let mut result = KeysResult::default();
+    if ep.spec.auth_mode != EndpointAuthMode::Key {
+        result.keys =
+            keys.last_regenerate_request.is_some().then_some(EndpointKeysStatus { secret_name: None, ..keys });
+        return Ok(result);
+    }
+    let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);
+    if let Some(value) = pending_request(annotation, previous.and_then(|s| s.keys.as_ref())) {
+        match parse_request(value) {
+            Err(message) => {
+                result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
+                result.outcome = Some(Phase::Stalled { reason: reasons::INVALID_ANNOTATION, message });
+                result.keys = Some(keys);
+                return Ok(result);
+            }
+            Ok(key_type) => {
+                let body = RegenerateEndpointKeys { key_type, key_value: None };
+                arm.regenerate_online_endpoint_keys(ep_ref, &body, &ctx.lro_options())
+                    .await
+                    .map_err(Error::arm("regenerate endpoint key"))?;
+                let which = format!("{key_type:?}");
+                info!(key = %which, "regenerated endpoint key");
+                ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {which} key"))
+                    .await;
+                keys.last_regenerate_request = Some(value.to_owned());
+                keys.last_regenerated_key = Some(which);
+                keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
+            }
+        }
+    }
+    let Some(target) = &ep.spec.keys_secret else {
+        keys.secret_name = None;
+        result.keys = (keys != EndpointKeysStatus::default()).then_some(keys);
+        return Ok(result);
+    };
+    let listed = arm.list_online_endpoint_keys(ep_ref).await.map_err(Error::arm("list endpoint keys"))?;
+    let (Some(primary), Some(secondary)) = (listed.primary_key, listed.secondary_key) else {
+        let message = "Azure returned no keys for the endpoint".to_owned();
+        result.condition = Some((false, reasons::TRANSIENT_ERROR, message.clone()));
+        result.outcome = Some(Phase::Progressing { reason: reasons::TRANSIENT_ERROR, message });
+        result.keys = Some(keys);
+        return Ok(result);
+    };
+    let want = secret_data(&primary, &secondary, scoring_uri);
+    let namespace = ep.namespace().unwrap_or_default();
+    let written = match write_secret(ctx, ep, &target.name, want).await {
+        Ok(SecretWrite::Foreign) => {
+            let message = format!(
+                "spec.keysSecret.name: Secret {} exists and was not created by azml-operator for this endpoint; it is left untouched (choose another name or delete it)",
+                target.name
+            );
+            result.condition = Some((false, reasons::SECRET_NOT_OWNED, message.clone()));
+            result.outcome = Some(Phase::Stalled { reason: reasons::SECRET_NOT_OWNED, message });
+            keys.secret_name = None;
+            result.keys = Some(keys);
+            return Ok(result);
+        }
+        Ok(SecretWrite::Unchanged) => false,
+        Ok(SecretWrite::Written) => true,
+        Err(kube::Error::Api(e)) if e.code == 403 => {
+            let message = format!(
+                "the operator may not manage Secrets in namespace {namespace}: grant its service account get, create, patch and delete on secrets there to export keys (see the README); spec.keysSecret.name {}",
+                target.name
+            );
+            result.condition = Some((false, reasons::NOT_PERMITTED, message.clone()));
+            result.outcome = Some(Phase::Stalled { reason: reasons::NOT_PERMITTED, message });
+            result.keys = Some(keys);
+            return Ok(result);
+        }
+        Err(e) => return Err(Error::kube("write keys Secret")(e)),
+    };
+    if written {
+        info!(secret = %target.name, "wrote endpoint keys to the Secret");
+        let note = format!("Wrote the endpoint's keys to Secret {}", target.name);
+        ctx.publish(ep, EventType::Normal, events::KEYS_PUBLISHED, note).await;
+    }
+    keys.secret_name = Some(target.name.clone());
+    result.condition =
+        Some((true, reasons::KEYS_PUBLISHED, format!("Secret {} holds the endpoint's current keys", target.name)));
+    result.keys = Some(keys);
+    Ok(result)
+}
+
+/// What writing the keys Secret did.
+enum SecretWrite {
+    /// Created or updated.
+    Written,
+    /// Already current.
+    Unchanged,
+    /// A Secret of that name exists without our owner reference: left untouched.
+    Foreign,
+}
+
+/// Creates the Secret (owned by `ep`) or updates the one `ep` owns; never touches another.
+async fn write_secret(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    name: &str,
+    want: BTreeMap<String, ByteString>,
+) -> Result<SecretWrite, kube::Error> {
+    let namespace = ep.namespace().unwrap_or_default();
+    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.get_opt(name).await? {
+        None => {
+            let mut secret = KubeSecret { data: Some(want), type_: Some("Opaque".into()), ..Default::default() };
+            secret.metadata.name = Some(name.to_owned());
+            secret.metadata.namespace = Some(namespace);
+            secret.metadata.owner_references = ep.controller_owner_ref(&()).map(|r| vec![r]);
+            secret.metadata.labels = Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), "azml-operator".to_owned())]));
+            api.create(&PostParams::default(), &secret).await?;
+            Ok(SecretWrite::Written)
+        }
+        Some(existing) if !owned_by(&existing, &ep.uid().unwrap_or_default()) => Ok(SecretWrite::Foreign),
+        Some(existing) if up_to_date(&existing, &want) => Ok(SecretWrite::Unchanged),
+        Some(existing) => {
+            // resourceVersion: a concurrent change (e.g. someone removing our owner reference) fails with 409 and
+            // is looked at again, instead of being overwritten.
+            let patch = json!({ "metadata": { "resourceVersion": existing.resource_version() }, "data": want });
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            Ok(SecretWrite::Written)
+        }
+    }
+}
+
+/// Deletes the keys Secret when this endpoint owns it (what the garbage collector does on a real cluster once the
+/// endpoint is gone; doing it here keeps the emulator, which has no garbage collector, faithful).
+pub async fn delete_owned_secret(ctx: &Context, ep: &MlOnlineEndpoint) -> Result<(), Error> {
+    let Some(target) = &ep.spec.keys_secret else { return Ok(()) };
+    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &ep.namespace().unwrap_or_default());
+    let uid = ep.uid().unwrap_or_default();
+    let Some(secret) = api.get_opt(&target.name).await.map_err(Error::kube("read keys Secret"))? else {
+        return Ok(());
+    };
+    if owned_by(&secret, &uid) {
+        api.delete(&target.name, &DeleteParams::default()).await.map_err(Error::kube("delete keys Secret"))?;
+        info!(secret = %target.name, "deleted the keys Secret");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    #[test]
+    fn requests_parse_with_or_without_a_token() {
+        assert_eq!(parse_request("primary"), Ok(EndpointKeyType::Primary));
+        assert_eq!(parse_request("Secondary:2026-11-25T10:00Z"), Ok(EndpointKeyType::Secondary));
+        assert!(parse_request("both").is_err());
+        assert!(parse_request(":primary").is_err());
+    }
+
+    #[test]
+    fn a_value_already_honoured_is_not_honoured_again() {
+        let done = EndpointKeysStatus { last_regenerate_request: Some("primary:1".into()), ..Default::default() };
+        assert_eq!(pending_request(Some("primary:1"), Some(&done)), None);
+        assert_eq!(pending_request(Some("primary:2"), Some(&done)), Some("primary:2"));
+        assert_eq!(pending_request(Some("primary:1"), None), Some("primary:1"));
+        assert_eq!(pending_request(None, Some(&done)), None);
+    }
+
+    #[test]
+    fn only_a_secret_with_our_owner_reference_is_ours_and_data_is_compared_per_key() {
+        let want = secret_data(&Secret::new("p"), &Secret::new("s"), Some("https://x/score"));
+        let mut secret = KubeSecret { data: Some(want.clone()), ..Default::default() };
+        assert!(!owned_by(&secret, "uid-1"));
+        secret.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-1".into(), ..Default::default() }]);
+        assert!(owned_by(&secret, "uid-1"));
+        assert!(up_to_date(&secret, &want));
+        let rotated = secret_data(&Secret::new("p2"), &Secret::new("s"), Some("https://x/score"));
+        assert!(!up_to_date(&secret, &rotated));
+        // Extra keys someone added do not count as a difference.
+        secret.data.as_mut().map(|d| d.insert("extra".into(), ByteString(b"x".to_vec())));
+        assert!(up_to_date(&secret, &want));
+    }
+}
