@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
-use azml_operator::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec, MovePhase, SubscriptionBinding};
+use azml_operator::api::v1alpha1::{MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MovePhase, SubscriptionBinding};
 use azml_operator::azure::credentials::{CredentialConfig, build_credential};
 use azml_operator::azure::{ArmClient, ArmClientOptions, RetryPolicy, Secret, WorkspaceRef};
 use azml_operator::controller::access::marker;
@@ -406,6 +406,32 @@ async fn failed_validation_moves_nothing_and_reverting_clears_it() {
     assert!(move_phase(&ws).is_none());
     assert!(is(&ws, conditions::STALLED, "False"));
     assert_eq!(env.count("Resources_MoveResources"), 0);
+}
+
+#[tokio::test]
+async fn its_own_online_endpoints_block_a_move_before_azure_is_asked() {
+    let env = Env::start(true).await;
+    env.create("ws-ep", json!({})).await;
+    env.wait_ready("ws-ep").await;
+    let endpoint: MlOnlineEndpoint = serde_json::from_value(json!({
+        "apiVersion": "azml.dev/v1alpha1", "kind": "MlOnlineEndpoint",
+        "metadata": {"name": "scoring", "namespace": NS},
+        "spec": {"workspaceRef": {"name": "ws-ep"}},
+    }))
+    .unwrap();
+    Api::<MlOnlineEndpoint>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &endpoint)
+        .await
+        .unwrap();
+    env.sim.handle.clear_calls();
+
+    env.patch_spec("ws-ep", json!({"resourceGroup": "rg-target"})).await.unwrap();
+    let ws = env.wait_stalled("ws-ep", reasons::MOVE_BLOCKED).await;
+    let stalled = condition(&ws, conditions::STALLED).unwrap();
+    assert!(stalled.message.contains("online endpoints (scoring)"), "{}", stalled.message);
+    assert_eq!(env.count("Resources_ValidateMoveResources"), 0, "known beforehand: Azure is not asked");
+    assert_eq!(env.count("Resources_MoveResources"), 0);
+    assert_eq!(location(&ws).1, env.world.resource_group, "old place still reported");
 }
 
 #[tokio::test]

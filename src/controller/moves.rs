@@ -41,8 +41,8 @@ use super::status::{Phase, Report, WorkspaceFacts, set_condition};
 use super::{Context, apply::poll_delay};
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
-    AccessState, AccessStatus, MlWorkspace, MlWorkspaceSpec, MlWorkspaceStatus, MovePhase, MovePolicy, MoveStatus,
-    OWNER_TAG, PendingOperation, SubscriptionBinding, WorkspaceLocation,
+    AccessState, AccessStatus, MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MlWorkspaceStatus, MovePhase,
+    MovePolicy, MoveStatus, OWNER_TAG, PendingOperation, SubscriptionBinding, WorkspaceLocation,
 };
 use crate::azure::ids::ResourceGroupName;
 use crate::azure::resource_groups::ResourceGroupCreate;
@@ -165,10 +165,29 @@ pub fn involved(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> b
 
 /// Conditions the operator knows, before asking Azure, that block a move of `ws`; each entry says which and why.
 ///
-/// Today none is known from Kubernetes: Azure's validation reports computes, online endpoints, customer-managed keys
-/// and the like. (An `MlOnlineEndpoint` on this workspace will be the first check added here.)
-pub fn known_blockers(_ws: &MlWorkspace) -> Vec<String> {
-    Vec::new()
+/// Known from Kubernetes: the operator's own MlOnlineEndpoints on the workspace (Azure refuses to move a workspace
+/// with online endpoints). Azure's validation reports the rest (computes, customer-managed keys, ...). One list
+/// call, made only when a move is about to be validated.
+pub async fn known_blockers(ctx: &Context, ws: &MlWorkspace) -> Result<Vec<String>, Error> {
+    let api: Api<MlOnlineEndpoint> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
+    let endpoints =
+        api.list(&Default::default()).await.map_err(Error::kube("list the workspace's MlOnlineEndpoints"))?;
+    Ok(endpoint_blockers(&ws.name_any(), &endpoints.items))
+}
+
+/// The MlOnlineEndpoints among `endpoints` that reference workspace `name`, as blockers of its move. Pure.
+pub fn endpoint_blockers(name: &str, endpoints: &[MlOnlineEndpoint]) -> Vec<String> {
+    let mut names: Vec<String> =
+        endpoints.iter().filter(|e| e.spec.workspace_ref.name == name).map(ResourceExt::name_any).collect();
+    names.sort();
+    if names.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "it has online endpoints ({}): Azure moves a workspace only without online endpoints or deployments; delete \
+         the MlOnlineEndpoints first",
+        names.join(", ")
+    )]
 }
 
 fn parse_location(l: &WorkspaceLocation) -> Result<ResourceGroupRef, crate::azure::ids::IdError> {
@@ -495,7 +514,10 @@ impl Step<'_> {
             Ok(Err(refusal)) => return self.refused(refusal, self.previous_pending()).await,
             Err(e) => return self.fail(e, self.previous_pending()).await,
         };
-        let blockers = known_blockers(ws);
+        let blockers = match known_blockers(ctx, ws).await {
+            Ok(b) => b,
+            Err(e) => return self.fail(e, self.previous_pending()).await,
+        };
         if !blockers.is_empty() {
             let message = format!("the workspace cannot be moved: {}", blockers.join("; "));
             return self.stall(reasons::MOVE_BLOCKED, message, None, self.previous_pending()).await;

@@ -300,3 +300,20 @@ fn a_move_across_tenants_is_blocked() {
     let message = tenant_blocker(&binding(SUB, t1), &binding(SUB2, t2)).expect("blocked");
     assert!(message.contains(t1) && message.contains(t2) && message.contains("one tenant"), "{message}");
 }
+
+#[test]
+fn the_operators_online_endpoints_on_the_workspace_block_its_move() {
+    let endpoint = |name: &str, workspace: &str| -> MlOnlineEndpoint {
+        serde_json::from_value(json!({
+            "apiVersion": "azml.dev/v1alpha1", "kind": "MlOnlineEndpoint",
+            "metadata": {"name": name, "namespace": "team-a"},
+            "spec": {"workspaceRef": {"name": workspace}},
+        }))
+        .unwrap()
+    };
+    assert!(endpoint_blockers("ws", &[]).is_empty());
+    assert!(endpoint_blockers("ws", &[endpoint("other-ep", "other-ws")]).is_empty());
+    let blockers = endpoint_blockers("ws", &[endpoint("b-ep", "ws"), endpoint("x", "other"), endpoint("a-ep", "ws")]);
+    assert_eq!(blockers.len(), 1);
+    assert!(blockers[0].contains("(a-ep, b-ep)"), "{}", blockers[0]);
+}
