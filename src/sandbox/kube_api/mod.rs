@@ -4,6 +4,7 @@
 pub mod error;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod select;
 pub mod server;
