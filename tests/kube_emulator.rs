@@ -867,12 +867,13 @@ async fn helm_install_upgrade_and_uninstall_the_chart() {
     let k = Kubectl::new(&server);
     let chart = "deploy/helm/azml-operator";
 
-    let (ok, out, err) = k.helm(&helm, &["install", "azml", chart, "-n", "azml-system", "--create-namespace"]).await;
+    let (ok, out, err) =
+        k.helm(&helm, &["install", "azml-operator", chart, "-n", "azml-system", "--create-namespace"]).await;
     assert!(ok && out.contains("STATUS: deployed"), "{out}\n{err}");
 
     let ns = "azml-system";
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let release = secrets.get("sh.helm.release.v1.azml.v1").await.unwrap_or_else(|e| panic!("{e}"));
+    let release = secrets.get("sh.helm.release.v1.azml-operator.v1").await.unwrap_or_else(|e| panic!("{e}"));
     let labels = release.metadata.labels.clone().unwrap_or_default();
     assert_eq!(labels.get("owner").map(String::as_str), Some("helm"), "{labels:?}");
     assert_eq!(labels.get("status").map(String::as_str), Some("deployed"), "{labels:?}");
@@ -898,23 +899,34 @@ async fn helm_install_upgrade_and_uninstall_the_chart() {
             exists(cluster_role_bindings.get_opt(n).await.map(|o| o.map(drop))),
         ]
     };
-    assert_eq!(present().await, [true; 6], "deployment, sa, role, rolebinding, clusterrole, clusterrolebinding");
+    // The chart names everything after the release, except the ServiceAccount (values: serviceAccount.name).
+    let stored = || {
+        let objects = server.store().all_objects();
+        objects.iter().map(|o| format!("{} {}", o["kind"], o["metadata"]["name"])).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        present().await,
+        [true; 6],
+        "deployment, sa, role, rolebinding, clusterrole, clusterrolebinding: {:?}",
+        stored()
+    );
     assert!(exists(crds.get_opt("mlworkspaces.azml.dev").await.map(|o| o.map(drop))), "chart CRDs installed");
 
-    let (ok, out, err) = k.helm(&helm, &["upgrade", "azml", chart, "-n", "azml-system", "--set", "replicas=3"]).await;
+    let (ok, out, err) =
+        k.helm(&helm, &["upgrade", "azml-operator", chart, "-n", "azml-system", "--set", "replicas=3"]).await;
     assert!(ok && out.contains("REVISION: 2"), "{out}\n{err}");
     let deployment = deployments.get(n).await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(3));
-    let v1 = secrets.get("sh.helm.release.v1.azml.v1").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(deployment.spec.replicas, Some(3));
+    let v1 = secrets.get("sh.helm.release.v1.azml-operator.v1").await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(v1.metadata.labels.unwrap_or_default().get("status").map(String::as_str), Some("superseded"));
     let (ok, out, err) = k.helm(&helm, &["list", "-n", "azml-system", "-o", "json"]).await;
     assert!(ok, "{err}");
     let list: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
-    assert_eq!((list[0]["name"].as_str(), list[0]["revision"].as_str()), (Some("azml"), Some("2")), "{list}");
+    assert_eq!((list[0]["name"].as_str(), list[0]["revision"].as_str()), (Some("azml-operator"), Some("2")), "{list}");
 
-    let (ok, out, err) = k.helm(&helm, &["uninstall", "azml", "-n", "azml-system"]).await;
-    assert!(ok && out.contains("release \"azml\" uninstalled"), "{out}\n{err}");
-    assert_eq!(present().await, [false; 6], "chart objects left after uninstall");
+    let (ok, out, err) = k.helm(&helm, &["uninstall", "azml-operator", "-n", "azml-system"]).await;
+    assert!(ok && out.contains("release \"azml-operator\" uninstalled"), "{out}\n{err}");
+    assert_eq!(present().await, [false; 6], "chart objects left after uninstall: {:?}", stored());
     let left = secrets.list(&ListParams::default().labels("owner=helm")).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(
         left.items.is_empty(),
