@@ -150,6 +150,16 @@ impl ApiError {
         )
     }
 
+    /// 415 UnsupportedMediaType for a request body, worded as the API server does (e.g. protobuf for a custom
+    /// resource); `accepted` lists the media types it would read.
+    pub fn unsupported_body(accepted: &str) -> Self {
+        Self::plain(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
+        )
+    }
+
     /// 422 Invalid without object details (e.g. a failed JSON patch `test`).
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::plain(422, "Invalid", message)

@@ -1,9 +1,11 @@
 //! Kubernetes API server emulator: a small, faithful API server (discovery, OpenAPI, CRUD, patches, server-side
-//! apply, watches, CRD schema and CEL admission) that kube-rs and the real kubectl both accept.
+//! apply, watches, CRD schema and CEL admission) that kube-rs and the real kubectl both accept. Request bodies are
+//! JSON or YAML, or protobuf for the built-in kinds that typed clients (`kubectl create ...`, Helm) write.
 
 pub mod error;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod registry;
 pub mod select;
 pub mod server;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ApiResult};
 use super::openapi;
+use super::protobuf;
 use super::registry::{Registry, ResourceType};
 use super::select::{self, FieldSelector, LabelSelector};
 use super::store::{EventType, ListQuery, Store, Target, WatchStart, WriteOptions, present};
@@ -358,6 +359,10 @@ fn wants_table(headers: &HeaderMap) -> bool {
 
 fn decode_body(headers: &HeaderMap, body: &[u8], rt: &ResourceType, version: &str) -> ApiResult<Value> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    if protobuf::is_protobuf(ct) {
+        // Typed client-go clients (kubectl create, Helm's release storage) send built-in kinds as protobuf.
+        return protobuf::decode_object(body, rt, version).map_err(|e| e.to_api_error(rt, version));
+    }
     let parsed: Result<Value, String> = if ct.contains("yaml") {
         serde_yaml::from_slice(body).map_err(|e| e.to_string())
     } else {
@@ -455,8 +460,12 @@ async fn resource(
             Ok(json_response(code, &out.object, &out.warnings))
         }
         (Method::DELETE, Some(_)) => {
+            let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let opts: Value = if body.is_empty() {
                 json!({})
+            } else if protobuf::is_protobuf(ct) {
+                protobuf::decode_delete_options(&body)
+                    .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
             } else {
                 serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
