@@ -6,6 +6,8 @@ pub mod azure;
 pub mod cli;
 pub mod controller;
 pub mod endpoints;
+#[cfg(test)]
+mod gitops_tests;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
