@@ -83,16 +83,7 @@ impl Env {
     }
 
     fn spec(&self, access: Value) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-            "deletionPolicy": "Delete",
-            "access": access,
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({"deletionPolicy": "Delete", "access": access}))
     }
 
     async fn create(&self, name: &str, access: Value) {

@@ -90,14 +90,7 @@ impl Env {
     }
 
     fn spec(&self, rg: &str) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": rg,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({"resourceGroup": rg}))
     }
 
     async fn create(&self, ns: &str, name: &str, spec: MlWorkspaceSpec, annotations: &[(&str, &str)]) -> MlWorkspace {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
-use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec};
+use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint, MlWorkspace};
 use azml_operator::sandbox::arm::model::{ResourceExt, id_key};
 use azml_operator::sandbox::arm::{CallKind, FaultAction, FaultRule, RunningSim, World};
 use azml_operator::sandbox::kube_api::RunningServer;
@@ -73,15 +73,7 @@ impl Env {
     }
 
     async fn create_workspace(&self, name: &str, deletion_policy: &str) {
-        let spec: MlWorkspaceSpec = serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-            "deletionPolicy": deletion_policy,
-        }))
-        .unwrap();
+        let spec = common::workspace_spec(&self.world, json!({"deletionPolicy": deletion_policy}));
         self.workspaces().create(&PostParams::default(), &MlWorkspace::new(name, spec)).await.unwrap();
     }
 

@@ -85,16 +85,8 @@ impl Env {
     }
 
     async fn create_with_access(&self, name: &str, access: serde_json::Value) {
-        let spec = serde_json::from_value(json!({
-            "friendlyName": format!("workspace {name}"),
-            "access": access,
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap();
+        let spec =
+            common::workspace_spec(&self.world, json!({"friendlyName": format!("workspace {name}"), "access": access}));
         let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), NS);
         api.create(&PostParams::default(), &MlWorkspace::new(name, spec))
             .await

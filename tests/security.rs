@@ -190,14 +190,7 @@ impl Env {
 
     /// A spec in the default world's subscription and resource group, with its storage account and key vault.
     fn spec(&self) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({}))
     }
 
     async fn create(&self, ns: &str, name: &str, spec: MlWorkspaceSpec) -> MlWorkspace {

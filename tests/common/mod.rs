@@ -12,7 +12,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
+use azml_operator::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec, SubscriptionBinding};
 use azml_operator::azure::{AzureCloud, RetryPolicy};
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::{ArmSimulator, RunningSim, SimConfig, World};
@@ -93,9 +93,7 @@ pub async fn create_operator_binding(
         "namespaces": namespaces,
         "resourceGroups": ["rg-*"],
     });
-    if let (Some(spec), Some(limits)) = (spec.as_object_mut(), limits.as_object()) {
-        spec.extend(limits.clone());
-    }
+    extend_object(&mut spec, limits);
     let binding: SubscriptionBinding = serde_json::from_value(json!({
         "apiVersion": "azml.dev/v1alpha1",
         "kind": "SubscriptionBinding",
@@ -111,6 +109,27 @@ pub fn sim_cloud(sim: &RunningSim) -> AzureCloud {
     AzureCloud::custom(&sim.endpoint, &sim.endpoint)
         .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
         .unwrap_or_else(|e| panic!("cloud: {e}"))
+}
+
+/// A workspace spec in the default world's subscription, resource group and location, with the world's storage account
+/// and key vault by id; `extra` adds (or replaces) top-level spec fields.
+pub fn workspace_spec(world: &World, extra: Value) -> MlWorkspaceSpec {
+    let mut spec = json!({
+        "subscriptionId": world.subscription_id,
+        "resourceGroup": world.resource_group,
+        "location": world.location,
+        "storageAccount": {"id": world.storage_account_id},
+        "keyVault": {"id": world.key_vault_id},
+    });
+    extend_object(&mut spec, extra);
+    serde_json::from_value(spec).unwrap_or_else(|e| panic!("workspace spec: {e}"))
+}
+
+/// Adds (or replaces) the top-level fields of the object `extra` in the object `value`.
+fn extend_object(value: &mut Value, extra: Value) {
+    if let (Some(value), Value::Object(extra)) = (value.as_object_mut(), extra) {
+        value.extend(extra);
+    }
 }
 
 /// The ARM simulator and the Kubernetes API emulator, both on port 0, and a client of the emulator.
