@@ -10,18 +10,16 @@ use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{AccessScope, AccessState, AccessStatus, BuiltinRole, MlWorkspace, MlWorkspaceSpec};
-use azml_operator::azure::{ResourceId, RetryPolicy};
+use azml_operator::azure::ResourceId;
+use azml_operator::controller::ControllerConfig;
 use azml_operator::controller::access::{assignment_name, marker};
-use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::model::{RoleAssignment, id_key};
-use azml_operator::sandbox::arm::{ArmSimulator, FaultRule, Principal, RunningSim, SimConfig, World};
-use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use azml_operator::sandbox::arm::{FaultRule, Principal, RunningSim, World};
+use azml_operator::sandbox::kube_api::RunningServer;
+use common::{Emulators, RunningController, condition, is_current};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const NS: &str = "team-a";
@@ -29,6 +27,7 @@ const OPERATOR_NS: &str = "azml-system";
 // An upper bound for slow CI machines, kept below the resync and stalled-requeue periods these tests configure, so
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(25);
+const POLL: Duration = Duration::from_millis(50);
 
 struct Env {
     _kube: RunningServer,
@@ -36,26 +35,15 @@ struct Env {
     sim: RunningSim,
     world: World,
     config: ControllerConfig,
-    controller: Option<(CancellationToken, JoinHandle<()>)>,
+    controller: Option<RunningController>,
 }
 
 impl Env {
     /// Emulators, CRDs, namespaces, credential and binding; the controller runs with `resync` and `principal_wait`.
     async fn start(resync: Duration, principal_wait: Duration) -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-            .with_test_writer()
-            .try_init();
-        azml_operator::tls_provider::install();
+        common::init_test_tracing();
         let world = World::default_sandbox();
-        let sim = ArmSimulator::start(SimConfig {
-            lro_duration: Duration::from_millis(100),
-            ..SimConfig::new(world.state.clone())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(100)).await;
         common::install_crds(&client, azml_operator::api::all_crds()).await;
         common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
         common::seed_operator_binding(
@@ -70,40 +58,23 @@ impl Env {
         )
         .await;
 
-        let cloud = common::sim_cloud(&sim);
-        let mut config = ControllerConfig::new(cloud);
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&sim, OPERATOR_NS);
         config.resync_period = resync;
         config.stalled_requeue = resync;
         config.principal_wait = principal_wait;
-        config.lro_poll_min = Duration::from_millis(50);
-        config.lro_poll_max = Duration::from_millis(300);
-        config.error_backoff_base = Duration::from_millis(100);
         config.error_backoff_max = Duration::from_millis(400);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-        };
         let mut env = Env { _kube: kube, client, sim, world, config, controller: None };
         env.start_controller();
         env
     }
 
     fn start_controller(&mut self) {
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), token.clone()));
-        self.controller = Some((token, task));
+        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
     }
 
     async fn stop_controller(&mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap_or_else(|_| panic!("controller did not stop"))
-                .unwrap_or_else(|e| panic!("controller task: {e}"));
+        if let Some(controller) = self.controller.take() {
+            controller.stop(Duration::from_secs(10)).await;
         }
     }
 
@@ -112,16 +83,7 @@ impl Env {
     }
 
     fn spec(&self, access: Value) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-            "deletionPolicy": "Delete",
-            "access": access,
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({"deletionPolicy": "Delete", "access": access}))
     }
 
     async fn create(&self, name: &str, access: Value) {
@@ -135,24 +97,21 @@ impl Env {
     }
 
     async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&MlWorkspace) -> bool) -> MlWorkspace {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ws = self.api().get_opt(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
-            match ws {
-                Some(ws) if done(&ws) => return ws,
-                Some(ws) if tokio::time::Instant::now() > deadline => {
-                    panic!("{name}: timed out waiting for {what}; status: {:#?}", ws.status)
-                }
-                None if tokio::time::Instant::now() > deadline => panic!("{name}: gone while waiting for {what}"),
-                _ => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+        let check = async || match self.api().get_opt(name).await.unwrap_or_else(|e| panic!("get {name}: {e}")) {
+            Some(ws) if done(&ws) => Ok(ws),
+            other => Err(other.map(|ws| ws.status)),
+        };
+        common::wait_until(WAIT, POLL, check, |seen| match seen {
+            Some(status) => format!("{name}: timed out waiting for {what}; status: {status:#?}"),
+            None => format!("{name}: gone while waiting for {what}"),
+        })
+        .await
     }
 
     /// Waits until the current generation is Ready and AccessGranted.
     async fn wait_granted(&self, name: &str) -> MlWorkspace {
         self.wait_for(name, "AccessGranted", |ws| {
-            current(ws)
+            is_current(ws)
                 && condition(ws, conditions::READY).is_some_and(|c| c.status == "True")
                 && condition(ws, conditions::ACCESS_GRANTED).is_some_and(|c| c.status == "True")
         })
@@ -160,11 +119,8 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.api().get_opt(name).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "{name} was not deleted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = async || self.api().get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
+        common::wait_until(WAIT, POLL, check, |()| format!("{name} was not deleted")).await
     }
 
     fn scope(&self, kind: AccessScope, ws: &str) -> String {
@@ -244,14 +200,6 @@ impl Env {
 
 /// Scope, role and principal of an assignment.
 type Grant<'a> = (AccessScope, BuiltinRole, &'a str);
-
-fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
-    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
-}
-
-fn current(ws: &MlWorkspace) -> bool {
-    ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
-}
 
 fn access(ws: &MlWorkspace) -> Vec<AccessStatus> {
     ws.status.as_ref().map(|s| s.access.clone()).unwrap_or_default()

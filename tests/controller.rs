@@ -13,24 +13,21 @@ use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PAUSED, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, SubscriptionBinding,
 };
-use azml_operator::azure::RetryPolicy;
 use azml_operator::controller::{self, ControllerConfig};
-use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
-use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+use azml_operator::sandbox::arm::{CallKind, FaultAction, FaultRule, RunningSim, World};
+use azml_operator::sandbox::kube_api::RunningServer;
+use common::{Emulators, RunningController, condition, is_current};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "team-a";
 const OPERATOR_NS: &str = "azml-system";
 // An upper bound for slow CI machines, kept below the resync and stalled-requeue periods these tests configure, so
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(25);
+const POLL: Duration = Duration::from_millis(50);
 
 struct Env {
     kube: RunningServer,
@@ -38,14 +35,7 @@ struct Env {
     sim: RunningSim,
     world: World,
     config: ControllerConfig,
-    controller: Option<(CancellationToken, JoinHandle<()>)>,
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
+    controller: Option<RunningController>,
 }
 
 impl Env {
@@ -58,14 +48,9 @@ impl Env {
     }
 
     async fn start_configured(lro_duration: Duration, tweak: impl FnOnce(&mut ControllerConfig)) -> Env {
-        init_tracing();
-        azml_operator::tls_provider::install();
+        common::init_test_tracing();
         let world = World::default_sandbox();
-        let sim = ArmSimulator::start(SimConfig { lro_duration, ..SimConfig::new(world.state.clone()) })
-            .await
-            .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let Emulators { kube, client, sim } = Emulators::start(&world, lro_duration).await;
 
         common::install_crds(&client, azml_operator::api::all_crds()).await;
         common::create_namespaces(&client, &[NS, "team-b", OPERATOR_NS]).await;
@@ -81,21 +66,9 @@ impl Env {
         )
         .await;
 
-        let cloud = common::sim_cloud(&sim);
-        let mut config = ControllerConfig::new(cloud);
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&sim, OPERATOR_NS);
         config.resync_period = Duration::from_secs(1);
         config.stalled_requeue = Duration::from_secs(30);
-        config.lro_poll_min = Duration::from_millis(50);
-        config.lro_poll_max = Duration::from_millis(300);
-        config.error_backoff_base = Duration::from_millis(100);
-        config.error_backoff_max = Duration::from_millis(500);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-        };
         tweak(&mut config);
         let mut env = Env { kube, client, sim, world, config, controller: None };
         env.start_controller();
@@ -103,18 +76,12 @@ impl Env {
     }
 
     fn start_controller(&mut self) {
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), token.clone()));
-        self.controller = Some((token, task));
+        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
     }
 
     async fn stop_controller(&mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap_or_else(|_| panic!("controller did not stop"))
-                .unwrap_or_else(|e| panic!("controller task: {e}"));
+        if let Some(controller) = self.controller.take() {
+            controller.stop(Duration::from_secs(10)).await;
         }
     }
 
@@ -123,14 +90,7 @@ impl Env {
     }
 
     fn spec(&self, rg: &str) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": rg,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({"resourceGroup": rg}))
     }
 
     async fn create(&self, ns: &str, name: &str, spec: MlWorkspaceSpec, annotations: &[(&str, &str)]) -> MlWorkspace {
@@ -145,21 +105,15 @@ impl Env {
     /// Polls the object until `done` holds.
     async fn wait_for(&self, ns: &str, name: &str, what: &str, done: impl Fn(&MlWorkspace) -> bool) -> MlWorkspace {
         let api = self.api(ns);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ws = api.get_opt(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
-            if let Some(ws) = ws {
-                if done(&ws) {
-                    return ws;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    panic!("{name}: timed out waiting for {what}; status: {:#?}", ws.status);
-                }
-            } else if tokio::time::Instant::now() > deadline {
-                panic!("{name}: timed out waiting for {what}; object is gone");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = async || match api.get_opt(name).await.unwrap_or_else(|e| panic!("get {name}: {e}")) {
+            Some(ws) if done(&ws) => Ok(ws),
+            other => Err(other.map(|ws| ws.status)),
+        };
+        common::wait_until(WAIT, POLL, check, |seen| match seen {
+            Some(status) => format!("{name}: timed out waiting for {what}; status: {status:#?}"),
+            None => format!("{name}: timed out waiting for {what}; object is gone"),
+        })
+        .await
     }
 
     async fn wait_ready(&self, ns: &str, name: &str) -> MlWorkspace {
@@ -167,11 +121,8 @@ impl Env {
     }
 
     async fn wait_gone(&self, ns: &str, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.api(ns).get_opt(name).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "{name} was not deleted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = async || self.api(ns).get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
+        common::wait_until(WAIT, POLL, check, |()| format!("{name} was not deleted")).await
     }
 
     fn workspace_id(&self, rg: &str, name: &str) -> String {
@@ -194,16 +145,7 @@ impl Env {
     }
 
     async fn events(&self, ns: &str, reason: &str) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), ns);
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason))
-            .map(|e| e.note.unwrap_or_default())
-            .collect()
+        common::event_notes(&self.client, ns, reason).await
     }
 
     async fn annotate(&self, ns: &str, name: &str, key: &str, value: Option<&str>) {
@@ -212,13 +154,9 @@ impl Env {
     }
 }
 
-fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
-    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
-}
-
 fn is_ready(ws: &MlWorkspace) -> bool {
     condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == reasons::RECONCILED)
-        && ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+        && is_current(ws)
 }
 
 fn stalled_with(reason: &'static str) -> impl Fn(&MlWorkspace) -> bool {
@@ -563,8 +501,7 @@ async fn secrets_in_arm_error_messages_never_reach_status_or_events() {
     let ws = env.wait_for(NS, "ws-leak", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
     let status = serde_json::to_string(&ws.status).unwrap();
     assert!(status.contains("[REDACTED]"), "{status}");
-    let events: Api<Event> = Api::namespaced(env.client.clone(), NS);
-    let all = serde_json::to_string(&events.list(&Default::default()).await.unwrap().items).unwrap();
+    let all = serde_json::to_string(&common::events(&env.client, NS).await).unwrap();
     let client_secret = env.world.operator.secret.expose();
     for text in [&status, &all] {
         assert!(!text.contains(key), "key leaked: {text}");

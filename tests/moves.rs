@@ -12,21 +12,18 @@ use std::time::Duration;
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MovePhase, SubscriptionBinding};
 use azml_operator::azure::credentials::{CredentialConfig, build_credential};
-use azml_operator::azure::{ArmClient, ArmClientOptions, RetryPolicy, Secret, WorkspaceRef};
+use azml_operator::azure::{ArmClient, ArmClientOptions, Secret, WorkspaceRef};
+use azml_operator::controller::ControllerConfig;
 use azml_operator::controller::access::marker;
 use azml_operator::controller::moves::{MOVE_OPERATION, VALIDATE_OPERATION};
-use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::control::CallKind;
 use azml_operator::sandbox::arm::model::{RoleAssignment, id_key, roles};
-use azml_operator::sandbox::arm::{ArmSimulator, RunningSim, SimConfig, World};
-use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use azml_operator::sandbox::arm::{RunningSim, World};
+use azml_operator::sandbox::kube_api::RunningServer;
+use common::{Emulators, RunningController, condition, is_current};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "team-a";
 const OPERATOR_NS: &str = "azml-system";
@@ -41,29 +38,18 @@ struct Env {
     sim: RunningSim,
     world: World,
     config: ControllerConfig,
-    controller: Option<(CancellationToken, JoinHandle<()>)>,
+    controller: Option<RunningController>,
 }
 
 impl Env {
     /// Emulators, CRDs, namespaces, the operator credential and a binding per subscription (`allow_moves` on both);
     /// the operator may also grant roles in the second subscription.
     async fn start(allow_moves: bool) -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-            .with_test_writer()
-            .try_init();
-        azml_operator::tls_provider::install();
+        common::init_test_tracing();
         let mut world = World::default_sandbox();
         let other = format!("/subscriptions/{}", world.other_subscription_id);
         world.state.assign_role(&other, roles::USER_ACCESS_ADMINISTRATOR, &world.operator.object_id);
-        let sim = ArmSimulator::start(SimConfig {
-            lro_duration: Duration::from_millis(100),
-            ..SimConfig::new(world.state.clone())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(100)).await;
         common::install_crds(&client, azml_operator::api::all_crds()).await;
         common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
         let limits = json!({
@@ -73,58 +59,25 @@ impl Env {
         });
         common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], limits.clone()).await;
         // The second subscription, same tenant, same credential.
-        let mut spec = json!({
-            "subscriptionId": world.other_subscription_id,
-            "tenantId": world.tenant_id,
-            "credential": {"clientSecret": {
-                "clientId": world.operator.client_id,
-                "secretRef": {"name": common::OPERATOR_SECRET, "key": "clientSecret"},
-            }},
-            "namespaces": [NS],
-            "resourceGroups": ["rg-*"],
-        });
-        if let (Some(spec), Some(limits)) = (spec.as_object_mut(), limits.as_object()) {
-            spec.extend(limits.clone());
-        }
-        let binding: SubscriptionBinding = serde_json::from_value(json!({
-            "apiVersion": "azml.dev/v1alpha1", "kind": "SubscriptionBinding",
-            "metadata": {"name": "sandbox-2"}, "spec": spec,
-        }))
-        .unwrap();
-        Api::<SubscriptionBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+        let other = world.other_subscription_id.clone();
+        common::create_operator_binding(&client, &world, "sandbox-2", &other, &[NS], limits).await;
 
-        let mut config = ControllerConfig::new(common::sim_cloud(&sim));
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&sim, OPERATOR_NS);
         config.resync_period = Duration::from_secs(120);
         config.stalled_requeue = Duration::from_secs(120);
-        config.lro_poll_min = Duration::from_millis(50);
-        config.lro_poll_max = Duration::from_millis(300);
-        config.error_backoff_base = Duration::from_millis(100);
         config.error_backoff_max = Duration::from_millis(400);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-        };
         let mut env = Env { _kube: kube, client, sim, world, config, controller: None };
         env.start_controller();
         env
     }
 
     fn start_controller(&mut self) {
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), token.clone()));
-        self.controller = Some((token, task));
+        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
     }
 
     async fn stop_controller(&mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(20), task)
-                .await
-                .unwrap_or_else(|_| panic!("controller did not stop"))
-                .unwrap_or_else(|e| panic!("controller task: {e}"));
+        if let Some(controller) = self.controller.take() {
+            controller.stop(Duration::from_secs(20)).await;
         }
     }
 
@@ -167,25 +120,20 @@ impl Env {
     }
 
     async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&MlWorkspace) -> bool) -> MlWorkspace {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let check = async || {
             let ws = self.api().get(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
-            if done(&ws) {
-                return ws;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{name}: timed out waiting for {what}; status: {:#?}",
-                ws.status
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if done(&ws) { Ok(ws) } else { Err(ws.status) }
+        };
+        common::wait_until(WAIT, Duration::from_millis(50), check, |status| {
+            format!("{name}: timed out waiting for {what}; status: {status:#?}")
+        })
+        .await
     }
 
     /// The current generation is Ready (and its access granted).
     async fn wait_ready(&self, name: &str) -> MlWorkspace {
         self.wait_for(name, "Ready", |ws| {
-            current(ws)
+            is_current(ws)
                 && is(ws, conditions::READY, "True")
                 && condition(ws, conditions::ACCESS_GRANTED).is_none_or(|c| c.status == "True")
         })
@@ -195,7 +143,8 @@ impl Env {
     /// The current generation is Stalled with `reason`.
     async fn wait_stalled(&self, name: &str, reason: &str) -> MlWorkspace {
         self.wait_for(name, &format!("Stalled {reason}"), |ws| {
-            current(ws) && condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
+            is_current(ws)
+                && condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
         })
         .await
     }
@@ -226,22 +175,12 @@ impl Env {
     }
 
     async fn event_reasons(&self) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        let list = events.list(&Default::default()).await.unwrap();
-        list.items.into_iter().filter_map(|e| e.reason).collect()
+        common::events(&self.client, NS).await.into_iter().filter_map(|e| e.reason).collect()
     }
-}
-
-fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
-    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 fn is(ws: &MlWorkspace, type_: &str, status: &str) -> bool {
     condition(ws, type_).is_some_and(|c| c.status == status)
-}
-
-fn current(ws: &MlWorkspace) -> bool {
-    ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
 }
 
 fn move_phase(ws: &MlWorkspace) -> Option<MovePhase> {
@@ -254,7 +193,7 @@ fn location(ws: &MlWorkspace) -> (String, String) {
 }
 
 fn moved(ws: &MlWorkspace) -> bool {
-    current(ws) && is(ws, conditions::MOVED, "True") && is(ws, conditions::READY, "True")
+    is_current(ws) && is(ws, conditions::MOVED, "True") && is(ws, conditions::READY, "True")
 }
 
 fn scope_of(ra: &RoleAssignment) -> String {

@@ -5,53 +5,26 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
-use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec};
-use azml_operator::azure::RetryPolicy;
-use azml_operator::controller::{self, ControllerConfig};
+use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint, MlWorkspace};
 use azml_operator::sandbox::arm::model::{ResourceExt, id_key};
-use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
-use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+use azml_operator::sandbox::arm::{CallKind, FaultAction, FaultRule, RunningSim, World};
+use azml_operator::sandbox::kube_api::RunningServer;
+use common::{Emulators, LogCapture, RunningController};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt as _};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "team-a";
 const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
+const POLL: Duration = Duration::from_millis(25);
 
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(Arc::default)
-}
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_tracing() {
-    let buf = logs().clone();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,azml_operator=trace"))
-        .with_ansi(false)
-        .with_writer(move || Capture(buf.clone()))
-        .try_init();
+fn logs() -> &'static LogCapture {
+    LogCapture::install("info,azml_operator=trace")
 }
 
 struct Env {
@@ -59,7 +32,7 @@ struct Env {
     client: Client,
     sim: RunningSim,
     world: World,
-    controller: Option<(CancellationToken, JoinHandle<()>)>,
+    controller: RunningController,
 }
 
 impl Env {
@@ -69,45 +42,22 @@ impl Env {
 
     /// `limits`: extra SubscriptionBinding spec fields (allowedRoles, allowedScopes).
     async fn start_with(limits: Value) -> Env {
-        init_tracing();
-        azml_operator::tls_provider::install();
+        logs();
         let world = World::default_sandbox();
-        let sim = ArmSimulator::start(SimConfig {
-            lro_duration: Duration::from_millis(150),
-            ..SimConfig::new(world.state.clone())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
         common::install_crds(&client, azml_operator::api::all_crds()).await;
         common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
         common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], limits).await;
 
-        let mut config = ControllerConfig::new(common::sim_cloud(&sim));
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&sim, OPERATOR_NS);
         config.resync_period = Duration::from_secs(60);
         config.stalled_requeue = Duration::from_secs(60);
-        config.lro_poll_min = Duration::from_millis(50);
-        config.lro_poll_max = Duration::from_millis(300);
-        config.error_backoff_base = Duration::from_millis(100);
-        config.error_backoff_max = Duration::from_millis(500);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-        };
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(client.clone(), config, token.clone()));
-        Env { kube, client, sim, world, controller: Some((token, task)) }
+        let controller = RunningController::start(client.clone(), config);
+        Env { kube, client, sim, world, controller }
     }
 
-    async fn stop(mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
-        }
+    async fn stop(self) {
+        self.controller.stop(Duration::from_secs(10)).await;
     }
 
     fn workspaces(&self) -> Api<MlWorkspace> {
@@ -123,15 +73,7 @@ impl Env {
     }
 
     async fn create_workspace(&self, name: &str, deletion_policy: &str) {
-        let spec: MlWorkspaceSpec = serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-            "deletionPolicy": deletion_policy,
-        }))
-        .unwrap();
+        let spec = common::workspace_spec(&self.world, json!({"deletionPolicy": deletion_policy}));
         self.workspaces().create(&PostParams::default(), &MlWorkspace::new(name, spec)).await.unwrap();
     }
 
@@ -152,35 +94,27 @@ impl Env {
     }
 
     async fn wait_ws_ready(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        let check = async || {
             let ws = self.workspaces().get(name).await.unwrap();
-            if cond(ws.status.as_ref().map(|s| s.conditions.as_slice()), conditions::READY, "True") {
-                return;
+            match cond(ws.status.as_ref().map(|s| s.conditions.as_slice()), conditions::READY, "True") {
+                true => Ok(()),
+                false => Err(ws.status),
             }
-            assert!(tokio::time::Instant::now() < deadline, "{name}: workspace not Ready: {:#?}", ws.status);
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        };
+        common::wait_until(WAIT, POLL, check, |status| format!("{name}: workspace not Ready: {status:#?}")).await
     }
 
     async fn wait_ep(&self, name: &str, what: &str, done: impl Fn(&MlOnlineEndpoint) -> bool) -> MlOnlineEndpoint {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(ep) = self.endpoints().get_opt(name).await.unwrap() {
-                if done(&ep) {
-                    return ep;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{name}: timed out waiting for {what}; status: {:#?}; calls: {:?}",
-                    ep.status,
-                    self.sim.handle.call_summary()
-                );
-            } else {
-                panic!("{name}: gone while waiting for {what}");
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let check = async || match self.endpoints().get_opt(name).await.unwrap() {
+            Some(ep) if done(&ep) => Ok(ep),
+            Some(ep) => Err(ep.status),
+            None => panic!("{name}: gone while waiting for {what}"),
+        };
+        common::wait_until(WAIT, POLL, check, |status| {
+            let calls = self.sim.handle.call_summary();
+            format!("{name}: timed out waiting for {what}; status: {status:#?}; calls: {calls:?}")
+        })
+        .await
     }
 
     async fn wait_ready(&self, name: &str) -> MlOnlineEndpoint {
@@ -188,11 +122,11 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while let Some(ep) = self.endpoints().get_opt(name).await.unwrap() {
-            assert!(tokio::time::Instant::now() < deadline, "{name} not deleted: {:#?}", ep.status);
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let check = async || match self.endpoints().get_opt(name).await.unwrap() {
+            None => Ok(()),
+            Some(ep) => Err(ep.status),
+        };
+        common::wait_until(WAIT, POLL, check, |status| format!("{name} not deleted: {status:#?}")).await
     }
 
     fn workspace_id(&self, ws: &str) -> String {
@@ -352,7 +286,7 @@ async fn deployments_traffic_keys_and_deletion() {
     assert_eq!(env.sim.handle.count("OnlineEndpoints_RegenerateKeys"), 1);
 
     // Key values never reach the logs or events.
-    let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    let logs = logs().contents();
     for k in [&primary, &secondary, &secondary2] {
         assert!(!logs.contains(k.as_str()), "an endpoint key is in the logs");
     }

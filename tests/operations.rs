@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use azml_operator::api::conditions;
 use azml_operator::api::v1alpha1::MlWorkspace;
-use azml_operator::azure::RetryPolicy;
 use azml_operator::controller::ControllerConfig;
 use azml_operator::leader::{self, LeaderElection};
 use azml_operator::metrics::{self, Health, Readiness};
-use azml_operator::sandbox::arm::{ArmSimulator, FaultAction, FaultRule, RunningSim, SimConfig, World};
+use azml_operator::sandbox::arm::{FaultAction, FaultRule, RunningSim, World};
 use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -52,17 +51,9 @@ impl Env {
 
     /// Emulators only: no CRDs, namespaces or binding yet ([`Env::install`]).
     async fn bare(lro_duration: Duration) -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-            .with_test_writer()
-            .try_init();
-        azml_operator::tls_provider::install();
+        common::init_test_tracing();
         let world = World::default_sandbox();
-        let sim = ArmSimulator::start(SimConfig { lro_duration, ..SimConfig::new(world.state.clone()) })
-            .await
-            .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let common::Emulators { kube, client, sim } = common::Emulators::start(&world, lro_duration).await;
         Env { kube, client, sim, world }
     }
 
@@ -75,20 +66,9 @@ impl Env {
 
     /// A fresh controller configuration (its own metrics registry) with short periods.
     fn config(&self) -> ControllerConfig {
-        let cloud = common::sim_cloud(&self.sim);
-        let mut config = ControllerConfig::new(cloud);
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&self.sim, OPERATOR_NS);
         config.resync_period = Duration::from_secs(30);
-        config.lro_poll_min = Duration::from_millis(50);
-        config.lro_poll_max = Duration::from_millis(300);
-        config.error_backoff_base = Duration::from_millis(100);
-        config.error_backoff_max = Duration::from_millis(500);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 3,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-        };
+        config.arm.retry.max_attempts = 3;
         config
     }
 
@@ -105,16 +85,8 @@ impl Env {
     }
 
     async fn create_with_access(&self, name: &str, access: serde_json::Value) {
-        let spec = serde_json::from_value(json!({
-            "friendlyName": format!("workspace {name}"),
-            "access": access,
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap();
+        let spec =
+            common::workspace_spec(&self.world, json!({"friendlyName": format!("workspace {name}"), "access": access}));
         let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), NS);
         api.create(&PostParams::default(), &MlWorkspace::new(name, spec))
             .await
@@ -123,15 +95,14 @@ impl Env {
 
     async fn wait_for(&self, name: &str, what: &str, within: Duration, done: impl Fn(&MlWorkspace) -> bool) {
         let api: Api<MlWorkspace> = Api::namespaced(self.client.clone(), NS);
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let check = async || {
             let ws = api.get(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
-            if done(&ws) {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{name}: no {what} within {within:?}: {:#?}", ws.status);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if done(&ws) { Ok(()) } else { Err(ws.status) }
+        };
+        common::wait_until(within, Duration::from_millis(50), check, |status| {
+            format!("{name}: no {what} within {within:?}: {status:#?}")
+        })
+        .await
     }
 
     async fn holder(&self) -> Option<String> {

@@ -14,8 +14,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
@@ -23,22 +21,18 @@ use azml_operator::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, SubscriptionBinding,
 };
 use azml_operator::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName, WorkspaceRef};
-use azml_operator::azure::{CredentialConfig, RetryPolicy, Secret as AzSecret, SubscriptionId};
+use azml_operator::azure::{CredentialConfig, Secret as AzSecret, SubscriptionId};
 use azml_operator::controller::plan::{Action, Desired, Observed, ResourceGroupState, plan};
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::policy;
-use azml_operator::sandbox::arm::{
-    ArmSimulator, CallKind, FaultAction, FaultRule, Principal, RunningSim, SimConfig, World, roles,
-};
-use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+use azml_operator::sandbox::arm::{CallKind, FaultAction, FaultRule, Principal, RunningSim, World, roles};
+use azml_operator::sandbox::kube_api::RunningServer;
+use common::{Emulators, LogCapture, RunningController, condition, is_current};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const TEAM_A: &str = "team-a";
 const TEAM_B: &str = "team-b";
@@ -46,45 +40,21 @@ const OPERATOR_NS: &str = "azml-system";
 // An upper bound for slow CI machines, kept below the resync and stalled-requeue periods these tests configure, so
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(50);
 /// Second team's resource group in the second subscription.
 const RG_B: &str = "rg-team-b";
 
 // ---------------------------------------------------------------------------------------------------------------
 // Log capture: one global subscriber for the whole test binary writes every event into a buffer, so a test can
-// scan everything the operator (and the sandbox) logged. Tests running in parallel add to it; that only widens the
-// scan.
+// scan everything the operator (and the sandbox) logged.
 
-#[derive(Clone, Default)]
-struct LogBuffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogBuffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn logs() -> &'static LogBuffer {
-    static LOGS: OnceLock<LogBuffer> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = LogBuffer::default();
-        let writer = buffer.clone();
-        // Everything our crate logs, at every level, plus the HTTP and identity libraries it drives.
-        let filter = "trace,hyper=debug,h2=info,rustls=debug,tokio_util=info,tower=debug,mio=info";
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init();
-        buffer
-    })
+fn logs() -> &'static LogCapture {
+    // Everything our crate logs, at every level, plus the HTTP and identity libraries it drives.
+    LogCapture::install("trace,hyper=debug,h2=info,rustls=debug,tokio_util=info,tower=debug,mio=info")
 }
 
 fn captured_logs() -> String {
-    String::from_utf8_lossy(&logs().0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    logs().contents()
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -96,7 +66,7 @@ struct Env {
     sim: RunningSim,
     world: World,
     config: ControllerConfig,
-    controller: Option<(CancellationToken, JoinHandle<()>)>,
+    controller: Option<RunningController>,
 }
 
 /// Edits the simulator's world before it starts.
@@ -130,19 +100,11 @@ fn strip_validation(v: &mut Value) {
 impl Env {
     async fn start(setup: Setup) -> Env {
         logs();
-        azml_operator::tls_provider::install();
         let mut world = World::default_sandbox();
         if let Some(f) = setup.world {
             f(&mut world);
         }
-        let sim = ArmSimulator::start(SimConfig {
-            lro_duration: Duration::from_millis(150),
-            ..SimConfig::new(world.state.clone())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
 
         let mut crds = azml_operator::api::all_crds();
         if setup.lax_crds {
@@ -154,30 +116,18 @@ impl Env {
         }
         common::install_crds(&client, crds).await;
         common::create_namespaces(&client, &[TEAM_A, TEAM_B, OPERATOR_NS]).await;
-        let cloud = common::sim_cloud(&sim);
-        let mut config = ControllerConfig::new(cloud);
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&sim, OPERATOR_NS);
         config.resync_period = Duration::from_secs(1);
         config.stalled_requeue = Duration::from_secs(30);
-        config.lro_poll_min = Duration::from_millis(50);
         config.lro_poll_max = Duration::from_millis(200);
-        config.error_backoff_base = Duration::from_millis(100);
-        config.error_backoff_max = Duration::from_millis(500);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(1),
-        };
+        config.arm.retry.max_retry_after = Duration::from_secs(1);
         let mut env = Env { kube, client, sim, world, config, controller: None };
         if !setup.no_default_binding {
             let (client_id, secret) = (env.world.operator.client_id.clone(), env.world.operator.secret.clone());
             let sub = env.world.subscription_id.clone();
             env.add_binding("sandbox", &sub, &[TEAM_A], &client_id, "operator-sp", secret.expose(), |_| {}).await;
         }
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(env.client.clone(), env.config.clone(), token.clone()));
-        env.controller = Some((token, task));
+        env.controller = Some(RunningController::start(env.client.clone(), env.config.clone()));
         env
     }
 
@@ -222,19 +172,15 @@ impl Env {
 
     /// Stops the controller and starts a new one (with empty caches, like a restarted operator).
     async fn restart_controller(&mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if let Some(controller) = self.controller.take() {
+            controller.cancel(Duration::from_secs(10)).await;
         }
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(self.client.clone(), self.config.clone(), token.clone()));
-        self.controller = Some((token, task));
+        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
     }
 
     async fn stop(mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        if let Some(controller) = self.controller.take() {
+            controller.cancel(Duration::from_secs(10)).await;
         }
     }
 
@@ -244,14 +190,7 @@ impl Env {
 
     /// A spec in the default world's subscription and resource group, with its storage account and key vault.
     fn spec(&self) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({}))
     }
 
     async fn create(&self, ns: &str, name: &str, spec: MlWorkspaceSpec) -> MlWorkspace {
@@ -262,25 +201,19 @@ impl Env {
     }
 
     async fn wait_for(&self, ns: &str, name: &str, what: &str, done: impl Fn(&MlWorkspace) -> bool) -> MlWorkspace {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let ws = self.api(ns).get_opt(name).await.unwrap();
-            match ws {
-                Some(ws) if done(&ws) => return ws,
-                other => assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{ns}/{name}: timed out waiting for {what}; status: {:#?}",
-                    other.map(|w| w.status)
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = async || match self.api(ns).get_opt(name).await.unwrap() {
+            Some(ws) if done(&ws) => Ok(ws),
+            other => Err(other.map(|w| w.status)),
+        };
+        common::wait_until(WAIT, POLL, check, |status| {
+            format!("{ns}/{name}: timed out waiting for {what}; status: {status:#?}")
+        })
+        .await
     }
 
     async fn wait_ready(&self, ns: &str, name: &str) -> MlWorkspace {
         self.wait_for(ns, name, "Ready", |ws| {
-            condition(ws, conditions::READY).is_some_and(|c| c.status == "True")
-                && ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+            condition(ws, conditions::READY).is_some_and(|c| c.status == "True") && is_current(ws)
         })
         .await
     }
@@ -291,11 +224,8 @@ impl Env {
     }
 
     async fn wait_gone(&self, ns: &str, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self.api(ns).get_opt(name).await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "{ns}/{name} was not deleted");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let check = async || self.api(ns).get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
+        common::wait_until(WAIT, POLL, check, |()| format!("{ns}/{name} was not deleted")).await
     }
 
     /// Every call to ARM and to the token endpoint.
@@ -312,10 +242,6 @@ impl Env {
             "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{name}"
         )
     }
-}
-
-fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
-    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
 fn stalled_with(reason: &'static str) -> impl Fn(&MlWorkspace) -> bool {

@@ -6,24 +6,17 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, events as event_reasons, reasons};
 use azml_operator::api::v1alpha1::{ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, ResyncReason};
-use azml_operator::azure::RetryPolicy;
-use azml_operator::controller::{self, ControllerConfig};
-use azml_operator::sandbox::arm::{ArmSimulator, CallKind, FaultAction, FaultRule, RunningSim, SimConfig, World};
+use azml_operator::sandbox::arm::{CallKind, FaultAction, FaultRule, RunningSim, World};
+use azml_operator::sandbox::kube_api::RunningServer;
 use azml_operator::sandbox::kube_api::store::{ListQuery, Target};
-use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use common::{Emulators, LogCapture, RunningController, condition, is_current};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 const NS: &str = "team-a";
 const OPERATOR_NS: &str = "azml-system";
@@ -31,32 +24,9 @@ const OPERATOR_NS: &str = "azml-system";
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(45);
 
-/// Everything every test logged (debug level and up for the operator).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(Arc::default)
-}
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn init_tracing() {
-    let buf = logs().clone();
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info,azml_operator=trace"))
-        .with_ansi(false)
-        .with_writer(move || Capture(buf.clone()))
-        .try_init();
+/// Everything every test logged (trace level and up for the operator).
+fn logs() -> &'static LogCapture {
+    LogCapture::install("info,azml_operator=trace")
 }
 
 struct Env {
@@ -64,53 +34,29 @@ struct Env {
     client: Client,
     sim: RunningSim,
     world: World,
-    controller: Option<(CancellationToken, JoinHandle<()>)>,
+    controller: RunningController,
 }
 
 impl Env {
     async fn start() -> Env {
-        init_tracing();
-        azml_operator::tls_provider::install();
+        logs();
         let world = World::default_sandbox();
-        let sim = ArmSimulator::start(SimConfig {
-            lro_duration: Duration::from_millis(200),
-            ..SimConfig::new(world.state.clone())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
-        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(200)).await;
         common::install_crds(&client, azml_operator::api::all_crds()).await;
         common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
         common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({})).await;
 
-        let cloud = common::sim_cloud(&sim);
-        let mut config = ControllerConfig::new(cloud);
-        config.operator_namespace = OPERATOR_NS.into();
+        let mut config = common::fast_config(&sim, OPERATOR_NS);
         // Long enough that no periodic resync falls into a measured window.
         config.resync_period = Duration::from_secs(60);
         config.stalled_requeue = Duration::from_secs(60);
         config.key_signal_interval = Duration::from_millis(200);
-        config.lro_poll_min = Duration::from_millis(50);
-        config.lro_poll_max = Duration::from_millis(300);
-        config.error_backoff_base = Duration::from_millis(100);
-        config.error_backoff_max = Duration::from_millis(500);
-        config.arm.retry = RetryPolicy {
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-        };
-        let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(client.clone(), config, token.clone()));
-        Env { kube, client, sim, world, controller: Some((token, task)) }
+        let controller = RunningController::start(client.clone(), config);
+        Env { kube, client, sim, world, controller }
     }
 
-    async fn stop(mut self) {
-        if let Some((token, task)) = self.controller.take() {
-            token.cancel();
-            tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap();
-        }
+    async fn stop(self) {
+        self.controller.stop(Duration::from_secs(10)).await;
     }
 
     fn api(&self) -> Api<MlWorkspace> {
@@ -118,14 +64,7 @@ impl Env {
     }
 
     fn spec(&self) -> MlWorkspaceSpec {
-        serde_json::from_value(json!({
-            "subscriptionId": self.world.subscription_id,
-            "resourceGroup": self.world.resource_group,
-            "location": self.world.location,
-            "storageAccount": {"id": self.world.storage_account_id},
-            "keyVault": {"id": self.world.key_vault_id},
-        }))
-        .unwrap()
+        common::workspace_spec(&self.world, json!({}))
     }
 
     async fn create(&self, name: &str, spec: MlWorkspaceSpec) {
@@ -133,21 +72,15 @@ impl Env {
     }
 
     async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&MlWorkspace) -> bool) -> MlWorkspace {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Some(ws) = self.api().get_opt(name).await.unwrap() {
-                if done(&ws) {
-                    return ws;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{name}: timed out waiting for {what}; status: {:#?}; calls: {:?}",
-                    ws.status,
-                    self.sim.handle.call_summary()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let check = async || match self.api().get_opt(name).await.unwrap() {
+            Some(ws) if done(&ws) => Ok(ws),
+            other => Err(other.map(|ws| ws.status)),
+        };
+        common::wait_until(WAIT, Duration::from_millis(25), check, |status| {
+            let calls = self.sim.handle.call_summary();
+            format!("{name}: timed out waiting for {what}; status: {status:#?}; calls: {calls:?}")
+        })
+        .await
     }
 
     /// Ready with a verified key.
@@ -180,15 +113,12 @@ impl Env {
     }
 
     async fn events(&self, reason: &str) -> Vec<String> {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        let list = events.list(&Default::default()).await.unwrap().items;
-        list.into_iter().filter(|e| e.reason.as_deref() == Some(reason)).map(|e| e.note.unwrap_or_default()).collect()
+        common::event_notes(&self.client, NS, reason).await
     }
 
     /// How many times an event with `reason` was emitted (the recorder folds repeats into a series).
     async fn event_count(&self, reason: &str) -> i32 {
-        let events: Api<Event> = Api::namespaced(self.client.clone(), NS);
-        let list = events.list(&Default::default()).await.unwrap().items;
+        let list = common::events(&self.client, NS).await;
         list.iter()
             .filter(|e| e.reason.as_deref() == Some(reason))
             .map(|e| e.series.as_ref().map_or(1, |s| s.count))
@@ -198,7 +128,7 @@ impl Env {
     /// Asserts that none of `keys` appears in the captured logs or in any object of the Kubernetes store.
     fn assert_no_leak(&self, keys: &[String]) {
         assert!(!keys.is_empty());
-        let logs = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        let logs = logs().contents();
         assert!(logs.contains("resyncKeys accepted") || logs.contains("storage keys"), "logs were not captured");
         let store = self.kube.store();
         let mut dump = String::new();
@@ -226,13 +156,9 @@ impl Env {
     }
 }
 
-fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
-    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
-}
-
 fn is_ready(ws: &MlWorkspace) -> bool {
     condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == reasons::RECONCILED)
-        && ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+        && is_current(ws)
 }
 
 fn keys_in_sync(ws: &MlWorkspace) -> bool {
