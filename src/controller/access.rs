@@ -581,10 +581,37 @@ fn is_assignment_exists(err: &ArmError) -> bool {
     err.code().is_some_and(|c| c.eq_ignore_ascii_case("RoleAssignmentExists"))
 }
 
-fn arm_message(step: &'static str, err: ArmError) -> (Disposition, String) {
+/// How a failed ARM call of the access step is handled, and its message (scrubbed).
+pub(crate) fn arm_message(step: &'static str, err: ArmError) -> (Disposition, String) {
     let err = Error::Arm { step, source: Box::new(err) };
     let message = scrub(&super::error::error_chain(&err));
     (classify(&err), message)
+}
+
+/// The message of a creation held back because deletions failed.
+pub(crate) const WAITING_FOR_REMOVALS: &str =
+    "waiting until the assignments no longer declared are removed (never more rights than declared)";
+
+/// Records a failed creation in `slot`: Failed when retrying cannot help, else Pending. Returns whether it is
+/// retried.
+pub(crate) fn record_create_failure(slot: &mut AccessStatus, disposition: Disposition, message: String) -> bool {
+    match disposition {
+        Disposition::Stall { .. } => {
+            slot.state = AccessState::Failed;
+            slot.message = Some(message);
+            false
+        }
+        Disposition::Retry | Disposition::RetryAfter(_) => {
+            slot.state = AccessState::Pending;
+            slot.message = Some(format!("retrying: {message}"));
+            true
+        }
+    }
+}
+
+/// The entries whose assignment was not deleted (`removed` is parallel to `entries`).
+pub(crate) fn not_removed(entries: Vec<AccessStatus>, removed: Vec<bool>) -> Vec<AccessStatus> {
+    entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect()
 }
 
 /// Reconciles the role assignments of a workspace that exists in Azure (after the workspace itself converged).
@@ -674,10 +701,7 @@ pub async fn reconcile_access(
                 }
             }
             AccessAction::Create { entry, .. } if !deletions_ok => {
-                entries[*entry].message = Some(
-                    "waiting until the assignments no longer declared are removed (never more rights than declared)"
-                        .into(),
-                );
+                entries[*entry].message = Some(WAITING_FOR_REMOVALS.into());
             }
             AccessAction::Create { entry, assignment } => {
                 let body = RoleAssignmentCreate {
@@ -728,16 +752,8 @@ pub async fn reconcile_access(
                     Err(err) => {
                         let (disposition, message) = arm_message("create role assignment", err);
                         warn!(assignment = %assignment.name, error = %message, "cannot create role assignment");
-                        match disposition {
-                            Disposition::Stall { .. } => {
-                                slot.state = AccessState::Failed;
-                                slot.message = Some(message);
-                            }
-                            Disposition::Retry | Disposition::RetryAfter(_) => {
-                                slot.state = AccessState::Pending;
-                                slot.message = Some(format!("retrying: {message}"));
-                                soonest(ctx.config.error_backoff_base);
-                            }
+                        if record_create_failure(slot, disposition, message) {
+                            soonest(ctx.config.error_backoff_base);
                         }
                     }
                 }
@@ -749,7 +765,7 @@ pub async fn reconcile_access(
     }
     // Entries left behind (kept Granted with a message) while the declared ones come first.
     let declared = plan.declared;
-    let kept: Vec<AccessStatus> = entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect();
+    let kept = not_removed(entries, removed);
     let summary = summarize(&kept, declared);
     // Any failure means the next reconcile must look at Azure again.
     if !summary.granted {
