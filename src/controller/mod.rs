@@ -22,7 +22,7 @@ pub mod observe;
 pub mod plan;
 pub mod status;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::hash::Hash;
 use std::path::PathBuf;
@@ -418,6 +418,25 @@ pub enum WorkspaceClient {
     Denied(String),
 }
 
+/// All SubscriptionBindings, and the labels of `namespace` when a binding of one of `subscriptions` selects
+/// namespaces by label (otherwise the namespace is not read).
+pub(crate) async fn bindings_and_labels(
+    client: &Client,
+    namespace: &str,
+    subscriptions: &[&str],
+) -> Result<(Vec<SubscriptionBinding>, Option<BTreeMap<String, String>>), Error> {
+    let bindings: Api<SubscriptionBinding> = Api::all(client.clone());
+    // Listed fresh on every reconcile so that a binding change is never judged against a stale cache.
+    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
+    let labels = if subscriptions.iter().any(|sub| policy::needs_namespace_labels(&bindings, sub)) {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces.get_opt(namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
+    } else {
+        None
+    };
+    Ok((bindings, labels))
+}
+
 /// Finds the binding that allows `ws` and returns its ARM client. No Azure call is made.
 pub async fn resolve_client(
     client: &Client,
@@ -425,16 +444,8 @@ pub async fn resolve_client(
     config: &ControllerConfig,
     ws: &MlWorkspace,
 ) -> Result<WorkspaceClient, Error> {
-    let bindings: Api<SubscriptionBinding> = Api::all(client.clone());
-    // Listed fresh on every reconcile so that a binding change is never judged against a stale cache.
-    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
     let namespace = ws.namespace().unwrap_or_default();
-    let labels = if policy::needs_namespace_labels(&bindings, &ws.spec.subscription_id) {
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces.get_opt(&namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
-    } else {
-        None
-    };
+    let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
     let request = policy::Request {
         namespace: &namespace,
         namespace_labels: labels.as_ref(),

@@ -317,17 +317,9 @@ async fn clients(
     target: &ArmClient,
     starting: bool,
 ) -> Result<Result<Clients, Refusal>, Error> {
-    let bindings: Api<SubscriptionBinding> = Api::all(ctx.client.clone());
-    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
     let namespace = ws.namespace().unwrap_or_default();
-    let labels = if policy::needs_namespace_labels(&bindings, &from.subscription_id)
-        || policy::needs_namespace_labels(&bindings, &ws.spec.subscription_id)
-    {
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-        namespaces.get_opt(&namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
-    } else {
-        None
-    };
+    let subscriptions = [from.subscription_id.as_str(), ws.spec.subscription_id.as_str()];
+    let (bindings, labels) = super::bindings_and_labels(&ctx.client, &namespace, &subscriptions).await?;
     // The old place only needs to be usable by this namespace: the access entries are checked at the new one.
     let source_req = policy::Request {
         namespace: &namespace,
