@@ -43,7 +43,9 @@ use super::status::Phase;
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{AccessEntry, AccessScope, AccessState, AccessStatus, MlWorkspace, PrincipalType};
 use crate::azure::authorization::{self, RoleAssignment, RoleAssignmentCreate, RoleAssignmentFilter};
-use crate::azure::{ArmClient, ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId};
+use crate::azure::{
+    ArmClient, ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId, SubscriptionId, WorkspaceRef,
+};
 
 /// Namespace of the assignment-name UUIDv5s: uuid5(NAMESPACE_URL, "https://azml.dev/role-assignments").
 /// Never change it: the names of every assignment the operator created derive from it.
@@ -79,7 +81,11 @@ pub struct Scopes {
 impl Scopes {
     /// The scopes of `desired`'s workspace.
     pub fn of(desired: &Desired) -> Self {
-        let ws = &desired.workspace;
+        Self::at(&desired.workspace)
+    }
+
+    /// The three scopes of a workspace at `ws`.
+    pub fn at(ws: &WorkspaceRef) -> Self {
         Scopes {
             workspace: ws.resource_id(),
             resource_group: ws.resource_group.resource_id(),
@@ -588,6 +594,22 @@ pub(crate) fn arm_message(step: &'static str, err: ArmError) -> (Disposition, St
     (classify(&err), message)
 }
 
+/// The role assignment to create for `assignment` and its body: the role's definition in `subscription`, the
+/// ownership `marker` as description.
+pub(crate) fn create_request(
+    assignment: &DesiredAssignment,
+    subscription: SubscriptionId,
+    marker: &str,
+) -> (RoleAssignmentRef, RoleAssignmentCreate) {
+    let body = RoleAssignmentCreate {
+        role_definition_id: RoleDefinitionId::new(Some(subscription), assignment.role),
+        principal_id: assignment.principal,
+        principal_type: assignment.principal_type.map(principal_type),
+        description: Some(marker.to_owned()),
+    };
+    (RoleAssignmentRef::new(assignment.scope.clone(), assignment.name), body)
+}
+
 /// The message of a creation held back because deletions failed.
 pub(crate) const WAITING_FOR_REMOVALS: &str =
     "waiting until the assignments no longer declared are removed (never more rights than declared)";
@@ -704,13 +726,7 @@ pub async fn reconcile_access(
                 entries[*entry].message = Some(WAITING_FOR_REMOVALS.into());
             }
             AccessAction::Create { entry, assignment } => {
-                let body = RoleAssignmentCreate {
-                    role_definition_id: RoleDefinitionId::new(Some(desired.workspace.subscription()), assignment.role),
-                    principal_id: assignment.principal,
-                    principal_type: assignment.principal_type.map(principal_type),
-                    description: Some(marker.clone()),
-                };
-                let ra = RoleAssignmentRef::new(assignment.scope.clone(), assignment.name);
+                let (ra, body) = create_request(assignment, desired.workspace.subscription(), &marker);
                 let slot = &mut entries[*entry];
                 match arm.create_role_assignment(&ra, &body).await {
                     Ok(_) => {

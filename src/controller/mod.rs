@@ -224,6 +224,15 @@ pub(crate) async fn publish_event<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// The status edit of the key step (none without `keys`), for [`Context::write_status_edit`].
+fn keys_edit(keys: Option<&keys::KeysUpdate>) -> impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time) + '_ {
+    move |next, generation, now| {
+        if let Some(update) = keys {
+            update.apply(next, generation, now);
+        }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     /// Kubernetes client.
@@ -294,12 +303,7 @@ impl Context {
         report: &Report,
         keys: Option<&keys::KeysUpdate>,
     ) -> Result<bool, Error> {
-        self.write_status_edit(ws, report, |next, generation, now| {
-            if let Some(update) = keys {
-                update.apply(next, generation, now);
-            }
-        })
-        .await
+        self.write_status_edit(ws, report, keys_edit(keys)).await
     }
 
     /// [`Context::write_status`] plus a step's own changes (`edit` gets the new status, the generation and now).
@@ -340,12 +344,7 @@ impl Context {
         requeue: Duration,
         keys: Option<&keys::KeysUpdate>,
     ) -> Result<Requeue, Error> {
-        self.finish_edit(ws, report, requeue, |next, generation, now| {
-            if let Some(update) = keys {
-                update.apply(next, generation, now);
-            }
-        })
-        .await
+        self.finish_edit(ws, report, requeue, keys_edit(keys)).await
     }
 
     /// [`Context::finish`] plus a step's own status changes (see [`Context::write_status_edit`]).
@@ -437,6 +436,21 @@ pub(crate) async fn bindings_and_labels(
     Ok((bindings, labels))
 }
 
+/// The policy request for `ws` where its spec places it, with its access entries.
+pub(crate) fn spec_request<'a>(
+    ws: &'a MlWorkspace,
+    namespace: &'a str,
+    labels: Option<&'a BTreeMap<String, String>>,
+) -> policy::Request<'a> {
+    policy::Request {
+        namespace,
+        namespace_labels: labels,
+        subscription_id: &ws.spec.subscription_id,
+        resource_group: &ws.spec.resource_group,
+        access: &ws.spec.access,
+    }
+}
+
 /// Finds the binding that allows `ws` and returns its ARM client. No Azure call is made.
 pub async fn resolve_client(
     client: &Client,
@@ -446,13 +460,7 @@ pub async fn resolve_client(
 ) -> Result<WorkspaceClient, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
-    let request = policy::Request {
-        namespace: &namespace,
-        namespace_labels: labels.as_ref(),
-        subscription_id: &ws.spec.subscription_id,
-        resource_group: &ws.spec.resource_group,
-        access: &ws.spec.access,
-    };
+    let request = spec_request(ws, &namespace, labels.as_ref());
     match policy::authorize(&bindings, &request) {
         Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
         Ok(binding) => {

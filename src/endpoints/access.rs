@@ -23,11 +23,11 @@ use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{
     AccessEntry, AccessScope, AccessState, AccessStatus, EndpointAccessStatus, MlOnlineEndpoint, MlWorkspace,
 };
-use crate::azure::authorization::{RoleAssignmentCreate, RoleAssignmentFilter};
-use crate::azure::{ArmClient, ResourceId, RoleAssignmentRef, RoleDefinitionId};
+use crate::azure::authorization::RoleAssignmentFilter;
+use crate::azure::{ArmClient, ResourceId, RoleAssignmentRef};
 use crate::controller::access::{
-    AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, desired_assignments,
-    marker, not_removed, plan_access, principal_type, record_create_failure, summarize,
+    AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, create_request,
+    desired_assignments, marker, not_removed, plan_access, record_create_failure, summarize,
 };
 use crate::controller::error::Error;
 
@@ -162,13 +162,7 @@ pub async fn reconcile_access(
                 entries[*entry].message = Some(WAITING_FOR_REMOVALS.into());
             }
             AccessAction::Create { entry, assignment } => {
-                let body = RoleAssignmentCreate {
-                    role_definition_id: RoleDefinitionId::new(Some(endpoint.subscription_id()), assignment.role),
-                    principal_id: assignment.principal,
-                    principal_type: assignment.principal_type.map(principal_type),
-                    description: Some(marker.clone()),
-                };
-                let ra = RoleAssignmentRef::new(assignment.scope.clone(), assignment.name);
+                let (ra, body) = create_request(assignment, endpoint.subscription_id(), &marker);
                 let slot = &mut entries[*entry];
                 match arm.create_role_assignment(&ra, &body).await {
                     Ok(_) => {
