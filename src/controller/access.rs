@@ -43,7 +43,9 @@ use super::status::Phase;
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{AccessEntry, AccessScope, AccessState, AccessStatus, MlWorkspace, PrincipalType};
 use crate::azure::authorization::{self, RoleAssignment, RoleAssignmentCreate, RoleAssignmentFilter};
-use crate::azure::{ArmClient, ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId};
+use crate::azure::{
+    ArmClient, ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId, SubscriptionId, WorkspaceRef,
+};
 
 /// Namespace of the assignment-name UUIDv5s: uuid5(NAMESPACE_URL, "https://azml.dev/role-assignments").
 /// Never change it: the names of every assignment the operator created derive from it.
@@ -79,7 +81,11 @@ pub struct Scopes {
 impl Scopes {
     /// The scopes of `desired`'s workspace.
     pub fn of(desired: &Desired) -> Self {
-        let ws = &desired.workspace;
+        Self::at(&desired.workspace)
+    }
+
+    /// The three scopes of a workspace at `ws`.
+    pub fn at(ws: &WorkspaceRef) -> Self {
         Scopes {
             workspace: ws.resource_id(),
             resource_group: ws.resource_group.resource_id(),
@@ -581,10 +587,53 @@ fn is_assignment_exists(err: &ArmError) -> bool {
     err.code().is_some_and(|c| c.eq_ignore_ascii_case("RoleAssignmentExists"))
 }
 
-fn arm_message(step: &'static str, err: ArmError) -> (Disposition, String) {
+/// How a failed ARM call of the access step is handled, and its message (scrubbed).
+pub(crate) fn arm_message(step: &'static str, err: ArmError) -> (Disposition, String) {
     let err = Error::Arm { step, source: Box::new(err) };
     let message = scrub(&super::error::error_chain(&err));
     (classify(&err), message)
+}
+
+/// The role assignment to create for `assignment` and its body: the role's definition in `subscription`, the
+/// ownership `marker` as description.
+pub(crate) fn create_request(
+    assignment: &DesiredAssignment,
+    subscription: SubscriptionId,
+    marker: &str,
+) -> (RoleAssignmentRef, RoleAssignmentCreate) {
+    let body = RoleAssignmentCreate {
+        role_definition_id: RoleDefinitionId::new(Some(subscription), assignment.role),
+        principal_id: assignment.principal,
+        principal_type: assignment.principal_type.map(principal_type),
+        description: Some(marker.to_owned()),
+    };
+    (RoleAssignmentRef::new(assignment.scope.clone(), assignment.name), body)
+}
+
+/// The message of a creation held back because deletions failed.
+pub(crate) const WAITING_FOR_REMOVALS: &str =
+    "waiting until the assignments no longer declared are removed (never more rights than declared)";
+
+/// Records a failed creation in `slot`: Failed when retrying cannot help, else Pending. Returns whether it is
+/// retried.
+pub(crate) fn record_create_failure(slot: &mut AccessStatus, disposition: Disposition, message: String) -> bool {
+    match disposition {
+        Disposition::Stall { .. } => {
+            slot.state = AccessState::Failed;
+            slot.message = Some(message);
+            false
+        }
+        Disposition::Retry | Disposition::RetryAfter(_) => {
+            slot.state = AccessState::Pending;
+            slot.message = Some(format!("retrying: {message}"));
+            true
+        }
+    }
+}
+
+/// The entries whose assignment was not deleted (`removed` is parallel to `entries`).
+pub(crate) fn not_removed(entries: Vec<AccessStatus>, removed: Vec<bool>) -> Vec<AccessStatus> {
+    entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect()
 }
 
 /// Reconciles the role assignments of a workspace that exists in Azure (after the workspace itself converged).
@@ -674,19 +723,10 @@ pub async fn reconcile_access(
                 }
             }
             AccessAction::Create { entry, .. } if !deletions_ok => {
-                entries[*entry].message = Some(
-                    "waiting until the assignments no longer declared are removed (never more rights than declared)"
-                        .into(),
-                );
+                entries[*entry].message = Some(WAITING_FOR_REMOVALS.into());
             }
             AccessAction::Create { entry, assignment } => {
-                let body = RoleAssignmentCreate {
-                    role_definition_id: RoleDefinitionId::new(Some(desired.workspace.subscription()), assignment.role),
-                    principal_id: assignment.principal,
-                    principal_type: assignment.principal_type.map(principal_type),
-                    description: Some(marker.clone()),
-                };
-                let ra = RoleAssignmentRef::new(assignment.scope.clone(), assignment.name);
+                let (ra, body) = create_request(assignment, desired.workspace.subscription(), &marker);
                 let slot = &mut entries[*entry];
                 match arm.create_role_assignment(&ra, &body).await {
                     Ok(_) => {
@@ -728,16 +768,8 @@ pub async fn reconcile_access(
                     Err(err) => {
                         let (disposition, message) = arm_message("create role assignment", err);
                         warn!(assignment = %assignment.name, error = %message, "cannot create role assignment");
-                        match disposition {
-                            Disposition::Stall { .. } => {
-                                slot.state = AccessState::Failed;
-                                slot.message = Some(message);
-                            }
-                            Disposition::Retry | Disposition::RetryAfter(_) => {
-                                slot.state = AccessState::Pending;
-                                slot.message = Some(format!("retrying: {message}"));
-                                soonest(ctx.config.error_backoff_base);
-                            }
+                        if record_create_failure(slot, disposition, message) {
+                            soonest(ctx.config.error_backoff_base);
                         }
                     }
                 }
@@ -749,7 +781,7 @@ pub async fn reconcile_access(
     }
     // Entries left behind (kept Granted with a message) while the declared ones come first.
     let declared = plan.declared;
-    let kept: Vec<AccessStatus> = entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect();
+    let kept = not_removed(entries, removed);
     let summary = summarize(&kept, declared);
     // Any failure means the next reconcile must look at Azure again.
     if !summary.granted {

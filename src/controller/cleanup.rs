@@ -40,6 +40,20 @@ pub enum CleanupOutcome {
     },
 }
 
+/// Waiting in `phase` before Azure is asked, keeping the operation in flight (if any) in status.
+fn waiting(ctx: &Context, ws: &MlWorkspace, phase: Phase, requeue: std::time::Duration) -> CleanupOutcome {
+    CleanupOutcome::Waiting {
+        report: Box::new(Report {
+            phase,
+            workspace: WorkspaceFacts::Unknown,
+            workspace_ref: None,
+            pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
+            access: None,
+        }),
+        requeue,
+    }
+}
+
 /// Runs the cleanup for a resource being deleted.
 #[instrument(skip_all, fields(object = %format!("{}/{}", ws.metadata.namespace.as_deref().unwrap_or_default(), ws.metadata.name.as_deref().unwrap_or_default())))]
 pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) -> Result<CleanupOutcome, Error> {
@@ -52,16 +66,8 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     let remaining = crate::endpoints::delete_endpoints_of(&ctx.client, ws).await?;
     if remaining > 0 {
         let message = format!("waiting for {remaining} MlOnlineEndpoint(s) of the workspace to be deleted");
-        return Ok(CleanupOutcome::Waiting {
-            report: Box::new(Report {
-                phase: Phase::Progressing { reason: reasons::DELETING, message },
-                workspace: WorkspaceFacts::Unknown,
-                workspace_ref: None,
-                pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
-                access: None,
-            }),
-            requeue: ctx.config.lro_poll_min,
-        });
+        let phase = Phase::Progressing { reason: reasons::DELETING, message };
+        return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
     }
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
@@ -78,16 +84,8 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
             let message = format!(
                 "cannot delete the workspace in Azure: {message}; restore the SubscriptionBinding or set deletionPolicy: Retain"
             );
-            return Ok(CleanupOutcome::Waiting {
-                report: Box::new(Report {
-                    phase: Phase::Stalled { reason: reasons::NOT_PERMITTED, message },
-                    workspace: WorkspaceFacts::Unknown,
-                    workspace_ref: None,
-                    pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
-                    access: None,
-                }),
-                requeue: ctx.config.stalled_requeue,
-            });
+            let phase = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            return Ok(waiting(ctx, ws, phase, ctx.config.stalled_requeue));
         }
     };
     let status = ctx.current_status(ws);

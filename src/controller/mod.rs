@@ -22,12 +22,15 @@ pub mod observe;
 pub mod plan;
 pub mod status;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -36,6 +39,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, instrument, warn};
 
@@ -140,6 +144,95 @@ fn truncate_bytes(mut text: String, max: usize) -> String {
     text
 }
 
+/// What a controller remembers per object uid between reconciles.
+pub(crate) struct ObjectMemory<S> {
+    /// Consecutive transient failures (for the backoff).
+    failures: Mutex<HashMap<String, u32>>,
+    /// The last status the controller wrote. The watch cache may lag behind our own patch; an operation in flight
+    /// must never be forgotten (that would send its PUT again), so our last write wins.
+    statuses: Mutex<HashMap<String, S>>,
+}
+
+impl<S> Default for ObjectMemory<S> {
+    fn default() -> Self {
+        ObjectMemory { failures: Mutex::default(), statuses: Mutex::default() }
+    }
+}
+
+impl<S: Clone> ObjectMemory<S> {
+    /// The status last written for `uid`, else `carried` (the status the object carries).
+    pub(crate) fn status(&self, uid: Option<String>, carried: Option<&S>) -> Option<S> {
+        let cached = uid.and_then(|uid| self.statuses.lock().ok().and_then(|m| m.get(&uid).cloned()));
+        cached.or_else(|| carried.cloned())
+    }
+
+    /// Remembers `status` as the one last written for `uid`.
+    pub(crate) fn wrote(&self, uid: Option<String>, status: S) {
+        if let (Some(uid), Ok(mut m)) = (uid, self.statuses.lock()) {
+            m.insert(uid, status);
+        }
+    }
+
+    /// Counts one more consecutive failure of `uid` and returns the count.
+    pub(crate) fn bump_failures(&self, uid: Option<String>) -> u32 {
+        match (uid, self.failures.lock()) {
+            (Some(uid), Ok(mut m)) => {
+                let n = m.entry(uid).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            _ => 1,
+        }
+    }
+
+    /// Starts the failure count of `uid` afresh.
+    pub(crate) fn reset_failures(&self, uid: Option<String>) {
+        if let (Some(uid), Ok(mut m)) = (uid, self.failures.lock()) {
+            m.remove(&uid);
+        }
+    }
+
+    /// Forgets everything about `uid` (the object is gone).
+    pub(crate) fn forget(&self, uid: &str) {
+        if let Ok(mut m) = self.statuses.lock() {
+            m.remove(uid);
+        }
+        if let Ok(mut m) = self.failures.lock() {
+            m.remove(uid);
+        }
+    }
+}
+
+/// Publishes an event about `obj` (best effort: a failure is logged, never fails the reconcile). The note is
+/// scrubbed of secrets and cut to what the API server accepts.
+pub(crate) async fn publish_event<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %err, reason, "cannot publish event");
+    }
+}
+
+/// The status edit of the key step (none without `keys`), for [`Context::write_status_edit`].
+fn keys_edit(keys: Option<&keys::KeysUpdate>) -> impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time) + '_ {
+    move |next, generation, now| {
+        if let Some(update) = keys {
+            update.apply(next, generation, now);
+        }
+    }
+}
+
 /// Shared state of the reconcilers.
 pub struct Context {
     /// Kubernetes client.
@@ -148,11 +241,8 @@ pub struct Context {
     pub config: ControllerConfig,
     recorder: Recorder,
     credentials: CredentialCache,
-    /// Consecutive transient failures per object uid (for the backoff).
-    failures: Mutex<HashMap<String, u32>>,
-    /// The last status this controller wrote per object uid. The watch cache may lag behind our own patch; an
-    /// operation in flight must never be forgotten (that would send its PUT again), so our last write wins.
-    statuses: Mutex<HashMap<String, MlWorkspaceStatus>>,
+    /// Failures and last written status per workspace uid.
+    memory: ObjectMemory<MlWorkspaceStatus>,
     /// What the access step remembers per workspace (last listing, principal-replication windows).
     access: access::AccessMemory,
     /// Storage-key drift signals, intents and the registry the key watcher reads.
@@ -168,8 +258,7 @@ impl Context {
             config,
             recorder,
             credentials: CredentialCache::default(),
-            failures: Mutex::default(),
-            statuses: Mutex::default(),
+            memory: ObjectMemory::default(),
             access: access::AccessMemory::default(),
             keys: Arc::default(),
         }
@@ -177,52 +266,28 @@ impl Context {
 
     /// Publishes an event about `ws` (best effort: a failure is logged, never fails the reconcile).
     pub async fn publish(&self, ws: &MlWorkspace, type_: EventType, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &ws.object_ref(&())).await {
-            warn!(error = %err, reason, "cannot publish event");
-        }
+        publish_event(&self.recorder, ws, type_, reason, note).await;
     }
 
     /// The status as this controller last wrote it, else as the object carries it.
     pub fn current_status(&self, ws: &MlWorkspace) -> Option<MlWorkspaceStatus> {
-        let cached = ws.uid().and_then(|uid| self.statuses.lock().ok().and_then(|m| m.get(&uid).cloned()));
-        cached.or_else(|| ws.status.clone())
+        self.memory.status(ws.uid(), ws.status.as_ref())
     }
 
     fn forget(&self, ws: &MlWorkspace) {
         if let Some(uid) = ws.uid() {
             self.access.forget(&uid);
             self.keys.forget(&uid);
-            if let Ok(mut m) = self.statuses.lock() {
-                m.remove(&uid);
-            }
-            if let Ok(mut m) = self.failures.lock() {
-                m.remove(&uid);
-            }
+            self.memory.forget(&uid);
         }
     }
 
     fn reset_failures(&self, ws: &MlWorkspace) {
-        if let (Some(uid), Ok(mut m)) = (ws.uid(), self.failures.lock()) {
-            m.remove(&uid);
-        }
+        self.memory.reset_failures(ws.uid());
     }
 
     fn bump_failures(&self, ws: &MlWorkspace) -> u32 {
-        match (ws.uid(), self.failures.lock()) {
-            (Some(uid), Ok(mut m)) => {
-                let n = m.entry(uid).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            }
-            _ => 1,
-        }
+        self.memory.bump_failures(ws.uid())
     }
 
     /// Writes the status computed from `report`, when it differs from the current one in more than timestamps.
@@ -238,12 +303,7 @@ impl Context {
         report: &Report,
         keys: Option<&keys::KeysUpdate>,
     ) -> Result<bool, Error> {
-        self.write_status_edit(ws, report, |next, generation, now| {
-            if let Some(update) = keys {
-                update.apply(next, generation, now);
-            }
-        })
-        .await
+        self.write_status_edit(ws, report, keys_edit(keys)).await
     }
 
     /// [`Context::write_status`] plus a step's own changes (`edit` gets the new status, the generation and now).
@@ -267,9 +327,7 @@ impl Context {
         api.patch_status(&ws.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("patch status"))?;
-        if let (Some(uid), Ok(mut m)) = (ws.uid(), self.statuses.lock()) {
-            m.insert(uid, next);
-        }
+        self.memory.wrote(ws.uid(), next);
         Ok(true)
     }
 
@@ -286,12 +344,7 @@ impl Context {
         requeue: Duration,
         keys: Option<&keys::KeysUpdate>,
     ) -> Result<Requeue, Error> {
-        self.finish_edit(ws, report, requeue, |next, generation, now| {
-            if let Some(update) = keys {
-                update.apply(next, generation, now);
-            }
-        })
-        .await
+        self.finish_edit(ws, report, requeue, keys_edit(keys)).await
     }
 
     /// [`Context::finish`] plus a step's own status changes (see [`Context::write_status_edit`]).
@@ -364,6 +417,40 @@ pub enum WorkspaceClient {
     Denied(String),
 }
 
+/// All SubscriptionBindings, and the labels of `namespace` when a binding of one of `subscriptions` selects
+/// namespaces by label (otherwise the namespace is not read).
+pub(crate) async fn bindings_and_labels(
+    client: &Client,
+    namespace: &str,
+    subscriptions: &[&str],
+) -> Result<(Vec<SubscriptionBinding>, Option<BTreeMap<String, String>>), Error> {
+    let bindings: Api<SubscriptionBinding> = Api::all(client.clone());
+    // Listed fresh on every reconcile so that a binding change is never judged against a stale cache.
+    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
+    let labels = if subscriptions.iter().any(|sub| policy::needs_namespace_labels(&bindings, sub)) {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces.get_opt(namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
+    } else {
+        None
+    };
+    Ok((bindings, labels))
+}
+
+/// The policy request for `ws` where its spec places it, with its access entries.
+pub(crate) fn spec_request<'a>(
+    ws: &'a MlWorkspace,
+    namespace: &'a str,
+    labels: Option<&'a BTreeMap<String, String>>,
+) -> policy::Request<'a> {
+    policy::Request {
+        namespace,
+        namespace_labels: labels,
+        subscription_id: &ws.spec.subscription_id,
+        resource_group: &ws.spec.resource_group,
+        access: &ws.spec.access,
+    }
+}
+
 /// Finds the binding that allows `ws` and returns its ARM client. No Azure call is made.
 pub async fn resolve_client(
     client: &Client,
@@ -371,23 +458,9 @@ pub async fn resolve_client(
     config: &ControllerConfig,
     ws: &MlWorkspace,
 ) -> Result<WorkspaceClient, Error> {
-    let bindings: Api<SubscriptionBinding> = Api::all(client.clone());
-    // Listed fresh on every reconcile so that a binding change is never judged against a stale cache.
-    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
     let namespace = ws.namespace().unwrap_or_default();
-    let labels = if policy::needs_namespace_labels(&bindings, &ws.spec.subscription_id) {
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces.get_opt(&namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
-    } else {
-        None
-    };
-    let request = policy::Request {
-        namespace: &namespace,
-        namespace_labels: labels.as_ref(),
-        subscription_id: &ws.spec.subscription_id,
-        resource_group: &ws.spec.resource_group,
-        access: &ws.spec.access,
-    };
+    let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
+    let request = spec_request(ws, &namespace, labels.as_ref());
     match policy::authorize(&bindings, &request) {
         Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
         Ok(binding) => {
@@ -441,7 +514,7 @@ pub async fn reconcile(ws: Arc<MlWorkspace>, ctx: Arc<Context>) -> Result<Requeu
             Ok(Requeue::await_change())
         }
         (false, false) => {
-            set_finalizer(&ctx.client, &ws, true).await?;
+            set_finalizer(&ctx.client, &*ws, FINALIZER, true).await?;
             if ws.status.is_none() {
                 // kstatus (Flux, kubectl wait) reads a resource without status as Current: say at once that work is
                 // under way, so GitOps tools wait for the first real reconcile.
@@ -465,19 +538,22 @@ pub async fn reconcile(ws: Arc<MlWorkspace>, ctx: Arc<Context>) -> Result<Requeu
     }
 }
 
-/// Adds or removes our finalizer.
-async fn set_finalizer(client: &Client, ws: &MlWorkspace, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = ws.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
+/// Adds or removes `finalizer` on `obj`.
+pub(crate) async fn set_finalizer<K>(client: &Client, obj: &K, finalizer: &str, present: bool) -> Result<(), Error>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let mut finalizers: Vec<String> = obj.finalizers().iter().filter(|f| *f != finalizer).cloned().collect();
     if present {
-        finalizers.push(FINALIZER.to_owned());
+        finalizers.push(finalizer.to_owned());
     }
     // resourceVersion in a merge patch is a precondition: a concurrent change of the list fails with 409 Conflict
     // (and is retried) instead of dropping someone else's finalizer.
     let patch = serde_json::json!({
-        "metadata": { "finalizers": finalizers, "resourceVersion": ws.resource_version() }
+        "metadata": { "finalizers": finalizers, "resourceVersion": obj.resource_version() }
     });
-    let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &ws.namespace().unwrap_or_default());
-    api.patch(&ws.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube(if present { "add finalizer" } else { "remove finalizer" }))?;
     Ok(())
@@ -589,7 +665,7 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, E
         info!("deletionPolicy Retain: leaving Azure as it is; removing the finalizer");
         return remove_finalizer(ws, ctx).await;
     }
-    if ws.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if plan::annotation_true(ws, ANNOTATION_PAUSED) {
         // Paused means no writes to Azure, deletion included: the workspace is left as it is.
         let note = "Paused: the workspace is left in Azure although deletionPolicy is Delete".to_owned();
         ctx.publish(ws, EventType::Normal, reasons::PAUSED, note).await;
@@ -629,28 +705,59 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, E
 }
 
 async fn remove_finalizer(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
-    set_finalizer(&ctx.client, ws, false).await?;
+    set_finalizer(&ctx.client, ws, FINALIZER, false).await?;
     ctx.forget(ws);
     Ok(Requeue::await_change())
 }
 
 /// Requeue after a failed reconcile: backoff with jitter for transient errors, Retry-After when throttled.
 pub fn error_policy(ws: Arc<MlWorkspace>, err: &Error, ctx: Arc<Context>) -> Requeue {
+    requeue_after_error(err, &ctx.config, || ctx.bump_failures(&ws))
+}
+
+/// THE requeue policy of both controllers: `bump_failures` counts the failure and returns how many in a row.
+pub(crate) fn requeue_after_error(
+    err: &Error,
+    config: &ControllerConfig,
+    bump_failures: impl FnOnce() -> u32,
+) -> Requeue {
     match classify(err) {
         Disposition::RetryAfter(after) => Requeue::requeue(after.max(Duration::from_millis(100))),
         Disposition::Retry => {
-            let attempt = ctx.bump_failures(&ws);
-            Requeue::requeue(backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max))
+            Requeue::requeue(backoff(bump_failures(), config.error_backoff_base, config.error_backoff_max))
         }
-        Disposition::Stall { .. } => Requeue::requeue(ctx.config.stalled_requeue),
+        Disposition::Stall { .. } => Requeue::requeue(config.stalled_requeue),
     }
 }
 
-fn deletion_predicate(ws: &MlWorkspace) -> Option<u64> {
+fn deletion_predicate<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
     let mut h = DefaultHasher::new();
-    ws.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    obj.meta().deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
     Some(h.finish())
+}
+
+/// The objects of `api` a controller runs on, cached in `writer`: only changes of generation, annotations,
+/// finalizers or deletion pass, so the controller's own status patches do not wake it.
+pub(crate) fn watch_changes<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Default,
+{
+    let predicate = predicates::generation
+        .combine(predicates::annotations)
+        .combine(predicates::finalizers)
+        .combine(deletion_predicate);
+    // Entries that expire count as changed; keep them well beyond a resync so our own status patches stay filtered.
+    let predicate_config = kube::runtime::PredicateConfig::default().ttl(Duration::from_secs(24 * 3600));
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicate, predicate_config)
 }
 
 /// Runs the controller until `shutdown` is cancelled, then lets running reconciles finish and returns.
@@ -692,21 +799,10 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
         None => "mlworkspaces".to_owned(),
     });
     let (reader, writer) = reflector::store();
-    let predicate = predicates::generation
-        .combine(predicates::annotations)
-        .combine(predicates::finalizers)
-        .combine(deletion_predicate);
-    // Entries that expire count as changed; keep them well beyond a resync so our own status patches stay filtered.
-    let predicate_config = kube::runtime::PredicateConfig::default().ttl(Duration::from_secs(24 * 3600));
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicate, predicate_config)
-        .inspect_ok({
-            let scope = scope.clone();
-            move |ws| scope.requested(&ObjectRef::from_obj(ws))
-        });
+    let stream = watch_changes(api, writer).inspect_ok({
+        let scope = scope.clone();
+        move |ws| scope.requested(&ObjectRef::from_obj(ws))
+    });
     let controller = Controller::for_stream(stream, reader);
     let (store, cache) = (controller.store(), controller.store());
     let (mapped, signalled, dropped) = (scope.clone(), scope.clone(), scope.clone());

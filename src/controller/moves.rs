@@ -215,15 +215,6 @@ pub fn resources_to_move(spec: &MlWorkspaceSpec, workspace: &WorkspaceRef) -> Re
     Ok(ids)
 }
 
-/// The three scopes of a workspace at `ws`.
-pub fn scopes_at(ws: &WorkspaceRef) -> Scopes {
-    Scopes {
-        workspace: ws.resource_id(),
-        resource_group: ws.resource_group.resource_id(),
-        subscription: ResourceId::subscription(ws.subscription()),
-    }
-}
-
 /// The role assignments the operator owns (`Granted` in `status.access`) at one of the old scopes that the move
 /// changes: the workspace scope always, the resource group scope always, the subscription scope only across
 /// subscriptions. Azure does not carry them; they are deleted once the move is done. Pure.
@@ -317,17 +308,9 @@ async fn clients(
     target: &ArmClient,
     starting: bool,
 ) -> Result<Result<Clients, Refusal>, Error> {
-    let bindings: Api<SubscriptionBinding> = Api::all(ctx.client.clone());
-    let bindings = bindings.list(&Default::default()).await.map_err(Error::kube("list SubscriptionBindings"))?.items;
     let namespace = ws.namespace().unwrap_or_default();
-    let labels = if policy::needs_namespace_labels(&bindings, &from.subscription_id)
-        || policy::needs_namespace_labels(&bindings, &ws.spec.subscription_id)
-    {
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-        namespaces.get_opt(&namespace).await.map_err(Error::kube("read namespace"))?.map(|n| n.labels().clone())
-    } else {
-        None
-    };
+    let subscriptions = [from.subscription_id.as_str(), ws.spec.subscription_id.as_str()];
+    let (bindings, labels) = super::bindings_and_labels(&ctx.client, &namespace, &subscriptions).await?;
     // The old place only needs to be usable by this namespace: the access entries are checked at the new one.
     let source_req = policy::Request {
         namespace: &namespace,
@@ -336,13 +319,7 @@ async fn clients(
         resource_group: &from.resource_group,
         access: &[],
     };
-    let target_req = policy::Request {
-        namespace: &namespace,
-        namespace_labels: labels.as_ref(),
-        subscription_id: &ws.spec.subscription_id,
-        resource_group: &ws.spec.resource_group,
-        access: &ws.spec.access,
-    };
+    let target_req = super::spec_request(ws, &namespace, labels.as_ref());
     let target_binding = if starting {
         match policy::authorize_move(&bindings, &source_req, &target_req) {
             Ok(b) => Some(b),
@@ -773,7 +750,7 @@ impl Step<'_> {
         // Azure carries no role assignment: remove the ones owned at the old scopes (the access step creates the
         // declared ones at the new scopes next).
         let access = self.status.map(|s| s.access.as_slice()).unwrap_or_default();
-        let stale = stale_assignments(access, &scopes_at(&old), &scopes_at(&new));
+        let stale = stale_assignments(access, &Scopes::at(&old), &Scopes::at(&new));
         let mut dropped = Vec::new();
         let marker = super::access::marker(&desired.owner.namespace, &desired.owner.name);
         for ra in &stale {

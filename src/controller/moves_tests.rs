@@ -189,7 +189,7 @@ fn granted(kind: AccessScope, scope: &str, name: Uuid) -> AccessStatus {
 fn stale_assignments_are_the_owned_ones_at_scopes_the_move_changes() {
     let at = |sub: &str, rg: &str| {
         let rg = parse_location(&loc(sub, rg)).expect("rg");
-        scopes_at(&WorkspaceRef::new(rg, crate::azure::ids::WorkspaceName::new("ws1").expect("name")))
+        Scopes::at(&WorkspaceRef::new(rg, crate::azure::ids::WorkspaceName::new("ws1").expect("name")))
     };
     let from = at(SUB, "a");
     let (w, r, s, u) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());

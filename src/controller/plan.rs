@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::api::conditions::reasons;
@@ -122,8 +122,9 @@ pub struct Desired {
     pub generation: Option<i64>,
 }
 
-fn annotation_true(ws: &MlWorkspace, key: &str) -> bool {
-    ws.annotations().get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+/// Whether annotation `key` of `obj` says "true" (any case).
+pub(crate) fn annotation_true<K: Resource>(obj: &K, key: &str) -> bool {
+    obj.annotations().get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Provider type of each dependent resource, for ids built from a bare `name`.

@@ -6,10 +6,11 @@
 //! flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::conditions::{self, reasons};
-use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
+use crate::api::v1alpha1::{MlOnlineEndpointStatus, MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
 use crate::azure::WorkspaceRef;
 use crate::azure::models::ProvisioningState;
 use crate::azure::workspaces::Workspace;
@@ -245,30 +246,57 @@ pub fn set_condition(
 /// Condition messages are capped (Kubernetes allows 32768 bytes; ARM messages can be long).
 const MAX_MESSAGE_CHARS: usize = 2048;
 
+/// A status the controllers patch only on change: what [`changed`] must ignore (its timestamps).
+pub trait TimestampedStatus: Clone + PartialEq + Serialize {
+    /// The conditions (their `lastTransitionTime` is ignored, and so is their order).
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// `status.lastSyncTime`.
+    fn last_sync_time_mut(&mut self) -> &mut Option<Time>;
+}
+
+impl TimestampedStatus for MlWorkspaceStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn last_sync_time_mut(&mut self) -> &mut Option<Time> {
+        &mut self.last_sync_time
+    }
+}
+
+impl TimestampedStatus for MlOnlineEndpointStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn last_sync_time_mut(&mut self) -> &mut Option<Time> {
+        &mut self.last_sync_time
+    }
+}
+
 /// The status with every timestamp blanked, for comparisons.
-fn without_timestamps(status: &MlWorkspaceStatus) -> MlWorkspaceStatus {
+fn without_timestamps<S: TimestampedStatus>(status: &S) -> S {
     let epoch = Time(jiff::Timestamp::UNIX_EPOCH);
     let mut s = status.clone();
-    s.last_sync_time = None;
-    for c in &mut s.conditions {
+    *s.last_sync_time_mut() = None;
+    let conditions = s.conditions_mut();
+    for c in conditions.iter_mut() {
         c.last_transition_time = epoch.clone();
     }
-    s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     s
 }
 
 /// Whether `new` differs from `old` in anything but timestamps.
-pub fn changed(old: Option<&MlWorkspaceStatus>, new: &MlWorkspaceStatus) -> bool {
+pub fn changed<S: TimestampedStatus>(old: Option<&S>, new: &S) -> bool {
     match old {
         None => true,
         Some(old) => without_timestamps(old) != without_timestamps(new),
     }
 }
 
-/// A JSON merge patch (`{"status": ...}`) turning `old` into `new`: top-level fields that disappeared are sent as
-/// `null`, because a merge patch leaves absent fields untouched.
-pub fn merge_patch(old: Option<&MlWorkspaceStatus>, new: &MlWorkspaceStatus) -> Value {
-    let to_map = |s: &MlWorkspaceStatus| match serde_json::to_value(s) {
+/// A JSON merge patch (`{"status": ...}`) turning `old` into `new`: fields that disappeared are sent as `null`,
+/// because a merge patch leaves absent fields untouched.
+pub fn merge_patch<S: Serialize>(old: Option<&S>, new: &S) -> Value {
+    let to_map = |s: &S| match serde_json::to_value(s) {
         Ok(Value::Object(m)) => m,
         _ => Map::new(),
     };

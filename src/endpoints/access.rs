@@ -23,13 +23,13 @@ use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{
     AccessEntry, AccessScope, AccessState, AccessStatus, EndpointAccessStatus, MlOnlineEndpoint, MlWorkspace,
 };
-use crate::azure::authorization::{RoleAssignmentCreate, RoleAssignmentFilter};
-use crate::azure::{ArmClient, ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId};
+use crate::azure::authorization::RoleAssignmentFilter;
+use crate::azure::{ArmClient, ResourceId, RoleAssignmentRef};
 use crate::controller::access::{
-    AccessAction, AccessInput, ExistingAssignment, Scopes, desired_assignments, marker, plan_access, principal_type,
-    summarize,
+    AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, create_request,
+    desired_assignments, marker, not_removed, plan_access, record_create_failure, summarize,
 };
-use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
+use crate::controller::error::Error;
 
 /// The planner's scopes for an endpoint: all three are the endpoint.
 pub fn endpoint_scopes(endpoint: &ResourceId) -> Scopes {
@@ -100,11 +100,6 @@ pub struct EndpointAccessOutcome {
     pub pending: bool,
 }
 
-fn arm_message(step: &'static str, err: ArmError) -> (Disposition, String) {
-    let err = Error::Arm { step, source: Box::new(err) };
-    (classify(&err), scrub(&error_chain(&err)))
-}
-
 /// Reconciles the endpoint's role assignments (the endpoint exists and is provisioned).
 #[instrument(skip_all, fields(endpoint = %endpoint))]
 pub async fn reconcile_access(
@@ -164,19 +159,10 @@ pub async fn reconcile_access(
                 }
             }
             AccessAction::Create { entry, .. } if !deletions_ok => {
-                entries[*entry].message = Some(
-                    "waiting until the assignments no longer declared are removed (never more rights than declared)"
-                        .into(),
-                );
+                entries[*entry].message = Some(WAITING_FOR_REMOVALS.into());
             }
             AccessAction::Create { entry, assignment } => {
-                let body = RoleAssignmentCreate {
-                    role_definition_id: RoleDefinitionId::new(Some(endpoint.subscription_id()), assignment.role),
-                    principal_id: assignment.principal,
-                    principal_type: assignment.principal_type.map(principal_type),
-                    description: Some(marker.clone()),
-                };
-                let ra = RoleAssignmentRef::new(assignment.scope.clone(), assignment.name);
+                let (ra, body) = create_request(assignment, endpoint.subscription_id(), &marker);
                 let slot = &mut entries[*entry];
                 match arm.create_role_assignment(&ra, &body).await {
                     Ok(_) => {
@@ -190,22 +176,13 @@ pub async fn reconcile_access(
                     Err(err) => {
                         let (disposition, message) = arm_message("create role assignment", err);
                         warn!(assignment = %assignment.name, error = %message, "cannot create endpoint role assignment");
-                        match disposition {
-                            Disposition::Stall { .. } => {
-                                slot.state = AccessState::Failed;
-                                slot.message = Some(message);
-                            }
-                            Disposition::Retry | Disposition::RetryAfter(_) => {
-                                slot.state = AccessState::Pending;
-                                slot.message = Some(format!("retrying: {message}"));
-                            }
-                        }
+                        record_create_failure(slot, disposition, message);
                     }
                 }
             }
         }
     }
-    let kept: Vec<AccessStatus> = entries.into_iter().zip(removed).filter(|(_, gone)| !gone).map(|(e, _)| e).collect();
+    let kept = not_removed(entries, removed);
     let summary = summarize(&kept, plan.declared);
     // The shared summary names the planner's scope kind; for an endpoint that is the endpoint.
     let message = summary.message.replace("(Workspace)", "(Endpoint)");

@@ -19,19 +19,19 @@ pub mod access;
 pub mod keys;
 pub mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
@@ -46,9 +46,13 @@ use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, LroOptions, ResourceId};
 use crate::controller::credentials::CredentialCache;
-use crate::controller::error::{Disposition, Error, backoff, classify, error_chain, scrub};
-use crate::controller::status::{Phase, set_condition};
-use crate::controller::{CONTROLLER_NAME, ControllerConfig, WorkspaceClient, resolve_client};
+use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
+use crate::controller::plan::annotation_true;
+use crate::controller::status::{self, Phase, set_condition};
+use crate::controller::{
+    CONTROLLER_NAME, ControllerConfig, ObjectMemory, WorkspaceClient, publish_event, requeue_after_error,
+    resolve_client, set_finalizer, watch_changes,
+};
 
 /// Shared state of the endpoint reconciles.
 pub struct Context {
@@ -58,74 +62,37 @@ pub struct Context {
     pub config: ControllerConfig,
     recorder: Recorder,
     credentials: CredentialCache,
-    failures: Mutex<HashMap<String, u32>>,
-    /// The last status written per uid (the watch cache may lag behind our own patch).
-    statuses: Mutex<HashMap<String, MlOnlineEndpointStatus>>,
+    /// Failures and last written status per endpoint uid.
+    memory: ObjectMemory<MlOnlineEndpointStatus>,
 }
 
 impl Context {
     /// A context for `client` with `config`.
     pub fn new(client: Client, config: ControllerConfig) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-        Context {
-            client,
-            config,
-            recorder,
-            credentials: CredentialCache::default(),
-            failures: Mutex::default(),
-            statuses: Mutex::default(),
-        }
+        Context { client, config, recorder, credentials: CredentialCache::default(), memory: ObjectMemory::default() }
     }
 
     async fn publish(&self, ep: &MlOnlineEndpoint, type_: EventType, reason: &str, note: String) {
-        let mut note = scrub(&note);
-        // The API server rejects event notes over 1 kB.
-        while note.len() > 1024 {
-            note.pop();
-        }
-        let event = KubeEvent {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &ep.object_ref(&())).await {
-            warn!(error = %err, reason, "cannot publish event");
-        }
+        publish_event(&self.recorder, ep, type_, reason, note).await;
     }
 
     fn current_status(&self, ep: &MlOnlineEndpoint) -> Option<MlOnlineEndpointStatus> {
-        let cached = ep.uid().and_then(|uid| self.statuses.lock().ok().and_then(|m| m.get(&uid).cloned()));
-        cached.or_else(|| ep.status.clone())
+        self.memory.status(ep.uid(), ep.status.as_ref())
     }
 
     fn forget(&self, ep: &MlOnlineEndpoint) {
         if let Some(uid) = ep.uid() {
-            if let Ok(mut m) = self.statuses.lock() {
-                m.remove(&uid);
-            }
-            if let Ok(mut m) = self.failures.lock() {
-                m.remove(&uid);
-            }
+            self.memory.forget(&uid);
         }
     }
 
     fn bump_failures(&self, ep: &MlOnlineEndpoint) -> u32 {
-        match (ep.uid(), self.failures.lock()) {
-            (Some(uid), Ok(mut m)) => {
-                let n = m.entry(uid).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
-            }
-            _ => 1,
-        }
+        self.memory.bump_failures(ep.uid())
     }
 
     fn reset_failures(&self, ep: &MlOnlineEndpoint) {
-        if let (Some(uid), Ok(mut m)) = (ep.uid(), self.failures.lock()) {
-            m.remove(&uid);
-        }
+        self.memory.reset_failures(ep.uid());
     }
 
     fn lro_options(&self) -> LroOptions {
@@ -140,19 +107,17 @@ impl Context {
     /// Writes `next` when it differs from the current status in more than timestamps.
     async fn write_status(&self, ep: &MlOnlineEndpoint, mut next: MlOnlineEndpointStatus) -> Result<bool, Error> {
         let previous = self.current_status(ep);
-        if !status_changed(previous.as_ref(), &next) {
+        if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
             return Ok(false);
         }
         next.last_sync_time = Some(Time(jiff::Timestamp::now()));
         let api: Api<MlOnlineEndpoint> = Api::namespaced(self.client.clone(), &ep.namespace().unwrap_or_default());
-        let patch = merge_patch(previous.as_ref(), &next);
+        let patch = status::merge_patch(previous.as_ref(), &next);
         api.patch_status(&ep.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(Error::kube("patch endpoint status"))?;
-        if let (Some(uid), Ok(mut m)) = (ep.uid(), self.statuses.lock()) {
-            m.insert(uid, next);
-        }
+        self.memory.wrote(ep.uid(), next);
         Ok(true)
     }
 }
@@ -173,53 +138,6 @@ pub fn set_kstatus(status: &mut MlOnlineEndpointStatus, outcome: &Phase, generat
     let (r, m) = if stalled { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
     set_condition(conds, conditions::STALLED, stalled, r, m, generation, now);
     status.observed_generation = generation;
-}
-
-fn without_timestamps(status: &MlOnlineEndpointStatus) -> MlOnlineEndpointStatus {
-    let epoch = Time(jiff::Timestamp::UNIX_EPOCH);
-    let mut s = status.clone();
-    s.last_sync_time = None;
-    for c in &mut s.conditions {
-        c.last_transition_time = epoch.clone();
-    }
-    s.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    s
-}
-
-/// Whether `new` differs from `old` in anything but timestamps.
-pub fn status_changed(old: Option<&MlOnlineEndpointStatus>, new: &MlOnlineEndpointStatus) -> bool {
-    match old {
-        None => true,
-        Some(old) => without_timestamps(old) != without_timestamps(new),
-    }
-}
-
-/// A merge patch turning `old` into `new` (fields that disappeared are sent as null).
-pub fn merge_patch(old: Option<&MlOnlineEndpointStatus>, new: &MlOnlineEndpointStatus) -> Value {
-    let to_map = |s: &MlOnlineEndpointStatus| match serde_json::to_value(s) {
-        Ok(Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
-    };
-    let mut patch = to_map(new);
-    if let Some(old) = old {
-        for key in to_map(old).keys() {
-            patch.entry(key.clone()).or_insert(Value::Null);
-        }
-        // Maps are merged key by key: removed traffic entries must be nulled too.
-        if let Some(Value::Object(traffic)) = patch.get_mut("traffic") {
-            for name in old.traffic.keys() {
-                traffic.entry(name.clone()).or_insert(Value::Null);
-            }
-        }
-        if let (Some(Value::Object(keys)), Some(old_keys)) = (patch.get_mut("keys"), &old.keys)
-            && let Ok(Value::Object(o)) = serde_json::to_value(old_keys)
-        {
-            for k in o.keys() {
-                keys.entry(k.clone()).or_insert(Value::Null);
-            }
-        }
-    }
-    json!({ "status": Value::Object(patch) })
 }
 
 /// Whether the workspace is Ready (and not being deleted).
@@ -420,26 +338,12 @@ pub async fn reconcile(ep: Arc<MlOnlineEndpoint>, ctx: Arc<Context>) -> Result<R
             Ok(Requeue::await_change())
         }
         (false, false) => {
-            set_finalizer(&ctx.client, &ep, true).await?;
+            set_finalizer(&ctx.client, &*ep, ENDPOINT_FINALIZER, true).await?;
             Ok(Requeue::await_change())
         }
         (true, true) => reconcile_cleanup(&ep, &ctx).await,
         (false, true) => reconcile_apply(&ep, &ctx).await,
     }
-}
-
-async fn set_finalizer(client: &Client, ep: &MlOnlineEndpoint, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = ep.finalizers().iter().filter(|f| *f != ENDPOINT_FINALIZER).cloned().collect();
-    if present {
-        finalizers.push(ENDPOINT_FINALIZER.to_owned());
-    }
-    // resourceVersion makes the patch fail on a concurrent change instead of dropping someone else's finalizer.
-    let patch = json!({ "metadata": { "finalizers": finalizers, "resourceVersion": ep.resource_version() } });
-    let api: Api<MlOnlineEndpoint> = Api::namespaced(client.clone(), &ep.namespace().unwrap_or_default());
-    api.patch(&ep.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube(if present { "add finalizer" } else { "remove finalizer" }))?;
-    Ok(())
 }
 
 /// The owner reference an endpoint carries to its workspace: deleting the workspace deletes its endpoints, and
@@ -560,7 +464,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     report_observed(&mut status, &ep_ref, &observed, &desired.owner);
     deployments_condition(&mut status, &plan, generation, &now);
     debug!(actions = plan.actions.len(), waiting = ?plan.waiting, "planned");
-    if ep.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if annotation_true(ep, ANNOTATION_PAUSED) {
         // Observe and report only: no write to Azure (nor key regeneration, nor role assignments).
         let in_sync = plan.converged();
         let message = if in_sync {
@@ -635,7 +539,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
 
 async fn remove_finalizer(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue, Error> {
     keys::delete_owned_secret(ctx, ep).await?;
-    set_finalizer(&ctx.client, ep, false).await?;
+    set_finalizer(&ctx.client, ep, ENDPOINT_FINALIZER, false).await?;
     ctx.forget(ep);
     Ok(Requeue::await_change())
 }
@@ -646,7 +550,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
         info!("deletionPolicy Retain: leaving the endpoint in Azure; removing the finalizer");
         return remove_finalizer(ep, ctx).await;
     }
-    if ep.annotations().get(ANNOTATION_PAUSED).is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if annotation_true(ep, ANNOTATION_PAUSED) {
         // Paused means no writes to Azure, deletion included.
         let note = "Paused: the endpoint is left in Azure although deletionPolicy is Delete".to_owned();
         ctx.publish(ep, EventType::Normal, reasons::PAUSED, note).await;
@@ -710,21 +614,7 @@ fn owned_by(ep: &OnlineEndpoint, owner: &str) -> bool {
 
 /// Requeue after a failed reconcile: backoff with jitter, Retry-After when throttled.
 pub fn error_policy(ep: Arc<MlOnlineEndpoint>, err: &Error, ctx: Arc<Context>) -> Requeue {
-    match classify(err) {
-        Disposition::RetryAfter(after) => Requeue::requeue(after.max(Duration::from_millis(100))),
-        Disposition::Retry => {
-            let attempt = ctx.bump_failures(&ep);
-            Requeue::requeue(backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max))
-        }
-        Disposition::Stall { .. } => Requeue::requeue(ctx.config.stalled_requeue),
-    }
-}
-
-fn deletion_predicate(ep: &MlOnlineEndpoint) -> Option<u64> {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    ep.metadata.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
-    Some(h.finish())
+    requeue_after_error(err, &ctx.config, || ctx.bump_failures(&ep))
 }
 
 /// Runs the endpoint controller until `shutdown` is cancelled (started by [`crate::controller::run`], so it shares
@@ -748,17 +638,7 @@ async fn run_one(namespace: Option<String>, client: Client, ctx: Arc<Context>, s
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (reader, writer) = reflector::store();
-    let predicate = predicates::generation
-        .combine(predicates::annotations)
-        .combine(predicates::finalizers)
-        .combine(deletion_predicate);
-    let predicate_config = kube::runtime::PredicateConfig::default().ttl(Duration::from_secs(24 * 3600));
-    let stream = watcher(endpoints, watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicate, predicate_config);
-    let controller = Controller::for_stream(stream, reader);
+    let controller = Controller::for_stream(watch_changes(endpoints, writer), reader);
     let store = controller.store();
     controller
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
@@ -820,6 +700,8 @@ pub fn exports_keys(ep: &MlOnlineEndpoint) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn status_with(traffic: &[(&str, i64)]) -> MlOnlineEndpointStatus {
@@ -907,7 +789,7 @@ mod tests {
     fn merge_patch_nulls_removed_traffic_entries() {
         let old = status_with(&[("blue", 90), ("green", 10)]);
         let new = status_with(&[("green", 100)]);
-        let patch = merge_patch(Some(&old), &new);
+        let patch = status::merge_patch(Some(&old), &new);
         assert_eq!(patch["status"]["traffic"], json!({"blue": null, "green": 100}));
     }
 
@@ -919,8 +801,8 @@ mod tests {
         set_kstatus(&mut a, &Phase::Ready, Some(1), &now);
         let mut b = a.clone();
         b.last_sync_time = Some(later);
-        assert!(!status_changed(Some(&a), &b));
+        assert!(!status::changed(Some(&a), &b));
         set_kstatus(&mut b, &Phase::Progressing { reason: reasons::CREATING, message: "x".into() }, Some(1), &now);
-        assert!(status_changed(Some(&a), &b));
+        assert!(status::changed(Some(&a), &b));
     }
 }
