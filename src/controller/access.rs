@@ -499,6 +499,15 @@ pub fn summarize(entries: &[AccessStatus], declared: usize) -> AccessSummary {
 
 const CANNOT_REMOVE: &str = "cannot remove";
 
+/// The message of a leftover whose deletion failed: "cannot remove" when retrying cannot help (the access report then
+/// no longer counts it as pending), else "removal failed, retrying".
+pub(crate) fn removal_failure(disposition: &Disposition, message: &str) -> String {
+    match disposition {
+        Disposition::Stall { .. } => format!("{CANNOT_REMOVE}: {message}"),
+        Disposition::Retry | Disposition::RetryAfter(_) => format!("removal failed, retrying: {message}"),
+    }
+}
+
 fn describe(s: &AccessStatus) -> String {
     let role = crate::api::v1alpha1::BuiltinRole::ALL
         .iter()
@@ -712,13 +721,10 @@ pub async fn reconcile_access(
                         deletions_ok = false;
                         let (disposition, message) = arm_message("delete role assignment", err);
                         warn!(assignment = %target.name, error = %message, "cannot delete role assignment");
-                        entries[*entry].message = Some(match disposition {
-                            Disposition::Stall { .. } => format!("{CANNOT_REMOVE}: {message}"),
-                            Disposition::Retry | Disposition::RetryAfter(_) => {
-                                soonest(ctx.config.error_backoff_base);
-                                format!("removal failed, retrying: {message}")
-                            }
-                        });
+                        if !matches!(disposition, Disposition::Stall { .. }) {
+                            soonest(ctx.config.error_backoff_base);
+                        }
+                        entries[*entry].message = Some(removal_failure(&disposition, &message));
                     }
                 }
             }

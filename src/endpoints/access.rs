@@ -27,7 +27,7 @@ use crate::azure::authorization::RoleAssignmentFilter;
 use crate::azure::{ArmClient, ResourceId, RoleAssignmentRef};
 use crate::controller::access::{
     AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, create_request,
-    desired_assignments, marker, not_removed, plan_access, record_create_failure, summarize,
+    desired_assignments, marker, not_removed, plan_access, record_create_failure, removal_failure, summarize,
 };
 use crate::controller::error::Error;
 
@@ -152,9 +152,9 @@ pub async fn reconcile_access(
                     }
                     Err(err) => {
                         deletions_ok = false;
-                        let (_, message) = arm_message("delete role assignment", err);
+                        let (disposition, message) = arm_message("delete role assignment", err);
                         warn!(assignment = %target.name, error = %message, "cannot delete endpoint role assignment");
-                        entries[*entry].message = Some(format!("removal failed, retrying: {message}"));
+                        entries[*entry].message = Some(removal_failure(&disposition, &message));
                     }
                 }
             }
