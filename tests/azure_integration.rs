@@ -787,9 +787,12 @@ async fn error_statuses_are_classified_and_not_retried() {
     assert_eq!((err.status(), err.class(), n), (Some(404), ErrorClass::NotFound, 1), "{err}");
     assert!(err.is_not_found());
 
-    // 409: a second PUT while the first is still provisioning.
+    // 409: a second PUT while the first is still provisioning (a long operation, so that a loaded machine cannot
+    // finish it between the two calls).
+    env.sim.handle.set_lro_duration(Duration::from_secs(120));
     let ws = env.ws("ws-busy");
     let first = env.client.begin_create_or_update_workspace(&ws, &env.workspace_body()).await.unwrap();
+    assert!(matches!(first, LroStart::Pending(_)), "the first PUT is still running");
     let (r, n) = counting(
         &env,
         "Workspaces_CreateOrUpdate",
@@ -801,9 +804,7 @@ async fn error_statuses_are_classified_and_not_retried() {
         (err.status(), err.code(), err.class(), n),
         (Some(409), Some("AnotherOperationInProgress"), ErrorClass::Conflict, 1)
     );
-    if let LroStart::Pending(h) = first {
-        env.client.wait_lro::<Workspace>(h, &lro_opts()).await.unwrap();
-    }
+    env.sim.handle.set_lro_duration(Duration::from_millis(LRO_MS));
 
     // 400: a workspace without a location.
     let no_location = Workspace { location: None, ..env.workspace_body() };
