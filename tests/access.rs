@@ -347,7 +347,9 @@ async fn existing_assignments_are_unmanaged_and_never_deleted() {
 
 #[tokio::test]
 async fn a_principal_not_yet_replicated_is_retried_then_granted_or_failed() {
-    let env = Env::start(Duration::from_secs(30), Duration::from_millis(1500)).await;
+    // The principal wait is long enough that the directory "catching up" below always falls inside it on a loaded
+    // machine, and short enough for the never-appearing principal to fail within the test's deadline.
+    let env = Env::start(Duration::from_secs(30), Duration::from_secs(6)).await;
     let late = "50000000-0000-4000-8000-000000000001";
     let never = "50000000-0000-4000-8000-000000000002";
     env.create("ws-late", json!([entry(late, "Reader", "Workspace")])).await;
@@ -384,7 +386,7 @@ async fn a_principal_not_yet_replicated_is_retried_then_granted_or_failed() {
             .count()
     };
     let before = attempts(&env);
-    assert!((2..=15).contains(&before), "{before} attempts in 1.5 s");
+    assert!((2..=40).contains(&before), "{before} attempts in 6 s: retried with backoff, not in a hot loop");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(attempts(&env), before, "retried after Failed");
 }
