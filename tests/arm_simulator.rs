@@ -440,7 +440,7 @@ fn urlencode(s: &str) -> String {
 #[tokio::test]
 async fn workspace_lifecycle_matches_examples() {
     // Long enough that the GET right after the PUT reliably sees the operation still running on a busy machine.
-    let env = start_with(|c| c.lro_duration = Duration::from_millis(400)).await;
+    let env = start_with(|c| c.lro_duration = Duration::from_secs(2)).await;
     let id = env.ws_id("testworkspace");
     let ex = example("ml-workspaces/Workspace_create.json");
     let body = rewrite_example_body(&env, ex["parameters"]["parameters"].clone());

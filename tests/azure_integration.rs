@@ -332,7 +332,7 @@ async fn workspace_lifecycle_keys_and_resync() {
 
     // Create via begin + poll_lro; a longer operation so that the first poll certainly finds it running even on a
     // loaded machine.
-    env.sim.handle.set_lro_duration(Duration::from_millis(400));
+    env.sim.handle.set_lro_duration(Duration::from_secs(2));
     let handle = match env.client.begin_create_or_update_workspace(&ws1, &env.workspace_body()).await.unwrap() {
         LroStart::Pending(h) => h,
         LroStart::Done(w) => panic!("the simulator accepts workspace PUTs asynchronously, got {w:?}"),
@@ -345,12 +345,12 @@ async fn workspace_lifecycle_keys_and_resync() {
             LroPoll::InProgress(next) => {
                 in_progress += 1;
                 handle = next;
-                tokio::time::sleep(Duration::from_millis(15)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             LroPoll::Done(w) => break w,
         }
     };
-    assert!(in_progress >= 1, "a 400 ms operation cannot be done at the first poll");
+    assert!(in_progress >= 1, "a 2 s operation cannot be done at the first poll");
     env.sim.handle.set_lro_duration(Duration::from_millis(LRO_MS));
     assert_eq!(created.properties.provisioning_state, Some(ProvisioningState::Succeeded));
     assert!(same_id(created.id.as_deref().unwrap(), &ws1.id()));
