@@ -210,14 +210,20 @@ fn walkthrough_with_kubectl() {
         ]) == "True"
     };
     eventually("the keys to be reported in sync", Duration::from_secs(30), || keys_in_sync(&sandbox));
+    // The example's azml.dev/resync-keys annotation asked for one resync at creation already.
+    let resyncs_before = sandbox.calls("Workspaces_ResyncKeys");
+    assert_eq!(resyncs_before, 1, "the example's annotation requests exactly one resync");
     sandbox.azure(&["regenerate-key", "--account", "riskmlsa", "--key", "key1"]);
-    eventually("the workspace to be resynced", Duration::from_secs(45), || sandbox.calls("Workspaces_ResyncKeys") == 1);
+    eventually("the workspace to be resynced", Duration::from_secs(60), || {
+        sandbox.calls("Workspaces_ResyncKeys") > resyncs_before
+    });
     eventually("the resync to be reported", Duration::from_secs(30), || {
         sandbox.kubectl_ok(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.storageKeys.lastResyncReason}"])
             == "Drift"
             && keys_in_sync(&sandbox)
     });
     assert!(sandbox.kubectl_ok(&["get", "events"]).contains("KeysResynced"));
+    assert_eq!(sandbox.calls("Workspaces_ResyncKeys"), resyncs_before + 1, "one regeneration, one resync");
 
     // Someone edits the workspace in the portal: the operator puts the spec back with one PATCH and says so.
     sandbox.azure(&[
