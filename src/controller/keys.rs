@@ -613,10 +613,8 @@ pub async fn after_ready(
                 }
             }
         }
-        KeysDecision::Resync(reason) => {
-            ctx.keys.clear_signal(&uid);
-            start_resync(ctx, ws, desired, arm, &uid, keys_status, reason).await
-        }
+        // start_resync clears the signals this resync answers.
+        KeysDecision::Resync(reason) => start_resync(ctx, ws, desired, arm, &uid, keys_status, reason).await,
         KeysDecision::Rotate => rotate(ctx, ws, desired, arm, &uid, keys_status, &sa).await,
     }
 }
