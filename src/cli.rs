@@ -98,7 +98,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "AZML_LRO_POLL_MIN")]
     pub lro_poll_min: Duration,
 
-    /// Longest delay between two polls of a long-running Azure operation (Azure may ask for up to 10 minutes).
+    /// Longest delay the operator chooses by itself while it waits on Azure. A `Retry-After` Azure sends (up to 10
+    /// minutes) is always honoured in full: the operator never polls an operation before Azure asked it to.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "AZML_LRO_POLL_MAX")]
     pub lro_poll_max: Duration,
 

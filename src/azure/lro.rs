@@ -62,6 +62,27 @@ pub struct LroHandle {
     /// Poll delay ARM asked for in its last response, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_secs: Option<u64>,
+    /// Not to be polled before this instant (the last response's time + its `Retry-After`). [`ArmClient::poll_lro`]
+    /// does not send a request before then, so the wait ARM asked for holds across reconciles and restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+}
+
+impl LroHandle {
+    /// How long until the handle may be polled (`None`: now).
+    pub fn wait_remaining(&self) -> Option<Duration> {
+        let not_before = self.not_before?;
+        let left = not_before.duration_since(Timestamp::now());
+        (left.is_positive()).then(|| left.unsigned_abs())
+    }
+
+    fn set_retry_after(&mut self, retry_after: Option<Duration>) {
+        self.retry_after_secs = retry_after.map(|d| d.as_secs());
+        self.not_before = retry_after
+            .filter(|d| !d.is_zero())
+            .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+            .and_then(|d| Timestamp::now().checked_add(d).ok());
+    }
 }
 
 /// Result of starting an operation.
@@ -87,9 +108,11 @@ pub enum LroPoll<T> {
 pub struct LroOptions {
     /// Give up (with [`ArmError::LroTimeout`]) after this long, measured from the handle's `started_at`.
     pub timeout: Duration,
-    /// Poll interval when ARM sends no `Retry-After`.
+    /// Poll interval when ARM sends no `Retry-After`, and the shortest wait between two polls.
     pub default_poll_interval: Duration,
-    /// Upper bound for one poll interval (ARM may ask for up to 600 s).
+    /// Upper bound of the interval this client picks itself (when ARM sends no `Retry-After`). A `Retry-After` ARM
+    /// sends is always honoured, even when longer (ARM answers polls that come too early with a new wait and may
+    /// count them against the subscription's read budget).
     pub max_poll_interval: Duration,
     /// Cancels the wait (the operation itself keeps running in Azure; the handle stays valid).
     pub cancel: CancellationToken,
@@ -102,6 +125,17 @@ impl Default for LroOptions {
             default_poll_interval: Duration::from_secs(5),
             max_poll_interval: Duration::from_secs(60),
             cancel: CancellationToken::new(),
+        }
+    }
+}
+
+impl LroOptions {
+    /// How long to wait before the next poll: ARM's `Retry-After` when it sent one (never less than the minimum
+    /// interval, never cut short), else the default interval within the maximum.
+    pub fn poll_delay(&self, retry_after_secs: Option<u64>) -> Duration {
+        match retry_after_secs {
+            Some(secs) => Duration::from_secs(secs).max(self.default_poll_interval),
+            None => self.default_poll_interval.min(self.max_poll_interval),
         }
     }
 }
@@ -156,7 +190,7 @@ impl ArmClient {
         if let Some(l) = &location {
             self.check_same_origin(operation, l)?;
         }
-        let handle = LroHandle {
+        let mut handle = LroHandle {
             operation: operation.to_owned(),
             kind,
             poll_url,
@@ -165,19 +199,27 @@ impl ArmClient {
             final_state: spec.final_state,
             subscription,
             started_at: Timestamp::now(),
-            retry_after_secs: retry_after(&resp.headers).map(|d| d.as_secs()),
+            retry_after_secs: None,
+            not_before: None,
         };
+        handle.set_retry_after(retry_after(&resp.headers));
         tracing::info!(operation, kind = ?handle.kind, request_id = resp.ids.request_id.as_deref().unwrap_or("-"), "long-running operation accepted");
         Ok(LroStart::Pending(handle))
     }
 
     /// Polls a pending operation once. Works with handles restored from storage (URLs are re-validated).
+    ///
+    /// Before the `Retry-After` of the previous answer has passed, no request is sent: the handle is returned
+    /// unchanged as in progress (ARM answers early polls with another wait and counts them as reads).
     pub async fn poll_lro<T: DeserializeOwned>(&self, handle: &LroHandle) -> Result<LroPoll<T>, ArmError> {
         const OP: &str = "LongRunningOperation_Poll";
         let url = self.check_same_origin(OP, &handle.poll_url)?;
+        if handle.wait_remaining().is_some() {
+            return Ok(LroPoll::InProgress(handle.clone()));
+        }
         let resp = self.send_url(OP, Method::GET, url, None, handle.subscription).await?;
         let mut next = handle.clone();
-        next.retry_after_secs = retry_after(&resp.headers).map(|d| d.as_secs());
+        next.set_retry_after(retry_after(&resp.headers));
         match handle.kind {
             LroKind::AzureAsyncOperation => {
                 let status: OperationStatus = resp.json(OP)?;
@@ -239,12 +281,8 @@ impl ArmClient {
             if elapsed >= deadline_from_start {
                 return Err(ArmError::LroTimeout { operation: handle.operation.clone(), waited: elapsed });
             }
-            let wait = handle
-                .retry_after_secs
-                .map(Duration::from_secs)
-                .unwrap_or(options.default_poll_interval)
-                .min(options.max_poll_interval)
-                .min(deadline_from_start - elapsed);
+            // ARM's Retry-After, in full; the default interval when it asked for none.
+            let wait = handle.wait_remaining().unwrap_or_else(|| options.poll_delay(None)).min(deadline_from_start - elapsed);
             tokio::select! {
                 () = options.cancel.cancelled() => {
                     return Err(ArmError::Cancelled { operation: handle.operation.clone() });

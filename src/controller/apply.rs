@@ -58,10 +58,18 @@ impl Progress {
     }
 }
 
-/// Poll delay for an operation: what ARM asked for, within the configured bounds.
+/// Poll delay for an operation: the `Retry-After` ARM asked for (honoured in full: polling earlier only earns another
+/// wait and costs a read of the subscription's budget), at least `lro_poll_min`; `lro_poll_min` when ARM asked nothing.
 pub fn poll_delay(ctx: &Context, handle: &LroHandle) -> Duration {
-    let asked = handle.retry_after_secs.map(Duration::from_secs).unwrap_or(ctx.config.lro_poll_min);
-    asked.clamp(ctx.config.lro_poll_min, ctx.config.lro_poll_max.max(ctx.config.lro_poll_min))
+    match handle.wait_remaining() {
+        Some(left) => left.max(ctx.config.lro_poll_min),
+        None => lro_poll_delay(handle.retry_after_secs, ctx.config.lro_poll_min),
+    }
+}
+
+/// [`poll_delay`] without the context (pure).
+pub fn lro_poll_delay(retry_after_secs: Option<u64>, min: Duration) -> Duration {
+    retry_after_secs.map(Duration::from_secs).unwrap_or(min).max(min)
 }
 
 fn progressing(kind: OperationKind) -> Phase {

@@ -77,7 +77,8 @@ pub struct ControllerConfig {
     pub federated_token_file: Option<PathBuf>,
     /// Lower bound of the delay between polls of a long-running operation.
     pub lro_poll_min: Duration,
-    /// Upper bound of the delay between polls of a long-running operation (ARM may ask for up to 600 s).
+    /// Upper bound of the delays the controller chooses itself while waiting on Azure. Azure's `Retry-After` (up to
+    /// 600 s) is honoured in full, never shortened to this bound.
     pub lro_poll_max: Duration,
     /// How long an operation in flight is polled before the controller forgets it and looks at Azure afresh (it
     /// never re-sends the write because of this: Azure still shows the resource as being provisioned).

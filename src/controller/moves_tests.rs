@@ -46,6 +46,7 @@ fn handle() -> LroHandle {
         subscription: None,
         started_at: jiff::Timestamp::from_second(1_700_000_000).expect("ts"),
         retry_after_secs: None,
+        not_before: None,
     }
 }
 

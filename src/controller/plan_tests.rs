@@ -352,6 +352,7 @@ fn pending_operation_is_polled_never_reissued() {
         subscription: None,
         started_at: Timestamp::UNIX_EPOCH,
         retry_after_secs: Some(1),
+        not_before: None,
     };
     let obs = Observed {
         pending: Some(PendingOp { kind: OperationKind::CreateWorkspace, handle }),

@@ -57,6 +57,11 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub lro_duration: Duration,
 
+    /// Simulated seconds per real second for the waits the simulated Azure asks for (`Retry-After`): 1 answers
+    /// as Azure does (10 s for ML operations), 0.1 a tenth of it; never less than 1 s.
+    #[arg(long, default_value_t = 0.1)]
+    pub time_scale: f64,
+
     /// How often the controller compares an unchanged workspace with Azure (short, so edits made behind the
     /// operator's back show quickly).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -206,6 +211,7 @@ impl Sandbox {
         let mut sim_config = SimConfig::new(seeded.state.clone());
         sim_config.bind = ([127, 0, 0, 1], args.arm_port).into();
         sim_config.lro_duration = args.lro_duration;
+        sim_config.time_scale = args.time_scale;
         let arm = ArmSimulator::start(sim_config).await?;
         if restore {
             arm.handle.load(&arm_state_file)?;

@@ -12,6 +12,9 @@ use super::model::{
     ActivityEvent, OpError, OpKind, OpStatus, Operation, Resource, ResourceExt, RoleAssignment, Secret, SimState,
     id_key, scope_contains, sub_and_rg,
 };
+use super::lro::{PollStyle, scaled_retry_after};
+use super::shapes;
+use super::throttle::StorageThrottle;
 use super::reply::{ArmError, Reply};
 use super::route::{
     COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS, WORKSPACES, resource_id,
@@ -21,7 +24,10 @@ use super::route::{
 #[derive(Debug, Clone)]
 pub(crate) struct Knobs {
     pub lro_duration: Duration,
-    pub retry_after_secs: u64,
+    /// A fixed `Retry-After` (0 allowed), instead of Azure's values scaled by `time_scale`.
+    pub retry_after_secs: Option<u64>,
+    /// Simulated seconds per real second for the delays Azure asks clients to wait (`Retry-After`).
+    pub time_scale: f64,
     pub token_lifetime: Duration,
     pub page_size: usize,
 }
@@ -33,6 +39,7 @@ pub(crate) struct Inner {
     pub calls: CallLog,
     pub faults: Faults,
     pub throttle: Throttle,
+    pub storage_throttle: StorageThrottle,
     pub tokens: Tokens,
     pub knobs: Knobs,
     pub endpoint: String,
@@ -99,12 +106,22 @@ impl Inner {
         }
     }
 
+    /// Region of the resource a request addresses, for per-region limits (`global` when it has none).
+    pub fn region_of(&self, id: &str) -> String {
+        self.state
+            .resources
+            .get(&id_key(id))
+            .and_then(|r| r.body.get("location"))
+            .and_then(Value::as_str)
+            .map_or_else(|| "global".to_string(), |l| l.to_ascii_lowercase())
+    }
+
     /// Authenticates a request's bearer token.
     pub fn authenticate(&self, header: Option<&str>) -> Result<Caller, ArmError> {
         self.tokens.authenticate(header, &self.endpoint, &self.state.tenant_id)
     }
 
-    fn ensure_sub(&self, sub: &str) -> Result<String, ArmError> {
+    pub(crate) fn ensure_sub(&self, sub: &str) -> Result<String, ArmError> {
         self.state.subscriptions.get(&sub.to_ascii_lowercase()).map(|s| s.subscription_id.clone()).ok_or_else(|| {
             ArmError::new(
                 StatusCode::NOT_FOUND,
@@ -115,7 +132,7 @@ impl Inner {
     }
 
     /// Canonical (sub, rg name) or ResourceGroupNotFound.
-    fn ensure_rg(&self, sub: &str, rg: &str) -> Result<(String, String), ArmError> {
+    pub(crate) fn ensure_rg(&self, sub: &str, rg: &str) -> Result<(String, String), ArmError> {
         let sub = self.ensure_sub(sub)?;
         let key = id_key(&format!("/subscriptions/{sub}/resourceGroups/{rg}"));
         self.state.resource_groups.get(&key).map(|g| (sub.clone(), g.name.clone())).ok_or_else(|| {
@@ -131,7 +148,7 @@ impl Inner {
         self.state.resources.get(&id_key(id)).ok_or_else(|| ArmError::not_found(rtype, id))
     }
 
-    fn page(&self, req: &Req, items: Vec<Value>) -> Value {
+    pub(crate) fn page(&self, req: &Req, items: Vec<Value>) -> Value {
         let skip: usize = req.q("$skipToken").and_then(|s| s.parse().ok()).unwrap_or(0);
         let size = self.knobs.page_size.max(1);
         let total = items.len();
@@ -165,8 +182,27 @@ impl Inner {
         let ms = i64::try_from(self.knobs.lro_duration.as_millis()).unwrap_or(i64::MAX);
         let due = now.checked_add(SignedDuration::from_millis(ms)).unwrap_or(now);
         let namespace = routed.action.split('/').next().unwrap_or("Microsoft.Resources").to_string();
+        let region = self
+            .state
+            .resources
+            .get(&id_key(resource_id))
+            .and_then(|r| r.body.get("location"))
+            .and_then(Value::as_str)
+            .map(|l| l.to_ascii_lowercase().replace(' ', ""))
+            .unwrap_or_else(|| "global".into());
+        let token = match PollStyle::of(&routed.op) {
+            // The recorded workspace operation ids are opaque url-safe tokens, RG deletions a base64 job id.
+            PollStyle::MlWorkspace | PollStyle::ArmOperationResults => {
+                use base64::Engine as _;
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
+            }
+            PollStyle::MfeCreate | PollStyle::MfeAction => {
+                format!("{}:{}:{}", if routed.op.starts_with("OnlineDeployments") { "odidp" } else { "oeidp" }, uuid::Uuid::new_v4(), uuid::Uuid::new_v4())
+            }
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
         let op = Operation {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: token,
             subscription_id: routed.sub.clone().unwrap_or_default(),
             namespace,
             resource_id: resource_id.into(),
@@ -180,35 +216,84 @@ impl Inner {
             status: OpStatus::InProgress,
             failure,
             returns_body,
+            region,
+            api_version: String::new(),
         };
         self.state.operations.insert(op.id.clone(), op.clone());
         op
     }
 
+    /// The status-monitor (`status`) or result-monitor URL of an operation, shaped per its [`PollStyle`].
     fn poll_url(&self, op: &Operation, status: bool, api_version: &str) -> String {
-        format!(
-            "{}/subscriptions/{}/providers/{}/locations/global/{}/{}?api-version={api_version}",
-            self.endpoint,
-            op.subscription_id,
-            op.namespace,
-            if status { "operationStatuses" } else { "operationResults" },
-            op.id
-        )
+        let v = if op.api_version.is_empty() { api_version } else { op.api_version.as_str() };
+        let sub = format!("{}/subscriptions/{}", self.endpoint, op.subscription_id);
+        match PollStyle::of(&op.operation) {
+            PollStyle::MlWorkspace => format!(
+                "{sub}/providers/Microsoft.MachineLearningServices/locations/{}/workspaceOperationsStatus/{}?api-version={v}&type={}",
+                op.region,
+                op.id,
+                if status { "async" } else { "location" }
+            ),
+            PollStyle::MfeCreate | PollStyle::MfeAction => format!(
+                "{sub}/providers/Microsoft.MachineLearningServices/locations/{}/{}/{}?api-version={v}",
+                op.region,
+                if status { "mfeOperationsStatus" } else { "mfeOperationResults" },
+                op.id
+            ),
+            PollStyle::Storage => format!(
+                "{sub}/providers/Microsoft.Storage/locations/{}/asyncoperations/{}?monitor=true&api-version={v}",
+                op.region, op.id
+            ),
+            PollStyle::ArmOperationResults => format!("{sub}/operationresults/{}?api-version={v}", op.id),
+            PollStyle::Generic => format!(
+                "{sub}/providers/{}/locations/global/{}/{}?api-version={v}",
+                op.namespace,
+                if status { "operationStatuses" } else { "operationResults" },
+                op.id
+            ),
+        }
     }
 
-    fn location_headers(&self, reply: Reply, op: &Operation, req: &Req) -> Reply {
-        let v = req.q("api-version").unwrap_or("2025-01-01").to_string();
-        reply
-            .header("Location", self.poll_url(op, false, &v))
-            .header("Retry-After", self.knobs.retry_after_secs.to_string())
+    /// `Retry-After` for `style` (None: Azure sends none there).
+    fn retry_after(&self, style: PollStyle) -> Option<String> {
+        let base = style.retry_after_base()?;
+        Some(scaled_retry_after(base, self.knobs.time_scale, self.knobs.retry_after_secs).to_string())
     }
 
-    fn async_headers(&self, reply: Reply, op: &Operation, req: &Req) -> Reply {
+    /// Headers of an operation's first answer, as the recordings show them per style.
+    fn lro_reply(&mut self, reply: Reply, op: &Operation, req: &Req) -> Reply {
         let v = req.q("api-version").unwrap_or("2025-01-01").to_string();
+        if let Some(o) = self.state.operations.get_mut(&op.id) {
+            o.api_version = v.clone();
+        }
+        let mut op = op.clone();
+        op.api_version = v.clone();
+        let style = PollStyle::of(&op.operation);
+        let mut reply = match style {
+            PollStyle::MlWorkspace => reply
+                .header("Location", self.poll_url(&op, false, &v))
+                .header("Azure-AsyncOperation", self.poll_url(&op, true, &v)),
+            PollStyle::MfeCreate => reply
+                .header("Location", format!("{}{}?api-version={v}", self.endpoint, op.resource_id))
+                .header("Azure-AsyncOperation", self.poll_url(&op, true, &v))
+                .header("x-ms-async-operation-timeout", "PT30M"),
+            PollStyle::MfeAction => {
+                let mut r = reply
+                    .header("Location", self.poll_url(&op, false, &v))
+                    .header("x-ms-async-operation-timeout", "PT1H");
+                if op.operation == "OnlineEndpoints_RegenerateKeys" {
+                    r = r.header("Azure-AsyncOperation", self.poll_url(&op, true, &v));
+                }
+                r
+            }
+            PollStyle::Storage | PollStyle::ArmOperationResults | PollStyle::Generic => {
+                reply.header("Location", self.poll_url(&op, false, &v))
+            }
+        };
+        if let Some(ra) = self.retry_after(style) {
+            reply = reply.header("Retry-After", ra);
+        }
         reply
-            .header("Azure-AsyncOperation", self.poll_url(op, true, &v))
-            .header("x-ms-async-operation-timeout", "PT1H")
-            .header("Retry-After", self.knobs.retry_after_secs.to_string())
     }
 
     /// Completes every operation whose time has come.
@@ -327,32 +412,72 @@ impl Inner {
             ArmError::new(StatusCode::NOT_FOUND, "OperationNotFound", format!("The operation '{op_id}' was not found."))
         })?;
         self.authorize(caller, &format!("{}/locations/operationresults/read", op.namespace), &op.resource_id)?;
+        let style = PollStyle::of(&op.operation);
+        // One URL serves both monitors of a workspace operation; `type` says which.
+        let status = match style {
+            PollStyle::MlWorkspace => !req.q("type").is_some_and(|t| t.eq_ignore_ascii_case("location")),
+            _ => status,
+        };
+        let v = req.q("api-version").unwrap_or("2025-01-01").to_string();
+        let status_text = match op.status {
+            OpStatus::InProgress => "InProgress",
+            OpStatus::Succeeded => "Succeeded",
+            OpStatus::Failed => "Failed",
+        };
         if status {
-            let mut body = json!({
-                "id": self.poll_url(op, true, req.q("api-version").unwrap_or("2025-01-01")).replace(&self.endpoint, "").split('?').next().unwrap_or_default(),
-                "name": op.id,
-                "status": match op.status { OpStatus::InProgress => "InProgress", OpStatus::Succeeded => "Succeeded", OpStatus::Failed => "Failed" },
-                "startTime": op.started.to_string(),
-            });
-            if let Some(end) = op.ended {
-                body["endTime"] = json!(end.to_string());
-                body["percentComplete"] = json!(100);
-            } else {
-                body["percentComplete"] = json!(50);
-            }
+            let progress = match op.ended {
+                Some(_) => 100.0,
+                None => {
+                    let total = op.due.duration_since(op.started).as_secs_f64().max(0.001);
+                    let done = Self::now().duration_since(op.started).as_secs_f64();
+                    (done / total * 100.0).clamp(0.0, 99.0).floor()
+                }
+            };
+            let mut body = match style {
+                // Recorded: `{"status": "Succeeded", "percentComplete": 100.0}`, nothing else.
+                PollStyle::MlWorkspace => json!({"status": status_text, "percentComplete": progress}),
+                // Recorded: id, name, status, startTime, endTime, percentComplete (0.0 even when done).
+                PollStyle::MfeCreate | PollStyle::MfeAction => {
+                    let url = self.poll_url(op, true, &v);
+                    let id = url.trim_start_matches(&self.endpoint).split('?').next().unwrap_or_default().to_string();
+                    let mut b = json!({"id": id, "name": op.id, "status": status_text, "startTime": op.started.to_string(), "percentComplete": 0.0});
+                    if let Some(end) = op.ended {
+                        b["endTime"] = json!(end.to_string());
+                    }
+                    b
+                }
+                _ => {
+                    let url = self.poll_url(op, true, &v);
+                    let id = url.trim_start_matches(&self.endpoint).split('?').next().unwrap_or_default().to_string();
+                    let mut b = json!({"id": id, "name": op.id, "status": status_text, "startTime": op.started.to_string(), "percentComplete": progress});
+                    if let Some(end) = op.ended {
+                        b["endTime"] = json!(end.to_string());
+                    }
+                    b
+                }
+            };
             if op.status == OpStatus::Failed
                 && let Some(f) = &op.failure
             {
                 body["error"] = json!({"code": f.code, "message": f.message});
             }
             let mut r = Reply::ok(body);
-            if op.status == OpStatus::InProgress {
-                r = r.header("Retry-After", self.knobs.retry_after_secs.to_string());
+            if op.status == OpStatus::InProgress
+                && let Some(ra) = self.retry_after(style)
+            {
+                r = r.header("Retry-After", ra);
             }
             return Ok(r);
         }
         match op.status {
-            OpStatus::InProgress => Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), op, req)),
+            OpStatus::InProgress => {
+                // Running: 202 with the same Location again (and Retry-After where the style sends one).
+                let mut r = Reply::empty(StatusCode::ACCEPTED).header("Location", self.poll_url(op, false, &v));
+                if let Some(ra) = self.retry_after(style) {
+                    r = r.header("Retry-After", ra);
+                }
+                Ok(r)
+            }
             OpStatus::Failed => {
                 let f = op.failure.clone().unwrap_or(OpError {
                     status: 500,
@@ -378,11 +503,26 @@ impl Inner {
                     .collect();
                 Err(e)
             }
-            OpStatus::Succeeded if op.returns_body => match self.state.resources.get(&id_key(&op.resource_id)) {
-                Some(r) => Ok(Reply::ok(self.render(r))),
-                None => Ok(Reply::empty(StatusCode::NO_CONTENT)),
-            },
-            OpStatus::Succeeded => Ok(Reply::empty(StatusCode::NO_CONTENT)),
+            OpStatus::Succeeded => {
+                let body = op
+                    .returns_body
+                    .then(|| self.state.resources.get(&id_key(&op.resource_id)).map(|r| self.render(r)))
+                    .flatten();
+                Ok(match (style, body) {
+                    // ARM's own operations: RG delete ends in 200 with an empty body (recorded), validate/move in
+                    // 204 (Resources REST reference).
+                    (PollStyle::ArmOperationResults, _) => match op.kind {
+                        OpKind::DeleteResourceGroup => Reply::empty(StatusCode::OK),
+                        _ => Reply::empty(StatusCode::NO_CONTENT),
+                    },
+                    (PollStyle::Generic, Some(b)) => Reply::ok(b),
+                    (PollStyle::Generic, None) => Reply::empty(StatusCode::NO_CONTENT),
+                    // Workspace/MFE/storage result monitors: 200 with the resource, or 200 with an empty body
+                    // (workspace delete: recorded), never 204.
+                    (_, Some(b)) => Reply::ok(b),
+                    (_, None) => Reply::empty(StatusCode::OK),
+                })
+            }
         }
     }
 
@@ -579,6 +719,15 @@ impl Inner {
         caller: &Caller,
         lro_failure: Option<OpError>,
     ) -> Result<Reply, ArmError> {
+        // ARM answers for an unknown subscription, and for a namespace it has not registered, before RBAC.
+        if let Some(sub) = &routed.sub
+            && !matches!(routed.target, Target::RoleDefinition { .. } | Target::RoleAssignment { .. })
+        {
+            self.ensure_sub(sub)?;
+            if let Target::Resource { rtype, .. } | Target::Collection { rtype, .. } = &routed.target {
+                self.check_registered(sub, rtype.full.split('/').next().unwrap_or_default())?;
+            }
+        }
         // Role definitions are readable by every signed-in principal of the tenant (built-ins live at `/`).
         if !matches!(routed.target, Target::RoleDefinition { .. }) {
             self.authorize(caller, &routed.action, &routed.scope)?;
@@ -632,6 +781,8 @@ impl Inner {
                 self.activity_list(req)
             }
             Target::Poll { op_id, status } => self.poll(req, caller, op_id, *status),
+            Target::ResourceList { rg } => self.resource_list(req, &sub, rg.as_deref()),
+            Target::Providers { ns, register } => self.providers(req, &sub, ns.as_deref(), *register),
             Target::RoleAssignment { scope, name } => match (&req.method, name) {
                 (&Method::GET, None) => self.ra_list(req, scope),
                 (&Method::GET, Some(n)) => self.ra_get(scope, n),
@@ -804,7 +955,7 @@ impl Inner {
                     )
                 })?;
                 let op = self.start_op(routed, caller, OpKind::DeleteResourceGroup, &g.id, false, None);
-                Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+                Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             _ => Err(method_not_allowed(req)),
         }
@@ -837,7 +988,9 @@ impl Inner {
                 }
                 Ok(Reply::ok(body))
             }
-            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PUT", None) => self.plain_put(req, rtype, id),
+            (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PUT", None) => {
+                self.plain_put(req, routed, caller, rtype, id, lro_failure)
+            }
             (STORAGE | VAULTS | COMPONENTS | REGISTRIES, "PATCH", None) => {
                 let body = req.json()?;
                 let r = self.state.resources.get_mut(&key).ok_or_else(|| ArmError::not_found(rtype.full, id))?;
@@ -898,7 +1051,7 @@ impl Inner {
                         .find(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == key)
                         .cloned();
                     if let Some(op) = op {
-                        return Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req));
+                        return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
                     }
                 }
                 if rtype.full == DEPLOYMENTS {
@@ -927,8 +1080,7 @@ impl Inner {
                     r.set_provisioning_state("Deleting");
                 }
                 let op = self.start_op(routed, caller, OpKind::Delete, id, false, lro_failure);
-                let reply = self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req);
-                Ok(if rtype.full == WORKSPACES { reply } else { reply.header("x-ms-async-operation-timeout", "PT1H") })
+                Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             (WORKSPACES, "POST", Some("listkeys")) => {
                 let r = self.get_resource(id, rtype.full)?;
@@ -961,8 +1113,9 @@ impl Inner {
                 if is_busy(r.provisioning_state()) {
                     return Err(busy(id));
                 }
-                let op = self.start_op(routed, caller, OpKind::ResyncKeys, id, false, lro_failure);
-                Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+                // Recorded: the Location poll of a resync ends in 200 with the whole workspace.
+                let op = self.start_op(routed, caller, OpKind::ResyncKeys, id, true, lro_failure);
+                Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             (ENDPOINTS | DEPLOYMENTS, "PUT", None) => self.online_put(req, routed, caller, rtype, id, lro_failure),
             (ENDPOINTS | DEPLOYMENTS, "PATCH", None) => {
@@ -978,11 +1131,19 @@ impl Inner {
                 }
                 r.set_provisioning_state("Updating");
                 let op = self.start_op(routed, caller, OpKind::Provision, id, true, lro_failure);
-                Ok(self
-                    .location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req)
-                    .header("x-ms-async-operation-timeout", "PT1H"))
+                Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             (ENDPOINTS, "POST", Some("listkeys")) => match &self.get_resource(id, rtype.full)?.ext {
+                // Recorded: an AADToken endpoint has no keys; listKeys answers both as null.
+                _ if self
+                    .get_resource(id, rtype.full)?
+                    .body
+                    .pointer("/properties/authMode")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.eq_ignore_ascii_case("AADToken")) =>
+                {
+                    Ok(Reply::ok(json!({"primaryKey": null, "secondaryKey": null})))
+                }
                 ResourceExt::Endpoint { primary, secondary } => {
                     Ok(Reply::ok(json!({"primaryKey": primary.expose(), "secondaryKey": secondary.expose()})))
                 }
@@ -1008,11 +1169,7 @@ impl Inner {
                     false,
                     lro_failure,
                 );
-                let reply = self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req);
-                let v = req.q("api-version").unwrap_or_default().to_string();
-                Ok(reply
-                    .header("Azure-AsyncOperation", self.poll_url(&op, true, &v))
-                    .header("x-ms-async-operation-timeout", "PT1H"))
+                Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             _ => Err(method_not_allowed(req)),
         }
@@ -1028,7 +1185,15 @@ impl Inner {
         }
     }
 
-    fn plain_put(&mut self, req: &Req, rtype: &RType, id: &str) -> Result<Reply, ArmError> {
+    fn plain_put(
+        &mut self,
+        req: &Req,
+        routed: &Routed,
+        caller: &Caller,
+        rtype: &RType,
+        id: &str,
+        fail: Option<OpError>,
+    ) -> Result<Reply, ArmError> {
         let body = req.json()?;
         let name = id.rsplit('/').next().unwrap_or_default();
         if rtype.full == STORAGE
@@ -1068,8 +1233,15 @@ impl Inner {
         }
         let r = self.state.put_resource(id, rtype.full, body);
         let out = r.body.clone();
-        // Storage create is an LRO in ARM that may also finish synchronously (200); vaults etc. answer 201.
-        Ok(Reply::json(if rtype.full == STORAGE { StatusCode::OK } else { StatusCode::CREATED }, out))
+        if rtype.full == STORAGE {
+            // Storage account creation answers 202 + Location (swagger, and what the storage RP does); the account
+            // reads as Creating until the operation ends, and the Location poll then answers 200 with it.
+            r.set_provisioning_state("Creating");
+            let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
+            return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
+        }
+        // Vaults, components and registries answer 201 with the resource.
+        Ok(Reply::json(StatusCode::CREATED, out))
     }
 
     fn check_dependency(
@@ -1155,40 +1327,9 @@ impl Inner {
         let mut out = body.clone();
         let mut p = props;
         let prev = existing.as_ref().map(|e| e.body.clone()).unwrap_or(json!({"properties": {}}));
-        let keep = |k: &str, default: Value| prev.pointer(&format!("/properties/{k}")).cloned().unwrap_or(default);
-        let generated = [
-            ("workspaceId", keep("workspaceId", json!(uuid::Uuid::new_v4().to_string()))),
-            ("discoveryUrl", json!(format!("https://{location}.api.azureml.ms/discovery"))),
-            ("mlFlowTrackingUri", json!(format!("azureml://{location}.api.azureml.ms/mlflow/v1.0{id}"))),
-            (
-                "serviceProvisionedResourceGroup",
-                keep(
-                    "serviceProvisionedResourceGroup",
-                    json!(format!("azureml-rg-{name}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])),
-                ),
-            ),
-            ("privateLinkCount", json!(0)),
-            ("privateEndpointConnections", json!([])),
-            ("tenantId", json!(self.state.tenant_id)),
-            ("storageHnsEnabled", json!(false)),
-        ];
         if let Some(o) = p.as_object_mut() {
-            for (k, v) in generated {
-                o.insert(k.into(), v);
-            }
-            for (k, v) in [
-                ("hbiWorkspace", json!(false)),
-                ("allowPublicAccessWhenBehindVnet", json!(false)),
-                ("publicNetworkAccess", json!("Enabled")),
-                ("v1LegacyMode", json!(false)),
-                ("enableDataIsolation", json!(false)),
-                ("systemDatastoresAuthMode", json!("AccessKey")),
-                ("friendlyName", json!(name)),
-                ("description", json!("")),
-            ] {
-                o.entry(k).or_insert(v);
-            }
-            o.remove("provisionNetworkNow");
+            let prev_props = prev.get("properties").cloned().unwrap_or(json!({}));
+            shapes::workspace_properties(o, &prev_props, &name, &location, id, &self.state.tenant_id, &now);
             o.insert("provisioningState".into(), json!(if existing.is_some() { "Updating" } else { "Creating" }));
             if let Some(s) = &storage {
                 o.insert("storageAccount".into(), json!(s));
@@ -1205,17 +1346,18 @@ impl Inner {
         if out.get("tags").is_none() {
             out["tags"] = json!({});
         }
+        // Recorded: `etag` is present and null; a workspace always has an identity (system-assigned by default).
+        out["etag"] = Value::Null;
+        if !out.get("identity").is_some_and(Value::is_object) {
+            out["identity"] = prev.get("identity").cloned().unwrap_or(json!({"type": "SystemAssigned"}));
+        }
         self.fill_identity(&mut out, prev.get("identity"));
-        out["systemData"] = json!({
-            "createdAt": prev.pointer("/systemData/createdAt").cloned().unwrap_or(json!(now)),
-            "createdBy": caller.object_id, "createdByType": "Application",
-            "lastModifiedAt": now, "lastModifiedBy": caller.object_id, "lastModifiedByType": "Application",
-        });
+        out["systemData"] = shapes::workspace_system_data(&prev, &caller.object_id, &now);
         let ext = existing.map_or(ResourceExt::Workspace { user_storage_key: None, app_insights_key: None }, |e| e.ext);
         let r = self.state.put_resource(id, WORKSPACES, out);
         r.ext = ext;
         let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
-        Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+        Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
     }
 
     fn fill_identity(&self, out: &mut Value, prev: Option<&Value>) {
@@ -1288,7 +1430,7 @@ impl Inner {
             r.set_provisioning_state("Updating");
         }
         let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
-        Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+        Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
     }
 
     fn online_put(
@@ -1375,19 +1517,11 @@ impl Inner {
                     "swaggerUri".into(),
                     json!(format!("https://{name}.{ws_location}.inference.ml.azure.com/swagger.json")),
                 );
-                o.entry("traffic").or_insert(json!({}));
-                o.entry("mirrorTraffic").or_insert(json!({}));
-                o.entry("publicNetworkAccess").or_insert(json!("Enabled"));
-                o.entry("properties").or_insert(json!({}));
             }
         } else {
             if props.get("endpointComputeType").and_then(Value::as_str).is_none() {
                 return Err(ArmError::bad_request("BadArgument", "properties.endpointComputeType is required.")
                     .target("properties.endpointComputeType"));
-            }
-            if let Some(o) = props.as_object_mut() {
-                o.entry("scaleSettings").or_insert(json!({"scaleType": "Default"}));
-                o.entry("appInsightsEnabled").or_insert(json!(false));
             }
         }
         if let Some(o) = props.as_object_mut() {
@@ -1395,17 +1529,21 @@ impl Inner {
         }
         let mut out = body.clone();
         out["properties"] = props;
-        for (k, v) in [("tags", json!({})), ("kind", json!(null))] {
-            if out.get(k).is_none() && !v.is_null() {
-                out[k] = v;
-            }
+        if out.get("tags").is_none() {
+            out["tags"] = json!({});
+        }
+        if out.get("kind").is_none() {
+            // Recorded: managed endpoints and deployments answer `kind: Managed`.
+            let kubernetes = out.pointer("/properties/endpointComputeType").and_then(Value::as_str)
+                == Some("Kubernetes")
+                || out.pointer("/properties/compute").is_some_and(|c| !c.is_null());
+            out["kind"] = json!(if kubernetes { "Kubernetes" } else { "Managed" });
+        }
+        if rtype.full == DEPLOYMENTS {
+            out["sku"] = shapes::deployment_sku(out.get("sku"));
         }
         self.fill_identity(&mut out, existing.as_ref().and_then(|e| e.body.get("identity")));
-        out["systemData"] = json!({
-            "createdAt": existing.as_ref().and_then(|e| e.body.pointer("/systemData/createdAt").cloned()).unwrap_or(json!(now)),
-            "createdBy": caller.object_id, "createdByType": "Application",
-            "lastModifiedAt": now, "lastModifiedBy": caller.object_id, "lastModifiedByType": "Application",
-        });
+        out["systemData"] = shapes::mfe_system_data(existing.as_ref().map(|e| &e.body), &caller.object_id, &now);
         let ext = match (&existing, rtype.full) {
             (Some(e), _) => e.ext.clone(),
             (None, ENDPOINTS) => ResourceExt::Endpoint { primary: Secret::random(24), secondary: Secret::random(24) },
@@ -1414,10 +1552,26 @@ impl Inner {
         let created = existing.is_none();
         let r = self.state.put_resource(id, rtype.full, out);
         r.ext = ext;
-        let body = r.body.clone();
         let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
+        let v = req.q("api-version").unwrap_or_default().to_string();
+        let async_uri = self.poll_url(&Operation { api_version: v.clone(), ..op.clone() }, true, &v);
+        let stored = self.state.resources.get_mut(&key).ok_or_else(|| ArmError::not_found(rtype.full, id))?;
+        let rid = stored.id.clone();
+        if let Some(p) = stored.body.get_mut("properties").and_then(Value::as_object_mut) {
+            if rtype.full == ENDPOINTS {
+                shapes::endpoint_properties(p, &rid, &async_uri);
+            } else {
+                shapes::deployment_properties(p, &async_uri);
+            }
+        }
+        let answer = if rtype.full == ENDPOINTS && created {
+            shapes::endpoint_create_answer(&stored.body, &async_uri)
+        } else {
+            stored.body.clone()
+        };
+        // Recorded: 201 with the body in state Creating and both poll headers.
         let status = if created { StatusCode::CREATED } else { StatusCode::OK };
-        Ok(self.async_headers(Reply::json(status, body), &op, req))
+        Ok(self.lro_reply(Reply::json(status, answer), &op, req))
     }
 
     // ---------------------------------------------------------------- role assignments
@@ -1634,7 +1788,7 @@ impl Inner {
         }
         // The caller also needs write access on the target resource group.
         self.authorize(caller, "Microsoft.Resources/subscriptions/resourceGroups/write", &target)?;
-        let mut failure = self.validate_move(&source, &resources).map(|details| OpError {
+        let mut failure = self.validate_move(&source, &target, &resources).map(|details| OpError {
             status: 409,
             code: "ResourceMoveValidationFailed".into(),
             message: format!(
@@ -1647,7 +1801,7 @@ impl Inner {
         }
         let kind = if validate { OpKind::ValidateMove } else { OpKind::Move { resources, target } };
         let op = self.start_op(routed, caller, kind, &source, false, failure);
-        Ok(self.location_headers(Reply::empty(StatusCode::ACCEPTED), &op, req))
+        Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
     }
 
     /// The resource group holding `path` when a running move locks it (as its source or target).
@@ -1669,8 +1823,33 @@ impl Inner {
     }
 
     /// Returns the blocking conditions (code, message, target), or None when the move is allowed.
-    fn validate_move(&self, source: &str, resources: &[String]) -> Option<Vec<(String, String, Option<String>)>> {
+    fn validate_move(
+        &self,
+        source: &str,
+        target: &str,
+        resources: &[String],
+    ) -> Option<Vec<(String, String, Option<String>)>> {
         let mut problems = vec![];
+        // Cross-tenant: a move keeps the tenant (Learn: move resources; ML workspace move: not across tenants).
+        let tenant_of = |id: &str| {
+            let (sub, _) = sub_and_rg(id);
+            sub.and_then(|s| self.state.subscriptions.get(&s.to_ascii_lowercase()))
+                .and_then(|s| s.tenant_id.clone())
+                .unwrap_or_else(|| self.state.tenant_id.clone())
+        };
+        if !tenant_of(source).eq_ignore_ascii_case(&tenant_of(target)) {
+            problems.push((
+                "CrossTenantMoveNotSupported".into(),
+                format!("The target subscription of '{target}' belongs to another Microsoft Entra tenant; resources cannot be moved across tenants."),
+                None,
+            ));
+        }
+        let target_location = self
+            .state
+            .resource_groups
+            .get(&id_key(target))
+            .map(|g| g.location.clone())
+            .unwrap_or_default();
         for id in resources {
             let Some(r) = self.state.resources.get(&id_key(id)) else {
                 problems.push((
@@ -1722,6 +1901,32 @@ impl Inner {
                     problems.push((
                         "ResourceMoveNotSupported".into(),
                         format!("Workspace '{id}' is encrypted with a customer-managed key; such workspaces cannot be moved."),
+                        Some(id.clone()),
+                    ));
+                }
+                // Learn "Move Azure Machine Learning workspaces" (preview): computes must be deleted first.
+                let computes = self
+                    .state
+                    .resources
+                    .values()
+                    .filter(|c| {
+                        c.rtype.eq_ignore_ascii_case("Microsoft.MachineLearningServices/workspaces/computes")
+                            && scope_contains(&r.id, &c.id)
+                    })
+                    .count();
+                if computes > 0 {
+                    problems.push((
+                        "ResourceMoveNotSupported".into(),
+                        format!("Workspace '{id}' has {computes} compute(s); workspaces with computes cannot be moved. Delete or detach them first."),
+                        Some(id.clone()),
+                    ));
+                }
+                // ...and a workspace moves only within its region: the target resource group must be in it.
+                let location = r.body.get("location").and_then(Value::as_str).unwrap_or_default();
+                if !target_location.is_empty() && !location.eq_ignore_ascii_case(&target_location) {
+                    problems.push((
+                        "ResourceMoveNotSupported".into(),
+                        format!("Workspace '{id}' is in '{location}' and the target resource group in '{target_location}'; workspaces cannot be moved across regions."),
                         Some(id.clone()),
                     ));
                 }

@@ -14,13 +14,18 @@
 //!
 //! Tests drive it in-process through [`RunningSim`] / [`SimHandle`].
 
+mod api_versions;
 mod auth;
 pub mod control;
 mod engine;
+mod generic;
+mod lro;
 pub mod model;
 mod reply;
 mod route;
 mod server;
+mod shapes;
+mod throttle;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -33,6 +38,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{CallKind, CallRecord, FaultAction, FaultRule, OpCount, ThrottleConfig};
+pub use throttle::{StorageLimits, WindowLimit};
 pub use model::{Principal, PrincipalKind, Secret, SeededSp, SimState, World, roles};
 
 use super::tls::{SandboxCa, TlsError};
@@ -78,14 +84,21 @@ pub struct SimConfig {
     pub bind: SocketAddr,
     /// How long every LRO takes; default 100 ms.
     pub lro_duration: Duration,
-    /// `Retry-After` (seconds) sent on LRO responses and polls; default 0 so tests poll quickly. ARM sends 10..600.
-    pub retry_after_secs: u64,
+    /// Simulated seconds per real second for the waits Azure asks of clients: the `Retry-After` values Azure sends
+    /// (10 s for ML operations, 17 s for storage account creation, ...) are multiplied by it and rounded up to whole
+    /// seconds, never below 1. 1.0 answers as Azure does; default 0.01 (every `Retry-After` is then 1 s).
+    pub time_scale: f64,
+    /// A fixed `Retry-After` (seconds) for every LRO answer and poll instead of Azure's scaled values. Only this can
+    /// make the simulator answer `Retry-After: 0`; default `None`.
+    pub retry_after_secs: Option<u64>,
     /// Lifetime of issued access tokens; default 3599 s.
     pub token_lifetime: Duration,
     /// Throttling buckets; default ARM's (reads 250 @ 25/s, writes 200 @ 10/s).
     pub throttle: ThrottleConfig,
     /// Page size of list operations (nextLink paging); default 100.
     pub page_size: usize,
+    /// The storage resource provider's own limits (default: Learn's scalability targets).
+    pub storage_limits: StorageLimits,
 }
 
 impl SimConfig {
@@ -95,10 +108,12 @@ impl SimConfig {
             state,
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             lro_duration: Duration::from_millis(100),
-            retry_after_secs: 0,
+            time_scale: 0.01,
+            retry_after_secs: None,
             token_lifetime: Duration::from_secs(3599),
             throttle: ThrottleConfig::default(),
             page_size: 100,
+            storage_limits: StorageLimits::default(),
         }
     }
 }
@@ -163,6 +178,11 @@ impl SimHandle {
     /// Replaces the throttling configuration (buckets refill to the new capacity).
     pub fn set_throttle(&self, config: ThrottleConfig) {
         self.lock().throttle.reconfigure(config);
+    }
+
+    /// Replaces the storage resource provider's limits (counters restart).
+    pub fn set_storage_limits(&self, limits: StorageLimits) {
+        self.lock().storage_throttle = throttle::StorageThrottle::new(limits);
     }
 
     /// Changes the LRO duration for operations started from now on.
@@ -337,10 +357,12 @@ impl ArmSimulator {
             calls: control::CallLog::default(),
             faults: control::Faults::default(),
             throttle: control::Throttle::new(config.throttle),
+            storage_throttle: throttle::StorageThrottle::new(config.storage_limits),
             tokens: auth::Tokens::default(),
             knobs: Knobs {
                 lro_duration: config.lro_duration,
                 retry_after_secs: config.retry_after_secs,
+                time_scale: config.time_scale,
                 token_lifetime: config.token_lifetime,
                 page_size: config.page_size,
             },

@@ -169,6 +169,13 @@ pub struct Subscription {
     pub subscription_id: String,
     /// Display name.
     pub display_name: String,
+    /// Resource provider namespaces this subscription has not registered (ARM answers their calls with 409
+    /// `MissingSubscriptionRegistration`); every namespace the simulator serves is registered by default.
+    #[serde(default)]
+    pub unregistered_providers: Vec<String>,
+    /// The Entra tenant the subscription belongs to, when not the simulator's own (cross-tenant moves).
+    #[serde(default)]
+    pub tenant_id: Option<String>,
 }
 
 /// A resource group.
@@ -577,6 +584,12 @@ pub struct Operation {
     pub failure: Option<OpError>,
     /// Whether the Location poll returns the resource body (200) on success instead of 204.
     pub returns_body: bool,
+    /// Azure region in the poll URLs (`locations/{region}/...`).
+    #[serde(default)]
+    pub region: String,
+    /// api-version of the originating request, echoed in the poll URLs.
+    #[serde(default)]
+    pub api_version: String,
 }
 
 /// The whole simulated world.
@@ -617,7 +630,12 @@ impl SimState {
     pub fn add_subscription(&mut self, subscription_id: &str, display_name: &str) {
         self.subscriptions.insert(
             subscription_id.to_ascii_lowercase(),
-            Subscription { subscription_id: subscription_id.into(), display_name: display_name.into() },
+            Subscription {
+                subscription_id: subscription_id.into(),
+                display_name: display_name.into(),
+                unregistered_providers: vec![],
+                tenant_id: None,
+            },
         );
     }
 

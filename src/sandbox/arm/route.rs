@@ -4,7 +4,7 @@ use http::{Method, StatusCode};
 
 use super::reply::ArmError;
 
-/// api-version families and the oldest version each serves.
+/// api-version families (which resource provider's published versions apply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Family {
     Resources,
@@ -19,21 +19,6 @@ pub(crate) enum Family {
     Poll,
 }
 
-impl Family {
-    pub fn oldest(self) -> &'static str {
-        match self {
-            Self::Resources => "2021-04-01",
-            Self::Storage => "2023-01-01",
-            Self::MachineLearning => "2024-04-01",
-            Self::Authorization => "2022-04-01",
-            Self::ActivityLog => "2015-04-01",
-            Self::KeyVault => "2022-07-01",
-            Self::Insights => "2020-02-02",
-            Self::ContainerRegistry => "2023-07-01",
-            Self::Poll => "2000-01-01",
-        }
-    }
-}
 
 /// A resource type the simulator serves below resource groups.
 #[derive(Debug)]
@@ -75,6 +60,10 @@ pub(crate) enum Target {
     ResourceGroup { rg: String },
     MoveAction { rg: String, validate: bool },
     ActivityLog,
+    /// `Resources_List` (`rg: None`) / `Resources_ListByResourceGroup`.
+    ResourceList { rg: Option<String> },
+    /// `Providers_List` (`ns: None`), `Providers_Get`, `Providers_Register`.
+    Providers { ns: Option<String>, register: bool },
     Poll { op_id: String, status: bool },
     RoleAssignment { scope: String, name: Option<String> },
     RoleDefinition { guid: Option<String> },
@@ -125,11 +114,7 @@ fn cap(s: &str) -> String {
 }
 
 fn not_found_type(ns: &str, t: &str) -> ArmError {
-    ArmError::new(
-        StatusCode::NOT_FOUND,
-        "InvalidResourceType",
-        format!("The resource type '{t}' could not be found in the namespace '{ns}' for api version used."),
-    )
+    super::generic::unknown_type(ns, t)
 }
 
 /// Routes `method` + decoded path segments.
@@ -198,6 +183,51 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
             Family::Resources,
         ));
     }
+    if segs.len() == 3 && is(2, "resources") {
+        return Ok(mk(
+            Target::ResourceList { rg: None },
+            "Resources_List",
+            "Microsoft.Resources/subscriptions/resources/read".into(),
+            sub_scope,
+            Family::Resources,
+        ));
+    }
+    if segs.len() == 5 && is(2, "resourceGroups") && is(4, "resources") {
+        let rg = segs[3].clone();
+        return Ok(mk(
+            Target::ResourceList { rg: Some(rg.clone()) },
+            "Resources_ListByResourceGroup",
+            "Microsoft.Resources/subscriptions/resourceGroups/resources/read".into(),
+            format!("{sub_scope}/resourceGroups/{rg}"),
+            Family::Resources,
+        ));
+    }
+    if is(2, "providers") && (segs.len() == 3 || segs.len() == 4 || (segs.len() == 5 && is(4, "register"))) {
+        let register = segs.len() == 5;
+        let op = match (segs.len(), register) {
+            (3, _) => "Providers_List",
+            (_, true) => "Providers_Register",
+            _ => "Providers_Get",
+        };
+        let action = if register { "Microsoft.Resources/subscriptions/providers/register/action" } else { "Microsoft.Resources/subscriptions/providers/read" };
+        return Ok(mk(
+            Target::Providers { ns: segs.get(3).cloned(), register },
+            op,
+            action.into(),
+            sub_scope,
+            Family::Resources,
+        ));
+    }
+    // ARM's own result monitor (resource group deletion, moves): `/subscriptions/{sub}/operationresults/{id}`.
+    if segs.len() == 4 && is(2, "operationresults") {
+        return Ok(mk(
+            Target::Poll { op_id: segs[3].clone(), status: false },
+            "Operations_GetResult",
+            "Microsoft.Resources/subscriptions/operationresults/read".into(),
+            sub_scope,
+            Family::Poll,
+        ));
+    }
     let (rg, p) = if is(2, "resourceGroups") {
         match segs.len() {
             3 => {
@@ -264,12 +294,16 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
             Family::ActivityLog,
         ));
     }
+    let monitor = |kind: &str| match kind {
+        "operationstatuses" | "workspaceoperationsstatus" | "mfeoperationsstatus" => Some(true),
+        "operationresults" | "mfeoperationresults" | "asyncoperations" => Some(false),
+        _ => None,
+    };
     if rg.is_none()
         && rest.len() == 4
         && lower[0] == "locations"
-        && (lower[2] == "operationresults" || lower[2] == "operationstatuses")
+        && let Some(status) = monitor(&lower[2])
     {
-        let status = lower[2] == "operationstatuses";
         return Ok(mk(
             Target::Poll { op_id: rest[3].clone(), status },
             if status { "Operations_GetStatus" } else { "Operations_GetResult" },
@@ -338,39 +372,9 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
     Ok(mk(Target::Resource { rg, rtype, names, action }, &op, rbac, id, rtype.family))
 }
 
-/// Checks `api-version`: missing → MissingApiVersionParameter, malformed → InvalidApiVersionParameter, older than
-/// the family's oldest → NoRegisteredProviderFound.
+/// Checks `api-version` against the versions the family's specs publish ([`super::api_versions`]).
 pub(crate) fn check_api_version(v: Option<&str>, family: Family) -> Result<(), ArmError> {
-    let Some(v) = v else {
-        return Err(ArmError::bad_request(
-            "MissingApiVersionParameter",
-            "The api-version query parameter (?api-version=) is required for all requests.",
-        ));
-    };
-    let date = v.get(..10).unwrap_or("");
-    let suffix = v.get(10..).unwrap_or("");
-    let well_formed_date = date.len() == 10
-        && date.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
-        && date.get(5..7).is_some_and(|m| ("01".."13").contains(&m))
-        && date.get(8..10).is_some_and(|d| ("01".."32").contains(&d));
-    let well_formed_suffix = suffix.is_empty()
-        || (suffix.starts_with('-') && suffix.len() > 1 && suffix[1..].bytes().all(|b| b.is_ascii_alphanumeric()));
-    if !well_formed_date || !well_formed_suffix {
-        return Err(ArmError::bad_request(
-            "InvalidApiVersionParameter",
-            format!("The api-version '{v}' is invalid. The supported versions are '{}' and later.", family.oldest()),
-        ));
-    }
-    if date < family.oldest() {
-        return Err(ArmError::bad_request(
-            "NoRegisteredProviderFound",
-            format!(
-                "No registered resource provider found for API version '{v}'. The supported api-versions are '{}' and later.",
-                family.oldest()
-            ),
-        ));
-    }
-    Ok(())
+    super::api_versions::check(v, family)
 }
 
 #[cfg(test)]
@@ -414,15 +418,13 @@ mod tests {
     fn api_versions_are_checked_like_arm() {
         assert_eq!(check_api_version(None, Family::Storage).unwrap_err().code, "MissingApiVersionParameter");
         assert_eq!(
-            check_api_version(Some("2025-13-01"), Family::Storage).unwrap_err().code,
-            "InvalidApiVersionParameter"
-        );
-        assert_eq!(check_api_version(Some("latest"), Family::Storage).unwrap_err().code, "InvalidApiVersionParameter");
-        assert_eq!(
             check_api_version(Some("2019-01-01"), Family::Storage).unwrap_err().code,
             "NoRegisteredProviderFound"
         );
         assert!(check_api_version(Some("2025-06-01"), Family::Storage).is_ok());
-        assert!(check_api_version(Some("2099-01-01-preview"), Family::MachineLearning).is_ok());
+        assert_eq!(
+            check_api_version(Some("2099-01-01-preview"), Family::MachineLearning).unwrap_err().code,
+            "NoRegisteredProviderFound"
+        );
     }
 }

@@ -25,6 +25,7 @@ use super::engine::Req;
 use super::model::{OpError, Principal, SimState};
 use super::reply::{ArmError, Reply};
 use super::route::{check_api_version, route};
+use super::throttle::StorageClass;
 
 /// The peer address of a connection, inserted into every request.
 #[derive(Clone, Copy, Debug)]
@@ -215,6 +216,10 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
                         return Err((e, routed.op.clone(), oid));
                     }
                 }
+            }
+            if let (Some(sub), Some(class)) = (&routed.sub, StorageClass::of(&routed.op, &req.method)) {
+                let region = if class == StorageClass::List { "global".to_string() } else { g.region_of(&routed.scope) };
+                g.storage_throttle.take(sub, &region, class).map_err(|e| (e, routed.op.clone(), oid.clone()))?;
             }
             let fired = g.faults.fire(&routed.op);
             Ok((routed, caller, remaining, fired))
