@@ -323,10 +323,21 @@ async fn api_version_errors_and_newer_versions() {
     assert_eq!(r.body["error"]["code"], "MissingApiVersionParameter");
     let r = env.call(Method::GET, &sa, "2025-6-1", None).await;
     assert_eq!(r.body["error"]["code"], "InvalidApiVersionParameter");
-    let r = env.call(Method::GET, &sa, "2016-01-01", None).await;
+    let r = env.call(Method::GET, &sa, "2014-01-01", None).await;
     assert_eq!(r.body["error"]["code"], "NoRegisteredProviderFound");
-    // Newer than our pin (official SDKs send newer versions): served.
-    assert_eq!(env.call(Method::GET, &sa, "2026-01-01-preview", None).await.status, 200);
+    // Only versions the specs publish: a made-up one is refused, an older published one (the recordings') served.
+    let r = env.call(Method::GET, &sa, "2026-01-01-preview", None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("NoRegisteredProviderFound"))
+    );
+    assert_eq!(env.call(Method::GET, &sa, "2022-05-01", None).await.status, 200);
+    let r = env.call(Method::GET, &env.ws_id("w"), "2099-01-01-preview", None).await;
+    assert_eq!(r.body["error"]["code"], "NoRegisteredProviderFound");
+    // ARM's own types answer InvalidApiVersionParameter, listing what is supported.
+    let r = env.call(Method::GET, &env.world.resource_group_id, "2099-01-01", None).await;
+    assert_eq!(r.body["error"]["code"], "InvalidApiVersionParameter");
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("2025-04-01"), "{}", r.body);
     // Case-insensitive ids.
     assert_eq!(env.call(Method::GET, &sa.to_uppercase(), STORAGE, None).await.status, 200);
 }
@@ -351,10 +362,14 @@ async fn resource_group_create_matches_example() {
         .call(Method::GET, &format!("/subscriptions/{}/resourceGroups/missing", env.world.subscription_id), RES, None)
         .await;
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceGroupNotFound")));
-    // Delete is an LRO with Location.
+    // Delete is an LRO with Location only; the poll ends in 200 with an empty body (recorded).
     let r = env.call(Method::DELETE, &path, RES, None).await;
     assert_eq!(r.status, 202);
-    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    assert!(r.h("azure-asyncoperation").is_none());
+    let loc = r.h("location").unwrap();
+    assert!(loc.contains(&format!("/subscriptions/{}/operationresults/", env.world.subscription_id)), "{loc}");
+    let done = env.poll_location(&loc).await;
+    assert_eq!((done.status, &done.body), (StatusCode::OK, &Value::Null));
     assert_eq!(env.call(Method::GET, &path, RES, None).await.status, 404);
 }
 
@@ -453,18 +468,13 @@ async fn workspace_lifecycle_matches_examples() {
     assert_eq!(g.body["properties"]["provisioningState"], "Creating");
     let done = env.poll_location(&loc).await;
     assert_eq!(done.status, 200);
-    assert_shape(&done.body, &ex["responses"]["200"]["body"], "", &[]);
+    assert_shape(&done.body, &ex["responses"]["200"]["body"], "", WS_SPEC_ONLY);
     assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
 
     let g = env.call(Method::GET, &id, ML, None).await;
     assert_eq!(g.status, 200);
     // The get example has private endpoint connections / an image build compute that this workspace was not given.
-    assert_shape(
-        &g.body,
-        &example("ml-workspaces/Workspace_get.json")["responses"]["200"]["body"],
-        "",
-        &["properties.privateEndpointConnections[]", "properties.imageBuildCompute"],
-    );
+    assert_shape(&g.body, &example("ml-workspaces/Workspace_get.json")["responses"]["200"]["body"], "", WS_SPEC_ONLY);
 
     // listKeys returns the key captured at creation.
     let sa = env.world.storage_account_id.clone();
@@ -486,7 +496,9 @@ async fn workspace_lifecycle_matches_examples() {
     let r = env.call(Method::POST, &format!("{id}/resyncKeys"), ML, None).await;
     assert_eq!(r.status, 202);
     assert!(r.h("location").is_some());
-    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    // Recorded: the Location poll of a resync ends in 200 with the whole workspace.
+    let done = env.poll_location(&r.h("location").unwrap()).await;
+    assert_eq!((done.status, done.body["id"].as_str()), (StatusCode::OK, Some(id.as_str())));
     let k = env.call(Method::POST, &format!("{id}/listKeys"), ML, None).await;
     let new_key = env.sim.handle.storage_key(&sa, "key1").unwrap();
     assert_eq!(k.body["userStorageKey"].as_str(), Some(new_key.expose()));
@@ -522,10 +534,12 @@ async fn workspace_lifecycle_matches_examples() {
     );
     assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
 
-    // Delete: 202 + Location, poll → 204, then GET 404 and DELETE 204.
+    // Delete: 202 + both poll headers, the Location poll ends in 200 with an empty body, then GET 404, DELETE 204.
     let r = env.call(Method::DELETE, &id, ML, None).await;
     assert_eq!(r.status, 202);
-    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    assert!(r.h("azure-asyncoperation").is_some());
+    let done = env.poll_location(&r.h("location").unwrap()).await;
+    assert_eq!((done.status, &done.body), (StatusCode::OK, &Value::Null));
     let r = env.call(Method::GET, &id, ML, None).await;
     assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("ResourceNotFound")));
     assert_eq!(env.call(Method::DELETE, &id, ML, None).await.status, 204);
@@ -748,7 +762,17 @@ async fn injected_faults_errors_latency_and_lro_failures() {
 }
 
 /// The examples route traffic to a deployment literally named "string"; ours routes to real deployments.
-const EP_IGNORE: &[&str] = &["properties.traffic"];
+const EP_IGNORE: &[&str] =
+    &["properties.traffic", "systemData.createdByType", "systemData.lastModifiedBy", "systemData.lastModifiedByType"];
+/// The recorded 201 of an endpoint PUT has no location, identity or system data yet.
+const EP_CREATE_IGNORE: &[&str] = &["properties.traffic", "identity", "location", "systemData"];
+/// Keys of the spec's workspace examples that the recorded answers do not have.
+const WS_SPEC_ONLY: &[&str] = &[
+    "properties.allowPublicAccessWhenBehindVnet",
+    "properties.privateEndpointConnections",
+    "properties.serviceProvisionedResourceGroup",
+    "properties.imageBuildCompute",
+];
 
 #[tokio::test]
 async fn online_endpoints_and_deployments_match_examples() {
@@ -762,7 +786,7 @@ async fn online_endpoints_and_deployments_match_examples() {
     body["properties"]["authMode"] = json!("Key");
     let r = env.call(Method::PUT, &ep, ML, Some(body.clone())).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_shape(&r.body, &ex["responses"]["201"]["body"], "", EP_IGNORE);
+    assert_shape(&r.body, &ex["responses"]["201"]["body"], "", EP_CREATE_IGNORE);
     assert_eq!(r.body["properties"]["provisioningState"], "Creating");
     assert!(r.h("x-ms-async-operation-timeout").is_some());
     let status = env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
@@ -781,14 +805,14 @@ async fn online_endpoints_and_deployments_match_examples() {
     let dex = example("ml-online-deployments/ManagedOnlineDeployment_createOrUpdate.json");
     let r = env.call(Method::PUT, &dep, ML, Some(dex["parameters"]["body"].clone())).await;
     assert_eq!(r.status, 201);
-    assert_shape(&r.body, &dex["responses"]["201"]["body"], "", &[]);
+    assert_shape(&r.body, &dex["responses"]["201"]["body"], "", EP_IGNORE);
     env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
     let g = env.call(Method::GET, &dep, ML, None).await;
     assert_shape(
         &g.body,
         &example("ml-online-deployments/ManagedOnlineDeployment_get.json")["responses"]["200"]["body"],
         "",
-        &[],
+        EP_IGNORE,
     );
 
     // Traffic to the deployment: update via PUT (200 + Azure-AsyncOperation); unknown deployments are rejected.
@@ -813,7 +837,7 @@ async fn online_endpoints_and_deployments_match_examples() {
     let r = env.call(Method::POST, &format!("{ep}/regenerateKeys"), ML, Some(json!({"keyType": "Primary"}))).await;
     assert_eq!(r.status, 202);
     assert!(r.h("azure-asyncoperation").is_some());
-    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 200);
     let k2 = env.call(Method::POST, &format!("{ep}/listKeys"), ML, None).await;
     assert_ne!(k2.body["primaryKey"].as_str().unwrap(), old_primary);
     assert_eq!(k2.body["secondaryKey"], k.body["secondaryKey"]);
@@ -835,13 +859,19 @@ async fn online_endpoints_and_deployments_match_examples() {
         &list.body,
         &example("ml-online-endpoints/OnlineEndpoint_list.json")["responses"]["200"]["body"],
         "",
-        &["nextLink", "value[].properties.traffic"],
+        &[
+            "nextLink",
+            "value[].properties.traffic",
+            "value[].systemData.createdByType",
+            "value[].systemData.lastModifiedBy",
+            "value[].systemData.lastModifiedByType",
+        ],
     );
 
     // Endpoint DELETE removes deployments too.
     let r = env.call(Method::DELETE, &ep, ML, None).await;
     assert_eq!(r.status, 202);
-    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 204);
+    assert_eq!(env.poll_location(&r.h("location").unwrap()).await.status, 200);
     assert_eq!(env.call(Method::GET, &dep, ML, None).await.status, 404);
 }
 

@@ -57,12 +57,16 @@ impl ActivityLogFilter {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalizableString {
-    /// Invariant value.
-    #[serde(default)]
+    /// Invariant value (Azure sends `null` for an empty one, e.g. `subStatus` of a recorded event).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub value: String,
     /// Localized value.
     #[serde(default)]
     pub localized_value: Option<String>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One activity log event (fields the operator uses; `claims` is deliberately not read).

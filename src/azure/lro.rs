@@ -282,7 +282,8 @@ impl ArmClient {
                 return Err(ArmError::LroTimeout { operation: handle.operation.clone(), waited: elapsed });
             }
             // ARM's Retry-After, in full; the default interval when it asked for none.
-            let wait = handle.wait_remaining().unwrap_or_else(|| options.poll_delay(None)).min(deadline_from_start - elapsed);
+            let wait =
+                handle.wait_remaining().unwrap_or_else(|| options.poll_delay(None)).min(deadline_from_start - elapsed);
             tokio::select! {
                 () = options.cancel.cancelled() => {
                     return Err(ArmError::Cancelled { operation: handle.operation.clone() });

@@ -8,17 +8,17 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, Tokens, authorization_failed, granting_role, is_authorized};
 use super::control::{CallLog, Faults, Throttle};
+use super::lro::{PollStyle, scaled_retry_after};
 use super::model::{
     ActivityEvent, OpError, OpKind, OpStatus, Operation, Resource, ResourceExt, RoleAssignment, Secret, SimState,
     id_key, scope_contains, sub_and_rg,
 };
-use super::lro::{PollStyle, scaled_retry_after};
-use super::shapes;
-use super::throttle::StorageThrottle;
 use super::reply::{ArmError, Reply};
 use super::route::{
     COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS, WORKSPACES, resource_id,
 };
+use super::shapes;
+use super::throttle::StorageThrottle;
 
 /// Runtime knobs (not persisted).
 #[derive(Debug, Clone)]
@@ -197,7 +197,12 @@ impl Inner {
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes())
             }
             PollStyle::MfeCreate | PollStyle::MfeAction => {
-                format!("{}:{}:{}", if routed.op.starts_with("OnlineDeployments") { "odidp" } else { "oeidp" }, uuid::Uuid::new_v4(), uuid::Uuid::new_v4())
+                format!(
+                    "{}:{}:{}",
+                    if routed.op.starts_with("OnlineDeployments") { "odidp" } else { "oeidp" },
+                    uuid::Uuid::new_v4(),
+                    uuid::Uuid::new_v4()
+                )
             }
             _ => uuid::Uuid::new_v4().to_string(),
         };
@@ -1099,13 +1104,14 @@ impl Inner {
                         {"name": "password", "value": Secret::random(24).expose()},
                         {"name": "password2", "value": Secret::random(24).expose()}]})
                 });
+                // Recorded: the storage id under its 2024 name `userStorageArmId` only, `containerRegistryCredentials`
+                // null without a registry, notebook keys present.
                 Ok(Reply::ok(json!({
                     "userStorageKey": key.as_ref().map(Secret::expose),
-                    "userStorageResourceId": storage,
                     "userStorageArmId": storage,
                     "appInsightsInstrumentationKey": ai_key,
-                    "containerRegistryCredentials": acr.unwrap_or(json!({"location": null, "username": null, "passwords": []})),
-                    "notebookAccessKeys": {"primaryAccessKey": null, "secondaryAccessKey": null},
+                    "containerRegistryCredentials": acr,
+                    "notebookAccessKeys": {"primaryAccessKey": Secret::random(32).expose(), "secondaryAccessKey": Secret::random(32).expose()},
                 })))
             }
             (WORKSPACES, "POST", Some("resynckeys")) => {
@@ -1689,7 +1695,9 @@ impl Inner {
             created_on: Self::now(),
             created_by: Some(caller.object_id.clone()),
         };
-        let out = ra.to_json();
+        let mut out = ra.to_json();
+        // Recorded: the 201 of a PUT has `createdBy: null`; reads show the creator.
+        out["properties"]["createdBy"] = Value::Null;
         self.state.role_assignments.insert(key, ra);
         Ok(Reply::json(StatusCode::CREATED, out))
     }
@@ -1844,12 +1852,8 @@ impl Inner {
                 None,
             ));
         }
-        let target_location = self
-            .state
-            .resource_groups
-            .get(&id_key(target))
-            .map(|g| g.location.clone())
-            .unwrap_or_default();
+        let target_location =
+            self.state.resource_groups.get(&id_key(target)).map(|g| g.location.clone()).unwrap_or_default();
         for id in resources {
             let Some(r) = self.state.resources.get(&id_key(id)) else {
                 problems.push((

@@ -16,7 +16,10 @@ pub(crate) const SERVED: &[(&str, &[&str])] = &[
     ("Microsoft.KeyVault", &["vaults"]),
     ("Microsoft.Insights", &["components", "eventtypes"]),
     ("Microsoft.ContainerRegistry", &["registries"]),
-    ("Microsoft.MachineLearningServices", &["workspaces", "workspaces/onlineEndpoints", "workspaces/onlineEndpoints/deployments"]),
+    (
+        "Microsoft.MachineLearningServices",
+        &["workspaces", "workspaces/onlineEndpoints", "workspaces/onlineEndpoints/deployments"],
+    ),
     ("Microsoft.Authorization", &["roleAssignments", "roleDefinitions"]),
     ("Microsoft.Resources", &["resourceGroups", "subscriptions"]),
 ];
@@ -108,9 +111,7 @@ impl Inner {
             .filter(|r| r.rtype.matches('/').count() == 1 && scope_contains(&scope, &r.id))
             .filter(|r| by_type.as_ref().is_none_or(|t| t.eq_ignore_ascii_case(&r.rtype)))
             .filter(|r| {
-                by_name
-                    .as_ref()
-                    .is_none_or(|n| r.id.rsplit('/').next().is_some_and(|own| own.eq_ignore_ascii_case(n)))
+                by_name.as_ref().is_none_or(|n| r.id.rsplit('/').next().is_some_and(|own| own.eq_ignore_ascii_case(n)))
             })
             .map(|r| generic(&r.body))
             .collect();
@@ -121,12 +122,20 @@ impl Inner {
     }
 
     /// `Providers_List` / `Providers_Get` / `Providers_Register` for a subscription.
-    pub(crate) fn providers(&mut self, req: &Req, sub: &str, ns: Option<&str>, register: bool) -> Result<Reply, ArmError> {
+    pub(crate) fn providers(
+        &mut self,
+        req: &Req,
+        sub: &str,
+        ns: Option<&str>,
+        register: bool,
+    ) -> Result<Reply, ArmError> {
         let sub = self.ensure_sub(sub)?;
         let key = sub.to_ascii_lowercase();
-        let unregistered = self.state.subscriptions.get(&key).map(|s| s.unregistered_providers.clone()).unwrap_or_default();
+        let unregistered =
+            self.state.subscriptions.get(&key).map(|s| s.unregistered_providers.clone()).unwrap_or_default();
         let render = |ns: &str, types: &[&str], unregistered: &[String]| {
-            let state = if unregistered.iter().any(|u| u.eq_ignore_ascii_case(ns)) { "NotRegistered" } else { "Registered" };
+            let state =
+                if unregistered.iter().any(|u| u.eq_ignore_ascii_case(ns)) { "NotRegistered" } else { "Registered" };
             json!({
                 "id": format!("/subscriptions/{sub}/providers/{ns}"),
                 "namespace": ns,

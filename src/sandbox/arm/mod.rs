@@ -38,8 +38,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{CallKind, CallRecord, FaultAction, FaultRule, OpCount, ThrottleConfig};
-pub use throttle::{StorageLimits, WindowLimit};
 pub use model::{Principal, PrincipalKind, Secret, SeededSp, SimState, World, roles};
+pub use throttle::{StorageLimits, WindowLimit};
 
 use super::tls::{SandboxCa, TlsError};
 use engine::{Inner, Knobs};

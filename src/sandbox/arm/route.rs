@@ -19,7 +19,6 @@ pub(crate) enum Family {
     Poll,
 }
 
-
 /// A resource type the simulator serves below resource groups.
 #[derive(Debug)]
 pub(crate) struct RType {
@@ -57,18 +56,45 @@ fn find_type(full: &str) -> Option<&'static RType> {
 pub(crate) enum Target {
     Subscription,
     ResourceGroupList,
-    ResourceGroup { rg: String },
-    MoveAction { rg: String, validate: bool },
+    ResourceGroup {
+        rg: String,
+    },
+    MoveAction {
+        rg: String,
+        validate: bool,
+    },
     ActivityLog,
     /// `Resources_List` (`rg: None`) / `Resources_ListByResourceGroup`.
-    ResourceList { rg: Option<String> },
+    ResourceList {
+        rg: Option<String>,
+    },
     /// `Providers_List` (`ns: None`), `Providers_Get`, `Providers_Register`.
-    Providers { ns: Option<String>, register: bool },
-    Poll { op_id: String, status: bool },
-    RoleAssignment { scope: String, name: Option<String> },
-    RoleDefinition { guid: Option<String> },
-    Collection { rg: Option<String>, rtype: &'static RType, parent_names: Vec<String> },
-    Resource { rg: String, rtype: &'static RType, names: Vec<String>, action: Option<String> },
+    Providers {
+        ns: Option<String>,
+        register: bool,
+    },
+    Poll {
+        op_id: String,
+        status: bool,
+    },
+    RoleAssignment {
+        scope: String,
+        name: Option<String>,
+    },
+    RoleDefinition {
+        guid: Option<String>,
+    },
+    Collection {
+        rg: Option<String>,
+        rtype: &'static RType,
+        parent_names: Vec<String>,
+    },
+    Resource {
+        rg: String,
+        rtype: &'static RType,
+        names: Vec<String>,
+        action: Option<String>,
+    },
 }
 
 /// A routed request.
@@ -209,7 +235,11 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
             (_, true) => "Providers_Register",
             _ => "Providers_Get",
         };
-        let action = if register { "Microsoft.Resources/subscriptions/providers/register/action" } else { "Microsoft.Resources/subscriptions/providers/read" };
+        let action = if register {
+            "Microsoft.Resources/subscriptions/providers/register/action"
+        } else {
+            "Microsoft.Resources/subscriptions/providers/read"
+        };
         return Ok(mk(
             Target::Providers { ns: segs.get(3).cloned(), register },
             op,

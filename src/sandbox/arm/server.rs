@@ -218,7 +218,8 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
                 }
             }
             if let (Some(sub), Some(class)) = (&routed.sub, StorageClass::of(&routed.op, &req.method)) {
-                let region = if class == StorageClass::List { "global".to_string() } else { g.region_of(&routed.scope) };
+                let region =
+                    if class == StorageClass::List { "global".to_string() } else { g.region_of(&routed.scope) };
                 g.storage_throttle.take(sub, &region, class).map_err(|e| (e, routed.op.clone(), oid.clone()))?;
             }
             let fired = g.faults.fire(&routed.op);

@@ -49,10 +49,7 @@ pub(crate) fn workspace_properties(
         ("softDeleteEnabled", json!(false)),
         ("publicNetworkAccess", json!("Enabled")),
         ("ipAllowlist", json!([])),
-        (
-            "networkAcls",
-            json!({"defaultAction": "Allow", "bypass": "", "ipRules": [], "resourceAccessRules": []}),
-        ),
+        ("networkAcls", json!({"defaultAction": "Allow", "bypass": "", "ipRules": [], "resourceAccessRules": []})),
         ("serverlessComputeSettings", Value::Null),
         ("EnableSoftwareBillOfMaterials", json!(false)),
         ("enableDataIsolation", json!(false)),
@@ -112,7 +109,7 @@ pub(crate) fn endpoint_properties(props: &mut Map<String, Value>, id: &str, asyn
 }
 
 /// The body of the 201 an endpoint PUT answers (recorded): the stored endpoint without `location` and `identity`,
-/// empty `systemData`, no URIs yet, and only the operation URI in the free-form properties.
+/// empty `systemData`, no URIs yet, and the operation URI added to the free-form properties.
 pub(crate) fn endpoint_create_answer(stored: &Value, async_uri: &str) -> Value {
     let mut out = stored.clone();
     if let Some(o) = out.as_object_mut() {
@@ -123,7 +120,11 @@ pub(crate) fn endpoint_create_answer(stored: &Value, async_uri: &str) -> Value {
     if let Some(p) = out.get_mut("properties").and_then(Value::as_object_mut) {
         p.insert("scoringUri".into(), Value::Null);
         p.insert("swaggerUri".into(), Value::Null);
-        p.insert("properties".into(), json!({"AzureAsyncOperationUri": async_uri}));
+        // The caller's own free-form properties and the operation URI; the endpoint id is added once created.
+        let mut inner = p.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
+        inner.remove("azureml.onlineendpointid");
+        inner.insert("AzureAsyncOperationUri".into(), json!(async_uri));
+        p.insert("properties".into(), Value::Object(inner));
     }
     out
 }
@@ -135,7 +136,10 @@ pub(crate) fn deployment_properties(props: &mut Map<String, Value>, async_uri: &
         ("description", Value::Null),
         ("environmentVariables", json!({})),
         ("scaleSettings", json!({"scaleType": "Default"})),
-        ("requestSettings", json!({"maxQueueWait": "PT0S", "requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1})),
+        (
+            "requestSettings",
+            json!({"maxQueueWait": "PT0S", "requestTimeout": "PT5S", "maxConcurrentRequestsPerInstance": 1}),
+        ),
         ("modelMountPath", Value::Null),
         ("appInsightsEnabled", json!(false)),
         ("livenessProbe", probe.clone()),

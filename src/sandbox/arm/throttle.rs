@@ -103,7 +103,8 @@ impl StorageThrottle {
                 let oldest = inside.len() - l.max;
                 let wait = inside.get(oldest).map_or(window, |t| window.saturating_sub(now.duration_since(**t)));
                 let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let hms = format!("{:02}:{:02}:{:02}", l.window_secs / 3600, (l.window_secs / 60) % 60, l.window_secs % 60);
+                let hms =
+                    format!("{:02}:{:02}:{:02}", l.window_secs / 3600, (l.window_secs / 60) % 60, l.window_secs % 60);
                 return Err(ArmError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequests",
