@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azml_operator::sandbox::arm::{
-    ArmSimulator, FaultAction, FaultRule, RunningSim, SimConfig, ThrottleConfig, World, roles,
+    ArmSimulator, FaultAction, FaultRule, RunningSim, SimConfig, StorageLimits, ThrottleConfig, WindowLimit, World,
+    roles,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -1029,4 +1030,264 @@ async fn admin_api_and_state_persistence() {
     assert_eq!((last.method.as_str(), last.status), ("GET", 200));
     assert!(last.path.ends_with("/workspaces/ws-edit"));
     env.sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn lro_answers_carry_scaled_retry_after_never_zero() {
+    // time_scale 0.3: Azure's 10 s (ML) become 3 s, the storage RP's 17 s become 6 s.
+    let env = start_with(|c| {
+        c.time_scale = 0.3;
+        c.lro_duration = Duration::from_secs(2);
+    })
+    .await;
+    let id = env.ws_id("ws-ra");
+    let r = env.call(Method::PUT, &id, ML, Some(env.ws_body())).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.h("retry-after").as_deref(), Some("3"));
+    let loc = r.h("location").unwrap();
+    assert!(
+        loc.contains("/providers/Microsoft.MachineLearningServices/locations/eastus/workspaceOperationsStatus/"),
+        "{loc}"
+    );
+    assert!(loc.ends_with("&type=location"), "{loc}");
+    assert!(r.h("azure-asyncoperation").unwrap().ends_with("&type=async"));
+    let running = env.call_as(Some(&env.token), Method::GET, &loc, None, None).await;
+    assert_eq!((running.status, running.h("retry-after").as_deref()), (StatusCode::ACCEPTED, Some("3")));
+    let status = env.call_as(Some(&env.token), Method::GET, &r.h("azure-asyncoperation").unwrap(), None, None).await;
+    assert_eq!(status.body["status"], "InProgress");
+    assert_eq!(status.h("retry-after").as_deref(), Some("3"));
+    assert_eq!(status.body.as_object().unwrap().len(), 2, "only status and percentComplete: {}", status.body);
+
+    // Storage account creation: 202 + Location on the storage RP's asyncoperations monitor; Creating until done.
+    let sa = format!("{}/providers/Microsoft.Storage/storageAccounts/stnew", env.world.resource_group_id);
+    let r = env
+        .call(
+            Method::PUT,
+            &sa,
+            STORAGE,
+            Some(json!({"location": "eastus", "kind": "StorageV2", "sku": {"name": "Standard_LRS"}})),
+        )
+        .await;
+    assert_eq!((r.status, &r.body), (StatusCode::ACCEPTED, &Value::Null));
+    assert_eq!(r.h("retry-after").as_deref(), Some("6"));
+    let loc = r.h("location").unwrap();
+    assert!(loc.contains("/providers/Microsoft.Storage/locations/eastus/asyncoperations/"), "{loc}");
+    assert_eq!(env.call(Method::GET, &sa, STORAGE, None).await.body["properties"]["provisioningState"], "Creating");
+    let done = env.poll_location(&loc).await;
+    assert_eq!(done.status, 200);
+    assert_eq!(done.body["properties"]["provisioningState"], "Succeeded");
+
+    // Scaled far down, Retry-After is still at least 1 s; only an explicit setting answers 0.
+    let env = start_with(|c| c.time_scale = 0.0001).await;
+    let r = env.call(Method::PUT, &env.ws_id("ws-ra"), ML, Some(env.ws_body())).await;
+    assert_eq!(r.h("retry-after").as_deref(), Some("1"));
+    let env = start_with(|c| c.retry_after_secs = Some(0)).await;
+    let r = env.call(Method::PUT, &env.ws_id("ws-ra"), ML, Some(env.ws_body())).await;
+    assert_eq!(r.h("retry-after").as_deref(), Some("0"));
+}
+
+#[tokio::test]
+async fn generic_arm_lists_resources_and_answers_for_subscriptions_and_providers() {
+    let env = start().await;
+    let sub = env.world.subscription_id.clone();
+    let ws = env.ws_id("ws-generic");
+    env.create_ws("ws-generic").await;
+    let r = env
+        .call(
+            Method::PUT,
+            &format!("{ws}/onlineEndpoints/ep1"),
+            ML,
+            Some(json!({"location": "eastus", "properties": {"authMode": "Key"}})),
+        )
+        .await;
+    env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+
+    // Resources_List: top-level resources only (the endpoint is a child), in GenericResourceExpanded form.
+    let r = env.call(Method::GET, &format!("/subscriptions/{sub}/resources"), RES, None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let types: Vec<&str> = r.body["value"].as_array().unwrap().iter().map(|v| v["type"].as_str().unwrap()).collect();
+    assert_eq!(types.len(), 5, "{types:?}");
+    assert!(types.contains(&"Microsoft.MachineLearningServices/workspaces"), "{types:?}");
+    assert!(!types.iter().any(|t| t.contains("onlineEndpoints")), "{types:?}");
+    assert!(r.body["value"][0].get("properties").is_none());
+    // Resources_ListByResourceGroup with a resourceType filter; an unsupported filter is refused.
+    let url = format!(
+        "{}{}/resources?api-version={RES}&$filter={}",
+        env.sim.endpoint,
+        env.world.resource_group_id,
+        urlencode("resourceType eq 'Microsoft.Storage/storageAccounts'")
+    );
+    let r = env.call_as(Some(&env.token), Method::GET, &url, None, None).await;
+    assert_eq!(r.body["value"].as_array().unwrap().len(), 1);
+    assert_eq!(r.body["value"][0]["id"], env.world.storage_account_id);
+    let url = format!(
+        "{}{}/resources?api-version={RES}&$filter={}",
+        env.sim.endpoint,
+        env.world.resource_group_id,
+        urlencode("location eq 'x'")
+    );
+    assert_eq!(env.call_as(Some(&env.token), Method::GET, &url, None, None).await.status, 400);
+
+    // An unknown subscription is a 404 SubscriptionNotFound, before authorization.
+    let ghost = "00000000-0000-4000-8000-00000000dead";
+    for path in [
+        format!("/subscriptions/{ghost}/resources"),
+        format!("/subscriptions/{ghost}/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/x"),
+    ] {
+        let r = env.call(Method::GET, &path, if path.contains("Storage") { STORAGE } else { RES }, None).await;
+        assert_eq!(
+            (r.status, r.body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("SubscriptionNotFound")),
+            "{path}"
+        );
+    }
+
+    // A namespace the subscription has not registered: 409 MissingSubscriptionRegistration until it registers it.
+    env.sim.handle.with_state(|s| {
+        s.subscriptions.get_mut(&sub).unwrap().unregistered_providers.push("Microsoft.MachineLearningServices".into())
+    });
+    let r = env.call(Method::GET, &ws, ML, None).await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("MissingSubscriptionRegistration"))
+    );
+    let p = env
+        .call(Method::GET, &format!("/subscriptions/{sub}/providers/Microsoft.MachineLearningServices"), RES, None)
+        .await;
+    assert_eq!(p.body["registrationState"], "NotRegistered");
+    let p = env
+        .call(
+            Method::POST,
+            &format!("/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/register"),
+            RES,
+            None,
+        )
+        .await;
+    assert_eq!((p.status, p.body["registrationState"].as_str()), (StatusCode::OK, Some("Registered")));
+    assert_eq!(env.call(Method::GET, &ws, ML, None).await.status, 200);
+    // Real namespaces the simulator does not serve are unregistered; made-up ones are invalid.
+    let r = env
+        .call(
+            Method::GET,
+            &format!("{}/providers/Microsoft.Compute/virtualMachines/vm", env.world.resource_group_id),
+            "2024-07-01",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("MissingSubscriptionRegistration"))
+    );
+    let r = env
+        .call(Method::GET, &format!("{}/providers/Foo.Bar/things/x", env.world.resource_group_id), "2024-07-01", None)
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("InvalidResourceNamespace"))
+    );
+    let r = env
+        .call(
+            Method::GET,
+            &format!("{}/providers/Microsoft.Storage/fileShares/x", env.world.resource_group_id),
+            STORAGE,
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("InvalidResourceType")));
+}
+
+#[tokio::test]
+async fn workspace_moves_are_refused_where_the_preview_refuses_them() {
+    let env = start().await;
+    let sub = env.world.subscription_id.clone();
+    let rg = env.world.resource_group_id.clone();
+    let ws = env.ws_id("ws-mv");
+    env.create_ws("ws-mv").await;
+    let verdict = |target: String| {
+        let env = &env;
+        let ws = ws.clone();
+        let rg = rg.clone();
+        async move {
+            let body = json!({"resources": [ws], "targetResourceGroup": target});
+            let r = env.call(Method::POST, &format!("{rg}/validateMoveResources"), RES, Some(body)).await;
+            assert_eq!(r.status, 202);
+            let loc = r.h("location").unwrap();
+            assert!(
+                loc.contains(&format!("/subscriptions/{sub}/operationresults/", sub = env.world.subscription_id)),
+                "{loc}"
+            );
+            env.poll_location(&loc).await
+        }
+    };
+    // Same region: allowed.
+    env.call(
+        Method::PUT,
+        &format!("/subscriptions/{sub}/resourceGroups/rg-east"),
+        RES,
+        Some(json!({"location": "eastus"})),
+    )
+    .await;
+    assert_eq!(verdict(format!("/subscriptions/{sub}/resourceGroups/rg-east")).await.status, 204);
+    // Across regions: refused.
+    env.call(
+        Method::PUT,
+        &format!("/subscriptions/{sub}/resourceGroups/rg-west"),
+        RES,
+        Some(json!({"location": "westus"})),
+    )
+    .await;
+    let v = verdict(format!("/subscriptions/{sub}/resourceGroups/rg-west")).await;
+    assert_eq!(
+        (v.status, v.body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("ResourceMoveValidationFailed"))
+    );
+    assert_eq!(v.body["error"]["details"][0]["code"], "ResourceMoveNotSupported");
+    assert!(v.body["error"]["details"].to_string().contains("across regions"), "{}", v.body);
+    // Across tenants: refused.
+    let foreign = "00000000-0000-4000-8000-0000000000f0";
+    env.sim.handle.with_state(|s| {
+        s.add_subscription(foreign, "other-tenant");
+        s.subscriptions.get_mut(foreign).unwrap().tenant_id = Some("99999999-0000-4000-8000-000000000001".into());
+        s.add_resource_group(foreign, "rg-foreign", "eastus");
+        s.assign_role(&format!("/subscriptions/{foreign}"), roles::CONTRIBUTOR, &env.world.operator.object_id);
+    });
+    let v = verdict(format!("/subscriptions/{foreign}/resourceGroups/rg-foreign")).await;
+    assert_eq!(v.status, StatusCode::CONFLICT);
+    assert!(v.body["error"]["details"].to_string().contains("CrossTenantMoveNotSupported"), "{}", v.body);
+    // With a compute: refused.
+    env.sim.handle.seed_resource(
+        &format!("{ws}/computes/cpu"),
+        "Microsoft.MachineLearningServices/workspaces/computes",
+        json!({"location": "eastus"}),
+    );
+    let v = verdict(format!("/subscriptions/{sub}/resourceGroups/rg-east")).await;
+    assert_eq!(v.status, StatusCode::CONFLICT);
+    assert!(v.body["error"]["details"].to_string().contains("compute"), "{}", v.body);
+}
+
+#[tokio::test]
+async fn the_storage_provider_throttles_on_its_own_limits() {
+    let env = start().await;
+    // Three writes per minute (listKeys / regenerateKey are POST actions: writes), two lists per minute.
+    env.sim.handle.set_storage_limits(StorageLimits {
+        read: vec![WindowLimit { max: 800, window_secs: 300 }],
+        write: vec![WindowLimit { max: 3, window_secs: 60 }],
+        list: vec![WindowLimit { max: 2, window_secs: 60 }],
+    });
+    let sa = env.world.storage_account_id.clone();
+    for _ in 0..3 {
+        assert_eq!(env.call(Method::POST, &format!("{sa}/listKeys"), STORAGE, None).await.status, 200);
+    }
+    let r = env.call(Method::POST, &format!("{sa}/regenerateKey"), STORAGE, Some(json!({"keyName": "key1"}))).await;
+    assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("TooManyRequests")));
+    let wait: u64 = r.h("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Reads have their own budget; ARM's subscription buckets are not what refused the call.
+    assert_eq!(env.call(Method::GET, &sa, STORAGE, None).await.status, 200);
+    let list = format!("/subscriptions/{}/providers/Microsoft.Storage/storageAccounts", env.world.subscription_id);
+    assert_eq!(env.call(Method::GET, &list, STORAGE, None).await.status, 200);
+    assert_eq!(env.call(Method::GET, &list, STORAGE, None).await.status, 200);
+    let r = env.call(Method::GET, &list, STORAGE, None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("List_ObservationWindow_00:01:00"), "{}", r.body);
 }
