@@ -253,24 +253,56 @@ async fn tokens_openid_and_authentication() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
-    // Federated app: any JWT-shaped assertion is accepted; the secret-only app cannot use assertions.
+    // Federated app: an assertion signed by the issuer its federated credential names, with that credential's subject
+    // and audience, is accepted; anything else is refused with Entra's code. The secret-only app cannot use one.
     use base64::Engine as _;
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let assertion =
-        format!("{}.{}.sig", b64(&json!({"alg": "RS256"})), b64(&json!({"sub": "system:serviceaccount:ns:sa"})));
-    let fed = |client: &str| {
+    let issuer = env.world.federated_issuer.clone();
+    let good = json!({"sub": env.world.federated_subject, "aud": ["api://AzureADTokenExchange"]});
+    let form = |client: &str, assertion: &str| {
         vec![
             ("client_id".to_string(), client.to_string()),
-            ("client_assertion".to_string(), assertion.clone()),
+            ("client_assertion".to_string(), assertion.to_string()),
             ("client_assertion_type".to_string(), "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_string()),
             ("scope".to_string(), "https://management.azure.com/.default".to_string()),
             ("grant_type".to_string(), "client_credentials".to_string()),
         ]
     };
+    let assertion = issuer.token(&good);
+    let fed = |client: &str| form(client, &assertion);
     let r = env.http.post(env.sim.token_url()).form(&fed(&env.world.federated.client_id)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let fed_token = r.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_string();
     assert_eq!(fed_token.split('.').count(), 3);
+    let refused = |assertion: String| {
+        let env = &env;
+        let form = form(&env.world.federated.client_id, &assertion);
+        async move {
+            let r = env.http.post(env.sim.token_url()).form(&form).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap()["error_codes"][0].as_u64().unwrap_or_default())
+        }
+    };
+    let unsigned = format!(
+        "{}.{}.c2ln",
+        b64(&json!({"alg": "ES256", "kid": issuer.kid})),
+        b64(
+            &json!({"iss": issuer.issuer, "sub": env.world.federated_subject, "aud": "api://AzureADTokenExchange", "exp": 9_999_999_999i64})
+        )
+    );
+    assert_eq!(refused(unsigned).await, (401, 50013), "unsigned");
+    let stranger = azml_operator::sandbox::arm::OidcIssuerKey::generate(&issuer.issuer);
+    assert_eq!(refused(stranger.token(&good)).await, (401, 50013), "signed by a key the issuer does not publish");
+    assert_eq!(
+        refused(issuer.token(&json!({"sub": env.world.federated_subject, "aud": "api://other"}))).await,
+        (401, 700212)
+    );
+    assert_eq!(
+        refused(issuer.token(&json!({"sub": "system:serviceaccount:x:y", "aud": "api://AzureADTokenExchange"}))).await,
+        (401, 700213)
+    );
+    let other_issuer = azml_operator::sandbox::arm::OidcIssuerKey::generate("https://oidc.elsewhere.invalid");
+    assert_eq!(refused(other_issuer.token(&good)).await, (401, 700211));
     let r = env.http.post(env.sim.token_url()).form(&fed(&env.world.operator.client_id)).send().await.unwrap();
     assert_eq!(r.status(), 401);
 

@@ -38,8 +38,6 @@ use azml_operator::sandbox::arm::{
     ArmSimulator, FaultAction, FaultRule, RunningSim, SeededSp, SimConfig, ThrottleConfig, World, roles,
 };
 use azure_core::credentials::TokenCredential;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
 /// Duration of every simulated long-running operation.
@@ -202,20 +200,10 @@ fn same_id(a: &str, b: &str) -> bool {
     a.trim_end_matches('/').eq_ignore_ascii_case(b.trim_end_matches('/'))
 }
 
-/// A JWT-shaped projected service-account token, as AKS workload identity writes it.
-fn write_federated_token(path: &Path) {
-    let now = jiff::Timestamp::now().as_second();
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","kid":"sa-key","typ":"JWT"}"#);
-    let claims = serde_json::json!({
-        "aud": ["api://AzureADTokenExchange"],
-        "iss": "https://oidc.example.invalid/cluster",
-        "sub": "system:serviceaccount:azml-system:azml-operator",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 3600,
-    });
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    std::fs::write(path, format!("{header}.{payload}.c2lnbmF0dXJl")).unwrap();
+/// A projected service-account token as AKS workload identity writes it, signed by the world's cluster issuer.
+fn write_federated_token(world: &World, path: &Path) {
+    let claims = serde_json::json!({"aud": ["api://AzureADTokenExchange"], "sub": world.federated_subject});
+    std::fs::write(path, world.federated_issuer.token(&claims)).unwrap();
 }
 
 // ---------------------------------------------------------------- credentials
@@ -273,7 +261,7 @@ async fn workload_identity_credential_exchanges_the_federated_token_file() {
     let env = start().await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("azure-identity-token");
-    write_federated_token(&token_file);
+    write_federated_token(&env.world, &token_file);
     let federated = |client_id: &str| {
         build_credential(
             &CredentialConfig::WorkloadIdentity {

@@ -8,6 +8,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde_json::{Value, json};
 
+use super::federation::check_assertion;
 use super::model::{PrincipalKind, SimState, scope_contains};
 use super::reply::{ArmError, Reply};
 
@@ -44,15 +45,6 @@ fn aad_error(status: StatusCode, error: &str, code: u32, description: &str) -> R
             "correlation_id": uuid::Uuid::new_v4().to_string(),
         }),
     )
-}
-
-fn decode_jwt_payload(jwt: &str) -> Option<Value> {
-    let parts: Vec<&str> = jwt.split('.').collect();
-    if parts.len() != 3 {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD.decode(parts[1].trim_end_matches('=')).ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 impl Tokens {
@@ -157,48 +149,9 @@ impl Tokens {
                     None,
                 );
             }
-            let Some(claims) = decode_jwt_payload(assertion) else {
-                return (
-                    aad_error(StatusCode::BAD_REQUEST, "invalid_client", 50027, "JWT token is invalid or malformed."),
-                    None,
-                );
-            };
-            if !p.federated {
-                return (
-                    aad_error(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_client",
-                        700213,
-                        "No matching federated identity record found for presented assertion subject.",
-                    ),
-                    None,
-                );
-            }
-            let sub = claims.get("sub").and_then(Value::as_str).unwrap_or_default();
-            if !p.federated_subjects.is_empty() && !p.federated_subjects.iter().any(|s| s == sub) {
-                return (
-                    aad_error(
-                        StatusCode::UNAUTHORIZED,
-                        "invalid_client",
-                        700213,
-                        &format!(
-                            "No matching federated identity record found for presented assertion subject '{sub}'."
-                        ),
-                    ),
-                    None,
-                );
-            }
-            let now = jiff::Timestamp::now().as_second();
-            if claims.get("exp").and_then(Value::as_i64).is_some_and(|exp| exp < now) {
-                return (
-                    aad_error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_client",
-                        700024,
-                        "Client assertion is not within its valid time range.",
-                    ),
-                    None,
-                );
+            if let Err(r) = check_assertion(state, p, assertion) {
+                let status = if r.code == 50027 { StatusCode::BAD_REQUEST } else { StatusCode::UNAUTHORIZED };
+                return (aad_error(status, "invalid_client", r.code, &r.description), None);
             }
         } else {
             return (

@@ -18,6 +18,7 @@ mod api_versions;
 mod auth;
 pub mod control;
 mod engine;
+mod federation;
 mod generic;
 mod lro;
 pub mod model;
@@ -38,6 +39,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{CallKind, CallRecord, FaultAction, FaultRule, OpCount, ThrottleConfig};
+pub use federation::{FederatedCredential, OidcIssuerKey, TOKEN_EXCHANGE_AUDIENCE};
 pub use model::{Principal, PrincipalKind, Secret, SeededSp, SimState, World, roles};
 pub use throttle::{StorageLimits, WindowLimit};
 

@@ -10,6 +10,8 @@ use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::federation::{FederatedCredential, OidcIssuerKey, TOKEN_EXCHANGE_AUDIENCE};
+
 /// A secret value (storage key, client secret, endpoint key). `Debug`/`Display` never show it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(transparent)]
@@ -115,12 +117,10 @@ pub struct Principal {
     /// Client secrets accepted by the token endpoint.
     #[serde(default)]
     pub secrets: Vec<Secret>,
-    /// Whether the app has a federated credential: the token endpoint then accepts a JWT-shaped client assertion.
+    /// Federated identity credentials: the token endpoint accepts a client assertion that one of them matches
+    /// (issuer, subject, audience) and whose signature verifies against the issuer's published keys.
     #[serde(default)]
-    pub federated: bool,
-    /// When non-empty, the assertion's `sub` claim must be one of these.
-    #[serde(default)]
-    pub federated_subjects: Vec<String>,
+    pub federated_credentials: Vec<FederatedCredential>,
     /// Member object ids (groups only).
     #[serde(default)]
     pub members: Vec<String>,
@@ -135,8 +135,7 @@ impl Principal {
             kind: PrincipalKind::User,
             app_id: None,
             secrets: vec![],
-            federated: false,
-            federated_subjects: vec![],
+            federated_credentials: vec![],
             members: vec![],
         }
     }
@@ -614,6 +613,10 @@ pub struct SimState {
     pub activity: Vec<ActivityEvent>,
     /// Long-running operations by id.
     pub operations: BTreeMap<String, Operation>,
+    /// Signing keys (JWKs) of external OIDC issuers, by issuer URL: what Entra ID fetches from an issuer's
+    /// `jwks_uri` to verify federated assertions.
+    #[serde(default)]
+    pub oidc_issuers: BTreeMap<String, Vec<Value>>,
 }
 
 impl SimState {
@@ -918,6 +921,10 @@ pub struct World {
     pub nobody: SeededSp,
     /// A federated app (workload identity) with Contributor + User Access Administrator on the subscription.
     pub federated: SeededSp,
+    /// The OIDC issuer the federated app trusts (a cluster's service-account issuer); signs assertions.
+    pub federated_issuer: OidcIssuerKey,
+    /// The subject (`sub`) the federated app's credential accepts.
+    pub federated_subject: String,
     /// Two user object ids (alice, bob).
     pub users: Vec<String>,
     /// A group object id (members: the users).
@@ -964,7 +971,15 @@ impl World {
         let (rd_p, reader) = sp(2, "reader-app", Some("reader-secret-value"));
         let (nb_p, nobody) = sp(3, "nobody-app", Some("nobody-secret-value"));
         let (mut fed_p, federated) = sp(4, "azml-operator-wi", None);
-        fed_p.federated = true;
+        let federated_issuer = OidcIssuerKey::generate("https://oidc.sandbox.azml.invalid/cluster");
+        let federated_subject = "system:serviceaccount:azml-system:azml-operator".to_string();
+        federated_issuer.register(&mut s);
+        fed_p.federated_credentials.push(FederatedCredential {
+            name: "sandbox-cluster".into(),
+            issuer: federated_issuer.issuer.clone(),
+            subject: federated_subject.clone(),
+            audiences: vec![TOKEN_EXCHANGE_AUDIENCE.into()],
+        });
         let sub_scope = format!("/subscriptions/{subscription_id}");
         for p in [op_p, rd_p, nb_p, fed_p] {
             s.add_principal(p);
@@ -999,6 +1014,8 @@ impl World {
             reader,
             nobody,
             federated,
+            federated_issuer,
+            federated_subject,
             users,
             group,
         }
