@@ -24,7 +24,7 @@ use azml_operator::azure::resources::MoveRequest;
 use azml_operator::azure::storage::StorageKeyName;
 use azml_operator::azure::workspaces::{Workspace, WorkspaceProperties, WorkspaceUpdate, WorkspaceUpdateProperties};
 use azml_operator::azure::{
-    ArmClient, ArmClientOptions, ArmError, AzureCloud, ErrorClass, LroHandle, LroOptions, LroStart,
+    ArmClient, ArmClientOptions, ArmError, AzureCloud, ErrorClass, LroHandle, LroOptions, LroPoll, LroStart,
     OnlineDeploymentRef, OnlineEndpointRef, ResourceGroupRef, ResourceId, RetryPolicy, RoleAssignmentRef,
     RoleDefinitionId, Secret, StorageAccountRef, SubscriptionId, ThrottlePolicy, WorkspaceRef,
 };
@@ -548,6 +548,57 @@ async fn lro_via_location_honours_retry_after_then_reads_original_uri() {
             (Method::GET, ws_path())
         ]
     );
+}
+
+/// ARM asks for up to 600 s between polls; the client never polls sooner than asked, neither in `wait_lro` (not cut
+/// to `max_poll_interval`) nor through `poll_lro` called early (as a reconcile woken by something else would).
+#[tokio::test]
+async fn retry_after_is_honoured_in_full_and_across_early_poll_calls() {
+    let base = Arc::new(Mutex::new(String::new()));
+    let b2 = base.clone();
+    let srv = serve(move |s, n| {
+        let base = b2.lock().unwrap().clone();
+        match (n, s.path.as_str()) {
+            (1, _) => with_headers(
+                202,
+                &[
+                    ("location", format!("{base}/ops/1")),
+                    ("azure-asyncoperation", format!("{base}/st/1")),
+                    ("retry-after", "2".into()),
+                ],
+                None,
+            ),
+            (2, "/st/1") => json_resp(200, json!({"status": "Succeeded", "percentComplete": 100.0})),
+            (3, p) if p == ws_path() => json_resp(200, json!({"name": "ws1"})),
+            _ => arm_error(500, "Unexpected"),
+        }
+    })
+    .await;
+    *base.lock().unwrap() = srv.base.clone();
+    let c = client(&srv);
+    let started = Instant::now();
+    let LroStart::Pending(handle) = c.begin_create_or_update_workspace(&ws(), &Workspace::default()).await.unwrap()
+    else {
+        panic!("202 is pending");
+    };
+    assert_eq!(handle.retry_after_secs, Some(2));
+    assert!(handle.wait_remaining().is_some());
+    // Polling right away sends nothing: the handle comes back unchanged.
+    for _ in 0..3 {
+        match c.poll_lro::<Workspace>(&handle).await.unwrap() {
+            LroPoll::InProgress(h) => assert_eq!(h, handle),
+            LroPoll::Done(_) => panic!("polled before Retry-After"),
+        }
+    }
+    assert_eq!(srv.seen().len(), 1, "only the PUT reached the server");
+    // The handle survives serialisation (status) with its deadline.
+    let stored: LroHandle = serde_json::from_str(&serde_json::to_string(&handle).unwrap()).unwrap();
+    assert!(stored.wait_remaining().is_some());
+    // wait_lro waits the full 2 s although max_poll_interval is 50 ms.
+    let w: Workspace = c.wait_lro(stored, &lro_opts()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1950), "polled after {:?}", started.elapsed());
+    assert_eq!(w.name.as_deref(), Some("ws1"));
+    assert_eq!(srv.seen().len(), 3);
 }
 
 #[tokio::test]

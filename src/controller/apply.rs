@@ -287,3 +287,18 @@ async fn poll(
         }
     }
 }
+
+#[cfg(test)]
+mod poll_delay_tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_honoured_in_full_and_bounded_below() {
+        let min = Duration::from_secs(5);
+        // Azure's 600 s stays 600 s: no upper clamp (the old code cut it to lro_poll_max).
+        assert_eq!(lro_poll_delay(Some(600), min), Duration::from_secs(600));
+        assert_eq!(lro_poll_delay(Some(10), min), Duration::from_secs(10));
+        assert_eq!(lro_poll_delay(Some(1), min), min);
+        assert_eq!(lro_poll_delay(None, min), min);
+    }
+}

@@ -4,8 +4,8 @@
 //!
 //! * **ARM** at the root (`/subscriptions/...`): resource groups, storage accounts, key vaults, app insights,
 //!   container registries, ML workspaces, online endpoints and deployments, role assignments and definitions,
-//!   validateMoveResources/moveResources, the activity log, and LRO poll URLs
-//!   (`/subscriptions/{sub}/providers/{ns}/locations/global/operationResults|operationStatuses/{id}`).
+//!   validateMoveResources/moveResources, resource lists, providers, the activity log, and LRO poll URLs shaped
+//!   per resource provider as recorded (see `lro.rs`).
 //!   Ids are case-insensitive; the ARM error envelope is used everywhere.
 //! * **Entra ID**: the same server is the authority host: `POST /{tenant}/oauth2/v2.0/token` (client credentials with
 //!   `client_secret` or a JWT-shaped `client_assertion` for federated apps), `GET
@@ -13,6 +13,10 @@
 //! * **Admin API** under `/_sim/...` (no ARM auth, loopback peers only). The same operations exist on [`SimHandle`].
 //!
 //! Tests drive it in-process through [`RunningSim`] / [`SimHandle`].
+//!
+//! It answers as Azure does, not as our client expects: `SIMULATOR.md` in this directory lists each behaviour with
+//! its source (recorded traffic first, then the specs, then Learn), and `tests/recordings.rs` keeps the simulator and
+//! the recordings from drifting apart. Azure's waits (`Retry-After`) are scaled by [`SimConfig::time_scale`].
 
 mod api_versions;
 mod auth;
