@@ -17,6 +17,10 @@ use super::route::{
     COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS, WORKSPACES, resource_id,
 };
 
+// Azure ML computes and the ML per-location lists (usages, VM sizes).
+#[path = "compute.rs"]
+pub(super) mod compute;
+
 /// Runtime knobs (not persisted).
 #[derive(Debug, Clone)]
 pub(crate) struct Knobs {
@@ -271,6 +275,7 @@ impl Inner {
                         *user_storage_key = captured;
                     }
                 }
+                self.compute_settle(&op.resource_id);
             }
             OpKind::Delete => self.remove_tree(&op.resource_id),
             OpKind::ResyncKeys => {
@@ -310,6 +315,7 @@ impl Inner {
                 self.remove_tree(&op.resource_id);
                 self.state.resource_groups.remove(&key);
             }
+            OpKind::ComputePower { action } => self.compute_power_done(&op.resource_id, action),
             OpKind::ValidateMove => {}
             OpKind::Move { resources, target } => self.apply_move(resources, target),
         }
@@ -665,6 +671,7 @@ impl Inner {
                     Ok(Reply::ok(self.page(req, items)))
                 }
             },
+            Target::Compute(target) => self.compute(target, routed, req, caller, lro_failure),
             Target::Collection { rg, rtype, parent_names } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
             Target::Resource { rg, rtype, names, action } => {
                 let (sub, rg) = self.ensure_rg(&sub, rg)?;
@@ -1713,6 +1720,7 @@ impl Inner {
                         Some(id.clone()),
                     ));
                 }
+                problems.extend(self.compute_move_problems(r));
                 let cmk = r
                     .body
                     .pointer("/properties/encryption/status")

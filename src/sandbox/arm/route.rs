@@ -72,14 +72,38 @@ fn find_type(full: &str) -> Option<&'static RType> {
 pub(crate) enum Target {
     Subscription,
     ResourceGroupList,
-    ResourceGroup { rg: String },
-    MoveAction { rg: String, validate: bool },
+    ResourceGroup {
+        rg: String,
+    },
+    MoveAction {
+        rg: String,
+        validate: bool,
+    },
     ActivityLog,
-    Poll { op_id: String, status: bool },
-    RoleAssignment { scope: String, name: Option<String> },
-    RoleDefinition { guid: Option<String> },
-    Collection { rg: Option<String>, rtype: &'static RType, parent_names: Vec<String> },
-    Resource { rg: String, rtype: &'static RType, names: Vec<String>, action: Option<String> },
+    Poll {
+        op_id: String,
+        status: bool,
+    },
+    RoleAssignment {
+        scope: String,
+        name: Option<String>,
+    },
+    RoleDefinition {
+        guid: Option<String>,
+    },
+    Collection {
+        rg: Option<String>,
+        rtype: &'static RType,
+        parent_names: Vec<String>,
+    },
+    Resource {
+        rg: String,
+        rtype: &'static RType,
+        names: Vec<String>,
+        action: Option<String>,
+    },
+    /// Azure ML computes and per-location lists (`engine::compute`).
+    Compute(super::engine::compute::ComputeTarget),
 }
 
 /// A routed request.
@@ -171,6 +195,9 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
             _ => return Err(not_found_type("Microsoft.Authorization", &rest.join("/"))),
         };
         return Ok(Routed { target, sub, op: op.into(), action, scope, family: Family::Authorization });
+    }
+    if let Some(routed) = super::engine::compute::route(method, segs) {
+        return routed;
     }
     if !is(0, "subscriptions") || segs.len() < 2 {
         return Err(ArmError::new(
