@@ -310,7 +310,7 @@ impl Inner {
             if !r.rtype.eq_ignore_ascii_case(COMPUTES)
                 || !id_key(&r.id).starts_with(&prefix)
                 || except.is_some_and(|e| id_key(e) == id_key(&r.id))
-                || !str_at(&r.body, "/location").is_some_and(|l| norm_location(l) == norm_location(location))
+                || str_at(&r.body, "/location").is_none_or(|l| norm_location(l) != norm_location(location))
             {
                 continue;
             }
