@@ -112,3 +112,29 @@ fn scale_names_durations_and_ids_are_checked() {
     let not_a_guid = with(instance, "/spec/computeInstance/assignedTo", json!("alice@example.com"));
     assert!(!errors(&not_a_guid, None).is_empty());
 }
+
+/// `kubectl explain` shows a description for every field of the spec and status.
+#[test]
+fn every_field_is_documented() {
+    fn walk(schema: &Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (name, sub) in props {
+                let p = format!("{path}.{name}");
+                if sub.get("description").and_then(Value::as_str).is_none_or(str::is_empty) && path != ".metadata" {
+                    missing.push(p.clone());
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), missing);
+        }
+    }
+    let schema = schema();
+    let mut missing = Vec::new();
+    walk(&schema["properties"]["spec"], ".spec", &mut missing);
+    walk(&schema["properties"]["status"], ".status", &mut missing);
+    // Conditions are the Kubernetes type, documented upstream.
+    missing.retain(|p| !p.starts_with(".status.conditions[]"));
+    assert_eq!(missing, Vec::<String>::new());
+}
