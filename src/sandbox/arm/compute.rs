@@ -501,6 +501,10 @@ impl Inner {
                     check_idle(idle)?;
                 }
                 o.entry("applicationSharingPolicy").or_insert(json!("Shared"));
+                o.entry("computeInstanceAuthorizationType").or_insert(json!("personal"));
+                o.entry("connectivityEndpoints")
+                    .or_insert(json!({"publicIpAddress": null, "privateIpAddress": "10.0.0.4"}));
+                o.entry("osImageMetadata").or_insert(json!({"currentImageVersion": "26.11.02", "latestImageVersion": "26.11.02", "isLatestOsImageVersion": true}));
                 o.entry("sshSettings")
                     .or_insert(json!({"sshPublicAccess": "Disabled", "adminUserName": "azureuser", "sshPort": 4001}));
                 o.entry("state").or_insert(json!("Creating"));
