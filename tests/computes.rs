@@ -459,3 +459,49 @@ async fn paused_withholds_and_retain_leaves_azure_alone() {
     assert!(env.azure("ws-r", "keep").is_some());
     env.stop().await;
 }
+
+/// `azml-operator plan -f` on an MlCompute: the same policy check, quota read and plan as a reconcile, no write.
+#[tokio::test]
+async fn plan_command_covers_mlcompute() {
+    let env = Env::start(json!({})).await;
+    env.create_workspace("ws-plan", json!({})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    env._kube.write_kubeconfig(&kubeconfig).unwrap();
+    let ca = dir.path().join("ca.pem");
+    env.sim.write_ca(&ca).unwrap();
+    let run = async |spec: Value| -> String {
+        let file = dir.path().join("mc.yaml");
+        let doc = json!({"apiVersion": "azml.dev/v1alpha1", "kind": "MlCompute", "metadata": {"name": "planned", "namespace": NS}, "spec": spec});
+        std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-operator"))
+            .args(["plan", "-f"])
+            .arg(&file)
+            .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
+            .arg("--extra-ca-file")
+            .arg(&ca)
+            .args(["--operator-namespace", OPERATOR_NS])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
+            .env_remove("AZURE_AUTHORITY_HOST")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    };
+    let out = run(cluster("ws-plan", 0, 4)).await;
+    assert!(out.contains(&format!("MlCompute {NS}/planned")), "{out}");
+    assert!(out.contains("1. create the AmlCompute (Compute_CreateOrUpdate)"), "{out}");
+    env.set_quota(DSV2, 8, 0);
+    let out = run(cluster("ws-plan", 0, 4)).await;
+    assert!(out.contains("stalled (QuotaExceeded)") && out.contains("limit 8"), "{out}");
+    let mut gpu = cluster("ws-plan", 0, 1);
+    gpu["amlCompute"]["vmSize"] = json!("Standard_NC6s_v3");
+    let out = run(gpu).await;
+    assert!(out.contains("blocked (NotPermitted)"), "{out}");
+    assert_eq!(env.compute_writes(), Vec::<String>::new());
+    assert!(env.computes().get_opt("planned").await.unwrap().is_none(), "plan created the object");
+    env.stop().await;
+}
