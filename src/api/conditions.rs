@@ -21,6 +21,9 @@ pub const MOVED: &str = "Moved";
 pub const DEPLOYMENTS_READY: &str = "DeploymentsReady";
 /// Online endpoints: the keys Secret holds the endpoint's current keys.
 pub const KEYS_PUBLISHED: &str = "KeysPublished";
+/// Computes: whether the compute can run work now; the reason says why not (InstanceStopped, ComputeErrors,
+/// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
+pub const USABLE: &str = "Usable";
 
 /// Reasons (CamelCase, as Kubernetes expects).
 pub mod reasons {

@@ -54,8 +54,7 @@ use crate::controller::{
 };
 use crate::endpoints::{workspace_owner_reference, workspace_ready};
 
-/// Domain condition: whether the compute can run work now (the reason says why not).
-pub const USABLE: &str = "Usable";
+pub use crate::api::conditions::USABLE;
 
 impl TimestampedStatus for MlComputeStatus {
     fn conditions_mut(&mut self) -> &mut Vec<Condition> {
