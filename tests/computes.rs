@@ -252,6 +252,8 @@ async fn cluster_scales_corrects_drift_and_is_deleted() {
     };
     common::wait_until(WAIT, POLL, check, |v| format!("drift not corrected: {v:#}")).await;
     assert_eq!(env.compute_writes(), ["PATCH Compute_Update"]);
+    let events = common::events(&env.client, NS).await;
+    assert!(events.iter().any(|e| e.reason.as_deref() == Some("DriftCorrected")), "no DriftCorrected event");
 
     // Delete: gone in Azure.
     env.computes().delete("cpu", &DeleteParams::default()).await.unwrap();
@@ -503,5 +505,34 @@ async fn plan_command_covers_mlcompute() {
     assert!(out.contains("blocked (NotPermitted)"), "{out}");
     assert_eq!(env.compute_writes(), Vec::<String>::new());
     assert!(env.computes().get_opt("planned").await.unwrap().is_none(), "plan created the object");
+    env.stop().await;
+}
+
+/// Errors Azure reports on a compute reach the status: a cluster that cannot reach minNodes for lack of quota is
+/// not Ready (reason ComputeErrors) and not Usable, with Azure's code and message; raising the quota and the next
+/// scale change clear it.
+#[tokio::test]
+async fn errors_azure_reports_on_the_compute_are_in_the_status() {
+    let env = Env::start(json!({})).await;
+    env.create_workspace("ws-e", json!({})).await;
+    env.create("cpu", cluster("ws-e", 0, 2)).await.unwrap();
+    env.wait("cpu", "Ready", ready).await;
+    // Other teams take the family's quota: 4 vCPUs left, one node.
+    env.set_quota(DSV2, 24, 20);
+    env.patch("cpu", json!({"spec": {"amlCompute": {"scale": {"minNodes": 2}}}})).await.unwrap();
+    let mc = env.wait_reason("cpu", reasons::COMPUTE_ERRORS).await;
+    let status = mc.status.clone().unwrap();
+    assert_eq!((status.current_node_count, status.target_node_count), (Some(1), Some(2)));
+    assert!(status.errors.iter().any(|e| e.starts_with("QuotaExceeded: ") && e.contains(DSV2)), "{:?}", status.errors);
+    let usable = condition(&mc, azml_operator::compute::USABLE).unwrap();
+    assert_eq!((usable.status.as_str(), usable.reason.as_str()), ("False", reasons::COMPUTE_ERRORS));
+    assert_eq!(env.compute_writes(), ["PUT Compute_CreateOrUpdate", "PATCH Compute_Update"]);
+    // Quota raised, minNodes back to 1: one more PATCH, no errors, Ready.
+    env.set_quota(DSV2, 48, 20);
+    env.patch("cpu", json!({"spec": {"amlCompute": {"scale": {"minNodes": 1}}}})).await.unwrap();
+    let mc = env
+        .wait("cpu", "Ready without errors", |m| ready(m) && m.status.as_ref().is_some_and(|s| s.errors.is_empty()))
+        .await;
+    assert_eq!(mc.status.unwrap().current_node_count, Some(1));
     env.stop().await;
 }
