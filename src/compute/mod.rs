@@ -28,7 +28,6 @@ use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
 
@@ -52,7 +51,7 @@ use crate::controller::{
     CONTROLLER_NAME, ControllerConfig, ObjectMemory, bindings_and_labels, publish_event, requeue_after_error,
     set_finalizer, spec_request, watch_changes,
 };
-use crate::endpoints::{workspace_owner_reference, workspace_ready};
+use crate::endpoints::{ensure_workspace_owner, workspace_ready};
 
 pub use crate::api::conditions::USABLE;
 
@@ -356,22 +355,6 @@ pub async fn reconcile(mc: Arc<MlCompute>, ctx: Arc<Context>) -> Result<Requeue,
     }
 }
 
-async fn ensure_owner_reference(ctx: &Context, mc: &MlCompute, ws: &MlWorkspace) -> Result<(), Error> {
-    let Some(reference) = workspace_owner_reference(ws) else { return Ok(()) };
-    let refs = mc.owner_references();
-    if refs.iter().any(|r| r.uid == reference.uid) {
-        return Ok(());
-    }
-    let mut next: Vec<_> = refs.iter().filter(|r| r.kind != "MlWorkspace").cloned().collect();
-    next.push(reference);
-    let patch = json!({ "metadata": { "ownerReferences": next, "resourceVersion": mc.resource_version() } });
-    let api: Api<MlCompute> = Api::namespaced(ctx.client.clone(), &mc.namespace().unwrap_or_default());
-    api.patch(&mc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube("set owner reference"))?;
-    Ok(())
-}
-
 async fn get_workspace(client: &Client, mc: &MlCompute) -> Result<Option<MlWorkspace>, Error> {
     let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &mc.namespace().unwrap_or_default());
     api.get_opt(&mc.spec.workspace_ref.name).await.map_err(Error::kube("read workspace"))
@@ -438,7 +421,7 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
         let outcome = Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
         return finish(ctx, mc, status, outcome, ctx.config.resync_period).await;
     };
-    ensure_owner_reference(ctx, mc, &ws).await?;
+    ensure_workspace_owner(&ctx.client, mc, &ws).await?;
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, false).await {
         Ok(ComputeClient::Permitted { arm, tenant_id }) => (arm, tenant_id),
         Ok(ComputeClient::Denied(message)) => {
@@ -719,7 +702,7 @@ pub enum DryRun {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
 
