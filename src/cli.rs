@@ -166,13 +166,17 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub azure: AzureArgs,
 
-    /// A YAML (or JSON) file holding one MlWorkspace; `-` reads standard input.
+    /// A YAML (or JSON) file holding one MlWorkspace or MlCompute (its `kind` decides); `-` reads standard input.
     #[arg(short = 'f', long = "filename", conflicts_with = "name", required_unless_present = "name")]
     pub file: Option<PathBuf>,
 
-    /// Name of a live MlWorkspace to plan (instead of a file).
+    /// Name of a live object to plan (instead of a file); `--kind` says which kind.
     #[arg(long)]
     pub name: Option<String>,
+
+    /// Kind of the live object named by `--name`.
+    #[arg(long, value_enum, default_value_t = PlanKind::MlWorkspace)]
+    pub kind: PlanKind,
 
     /// Namespace of the workspace (default: the file's metadata.namespace, else "default").
     #[arg(short = 'n', long)]
@@ -181,6 +185,15 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = PlanOutput::Text)]
     pub output: PlanOutput,
+}
+
+/// Kinds `plan` covers.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    #[value(name = "MlWorkspace", alias = "mlworkspace")]
+    MlWorkspace,
+    #[value(name = "MlCompute", alias = "mlcompute")]
+    MlCompute,
 }
 
 /// Output format of `plan`.

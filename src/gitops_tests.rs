@@ -88,9 +88,25 @@ fn online_endpoints_use_the_same_check() {
 }
 
 #[test]
+fn computes_use_the_same_check() {
+    let mut status = crate::api::v1alpha1::MlComputeStatus::default();
+    let now = Time(jiff::Timestamp::now());
+    crate::compute::set_kstatus(&mut status, &Phase::Ready, Some(2), &now);
+    let mut obj = workspace(2, Some(serde_json::to_value(&status).unwrap()));
+    obj["kind"] = json!("MlCompute");
+    assert_eq!(health(&obj).0, "Healthy");
+    let stalled = Phase::Stalled { reason: reasons::QUOTA_EXCEEDED, message: "no cores".into() };
+    crate::compute::set_kstatus(&mut status, &stalled, Some(2), &now);
+    obj["status"] = serde_json::to_value(&status).unwrap();
+    let (health, message) = health(&obj);
+    assert_eq!(health, "Degraded");
+    assert!(message.starts_with("QuotaExceeded"), "{message}");
+}
+
+#[test]
 fn the_argocd_configmap_carries_the_tested_script_for_both_kinds() {
     let cm: Value = serde_yaml::from_str(ARGOCD_CM).expect("argocd-cm.yaml parses");
-    for kind in ["MlWorkspace", "MlOnlineEndpoint"] {
+    for kind in ["MlWorkspace", "MlOnlineEndpoint", "MlCompute"] {
         let key = format!("resource.customizations.health.azml.dev_{kind}");
         assert_eq!(cm["data"][&key].as_str(), Some(HEALTH_LUA), "{key} differs from deploy/argocd/health.lua");
     }

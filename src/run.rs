@@ -7,9 +7,9 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::v1alpha1::MlWorkspace;
+use crate::api::v1alpha1::{MlCompute, MlWorkspace};
 use crate::azure::{ArmError, AzureCloud};
-use crate::cli::{AzureArgs, PlanArgs, PlanOutput, RunArgs};
+use crate::cli::{AzureArgs, PlanArgs, PlanKind, PlanOutput, RunArgs};
 use crate::controller::{self, ControllerConfig};
 use crate::leader::{self, LeaderElection};
 use crate::metrics::{self, Health};
@@ -39,8 +39,8 @@ pub enum RunError {
     /// The Azure settings are invalid (endpoint not HTTPS, unreadable CA file, ...).
     #[error("invalid Azure settings: {0}")]
     AzureConfig(#[source] Box<ArmError>),
-    /// The workspace to plan could not be read.
-    #[error("cannot read the workspace from {path}: {reason}")]
+    /// The object to plan could not be read.
+    #[error("cannot read the object to plan from {path}: {reason}")]
     Input {
         /// File name (or "-").
         path: String,
@@ -48,8 +48,8 @@ pub enum RunError {
         reason: String,
     },
     /// The live workspace to plan does not exist.
-    #[error("MlWorkspace {namespace}/{name} not found")]
-    NotFound { namespace: String, name: String },
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound { kind: &'static str, namespace: String, name: String },
     /// Observing Azure for the plan failed.
     #[error("cannot compute the plan: {0}")]
     Plan(#[source] Box<controller::error::Error>),
@@ -191,11 +191,23 @@ pub async fn run_controller(
     }
 }
 
-/// Prints the plan for a workspace from a file or a live object.
+/// Prints the plan for a workspace or compute from a file or a live object.
 pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
     let config = base_config(&args.azure)?;
     let client = Client::try_default().await.map_err(RunError::Client)?;
-    let ws = load_workspace(&client, &args).await?;
+    let file = read_plan_file(&args)?;
+    let kind = match &file {
+        Some((_, text)) => serde_yaml::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+            .filter(|k| k == "MlCompute")
+            .map_or(PlanKind::MlWorkspace, |_| PlanKind::MlCompute),
+        None => args.kind,
+    };
+    if kind == PlanKind::MlCompute {
+        return plan_compute(&client, &config, &args, file).await;
+    }
+    let ws = load_workspace(&client, &args, file).await?;
     let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => {
@@ -220,13 +232,13 @@ pub fn render_plan(ws: &MlWorkspace, actions: &[controller::plan::Action]) -> St
 
 /// Reads the workspace to plan. A file's object takes the live object's metadata and status when one exists (so
 /// ownership and operations in flight are judged as the controller would); otherwise it is planned as a new object.
-async fn load_workspace(client: &Client, args: &PlanArgs) -> Result<MlWorkspace, RunError> {
-    let from_file = match &args.file {
-        Some(path) => {
-            let shown = path.display().to_string();
-            let text =
-                if shown == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
-                    .map_err(|e| RunError::Input { path: shown.clone(), reason: e.to_string() })?;
+async fn load_workspace(
+    client: &Client,
+    args: &PlanArgs,
+    file: Option<(String, String)>,
+) -> Result<MlWorkspace, RunError> {
+    let from_file = match file {
+        Some((shown, text)) => {
             let ws: MlWorkspace =
                 serde_yaml::from_str(&text).map_err(|e| RunError::Input { path: shown, reason: e.to_string() })?;
             Some(ws)
@@ -243,7 +255,7 @@ async fn load_workspace(client: &Client, args: &PlanArgs) -> Result<MlWorkspace,
     let live = api.get_opt(&name).await.map_err(RunError::Api)?;
     match (from_file, live) {
         (None, Some(live)) => Ok(live),
-        (None, None) => Err(RunError::NotFound { namespace, name }),
+        (None, None) => Err(RunError::NotFound { kind: "MlWorkspace", namespace, name }),
         (Some(mut ws), live) => {
             ws.metadata.namespace = Some(namespace);
             match live {
@@ -259,6 +271,81 @@ async fn load_workspace(client: &Client, args: &PlanArgs) -> Result<MlWorkspace,
             Ok(ws)
         }
     }
+}
+
+/// The file to plan, read once (`-`: standard input): (name shown, text).
+fn read_plan_file(args: &PlanArgs) -> Result<Option<(String, String)>, RunError> {
+    let Some(path) = &args.file else { return Ok(None) };
+    let shown = path.display().to_string();
+    let text = if shown == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
+        .map_err(|e| RunError::Input { path: shown.clone(), reason: e.to_string() })?;
+    Ok(Some((shown, text)))
+}
+
+/// Prints the plan of an MlCompute (from the file, with the live object's metadata and status when it exists).
+async fn plan_compute(
+    client: &Client,
+    config: &ControllerConfig,
+    args: &PlanArgs,
+    file: Option<(String, String)>,
+) -> Result<(), RunError> {
+    let from_file: Option<MlCompute> = match file {
+        Some((shown, text)) => {
+            Some(serde_yaml::from_str(&text).map_err(|e| RunError::Input { path: shown, reason: e.to_string() })?)
+        }
+        None => None,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| from_file.as_ref().and_then(|c| c.namespace()))
+        .unwrap_or_else(|| "default".to_owned());
+    let name = from_file.as_ref().map(|c| c.name_any()).or_else(|| args.name.clone()).unwrap_or_default();
+    let api: Api<MlCompute> = Api::namespaced(client.clone(), &namespace);
+    let live = api.get_opt(&name).await.map_err(RunError::Api)?;
+    let mc = match (from_file, live) {
+        (None, Some(live)) => live,
+        (None, None) => return Err(RunError::NotFound { kind: "MlCompute", namespace, name }),
+        (Some(mut mc), live) => {
+            mc.metadata.namespace = Some(namespace);
+            match live {
+                Some(live) => {
+                    mc.metadata.uid = live.metadata.uid;
+                    mc.metadata.generation = live.metadata.generation.map(|g| g + 1);
+                    mc.status = live.status;
+                }
+                None => mc.metadata.uid = Some("not-yet-created".to_owned()),
+            }
+            mc
+        }
+    };
+    let result = crate::compute::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    match args.output {
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
+        PlanOutput::Text => print!("{}", render_compute_plan(&mc, &result)),
+    }
+    Ok(())
+}
+
+/// The human-readable plan of a compute.
+pub fn render_compute_plan(mc: &MlCompute, result: &crate::compute::DryRun) -> String {
+    use crate::compute::DryRun;
+    let mut out = format!("MlCompute {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
+    match result {
+        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
+        DryRun::Planned { actions, stall } => {
+            if actions.is_empty() && stall.is_none() {
+                out.push_str("  no changes: Azure matches the spec\n");
+            }
+            for (i, action) in actions.iter().enumerate() {
+                out.push_str(&format!("  {}. {action}\n", i + 1));
+            }
+            if let Some((reason, message)) = stall {
+                out.push_str(&format!("  stalled ({reason}): {message}\n"));
+            }
+        }
+    }
+    out
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes sends on pod deletion).

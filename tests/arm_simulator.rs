@@ -1323,3 +1323,142 @@ async fn the_storage_provider_throttles_on_its_own_limits() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("List_ObservationWindow_00:01:00"), "{}", r.body);
 }
+
+/// ML computes: create (cluster and instance), get, patch, listNodes, stop/start, delete, list, and the usages and
+/// VM sizes of a location, against the spec's `Compute/*` and `Usage/list` examples; nodes follow the scale settings
+/// within the quota; creation-only properties are refused on an existing compute.
+#[tokio::test]
+async fn computes_and_usages_match_examples() {
+    let env = start().await;
+    let ws = env.ws_id("ws-compute");
+    assert_eq!(env.create_ws("ws-compute").await.status, 200);
+    let sub = &env.world.subscription_id;
+    let loc = &env.world.location;
+
+    // Create a cluster from the example's body (in the workspace's location, a size the simulator offers).
+    let cluster = format!("{ws}/computes/cpu-cluster");
+    let ex = example("ml-computes/BasicAmlCompute.json");
+    let mut body = ex["parameters"]["parameters"].clone();
+    body["location"] = json!(loc);
+    body["properties"]["properties"]["vmSize"] = json!("Standard_DS3_v2");
+    body["properties"]["properties"]["scaleSettings"] = json!({"maxNodeCount": 4, "minNodeCount": 2});
+    let r = env.call(Method::PUT, &cluster, ML, Some(body.clone())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_shape(&r.body, &ex["responses"]["201"]["body"], "", &[]);
+    assert_eq!(r.body["properties"]["provisioningState"], "Creating");
+    let status = env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+    assert_eq!(status["status"], "Succeeded");
+    let g = env.call(Method::GET, &cluster, ML, None).await;
+    assert_eq!(g.body["properties"]["provisioningState"], "Succeeded");
+    let props = &g.body["properties"]["properties"];
+    assert_eq!((props["currentNodeCount"].clone(), props["targetNodeCount"].clone()), (json!(2), json!(2)));
+    assert_eq!(props["allocationState"], "Steady");
+
+    // Usages: shaped as Usage/list.json's entries; the two nodes hold 8 vCPUs of the DSv2 family.
+    let usages = env
+        .call(
+            Method::GET,
+            &format!("/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{loc}/usages"),
+            ML,
+            None,
+        )
+        .await;
+    assert_eq!(usages.status, 200);
+    let entry = json!({"id": "", "type": "", "currentValue": 0, "limit": 0, "name": {"value": "", "localizedValue": ""}, "unit": "Count"});
+    let values = usages.body["value"].as_array().unwrap().clone();
+    let dsv2 = values.iter().find(|u| u["name"]["value"] == "Standard DSv2 Family Cluster Dedicated vCPUs").unwrap();
+    assert_shape(dsv2, &entry, "", &[]);
+    assert_eq!(dsv2["currentValue"], 8);
+    assert!(dsv2["id"].as_str().unwrap().ends_with("/usages/Standard_DSv2_Family_Cluster_Dedicated_vCPUs"));
+    let sizes = env
+        .call(
+            Method::GET,
+            &format!("/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/locations/{loc}/vmSizes"),
+            ML,
+            None,
+        )
+        .await;
+    let ds3 = sizes.body["value"].as_array().unwrap().iter().find(|s| s["name"] == "Standard_DS3_v2").unwrap().clone();
+    assert_eq!((ds3["family"].clone(), ds3["vCPUs"].clone()), (json!("standardDSv2Family"), json!(4)));
+
+    // listNodes: one entry per node, shaped as the example.
+    let nodes = env.call(Method::POST, &format!("{cluster}/listNodes"), ML, None).await;
+    assert_eq!(nodes.status, 200);
+    assert_eq!(nodes.body["nodes"].as_array().unwrap().len(), 2);
+    assert_shape(
+        &nodes.body,
+        &example("ml-computes/listNodes.json")["responses"]["200"]["body"],
+        "",
+        &["nodes[].runId", "nextLink"],
+    );
+
+    // Patch the scale settings: 200 with the body and Azure-AsyncOperation; nodes follow, within the quota.
+    let px = example("ml-computes/patch.json");
+    let mut patch = px["parameters"]["parameters"].clone();
+    patch["properties"]["properties"]["scaleSettings"] = json!({"maxNodeCount": 20, "minNodeCount": 20});
+    let r = env.call(Method::PATCH, &cluster, ML, Some(patch)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_shape(&r.body, &px["responses"]["200"]["body"], "", &["properties.description"]);
+    assert_eq!(r.body["properties"]["provisioningState"], "Updating");
+    env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+    let g = env.call(Method::GET, &cluster, ML, None).await;
+    let props = &g.body["properties"]["properties"];
+    // The default quota: 24 dedicated vCPUs per family = 6 nodes of 4 vCPUs; the shortfall is reported.
+    assert_eq!((props["currentNodeCount"].clone(), props["targetNodeCount"].clone()), (json!(6), json!(20)));
+    assert_eq!(props["errors"][0]["error"]["code"], "QuotaExceeded");
+
+    // Creation-only properties cannot change in place.
+    body["properties"]["properties"]["vmPriority"] = json!("LowPriority");
+    let r = env.call(Method::PUT, &cluster, ML, Some(body)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body["error"]["message"].as_str().unwrap().contains("vmPriority"), "{}", r.body);
+
+    // An instance: created running, stopped (202 + Azure-AsyncOperation), refused a second stop, started.
+    env.call(
+        Method::PATCH,
+        &cluster,
+        ML,
+        Some(json!({"properties": {"properties": {"scaleSettings": {"maxNodeCount": 4, "minNodeCount": 0}}}})),
+    )
+    .await;
+    let inst = format!("{ws}/computes/alice-nb");
+    let body = json!({"location": loc, "properties": {"computeType": "ComputeInstance", "properties": {
+        "vmSize": "Standard_DS11_v2",
+        "personalComputeInstanceSettings": {"assignedUser": {"objectId": "a11ce000-0000-4000-8000-000000000001", "tenantId": env.world.tenant_id}},
+    }}});
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = env.call(Method::PUT, &inst, ML, Some(body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+    let g = env.call(Method::GET, &inst, ML, None).await;
+    assert_shape(
+        &g.body,
+        &example("ml-computes/ComputeInstance_get.json")["responses"]["200"]["body"],
+        "",
+        &["properties.description", "properties.properties.subnet", "properties.properties.customServices"],
+    );
+    assert_eq!(g.body["properties"]["properties"]["state"], "Running");
+    let r = env.call(Method::POST, &format!("{inst}/stop"), ML, None).await;
+    assert_eq!(r.status, 202);
+    assert!(r.h("azure-asyncoperation").is_some());
+    env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+    assert_eq!(env.call(Method::GET, &inst, ML, None).await.body["properties"]["properties"]["state"], "Stopped");
+    assert_eq!(env.call(Method::POST, &format!("{inst}/stop"), ML, None).await.status, 409);
+    let r = env.call(Method::POST, &format!("{inst}/start"), ML, None).await;
+    env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+    assert_eq!(env.call(Method::GET, &inst, ML, None).await.body["properties"]["properties"]["state"], "Running");
+    let idle = json!({"idleTimeBeforeShutdown": "PT5M"});
+    assert_eq!(env.call(Method::POST, &format!("{inst}/updateIdleShutdownSetting"), ML, Some(idle)).await.status, 400);
+
+    // List, then delete: underlyingResourceAction is required; 202 with both poll headers; 204 when gone.
+    let list = env.call(Method::GET, &format!("{ws}/computes"), ML, None).await;
+    assert_eq!(list.body["value"].as_array().unwrap().len(), 2);
+    assert_eq!(env.call(Method::DELETE, &inst, ML, None).await.status, 400);
+    let r = env.call(Method::DELETE, &format!("{inst}?underlyingResourceAction=Delete"), ML, None).await;
+    assert_eq!(r.status, 202);
+    assert!(r.h("azure-asyncoperation").is_some() && r.h("location").is_some());
+    env.poll_async(&r.h("azure-asyncoperation").unwrap()).await;
+    assert_eq!(env.call(Method::GET, &inst, ML, None).await.status, 404);
+    let r = env.call(Method::DELETE, &format!("{inst}?underlyingResourceAction=Delete"), ML, None).await;
+    assert_eq!(r.status, 204);
+}

@@ -296,3 +296,56 @@ fn restart_continues_from_the_saved_state() {
     assert_eq!(sandbox.calls("Workspaces_CreateOrUpdate"), 0, "the workspace was created again after the restart");
     assert!(sandbox.calls("Workspaces_Get") >= 1);
 }
+
+/// The compute walkthrough of the README: a cluster and an instance from examples/mlcompute.yaml, a scale change, the
+/// instance stopped and started by annotation, then both deleted; only kubectl and the sandbox's helpers.
+#[test]
+fn compute_walkthrough_with_kubectl() {
+    let sandbox = Sandbox::start(tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")));
+    let computes = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mlcompute.yaml").display().to_string();
+
+    let explain = sandbox.kubectl_ok(&["explain", "mlcompute.spec.amlCompute.scale.maxNodes"]);
+    assert!(explain.contains("maxNodesPerCluster"), "{explain}");
+    let explain = sandbox.kubectl_ok(&["explain", "mlcompute.spec.computeInstance.schedules"]);
+    assert!(explain.contains("cron"), "{explain}");
+
+    sandbox.kubectl_ok(&["apply", "-f", &example()]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlworkspace/fraud-detection", "--timeout=60s"]);
+    sandbox.kubectl_ok(&["apply", "-f", &computes]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlcompute/cpu-cluster", "--timeout=60s"]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlcompute/alice-notebook", "--timeout=60s"]);
+    let table = sandbox.kubectl_ok(&["get", "mlc"]);
+    assert!(table.contains("AmlCompute") && table.contains("ComputeInstance") && table.contains("Running"), "{table}");
+    assert_eq!(sandbox.calls("Compute_CreateOrUpdate"), 2);
+    let field = |name: &str, path: &str| sandbox.kubectl_ok(&["get", "mlc", name, "-o", &format!("jsonpath={path}")]);
+
+    // Scale change: the cluster keeps one node warm.
+    sandbox.kubectl_ok(&[
+        "patch",
+        "mlcompute",
+        "cpu-cluster",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"amlCompute":{"scale":{"minNodes":1}}}}"#,
+    ]);
+    eventually("one node", Duration::from_secs(30), || field("cpu-cluster", "{.status.currentNodeCount}") == "1");
+    assert_eq!(sandbox.calls("Compute_Update"), 1);
+
+    // Stop the instance, then start it: one call each.
+    sandbox.kubectl_ok(&["annotate", "--overwrite", "mlcompute", "alice-notebook", "azml.dev/compute-action=stop:1"]);
+    eventually("the instance to stop", Duration::from_secs(30), || {
+        field("alice-notebook", "{.status.state}") == "Stopped"
+    });
+    sandbox.kubectl_ok(&["annotate", "--overwrite", "mlcompute", "alice-notebook", "azml.dev/compute-action=start:2"]);
+    eventually("the instance to run", Duration::from_secs(30), || {
+        field("alice-notebook", "{.status.state}") == "Running"
+    });
+    assert_eq!((sandbox.calls("Compute_Stop"), sandbox.calls("Compute_Start")), (1, 1));
+    assert!(sandbox.kubectl_ok(&["get", "events"]).contains("InstanceAction"));
+
+    // Delete both (deletionPolicy Delete): gone in Azure too.
+    sandbox.kubectl_ok(&["delete", "-f", &computes, "--timeout=60s"]);
+    assert_eq!(sandbox.calls("Compute_Delete"), 2);
+    assert_eq!(sandbox.kubectl_ok(&["get", "mlc", "-o", "name"]).trim(), "");
+}

@@ -857,8 +857,12 @@ fn the_operators_rbac_does_not_read_secrets_cluster_wide() {
         let verbs = strings(&rule["verbs"]);
         assert!(!resources.iter().any(|r| r == "secrets" || r == "*"), "cluster-wide rule {rule}");
         assert!(!verbs.iter().any(|v| v == "*" || v == "deletecollection"), "{rule}");
-        // The one delete: a workspace deleted with deletionPolicy Delete deletes its MlOnlineEndpoints first.
-        assert!(!verbs.iter().any(|v| v == "delete") || resources == ["mlonlineendpoints"], "{rule}");
+        // The only deletes: a workspace deleted with deletionPolicy Delete deletes its MlOnlineEndpoints and
+        // MlComputes first.
+        assert!(
+            !verbs.iter().any(|v| v == "delete") || resources == ["mlonlineendpoints"] || resources == ["mlcomputes"],
+            "{rule}"
+        );
         assert!(!strings(&rule["apiGroups"]).iter().any(|g| g == "*"), "{rule}");
     }
     // The only writes on workspaces are finalizer and status patches; bindings are read-only.

@@ -21,6 +21,9 @@ pub const MOVED: &str = "Moved";
 pub const DEPLOYMENTS_READY: &str = "DeploymentsReady";
 /// Online endpoints: the keys Secret holds the endpoint's current keys.
 pub const KEYS_PUBLISHED: &str = "KeysPublished";
+/// Computes: whether the compute can run work now; the reason says why not (InstanceStopped, ComputeErrors,
+/// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
+pub const USABLE: &str = "Usable";
 
 /// Reasons (CamelCase, as Kubernetes expects).
 pub mod reasons {
@@ -94,6 +97,18 @@ pub mod reasons {
     pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
     /// Online endpoints: the azml.dev/regenerate-keys value is not `primary:<token>` or `secondary:<token>`.
     pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    /// Computes: the subscription's vCPU quota for the VM family in the location cannot hold the compute; nothing
+    /// is created.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    /// Computes: the spec changed a property Azure sets at creation only; the compute must be re-created (the
+    /// operator never deletes it on its own).
+    pub const RECREATE_REQUIRED: &str = "RecreateRequired";
+    /// Computes: Azure reports errors on the compute (e.g. it cannot scale for lack of quota).
+    pub const COMPUTE_ERRORS: &str = "ComputeErrors";
+    /// Computes: the compute instance is stopped (by the annotation, a schedule or idle shutdown).
+    pub const INSTANCE_STOPPED: &str = "InstanceStopped";
+    /// Computes: a start, stop or restart asked for by the azml.dev/compute-action annotation is running.
+    pub const INSTANCE_ACTION: &str = "InstanceAction";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -134,4 +149,6 @@ pub mod events {
     pub const KEYS_REGENERATED: &str = "KeysRegenerated";
     /// Online endpoints: the keys Secret was created or updated (the values are never in the event).
     pub const KEYS_PUBLISHED: &str = "KeysPublished";
+    /// Computes: a compute instance was started, stopped or restarted on request of the annotation.
+    pub const INSTANCE_ACTION: &str = "InstanceAction";
 }

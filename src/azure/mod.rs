@@ -10,6 +10,7 @@
 
 pub mod activity_log;
 pub mod authorization;
+pub mod computes;
 pub mod credentials;
 pub mod error;
 pub mod ids;

@@ -4,7 +4,7 @@
 //! - `deletionPolicy: Delete`: the workspace is deleted (a long-running operation, polled like any other) when it
 //!   carries this resource's owner tag, then the role assignments the operator created (`status.access` entries in
 //!   state Granted); a workspace Azure already lost counts as deleted. Then the finalizer is removed.
-//!   Before any of it, the workspace's MlOnlineEndpoints are deleted and waited for.
+//!   Before any of it, the workspace's MlOnlineEndpoints, then its MlComputes, are deleted and waited for.
 
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
@@ -66,6 +66,13 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     let remaining = crate::endpoints::delete_endpoints_of(&ctx.client, ws).await?;
     if remaining > 0 {
         let message = format!("waiting for {remaining} MlOnlineEndpoint(s) of the workspace to be deleted");
+        let phase = Phase::Progressing { reason: reasons::DELETING, message };
+        return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
+    }
+    // Then its computes, the same way (their deletionPolicy decides what happens in Azure).
+    let remaining = crate::compute::delete_computes_of(&ctx.client, ws).await?;
+    if remaining > 0 {
+        let message = format!("waiting for {remaining} MlCompute(s) of the workspace to be deleted");
         let phase = Phase::Progressing { reason: reasons::DELETING, message };
         return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
     }

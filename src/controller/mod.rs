@@ -122,7 +122,7 @@ impl ControllerConfig {
         }
     }
 
-    fn credential_sources(&self) -> CredentialSources {
+    pub(crate) fn credential_sources(&self) -> CredentialSources {
         CredentialSources {
             operator_namespace: self.operator_namespace.clone(),
             federated_token_file: self.federated_token_file.clone(),
@@ -783,10 +783,11 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
     let watcher_stop = shutdown.child_token();
     let watcher = tokio::spawn(key_signals::watch(ctx.keys.clone(), watcher_config, watcher_stop.clone()));
     let controllers = apis.into_iter().map(|api| run_one(api, client.clone(), ctx.clone(), shutdown.clone()));
-    // The MlOnlineEndpoint controller runs in this task, beside the workspace controllers: same leader election
+    // The MlOnlineEndpoint and MlCompute controllers run in this task, beside the workspace controllers: same leader election
     // (aborting this task stops both), shutdown and metrics.
     let endpoints = crate::endpoints::run(client.clone(), ctx.config.clone(), shutdown.clone());
-    futures::future::join(futures::future::join_all(controllers), endpoints).await;
+    let computes = crate::compute::run(client.clone(), ctx.config.clone(), shutdown.clone());
+    futures::future::join3(futures::future::join_all(controllers), endpoints, computes).await;
     watcher_stop.cancel();
     if let Err(err) = watcher.await {
         warn!(error = %err, "storage-key watcher ended abnormally");

@@ -165,14 +165,29 @@ pub fn involved(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> b
 
 /// Conditions the operator knows, before asking Azure, that block a move of `ws`; each entry says which and why.
 ///
-/// Known from Kubernetes: the operator's own MlOnlineEndpoints on the workspace (Azure refuses to move a workspace
-/// with online endpoints). Azure's validation reports the rest (computes, customer-managed keys, ...). One list
-/// call, made only when a move is about to be validated.
+/// Known from Kubernetes: the operator's own MlOnlineEndpoints and MlComputes on the workspace (Azure refuses to
+/// move a workspace with online endpoints or computes). Azure's validation reports the rest (customer-managed
+/// keys, ...). Two list calls, made only when a move is about to be validated.
 pub async fn known_blockers(ctx: &Context, ws: &MlWorkspace) -> Result<Vec<String>, Error> {
     let api: Api<MlOnlineEndpoint> = Api::namespaced(ctx.client.clone(), &ws.namespace().unwrap_or_default());
     let endpoints =
         api.list(&Default::default()).await.map_err(Error::kube("list the workspace's MlOnlineEndpoints"))?;
-    Ok(endpoint_blockers(&ws.name_any(), &endpoints.items))
+    let mut blockers = endpoint_blockers(&ws.name_any(), &endpoints.items);
+    let computes = crate::compute::list_computes(&ctx.client, ws).await?;
+    blockers.extend(compute_blockers(&crate::compute::computes_of(&ws.name_any(), &computes)));
+    Ok(blockers)
+}
+
+/// The MlComputes (by name) of a workspace, as blockers of its move. Pure.
+pub fn compute_blockers(names: &[String]) -> Vec<String> {
+    if names.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "it has computes ({}): Azure moves a workspace only without compute clusters or instances; delete the \
+         MlComputes first",
+        names.join(", ")
+    )]
 }
 
 /// The MlOnlineEndpoints among `endpoints` that reference workspace `name`, as blockers of its move. Pure.

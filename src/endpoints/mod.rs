@@ -356,16 +356,28 @@ pub fn workspace_owner_reference(ws: &MlWorkspace) -> Option<OwnerReference> {
 }
 
 async fn ensure_owner_reference(ctx: &Context, ep: &MlOnlineEndpoint, ws: &MlWorkspace) -> Result<(), Error> {
+    ensure_workspace_owner(&ctx.client, ep, ws).await
+}
+
+/// Gives `obj` (a namespaced resource of the workspace: an endpoint, a compute) the owner reference to its
+/// workspace ([`workspace_owner_reference`]) unless it has it; one patch, guarded by the resource version.
+pub(crate) async fn ensure_workspace_owner<K>(client: &Client, obj: &K, ws: &MlWorkspace) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let Some(reference) = workspace_owner_reference(ws) else { return Ok(()) };
-    let refs = ep.owner_references();
+    let refs = obj.owner_references();
     if refs.iter().any(|r| r.uid == reference.uid) {
         return Ok(());
     }
     let mut next: Vec<OwnerReference> = refs.iter().filter(|r| r.kind != "MlWorkspace").cloned().collect();
     next.push(reference);
-    let patch = json!({ "metadata": { "ownerReferences": next, "resourceVersion": ep.resource_version() } });
-    let api: Api<MlOnlineEndpoint> = Api::namespaced(ctx.client.clone(), &ep.namespace().unwrap_or_default());
-    api.patch(&ep.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+    let patch = json!({ "metadata": { "ownerReferences": next, "resourceVersion": obj.resource_version() } });
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(Error::kube("set owner reference"))?;
     Ok(())

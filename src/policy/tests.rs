@@ -30,6 +30,8 @@ fn binding(name: &str, sub: &str) -> SubscriptionBinding {
             allowed_roles: vec!["Contributor".into(), "Reader".into()],
             allowed_scopes: vec![AccessScope::Workspace, AccessScope::ResourceGroup],
             allow_moves: false,
+            allowed_vm_sizes: vec![],
+            max_nodes_per_cluster: None,
         },
     )
 }

@@ -262,6 +262,7 @@ impl Sandbox {
         println!("  kubectl apply -f examples/mlworkspace.yaml");
         println!("  kubectl get mlws -w");
         println!("  kubectl apply -f examples/mlonlineendpoint.yaml && kubectl get mlep -w");
+        println!("  kubectl apply -f examples/mlcompute.yaml && kubectl get mlc -w");
         println!("  azml-operator sandbox azure regenerate-key --account {}", world::STORAGE_ACCOUNT);
         println!();
         println!("sandbox ready");
@@ -361,6 +362,8 @@ async fn seed_kubernetes(client: &Client, operator_secret: &str) -> Result<(), S
                 "allowedRoles": ["Owner", "Contributor", "Reader", "AzureMLDataScientist", "AzureMLComputeOperator"],
                 "allowedScopes": ["Workspace", "ResourceGroup", "Subscription"],
                 "allowMoves": true,
+                "allowedVmSizes": ["Standard_D*", "Standard_E*", "Standard_F*", "Standard_NC*"],
+                "maxNodesPerCluster": 8,
             }
         });
         bindings.patch(name, &params, &Patch::Apply(&binding)).await?;

@@ -91,6 +91,16 @@ impl SandboxWorld {
         s.add_subscription(OTHER_SUBSCRIPTION_ID, "risk-prod-2");
         let rg_id = s.add_resource_group(SUBSCRIPTION_ID, RESOURCE_GROUP, LOCATION);
         s.add_resource_group(SUBSCRIPTION_ID, OTHER_RESOURCE_GROUP, LOCATION);
+        // Azure ML vCPU quota in the location: room for CPU clusters (some of it used by other teams), none yet
+        // for NCv3 GPUs (a GPU cluster stalls with QuotaExceeded until the quota is raised).
+        for (name, limit, in_use) in [
+            ("Total Cluster Dedicated Regional vCPUs", 64, 8),
+            ("Standard DSv2 Family Cluster Dedicated vCPUs", 32, 8),
+            ("Standard DSv3 Family Cluster Dedicated vCPUs", 24, 0),
+            ("Standard NCSv3 Family Cluster Dedicated vCPUs", 0, 0),
+        ] {
+            s.set_ml_quota(SUBSCRIPTION_ID, LOCATION, name, limit, in_use);
+        }
         s.put_resource(
             &storage_account_id(),
             "Microsoft.Storage/storageAccounts",

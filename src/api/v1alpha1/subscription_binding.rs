@@ -70,6 +70,17 @@ pub struct SubscriptionBindingSpec {
     /// Whether workspaces may move into, out of or within this subscription (default false).
     #[serde(default)]
     pub allow_moves: bool,
+
+    /// Glob patterns of the VM sizes MlComputes may use, e.g. "Standard_D*" or "Standard_NC6s_v3" (matched without
+    /// regard to case). Empty: no MlCompute may be created with this binding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 64)))]
+    pub allowed_vm_sizes: Vec<String>,
+
+    /// Most nodes a compute cluster may scale out to (its scale.maxNodes). Unset: no cap beyond quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub max_nodes_per_cluster: Option<i32>,
 }
 
 /// The credential the operator uses for a subscription. Exactly one kind.

@@ -20,6 +20,10 @@ use super::route::{
 use super::shapes;
 use super::throttle::StorageThrottle;
 
+// Azure ML computes and the ML per-location lists (usages, VM sizes).
+#[path = "compute.rs"]
+pub(super) mod compute;
+
 /// Runtime knobs (not persisted).
 #[derive(Debug, Clone)]
 pub(crate) struct Knobs {
@@ -250,7 +254,7 @@ impl Inner {
                 op.region, op.id
             ),
             PollStyle::ArmOperationResults => format!("{sub}/operationresults/{}?api-version={v}", op.id),
-            PollStyle::Generic => format!(
+            PollStyle::Generic | PollStyle::MlCompute => format!(
                 "{sub}/providers/{}/locations/global/{}/{}?api-version={v}",
                 op.namespace,
                 if status { "operationStatuses" } else { "operationResults" },
@@ -266,7 +270,7 @@ impl Inner {
     }
 
     /// Headers of an operation's first answer, as the recordings show them per style.
-    fn lro_reply(&mut self, reply: Reply, op: &Operation, req: &Req) -> Reply {
+    pub(super) fn lro_reply(&mut self, reply: Reply, op: &Operation, req: &Req) -> Reply {
         let v = req.q("api-version").unwrap_or("2025-01-01").to_string();
         if let Some(o) = self.state.operations.get_mut(&op.id) {
             o.api_version = v.clone();
@@ -290,6 +294,10 @@ impl Inner {
                     r = r.header("Azure-AsyncOperation", self.poll_url(&op, true, &v));
                 }
                 r
+            }
+            PollStyle::MlCompute => {
+                let r = reply.header("Azure-AsyncOperation", self.poll_url(&op, true, &v));
+                if op.operation == "Compute_Delete" { r.header("Location", self.poll_url(&op, false, &v)) } else { r }
             }
             PollStyle::Storage | PollStyle::ArmOperationResults | PollStyle::Generic => {
                 reply.header("Location", self.poll_url(&op, false, &v))
@@ -361,6 +369,7 @@ impl Inner {
                         *user_storage_key = captured;
                     }
                 }
+                self.compute_settle(&op.resource_id);
             }
             OpKind::Delete => self.remove_tree(&op.resource_id),
             OpKind::ResyncKeys => {
@@ -400,6 +409,7 @@ impl Inner {
                 self.remove_tree(&op.resource_id);
                 self.state.resource_groups.remove(&key);
             }
+            OpKind::ComputePower { action } => self.compute_power_done(&op.resource_id, action),
             OpKind::ValidateMove => {}
             OpKind::Move { resources, target } => self.apply_move(resources, target),
         }
@@ -520,8 +530,8 @@ impl Inner {
                         OpKind::DeleteResourceGroup => Reply::empty(StatusCode::OK),
                         _ => Reply::empty(StatusCode::NO_CONTENT),
                     },
-                    (PollStyle::Generic, Some(b)) => Reply::ok(b),
-                    (PollStyle::Generic, None) => Reply::empty(StatusCode::NO_CONTENT),
+                    (PollStyle::Generic | PollStyle::MlCompute, Some(b)) => Reply::ok(b),
+                    (PollStyle::Generic | PollStyle::MlCompute, None) => Reply::empty(StatusCode::NO_CONTENT),
                     // Workspace/MFE/storage result monitors: 200 with the resource, or 200 with an empty body
                     // (workspace delete: recorded), never 204.
                     (_, Some(b)) => Reply::ok(b),
@@ -821,6 +831,7 @@ impl Inner {
                     Ok(Reply::ok(self.page(req, items)))
                 }
             },
+            Target::Compute(target) => self.compute(target, routed, req, caller, lro_failure),
             Target::Collection { rg, rtype, parent_names } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
             Target::Resource { rg, rtype, names, action } => {
                 let (sub, rg) = self.ensure_rg(&sub, rg)?;
@@ -1896,6 +1907,7 @@ impl Inner {
                         Some(id.clone()),
                     ));
                 }
+                problems.extend(self.compute_move_problems(r));
                 let cmk = r
                     .body
                     .pointer("/properties/encryption/status")

@@ -22,6 +22,9 @@ pub enum PollStyle {
     MfeAction,
     /// `Microsoft.Storage/locations/{loc}/asyncoperations/{id}?monitor=true`.
     Storage,
+    /// Azure ML computes (workspaceRP.json): create/update/start/stop/restart announce `Azure-AsyncOperation`,
+    /// delete also `Location`; polled on the generic operation URLs.
+    MlCompute,
     /// ARM's own `/subscriptions/{sub}/operationresults/{id}` (resource group delete, moves).
     ArmOperationResults,
     /// `{ns}/locations/global/operationResults|operationStatuses/{id}` (anything else).
@@ -39,6 +42,7 @@ impl PollStyle {
             "OnlineEndpoints_CreateOrUpdate" | "OnlineDeployments_CreateOrUpdate" => Self::MfeCreate,
             o if o.starts_with("OnlineEndpoints_") || o.starts_with("OnlineDeployments_") => Self::MfeAction,
             "StorageAccounts_Create" => Self::Storage,
+            o if o.starts_with("Compute_") => Self::MlCompute,
             "ResourceGroups_Delete" | "Resources_MoveResources" | "Resources_ValidateMoveResources" => {
                 Self::ArmOperationResults
             }
@@ -54,7 +58,7 @@ impl PollStyle {
     /// recordings, not in the pack). Resource group delete / moves and MFE creates: the recordings carry none.
     pub fn retry_after_base(self) -> Option<u64> {
         match self {
-            Self::MlWorkspace | Self::MfeAction => Some(10),
+            Self::MlWorkspace | Self::MfeAction | Self::MlCompute => Some(10),
             Self::Storage => Some(17),
             Self::Generic => Some(10),
             Self::MfeCreate | Self::ArmOperationResults => None,

@@ -513,6 +513,11 @@ pub enum OpKind {
     },
     /// Resource group delete.
     DeleteResourceGroup,
+    /// Start, stop or restart of an ML compute instance (`engine::compute`).
+    ComputePower {
+        /// `start`, `stop` or `restart`.
+        action: String,
+    },
     /// validateMoveResources; the verdict was computed at request time.
     ValidateMove,
     /// moveResources.
@@ -617,6 +622,21 @@ pub struct SimState {
     /// `jwks_uri` to verify federated assertions.
     #[serde(default)]
     pub oidc_issuers: BTreeMap<String, Vec<Value>>,
+    /// Azure ML vCPU quotas by lower-case `{subscription}/{location}` (unseeded: the simulator's defaults).
+    #[serde(default)]
+    pub ml_quotas: BTreeMap<String, MlQuota>,
+}
+
+/// Azure ML vCPU quota of a subscription in one location, as Usages_List reports it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MlQuota {
+    /// Limits by usage name (e.g. `Standard DSv2 Family Cluster Dedicated vCPUs`); `-1`: no limit of its own.
+    #[serde(default)]
+    pub limits: BTreeMap<String, i64>,
+    /// vCPUs in use outside the simulated computes, by usage name.
+    #[serde(default)]
+    pub in_use: BTreeMap<String, i64>,
 }
 
 impl SimState {
@@ -627,6 +647,17 @@ impl SimState {
             s.role_definitions.insert(r.guid.clone(), r);
         }
         s
+    }
+
+    /// Sets an Azure ML vCPU quota (`name` as Usages_List spells it, e.g. `Standard DSv2 Family Cluster Dedicated
+    /// vCPUs` or `Total Cluster Dedicated Regional vCPUs`) of `subscription_id` in `location`, with `in_use` vCPUs
+    /// held outside the simulated computes.
+    pub fn set_ml_quota(&mut self, subscription_id: &str, location: &str, name: &str, limit: i64, in_use: i64) {
+        let location: String = location.chars().filter(|c| !c.is_whitespace()).collect();
+        let key = format!("{}/{}", subscription_id.to_ascii_lowercase(), location.to_ascii_lowercase());
+        let quota = self.ml_quotas.entry(key).or_default();
+        quota.limits.insert(name.to_owned(), limit);
+        quota.in_use.insert(name.to_owned(), in_use);
     }
 
     /// Adds (or replaces) a subscription.

@@ -95,6 +95,8 @@ pub(crate) enum Target {
         names: Vec<String>,
         action: Option<String>,
     },
+    /// Azure ML computes and per-location lists (`engine::compute`).
+    Compute(super::engine::compute::ComputeTarget),
 }
 
 /// A routed request.
@@ -182,6 +184,9 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
             _ => return Err(not_found_type("Microsoft.Authorization", &rest.join("/"))),
         };
         return Ok(Routed { target, sub, op: op.into(), action, scope, family: Family::Authorization });
+    }
+    if let Some(routed) = super::engine::compute::route(method, segs) {
+        return routed;
     }
     if !is(0, "subscriptions") || segs.len() < 2 {
         return Err(ArmError::new(
