@@ -19,6 +19,7 @@ pub mod key_signals;
 pub mod keys;
 pub mod moves;
 pub mod observe;
+pub mod ownership;
 pub mod plan;
 pub mod status;
 
@@ -458,15 +459,33 @@ pub async fn resolve_client(
     config: &ControllerConfig,
     ws: &MlWorkspace,
 ) -> Result<WorkspaceClient, Error> {
+    resolve_client_with(client, credentials, config, ws, &[]).await
+}
+
+/// [`resolve_client`], also checking `extra` resources named by id (spec field, id, intent) against the binding
+/// ([`policy::check_resource`]), e.g. an online deployment's model asset. No Azure call is made.
+pub async fn resolve_client_with(
+    client: &Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
+    ws: &MlWorkspace,
+    extra: &[(String, String, policy::Intent)],
+) -> Result<WorkspaceClient, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
     let request = spec_request(ws, &namespace, labels.as_ref());
     match policy::authorize(&bindings, &request) {
         Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
         Ok(binding) => {
-            // A binding grants one subscription: dependent resources elsewhere are out of its reach.
-            if let Err(foreign) = policy::check_dependencies(&ws.spec) {
-                return Ok(WorkspaceClient::Denied(foreign.to_string()));
+            // Everything named by id must be in the binding's subscription and in a resource group it allows for
+            // the use the operator makes of it (writes only in resourceGroups).
+            if let Err(denial) = policy::check_dependencies(binding, &ws.spec) {
+                return Ok(WorkspaceClient::Denied(denial.to_string()));
+            }
+            for (field, id, intent) in extra {
+                if let Err(denial) = policy::check_resource(binding, field, id, *intent) {
+                    return Ok(WorkspaceClient::Denied(denial.to_string()));
+                }
             }
             let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
             Ok(WorkspaceClient::Permitted(arm))
@@ -489,7 +508,8 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
     if let Some((reason, message)) = moves::dry_run(&ws.spec, ws.status.as_ref()) {
         return stall(reason, message);
     }
-    let observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
+    let mut observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
+    ownership::check_foreign_owner(client, &desired, &mut observed).await?;
     Ok(plan::plan(&desired, &observed))
 }
 
@@ -600,10 +620,13 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         };
         return finish_keys(ctx, ws, status, result, base, None).await;
     }
-    let observed = match observe::observe(&arm, &desired, status.as_ref()).await {
+    let mut observed = match observe::observe(&arm, &desired, status.as_ref()).await {
         Ok(o) => o,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
     };
+    if let Err(e) = ownership::check_foreign_owner(&ctx.client, &desired, &mut observed).await {
+        return ctx.fail(ws, e, WorkspaceFacts::Unknown, None).await;
+    }
     let mut progress = Progress::new(observed);
     let result = converge(ctx, ws, &desired, &arm, &mut progress).instrument(info_span!("apply")).await;
     let pending = progress.observed.pending.as_ref().map(|p| observe::pending_to_status(p, ws.metadata.generation));
