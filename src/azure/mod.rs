@@ -11,6 +11,7 @@
 pub mod activity_log;
 pub mod authorization;
 pub mod credentials;
+pub mod dependencies;
 pub mod error;
 pub mod ids;
 pub mod lro;

@@ -14,6 +14,7 @@ pub mod access;
 pub mod apply;
 pub mod cleanup;
 pub mod credentials;
+pub mod dependencies;
 pub mod error;
 pub mod key_signals;
 pub mod keys;
@@ -377,6 +378,19 @@ impl Context {
         facts: WorkspaceFacts,
         pending: Option<crate::api::v1alpha1::PendingOperation>,
     ) -> Result<Requeue, Error> {
+        self.fail_edit(ws, err, facts, pending, |_, _, _| {}).await
+    }
+
+    /// [`Context::fail`] plus a step's own status changes when the failure stalls (see
+    /// [`Context::write_status_edit`]).
+    async fn fail_edit(
+        &self,
+        ws: &MlWorkspace,
+        err: Error,
+        facts: WorkspaceFacts,
+        pending: Option<crate::api::v1alpha1::PendingOperation>,
+        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
+    ) -> Result<Requeue, Error> {
         let chain = scrub(&error_chain(&err));
         warn!(error = %chain, request_id = err.request_id().unwrap_or("-"), "reconcile failed");
         self.publish(ws, EventType::Warning, events::RECONCILE_FAILED, chain.clone()).await;
@@ -389,7 +403,7 @@ impl Context {
                     pending,
                     access: None,
                 };
-                self.write_status(ws, &report).await?;
+                self.write_status_edit(ws, &report, edit).await?;
                 self.reset_failures(ws);
                 Ok(Requeue::requeue(self.config.stalled_requeue))
             }
@@ -620,6 +634,20 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         };
         return finish_keys(ctx, ws, status, result, base, None).await;
     }
+    if let Some((dependency, message)) = dependencies::waiting_for(ws, &desired, status.as_ref()) {
+        // Stalled for a missing dependency: one GET of it, and the create request only once it exists.
+        match arm.dependency_exists(&dependency).await {
+            Ok(false) => {
+                debug!(%dependency, "the missing dependency still does not exist");
+                return ctx.finish(ws, stalled(reasons::DEPENDENCY_MISSING, message), stall_requeue).await;
+            }
+            Ok(true) => info!(%dependency, "the missing dependency exists now"),
+            Err(e) => {
+                let err = Error::arm("read dependent resource")(e);
+                return ctx.fail(ws, err, WorkspaceFacts::Unknown, None).await;
+            }
+        }
+    }
     let mut observed = match observe::observe(&arm, &desired, status.as_ref()).await {
         Ok(o) => o,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
@@ -648,6 +676,18 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                 return finish_keys(ctx, ws, status, result, report, Some(applied.requeue)).await;
             }
             ctx.finish(ws, report, applied.requeue).await
+        }
+        Err(e) if progress.observed.workspace.is_none() && dependencies::is_dependency_missing(&e) => {
+            // Remember which dependency is missing, so the stalled requeues wait for it instead of re-sending the PUT.
+            let missing = match dependencies::find_missing(&arm, &desired, &e).await {
+                Ok(missing) => missing,
+                Err(probe) => {
+                    warn!(error = %error::scrub(&probe.to_string()), "cannot tell which dependency is missing");
+                    None
+                }
+            };
+            let record = missing.map(|id| id.to_string());
+            ctx.fail_edit(ws, e, progress.facts, pending, move |s, _, _| s.missing_dependency = record).await
         }
         Err(e) => ctx.fail(ws, e, progress.facts, pending).await,
     }

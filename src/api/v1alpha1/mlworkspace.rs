@@ -238,6 +238,12 @@ pub struct MlWorkspaceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<AccessStatus>,
 
+    /// ARM id of the dependent resource whose absence stalls the workspace (reason DependencyMissing). Until the spec
+    /// changes, the operator only checks whether this resource exists (one GET per stalled requeue) and sends the
+    /// create request again once it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_dependency: Option<String>,
+
     /// A long-running Azure operation the operator started and is waiting for; kept so that a restarted operator
     /// resumes polling it instead of starting it again.
     #[serde(default, skip_serializing_if = "Option::is_none")]

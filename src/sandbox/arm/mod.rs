@@ -21,6 +21,7 @@ pub mod model;
 mod reply;
 mod route;
 mod server;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
