@@ -35,9 +35,10 @@ pub fn waiting_for(
     if status.observed_generation != ws.metadata.generation || status.pending_operation.is_some() {
         return None;
     }
-    let stalled = status.conditions.iter().find(|c| {
-        c.type_ == conditions::STALLED && c.status == "True" && c.reason == reasons::DEPENDENCY_MISSING
-    })?;
+    let stalled = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reasons::DEPENDENCY_MISSING)?;
     let recorded = status.missing_dependency.as_deref()?;
     let id = dependency_ids(desired).into_iter().find(|id| id.as_str().eq_ignore_ascii_case(recorded))?;
     Some((id.clone(), stalled.message.clone()))
@@ -73,7 +74,9 @@ pub fn named_in_error<'a>(desired: &'a Desired, err: &Error) -> Option<&'a Resou
             return Some(id);
         }
         let message = b.message.to_ascii_lowercase();
-        if let Some(id) = dependency_ids(desired).into_iter().find(|id| message.contains(&id.as_str().to_ascii_lowercase())) {
+        if let Some(id) =
+            dependency_ids(desired).into_iter().find(|id| message.contains(&id.as_str().to_ascii_lowercase()))
+        {
             return Some(id);
         }
         i += 1;
@@ -134,7 +137,9 @@ mod tests {
     #[test]
     fn the_error_names_the_missing_dependency() {
         let d = Desired::from_resource(&resource(spec())).unwrap();
-        let by_target = arm_error(serde_json::json!({"code": "DependentResourceNotFound", "message": "x", "target": "properties.keyVault"}));
+        let by_target = arm_error(
+            serde_json::json!({"code": "DependentResourceNotFound", "message": "x", "target": "properties.keyVault"}),
+        );
         assert_eq!(named_in_error(&d, &by_target), Some(&d.key_vault));
         assert!(is_dependency_missing(&by_target));
         let in_details = arm_error(serde_json::json!({"code": "BadRequest", "message": "failed", "details": [

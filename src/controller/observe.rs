@@ -72,5 +72,11 @@ pub async fn observe(
             None => ResourceGroupState::Missing,
         }
     };
-    Ok(Observed { pending: None, workspace, resource_group, last_observed_generation, foreign_owner: Default::default() })
+    Ok(Observed {
+        pending: None,
+        workspace,
+        resource_group,
+        last_observed_generation,
+        foreign_owner: Default::default(),
+    })
 }

@@ -111,10 +111,15 @@ pub const FORBIDDEN_TAG_NAME_CHARS: &[char] = &['<', '>', '%', '&', '\\', '?', '
 /// user tags, name and value lengths, forbidden characters.
 pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), SpecError> {
     if tags.keys().any(|k| k.eq_ignore_ascii_case(OWNER_TAG)) {
-        return Err(SpecError::Tags(format!("the {OWNER_TAG} tag is reserved for the operator (tag names are case-insensitive)")));
+        return Err(SpecError::Tags(format!(
+            "the {OWNER_TAG} tag is reserved for the operator (tag names are case-insensitive)"
+        )));
     }
     if tags.len() >= MAX_TAGS {
-        return Err(SpecError::Tags(format!("at most {} tags (Azure allows {MAX_TAGS}, the owner tag is one)", MAX_TAGS - 1)));
+        return Err(SpecError::Tags(format!(
+            "at most {} tags (Azure allows {MAX_TAGS}, the owner tag is one)",
+            MAX_TAGS - 1
+        )));
     }
     for (name, value) in tags {
         let chars = name.chars().count();
@@ -125,7 +130,9 @@ pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), SpecError> {
             return Err(SpecError::Tags(format!("tag name {name:?} contains one of < > % & \\ ? /")));
         }
         if value.chars().count() > MAX_TAG_VALUE {
-            return Err(SpecError::Tags(format!("the value of tag {name:?} is longer than {MAX_TAG_VALUE} characters")));
+            return Err(SpecError::Tags(format!(
+                "the value of tag {name:?} is longer than {MAX_TAG_VALUE} characters"
+            )));
         }
     }
     Ok(())

@@ -24,7 +24,9 @@ use crate::api::v1alpha1::{
 use crate::azure::LroHandle;
 
 pub mod resources;
-pub use resources::{Intent, ResourceDenial, check_dependencies, check_resource, check_resource_because, dependency_uses};
+pub use resources::{
+    Intent, ResourceDenial, check_dependencies, check_resource, check_resource_because, dependency_uses,
+};
 
 /// What a workspace asks for, as far as bindings are concerned.
 #[derive(Clone, Copy, Debug)]

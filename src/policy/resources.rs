@@ -68,42 +68,45 @@ pub enum ResourceDenial {
     },
     /// The resource group is in neither list of the binding.
     #[error(
-        "spec.{field} {id} is in resource group {resource_group}, which SubscriptionBinding {binding} allows neither in resourceGroups ({}) nor in dependencyResourceGroups ({})",
-        list(resource_groups), list(dependency_resource_groups)
+        "spec.{field} {id} is in resource group {}, which SubscriptionBinding {} allows neither in resourceGroups ({}) nor in dependencyResourceGroups ({})",
+        limits.resource_group, limits.binding, list(&limits.resource_groups), list(&limits.dependency_resource_groups)
     )]
     ResourceGroup {
         /// The spec field.
         field: String,
         /// The id as written.
         id: String,
-        /// Its resource group.
-        resource_group: String,
-        /// The binding.
-        binding: String,
-        /// The binding's `resourceGroups`.
-        resource_groups: Vec<String>,
-        /// The binding's `dependencyResourceGroups`.
-        dependency_resource_groups: Vec<String>,
+        /// The resource group and the binding's lists.
+        limits: Box<GroupLimits>,
     },
     /// The resource group may be read (dependencyResourceGroups) but the operator would write to it.
     #[error(
-        "spec.{field} {id} is in resource group {resource_group}, which SubscriptionBinding {binding} allows only to be used (dependencyResourceGroups), not written; {why} writes to it, which needs the group in resourceGroups ({})",
-        list(resource_groups)
+        "spec.{field} {id} is in resource group {}, which SubscriptionBinding {} allows only to be used (dependencyResourceGroups), not written; {why} writes to it, which needs the group in resourceGroups ({})",
+        limits.resource_group, limits.binding, list(&limits.resource_groups)
     )]
     ReadOnly {
         /// The spec field.
         field: String,
         /// The id as written.
         id: String,
-        /// Its resource group.
-        resource_group: String,
-        /// The binding.
-        binding: String,
-        /// The binding's `resourceGroups`.
-        resource_groups: Vec<String>,
-        /// What would write, e.g. `spec.storageKeys.rotateEvery (regenerateKey)`.
+        /// The resource group and the binding's lists.
+        limits: Box<GroupLimits>,
+        /// What would write, e.g. `spec.storageKeys.rotateEvery (storage key regeneration)`.
         why: String,
     },
+}
+
+/// The resource group of a refused resource and the lists of the binding that refused it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLimits {
+    /// The resource's resource group.
+    pub resource_group: String,
+    /// The binding.
+    pub binding: String,
+    /// The binding's `resourceGroups`.
+    pub resource_groups: Vec<String>,
+    /// The binding's `dependencyResourceGroups`.
+    pub dependency_resource_groups: Vec<String>,
 }
 
 fn list(patterns: &[String]) -> String {
@@ -154,24 +157,19 @@ pub fn check_resource_because(
         return Ok(());
     }
     let readable = spec.dependency_resource_groups.iter().any(|p| glob_matches(p, rg));
-    match (readable, intent) {
-        (true, Intent::Read) => Ok(()),
-        (true, Intent::Write) => Err(ResourceDenial::ReadOnly {
-            field: field.to_owned(),
-            id: id.to_owned(),
-            resource_group: rg.to_owned(),
-            binding: binding.name_any(),
-            resource_groups: spec.resource_groups.clone(),
-            why: why.to_owned(),
-        }),
-        (false, _) => Err(ResourceDenial::ResourceGroup {
-            field: field.to_owned(),
-            id: id.to_owned(),
+    let limits = || {
+        Box::new(GroupLimits {
             resource_group: rg.to_owned(),
             binding: binding.name_any(),
             resource_groups: spec.resource_groups.clone(),
             dependency_resource_groups: spec.dependency_resource_groups.clone(),
-        }),
+        })
+    };
+    let (field, id) = (field.to_owned(), id.to_owned());
+    match (readable, intent) {
+        (true, Intent::Read) => Ok(()),
+        (true, Intent::Write) => Err(ResourceDenial::ReadOnly { field, id, limits: limits(), why: why.to_owned() }),
+        (false, _) => Err(ResourceDenial::ResourceGroup { field, id, limits: limits() }),
     }
 }
 
