@@ -290,3 +290,60 @@ async fn a_missing_dependency_is_waited_for_with_one_get_per_requeue() {
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 1, "{:?}", env.sim.handle.call_summary());
     env.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// 3. The simulator refuses the tags Azure refuses, on the wire.
+
+#[tokio::test]
+async fn the_simulator_refuses_tags_azure_refuses() {
+    use azml_operator::azure::credentials::{CredentialConfig, build_credential};
+    use azml_operator::azure::ids::{ResourceGroupName, ResourceGroupRef, WorkspaceName, WorkspaceRef};
+    use azml_operator::azure::resource_groups::ResourceGroupCreate;
+    use azml_operator::azure::workspaces::WorkspaceUpdate;
+    use azml_operator::azure::{ArmClient, ArmClientOptions, Secret, SubscriptionId};
+
+    let world = World::default_sandbox();
+    let Emulators { sim, .. } = Emulators::start(&world, Duration::from_millis(50)).await;
+    let cloud = common::sim_cloud(&sim);
+    let credential = build_credential(
+        &CredentialConfig::ClientSecret {
+            tenant_id: world.tenant_id.clone(),
+            client_id: world.operator.client_id.clone(),
+            client_secret: Secret::new(world.operator.secret.expose()),
+        },
+        &cloud,
+    )
+    .unwrap();
+    let arm = ArmClient::new(credential, ArmClientOptions { cloud, ..Default::default() }).unwrap();
+    let sub = SubscriptionId::new(&world.subscription_id).unwrap();
+    let rg = ResourceGroupRef::new(sub, ResourceGroupName::new("rg-tags").unwrap());
+    let group = |tags: Vec<(String, String)>| ResourceGroupCreate {
+        location: world.location.clone(),
+        tags: Some(tags.into_iter().collect()),
+        managed_by: None,
+    };
+    let code = |e: azml_operator::azure::ArmError| (e.status(), e.code().map(str::to_owned));
+    let bad = group(vec![("team/name".into(), "x".into())]);
+    let err = arm.create_or_update_resource_group(&rg, &bad).await.unwrap_err();
+    assert_eq!(code(err), (Some(400), Some("InvalidTagNameCharacters".into())));
+    let long_value = group(vec![("n".into(), "v".repeat(257))]);
+    let err = arm.create_or_update_resource_group(&rg, &long_value).await.unwrap_err();
+    assert_eq!(code(err), (Some(400), Some("InvalidTagValueLength".into())));
+    let created = || sim.handle.with_state(|s| s.resource_groups.keys().any(|k| k.ends_with("/rg-tags")));
+    assert!(!created(), "a refused PUT created the group");
+    let fine = group((0..50).map(|i| (format!("t{i}"), "v".repeat(256))).collect());
+    arm.create_or_update_resource_group(&rg, &fine).await.unwrap();
+    assert!(created());
+
+    // A PATCH of a workspace's tags is judged the same way, before the resource provider sees it.
+    let ws = WorkspaceRef::new(
+        ResourceGroupRef::new(sub, ResourceGroupName::new(world.resource_group.clone()).unwrap()),
+        WorkspaceName::new("ws-tags").unwrap(),
+    );
+    let too_many = WorkspaceUpdate {
+        tags: Some((0..51).map(|i| (format!("t{i}"), String::new())).collect()),
+        ..Default::default()
+    };
+    let err = arm.begin_update_workspace(&ws, &too_many).await.unwrap_err();
+    assert_eq!(code(err), (Some(400), Some("InvalidTags".into())));
+}

@@ -374,6 +374,15 @@ fn previous_incarnation_is_reclaimed() {
 }
 
 #[test]
+fn owner_tags_parse_only_in_the_operators_form() {
+    let o = Owner::parse("team-a/ws-a/uid-1").unwrap();
+    assert_eq!((o.namespace.as_str(), o.name.as_str(), o.uid.as_str()), ("team-a", "ws-a", "uid-1"));
+    for bad in ["", "team-a", "team-a/ws-a", "team-a/ws-a/", "/ws-a/uid", "a/b/c/d", "set by hand"] {
+        assert_eq!(Owner::parse(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
 fn owner_classification() {
     let o = Owner { namespace: "ns".into(), name: "a".into(), uid: "u1".into() };
     assert_eq!(o.classify(Some("ns/a/u1")), Ownership::Ours);
