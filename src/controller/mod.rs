@@ -488,19 +488,11 @@ pub async fn resolve_client_with(
     let namespace = ws.namespace().unwrap_or_default();
     let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
     let request = spec_request(ws, &namespace, labels.as_ref());
-    match policy::authorize(&bindings, &request) {
-        Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
+    // Everything named by id must be in the binding's subscription and in a resource group it allows for the use the
+    // operator makes of it (writes only in resourceGroups).
+    match policy::authorize_with_resources(&bindings, &request, &ws.spec, extra) {
+        Err(refusal) => Ok(WorkspaceClient::Denied(refusal.to_string())),
         Ok(binding) => {
-            // Everything named by id must be in the binding's subscription and in a resource group it allows for
-            // the use the operator makes of it (writes only in resourceGroups).
-            if let Err(denial) = policy::check_dependencies(binding, &ws.spec) {
-                return Ok(WorkspaceClient::Denied(denial.to_string()));
-            }
-            for (field, id, intent) in extra {
-                if let Err(denial) = policy::check_resource(binding, field, id, *intent) {
-                    return Ok(WorkspaceClient::Denied(denial.to_string()));
-                }
-            }
             let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
             Ok(WorkspaceClient::Permitted(arm))
         }

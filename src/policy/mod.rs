@@ -4,7 +4,7 @@
 //! controller calls:
 //! - [`authorize`]: a binding must allow the namespace, subscription, resource group (glob) and every access
 //!   entry's role and scope; [`authorize_move`] does the same for both ends of a move, which must also allow moves;
-//! - [`check_dependencies`] / [`check_resource`]: every resource a spec names by ARM id must be in the binding's
+//! - [`authorize_with_resources`] / [`check_resource`]: every resource a spec names by ARM id must be in the binding's
 //!   subscription and in a resource group the binding allows for the intended use ([`Intent`]): `resourceGroups`
 //!   for writes, `resourceGroups` or `dependencyResourceGroups` for reads ([`resources`]);
 //! - [`check_pending_operation`]: an operation stored in status must stay in the workspace's subscription.
@@ -25,7 +25,8 @@ use crate::azure::LroHandle;
 
 pub mod resources;
 pub use resources::{
-    Intent, ResourceDenial, check_dependencies, check_resource, check_resource_because, dependency_uses,
+    Intent, Refusal, ResourceDenial, authorize_with_resources, check_dependencies, check_resource,
+    check_resource_because, dependency_uses,
 };
 
 /// What a workspace asks for, as far as bindings are concerned.

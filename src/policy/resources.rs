@@ -173,6 +173,48 @@ pub fn check_resource_because(
     }
 }
 
+/// Why no binding allows a workspace together with the resources it names by id.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No binding allows the workspace's place, roles or scopes.
+    #[error(transparent)]
+    Workspace(#[from] super::Denial),
+    /// Bindings allow the workspace, but none of them the resources it names by id (the lowest-named one's refusal).
+    #[error(transparent)]
+    Resource(#[from] ResourceDenial),
+}
+
+/// [`super::authorize`] extended to the resources named by id: the binding (lowest name first) that allows the
+/// request and every use of [`check_dependencies`] and `extra` (spec field, id, intent). Two bindings may allow the
+/// same namespace and group with different `dependencyResourceGroups`; the first that allows everything is chosen.
+pub fn authorize_with_resources<'a>(
+    bindings: &'a [SubscriptionBinding],
+    req: &super::Request<'_>,
+    spec: &MlWorkspaceSpec,
+    extra: &[(String, String, Intent)],
+) -> Result<&'a SubscriptionBinding, Refusal> {
+    let first = super::authorize(bindings, req)?;
+    let mut candidates: Vec<&SubscriptionBinding> = bindings.iter().filter(|b| super::check(b, req).is_ok()).collect();
+    candidates.sort_by_key(|b| b.name_any());
+    let uses_ok = |b: &SubscriptionBinding| {
+        check_dependencies(b, spec)?;
+        extra.iter().try_for_each(|(field, id, intent)| check_resource(b, field, id, *intent))
+    };
+    let mut refusal = None;
+    for binding in candidates {
+        match uses_ok(binding) {
+            Ok(()) => return Ok(binding),
+            Err(denial) => {
+                refusal.get_or_insert(denial);
+            }
+        }
+    }
+    // `first` passed `check`, so it was a candidate and `refusal` holds its denial.
+    Err(refusal.map(Refusal::Resource).unwrap_or_else(|| {
+        Refusal::Workspace(super::Denial::Subscription { subscription: first.spec.subscription_id.clone() })
+    }))
+}
+
 /// The dependent resources a workspace spec names by `id`, each with the intent of the operator's use: the storage
 /// account is written when `storageKeys.rotateEvery` is set (rotation regenerates its keys), everything else is only
 /// linked and read. Resources given by `name` are in the workspace's own resource group, which
@@ -357,6 +399,30 @@ mod tests {
         assert!(check_resource(&shared, &uses[0].0, &uses[0].1, Intent::Read).is_ok());
         assert!(check_resource(&shared, &uses[1].0, &uses[1].1, Intent::Read).is_ok());
         assert!(check_resource(&shared, &uses[2].0, &uses[2].1, Intent::Read).is_err(), "unreadable URI");
+    }
+
+    #[test]
+    fn the_binding_that_allows_the_resources_is_chosen() {
+        let risk = DependentResource::by_id(storage(SUB, "rg-risk-ml"));
+        let spec = spec(risk, false);
+        let namespace_only = binding(&[]);
+        let mut shared = binding(&["rg-risk-*"]);
+        shared.metadata.name = Some("team-b-shared".into());
+        let req = crate::policy::Request {
+            namespace: "team-b",
+            namespace_labels: None,
+            subscription_id: SUB,
+            resource_group: "rg-teamb-ml",
+            access: &[],
+        };
+        let both = [namespace_only.clone(), shared];
+        let chosen = authorize_with_resources(&both, &req, &spec, &[]).unwrap();
+        assert_eq!(chosen.name_any(), "team-b-shared");
+        let err = authorize_with_resources(&[namespace_only], &req, &spec, &[]).unwrap_err();
+        assert!(matches!(err, Refusal::Resource(ResourceDenial::ResourceGroup { .. })), "{err:?}");
+        let elsewhere = crate::policy::Request { resource_group: "rg-other", ..req };
+        let err = authorize_with_resources(&both, &elsewhere, &spec, &[]).unwrap_err();
+        assert!(matches!(err, Refusal::Workspace(_)), "{err:?}");
     }
 
     #[test]
