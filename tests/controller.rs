@@ -538,6 +538,8 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
             }},
             "namespaces": ["team-b"],
             "resourceGroups": ["rg-b-*"],
+            // The workspace links the world's storage account and key vault by id: usable, not writable.
+            "dependencyResourceGroups": [env.world.resource_group],
         }
     }))
     .unwrap();

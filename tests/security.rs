@@ -970,7 +970,8 @@ mod props {
                 resource_group: &ws.spec.resource_group,
                 access: &ws.spec.access,
             };
-            let permitted = policy::authorize(&bindings, &request).is_ok() && policy::check_dependencies(&ws.spec).is_ok();
+            let permitted = policy::authorize(&bindings, &request)
+                .is_ok_and(|b| policy::check_dependencies(b, &ws.spec).is_ok());
             let desired = Desired::from_resource(&ws);
             let (true, Ok(desired)) = (permitted, desired) else { return Ok(()) };
 
@@ -983,6 +984,9 @@ mod props {
                 prop_assert!(id.to_ascii_lowercase().starts_with(&rg_prefix.to_ascii_lowercase()), "{} escapes {}", id, SUB);
                 prop_assert!(!id.contains(['?', '#', '%', '\\', ' ']), "{}", id);
                 prop_assert!(id[1..].split('/').all(|s| !s.is_empty() && s != "." && s != ".."), "{}", id);
+                // Every id, dependencies included, is in a resource group the binding allows (issue #16).
+                let rg = id.split('/').nth(4).unwrap_or_default();
+                prop_assert!(policy::glob_matches("rg-team-*", rg), "{} is outside the binding's groups", id);
             }
             let ws_rg = desired.workspace.resource_group.name.as_str().to_owned();
             prop_assert!(policy::glob_matches("rg-team-*", &ws_rg), "{}", ws_rg);
@@ -993,6 +997,7 @@ mod props {
                 workspace: None,
                 resource_group: if rg_exists { ResourceGroupState::Exists } else { ResourceGroupState::Missing },
                 last_observed_generation: None,
+                foreign_owner: Default::default(),
             };
             let ws_prefix = format!("{rg_prefix}{ws_rg}");
             for action in plan(&desired, &observed) {

@@ -43,6 +43,8 @@ pub mod reasons {
     pub const NOT_PERMITTED: &str = "NotPermitted";
     /// A workspace of that name exists and is owned by someone else.
     pub const ALREADY_EXISTS: &str = "AlreadyExists";
+    /// Adoption refused: the workspace's owner tag names another MlWorkspace that still exists.
+    pub const OWNED_ELSEWHERE: &str = "OwnedElsewhere";
     /// Azure rejected the spec; the message carries the ARM code and message.
     pub const AZURE_REJECTED: &str = "AzureRejected";
     /// The spec is invalid in a way the schema could not catch.

@@ -305,3 +305,25 @@ fn regex_like_guid(s: &str) -> bool {
     let parts: Vec<_> = s.split('-').collect();
     parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12]) && s.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
 }
+
+#[test]
+fn tags_are_checked_as_azure_checks_them() {
+    let tags = |t: Value| with(minimal_workspace(), "/spec/tags", t);
+    let cel = |t: Value| cel_errors::<MlWorkspace>(&tags(t), None);
+    for reserved in ["azml.dev-owner", "AZML.DEV-OWNER", "Azml.Dev-Owner"] {
+        let errors = cel(json!({reserved: "me"}));
+        assert!(errors.iter().any(|e| e.contains("reserved for the operator")), "{reserved}: {errors:?}");
+    }
+    for bad in ["a<b", "a>b", "a%b", "a&b", "a\\b", "a?b", "a/b"] {
+        let errors = cel(json!({bad: "v"}));
+        assert!(errors.iter().any(|e| e.contains("must not contain")), "{bad:?}: {errors:?}");
+    }
+    let errors = cel(json!({"n".repeat(513): "v"}));
+    assert!(errors.iter().any(|e| e.contains("512")), "{errors:?}");
+    assert_eq!(cel(json!({"n".repeat(512): "v", "cost-center": "42", "a.b-c_d e:f": ""})), Vec::<String>::new());
+    // Values and the count are schema limits (maxLength, maxProperties: the owner tag is the 50th).
+    assert!(!schema_errors::<MlWorkspace>(&tags(json!({"n": "v".repeat(257)}))).is_empty());
+    assert!(schema_errors::<MlWorkspace>(&tags(json!({"n": "v".repeat(256)}))).is_empty());
+    let many: serde_json::Map<String, Value> = (0..50).map(|i| (format!("t{i}"), json!("v"))).collect();
+    assert!(!schema_errors::<MlWorkspace>(&tags(Value::Object(many))).is_empty());
+}

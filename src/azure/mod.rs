@@ -12,6 +12,7 @@ pub mod activity_log;
 pub mod authorization;
 pub mod computes;
 pub mod credentials;
+pub mod dependencies;
 pub mod error;
 pub mod ids;
 pub mod lro;

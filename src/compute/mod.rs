@@ -213,10 +213,10 @@ pub async fn resolve_client(
         Ok(b) => b,
         Err(denial) => return Ok(ComputeClient::Denied(denial.to_string())),
     };
-    if let Err(foreign) = crate::policy::check_dependencies(&ws.spec) {
+    if let Err(foreign) = crate::policy::check_dependencies(binding, &ws.spec) {
         return Ok(ComputeClient::Denied(foreign.to_string()));
     }
-    if !for_delete && let Err(denial) = policy::check_compute(binding, &mc.spec, &ws.spec.subscription_id) {
+    if !for_delete && let Err(denial) = policy::check_compute(binding, &mc.spec) {
         return Ok(ComputeClient::Denied(denial.to_string()));
     }
     let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;

@@ -4,12 +4,12 @@
 //! - `allowedVmSizes`: globs the VM size must match (empty: no compute at all);
 //! - `maxNodesPerCluster`: a cap on a cluster's `scale.maxNodes`;
 //! - the subnet and user-assigned identity ids must be in the workspace's subscription and in a resource group the
-//!   binding's `resourceGroups` globs allow ([`check_arm_id`]).
+//!   binding's `resourceGroups` or `dependencyResourceGroups` globs allow ([`check_resource`], shared by every kind).
 
 use kube::ResourceExt;
 
 use crate::api::v1alpha1::{MlComputeSpec, SubscriptionBinding};
-use crate::policy::glob_matches;
+use crate::policy::{Intent, ResourceDenial, check_resource, glob_matches};
 
 /// Why a binding does not allow a compute. `Display` is the message of the `NotPermitted` condition.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -36,26 +36,13 @@ pub enum ComputeDenial {
         /// What the spec asks.
         max_nodes: i32,
     },
-    /// A subnet or identity id outside what the binding grants.
-    #[error("spec.{field} {id} is outside what SubscriptionBinding {binding} grants: {reason}")]
-    ForeignResource {
-        /// The binding.
-        binding: String,
-        /// The spec field.
-        field: &'static str,
-        /// The id as written.
-        id: String,
-        /// Why.
-        reason: String,
-    },
+    /// A subnet or identity id outside what the binding grants (the check every kind shares).
+    #[error(transparent)]
+    ForeignResource(#[from] ResourceDenial),
 }
 
-/// Checks `spec` against `binding` (the binding that allows the compute's workspace, in `subscription`).
-pub fn check_compute(
-    binding: &SubscriptionBinding,
-    spec: &MlComputeSpec,
-    subscription: &str,
-) -> Result<(), ComputeDenial> {
+/// Checks `spec` against `binding` (the binding that allows the compute's workspace; it grants one subscription).
+pub fn check_compute(binding: &SubscriptionBinding, spec: &MlComputeSpec) -> Result<(), ComputeDenial> {
     let name = binding.name_any();
     if let Some(vm_size) = spec.vm_size()
         && !binding.spec.allowed_vm_sizes.iter().any(|p| glob_matches(p, vm_size))
@@ -81,37 +68,9 @@ pub fn check_compute(
     if let Some(i) = &spec.compute_instance {
         ids.extend(i.subnet.as_ref().map(|s| ("computeInstance.subnet.id", s.id.as_str())));
     }
+    // The compute joins the subnet and uses the identities; neither is changed: a read use.
     for (field, id) in ids {
-        check_arm_id(binding, subscription, id).map_err(|reason| ComputeDenial::ForeignResource {
-            binding: name.clone(),
-            field,
-            id: id.to_owned(),
-            reason,
-        })?;
-    }
-    Ok(())
-}
-
-/// Whether the resource `id` is in `subscription` and in a resource group the binding's `resourceGroups` globs
-/// allow; `Err` says why not. Fails closed on ids that do not start `/subscriptions/{sub}/resourceGroups/{rg}/`.
-pub fn check_arm_id(binding: &SubscriptionBinding, subscription: &str, id: &str) -> Result<(), String> {
-    let mut segments = id.strip_prefix('/').unwrap_or_default().split('/');
-    let (Some(subs), Some(sub), Some(rgs), Some(rg)) =
-        (segments.next(), segments.next(), segments.next(), segments.next())
-    else {
-        return Err("not a resource id below a resource group".into());
-    };
-    if !subs.eq_ignore_ascii_case("subscriptions") || !rgs.eq_ignore_ascii_case("resourceGroups") {
-        return Err("not a resource id below a resource group".into());
-    }
-    if !sub.eq_ignore_ascii_case(subscription) {
-        return Err(format!("it is in subscription {sub}, the workspace's is {subscription}"));
-    }
-    if !binding.spec.resource_groups.iter().any(|p| glob_matches(p, rg)) {
-        return Err(format!(
-            "resource group {rg} is not allowed (resourceGroups: {})",
-            binding.spec.resource_groups.join(", ")
-        ));
+        check_resource(binding, field, id, Intent::Read)?;
     }
     Ok(())
 }
@@ -145,23 +104,23 @@ mod tests {
     #[test]
     fn vm_sizes_must_match_a_glob_and_none_means_no_compute() {
         let b = binding(json!({"allowedVmSizes": ["Standard_D*", "standard_nc6s_v3"]}));
-        assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 2, json!({})), SUB), Ok(()));
-        assert_eq!(check_compute(&b, &cluster("Standard_NC6s_v3", 2, json!({})), SUB), Ok(()));
-        let denied = check_compute(&b, &cluster("Standard_ND96asr_v4", 2, json!({})), SUB).unwrap_err();
+        assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 2, json!({}))), Ok(()));
+        assert_eq!(check_compute(&b, &cluster("Standard_NC6s_v3", 2, json!({}))), Ok(()));
+        let denied = check_compute(&b, &cluster("Standard_ND96asr_v4", 2, json!({}))).unwrap_err();
         assert_eq!(
             denied.to_string(),
             "SubscriptionBinding risk does not allow VM size Standard_ND96asr_v4 (allowedVmSizes: Standard_D*, standard_nc6s_v3)"
         );
         let none = binding(json!({}));
-        let denied = check_compute(&none, &cluster("Standard_DS3_v2", 2, json!({})), SUB).unwrap_err();
+        let denied = check_compute(&none, &cluster("Standard_DS3_v2", 2, json!({}))).unwrap_err();
         assert!(denied.to_string().ends_with("(allowedVmSizes: none)"), "{denied}");
     }
 
     #[test]
     fn max_nodes_are_capped_per_cluster() {
         let b = binding(json!({"allowedVmSizes": ["*"], "maxNodesPerCluster": 4}));
-        assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 4, json!({})), SUB), Ok(()));
-        let denied = check_compute(&b, &cluster("Standard_DS3_v2", 5, json!({})), SUB).unwrap_err();
+        assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 4, json!({}))), Ok(()));
+        let denied = check_compute(&b, &cluster("Standard_DS3_v2", 5, json!({}))).unwrap_err();
         assert!(matches!(denied, ComputeDenial::MaxNodes { cap: 4, max_nodes: 5, .. }), "{denied}");
     }
 
@@ -169,21 +128,18 @@ mod tests {
     fn subnets_and_identities_stay_in_the_subscription_and_allowed_resource_groups() {
         let b = binding(json!({"allowedVmSizes": ["*"]}));
         let subnet = |sub: &str, rg: &str| json!({"subnet": {"id": format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/v/subnets/s")}});
-        assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(SUB, "rg-net")), SUB), Ok(()));
-        let other_rg = check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(SUB, "rg-other")), SUB).unwrap_err();
-        assert!(other_rg.to_string().contains("resource group rg-other is not allowed"), "{other_rg}");
+        assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(SUB, "rg-net"))), Ok(()));
+        let other_rg = check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(SUB, "rg-other"))).unwrap_err();
+        assert!(other_rg.to_string().contains("is in resource group rg-other, which SubscriptionBinding"), "{other_rg}");
         let other_sub = "11111111-2222-3333-4444-555555555555";
-        let foreign = check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(other_sub, "rg-net")), SUB).unwrap_err();
-        assert!(foreign.to_string().contains("is in subscription 11111111"), "{foreign}");
+        let foreign = check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(other_sub, "rg-net"))).unwrap_err();
+        assert!(foreign.to_string().contains("is outside subscription"), "{foreign}");
         let identity = json!({"identity": {"type": "UserAssigned", "userAssignedIdentities": [
             format!("/subscriptions/{SUB}/resourceGroups/rg-secret/providers/Microsoft.ManagedIdentity/userAssignedIdentities/jobs")
         ]}});
-        let denied = check_compute(&b, &cluster("Standard_DS3_v2", 2, identity), SUB).unwrap_err();
-        assert!(matches!(
-            denied,
-            ComputeDenial::ForeignResource { field: "amlCompute.identity.userAssignedIdentities", .. }
-        ));
-        assert!(check_arm_id(&b, SUB, "/subscriptions/../resourceGroups/rg-net").is_err());
-        assert!(check_arm_id(&b, SUB, "garbage").is_err());
+        let denied = check_compute(&b, &cluster("Standard_DS3_v2", 2, identity)).unwrap_err();
+        assert!(denied.to_string().starts_with("spec.amlCompute.identity.userAssignedIdentities "), "{denied}");
+        let garbage = check_compute(&b, &cluster("Standard_DS3_v2", 2, json!({"subnet": {"id": "garbage"}}))).unwrap_err();
+        assert!(matches!(garbage, ComputeDenial::ForeignResource(ResourceDenial::Malformed { .. })), "{garbage}");
     }
 }

@@ -185,9 +185,10 @@ pub async fn converge(
                             events::DRIFT_CORRECTED,
                             format!("Changed in Azure, restored from the spec: {}", names.join(", ")),
                         ),
-                        UpdateCause::Adopt { previous_owner: Some(owner) } => {
-                            (events::ADOPTED, format!("Adopted workspace previously owned by {owner}"))
-                        }
+                        UpdateCause::Adopt { previous_owner: Some(owner) } => (
+                            events::ADOPTED,
+                            format!("Adopted workspace previously owned by {owner}, which no longer exists"),
+                        ),
                         UpdateCause::Adopt { previous_owner: None } => {
                             (events::ADOPTED, "Adopted workspace that had no owner tag".to_owned())
                         }

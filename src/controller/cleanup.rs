@@ -15,7 +15,7 @@ use super::plan::{Desired, OperationKind, Ownership, PendingOp};
 use super::status::{Phase, Report, WorkspaceFacts};
 use super::{Context, WorkspaceClient, observe};
 use crate::api::conditions::{events, reasons};
-use crate::api::v1alpha1::{AccessState, DeletionPolicy, MlWorkspace, MlWorkspaceStatus, OWNER_TAG};
+use crate::api::v1alpha1::{AccessState, DeletionPolicy, MlWorkspace, MlWorkspaceStatus, owner_tag_value};
 use crate::azure::ids::{ResourceId, RoleAssignmentRef};
 use crate::azure::{ArmClient, LroPoll, LroStart};
 
@@ -123,7 +123,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
         _ => {
             let existing = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
             if let Some(found) = existing {
-                let tag = found.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).map(String::as_str);
+                let tag = found.tags.as_ref().and_then(owner_tag_value);
                 if desired.owner.classify(tag) == Ownership::Ours {
                     match arm
                         .begin_delete_workspace(&desired.workspace, false)

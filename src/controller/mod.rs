@@ -14,11 +14,13 @@ pub mod access;
 pub mod apply;
 pub mod cleanup;
 pub mod credentials;
+pub mod dependencies;
 pub mod error;
 pub mod key_signals;
 pub mod keys;
 pub mod moves;
 pub mod observe;
+pub mod ownership;
 pub mod plan;
 pub mod status;
 
@@ -377,6 +379,19 @@ impl Context {
         facts: WorkspaceFacts,
         pending: Option<crate::api::v1alpha1::PendingOperation>,
     ) -> Result<Requeue, Error> {
+        self.fail_edit(ws, err, facts, pending, |_, _, _| {}).await
+    }
+
+    /// [`Context::fail`] plus a step's own status changes when the failure stalls (see
+    /// [`Context::write_status_edit`]).
+    async fn fail_edit(
+        &self,
+        ws: &MlWorkspace,
+        err: Error,
+        facts: WorkspaceFacts,
+        pending: Option<crate::api::v1alpha1::PendingOperation>,
+        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
+    ) -> Result<Requeue, Error> {
         let chain = scrub(&error_chain(&err));
         warn!(error = %chain, request_id = err.request_id().unwrap_or("-"), "reconcile failed");
         self.publish(ws, EventType::Warning, events::RECONCILE_FAILED, chain.clone()).await;
@@ -389,7 +404,7 @@ impl Context {
                     pending,
                     access: None,
                 };
-                self.write_status(ws, &report).await?;
+                self.write_status_edit(ws, &report, edit).await?;
                 self.reset_failures(ws);
                 Ok(Requeue::requeue(self.config.stalled_requeue))
             }
@@ -459,16 +474,26 @@ pub async fn resolve_client(
     config: &ControllerConfig,
     ws: &MlWorkspace,
 ) -> Result<WorkspaceClient, Error> {
+    resolve_client_with(client, credentials, config, ws, &[]).await
+}
+
+/// [`resolve_client`], also checking `extra` resources named by id (spec field, id, intent) against the binding
+/// ([`policy::check_resource`]), e.g. an online deployment's model asset. No Azure call is made.
+pub async fn resolve_client_with(
+    client: &Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
+    ws: &MlWorkspace,
+    extra: &[(String, String, policy::Intent)],
+) -> Result<WorkspaceClient, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
     let request = spec_request(ws, &namespace, labels.as_ref());
-    match policy::authorize(&bindings, &request) {
-        Err(denial) => Ok(WorkspaceClient::Denied(denial.to_string())),
+    // Everything named by id must be in the binding's subscription and in a resource group it allows for the use the
+    // operator makes of it (writes only in resourceGroups).
+    match policy::authorize_with_resources(&bindings, &request, &ws.spec, extra) {
+        Err(refusal) => Ok(WorkspaceClient::Denied(refusal.to_string())),
         Ok(binding) => {
-            // A binding grants one subscription: dependent resources elsewhere are out of its reach.
-            if let Err(foreign) = policy::check_dependencies(&ws.spec) {
-                return Ok(WorkspaceClient::Denied(foreign.to_string()));
-            }
             let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
             Ok(WorkspaceClient::Permitted(arm))
         }
@@ -490,7 +515,8 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
     if let Some((reason, message)) = moves::dry_run(&ws.spec, ws.status.as_ref()) {
         return stall(reason, message);
     }
-    let observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
+    let mut observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
+    ownership::check_foreign_owner(client, &desired, &mut observed).await?;
     Ok(plan::plan(&desired, &observed))
 }
 
@@ -601,10 +627,27 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         };
         return finish_keys(ctx, ws, status, result, base, None).await;
     }
-    let observed = match observe::observe(&arm, &desired, status.as_ref()).await {
+    if let Some((dependency, message)) = dependencies::waiting_for(ws, &desired, status.as_ref()) {
+        // Stalled for a missing dependency: one GET of it, and the create request only once it exists.
+        match arm.dependency_exists(&dependency).await {
+            Ok(false) => {
+                debug!(%dependency, "the missing dependency still does not exist");
+                return ctx.finish(ws, stalled(reasons::DEPENDENCY_MISSING, message), stall_requeue).await;
+            }
+            Ok(true) => info!(%dependency, "the missing dependency exists now"),
+            Err(e) => {
+                let err = Error::arm("read dependent resource")(e);
+                return ctx.fail(ws, err, WorkspaceFacts::Unknown, None).await;
+            }
+        }
+    }
+    let mut observed = match observe::observe(&arm, &desired, status.as_ref()).await {
         Ok(o) => o,
         Err(e) => return ctx.fail(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await,
     };
+    if let Err(e) = ownership::check_foreign_owner(&ctx.client, &desired, &mut observed).await {
+        return ctx.fail(ws, e, WorkspaceFacts::Unknown, None).await;
+    }
     let mut progress = Progress::new(observed);
     let result = converge(ctx, ws, &desired, &arm, &mut progress).instrument(info_span!("apply")).await;
     let pending = progress.observed.pending.as_ref().map(|p| observe::pending_to_status(p, ws.metadata.generation));
@@ -626,6 +669,18 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                 return finish_keys(ctx, ws, status, result, report, Some(applied.requeue)).await;
             }
             ctx.finish(ws, report, applied.requeue).await
+        }
+        Err(e) if progress.observed.workspace.is_none() && dependencies::is_dependency_missing(&e) => {
+            // Remember which dependency is missing, so the stalled requeues wait for it instead of re-sending the PUT.
+            let missing = match dependencies::find_missing(&arm, &desired, &e).await {
+                Ok(missing) => missing,
+                Err(probe) => {
+                    warn!(error = %error::scrub(&probe.to_string()), "cannot tell which dependency is missing");
+                    None
+                }
+            };
+            let record = missing.map(|id| id.to_string());
+            ctx.fail_edit(ws, e, progress.facts, pending, move |s, _, _| s.missing_dependency = record).await
         }
         Err(e) => ctx.fail(ws, e, progress.facts, pending).await,
     }

@@ -543,7 +543,7 @@ impl Step<'_> {
                 Err(e) => self.fail(Error::arm("read workspace at the destination of the move")(e), None).await,
             };
         };
-        if desired.owner.classify(found.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).map(String::as_str))
+        if desired.owner.classify(found.tags.as_ref().and_then(crate::api::v1alpha1::owner_tag_value))
             != Ownership::Ours
         {
             let message =

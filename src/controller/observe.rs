@@ -56,6 +56,7 @@ pub async fn observe(
             workspace: None,
             resource_group: ResourceGroupState::Unknown,
             last_observed_generation,
+            foreign_owner: Default::default(),
         });
     }
     let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
@@ -71,5 +72,11 @@ pub async fn observe(
             None => ResourceGroupState::Missing,
         }
     };
-    Ok(Observed { pending: None, workspace, resource_group, last_observed_generation })
+    Ok(Observed {
+        pending: None,
+        workspace,
+        resource_group,
+        last_observed_generation,
+        foreign_owner: Default::default(),
+    })
 }

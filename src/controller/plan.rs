@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::api::conditions::reasons;
 use crate::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PAUSED, DependentResource, MlWorkspace, MlWorkspaceSpec, OWNER_TAG,
-    PublicNetworkAccess,
+    PublicNetworkAccess, owner_tag_value,
 };
 use crate::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName};
 use crate::azure::lro::LroHandle;
@@ -37,6 +37,14 @@ impl Owner {
     /// The tag value.
     pub fn tag_value(&self) -> String {
         format!("{}/{}/{}", self.namespace, self.name, self.uid)
+    }
+
+    /// Reads an owner tag value: `None` when it is not `<namespace>/<name>/<uid>` (then no custom resource owns it).
+    pub fn parse(tag: &str) -> Option<Owner> {
+        let mut parts = tag.split('/');
+        let (namespace, name, uid) = (parts.next()?, parts.next()?, parts.next()?);
+        let ok = parts.next().is_none() && [namespace, name, uid].iter().all(|p| !p.is_empty());
+        ok.then(|| Owner { namespace: namespace.to_owned(), name: name.to_owned(), uid: uid.to_owned() })
     }
 
     /// How a workspace tagged with `tag` relates to this owner.
@@ -85,6 +93,49 @@ pub enum SpecError {
     /// The custom resource has no namespace or uid (never true for objects read from the API server).
     #[error("the resource has no {0}")]
     MissingMetadata(&'static str),
+    /// A tag Azure would refuse, or the reserved owner tag (admission checks the same; this is the second check).
+    #[error("spec.tags: {0}")]
+    Tags(String),
+}
+
+/// Azure's limits on the tags of one resource (the owner tag included).
+pub const MAX_TAGS: usize = 50;
+/// Azure's limit on the length of a tag name (storage accounts: 128; the operator does not tag them).
+pub const MAX_TAG_NAME: usize = 512;
+/// Azure's limit on the length of a tag value.
+pub const MAX_TAG_VALUE: usize = 256;
+/// Characters Azure refuses in tag names.
+pub const FORBIDDEN_TAG_NAME_CHARS: &[char] = &['<', '>', '%', '&', '\\', '?', '/'];
+
+/// Checks `spec.tags` as Azure and the admission rules do: the reserved owner tag under any spelling, at most 49
+/// user tags, name and value lengths, forbidden characters.
+pub fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    if tags.keys().any(|k| k.eq_ignore_ascii_case(OWNER_TAG)) {
+        return Err(SpecError::Tags(format!(
+            "the {OWNER_TAG} tag is reserved for the operator (tag names are case-insensitive)"
+        )));
+    }
+    if tags.len() >= MAX_TAGS {
+        return Err(SpecError::Tags(format!(
+            "at most {} tags (Azure allows {MAX_TAGS}, the owner tag is one)",
+            MAX_TAGS - 1
+        )));
+    }
+    for (name, value) in tags {
+        let chars = name.chars().count();
+        if chars == 0 || chars > MAX_TAG_NAME {
+            return Err(SpecError::Tags(format!("tag names must be 1 to {MAX_TAG_NAME} characters long")));
+        }
+        if name.contains(FORBIDDEN_TAG_NAME_CHARS) {
+            return Err(SpecError::Tags(format!("tag name {name:?} contains one of < > % & \\ ? /")));
+        }
+        if value.chars().count() > MAX_TAG_VALUE {
+            return Err(SpecError::Tags(format!(
+                "the value of tag {name:?} is longer than {MAX_TAG_VALUE} characters"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What the custom resource asks for, validated and resolved to ARM ids.
@@ -187,6 +238,7 @@ impl Desired {
         let ws_name = WorkspaceName::new(spec.azure_name.clone().unwrap_or_else(|| ws.name_any()))
             .map_err(id_err("azureName"))?;
         let owner = Owner { namespace, name: ws.name_any(), uid };
+        check_tags(&spec.tags)?;
         let mut tags = spec.tags.clone();
         tags.insert(OWNER_TAG.to_owned(), owner.tag_value());
         Ok(Desired {
@@ -296,6 +348,22 @@ pub struct Observed {
     pub resource_group: ResourceGroupState,
     /// `status.observedGeneration` before this reconcile: tells a spec change from drift in Azure.
     pub last_observed_generation: Option<i64>,
+    /// Whether the custom resource another owner tag names still exists (read only when the workspace carries one).
+    pub foreign_owner: ForeignOwner,
+}
+
+/// What the controller knows of the custom resource named by another resource's owner tag.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ForeignOwner {
+    /// Not looked up: no foreign owner tag, or not read yet. Adoption is refused (fail closed).
+    #[default]
+    Unknown,
+    /// An MlWorkspace of that namespace and name exists (the same uid, or a later incarnation that takes its
+    /// workspace back): the workspace is owned elsewhere and is never adopted.
+    Live,
+    /// No such MlWorkspace exists (or the tag is not an operator's `<namespace>/<name>/<uid>`): adoptable with
+    /// `azml.dev/adopt: "true"`.
+    Gone,
 }
 
 /// A mutable workspace property the controller keeps in line with the spec.
@@ -488,17 +556,31 @@ fn plan_missing(desired: &Desired, observed: &Observed) -> Result<Vec<Action>, A
 
 fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Result<Vec<Action>, Action> {
     let tags = ws.tags.clone().unwrap_or_default();
-    let ownership = desired.owner.classify(tags.get(OWNER_TAG).map(String::as_str));
+    let ownership = desired.owner.classify(owner_tag_value(&tags));
     let claim = match ownership {
         Ownership::Ours => None,
         Ownership::PreviousIncarnation { uid } => Some(UpdateCause::Reclaim { previous_uid: uid }),
+        // Adoption takes only what nobody owns: never the workspace of another live MlWorkspace.
+        Ownership::Foreign(owner) if observed.foreign_owner != ForeignOwner::Gone => {
+            let why = match observed.foreign_owner {
+                ForeignOwner::Live => "which still exists",
+                _ => "which could not be checked",
+            };
+            return Err(Action::Stall {
+                reason: reasons::OWNED_ELSEWHERE,
+                message: format!(
+                    "workspace {} is owned by MlWorkspace {owner} ({OWNER_TAG} tag), {why}; it is never adopted while its owner exists: choose another azureName, or delete that MlWorkspace (deletionPolicy Retain) first",
+                    desired.workspace.name.as_str()
+                ),
+            });
+        }
         Ownership::Foreign(owner) if desired.adopt => Some(UpdateCause::Adopt { previous_owner: Some(owner) }),
         Ownership::Unowned if desired.adopt => Some(UpdateCause::Adopt { previous_owner: None }),
         Ownership::Foreign(owner) => {
             return Err(Action::Stall {
                 reason: reasons::ALREADY_EXISTS,
                 message: format!(
-                    "workspace {} already exists and is owned by {owner}; set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
+                    "workspace {} already exists and is owned by {owner}, which no longer exists; set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
                     desired.workspace.name.as_str()
                 ),
             });

@@ -28,10 +28,14 @@ pub(crate) fn resource(spec: MlWorkspaceSpec) -> MlWorkspace {
     ws
 }
 
-fn desired_with(f: impl FnOnce(&mut MlWorkspace)) -> Desired {
+fn workspace_with(f: impl FnOnce(&mut MlWorkspace)) -> MlWorkspace {
     let mut ws = resource(spec());
     f(&mut ws);
-    Desired::from_resource(&ws).expect("valid")
+    ws
+}
+
+fn desired_with(f: impl FnOnce(&mut MlWorkspace)) -> Desired {
+    Desired::from_resource(&workspace_with(f)).expect("valid")
 }
 
 fn desired() -> Desired {
@@ -54,7 +58,12 @@ fn observed(ws: Option<Workspace>) -> Observed {
         workspace: ws,
         resource_group: ResourceGroupState::Unknown,
         last_observed_generation: Some(1),
+        foreign_owner: ForeignOwner::Unknown,
     }
+}
+
+fn observed_owner(ws: Workspace, foreign_owner: ForeignOwner) -> Observed {
+    Observed { foreign_owner, ..observed(Some(ws)) }
 }
 
 fn only_update(actions: &[Action]) -> (&Vec<Field>, &UpdateCause, &WorkspaceUpdate) {
@@ -253,13 +262,76 @@ fn foreign_owner_stalls_naming_the_owner() {
     let d = desired();
     let mut ws = azure_copy(&d);
     ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-other/ws/abc".into());
-    match plan(&d, &observed(Some(ws))).as_slice() {
-        [Action::Stall { reason, message }] => {
-            assert_eq!(*reason, reasons::ALREADY_EXISTS);
-            assert!(message.contains("team-other/ws/abc"), "{message}");
+    for (owner, expected) in [
+        (ForeignOwner::Gone, reasons::ALREADY_EXISTS),
+        (ForeignOwner::Live, reasons::OWNED_ELSEWHERE),
+        (ForeignOwner::Unknown, reasons::OWNED_ELSEWHERE),
+    ] {
+        match plan(&d, &observed_owner(ws.clone(), owner)).as_slice() {
+            [Action::Stall { reason, message }] => {
+                assert_eq!(*reason, expected, "{owner:?}");
+                assert!(message.contains("team-other/ws/abc"), "{message}");
+            }
+            other => panic!("{other:?}"),
         }
-        other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn a_live_owner_is_never_adopted_whatever_the_spelling_of_its_tag() {
+    let d = desired_with(|ws| {
+        ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_ADOPT.into(), "true".into())]));
+    });
+    for name in [OWNER_TAG, "AZML.DEV-OWNER", "Azml.Dev-Owner"] {
+        let mut ws = azure_copy(&d);
+        let tags = ws.tags.as_mut().unwrap();
+        tags.remove(OWNER_TAG);
+        tags.insert(name.into(), "team-other/ws/abc".into());
+        match plan(&d, &observed_owner(ws, ForeignOwner::Live)).as_slice() {
+            [Action::Stall { reason, message }] => {
+                assert_eq!(*reason, reasons::OWNED_ELSEWHERE, "{name}");
+                assert!(message.contains("team-other/ws/abc"), "{message}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    // Our own tag under another spelling is ours: the tag set is rewritten once, nothing is adopted.
+    let mut ws = azure_copy(&d);
+    let tags = ws.tags.as_mut().unwrap();
+    let ours = tags.remove(OWNER_TAG).unwrap();
+    tags.insert("AZML.DEV-OWNER".into(), ours);
+    let actions = plan(&d, &observed(Some(ws)));
+    assert_eq!(only_update(&actions).1, &UpdateCause::Drift);
+}
+
+#[test]
+fn reserved_and_invalid_tags_are_refused_before_any_call() {
+    for (name, value) in [
+        ("azml.dev-owner", "x"),
+        ("AZML.DEV-OWNER", "x"),
+        ("a/b", "x"),
+        ("a<b", "x"),
+        ("a\\b", "x"),
+        ("", "x"),
+        ("ok", &"v".repeat(257)),
+    ] {
+        let name = name.to_owned();
+        let value = value.to_owned();
+        let ws = workspace_with(|ws| {
+            ws.spec.tags.insert(name.clone(), value.clone());
+        });
+        assert!(matches!(Desired::from_resource(&ws), Err(SpecError::Tags(_))), "{name:?}");
+    }
+    let many = workspace_with(|ws| {
+        ws.spec.tags = (0..50).map(|i| (format!("t{i}"), String::new())).collect();
+    });
+    assert!(matches!(Desired::from_resource(&many), Err(SpecError::Tags(_))));
+    let fine = workspace_with(|ws| {
+        ws.spec.tags = (0..49).map(|i| (format!("t{i}"), "v".repeat(256))).collect();
+        ws.spec.tags.insert("n".repeat(512), String::new());
+        ws.spec.tags.remove("t0");
+    });
+    assert!(Desired::from_resource(&fine).is_ok());
 }
 
 #[test]
@@ -280,7 +352,7 @@ fn adopt_annotation_takes_over_with_a_tag_patch() {
     });
     let mut ws = azure_copy(&d);
     ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-other/ws/abc".into());
-    let actions = plan(&d, &observed(Some(ws.clone())));
+    let actions = plan(&d, &observed_owner(ws.clone(), ForeignOwner::Gone));
     let (fields, cause, patch) = only_update(&actions);
     assert_eq!(fields, &vec![Field::Tags]);
     assert_eq!(cause, &UpdateCause::Adopt { previous_owner: Some("team-other/ws/abc".into()) });
@@ -299,6 +371,15 @@ fn previous_incarnation_is_reclaimed() {
     let (fields, cause, _) = only_update(&actions);
     assert_eq!(fields, &vec![Field::Tags]);
     assert_eq!(cause, &UpdateCause::Reclaim { previous_uid: "old-uid".into() });
+}
+
+#[test]
+fn owner_tags_parse_only_in_the_operators_form() {
+    let o = Owner::parse("team-a/ws-a/uid-1").unwrap();
+    assert_eq!((o.namespace.as_str(), o.name.as_str(), o.uid.as_str()), ("team-a", "ws-a", "uid-1"));
+    for bad in ["", "team-a", "team-a/ws-a", "team-a/ws-a/", "/ws-a/uid", "a/b/c/d", "set by hand"] {
+        assert_eq!(Owner::parse(bad), None, "{bad:?}");
+    }
 }
 
 #[test]

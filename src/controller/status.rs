@@ -87,6 +87,12 @@ pub fn compute(
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
     status.pending_operation = report.pending.clone();
+    // The missing dependency is remembered while the workspace waits for it (a transient failure meanwhile does not
+    // make it forget); any other outcome ends the wait.
+    let waiting = matches!(&report.phase, Phase::Stalled { reason, .. } if *reason == reasons::DEPENDENCY_MISSING);
+    if !waiting && !matches!(report.phase, Phase::Transient { .. }) {
+        status.missing_dependency = None;
+    }
     match &report.workspace {
         WorkspaceFacts::Unknown => {}
         WorkspaceFacts::Missing => clear_workspace_facts(&mut status),

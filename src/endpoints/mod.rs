@@ -39,7 +39,7 @@ use self::plan::{Action, DesiredDeployment, DesiredEndpoint, ObservedEndpoint, P
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_PAUSED, DeletionPolicy, DeploymentStatus, ENDPOINT_FINALIZER, EndpointAuthMode, MlOnlineEndpoint,
-    MlOnlineEndpointStatus, MlWorkspace, OWNER_TAG,
+    MlOnlineEndpointStatus, MlWorkspace,
 };
 use crate::azure::ids::{OnlineDeploymentName, OnlineDeploymentRef, OnlineEndpointName, OnlineEndpointRef};
 use crate::azure::models::ProvisioningState;
@@ -305,7 +305,7 @@ fn report_observed(
         .deployments
         .iter()
         // Only the deployments this resource manages (its owner tag); others in the endpoint are not reported.
-        .filter(|(_, d)| d.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner))
+        .filter(|(_, d)| d.tags.as_ref().and_then(crate::api::v1alpha1::owner_tag_value).is_some_and(|v| v == owner))
         .map(|(name, d)| DeploymentStatus {
             name: name.clone(),
             provisioning_state: state_name(d.properties.provisioning_state.as_ref()),
@@ -460,7 +460,12 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     // The binding must allow the workspace's place and the endpoint's own access entries.
     let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
     let probe = access::policy_probe(&ws, &access_entries);
-    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &probe).await {
+    // Assets of other workspaces named by id are read by Azure on the binding's credential: they must be in groups
+    // the binding allows.
+    let assets = crate::policy::resources::endpoint_asset_uses(&ep.spec);
+    let arm = match crate::controller::resolve_client_with(&ctx.client, &ctx.credentials, &ctx.config, &probe, &assets)
+        .await
+    {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
             let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: access::endpoint_denial(&message) };
@@ -621,7 +626,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Reque
 }
 
 fn owned_by(ep: &OnlineEndpoint, owner: &str) -> bool {
-    ep.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner)
+    ep.tags.as_ref().and_then(crate::api::v1alpha1::owner_tag_value).is_some_and(|v| v == owner)
 }
 
 /// Requeue after a failed reconcile: backoff with jitter, Retry-After when throttled.

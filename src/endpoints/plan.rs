@@ -132,7 +132,7 @@ fn is_failed(p: &ProvisioningState) -> bool {
 }
 
 fn owned(tags: Option<&Tags>, owner: &str) -> bool {
-    tags.and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner)
+    tags.and_then(crate::api::v1alpha1::owner_tag_value).is_some_and(|v| v == owner)
 }
 
 /// The traffic map without zero entries (Azure lists deployments at 0 %; the spec may omit them).

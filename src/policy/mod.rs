@@ -4,10 +4,12 @@
 //! controller calls:
 //! - [`authorize`]: a binding must allow the namespace, subscription, resource group (glob) and every access
 //!   entry's role and scope; [`authorize_move`] does the same for both ends of a move, which must also allow moves;
-//! - [`check_dependencies`]: dependent resources given by `id` must be in the workspace's subscription;
+//! - [`authorize_with_resources`] / [`check_resource`]: every resource a spec names by ARM id must be in the binding's
+//!   subscription and in a resource group the binding allows for the intended use ([`Intent`]): `resourceGroups`
+//!   for writes, `resourceGroups` or `dependencyResourceGroups` for reads ([`resources`]);
 //! - [`check_pending_operation`]: an operation stored in status must stay in the workspace's subscription.
 //!
-//! A denial becomes `Stalled` with reason `NotPermitted` and the message of [`Denial`] / [`ForeignDependency`],
+//! A denial becomes `Stalled` with reason `NotPermitted` and the message of [`Denial`] / [`ResourceDenial`],
 //! which names the missing permission.
 
 use std::collections::BTreeMap;
@@ -20,6 +22,12 @@ use crate::api::v1alpha1::{
     AccessEntry, BuiltinRole, DependentResource, MlWorkspaceSpec, MlWorkspaceStatus, SubscriptionBinding,
 };
 use crate::azure::LroHandle;
+
+pub mod resources;
+pub use resources::{
+    Intent, Refusal, ResourceDenial, authorize_with_resources, check_dependencies, check_resource,
+    check_resource_because, dependency_uses,
+};
 
 /// What a workspace asks for, as far as bindings are concerned.
 #[derive(Clone, Copy, Debug)]
@@ -110,46 +118,12 @@ pub enum Denial {
     },
 }
 
-/// A dependent resource named by `id` outside the workspace's own subscription.
-///
-/// A binding grants exactly one subscription; a workspace linking a storage account, key vault, Application Insights
-/// or container registry of another subscription would make the operator (and the workspace's keys) reach into a
-/// subscription no binding gave this namespace. Resources named by `name` are always in the workspace's resource
-/// group, so only `id`s are checked.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "spec.{field}.id {id} is outside subscription {subscription}: a SubscriptionBinding grants one subscription, so dependent resources must be in the workspace's own subscription"
-)]
-pub struct ForeignDependency {
-    /// The spec field, e.g. `storageAccount`.
-    pub field: &'static str,
-    /// The id as written.
-    pub id: String,
-    /// The workspace's subscription.
-    pub subscription: String,
-}
-
 /// The dependent resources a spec names, with their field names.
 pub fn dependencies(spec: &MlWorkspaceSpec) -> Vec<(&'static str, &DependentResource)> {
     let mut deps = vec![("storageAccount", &spec.storage_account), ("keyVault", &spec.key_vault)];
     deps.extend(spec.application_insights.as_ref().map(|d| ("applicationInsights", d)));
     deps.extend(spec.container_registry.as_ref().map(|d| ("containerRegistry", d)));
     deps
-}
-
-/// Checks that every dependent resource given by `id` is in the workspace's subscription. Fails closed: an id that
-/// does not start with `/subscriptions/{guid}/` is refused too (the id layer would reject it anyway).
-pub fn check_dependencies(spec: &MlWorkspaceSpec) -> Result<(), ForeignDependency> {
-    for (field, dep) in dependencies(spec) {
-        let Some(id) = &dep.id else { continue };
-        let mut segments = id.strip_prefix('/').unwrap_or_default().split('/');
-        let inside = segments.next().is_some_and(|s| s.eq_ignore_ascii_case("subscriptions"))
-            && segments.next().is_some_and(|s| s.eq_ignore_ascii_case(&spec.subscription_id));
-        if !inside {
-            return Err(ForeignDependency { field, id: id.clone(), subscription: spec.subscription_id.clone() });
-        }
-    }
-    Ok(())
 }
 
 /// Checks that the operation stored in `status.pendingOperation` only ever addresses the workspace's own

@@ -27,6 +27,7 @@ fn binding(name: &str, sub: &str) -> SubscriptionBinding {
             namespaces: vec!["team-risk".into()],
             namespace_selector: None,
             resource_groups: vec!["rg-risk-*".into()],
+            dependency_resource_groups: Vec::new(),
             allowed_roles: vec!["Contributor".into(), "Reader".into()],
             allowed_scopes: vec![AccessScope::Workspace, AccessScope::ResourceGroup],
             allow_moves: false,
@@ -289,23 +290,36 @@ fn workspace_spec(storage: DependentResource, registry: Option<DependentResource
 fn dependencies_must_be_in_the_workspaces_subscription() {
     let sa = |sub: &str| {
         DependentResource::by_id(format!(
-            "/subscriptions/{sub}/resourceGroups/rg-shared/providers/Microsoft.Storage/storageAccounts/sa1"
+            "/subscriptions/{sub}/resourceGroups/rg-risk-shared/providers/Microsoft.Storage/storageAccounts/sa1"
         ))
     };
-    assert_eq!(check_dependencies(&workspace_spec(DependentResource::by_name("sa1"), None)), Ok(()));
-    assert_eq!(check_dependencies(&workspace_spec(sa(&SUB.to_uppercase()), None)), Ok(()), "case-insensitive");
-    let err = check_dependencies(&workspace_spec(sa(OTHER_SUB), None)).unwrap_err();
-    assert_eq!(err.field, "storageAccount");
+    let b = binding("risk", SUB);
+    assert_eq!(check_dependencies(&b, &workspace_spec(DependentResource::by_name("sa1"), None)), Ok(()));
+    assert_eq!(check_dependencies(&b, &workspace_spec(sa(&SUB.to_uppercase()), None)), Ok(()), "case-insensitive");
+    let err = check_dependencies(&b, &workspace_spec(sa(OTHER_SUB), None)).unwrap_err();
+    assert!(matches!(err, ResourceDenial::Subscription { ref field, .. } if field == "storageAccount.id"), "{err:?}");
     assert!(err.to_string().contains(OTHER_SUB) && err.to_string().contains(SUB), "{err}");
     let registry = DependentResource::by_id(format!(
         "/subscriptions/{OTHER_SUB}/resourceGroups/rg/providers/Microsoft.ContainerRegistry/registries/cr"
     ));
-    let err = check_dependencies(&workspace_spec(sa(SUB), Some(registry))).unwrap_err();
-    assert_eq!(err.field, "containerRegistry");
+    let err = check_dependencies(&b, &workspace_spec(sa(SUB), Some(registry))).unwrap_err();
+    assert!(err.to_string().contains("spec.containerRegistry.id"), "{err}");
     // Ids that do not start with the subscription fail closed.
     for id in ["", "subscriptions/x", "/providers/Microsoft.Storage/storageAccounts/sa1", &format!("//{SUB}")] {
-        assert!(check_dependencies(&workspace_spec(DependentResource::by_id(id), None)).is_err(), "{id:?}");
+        assert!(check_dependencies(&b, &workspace_spec(DependentResource::by_id(id), None)).is_err(), "{id:?}");
     }
+}
+
+#[test]
+fn dependencies_must_be_in_a_resource_group_of_the_binding() {
+    let other_rg = DependentResource::by_id(format!(
+        "/subscriptions/{SUB}/resourceGroups/rg-fraud-ml/providers/Microsoft.Storage/storageAccounts/sa1"
+    ));
+    let mut b = binding("risk", SUB);
+    let err = check_dependencies(&b, &workspace_spec(other_rg.clone(), None)).unwrap_err();
+    assert!(err.to_string().contains("resource group rg-fraud-ml"), "{err}");
+    b.spec.dependency_resource_groups = vec!["rg-fraud-*".into()];
+    assert_eq!(check_dependencies(&b, &workspace_spec(other_rg, None)), Ok(()));
 }
 
 fn status_with_poller(poll_url: &str, location_url: Option<&str>) -> crate::api::v1alpha1::MlWorkspaceStatus {

@@ -21,6 +21,14 @@ pub const FINALIZER: &str = "azml.dev/cleanup";
 /// Tag the operator puts on what it creates in Azure: `<namespace>/<name>/<uid>`.
 pub const OWNER_TAG: &str = "azml.dev-owner";
 
+/// The value of the owner tag in `tags`, whatever the spelling of its name: Azure treats tag names
+/// case-insensitively, so `AZML.DEV-OWNER` set by hand in the portal is the same tag.
+pub fn owner_tag_value(tags: &BTreeMap<String, String>) -> Option<&str> {
+    tags.get(OWNER_TAG)
+        .or_else(|| tags.iter().find(|(k, _)| k.eq_ignore_ascii_case(OWNER_TAG)).map(|(_, v)| v))
+        .map(String::as_str)
+}
+
 /// Desired state of an Azure Machine Learning workspace.
 // The derive's printcolumn(...) lists repeat `type_ = "string"`, which clippy mistakes for duplicated attributes.
 #[allow(clippy::duplicated_attributes)]
@@ -89,9 +97,13 @@ pub struct MlWorkspaceSpec {
 
     /// Azure tags of the workspace. Mutable. The operator adds its own ownership tag (azml.dev-owner), which
     /// cannot be set here.
+    /// Azure's limits apply: at most 50 tags per resource (49 here, the owner tag is the 50th), names of at most 512
+    /// characters without any of < > % & \ ? /, values of at most 256 characters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 49))]
-    #[x_kube(validation = Rule::new("!('azml.dev-owner' in self)").message("the azml.dev-owner tag is reserved for the operator"))]
+    #[schemars(extend("maxProperties" = 49, "additionalProperties" = {"type": "string", "maxLength": 256}))]
+    #[x_kube(validation = Rule::new("!self.exists(k, k.lowerAscii() == 'azml.dev-owner')").message("the azml.dev-owner tag is reserved for the operator (tag names are case-insensitive)"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 512)").message("tag names must be 1 to 512 characters long (Azure's limit)"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.matches('[<>%&\\\\\\\\?/]'))").message("tag names must not contain any of < > % & \\ ? / (Azure refuses them)"))]
     pub tags: BTreeMap<String, String>,
 
     /// Whether the workspace is reachable from public networks: Enabled (default) or Disabled. Mutable.
@@ -225,6 +237,12 @@ pub struct MlWorkspaceStatus {
     /// State of every role assignment the workspace declares or the operator still owns.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<AccessStatus>,
+
+    /// ARM id of the dependent resource whose absence stalls the workspace (reason DependencyMissing). Until the spec
+    /// changes, the operator only checks whether this resource exists (one GET per stalled requeue) and sends the
+    /// create request again once it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_dependency: Option<String>,
 
     /// A long-running Azure operation the operator started and is waiting for; kept so that a restarted operator
     /// resumes polling it instead of starting it again.

@@ -53,9 +53,22 @@ pub struct SubscriptionBindingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
 
-    /// Glob patterns of the resource groups the namespaces may use, e.g. "rg-risk-*". "*" allows all.
+    /// Glob patterns of the resource groups the namespaces own, e.g. "rg-risk-*" ("*" allows all): where their
+    /// workspaces may live, and where the operator may write on their behalf (create, update, move, delete, rotate
+    /// storage keys, assign roles). Resources named by id (storageAccount.id, keyVault.id, ...) must be in one of these
+    /// groups or in dependencyResourceGroups.
     #[schemars(length(min = 1, max = 64))]
     pub resource_groups: Vec<String>,
+
+    /// Glob patterns of resource groups whose existing resources the namespaces may use without owning them: a
+    /// workspace may link a storage account, key vault, Application Insights or container registry there by id (later
+    /// also subnets and user-assigned identities), and the operator reads them, but never writes there. A spec that
+    /// would make the operator write to such a resource (storageKeys.rotateEvery regenerates the storage account's
+    /// keys) is refused with NotPermitted, as is a resource in a group of neither list. Empty (default): resources
+    /// named by id must be in resourceGroups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub dependency_resource_groups: Vec<String>,
 
     /// Roles the namespaces may grant through `access`: built-in role names (Owner, Contributor, Reader,
     /// AzureMLDataScientist, AzureMLComputeOperator) or role definition GUIDs. Empty: no role may be granted.

@@ -787,7 +787,10 @@ impl Inner {
                     .collect();
                 Ok(Reply::ok(self.page(req, items)))
             }
-            Target::ResourceGroup { rg } => self.resource_group(req, routed, caller, &sub, rg),
+            Target::ResourceGroup { rg } => {
+                super::tags::check_request(&req.method, &req.body, "Microsoft.Resources/resourceGroups")?;
+                self.resource_group(req, routed, caller, &sub, rg)
+            }
             Target::MoveAction { rg, validate } => {
                 self.move_action(req, routed, caller, &sub, rg, *validate, lro_failure)
             }
@@ -834,6 +837,9 @@ impl Inner {
             Target::Compute(target) => self.compute(target, routed, req, caller, lro_failure),
             Target::Collection { rg, rtype, parent_names } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
             Target::Resource { rg, rtype, names, action } => {
+                if action.is_none() {
+                    super::tags::check_request(&req.method, &req.body, rtype.full)?;
+                }
                 let (sub, rg) = self.ensure_rg(&sub, rg)?;
                 let id = resource_id(&sub, &rg, rtype, names);
                 // Use the stored casing when the resource exists.

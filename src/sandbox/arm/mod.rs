@@ -31,6 +31,7 @@ mod route;
 mod server;
 mod shapes;
 mod throttle;
+mod tags;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
