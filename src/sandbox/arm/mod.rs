@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -86,6 +87,9 @@ pub struct SimConfig {
     pub throttle: ThrottleConfig,
     /// Page size of list operations (nextLink paging); default 100.
     pub page_size: usize,
+    /// The CA that signs the server certificate; default: a fresh one. The sandbox passes the CA it saved, so
+    /// clients trusting the old CA file keep working after a restart.
+    pub ca: Option<Arc<SandboxCa>>,
 }
 
 impl SimConfig {
@@ -99,6 +103,7 @@ impl SimConfig {
             token_lifetime: Duration::from_secs(3599),
             throttle: ThrottleConfig::default(),
             page_size: 100,
+            ca: None,
         }
     }
 }
@@ -111,6 +116,8 @@ impl Default for SimConfig {
 
 struct Sim {
     inner: Mutex<Inner>,
+    /// Notified whenever the state may have changed (see [`SimHandle::changes`]).
+    changed: Arc<Notify>,
 }
 
 /// In-process control of a running simulator (cheap to clone).
@@ -125,9 +132,22 @@ impl std::fmt::Debug for SimHandle {
 
 impl SimHandle {
     fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every request and every mutating method goes through here, so this is where a change is announced.
+        self.0.changed.notify_one();
+        self.lock_quiet()
+    }
+
+    /// The lock without a change notification: for readers that must not wake the state writer (its own snapshot).
+    fn lock_quiet(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the plain-data state half-written in a way we could repair;
         // keep serving rather than cascading the panic.
         self.0.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notified (coalesced, like [`Notify::notify_one`]) after anything that may change the state: every request
+    /// and every state-changing method. Persistence waits on it and compares snapshots to skip unchanged ones.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.0.changed.clone()
     }
 
     /// The call log, oldest first.
@@ -237,7 +257,7 @@ impl SimHandle {
 
     /// A copy of the whole state (serialisable).
     pub fn snapshot(&self) -> SimState {
-        self.lock().state.clone()
+        self.lock_quiet().state.clone()
     }
 
     /// Replaces the whole state. Issued tokens stay valid.
@@ -249,7 +269,8 @@ impl SimHandle {
     pub fn save(&self, path: &Path) -> Result<(), SimError> {
         let err = |m: String| SimError::StateFile { path: path.display().to_string(), message: m };
         let json = serde_json::to_vec_pretty(&self.snapshot()).map_err(|e| err(e.to_string()))?;
-        std::fs::write(path, json).map_err(|e| err(e.to_string()))
+        crate::sandbox::persist::write_atomic(path, &json, crate::sandbox::persist::Visibility::Private)
+            .map_err(|e| err(e.to_string()))
     }
 
     /// Loads a state saved by [`SimHandle::save`].
@@ -274,7 +295,7 @@ pub struct RunningSim {
     pub handle: SimHandle,
     /// The listening address.
     pub addr: SocketAddr,
-    ca: SandboxCa,
+    ca: Arc<SandboxCa>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -323,7 +344,10 @@ pub struct ArmSimulator;
 impl ArmSimulator {
     /// Generates a CA, binds `config.bind` and starts serving in the background (call within a Tokio runtime).
     pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
-        let ca = SandboxCa::generate()?;
+        let ca = match config.ca {
+            Some(ca) => ca,
+            None => Arc::new(SandboxCa::generate()?),
+        };
         let tls = ca.server_config(SandboxCa::LOOPBACK_HOSTS)?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -346,7 +370,7 @@ impl ArmSimulator {
             },
             endpoint: endpoint.clone(),
         };
-        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner) }));
+        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner), changed: Arc::new(Notify::new()) }));
         let cancel = CancellationToken::new();
         let router = server::router(handle.clone());
         let task = tokio::spawn(server::serve(listener, TlsAcceptor::from(tls), router, cancel.clone()));
