@@ -77,17 +77,29 @@ fn kube_object() -> BoxedStrategy<Value> {
     (
         prop_oneof![Just("v1"), Just("azml.dev/v1alpha1"), Just("apiextensions.k8s.io/v1"), Just("x/y/z")],
         prop_oneof![Just("ConfigMap"), Just("Secret"), Just("MlWorkspace"), Just("CustomResourceDefinition"), Just("")],
-        prop_oneof![3 => "[a-z][a-z0-9-]{0,10}".prop_map(Value::from), 1 => json_value()],
-        json_value(),
-        json_value(),
-        json_value(),
+        prop_oneof![6 => "[a-c]".prop_map(Value::from), 1 => json_value()],
+        prop_oneof![
+            4 => proptest::collection::btree_map("[a-z]{1,4}", "[a-z0-9]{0,4}", 0..3).prop_map(|m| json!(m)),
+            1 => json_value(),
+        ],
+        prop_oneof![4 => Just(None), 1 => json_value().prop_map(Some)],
+        prop_oneof![
+            4 => proptest::collection::btree_map("[a-z]{1,4}", "[ -~]{0,8}", 0..3).prop_map(|m| json!(m)),
+            1 => json_value(),
+        ],
     )
-        .prop_map(|(api, kind, name, labels, managed, spec)| {
-            json!({
+        .prop_map(|(api, kind, name, labels, hostile, data)| {
+            let mut object = json!({
                 "apiVersion": api, "kind": kind,
-                "metadata": {"name": name, "labels": labels, "managedFields": managed, "finalizers": spec.clone()},
-                "spec": spec.clone(), "data": spec.clone(), "stringData": spec,
-            })
+                "metadata": {"name": name, "namespace": "default", "labels": labels},
+                "data": data.clone(), "spec": data,
+            });
+            if let Some(h) = hostile {
+                object["metadata"]["managedFields"] = h.clone();
+                object["metadata"]["finalizers"] = h.clone();
+                object["stringData"] = h;
+            }
+            object
         })
         .boxed()
 }
@@ -155,7 +167,7 @@ mod workspace_plan {
 
     fn dependency() -> BoxedStrategy<Value> {
         prop_oneof![
-            3 => "[a-z0-9]{3,24}".prop_map(|n| json!({"name": n})),
+            12 => "[a-z0-9]{3,24}".prop_map(|n| json!({"name": n})),
             1 => text().prop_map(|n| json!({"name": n})),
             1 => text().prop_map(|id| json!({"id": id})),
             1 => "[a-z0-9]{3,12}".prop_map(|n| json!({"id": format!("/subscriptions/{SUB}/resourceGroups/rg-other/providers/Microsoft.Storage/storageAccounts/{n}")})),
@@ -166,10 +178,10 @@ mod workspace_plan {
 
     fn spec() -> BoxedStrategy<Value> {
         (
-            prop_oneof![4 => Just(SUB.to_string()), 1 => text()],
-            prop_oneof![4 => "[a-z][a-z0-9_.()-]{0,20}", 1 => text()],
-            prop_oneof![Just("westeurope".to_string()), Just("West Europe".to_string()), text()],
-            proptest::option::of(prop_oneof![3 => "[a-z][a-z0-9-]{2,20}", 1 => text()]),
+            prop_oneof![12 => Just(SUB.to_string()), 1 => text()],
+            prop_oneof![12 => "[a-z][a-z0-9_-]{0,20}", 1 => "[a-z][a-z0-9_.()-]{0,20}", 1 => text()],
+            prop_oneof![4 => Just("westeurope".to_string()), 1 => Just("West Europe".to_string()), 1 => text()],
+            proptest::option::of(prop_oneof![12 => "[a-z][a-z0-9-]{2,20}[a-z0-9]", 1 => text()]),
             (proptest::option::of(text()), proptest::option::of(text())),
             proptest::collection::btree_map(text(), text(), 0..4),
             prop_oneof![Just("Enabled"), Just("Disabled")],
@@ -360,7 +372,8 @@ mod workspace_plan {
         fn planning_is_total_deterministic_and_converges(input in input()) {
             let Some(ws) = resource(&input) else { return Ok(()) };
             let Ok(d) = Desired::from_resource(&ws) else { return Ok(()) };
-            prop_assert_eq!(Desired::from_resource(&ws).as_ref(), Ok(&d));
+            let again = Desired::from_resource(&ws);
+            prop_assert_eq!(again.as_ref(), Ok(&d));
             let resource_group = [ResourceGroupState::Unknown, ResourceGroupState::Exists, ResourceGroupState::Missing]
                 [usize::from(input.resource_group) % 3];
             let workspace = input.azure.as_ref().and_then(|v| azure_workspace(&d, v));
@@ -663,7 +676,7 @@ mod kube_requests {
     }
 
     fn path() -> BoxedStrategy<String> {
-        let name = prop_oneof![3 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", 1 => segment()];
+        let name = prop_oneof![6 => "[a-c]", 2 => "[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", 1 => segment()];
         let resource = prop_oneof![
             Just("/api/v1/namespaces/default/configmaps"),
             Just("/api/v1/namespaces/default/secrets"),
@@ -674,7 +687,7 @@ mod kube_requests {
             Just("/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
         ];
         prop_oneof![
-            3 => (resource, proptest::option::of(name), prop_oneof![Just(""), Just("/status"), Just("/scale"), Just("/x")])
+            6 => (resource, proptest::option::of(name), prop_oneof![6 => Just(""), 2 => Just("/status"), 1 => Just("/scale"), 1 => Just("/x")])
                 .prop_map(|(r, n, sub)| match n {
                     Some(n) => format!("{r}/{n}{sub}"),
                     None => r.to_string(),
@@ -713,7 +726,7 @@ mod kube_requests {
             Just("true".to_string()),
             any::<String>(),
         ];
-        proptest::collection::vec((key.prop_map(String::from), value), 0..4).boxed()
+        proptest::collection::vec((key.prop_map(String::from), value), 0..3).boxed()
     }
 
     fn content_type() -> BoxedStrategy<&'static str> {
@@ -727,7 +740,7 @@ mod kube_requests {
             Just("application/apply-patch+yaml"),
             Just("application/apply-patch+cbor"),
             Just("text/plain"),
-            Just("\u{1}garbage"),
+            Just("application/x-garbage;;;=\"\""),
         ]
         .boxed()
     }
@@ -840,29 +853,29 @@ mod arm_requests {
     }
 
     fn path(world: &World) -> BoxedStrategy<String> {
-        let sub = prop_oneof![4 => Just(world.subscription_id.clone()), 1 => text()];
-        let rg = prop_oneof![3 => Just(world.resource_group.clone()), 1 => "[a-zA-Z0-9_.()-]{1,12}", 1 => text()];
-        let provider = prop_oneof![
-            Just("Microsoft.MachineLearningServices/workspaces"),
-            Just("Microsoft.Storage/storageAccounts"),
-            Just("Microsoft.KeyVault/vaults"),
-            Just("Microsoft.Insights/components"),
-            Just("Microsoft.ContainerRegistry/registries"),
-            Just("Microsoft.Authorization/roleAssignments"),
-            Just("Microsoft.Authorization/roleDefinitions"),
-            Just("Microsoft.Nope/things"),
+        let sub = prop_oneof![8 => Just(world.subscription_id.clone()), 1 => text()];
+        let rg = prop_oneof![8 => Just(world.resource_group.clone()), 1 => "[a-zA-Z0-9_.()-]{1,12}", 1 => text()];
+        let resource = prop_oneof![
+            (
+                Just("Microsoft.MachineLearningServices/workspaces"),
+                prop_oneof![
+                    3 => Just(""), 1 => Just("/listKeys"), 1 => Just("/resyncKeys"), 2 => Just("/onlineEndpoints/ep1"),
+                    2 => Just("/onlineEndpoints/ep1/deployments/blue"), 1 => Just("/onlineEndpoints/ep1/regenerateKeys"),
+                    1 => Just("/onlineEndpoints/ep1/listKeys"), 1 => Just("/onlineEndpoints/ep1/deployments"),
+                ]
+            ),
+            (
+                Just("Microsoft.Storage/storageAccounts"),
+                prop_oneof![2 => Just(""), 1 => Just("/listKeys"), 1 => Just("/regenerateKey")]
+            ),
+            (Just("Microsoft.KeyVault/vaults"), Just("")),
+            (Just("Microsoft.Insights/components"), Just("")),
+            (Just("Microsoft.ContainerRegistry/registries"), Just("")),
+            (Just("Microsoft.Authorization/roleAssignments"), Just("")),
+            (Just("Microsoft.Nope/things"), Just("")),
         ];
-        let name = prop_oneof![3 => "[a-z][a-z0-9-]{2,14}", 1 => text()];
-        let tail = prop_oneof![
-            Just(String::new()),
-            Just("/listKeys".to_string()),
-            Just("/regenerateKey".to_string()),
-            Just("/resyncKeys".to_string()),
-            Just("/onlineEndpoints/ep1".to_string()),
-            Just("/onlineEndpoints/ep1/deployments/blue".to_string()),
-            Just("/onlineEndpoints/ep1/regenerateKeys".to_string()),
-            "(/[A-Za-z0-9.%-]{0,8}){1,4}",
-        ];
+        let name = prop_oneof![6 => "[a-c]{3}", 2 => "[a-z][a-z0-9-]{2,14}", 1 => text()];
+        let tail = prop_oneof![6 => Just(String::new()), 1 => "(/[A-Za-z0-9.%-]{0,8}){1,4}"];
         let special = prop_oneof![
             Just("/moveResources"),
             Just("/validateMoveResources"),
@@ -871,8 +884,8 @@ mod arm_requests {
             Just("/providers/Microsoft.MachineLearningServices/locations/global/operationResults/x"),
         ];
         prop_oneof![
-            4 => (sub.clone(), rg.clone(), provider, name, tail)
-                .prop_map(|(s, g, p, n, t)| format!("/subscriptions/{s}/resourceGroups/{g}/providers/{p}/{n}{t}")),
+            6 => (sub.clone(), rg.clone(), resource, name, tail)
+                .prop_map(|(s, g, (p, child), n, t)| format!("/subscriptions/{s}/resourceGroups/{g}/providers/{p}/{n}{child}{t}")),
             1 => (sub.clone(), rg).prop_map(|(s, g)| format!("/subscriptions/{s}/resourcegroups/{g}")),
             1 => (sub, special).prop_map(|(s, x)| format!("/subscriptions/{s}{x}")),
             1 => "(/[A-Za-z0-9.%~-]{0,10}){0,8}",
@@ -880,14 +893,29 @@ mod arm_requests {
         .boxed()
     }
 
-    fn arm_body() -> BoxedStrategy<Vec<u8>> {
-        let shaped = (json_value(), json_value(), json_value(), json_value()).prop_map(|(props, tags, sku, other)| {
-            json!({"location": "eastus", "properties": props, "tags": tags, "sku": sku, "identity": other.clone(),
-                   "resources": other, "targetResourceGroup": "/subscriptions/x/resourceGroups/y", "keyName": "key1"})
-            .to_string()
-            .into_bytes()
+    fn arm_body(world: &World) -> BoxedStrategy<Vec<u8>> {
+        let realistic = json!({
+            "storageAccount": world.storage_account_id, "keyVault": world.key_vault_id,
+            "applicationInsights": world.app_insights_id, "authMode": "Key", "model": "azureml:m:1",
+            "instanceType": "Standard_DS3_v2", "endpointComputeType": "Managed",
+            "roleDefinitionId": format!("/subscriptions/{}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7", world.subscription_id),
+            "principalId": world.users.first().cloned().unwrap_or_default(),
         });
-        prop_oneof![3 => shaped, 2 => body()].boxed()
+        let shaped = (json_value(), json_value(), json_value(), any::<bool>(), any::<bool>()).prop_map(
+            move |(props, tags, other, realistic_props, well_tagged)| {
+                let mut properties = if realistic_props { realistic.clone() } else { props.clone() };
+                if let (Some(p), Value::Object(extra)) = (properties.as_object_mut(), props) {
+                    p.extend(extra.into_iter().take(2));
+                }
+                let tags = if well_tagged { json!({"team": "a"}) } else { tags };
+                json!({"location": "eastus", "properties": properties, "tags": tags, "sku": {"name": "Default", "capacity": 1},
+                       "identity": {"type": "SystemAssigned"}, "kind": "Default", "resources": other,
+                       "targetResourceGroup": "/subscriptions/x/resourceGroups/y", "keyName": "key1", "keyType": "Primary"})
+                    .to_string()
+                    .into_bytes()
+            },
+        );
+        prop_oneof![4 => shaped, 1 => body()].boxed()
     }
 
     proptest! {
@@ -899,12 +927,12 @@ mod arm_requests {
             method in prop_oneof![Just("GET"), Just("PUT"), Just("PATCH"), Just("POST"), Just("DELETE"), Just("HEAD")],
             path in path(&World::default_sandbox()),
             api_version in prop_oneof![
-                Just(Some("2025-09-01".to_string())), Just(Some("2025-06-01".to_string())),
-                Just(Some("2022-04-01".to_string())), Just(Some("2025-04-01".to_string())), Just(None),
-                proptest::option::of(text()),
+                12 => Just(Some("2025-09-01".to_string())), 1 => Just(Some("2025-06-01".to_string())),
+                1 => Just(Some("2022-04-01".to_string())), 1 => Just(Some("2025-04-01".to_string())), 1 => Just(None),
+                1 => proptest::option::of(text()),
             ],
             auth in prop_oneof![6 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
-            body in arm_body(),
+            body in arm_body(&World::default_sandbox()),
             json_type in any::<bool>(),
         ) {
             let a = arm();
