@@ -285,3 +285,53 @@ fn a_saved_port_in_use_is_reported_and_can_be_overridden() {
     assert_eq!(sandbox.kubectl_ok(&["get", "configmap", "kept", "-o", "jsonpath={.data.a}"]), "b");
     drop(squatter);
 }
+
+#[tokio::test]
+async fn a_restarted_simulator_accepts_the_tokens_it_issued_before() {
+    use azml_operator::sandbox::arm::{ArmSimulator, SimConfig, SimHandle, World};
+    azml_operator::tls_provider::install();
+    let world = World::default_sandbox();
+    let first = ArmSimulator::start(SimConfig::new(world.state.clone())).await.unwrap_or_else(|e| panic!("{e}"));
+    let http = |ca: &str| {
+        let cert = reqwest::Certificate::from_pem(ca.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        reqwest::Client::builder().add_root_certificate(cert).build().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let client = http(&first.ca_pem);
+    let form = [
+        ("client_id", world.operator.client_id.as_str()),
+        ("client_secret", world.operator.secret.expose()),
+        ("scope", "https://management.azure.com/.default"),
+        ("grant_type", "client_credentials"),
+    ];
+    let token_answer: Value = client
+        .post(first.token_url())
+        .form(&form)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let token = token_answer["access_token"].as_str().unwrap_or_default().to_string();
+    let saved = first.handle.persistent_json().unwrap_or_else(|e| panic!("{e}"));
+    first.shutdown().await;
+
+    let (state, tokens) = SimHandle::parse_persistent(&saved).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = SimConfig::new(state);
+    config.tokens = tokens;
+    let second = ArmSimulator::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    let client = http(&second.ca_pem);
+    let get = |token: &str| {
+        client
+            .get(format!("{}/subscriptions/{}?api-version=2022-12-01", second.endpoint, world.subscription_id))
+            .bearer_auth(token)
+            .send()
+    };
+    let status = get(&token).await.unwrap_or_else(|e| panic!("{e}")).status();
+    assert_eq!(status, 200, "a token issued before the restart is refused");
+    let status = get("made-up").await.unwrap_or_else(|e| panic!("{e}")).status();
+    assert_eq!(status, 401);
+    // A bare state (the format `SimHandle::save` writes) still loads, without tokens.
+    let bare = serde_json::to_vec(&second.handle.snapshot()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(SimHandle::parse_persistent(&bare).is_ok());
+}

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::arm::{ArmSimulator, FaultRule, RunningSim, SimConfig, SimError, SimState};
+use super::arm::{ArmSimulator, FaultRule, RunningSim, SavedTokens, SimConfig, SimError, SimHandle, SimState};
 use super::kube_api::{KubeApiServer, RunningServer, ServerOptions, Store};
 use super::persist::{self, StateWriter, Visibility};
 use super::tls::SandboxCa;
@@ -38,7 +38,7 @@ const FIELD_MANAGER: &str = "azml-sandbox";
 /// Files of the state dir. The ones marked private hold secrets and are created mode 0600.
 /// Every Kubernetes object (Secrets too): private.
 const KUBE_STATE: &str = "kube-state.json";
-/// The simulated Azure (storage keys, client secrets, pending operations): private.
+/// The simulated Azure (storage keys, client secrets, pending operations, access tokens issued): private.
 const AZURE_STATE: &str = "azure-state.json";
 /// Where the servers listen (their ports are reused by a restart).
 const INFO_FILE: &str = "sandbox.json";
@@ -275,16 +275,17 @@ impl Sandbox {
         // Azure: the world saved by the previous run, or a fresh one.
         let seeded = SandboxWorld::seed();
         let arm_state_file = state_dir.join(AZURE_STATE);
-        let sim_state = if !args.fresh && arm_state_file.exists() {
+        let (sim_state, tokens) = if !args.fresh && arm_state_file.exists() {
             read_sim_state(&arm_state_file)?
         } else {
-            seeded.state.clone()
+            (seeded.state.clone(), SavedTokens::default())
         };
         let (arm_port, arm_saved) = choose_port(args.arm_port, saved.as_ref().and_then(SandboxInfo::arm_port));
         let mut sim_config = SimConfig::new(sim_state);
         sim_config.bind = ([127, 0, 0, 1], arm_port).into();
         sim_config.lro_duration = args.lro_duration;
         sim_config.ca = Some(ca);
+        sim_config.tokens = tokens;
         let arm = ArmSimulator::start(sim_config).await.map_err(|e| match e {
             SimError::Bind { source, .. } if arm_saved && source.kind() == std::io::ErrorKind::AddrInUse => {
                 SandboxError::PortTaken {
@@ -393,9 +394,9 @@ fn load_or_create_ca(state_dir: &Path) -> Result<Arc<SandboxCa>, SandboxError> {
     Ok(Arc::new(ca))
 }
 
-fn read_sim_state(path: &Path) -> Result<SimState, SandboxError> {
+fn read_sim_state(path: &Path) -> Result<(SimState, SavedTokens), SandboxError> {
     let text = read_file(path)?;
-    serde_json::from_str(&text).map_err(|e| SandboxError::Invalid(format!("{}: {e}", path.display())))
+    SimHandle::parse_persistent(text.as_bytes()).map_err(|e| SandboxError::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// Saves the Kubernetes store after every committed change (the store's own event stream wakes the writer).
@@ -420,8 +421,7 @@ fn kube_state_writer(kube: &RunningServer, path: PathBuf) -> (StateWriter, tokio
 /// Saves the simulated Azure after every request that may have changed it.
 fn arm_state_writer(arm: &RunningSim, path: PathBuf) -> StateWriter {
     let handle = arm.handle.clone();
-    let snapshot: persist::SnapshotFn =
-        Arc::new(move || serde_json::to_vec(&handle.snapshot()).map_err(|e| e.to_string()));
+    let snapshot: persist::SnapshotFn = Arc::new(move || handle.persistent_json().map_err(|e| e.to_string()));
     StateWriter::spawn(path, Visibility::Private, arm.handle.changes(), snapshot, SAVE_INTERVAL)
 }
 

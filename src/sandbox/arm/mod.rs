@@ -90,6 +90,34 @@ pub struct SimConfig {
     /// The CA that signs the server certificate; default: a fresh one. The sandbox passes the CA it saved, so
     /// clients trusting the old CA file keep working after a restart.
     pub ca: Option<Arc<SandboxCa>>,
+    /// Access tokens issued by an earlier run (see [`SimHandle::persistent_json`]); default: none.
+    pub tokens: SavedTokens,
+}
+
+/// Access tokens issued by a simulator, read back from [`SimHandle::persistent_json`]. `Debug` shows no token.
+#[derive(Clone, Default)]
+pub struct SavedTokens(auth::Tokens);
+
+impl std::fmt::Debug for SavedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedTokens(<redacted>)")
+    }
+}
+
+/// What [`SimHandle::persistent_json`] writes: the state and the tokens issued.
+#[derive(serde::Serialize)]
+struct PersistentOut<'a> {
+    #[serde(flatten)]
+    state: &'a SimState,
+    tokens: &'a auth::Tokens,
+}
+
+#[derive(serde::Deserialize)]
+struct PersistentIn {
+    #[serde(flatten)]
+    state: SimState,
+    #[serde(default)]
+    tokens: auth::Tokens,
 }
 
 impl SimConfig {
@@ -104,6 +132,7 @@ impl SimConfig {
             throttle: ThrottleConfig::default(),
             page_size: 100,
             ca: None,
+            tokens: SavedTokens::default(),
         }
     }
 }
@@ -265,6 +294,23 @@ impl SimHandle {
         self.lock().state = state;
     }
 
+    /// The state and the access tokens issued, as one JSON document (a [`SimState`] with a `tokens` field), for a
+    /// sandbox that must restart where it stopped. Holds secrets: keep it private. Serialised outside the lock.
+    pub fn persistent_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let (state, tokens) = {
+            let g = self.lock_quiet();
+            (g.state.clone(), g.tokens.clone())
+        };
+        serde_json::to_vec(&PersistentOut { state: &state, tokens: &tokens })
+    }
+
+    /// Reads a [`SimHandle::persistent_json`] document (or a bare state written by [`SimHandle::save`]): the state
+    /// and the tokens, to start a simulator with ([`SimConfig::state`], [`SimConfig::tokens`]).
+    pub fn parse_persistent(bytes: &[u8]) -> Result<(SimState, SavedTokens), serde_json::Error> {
+        let saved: PersistentIn = serde_json::from_slice(bytes)?;
+        Ok((saved.state, SavedTokens(saved.tokens)))
+    }
+
     /// Saves the state as JSON (contains secrets: keep the file private).
     pub fn save(&self, path: &Path) -> Result<(), SimError> {
         let err = |m: String| SimError::StateFile { path: path.display().to_string(), message: m };
@@ -361,7 +407,7 @@ impl ArmSimulator {
             calls: control::CallLog::default(),
             faults: control::Faults::default(),
             throttle: control::Throttle::new(config.throttle),
-            tokens: auth::Tokens::default(),
+            tokens: config.tokens.0,
             knobs: Knobs {
                 lro_duration: config.lro_duration,
                 retry_after_secs: config.retry_after_secs,
