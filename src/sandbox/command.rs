@@ -405,12 +405,10 @@ fn kube_state_writer(kube: &RunningServer, path: PathBuf) -> (StateWriter, tokio
     let mut events = kube.store().subscribe();
     let notify = changed.clone();
     let forward = tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                // A lagging receiver missed events, which only means that something changed.
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => notify.notify_one(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-            }
+        use tokio::sync::broadcast::error::RecvError;
+        // A lagging receiver missed events, which only means that something changed.
+        while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
+            notify.notify_one();
         }
     });
     let store = kube.store().clone();

@@ -103,7 +103,7 @@ pub type SnapshotFn = Arc<dyn Fn() -> Result<Vec<u8>, String> + Send + Sync>;
 pub struct StateWriter {
     path: PathBuf,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for StateWriter {
@@ -124,15 +124,25 @@ impl StateWriter {
     ) -> Self {
         let stop = CancellationToken::new();
         let task = tokio::spawn(run(path.clone(), visibility, changed, snapshot, min_interval, stop.clone()));
-        StateWriter { path, stop, task }
+        StateWriter { path, stop, task: Some(task) }
     }
 
     /// Writes the latest state one last time and stops.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
         self.stop.cancel();
-        if let Err(e) = self.task.await {
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
             warn!(path = %self.path.display(), error = %e, "the state writer ended abnormally");
         }
+    }
+}
+
+impl Drop for StateWriter {
+    /// A writer dropped without [`StateWriter::finish`] (e.g. a start that failed half-way) still writes the
+    /// latest state once, in the background, and ends.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
