@@ -171,9 +171,10 @@ fn saved_object(state: &Path, plural: &str, name: &str) -> Option<Value> {
         .find_map(|e| (e["plural"] == plural && e["object"]["metadata"]["name"] == name).then(|| e["object"].clone()))
 }
 
-/// The saved simulated Azure.
+/// The saved simulated Azure (null until the first save).
 fn saved_azure(state: &Path) -> Value {
-    read_json(&state.join("azure-state.json"))
+    let path = state.join("azure-state.json");
+    if path.exists() { read_json(&path) } else { Value::Null }
 }
 
 #[cfg(unix)]
