@@ -35,7 +35,8 @@ pub const BINDING_NAME: &str = "sandbox";
 const CREDENTIAL_SECRET: &str = "sandbox-operator";
 const FIELD_MANAGER: &str = "azml-sandbox";
 
-/// Files of the state dir. The ones marked private hold secrets and are created mode 0600.
+// Files of the state dir. The ones marked private hold secrets and are created mode 0600.
+
 /// Every Kubernetes object (Secrets too): private.
 const KUBE_STATE: &str = "kube-state.json";
 /// The simulated Azure (storage keys, client secrets, pending operations, access tokens issued): private.
@@ -155,6 +156,9 @@ pub enum SandboxError {
     /// The ARM simulator failed to start or to save/load state.
     #[error("ARM simulator: {0}")]
     Arm(#[from] super::arm::SimError),
+    /// The sandbox CA could not be created, saved or loaded.
+    #[error("sandbox CA: {0}")]
+    Ca(#[source] super::tls::TlsError),
     /// Talking to the Kubernetes API emulator failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -385,12 +389,11 @@ impl Sandbox {
 /// The CA saved by a previous run (so clients that trust `ca.pem` keep working), or a new one, saved.
 fn load_or_create_ca(state_dir: &Path) -> Result<Arc<SandboxCa>, SandboxError> {
     let (cert, key) = (state_dir.join(CA_CERT), state_dir.join(CA_KEY));
-    let tls = |e| SandboxError::Arm(SimError::Tls(e));
     if cert.exists() && key.exists() {
-        return SandboxCa::load(&cert, &key).map(Arc::new).map_err(tls);
+        return SandboxCa::load(&cert, &key).map(Arc::new).map_err(SandboxError::Ca);
     }
-    let ca = SandboxCa::generate().map_err(tls)?;
-    ca.save(&cert, &key).map_err(tls)?;
+    let ca = SandboxCa::generate().map_err(SandboxError::Ca)?;
+    ca.save(&cert, &key).map_err(SandboxError::Ca)?;
     Ok(Arc::new(ca))
 }
 

@@ -388,7 +388,8 @@ impl Drop for RunningSim {
 pub struct ArmSimulator;
 
 impl ArmSimulator {
-    /// Generates a CA, binds `config.bind` and starts serving in the background (call within a Tokio runtime).
+    /// Generates a CA (unless `config.ca` brings one), binds `config.bind` and starts serving in the background
+    /// (call within a Tokio runtime).
     pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
         let ca = match config.ca {
             Some(ca) => ca,
