@@ -3,6 +3,9 @@
 //!
 //! The controller runs exactly as under `azml-operator run`: it talks HTTP to the Kubernetes emulator through a
 //! kubeconfig and HTTPS to the simulator (trusting the sandbox CA), with a client-secret SubscriptionBinding.
+//!
+//! The state survives a crash: both stores are saved to `--state-dir` as they change ([`super::persist`]), and a
+//! restart reuses the saved state, CA and ports, so the operation URLs the operator keeps in status stay valid.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
