@@ -3,8 +3,12 @@
 //!
 //! The controller runs exactly as under `azml-operator run`: it talks HTTP to the Kubernetes emulator through a
 //! kubeconfig and HTTPS to the simulator (trusting the sandbox CA), with a client-secret SubscriptionBinding.
+//!
+//! The state survives a crash: both stores are saved to `--state-dir` as they change ([`super::persist`]), and a
+//! restart reuses the saved state, CA and ports, so the operation URLs the operator keeps in status stay valid.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -14,11 +18,14 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::arm::{ArmSimulator, FaultRule, RunningSim, SimConfig};
-use super::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+use super::arm::{ArmSimulator, FaultRule, RunningSim, SavedTokens, SimConfig, SimError, SimHandle, SimState};
+use super::kube_api::{KubeApiServer, RunningServer, ServerOptions, Store};
+use super::persist::{self, StateWriter, Visibility};
+use super::tls::SandboxCa;
 use super::world::{self, SandboxWorld};
 use crate::api::v1alpha1::SubscriptionBinding;
 use crate::azure::AzureCloud;
@@ -30,6 +37,23 @@ pub const OPERATOR_NAMESPACE: &str = "azml-system";
 pub const BINDING_NAME: &str = "sandbox";
 const CREDENTIAL_SECRET: &str = "sandbox-operator";
 const FIELD_MANAGER: &str = "azml-sandbox";
+
+// Files of the state dir. The ones marked private hold secrets and are created mode 0600.
+
+/// Every Kubernetes object (Secrets too): private.
+const KUBE_STATE: &str = "kube-state.json";
+/// The simulated Azure (storage keys, client secrets, pending operations, access tokens issued): private.
+const AZURE_STATE: &str = "azure-state.json";
+/// Where the servers listen (their ports are reused by a restart).
+const INFO_FILE: &str = "sandbox.json";
+/// The CA certificate clients trust.
+const CA_CERT: &str = "ca.pem";
+/// The CA's private key: private.
+const CA_KEY: &str = "ca-key.pem";
+/// Settings for Azure tools, with the sandbox user's client secret: private.
+const AZURE_ENV: &str = "azure.env";
+/// Least time between two saves of the same file: a burst of changes is written once or twice.
+const SAVE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Settings of `azml-operator sandbox`.
 #[derive(Args, Debug, Clone)]
@@ -45,13 +69,15 @@ pub struct SandboxArgs {
     #[arg(long, default_value = ".sandbox", global = true)]
     pub state_dir: PathBuf,
 
-    /// Port of the Kubernetes API emulator (0: any free port).
-    #[arg(long, default_value_t = 0)]
-    pub kube_port: u16,
+    /// Port of the Kubernetes API emulator. Default: the port of the previous run saved in --state-dir (so the
+    /// kubeconfig stays valid), else any free port; 0: any free port.
+    #[arg(long)]
+    pub kube_port: Option<u16>,
 
-    /// Port of the ARM + Entra ID simulator (0: any free port).
-    #[arg(long, default_value_t = 0)]
-    pub arm_port: u16,
+    /// Port of the ARM + Entra ID simulator. Default: the port of the previous run saved in --state-dir (so the
+    /// operation URLs the operator stored in status keep working), else any free port; 0: any free port.
+    #[arg(long)]
+    pub arm_port: Option<u16>,
 
     /// How long every simulated long-running Azure operation takes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -67,7 +93,7 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_period: Duration,
 
-    /// Start from a freshly seeded world instead of the state saved in --state-dir.
+    /// Start from a freshly seeded world instead of the state saved in --state-dir (the ports and the CA are kept).
     #[arg(long)]
     pub fresh: bool,
 }
@@ -138,6 +164,9 @@ pub enum SandboxError {
     /// The ARM simulator failed to start or to save/load state.
     #[error("ARM simulator: {0}")]
     Arm(#[from] super::arm::SimError),
+    /// The sandbox CA could not be created, saved or loaded.
+    #[error("sandbox CA: {0}")]
+    Ca(#[source] super::tls::TlsError),
     /// Talking to the Kubernetes API emulator failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -156,6 +185,22 @@ pub enum SandboxError {
     /// Waiting for the termination signal failed.
     #[error("cannot listen for termination signals: {0}")]
     Signal(#[source] std::io::Error),
+    /// The port a previous run saved is used by another process.
+    #[error(
+        "the {server} port {port} saved in {info} by the previous run is in use (is another sandbox running on this \
+         state dir?): stop the process holding it, or pass {flag} 0 to take any free port (operations the operator \
+         stored in status with the old ARM port then cannot be polled and are started again)"
+    )]
+    PortTaken {
+        /// Which server.
+        server: &'static str,
+        /// The saved port.
+        port: u16,
+        /// The option that overrides it.
+        flag: &'static str,
+        /// The file it was saved in.
+        info: PathBuf,
+    },
 }
 
 /// What a running sandbox records in `<state-dir>/sandbox.json` so that `sandbox azure ...` can reach it.
@@ -168,6 +213,34 @@ pub struct SandboxInfo {
     pub arm_endpoint: String,
     /// PEM file of the sandbox CA.
     pub ca_file: PathBuf,
+}
+
+impl SandboxInfo {
+    /// The saved info of a previous run, if there is a readable one.
+    fn read(state_dir: &Path) -> Option<SandboxInfo> {
+        let path = state_dir.join(INFO_FILE);
+        let text = std::fs::read_to_string(&path).ok()?;
+        serde_json::from_str(&text)
+            .inspect_err(|e| warn!(path = %path.display(), error = %e, "ignoring an unreadable sandbox info file"))
+            .ok()
+    }
+
+    fn kube_port(&self) -> Option<u16> {
+        url::Url::parse(&self.kube_url).ok()?.port()
+    }
+
+    fn arm_port(&self) -> Option<u16> {
+        url::Url::parse(&self.arm_endpoint).ok()?.port()
+    }
+}
+
+/// The port to bind: the one asked for, else the saved one (then `true`), else any.
+fn choose_port(asked: Option<u16>, saved: Option<u16>) -> (u16, bool) {
+    match (asked, saved) {
+        (Some(port), _) => (port, false),
+        (None, Some(port)) => (port, true),
+        (None, None) => (0, false),
+    }
 }
 
 /// Runs the sandbox (or one of its helpers) until Ctrl-C / SIGTERM.
@@ -192,53 +265,91 @@ pub struct Sandbox {
     state_dir: PathBuf,
     controller: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
+    writers: Vec<StateWriter>,
+    kube_changes: tokio::task::JoinHandle<()>,
     /// Where the pieces listen.
     pub info: SandboxInfo,
 }
 
 impl Sandbox {
-    /// Starts the emulators, seeds them, writes the kubeconfig and azure.env, and starts the controller.
+    /// Starts the emulators from the saved state (or a freshly seeded world), keeps the state saved as it changes,
+    /// seeds Kubernetes, writes the kubeconfig and azure.env, and starts the controller.
     pub async fn start(args: &SandboxArgs, shutdown: CancellationToken) -> Result<Sandbox, SandboxError> {
         crate::tls_provider::install();
         let state_dir = args.state_dir.clone();
-        create_dir(&state_dir)?;
-        let arm_state_file = state_dir.join("azure-state.json");
-        let kube_state_file = state_dir.join("kube-state.json");
-        let restore = !args.fresh && arm_state_file.exists();
+        persist::create_private_dir(&state_dir)
+            .map_err(|source| SandboxError::File { path: state_dir.clone(), source })?;
+        let saved = SandboxInfo::read(&state_dir);
+        let info_path = state_dir.join(INFO_FILE);
+        let ca = load_or_create_ca(&state_dir)?;
+        let ca_file = state_dir.join(CA_CERT);
 
-        // Azure: a fresh world, or the one saved by the previous run.
+        // Azure: the world saved by the previous run, or a fresh one.
         let seeded = SandboxWorld::seed();
-        let mut sim_config = SimConfig::new(seeded.state.clone());
-        sim_config.bind = ([127, 0, 0, 1], args.arm_port).into();
+        let arm_state_file = state_dir.join(AZURE_STATE);
+        let (sim_state, tokens) = if !args.fresh && arm_state_file.exists() {
+            read_sim_state(&arm_state_file)?
+        } else {
+            (seeded.state.clone(), SavedTokens::default())
+        };
+        let (arm_port, arm_saved) = choose_port(args.arm_port, saved.as_ref().and_then(SandboxInfo::arm_port));
+        let mut sim_config = SimConfig::new(sim_state);
+        sim_config.bind = ([127, 0, 0, 1], arm_port).into();
         sim_config.lro_duration = args.lro_duration;
         sim_config.time_scale = args.time_scale;
-        let arm = ArmSimulator::start(sim_config).await?;
-        if restore {
-            arm.handle.load(&arm_state_file)?;
-        }
+        sim_config.ca = Some(ca);
+        sim_config.tokens = tokens;
+        let arm = ArmSimulator::start(sim_config).await.map_err(|e| match e {
+            SimError::Bind { source, .. } if arm_saved && source.kind() == std::io::ErrorKind::AddrInUse => {
+                SandboxError::PortTaken {
+                    server: "ARM simulator",
+                    port: arm_port,
+                    flag: "--arm-port",
+                    info: info_path.clone(),
+                }
+            }
+            other => SandboxError::Arm(other),
+        })?;
         let operator_secret = operator_secret(&arm, &seeded);
         let user_secret = user_secret(&arm, &seeded);
-        let ca_file = state_dir.join("ca.pem");
-        arm.write_ca(&ca_file)?;
 
-        // Kubernetes.
-        let kube_options = ServerOptions { addr: ([127, 0, 0, 1], args.kube_port).into(), ..Default::default() };
-        let kube = KubeApiServer::start(kube_options).await.map_err(SandboxError::KubeServer)?;
-        if restore && kube_state_file.exists() {
+        // Kubernetes: the store is restored before the server accepts its first request.
+        let kube_options = ServerOptions::default();
+        let store = Arc::new(Store::new(kube_options.history_limit));
+        let kube_state_file = state_dir.join(KUBE_STATE);
+        if !args.fresh && kube_state_file.exists() {
             let text = read_file(&kube_state_file)?;
-            kube.store()
+            store
                 .restore_json(&text)
                 .map_err(|e| SandboxError::Invalid(format!("{}: {e}", kube_state_file.display())))?;
         }
-        kube.write_kubeconfig(&args.kubeconfig)
-            .map_err(|source| SandboxError::File { path: args.kubeconfig.clone(), source })?;
+        let (kube_port, kube_saved) = choose_port(args.kube_port, saved.as_ref().and_then(SandboxInfo::kube_port));
+        let kube_options = ServerOptions { addr: ([127, 0, 0, 1], kube_port).into(), ..kube_options };
+        let kube = KubeApiServer::start_with_store(kube_options, store).await.map_err(|e| {
+            if kube_saved && e.kind() == std::io::ErrorKind::AddrInUse {
+                SandboxError::PortTaken {
+                    server: "Kubernetes API",
+                    port: kube_port,
+                    flag: "--kube-port",
+                    info: info_path.clone(),
+                }
+            } else {
+                SandboxError::KubeServer(e)
+            }
+        })?;
+
+        // From here on every change is saved as it happens.
+        let (kube_writer, kube_changes) = kube_state_writer(&kube, kube_state_file);
+        let writers = vec![kube_writer, arm_state_writer(&arm, arm_state_file)];
+        let info = SandboxInfo { kube_url: kube.url(), arm_endpoint: arm.endpoint.clone(), ca_file: ca_file.clone() };
+        let info_json = serde_json::to_string_pretty(&info).unwrap_or_default();
+        write_file(&info_path, info_json.as_bytes(), Visibility::Public)?;
+        write_file(&args.kubeconfig, kube.kubeconfig_yaml().as_bytes(), Visibility::Public)?;
+
         let client = kube.client()?;
         install_crds(&client).await?;
         seed_kubernetes(&client, &operator_secret).await?;
-
         write_azure_env(&state_dir, &arm, &ca_file, &user_secret)?;
-        let info = SandboxInfo { kube_url: kube.url(), arm_endpoint: arm.endpoint.clone(), ca_file: ca_file.clone() };
-        write_file(&state_dir.join("sandbox.json"), &serde_json::to_string_pretty(&info).unwrap_or_default())?;
 
         // The controller, as `run` would start it.
         let cloud = AzureCloud::custom(&arm.endpoint, &arm.endpoint)
@@ -246,7 +357,7 @@ impl Sandbox {
             .map_err(|e| SandboxError::Azure(Box::new(e)))?;
         let config = sandbox_controller_config(cloud, args.resync_period);
         let controller = tokio::spawn(controller::run(client, config, shutdown.clone()));
-        Ok(Sandbox { kube, arm, state_dir, controller, shutdown, info })
+        Ok(Sandbox { kube, arm, state_dir, controller, shutdown, writers, kube_changes, info })
     }
 
     fn print_welcome(&self, args: &SandboxArgs) {
@@ -255,7 +366,8 @@ impl Sandbox {
         println!("azml-operator sandbox");
         println!("  Kubernetes API      {}   (kubeconfig: {kubeconfig})", self.info.kube_url);
         println!("  Azure ARM + Entra   {}   (CA: {})", self.info.arm_endpoint, self.info.ca_file.display());
-        println!("  Azure SDK settings  {state}/azure.env   (source it for az / the Azure SDKs)");
+        println!("  Azure SDK settings  {state}/{AZURE_ENV}   (source it for az / the Azure SDKs)");
+        println!("  State               {state}/   (saved as it changes; a restart continues from it)");
         println!();
         println!("Try:");
         println!("  export KUBECONFIG={kubeconfig}");
@@ -268,19 +380,60 @@ impl Sandbox {
         println!("sandbox ready");
     }
 
-    /// Stops the controller, saves the state for the next run and stops the servers.
+    /// Stops the controller, writes the last state and stops the servers.
     pub async fn stop(self) -> Result<(), SandboxError> {
         self.shutdown.cancel();
         if let Err(err) = self.controller.await {
             warn!(error = %err, "the controller task ended abnormally");
         }
-        self.arm.handle.save(&self.state_dir.join("azure-state.json"))?;
-        let kube_state = self.kube.store().snapshot_json();
-        write_file(&self.state_dir.join("kube-state.json"), &kube_state)?;
+        for writer in self.writers {
+            writer.finish().await;
+        }
+        self.kube_changes.abort();
         self.kube.shutdown().await;
         self.arm.shutdown().await;
         Ok(())
     }
+}
+
+/// The CA saved by a previous run (so clients that trust `ca.pem` keep working), or a new one, saved.
+fn load_or_create_ca(state_dir: &Path) -> Result<Arc<SandboxCa>, SandboxError> {
+    let (cert, key) = (state_dir.join(CA_CERT), state_dir.join(CA_KEY));
+    if cert.exists() && key.exists() {
+        return SandboxCa::load(&cert, &key).map(Arc::new).map_err(SandboxError::Ca);
+    }
+    let ca = SandboxCa::generate().map_err(SandboxError::Ca)?;
+    ca.save(&cert, &key).map_err(SandboxError::Ca)?;
+    Ok(Arc::new(ca))
+}
+
+fn read_sim_state(path: &Path) -> Result<(SimState, SavedTokens), SandboxError> {
+    let text = read_file(path)?;
+    SimHandle::parse_persistent(text.as_bytes()).map_err(|e| SandboxError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// Saves the Kubernetes store after every committed change (the store's own event stream wakes the writer).
+fn kube_state_writer(kube: &RunningServer, path: PathBuf) -> (StateWriter, tokio::task::JoinHandle<()>) {
+    let changed = Arc::new(Notify::new());
+    let mut events = kube.store().subscribe();
+    let notify = changed.clone();
+    let forward = tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        // A lagging receiver missed events, which only means that something changed.
+        while let Ok(_) | Err(RecvError::Lagged(_)) = events.recv().await {
+            notify.notify_one();
+        }
+    });
+    let store = kube.store().clone();
+    let snapshot: persist::SnapshotFn = Arc::new(move || Ok(store.snapshot_json().into_bytes()));
+    (StateWriter::spawn(path, Visibility::Private, changed, snapshot, SAVE_INTERVAL), forward)
+}
+
+/// Saves the simulated Azure after every request that may have changed it.
+fn arm_state_writer(arm: &RunningSim, path: PathBuf) -> StateWriter {
+    let handle = arm.handle.clone();
+    let snapshot: persist::SnapshotFn = Arc::new(move || handle.persistent_json().map_err(|e| e.to_string()));
+    StateWriter::spawn(path, Visibility::Private, arm.handle.changes(), snapshot, SAVE_INTERVAL)
 }
 
 /// Controller settings for the sandbox: the defaults of `run`, with polls and retries scaled to the simulator.
@@ -393,11 +546,11 @@ fn write_azure_env(state_dir: &Path, arm: &RunningSim, ca_file: &Path, user_secr
         endpoint = arm.endpoint,
         principals = world::principals_env(),
     );
-    write_private_file(&state_dir.join("azure.env"), &text)
+    write_file(&state_dir.join(AZURE_ENV), text.as_bytes(), Visibility::Private)
 }
 
 async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), SandboxError> {
-    let info_path = state_dir.join("sandbox.json");
+    let info_path = state_dir.join(INFO_FILE);
     let info: SandboxInfo = serde_json::from_str(&read_file(&info_path)?)
         .map_err(|e| SandboxError::Invalid(format!("{}: {e} (is the sandbox running?)", info_path.display())))?;
     crate::tls_provider::install();
@@ -445,26 +598,12 @@ async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), Sand
     Ok(())
 }
 
-fn create_dir(path: &Path) -> Result<(), SandboxError> {
-    std::fs::create_dir_all(path).map_err(|source| SandboxError::File { path: path.to_path_buf(), source })
-}
-
 fn read_file(path: &Path) -> Result<String, SandboxError> {
     std::fs::read_to_string(path).map_err(|source| SandboxError::File { path: path.to_path_buf(), source })
 }
 
-fn write_file(path: &Path, text: &str) -> Result<(), SandboxError> {
-    std::fs::write(path, text).map_err(|source| SandboxError::File { path: path.to_path_buf(), source })
-}
-
-/// Writes a file only its owner can read: it holds a client secret.
-fn write_private_file(path: &Path, text: &str) -> Result<(), SandboxError> {
-    write_file(path, text)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|source| SandboxError::File { path: path.to_path_buf(), source })?;
-    }
-    Ok(())
+/// Replaces a file atomically (private files are mode 0600 from creation).
+fn write_file(path: &Path, bytes: &[u8], visibility: Visibility) -> Result<(), SandboxError> {
+    persist::write_atomic(path, bytes, visibility)
+        .map_err(|source| SandboxError::File { path: path.to_path_buf(), source })
 }

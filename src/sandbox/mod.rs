@@ -3,5 +3,6 @@
 pub mod arm;
 pub mod command;
 pub mod kube_api;
+pub mod persist;
 pub mod tls;
 pub mod world;

@@ -33,6 +33,14 @@ pub enum TlsError {
         #[source]
         source: std::io::Error,
     },
+    /// A saved CA could not be read back.
+    #[error("cannot load the saved CA from {path}: {message}")]
+    Load {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// A certificate authority generated in memory for one sandbox run.
@@ -40,6 +48,8 @@ pub struct SandboxCa {
     issuer: Issuer<'static, KeyPair>,
     ca_der: CertificateDer<'static>,
     ca_pem: String,
+    /// PKCS#8 PEM of the CA key, kept to save it (see [`SandboxCa::save`]).
+    key_pem: String,
 }
 
 impl fmt::Debug for SandboxCa {
@@ -52,6 +62,17 @@ impl fmt::Debug for SandboxCa {
 impl SandboxCa {
     /// Generates a fresh CA (ECDSA P-256, valid for the default rcgen window).
     pub fn generate() -> Result<Self, TlsError> {
+        let params = Self::ca_params()?;
+        let key = KeyPair::generate()?;
+        let cert = params.self_signed(&key)?;
+        let ca_der = cert.der().clone();
+        let ca_pem = cert.pem();
+        let key_pem = key.serialize_pem();
+        Ok(Self { issuer: Issuer::new(params, key), ca_der, ca_pem, key_pem })
+    }
+
+    /// Subject and usages of the CA certificate (the issuer fields of every leaf it signs).
+    fn ca_params() -> Result<CertificateParams, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "azml-operator sandbox CA");
@@ -60,11 +81,39 @@ impl SandboxCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        let ca_der = cert.der().clone();
-        let ca_pem = cert.pem();
-        Ok(Self { issuer: Issuer::new(params, key), ca_der, ca_pem })
+        Ok(params)
+    }
+
+    /// Saves the certificate (readable) and the private key (mode 0600 from creation), each atomically.
+    pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<(), TlsError> {
+        let write = |path: &Path, text: &str, visibility| {
+            super::persist::write_atomic(path, text.as_bytes(), visibility)
+                .map_err(|source| TlsError::Write { path: path.display().to_string(), source })
+        };
+        write(key_path, &self.key_pem, super::persist::Visibility::Private)?;
+        write(cert_path, &self.ca_pem, super::persist::Visibility::Public)
+    }
+
+    /// Loads a CA saved by [`SandboxCa::save`]: the same certificate keeps signing, so clients that trust the
+    /// saved certificate keep trusting the servers of a restarted sandbox.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|e| TlsError::Load { path: path.display().to_string(), message: e.to_string() })
+        };
+        let invalid = |path: &Path, message: String| TlsError::Load { path: path.display().to_string(), message };
+        let (ca_pem, key_pem) = (read(cert_path)?, read(key_path)?);
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(key_path, e.to_string()))?;
+        let ca_der = rustls_pemfile::certs(&mut ca_pem.as_bytes())
+            .next()
+            .ok_or_else(|| invalid(cert_path, "no certificate in the file".into()))?
+            .map_err(|e| invalid(cert_path, e.to_string()))?;
+        // The certificate must belong to the key, or every leaf would fail verification.
+        let public = key.public_key_raw();
+        if !ca_der.as_ref().windows(public.len()).any(|w| w == public) {
+            return Err(invalid(cert_path, "the certificate does not match the saved key".into()));
+        }
+        Ok(Self { issuer: Issuer::new(Self::ca_params()?, key), ca_der, ca_pem, key_pem })
     }
 
     /// The CA certificate in PEM form, to be trusted by clients.
@@ -132,5 +181,36 @@ mod tests {
         ca.write_ca(&path).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), ca.ca_pem());
         assert!(!format!("{ca:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn a_saved_ca_signs_certificates_that_clients_of_the_old_one_trust() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let ca = SandboxCa::generate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"));
+        ca.save(&cert, &key).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let loaded = SandboxCa::load(&cert, &key).unwrap();
+        assert_eq!(loaded.ca_pem(), ca.ca_pem());
+        // A leaf issued by the loaded CA verifies against the original certificate as the only root.
+        let (chain, _) = loaded.issue_server_cert(&["127.0.0.1"]).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.ca_der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let now = rustls::pki_types::UnixTime::now();
+        verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], now).unwrap();
+        // Another CA's key does not pass for this certificate.
+        let other = SandboxCa::generate().unwrap();
+        let other_key = dir.path().join("other-key.pem");
+        other.save(&dir.path().join("other.pem"), &other_key).unwrap();
+        assert!(SandboxCa::load(&cert, &other_key).is_err());
     }
 }

@@ -1,11 +1,13 @@
 //! Entra ID stand-in: token endpoint, OpenID configuration, bearer validation and RBAC evaluation.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::federation::check_assertion;
@@ -13,22 +15,24 @@ use super::model::{PrincipalKind, SimState, scope_contains};
 use super::reply::{ArmError, Reply};
 
 /// Who is calling.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Caller {
     pub object_id: String,
     pub app_id: String,
     pub name: String,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct TokenInfo {
     caller: Caller,
-    expires: Instant,
+    /// Wall-clock expiry, as Entra's `exp` claim: a token saved by a sandbox stays valid after its restart.
+    expires: Timestamp,
     audience_ok: bool,
 }
 
-/// Issued tokens (not persisted: after a restore clients get 401 and fetch new ones).
-#[derive(Debug, Default)]
+/// Issued tokens (serialisable, so a restarted sandbox still accepts the tokens its clients hold).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
 pub(crate) struct Tokens {
     map: HashMap<String, TokenInfo>,
 }
@@ -186,8 +190,10 @@ impl Tokens {
             name: p.display_name.clone(),
         };
         let oid = caller.object_id.clone();
-        self.map.retain(|_, t| t.expires > Instant::now());
-        self.map.insert(token.clone(), TokenInfo { caller, expires: Instant::now() + lifetime, audience_ok });
+        let now = Timestamp::now();
+        self.map.retain(|_, t| t.expires > now);
+        let expires = SignedDuration::try_from(lifetime).ok().and_then(|d| now.checked_add(d).ok()).unwrap_or(now);
+        self.map.insert(token.clone(), TokenInfo { caller, expires, audience_ok });
         (
             Reply::ok(
                 json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token}),
@@ -212,7 +218,7 @@ impl Tokens {
             return Err(ArmError::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", d)
                 .header("WWW-Authenticate", www("invalid_token", d)));
         };
-        if info.expires <= Instant::now() {
+        if info.expires <= Timestamp::now() {
             let d = "The access token expiry UTC time is earlier than current UTC time.";
             return Err(ArmError::new(StatusCode::UNAUTHORIZED, "ExpiredAuthenticationToken", d)
                 .header("WWW-Authenticate", www("invalid_token", d)));

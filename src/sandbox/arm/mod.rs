@@ -40,6 +40,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::sync::Notify;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -106,6 +107,37 @@ pub struct SimConfig {
     pub page_size: usize,
     /// The storage resource provider's own limits (default: Learn's scalability targets).
     pub storage_limits: StorageLimits,
+    /// The CA that signs the server certificate; default: a fresh one. The sandbox passes the CA it saved, so
+    /// clients trusting the old CA file keep working after a restart.
+    pub ca: Option<Arc<SandboxCa>>,
+    /// Access tokens issued by an earlier run (see [`SimHandle::persistent_json`]); default: none.
+    pub tokens: SavedTokens,
+}
+
+/// Access tokens issued by a simulator, read back from [`SimHandle::persistent_json`]. `Debug` shows no token.
+#[derive(Clone, Default)]
+pub struct SavedTokens(auth::Tokens);
+
+impl std::fmt::Debug for SavedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SavedTokens(<redacted>)")
+    }
+}
+
+/// What [`SimHandle::persistent_json`] writes: the state and the tokens issued.
+#[derive(serde::Serialize)]
+struct PersistentOut<'a> {
+    #[serde(flatten)]
+    state: &'a SimState,
+    tokens: &'a auth::Tokens,
+}
+
+#[derive(serde::Deserialize)]
+struct PersistentIn {
+    #[serde(flatten)]
+    state: SimState,
+    #[serde(default)]
+    tokens: auth::Tokens,
 }
 
 impl SimConfig {
@@ -121,6 +153,8 @@ impl SimConfig {
             throttle: ThrottleConfig::default(),
             page_size: 100,
             storage_limits: StorageLimits::default(),
+            ca: None,
+            tokens: SavedTokens::default(),
         }
     }
 }
@@ -133,6 +167,8 @@ impl Default for SimConfig {
 
 struct Sim {
     inner: Mutex<Inner>,
+    /// Notified whenever the state may have changed (see [`SimHandle::changes`]).
+    changed: Arc<Notify>,
 }
 
 /// In-process control of a running simulator (cheap to clone).
@@ -147,9 +183,22 @@ impl std::fmt::Debug for SimHandle {
 
 impl SimHandle {
     fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every request and every mutating method goes through here, so this is where a change is announced.
+        self.0.changed.notify_one();
+        self.lock_quiet()
+    }
+
+    /// The lock without a change notification: for readers that must not wake the state writer (its own snapshot).
+    fn lock_quiet(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock cannot leave the plain-data state half-written in a way we could repair;
         // keep serving rather than cascading the panic.
         self.0.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notified (coalesced, like [`Notify::notify_one`]) after anything that may change the state: every request
+    /// and every state-changing method. Persistence waits on it and compares snapshots to skip unchanged ones.
+    pub fn changes(&self) -> Arc<Notify> {
+        self.0.changed.clone()
     }
 
     /// The call log, oldest first.
@@ -264,7 +313,7 @@ impl SimHandle {
 
     /// A copy of the whole state (serialisable).
     pub fn snapshot(&self) -> SimState {
-        self.lock().state.clone()
+        self.lock_quiet().state.clone()
     }
 
     /// Replaces the whole state. Issued tokens stay valid.
@@ -272,11 +321,29 @@ impl SimHandle {
         self.lock().state = state;
     }
 
+    /// The state and the access tokens issued, as one JSON document (a [`SimState`] with a `tokens` field), for a
+    /// sandbox that must restart where it stopped. Holds secrets: keep it private. Serialised outside the lock.
+    pub fn persistent_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let (state, tokens) = {
+            let g = self.lock_quiet();
+            (g.state.clone(), g.tokens.clone())
+        };
+        serde_json::to_vec(&PersistentOut { state: &state, tokens: &tokens })
+    }
+
+    /// Reads a [`SimHandle::persistent_json`] document (or a bare state written by [`SimHandle::save`]): the state
+    /// and the tokens, to start a simulator with ([`SimConfig::state`], [`SimConfig::tokens`]).
+    pub fn parse_persistent(bytes: &[u8]) -> Result<(SimState, SavedTokens), serde_json::Error> {
+        let saved: PersistentIn = serde_json::from_slice(bytes)?;
+        Ok((saved.state, SavedTokens(saved.tokens)))
+    }
+
     /// Saves the state as JSON (contains secrets: keep the file private).
     pub fn save(&self, path: &Path) -> Result<(), SimError> {
         let err = |m: String| SimError::StateFile { path: path.display().to_string(), message: m };
         let json = serde_json::to_vec_pretty(&self.snapshot()).map_err(|e| err(e.to_string()))?;
-        std::fs::write(path, json).map_err(|e| err(e.to_string()))
+        crate::sandbox::persist::write_atomic(path, &json, crate::sandbox::persist::Visibility::Private)
+            .map_err(|e| err(e.to_string()))
     }
 
     /// Loads a state saved by [`SimHandle::save`].
@@ -301,7 +368,7 @@ pub struct RunningSim {
     pub handle: SimHandle,
     /// The listening address.
     pub addr: SocketAddr,
-    ca: SandboxCa,
+    ca: Arc<SandboxCa>,
     cancel: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -348,9 +415,13 @@ impl Drop for RunningSim {
 pub struct ArmSimulator;
 
 impl ArmSimulator {
-    /// Generates a CA, binds `config.bind` and starts serving in the background (call within a Tokio runtime).
+    /// Generates a CA (unless `config.ca` brings one), binds `config.bind` and starts serving in the background
+    /// (call within a Tokio runtime).
     pub async fn start(config: SimConfig) -> Result<RunningSim, SimError> {
-        let ca = SandboxCa::generate()?;
+        let ca = match config.ca {
+            Some(ca) => ca,
+            None => Arc::new(SandboxCa::generate()?),
+        };
         let tls = ca.server_config(SandboxCa::LOOPBACK_HOSTS)?;
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -365,7 +436,7 @@ impl ArmSimulator {
             faults: control::Faults::default(),
             throttle: control::Throttle::new(config.throttle),
             storage_throttle: throttle::StorageThrottle::new(config.storage_limits),
-            tokens: auth::Tokens::default(),
+            tokens: config.tokens.0,
             knobs: Knobs {
                 lro_duration: config.lro_duration,
                 retry_after_secs: config.retry_after_secs,
@@ -375,7 +446,7 @@ impl ArmSimulator {
             },
             endpoint: endpoint.clone(),
         };
-        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner) }));
+        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner), changed: Arc::new(Notify::new()) }));
         let cancel = CancellationToken::new();
         let router = server::router(handle.clone());
         let task = tokio::spawn(server::serve(listener, TlsAcceptor::from(tls), router, cancel.clone()));

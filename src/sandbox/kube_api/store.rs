@@ -281,16 +281,42 @@ impl Store {
     /// Every stored object and the resourceVersion counter as JSON, so a restarted sandbox continues where it
     /// stopped. CRDs come first so that a restore serves their kinds before their objects arrive.
     pub fn snapshot_json(&self) -> String {
-        let st = self.lock();
-        let mut keys: Vec<&ResKey> = st.objects.keys().collect();
-        keys.sort_by_key(|k| (k.group != "apiextensions.k8s.io", k.group.clone(), k.plural.clone()));
-        let objects: Vec<Value> = keys
-            .into_iter()
-            .flat_map(|k| {
-                st.objects[k].values().map(move |o| json!({"group": k.group, "plural": k.plural, "object": **o}))
-            })
-            .collect();
-        json!({"resourceVersion": st.rv, "objects": objects}).to_string()
+        #[derive(serde::Serialize)]
+        struct Entry<'a> {
+            group: &'a str,
+            plural: &'a str,
+            object: &'a Value,
+        }
+        // Only the (cheap) Arc clones happen under the lock; writers are not held up by the serialisation.
+        let (rv, mut entries) = {
+            let st = self.lock();
+            let entries: Vec<(ResKey, Arc<Value>)> =
+                st.objects.iter().flat_map(|(k, m)| m.values().map(move |o| (k.clone(), o.clone()))).collect();
+            (st.rv, entries)
+        };
+        entries.sort_by(|(a, _), (b, _)| {
+            (a.group != "apiextensions.k8s.io", &a.group, &a.plural).cmp(&(
+                b.group != "apiextensions.k8s.io",
+                &b.group,
+                &b.plural,
+            ))
+        });
+        let objects: Vec<Entry<'_>> =
+            entries.iter().map(|(k, o)| Entry { group: &k.group, plural: &k.plural, object: o }).collect();
+        #[derive(serde::Serialize)]
+        struct Snapshot<'a> {
+            #[serde(rename = "resourceVersion")]
+            resource_version: u64,
+            objects: Vec<Entry<'a>>,
+        }
+        // Serialising JSON values into a string cannot fail.
+        serde_json::to_string(&Snapshot { resource_version: rv, objects }).unwrap_or_default()
+    }
+
+    /// Every committed change as it happens, across all types (for observers of the whole store, such as the
+    /// sandbox's state writer). A lagging receiver only learns that it missed events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<WatchEvent>> {
+        self.events.subscribe()
     }
 
     /// Replaces the content of the store with a [`Store::snapshot_json`]. Watch history starts empty: a watcher
