@@ -25,7 +25,7 @@ pub struct OnlineEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Location (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub location: String,
     /// Kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +49,7 @@ pub struct OnlineEndpoint {
 #[serde(rename_all = "camelCase")]
 pub struct OnlineEndpointProperties {
     /// `AMLToken` / `Key` / `AADToken` (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub auth_mode: String,
     /// Description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ pub struct OnlineDeployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Location (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub location: String,
     /// Kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +147,7 @@ pub struct OnlineDeployment {
 #[serde(rename_all = "camelCase")]
 pub struct OnlineDeploymentProperties {
     /// `Managed` / `Kubernetes` (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub endpoint_compute_type: String,
     /// Model asset id.
     #[serde(default, skip_serializing_if = "Option::is_none")]

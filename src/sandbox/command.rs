@@ -57,6 +57,11 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub lro_duration: Duration,
 
+    /// How long a simulated activity-log event takes to become visible (Azure's ingestion delay; the operator
+    /// must not depend on the log being prompt).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub activity_log_delay: Duration,
+
     /// How often the controller compares an unchanged workspace with Azure (short, so edits made behind the
     /// operator's back show quickly).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -206,6 +211,7 @@ impl Sandbox {
         let mut sim_config = SimConfig::new(seeded.state.clone());
         sim_config.bind = ([127, 0, 0, 1], args.arm_port).into();
         sim_config.lro_duration = args.lro_duration;
+        sim_config.activity_log_delay = args.activity_log_delay;
         let arm = ArmSimulator::start(sim_config).await?;
         if restore {
             arm.handle.load(&arm_state_file)?;

@@ -14,6 +14,7 @@
 //!
 //! Tests drive it in-process through [`RunningSim`] / [`SimHandle`].
 
+mod activity_log;
 mod auth;
 pub mod control;
 mod engine;
@@ -21,6 +22,7 @@ pub mod model;
 mod reply;
 mod route;
 mod server;
+pub mod soft_delete;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -86,6 +88,8 @@ pub struct SimConfig {
     pub throttle: ThrottleConfig,
     /// Page size of list operations (nextLink paging); default 100.
     pub page_size: usize,
+    /// How long an activity-log event takes to become visible (Azure's ingestion delay); default 5 minutes.
+    pub activity_log_delay: Duration,
 }
 
 impl SimConfig {
@@ -99,6 +103,7 @@ impl SimConfig {
             token_lifetime: Duration::from_secs(3599),
             throttle: ThrottleConfig::default(),
             page_size: 100,
+            activity_log_delay: activity_log::DEFAULT_DELAY,
         }
     }
 }
@@ -168,6 +173,27 @@ impl SimHandle {
     /// Changes the LRO duration for operations started from now on.
     pub fn set_lro_duration(&self, d: Duration) {
         self.lock().knobs.lro_duration = d;
+    }
+
+    /// Changes the activity log's ingestion delay (events already logged included).
+    pub fn set_activity_log_delay(&self, d: Duration) {
+        self.lock().knobs.activity_log_delay = d;
+    }
+
+    /// Moves the simulator's clock forward (soft-delete retention, activity-log ingestion); returns the total offset.
+    pub fn advance_clock(&self, by: Duration) -> Duration {
+        let mut g = self.lock();
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        g.state.clock_offset_secs = g.state.clock_offset_secs.saturating_add(secs);
+        g.advance();
+        Duration::from_secs(u64::try_from(g.state.clock_offset_secs).unwrap_or(0))
+    }
+
+    /// The soft-deleted ML workspaces (what the portal's "Recently deleted" shows; Azure has no ARM list for it).
+    pub fn soft_deleted_workspaces(&self) -> Vec<Value> {
+        let mut g = self.lock();
+        g.advance();
+        g.state.soft_deleted.values().map(soft_delete::SoftDeletedWorkspace::summary).collect()
     }
 
     /// Regenerates a storage key "out of band" (as a person in the portal would), with an activity-log event.
@@ -343,6 +369,7 @@ impl ArmSimulator {
                 retry_after_secs: config.retry_after_secs,
                 token_lifetime: config.token_lifetime,
                 page_size: config.page_size,
+                activity_log_delay: config.activity_log_delay,
             },
             endpoint: endpoint.clone(),
         };

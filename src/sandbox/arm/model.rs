@@ -496,6 +496,9 @@ pub enum OpKind {
     Provision,
     /// DELETE of a resource (and its children).
     Delete,
+    /// DELETE of an ML workspace without `forceToPurge`: soft-deleted for its retention period
+    /// ([`super::soft_delete`]).
+    SoftDeleteWorkspace,
     /// Workspace resyncKeys: refresh the cached storage key.
     ResyncKeys,
     /// Endpoint regenerateKeys.
@@ -601,6 +604,13 @@ pub struct SimState {
     pub activity: Vec<ActivityEvent>,
     /// Long-running operations by id.
     pub operations: BTreeMap<String, Operation>,
+    /// Soft-deleted ML workspaces by id key ([`super::soft_delete`]).
+    #[serde(default)]
+    pub soft_deleted: BTreeMap<String, super::soft_delete::SoftDeletedWorkspace>,
+    /// How far the simulator's clock is ahead of the wall clock (admin API `/_sim/clock`), in seconds: retention
+    /// periods and the activity log's ingestion delay run on this clock.
+    #[serde(default)]
+    pub clock_offset_secs: i64,
 }
 
 impl SimState {
