@@ -166,7 +166,7 @@ fn defaults_apply_in_serde_and_in_the_schema() {
     assert!(ws.spec.create_resource_group);
     assert!(ws.spec.storage_keys.auto_resync);
     assert_eq!(ws.spec.move_policy, MovePolicy::Move);
-    assert_eq!(ws.spec.deletion_policy, DeletionPolicy::Retain);
+    assert_eq!(ws.spec.deletion_policy, WorkspaceDeletionPolicy::Retain);
     assert_eq!(ws.spec.public_network_access, PublicNetworkAccess::Enabled);
     assert_eq!(ws.spec.azure_name_or("ws-one"), "ws-one");
 

@@ -90,6 +90,13 @@ pub struct WorkspaceProperties {
     /// Provisioning state (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<ProvisioningState>,
+    /// Days a deleted workspace stays soft-deleted (1..14; Azure's default 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete_retention_in_days: Option<i64>,
+    /// Set on a PUT to recover the soft-deleted workspace of the same name and location (see the simulator's
+    /// `soft_delete` module for where this comes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<bool>,
 }
 
 /// Body of Workspaces_Update (PATCH). Only set fields are sent.

@@ -83,7 +83,9 @@ fn timestamp(value: &str) -> Result<Timestamp, String> {
     if fraction.is_some_and(|n| n > 7) {
         return Err(format!("The value '{value}' of eventTimestamp is not a valid date and time."));
     }
-    value.parse::<Timestamp>().map_err(|_| format!("The value '{value}' of eventTimestamp is not a valid date and time."))
+    value
+        .parse::<Timestamp>()
+        .map_err(|_| format!("The value '{value}' of eventTimestamp is not a valid date and time."))
 }
 
 /// Parses a `$filter` against the spec's patterns.
@@ -98,9 +100,8 @@ pub(crate) fn parse_filter(filter: &str, now: Timestamp) -> Result<Filter, Strin
         .iter()
         .map(|c| clause(c).ok_or_else(|| format!("The $filter clause '{c}' is not supported. {allowed}")))
         .collect::<Result<_, _>>()?;
-    let field = |i: usize, name: &str, op: &str| {
-        parsed[i].0.eq_ignore_ascii_case(name) && parsed[i].1.eq_ignore_ascii_case(op)
-    };
+    let field =
+        |i: usize, name: &str, op: &str| parsed[i].0.eq_ignore_ascii_case(name) && parsed[i].1.eq_ignore_ascii_case(op);
     if !field(0, "eventTimestamp", "ge") || !field(1, "eventTimestamp", "le") {
         return Err(format!("The $filter '{filter}' is not supported. {allowed}"));
     }
@@ -220,7 +221,8 @@ mod tests {
             format!("{base} and resourceGroupName ne 'a'"),
             "eventTimestamp le '2026-06-01T12:00:00Z' and eventTimestamp ge '2026-06-01T11:00:00Z'".to_owned(),
             "eventTimestamp ge '2026-01-01T00:00:00Z' and eventTimestamp le '2026-06-01T12:00:00Z'".to_owned(),
-            "eventTimestamp ge '2026-06-01T11:00:00.123456789Z' and eventTimestamp le '2026-06-01T12:00:00Z'".to_owned(),
+            "eventTimestamp ge '2026-06-01T11:00:00.123456789Z' and eventTimestamp le '2026-06-01T12:00:00Z'"
+                .to_owned(),
             "eventTimestamp ge '2026-06-01T12:00:00Z' and eventTimestamp le '2026-06-01T11:00:00Z'".to_owned(),
         ] {
             assert!(parse_filter(&bad, now()).is_err(), "{bad}");
@@ -230,6 +232,9 @@ mod tests {
     #[test]
     fn select_is_case_insensitive() {
         let body = json!({"caller": "a", "eventTimestamp": "t", "claims": {}});
-        assert_eq!(select(&body, &["Caller".into(), "EventTimestamp".into()]), json!({"caller": "a", "eventTimestamp": "t"}));
+        assert_eq!(
+            select(&body, &["Caller".into(), "EventTimestamp".into()]),
+            json!({"caller": "a", "eventTimestamp": "t"})
+        );
     }
 }

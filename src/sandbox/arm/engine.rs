@@ -13,10 +13,10 @@ use super::model::{
     id_key, scope_contains, sub_and_rg,
 };
 use super::reply::{ArmError, Reply};
-use super::soft_delete::PutCheck;
 use super::route::{
     COMPONENTS, DEPLOYMENTS, ENDPOINTS, REGISTRIES, RType, Routed, STORAGE, Target, VAULTS, WORKSPACES, resource_id,
 };
+use super::soft_delete::PutCheck;
 
 /// Runtime knobs (not persisted).
 #[derive(Debug, Clone)]

@@ -28,7 +28,8 @@ use super::model::{OpError, OpKind, Resource, id_key, scope_contains};
 use super::reply::{ArmError, Reply};
 
 /// Azure's message for a create over a soft-deleted workspace.
-pub const SOFT_DELETED_MESSAGE: &str = "Soft-deleted workspace exists. Please purge or recover it. https://aka.ms/wsoftdelete";
+pub const SOFT_DELETED_MESSAGE: &str =
+    "Soft-deleted workspace exists. Please purge or recover it. https://aka.ms/wsoftdelete";
 
 /// Default retention of a soft-deleted workspace.
 pub const DEFAULT_RETENTION_DAYS: i64 = 14;
@@ -87,7 +88,9 @@ fn wants_restore(body: &Value) -> bool {
 }
 
 fn cmk(body: &Value) -> bool {
-    body.pointer("/properties/encryption/status").and_then(Value::as_str).is_some_and(|s| s.eq_ignore_ascii_case("Enabled"))
+    body.pointer("/properties/encryption/status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case("Enabled"))
 }
 
 impl Inner {
@@ -122,7 +125,9 @@ impl Inner {
         if !was.eq_ignore_ascii_case(asked) {
             return Err(ArmError::bad_request(
                 "BadRequest",
-                format!("The soft-deleted workspace is in location '{was}'; recover it in that location, not '{asked}'."),
+                format!(
+                    "The soft-deleted workspace is in location '{was}'; recover it in that location, not '{asked}'."
+                ),
             )
             .target("location"));
         }
