@@ -2,9 +2,11 @@
 //! accounts per subscription, 10 workspaces per account) run by the real controller against the ARM simulator and
 //! the Kubernetes API emulator, in scaled time.
 //!
-//! Time is scaled by `SCALE` (default 200): the 60 s activity-log interval becomes 300 ms, the 1 h resync period
-//! 18 s. Reported: ARM reads and writes per operation during one steady (scaled) hour, and the time from a key
-//! regeneration to the workspace holding the new key, in real (unscaled) seconds.
+//! Time is scaled by `SCALE` (default 200): the 60 s key-signal interval becomes 300 ms, the 1 h resync period
+//! 18 s, the simulator's activity-log ingestion delay (Azure-like default 5 min) 1.5 s. Reported: ARM reads and
+//! writes per operation during one steady (scaled) hour; the time from a key regeneration to the workspace holding
+//! the new key, in real (unscaled) seconds, against the target p99 <= interval + 30 s; and the ARM calls the
+//! regenerations cost.
 //!
 //! Run with `cargo bench --bench storage_keys` (env `KEYS_BENCH_SCALE`, `KEYS_BENCH_WORKSPACES` to adjust).
 //!
@@ -86,6 +88,7 @@ async fn main() {
         ThrottleConfig { read_capacity: 1e9, read_refill_per_sec: 1e9, write_capacity: 1e9, write_refill_per_sec: 1e9 };
     let sim = ArmSimulator::start(SimConfig {
         lro_duration: scaled(Duration::from_secs(20), scale),
+        activity_log_delay: scaled(SimConfig::new(world.state.clone()).activity_log_delay, scale),
         throttle,
         ..SimConfig::new(world.state.clone())
     })
@@ -219,15 +222,16 @@ async fn main() {
         println!("  {op:<40} reads {r:>6}  writes {w:>6}");
     }
     println!(
-        "  expected: activity log {} (10 subscriptions x 60 per hour), workspace GETs ~{} (one per workspace), storage LISTs ~10",
-        SUBSCRIPTIONS * 60,
-        names.len()
+        "  expected: activity log {n} and storage LISTs {n} (10 subscriptions x 60 per hour each), workspace GETs ~{} (one per workspace)",
+        names.len(),
+        n = SUBSCRIPTIONS * 60,
     );
 
     // Regeneration -> resync latency: regenerate key1 of 20 accounts at spread-out moments, then watch the
     // workspaces' cached keys in the simulator.
     let regenerations = 20.min(accounts.len());
     let mut latencies = Vec::new();
+    sim.handle.clear_calls();
     let step = accounts.len() / regenerations;
     for r in 0..regenerations {
         let (_, sa, _) = &accounts[r * step];
@@ -257,13 +261,36 @@ async fn main() {
         }
     }
     latencies.sort();
+    let target = Duration::from_secs(60 + 30);
+    let p99 = percentile(&latencies, 0.99);
     println!(
-        "regeneration -> resync ({} workspaces on {regenerations} accounts, in real seconds at the default 60 s interval): p50 {:.1} s, p99 {:.1} s, max {:.1} s",
+        "regeneration -> resync ({} workspaces on {regenerations} accounts, in real seconds at the default 60 s interval, activity-log delay 5 min): p50 {:.1} s, p99 {:.1} s, max {:.1} s; target p99 <= {} s: {}",
         latencies.len(),
         percentile(&latencies, 0.5).as_secs_f64(),
-        percentile(&latencies, 0.99).as_secs_f64(),
+        p99.as_secs_f64(),
         latencies.last().copied().unwrap_or_default().as_secs_f64(),
+        target.as_secs(),
+        if p99 <= target { "met" } else { "MISSED" },
     );
+    // Let the last verifications finish, then count what the regenerations cost.
+    tokio::time::sleep(config.lro_poll_max * 2).await;
+    let mut per_op: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for c in sim.handle.calls().iter().filter(|c| c.kind != CallKind::Auth) {
+        let e = per_op.entry(c.operation.clone()).or_default();
+        match c.kind {
+            CallKind::Read => e.0 += 1,
+            _ => e.1 += 1,
+        }
+    }
+    let writes: usize = per_op.values().map(|v| v.1).sum();
+    println!(
+        "regeneration phase: {writes} ARM writes for {} workspaces on {regenerations} accounts (expected 1 + 3 per workspace per account: {})",
+        latencies.len(),
+        regenerations + 3 * latencies.len()
+    );
+    for (op, (r, w)) in &per_op {
+        println!("  {op:<40} reads {r:>6}  writes {w:>6}");
+    }
 
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
