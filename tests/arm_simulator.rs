@@ -420,7 +420,8 @@ async fn storage_get_list_keys_regenerate_match_examples() {
     // past its 5-minute ingestion delay). The spec's $filter: a window, then one narrowing clause.
     env.sim.handle.advance_clock(Duration::from_secs(301));
     let until = odata_time(jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap());
-    let filter = format!("eventTimestamp ge '{}' and eventTimestamp le '{until}' and resourceUri eq '{sa}'", odata_time(since));
+    let filter =
+        format!("eventTimestamp ge '{}' and eventTimestamp le '{until}' and resourceUri eq '{sa}'", odata_time(since));
     let path = format!(
         "/subscriptions/{}/providers/Microsoft.Insights/eventtypes/management/values",
         env.world.subscription_id

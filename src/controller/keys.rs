@@ -6,14 +6,17 @@
 //! affected workspaces.
 //!
 //! # Detection (no secrets read in steady state)
-//! - The watcher queries the activity log once per subscription per interval for
-//!   `Microsoft.Storage/storageAccounts/regenerateKey/action` and wakes exactly the workspaces registered on the
-//!   regenerated accounts. When the activity log cannot be read, and in any case once per resync period, it lists
-//!   the subscription's storage accounts (one paged read) and compares each account's `keyCreationTime` with the
-//!   value recorded in `status.storageKeys.keyCreationTime` at the workspace's last sync. Cost grows with the
+//! - The watcher lists each subscription's storage accounts once per `--key-signal-interval` and wakes each
+//!   registered workspace whose account's `keyCreationTime` differs from the value recorded in
+//!   `status.storageKeys.keyCreationTime` at its last sync (once per change). The activity log, which Azure fills
+//!   minutes late, is a hint queried in the same round with a look-back that covers the delay. Cost grows with the
 //!   number of subscriptions, not workspaces.
 //! - A woken workspace confirms the drift: the workspace's `listKeys` userStorageKey is compared in memory with the
-//!   account's keys. Only WHICH key matches (`key1`/`key2`/none) is kept; the values are dropped at once.
+//!   account's keys. Only WHICH key matches (`key1`/`key2`/none) is kept; the values are dropped at once. The
+//!   account's keys are read once per change of its keyCreationTime and shared by all its workspaces (listKeys is a
+//!   POST, counted as a write by ARM): a drift of N workspaces on one account costs 1 + 3N writes.
+//! - A workspace whose datastores use identity-based access (`systemDatastoresAuthMode: Identity`, read from the
+//!   workspace GET the reconcile makes anyway) holds no key: reported `IdentityBased`, no call at all.
 //! - A reconcile without a signal, a request or a due rotation makes no call at all here.
 //!
 //! # Resync
