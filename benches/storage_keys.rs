@@ -12,12 +12,13 @@
 //! `KEYS_BENCH_STEADY=0` skips the steady hour). Every real millisecond a call takes counts `SCALE` ms in the
 //! reported latencies, so a low scale measures the design, a high one mostly the machine.
 //!
-//! Figures measured on 2026-11-25 (debug build via `cargo test --bench storage_keys`, 2 shared cores, simulated
-//! resyncKeys LRO of 20 s):
-//! - 1,000 workspaces, scale 1/100: steady hour 1,611 reads (601 ActivityLogs_List, 10 StorageAccounts_List, 1,000
-//!   Workspaces_Get), 0 writes; regeneration -> resync p50 129 s, p99 263 s (10 workspaces per account woken at
-//!   once; every real millisecond of call overhead counts 0.1 s here).
-//! - 200 workspaces, scale 1/50: steady hour 810 reads (600 / 10 / 200), 0 writes; p50 61 s, p99 90 s.
+//! Figures measured on 2026-12-06 (debug build via `cargo test --bench storage_keys`, 2 shared cores at load ~11,
+//! simulated resyncKeys LRO of 20 s, simulated activity-log delay 5 min; the storage-account LIST is the signal):
+//! - 200 workspaces, scale 1/50: steady hour 1,398 reads (600 StorageAccounts_List, 600 ActivityLogs_List, 200
+//!   Workspaces_Get), 0 writes; regeneration -> resync (40 workspaces on 20 accounts) p50 91 s, p99 131 s; 140
+//!   writes = 20 storage listKeys + 80 workspace listKeys + 40 resyncKeys.
+//! - 100 workspaces, scale 1/10, `KEYS_BENCH_STEADY=0`: regeneration -> resync (20 workspaces on 20 accounts)
+//!   p50 60 s, p99 86 s (target p99 <= 90 s met); 80 writes = 20 + 40 + 20.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
