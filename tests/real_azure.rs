@@ -126,9 +126,9 @@ async fn delete_soft_deletes_and_the_annotations_recover_or_purge() {
     // Delete: soft-deleted, not gone; still there after 13 of its 14 days.
     env.delete("ws-sd").await;
     assert!(env.sim.handle.resource(&id).is_none(), "no longer served");
-    assert_eq!(env.soft_deleted(), [id.clone()]);
+    assert_eq!(env.soft_deleted(), vec![id.clone()]);
     env.sim.handle.advance_clock(13 * DAY);
-    assert_eq!(env.soft_deleted(), [id.clone()], "kept for the retention period");
+    assert_eq!(env.soft_deleted(), vec![id.clone()], "kept for the retention period");
     assert!(env.events(event_reasons::DELETED).await.iter().any(|n| n.contains("soft-deleted")));
 
     // Re-created: stalls with an actionable message and a Warning event, and is not retried in a loop.
@@ -153,7 +153,7 @@ async fn delete_soft_deletes_and_the_annotations_recover_or_purge() {
     let patch = json!({"metadata": {"annotations": {ANNOTATION_RECOVER_SOFT_DELETED: null}}});
     env.api().patch("ws-sd", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.delete("ws-sd").await;
-    assert_eq!(env.soft_deleted(), [id.clone()]);
+    assert_eq!(env.soft_deleted(), vec![id.clone()]);
     env.create("ws-sd", json!({"deletionPolicy": "Delete"})).await;
     env.wait_for("ws-sd", "Stalled SoftDeleted", |w| stalled(w, reasons::SOFT_DELETED)).await;
     env.annotate("ws-sd", ANNOTATION_PURGE_SOFT_DELETED, "true").await;
@@ -183,7 +183,7 @@ async fn a_foreign_soft_deleted_workspace_is_never_purged_and_retention_frees_th
     env.create("other", json!({"azureName": "shared-ws", "deletionPolicy": "Delete"})).await;
     env.wait_for("other", "Ready", ready).await;
     env.delete("other").await;
-    assert_eq!(env.soft_deleted(), [id.clone()]);
+    assert_eq!(env.soft_deleted(), vec![id.clone()]);
     env.sim.handle.clear_calls();
 
     env.create("mine", json!({"azureName": "shared-ws"})).await;
@@ -202,7 +202,7 @@ async fn a_foreign_soft_deleted_workspace_is_never_purged_and_retention_frees_th
     env.wait_for("third", "Ready", ready).await;
     env.delete("third").await;
     let third = env.workspace_id("third").to_ascii_lowercase();
-    assert_eq!(env.soft_deleted(), [third.clone()]);
+    assert_eq!(env.soft_deleted(), vec![third.clone()]);
     env.sim.handle.advance_clock(15 * DAY);
     assert!(env.soft_deleted().is_empty(), "purged when its retention ended");
     env.create("third", json!({})).await;

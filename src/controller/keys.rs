@@ -112,6 +112,9 @@ struct Registry {
     subscription_of: HashMap<String, SubscriptionId>,
 }
 
+/// An account's keys and the keyCreationTime they were read at.
+type KeysAt = (BTreeMap<String, String>, Vec<StorageAccountKey>);
+
 /// Shared state of the key feature: who uses which account, pending signals and resync intents, rotation locks.
 pub struct KeyState {
     registry: Mutex<Registry>,
@@ -121,7 +124,7 @@ pub struct KeyState {
     /// The last key list read per account (lowercased id), with the keyCreationTime it was read at: the keys of an
     /// account change exactly when its keyCreationTime does, so one listKeys serves every workspace of the account
     /// (confirm and verify) until the next change. Values stay inside [`crate::azure::Secret`].
-    account_keys: Mutex<HashMap<String, (BTreeMap<String, String>, Vec<StorageAccountKey>)>>,
+    account_keys: Mutex<HashMap<String, KeysAt>>,
     trigger: broadcast::Sender<ObjectRef<MlWorkspace>>,
 }
 
