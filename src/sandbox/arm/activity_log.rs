@@ -195,7 +195,7 @@ impl Inner {
                 }
             })
             .collect();
-        self.page(req, items)
+        Reply::ok(self.page(req, items))
     }
 }
 

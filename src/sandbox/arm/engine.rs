@@ -134,7 +134,7 @@ impl Inner {
         self.state.resources.get(&id_key(id)).ok_or_else(|| ArmError::not_found(rtype, id))
     }
 
-    pub(crate) fn page(&self, req: &Req, items: Vec<Value>) -> Reply {
+    pub(crate) fn page(&self, req: &Req, items: Vec<Value>) -> Value {
         let skip: usize = req.q("$skipToken").and_then(|s| s.parse().ok()).unwrap_or(0);
         let size = self.knobs.page_size.max(1);
         let total = items.len();
@@ -150,7 +150,7 @@ impl Inner {
             q.append_pair("$skipToken", &(skip + size).to_string());
             out["nextLink"] = json!(format!("{}{}?{}", self.endpoint, req.path, q.finish()));
         }
-        Reply::ok(out)
+        out
     }
 
     // ---------------------------------------------------------------- LROs
@@ -546,7 +546,7 @@ impl Inner {
                     .filter(|(k, _)| k.starts_with(&format!("{prefix}/")))
                     .map(|(_, g)| g.to_json())
                     .collect();
-                Ok(self.page(req, items))
+                Ok(Reply::ok(self.page(req, items)))
             }
             Target::ResourceGroup { rg } => self.resource_group(req, routed, caller, &sub, rg),
             Target::MoveAction { rg, validate } => {
@@ -587,7 +587,7 @@ impl Inner {
                         .filter(|d| name_filter.as_ref().is_none_or(|n| d.role_name.to_ascii_lowercase() == *n))
                         .map(|d| d.to_json())
                         .collect();
-                    Ok(self.page(req, items))
+                    Ok(Reply::ok(self.page(req, items)))
                 }
             },
             Target::Collection { rg, rtype, parent_names } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
@@ -641,7 +641,7 @@ impl Inner {
             .filter(|r| scope_contains(&scope, &r.id))
             .map(|r| self.render(r))
             .collect();
-        Ok(self.page(req, items))
+        Ok(Reply::ok(self.page(req, items)))
     }
 
     // ---------------------------------------------------------------- resource groups
@@ -1536,7 +1536,7 @@ impl Inner {
             })
             .map(RoleAssignment::to_json)
             .collect();
-        Ok(self.page(req, items))
+        Ok(Reply::ok(self.page(req, items)))
     }
 
     // ---------------------------------------------------------------- move
