@@ -120,6 +120,14 @@ pub enum AzureAction {
     ClearFaults,
     /// Print how many calls the operator made, per ARM operation.
     Calls,
+    /// List the soft-deleted ML workspaces (what the portal's "Recently deleted" shows; Azure has no ARM list).
+    SoftDeleted,
+    /// Move the simulated Azure's clock forward, e.g. past a soft-deleted workspace's retention (`15d`).
+    AdvanceClock {
+        /// How far, e.g. `15d`, `6m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        by: Duration,
+    },
 }
 
 /// Errors of the sandbox.
@@ -429,6 +437,10 @@ async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), Sand
         }
         AzureAction::ClearFaults => http.delete(format!("{base}/_sim/faults")),
         AzureAction::Calls => http.get(format!("{base}/_sim/calls/summary")),
+        AzureAction::SoftDeleted => http.get(format!("{base}/_sim/softDeletedWorkspaces")),
+        AzureAction::AdvanceClock { by } => {
+            http.post(format!("{base}/_sim/clock/advance")).json(&json!({"seconds": by.as_secs()}))
+        }
     };
     let response = request.send().await?;
     let status = response.status();
