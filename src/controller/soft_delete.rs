@@ -232,6 +232,32 @@ mod tests {
     }
 
     #[test]
+    fn only_a_workspace_tagged_for_this_resource_or_adopted_may_be_purged() {
+        let spec = serde_json::from_value(serde_json::json!({
+            "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333", "resourceGroup": "rg", "location": "westeurope",
+            "storageAccount": {"name": "sa1"}, "keyVault": {"name": "kv1"},
+        }))
+        .unwrap();
+        let mut ws = MlWorkspace::new("ws-a", spec);
+        ws.metadata.namespace = Some("team-a".into());
+        ws.metadata.uid = Some("uid-2".into());
+        let desired = Desired::from_resource(&ws).unwrap();
+        let tagged = |tag: Option<&str>| Workspace {
+            tags: tag.map(|t| [(OWNER_TAG.to_owned(), t.to_owned())].into()),
+            ..Default::default()
+        };
+        assert!(may_purge(&desired, &tagged(Some("team-a/ws-a/uid-2"))).is_ok());
+        assert!(may_purge(&desired, &tagged(Some("team-a/ws-a/uid-1"))).is_ok(), "an earlier incarnation");
+        let foreign = may_purge(&desired, &tagged(Some("team-b/ws/uid-9"))).unwrap_err();
+        assert!(foreign.contains("team-b/ws/uid-9"), "{foreign}");
+        assert!(may_purge(&desired, &tagged(None)).is_err());
+        ws.annotations_mut().insert(ANNOTATION_ADOPT.to_owned(), "true".to_owned());
+        let adopting = Desired::from_resource(&ws).unwrap();
+        assert!(may_purge(&adopting, &tagged(Some("team-b/ws/uid-9"))).is_ok());
+        assert!(may_purge(&adopting, &tagged(None)).is_ok());
+    }
+
+    #[test]
     fn annotations_act_only_while_stalled_on_a_soft_deleted_workspace() {
         let spec = serde_json::from_value(serde_json::json!({
             "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333", "resourceGroup": "rg", "location": "westeurope",
