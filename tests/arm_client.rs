@@ -433,7 +433,7 @@ async fn every_operation_sends_the_documented_request() {
         Method::GET,
         format!("/subscriptions/{SUB}/providers/Microsoft.Insights/eventtypes/management/values"),
         "2015-04-01",
-        vec![("$filter", format!("eventTimestamp ge '2025-01-01T00:00:00Z' and eventTimestamp le '2025-01-02T00:00:00Z' and resourceUri eq '{sap}'"))],
+        vec![("$filter", format!("eventTimestamp ge '2025-01-01T00:00:00.0000000Z' and eventTimestamp le '2025-01-02T00:00:00.0000000Z' and resourceUri eq '{sap}'"))],
         Value::Null,
     ));
 

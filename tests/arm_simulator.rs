@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use azml_operator::azure::activity_log::odata_time;
 use azml_operator::sandbox::arm::{
     ArmSimulator, FaultAction, FaultRule, RunningSim, SimConfig, StorageLimits, ThrottleConfig, WindowLimit, World,
     roles,
@@ -463,8 +464,12 @@ async fn storage_get_list_keys_regenerate_match_examples() {
         .await;
     assert_eq!(rg_list.body["value"].as_array().unwrap().len(), 1);
 
-    // The activity log shows the regenerateKey action for this account.
-    let filter = format!("eventTimestamp ge '{since}' and resourceUri eq '{sa}'");
+    // The activity log shows the regenerateKey action for this account, once ingested (the simulator's clock is moved
+    // past its 5-minute ingestion delay). The spec's $filter: a window, then one narrowing clause.
+    env.sim.handle.advance_clock(Duration::from_secs(301));
+    let until = odata_time(jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap());
+    let filter =
+        format!("eventTimestamp ge '{}' and eventTimestamp le '{until}' and resourceUri eq '{sa}'", odata_time(since));
     let path = format!(
         "/subscriptions/{}/providers/Microsoft.Insights/eventtypes/management/values",
         env.world.subscription_id
@@ -966,7 +971,11 @@ async fn move_validation_failure_and_successful_move() {
 
 #[tokio::test]
 async fn activity_log_filters_page_and_match_example() {
-    let env = start_with(|c| c.page_size = 3).await;
+    let env = start_with(|c| {
+        c.page_size = 3;
+        c.activity_log_delay = Duration::ZERO;
+    })
+    .await;
     let since = jiff::Timestamp::now();
     let rg = env.world.resource_group_id.clone();
     let path = format!("/subscriptions/{}/resourceGroups/rg-other", env.world.subscription_id);
@@ -983,7 +992,11 @@ async fn activity_log_filters_page_and_match_example() {
         .call_as(
             Some(&env.token),
             Method::GET,
-            &q(&format!("eventTimestamp ge '{since}' and resourceGroupName eq 'rg-sandbox'")),
+            &q(&format!(
+                "eventTimestamp ge '{}' and eventTimestamp le '{}' and resourceGroupName eq 'rg-sandbox'",
+                odata_time(since),
+                odata_time(jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap())
+            )),
             None,
             None,
         )
@@ -1003,12 +1016,32 @@ async fn activity_log_filters_page_and_match_example() {
     assert!(r2.body.get("nextLink").is_none());
     assert!(r.body["value"].as_array().unwrap().iter().all(|e| e["resourceGroupName"] == "rg-sandbox"));
     let _ = rg;
-    // Future window: nothing. Missing eventTimestamp: 400.
+    // Future window: nothing. Anything but the spec's patterns: 400 with the service's bare {code, message}.
     let future = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
-    let r = env.call_as(Some(&env.token), Method::GET, &q(&format!("eventTimestamp ge '{future}'")), None, None).await;
+    let window = |from: jiff::Timestamp| {
+        let to = from.checked_add(jiff::SignedDuration::from_hours(1)).unwrap();
+        format!("eventTimestamp ge '{}' and eventTimestamp le '{}'", odata_time(from), odata_time(to))
+    };
+    let r = env.call_as(Some(&env.token), Method::GET, &q(&window(future)), None, None).await;
     assert_eq!(r.body["value"].as_array().unwrap().len(), 0);
-    let r = env.call_as(Some(&env.token), Method::GET, &q("resourceGroupName eq 'rg-sandbox'"), None, None).await;
-    assert_eq!(r.status, 400);
+    let long_ago = jiff::Timestamp::now().checked_sub(jiff::SignedDuration::from_hours(24 * 91)).unwrap();
+    for bad in [
+        "resourceGroupName eq 'rg-sandbox'".to_owned(),
+        format!("eventTimestamp ge '{}'", odata_time(since)),
+        format!("{} and operationName eq 'x'", window(since)),
+        format!("{} and resourceGroupName eq 'a' and resourceProvider eq 'b'", window(since)),
+        window(long_ago),
+        format!(
+            "eventTimestamp ge '{}' and eventTimestamp le '{}'",
+            odata_time(since).replace('Z', "12Z"),
+            odata_time(future)
+        ),
+    ] {
+        let r = env.call_as(Some(&env.token), Method::GET, &q(&bad), None, None).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert_eq!(r.body["code"], "BadRequest", "{bad}: {}", r.body);
+        assert!(r.body.get("error").is_none(), "the activity log's own error body: {}", r.body);
+    }
 }
 
 #[tokio::test]

@@ -420,15 +420,23 @@ async fn storage_accounts_keys_key_creation_time_and_activity_log() {
     assert_eq!(kct2.key1, kct.key1);
     assert_ne!(kct2.key2, kct.key2);
 
-    // The activity log shows the rotation for this account.
+    // The activity log shows the rotation for this account, but only once Azure has ingested it (the simulator's
+    // default ingestion delay is 5 minutes; its clock is moved past it).
     let filter = ActivityLogFilter {
         from: t0.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap(),
         to: jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_secs(60)).unwrap(),
         scope: ActivityLogScope::Resource(env.sa().resource_id()),
     };
     let events = env.client.list_activity_log(env.sub(), &filter).await.unwrap();
+    assert!(!events.iter().any(|e| e.is_operation(REGENERATE_KEY_OPERATION)), "not ingested yet: {events:#?}");
+    env.sim.handle.advance_clock(Duration::from_secs(301));
+    let events = env.client.list_activity_log(env.sub(), &filter).await.unwrap();
     let regen: Vec<_> = events.iter().filter(|e| e.is_operation(REGENERATE_KEY_OPERATION)).collect();
     assert!(!regen.is_empty(), "{events:#?}");
+    for e in &regen {
+        let (at, submitted) = (e.event_timestamp.as_deref().unwrap(), e.submission_timestamp.as_deref().unwrap());
+        assert!(submitted.parse::<jiff::Timestamp>().unwrap() > at.parse::<jiff::Timestamp>().unwrap(), "{e:?}");
+    }
     assert!(regen.iter().all(|e| same_id(e.resource_id.as_deref().unwrap_or(""), &env.world.storage_account_id)));
     // Scoped to another resource, the rotation does not show up.
     let other = ActivityLogFilter {

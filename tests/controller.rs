@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{
-    ANNOTATION_ADOPT, ANNOTATION_PAUSED, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, SubscriptionBinding,
+    ANNOTATION_ADOPT, ANNOTATION_PAUSED, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, SubscriptionBinding,
+    WorkspaceDeletionPolicy,
 };
 use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::sandbox::arm::{CallKind, FaultAction, FaultRule, RunningSim, World};
@@ -188,7 +189,7 @@ fn owner_tag(body: &serde_json::Value) -> Option<String> {
 async fn lifecycle_create_update_resync_drift_delete() {
     let env = Env::start().await;
     let mut spec = env.spec(&env.world.resource_group);
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     spec.tags = BTreeMap::from([("cost-center".into(), "42".into())]);
     let created = env.create(NS, "ws-life", spec, &[]).await;
     let ws = env.wait_ready(NS, "ws-life").await;
@@ -331,7 +332,7 @@ async fn foreign_workspaces_are_only_adopted_on_request() {
 async fn paused_workspaces_are_observed_only() {
     let env = Env::start().await;
     let mut spec = env.spec(&env.world.resource_group);
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(NS, "ws-paused", spec, &[(ANNOTATION_PAUSED, "true")]).await;
     let ws = env
         .wait_for(NS, "ws-paused", "Paused", |w| {
@@ -428,7 +429,7 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
     // A role the binding does not allow.
     let mut spec = env.spec(&env.world.resource_group);
     spec.access = serde_json::from_value(json!([{"principalId": env.world.users[0], "role": "Owner"}])).unwrap();
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(NS, "ws-owner", spec, &[]).await;
     let ws = env.wait_for(NS, "ws-owner", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("role Owner"));
@@ -592,7 +593,7 @@ async fn delete_policy_removes_only_the_role_assignments_the_operator_granted() 
     let env = Env::start().await;
     let rg = env.world.resource_group.clone();
     let mut spec = env.spec(&rg);
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(NS, "ws-roles", spec, &[]).await;
     env.wait_ready(NS, "ws-roles").await;
     let rg_scope = env.world.resource_group_id.clone();
@@ -626,7 +627,7 @@ async fn deletion_works_when_azure_already_lost_the_workspace() {
     let env = Env::start().await;
     let rg = env.world.resource_group.clone();
     let mut spec = env.spec(&rg);
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(NS, "ws-lost", spec, &[]).await;
     env.wait_ready(NS, "ws-lost").await;
     let id = env.workspace_id(&rg, "ws-lost");
@@ -704,7 +705,7 @@ async fn a_failed_deletion_is_retried_until_the_workspace_is_gone() {
     let env = Env::start().await;
     let rg = env.world.resource_group.clone();
     let mut spec = env.spec(&rg);
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(NS, "ws-redelete", spec, &[]).await;
     env.wait_ready(NS, "ws-redelete").await;
     env.sim.handle.inject_fault(FaultRule {

@@ -299,6 +299,55 @@ async fn deployments_traffic_keys_and_deletion() {
     env.stop().await;
 }
 
+/// A key regeneration is a long-running operation (Azure: Retry-After 10..600 s, minutes in all): it is started,
+/// recorded in status and polled, never awaited in a worker; a restarted operator polls it and never sends it again.
+#[tokio::test]
+async fn key_regeneration_is_recorded_polled_and_never_sent_twice() {
+    let env = Env::start().await;
+    env.create_workspace("ws-ep", "Retain").await;
+    env.wait_ws_ready("ws-ep").await;
+    env.create_endpoint("scoring", two_deployments(true)).await.unwrap();
+    env.wait_ready("scoring").await;
+    let (primary, _) = env.azure_keys("ws-ep", "scoring");
+
+    // A slow regeneration: the status shows it in flight while Azure still works on it.
+    env.sim.handle.set_lro_duration(Duration::from_secs(4));
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_REGENERATE_KEYS: "primary:slow"}}});
+    env.endpoints().patch("scoring", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let ep = env
+        .wait_ep("scoring", "regeneration recorded", |e| {
+            e.status.as_ref().and_then(|s| s.keys.as_ref()).and_then(|k| k.pending_regeneration.as_ref()).is_some()
+        })
+        .await;
+    let pending = ep.status.as_ref().unwrap().keys.as_ref().unwrap().pending_regeneration.clone().unwrap();
+    assert_eq!((pending.request.as_str(), pending.key_type.as_str()), ("primary:slow", "Primary"));
+    assert_eq!(reason_of(&ep, conditions::READY).as_deref(), Some(reasons::KEYS_REGENERATING));
+    assert_eq!(env.azure_keys("ws-ep", "scoring").0, primary, "recorded before Azure finished");
+
+    // The operator restarts while Azure works: the new one polls the recorded operation.
+    let Env { kube, client, sim, world, controller } = env;
+    controller.stop(Duration::from_secs(10)).await;
+    let mut config = common::fast_config(&sim, OPERATOR_NS);
+    config.resync_period = Duration::from_secs(60);
+    config.stalled_requeue = Duration::from_secs(60);
+    let controller = RunningController::start(client.clone(), config);
+    let env = Env { kube, client, sim, world, controller };
+    let ep = env
+        .wait_ep("scoring", "regenerated", |e| {
+            e.status.as_ref().and_then(|s| s.keys.as_ref()).is_some_and(|k| {
+                k.last_regenerate_request.as_deref() == Some("primary:slow") && k.pending_regeneration.is_none()
+            }) && ep_ready(e)
+        })
+        .await;
+    assert_eq!(env.sim.handle.count("OnlineEndpoints_RegenerateKeys"), 1, "never sent twice");
+    let (primary2, _) = env.azure_keys("ws-ep", "scoring");
+    assert_ne!(primary2, primary);
+    assert_eq!(env.secret_value("scoring-keys", "primaryKey").await, primary2);
+    assert_eq!(ep.status.unwrap().keys.unwrap().last_regenerated_key.as_deref(), Some("Primary"));
+    env.sim.handle.set_lro_duration(Duration::from_millis(150));
+    env.stop().await;
+}
+
 /// Without a Ready workspace nothing is sent to Azure; once the workspace is Ready the endpoint converges.
 /// deletionPolicy Retain leaves Azure as is; a workspace deleted with deletionPolicy Delete deletes its endpoints'
 /// custom resources first.

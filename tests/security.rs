@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{
-    ANNOTATION_RESYNC_KEYS, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, SubscriptionBinding,
+    ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, SubscriptionBinding, WorkspaceDeletionPolicy,
 };
 use azml_operator::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName, WorkspaceRef};
 use azml_operator::azure::{CredentialConfig, Secret as AzSecret, SubscriptionId};
@@ -348,9 +348,9 @@ async fn every_kind_of_refusal_is_not_permitted_without_any_azure_call() {
 async fn a_removed_binding_stops_azure_calls_and_keeps_deletion_sane() {
     let env = Env::start(Setup::default()).await;
     let mut retain = env.spec();
-    retain.deletion_policy = DeletionPolicy::Retain;
+    retain.deletion_policy = WorkspaceDeletionPolicy::Retain;
     let mut delete = env.spec();
-    delete.deletion_policy = DeletionPolicy::Delete;
+    delete.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(TEAM_A, "ws-retain", retain).await;
     env.create(TEAM_A, "ws-delete", delete).await;
     env.wait_ready(TEAM_A, "ws-retain").await;
@@ -736,7 +736,7 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
 
     // Create.
     let mut spec = env.spec();
-    spec.deletion_policy = DeletionPolicy::Delete;
+    spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(TEAM_A, "ws-secret", spec).await;
     env.wait_ready(TEAM_A, "ws-secret").await;
     let ws_id = env.workspace_id(&env.world.subscription_id, &env.world.resource_group, "ws-secret");

@@ -185,15 +185,20 @@ async fn a_regenerated_key_is_resynced_with_bounded_calls() {
     assert!(keys.last_resync_time.is_none(), "a fresh workspace needs no resync");
     let old_key = env.key("key1");
 
-    // Steady state: the watcher reads once per subscription per interval, the workspace costs nothing.
+    // Steady state: the watcher reads twice per subscription per interval (the storage-account LIST and the
+    // activity log), the workspace costs nothing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.sim.handle.clear_calls();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let calls = arm_calls(&env);
-    assert!(calls.iter().all(|c| c == "ActivityLogs_List"), "{calls:?}");
-    assert!((3..=7).contains(&calls.len()), "{} activity-log queries in 1 s with a 200 ms interval", calls.len());
+    assert!(calls.iter().all(|c| c == "ActivityLogs_List" || c == "StorageAccounts_List"), "{calls:?}");
+    let lists = calls.iter().filter(|c| c.as_str() == "StorageAccounts_List").count();
+    assert!((3..=7).contains(&lists), "{lists} storage-account LISTs in 1 s with a 200 ms interval");
+    assert!((3..=7).contains(&(calls.len() - lists)), "{calls:?}");
 
     env.sim.handle.clear_calls();
+    // The simulator's activity log shows the event only after Azure's default ingestion delay (5 minutes), far
+    // beyond this wait: the storage-account LIST must find the change.
     env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key1").unwrap();
     let started = std::time::Instant::now();
     let ws = env
@@ -206,16 +211,19 @@ async fn a_regenerated_key_is_resynced_with_bounded_calls() {
     assert_ne!(env.key("key1"), old_key);
     assert_eq!(ws.status.unwrap().storage_keys.unwrap().workspace_uses_key.as_deref(), Some("key1"));
 
-    // Bounded: a few activity-log queries, one confirm (3 reads), one resync with its polls, one verify (3 reads).
+    // Bounded: the watcher's reads, one confirm, one resync with its polls, one verify; the account's keys are read
+    // once for both (its keyCreationTime did not change in between).
     let calls = arm_calls(&env);
     let n = |op: &str| calls.iter().filter(|c| c.as_str() == op).count();
     assert_eq!(n("Workspaces_ResyncKeys"), 1, "{calls:?}");
     assert_eq!(n("Workspaces_ListKeys"), 2, "confirm + verify: {calls:?}");
-    assert_eq!(n("StorageAccounts_ListKeys"), 2, "{calls:?}");
+    assert_eq!(n("StorageAccounts_ListKeys"), 1, "once per change of the account's keys: {calls:?}");
     assert_eq!(n("StorageAccounts_RegenerateKey"), 0);
     assert!(n("ActivityLogs_List") <= 2 + (latency.as_millis() / 200) as usize, "{calls:?}");
-    // The activity-log queries follow the clock (bounded above); everything else is bounded by the work.
-    let work = calls.iter().filter(|c| c.as_str() != "ActivityLogs_List").count();
+    assert!(n("StorageAccounts_List") <= 2 + (latency.as_millis() / 200) as usize, "{calls:?}");
+    // The watcher's queries follow the clock (bounded above); everything else is bounded by the work.
+    let work =
+        calls.iter().filter(|c| c.as_str() != "ActivityLogs_List" && c.as_str() != "StorageAccounts_List").count();
     assert!(work <= 15, "{work} ARM calls besides activity-log queries between regeneration and resync: {calls:?}");
     let resynced = env.events(event_reasons::KEYS_RESYNCED).await;
     assert!(resynced.iter().any(|n| n.contains("Drift")), "{resynced:?}");
@@ -224,6 +232,41 @@ async fn a_regenerated_key_is_resynced_with_bounded_calls() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(env.count("Workspaces_ResyncKeys"), 1);
     env.assert_no_leak(&[old_key, env.key("key1"), env.key("key2")]);
+    env.stop().await;
+}
+
+/// N workspaces on one account whose key changed: the account's keys are read once for all of them (listKeys is a
+/// POST, which ARM counts against the subscription's write limit), so the drift costs 1 + 3N writes.
+#[tokio::test]
+async fn one_change_reads_the_account_keys_once_for_all_its_workspaces() {
+    let env = Env::start().await;
+    let names = ["ws-n-1", "ws-n-2", "ws-n-3"];
+    for name in names {
+        env.create(name, env.spec()).await;
+    }
+    for name in names {
+        env.wait_in_sync(name).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.sim.handle.clear_calls();
+    env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key1").unwrap();
+    for name in names {
+        env.wait_for(name, "resynced", |w| last_reason(w) == Some(ResyncReason::Drift) && keys_in_sync(w)).await;
+        assert_eq!(env.cached_key(name), Some(env.key("key1")));
+    }
+    let writes: Vec<String> = env
+        .sim
+        .handle
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.kind != CallKind::Auth)
+        .map(|c| c.operation)
+        .collect();
+    let n = |op: &str| writes.iter().filter(|c| c.as_str() == op).count();
+    assert_eq!(n("StorageAccounts_ListKeys"), 1, "{writes:?}");
+    assert_eq!(n("Workspaces_ListKeys"), 2 * names.len(), "confirm + verify each: {writes:?}");
+    assert_eq!(n("Workspaces_ResyncKeys"), names.len(), "{writes:?}");
+    assert_eq!(writes.len(), 1 + 3 * names.len(), "{writes:?}");
     env.stop().await;
 }
 

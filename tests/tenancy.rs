@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, events, reasons};
-use azml_operator::api::v1alpha1::{ANNOTATION_ADOPT, DeletionPolicy, MlWorkspace, MlWorkspaceSpec, OWNER_TAG};
+use azml_operator::api::v1alpha1::{ANNOTATION_ADOPT, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, WorkspaceDeletionPolicy};
 use azml_operator::controller::ControllerConfig;
 use azml_operator::sandbox::arm::{RunningSim, World};
 use azml_operator::sandbox::kube_api::RunningServer;
@@ -206,7 +206,7 @@ async fn adoption_never_takes_the_workspace_of_a_live_owner() {
     let env = Env::start(json!({}), Duration::from_secs(30)).await;
     let shared = "shared-ws";
     let mut spec_a = env.spec(json!({"azureName": shared}));
-    spec_a.deletion_policy = DeletionPolicy::Retain;
+    spec_a.deletion_policy = WorkspaceDeletionPolicy::Retain;
     env.create(TEAM_A, "ws-a", spec_a, &[]).await;
     let ws_a = env.wait_ready(TEAM_A, "ws-a").await;
     let owner_a = env.owner_tag_in_azure(shared).expect("owner tag");
@@ -214,7 +214,7 @@ async fn adoption_never_takes_the_workspace_of_a_live_owner() {
 
     // Another namespace names the same workspace, asks to adopt it, and would delete it on deletion.
     let mut spec_b = env.spec(json!({"azureName": shared}));
-    spec_b.deletion_policy = DeletionPolicy::Delete;
+    spec_b.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(TEAM_B, "ws-b", spec_b, &[(ANNOTATION_ADOPT, "true")]).await;
     let message = env.wait_stalled(TEAM_B, "ws-b", reasons::OWNED_ELSEWHERE).await;
     assert!(message.contains(&owner_a), "{message}");

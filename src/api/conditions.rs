@@ -61,8 +61,14 @@ pub mod reasons {
     pub const KEYS_IN_SYNC: &str = "KeysInSync";
     /// The workspace holds a key the storage account no longer has.
     pub const KEYS_DRIFTED: &str = "KeysDrifted";
+    /// StorageKeysInSync: the workspace's datastores use identity-based access; it holds no account key to resync.
+    pub const IDENTITY_BASED: &str = "IdentityBased";
+    /// Stalled: the workspace's name is taken by a soft-deleted workspace (recover or purge it).
+    pub const SOFT_DELETED: &str = "SoftDeleted";
     /// A key resync is running.
     pub const KEYS_RESYNCING: &str = "KeysResyncing";
+    /// An endpoint key regeneration is running (polled, not awaited).
+    pub const KEYS_REGENERATING: &str = "KeysRegenerating";
     /// Every declared role assignment holds.
     pub const ACCESS_GRANTED: &str = "AccessGranted";
     /// Some role assignments are pending or failed.
@@ -127,6 +133,10 @@ pub mod events {
     pub const ADOPTED: &str = "Adopted";
     /// The storage keys were resynced.
     pub const KEYS_RESYNCED: &str = "KeysResynced";
+    /// A soft-deleted workspace was recovered (annotation azml.dev/recover-soft-deleted).
+    pub const RECOVERED: &str = "Recovered";
+    /// A workspace was deleted for good (deletionPolicy Purge, or annotation azml.dev/purge-soft-deleted).
+    pub const PURGED: &str = "Purged";
     /// A role assignment was created in Azure.
     pub const ACCESS_GRANTED: &str = "AccessGranted";
     /// A role assignment the operator created was deleted (no longer declared).

@@ -166,7 +166,7 @@ fn defaults_apply_in_serde_and_in_the_schema() {
     assert!(ws.spec.create_resource_group);
     assert!(ws.spec.storage_keys.auto_resync);
     assert_eq!(ws.spec.move_policy, MovePolicy::Move);
-    assert_eq!(ws.spec.deletion_policy, DeletionPolicy::Retain);
+    assert_eq!(ws.spec.deletion_policy, WorkspaceDeletionPolicy::Retain);
     assert_eq!(ws.spec.public_network_access, PublicNetworkAccess::Enabled);
     assert_eq!(ws.spec.azure_name_or("ws-one"), "ws-one");
 
@@ -188,7 +188,7 @@ fn schema_rejects_malformed_fields() {
         ("/spec/azureName", json!("name?api-version=1")),
         ("/spec/location", json!("West Europe")),
         ("/spec/publicNetworkAccess", json!("Sometimes")),
-        ("/spec/deletionPolicy", json!("Purge")),
+        ("/spec/deletionPolicy", json!("Destroy")),
         ("/spec/storageAccount/name", json!("../other")),
         ("/spec/keyVault/id", json!("/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv")),
         ("/spec/storageKeys", json!({"rotateEvery": "soon"})),
@@ -234,6 +234,15 @@ fn cel_rejects_what_the_schema_cannot_judge() {
 
     let both_ids = with(minimal_workspace(), "/spec/storageAccount", json!({"name": "sa1", "id": "/x"}));
     assert!(!cel_errors::<MlWorkspace>(&both_ids, None).is_empty());
+
+    for policy in ["Retain", "Delete", "Purge"] {
+        let ok = with(minimal_workspace(), "/spec/deletionPolicy", json!(policy));
+        assert_eq!(cel_errors::<MlWorkspace>(&ok, None), Vec::<String>::new(), "{policy}");
+        assert!(schema_errors::<MlWorkspace>(&ok).is_empty(), "{policy}");
+    }
+    let destroy = with(minimal_workspace(), "/spec/deletionPolicy", json!("Destroy"));
+    let errors = cel_errors::<MlWorkspace>(&destroy, None);
+    assert!(errors.iter().any(|e| e.contains("Purge (delete for good")), "{errors:?}");
 
     let reserved_tag = with(minimal_workspace(), "/spec/tags", json!({"azml.dev-owner": "me"}));
     assert!(!cel_errors::<MlWorkspace>(&reserved_tag, None).is_empty());

@@ -24,6 +24,9 @@ pub enum ActivityLogScope {
     ResourceGroup(ResourceGroupName),
     /// `correlationId eq '{id}'`.
     CorrelationId(Uuid),
+    /// `resourceProvider eq '{namespace}'`, e.g. `Microsoft.Storage`: the cost of a query then does not grow with
+    /// unrelated activity in the subscription.
+    ResourceProvider(&'static str),
     /// The whole subscription.
     Subscription,
 }
@@ -42,15 +45,24 @@ pub struct ActivityLogFilter {
 impl ActivityLogFilter {
     /// The OData expression.
     pub fn to_odata(&self) -> String {
-        let mut f = format!("eventTimestamp ge '{}' and eventTimestamp le '{}'", self.from, self.to);
+        let mut f =
+            format!("eventTimestamp ge '{}' and eventTimestamp le '{}'", odata_time(self.from), odata_time(self.to));
         match &self.scope {
             ActivityLogScope::Resource(id) => f.push_str(&format!(" and resourceUri eq '{id}'")),
             ActivityLogScope::ResourceGroup(rg) => f.push_str(&format!(" and resourceGroupName eq '{rg}'")),
             ActivityLogScope::CorrelationId(id) => f.push_str(&format!(" and correlationId eq '{}'", id.hyphenated())),
+            ActivityLogScope::ResourceProvider(ns) => f.push_str(&format!(" and resourceProvider eq '{ns}'")),
             ActivityLogScope::Subscription => {}
         }
         f
     }
+}
+
+/// A timestamp as the service writes and parses them: UTC with 7 fractional digits (100 ns ticks, .NET's
+/// precision; more digits are refused).
+pub fn odata_time(t: Timestamp) -> String {
+    let ticks = t.as_nanosecond().rem_euclid(1_000_000_000) / 100;
+    format!("{}.{ticks:07}Z", t.strftime("%Y-%m-%dT%H:%M:%S"))
 }
 
 /// A localizable string (`{value, localizedValue}`).
@@ -58,15 +70,11 @@ impl ActivityLogFilter {
 #[serde(rename_all = "camelCase")]
 pub struct LocalizableString {
     /// Invariant value (Azure sends `null` for an empty one, e.g. `subStatus` of a recorded event).
-    #[serde(default, deserialize_with = "null_as_empty")]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub value: String,
     /// Localized value.
     #[serde(default)]
     pub localized_value: Option<String>,
-}
-
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// One activity log event (fields the operator uses; `claims` is deliberately not read).
@@ -140,5 +148,52 @@ impl ArmClient {
         )
         .query("$filter", filter.to_odata());
         self.list_all(&call).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::transport::Page;
+
+    #[test]
+    fn filters_use_seven_fractional_digits() {
+        let from: Timestamp = "2026-06-01T11:00:00.123456789Z".parse().unwrap();
+        let to: Timestamp = "2026-06-01T12:00:00Z".parse().unwrap();
+        let f = ActivityLogFilter { from, to, scope: ActivityLogScope::ResourceProvider("Microsoft.Storage") };
+        assert_eq!(
+            f.to_odata(),
+            "eventTimestamp ge '2026-06-01T11:00:00.1234567Z' and eventTimestamp le '2026-06-01T12:00:00.0000000Z' \
+             and resourceProvider eq 'Microsoft.Storage'"
+        );
+    }
+
+    /// The recorded page (recordings/activity-log.json): `$select`ed fields, `subStatus.value` null, no
+    /// eventDataId, a `nextLink` on the first page only.
+    #[test]
+    fn the_recorded_pages_decode() {
+        let event = serde_json::json!({
+            "caller": "Microsoft.Insights/alertRules",
+            "correlationId": "/subscriptions/a93fb07c-6c93-40be-bf3b-4f0deba10f4b/resourceGroups/Default-Web-EastUS/providers/Microsoft.Insights/alertrules/checkrule3/incidents/L3N1",
+            "category": {"value": "Microsoft.Insights/alertrules", "localizedValue": "Microsoft Insights Alert Settings"},
+            "id": "/subscriptions/a93fb07c-6c93-40be-bf3b-4f0deba10f4b/resourceGroups/Default-Web-EastUS/providers/Microsoft.Insights/alertrules/checkrule3/events/9671a563-8b4d-4ba5-afe4-5b82340cbdea/ticks/635569505853936836",
+            "resourceUri": "/subscriptions/a93fb07c-6c93-40be-bf3b-4f0deba10f4b/resourceGroups/Default-Web-EastUS/providers/Microsoft.Insights/alertrules/checkrule3",
+            "operationName": {"value": "ResolveAlert", "localizedValue": "Resolve alert."},
+            "status": {"value": "Resolved", "localizedValue": "Resolved"},
+            "subStatus": {"value": null},
+            "eventTimestamp": "2015-01-15T20:29:45.3936836Z",
+            "subscriptionId": "a93fb07c-6c93-40be-bf3b-4f0deba10f4b"
+        });
+        let first = serde_json::json!({"value": [event], "nextLink": "https://hello.com/subscriptions/a93fb07c-6c93-40be-bf3b-4f0deba10f4b/providers/Microsoft.Insights/eventtypes/management/values?$skipToken=moreRecords"});
+        let page: Page<EventData> = serde_json::from_value(first).unwrap();
+        assert_eq!(page.value.len(), 1);
+        assert!(page.next_link.is_some());
+        let e = &page.value[0];
+        assert_eq!(e.sub_status.as_ref().map(|s| s.value.as_str()), Some(""));
+        assert!(e.event_timestamp.as_deref().unwrap().parse::<Timestamp>().is_ok(), "7 fractional digits parse");
+        let last: Page<EventData> = serde_json::from_value(serde_json::json!({"value": [event]})).unwrap();
+        assert!(last.next_link.is_none());
+        let empty: Page<EventData> = serde_json::from_value(serde_json::json!({"value": null})).unwrap();
+        assert!(empty.value.is_empty());
     }
 }

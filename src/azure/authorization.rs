@@ -46,10 +46,10 @@ pub struct RoleAssignment {
 #[serde(rename_all = "camelCase")]
 pub struct RoleAssignmentProperties {
     /// Role definition id (ARM normalises it to `/providers/Microsoft.Authorization/roleDefinitions/{guid}`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub role_definition_id: String,
     /// Principal object id.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub principal_id: String,
     /// Principal type as sent by ARM.
     #[serde(default)]

@@ -11,10 +11,10 @@ use super::ids::IdError;
 #[serde(rename_all = "camelCase")]
 pub struct ArmErrorBody {
     /// Machine-readable code, e.g. `ResourceNotFound`, `AuthorizationFailed`, `RoleAssignmentExists`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub code: String,
     /// Human-readable message.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub message: String,
     /// The target of the error (a property or resource), when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,9 +34,13 @@ pub(crate) struct ArmErrorEnvelope {
 }
 
 impl ArmErrorBody {
-    /// Parses an error response body; bodies that are not an ARM envelope yield `None`.
+    /// Parses an error response body: ARM's envelope `{"error": {...}}`, or the bare `{"code", "message"}` some
+    /// services answer with (the activity log does); other bodies yield `None`.
     pub fn from_response_body(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice::<ArmErrorEnvelope>(body).ok().map(|e| e.error)
+        if let Ok(e) = serde_json::from_slice::<ArmErrorEnvelope>(body) {
+            return Some(e.error);
+        }
+        serde_json::from_slice::<Self>(body).ok().filter(|b| !b.code.is_empty())
     }
 }
 
@@ -282,5 +286,11 @@ mod tests {
         assert_eq!(e.details[0].code, "ResourceMoveNotSupported");
         assert_eq!(e.additional_info.len(), 1);
         assert!(ArmErrorBody::from_response_body(b"<html>").is_none());
+        // The activity log answers errors without the envelope.
+        let bare = ArmErrorBody::from_response_body(br#"{"code":"BadRequest","message":"bad $filter"}"#).unwrap();
+        assert_eq!((bare.code.as_str(), bare.message.as_str()), ("BadRequest", "bad $filter"));
+        assert!(ArmErrorBody::from_response_body(br#"{"value":[]}"#).is_none());
+        let nulls = ArmErrorBody::from_response_body(br#"{"error":{"code":"X","message":null}}"#).unwrap();
+        assert_eq!(nulls.code, "X");
     }
 }

@@ -18,6 +18,7 @@ pub mod ids;
 pub mod lro;
 pub mod metrics;
 pub mod models;
+pub(crate) mod nullable;
 pub mod online_endpoints;
 pub mod resource_groups;
 pub mod resources;

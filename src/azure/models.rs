@@ -43,7 +43,7 @@ impl ProvisioningState {
 #[serde(rename_all = "camelCase")]
 pub struct ManagedServiceIdentity {
     /// `None`, `SystemAssigned`, `UserAssigned`, `SystemAssigned,UserAssigned`.
-    #[serde(rename = "type")]
+    #[serde(rename = "type", default, deserialize_with = "super::nullable::or_default")]
     pub type_: String,
     /// Principal id of the system-assigned identity (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -73,6 +73,7 @@ pub struct UserAssignedIdentity {
 #[serde(rename_all = "camelCase")]
 pub struct Sku {
     /// SKU name.
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub name: String,
     /// Tier (`Free`, `Basic`, `Standard`, `Premium`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

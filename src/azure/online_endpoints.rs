@@ -25,7 +25,7 @@ pub struct OnlineEndpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Location (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub location: String,
     /// Kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,7 +49,7 @@ pub struct OnlineEndpoint {
 #[serde(rename_all = "camelCase")]
 pub struct OnlineEndpointProperties {
     /// `AMLToken` / `Key` / `AADToken` (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub auth_mode: String,
     /// Description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -123,7 +123,7 @@ pub struct OnlineDeployment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Location (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub location: String,
     /// Kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,7 +147,7 @@ pub struct OnlineDeployment {
 #[serde(rename_all = "camelCase")]
 pub struct OnlineDeploymentProperties {
     /// `Managed` / `Kubernetes` (required).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub endpoint_compute_type: String,
     /// Model asset id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -371,5 +371,48 @@ impl ArmClient {
             LroStart::Done(()) => Ok(()),
             LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bodies as Azure sent them (recordings/online-endpoints.json): nulls, extra fields, `+00:00` timestamps.
+    #[test]
+    fn recorded_bodies_decode() {
+        let ep: OnlineEndpoint = serde_json::from_str(
+            r#"{"id":"/subscriptions/9e22/resourceGroups/ml-test/providers/Microsoft.MachineLearningServices/workspaces/mlworkspace-test2/onlineEndpoints/online-pwsh01",
+                "name":"online-pwsh01","type":"Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
+                "properties":{"description":null,"properties":{"azureml.onlineendpointid":"/x","AzureAsyncOperationUri":"https://y"},
+                  "scoringUri":"https://online-pwsh01.eastus.inference.ml.azure.com/score","swaggerUri":"https://s",
+                  "authMode":"AADToken","provisioningState":"Succeeded","compute":null,"publicNetworkAccess":"Enabled",
+                  "traffic":{},"mirrorTraffic":{}},
+                "systemData":{"createdAt":"2024-07-25T06:35:43.8986223+00:00","createdBy":"x"},
+                "tags":{},"location":"eastus","kind":"Managed",
+                "identity":{"type":"SystemAssigned","principalId":"8ffc","tenantId":"72f9"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ep.properties.provisioning_state, Some(ProvisioningState::Succeeded));
+        assert_eq!(ep.properties.auth_mode, "AADToken");
+        let dep: OnlineDeployment = serde_json::from_str(
+            r#"{"id":"/d","name":"online-pwsh01-blue01","type":"Microsoft.MachineLearningServices/workspaces/onlineEndpoints/deployments",
+                "properties":{"description":null,"properties":{"AzureAsyncOperationUri":"https://z"},
+                  "codeConfiguration":{"codeId":"/c","scoringScript":"score.py"},"environmentId":"/e",
+                  "environmentVariables":{},"scaleSettings":{"scaleType":"Default"},
+                  "requestSettings":{"maxQueueWait":"PT0S","requestTimeout":"PT5S","maxConcurrentRequestsPerInstance":1},
+                  "modelMountPath":null,"appInsightsEnabled":false,
+                  "livenessProbe":{"failureThreshold":30,"successThreshold":1,"timeout":"PT2S","period":"PT10S","initialDelay":"PT10S"},
+                  "provisioningState":"Creating","instanceType":"Standard_F4s_v2","model":"/m",
+                  "egressPublicNetworkAccess":"Enabled","dataCollector":null,"endpointComputeType":"Managed"},
+                "tags":{},"location":"eastus","kind":"Managed","sku":{"name":"Default","tier":"Standard","capacity":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(dep.properties.provisioning_state, Some(ProvisioningState::Creating));
+        let keys: EndpointKeys = serde_json::from_str(r#"{"primaryKey":null,"secondaryKey":null}"#).unwrap();
+        assert!(keys.primary_key.is_none() && keys.secondary_key.is_none());
+        let nulls: OnlineEndpoint =
+            serde_json::from_str(r#"{"location":null,"properties":{"authMode":null,"traffic":null}}"#).unwrap();
+        assert_eq!((nulls.location.as_str(), nulls.properties.auth_mode.as_str()), ("", ""));
     }
 }

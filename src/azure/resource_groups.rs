@@ -24,7 +24,7 @@ pub struct ResourceGroup {
     #[serde(default)]
     pub name: Option<String>,
     /// Location.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub location: String,
     /// Tags.
     #[serde(default)]

@@ -100,7 +100,7 @@ pub struct StorageAccountKey {
 
 #[derive(Debug, Deserialize)]
 struct KeyList {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     keys: Vec<StorageAccountKey>,
 }
 

@@ -187,9 +187,9 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// One page of a pageable list.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", bound(deserialize = "T: Deserialize<'de>"))]
 pub(crate) struct Page<T> {
-    #[serde(default = "Vec::new")]
+    #[serde(default = "Vec::new", deserialize_with = "super::nullable::or_default")]
     pub(crate) value: Vec<T>,
     #[serde(default)]
     pub(crate) next_link: Option<String>,

@@ -90,6 +90,13 @@ pub struct WorkspaceProperties {
     /// Provisioning state (read-only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provisioning_state: Option<ProvisioningState>,
+    /// Days a deleted workspace stays soft-deleted (1..14; Azure's default 14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete_retention_in_days: Option<i64>,
+    /// Set on a PUT to recover the soft-deleted workspace of the same name and location (see the simulator's
+    /// `soft_delete` module for where this comes from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<bool>,
 }
 
 /// Body of Workspaces_Update (PATCH). Only set fields are sent.
@@ -193,7 +200,7 @@ pub struct RegistryCredentials {
     #[serde(default)]
     pub username: Option<String>,
     /// Passwords.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::nullable::or_default")]
     pub passwords: Vec<RegistryPassword>,
 }
 
@@ -371,5 +378,45 @@ mod tests {
         .unwrap();
         assert_eq!(c.user_storage_resource_id.as_deref(), Some("/z"));
         assert!(!format!("{c:?}").contains("k2-secret"));
+    }
+
+    /// Bodies as Azure sent them (recordings/ml-workspaces.json, examples): nulls where lists and strings are
+    /// expected, `etag: null`, fields the operator does not know.
+    #[test]
+    fn recorded_bodies_decode() {
+        let keys: WorkspaceKeys = serde_json::from_str(
+            r#"{"userStorageKey":"********","userStorageArmId":"/subscriptions/9e22/resourceGroups/ml-test/providers/Microsoft.Storage/storageAccounts/storageaccount0722ml",
+                "appInsightsInstrumentationKey":"REDACTED","containerRegistryCredentials":null,
+                "notebookAccessKeys":{"primaryAccessKey":"********","secondaryAccessKey":"********"}}"#,
+        )
+        .unwrap();
+        assert!(keys.container_registry_credentials.is_none());
+        let identity: WorkspaceKeys = serde_json::from_str(
+            r#"{"userStorageKey":null,"userStorageArmId":"/x","appInsightsInstrumentationKey":null,
+                "containerRegistryCredentials":{"location":null,"username":"u","passwords":null},
+                "notebookAccessKeys":{"primaryAccessKey":null,"secondaryAccessKey":null}}"#,
+        )
+        .unwrap();
+        assert!(identity.user_storage_key.is_none());
+        assert!(identity.container_registry_credentials.unwrap().passwords.is_empty());
+        let ws: Workspace = serde_json::from_str(
+            r#"{"id":"/subscriptions/0e74/resourceGroups/ml-psh-test/providers/Microsoft.MachineLearningServices/workspaces/mlworkspace-test1",
+                "name":"mlworkspace-test1","type":"Microsoft.MachineLearningServices/workspaces","location":"eastus2",
+                "tags":{"key1":"value1"},"etag":null,
+                "properties":{"friendlyName":"","description":"","hbiWorkspace":false,"imageBuildCompute":null,
+                  "provisioningState":"Succeeded","allowRoleAssignmentOnRG":true,"softDeleteEnabled":false,
+                  "creationTime":"2025-11-04T09:09:55.7028648Z",
+                  "notebookInfo":{"resourceId":"de9f","fqdn":"x","isPrivateLinkEnabled":false,"notebookPreparationError":null},
+                  "ipAllowlist":[],"networkAcls":{"defaultAction":"Allow","bypass":"","ipRules":[],"resourceAccessRules":[]},
+                  "serverlessComputeSettings":null,"EnableSoftwareBillOfMaterials":false,"enableDataIsolation":false},
+                "identity":{"type":"SystemAssigned","principalId":"12a2","tenantId":"213e"},
+                "kind":"Default","sku":{"name":"Basic","tier":"Basic"},
+                "systemData":{"createdAt":"2025-11-04T09:09:55.7028648Z","createdByType":"User"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ws.properties.provisioning_state, Some(ProvisioningState::Succeeded));
+        let nulls: Workspace =
+            serde_json::from_str(r#"{"identity":{"type":null},"sku":{"name":null},"properties":{}}"#).unwrap();
+        assert_eq!(nulls.identity.map(|i| i.type_), Some(String::new()));
     }
 }

@@ -10,6 +10,7 @@ use tracing::{info, instrument, warn};
 use super::Context;
 use super::error::Error;
 use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::soft_delete;
 use super::status::{Phase, WorkspaceFacts};
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::MlWorkspace;
@@ -49,7 +50,7 @@ impl Progress {
         Progress { observed, facts }
     }
 
-    fn set_workspace(&mut self, ws: Option<Workspace>) {
+    pub(crate) fn set_workspace(&mut self, ws: Option<Workspace>) {
         self.facts = match &ws {
             Some(w) => WorkspaceFacts::Present(Box::new(w.clone())),
             None => WorkspaceFacts::Missing,
@@ -77,6 +78,11 @@ fn progressing(kind: OperationKind) -> Phase {
         OperationKind::CreateWorkspace => (reasons::CREATING, "creating the workspace in Azure"),
         OperationKind::UpdateWorkspace => (reasons::UPDATING, "updating the workspace in Azure"),
         OperationKind::DeleteWorkspace => (reasons::DELETING, "deleting the workspace in Azure"),
+        OperationKind::RecoverWorkspace => (reasons::CREATING, "recovering the soft-deleted workspace"),
+        OperationKind::RecoverToPurge => {
+            (reasons::CREATING, "recovering the soft-deleted workspace to read its owner tag before purging it")
+        }
+        OperationKind::PurgeWorkspace => (reasons::DELETING, "purging the soft-deleted workspace"),
     };
     Phase::Progressing { reason, message: message.to_owned() }
 }
@@ -153,11 +159,36 @@ pub async fn converge(
                     progress.observed.resource_group = ResourceGroupState::Exists;
                 }
                 Action::CreateWorkspace { id } => {
-                    let start = arm
-                        .begin_create_or_update_workspace(&desired.workspace, &desired.workspace_body())
-                        .await
-                        .map_err(Error::arm("create workspace"))?;
-                    info!(workspace = %id, "workspace PUT accepted");
+                    // A soft-deleted workspace holding the name, and the user said what to do with it.
+                    let (body, kind) = match soft_delete::request(ws, ctx.current_status(ws).as_ref()) {
+                        Some(soft_delete::Request::Recover) => {
+                            (soft_delete::recovery_body(desired), OperationKind::RecoverWorkspace)
+                        }
+                        Some(soft_delete::Request::Purge) => {
+                            (soft_delete::recovery_body(desired), OperationKind::RecoverToPurge)
+                        }
+                        None => (desired.workspace_body(), OperationKind::CreateWorkspace),
+                    };
+                    let start = match arm.begin_create_or_update_workspace(&desired.workspace, &body).await {
+                        Ok(start) => start,
+                        Err(e) if soft_delete::is_soft_deleted_conflict(&e) => {
+                            return Ok(soft_delete::stalled(ctx, desired));
+                        }
+                        Err(e) => return Err(Error::arm("create workspace")(e)),
+                    };
+                    info!(workspace = %id, kind = kind.as_str(), "workspace PUT accepted");
+                    if kind != OperationKind::CreateWorkspace {
+                        match start {
+                            LroStart::Done(result) => {
+                                let done = soft_delete::after_done(ctx, ws, desired, arm, progress, kind, Some(result));
+                                if let Some(applied) = done.await? {
+                                    return Ok(applied);
+                                }
+                            }
+                            LroStart::Pending(handle) => return Ok(start_pending(ctx, progress, kind, handle)),
+                        }
+                        continue;
+                    }
                     match start {
                         LroStart::Done(result) => {
                             ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created workspace {id}"))
@@ -218,7 +249,7 @@ pub async fn converge(
     })
 }
 
-fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, handle: LroHandle) -> Applied {
+pub(crate) fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, handle: LroHandle) -> Applied {
     let requeue = poll_delay(ctx, &handle);
     progress.observed.pending = Some(PendingOp { kind, handle });
     progress.facts = WorkspaceFacts::Unknown;
@@ -255,6 +286,11 @@ async fn poll(
             }
             return Ok(None);
         }
+        // Azure refused the create: a soft-deleted workspace holds the name.
+        Err(err) if soft_delete::is_soft_deleted_conflict(&err) => {
+            progress.observed.pending = None;
+            return Ok(Some(soft_delete::stalled(ctx, desired)));
+        }
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
             if super::error::ends_operation(&err) {
@@ -271,6 +307,12 @@ async fn poll(
         }
         LroPoll::Done(result) => {
             progress.observed.pending = None;
+            if matches!(
+                kind,
+                OperationKind::RecoverWorkspace | OperationKind::RecoverToPurge | OperationKind::PurgeWorkspace
+            ) {
+                return soft_delete::after_done(ctx, ws, desired, arm, progress, kind, result).await;
+            }
             if kind == OperationKind::CreateWorkspace {
                 let note = format!("Created workspace {}", desired.workspace.id());
                 ctx.publish(ws, EventType::Normal, events::CREATED, note).await;

@@ -3,7 +3,9 @@
 //! - `deletionPolicy: Retain`: nothing in Azure changes; the finalizer is removed.
 //! - `deletionPolicy: Delete`: the workspace is deleted (a long-running operation, polled like any other) when it
 //!   carries this resource's owner tag, then the role assignments the operator created (`status.access` entries in
-//!   state Granted); a workspace Azure already lost counts as deleted. Then the finalizer is removed.
+//!   state Granted); a workspace Azure already lost counts as deleted. Then the finalizer is removed. Azure
+//!   soft-deletes it: recoverable, and its name taken, for its retention period (14 days unless set otherwise).
+//! - `deletionPolicy: Purge`: the same, with `forceToPurge=true`: deleted for good, the name is free at once.
 //!   Before any of it, the workspace's MlOnlineEndpoints, then its MlComputes, are deleted and waited for.
 
 use kube::runtime::events::EventType;
@@ -15,7 +17,7 @@ use super::plan::{Desired, OperationKind, Ownership, PendingOp};
 use super::status::{Phase, Report, WorkspaceFacts};
 use super::{Context, WorkspaceClient, observe};
 use crate::api::conditions::{events, reasons};
-use crate::api::v1alpha1::{AccessState, DeletionPolicy, MlWorkspace, MlWorkspaceStatus, owner_tag_value};
+use crate::api::v1alpha1::{AccessState, MlWorkspace, MlWorkspaceStatus, WorkspaceDeletionPolicy, owner_tag_value};
 use crate::azure::ids::{ResourceId, RoleAssignmentRef};
 use crate::azure::{ArmClient, LroPoll, LroStart};
 
@@ -57,7 +59,7 @@ fn waiting(ctx: &Context, ws: &MlWorkspace, phase: Phase, requeue: std::time::Du
 /// Runs the cleanup for a resource being deleted.
 #[instrument(skip_all, fields(object = %format!("{}/{}", ws.metadata.namespace.as_deref().unwrap_or_default(), ws.metadata.name.as_deref().unwrap_or_default())))]
 pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) -> Result<CleanupOutcome, Error> {
-    if ws.spec.deletion_policy == DeletionPolicy::Retain {
+    if ws.spec.deletion_policy == WorkspaceDeletionPolicy::Retain {
         info!("deletionPolicy Retain: leaving Azure as it is");
         return Ok(CleanupOutcome::Done);
     }
@@ -97,6 +99,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     };
     let status = ctx.current_status(ws);
     let pending = observe::pending_from_status(status.as_ref())?;
+    let purge = ws.spec.deletion_policy == WorkspaceDeletionPolicy::Purge;
     let deleting = |handle| Report {
         phase: Phase::Progressing { reason: reasons::DELETING, message: "deleting the workspace in Azure".into() },
         workspace: WorkspaceFacts::Unknown,
@@ -126,7 +129,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
                 let tag = found.tags.as_ref().and_then(owner_tag_value);
                 if desired.owner.classify(tag) == Ownership::Ours {
                     match arm
-                        .begin_delete_workspace(&desired.workspace, false)
+                        .begin_delete_workspace(&desired.workspace, purge)
                         .await
                         .map_err(Error::arm("delete workspace"))?
                     {
@@ -154,7 +157,19 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
         }
     }
     delete_role_assignments(arm, &desired, [status.as_ref(), ws.status.as_ref()]).await?;
-    ctx.publish(ws, EventType::Normal, events::DELETED, format!("Deleted workspace {}", desired.workspace.id())).await;
+    let (reason, note) = if purge {
+        (events::PURGED, format!("Deleted workspace {} for good (deletionPolicy Purge)", desired.workspace.id()))
+    } else {
+        (
+            events::DELETED,
+            format!(
+                "Deleted workspace {}; Azure keeps it soft-deleted (recoverable, name taken) for its retention period \
+                 (14 days unless set otherwise); deletionPolicy Purge deletes for good",
+                desired.workspace.id()
+            ),
+        )
+    };
+    ctx.publish(ws, EventType::Normal, reason, note).await;
     Ok(CleanupOutcome::Done)
 }
 

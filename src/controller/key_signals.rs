@@ -1,11 +1,20 @@
-//! The storage-key drift watcher: one activity-log query per subscription per interval, and one storage-account
-//! LIST per subscription per resync period (or at once when the activity log cannot be read).
+//! The storage-key drift watcher: per subscription and `--key-signal-interval`, one storage-account LIST (the
+//! primary signal) and one activity-log query (a hint).
 //!
-//! It knows the workspaces through the registry the key step fills ([`super::keys::KeyState`]) and wakes exactly
-//! those whose storage account changed; the woken workspaces confirm and resync in their own reconcile. Its cost
-//! depends on the number of subscriptions, not of workspaces.
+//! - **Primary: keyCreationTime.** `GET /subscriptions/{sub}/providers/Microsoft.Storage/storageAccounts` returns
+//!   every account with `keyCreationTime`, which changes with every regenerateKey. Each registered workspace whose
+//!   recorded `keyCreationTime` differs from the listed one is woken, once per change. Detection takes at most one
+//!   interval, whatever the activity log does.
+//! - **Hint: the activity log.** Azure ingests activity-log events minutes after the operation, so a query that
+//!   only looks one interval back misses most of them. Each query reaches [`ACTIVITY_LOG_LOOKBACK`] back, asks only
+//!   for `resourceProvider eq 'Microsoft.Storage'` (its cost does not grow with unrelated activity), and acts on
+//!   each event id once. A successful regenerateKey wakes the account's workspaces whose recorded key times predate
+//!   it (the LIST has usually done so already; the hint matters when the LIST fails).
+//!
+//! It knows the workspaces through the registry the key step fills ([`super::keys::KeyState`]); the woken
+//! workspaces confirm and resync in their own reconcile. Its cost grows with subscriptions, not with workspaces.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,42 +22,42 @@ use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::keys::{KeyState, Signal, creation_map};
+use super::keys::{KeyState, Registered, Signal, creation_map};
 use crate::azure::SubscriptionId;
 use crate::azure::activity_log::{ActivityLogFilter, ActivityLogScope, EventData, REGENERATE_KEY_OPERATION};
+
+/// How far back each activity-log query reaches: Azure documents the activity log's ingestion delay in minutes
+/// (typically up to about 15), so events are looked for well after they happened.
+pub const ACTIVITY_LOG_LOOKBACK: Duration = Duration::from_secs(20 * 60);
+
+/// A regeneration this close before a workspace's recorded key times is the change the workspace already knows.
+const SAME_CHANGE: SignedDuration = SignedDuration::from_secs(60);
 
 /// Settings of the watcher.
 #[derive(Clone, Debug)]
 pub struct WatcherConfig {
-    /// Activity-log query interval per subscription (default 60 s).
+    /// LIST and activity-log interval per subscription (`--key-signal-interval`, default 60 s).
     pub interval: Duration,
-    /// Storage-account LIST interval per subscription (the controller's resync period).
-    pub list_every: Duration,
+    /// How far back each activity-log query reaches ([`ACTIVITY_LOG_LOOKBACK`]).
+    pub lookback: Duration,
 }
 
 /// Per-subscription memory of the watcher.
 #[derive(Default)]
 struct SubState {
-    /// End of the last successful activity-log window.
-    checked_until: Option<Timestamp>,
-    /// When the accounts were last listed.
-    listed_at: Option<Timestamp>,
-    /// Events already acted on (the windows overlap, since the activity log is eventually consistent).
+    /// Activity-log events already acted on, with when they were seen (kept for one look-back).
     seen: HashMap<String, Timestamp>,
+    /// The keyCreationTime each workspace (uid) was last woken for: a change wakes once, not every interval.
+    woken_for: HashMap<String, BTreeMap<String, String>>,
 }
 
-/// How far back each activity-log window reaches before the previous one ended (events arrive late).
-fn overlap(interval: Duration) -> SignedDuration {
-    SignedDuration::try_from(interval.max(Duration::from_secs(1))).unwrap_or(SignedDuration::from_secs(60))
-}
-
-/// The accounts (lowercased ids) named by successful regenerateKey events not seen before.
-pub fn regenerated_accounts(
+/// A successful regenerateKey event not seen before: (account id lowercased, when it happened).
+pub fn regenerations(
     events: &[EventData],
     seen: &mut HashMap<String, Timestamp>,
     now: Timestamp,
-) -> HashSet<String> {
-    let mut out = HashSet::new();
+) -> Vec<(String, Option<Timestamp>)> {
+    let mut out = Vec::new();
     for e in events {
         if !e.is_operation(REGENERATE_KEY_OPERATION) {
             continue;
@@ -62,14 +71,55 @@ pub fn regenerated_accounts(
             continue;
         }
         seen.insert(id.clone(), now);
-        out.insert(resource.to_ascii_lowercase());
+        let at = e.event_timestamp.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+        out.push((resource.to_ascii_lowercase(), at));
     }
     out
 }
 
+/// The accounts (lowercased ids) named by successful regenerateKey events not seen before.
+pub fn regenerated_accounts(
+    events: &[EventData],
+    seen: &mut HashMap<String, Timestamp>,
+    now: Timestamp,
+) -> HashSet<String> {
+    regenerations(events, seen, now).into_iter().map(|(a, _)| a).collect()
+}
+
+/// Whether a workspace whose keys were recorded as `recorded` predates a regeneration at `at`.
+fn predates(recorded: &BTreeMap<String, String>, at: Option<Timestamp>) -> bool {
+    let newest = recorded.values().filter_map(|t| t.parse::<Timestamp>().ok()).max();
+    match (newest, at) {
+        (Some(newest), Some(at)) => newest.checked_add(SAME_CHANGE).is_ok_and(|n| n < at),
+        // Nothing to compare with: wake it, the key step checks.
+        _ => true,
+    }
+}
+
+/// The workspaces to wake after a LIST: those whose recorded keyCreationTime differs from the listed one, and that
+/// were not already woken for that same value. Pure.
+pub fn changed_workspaces<'a>(
+    workspaces: &'a [Registered],
+    listed: &HashMap<String, BTreeMap<String, String>>,
+    woken_for: &HashMap<String, BTreeMap<String, String>>,
+) -> Vec<(&'a Registered, BTreeMap<String, String>)> {
+    workspaces
+        .iter()
+        .filter_map(|w| {
+            let current = listed.get(&w.account)?;
+            // An empty record (never synced, or identity-based access) is the key step's business, not drift.
+            if w.recorded.is_empty() || *current == w.recorded {
+                return None;
+            }
+            let uid = w.object.extra.uid.as_deref()?;
+            (woken_for.get(uid) != Some(current)).then(|| (w, current.clone()))
+        })
+        .collect()
+}
+
 /// Runs until `shutdown`.
 pub async fn watch(state: Arc<KeyState>, config: WatcherConfig, shutdown: CancellationToken) {
-    info!(interval = ?config.interval, list_every = ?config.list_every, "starting the storage-key watcher");
+    info!(interval = ?config.interval, lookback = ?config.lookback, "starting the storage-key watcher");
     let mut subs: HashMap<SubscriptionId, SubState> = HashMap::new();
     let mut ticker = tokio::time::interval(config.interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -106,54 +156,53 @@ async fn tick(
     arm: &crate::azure::ArmClient,
     st: &mut SubState,
 ) {
+    let workspaces = state.workspaces_of(sub);
+    // Primary: one LIST, keyCreationTime per account.
+    match arm.list_storage_accounts(sub).await {
+        Ok(accounts) => {
+            let listed: HashMap<String, BTreeMap<String, String>> = accounts
+                .iter()
+                .filter_map(|a| {
+                    a.id.as_ref()
+                        .map(|id| (id.to_ascii_lowercase(), creation_map(a.properties.key_creation_time.as_ref())))
+                })
+                .collect();
+            for (w, current) in changed_workspaces(&workspaces, &listed, &st.woken_for) {
+                debug!(account = %w.account, workspace = %w.object, "keyCreationTime changed");
+                if let Some(uid) = w.object.extra.uid.as_deref() {
+                    state.signal(uid, w.object.clone(), Signal::Drift);
+                    st.woken_for.insert(uid.to_owned(), current);
+                }
+            }
+            let known: HashSet<&str> = workspaces.iter().filter_map(|w| w.object.extra.uid.as_deref()).collect();
+            st.woken_for.retain(|uid, _| known.contains(uid.as_str()));
+        }
+        Err(err) => {
+            warn!(subscription = %sub, error = %err, "cannot list storage accounts; relying on the activity log")
+        }
+    }
+    // Hint: the activity log, looking back past its ingestion delay.
     let now = Timestamp::now();
-    let ov = overlap(config.interval);
-    let from = st.checked_until.unwrap_or(now).checked_sub(ov).unwrap_or(now);
-    let filter = ActivityLogFilter { from, to: now, scope: ActivityLogScope::Subscription };
-    let mut must_list = st.listed_at.is_none_or(|t| {
-        t.checked_add(SignedDuration::try_from(config.list_every).unwrap_or(SignedDuration::MAX))
-            .is_ok_and(|d| d <= now)
-    });
+    let lookback = SignedDuration::try_from(config.lookback).unwrap_or(SignedDuration::from_secs(1200));
+    let from = now.checked_sub(lookback).unwrap_or(now);
+    let filter = ActivityLogFilter { from, to: now, scope: ActivityLogScope::ResourceProvider("Microsoft.Storage") };
     match arm.list_activity_log(sub, &filter).await {
         Ok(events) => {
-            st.checked_until = Some(now);
-            let cutoff = from.checked_sub(ov).unwrap_or(from);
-            st.seen.retain(|_, t| *t >= cutoff);
-            for account in regenerated_accounts(&events, &mut st.seen, now) {
-                let woken = state.signal_account(&account, Signal::Drift, None);
+            let keep = from.checked_sub(SignedDuration::try_from(config.interval).unwrap_or_default()).unwrap_or(from);
+            st.seen.retain(|_, t| *t >= keep);
+            for (account, at) in regenerations(&events, &mut st.seen, now) {
+                let mut woken = 0;
+                for w in workspaces.iter().filter(|w| w.account == account && predates(&w.recorded, at)) {
+                    if let Some(uid) = w.object.extra.uid.as_deref() {
+                        state.signal(uid, w.object.clone(), Signal::Drift);
+                        woken += 1;
+                    }
+                }
                 debug!(%account, woken, "regenerateKey in the activity log");
             }
         }
-        Err(err) => {
-            // Not fatal: keyCreationTime catches the same changes, only the LIST costs more per call.
-            warn!(subscription = %sub, error = %err, "cannot read the activity log; comparing keyCreationTime instead");
-            must_list = true;
-        }
-    }
-    if must_list {
-        match arm.list_storage_accounts(sub).await {
-            Ok(accounts) => {
-                st.listed_at = Some(now);
-                let by_id: HashMap<String, _> = accounts
-                    .iter()
-                    .filter_map(|a| {
-                        a.id.as_ref()
-                            .map(|id| (id.to_ascii_lowercase(), creation_map(a.properties.key_creation_time.as_ref())))
-                    })
-                    .collect();
-                for w in state.workspaces_of(sub) {
-                    let Some(current) = by_id.get(&w.account) else { continue };
-                    // An empty record (never synced) is the key step's business, not drift.
-                    if !w.recorded.is_empty() && *current != w.recorded {
-                        debug!(account = %w.account, workspace = %w.object, "keyCreationTime changed");
-                        if let Some(uid) = w.object.extra.uid.as_deref() {
-                            state.signal(uid, w.object.clone(), Signal::Drift);
-                        }
-                    }
-                }
-            }
-            Err(err) => warn!(subscription = %sub, error = %err, "cannot list storage accounts"),
-        }
+        // Not fatal: the LIST above is the primary signal.
+        Err(err) => debug!(subscription = %sub, error = %err, "cannot read the activity log"),
     }
 }
 
@@ -186,5 +235,53 @@ mod tests {
         let got = regenerated_accounts(&events, &mut seen, now);
         assert_eq!(got, HashSet::from(["/sa1".to_owned()]));
         assert!(regenerated_accounts(&events, &mut seen, now).is_empty(), "the overlap does not wake twice");
+    }
+
+    fn reg(uid: &str, account: &str, recorded: &[(&str, &str)]) -> Registered {
+        let mut object = kube::runtime::reflector::ObjectRef::new(uid).within("ns");
+        object.extra.uid = Some(uid.to_owned());
+        Registered {
+            object,
+            account: account.into(),
+            recorded: recorded.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            uses: Some("key1".into()),
+        }
+    }
+
+    #[test]
+    fn a_listed_change_wakes_each_workspace_once() {
+        let old = [("key1", "2026-01-01T00:00:00Z"), ("key2", "2026-01-01T00:00:00Z")];
+        let new: BTreeMap<String, String> =
+            [("key1".into(), "2026-06-01T00:00:00Z".into()), ("key2".into(), "2026-01-01T00:00:00Z".into())].into();
+        let workspaces =
+            vec![reg("a", "/sa1", &old), reg("b", "/sa1", &old), reg("c", "/sa2", &old), reg("d", "/sa1", &[])];
+        let listed: HashMap<String, BTreeMap<String, String>> = [
+            ("/sa1".to_owned(), new.clone()),
+            ("/sa2".to_owned(), old.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+        ]
+        .into();
+        let mut woken_for = HashMap::new();
+        let first: Vec<&str> = changed_workspaces(&workspaces, &listed, &woken_for)
+            .into_iter()
+            .map(|(w, _)| w.object.name.as_str())
+            .collect();
+        assert_eq!(first, ["a", "b"], "only the changed account's workspaces with a record");
+        woken_for.insert("a".to_owned(), new.clone());
+        let again: Vec<&str> = changed_workspaces(&workspaces, &listed, &woken_for)
+            .into_iter()
+            .map(|(w, _)| w.object.name.as_str())
+            .collect();
+        assert_eq!(again, ["b"], "a workspace is not woken twice for the same change");
+    }
+
+    #[test]
+    fn a_late_event_does_not_wake_a_workspace_that_knows_the_change() {
+        let at: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
+        let before = BTreeMap::from([("key1".to_owned(), "2026-05-01T00:00:00Z".to_owned())]);
+        let after = BTreeMap::from([("key1".to_owned(), "2026-06-01T00:00:00.5Z".to_owned())]);
+        assert!(predates(&before, Some(at)));
+        assert!(!predates(&after, Some(at)));
+        assert!(predates(&BTreeMap::new(), Some(at)));
+        assert!(predates(&after, None));
     }
 }

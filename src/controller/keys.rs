@@ -6,14 +6,17 @@
 //! affected workspaces.
 //!
 //! # Detection (no secrets read in steady state)
-//! - The watcher queries the activity log once per subscription per interval for
-//!   `Microsoft.Storage/storageAccounts/regenerateKey/action` and wakes exactly the workspaces registered on the
-//!   regenerated accounts. When the activity log cannot be read, and in any case once per resync period, it lists
-//!   the subscription's storage accounts (one paged read) and compares each account's `keyCreationTime` with the
-//!   value recorded in `status.storageKeys.keyCreationTime` at the workspace's last sync. Cost grows with the
+//! - The watcher lists each subscription's storage accounts once per `--key-signal-interval` and wakes each
+//!   registered workspace whose account's `keyCreationTime` differs from the value recorded in
+//!   `status.storageKeys.keyCreationTime` at its last sync (once per change). The activity log, which Azure fills
+//!   minutes late, is a hint queried in the same round with a look-back that covers the delay. Cost grows with the
 //!   number of subscriptions, not workspaces.
 //! - A woken workspace confirms the drift: the workspace's `listKeys` userStorageKey is compared in memory with the
-//!   account's keys. Only WHICH key matches (`key1`/`key2`/none) is kept; the values are dropped at once.
+//!   account's keys. Only WHICH key matches (`key1`/`key2`/none) is kept; the values are dropped at once. The
+//!   account's keys are read once per change of its keyCreationTime and shared by all its workspaces (listKeys is a
+//!   POST, counted as a write by ARM): a drift of N workspaces on one account costs 1 + 3N writes.
+//! - A workspace whose datastores use identity-based access (`systemDatastoresAuthMode: Identity`, read from the
+//!   workspace GET the reconcile makes anyway) holds no key: reported `IdentityBased`, no call at all.
 //! - A reconcile without a signal, a request or a due rotation makes no call at all here.
 //!
 //! # Resync
@@ -71,7 +74,7 @@ use crate::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceStatus, PendingOperation, ResyncReason, StorageKeysStatus,
 };
 use crate::azure::storage::{KeyCreationTime, StorageAccountKey, StorageKeyName};
-use crate::azure::workspaces::WorkspaceKeys;
+use crate::azure::workspaces::{Workspace, WorkspaceKeys};
 use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart, StorageAccountRef, SubscriptionId};
 
 /// `status.pendingOperation.kind` prefix of a key resync (`ResyncKeys/Drift`, ...).
@@ -109,12 +112,19 @@ struct Registry {
     subscription_of: HashMap<String, SubscriptionId>,
 }
 
+/// An account's keys and the keyCreationTime they were read at.
+type KeysAt = (BTreeMap<String, String>, Vec<StorageAccountKey>);
+
 /// Shared state of the key feature: who uses which account, pending signals and resync intents, rotation locks.
 pub struct KeyState {
     registry: Mutex<Registry>,
     signals: Mutex<HashMap<String, Signal>>,
     intents: Mutex<HashMap<String, ResyncReason>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last key list read per account (lowercased id), with the keyCreationTime it was read at: the keys of an
+    /// account change exactly when its keyCreationTime does, so one listKeys serves every workspace of the account
+    /// (confirm and verify) until the next change. Values stay inside [`crate::azure::Secret`].
+    account_keys: Mutex<HashMap<String, KeysAt>>,
     trigger: broadcast::Sender<ObjectRef<MlWorkspace>>,
 }
 
@@ -128,6 +138,7 @@ impl Default for KeyState {
             signals: Mutex::default(),
             intents: Mutex::default(),
             locks: Mutex::default(),
+            account_keys: Mutex::default(),
             trigger,
         }
     }
@@ -504,10 +515,48 @@ struct Confirmed {
     times: BTreeMap<String, String>,
 }
 
-async fn confirm(arm: &ArmClient, desired: &Desired, sa: &StorageAccountRef) -> Result<Confirmed, Error> {
+/// The account's keys: from the per-account cache when its keyCreationTime is unchanged, else one listKeys (a POST,
+/// which ARM counts as a write) under the account's lock, so concurrent workspaces of the account share it.
+async fn account_keys(
+    ctx: &Context,
+    arm: &ArmClient,
+    sa: &StorageAccountRef,
+    times: &BTreeMap<String, String>,
+) -> Result<Vec<StorageAccountKey>, Error> {
+    let account = sa.id().to_ascii_lowercase();
+    let cached =
+        |state: &KeyState| {
+            state.account_keys.lock().ok().and_then(|m| {
+                m.get(&account).filter(|(at, _)| !times.is_empty() && at == times).map(|(_, k)| k.clone())
+            })
+        };
+    if let Some(keys) = cached(&ctx.keys) {
+        return Ok(keys);
+    }
+    // Not the rotation lock: a rotation holds that one while it resyncs (and may verify at once).
+    let lock = ctx.keys.account_lock(&format!("listKeys:{account}"));
+    let _guard = lock.lock().await;
+    if let Some(keys) = cached(&ctx.keys) {
+        return Ok(keys);
+    }
+    let keys = arm.list_storage_account_keys(sa).await.map_err(Error::arm("list storage account keys"))?;
+    if !times.is_empty()
+        && let Ok(mut m) = ctx.keys.account_keys.lock()
+    {
+        m.insert(account, (times.clone(), keys.clone()));
+    }
+    Ok(keys)
+}
+
+async fn confirm(
+    ctx: &Context,
+    arm: &ArmClient,
+    desired: &Desired,
+    sa: &StorageAccountRef,
+) -> Result<Confirmed, Error> {
     let account = arm.get_storage_account(sa).await.map_err(Error::arm("read storage account"))?;
     let times = creation_map(account.as_ref().and_then(|a| a.properties.key_creation_time.as_ref()));
-    let account_keys = arm.list_storage_account_keys(sa).await.map_err(Error::arm("list storage account keys"))?;
+    let account_keys = account_keys(ctx, arm, sa, &times).await?;
     let ws_keys = arm.list_workspace_keys(&desired.workspace).await.map_err(Error::arm("list workspace keys"))?;
     let uses = which_key(&account_keys, &ws_keys);
     let holds_key = ws_keys.user_storage_key.as_ref().is_some_and(|k| !k.is_empty());
@@ -519,16 +568,52 @@ fn in_sync_message(uses: StorageKeyName) -> String {
     format!("the workspace holds the storage account's current {}", key_label(uses))
 }
 
+/// Whether the workspace's system datastores use identity-based access (`properties.systemDatastoresAuthMode:
+/// Identity`): then listKeys has no `userStorageKey` and there is no cached account key to keep in sync.
+pub fn identity_based(workspace: &Workspace) -> bool {
+    workspace.properties.system_datastores_auth_mode.as_deref().is_some_and(|m| m.eq_ignore_ascii_case("Identity"))
+}
+
+/// The outcome for a workspace with identity-based storage access: no call at all, nothing claimed.
+fn identity_outcome(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    arm: &ArmClient,
+    uid: &str,
+    keys_status: Option<&StorageKeysStatus>,
+) -> KeysOutcome {
+    ctx.keys.set_intent(uid, None);
+    ctx.keys.clear_signal(uid);
+    let mut next = keys_status.cloned().unwrap_or_default();
+    next.workspace_uses_key = None;
+    next.key_creation_time.clear();
+    // Registered without recorded key times: the watcher's keyCreationTime comparison skips it.
+    register_recorded(ctx, ws, desired, arm, &next);
+    let message = "the workspace's datastores use identity-based access (systemDatastoresAuthMode Identity): it holds \
+                   no storage account key, so there is nothing to resync or rotate"
+        .to_owned();
+    KeysOutcome {
+        update: KeysUpdate { storage_keys: Some(next), condition: Some((true, reasons::IDENTITY_BASED, message)) },
+        ..KeysOutcome::idle()
+    }
+}
+
 /// The key step after the workspace pipeline found the workspace Ready (present, no operation in flight).
+/// `workspace` is the workspace as this reconcile read it.
 pub async fn after_ready(
     ctx: &Context,
     ws: &MlWorkspace,
     desired: &Desired,
     arm: &ArmClient,
     status: Option<&MlWorkspaceStatus>,
+    workspace: Option<&Workspace>,
 ) -> Result<KeysOutcome, Error> {
     let uid = ws.uid().unwrap_or_default();
     let keys_status = status.and_then(|s| s.storage_keys.as_ref());
+    if workspace.is_some_and(identity_based) {
+        return Ok(identity_outcome(ctx, ws, desired, arm, &uid, keys_status));
+    }
     register(ctx, ws, desired, arm, keys_status);
     let spec = &ws.spec.storage_keys;
     let input = DecideInput {
@@ -539,8 +624,11 @@ pub async fn after_ready(
         signal: ctx.keys.take_signal(&uid),
         intent: ctx.keys.intent(&uid),
         paused: desired.paused,
+        // In sync as a key holder (an IdentityBased workspace that switched to access keys is checked afresh).
         in_sync: status.is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == conditions::STORAGE_KEYS_IN_SYNC && c.status == "True")
+            s.conditions.iter().any(|c| {
+                c.type_ == conditions::STORAGE_KEYS_IN_SYNC && c.status == "True" && c.reason == reasons::KEYS_IN_SYNC
+            })
         }),
         now: Timestamp::now(),
     };
@@ -554,7 +642,7 @@ pub async fn after_ready(
             ..KeysOutcome::idle()
         }),
         KeysDecision::Check => {
-            let confirmed = confirm(arm, desired, &sa).await?;
+            let confirmed = confirm(ctx, arm, desired, &sa).await?;
             ctx.keys.clear_signal(&uid);
             let mut next = keys_status.cloned().unwrap_or_default();
             next.key_creation_time = confirmed.times.clone();
@@ -708,7 +796,7 @@ async fn verify(
     reason: ResyncReason,
 ) -> Result<KeysOutcome, Error> {
     let sa = storage_ref(desired)?;
-    let confirmed = confirm(arm, desired, &sa).await?;
+    let confirmed = confirm(ctx, arm, desired, &sa).await?;
     let Some(k) = confirmed.uses else {
         // The keys changed again during the resync (or Azure did not pick a current key): retry with backoff.
         warn!(reason = reason_name(reason), "resync finished but the workspace still holds no current storage key");

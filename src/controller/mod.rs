@@ -22,6 +22,7 @@ pub mod moves;
 pub mod observe;
 pub mod ownership;
 pub mod plan;
+pub mod soft_delete;
 pub mod status;
 
 use std::collections::{BTreeMap, HashMap};
@@ -53,7 +54,7 @@ use self::plan::Desired;
 use self::status::{Phase, Report, WorkspaceFacts};
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{
-    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding,
+    ANNOTATION_PAUSED, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding, WorkspaceDeletionPolicy,
 };
 use crate::azure::{ArmClient, ArmClientOptions, AzureCloud};
 use crate::policy;
@@ -665,7 +666,11 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                 && report.pending.is_none()
                 && matches!(report.workspace, WorkspaceFacts::Present(_))
             {
-                let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref()).await;
+                let observed = match &report.workspace {
+                    WorkspaceFacts::Present(w) => Some(w.as_ref()),
+                    _ => None,
+                };
+                let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), observed).await;
                 return finish_keys(ctx, ws, status, result, report, Some(applied.requeue)).await;
             }
             ctx.finish(ws, report, applied.requeue).await
@@ -717,7 +722,7 @@ async fn finish_keys(
 
 async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
     let status = ctx.current_status(ws);
-    if ws.spec.deletion_policy == DeletionPolicy::Retain {
+    if ws.spec.deletion_policy == WorkspaceDeletionPolicy::Retain {
         info!("deletionPolicy Retain: leaving Azure as it is; removing the finalizer");
         return remove_finalizer(ws, ctx).await;
     }
@@ -833,8 +838,10 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
         "starting the MlWorkspace controller"
     );
     let ctx = Arc::new(Context::new(client.clone(), config));
-    let watcher_config =
-        key_signals::WatcherConfig { interval: ctx.config.key_signal_interval, list_every: ctx.config.resync_period };
+    let watcher_config = key_signals::WatcherConfig {
+        interval: ctx.config.key_signal_interval,
+        lookback: key_signals::ACTIVITY_LOG_LOOKBACK,
+    };
     let watcher_stop = shutdown.child_token();
     let watcher = tokio::spawn(key_signals::watch(ctx.keys.clone(), watcher_config, watcher_stop.clone()));
     let controllers = apis.into_iter().map(|api| run_one(api, client.clone(), ctx.clone(), shutdown.clone()));

@@ -319,6 +319,13 @@ pub enum OperationKind {
     UpdateWorkspace,
     /// Workspace DELETE.
     DeleteWorkspace,
+    /// Recovery of a soft-deleted workspace (annotation `azml.dev/recover-soft-deleted`; [`super::soft_delete`]).
+    RecoverWorkspace,
+    /// Recovery of a soft-deleted workspace in order to purge it (annotation `azml.dev/purge-soft-deleted`): once it
+    /// is back, its owner tag decides whether it is purged.
+    RecoverToPurge,
+    /// `DELETE ?forceToPurge=true` of a recovered workspace, before it is created afresh.
+    PurgeWorkspace,
 }
 
 impl OperationKind {
@@ -328,12 +335,24 @@ impl OperationKind {
             OperationKind::CreateWorkspace => "CreateWorkspace",
             OperationKind::UpdateWorkspace => "UpdateWorkspace",
             OperationKind::DeleteWorkspace => "DeleteWorkspace",
+            OperationKind::RecoverWorkspace => "RecoverWorkspace",
+            OperationKind::RecoverToPurge => "RecoverToPurge",
+            OperationKind::PurgeWorkspace => "PurgeWorkspace",
         }
     }
 
     /// Parses a stored kind.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::CreateWorkspace, Self::UpdateWorkspace, Self::DeleteWorkspace].into_iter().find(|k| k.as_str() == s)
+        [
+            Self::CreateWorkspace,
+            Self::UpdateWorkspace,
+            Self::DeleteWorkspace,
+            Self::RecoverWorkspace,
+            Self::RecoverToPurge,
+            Self::PurgeWorkspace,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 

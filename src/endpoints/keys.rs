@@ -4,8 +4,11 @@
 //!   operator creates it with an owner reference to the endpoint and updates only a Secret that carries that
 //!   reference; any other Secret of that name is left untouched and the endpoint stalls (`SecretNotOwned`).
 //! - `azml.dev/regenerate-keys: primary[:token]` or `secondary[:token]`: a value not yet honoured regenerates that
-//!   key once (waiting for the operation), then the Secret is updated; the value is recorded in
-//!   `status.keys.lastRegenerateRequest`, so the same value never regenerates again. Zero-downtime roll: callers
+//!   key once. Azure answers with a long-running operation (Retry-After 10..600 s, minutes in all): it is started,
+//!   recorded in `status.keys.pendingRegeneration` and polled by later reconciles, never awaited in a worker and
+//!   never sent again once recorded (a restart resumes polling). When it succeeds the Secret is updated and the
+//!   value is recorded in `status.keys.lastRegenerateRequest`, so the same value never regenerates again; when it
+//!   fails, a Warning event says so and the request is tried again with backoff. Zero-downtime roll: callers
 //!   use the primary key; regenerate the secondary, switch callers to it, then regenerate the primary.
 //! - Key values never reach logs, events, errors or status.
 
@@ -18,19 +21,20 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use super::Context;
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_REGENERATE_KEYS, EndpointAuthMode, EndpointKeysStatus, MlOnlineEndpoint, MlOnlineEndpointStatus,
-    SECRET_PRIMARY_KEY, SECRET_SCORING_URI, SECRET_SECONDARY_KEY,
+    PendingRegeneration, SECRET_PRIMARY_KEY, SECRET_SCORING_URI, SECRET_SECONDARY_KEY,
 };
 use crate::azure::OnlineEndpointRef;
 use crate::azure::online_endpoints::{EndpointKeyType, RegenerateEndpointKeys};
-use crate::azure::{ArmClient, Secret};
+use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart, Secret};
 use crate::controller::error::Error;
 use crate::controller::status::{Phase, set_condition};
+use serde::de::IgnoredAny;
 
 /// Label the operator puts on the Secrets it creates.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -86,6 +90,8 @@ pub struct KeysResult {
     pub condition: Option<(bool, &'static str, String)>,
     /// Replaces Ready when the key step cannot complete.
     pub outcome: Option<Phase>,
+    /// A regeneration is in flight: look again this soon (the rest of the reconcile waits for it).
+    pub requeue: Option<std::time::Duration>,
 }
 
 impl KeysResult {
@@ -118,8 +124,37 @@ pub async fn reconcile_keys(
             keys.last_regenerate_request.is_some().then_some(EndpointKeysStatus { secret_name: None, ..keys });
         return Ok(result);
     }
+    if let Some(pending) = keys.pending_regeneration.clone() {
+        let handle: LroHandle = serde_json::from_str(&pending.poller)
+            .map_err(|e| Error::BadPendingOperation(format!("status.keys.pendingRegeneration.poller: {e}")))?;
+        match arm.poll_lro::<IgnoredAny>(&handle).await {
+            Ok(LroPoll::InProgress(next)) => {
+                return Ok(in_flight(ctx, keys, &pending.request, &pending.key_type, &next));
+            }
+            Ok(LroPoll::Done(_)) => regenerated(ctx, ep, &mut keys, &pending.request, &pending.key_type).await,
+            Err(err) if crate::controller::error::ends_operation(&err) || err.is_not_found() => {
+                // Over and failed: the request stays unhonoured and is sent again after a backoff.
+                keys.pending_regeneration = None;
+                let message = crate::controller::error::scrub(&format!(
+                    "regenerating the {} key failed; trying again: {err}",
+                    pending.key_type
+                ));
+                warn!(error = %message, "endpoint key regeneration failed");
+                ctx.publish(ep, EventType::Warning, events::RECONCILE_FAILED, message.clone()).await;
+                result.keys = Some(keys);
+                result.outcome = Some(Phase::Transient { message });
+                result.requeue = Some(ctx.config.error_backoff_max);
+                return Ok(result);
+            }
+            Err(err) => return Err(Error::Arm { step: "poll endpoint key regeneration", source: Box::new(err) }),
+        }
+    }
     let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);
-    if let Some(value) = pending_request(annotation, previous.and_then(|s| s.keys.as_ref())) {
+    let honoured = keys.last_regenerate_request.clone();
+    if let Some(value) = pending_request(
+        annotation,
+        Some(&EndpointKeysStatus { last_regenerate_request: honoured, ..Default::default() }),
+    ) {
         match parse_request(value) {
             Err(message) => {
                 result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
@@ -129,16 +164,18 @@ pub async fn reconcile_keys(
             }
             Ok(key_type) => {
                 let body = RegenerateEndpointKeys { key_type, key_value: None };
-                arm.regenerate_online_endpoint_keys(ep_ref, &body, &ctx.lro_options())
+                let which = format!("{key_type:?}");
+                let start = arm
+                    .begin_regenerate_online_endpoint_keys(ep_ref, &body)
                     .await
                     .map_err(Error::arm("regenerate endpoint key"))?;
-                let which = format!("{key_type:?}");
-                info!(key = %which, "regenerated endpoint key");
-                ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {which} key"))
-                    .await;
-                keys.last_regenerate_request = Some(value.to_owned());
-                keys.last_regenerated_key = Some(which);
-                keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
+                match start {
+                    LroStart::Done(()) => regenerated(ctx, ep, &mut keys, value, &which).await,
+                    LroStart::Pending(handle) => {
+                        info!(key = %which, "endpoint key regeneration accepted");
+                        return Ok(in_flight(ctx, keys, value, &which, &handle));
+                    }
+                }
             }
         }
     }
@@ -193,6 +230,49 @@ pub async fn reconcile_keys(
         Some((true, reasons::KEYS_PUBLISHED, format!("Secret {} holds the endpoint's current keys", target.name)));
     result.keys = Some(keys);
     Ok(result)
+}
+
+/// The result while a regeneration runs: recorded in status, polled again after Azure's Retry-After (within the
+/// configured bounds).
+fn in_flight(
+    ctx: &Context,
+    mut keys: EndpointKeysStatus,
+    request: &str,
+    key_type: &str,
+    handle: &LroHandle,
+) -> KeysResult {
+    keys.pending_regeneration = Some(PendingRegeneration {
+        request: request.to_owned(),
+        key_type: key_type.to_owned(),
+        // LroHandle is plain data; serialising it cannot fail.
+        poller: serde_json::to_string(handle).unwrap_or_default(),
+        started_at: Some(Time(handle.started_at)),
+    });
+    let (min, max) = (ctx.config.lro_poll_min, ctx.config.lro_poll_max.max(ctx.config.lro_poll_min));
+    let requeue = handle.retry_after_secs.map(std::time::Duration::from_secs).unwrap_or(min).clamp(min, max);
+    let message = format!("regenerating the {key_type} key (annotation {ANNOTATION_REGENERATE_KEYS}: {request})");
+    KeysResult {
+        keys: Some(keys),
+        condition: Some((false, reasons::KEYS_REGENERATING, message.clone())),
+        outcome: Some(Phase::Progressing { reason: reasons::KEYS_REGENERATING, message }),
+        requeue: Some(requeue),
+    }
+}
+
+/// Records a finished regeneration (the request is honoured) and announces it.
+async fn regenerated(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    keys: &mut EndpointKeysStatus,
+    request: &str,
+    key_type: &str,
+) {
+    info!(key = %key_type, "regenerated endpoint key");
+    ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {key_type} key")).await;
+    keys.pending_regeneration = None;
+    keys.last_regenerate_request = Some(request.to_owned());
+    keys.last_regenerated_key = Some(key_type.to_owned());
+    keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
 }
 
 /// What writing the keys Secret did.

@@ -5,7 +5,7 @@
 //!   credential ([`crate::controller::resolve_client`]).
 //! - Writes are started, not awaited: the next reconcile (after `lro_poll_min`) reads the provisioning states, so
 //!   a restarted operator simply looks again and never re-sends a write because it lost track of one. The one
-//!   exception is a key regeneration, awaited so that the Secret can follow at once.
+//!   exception used to be key regeneration; it is now started, recorded and polled like the others ([`keys`]).
 //! - Steady state: one GET of the endpoint and of each deployment, one listKeys when keys are exported, one role
 //!   assignment listing when access is declared, no writes; status is patched only when something other than a
 //!   timestamp changed.
@@ -44,7 +44,7 @@ use crate::api::v1alpha1::{
 use crate::azure::ids::{OnlineDeploymentName, OnlineDeploymentRef, OnlineEndpointName, OnlineEndpointRef};
 use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
-use crate::azure::{ArmClient, LroOptions, ResourceId};
+use crate::azure::{ArmClient, ResourceId};
 use crate::controller::credentials::CredentialCache;
 use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
 use crate::controller::plan::annotation_true;
@@ -93,15 +93,6 @@ impl Context {
 
     fn reset_failures(&self, ep: &MlOnlineEndpoint) {
         self.memory.reset_failures(ep.uid());
-    }
-
-    fn lro_options(&self) -> LroOptions {
-        LroOptions {
-            timeout: self.config.lro_timeout,
-            default_poll_interval: self.config.lro_poll_min,
-            max_poll_interval: self.config.lro_poll_max,
-            ..Default::default()
-        }
     }
 
     /// Writes `next` when it differs from the current status in more than timestamps.
@@ -508,6 +499,11 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let mut outcome = match keys {
         Ok(result) => {
             result.apply(&mut status, generation, &now);
+            // A regeneration in flight (or one that just failed): record it at once, look again soon.
+            if let Some(requeue) = result.requeue {
+                let outcome = result.outcome.unwrap_or(Phase::Ready);
+                return finish(ctx, ep, status, outcome, requeue).await;
+            }
             result.outcome
         }
         Err(e) => return fail(ctx, ep, status, e).await,

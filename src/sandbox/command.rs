@@ -88,6 +88,11 @@ pub struct SandboxArgs {
     #[arg(long, default_value_t = 0.1)]
     pub time_scale: f64,
 
+    /// How long a simulated activity-log event takes to become visible (Azure's ingestion delay; the operator
+    /// must not depend on the log being prompt).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub activity_log_delay: Duration,
+
     /// How often the controller compares an unchanged workspace with Azure (short, so edits made behind the
     /// operator's back show quickly).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -146,6 +151,14 @@ pub enum AzureAction {
     ClearFaults,
     /// Print how many calls the operator made, per ARM operation.
     Calls,
+    /// List the soft-deleted ML workspaces (what the portal's "Recently deleted" shows; Azure has no ARM list).
+    SoftDeleted,
+    /// Move the simulated Azure's clock forward, e.g. past a soft-deleted workspace's retention (`15d`).
+    AdvanceClock {
+        /// How far, e.g. `15d`, `6m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        by: Duration,
+    },
 }
 
 /// Errors of the sandbox.
@@ -299,6 +312,7 @@ impl Sandbox {
         sim_config.time_scale = args.time_scale;
         sim_config.ca = Some(ca);
         sim_config.tokens = tokens;
+        sim_config.activity_log_delay = args.activity_log_delay;
         let arm = ArmSimulator::start(sim_config).await.map_err(|e| match e {
             SimError::Bind { source, .. } if arm_saved && source.kind() == std::io::ErrorKind::AddrInUse => {
                 SandboxError::PortTaken {
@@ -585,6 +599,10 @@ async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), Sand
         }
         AzureAction::ClearFaults => http.delete(format!("{base}/_sim/faults")),
         AzureAction::Calls => http.get(format!("{base}/_sim/calls/summary")),
+        AzureAction::SoftDeleted => http.get(format!("{base}/_sim/softDeletedWorkspaces")),
+        AzureAction::AdvanceClock { by } => {
+            http.post(format!("{base}/_sim/clock/advance")).json(&json!({"seconds": by.as_secs()}))
+        }
     };
     let response = request.send().await?;
     let status = response.status();

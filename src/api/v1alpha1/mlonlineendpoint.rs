@@ -358,6 +358,25 @@ pub struct EndpointKeysStatus {
     /// When a key was last regenerated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_regenerate_time: Option<Time>,
+    /// A key regeneration Azure accepted and the operator is polling (a long-running operation that can take
+    /// minutes); never sent again once recorded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_regeneration: Option<PendingRegeneration>,
+}
+
+/// A key regeneration in flight.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingRegeneration {
+    /// The azml.dev/regenerate-keys value it answers.
+    pub request: String,
+    /// Primary or Secondary.
+    pub key_type: String,
+    /// Resumable poller state (opaque JSON).
+    pub poller: String,
+    /// When Azure accepted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }
 
 #[cfg(test)]

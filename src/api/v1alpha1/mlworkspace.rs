@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{AccessEntry, AccessScope, DeletionPolicy, DependentResource, MovePolicy, PublicNetworkAccess};
+use super::common::{AccessEntry, AccessScope, DependentResource, MovePolicy, PublicNetworkAccess};
 use crate::api::patterns;
 
 /// Annotation: any new value requests one storage-key resync (the portal's "Resync keys" button).
@@ -16,6 +16,12 @@ pub const ANNOTATION_RESYNC_KEYS: &str = "azml.dev/resync-keys";
 pub const ANNOTATION_PAUSED: &str = "azml.dev/paused";
 /// Annotation: `"true"` lets the controller take over an existing workspace that it did not create.
 pub const ANNOTATION_ADOPT: &str = "azml.dev/adopt";
+/// Annotation: `"true"` recovers the soft-deleted workspace that holds this workspace's name (Azure keeps a deleted
+/// workspace for up to 14 days), instead of creating a new one.
+pub const ANNOTATION_RECOVER_SOFT_DELETED: &str = "azml.dev/recover-soft-deleted";
+/// Annotation: `"true"` purges the soft-deleted workspace that holds this workspace's name and creates a new one;
+/// only a workspace whose owner tag names this resource (or one adopted with `azml.dev/adopt`) is purged.
+pub const ANNOTATION_PURGE_SOFT_DELETED: &str = "azml.dev/purge-soft-deleted";
 /// Finalizer that lets the controller clean up Azure before the resource disappears.
 pub const FINALIZER: &str = "azml.dev/cleanup";
 /// Tag the operator puts on what it creates in Azure: `<namespace>/<name>/<uid>`.
@@ -142,10 +148,25 @@ pub struct MlWorkspaceSpec {
     #[serde(default)]
     pub move_policy: MovePolicy,
 
-    /// What deleting this resource does in Azure: Retain (default: leave everything as is) or Delete (delete the
-    /// workspace and the role assignments the operator created).
+    /// What deleting this resource does in Azure: Retain (default: leave everything as is), Delete (delete the
+    /// workspace and the role assignments the operator created; Azure soft-deletes the workspace: it can be
+    /// recovered, and its name stays taken, for up to 14 days) or Purge (the same, but the workspace is deleted for
+    /// good at once, freeing its name: Azure's forceToPurge).
     #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    #[x_kube(validation = Rule::new("self in ['Retain', 'Delete', 'Purge']").message("deletionPolicy must be Retain (leave Azure as is), Delete (soft-delete: recoverable for up to 14 days, the name stays taken) or Purge (delete for good, freeing the name)"))]
+    pub deletion_policy: WorkspaceDeletionPolicy,
+}
+
+/// What deleting an MlWorkspace does in Azure.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WorkspaceDeletionPolicy {
+    /// Leave the workspace in Azure.
+    #[default]
+    Retain,
+    /// Delete the workspace; Azure soft-deletes it (recoverable, name taken, for its retention period).
+    Delete,
+    /// Delete the workspace for good (`forceToPurge=true`): nothing to recover, the name is free at once.
+    Purge,
 }
 
 fn default_true() -> bool {

@@ -23,11 +23,14 @@ use super::throttle::StorageThrottle;
 // Azure ML computes and the ML per-location lists (usages, VM sizes).
 #[path = "compute.rs"]
 pub(super) mod compute;
+use super::soft_delete::PutCheck;
 
 /// Runtime knobs (not persisted).
 #[derive(Debug, Clone)]
 pub(crate) struct Knobs {
     pub lro_duration: Duration,
+    /// How long an activity-log event takes to become visible ([`super::activity_log`]).
+    pub activity_log_delay: Duration,
     /// A fixed `Retry-After` (0 allowed), instead of Azure's values scaled by `time_scale`.
     pub retry_after_secs: Option<u64>,
     /// Simulated seconds per real second for the delays Azure asks clients to wait (`Retry-After`).
@@ -311,6 +314,7 @@ impl Inner {
 
     /// Completes every operation whose time has come.
     pub fn advance(&mut self) {
+        self.expire_soft_deleted();
         let now = Self::now();
         let due: Vec<String> = self
             .state
@@ -334,7 +338,7 @@ impl Inner {
                 if let Some(r) = self.state.resources.get_mut(&id_key(&op.resource_id)) {
                     match op.kind {
                         OpKind::Provision => r.set_provisioning_state("Failed"),
-                        OpKind::Delete => r.set_provisioning_state("Succeeded"),
+                        OpKind::Delete | OpKind::SoftDeleteWorkspace => r.set_provisioning_state("Succeeded"),
                         _ => {}
                     }
                 }
@@ -372,6 +376,7 @@ impl Inner {
                 self.compute_settle(&op.resource_id);
             }
             OpKind::Delete => self.remove_tree(&op.resource_id),
+            OpKind::SoftDeleteWorkspace => self.soft_delete_workspace(&op.resource_id),
             OpKind::ResyncKeys => {
                 let storage = self
                     .state
@@ -644,86 +649,6 @@ impl Inner {
         self.state.operations.values().any(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == id_key(id))
     }
 
-    fn activity_list(&self, req: &Req) -> Result<Reply, ArmError> {
-        let filter = req.q("$filter").ok_or_else(|| {
-            ArmError::bad_request(
-                "BadRequest",
-                "The $filter query parameter is required and must contain 'eventTimestamp ge'.",
-            )
-        })?;
-        let mut ge: Option<Timestamp> = None;
-        let mut le: Option<Timestamp> = None;
-        let mut resource_uri = None;
-        let mut rg = None;
-        let mut provider = None;
-        let mut correlation = None;
-        for clause in split_and(filter) {
-            let parts: Vec<&str> = clause.splitn(3, ' ').collect();
-            let [field, op, value] = parts[..] else {
-                return Err(ArmError::bad_request(
-                    "BadRequest",
-                    format!("The $filter clause '{clause}' is not supported."),
-                ));
-            };
-            let value = value.trim().trim_matches('\'').to_string();
-            let ts = || {
-                value.parse::<Timestamp>().map_err(|_| {
-                    ArmError::bad_request("BadRequest", format!("The value '{value}' is not a valid eventTimestamp."))
-                })
-            };
-            match (field.to_ascii_lowercase().as_str(), op.to_ascii_lowercase().as_str()) {
-                ("eventtimestamp", "ge") => ge = Some(ts()?),
-                ("eventtimestamp", "le") => le = Some(ts()?),
-                ("resourceuri" | "resourceid", "eq") => resource_uri = Some(value),
-                ("resourcegroupname", "eq") => rg = Some(value),
-                ("resourceprovider", "eq") => provider = Some(value),
-                ("correlationid", "eq") => correlation = Some(value),
-                _ => {
-                    return Err(ArmError::bad_request(
-                        "BadRequest",
-                        format!("The $filter clause '{clause}' is not supported."),
-                    ));
-                }
-            }
-        }
-        let Some(ge) = ge else {
-            return Err(ArmError::bad_request("BadRequest", "The $filter must contain 'eventTimestamp ge'."));
-        };
-        let select: Option<Vec<String>> =
-            req.q("$select").map(|s| s.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
-        let sub = match &req.segs.get(1) {
-            Some(s) => s.to_string(),
-            None => String::new(),
-        };
-        let items: Vec<Value> = self
-            .state
-            .activity
-            .iter()
-            .rev()
-            .filter(|e| e.subscription_id.eq_ignore_ascii_case(&sub))
-            .filter(|e| e.timestamp >= ge && le.is_none_or(|le| e.timestamp <= le))
-            .filter(|e| resource_uri.as_ref().is_none_or(|u| id_key(u) == id_key(&e.resource_id)))
-            .filter(|e| rg.as_ref().is_none_or(|g| g.eq_ignore_ascii_case(&e.resource_group)))
-            .filter(|e| {
-                provider.as_ref().is_none_or(|p| e.operation.to_ascii_lowercase().starts_with(&p.to_ascii_lowercase()))
-            })
-            .filter(|e| correlation.as_ref().is_none_or(|c| e.body["correlationId"].as_str() == Some(c.as_str())))
-            .map(|e| match &select {
-                Some(fields) => {
-                    let mut o = serde_json::Map::new();
-                    for f in fields {
-                        if let Some(v) = e.body.get(f) {
-                            o.insert(f.clone(), v.clone());
-                        }
-                    }
-                    Value::Object(o)
-                }
-                None => e.body.clone(),
-            })
-            .collect();
-        Ok(Reply::ok(self.page(req, items)))
-    }
-
     // ---------------------------------------------------------------- dispatch
 
     /// Runs the handler of an authenticated, admitted request. RBAC is checked here.
@@ -795,8 +720,8 @@ impl Inner {
                 self.move_action(req, routed, caller, &sub, rg, *validate, lro_failure)
             }
             Target::ActivityLog => {
-                self.ensure_sub(&sub)?;
-                self.activity_list(req)
+                let sub = self.ensure_sub(&sub)?;
+                Ok(self.activity_list(req, &sub))
             }
             Target::Poll { op_id, status } => self.poll(req, caller, op_id, *status),
             Target::ResourceList { rg } => self.resource_list(req, &sub, rg.as_deref()),
@@ -1062,6 +987,11 @@ impl Inner {
             (WORKSPACES, "PUT", None) => self.workspace_put(req, routed, caller, id, lro_failure),
             (WORKSPACES, "PATCH", None) => self.workspace_patch(req, routed, caller, id, lro_failure),
             (WORKSPACES | ENDPOINTS | DEPLOYMENTS, "DELETE", None) => {
+                if rtype.full == WORKSPACES
+                    && let Some(reply) = self.delete_soft_deleted(req, id)
+                {
+                    return Ok(reply);
+                }
                 let Some(r) = self.state.resources.get(&key) else {
                     return Ok(Reply::empty(StatusCode::NO_CONTENT));
                 };
@@ -1101,13 +1031,20 @@ impl Inner {
                 if let Some(r) = self.state.resources.get_mut(&key) {
                     r.set_provisioning_state("Deleting");
                 }
-                let op = self.start_op(routed, caller, OpKind::Delete, id, false, lro_failure);
+                let kind = if rtype.full == WORKSPACES { self.workspace_delete_kind(req, id) } else { OpKind::Delete };
+                let op = self.start_op(routed, caller, kind, id, false, lro_failure);
                 Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
             }
             (WORKSPACES, "POST", Some("listkeys")) => {
                 let r = self.get_resource(id, rtype.full)?;
                 let storage = r.body.pointer("/properties/storageAccount").cloned().unwrap_or(Value::Null);
-                let key = self.state.workspace_cached_key(id);
+                // With identity-based datastores the workspace holds no account key (the official example).
+                let identity = r
+                    .body
+                    .pointer("/properties/systemDatastoresAuthMode")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.eq_ignore_ascii_case("Identity"));
+                let key = if identity { None } else { self.state.workspace_cached_key(id) };
                 let ai_key = r
                     .body
                     .pointer("/properties/applicationInsights")
@@ -1317,6 +1254,18 @@ impl Inner {
         })?;
         let key = id_key(id);
         let existing = self.state.resources.get(&key).cloned();
+        match self.check_workspace_put(id, &body, existing.is_some())? {
+            PutCheck::Proceed => {}
+            PutCheck::Recover => {
+                self.recover_workspace(id);
+                let op = self.start_op(routed, caller, OpKind::Provision, id, true, fail);
+                return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
+            }
+            PutCheck::Blocked(failure) => {
+                let op = self.start_op(routed, caller, OpKind::Provision, id, true, Some(failure));
+                return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
+            }
+        }
         if let Some(e) = &existing {
             if is_busy(e.provisioning_state()) {
                 return Err(busy(id));
@@ -1353,6 +1302,9 @@ impl Inner {
         if let Some(o) = p.as_object_mut() {
             let prev_props = prev.get("properties").cloned().unwrap_or(json!({}));
             shapes::workspace_properties(o, &prev_props, &name, &location, id, &self.state.tenant_id, &now);
+            // Request-only fields: never part of the resource.
+            o.remove("provisionNetworkNow");
+            o.remove("restore");
             o.insert("provisioningState".into(), json!(if existing.is_some() { "Updating" } else { "Creating" }));
             if let Some(s) = &storage {
                 o.insert("storageAccount".into(), json!(s));
@@ -1996,25 +1948,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn split_and(filter: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut rest = filter.trim();
-    loop {
-        let lower = rest.to_ascii_lowercase();
-        match lower.find(" and ") {
-            Some(i) => {
-                out.push(rest[..i].trim().to_string());
-                rest = rest[i + 5..].trim();
-            }
-            None => {
-                out.push(rest.to_string());
-                break;
-            }
-        }
-    }
-    out
 }
 
 fn busy(id: &str) -> ArmError {

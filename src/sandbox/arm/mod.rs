@@ -18,6 +18,7 @@
 //! its source (recorded traffic first, then the specs, then Learn), and `tests/recordings.rs` keeps the simulator and
 //! the recordings from drifting apart. Azure's waits (`Retry-After`) are scaled by [`SimConfig::time_scale`].
 
+mod activity_log;
 mod api_versions;
 mod auth;
 pub mod control;
@@ -32,6 +33,7 @@ mod server;
 mod shapes;
 mod throttle;
 mod tags;
+pub mod soft_delete;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -112,6 +114,8 @@ pub struct SimConfig {
     pub ca: Option<Arc<SandboxCa>>,
     /// Access tokens issued by an earlier run (see [`SimHandle::persistent_json`]); default: none.
     pub tokens: SavedTokens,
+    /// How long an activity-log event takes to become visible (Azure's ingestion delay); default 5 minutes.
+    pub activity_log_delay: Duration,
 }
 
 /// Access tokens issued by a simulator, read back from [`SimHandle::persistent_json`]. `Debug` shows no token.
@@ -155,6 +159,7 @@ impl SimConfig {
             storage_limits: StorageLimits::default(),
             ca: None,
             tokens: SavedTokens::default(),
+            activity_log_delay: activity_log::DEFAULT_DELAY,
         }
     }
 }
@@ -244,6 +249,27 @@ impl SimHandle {
     /// Changes the LRO duration for operations started from now on.
     pub fn set_lro_duration(&self, d: Duration) {
         self.lock().knobs.lro_duration = d;
+    }
+
+    /// Changes the activity log's ingestion delay (events already logged included).
+    pub fn set_activity_log_delay(&self, d: Duration) {
+        self.lock().knobs.activity_log_delay = d;
+    }
+
+    /// Moves the simulator's clock forward (soft-delete retention, activity-log ingestion); returns the total offset.
+    pub fn advance_clock(&self, by: Duration) -> Duration {
+        let mut g = self.lock();
+        let secs = i64::try_from(by.as_secs()).unwrap_or(i64::MAX);
+        g.state.clock_offset_secs = g.state.clock_offset_secs.saturating_add(secs);
+        g.advance();
+        Duration::from_secs(u64::try_from(g.state.clock_offset_secs).unwrap_or(0))
+    }
+
+    /// The soft-deleted ML workspaces (what the portal's "Recently deleted" shows; Azure has no ARM list for it).
+    pub fn soft_deleted_workspaces(&self) -> Vec<Value> {
+        let mut g = self.lock();
+        g.advance();
+        g.state.soft_deleted.values().map(soft_delete::SoftDeletedWorkspace::summary).collect()
     }
 
     /// Regenerates a storage key "out of band" (as a person in the portal would), with an activity-log event.
@@ -443,6 +469,7 @@ impl ArmSimulator {
                 time_scale: config.time_scale,
                 token_lifetime: config.token_lifetime,
                 page_size: config.page_size,
+                activity_log_delay: config.activity_log_delay,
             },
             endpoint: endpoint.clone(),
         };

@@ -502,6 +502,9 @@ pub enum OpKind {
     Provision,
     /// DELETE of a resource (and its children).
     Delete,
+    /// DELETE of an ML workspace without `forceToPurge`: soft-deleted for its retention period
+    /// ([`super::soft_delete`]).
+    SoftDeleteWorkspace,
     /// Workspace resyncKeys: refresh the cached storage key.
     ResyncKeys,
     /// Endpoint regenerateKeys.
@@ -625,6 +628,13 @@ pub struct SimState {
     /// Azure ML vCPU quotas by lower-case `{subscription}/{location}` (unseeded: the simulator's defaults).
     #[serde(default)]
     pub ml_quotas: BTreeMap<String, MlQuota>,
+    /// Soft-deleted ML workspaces by id key ([`super::soft_delete`]).
+    #[serde(default)]
+    pub soft_deleted: BTreeMap<String, super::soft_delete::SoftDeletedWorkspace>,
+    /// How far the simulator's clock is ahead of the wall clock (admin API `/_sim/clock`), in seconds: retention
+    /// periods and the activity log's ingestion delay run on this clock.
+    #[serde(default)]
+    pub clock_offset_secs: i64,
 }
 
 /// Azure ML vCPU quota of a subscription in one location, as Usages_List reports it.

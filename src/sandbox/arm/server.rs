@@ -90,6 +90,8 @@ pub(crate) fn router(handle: SimHandle) -> Router {
         .route("/_sim/state", get(admin_state).put(admin_restore))
         .route("/_sim/activityLog", get(admin_activity))
         .route("/_sim/throttle", put(admin_throttle))
+        .route("/_sim/clock/advance", post(admin_advance_clock))
+        .route("/_sim/softDeletedWorkspaces", get(admin_soft_deleted))
         .route_layer(middleware::from_fn(loopback_only));
     Router::new()
         .merge(admin)
@@ -415,4 +417,19 @@ async fn admin_activity(State(h): State<SimHandle>) -> Response {
 async fn admin_throttle(State(h): State<SimHandle>, axum::Json(c): axum::Json<ThrottleConfig>) -> Response {
     h.set_throttle(c);
     Reply::empty(StatusCode::NO_CONTENT).into_response()
+}
+
+#[derive(Deserialize)]
+struct AdvanceBody {
+    /// Seconds to move the simulator's clock forward.
+    seconds: u64,
+}
+
+async fn admin_advance_clock(State(h): State<SimHandle>, axum::Json(b): axum::Json<AdvanceBody>) -> Response {
+    let offset = h.advance_clock(std::time::Duration::from_secs(b.seconds));
+    Reply::ok(json!({"offsetSeconds": offset.as_secs()})).into_response()
+}
+
+async fn admin_soft_deleted(State(h): State<SimHandle>) -> Response {
+    Reply::ok(json!({"value": h.soft_deleted_workspaces()})).into_response()
 }
