@@ -17,6 +17,7 @@
 mod auth;
 pub mod control;
 mod engine;
+pub mod gate;
 pub mod model;
 mod reply;
 mod route;
@@ -33,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 pub use control::{CallKind, CallRecord, FaultAction, FaultRule, OpCount, ThrottleConfig};
+pub use gate::{CallHold, HeldCall, HoldPhase, HoldRule, Release};
 pub use model::{Principal, PrincipalKind, Secret, SeededSp, SimState, World, roles};
 
 use super::tls::{SandboxCa, TlsError};
@@ -111,6 +113,8 @@ impl Default for SimConfig {
 
 struct Sim {
     inner: Mutex<Inner>,
+    /// Requests held at a call boundary for crash tests ([`gate`]).
+    holds: gate::Holds,
 }
 
 /// In-process control of a running simulator (cheap to clone).
@@ -135,6 +139,13 @@ impl SimHandle {
         self.lock().calls.records().to_vec()
     }
 
+    /// The calls logged after the one numbered `seq` (all of them for 0), oldest first.
+    pub fn calls_after(&self, seq: u64) -> Vec<CallRecord> {
+        let g = self.lock();
+        let records = g.calls.records();
+        records[records.partition_point(|r| r.seq <= seq)..].to_vec()
+    }
+
     /// Counters per operation name (e.g. `Workspaces_Get`, `StorageAccounts_ListKeys`, `Token`).
     pub fn call_summary(&self) -> BTreeMap<String, OpCount> {
         self.lock().calls.summary()
@@ -148,6 +159,21 @@ impl SimHandle {
     /// Clears the call log.
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
+    }
+
+    /// Holds the call `rule` names at its boundary until [`SimHandle::release`] (see [`gate`]).
+    pub fn hold(&self, rule: HoldRule) -> CallHold {
+        self.0.holds.hold(rule)
+    }
+
+    /// Releases the call held by hold `id`; false if none is held under that id.
+    pub fn release(&self, id: u64, how: Release) -> bool {
+        self.0.holds.release(id, how)
+    }
+
+    /// Removes hold `id` before it fires; false if it is not waiting.
+    pub fn cancel_hold(&self, id: u64) -> bool {
+        self.0.holds.cancel(id)
     }
 
     /// Adds a fault rule; returns its id.
@@ -346,7 +372,7 @@ impl ArmSimulator {
             },
             endpoint: endpoint.clone(),
         };
-        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner) }));
+        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner), holds: gate::Holds::default() }));
         let cancel = CancellationToken::new();
         let router = server::router(handle.clone());
         let task = tokio::spawn(server::serve(listener, TlsAcceptor::from(tls), router, cancel.clone()));
