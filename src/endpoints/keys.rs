@@ -119,28 +119,54 @@ pub async fn reconcile_keys(
         return Ok(result);
     }
     let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);
-    if let Some(value) = pending_request(annotation, previous.and_then(|s| s.keys.as_ref())) {
-        match parse_request(value) {
-            Err(message) => {
+    // A regeneration is not idempotent: the request is recorded before it is sent (`lastRegenerateRequest` without
+    // `lastRegeneratedKey`), and one found recorded but unconfirmed (the operator stopped around the call) is sent
+    // again only if Azure's key still is the one exported to the Secret.
+    let unconfirmed = keys.last_regenerate_request.clone().filter(|_| keys.last_regenerated_key.is_none());
+    let mut send = None;
+    if let Some(value) = &unconfirmed
+        && let Ok(key_type) = parse_request(value)
+    {
+        if regenerated(ctx, ep, arm, ep_ref, key_type).await? {
+            info!(key = ?key_type, "an unconfirmed endpoint key regeneration had happened");
+            confirm(&mut keys, key_type);
+        } else {
+            send = Some((value.clone(), key_type));
+        }
+    }
+    if send.is_none() {
+        match pending_request(annotation, Some(&keys)).map(|value| (value, parse_request(value))) {
+            None => {}
+            Some((_, Err(message))) => {
                 result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
                 result.outcome = Some(Phase::Stalled { reason: reasons::INVALID_ANNOTATION, message });
                 result.keys = Some(keys);
                 return Ok(result);
             }
-            Ok(key_type) => {
-                let body = RegenerateEndpointKeys { key_type, key_value: None };
-                arm.regenerate_online_endpoint_keys(ep_ref, &body, &ctx.lro_options())
-                    .await
-                    .map_err(Error::arm("regenerate endpoint key"))?;
-                let which = format!("{key_type:?}");
-                info!(key = %which, "regenerated endpoint key");
-                ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {which} key"))
-                    .await;
-                keys.last_regenerate_request = Some(value.to_owned());
-                keys.last_regenerated_key = Some(which);
-                keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
-            }
+            Some((value, Ok(key_type))) => send = Some((value.to_owned(), key_type)),
         }
+    }
+    let acted = send.is_some() || unconfirmed.is_some();
+    if let Some((value, key_type)) = send {
+        let mut ahead = ctx.current_status(ep).unwrap_or_default();
+        let recorded = EndpointKeysStatus {
+            last_regenerate_request: Some(value),
+            last_regenerated_key: None,
+            last_regenerate_time: None,
+            ..keys.clone()
+        };
+        ahead.keys = Some(recorded.clone());
+        ctx.write_status(ep, ahead).await?;
+        keys = recorded;
+        let body = RegenerateEndpointKeys { key_type, key_value: None };
+        arm.regenerate_online_endpoint_keys(ep_ref, &body, &ctx.lro_options())
+            .await
+            .map_err(Error::arm("regenerate endpoint key"))?;
+        info!(key = ?key_type, "regenerated endpoint key");
+        confirm(&mut keys, key_type);
+    }
+    if let Some(which) = keys.last_regenerated_key.clone().filter(|_| acted) {
+        ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {which} key")).await;
     }
     let Some(target) = &ep.spec.keys_secret else {
         keys.secret_name = None;
@@ -193,6 +219,42 @@ pub async fn reconcile_keys(
         Some((true, reasons::KEYS_PUBLISHED, format!("Secret {} holds the endpoint's current keys", target.name)));
     result.keys = Some(keys);
     Ok(result)
+}
+
+/// Records a regeneration of `key_type` as done.
+fn confirm(keys: &mut EndpointKeysStatus, key_type: EndpointKeyType) {
+    keys.last_regenerated_key = Some(format!("{key_type:?}"));
+    keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
+}
+
+/// Whether Azure's `key_type` key differs from the one exported to the endpoint's own keys Secret (it was
+/// regenerated since). Without such a Secret nothing tells: taken as regenerated, since sending a regeneration twice
+/// breaks the callers of a key roll.
+async fn regenerated(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    arm: &ArmClient,
+    ep_ref: &OnlineEndpointRef,
+    key_type: EndpointKeyType,
+) -> Result<bool, Error> {
+    let Some(target) = &ep.spec.keys_secret else { return Ok(true) };
+    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &ep.namespace().unwrap_or_default());
+    let secret = api.get_opt(&target.name).await.map_err(Error::kube("read keys Secret"))?;
+    let field = match key_type {
+        EndpointKeyType::Primary => SECRET_PRIMARY_KEY,
+        EndpointKeyType::Secondary => SECRET_SECONDARY_KEY,
+    };
+    let exported = secret
+        .filter(|s| owned_by(s, &ep.uid().unwrap_or_default()))
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(field));
+    let Some(exported) = exported else { return Ok(true) };
+    let listed = arm.list_online_endpoint_keys(ep_ref).await.map_err(Error::arm("list endpoint keys"))?;
+    let current = match key_type {
+        EndpointKeyType::Primary => listed.primary_key,
+        EndpointKeyType::Secondary => listed.secondary_key,
+    };
+    Ok(current.is_none_or(|k| k.expose().as_bytes() != exported.0.as_slice()))
 }
 
 /// What writing the keys Secret did.
