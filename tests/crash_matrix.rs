@@ -61,11 +61,13 @@ const WAIT: Duration = Duration::from_secs(60);
 /// No call for this long: the operator has nothing left to do.
 const QUIET: Duration = Duration::from_millis(300);
 /// Cells run at once.
-const PARALLEL: usize = 12;
+const PARALLEL: usize = 16;
 /// Operations that are not idempotent: carried out twice, they act twice.
 const NON_IDEMPOTENT: [&str; 3] =
     ["Resources_MoveResources", "StorageAccounts_RegenerateKey", "OnlineEndpoints_RegenerateKeys"];
 const RESYNC: &str = "Workspaces_ResyncKeys";
+/// What the storage-key watcher calls on its own schedule ([`azml_operator::controller::key_signals`]).
+const WATCHER_OPERATIONS: [&str; 2] = ["ActivityLogs_List", "StorageAccounts_List"];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Flow {
@@ -480,11 +482,11 @@ impl Cell {
         calls
     }
 
-    /// Whether a call is one of this cell's flow (the key watcher's activity-log queries follow the clock, not
-    /// the flow: left out).
+    /// Whether a call is one of this cell's flow. The storage-key watcher's queries (activity log, storage account
+    /// listing) follow the clock, not the flow: left out.
     fn mine(&self, c: &CallRecord) -> bool {
         c.kind != CallKind::Auth
-            && c.operation != "ActivityLogs_List"
+            && !WATCHER_OPERATIONS.contains(&c.operation.as_str())
             && c.path.to_ascii_lowercase().contains(&self.sub.to_ascii_lowercase())
     }
 
@@ -704,7 +706,7 @@ async fn converge(cell: &Cell, reference: &Digest, cut: Option<(&Step, HoldPhase
             }
             return Verdict::Bad(problems);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
