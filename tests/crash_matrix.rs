@@ -57,7 +57,7 @@ const WS: &str = "ws-cell";
 const KEYS_SECRET: &str = "scoring-keys";
 /// How long a cell may take to reach its starting state, its cut, or convergence after the restart (generous: a
 /// loaded 2-core machine runs several cells at once).
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(90);
 /// No call for this long: the operator has nothing left to do.
 const QUIET: Duration = Duration::from_millis(300);
 /// Cells run at once.
