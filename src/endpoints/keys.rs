@@ -119,17 +119,17 @@ pub async fn reconcile_keys(
         return Ok(result);
     }
     let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);
-    // A regeneration is not idempotent: the request is recorded before it is sent (`lastRegenerateRequest` without
-    // `lastRegeneratedKey`), and one found recorded but unconfirmed (the operator stopped around the call) is sent
-    // again only if Azure's key still is the one exported to the Secret.
-    let unconfirmed = keys.last_regenerate_request.clone().filter(|_| keys.last_regenerated_key.is_none());
+    // A regeneration is not idempotent: the request is recorded as in flight before it is sent, and one found in
+    // flight (the operator stopped around the call) is sent again only if Azure's key still is the one exported to
+    // the Secret.
+    let unconfirmed = keys.regenerate_in_flight.take();
     let mut send = None;
     if let Some(value) = &unconfirmed
         && let Ok(key_type) = parse_request(value)
     {
         if regenerated(ctx, ep, arm, ep_ref, key_type).await? {
             info!(key = ?key_type, "an unconfirmed endpoint key regeneration had happened");
-            confirm(&mut keys, key_type);
+            confirm(&mut keys, value, key_type);
         } else {
             send = Some((value.clone(), key_type));
         }
@@ -149,21 +149,14 @@ pub async fn reconcile_keys(
     let acted = send.is_some() || unconfirmed.is_some();
     if let Some((value, key_type)) = send {
         let mut ahead = ctx.current_status(ep).unwrap_or_default();
-        let recorded = EndpointKeysStatus {
-            last_regenerate_request: Some(value),
-            last_regenerated_key: None,
-            last_regenerate_time: None,
-            ..keys.clone()
-        };
-        ahead.keys = Some(recorded.clone());
+        ahead.keys = Some(EndpointKeysStatus { regenerate_in_flight: Some(value.clone()), ..keys.clone() });
         ctx.write_status(ep, ahead).await?;
-        keys = recorded;
         let body = RegenerateEndpointKeys { key_type, key_value: None };
         arm.regenerate_online_endpoint_keys(ep_ref, &body, &ctx.lro_options())
             .await
             .map_err(Error::arm("regenerate endpoint key"))?;
         info!(key = ?key_type, "regenerated endpoint key");
-        confirm(&mut keys, key_type);
+        confirm(&mut keys, &value, key_type);
     }
     if let Some(which) = keys.last_regenerated_key.clone().filter(|_| acted) {
         ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {which} key")).await;
@@ -221,8 +214,10 @@ pub async fn reconcile_keys(
     Ok(result)
 }
 
-/// Records a regeneration of `key_type` as done.
-fn confirm(keys: &mut EndpointKeysStatus, key_type: EndpointKeyType) {
+/// Records the regeneration of `key_type` requested by `value` as done.
+fn confirm(keys: &mut EndpointKeysStatus, value: &str, key_type: EndpointKeyType) {
+    keys.regenerate_in_flight = None;
+    keys.last_regenerate_request = Some(value.to_owned());
     keys.last_regenerated_key = Some(format!("{key_type:?}"));
     keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
 }

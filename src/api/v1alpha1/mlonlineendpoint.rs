@@ -358,6 +358,10 @@ pub struct EndpointKeysStatus {
     /// When a key was last regenerated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_regenerate_time: Option<Time>,
+    /// A value of the azml.dev/regenerate-keys annotation whose regeneration is being sent and not yet confirmed.
+    /// Recorded before the call, so that an operator restarted around it regenerates the key exactly once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regenerate_in_flight: Option<String>,
 }
 
 #[cfg(test)]
