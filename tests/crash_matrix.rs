@@ -40,7 +40,7 @@ use azml_operator::api::v1alpha1::{
 use azml_operator::controller::ControllerConfig;
 use azml_operator::sandbox::arm::model::{ResourceExt, id_key};
 use azml_operator::sandbox::arm::{
-    CallKind, CallRecord, HoldPhase, HoldRule, Release, RunningSim, ThrottleConfig, World, roles,
+    CallKind, CallRecord, FaultRule, HoldPhase, HoldRule, Release, RunningSim, ThrottleConfig, World, roles,
 };
 use azml_operator::sandbox::kube_api::RunningServer;
 use common::{Emulators, RunningController, condition, is_current};
@@ -763,8 +763,8 @@ async fn cut(
     verdict
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_converges_after_a_crash_at_every_arm_call_boundary() {
+/// The emulators, CRDs and the operator's credential, shared by the cells of one test.
+async fn start_shared() -> Arc<Shared> {
     common::init_test_tracing();
     let world = World::default_sandbox();
     let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
@@ -778,7 +778,34 @@ async fn the_operator_converges_after_a_crash_at_every_arm_call_boundary() {
     common::install_crds(&client, azml_operator::api::all_crds()).await;
     common::create_namespaces(&client, &[OPERATOR_NS]).await;
     common::seed_operator_binding(&client, &world, OPERATOR_NS, &["unused"], json!({})).await;
-    let shared = Arc::new(Shared { kube, sim, world, client, cursor: AtomicU64::new(0) });
+    Arc::new(Shared { kube, sim, world, client, cursor: AtomicU64::new(0) })
+}
+
+/// A regeneration whose polling fails (Azure unreachable for a moment, no crash) is confirmed from Azure's keys on
+/// the next reconcile, not sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_regeneration_whose_poll_fails_is_not_sent_again() {
+    let shared = start_shared().await;
+    let mut cell = Cell::new(shared.clone(), Flow::EndpointKeyRoll, 0).await;
+    cell.prepare().await;
+    // Both attempts of the first poll fail (the client retries once).
+    shared.sim.handle.inject_fault(FaultRule::error("Operations_GetStatus", 503, "ServiceUnavailable").times(2));
+    cell.act().await;
+    let done = cell.wait(|c| Box::pin(c.done())).await;
+    assert!(done.is_ok(), "{done:?}");
+    let sent: Vec<_> =
+        cell.flow_calls().into_iter().filter(|c| c.operation == "OnlineEndpoints_RegenerateKeys").collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        cell.flow_calls().iter().any(|c| c.operation == "Operations_GetStatus" && c.status == 503),
+        "no poll failed"
+    );
+    cell.crash().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_converges_after_a_crash_at_every_arm_call_boundary() {
+    let shared = start_shared().await;
     let started = std::time::Instant::now();
 
     // CRASH_MATRIX_FLOWS (names, comma-separated) runs only those flows: a debugging aid, unset in CI.
