@@ -55,6 +55,9 @@ use crate::policy;
 
 /// `status.pendingOperation.kind` of a running `validateMoveResources`.
 pub const VALIDATE_OPERATION: &str = "ValidateMove";
+/// ARM's error code for a write to a locked scope (resource groups are locked while a move runs).
+const SCOPE_LOCKED: &str = "ScopeLocked";
+
 /// `status.pendingOperation.kind` of a running `moveResources`.
 pub const MOVE_OPERATION: &str = "MoveResources";
 
@@ -534,7 +537,7 @@ impl Step<'_> {
             // Not at the old place: moved already (a lost status, or someone moved it), or gone.
             let new = workspace_at(desired, to_rg.clone());
             return match clients.target.get_workspace(&new).await {
-                Ok(Some(_)) => self.finalize(&clients, record(MovePhase::Moving, vec![])).await,
+                Ok(Some(_)) => self.finalize(&clients, record(MovePhase::Moving, vec![]), true).await,
                 // Gone from Azure: nothing to move; the normal pipeline re-creates it where the spec says.
                 Ok(None) => {
                     warn!(workspace = %old.id(), "the workspace to move no longer exists");
@@ -619,6 +622,12 @@ impl Step<'_> {
             }
             Ok(LroStart::Done(())) => self.begin_move(&clients, &from_rg, request, record).await,
             Err(e) if e.is_transient() => self.fail(Error::arm("validate the move")(e), None).await,
+            // A move of these resource groups runs (ours, sent before a restart, or someone's): wait for its end.
+            Err(e) if e.code() == Some(SCOPE_LOCKED) => {
+                let message = format!("a move into or out of {} runs in Azure; waiting for it to end", describe(&from));
+                let found = WorkspaceFacts::Present(Box::new(found));
+                self.progressing(reasons::MOVING, message, record, None, found, ctx.config.lro_poll_max).await
+            }
             Err(e) => self.validation_failed(&record, &e).await,
         }
     }
@@ -667,6 +676,25 @@ impl Step<'_> {
     ) -> MoveOutcome {
         let (ctx, ws) = (self.ctx, self.ws);
         let record = MoveStatus { phase: MovePhase::Moving, ..record };
+        // Write-ahead: status says Moving (and no longer holds the validation) before moveResources is sent, so an
+        // operator that stops before it hears Azure's answer never sends it again: it looks where the workspace is
+        // ([`MoveStep::Finish`]) and validates again only if it is still at the source.
+        let message = format!("Azure moves the workspace to {}", describe(&record.to));
+        let update = MoveUpdate {
+            record: Some(Some(record.clone())),
+            moved: Some((false, reasons::MOVING, message.clone())),
+            drop_access: vec![],
+        };
+        let report = Report {
+            phase: Phase::Progressing { reason: reasons::MOVING, message },
+            workspace: WorkspaceFacts::Unknown,
+            workspace_ref: None,
+            pending: None,
+            access: None,
+        };
+        if let Err(e) = ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await {
+            return MoveOutcome::Done(Err(e));
+        }
         match clients.source.begin_move_resources(from_rg, &request).await {
             Ok(start) => {
                 info!(from = %from_rg.id(), to = %request.target_resource_group.id(), "move accepted");
@@ -684,7 +712,7 @@ impl Step<'_> {
                         self.progressing(reasons::MOVING, message, record, pending, WorkspaceFacts::Unknown, requeue)
                             .await
                     }
-                    LroStart::Done(()) => self.finalize(clients, record).await,
+                    LroStart::Done(()) => self.finalize(clients, record, true).await,
                 }
             }
             // Unknown whether Azure took it: the next reconcile looks (validates again, or finds it moved).
@@ -713,11 +741,11 @@ impl Step<'_> {
                 let pending = Some(self.pending(MOVE_OPERATION, &next));
                 self.progressing(reasons::MOVING, message, record, pending, WorkspaceFacts::Unknown, requeue).await
             }
-            Ok(LroPoll::Done(_)) => self.finalize(&clients, record).await,
+            Ok(LroPoll::Done(_)) => self.finalize(&clients, record, true).await,
             // The status monitor is gone: look where the workspace is.
             Err(e) if e.is_not_found() => {
                 warn!(error = %scrub(&e.to_string()), "move status no longer available; looking at the destination");
-                self.finalize(&clients, record).await
+                self.finalize(&clients, record, false).await
             }
             Err(e) if e.is_transient() => self.fail(Error::arm("poll the move")(e), pending).await,
             Err(e) => self.move_failed(&record, &e).await,
@@ -725,7 +753,11 @@ impl Step<'_> {
     }
 
     /// The move ran: re-read at the destination, remove the old role assignments, record the new place.
-    async fn finalize(&self, clients: &Clients, record: MoveStatus) -> MoveOutcome {
+    ///
+    /// `confirmed`: Azure said the move ended. Otherwise (a restart after moveResources may have been sent) a
+    /// workspace still at the source was not moved, or is being moved: the move starts again from its validation,
+    /// which Azure refuses (`ScopeLocked`) while a move runs.
+    async fn finalize(&self, clients: &Clients, record: MoveStatus, confirmed: bool) -> MoveOutcome {
         let (ctx, ws, desired) = (self.ctx, self.ws, self.desired);
         let (from_rg, to_rg) = match (parse_location(&record.from), parse_location(&record.to)) {
             (Ok(f), Ok(t)) => (f, t),
@@ -741,6 +773,14 @@ impl Step<'_> {
         };
         let Some(found) = found else {
             return match clients.source.get_workspace(&old).await {
+                Ok(Some(found)) if !confirmed => {
+                    let message = format!("the workspace is still at {}: validating the move again", old.id());
+                    info!(%message, "move not confirmed");
+                    let record = MoveStatus { phase: MovePhase::Validating, ..record };
+                    let found = WorkspaceFacts::Present(Box::new(found));
+                    self.progressing(reasons::VALIDATING_MOVE, message, record, None, found, ctx.config.lro_poll_min)
+                        .await
+                }
                 Ok(Some(_)) => {
                     let message = format!("the move ended but the workspace is still at {}", old.id());
                     self.stall(reasons::MOVE_FAILED, message.clone(), Self::failed_record(&record, &message), None)
@@ -929,7 +969,7 @@ pub async fn reconcile_move(
                 Ok(Err(refusal)) => return step.refused(refusal, None).await,
                 Err(e) => return step.fail(e, None).await,
             };
-            step.finalize(&clients, record).await
+            step.finalize(&clients, record, false).await
         }
     }
 }

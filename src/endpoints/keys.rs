@@ -6,7 +6,9 @@
 //! - `azml.dev/regenerate-keys: primary[:token]` or `secondary[:token]`: a value not yet honoured regenerates that
 //!   key once. Azure answers with a long-running operation (Retry-After 10..600 s, minutes in all): it is started,
 //!   recorded in `status.keys.pendingRegeneration` and polled by later reconciles, never awaited in a worker and
-//!   never sent again once recorded (a restart resumes polling). When it succeeds the Secret is updated and the
+//!   never sent again once recorded (a restart resumes polling). The request is written to
+//!   `status.keys.regenerateInFlight` before it is sent: an operator stopped between the call and recording the
+//!   operation compares Azure's key with the exported one and sends it again only if it did not happen. When it succeeds the Secret is updated and the
 //!   value is recorded in `status.keys.lastRegenerateRequest`, so the same value never regenerates again; when it
 //!   fails, a Warning event says so and the request is tried again with backoff. Zero-downtime roll: callers
 //!   use the primary key; regenerate the secondary, switch callers to it, then regenerate the primary.
@@ -31,7 +33,7 @@ use crate::api::v1alpha1::{
 };
 use crate::azure::OnlineEndpointRef;
 use crate::azure::online_endpoints::{EndpointKeyType, RegenerateEndpointKeys};
-use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart, Secret};
+use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart, Secret};
 use crate::controller::error::Error;
 use crate::controller::status::{Phase, set_condition};
 use serde::de::IgnoredAny;
@@ -132,8 +134,8 @@ pub async fn reconcile_keys(
                 return Ok(in_flight(ctx, keys, &pending.request, &pending.key_type, &next));
             }
             Ok(LroPoll::Done(_)) => regenerated(ctx, ep, &mut keys, &pending.request, &pending.key_type).await,
-            Err(err) if crate::controller::error::ends_operation(&err) || err.is_not_found() => {
-                // Over and failed: the request stays unhonoured and is sent again after a backoff.
+            Err(err @ ArmError::LroFailed { .. }) => {
+                // Azure says it failed: the request stays unhonoured and is sent again after a backoff.
                 keys.pending_regeneration = None;
                 let message = crate::controller::error::scrub(&format!(
                     "regenerating the {} key failed; trying again: {err}",
@@ -146,36 +148,61 @@ pub async fn reconcile_keys(
                 result.requeue = Some(ctx.config.error_backoff_max);
                 return Ok(result);
             }
+            Err(err) if !err.is_transient() => {
+                // The operation's record is gone or unreadable (e.g. 404 once Azure forgot it): whether the key was
+                // regenerated is told from the key itself, as for a regeneration found in flight after a restart.
+                warn!(error = %crate::controller::error::scrub(&err.to_string()), "endpoint key regeneration cannot be polled; checking the key");
+                keys.pending_regeneration = None;
+                keys.regenerate_in_flight = Some(pending.request.clone());
+            }
             Err(err) => return Err(Error::Arm { step: "poll endpoint key regeneration", source: Box::new(err) }),
         }
     }
     let annotation = ep.annotations().get(ANNOTATION_REGENERATE_KEYS).map(String::as_str);
-    let honoured = keys.last_regenerate_request.clone();
-    if let Some(value) = pending_request(
-        annotation,
-        Some(&EndpointKeysStatus { last_regenerate_request: honoured, ..Default::default() }),
-    ) {
-        match parse_request(value) {
-            Err(message) => {
+    // A regeneration is not idempotent: the request is recorded in flight before it is sent, and one found in flight
+    // without an accepted operation (the operator stopped around the call) is sent again only if Azure's key still
+    // is the one exported to the Secret.
+    let mut send = None;
+    if let Some(value) = keys.regenerate_in_flight.take()
+        && let Ok(key_type) = parse_request(&value)
+    {
+        if key_changed(ctx, ep, arm, ep_ref, key_type).await? {
+            info!(key = ?key_type, "an unconfirmed endpoint key regeneration had happened");
+            regenerated(ctx, ep, &mut keys, &value, &format!("{key_type:?}")).await;
+        } else {
+            send = Some((value, key_type));
+        }
+    }
+    if send.is_none() {
+        let honoured = keys.last_regenerate_request.clone();
+        let previous = EndpointKeysStatus { last_regenerate_request: honoured, ..Default::default() };
+        match pending_request(annotation, Some(&previous)).map(|value| (value, parse_request(value))) {
+            None => {}
+            Some((_, Err(message))) => {
                 result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
                 result.outcome = Some(Phase::Stalled { reason: reasons::INVALID_ANNOTATION, message });
                 result.keys = Some(keys);
                 return Ok(result);
             }
-            Ok(key_type) => {
-                let body = RegenerateEndpointKeys { key_type, key_value: None };
-                let which = format!("{key_type:?}");
-                let start = arm
-                    .begin_regenerate_online_endpoint_keys(ep_ref, &body)
-                    .await
-                    .map_err(Error::arm("regenerate endpoint key"))?;
-                match start {
-                    LroStart::Done(()) => regenerated(ctx, ep, &mut keys, value, &which).await,
-                    LroStart::Pending(handle) => {
-                        info!(key = %which, "endpoint key regeneration accepted");
-                        return Ok(in_flight(ctx, keys, value, &which, &handle));
-                    }
-                }
+            Some((value, Ok(key_type))) => send = Some((value.to_owned(), key_type)),
+        }
+    }
+    if let Some((value, key_type)) = send {
+        let mut ahead = ctx.current_status(ep).unwrap_or_default();
+        ahead.keys = Some(EndpointKeysStatus { regenerate_in_flight: Some(value.clone()), ..keys.clone() });
+        ctx.write_status(ep, ahead).await?;
+        keys.regenerate_in_flight = Some(value.clone());
+        let body = RegenerateEndpointKeys { key_type, key_value: None };
+        let which = format!("{key_type:?}");
+        let start = arm
+            .begin_regenerate_online_endpoint_keys(ep_ref, &body)
+            .await
+            .map_err(Error::arm("regenerate endpoint key"))?;
+        match start {
+            LroStart::Done(()) => regenerated(ctx, ep, &mut keys, &value, &which).await,
+            LroStart::Pending(handle) => {
+                info!(key = %which, "endpoint key regeneration accepted");
+                return Ok(in_flight(ctx, keys, &value, &which, &handle));
             }
         }
     }
@@ -241,6 +268,7 @@ fn in_flight(
     key_type: &str,
     handle: &LroHandle,
 ) -> KeysResult {
+    keys.regenerate_in_flight = None;
     keys.pending_regeneration = Some(PendingRegeneration {
         request: request.to_owned(),
         key_type: key_type.to_owned(),
@@ -270,9 +298,40 @@ async fn regenerated(
     info!(key = %key_type, "regenerated endpoint key");
     ctx.publish(ep, EventType::Normal, events::KEYS_REGENERATED, format!("Regenerated the {key_type} key")).await;
     keys.pending_regeneration = None;
+    keys.regenerate_in_flight = None;
     keys.last_regenerate_request = Some(request.to_owned());
     keys.last_regenerated_key = Some(key_type.to_owned());
     keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
+}
+
+/// Whether Azure's `key_type` key differs from the one exported to the endpoint's own keys Secret (it was
+/// regenerated since). Without such a Secret nothing tells: taken as regenerated, since sending a regeneration twice
+/// breaks the callers of a key roll.
+async fn key_changed(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    arm: &ArmClient,
+    ep_ref: &OnlineEndpointRef,
+    key_type: EndpointKeyType,
+) -> Result<bool, Error> {
+    let Some(target) = &ep.spec.keys_secret else { return Ok(true) };
+    let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &ep.namespace().unwrap_or_default());
+    let secret = api.get_opt(&target.name).await.map_err(Error::kube("read keys Secret"))?;
+    let field = match key_type {
+        EndpointKeyType::Primary => SECRET_PRIMARY_KEY,
+        EndpointKeyType::Secondary => SECRET_SECONDARY_KEY,
+    };
+    let exported = secret
+        .filter(|s| owned_by(s, &ep.uid().unwrap_or_default()))
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(field));
+    let Some(exported) = exported else { return Ok(true) };
+    let listed = arm.list_online_endpoint_keys(ep_ref).await.map_err(Error::arm("list endpoint keys"))?;
+    let current = match key_type {
+        EndpointKeyType::Primary => listed.primary_key,
+        EndpointKeyType::Secondary => listed.secondary_key,
+    };
+    Ok(current.is_none_or(|k| k.expose().as_bytes() != exported.0.as_slice()))
 }
 
 /// What writing the keys Secret did.

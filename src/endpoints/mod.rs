@@ -506,7 +506,12 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             }
             result.outcome
         }
-        Err(e) => return fail(ctx, ep, status, e).await,
+        Err(e) => {
+            // A regeneration recorded in flight stays recorded: the next reconcile tells from Azure's keys whether
+            // it happened, instead of sending it again.
+            status.keys = ctx.current_status(ep).and_then(|s| s.keys);
+            return fail(ctx, ep, status, e).await;
+        }
     };
     // Then the role assignments at the endpoint.
     let mut requeue = ctx.config.resync_period;

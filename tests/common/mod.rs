@@ -195,6 +195,14 @@ impl RunningController {
             .unwrap_or_else(|e| panic!("controller task: {e}"));
     }
 
+    /// Kills the controller as a crash would: its task is aborted at its current await point (no reconcile
+    /// finishes, nothing more reaches either API), then the token ends the tasks it spawned (the key watcher).
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.token.cancel();
+    }
+
     /// Cancels the controller and waits up to `within` for it to end, without asserting that it did.
     pub async fn cancel(self, within: Duration) {
         self.token.cancel();

@@ -362,6 +362,10 @@ pub struct EndpointKeysStatus {
     /// minutes); never sent again once recorded here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_regeneration: Option<PendingRegeneration>,
+    /// A value of the azml.dev/regenerate-keys annotation whose regeneration is being sent and not yet confirmed.
+    /// Recorded before the call, so that an operator restarted around it regenerates the key exactly once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regenerate_in_flight: Option<String>,
 }
 
 /// A key regeneration in flight.

@@ -26,6 +26,7 @@ mod engine;
 mod federation;
 mod generic;
 mod lro;
+pub mod gate;
 pub mod model;
 mod reply;
 mod route;
@@ -48,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use control::{CallKind, CallRecord, FaultAction, FaultRule, OpCount, ThrottleConfig};
 pub use federation::{FederatedCredential, OidcIssuerKey, TOKEN_EXCHANGE_AUDIENCE};
+pub use gate::{CallHold, HeldCall, HoldPhase, HoldRule, Release};
 pub use model::{Principal, PrincipalKind, Secret, SeededSp, SimState, World, roles};
 pub use throttle::{StorageLimits, WindowLimit};
 
@@ -174,6 +176,8 @@ struct Sim {
     inner: Mutex<Inner>,
     /// Notified whenever the state may have changed (see [`SimHandle::changes`]).
     changed: Arc<Notify>,
+    /// Requests held at a call boundary for crash tests ([`gate`]).
+    holds: gate::Holds,
 }
 
 /// In-process control of a running simulator (cheap to clone).
@@ -211,6 +215,13 @@ impl SimHandle {
         self.lock().calls.records().to_vec()
     }
 
+    /// The calls logged after the one numbered `seq` (all of them for 0), oldest first.
+    pub fn calls_after(&self, seq: u64) -> Vec<CallRecord> {
+        let g = self.lock();
+        let records = g.calls.records();
+        records[records.partition_point(|r| r.seq <= seq)..].to_vec()
+    }
+
     /// Counters per operation name (e.g. `Workspaces_Get`, `StorageAccounts_ListKeys`, `Token`).
     pub fn call_summary(&self) -> BTreeMap<String, OpCount> {
         self.lock().calls.summary()
@@ -224,6 +235,21 @@ impl SimHandle {
     /// Clears the call log.
     pub fn clear_calls(&self) {
         self.lock().calls.clear();
+    }
+
+    /// Holds the call `rule` names at its boundary until [`SimHandle::release`] (see [`gate`]).
+    pub fn hold(&self, rule: HoldRule) -> CallHold {
+        self.0.holds.hold(rule)
+    }
+
+    /// Releases the call held by hold `id`; false if none is held under that id.
+    pub fn release(&self, id: u64, how: Release) -> bool {
+        self.0.holds.release(id, how)
+    }
+
+    /// Removes hold `id` before it fires; false if it is not waiting.
+    pub fn cancel_hold(&self, id: u64) -> bool {
+        self.0.holds.cancel(id)
     }
 
     /// Adds a fault rule; returns its id.
@@ -473,7 +499,11 @@ impl ArmSimulator {
             },
             endpoint: endpoint.clone(),
         };
-        let handle = SimHandle(Arc::new(Sim { inner: Mutex::new(inner), changed: Arc::new(Notify::new()) }));
+        let handle = SimHandle(Arc::new(Sim {
+            inner: Mutex::new(inner),
+            changed: Arc::new(Notify::new()),
+            holds: gate::Holds::default(),
+        }));
         let cancel = CancellationToken::new();
         let router = server::router(handle.clone());
         let task = tokio::spawn(server::serve(listener, TlsAcceptor::from(tls), router, cancel.clone()));

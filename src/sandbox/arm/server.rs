@@ -22,6 +22,7 @@ use super::SimHandle;
 use super::auth;
 use super::control::{CallKind, FaultAction, FaultRule, ThrottleConfig};
 use super::engine::Req;
+use super::gate::{HoldPhase, Release};
 use super::model::{OpError, Principal, SimState};
 use super::reply::{ArmError, Reply};
 use super::route::{check_api_version, route};
@@ -92,6 +93,7 @@ pub(crate) fn router(handle: SimHandle) -> Router {
         .route("/_sim/throttle", put(admin_throttle))
         .route("/_sim/clock/advance", post(admin_advance_clock))
         .route("/_sim/softDeletedWorkspaces", get(admin_soft_deleted))
+        .merge(super::gate::admin_routes())
         .route_layer(middleware::from_fn(loopback_only));
     Router::new()
         .merge(admin)
@@ -99,6 +101,7 @@ pub(crate) fn router(handle: SimHandle) -> Router {
         .route("/{tenant}/v2.0/.well-known/openid-configuration", get(openid))
         .route("/common/discovery/instance", get(instance_discovery))
         .fallback(arm)
+        .layer(middleware::from_fn_with_state(handle.clone(), super::gate::hold_answered))
         .with_state(handle)
 }
 
@@ -191,6 +194,11 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
         if matches!(req.method, http::Method::GET | http::Method::HEAD) { CallKind::Read } else { CallKind::Write };
     let method = req.method.to_string();
     let auth_header = header("authorization");
+    // Crash tests may hold the call here, before anything is done ([`super::gate`]).
+    let op = route(&req.method, &req.segs).map_or_else(|_| "Unknown".to_string(), |r| r.op);
+    if h.0.holds.pass(HoldPhase::Received, &method, &op, &path).await == Release::Drop {
+        return super::gate::dropped();
+    }
 
     // Phase 1, under the lock: everything that decides whether the request is admitted.
     let admitted = {
@@ -277,7 +285,10 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
     if req.method == http::Method::HEAD {
         reply.body = None;
     }
-    reply.into_response()
+    let mut response = reply.into_response();
+    // ... or, by [`super::gate::hold_answered`], once Azure has acted but before the caller hears of it.
+    response.extensions_mut().insert(super::gate::Answered { method, operation: op, path });
+    response
 }
 
 // ------------------------------------------------------------------------------------------------ admin API
