@@ -2,6 +2,7 @@
 //! apply, watches, CRD schema and CEL admission) that kube-rs and the real kubectl both accept. Request bodies are
 //! JSON or YAML, or protobuf for the built-in kinds that typed clients (`kubectl create ...`, Helm) write.
 
+pub mod decode;
 pub mod error;
 pub mod openapi;
 pub mod patch;

@@ -205,6 +205,11 @@ impl Registry {
         Ok(rt)
     }
 
+    /// Serves (or replaces) a type already built from a CRD with [`resource_type_from_crd`].
+    pub fn insert(&mut self, rt: Arc<ResourceType>) {
+        self.types.insert(rt.key(), rt);
+    }
+
     /// Removes the type a CRD defined; returns its key.
     pub fn unregister_crd(&mut self, crd: &Value) -> Option<ResKey> {
         let group = crd.pointer("/spec/group")?.as_str()?;

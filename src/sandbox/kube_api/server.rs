@@ -364,7 +364,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8], rt: &ResourceType, version: &st
         return protobuf::decode_object(body, rt, version).map_err(|e| e.to_api_error(rt, version));
     }
     let parsed: Result<Value, String> = if ct.contains("yaml") {
-        serde_yaml::from_slice(body).map_err(|e| e.to_string())
+        super::decode::yaml(body)
     } else {
         serde_json::from_slice(body).map_err(|e| e.to_string())
     };
