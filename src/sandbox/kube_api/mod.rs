@@ -11,6 +11,7 @@ pub mod registry;
 pub mod select;
 pub mod server;
 pub mod store;
+pub mod typed;
 pub mod validation;
 
 pub use error::{ApiError, ApiResult};

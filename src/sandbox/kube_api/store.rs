@@ -14,6 +14,7 @@ use super::error::{ApiError, ApiResult, Cause};
 use super::patch::{self, Scope, Writer};
 use super::registry::{Registry, ResKey, ResourceType, crd_status};
 use super::select::{FieldSelector, LabelSelector};
+use super::typed;
 use super::validation::{self, FieldValidation};
 
 /// Type of a watch event.
@@ -260,17 +261,6 @@ fn finalizers(obj: &Value) -> Vec<String> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
         .unwrap_or_default()
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// Copies the object and stamps the apiVersion/kind of the version it is read in.
@@ -1077,8 +1067,19 @@ fn check_etcd_size(obj: &Value) -> ApiResult<()> {
     if size > ETCD_MAX_OBJECT_BYTES { Err(ApiError::etcd_too_large()) } else { Ok(()) }
 }
 
+/// Typed decoding of a built-in object (unknown fields removed and returned); kinds without a typed schema have
+/// their top-level and metadata fields checked.
+fn decode_builtin(rt: &ResourceType, version: &str, obj: &mut Value) -> ApiResult<Vec<String>> {
+    if typed::is_typed(rt, version) {
+        return typed::decode(rt, version, obj);
+    }
+    let mut unknown = Vec::new();
+    validation::prune_builtin(rt, obj, &mut unknown);
+    Ok(unknown)
+}
+
 /// Built-in defaulting and validation.
-fn admit_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
     let name = meta_str(obj, "name").to_string();
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Secret") => {
@@ -1123,7 +1124,37 @@ fn admit_builtin(rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> Api
         }
         _ => {}
     }
+    if typed::is_typed(rt, version) {
+        typed::apply_defaults(rt, obj);
+        let causes = typed::validate(rt, version, obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
+        }
+    }
     Ok(())
+}
+
+/// The status a Pod gets on create: Pending (nothing schedules it here), with the QoS class of its resources.
+fn pending_pod_status(pod: &Value) -> Value {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let resources = |c: &Value, k: &str| c.pointer(&format!("/resources/{k}")).and_then(Value::as_object).cloned();
+    let any = containers.iter().any(|c| {
+        resources(c, "requests").is_some_and(|r| !r.is_empty()) || resources(c, "limits").is_some_and(|r| !r.is_empty())
+    });
+    let guaranteed = !containers.is_empty()
+        && containers.iter().all(|c| {
+            let limits = resources(c, "limits").unwrap_or_default();
+            let requests = resources(c, "requests").unwrap_or_else(|| limits.clone());
+            ["cpu", "memory"].iter().all(|r| limits.contains_key(*r) && limits.get(*r) == requests.get(*r))
+        });
+    let qos = if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    };
+    json!({"phase": "Pending", "qosClass": qos})
 }
 
 /// Everything a create does that needs no store state: type meta, name, defaulting, admission, managed fields.
@@ -1178,18 +1209,12 @@ fn prepare_create(
         name = format!("{prefix}{}", random_suffix());
         meta.insert("name".into(), json!(name));
     }
-    if !is_dns_subdomain(&name) {
+    if let Some(message) = typed::name_error(rt, &name) {
         return Err(ApiError::invalid(
             &rt.kind,
             &rt.group,
             &name,
-            vec![Cause::new(
-                "FieldValueInvalid",
-                "metadata.name",
-                format!(
-                    "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ),
-            )],
+            vec![Cause::new("FieldValueInvalid", "metadata.name", message)],
         ));
     }
     if rt.namespaced {
@@ -1204,8 +1229,8 @@ fn prepare_create(
     } else {
         meta.remove("namespace");
     }
-    if rt.has_status && rt.custom {
-        // Status is written through /status only.
+    if rt.has_status && (rt.custom || typed::is_typed(rt, &t.version)) {
+        // Status is written through /status only; a new object's status is the server's to set.
         if let Some(m) = obj.as_object_mut() {
             m.remove("status");
         }
@@ -1213,18 +1238,23 @@ fn prepare_create(
     let mut obj = if rt.custom {
         validation::admit_custom(rt, &t.version, obj, None, opts.field_validation, warnings)?
     } else {
-        let mut unknown = Vec::new();
-        validation::prune_builtin(rt, &mut obj, &mut unknown);
+        let unknown = decode_builtin(rt, &t.version, &mut obj)?;
         validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
-        admit_builtin(rt, &mut obj, None)?;
+        admit_builtin(rt, &t.version, &mut obj, None)?;
         obj
     };
     let now = now();
     let meta = meta_mut(&mut obj);
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now));
-    if rt.custom {
+    if rt.custom || typed::tracks_generation(rt) {
         meta.insert("generation".into(), json!(1));
+    }
+    if !rt.custom && rt.group == "batch" && rt.kind == "Job" {
+        typed::job_selector(&mut obj);
+    }
+    if !rt.custom && rt.group.is_empty() && rt.kind == "Pod" {
+        obj["status"] = pending_pod_status(&obj);
     }
     let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
     let crd_type = if is_crd {
@@ -1390,13 +1420,14 @@ fn prepare_update(
             warnings,
         )?
     } else {
-        let mut unknown = Vec::new();
-        validation::prune_builtin(rt, &mut result, &mut unknown);
+        let unknown = decode_builtin(rt, &t.version, &mut result)?;
         validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
-        admit_builtin(rt, &mut result, Some(old))?;
+        admit_builtin(rt, &t.version, &mut result, Some(old))?;
         result
     };
-    if rt.custom && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status) {
+    if (rt.custom || typed::tracks_generation(rt))
+        && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status)
+    {
         let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
         meta_mut(&mut result).insert("generation".into(), json!(g + 1));
     }
