@@ -157,6 +157,53 @@ struct State {
     garbage: Vec<Arc<WatchEvent>>,
 }
 
+/// The finalizer that holds an owner deleted with `propagationPolicy: Foreground` until its dependents are gone.
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+/// How a delete treats the objects that name the deleted one in their ownerReferences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents keep existing, without the reference.
+    Orphan,
+    /// The owner goes at once; the garbage collector then deletes the dependents (the default).
+    Background,
+    /// The owner stays, with a `foregroundDeletion` finalizer, until the dependents are deleted.
+    Foreground,
+}
+
+impl Propagation {
+    /// From a `DeleteOptions` body (`propagationPolicy`, or the older `orphanDependents`).
+    pub fn from_delete_options(rt: &ResourceType, name: &str, opts: &Value) -> ApiResult<Self> {
+        match (opts.get("propagationPolicy").and_then(Value::as_str), opts.get("orphanDependents")) {
+            (Some("Orphan"), _) => Ok(Self::Orphan),
+            (Some("Background"), _) => Ok(Self::Background),
+            (Some("Foreground"), _) => Ok(Self::Foreground),
+            (Some(other), _) => Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                name,
+                vec![Cause::new(
+                    "FieldValueNotSupported",
+                    "propagationPolicy",
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
+                )],
+            )),
+            (None, Some(Value::Bool(true))) => Ok(Self::Orphan),
+            (None, _) => Ok(Self::Background),
+        }
+    }
+}
+
+/// The owner uids in an object's ownerReferences.
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(String::from).collect())
+        .unwrap_or_default()
+}
+
 /// The largest object etcd stores with its default `--max-request-bytes` (1.5 MiB).
 pub const ETCD_MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
 
@@ -668,11 +715,12 @@ impl Store {
                 ),
             ));
         }
+        let policy = Propagation::from_delete_options(&rt, &name, delete_options)?;
         if dry_run {
             drop(st);
             return Ok(present(&old, &rt, &t.version));
         }
-        let out = st.delete_inner(&rt, &ns, &name, &self.events);
+        let out = st.delete_inner(&rt, &ns, &name, policy, &self.events);
         drop(st);
         Ok(present(&out, &rt, &t.version))
     }
@@ -690,7 +738,7 @@ impl Store {
             let ns = meta_str(&item, "namespace").to_string();
             let name = meta_str(&item, "name").to_string();
             if st.lookup(&rt, &ns, &name).is_some() {
-                let gone = st.delete_inner(&rt, &ns, &name, &self.events);
+                let gone = st.delete_inner(&rt, &ns, &name, Propagation::Background, &self.events);
                 out.push(present(&gone, &rt, &t.version));
             }
         }
@@ -874,6 +922,7 @@ impl State {
             }
             self.objects.remove(&key);
         }
+        self.collect_garbage(&gone, events);
         if rt.namespaced {
             self.maybe_finalize_namespace(ns, events);
         }
@@ -904,12 +953,48 @@ impl State {
         rt: &ResourceType,
         ns: &str,
         name: &str,
+        policy: Propagation,
         events: &broadcast::Sender<Arc<WatchEvent>>,
     ) -> Value {
-        let Some(old) = self.lookup(rt, ns, name) else {
+        let Some(mut old) = self.lookup(rt, ns, name) else {
             return Value::Null;
         };
+        let uid = meta_str(&old, "uid").to_string();
         let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+        match policy {
+            Propagation::Orphan => {
+                // The garbage collector's `orphan` finalizer: dependents lose their reference to this owner.
+                for (drt, dns, dname, _) in self.dependents_of(&uid) {
+                    self.drop_owner_reference(&drt, &dns, &dname, &uid, events);
+                }
+            }
+            Propagation::Foreground if !is_namespace && meta_str(&old, "deletionTimestamp").is_empty() => {
+                let dependents = self.dependents_of(&uid);
+                if !dependents.is_empty() {
+                    // The owner stays, marked and held by `foregroundDeletion`, until its dependents are gone.
+                    let mut marked = (*old).clone();
+                    let meta = meta_mut(&mut marked);
+                    meta.insert("deletionTimestamp".into(), json!(now()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    let mut fins = finalizers(&old);
+                    fins.push(FOREGROUND.into());
+                    meta.insert("finalizers".into(), json!(fins));
+                    if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
+                        meta.insert("generation".into(), json!(g + 1));
+                    }
+                    let stored = self.put(rt, marked, Some(old), events);
+                    for (drt, dns, dname, _) in dependents {
+                        self.delete_inner(&drt, &dns, &dname, Propagation::Foreground, events);
+                    }
+                    self.finish_foreground(&uid, events);
+                    return self.lookup(rt, ns, name).map(|o| (*o).clone()).unwrap_or_else(|| (*stored).clone());
+                }
+            }
+            _ => {}
+        }
+        if let Some(current) = self.lookup(rt, ns, name) {
+            old = current;
+        }
         if !finalizers(&old).is_empty() || is_namespace {
             if !meta_str(&old, "deletionTimestamp").is_empty() {
                 return (*old).clone();
@@ -939,6 +1024,100 @@ impl State {
         self.remove(rt, ns, name, events).unwrap_or(Value::Null)
     }
 
+    /// Every object with an ownerReference to `uid`: (type, namespace, name, object).
+    fn dependents_of(&self, uid: &str) -> Vec<(Arc<ResourceType>, String, String, Arc<Value>)> {
+        if uid.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (key, objs) in &self.objects {
+            let Some(rt) = self.registry.get(key) else { continue };
+            for ((ns, name), obj) in objs {
+                if owner_uids(obj).iter().any(|u| u == uid) {
+                    out.push((rt.clone(), ns.clone(), name.clone(), obj.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.objects.values().any(|objs| objs.values().any(|o| meta_str(o, "uid") == uid))
+    }
+
+    /// Removes the ownerReference to `owner_uid` from an object (the garbage collector's patch).
+    fn drop_owner_reference(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        owner_uid: &str,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) {
+        let Some(obj) = self.lookup(rt, ns, name) else { return };
+        let mut changed = (*obj).clone();
+        let meta = meta_mut(&mut changed);
+        let kept: Vec<Value> = meta
+            .get("ownerReferences")
+            .and_then(Value::as_array)
+            .map(|refs| {
+                refs.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid)).cloned().collect()
+            })
+            .unwrap_or_default();
+        if kept.is_empty() {
+            meta.remove("ownerReferences");
+        } else {
+            meta.insert("ownerReferences".into(), json!(kept));
+        }
+        self.put(rt, changed, Some(obj), events);
+    }
+
+    /// What kube-controller-manager's garbage collector does once an object is gone: its dependents are deleted
+    /// (in the background) unless another owner of theirs still exists, in which case only the dangling reference
+    /// is removed; and an owner waiting in foreground deletion for it is released when it was the last dependent.
+    fn collect_garbage(&mut self, gone: &Value, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        let uid = meta_str(gone, "uid").to_string();
+        for (rt, ns, name, obj) in self.dependents_of(&uid) {
+            let others_alive = owner_uids(&obj).iter().any(|u| *u != uid && self.uid_exists(u));
+            if others_alive {
+                self.drop_owner_reference(&rt, &ns, &name, &uid, events);
+            } else {
+                self.delete_inner(&rt, &ns, &name, Propagation::Background, events);
+            }
+        }
+        for owner in owner_uids(gone) {
+            self.finish_foreground(&owner, events);
+        }
+    }
+
+    /// Releases an owner deleted in the foreground once it has no dependents left.
+    fn finish_foreground(&mut self, uid: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        let found = self.objects.iter().find_map(|(key, objs)| {
+            objs.iter()
+                .find(|(_, o)| meta_str(o, "uid") == uid)
+                .map(|((ns, name), o)| (key.clone(), ns.clone(), name.clone(), o.clone()))
+        });
+        let Some((key, ns, name, obj)) = found else { return };
+        let Some(rt) = self.registry.get(&key) else { return };
+        let fins = finalizers(&obj);
+        if !fins.iter().any(|f| f == FOREGROUND) || !self.dependents_of(uid).is_empty() {
+            return;
+        }
+        let rest: Vec<String> = fins.into_iter().filter(|f| f != FOREGROUND).collect();
+        let mut released = (*obj).clone();
+        let meta = meta_mut(&mut released);
+        if rest.is_empty() {
+            meta.remove("finalizers");
+        } else {
+            meta.insert("finalizers".into(), json!(rest));
+        }
+        let done = rest.is_empty();
+        self.put(&rt, released, Some(obj), events);
+        if done {
+            self.remove(&rt, &ns, &name, events);
+        }
+    }
+
     fn delete_namespace_content(&mut self, ns: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
         let types: Vec<Arc<ResourceType>> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
         for rt in types {
@@ -948,7 +1127,7 @@ impl State {
                 .map(|m| m.keys().filter(|(o, _)| o == ns).map(|(_, n)| n.clone()).collect())
                 .unwrap_or_default();
             for name in names {
-                self.delete_inner(&rt, ns, &name, events);
+                self.delete_inner(&rt, ns, &name, Propagation::Background, events);
             }
         }
         self.maybe_finalize_namespace(ns, events);
