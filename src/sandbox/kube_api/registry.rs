@@ -163,6 +163,21 @@ impl Default for Registry {
                 false,
             ),
             ResourceType::builtin("", "endpoints", "endpoints", "Endpoints", true, &["ep"]),
+            with_status(
+                ResourceType::builtin(
+                    "",
+                    "replicationcontrollers",
+                    "replicationcontroller",
+                    "ReplicationController",
+                    true,
+                    &["rc"],
+                ),
+                true,
+            ),
+            with_status(
+                ResourceType::builtin("", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"]),
+                false,
+            ),
             ResourceType::builtin("", "podtemplates", "podtemplate", "PodTemplate", true, &[]),
             with_status(ResourceType::builtin("apps", "replicasets", "replicaset", "ReplicaSet", true, &["rs"]), true),
             with_status(

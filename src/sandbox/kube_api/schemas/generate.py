@@ -12,7 +12,7 @@ import sys
 ROOTS = (
     ["io.k8s.api.core.v1." + k for k in
      ["Pod", "Service", "ConfigMap", "Secret", "ServiceAccount", "Namespace", "Event", "PersistentVolumeClaim",
-      "Endpoints", "PodTemplate"]]
+      "Endpoints", "PodTemplate", "ReplicationController", "PersistentVolume"]]
     + ["io.k8s.api.apps.v1." + k for k in ["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "ControllerRevision"]]
     + ["io.k8s.api.batch.v1." + k for k in ["Job", "CronJob"]]
     + ["io.k8s.api.events.v1.Event", "io.k8s.api.coordination.v1.Lease", "io.k8s.api.policy.v1.PodDisruptionBudget",

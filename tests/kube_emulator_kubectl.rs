@@ -1,0 +1,143 @@
+//! The real kubectl against the Kubernetes API emulator for built-in workload kinds: strict field validation,
+//! server-side diff, rollout status without controllers, events, prune, cascading deletion and `wait --for=delete`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use azml_operator::sandbox::kube_api::{KubeApiServer, RunningServer, ServerOptions};
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(server: &RunningServer) -> Self {
+        let home = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = home.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).unwrap_or_else(|e| panic!("{e}"));
+        Self { kubeconfig, home }
+    }
+
+    /// Runs kubectl to completion (off the async runtime) and returns (exit code, stdout, stderr).
+    async fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .arg("--cache-dir")
+            .arg(self.home.path().join("cache"))
+            .args(args)
+            .stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|e| panic!("kubectl: {e}"));
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let (code, stdout, stderr) = self.run(args).await;
+        assert_eq!(code, 0, "kubectl {args:?} failed: {stderr}");
+        stdout
+    }
+
+    fn write(&self, name: &str, content: &str) -> String {
+        let p: &Path = self.home.path();
+        let path = p.join(name);
+        std::fs::write(&path, content).unwrap_or_else(|e| panic!("{e}"));
+        path.to_string_lossy().into_owned()
+    }
+}
+
+const APP: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels: {app: demo}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: demo}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  labels: {app: demo}
+data: {greeting: hello}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_with_workloads_validation_diff_rollout_prune_and_cascading_delete() {
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let k = Kubectl::new(&server);
+    let app = k.write("app.yaml", APP);
+    k.ok(&["apply", "-f", &app]).await;
+    assert_eq!(k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.strategy.type}"]).await, "RollingUpdate");
+    assert_eq!(k.ok(&["get", "svc", "web", "-o", "jsonpath={.spec.type}"]).await, "ClusterIP");
+
+    // kubectl asks for strict field validation: an unknown field is an error naming it.
+    let bad = k.write("bad.yaml", &APP.replace("replicas: 2", "replicas: 2\n  replica: 3"));
+    let (code, _, stderr) = k.run(&["apply", "-f", &bad]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("unknown field \"spec.replica\""), "{stderr}");
+
+    // Server-side diff shows the change, and nothing else (defaults are the server's, on both sides). The fields
+    // belong to client-side apply's manager, so as on a cluster the diff needs --force-conflicts.
+    let changed = k.write("changed.yaml", &APP.replace("replicas: 2", "replicas: 3"));
+    let (code, diff, stderr) = k.run(&["diff", "--server-side", "-f", &changed]).await;
+    assert!(code > 1 && stderr.contains("conflicts with \"kubectl-client-side-apply\""), "{code} {stderr}");
+    let (code, diff2, stderr) = k.run(&["diff", "--server-side", "--force-conflicts", "-f", &changed]).await;
+    let diff = format!("{diff}{diff2}");
+    assert_eq!(code, 1, "diff exits 1 when there are differences: {stderr}");
+    assert!(diff.contains("-  replicas: 2") && diff.contains("+  replicas: 3"), "{diff}");
+
+    // No controller runs: the Deployment's status never reports the rollout, as on a cluster whose
+    // kube-controller-manager is down, and `rollout status` waits until its timeout.
+    let (code, stdout, stderr) = k.run(&["rollout", "status", "deploy/web", "--timeout=2s"]).await;
+    assert_ne!(code, 0, "{stdout}");
+    assert!(format!("{stdout}{stderr}").contains("Waiting for deployment"), "{stdout}{stderr}");
+
+    k.ok(&["events"]).await;
+
+    // Prune: the ConfigMap left out of the applied set is deleted.
+    let without_cm =
+        k.write("without-cm.yaml", APP.split("---\napiVersion: v1\nkind: ConfigMap").next().unwrap_or(APP));
+    let out = k.ok(&["apply", "--prune", "-l", "app=demo", "-f", &without_cm]).await;
+    assert!(out.contains("configmap/web-config pruned"), "{out}");
+
+    // Cascading deletion: a ReplicaSet owned by the Deployment goes with it, and wait --for=delete sees it go.
+    let uid = k.ok(&["get", "deploy", "web", "-o", "jsonpath={.metadata.uid}"]).await;
+    let rs = k.write(
+        "rs.yaml",
+        &format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web-1\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: Deployment, name: web, uid: {uid}, controller: true, blockOwnerDeletion: true}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: web, image: nginx:1.27}}]\n"
+        ),
+    );
+    k.ok(&["apply", "-f", &rs]).await;
+    k.ok(&["delete", "deploy", "web", "--cascade=foreground"]).await;
+    k.ok(&["wait", "--for=delete", "rs/web-1", "--timeout=20s"]).await;
+    let (code, _, stderr) = k.run(&["get", "rs", "web-1"]).await;
+    assert_ne!(code, 0);
+    assert!(stderr.contains("NotFound") || stderr.contains("not found"), "{stderr}");
+}
