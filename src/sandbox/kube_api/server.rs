@@ -187,8 +187,9 @@ fn parse_query(uri: &http::Uri) -> Query {
     uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
+/// A boolean query parameter, parsed as Go's `strconv.ParseBool` does (the Python client sends `watch=True`).
 fn flag(q: &Query, key: &str) -> bool {
-    matches!(q.get(key).map(String::as_str), Some("true" | "1"))
+    matches!(q.get(key).map(String::as_str), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 async fn route(
