@@ -141,3 +141,74 @@ async fn kubectl_with_workloads_validation_diff_rollout_prune_and_cascading_dele
     assert_ne!(code, 0);
     assert!(stderr.contains("NotFound") || stderr.contains("not found"), "{stderr}");
 }
+
+/// Runs `helm` against the emulator, with its caches and config in the kubectl helper's temporary home.
+async fn helm(k: &Kubectl, helm: &str, args: &[&str]) -> (bool, String, String) {
+    let home = k.home.path();
+    let mut cmd = Command::new(helm);
+    cmd.env("KUBECONFIG", &k.kubeconfig)
+        .env("HOME", home)
+        .env("HELM_CACHE_HOME", home.join("helm-cache"))
+        .env("HELM_CONFIG_HOME", home.join("helm-config"))
+        .env("HELM_DATA_HOME", home.join("helm-data"))
+        .env_remove("HELM_DRIVER")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("helm: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Helm's whole release cycle on an application chart with a Deployment, a Service, a ConfigMap and a CRD.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_upgrade_rollback_and_uninstall_an_application_chart() {
+    let helm_bin = std::env::var("AZML_HELM").unwrap_or_else(|_| "helm".into());
+    if !Command::new(&helm_bin).args(["version", "--short"]).output().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIPPED helm_install_upgrade_rollback_and_uninstall_an_application_chart: cannot run {helm_bin} (set AZML_HELM)"
+        );
+        return;
+    }
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let k = Kubectl::new(&server);
+    let run = |args: &'static [&'static str]| {
+        let (k, helm_bin) = (&k, helm_bin.clone());
+        async move {
+            let (ok, out, err) = helm(k, &helm_bin, args).await;
+            assert!(ok, "helm {args:?} failed:\n{out}\n{err}");
+            out
+        }
+    };
+    let out = run(&["install", "demo", "tests/fixtures/helm-demo"]).await;
+    assert!(out.contains("STATUS: deployed"), "{out}");
+    assert_eq!(k.ok(&["get", "cm", "demo-config", "-o", "jsonpath={.data.greeting}"]).await, "hello");
+    assert_eq!(k.ok(&["get", "deploy", "demo-web", "-o", "jsonpath={.spec.replicas}"]).await, "2");
+    assert_eq!(k.ok(&["get", "svc", "demo-web", "-o", "jsonpath={.spec.type}"]).await, "ClusterIP");
+    k.ok(&["get", "crd", "gadgets.demo.azml.dev"]).await;
+
+    run(&["upgrade", "demo", "tests/fixtures/helm-demo", "--set", "greeting=bonjour", "--set", "replicas=3"]).await;
+    assert_eq!(k.ok(&["get", "cm", "demo-config", "-o", "jsonpath={.data.greeting}"]).await, "bonjour");
+    assert_eq!(k.ok(&["get", "deploy", "demo-web", "-o", "jsonpath={.spec.replicas}"]).await, "3");
+
+    run(&["rollback", "demo", "1"]).await;
+    assert_eq!(k.ok(&["get", "cm", "demo-config", "-o", "jsonpath={.data.greeting}"]).await, "hello");
+    assert_eq!(k.ok(&["get", "deploy", "demo-web", "-o", "jsonpath={.spec.replicas}"]).await, "2");
+    let history = run(&["history", "demo"]).await;
+    assert!(history.contains("Rollback to 1"), "{history}");
+
+    run(&["uninstall", "demo"]).await;
+    for object in ["cm/demo-config", "deploy/demo-web", "svc/demo-web"] {
+        let (code, _, stderr) = k.run(&["get", object]).await;
+        assert_ne!(code, 0, "{object} survived the uninstall");
+        assert!(stderr.contains("NotFound"), "{stderr}");
+    }
+    // Helm leaves CRDs from crds/ installed, on a cluster as here.
+    k.ok(&["get", "crd", "gadgets.demo.azml.dev"]).await;
+}
