@@ -120,6 +120,25 @@ async fn kubectl_with_workloads_validation_diff_rollout_prune_and_cascading_dele
 
     k.ok(&["events"]).await;
 
+    // `kubectl create deployment/job/cronjob` send protobuf bodies (client-go's typed clients).
+    k.ok(&["create", "deployment", "made", "--image=nginx:1.27", "--replicas=2", "--port=8080"]).await;
+    let made = k.ok(&["get", "deploy", "made", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.template.spec.containers[0].imagePullPolicy} {.spec.selector.matchLabels.app}"]).await;
+    assert_eq!(made, "2 8080 IfNotPresent made");
+    k.ok(&["create", "job", "once", "--image=busybox:1.36", "--", "echo", "hi"]).await;
+    let once = k
+        .ok(&[
+            "get",
+            "job",
+            "once",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].command} {.spec.template.spec.restartPolicy}",
+        ])
+        .await;
+    assert_eq!(once, r#"["echo","hi"] Never"#);
+    k.ok(&["create", "cronjob", "tick", "--image=busybox:1.36", "--schedule=*/5 * * * *"]).await;
+    let tick = k.ok(&["get", "cronjob", "tick", "-o", "jsonpath={.spec.schedule} {.spec.concurrencyPolicy}"]).await;
+    assert_eq!(tick, "*/5 * * * * Allow");
+
     // Prune: the ConfigMap left out of the applied set is deleted.
     let without_cm =
         k.write("without-cm.yaml", APP.split("---\napiVersion: v1\nkind: ConfigMap").next().unwrap_or(APP));
