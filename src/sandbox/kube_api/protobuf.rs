@@ -935,6 +935,52 @@ mod tests {
     }
 
     #[test]
+    fn workloads_decode_the_common_fields_and_refuse_the_others() {
+        let deployments = rt("apps", "deployments");
+        let container = core::Container {
+            name: Some("web".into()),
+            image: Some("nginx:1.27".into()),
+            ports: vec![core::ContainerPort { container_port: Some(80), ..Default::default() }],
+            stdin_once: Some(false),
+            ..Default::default()
+        };
+        let template = core::PodTemplateSpec {
+            metadata: Some(meta::ObjectMeta {
+                labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(core::PodSpec {
+                containers: vec![container.clone()],
+                host_network: Some(false),
+                ..Default::default()
+            }),
+        };
+        let dep = apps::Deployment {
+            metadata: Some(meta_of("web", "default")),
+            spec: Some(apps::DeploymentSpec {
+                replicas: Some(2),
+                template: Some(template.clone()),
+                ..Default::default()
+            }),
+            status: Some(apps::DeploymentStatus::default()),
+        };
+        let out = decode_object(&wrap("apps/v1", "Deployment", dep.encode_to_vec()), &deployments, "v1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out["spec"]["replicas"], 2);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}])
+        );
+        // A probe is not converted: the body is refused rather than stored without it.
+        let mut probed = dep.clone();
+        if let Some(spec) = probed.spec.as_mut().and_then(|s| s.template.as_mut()).and_then(|t| t.spec.as_mut()) {
+            spec.containers[0].liveness_probe = Some(core::Probe { period_seconds: Some(5), ..Default::default() });
+        }
+        let e = decode_object(&wrap("apps/v1", "Deployment", probed.encode_to_vec()), &deployments, "v1").unwrap_err();
+        assert_eq!(e.to_api_error(&deployments, "v1").code, 415, "{e}");
+    }
+
+    #[test]
     fn refusals() {
         let secrets = rt("", "secrets");
         // Not protobuf at all.
@@ -950,9 +996,9 @@ mod tests {
         let e = decode_object(&wrap("v1", "ConfigMap", cm.encode_to_vec()), &secrets, "v1").unwrap_err();
         assert!(matches!(e, ProtobufError::KindMismatch { .. }), "{e}");
         // A kind without decoding here is 415, like a custom resource on a real server.
-        let deployments = rt("apps", "deployments");
-        let e = decode_object(&wrap("apps/v1", "Deployment", vec![]), &deployments, "v1").unwrap_err();
-        let api = e.to_api_error(&deployments, "v1");
+        let statefulsets = rt("apps", "statefulsets");
+        let e = decode_object(&wrap("apps/v1", "StatefulSet", vec![]), &statefulsets, "v1").unwrap_err();
+        let api = e.to_api_error(&statefulsets, "v1");
         assert_eq!((api.code, api.reason), (415, "UnsupportedMediaType"));
         assert_eq!(
             api.message,
