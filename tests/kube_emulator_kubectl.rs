@@ -231,3 +231,38 @@ async fn helm_install_upgrade_rollback_and_uninstall_an_application_chart() {
     // Helm leaves CRDs from crds/ installed, on a cluster as here.
     k.ok(&["get", "crd", "gadgets.demo.azml.dev"]).await;
 }
+
+/// `kubectl get --watch-only` prints changes after its list, not the objects that were already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_watch_only_prints_only_later_changes() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, PostParams};
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let k = Kubectl::new(&server);
+    let api: Api<ConfigMap> = Api::default_namespaced(server.client().unwrap_or_else(|e| panic!("{e}")));
+    let create = |name: String| {
+        let api = api.clone();
+        async move {
+            let mut cm = ConfigMap::default();
+            cm.metadata.name = Some(name);
+            api.create(&PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    create("before".into()).await;
+    let watching = tokio::spawn({
+        let args = ["get", "configmaps", "--watch-only", "--request-timeout=8s", "-o", "name"];
+        let kubectl =
+            Kubectl { kubeconfig: k.kubeconfig.clone(), home: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")) };
+        async move { kubectl.run(&args).await }
+    });
+    // Keep changing things until kubectl's watch ends, whenever it started.
+    let mut i = 0;
+    while !watching.is_finished() {
+        create(format!("after-{i}")).await;
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let (_, stdout, stderr) = watching.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(stdout.contains("configmap/after-"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("configmap/before"), "{stdout}");
+}
