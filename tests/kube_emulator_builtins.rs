@@ -149,11 +149,21 @@ async fn defaults_required_fields_enums_and_names_as_the_real_server() {
     let svc: Service = serde_json::from_value(json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}))
         .unwrap_or_else(|e| panic!("{e}"));
     let svc = services.create(&PostParams::default(), &svc).await.unwrap_or_else(|e| panic!("{e}"));
-    let svc_spec = svc.spec.unwrap_or_default();
+    let svc_spec = svc.spec.clone().unwrap_or_default();
     assert_eq!(svc_spec.type_.as_deref(), Some("ClusterIP"));
     assert_eq!(svc_spec.session_affinity.as_deref(), Some("None"));
-    let port = &svc_spec.ports.unwrap_or_default()[0];
+    let port = &svc_spec.ports.clone().unwrap_or_default()[0];
     assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    // The API server allocates the cluster IP (no controller needed), and keeps it across updates that omit it.
+    let ip = svc_spec.cluster_ip.clone().unwrap_or_default();
+    assert!(ip.starts_with("10.") && ip.split('.').count() == 4, "{ip}");
+    assert_eq!(svc_spec.cluster_ips, Some(vec![ip.clone()]));
+    let mut replaced: Service =
+        serde_json::from_value(json!({"metadata": {"name": "web", "resourceVersion": svc.metadata.resource_version},
+                                      "spec": {"ports": [{"port": 81}]}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    replaced = services.replace("web", &PostParams::default(), &replaced).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(replaced.spec.unwrap_or_default().cluster_ip, Some(ip));
     let svcs = url(&server, "api/v1", "services", "");
     let (code, status, _) =
         post(&http, &svcs, json!({"metadata": {"name": "bad"}, "spec": {"type": "Internal"}}).to_string()).await;

@@ -1303,6 +1303,9 @@ fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<
         }
         _ => {}
     }
+    if rt.group.is_empty() && rt.kind == "Service" {
+        allocate_service_addresses(obj, old);
+    }
     if typed::is_typed(rt, version) {
         typed::apply_defaults(rt, obj);
         let causes = typed::validate(rt, version, obj);
@@ -1311,6 +1314,57 @@ fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<
         }
     }
     Ok(())
+}
+
+/// What the API server's Service registry allocates (an API server job, not a controller's): a cluster IP from the
+/// default service CIDR 10.96.0.0/12 (kept across updates that leave it out), its single-stack IPv4 family, and node
+/// ports for NodePort and LoadBalancer Services.
+fn allocate_service_addresses(obj: &mut Value, old: Option<&Value>) {
+    use rand::Rng as _;
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let kind = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if kind == "ExternalName" {
+        return;
+    }
+    let old_spec = old.and_then(|o| o.get("spec"));
+    for key in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        if spec.get(key).is_none_or(|v| v.is_null() || v == "")
+            && let Some(v) = old_spec.and_then(|s| s.get(key))
+        {
+            spec.insert(key.into(), v.clone());
+        }
+    }
+    let mut rng = rand::rng();
+    if spec.get("clusterIP").is_none_or(|v| v.is_null() || v == "") {
+        // Skips 10.96.0.1, the `kubernetes` Service's address.
+        let ip = format!("10.{}.{}.{}", rng.random_range(96..112), rng.random_range(0..256), rng.random_range(2..255));
+        spec.insert("clusterIP".into(), json!(ip));
+    }
+    if spec.get("clusterIPs").is_none_or(Value::is_null) {
+        let ip = spec.get("clusterIP").cloned().unwrap_or(Value::Null);
+        spec.insert("clusterIPs".into(), json!([ip]));
+    }
+    if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+        spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+    }
+    if kind == "NodePort" || kind == "LoadBalancer" {
+        let old_ports = old_spec.and_then(|s| s.get("ports")).and_then(Value::as_array).cloned().unwrap_or_default();
+        for port in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            if port.get("nodePort").is_none_or(Value::is_null) {
+                let same = old_ports.iter().find(|o| o.get("port") == port.get("port"));
+                let node_port = same
+                    .and_then(|o| o.get("nodePort").cloned())
+                    .unwrap_or_else(|| json!(rng.random_range(30000..32768)));
+                port["nodePort"] = node_port;
+            }
+        }
+    }
+    if kind == "LoadBalancer" {
+        spec.entry("allocateLoadBalancerNodePorts").or_insert_with(|| json!(true));
+    }
 }
 
 /// The status a Pod gets on create: Pending (nothing schedules it here), with the QoS class of its resources.
