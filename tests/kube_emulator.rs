@@ -789,8 +789,8 @@ async fn protobuf_bodies_for_custom_resources_are_unsupported() {
 
     let err = post_protobuf(
         &client,
-        "/apis/apps/v1/namespaces/default/deployments",
-        protobuf_body("apps/v1", "Deployment", vec![]),
+        "/apis/apps/v1/namespaces/default/statefulsets",
+        protobuf_body("apps/v1", "StatefulSet", vec![]),
     )
     .await
     .map_err(api_error)

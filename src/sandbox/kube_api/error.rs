@@ -136,7 +136,13 @@ impl ApiError {
 
     /// 413 RequestEntityTooLarge.
     pub fn too_large(limit: usize) -> Self {
-        Self::plain(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {limit} bytes"))
+        Self::plain(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {limit}"))
+    }
+
+    /// 500 without a reason, carrying etcd's refusal of an object larger than its request limit: the API server
+    /// passes that error through untranslated (kubernetes/kubernetes#112152).
+    pub fn etcd_too_large() -> Self {
+        Self::plain(500, "", "etcdserver: request is too large")
     }
 
     /// 415 UnsupportedMediaType.
@@ -186,6 +192,12 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
+        if self.reason.is_empty() {
+            // StatusReasonUnknown is the empty string, which the server omits.
+            if let Some(m) = status.as_object_mut() {
+                m.remove("reason");
+            }
+        }
         let mut details = serde_json::Map::new();
         if let Some(d) = &self.details {
             details.insert("name".into(), json!(d.name));

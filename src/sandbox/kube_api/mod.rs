@@ -1,7 +1,10 @@
 //! Kubernetes API server emulator: a small, faithful API server (discovery, OpenAPI, CRUD, patches, server-side
-//! apply, watches, CRD schema and CEL admission) that kube-rs and the real kubectl both accept. Request bodies are
-//! JSON or YAML, or protobuf for the built-in kinds that typed clients (`kubectl create ...`, Helm) write.
+//! apply, watches, CRD schema and CEL admission, typed decoding, defaulting and validation of built-in kinds,
+//! garbage collection) that kube-rs, kubectl, Helm and the official Python client accept. Request bodies are JSON or
+//! YAML, or protobuf for the built-in kinds that typed clients (`kubectl create ...`, Helm) write. What it serves, how
+//! each part is verified and where it deliberately differs from a real cluster: `docs/kube-api-emulator.md`.
 
+pub mod decode;
 pub mod error;
 pub mod openapi;
 pub mod patch;
@@ -10,6 +13,7 @@ pub mod registry;
 pub mod select;
 pub mod server;
 pub mod store;
+pub mod typed;
 pub mod validation;
 
 pub use error::{ApiError, ApiResult};

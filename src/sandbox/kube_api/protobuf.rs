@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use k8s_pb::api::apps::v1 as apps;
+use k8s_pb::api::batch::v1 as batch;
 use k8s_pb::api::coordination::v1 as coordination;
 use k8s_pb::api::core::v1 as core;
 use k8s_pb::api::events::v1 as events;
@@ -135,6 +137,13 @@ pub fn decode_object(body: &[u8], rt: &ResourceType, version: &str) -> Result<Va
             let b = rbac::ClusterRoleBinding::decode(raw.as_slice()).map_err(object)?;
             binding(b.metadata, b.subjects, b.role_ref)
         }
+        ("apps", "Deployment") => {
+            workload(&kind, |left| deployment(apps::Deployment::decode(raw.as_slice()).map_err(object)?, left))?
+        }
+        ("batch", "Job") => workload(&kind, |left| job(batch::Job::decode(raw.as_slice()).map_err(object)?, left))?,
+        ("batch", "CronJob") => {
+            workload(&kind, |left| cron_job(batch::CronJob::decode(raw.as_slice()).map_err(object)?, left))?
+        }
         // `decodes` lists exactly the arms above.
         _ => return Err(ProtobufError::Unsupported(format!("{expected_api_version}, Kind={}", rt.kind))),
     };
@@ -173,7 +182,201 @@ fn decodes(group: &str, kind: &str) -> bool {
             | ("events.k8s.io", "Event")
             | ("coordination.k8s.io", "Lease")
             | ("rbac.authorization.k8s.io", "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding")
+            | ("apps", "Deployment")
+            | ("batch", "Job" | "CronJob")
     )
+}
+
+/// Converts a workload message whose converter records, in `left`, every set field it does not convert: such a body
+/// is refused as unsupported (415, the client may send JSON) rather than stored without those fields.
+fn workload(
+    kind: &str,
+    convert: impl FnOnce(&mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError>,
+) -> Result<Map<String, Value>, ProtobufError> {
+    let mut left = Vec::new();
+    let out = convert(&mut left)?;
+    if left.is_empty() {
+        Ok(out)
+    } else {
+        Err(ProtobufError::Unsupported(format!("{kind} with {} in protobuf", left.join(", "))))
+    }
+}
+
+/// Records `path` when what is left of a message after its converted fields were taken out is not empty.
+fn rest<T: Default + PartialEq>(rest: &T, path: &'static str, left: &mut Vec<&'static str>) {
+    if *rest != T::default() {
+        left.push(path);
+    }
+}
+
+fn i32s(v: Option<i32>) -> Option<i64> {
+    v.map(i64::from)
+}
+
+fn quantities(v: BTreeMap<String, k8s_pb::apimachinery::pkg::api::resource::Quantity>) -> BTreeMap<String, String> {
+    v.into_iter().map(|(k, q)| (k, q.string.unwrap_or_default())).collect()
+}
+
+fn container(mut c: core::Container, left: &mut Vec<&'static str>) -> Obj {
+    let mut o = Obj::default();
+    o.str_always("name", c.name.take());
+    o.str("image", c.image.take());
+    o.strs("command", std::mem::take(&mut c.command));
+    o.strs("args", std::mem::take(&mut c.args));
+    o.str("workingDir", c.working_dir.take());
+    let ports = std::mem::take(&mut c.ports)
+        .into_iter()
+        .map(|mut p| {
+            let mut x = Obj::default();
+            x.str("name", p.name.take());
+            x.int("hostPort", i32s(p.host_port.take()));
+            x.int("containerPort", i32s(p.container_port.take()));
+            x.str("protocol", p.protocol.take());
+            x.str("hostIP", p.host_ip.take());
+            rest(&p, "containers[].ports[]", left);
+            x
+        })
+        .collect();
+    o.list("ports", ports);
+    let env = std::mem::take(&mut c.env)
+        .into_iter()
+        .map(|mut e| {
+            let mut x = Obj::default();
+            x.str_always("name", e.name.take());
+            x.str("value", e.value.take());
+            rest(&e, "containers[].env[].valueFrom", left);
+            x
+        })
+        .collect();
+    o.list("env", env);
+    if let Some(mut r) = c.resources.take() {
+        let mut x = Obj::default();
+        x.map("limits", quantities(std::mem::take(&mut r.limits)));
+        x.map("requests", quantities(std::mem::take(&mut r.requests)));
+        rest(&r, "containers[].resources.claims", left);
+        o.0.insert("resources".into(), Value::Object(x.0));
+    }
+    o.str("terminationMessagePath", c.termination_message_path.take());
+    o.str("terminationMessagePolicy", c.termination_message_policy.take());
+    o.str("imagePullPolicy", c.image_pull_policy.take());
+    // Go's protobuf always writes its non-pointer booleans; `omitempty` leaves false out of JSON.
+    o.bool("stdin", c.stdin.take().filter(|b| *b));
+    o.bool("stdinOnce", c.stdin_once.take().filter(|b| *b));
+    o.bool("tty", c.tty.take().filter(|b| *b));
+    rest(&c, "containers[] fields beyond name, image, command, args, workingDir, ports, env, resources", left);
+    o
+}
+
+fn pod_template(t: Option<core::PodTemplateSpec>, left: &mut Vec<&'static str>) -> Obj {
+    let mut o = Obj::default();
+    let Some(t) = t else { return o };
+    o.obj("metadata", object_meta(t.metadata));
+    let Some(mut s) = t.spec else { return o };
+    let mut spec = Obj::default();
+    spec.list("containers", std::mem::take(&mut s.containers).into_iter().map(|c| container(c, left)).collect());
+    spec.list(
+        "initContainers",
+        std::mem::take(&mut s.init_containers).into_iter().map(|c| container(c, left)).collect(),
+    );
+    spec.str("restartPolicy", s.restart_policy.take());
+    spec.int("terminationGracePeriodSeconds", s.termination_grace_period_seconds.take());
+    spec.str("dnsPolicy", s.dns_policy.take());
+    spec.map("nodeSelector", std::mem::take(&mut s.node_selector));
+    spec.str("serviceAccountName", s.service_account_name.take());
+    spec.str("schedulerName", s.scheduler_name.take());
+    // Non-pointer fields Go's protobuf always writes, empty when unset.
+    spec.str("serviceAccount", s.service_account.take());
+    spec.str("nodeName", s.node_name.take());
+    spec.str("hostname", s.hostname.take());
+    spec.str("subdomain", s.subdomain.take());
+    spec.str("priorityClassName", s.priority_class_name.take());
+    spec.bool("hostNetwork", s.host_network.take().filter(|b| *b));
+    spec.bool("hostPID", s.host_pid.take().filter(|b| *b));
+    spec.bool("hostIPC", s.host_ipc.take().filter(|b| *b));
+    if s.security_context.as_ref().is_some_and(|sc| *sc == core::PodSecurityContext::default()) {
+        s.security_context = None;
+        spec.0.insert("securityContext".into(), json!({}));
+    }
+    rest(&s, "template.spec fields beyond containers, restartPolicy, nodeSelector, serviceAccountName", left);
+    o.0.insert("spec".into(), Value::Object(spec.0));
+    o
+}
+
+fn deployment(d: apps::Deployment, left: &mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError> {
+    let mut o = top(d.metadata);
+    if let Some(mut s) = d.spec {
+        let mut spec = Obj::default();
+        spec.int("replicas", i32s(s.replicas.take()));
+        if let Some(sel) = s.selector.take() {
+            spec.0.insert("selector".into(), Value::Object(label_selector(sel).0));
+        }
+        spec.0.insert("template".into(), Value::Object(pod_template(s.template.take(), left).0));
+        if let Some(mut strategy) = s.strategy.take() {
+            let mut x = Obj::default();
+            x.str("type", strategy.r#type.take());
+            rest(&strategy, "spec.strategy.rollingUpdate", left);
+            spec.obj("strategy", x);
+        }
+        spec.int("minReadySeconds", i32s(s.min_ready_seconds.take()));
+        spec.int("revisionHistoryLimit", i32s(s.revision_history_limit.take()));
+        spec.bool("paused", s.paused.take());
+        spec.int("progressDeadlineSeconds", i32s(s.progress_deadline_seconds.take()));
+        rest(&s, "spec", left);
+        o.0.insert("spec".into(), Value::Object(spec.0));
+    }
+    // Status is the server's to set on create; what a client sends is dropped, as with JSON.
+    Ok(o.0)
+}
+
+fn job_spec(mut s: batch::JobSpec, left: &mut Vec<&'static str>) -> Obj {
+    let mut spec = Obj::default();
+    spec.int("parallelism", i32s(s.parallelism.take()));
+    spec.int("completions", i32s(s.completions.take()));
+    spec.int("activeDeadlineSeconds", s.active_deadline_seconds.take());
+    spec.int("backoffLimit", i32s(s.backoff_limit.take()));
+    spec.int("ttlSecondsAfterFinished", i32s(s.ttl_seconds_after_finished.take()));
+    spec.str("completionMode", s.completion_mode.take());
+    spec.bool("suspend", s.suspend.take());
+    spec.bool("manualSelector", s.manual_selector.take());
+    if let Some(sel) = s.selector.take() {
+        spec.0.insert("selector".into(), Value::Object(label_selector(sel).0));
+    }
+    spec.0.insert("template".into(), Value::Object(pod_template(s.template.take(), left).0));
+    rest(&s, "job spec fields beyond parallelism, completions, deadlines, backoffLimit, template", left);
+    spec
+}
+
+fn job(j: batch::Job, left: &mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError> {
+    let mut o = top(j.metadata);
+    if let Some(s) = j.spec {
+        o.0.insert("spec".into(), Value::Object(job_spec(s, left).0));
+    }
+    Ok(o.0)
+}
+
+fn cron_job(c: batch::CronJob, left: &mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError> {
+    let mut o = top(c.metadata);
+    if let Some(mut s) = c.spec {
+        let mut spec = Obj::default();
+        spec.str_always("schedule", s.schedule.take());
+        spec.str("timeZone", s.time_zone.take());
+        spec.int("startingDeadlineSeconds", s.starting_deadline_seconds.take());
+        spec.str("concurrencyPolicy", s.concurrency_policy.take());
+        spec.bool("suspend", s.suspend.take());
+        if let Some(jt) = s.job_template.take() {
+            let mut x = Obj::default();
+            x.obj("metadata", object_meta(jt.metadata));
+            if let Some(js) = jt.spec {
+                x.0.insert("spec".into(), Value::Object(job_spec(js, left).0));
+            }
+            spec.0.insert("jobTemplate".into(), Value::Object(x.0));
+        }
+        spec.int("successfulJobsHistoryLimit", i32s(s.successful_jobs_history_limit.take()));
+        spec.int("failedJobsHistoryLimit", i32s(s.failed_jobs_history_limit.take()));
+        rest(&s, "cronjob spec", left);
+        o.0.insert("spec".into(), Value::Object(spec.0));
+    }
+    Ok(o.0)
 }
 
 /// A JSON object under construction that leaves out what Go's `omitempty` would leave out.
@@ -732,6 +935,52 @@ mod tests {
     }
 
     #[test]
+    fn workloads_decode_the_common_fields_and_refuse_the_others() {
+        let deployments = rt("apps", "deployments");
+        let container = core::Container {
+            name: Some("web".into()),
+            image: Some("nginx:1.27".into()),
+            ports: vec![core::ContainerPort { container_port: Some(80), ..Default::default() }],
+            stdin_once: Some(false),
+            ..Default::default()
+        };
+        let template = core::PodTemplateSpec {
+            metadata: Some(meta::ObjectMeta {
+                labels: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+            spec: Some(core::PodSpec {
+                containers: vec![container.clone()],
+                host_network: Some(false),
+                ..Default::default()
+            }),
+        };
+        let dep = apps::Deployment {
+            metadata: Some(meta_of("web", "default")),
+            spec: Some(apps::DeploymentSpec {
+                replicas: Some(2),
+                template: Some(template.clone()),
+                ..Default::default()
+            }),
+            status: Some(apps::DeploymentStatus::default()),
+        };
+        let out = decode_object(&wrap("apps/v1", "Deployment", dep.encode_to_vec()), &deployments, "v1")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(out["spec"]["replicas"], 2);
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}])
+        );
+        // A probe is not converted: the body is refused rather than stored without it.
+        let mut probed = dep.clone();
+        if let Some(spec) = probed.spec.as_mut().and_then(|s| s.template.as_mut()).and_then(|t| t.spec.as_mut()) {
+            spec.containers[0].liveness_probe = Some(core::Probe { period_seconds: Some(5), ..Default::default() });
+        }
+        let e = decode_object(&wrap("apps/v1", "Deployment", probed.encode_to_vec()), &deployments, "v1").unwrap_err();
+        assert_eq!(e.to_api_error(&deployments, "v1").code, 415, "{e}");
+    }
+
+    #[test]
     fn refusals() {
         let secrets = rt("", "secrets");
         // Not protobuf at all.
@@ -747,9 +996,9 @@ mod tests {
         let e = decode_object(&wrap("v1", "ConfigMap", cm.encode_to_vec()), &secrets, "v1").unwrap_err();
         assert!(matches!(e, ProtobufError::KindMismatch { .. }), "{e}");
         // A kind without decoding here is 415, like a custom resource on a real server.
-        let deployments = rt("apps", "deployments");
-        let e = decode_object(&wrap("apps/v1", "Deployment", vec![]), &deployments, "v1").unwrap_err();
-        let api = e.to_api_error(&deployments, "v1");
+        let statefulsets = rt("apps", "statefulsets");
+        let e = decode_object(&wrap("apps/v1", "StatefulSet", vec![]), &statefulsets, "v1").unwrap_err();
+        let api = e.to_api_error(&statefulsets, "v1");
         assert_eq!((api.code, api.reason), (415, "UnsupportedMediaType"));
         assert_eq!(
             api.message,

@@ -127,6 +127,84 @@ impl Default for Registry {
         let mut deployments =
             ResourceType::builtin("apps", "deployments", "deployment", "Deployment", true, &["deploy"]);
         deployments.has_status = true;
+        // Workload kinds: stored and validated as a real API server stores them; no controller, scheduler or
+        // kubelet acts on them (a Pod stays Pending). `status` is a subresource for each, and `kubectl get all`
+        // lists those in the `all` category.
+        let with_status = |mut t: ResourceType, all: bool| {
+            t.has_status = true;
+            if all {
+                t.categories = vec!["all".into()];
+            }
+            t
+        };
+        deployments.categories = vec!["all".into()];
+        let mut hpa = ResourceType::builtin(
+            "autoscaling",
+            "horizontalpodautoscalers",
+            "horizontalpodautoscaler",
+            "HorizontalPodAutoscaler",
+            true,
+            &["hpa"],
+        );
+        hpa.versions = vec!["v2".into()];
+        hpa.version_info = BTreeMap::from([("v2".to_string(), VersionInfo::default())]);
+        let workloads = [
+            with_status(ResourceType::builtin("", "pods", "pod", "Pod", true, &["po"]), true),
+            with_status(ResourceType::builtin("", "services", "service", "Service", true, &["svc"]), true),
+            with_status(
+                ResourceType::builtin(
+                    "",
+                    "persistentvolumeclaims",
+                    "persistentvolumeclaim",
+                    "PersistentVolumeClaim",
+                    true,
+                    &["pvc"],
+                ),
+                false,
+            ),
+            ResourceType::builtin("", "endpoints", "endpoints", "Endpoints", true, &["ep"]),
+            with_status(
+                ResourceType::builtin(
+                    "",
+                    "replicationcontrollers",
+                    "replicationcontroller",
+                    "ReplicationController",
+                    true,
+                    &["rc"],
+                ),
+                true,
+            ),
+            with_status(
+                ResourceType::builtin("", "persistentvolumes", "persistentvolume", "PersistentVolume", false, &["pv"]),
+                false,
+            ),
+            ResourceType::builtin("", "podtemplates", "podtemplate", "PodTemplate", true, &[]),
+            with_status(ResourceType::builtin("apps", "replicasets", "replicaset", "ReplicaSet", true, &["rs"]), true),
+            with_status(
+                ResourceType::builtin("apps", "statefulsets", "statefulset", "StatefulSet", true, &["sts"]),
+                true,
+            ),
+            with_status(ResourceType::builtin("apps", "daemonsets", "daemonset", "DaemonSet", true, &["ds"]), true),
+            ResourceType::builtin("apps", "controllerrevisions", "controllerrevision", "ControllerRevision", true, &[]),
+            with_status(ResourceType::builtin("batch", "jobs", "job", "Job", true, &[]), true),
+            with_status(ResourceType::builtin("batch", "cronjobs", "cronjob", "CronJob", true, &["cj"]), true),
+            with_status(
+                ResourceType::builtin(
+                    "policy",
+                    "poddisruptionbudgets",
+                    "poddisruptionbudget",
+                    "PodDisruptionBudget",
+                    true,
+                    &["pdb"],
+                ),
+                false,
+            ),
+            with_status(
+                ResourceType::builtin("networking.k8s.io", "ingresses", "ingress", "Ingress", true, &["ing"]),
+                false,
+            ),
+            with_status(hpa, true),
+        ];
         let builtins = [
             namespaces,
             ResourceType::builtin("", "secrets", "secret", "Secret", true, &[]),
@@ -157,7 +235,7 @@ impl Default for Registry {
             ResourceType::builtin("rbac.authorization.k8s.io", "rolebindings", "rolebinding", "RoleBinding", true, &[]),
             crds,
         ];
-        let types = builtins.into_iter().map(|t| (t.key(), Arc::new(t))).collect();
+        let types = builtins.into_iter().chain(workloads).map(|t| (t.key(), Arc::new(t))).collect();
         Self { types }
     }
 }
@@ -203,6 +281,11 @@ impl Registry {
         let rt = Arc::new(resource_type_from_crd(crd)?);
         self.types.insert(rt.key(), rt.clone());
         Ok(rt)
+    }
+
+    /// Serves (or replaces) a type already built from a CRD with [`resource_type_from_crd`].
+    pub fn insert(&mut self, rt: Arc<ResourceType>) {
+        self.types.insert(rt.key(), rt);
     }
 
     /// Removes the type a CRD defined; returns its key.

@@ -187,8 +187,9 @@ fn parse_query(uri: &http::Uri) -> Query {
     uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
 }
 
+/// A boolean query parameter, parsed as Go's `strconv.ParseBool` does (the Python client sends `watch=True`).
 fn flag(q: &Query, key: &str) -> bool {
-    matches!(q.get(key).map(String::as_str), Some("true" | "1"))
+    matches!(q.get(key).map(String::as_str), Some("1" | "t" | "T" | "true" | "TRUE" | "True"))
 }
 
 async fn route(
@@ -357,20 +358,37 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.split(',').next().unwrap_or("").contains("as=Table"))
 }
 
-fn decode_body(headers: &HeaderMap, body: &[u8], rt: &ResourceType, version: &str) -> ApiResult<Value> {
+/// Decodes a create or update body; duplicate fields of a JSON body are answered per `fieldValidation` (refused,
+/// returned as warnings, or ignored), the last value kept.
+fn decode_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    rt: &ResourceType,
+    version: &str,
+    mode: FieldValidation,
+) -> ApiResult<(Value, Vec<String>)> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
     if protobuf::is_protobuf(ct) {
         // Typed client-go clients (kubectl create, Helm's release storage) send built-in kinds as protobuf.
-        return protobuf::decode_object(body, rt, version).map_err(|e| e.to_api_error(rt, version));
+        return protobuf::decode_object(body, rt, version)
+            .map(|v| (v, Vec::new()))
+            .map_err(|e| e.to_api_error(rt, version));
     }
-    let parsed: Result<Value, String> = if ct.contains("yaml") {
-        serde_yaml::from_slice(body).map_err(|e| e.to_string())
-    } else {
-        serde_json::from_slice(body).map_err(|e| e.to_string())
+    let kind = &rt.kind;
+    let cannot = |e: String| {
+        ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {e}"))
     };
-    parsed.map_err(|e| {
-        ApiError::bad_request(format!("{} in version \"{version}\" cannot be handled as a {}: {e}", rt.kind, rt.kind))
-    })
+    if ct.contains("yaml") {
+        return super::decode::yaml(body).map(|v| (v, Vec::new())).map_err(cannot);
+    }
+    let (value, duplicates) = super::decode::json_with_duplicates(body).map_err(|e| cannot(e.to_string()))?;
+    let messages: Vec<String> = duplicates.iter().map(|d| format!("duplicate field \"{d}\"")).collect();
+    match mode {
+        _ if messages.is_empty() => Ok((value, messages)),
+        FieldValidation::Strict => Err(cannot(format!("strict decoding error: {}", messages.join(", ")))),
+        FieldValidation::Warn => Ok((value, messages)),
+        FieldValidation::Ignore => Ok((value, Vec::new())),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -442,15 +460,17 @@ async fn resource(
         }
         (Method::POST, None) => {
             let opts = write_options(q, headers)?;
-            let obj = decode_body(headers, &body, &rt, version)?;
+            let (obj, mut warnings) = decode_body(headers, &body, &rt, version, opts.field_validation)?;
             let out = shared.store.create(&t, obj, &opts)?;
-            Ok(json_response(StatusCode::CREATED, &out.object, &out.warnings))
+            warnings.extend(out.warnings);
+            Ok(json_response(StatusCode::CREATED, &out.object, &warnings))
         }
         (Method::PUT, Some(_)) => {
             let opts = write_options(q, headers)?;
-            let obj = decode_body(headers, &body, &rt, version)?;
+            let (obj, mut warnings) = decode_body(headers, &body, &rt, version, opts.field_validation)?;
             let out = shared.store.update(&t, obj, &opts)?;
-            Ok(json_response(StatusCode::OK, &out.object, &out.warnings))
+            warnings.extend(out.warnings);
+            Ok(json_response(StatusCode::OK, &out.object, &warnings))
         }
         (Method::PATCH, Some(_)) => {
             let opts = write_options(q, headers)?;

@@ -2,7 +2,9 @@
 //! write is atomic and every watcher sees a gap-free sequence of events.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
@@ -12,6 +14,7 @@ use super::error::{ApiError, ApiResult, Cause};
 use super::patch::{self, Scope, Writer};
 use super::registry::{Registry, ResKey, ResourceType, crd_status};
 use super::select::{FieldSelector, LabelSelector};
+use super::typed;
 use super::validation::{self, FieldValidation};
 
 /// Type of a watch event.
@@ -132,6 +135,7 @@ pub struct WatchStart {
 }
 
 /// How a write records managed fields.
+#[derive(Clone, Copy)]
 enum Managed<'a> {
     /// An `Update` by this manager.
     Update(&'a str),
@@ -149,13 +153,118 @@ struct State {
     history_limit: usize,
     /// Highest resourceVersion dropped from history; watches from before it get 410.
     compacted: u64,
+    /// Events dropped from history while locked, freed once the lock is released.
+    garbage: Vec<Arc<WatchEvent>>,
 }
 
+/// The finalizer that holds an owner deleted with `propagationPolicy: Foreground` until its dependents are gone.
+pub const FOREGROUND: &str = "foregroundDeletion";
+
+/// How a delete treats the objects that name the deleted one in their ownerReferences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    /// Dependents keep existing, without the reference.
+    Orphan,
+    /// The owner goes at once; the garbage collector then deletes the dependents (the default).
+    Background,
+    /// The owner stays, with a `foregroundDeletion` finalizer, until the dependents are deleted.
+    Foreground,
+}
+
+impl Propagation {
+    /// From a `DeleteOptions` body (`propagationPolicy`, or the older `orphanDependents`).
+    pub fn from_delete_options(rt: &ResourceType, name: &str, opts: &Value) -> ApiResult<Self> {
+        match (opts.get("propagationPolicy").and_then(Value::as_str), opts.get("orphanDependents")) {
+            (Some("Orphan"), _) => Ok(Self::Orphan),
+            (Some("Background"), _) => Ok(Self::Background),
+            (Some("Foreground"), _) => Ok(Self::Foreground),
+            (Some(other), _) => Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                name,
+                vec![Cause::new(
+                    "FieldValueNotSupported",
+                    "propagationPolicy",
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+                    ),
+                )],
+            )),
+            (None, Some(Value::Bool(true))) => Ok(Self::Orphan),
+            (None, _) => Ok(Self::Background),
+        }
+    }
+}
+
+/// The owner uids in an object's ownerReferences.
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|refs| refs.iter().filter_map(|r| r.get("uid").and_then(Value::as_str)).map(String::from).collect())
+        .unwrap_or_default()
+}
+
+/// The largest object etcd stores with its default `--max-request-bytes` (1.5 MiB).
+pub const ETCD_MAX_OBJECT_BYTES: usize = 3 * 512 * 1024;
+
+/// How often a write whose object changed while it was being prepared is prepared again before giving up with a
+/// conflict (the API server's `GuaranteedUpdate` retries the same way).
+const MAX_WRITE_ATTEMPTS: usize = 64;
+
 /// The shared store behind the emulated API server.
+///
+/// Writes are prepared (decoded, merged, defaulted, validated) without the lock, against a snapshot of the object
+/// they change, and committed under it only if that object is still the current one (optimistic concurrency, as the
+/// API server does against etcd): so no request body, however large or costly, holds the lock for long.
 #[derive(Debug)]
 pub struct Store {
     state: Mutex<State>,
     events: broadcast::Sender<Arc<WatchEvent>>,
+    /// Longest time the lock was held, in nanoseconds, since the last [`Store::take_max_lock_hold`].
+    max_hold_nanos: AtomicU64,
+}
+
+/// The locked state; records how long it was held when released.
+struct Held<'a> {
+    /// Always `Some` until dropped.
+    guard: Option<MutexGuard<'a, State>>,
+    since: Instant,
+    max_hold_nanos: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = State;
+    #[allow(clippy::expect_used)]
+    fn deref(&self) -> &State {
+        self.guard.as_ref().expect("the guard is only taken when dropped")
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    #[allow(clippy::expect_used)]
+    fn deref_mut(&mut self) -> &mut State {
+        self.guard.as_mut().expect("the guard is only taken when dropped")
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // Large values that left the store are freed after the lock is released: freeing a big object takes
+        // milliseconds that other requests need not wait for.
+        let garbage = self.guard.as_mut().map(|g| std::mem::take(&mut g.garbage));
+        self.guard = None;
+        drop(garbage);
+        let held = u64::try_from(self.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.max_hold_nanos.fetch_max(held, Ordering::Relaxed);
+    }
+}
+
+/// A write computed outside the lock.
+enum Prepared {
+    /// Nothing changes: the current object is the answer (no new resourceVersion).
+    NoOp(Arc<Value>),
+    /// The object to store; for a CRD, the resource type it defines (compiled outside the lock).
+    Write(Value, Option<Arc<ResourceType>>),
 }
 
 impl std::fmt::Debug for State {
@@ -199,17 +308,6 @@ fn finalizers(obj: &Value) -> Vec<String> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
         .unwrap_or_default()
-}
-
-fn is_dns_subdomain(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 /// Copies the object and stamps the apiVersion/kind of the version it is read in.
@@ -260,8 +358,10 @@ impl Store {
                 history: VecDeque::new(),
                 history_limit,
                 compacted: 0,
+                garbage: Vec::new(),
             }),
             events,
+            max_hold_nanos: AtomicU64::new(0),
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let t = Target { version: "v1".into(), plural: "namespaces".into(), ..Target::default() };
@@ -272,10 +372,16 @@ impl Store {
         store
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> Held<'_> {
         // A panic while holding the lock cannot leave a half-written object (writes are single inserts), so a
         // poisoned lock is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        let guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Held { guard: Some(guard), since: Instant::now(), max_hold_nanos: &self.max_hold_nanos }
+    }
+
+    /// The longest time any request held the store lock since the previous call (which resets it).
+    pub fn take_max_lock_hold(&self) -> Duration {
+        Duration::from_nanos(self.max_hold_nanos.swap(0, Ordering::Relaxed))
     }
 
     /// Every stored object and the resourceVersion counter as JSON, so a restarted sandbox continues where it
@@ -375,18 +481,34 @@ impl Store {
 
     /// Reads one object.
     pub fn get(&self, t: &Target) -> ApiResult<Value> {
-        let st = self.lock();
-        let rt = st.resolve(t)?;
-        let (ns, name) = st.object_key(&rt, t)?;
-        st.objects
-            .get(&rt.key())
-            .and_then(|m| m.get(&(ns, name.clone())))
-            .map(|o| present(o, &rt, &t.version))
-            .ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))
+        let (rt, found, name) = {
+            let st = self.lock();
+            let rt = st.resolve(t)?;
+            let (ns, name) = st.object_key(&rt, t)?;
+            let found = st.lookup(&rt, &ns, &name);
+            (rt, found, name)
+        };
+        found.map(|o| present(&o, &rt, &t.version)).ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))
     }
 
     /// Lists objects (all namespaces when the target has none).
     pub fn list(&self, t: &Target, q: &ListQuery) -> ApiResult<ListPage> {
+        let (rt, matching, rv, continue_token, remaining) = self.select(t, q)?;
+        Ok(ListPage {
+            items: matching.iter().map(|o| present(o, &rt, &t.version)).collect(),
+            resource_version: rv,
+            continue_token,
+            remaining,
+        })
+    }
+
+    /// The matching objects of a list, taken under the lock; presenting them happens after it is released.
+    #[allow(clippy::type_complexity)]
+    fn select(
+        &self,
+        t: &Target,
+        q: &ListQuery,
+    ) -> ApiResult<(Arc<ResourceType>, Vec<Arc<Value>>, u64, Option<String>, Option<usize>)> {
         let st = self.lock();
         let rt = st.resolve(t)?;
         if !rt.namespaced && t.namespace.is_some() {
@@ -396,7 +518,7 @@ impl Store {
             Some(token) => Some(decode_continue(token)?),
             None => None,
         };
-        let mut matching: Vec<&Arc<Value>> = st
+        let mut matching: Vec<Arc<Value>> = st
             .objects
             .get(&rt.key())
             .map(|m| {
@@ -405,6 +527,7 @@ impl Store {
                     .filter(|(k, _)| start.as_ref().is_none_or(|s| *k > s))
                     .map(|(_, v)| v)
                     .filter(|v| q.labels.matches(v) && q.fields.matches(v))
+                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
@@ -417,59 +540,117 @@ impl Store {
                 continue_token = Some(encode_continue(meta_str(last, "namespace"), meta_str(last, "name")));
             }
         }
-        Ok(ListPage {
-            items: matching.into_iter().map(|o| present(o, &rt, &t.version)).collect(),
-            resource_version: st.rv,
-            continue_token,
-            remaining,
-        })
+        Ok((rt, matching, st.rv, continue_token, remaining))
     }
 
     /// Creates an object (POST).
     pub fn create(&self, t: &Target, body: Value, opts: &WriteOptions) -> ApiResult<Outcome> {
-        let mut st = self.lock();
+        self.create_with(t, &body, opts, Managed::Update(&opts.field_manager))
+    }
+
+    /// Prepares a create outside the lock and commits it.
+    fn create_with(&self, t: &Target, body: &Value, opts: &WriteOptions, managed: Managed<'_>) -> ApiResult<Outcome> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let rt = self.lock().resolve(t)?;
+            let mut warnings = Vec::new();
+            let mut prepared = Some(prepare_create(&rt, t, body.clone(), opts, managed, &mut warnings)?);
+            let committed = self.lock().commit_create(&rt, t, &mut prepared, opts.dry_run, false, &self.events)?;
+            if let Some(object) = committed {
+                return Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: true });
+            }
+        }
+        Err(too_much_contention(t))
+    }
+
+    /// The resource type, the current object (if any) and its name, read under a short lock.
+    fn snapshot(&self, t: &Target) -> ApiResult<(Arc<ResourceType>, Option<Arc<Value>>, String)> {
+        let st = self.lock();
         let rt = st.resolve(t)?;
-        let mut warnings = Vec::new();
-        let object =
-            st.create_inner(&rt, t, body, opts, Managed::Update(&opts.field_manager), &mut warnings, &self.events)?;
-        Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: true })
+        let (ns, name) = st.object_key(&rt, t)?;
+        let old = st.lookup(&rt, &ns, &name);
+        Ok((rt, old, name))
+    }
+
+    /// Changes an existing object: `make` builds the new object from the current one, outside the lock; the
+    /// result is committed only if the object did not change meanwhile, else everything is done again.
+    fn modify(
+        &self,
+        t: &Target,
+        opts: &WriteOptions,
+        managed: Managed<'_>,
+        is_put: bool,
+        make: impl Fn(&ResourceType, &Value) -> ApiResult<Value>,
+    ) -> ApiResult<Outcome> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let (rt, old, name) = self.snapshot(t)?;
+            let old = old.ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
+            let new = make(&rt, &old)?;
+            let mut warnings = Vec::new();
+            let mut prepared = Some(prepare_update(&rt, t, &old, new, opts, managed, is_put, &mut warnings)?);
+            let committed = self.lock().commit_update(&rt, t, &old, &mut prepared, opts.dry_run, &self.events)?;
+            if let Some(object) = committed {
+                return Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: false });
+            }
+        }
+        Err(too_much_contention(t))
     }
 
     /// Replaces an object or its status (PUT).
     pub fn update(&self, t: &Target, body: Value, opts: &WriteOptions) -> ApiResult<Outcome> {
-        let mut st = self.lock();
-        let rt = st.resolve(t)?;
-        let (ns, name) = st.object_key(&rt, t)?;
-        let old = st.lookup(&rt, &ns, &name).ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
-        let mut warnings = Vec::new();
-        let object = st.update_inner(
-            &rt,
-            t,
-            &old,
-            body,
-            opts,
-            Managed::Update(&opts.field_manager),
-            true,
-            &mut warnings,
-            &self.events,
-        )?;
-        Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: false })
+        self.modify(t, opts, Managed::Update(&opts.field_manager), true, |_, _| Ok(body.clone()))
     }
 
     /// Patches an object or its status (PATCH) with the given content type.
+    ///
+    /// The body is decoded before anything is read from the store; the merge, defaulting and admission run without
+    /// the lock.
     pub fn patch(&self, t: &Target, content_type: &str, body: &[u8], opts: &WriteOptions) -> ApiResult<Outcome> {
-        let mut st = self.lock();
-        let rt = st.resolve(t)?;
-        let (ns, name) = st.object_key(&rt, t)?;
-        let old = st.lookup(&rt, &ns, &name);
-        let mut warnings = Vec::new();
         let scope = if t.subresource.as_deref() == Some("status") {
             Scope::Status
         } else {
-            Scope::Main { status_is_subresource: rt.has_status }
+            Scope::Main { status_is_subresource: false }
         };
         let media = content_type.split(';').next().unwrap_or("").trim();
         if media == "application/apply-patch+yaml" || media == "application/apply-patch+json" {
+            let applied: Value =
+                super::decode::yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+            return self.apply(t, applied, opts, scope);
+        }
+        let patch_doc: Value =
+            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let known =
+            ["application/merge-patch+json", "application/json-patch+json", "application/strategic-merge-patch+json"];
+        if !known.contains(&media) {
+            return Err(ApiError::unsupported_media_type(
+                media,
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
+        self.modify(t, opts, Managed::Update(&opts.field_manager), false, |rt, old| {
+            let mut doc = present(old, rt, &t.version);
+            match media {
+                "application/merge-patch+json" => patch::merge_patch(&mut doc, &patch_doc),
+                "application/json-patch+json" => patch::json_patch(&mut doc, &patch_doc)?,
+                "application/strategic-merge-patch+json" if !rt.custom => patch::strategic_merge(&mut doc, &patch_doc),
+                other => {
+                    return Err(ApiError::unsupported_media_type(
+                        other,
+                        "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                    ));
+                }
+            }
+            Ok(doc)
+        })
+    }
+
+    /// Server-side apply: merges with field ownership, creating the object when it does not exist.
+    fn apply(&self, t: &Target, mut applied: Value, opts: &WriteOptions, scope: Scope) -> ApiResult<Outcome> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let (rt, old, name) = self.snapshot(t)?;
+            let scope = match scope {
+                Scope::Main { .. } => Scope::Main { status_is_subresource: rt.has_status },
+                other => other,
+            };
             if opts.field_manager.is_empty() {
                 return Err(ApiError::invalid(
                     &rt.kind,
@@ -482,8 +663,6 @@ impl Store {
                     )],
                 ));
             }
-            let mut applied: Value =
-                serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
             if !applied.is_object() {
                 return Err(ApiError::bad_request("apply patch must be an object"));
             }
@@ -504,57 +683,30 @@ impl Store {
             let base = old.as_ref().map(|o| present(o, &rt, &t.version));
             let merged = patch::server_side_apply(base.as_ref(), &applied, &w, opts.force)
                 .map_err(|c| patch::apply_conflict_error(&rt.plural, &rt.group, &name, &c))?;
-            let (object, created) = match &old {
-                Some(old) => (
-                    st.update_inner(
-                        &rt,
-                        t,
-                        old,
-                        merged,
-                        opts,
-                        Managed::Precomputed,
-                        false,
-                        &mut warnings,
-                        &self.events,
-                    )?,
-                    false,
-                ),
-                None => {
-                    if t.subresource.is_some() {
-                        return Err(ApiError::not_found(&rt.plural, &rt.group, &name));
+            let Some(old) = old else {
+                if t.subresource.is_some() {
+                    return Err(ApiError::not_found(&rt.plural, &rt.group, &name));
+                }
+                let mut warnings = Vec::new();
+                let mut prepared = Some(prepare_create(&rt, t, merged, opts, Managed::Precomputed, &mut warnings)?);
+                let committed = self.lock().commit_create(&rt, t, &mut prepared, opts.dry_run, true, &self.events)?;
+                match committed {
+                    Some(object) => {
+                        return Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: true });
                     }
-                    (st.create_inner(&rt, t, merged, opts, Managed::Precomputed, &mut warnings, &self.events)?, true)
+                    // Created meanwhile: apply again, now as an update.
+                    None => continue,
                 }
             };
-            return Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created });
-        }
-        let old = old.ok_or_else(|| ApiError::not_found(&rt.plural, &rt.group, &name))?;
-        let patch_doc: Value =
-            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-        let mut doc = present(&old, &rt, &t.version);
-        match media {
-            "application/merge-patch+json" => patch::merge_patch(&mut doc, &patch_doc),
-            "application/json-patch+json" => patch::json_patch(&mut doc, &patch_doc)?,
-            "application/strategic-merge-patch+json" if !rt.custom => patch::strategic_merge(&mut doc, &patch_doc),
-            other => {
-                return Err(ApiError::unsupported_media_type(
-                    other,
-                    "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
-                ));
+            let mut warnings = Vec::new();
+            let mut prepared =
+                Some(prepare_update(&rt, t, &old, merged, opts, Managed::Precomputed, false, &mut warnings)?);
+            let committed = self.lock().commit_update(&rt, t, &old, &mut prepared, opts.dry_run, &self.events)?;
+            if let Some(object) = committed {
+                return Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: false });
             }
         }
-        let object = st.update_inner(
-            &rt,
-            t,
-            &old,
-            doc,
-            opts,
-            Managed::Update(&opts.field_manager),
-            false,
-            &mut warnings,
-            &self.events,
-        )?;
-        Ok(Outcome { object: present(&object, &rt, &t.version), warnings, created: false })
+        Err(too_much_contention(t))
     }
 
     /// Deletes an object (DELETE). Objects with finalizers are only marked with a deletionTimestamp.
@@ -589,10 +741,13 @@ impl Store {
                 ),
             ));
         }
+        let policy = Propagation::from_delete_options(&rt, &name, delete_options)?;
         if dry_run {
+            drop(st);
             return Ok(present(&old, &rt, &t.version));
         }
-        let out = st.delete_inner(&rt, &ns, &name, &self.events);
+        let out = st.delete_inner(&rt, &ns, &name, policy, &self.events);
+        drop(st);
         Ok(present(&out, &rt, &t.version))
     }
 
@@ -609,7 +764,7 @@ impl Store {
             let ns = meta_str(&item, "namespace").to_string();
             let name = meta_str(&item, "name").to_string();
             if st.lookup(&rt, &ns, &name).is_some() {
-                let gone = st.delete_inner(&rt, &ns, &name, &self.events);
+                let gone = st.delete_inner(&rt, &ns, &name, Propagation::Background, &self.events);
                 out.push(present(&gone, &rt, &t.version));
             }
         }
@@ -718,6 +873,7 @@ impl State {
         while self.history.len() > self.history_limit {
             if let Some(old) = self.history.pop_front() {
                 self.compacted = old.rv;
+                self.garbage.push(old);
             }
         }
         // No receivers is fine: nobody is watching.
@@ -792,6 +948,7 @@ impl State {
             }
             self.objects.remove(&key);
         }
+        self.collect_garbage(&gone, events);
         if rt.namespaced {
             self.maybe_finalize_namespace(ns, events);
         }
@@ -822,12 +979,48 @@ impl State {
         rt: &ResourceType,
         ns: &str,
         name: &str,
+        policy: Propagation,
         events: &broadcast::Sender<Arc<WatchEvent>>,
     ) -> Value {
-        let Some(old) = self.lookup(rt, ns, name) else {
+        let Some(mut old) = self.lookup(rt, ns, name) else {
             return Value::Null;
         };
+        let uid = meta_str(&old, "uid").to_string();
         let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+        match policy {
+            Propagation::Orphan => {
+                // The garbage collector's `orphan` finalizer: dependents lose their reference to this owner.
+                for (drt, dns, dname, _) in self.dependents_of(&uid) {
+                    self.drop_owner_reference(&drt, &dns, &dname, &uid, events);
+                }
+            }
+            Propagation::Foreground if !is_namespace && meta_str(&old, "deletionTimestamp").is_empty() => {
+                let dependents = self.dependents_of(&uid);
+                if !dependents.is_empty() {
+                    // The owner stays, marked and held by `foregroundDeletion`, until its dependents are gone.
+                    let mut marked = (*old).clone();
+                    let meta = meta_mut(&mut marked);
+                    meta.insert("deletionTimestamp".into(), json!(now()));
+                    meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+                    let mut fins = finalizers(&old);
+                    fins.push(FOREGROUND.into());
+                    meta.insert("finalizers".into(), json!(fins));
+                    if let Some(g) = meta.get("generation").and_then(Value::as_i64) {
+                        meta.insert("generation".into(), json!(g + 1));
+                    }
+                    let stored = self.put(rt, marked, Some(old), events);
+                    for (drt, dns, dname, _) in dependents {
+                        self.delete_inner(&drt, &dns, &dname, Propagation::Foreground, events);
+                    }
+                    self.finish_foreground(&uid, events);
+                    return self.lookup(rt, ns, name).map(|o| (*o).clone()).unwrap_or_else(|| (*stored).clone());
+                }
+            }
+            _ => {}
+        }
+        if let Some(current) = self.lookup(rt, ns, name) {
+            old = current;
+        }
         if !finalizers(&old).is_empty() || is_namespace {
             if !meta_str(&old, "deletionTimestamp").is_empty() {
                 return (*old).clone();
@@ -857,6 +1050,100 @@ impl State {
         self.remove(rt, ns, name, events).unwrap_or(Value::Null)
     }
 
+    /// Every object with an ownerReference to `uid`: (type, namespace, name, object).
+    fn dependents_of(&self, uid: &str) -> Vec<(Arc<ResourceType>, String, String, Arc<Value>)> {
+        if uid.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (key, objs) in &self.objects {
+            let Some(rt) = self.registry.get(key) else { continue };
+            for ((ns, name), obj) in objs {
+                if owner_uids(obj).iter().any(|u| u == uid) {
+                    out.push((rt.clone(), ns.clone(), name.clone(), obj.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn uid_exists(&self, uid: &str) -> bool {
+        self.objects.values().any(|objs| objs.values().any(|o| meta_str(o, "uid") == uid))
+    }
+
+    /// Removes the ownerReference to `owner_uid` from an object (the garbage collector's patch).
+    fn drop_owner_reference(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        owner_uid: &str,
+        events: &broadcast::Sender<Arc<WatchEvent>>,
+    ) {
+        let Some(obj) = self.lookup(rt, ns, name) else { return };
+        let mut changed = (*obj).clone();
+        let meta = meta_mut(&mut changed);
+        let kept: Vec<Value> = meta
+            .get("ownerReferences")
+            .and_then(Value::as_array)
+            .map(|refs| {
+                refs.iter().filter(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid)).cloned().collect()
+            })
+            .unwrap_or_default();
+        if kept.is_empty() {
+            meta.remove("ownerReferences");
+        } else {
+            meta.insert("ownerReferences".into(), json!(kept));
+        }
+        self.put(rt, changed, Some(obj), events);
+    }
+
+    /// What kube-controller-manager's garbage collector does once an object is gone: its dependents are deleted
+    /// (in the background) unless another owner of theirs still exists, in which case only the dangling reference
+    /// is removed; and an owner waiting in foreground deletion for it is released when it was the last dependent.
+    fn collect_garbage(&mut self, gone: &Value, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        let uid = meta_str(gone, "uid").to_string();
+        for (rt, ns, name, obj) in self.dependents_of(&uid) {
+            let others_alive = owner_uids(&obj).iter().any(|u| *u != uid && self.uid_exists(u));
+            if others_alive {
+                self.drop_owner_reference(&rt, &ns, &name, &uid, events);
+            } else {
+                self.delete_inner(&rt, &ns, &name, Propagation::Background, events);
+            }
+        }
+        for owner in owner_uids(gone) {
+            self.finish_foreground(&owner, events);
+        }
+    }
+
+    /// Releases an owner deleted in the foreground once it has no dependents left.
+    fn finish_foreground(&mut self, uid: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
+        let found = self.objects.iter().find_map(|(key, objs)| {
+            objs.iter()
+                .find(|(_, o)| meta_str(o, "uid") == uid)
+                .map(|((ns, name), o)| (key.clone(), ns.clone(), name.clone(), o.clone()))
+        });
+        let Some((key, ns, name, obj)) = found else { return };
+        let Some(rt) = self.registry.get(&key) else { return };
+        let fins = finalizers(&obj);
+        if !fins.iter().any(|f| f == FOREGROUND) || !self.dependents_of(uid).is_empty() {
+            return;
+        }
+        let rest: Vec<String> = fins.into_iter().filter(|f| f != FOREGROUND).collect();
+        let mut released = (*obj).clone();
+        let meta = meta_mut(&mut released);
+        if rest.is_empty() {
+            meta.remove("finalizers");
+        } else {
+            meta.insert("finalizers".into(), json!(rest));
+        }
+        let done = rest.is_empty();
+        self.put(&rt, released, Some(obj), events);
+        if done {
+            self.remove(&rt, &ns, &name, events);
+        }
+    }
+
     fn delete_namespace_content(&mut self, ns: &str, events: &broadcast::Sender<Arc<WatchEvent>>) {
         let types: Vec<Arc<ResourceType>> = self.registry.all().filter(|t| t.namespaced).cloned().collect();
         for rt in types {
@@ -866,394 +1153,563 @@ impl State {
                 .map(|m| m.keys().filter(|(o, _)| o == ns).map(|(_, n)| n.clone()).collect())
                 .unwrap_or_default();
             for name in names {
-                self.delete_inner(&rt, ns, &name, events);
+                self.delete_inner(&rt, ns, &name, Propagation::Background, events);
             }
         }
         self.maybe_finalize_namespace(ns, events);
     }
 
-    /// Built-in defaulting and validation.
-    fn admit_builtin(&self, rt: &ResourceType, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
-        let name = meta_str(obj, "name").to_string();
-        match (rt.group.as_str(), rt.kind.as_str()) {
-            ("", "Secret") => {
-                let string_data = obj.as_object_mut().and_then(|m| m.remove("stringData"));
-                if let Some(Value::Object(sd)) = string_data {
-                    let data = obj.as_object_mut().map(|m| m.entry("data").or_insert_with(|| json!({})));
-                    if let Some(Value::Object(data)) = data {
-                        for (k, v) in sd {
-                            let raw = v.as_str().unwrap_or_default();
-                            data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
-                        }
-                    }
-                }
-                if let Some(data) = obj.get("data").and_then(Value::as_object) {
-                    for (k, v) in data {
-                        let ok =
-                            v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
-                        if !ok {
-                            // Never echo the value: it is secret material.
-                            return Err(ApiError::bad_request(format!(
-                                "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}"
-                            )));
-                        }
-                    }
-                }
-                if obj.get("type").is_none_or(Value::is_null) {
-                    obj["type"] = json!("Opaque");
-                }
-                check_immutable(rt, &name, obj, old, &["data", "type"])?;
-            }
-            ("", "ConfigMap") => check_immutable(rt, &name, obj, old, &["data", "binaryData"])?,
-            ("", "Namespace") => {
-                let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
-                if let Some(l) = labels.as_object_mut() {
-                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
-                }
-                if obj.pointer("/status/phase").is_none() {
-                    obj["status"] = json!({"phase": "Active"});
-                }
-                if obj.pointer("/spec/finalizers").is_none() {
-                    obj["spec"] = json!({"finalizers": ["kubernetes"]});
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn create_inner(
+    /// Commits a prepared create: the namespace must exist and not be terminating, the name must be free. `None`
+    /// when the resource type changed while the create was prepared (or, with `exists_retries`, when the object
+    /// appeared meanwhile): the caller prepares it again.
+    fn commit_create(
         &mut self,
         rt: &Arc<ResourceType>,
         t: &Target,
-        mut obj: Value,
-        opts: &WriteOptions,
-        managed: Managed<'_>,
-        warnings: &mut Vec<String>,
+        prepared: &mut Option<Prepared>,
+        dry_run: bool,
+        exists_retries: bool,
         events: &broadcast::Sender<Arc<WatchEvent>>,
-    ) -> ApiResult<Value> {
-        if t.subresource.is_some() || t.name.is_some() && !matches!(managed, Managed::Precomputed) {
-            return Err(ApiError::method_not_allowed());
+    ) -> ApiResult<Option<Arc<Value>>> {
+        if !Arc::ptr_eq(&self.resolve(t)?, rt) {
+            return Ok(None);
         }
-        if !obj.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
-                rt.kind, t.version, rt.kind
-            )));
-        }
-        check_type_meta(rt, &t.version, &obj)?;
-        obj["apiVersion"] = json!(rt.api_version(&t.version));
-        obj["kind"] = json!(rt.kind);
-        let meta = meta_mut(&mut obj);
-        // System fields are the server's to set.
-        for f in [
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "selfLink",
-        ] {
-            meta.remove(f);
-        }
-        let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
-        if name.is_empty() {
-            let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_string();
-            if prefix.is_empty() {
-                return Err(ApiError::invalid(
-                    &rt.kind,
-                    &rt.group,
-                    "",
-                    vec![Cause::new(
-                        "FieldValueRequired",
-                        "metadata.name",
-                        "Required value: name or generateName is required",
-                    )],
-                ));
-            }
-            name = format!("{prefix}{}", random_suffix());
-            meta.insert("name".into(), json!(name));
-        }
-        if !is_dns_subdomain(&name) {
-            return Err(ApiError::invalid(
-                &rt.kind,
-                &rt.group,
-                &name,
-                vec![Cause::new(
-                    "FieldValueInvalid",
-                    "metadata.name",
-                    format!(
-                        "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                    ),
-                )],
-            ));
-        }
+        let name = match prepared.as_ref() {
+            Some(Prepared::Write(obj, _)) => meta_str(obj, "name").to_string(),
+            Some(Prepared::NoOp(obj)) => return Ok(Some(obj.clone())),
+            None => return Ok(None),
+        };
+        let ns = t.namespace.clone().unwrap_or_default();
         if rt.namespaced {
-            let path_ns = t.namespace.clone().unwrap_or_default();
-            let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
-            if !body_ns.is_empty() && body_ns != path_ns {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
-            meta.insert("namespace".into(), json!(path_ns));
             let ns_obj = self
                 .registry
                 .find("", "v1", "namespaces")
-                .and_then(|nrt| self.lookup(&nrt, "", &path_ns))
-                .ok_or_else(|| ApiError::not_found("namespaces", "", &path_ns))?;
+                .and_then(|nrt| self.lookup(&nrt, "", &ns))
+                .ok_or_else(|| ApiError::not_found("namespaces", "", &ns))?;
             if !meta_str(&ns_obj, "deletionTimestamp").is_empty() {
                 return Err(ApiError::forbidden(format!(
-                    "{} \"{name}\" is forbidden: unable to create new content in namespace {path_ns} because it is being terminated",
+                    "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     rt.plural
                 )));
             }
-        } else {
-            meta.remove("namespace");
         }
-        let ns = t.namespace.clone().unwrap_or_default();
         if self.lookup(rt, &ns, &name).is_some() {
+            if exists_retries {
+                return Ok(None);
+            }
             return Err(ApiError::already_exists(&rt.plural, &rt.group, &name));
         }
-        if rt.has_status && rt.custom {
-            // Status is written through /status only.
-            if let Some(m) = obj.as_object_mut() {
-                m.remove("status");
-            }
-        }
-        let mut obj = if rt.custom {
-            validation::admit_custom(rt, &t.version, obj, None, opts.field_validation, warnings)?
-        } else {
-            let mut unknown = Vec::new();
-            validation::prune_builtin(rt, &mut obj, &mut unknown);
-            validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
-            self.admit_builtin(rt, &mut obj, None)?;
-            obj
+        let Some(Prepared::Write(obj, crd_type)) = prepared.take() else {
+            return Ok(None);
         };
-        let now = now();
-        let meta = meta_mut(&mut obj);
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(now));
-        if rt.custom {
-            meta.insert("generation".into(), json!(1));
+        if dry_run {
+            return Ok(Some(Arc::new(obj)));
         }
-        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
-        if is_crd {
-            // Validate before committing anything.
-            super::registry::resource_type_from_crd(&obj)?;
-            obj["status"] = crd_status(&obj, &now);
-        }
-        if let Managed::Update(manager) = managed {
-            let api_version = rt.api_version(&t.version);
-            let w = Writer {
-                manager,
-                api_version: &api_version,
-                now: &now,
-                scope: Scope::Main { status_is_subresource: rt.has_status },
-            };
-            patch::track_update(None, &mut obj, &w);
-        }
-        if opts.dry_run {
-            return Ok(obj);
-        }
-        if is_crd {
-            self.registry.register_crd(&obj)?;
+        if let Some(crd_type) = crd_type {
+            self.registry.insert(crd_type);
         }
         let stored = self.put(rt, obj, None, events);
-        Ok((*stored).clone())
+        Ok(Some(stored))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn update_inner(
+    /// Commits a prepared update if `old` is still the current object; `None` when it is not (or the resource
+    /// type changed): the caller prepares it again against the new state.
+    fn commit_update(
         &mut self,
         rt: &Arc<ResourceType>,
         t: &Target,
         old: &Arc<Value>,
-        mut new: Value,
-        opts: &WriteOptions,
-        managed: Managed<'_>,
-        is_put: bool,
-        warnings: &mut Vec<String>,
+        prepared: &mut Option<Prepared>,
+        dry_run: bool,
         events: &broadcast::Sender<Arc<WatchEvent>>,
-    ) -> ApiResult<Value> {
+    ) -> ApiResult<Option<Arc<Value>>> {
+        if !Arc::ptr_eq(&self.resolve(t)?, rt) {
+            return Ok(None);
+        }
+        let ns = meta_str(old, "namespace").to_string();
         let name = meta_str(old, "name").to_string();
-        if !new.is_object() {
-            return Err(ApiError::bad_request(format!(
-                "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
-                rt.kind, t.version, rt.kind
-            )));
+        if !self.lookup(rt, &ns, &name).is_some_and(|current| Arc::ptr_eq(&current, old)) {
+            return Ok(None);
         }
-        check_type_meta(rt, &t.version, &new)?;
-        let body_name = meta_str(&new, "name");
-        if !body_name.is_empty() && body_name != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )));
+        let (result, crd_type) = match prepared.take() {
+            Some(Prepared::NoOp(obj)) => return Ok(Some(obj)),
+            Some(Prepared::Write(result, crd_type)) => (result, crd_type),
+            None => return Ok(None),
+        };
+        if dry_run {
+            return Ok(Some(Arc::new(result)));
         }
-        let body_ns = meta_str(&new, "namespace");
-        if rt.namespaced && !body_ns.is_empty() && body_ns != meta_str(old, "namespace") {
+        if let Some(crd_type) = crd_type {
+            self.registry.insert(crd_type);
+        }
+        if !meta_str(&result, "deletionTimestamp").is_empty() && finalizers(&result).is_empty() {
+            let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
+            if !is_namespace {
+                let stored = self.put(rt, result, Some(old.clone()), events);
+                let gone = self.remove(rt, &ns, &name, events).map(Arc::new).unwrap_or(stored);
+                return Ok(Some(gone));
+            }
+        }
+        let stored = self.put(rt, result, Some(old.clone()), events);
+        Ok(Some(stored))
+    }
+}
+
+/// 409 when a write kept losing the race against other writers of the same object.
+fn too_much_contention(t: &Target) -> ApiError {
+    ApiError::conflict(
+        &t.plural,
+        &t.group,
+        t.name.as_deref().unwrap_or(""),
+        "the object has been modified; please apply your changes to the latest version and try again",
+    )
+}
+
+/// Refuses an object etcd would refuse (`--max-request-bytes`, 1.5 MiB by default). Measured on the JSON form,
+/// which is what etcd stores for custom resources (built-in kinds are stored as protobuf, somewhat smaller).
+fn check_etcd_size(obj: &Value) -> ApiResult<()> {
+    let size = serde_json::to_vec(obj).map(|v| v.len()).unwrap_or(0);
+    if size > ETCD_MAX_OBJECT_BYTES { Err(ApiError::etcd_too_large()) } else { Ok(()) }
+}
+
+/// Typed decoding of a built-in object (unknown fields removed and returned); kinds without a typed schema have
+/// their top-level and metadata fields checked.
+fn decode_builtin(rt: &ResourceType, version: &str, obj: &mut Value) -> ApiResult<Vec<String>> {
+    if typed::is_typed(rt, version) {
+        return typed::decode(rt, version, obj);
+    }
+    let mut unknown = Vec::new();
+    validation::prune_builtin(rt, obj, &mut unknown);
+    Ok(unknown)
+}
+
+/// Built-in defaulting and validation.
+fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<&Value>) -> ApiResult<()> {
+    let name = meta_str(obj, "name").to_string();
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Secret") => {
+            let string_data = obj.as_object_mut().and_then(|m| m.remove("stringData"));
+            if let Some(Value::Object(sd)) = string_data {
+                let data = obj.as_object_mut().map(|m| m.entry("data").or_insert_with(|| json!({})));
+                if let Some(Value::Object(data)) = data {
+                    for (k, v) in sd {
+                        let raw = v.as_str().unwrap_or_default();
+                        data.insert(k, json!(base64::engine::general_purpose::STANDARD.encode(raw)));
+                    }
+                }
+            }
+            if let Some(data) = obj.get("data").and_then(Value::as_object) {
+                for (k, v) in data {
+                    let ok = v.as_str().is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok());
+                    if !ok {
+                        // Never echo the value: it is secret material.
+                        return Err(ApiError::bad_request(format!(
+                            "Secret in version \"v1\" cannot be handled as a Secret: illegal base64 data in data.{k}"
+                        )));
+                    }
+                }
+            }
+            if obj.get("type").is_none_or(Value::is_null) {
+                obj["type"] = json!("Opaque");
+            }
+            check_immutable(rt, &name, obj, old, &["data", "type"])?;
+        }
+        ("", "ConfigMap") => check_immutable(rt, &name, obj, old, &["data", "binaryData"])?,
+        ("", "Namespace") => {
+            let labels = meta_mut(obj).entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            if obj.pointer("/status/phase").is_none() {
+                obj["status"] = json!({"phase": "Active"});
+            }
+            if obj.pointer("/spec/finalizers").is_none() {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+        }
+        _ => {}
+    }
+    if rt.group.is_empty() && rt.kind == "Service" {
+        allocate_service_addresses(obj, old);
+    }
+    if typed::is_typed(rt, version) {
+        typed::apply_defaults(rt, obj);
+        let causes = typed::validate(rt, version, obj);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
+        }
+    }
+    Ok(())
+}
+
+/// What the API server's Service registry allocates (an API server job, not a controller's): a cluster IP from the
+/// default service CIDR 10.96.0.0/12 (kept across updates that leave it out), its single-stack IPv4 family, and node
+/// ports for NodePort and LoadBalancer Services.
+fn allocate_service_addresses(obj: &mut Value, old: Option<&Value>) {
+    use rand::Rng as _;
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let kind = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    if kind == "ExternalName" {
+        return;
+    }
+    let old_spec = old.and_then(|o| o.get("spec"));
+    for key in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+        if spec.get(key).is_none_or(|v| v.is_null() || v == "")
+            && let Some(v) = old_spec.and_then(|s| s.get(key))
+        {
+            spec.insert(key.into(), v.clone());
+        }
+    }
+    let mut rng = rand::rng();
+    if spec.get("clusterIP").is_none_or(|v| v.is_null() || v == "") {
+        // Skips 10.96.0.1, the `kubernetes` Service's address.
+        let ip = format!("10.{}.{}.{}", rng.random_range(96..112), rng.random_range(0..256), rng.random_range(2..255));
+        spec.insert("clusterIP".into(), json!(ip));
+    }
+    if spec.get("clusterIPs").is_none_or(Value::is_null) {
+        let ip = spec.get("clusterIP").cloned().unwrap_or(Value::Null);
+        spec.insert("clusterIPs".into(), json!([ip]));
+    }
+    if spec.get("clusterIP").and_then(Value::as_str) != Some("None") {
+        spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
+        spec.entry("ipFamilyPolicy").or_insert_with(|| json!("SingleStack"));
+    }
+    if kind == "NodePort" || kind == "LoadBalancer" {
+        let old_ports = old_spec.and_then(|s| s.get("ports")).and_then(Value::as_array).cloned().unwrap_or_default();
+        for port in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten() {
+            if port.get("nodePort").is_none_or(Value::is_null) {
+                let same = old_ports.iter().find(|o| o.get("port") == port.get("port"));
+                let node_port = same
+                    .and_then(|o| o.get("nodePort").cloned())
+                    .unwrap_or_else(|| json!(rng.random_range(30000..32768)));
+                port["nodePort"] = node_port;
+            }
+        }
+    }
+    if kind == "LoadBalancer" {
+        spec.entry("allocateLoadBalancerNodePorts").or_insert_with(|| json!(true));
+    }
+}
+
+/// The status a Pod gets on create: Pending (nothing schedules it here), with the QoS class of its resources.
+fn pending_pod_status(pod: &Value) -> Value {
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let resources = |c: &Value, k: &str| c.pointer(&format!("/resources/{k}")).and_then(Value::as_object).cloned();
+    let any = containers.iter().any(|c| {
+        resources(c, "requests").is_some_and(|r| !r.is_empty()) || resources(c, "limits").is_some_and(|r| !r.is_empty())
+    });
+    let guaranteed = !containers.is_empty()
+        && containers.iter().all(|c| {
+            let limits = resources(c, "limits").unwrap_or_default();
+            let requests = resources(c, "requests").unwrap_or_else(|| limits.clone());
+            ["cpu", "memory"].iter().all(|r| limits.contains_key(*r) && limits.get(*r) == requests.get(*r))
+        });
+    let qos = if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    };
+    json!({"phase": "Pending", "qosClass": qos})
+}
+
+/// Everything a create does that needs no store state: type meta, name, defaulting, admission, managed fields.
+fn prepare_create(
+    rt: &Arc<ResourceType>,
+    t: &Target,
+    mut obj: Value,
+    opts: &WriteOptions,
+    managed: Managed<'_>,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Prepared> {
+    if t.subresource.is_some() || t.name.is_some() && !matches!(managed, Managed::Precomputed) {
+        return Err(ApiError::method_not_allowed());
+    }
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
+            rt.kind, t.version, rt.kind
+        )));
+    }
+    check_type_meta(rt, &t.version, &obj)?;
+    obj["apiVersion"] = json!(rt.api_version(&t.version));
+    obj["kind"] = json!(rt.kind);
+    let meta = meta_mut(&mut obj);
+    // System fields are the server's to set.
+    for f in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "selfLink",
+    ] {
+        meta.remove(f);
+    }
+    let mut name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+    if name.is_empty() {
+        let prefix = meta.get("generateName").and_then(Value::as_str).unwrap_or("").to_string();
+        if prefix.is_empty() {
+            return Err(ApiError::invalid(
+                &rt.kind,
+                &rt.group,
+                "",
+                vec![Cause::new(
+                    "FieldValueRequired",
+                    "metadata.name",
+                    "Required value: name or generateName is required",
+                )],
+            ));
+        }
+        name = format!("{prefix}{}", random_suffix());
+        meta.insert("name".into(), json!(name));
+    }
+    if let Some(message) = typed::name_error(rt, &name) {
+        return Err(ApiError::invalid(
+            &rt.kind,
+            &rt.group,
+            &name,
+            vec![Cause::new("FieldValueInvalid", "metadata.name", message)],
+        ));
+    }
+    if rt.namespaced {
+        let path_ns = t.namespace.clone().unwrap_or_default();
+        let body_ns = meta.get("namespace").and_then(Value::as_str).unwrap_or("");
+        if !body_ns.is_empty() && body_ns != path_ns {
             return Err(ApiError::bad_request(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
-        let rv = meta_str(&new, "resourceVersion");
-        if rv.is_empty() && is_put && rt.custom {
+        meta.insert("namespace".into(), json!(path_ns));
+    } else {
+        meta.remove("namespace");
+    }
+    if rt.has_status && (rt.custom || typed::is_typed(rt, &t.version)) {
+        // Status is written through /status only; a new object's status is the server's to set.
+        if let Some(m) = obj.as_object_mut() {
+            m.remove("status");
+        }
+    }
+    let mut obj = if rt.custom {
+        validation::admit_custom(rt, &t.version, obj, None, opts.field_validation, warnings)?
+    } else {
+        let unknown = decode_builtin(rt, &t.version, &mut obj)?;
+        validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
+        admit_builtin(rt, &t.version, &mut obj, None)?;
+        obj
+    };
+    let now = now();
+    let meta = meta_mut(&mut obj);
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now));
+    if rt.custom || typed::tracks_generation(rt) {
+        meta.insert("generation".into(), json!(1));
+    }
+    if !rt.custom && rt.group == "batch" && rt.kind == "Job" {
+        typed::job_selector(&mut obj);
+    }
+    if !rt.custom && rt.group.is_empty() && rt.kind == "Pod" {
+        obj["status"] = pending_pod_status(&obj);
+    }
+    let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+    let crd_type = if is_crd {
+        // Validate (and compile the schema) before committing anything.
+        let crd_type = Arc::new(super::registry::resource_type_from_crd(&obj)?);
+        obj["status"] = crd_status(&obj, &now);
+        Some(crd_type)
+    } else {
+        None
+    };
+    if let Managed::Update(manager) = managed {
+        let api_version = rt.api_version(&t.version);
+        let w = Writer {
+            manager,
+            api_version: &api_version,
+            now: &now,
+            scope: Scope::Main { status_is_subresource: rt.has_status },
+        };
+        patch::track_update(None, &mut obj, &w);
+    }
+    check_etcd_size(&obj)?;
+    Ok(Prepared::Write(obj, crd_type))
+}
+
+/// Everything an update does that needs no store state beyond the current object `old`.
+#[allow(clippy::too_many_arguments)]
+fn prepare_update(
+    rt: &Arc<ResourceType>,
+    t: &Target,
+    old: &Arc<Value>,
+    mut new: Value,
+    opts: &WriteOptions,
+    managed: Managed<'_>,
+    is_put: bool,
+    warnings: &mut Vec<String>,
+) -> ApiResult<Prepared> {
+    let name = meta_str(old, "name").to_string();
+    if !new.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: the body must be a JSON object",
+            rt.kind, t.version, rt.kind
+        )));
+    }
+    check_type_meta(rt, &t.version, &new)?;
+    let body_name = meta_str(&new, "name");
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let body_ns = meta_str(&new, "namespace");
+    if rt.namespaced && !body_ns.is_empty() && body_ns != meta_str(old, "namespace") {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let rv = meta_str(&new, "resourceVersion");
+    if rv.is_empty() && is_put && rt.custom {
+        return Err(ApiError::invalid(
+            &rt.kind,
+            &rt.group,
+            &name,
+            vec![Cause::new(
+                "FieldValueInvalid",
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            )],
+        ));
+    }
+    if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
+        return Err(ApiError::conflict(
+            &rt.plural,
+            &rt.group,
+            &name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        ));
+    }
+    let is_status = t.subresource.as_deref() == Some("status");
+    if let Some(sub) = &t.subresource
+        && (sub != "status" || !rt.has_status)
+    {
+        return Err(ApiError::no_route(sub));
+    }
+    let mut result = if is_status {
+        let mut r = (**old).clone();
+        match new.get("status") {
+            Some(s) => r["status"] = s.clone(),
+            None => {
+                if let Some(m) = r.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+        if matches!(managed, Managed::Precomputed)
+            && let Some(mf) = new.pointer("/metadata/managedFields")
+        {
+            meta_mut(&mut r).insert("managedFields".into(), mf.clone());
+        }
+        r
+    } else {
+        if rt.has_status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        new
+    };
+    result["apiVersion"] = json!(rt.api_version(&t.version));
+    result["kind"] = json!(rt.kind);
+    {
+        let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
+        let meta = meta_mut(&mut result);
+        for f in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "namespace",
+            "name",
+        ] {
+            match old_meta.get(f) {
+                Some(v) => meta.insert(f.into(), v.clone()),
+                None => meta.remove(f),
+            };
+        }
+        if matches!(managed, Managed::Update(_)) {
+            match old_meta.get("managedFields") {
+                Some(v) => meta.insert("managedFields".into(), v.clone()),
+                None => meta.remove("managedFields"),
+            };
+        }
+    }
+    if !meta_str(old, "deletionTimestamp").is_empty() {
+        let before = finalizers(old);
+        if let Some(added) = finalizers(&result).into_iter().find(|f| !before.contains(f)) {
             return Err(ApiError::invalid(
                 &rt.kind,
                 &rt.group,
                 &name,
                 vec![Cause::new(
-                    "FieldValueInvalid",
-                    "metadata.resourceVersion",
-                    "Invalid value: 0x0: must be specified for an update",
+                    "FieldValueForbidden",
+                    "metadata.finalizers",
+                    format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}"
+                    ),
                 )],
             ));
         }
-        if !rv.is_empty() && rv != meta_str(old, "resourceVersion") {
-            return Err(ApiError::conflict(
-                &rt.plural,
-                &rt.group,
-                &name,
-                "the object has been modified; please apply your changes to the latest version and try again",
-            ));
-        }
-        let is_status = t.subresource.as_deref() == Some("status");
-        if let Some(sub) = &t.subresource
-            && (sub != "status" || !rt.has_status)
-        {
-            return Err(ApiError::no_route(sub));
-        }
-        let mut result = if is_status {
-            let mut r = (**old).clone();
-            match new.get("status") {
-                Some(s) => r["status"] = s.clone(),
-                None => {
-                    if let Some(m) = r.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            if matches!(managed, Managed::Precomputed)
-                && let Some(mf) = new.pointer("/metadata/managedFields")
-            {
-                meta_mut(&mut r).insert("managedFields".into(), mf.clone());
-            }
-            r
-        } else {
-            if rt.has_status {
-                match old.get("status") {
-                    Some(s) => new["status"] = s.clone(),
-                    None => {
-                        if let Some(m) = new.as_object_mut() {
-                            m.remove("status");
-                        }
-                    }
-                }
-            }
-            new
-        };
-        result["apiVersion"] = json!(rt.api_version(&t.version));
-        result["kind"] = json!(rt.kind);
-        {
-            let old_meta = old.get("metadata").cloned().unwrap_or_else(|| json!({}));
-            let meta = meta_mut(&mut result);
-            for f in [
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "generation",
-                "namespace",
-                "name",
-            ] {
-                match old_meta.get(f) {
-                    Some(v) => meta.insert(f.into(), v.clone()),
-                    None => meta.remove(f),
-                };
-            }
-            if matches!(managed, Managed::Update(_)) {
-                match old_meta.get("managedFields") {
-                    Some(v) => meta.insert("managedFields".into(), v.clone()),
-                    None => meta.remove("managedFields"),
-                };
-            }
-        }
-        if !meta_str(old, "deletionTimestamp").is_empty() {
-            let before = finalizers(old);
-            if let Some(added) = finalizers(&result).into_iter().find(|f| !before.contains(f)) {
-                return Err(ApiError::invalid(
-                    &rt.kind,
-                    &rt.group,
-                    &name,
-                    vec![Cause::new(
-                        "FieldValueForbidden",
-                        "metadata.finalizers",
-                        format!(
-                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{\"{added}\"}}"
-                        ),
-                    )],
-                ));
-            }
-        }
-        let mut result = if rt.custom {
-            validation::admit_custom(
-                rt,
-                &t.version,
-                result,
-                Some(&present(old, rt, &t.version)),
-                opts.field_validation,
-                warnings,
-            )?
-        } else {
-            let mut unknown = Vec::new();
-            validation::prune_builtin(rt, &mut result, &mut unknown);
-            validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
-            self.admit_builtin(rt, &mut result, Some(old))?;
-            result
-        };
-        if rt.custom && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
-            meta_mut(&mut result).insert("generation".into(), json!(g + 1));
-        }
-        let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
-        if is_crd && !is_status {
-            super::registry::resource_type_from_crd(&result)?;
-        }
-        if let Managed::Update(manager) = managed {
-            let api_version = rt.api_version(&t.version);
-            let now = now();
-            let w = Writer {
-                manager,
-                api_version: &api_version,
-                now: &now,
-                scope: if is_status { Scope::Status } else { Scope::Main { status_is_subresource: rt.has_status } },
-            };
-            patch::track_update(Some(&present(old, rt, &t.version)), &mut result, &w);
-        }
-        if without_volatile(&result) == without_volatile(&present(old, rt, &t.version)) {
-            // A no-op write does not bump the resourceVersion, as on a real server.
-            return Ok((**old).clone());
-        }
-        if opts.dry_run {
-            return Ok(result);
-        }
-        if is_crd && !is_status {
-            self.registry.register_crd(&result)?;
-        }
-        let ns = meta_str(old, "namespace").to_string();
-        if !meta_str(&result, "deletionTimestamp").is_empty() && finalizers(&result).is_empty() {
-            let is_namespace = rt.group.is_empty() && rt.plural == "namespaces";
-            if !is_namespace {
-                let stored = self.put(rt, result, Some(old.clone()), events);
-                let gone = self.remove(rt, &ns, &name, events).unwrap_or_else(|| (*stored).clone());
-                return Ok(gone);
-            }
-        }
-        let stored = self.put(rt, result, Some(old.clone()), events);
-        Ok((*stored).clone())
     }
+    let mut result = if rt.custom {
+        validation::admit_custom(
+            rt,
+            &t.version,
+            result,
+            Some(&present(old, rt, &t.version)),
+            opts.field_validation,
+            warnings,
+        )?
+    } else {
+        let unknown = decode_builtin(rt, &t.version, &mut result)?;
+        validation::handle_unknown(&rt.kind, &t.version, unknown, opts.field_validation, warnings)?;
+        admit_builtin(rt, &t.version, &mut result, Some(old))?;
+        result
+    };
+    if (rt.custom || typed::tracks_generation(rt))
+        && generation_content(&result, rt.has_status) != generation_content(old, rt.has_status)
+    {
+        let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        meta_mut(&mut result).insert("generation".into(), json!(g + 1));
+    }
+    let is_crd = rt.group == "apiextensions.k8s.io" && rt.plural == "customresourcedefinitions";
+    let crd_type =
+        if is_crd && !is_status { Some(Arc::new(super::registry::resource_type_from_crd(&result)?)) } else { None };
+    if let Managed::Update(manager) = managed {
+        let api_version = rt.api_version(&t.version);
+        let now = now();
+        let w = Writer {
+            manager,
+            api_version: &api_version,
+            now: &now,
+            scope: if is_status { Scope::Status } else { Scope::Main { status_is_subresource: rt.has_status } },
+        };
+        patch::track_update(Some(&present(old, rt, &t.version)), &mut result, &w);
+    }
+    if without_volatile(&result) == without_volatile(&present(old, rt, &t.version)) {
+        // A no-op write does not bump the resourceVersion, as on a real server.
+        return Ok(Prepared::NoOp(old.clone()));
+    }
+    check_etcd_size(&result)?;
+    Ok(Prepared::Write(result, crd_type))
 }
 
 fn check_immutable(rt: &ResourceType, name: &str, obj: &Value, old: Option<&Value>, fields: &[&str]) -> ApiResult<()> {
