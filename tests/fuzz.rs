@@ -926,7 +926,8 @@ mod kube_requests {
             assert_eq!(parsed["kind"], "Status", "{method} {path} ({content_type}): {text}");
         }
         // And the server still serves.
-        let (status, _) = send("GET", "/api/v1/namespaces/deep-bodies/configmaps/target", "application/json", Vec::new());
+        let (status, _) =
+            send("GET", "/api/v1/namespaces/deep-bodies/configmaps/target", "application/json", Vec::new());
         assert!(status.is_success(), "{status}");
     }
 

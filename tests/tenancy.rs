@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use azml_operator::api::conditions::{self, events, reasons};
-use azml_operator::api::v1alpha1::{ANNOTATION_ADOPT, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, WorkspaceDeletionPolicy};
+use azml_operator::api::v1alpha1::{
+    ANNOTATION_ADOPT, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, WorkspaceDeletionPolicy,
+};
 use azml_operator::controller::ControllerConfig;
 use azml_operator::sandbox::arm::{RunningSim, World};
 use azml_operator::sandbox::kube_api::RunningServer;

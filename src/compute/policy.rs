@@ -130,7 +130,10 @@ mod tests {
         let subnet = |sub: &str, rg: &str| json!({"subnet": {"id": format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/v/subnets/s")}});
         assert_eq!(check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(SUB, "rg-net"))), Ok(()));
         let other_rg = check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(SUB, "rg-other"))).unwrap_err();
-        assert!(other_rg.to_string().contains("is in resource group rg-other, which SubscriptionBinding"), "{other_rg}");
+        assert!(
+            other_rg.to_string().contains("is in resource group rg-other, which SubscriptionBinding"),
+            "{other_rg}"
+        );
         let other_sub = "11111111-2222-3333-4444-555555555555";
         let foreign = check_compute(&b, &cluster("Standard_DS3_v2", 2, subnet(other_sub, "rg-net"))).unwrap_err();
         assert!(foreign.to_string().contains("is outside subscription"), "{foreign}");
@@ -139,7 +142,8 @@ mod tests {
         ]}});
         let denied = check_compute(&b, &cluster("Standard_DS3_v2", 2, identity)).unwrap_err();
         assert!(denied.to_string().starts_with("spec.amlCompute.identity.userAssignedIdentities "), "{denied}");
-        let garbage = check_compute(&b, &cluster("Standard_DS3_v2", 2, json!({"subnet": {"id": "garbage"}}))).unwrap_err();
+        let garbage =
+            check_compute(&b, &cluster("Standard_DS3_v2", 2, json!({"subnet": {"id": "garbage"}}))).unwrap_err();
         assert!(matches!(garbage, ComputeDenial::ForeignResource(ResourceDenial::Malformed { .. })), "{garbage}");
     }
 }

@@ -144,12 +144,21 @@ fn matches(e: &ActivityEvent, narrow: &Option<(Narrow, String)>) -> bool {
     }
 }
 
-/// `$select`: only the named fields, matched case-insensitively.
+/// `$select`: only the named fields, matched case-insensitively, and always the event's `id` (the recorded answer
+/// carries it although it was not selected). `ResourceUri`, which the recorded request selects, is the event's
+/// resource id under the name `resourceUri`, as the recorded answer shows it.
 fn select(body: &Value, fields: &[String]) -> Value {
     let mut out = serde_json::Map::new();
     if let Some(obj) = body.as_object() {
+        if let Some(id) = obj.get("id") {
+            out.insert("id".into(), id.clone());
+        }
         for f in fields {
-            if let Some((k, v)) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(f)) {
+            if f.eq_ignore_ascii_case("ResourceUri") {
+                if let Some(id) = obj.get("resourceId") {
+                    out.insert("resourceUri".into(), id.clone());
+                }
+            } else if let Some((k, v)) = obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(f)) {
                 out.insert(k.clone(), v.clone());
             }
         }
@@ -231,10 +240,10 @@ mod tests {
 
     #[test]
     fn select_is_case_insensitive() {
-        let body = json!({"caller": "a", "eventTimestamp": "t", "claims": {}});
+        let body = json!({"id": "/e/1", "caller": "a", "eventTimestamp": "t", "claims": {}, "resourceId": "/r"});
         assert_eq!(
-            select(&body, &["Caller".into(), "EventTimestamp".into()]),
-            json!({"caller": "a", "eventTimestamp": "t"})
+            select(&body, &["Caller".into(), "EventTimestamp".into(), "ResourceUri".into()]),
+            json!({"id": "/e/1", "caller": "a", "eventTimestamp": "t", "resourceUri": "/r"})
         );
     }
 }
