@@ -1,4 +1,4 @@
--- Argo CD health check for azml.dev resources (MlWorkspace, MlOnlineEndpoint): their status follows kstatus
+-- Argo CD health check for azml.dev resources (MlWorkspace, MlOnlineEndpoint, MlCompute): their status follows kstatus
 -- (Ready, Reconciling, Stalled conditions with observedGeneration), which Argo CD does not read by itself.
 -- Installed by deploy/argocd/argocd-cm.yaml; tested by the crate's unit tests (src/gitops_tests.rs) with a Lua 5.1
 -- interpreter, the dialect Argo CD's gopher-lua speaks.

@@ -375,8 +375,8 @@ async fn write_secret(
     }
 }
 
-/// Deletes the keys Secret when this endpoint owns it (what the garbage collector does on a real cluster once the
-/// endpoint is gone; doing it here keeps the emulator, which has no garbage collector, faithful).
+/// Deletes the keys Secret when this endpoint owns it: at once, not when the garbage collector gets to it after the
+/// endpoint is gone.
 pub async fn delete_owned_secret(ctx: &Context, ep: &MlOnlineEndpoint) -> Result<(), Error> {
     let Some(target) = &ep.spec.keys_secret else { return Ok(()) };
     let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &ep.namespace().unwrap_or_default());

@@ -12,8 +12,8 @@
 //! - `azml.dev/paused: "true"` observes and reports only.
 //! - Keys ([`keys`]) go to a Secret owned by the endpoint; `azml.dev/regenerate-keys` regenerates one key.
 //! - Deletion runs behind the `azml.dev/cleanup` finalizer: deletionPolicy Delete deletes the endpoint (and with
-//!   it its deployments) in Azure; the owned keys Secret is deleted explicitly in both cases (what the garbage
-//!   collector of a real cluster would do, so the Kubernetes API emulator needs none).
+//!   it its deployments) in Azure; the owned keys Secret is deleted explicitly in both cases, before the endpoint
+//!   goes (the garbage collector would delete it after; key material should not outlive the endpoint even briefly).
 
 pub mod access;
 pub mod keys;
