@@ -455,7 +455,7 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
 
 #[tokio::test]
 async fn dry_run_prints_the_plan_without_writing() {
-    let env = Env::start().await;
+    let mut env = Env::start().await;
     let mut ws = MlWorkspace::new("ws-plan", env.spec("rg-planned"));
     ws.metadata.namespace = Some(NS.into());
     ws.metadata.uid = Some("not-yet-created".into());
@@ -468,6 +468,10 @@ async fn dry_run_prints_the_plan_without_writing() {
     // Against a live, reconciled object: no changes; with an edited spec: exactly the PATCH the controller would send.
     env.create(NS, "ws-plan", env.spec(&env.world.resource_group), &[]).await;
     let mut live = env.wait_ready(NS, "ws-plan").await;
+    // The calls counted below are the dry run's alone: the controller's own resyncs (every second here) stop first.
+    if let Some(running) = env.controller.take() {
+        running.stop(Duration::from_secs(20)).await;
+    }
     assert!(controller::dry_run(&env.client, &env.config, &live).await.unwrap().is_empty());
     live.spec.description = Some("new".into());
     env.sim.handle.clear_calls();
