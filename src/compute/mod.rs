@@ -38,10 +38,9 @@ use self::plan::{
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_COMPUTE_ACTION, ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlCompute, MlComputeStatus, MlWorkspace,
-    OWNER_TAG,
 };
 use crate::azure::ArmClient;
-use crate::azure::computes::{Compute, ComputeName, ComputeRef, Location};
+use crate::azure::computes::{ComputeName, ComputeRef, Location};
 use crate::azure::ids::SubscriptionId;
 use crate::controller::credentials::CredentialCache;
 use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
@@ -285,11 +284,7 @@ async fn apply(
 
 /// Copies what Azure reports into `status`.
 pub fn report_observed(status: &mut MlComputeStatus, c_ref: &ComputeRef, observed: &ObservedCompute, owner: &str) {
-    let Some(c) = observed
-        .compute
-        .as_ref()
-        .filter(|c| c.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner))
-    else {
+    let Some(c) = observed.compute.as_ref().filter(|c| plan::owned(c, owner)) else {
         *status = MlComputeStatus {
             observed_generation: status.observed_generation,
             conditions: std::mem::take(&mut status.conditions),
@@ -545,7 +540,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Err
         info!("compute gone from Azure; removing the finalizer");
         return remove_finalizer(mc, ctx).await;
     };
-    if !owned_by(&found, &desired.owner) {
+    if !plan::owned(&found, &desired.owner) {
         info!("the compute in Azure is not ours; leaving it");
         return remove_finalizer(mc, ctx).await;
     }
@@ -558,10 +553,6 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Err
     }
     let outcome = Phase::Progressing { reason: reasons::DELETING, message: "deleting the compute in Azure".into() };
     finish(ctx, mc, status, outcome, ctx.config.lro_poll_min).await
-}
-
-fn owned_by(c: &Compute, owner: &str) -> bool {
-    c.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner)
 }
 
 /// Requeue after a failed reconcile: backoff with jitter, Retry-After when throttled.

@@ -18,6 +18,7 @@
 use crate::api::conditions::reasons;
 use crate::api::v1alpha1::{
     ComputeIdentity, ComputeIdentityType, ComputeSchedule, OWNER_TAG, RemoteLogin, SetupScript, VmPriority,
+    owner_tag_value,
 };
 use crate::azure::computes::{
     AmlComputeProperties, AssignedUser, ClusterUpdateParameters, ClusterUpdateProperties, Compute,
@@ -352,8 +353,9 @@ pub fn compute_body(desired: &DesiredCompute) -> Compute {
     }
 }
 
-fn owned(c: &Compute, owner: &str) -> bool {
-    c.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).is_some_and(|v| v == owner)
+/// Whether `c` carries the owner tag `owner` (the tag's name read case-insensitively, as Azure reads it).
+pub(crate) fn owned(c: &Compute, owner: &str) -> bool {
+    c.tags.as_ref().and_then(owner_tag_value).is_some_and(|v| v == owner)
 }
 
 /// Lower-case letters and digits only, for matching usage names against VM families.

@@ -321,3 +321,13 @@ fn usability_says_why_a_compute_cannot_run_work() {
     assert_eq!(reason, reasons::COMPUTE_ERRORS);
     assert!(message.contains("QuotaExceeded: cores"));
 }
+
+#[test]
+fn the_owner_tag_is_read_whatever_the_spelling_of_its_name() {
+    let d = cluster(0, 2);
+    let mut c = provisioned(&d, "Succeeded");
+    let value = c.tags.as_mut().and_then(|t| t.remove(OWNER_TAG)).expect("owner tag");
+    c.tags.as_mut().expect("tags").insert(OWNER_TAG.to_ascii_uppercase(), value.clone());
+    assert!(owned(&c, &value));
+    assert!(!owned(&c, "other/owner/uid"));
+}

@@ -29,7 +29,7 @@ use super::status::Phase;
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PURGE_SOFT_DELETED, ANNOTATION_RECOVER_SOFT_DELETED, MlWorkspace, MlWorkspaceStatus,
-    OWNER_TAG,
+    OWNER_TAG, owner_tag_value,
 };
 use crate::azure::workspaces::Workspace;
 use crate::azure::{ArmClient, ArmError, LroStart};
@@ -100,7 +100,7 @@ pub fn stalled(ctx: &Context, desired: &Desired) -> Applied {
 /// Whether the recovered `workspace` may be purged by this resource: its owner tag names this MlWorkspace (any
 /// incarnation), or `azml.dev/adopt` allows taking over anything.
 pub fn may_purge(desired: &Desired, workspace: &Workspace) -> Result<(), String> {
-    let tag = workspace.tags.as_ref().and_then(|t| t.get(OWNER_TAG)).map(String::as_str);
+    let tag = workspace.tags.as_ref().and_then(owner_tag_value);
     match desired.owner.classify(tag) {
         Ownership::Ours | Ownership::PreviousIncarnation { .. } => Ok(()),
         _ if desired.adopt => Ok(()),
