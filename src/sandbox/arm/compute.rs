@@ -606,24 +606,20 @@ impl Inner {
                 .target("underlyingResourceAction"));
         }
         let key = id_key(id);
-        let Some(r) = self.state.resources.get_mut(&key) else {
+        let Some(state) = self.state.resources.get(&key).map(|r| r.provisioning_state().map(str::to_owned)) else {
             return Ok(Reply::empty(StatusCode::NO_CONTENT));
         };
-        if r.provisioning_state() == Some("Deleting") {
-            let op = self
-                .state
-                .operations
-                .values()
-                .find(|o| o.status == super::super::model::OpStatus::InProgress && id_key(&o.resource_id) == key)
-                .cloned();
-            if let Some(op) = op {
-                return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
-            }
+        if state.as_deref() == Some("Deleting")
+            && let Some(op) = self.pending_op(id)
+        {
+            return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
         }
-        if is_busy(r.provisioning_state()) {
+        if is_busy(state.as_deref()) {
             return Err(busy(id));
         }
-        r.set_provisioning_state("Deleting");
+        if let Some(r) = self.state.resources.get_mut(&key) {
+            r.set_provisioning_state("Deleting");
+        }
         let op = self.start_op(routed, caller, OpKind::Delete, id, false, fail);
         Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req))
     }

@@ -646,7 +646,17 @@ impl Inner {
     }
 
     fn has_pending(&self, id: &str) -> bool {
-        self.state.operations.values().any(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == id_key(id))
+        self.pending_op(id).is_some()
+    }
+
+    /// The long-running operation still running on the resource `id`, if any (a second DELETE answers with it).
+    pub(super) fn pending_op(&self, id: &str) -> Option<Operation> {
+        let key = id_key(id);
+        self.state
+            .operations
+            .values()
+            .find(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == key)
+            .cloned()
     }
 
     // ---------------------------------------------------------------- dispatch
@@ -995,16 +1005,11 @@ impl Inner {
                 let Some(r) = self.state.resources.get(&key) else {
                     return Ok(Reply::empty(StatusCode::NO_CONTENT));
                 };
-                if is_busy(r.provisioning_state()) && r.provisioning_state() == Some("Deleting") {
-                    let op = self
-                        .state
-                        .operations
-                        .values()
-                        .find(|o| o.status == OpStatus::InProgress && id_key(&o.resource_id) == key)
-                        .cloned();
-                    if let Some(op) = op {
-                        return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
-                    }
+                if is_busy(r.provisioning_state())
+                    && r.provisioning_state() == Some("Deleting")
+                    && let Some(op) = self.pending_op(id)
+                {
+                    return Ok(self.lro_reply(Reply::empty(StatusCode::ACCEPTED), &op, req));
                 }
                 if rtype.full == DEPLOYMENTS {
                     let name = id.rsplit('/').next().unwrap_or_default();
