@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
 use azml_operator::azure::{AzureCloud, RetryPolicy};
-use azml_operator::controller::{self, ControllerConfig};
+use azml_operator::controller::ControllerConfig;
 use azml_operator::sandbox::arm::{ArmSimulator, CallKind, SimConfig, ThrottleConfig, World, roles};
 use azml_operator::sandbox::kube_api::{KubeApiServer, ServerOptions};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -158,7 +158,7 @@ async fn main() {
         max_retry_after: Duration::from_secs(1),
     };
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(controller::run(client.clone(), config.clone(), shutdown.clone()));
+    let task = tokio::spawn(azml_operator::run::controllers(client.clone(), config.clone(), shutdown.clone()));
 
     // 1,000 workspaces, 10 per storage account.
     let api: Api<MlWorkspace> = Api::namespaced(client.clone(), NS);

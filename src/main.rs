@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", azml_operator::controller::error::error_chain(err.as_ref()));
+            eprintln!("error: {}", azml_operator::reconciler::error::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -8,15 +8,16 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::error::Error;
 use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
 use super::soft_delete;
-use super::status::{Phase, WorkspaceFacts};
+use super::status::WorkspaceFacts;
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::workspaces::Workspace;
 use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart};
+use crate::reconciler::Phase;
+use crate::reconciler::error::Error;
 
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
@@ -277,7 +278,7 @@ async fn poll(
         Ok(p) => p,
         // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
         Err(err) if err.is_not_found() => {
-            warn!(operation = %handle.operation, error = %super::error::scrub(&err.to_string()), "operation status no longer available; re-reading the workspace");
+            warn!(operation = %handle.operation, error = %crate::reconciler::error::scrub(&err.to_string()), "operation status no longer available; re-reading the workspace");
             progress.observed.pending = None;
             let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
             progress.set_workspace(workspace);
@@ -293,7 +294,7 @@ async fn poll(
         }
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
-            if super::error::ends_operation(&err) {
+            if crate::reconciler::error::ends_operation(&err) {
                 progress.observed.pending = None;
             }
             return Err(Error::Arm { step: "poll operation", source: Box::new(err) });

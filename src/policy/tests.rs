@@ -54,6 +54,7 @@ fn request<'a>(access: &'a [AccessEntry]) -> Request<'a> {
         subscription_id: SUB,
         resource_group: "rg-risk-ml",
         access,
+        grantor: Grantor::Workspace,
     }
 }
 
@@ -267,6 +268,7 @@ proptest! {
             subscription_id: &subscription,
             resource_group: &resource_group,
             access: &access,
+            grantor: Grantor::Workspace,
         };
         if let Ok(chosen) = authorize(&bindings, &req) {
             prop_assert!(chosen.spec.subscription_id.eq_ignore_ascii_case(&subscription));
@@ -363,7 +365,7 @@ fn stored_operations_stay_in_the_workspaces_subscription() {
     ];
     for url in &hostile {
         let err = check_pending_operation(Some(&status_with_poller(url, None)), SUB).unwrap_err();
-        assert!(err.contains(SUB), "{err}");
+        assert!(err.to_string().contains(SUB), "{err}");
         let err = check_pending_operation(Some(&status_with_poller(&own, Some(url))), SUB);
         assert!(err.is_err(), "location {url}");
     }

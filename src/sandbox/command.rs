@@ -29,7 +29,7 @@ use super::tls::SandboxCa;
 use super::world::{self, SandboxWorld};
 use crate::api::v1alpha1::SubscriptionBinding;
 use crate::azure::AzureCloud;
-use crate::controller::{self, ControllerConfig};
+use crate::reconciler::ControllerConfig;
 
 /// Namespace the sandbox's operator "runs in": its credential Secret lives here.
 pub const OPERATOR_NAMESPACE: &str = "azml-system";
@@ -370,7 +370,7 @@ impl Sandbox {
             .and_then(|c| c.with_extra_root_ca_file(&ca_file))
             .map_err(|e| SandboxError::Azure(Box::new(e)))?;
         let config = sandbox_controller_config(cloud, args.resync_period);
-        let controller = tokio::spawn(controller::run(client, config, shutdown.clone()));
+        let controller = tokio::spawn(crate::run::controllers(client, config, shutdown.clone()));
         Ok(Sandbox { kube, arm, state_dir, controller, shutdown, writers, kube_changes, info })
     }
 
