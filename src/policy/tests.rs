@@ -153,6 +153,26 @@ fn scope_not_allowed() {
 }
 
 #[test]
+fn an_endpoints_scope_denial_names_the_endpoint() {
+    let mut b = binding("risk", SUB);
+    b.spec.allowed_scopes = vec![AccessScope::ResourceGroup];
+    let bindings = [b];
+    // An endpoint's entries reach the policy in the workspace's terms (scope Workspace: the resource itself).
+    let access = [entry(BuiltinRole::Reader, AccessScope::Workspace)];
+    let req = Request { grantor: Grantor::Endpoint, ..request(&access) };
+    let err = authorize(&bindings, &req).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "SubscriptionBinding risk does not allow granting roles at scope Endpoint (endpoint roles need Workspace \
+             in the binding's allowedScopes) (access entry for principal {PRINCIPAL})"
+        )
+    );
+    let err = authorize(&bindings, &request(&access)).unwrap_err();
+    assert!(err.to_string().contains("at scope Workspace (access entry"), "{err}");
+}
+
+#[test]
 fn entry_without_role_is_denied() {
     let bindings = [binding("risk", SUB)];
     let access = [AccessEntry { role: None, ..entry(BuiltinRole::Reader, AccessScope::Workspace) }];
