@@ -13,6 +13,7 @@ use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use super::Context;
+use super::apply::Verdict;
 use super::plan::Desired;
 use crate::access::{
     AccessAction, AccessInput, ExistingAssignment, LastListing, Scopes, WAITING_FOR_REMOVALS, arm_message,
@@ -249,31 +250,21 @@ pub async fn reconcile_access(
     })
 }
 
-/// Runs the access step when the workspace reconcile reached Ready; otherwise leaves `status.access` as it is.
-/// Updates `phase` and `requeue` when access does not hold yet.
+/// Runs the access step when the workspace reconcile reached Ready (`None` otherwise: `status.access` stays as it
+/// is): the report for status and the step's verdict ([`super::apply::merge`] folds it into the reconcile's).
 pub async fn after_converge(
     ctx: &Context,
     ws: &MlWorkspace,
     desired: &Desired,
     arm: &ArmClient,
     previous: Option<&crate::api::v1alpha1::MlWorkspaceStatus>,
-    phase: &mut Phase,
-    requeue: &mut Duration,
-) -> Result<Option<AccessReport>, Error> {
+    phase: &Phase,
+) -> Result<Option<(AccessReport, Verdict)>, Error> {
     if *phase != Phase::Ready {
         return Ok(None);
     }
     let previous = previous.map(|s| s.access.as_slice()).unwrap_or_default();
     let outcome = reconcile_access(ctx, ws, desired, arm, previous).await?;
-    if let Some(p) = outcome.phase {
-        if let Phase::Stalled { .. } = p {
-            *requeue = ctx.config.stalled_requeue;
-        }
-        *phase = p;
-    }
-    if let Some(r) = outcome.requeue {
-        *requeue = (*requeue).min(r);
-    }
     debug!(object = %ws.name_any(), granted = outcome.report.granted, "access reconciled");
-    Ok(Some(outcome.report))
+    Ok(Some((outcome.report, Verdict { phase: outcome.phase, requeue: outcome.requeue })))
 }

@@ -380,15 +380,18 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
     let result = converge(ctx, ws, &desired, &arm, &mut progress).instrument(info_span!("apply")).await;
     let pending = progress.observed.pending.as_ref().map(|p| observe::pending_to_status(p, ws.metadata.generation));
     match result {
-        Ok(mut applied) => {
-            let (phase, requeue) = (&mut applied.phase, &mut applied.requeue);
-            let previous = status.as_ref();
-            let access = match access::after_converge(ctx, ws, &desired, &arm, previous, phase, requeue).await {
-                Ok(access) => access,
+        Ok(applied) => {
+            let (mut phase, mut requeue) = (applied.phase, Some(applied.requeue));
+            let access = match access::after_converge(ctx, ws, &desired, &arm, status.as_ref(), &phase).await {
+                Ok(Some((report, verdict))) => {
+                    (phase, requeue) = apply::merge(phase, requeue, verdict, ctx.config.stalled_requeue);
+                    Some(report)
+                }
+                Ok(None) => None,
                 Err(e) => return ctx.fail_report(ws, e, progress.facts, pending).await,
             };
             let workspace_ref = matches!(progress.facts, WorkspaceFacts::Present(_)).then(|| desired.workspace.clone());
-            let report = Report { phase: applied.phase, workspace: progress.facts, workspace_ref, pending, access };
+            let report = Report { phase, workspace: progress.facts, workspace_ref, pending, access };
             if report.phase == Phase::Ready
                 && report.pending.is_none()
                 && matches!(report.workspace, WorkspaceFacts::Present(_))
@@ -398,9 +401,9 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                     _ => None,
                 };
                 let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), observed).await;
-                return finish_keys(ctx, ws, status, result, report, Some(applied.requeue)).await;
+                return finish_keys(ctx, ws, status, result, report, requeue).await;
             }
-            ctx.report(ws, report, applied.requeue).await
+            ctx.report(ws, report, requeue.unwrap_or(ctx.config.resync_period)).await
         }
         Err(e) if progress.observed.workspace.is_none() && dependencies::is_dependency_missing(&e) => {
             // Remember which dependency is missing, so the stalled requeues wait for it instead of re-sending the PUT.
@@ -431,12 +434,10 @@ async fn finish_keys(
 ) -> Result<Requeue, Error> {
     match result {
         Ok(outcome) => {
-            let report = Report { phase: outcome.phase.unwrap_or(Phase::Ready), pending: outcome.pending, ..base };
-            let requeue = match (outcome.requeue, requeue) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or(ctx.config.resync_period),
-            };
-            ctx.report_keys(ws, report, requeue, Some(&outcome.update)).await
+            let verdict = apply::Verdict { phase: outcome.phase, requeue: outcome.requeue };
+            let (phase, requeue) = apply::merge(base.phase.clone(), requeue, verdict, ctx.config.stalled_requeue);
+            let report = Report { phase, pending: outcome.pending, ..base };
+            ctx.report_keys(ws, report, requeue.unwrap_or(ctx.config.resync_period), Some(&outcome.update)).await
         }
         Err(e) => {
             // A resync that could not be polled (Azure unreachable) is kept and polled again.
