@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::api::v1alpha1::{AccessEntry, AccessScope, AccessState, AccessStatus, PrincipalType};
 use crate::azure::authorization::{self, RoleAssignment, RoleAssignmentCreate};
 use crate::azure::{ArmError, ResourceId, RoleAssignmentRef, RoleDefinitionId, SubscriptionId, WorkspaceRef};
@@ -441,7 +441,7 @@ pub struct AccessSummary {
     /// Every declared assignment holds and nothing undeclared is left.
     pub granted: bool,
     /// Condition reason.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// Condition message.
     pub message: String,
     /// Something is still in progress (retry soon), as opposed to failed (wait for a change or a resync).
@@ -485,9 +485,9 @@ pub fn summarize_at(
             (n, 0) => format!("{n} role assignment(s) granted"),
             (n, u) => format!("{n} role assignment(s) granted ({u} assigned outside azml-operator)"),
         };
-        return AccessSummary { granted: true, reason: reasons::ACCESS_GRANTED, message, pending: false };
+        return AccessSummary { granted: true, reason: Reason::AccessGranted, message, pending: false };
     }
-    let reason = if pending { reasons::ACCESS_PENDING } else { reasons::ACCESS_FAILED };
+    let reason = if pending { Reason::AccessPending } else { Reason::AccessFailed };
     let mut message = String::new();
     for (i, p) in problems.iter().enumerate() {
         if i > 0 {

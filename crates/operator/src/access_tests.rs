@@ -441,7 +441,7 @@ fn summary_of_granted_unmanaged_pending_and_failed() {
     let a = want(ALICE, BuiltinRole::Reader, AccessScope::Workspace);
     let b = want(BOB, BuiltinRole::Contributor, AccessScope::ResourceGroup);
     let s = summarize(&[], 0);
-    assert!(s.granted && s.reason == reasons::ACCESS_GRANTED && s.message == "no role assignments declared");
+    assert!(s.granted && s.reason == Reason::AccessGranted && s.message == "no role assignments declared");
     let s = summarize(&[status_of(&a, AccessState::Granted), status_of(&b, AccessState::Unmanaged)], 2);
     assert!(s.granted, "unmanaged counts as granted");
     assert!(s.message.contains("2 role assignment(s)") && s.message.contains("1 assigned outside"), "{}", s.message);
@@ -449,12 +449,12 @@ fn summary_of_granted_unmanaged_pending_and_failed() {
     let mut pending = status_of(&b, AccessState::Pending);
     pending.message = Some("principal not found".into());
     let s = summarize(&[status_of(&a, AccessState::Granted), pending.clone()], 2);
-    assert!(!s.granted && s.pending && s.reason == reasons::ACCESS_PENDING);
+    assert!(!s.granted && s.pending && s.reason == Reason::AccessPending);
     assert!(s.message.contains("Contributor for") && s.message.contains("principal not found"), "{}", s.message);
 
     let failed = status_of(&b, AccessState::Failed);
     let s = summarize(&[status_of(&a, AccessState::Granted), failed.clone()], 2);
-    assert!(!s.granted && !s.pending && s.reason == reasons::ACCESS_FAILED);
+    assert!(!s.granted && !s.pending && s.reason == Reason::AccessFailed);
     let s = summarize(&[pending, failed], 2);
     assert!(s.pending, "pending wins: the controller retries soon");
 
@@ -465,7 +465,7 @@ fn summary_of_granted_unmanaged_pending_and_failed() {
     assert!(!s.granted && s.pending && s.message.contains("not declared"), "{}", s.message);
     left.message = Some(format!("{CANNOT_REMOVE}: AuthorizationFailed"));
     let s = summarize(&[left], 0);
-    assert!(!s.granted && !s.pending && s.reason == reasons::ACCESS_FAILED);
+    assert!(!s.granted && !s.pending && s.reason == Reason::AccessFailed);
 }
 
 // ------------------------------------------------------------------ properties

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use mlua::{Lua, LuaSerdeExt, Table};
 use serde_json::{Value, json};
 
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::controller::status::{self, Phase, Report, WorkspaceFacts};
 
 const HEALTH_LUA: &str = include_str!("../../../deploy/argocd/health.lua");
@@ -40,8 +40,8 @@ fn workspace(generation: i64, status: Option<Value>) -> Value {
 
 #[test]
 fn each_outcome_maps_to_its_argo_cd_health() {
-    let progressing = Phase::Progressing { reason: reasons::CREATING, message: "creating the workspace".into() };
-    let stalled = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: "no binding allows it".into() };
+    let progressing = Phase::Progressing { reason: Reason::Creating, message: "creating the workspace".into() };
+    let stalled = Phase::Stalled { reason: Reason::NotPermitted, message: "no binding allows it".into() };
     let transient = Phase::Transient { message: "ARM answered 503".into() };
     let paused = Phase::Paused { in_sync: false, message: "withheld: update".into() };
     let cases = [
@@ -58,7 +58,7 @@ fn each_outcome_maps_to_its_argo_cd_health() {
     }
     let (_, message) = health(&workspace(
         3,
-        Some(workspace_status(Phase::Stalled { reason: reasons::NOT_PERMITTED, message: "no binding".into() }, 3)),
+        Some(workspace_status(Phase::Stalled { reason: Reason::NotPermitted, message: "no binding".into() }, 3)),
     ));
     assert!(message.starts_with("NotPermitted: no binding"), "{message}");
 }
@@ -81,7 +81,7 @@ fn online_endpoints_use_the_same_check() {
     let mut obj = workspace(2, Some(serde_json::to_value(&status).unwrap()));
     obj["kind"] = json!("MlOnlineEndpoint");
     assert_eq!(health(&obj).0, "Healthy");
-    let stalled = Phase::Stalled { reason: reasons::PROVISIONING_FAILED, message: "quota".into() };
+    let stalled = Phase::Stalled { reason: Reason::ProvisioningFailed, message: "quota".into() };
     crate::endpoints::set_kstatus(&mut status, &stalled, Some(2), &now);
     obj["status"] = serde_json::to_value(&status).unwrap();
     assert_eq!(health(&obj).0, "Degraded");
@@ -95,7 +95,7 @@ fn computes_use_the_same_check() {
     let mut obj = workspace(2, Some(serde_json::to_value(&status).unwrap()));
     obj["kind"] = json!("MlCompute");
     assert_eq!(health(&obj).0, "Healthy");
-    let stalled = Phase::Stalled { reason: reasons::QUOTA_EXCEEDED, message: "no cores".into() };
+    let stalled = Phase::Stalled { reason: Reason::QuotaExceeded, message: "no cores".into() };
     crate::compute::set_kstatus(&mut status, &stalled, Some(2), &now);
     obj["status"] = serde_json::to_value(&status).unwrap();
     let (health, message) = health(&obj);

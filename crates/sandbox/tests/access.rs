@@ -11,7 +11,7 @@ use std::time::Duration;
 use azml_arm_simulator::model::{RoleAssignment, id_key};
 use azml_arm_simulator::{FaultRule, Principal, RunningSim, World};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, reasons};
+use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{AccessScope, AccessState, AccessStatus, BuiltinRole, MlWorkspace, MlWorkspaceSpec};
 use azml_operator::azure::ResourceId;
 use azml_operator::controller::ControllerConfig;
@@ -233,7 +233,7 @@ async fn add_change_remove_with_deletes_before_creates_and_no_calls_in_steady_st
     );
     assert_eq!(status[0].role_definition_id, AzureMLDataScientist.definition_guid());
     assert!(status[0].scope.eq_ignore_ascii_case(&env.scope(Workspace, "ws-acc")));
-    assert_eq!(condition(&ws, conditions::ACCESS_GRANTED).unwrap().reason, reasons::ACCESS_GRANTED);
+    assert_eq!(condition(&ws, conditions::ACCESS_GRANTED).unwrap().reason, Reason::AccessGranted);
 
     // Steady state: reconciles triggered before the resync period elapsed make no access call at all.
     env.sim.handle.clear_calls();
@@ -360,7 +360,7 @@ async fn a_principal_not_yet_replicated_is_retried_then_granted_or_failed() {
         .await;
     assert!(access(&ws)[0].message.as_deref().is_some_and(|m| m.contains("not found")), "{:?}", access(&ws));
     let ready = condition(&ws, conditions::READY).unwrap();
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reasons::ACCESS_PENDING));
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", Reason::AccessPending.as_str()));
     assert_eq!(condition(&ws, conditions::ACCESS_GRANTED).unwrap().status, "False");
 
     // The directory catches up.
@@ -376,7 +376,7 @@ async fn a_principal_not_yet_replicated_is_retried_then_granted_or_failed() {
         .await;
     assert!(access(&ws)[0].message.as_deref().is_some_and(|m| m.contains("PrincipalNotFound")), "{:?}", access(&ws));
     let stalled = condition(&ws, conditions::STALLED).unwrap();
-    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", reasons::ACCESS_FAILED));
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", Reason::AccessFailed.as_str()));
     let attempts = |env: &Env| {
         env.sim
             .handle

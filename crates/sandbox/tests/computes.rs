@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use azml_arm_simulator::{CallKind, RunningSim, World};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, reasons};
+use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{ANNOTATION_COMPUTE_ACTION, MlCompute, MlWorkspace};
 use common::{Emulators, RunningController};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -100,8 +100,8 @@ impl Env {
         .await
     }
 
-    async fn wait_reason(&self, name: &str, reason: &str) -> MlCompute {
-        self.wait(name, reason, |mc| ready_reason(mc).as_deref() == Some(reason) && current(mc)).await
+    async fn wait_reason(&self, name: &str, reason: Reason) -> MlCompute {
+        self.wait(name, reason.as_str(), |mc| ready_reason(mc).as_deref() == Some(reason.as_str()) && current(mc)).await
     }
 
     async fn wait_gone(&self, name: &str) {
@@ -291,7 +291,7 @@ async fn instance_stops_and_starts_once_per_annotation_value() {
         .await;
     assert_eq!(mc.status.as_ref().unwrap().last_action_request.as_deref(), Some("stop:1"));
     let usable = condition(&mc, azml_operator::compute::USABLE).unwrap();
-    assert_eq!((usable.status.as_str(), usable.reason.as_str()), ("False", reasons::INSTANCE_STOPPED));
+    assert_eq!((usable.status.as_str(), usable.reason.as_str()), ("False", Reason::InstanceStopped.as_str()));
     assert_eq!(env.sim.handle.count("Compute_Stop"), 1);
     // The same value never acts again (several resyncs pass).
     let gets = env.sim.handle.count("Compute_Get");
@@ -349,7 +349,7 @@ async fn policy_and_quota_stall_before_any_create() {
     let mut gpu = cluster("ws-p", 0, 2);
     gpu["amlCompute"]["vmSize"] = json!("Standard_NC6s_v3");
     env.create("gpu", gpu).await.unwrap();
-    let mc = env.wait_reason("gpu", reasons::NOT_PERMITTED).await;
+    let mc = env.wait_reason("gpu", Reason::NotPermitted).await;
     let stalled = condition(&mc, conditions::STALLED).unwrap();
     assert_eq!(stalled.status, "True");
     assert!(
@@ -359,21 +359,21 @@ async fn policy_and_quota_stall_before_any_create() {
     );
 
     env.create("big", cluster("ws-p", 0, 9)).await.unwrap();
-    let mc = env.wait_reason("big", reasons::NOT_PERMITTED).await;
+    let mc = env.wait_reason("big", Reason::NotPermitted).await;
     assert!(condition(&mc, conditions::STALLED).unwrap().message.contains("at most 8 nodes per cluster"));
     assert_eq!(env.compute_calls(), Vec::<String>::new(), "NotPermitted computes make no Azure call");
 
     // 6 nodes x 4 vCPUs = 24 > 30 - 10 free in the family.
     env.set_quota(DSV2, 30, 10);
     env.create("cpu", cluster("ws-p", 0, 6)).await.unwrap();
-    let mc = env.wait_reason("cpu", reasons::QUOTA_EXCEEDED).await;
+    let mc = env.wait_reason("cpu", Reason::QuotaExceeded).await;
     let message = condition(&mc, conditions::STALLED).unwrap().message.clone();
     assert!(message.contains(DSV2), "{message}");
     assert!(message.contains("limit 30, current usage 10, this compute needs 24"), "{message}");
     assert_eq!(env.sim.handle.count("Compute_CreateOrUpdate"), 0, "nothing was created");
     assert!(env.azure("ws-p", "cpu").is_none());
     let usable = condition(&mc, azml_operator::compute::USABLE).unwrap();
-    assert_eq!(usable.reason, reasons::QUOTA_EXCEEDED);
+    assert_eq!(usable.reason, Reason::QuotaExceeded);
 
     // Lowering maxNodes (a spec change) lets it fit.
     env.patch("cpu", json!({"spec": {"amlCompute": {"scale": {"maxNodes": 5}}}})).await.unwrap();
@@ -402,7 +402,7 @@ async fn immutability_move_blocking_and_workspace_deletion() {
 
     env.sim.handle.clear_calls();
     env.patch("cpu", json!({"spec": {"amlCompute": {"vmPriority": "LowPriority"}}})).await.unwrap();
-    let mc = env.wait_reason("cpu", reasons::RECREATE_REQUIRED).await;
+    let mc = env.wait_reason("cpu", Reason::RecreateRequired).await;
     let message = condition(&mc, conditions::STALLED).unwrap().message.clone();
     assert!(message.contains("amlCompute.vmPriority (Azure: Dedicated, spec: LowPriority)"), "{message}");
     assert!(env.azure("ws-m", "cpu").is_some(), "never deleted on its own");
@@ -419,7 +419,7 @@ async fn immutability_move_blocking_and_workspace_deletion() {
         let stalled =
             ws.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::STALLED).cloned());
         match stalled {
-            Some(c) if c.reason == reasons::MOVE_BLOCKED => Ok(c.message),
+            Some(c) if c.reason == Reason::MoveBlocked => Ok(c.message),
             other => Err(other),
         }
     };
@@ -453,7 +453,7 @@ async fn paused_withholds_and_retain_leaves_azure_alone() {
     env.patch("keep", json!({"metadata": {"annotations": {"azml.dev/paused": "true"}}})).await.unwrap();
     env.sim.handle.clear_calls();
     env.patch("keep", json!({"spec": {"amlCompute": {"scale": {"maxNodes": 3}}}})).await.unwrap();
-    let mc = env.wait_reason("keep", reasons::PAUSED).await;
+    let mc = env.wait_reason("keep", Reason::Paused).await;
     assert!(condition(&mc, conditions::READY).unwrap().message.contains("withheld: update the scale settings"));
     assert_eq!(env.compute_writes(), Vec::<String>::new());
     env.computes().delete("keep", &DeleteParams::default()).await.unwrap();
@@ -520,12 +520,12 @@ async fn errors_azure_reports_on_the_compute_are_in_the_status() {
     // Other teams take the family's quota: 4 vCPUs left, one node.
     env.set_quota(DSV2, 24, 20);
     env.patch("cpu", json!({"spec": {"amlCompute": {"scale": {"minNodes": 2}}}})).await.unwrap();
-    let mc = env.wait_reason("cpu", reasons::COMPUTE_ERRORS).await;
+    let mc = env.wait_reason("cpu", Reason::ComputeErrors).await;
     let status = mc.status.clone().unwrap();
     assert_eq!((status.current_node_count, status.target_node_count), (Some(1), Some(2)));
     assert!(status.errors.iter().any(|e| e.starts_with("QuotaExceeded: ") && e.contains(DSV2)), "{:?}", status.errors);
     let usable = condition(&mc, azml_operator::compute::USABLE).unwrap();
-    assert_eq!((usable.status.as_str(), usable.reason.as_str()), ("False", reasons::COMPUTE_ERRORS));
+    assert_eq!((usable.status.as_str(), usable.reason.as_str()), ("False", Reason::ComputeErrors.as_str()));
     assert_eq!(env.compute_writes(), ["PUT Compute_CreateOrUpdate", "PATCH Compute_Update"]);
     // Quota raised, minNodes back to 1: one more PATCH, no errors, Ready.
     env.set_quota(DSV2, 48, 20);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use azml_arm_simulator::{CallKind, FaultAction, FaultRule, RunningSim, World};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, reasons};
+use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PAUSED, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, SubscriptionBinding,
     WorkspaceDeletionPolicy,
@@ -156,11 +156,11 @@ impl Env {
 }
 
 fn is_ready(ws: &MlWorkspace) -> bool {
-    condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == reasons::RECONCILED)
+    condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == Reason::Reconciled)
         && is_current(ws)
 }
 
-fn stalled_with(reason: &'static str) -> impl Fn(&MlWorkspace) -> bool {
+fn stalled_with(reason: Reason) -> impl Fn(&MlWorkspace) -> bool {
     move |ws| condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
 }
 
@@ -262,7 +262,7 @@ async fn resource_group_is_created_only_when_allowed() {
     let mut spec = env.spec("rg-absent");
     spec.create_resource_group = false;
     env.create(NS, "ws-norg", spec, &[]).await;
-    let ws = env.wait_for(NS, "ws-norg", "Stalled", stalled_with(reasons::RESOURCE_GROUP_MISSING)).await;
+    let ws = env.wait_for(NS, "ws-norg", "Stalled", stalled_with(Reason::ResourceGroupMissing)).await;
     assert!(condition(&ws, conditions::READY).unwrap().message.contains("rg-absent"));
     assert_eq!(env.count("ResourceGroups_CreateOrUpdate"), 1, "no resource group created for ws-norg");
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 1, "no workspace created for ws-norg");
@@ -312,9 +312,9 @@ async fn foreign_workspaces_are_only_adopted_on_request() {
     }
     env.create(NS, "ws-foreign", env.spec(&rg), &[]).await;
     env.create(NS, "ws-untagged", env.spec(&rg), &[]).await;
-    let ws = env.wait_for(NS, "ws-foreign", "AlreadyExists", stalled_with(reasons::ALREADY_EXISTS)).await;
+    let ws = env.wait_for(NS, "ws-foreign", "AlreadyExists", stalled_with(Reason::AlreadyExists)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("other-team/ws/1234"));
-    env.wait_for(NS, "ws-untagged", "AlreadyExists", stalled_with(reasons::ALREADY_EXISTS)).await;
+    env.wait_for(NS, "ws-untagged", "AlreadyExists", stalled_with(Reason::AlreadyExists)).await;
     assert_eq!(env.arm_writes(), 0, "{:?}", env.sim.handle.call_summary());
 
     env.annotate(NS, "ws-foreign", ANNOTATION_ADOPT, Some("true")).await;
@@ -325,7 +325,7 @@ async fn foreign_workspaces_are_only_adopted_on_request() {
     let adopted = env.events(NS, "Adopted").await;
     assert!(adopted.iter().any(|n| n.contains("other-team/ws/1234")), "{adopted:?}");
     // The untagged one is still left alone.
-    assert!(stalled_with(reasons::ALREADY_EXISTS)(&env.api(NS).get("ws-untagged").await.unwrap()));
+    assert!(stalled_with(Reason::AlreadyExists)(&env.api(NS).get("ws-untagged").await.unwrap()));
 }
 
 #[tokio::test]
@@ -336,7 +336,7 @@ async fn paused_workspaces_are_observed_only() {
     env.create(NS, "ws-paused", spec, &[(ANNOTATION_PAUSED, "true")]).await;
     let ws = env
         .wait_for(NS, "ws-paused", "Paused", |w| {
-            condition(w, conditions::READY).is_some_and(|c| c.reason == reasons::PAUSED)
+            condition(w, conditions::READY).is_some_and(|c| c.reason == Reason::Paused)
         })
         .await;
     let ready = condition(&ws, conditions::READY).unwrap();
@@ -353,7 +353,7 @@ async fn paused_workspaces_are_observed_only() {
     // Paused again, then deleted: deletionPolicy Delete is not carried out while paused.
     env.annotate(NS, "ws-paused", ANNOTATION_PAUSED, Some("true")).await;
     env.wait_for(NS, "ws-paused", "Paused", |w| {
-        condition(w, conditions::READY).is_some_and(|c| c.reason == reasons::PAUSED && c.status == "True")
+        condition(w, conditions::READY).is_some_and(|c| c.reason == Reason::Paused && c.status == "True")
     })
     .await;
     env.api(NS).delete("ws-paused", &DeleteParams::default()).await.unwrap();
@@ -374,7 +374,7 @@ async fn permanent_errors_stall_without_a_retry_storm() {
         None,
     ));
     env.create(NS, "ws-bad", env.spec(&env.world.resource_group), &[]).await;
-    let ws = env.wait_for(NS, "ws-bad", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
+    let ws = env.wait_for(NS, "ws-bad", "AzureRejected", stalled_with(Reason::AzureRejected)).await;
     let message = &condition(&ws, conditions::STALLED).unwrap().message;
     assert!(message.contains("InvalidParameter") && message.contains("reserved"), "{message}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -418,20 +418,20 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
     let env = Env::start().await;
     // Namespace not bound.
     env.create("team-b", "ws-nobind", env.spec(&env.world.resource_group), &[]).await;
-    let ws = env.wait_for("team-b", "ws-nobind", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
+    let ws = env.wait_for("team-b", "ws-nobind", "NotPermitted", stalled_with(Reason::NotPermitted)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("namespace team-b"));
-    let warnings = env.events("team-b", reasons::NOT_PERMITTED).await;
+    let warnings = env.events("team-b", Reason::NotPermitted.as_str()).await;
     assert!(warnings.iter().any(|n| n.contains("namespace team-b")), "{warnings:?}");
     // Resource group outside the glob.
     env.create(NS, "ws-badrg", env.spec("other-rg"), &[]).await;
-    let ws = env.wait_for(NS, "ws-badrg", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
+    let ws = env.wait_for(NS, "ws-badrg", "NotPermitted", stalled_with(Reason::NotPermitted)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("other-rg"));
     // A role the binding does not allow.
     let mut spec = env.spec(&env.world.resource_group);
     spec.access = serde_json::from_value(json!([{"principalId": env.world.users[0], "role": "Owner"}])).unwrap();
     spec.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(NS, "ws-owner", spec, &[]).await;
-    let ws = env.wait_for(NS, "ws-owner", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
+    let ws = env.wait_for(NS, "ws-owner", "NotPermitted", stalled_with(Reason::NotPermitted)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("role Owner"));
     assert_eq!(env.arm_calls(), 0, "{:?}", env.sim.handle.call_summary());
     assert_eq!(env.sim.handle.calls().len(), 0, "not even a token was requested");
@@ -440,7 +440,7 @@ async fn not_permitted_workspaces_make_no_azure_calls() {
     env.create(NS, "ws-ok", env.spec(&env.world.resource_group), &[]).await;
     env.wait_ready(NS, "ws-ok").await;
     Api::<SubscriptionBinding>::all(env.client.clone()).delete("sandbox", &DeleteParams::default()).await.unwrap();
-    env.wait_for(NS, "ws-ok", "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
+    env.wait_for(NS, "ws-ok", "NotPermitted", stalled_with(Reason::NotPermitted)).await;
     env.sim.handle.clear_calls();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(env.arm_calls(), 0, "{:?}", env.sim.handle.call_summary());
@@ -485,7 +485,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     env.sim.handle.clear_calls();
     let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
     assert!(
-        matches!(actions.as_slice(), [controller::plan::Action::Stall { reason, .. }] if *reason == reasons::NOT_PERMITTED)
+        matches!(actions.as_slice(), [controller::plan::Action::Stall { reason, .. }] if *reason == Reason::NotPermitted)
     );
     assert_eq!(env.arm_calls(), 0);
 }
@@ -503,7 +503,7 @@ async fn secrets_in_arm_error_messages_never_reach_status_or_events() {
         None,
     ));
     env.create(NS, "ws-leak", env.spec(&env.world.resource_group), &[]).await;
-    let ws = env.wait_for(NS, "ws-leak", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
+    let ws = env.wait_for(NS, "ws-leak", "AzureRejected", stalled_with(Reason::AzureRejected)).await;
     let status = serde_json::to_string(&ws.status).unwrap();
     assert!(status.contains("[REDACTED]"), "{status}");
     let all = serde_json::to_string(&common::events(&env.client, NS).await).unwrap();
@@ -555,7 +555,7 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
     env.wait_ready(NS, "ws-a").await;
     let ws = env
         .wait_for("team-b", "ws-b", "TransientError", |w| {
-            condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == reasons::TRANSIENT_ERROR)
+            condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == Reason::TransientError)
         })
         .await;
     let message = &condition(&ws, conditions::RECONCILING).unwrap().message;
@@ -566,7 +566,7 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
     // Rotate the Secret: the cached credential is rebuilt. The reader app may read but not write: Azure says 403.
     let fixed = json!({"stringData": {"clientSecret": env.world.reader.secret.expose()}});
     secrets.patch("reader-sp", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
-    let ws = env.wait_for("team-b", "ws-b", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
+    let ws = env.wait_for("team-b", "ws-b", "AzureRejected", stalled_with(Reason::AzureRejected)).await;
     assert!(condition(&ws, conditions::STALLED).unwrap().message.contains("AuthorizationFailed"));
 
     // Every ARM call about ws-b was made as the reader app, every call about ws-a as the operator app.
@@ -648,7 +648,7 @@ async fn an_operation_polled_too_long_is_forgotten_without_a_second_put() {
     env.create(NS, "ws-slow", env.spec(&env.world.resource_group), &[]).await;
     let ws = env
         .wait_for(NS, "ws-slow", "operation forgotten", |w| {
-            condition(w, conditions::READY).is_some_and(|c| c.reason == reasons::OPERATION_IN_PROGRESS)
+            condition(w, conditions::READY).is_some_and(|c| c.reason == Reason::OperationInProgress)
         })
         .await;
     assert!(ws.status.unwrap().pending_operation.is_none());
@@ -752,7 +752,7 @@ async fn a_new_workspace_reports_reconciling_before_the_first_azure_call() {
     env.create(NS, "ws-slow", env.spec(&env.world.resource_group), &[]).await;
     let ws = env
         .wait_for(NS, "ws-slow", "an initial Reconciling status", |w| {
-            condition(w, conditions::RECONCILING).is_some_and(|c| c.status == "True" && c.reason == reasons::PENDING)
+            condition(w, conditions::RECONCILING).is_some_and(|c| c.status == "True" && c.reason == Reason::Pending)
         })
         .await;
     assert_eq!(ws.status.as_ref().and_then(|s| s.observed_generation), ws.metadata.generation);

@@ -13,7 +13,7 @@ use azml_arm_simulator::control::CallKind;
 use azml_arm_simulator::model::{RoleAssignment, id_key, roles};
 use azml_arm_simulator::{RunningSim, World};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, reasons};
+use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MovePhase, SubscriptionBinding};
 use azml_operator::azure::credentials::{CredentialConfig, build_credential};
 use azml_operator::azure::{ArmClient, ArmClientOptions, Secret, WorkspaceRef};
@@ -141,7 +141,7 @@ impl Env {
     }
 
     /// The current generation is Stalled with `reason`.
-    async fn wait_stalled(&self, name: &str, reason: &str) -> MlWorkspace {
+    async fn wait_stalled(&self, name: &str, reason: Reason) -> MlWorkspace {
         self.wait_for(name, &format!("Stalled {reason}"), |ws| {
             is_current(ws)
                 && condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
@@ -323,12 +323,15 @@ async fn failed_validation_moves_nothing_and_reverting_clears_it() {
     env.sim.handle.clear_calls();
 
     env.patch_spec("ws-val", json!({"resourceGroup": "rg-target"})).await.unwrap();
-    let ws = env.wait_stalled("ws-val", reasons::MOVE_VALIDATION_FAILED).await;
+    let ws = env.wait_stalled("ws-val", Reason::MoveValidationFailed).await;
     let stalled = condition(&ws, conditions::STALLED).unwrap();
     assert!(stalled.message.contains("ResourceMoveValidationFailed"), "{}", stalled.message);
     assert!(stalled.message.contains("online endpoint"), "names the blocking condition: {}", stalled.message);
     let moved_cond = condition(&ws, conditions::MOVED).unwrap();
-    assert_eq!((moved_cond.status.as_str(), moved_cond.reason.as_str()), ("False", reasons::MOVE_VALIDATION_FAILED));
+    assert_eq!(
+        (moved_cond.status.as_str(), moved_cond.reason.as_str()),
+        ("False", Reason::MoveValidationFailed.as_str())
+    );
     assert_eq!(move_phase(&ws), Some(MovePhase::Failed));
     assert_eq!(location(&ws), (sub.clone(), env.world.resource_group.clone()), "old place still reported");
     assert_eq!(ws.status.as_ref().unwrap().resource_id.as_deref().map(id_key), Some(id_key(&old_ws)));
@@ -336,7 +339,7 @@ async fn failed_validation_moves_nothing_and_reverting_clears_it() {
     assert_eq!(env.count("Resources_MoveResources"), 0);
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 0);
     let reasons_seen = env.event_reasons().await;
-    assert!(reasons_seen.iter().any(|r| r == reasons::MOVE_VALIDATION_FAILED), "{reasons_seen:?}");
+    assert!(reasons_seen.iter().any(|r| *r == Reason::MoveValidationFailed), "{reasons_seen:?}");
 
     // Reverting the spec clears the failed move.
     env.patch_spec("ws-val", json!({"resourceGroup": env.world.resource_group})).await.unwrap();
@@ -365,7 +368,7 @@ async fn its_own_online_endpoints_block_a_move_before_azure_is_asked() {
     env.sim.handle.clear_calls();
 
     env.patch_spec("ws-ep", json!({"resourceGroup": "rg-target"})).await.unwrap();
-    let ws = env.wait_stalled("ws-ep", reasons::MOVE_BLOCKED).await;
+    let ws = env.wait_stalled("ws-ep", Reason::MoveBlocked).await;
     let stalled = condition(&ws, conditions::STALLED).unwrap();
     assert!(stalled.message.contains("online endpoints (scoring)"), "{}", stalled.message);
     assert_eq!(env.count("Resources_ValidateMoveResources"), 0, "known beforehand: Azure is not asked");
@@ -390,8 +393,8 @@ async fn refuse_policy_rejects_the_change_and_stalls_without_calling_azure() {
     env.patch_spec("ws-ref", json!({"movePolicy": "Refuse"})).await.unwrap();
     env.sim.handle.clear_calls();
     env.start_controller();
-    let ws = env.wait_stalled("ws-ref", reasons::MOVE_REFUSED).await;
-    assert_eq!(condition(&ws, conditions::MOVED).map(|c| c.reason.as_str()), Some(reasons::MOVE_REFUSED));
+    let ws = env.wait_stalled("ws-ref", Reason::MoveRefused).await;
+    assert_eq!(condition(&ws, conditions::MOVED).map(|c| c.reason.as_str()), Some(Reason::MoveRefused.as_str()));
     assert_eq!(location(&ws), location(&ready));
     assert_eq!(env.writes(), Vec::<String>::new(), "nothing happens in Azure");
     assert_eq!(env.count("Resources_ValidateMoveResources"), 0);
@@ -427,8 +430,8 @@ async fn a_move_in_progress_survives_a_restart_and_is_not_issued_twice() {
         })
         .await;
     assert_eq!(move_phase(&ws), Some(MovePhase::Moving));
-    assert_eq!(condition(&ws, conditions::MOVED).map(|c| c.reason.as_str()), Some(reasons::MOVING));
-    assert_eq!(condition(&ws, conditions::READY).map(|c| c.reason.as_str()), Some(reasons::MOVING));
+    assert_eq!(condition(&ws, conditions::MOVED).map(|c| c.reason.as_str()), Some(Reason::Moving.as_str()));
+    assert_eq!(condition(&ws, conditions::READY).map(|c| c.reason.as_str()), Some(Reason::Moving.as_str()));
     env.stop_controller().await;
     // Still running in Azure: the workspace is at its old place.
     let old_ws = env.ws_id(&sub, &env.world.resource_group, "ws-rst");
@@ -466,10 +469,10 @@ async fn moves_not_allowed_by_the_bindings_stall_without_any_arm_write() {
 
     // allowMoves is false.
     env.patch_spec("ws-pol", json!({"resourceGroup": "rg-elsewhere"})).await.unwrap();
-    let ws = env.wait_stalled("ws-pol", reasons::NOT_PERMITTED).await;
+    let ws = env.wait_stalled("ws-pol", Reason::NotPermitted).await;
     let message = &condition(&ws, conditions::STALLED).unwrap().message;
     assert!(message.contains("allowMoves is false"), "{message}");
-    assert_eq!(condition(&ws, conditions::MOVED).map(|c| c.reason.as_str()), Some(reasons::NOT_PERMITTED));
+    assert_eq!(condition(&ws, conditions::MOVED).map(|c| c.reason.as_str()), Some(Reason::NotPermitted.as_str()));
     assert_eq!(env.writes(), Vec::<String>::new());
 
     // Moves allowed, but the destination is not a resource group the binding allows.
@@ -483,7 +486,7 @@ async fn moves_not_allowed_by_the_bindings_stall_without_any_arm_write() {
             .unwrap();
     }
     env.patch_spec("ws-pol", json!({"resourceGroup": "forbidden-rg"})).await.unwrap();
-    let ws = env.wait_stalled("ws-pol", reasons::NOT_PERMITTED).await;
+    let ws = env.wait_stalled("ws-pol", Reason::NotPermitted).await;
     let message = &condition(&ws, conditions::STALLED).unwrap().message;
     assert!(message.contains("forbidden-rg"), "{message}");
     assert_eq!(env.writes(), Vec::<String>::new());

@@ -10,7 +10,7 @@ use std::time::Duration;
 use azml_arm_simulator::model::{ResourceExt, id_key};
 use azml_arm_simulator::{CallKind, FaultAction, FaultRule, RunningSim, World};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, reasons};
+use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint, MlWorkspace};
 use common::{Emulators, LogCapture, RunningController};
 use k8s_openapi::api::core::v1::Secret;
@@ -321,7 +321,7 @@ async fn key_regeneration_is_recorded_polled_and_never_sent_twice() {
         .await;
     let pending = ep.status.as_ref().unwrap().keys.as_ref().unwrap().pending_regeneration.clone().unwrap();
     assert_eq!((pending.request.as_str(), pending.key_type.as_str()), ("primary:slow", "Primary"));
-    assert_eq!(reason_of(&ep, conditions::READY).as_deref(), Some(reasons::KEYS_REGENERATING));
+    assert_eq!(reason_of(&ep, conditions::READY).as_deref(), Some(Reason::KeysRegenerating.as_str()));
     assert_eq!(env.azure_keys("ws-ep", "scoring").0, primary, "recorded before Azure finished");
 
     // The operator restarts while Azure works: the new one polls the recorded operation.
@@ -359,7 +359,7 @@ async fn waits_for_the_workspace_retains_and_goes_with_the_workspace() {
     env.create_endpoint("early", spec.clone()).await.unwrap();
     let ep = env
         .wait_ep("early", "WorkspaceNotReady", |e| {
-            reason_of(e, conditions::READY).as_deref() == Some(reasons::WORKSPACE_NOT_READY)
+            reason_of(e, conditions::READY).as_deref() == Some(Reason::WorkspaceNotReady.as_str())
         })
         .await;
     assert!(cond(ep.status.as_ref().map(|s| s.conditions.as_slice()), conditions::RECONCILING, "True"));
@@ -430,7 +430,7 @@ async fn invalid_traffic_is_rejected_and_foreign_secrets_are_left_alone() {
     env.create_endpoint("scoring", two_deployments(true)).await.unwrap();
     let ep = env
         .wait_ep("scoring", "SecretNotOwned", |e| {
-            reason_of(e, conditions::READY).as_deref() == Some(reasons::SECRET_NOT_OWNED)
+            reason_of(e, conditions::READY).as_deref() == Some(Reason::SecretNotOwned.as_str())
         })
         .await;
     assert!(cond(ep.status.as_ref().map(|s| s.conditions.as_slice()), conditions::STALLED, "True"));
@@ -469,7 +469,7 @@ async fn access_at_the_endpoint_is_granted_and_checked_against_the_binding() {
     env.create_endpoint("too-much", owner).await.unwrap();
     let ep = env
         .wait_ep("too-much", "NotPermitted", |e| {
-            reason_of(e, conditions::READY).as_deref() == Some(reasons::NOT_PERMITTED)
+            reason_of(e, conditions::READY).as_deref() == Some(Reason::NotPermitted.as_str())
         })
         .await;
     assert!(cond(ep.status.as_ref().map(|s| s.conditions.as_slice()), conditions::STALLED, "True"));
@@ -502,7 +502,7 @@ async fn failed_provisioning_steady_state_and_pause() {
     env.create_endpoint("scoring", spec).await.unwrap();
     let ep = env
         .wait_ep("scoring", "ProvisioningFailed", |e| {
-            reason_of(e, conditions::READY).as_deref() == Some(reasons::PROVISIONING_FAILED)
+            reason_of(e, conditions::READY).as_deref() == Some(Reason::ProvisioningFailed.as_str())
         })
         .await;
     let status = ep.status.unwrap();
@@ -548,7 +548,7 @@ async fn failed_provisioning_steady_state_and_pause() {
     env.patch_spec("scoring", json!({"deployments": deployments})).await;
     let ep = env
         .wait_ep("scoring", "paused, withheld", |e| {
-            reason_of(e, conditions::READY).as_deref() == Some(reasons::PAUSED)
+            reason_of(e, conditions::READY).as_deref() == Some(Reason::Paused.as_str())
                 && e.status.as_ref().and_then(|s| s.observed_generation) == e.metadata.generation
         })
         .await;
@@ -563,7 +563,7 @@ async fn failed_provisioning_steady_state_and_pause() {
             ep_ready(e) && e.status.as_ref().is_some_and(|s| s.deployments[0].instance_count == Some(3))
         })
         .await;
-    assert_eq!(reason_of(&ep, conditions::READY).as_deref(), Some(reasons::RECONCILED));
+    assert_eq!(reason_of(&ep, conditions::READY).as_deref(), Some(Reason::Reconciled.as_str()));
     env.stop().await;
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use azml_arm_simulator::{RunningSim, World};
-use azml_operator::api::conditions::{self, events as event_reasons, reasons};
+use azml_operator::api::conditions::{self, Reason, events as event_reasons};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_PURGE_SOFT_DELETED, ANNOTATION_RECOVER_SOFT_DELETED, ANNOTATION_RESYNC_KEYS, MlWorkspace,
 };
@@ -108,7 +108,7 @@ fn ready(ws: &MlWorkspace) -> bool {
     condition(ws, conditions::READY).is_some_and(|c| c.status == "True") && is_current(ws)
 }
 
-fn stalled(ws: &MlWorkspace, reason: &str) -> bool {
+fn stalled(ws: &MlWorkspace, reason: Reason) -> bool {
     condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
 }
 
@@ -133,10 +133,10 @@ async fn delete_soft_deletes_and_the_annotations_recover_or_purge() {
 
     // Re-created: stalls with an actionable message and a Warning event, and is not retried in a loop.
     env.create("ws-sd", json!({"deletionPolicy": "Delete"})).await;
-    let ws = env.wait_for("ws-sd", "Stalled SoftDeleted", |w| stalled(w, reasons::SOFT_DELETED)).await;
+    let ws = env.wait_for("ws-sd", "Stalled SoftDeleted", |w| stalled(w, Reason::SoftDeleted)).await;
     let message = condition(&ws, conditions::STALLED).unwrap().message.clone();
     assert!(message.contains(ANNOTATION_RECOVER_SOFT_DELETED) && message.contains(ANNOTATION_PURGE_SOFT_DELETED));
-    let warned = env.events(reasons::SOFT_DELETED).await;
+    let warned = env.events(Reason::SoftDeleted.as_str()).await;
     assert!(warned.iter().any(|n| n.contains("soft-deleted")), "{warned:?}");
     let puts = env.sim.handle.count("Workspaces_CreateOrUpdate");
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -155,7 +155,7 @@ async fn delete_soft_deletes_and_the_annotations_recover_or_purge() {
     env.delete("ws-sd").await;
     assert_eq!(env.soft_deleted(), vec![id.clone()]);
     env.create("ws-sd", json!({"deletionPolicy": "Delete"})).await;
-    env.wait_for("ws-sd", "Stalled SoftDeleted", |w| stalled(w, reasons::SOFT_DELETED)).await;
+    env.wait_for("ws-sd", "Stalled SoftDeleted", |w| stalled(w, Reason::SoftDeleted)).await;
     env.annotate("ws-sd", ANNOTATION_PURGE_SOFT_DELETED, "true").await;
     env.wait_for("ws-sd", "Ready after purge", ready).await;
     let fresh = env.azure_workspace_id("ws-sd").unwrap();
@@ -187,9 +187,9 @@ async fn a_foreign_soft_deleted_workspace_is_never_purged_and_retention_frees_th
     env.sim.handle.clear_calls();
 
     env.create("mine", json!({"azureName": "shared-ws"})).await;
-    env.wait_for("mine", "Stalled SoftDeleted", |w| stalled(w, reasons::SOFT_DELETED)).await;
+    env.wait_for("mine", "Stalled SoftDeleted", |w| stalled(w, Reason::SoftDeleted)).await;
     env.annotate("mine", ANNOTATION_PURGE_SOFT_DELETED, "true").await;
-    let ws = env.wait_for("mine", "Stalled AlreadyExists", |w| stalled(w, reasons::ALREADY_EXISTS)).await;
+    let ws = env.wait_for("mine", "Stalled AlreadyExists", |w| stalled(w, Reason::AlreadyExists)).await;
     let message = condition(&ws, conditions::STALLED).unwrap().message.clone();
     assert!(message.contains("team-a/other/"), "{message}");
     let purges = env.sim.handle.calls().into_iter().filter(|c| c.path.contains("shared-ws") && c.method == "DELETE");
@@ -235,7 +235,7 @@ async fn identity_based_storage_is_reported_and_never_resynced() {
     let ws = env
         .wait_for("ws-id", "IdentityBased", |w| {
             condition(w, conditions::STORAGE_KEYS_IN_SYNC)
-                .is_some_and(|c| c.status == "True" && c.reason == reasons::IDENTITY_BASED)
+                .is_some_and(|c| c.status == "True" && c.reason == Reason::IdentityBased)
         })
         .await;
     let keys = ws.status.clone().unwrap().storage_keys.unwrap();

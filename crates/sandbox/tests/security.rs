@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use azml_arm_simulator::{CallKind, FaultAction, FaultRule, Principal, RunningSim, World, roles};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, reasons};
+use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, SubscriptionBinding, WorkspaceDeletionPolicy,
 };
@@ -219,7 +219,7 @@ impl Env {
     }
 
     async fn wait_not_permitted(&self, ns: &str, name: &str) -> String {
-        let ws = self.wait_for(ns, name, "NotPermitted", stalled_with(reasons::NOT_PERMITTED)).await;
+        let ws = self.wait_for(ns, name, "NotPermitted", stalled_with(Reason::NotPermitted)).await;
         condition(&ws, conditions::STALLED).map(|c| c.message.clone()).unwrap_or_default()
     }
 
@@ -244,7 +244,7 @@ impl Env {
     }
 }
 
-fn stalled_with(reason: &'static str) -> impl Fn(&MlWorkspace) -> bool {
+fn stalled_with(reason: Reason) -> impl Fn(&MlWorkspace) -> bool {
     move |ws| condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
 }
 
@@ -334,7 +334,7 @@ async fn every_kind_of_refusal_is_not_permitted_without_any_azure_call() {
     // ... and the others stay refused without calls of their own.
     for (name, ns, _, _) in cases.iter().filter(|c| c.0 != "scope-sub") {
         let ws = env.api(ns).get(name).await.unwrap();
-        assert!(stalled_with(reasons::NOT_PERMITTED)(&ws), "{name}");
+        assert!(stalled_with(Reason::NotPermitted)(&ws), "{name}");
         let calls = env.sim.handle.calls();
         assert!(calls.iter().all(|c| !c.path.contains(&format!("/workspaces/{name}"))), "{name} reached Azure");
     }
@@ -371,7 +371,7 @@ async fn a_removed_binding_stops_azure_calls_and_keeps_deletion_sane() {
     let patch = json!({"spec": {"friendlyName": "changed without a binding"}});
     env.api(TEAM_A).patch("ws-delete", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.wait_for(TEAM_A, "ws-delete", "generation 2 judged", |w| {
-        stalled_with(reasons::NOT_PERMITTED)(w) && w.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+        stalled_with(Reason::NotPermitted)(w) && w.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -429,7 +429,7 @@ async fn an_edited_status_cannot_aim_the_operator_at_another_subscription() {
     env.api(TEAM_A).patch_status("ws-op", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.sim.handle.clear_calls();
     env.restart_controller().await;
-    let ws = env.wait_for(TEAM_A, "ws-op", "InvalidSpec", stalled_with(reasons::INVALID_SPEC)).await;
+    let ws = env.wait_for(TEAM_A, "ws-op", "InvalidSpec", stalled_with(Reason::InvalidSpec)).await;
     let message = &condition(&ws, conditions::STALLED).unwrap().message;
     assert!(message.contains("pendingOperation") && message.contains(&other), "{message}");
     assert!(ws.status.as_ref().is_some_and(|s| s.pending_operation.is_none()), "the forged operation was kept");
@@ -664,12 +664,12 @@ async fn path_injection_is_rejected_again_by_the_controller_when_admission_is_by
     for (i, (field, patch)) in hostile.iter().enumerate() {
         let ws = env
             .wait_for(TEAM_A, &format!("hostile-{i}"), "InvalidSpec", |w| {
-                stalled_with(reasons::INVALID_SPEC)(w) || stalled_with(reasons::NOT_PERMITTED)(w)
+                stalled_with(Reason::InvalidSpec)(w) || stalled_with(Reason::NotPermitted)(w)
             })
             .await;
         let c = condition(&ws, conditions::STALLED).unwrap();
         // A bad subscription id can also fail the binding match first; either way nothing is sent.
-        assert!(c.message.contains(field) || c.reason == reasons::NOT_PERMITTED, "{patch}: {}", c.message);
+        assert!(c.message.contains(field) || c.reason == Reason::NotPermitted, "{patch}: {}", c.message);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(env.all_calls(), 0, "{:?}", env.sim.handle.call_summary());
@@ -771,7 +771,7 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
     }
     let patch = json!({"spec": {"friendlyName": "trigger an update"}});
     env.api(TEAM_A).patch("ws-secret", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let ws = env.wait_for(TEAM_A, "ws-secret", "AzureRejected", stalled_with(reasons::AZURE_REJECTED)).await;
+    let ws = env.wait_for(TEAM_A, "ws-secret", "AzureRejected", stalled_with(Reason::AzureRejected)).await;
     let stalled = condition(&ws, conditions::STALLED).unwrap().message.clone();
     assert!(stalled.contains("InvalidParameter") && stalled.contains("[REDACTED]"), "{stalled}");
     secrets.extend([fake_key, fake_endpoint_key, fake_account_key, fake_jwt, fake_bearer].map(str::to_owned));
@@ -787,7 +787,7 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
     let patch = json!({"spec": {"friendlyName": "after the rotation"}});
     env.api(TEAM_A).patch("ws-secret", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.wait_for(TEAM_A, "ws-secret", "token refused", |w| {
-        condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == reasons::TRANSIENT_ERROR)
+        condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == Reason::TransientError)
     })
     .await;
     secrets.push(wrong.to_owned());

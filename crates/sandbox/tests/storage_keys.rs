@@ -11,7 +11,7 @@ use std::time::Duration;
 use azml_arm_simulator::{CallKind, FaultAction, FaultRule, RunningSim, World};
 use azml_kube_emulator::RunningServer;
 use azml_kube_emulator::store::{ListQuery, Target};
-use azml_operator::api::conditions::{self, events as event_reasons, reasons};
+use azml_operator::api::conditions::{self, Reason, events as event_reasons};
 use azml_operator::api::v1alpha1::{ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, ResyncReason};
 use common::{Emulators, LogCapture, RunningController, condition, is_current};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -157,7 +157,7 @@ impl Env {
 }
 
 fn is_ready(ws: &MlWorkspace) -> bool {
-    condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == reasons::RECONCILED)
+    condition(ws, conditions::READY).is_some_and(|c| c.status == "True" && c.reason == Reason::Reconciled)
         && is_current(ws)
 }
 
@@ -336,7 +336,7 @@ async fn auto_resync_false_reports_drift_only() {
     let ws = env
         .wait_for("ws-manual", "drift reported", |w| {
             condition(w, conditions::STORAGE_KEYS_IN_SYNC)
-                .is_some_and(|c| c.status == "False" && c.reason == reasons::KEYS_DRIFTED)
+                .is_some_and(|c| c.status == "False" && c.reason == Reason::KeysDrifted)
         })
         .await;
     assert!(ws.status.unwrap().storage_keys.unwrap().workspace_uses_key.is_none());

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use azml_arm_simulator::{RunningSim, World};
 use azml_kube_emulator::RunningServer;
-use azml_operator::api::conditions::{self, events, reasons};
+use azml_operator::api::conditions::{self, Reason, events};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_ADOPT, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, WorkspaceDeletionPolicy,
 };
@@ -107,9 +107,9 @@ impl Env {
     }
 
     /// Waits for Stalled with `reason` at the current generation; returns the message.
-    async fn wait_stalled(&self, ns: &str, name: &str, reason: &'static str) -> String {
+    async fn wait_stalled(&self, ns: &str, name: &str, reason: Reason) -> String {
         let ws = self
-            .wait_for(ns, name, reason, |ws| {
+            .wait_for(ns, name, reason.as_str(), |ws| {
                 condition(ws, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reason)
                     && is_current(ws)
             })
@@ -159,7 +159,7 @@ async fn a_dependency_in_another_teams_resource_group_is_never_touched() {
         "storageKeys": {"rotateEvery": "30d"},
     }));
     env.create(TEAM_B, "probe", spec, &[]).await;
-    let message = env.wait_stalled(TEAM_B, "probe", reasons::NOT_PERMITTED).await;
+    let message = env.wait_stalled(TEAM_B, "probe", Reason::NotPermitted).await;
     assert!(message.contains("spec.storageAccount.id") && message.contains(RISK_RG), "{message}");
     assert!(message.contains("rg-teamb-*"), "{message}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -218,7 +218,7 @@ async fn adoption_never_takes_the_workspace_of_a_live_owner() {
     let mut spec_b = env.spec(json!({"azureName": shared}));
     spec_b.deletion_policy = WorkspaceDeletionPolicy::Delete;
     env.create(TEAM_B, "ws-b", spec_b, &[(ANNOTATION_ADOPT, "true")]).await;
-    let message = env.wait_stalled(TEAM_B, "ws-b", reasons::OWNED_ELSEWHERE).await;
+    let message = env.wait_stalled(TEAM_B, "ws-b", Reason::OwnedElsewhere).await;
     assert!(message.contains(&owner_a), "{message}");
     assert_eq!(env.owner_tag_in_azure(shared).as_deref(), Some(owner_a.as_str()), "the owner tag was taken");
     assert_eq!(env.count("Workspaces_Update"), 0, "{:?}", env.sim.handle.call_summary());
@@ -235,7 +235,7 @@ async fn adoption_never_takes_the_workspace_of_a_live_owner() {
     env.api(TEAM_A).delete("ws-a", &DeleteParams::default()).await.unwrap();
     env.wait_gone(TEAM_A, "ws-a").await;
     env.create(TEAM_B, "ws-c", env.spec(json!({"azureName": shared})), &[]).await;
-    let message = env.wait_stalled(TEAM_B, "ws-c", reasons::ALREADY_EXISTS).await;
+    let message = env.wait_stalled(TEAM_B, "ws-c", Reason::AlreadyExists).await;
     assert!(message.contains(&owner_a) && message.contains(ANNOTATION_ADOPT), "{message}");
     assert_eq!(env.count("Workspaces_Update"), 0);
     let adopt = json!({"metadata": {"annotations": {ANNOTATION_ADOPT: "true"}}});
@@ -256,7 +256,7 @@ async fn a_missing_dependency_is_waited_for_with_one_get_per_requeue() {
     let env = Env::start(json!({}), requeue).await;
     let missing = format!("{}/providers/Microsoft.Storage/storageAccounts/stlater", env.world.resource_group_id);
     env.create(TEAM_A, "ws-wait", env.spec(json!({"storageAccount": {"id": missing}})), &[]).await;
-    env.wait_stalled(TEAM_A, "ws-wait", reasons::DEPENDENCY_MISSING).await;
+    env.wait_stalled(TEAM_A, "ws-wait", Reason::DependencyMissing).await;
     let ws = env.api(TEAM_A).get("ws-wait").await.unwrap();
     assert_eq!(ws.status.unwrap().missing_dependency.as_deref(), Some(missing.as_str()));
     assert_eq!(env.count("Workspaces_CreateOrUpdate"), 1);

@@ -1,4 +1,5 @@
-//! Condition types and reasons: constants, so that code, tests and documentation agree on the spelling.
+//! Condition types (constants) and reasons (the [`Reason`] enum), so that code, tests and documentation agree on
+//! the spelling.
 //!
 //! `Ready`, `Reconciling` and `Stalled` follow kstatus, so `kubectl wait --for=condition=Ready`, Argo CD and Flux
 //! understand the resources without custom health checks; the others are domain conditions.
@@ -25,98 +26,181 @@ pub const KEYS_PUBLISHED: &str = "KeysPublished";
 /// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
 pub const USABLE: &str = "Usable";
 
-/// Reasons (CamelCase, as Kubernetes expects).
-pub mod reasons {
+/// Condition reasons (CamelCase, as Kubernetes expects): a closed set, so a misspelt reason does not compile.
+/// `as_str` (and `Display`) give the string written to `status.conditions[].reason`: the variant's own name.
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $name:ident,)*) => {
+        /// A condition reason; the string in status is the variant's name ([`Reason::as_str`]).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $($(#[$doc])* $name,)*
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &[Reason] = &[$(Reason::$name,)*];
+
+            /// The string written to `status.conditions[].reason` (and used as a Warning event's reason).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$name => stringify!($name),)*
+                }
+            }
+        }
+    };
+}
+
+reasons! {
     /// Azure matches the spec.
-    pub const RECONCILED: &str = "Reconciled";
+    Reconciled,
     /// The controller took the resource in and has not compared it with Azure yet.
-    pub const PENDING: &str = "Pending";
+    Pending,
     /// The workspace is being created.
-    pub const CREATING: &str = "Creating";
+    Creating,
     /// Mutable properties are being updated.
-    pub const UPDATING: &str = "Updating";
+    Updating,
     /// A long-running Azure operation is in progress.
-    pub const OPERATION_IN_PROGRESS: &str = "OperationInProgress";
+    OperationInProgress,
     /// The workspace is being deleted.
-    pub const DELETING: &str = "Deleting";
+    Deleting,
     /// No SubscriptionBinding allows what the spec asks for.
-    pub const NOT_PERMITTED: &str = "NotPermitted";
+    NotPermitted,
     /// A workspace of that name exists and is owned by someone else.
-    pub const ALREADY_EXISTS: &str = "AlreadyExists";
+    AlreadyExists,
     /// Adoption refused: the workspace's owner tag names another MlWorkspace that still exists.
-    pub const OWNED_ELSEWHERE: &str = "OwnedElsewhere";
+    OwnedElsewhere,
     /// Azure rejected the spec; the message carries the ARM code and message.
-    pub const AZURE_REJECTED: &str = "AzureRejected";
+    AzureRejected,
     /// The spec is invalid in a way the schema could not catch.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
+    InvalidSpec,
     /// A transient Azure error; the controller retries with backoff.
-    pub const TRANSIENT_ERROR: &str = "TransientError";
+    TransientError,
     /// The `azml.dev/paused` annotation is set: observe only.
-    pub const PAUSED: &str = "Paused";
+    Paused,
     /// A dependent resource (storage account, key vault, ...) does not exist.
-    pub const DEPENDENCY_MISSING: &str = "DependencyMissing";
+    DependencyMissing,
     /// The resource group does not exist and `createResourceGroup` is false.
-    pub const RESOURCE_GROUP_MISSING: &str = "ResourceGroupMissing";
+    ResourceGroupMissing,
     /// The workspace holds a current storage key.
-    pub const KEYS_IN_SYNC: &str = "KeysInSync";
+    KeysInSync,
     /// The workspace holds a key the storage account no longer has.
-    pub const KEYS_DRIFTED: &str = "KeysDrifted";
+    KeysDrifted,
     /// StorageKeysInSync: the workspace's datastores use identity-based access; it holds no account key to resync.
-    pub const IDENTITY_BASED: &str = "IdentityBased";
+    IdentityBased,
     /// Stalled: the workspace's name is taken by a soft-deleted workspace (recover or purge it).
-    pub const SOFT_DELETED: &str = "SoftDeleted";
+    SoftDeleted,
     /// A key resync is running.
-    pub const KEYS_RESYNCING: &str = "KeysResyncing";
+    KeysResyncing,
     /// An endpoint key regeneration is running (polled, not awaited).
-    pub const KEYS_REGENERATING: &str = "KeysRegenerating";
+    KeysRegenerating,
     /// Every declared role assignment holds.
-    pub const ACCESS_GRANTED: &str = "AccessGranted";
+    AccessGranted,
     /// Some role assignments are pending or failed.
-    pub const ACCESS_PENDING: &str = "AccessPending";
+    AccessPending,
     /// Some role assignments failed for good (until the spec or Azure changes); the message says why.
-    pub const ACCESS_FAILED: &str = "AccessFailed";
+    AccessFailed,
     /// `movePolicy: Refuse` and the subscription or resource group changed.
-    pub const MOVE_REFUSED: &str = "MoveRefused";
+    MoveRefused,
     /// Azure's move validation failed.
-    pub const MOVE_VALIDATION_FAILED: &str = "MoveValidationFailed";
+    MoveValidationFailed,
     /// A move is running.
-    pub const MOVING: &str = "Moving";
+    Moving,
     /// Azure is validating a move.
-    pub const VALIDATING_MOVE: &str = "ValidatingMove";
+    ValidatingMove,
     /// The move finished: the workspace is at the destination.
-    pub const MOVED: &str = "Moved";
+    Moved,
     /// The move itself (after a successful validation) failed, or its result cannot be found.
-    pub const MOVE_FAILED: &str = "MoveFailed";
+    MoveFailed,
     /// The operator knows beforehand that the move cannot succeed (see `controller::moves::known_blockers`).
-    pub const MOVE_BLOCKED: &str = "MoveBlocked";
+    MoveBlocked,
     /// Online endpoints: the referenced MlWorkspace is missing or not Ready; nothing is sent to Azure.
-    pub const WORKSPACE_NOT_READY: &str = "WorkspaceNotReady";
+    WorkspaceNotReady,
     /// Online endpoints: Azure failed to provision the endpoint or a deployment with the declared body.
-    pub const PROVISIONING_FAILED: &str = "ProvisioningFailed";
+    ProvisioningFailed,
     /// Online endpoints: deployments or traffic are being provisioned.
-    pub const DEPLOYMENTS_PENDING: &str = "DeploymentsPending";
+    DeploymentsPending,
     /// Online endpoints: deployments and traffic match the spec.
-    pub const DEPLOYMENTS_READY: &str = "DeploymentsReady";
+    DeploymentsReady,
     /// Online endpoints: the keys Secret is current.
-    pub const KEYS_PUBLISHED: &str = "KeysPublished";
+    KeysPublished,
     /// Online endpoints: no keys Secret is declared (or the auth mode has no keys).
-    pub const KEYS_NOT_EXPORTED: &str = "KeysNotExported";
+    KeysNotExported,
     /// Online endpoints: the keys Secret exists and was not created by the operator for this endpoint.
-    pub const SECRET_NOT_OWNED: &str = "SecretNotOwned";
+    SecretNotOwned,
     /// Online endpoints: the azml.dev/regenerate-keys value is not `primary:<token>` or `secondary:<token>`.
-    pub const INVALID_ANNOTATION: &str = "InvalidAnnotation";
+    InvalidAnnotation,
     /// Computes: the subscription's vCPU quota for the VM family in the location cannot hold the compute; nothing
     /// is created.
-    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+    QuotaExceeded,
     /// Computes: the spec changed a property Azure sets at creation only; the compute must be re-created (the
     /// operator never deletes it on its own).
-    pub const RECREATE_REQUIRED: &str = "RecreateRequired";
+    RecreateRequired,
     /// Computes: Azure reports errors on the compute (e.g. it cannot scale for lack of quota).
-    pub const COMPUTE_ERRORS: &str = "ComputeErrors";
+    ComputeErrors,
     /// Computes: the compute instance is stopped (by the annotation, a schedule or idle shutdown).
-    pub const INSTANCE_STOPPED: &str = "InstanceStopped";
+    InstanceStopped,
     /// Computes: a start, stop or restart asked for by the azml.dev/compute-action annotation is running.
-    pub const INSTANCE_ACTION: &str = "InstanceAction";
+    InstanceAction,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl AsRef<str> for Reason {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Reason {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Reason> for str {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for &str {
+    fn eq(&self, other: &Reason) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -163,4 +247,25 @@ pub mod events {
     pub const KEYS_PUBLISHED: &str = "KeysPublished";
     /// Computes: a compute instance was started, stopped or restarted on request of the annotation.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Reason;
+
+    #[test]
+    fn reasons_are_their_names_camel_case_and_distinct() {
+        let mut seen = std::collections::BTreeSet::new();
+        for reason in Reason::ALL {
+            let s = reason.as_str();
+            assert!(s.chars().next().is_some_and(|c| c.is_ascii_uppercase()), "{s}");
+            assert!(s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
+            assert_eq!(format!("{reason:?}"), s);
+            assert_eq!(reason.to_string(), s);
+            assert!(seen.insert(s), "{s} twice");
+        }
+        assert_eq!(Reason::NotPermitted.as_str(), "NotPermitted");
+        assert_eq!(Reason::TransientError, "TransientError");
+        assert_eq!(String::from("MoveValidationFailed"), Reason::MoveValidationFailed);
+    }
 }

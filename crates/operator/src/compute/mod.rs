@@ -30,7 +30,7 @@ use self::plan::{
     Action, ActionRequest, DesiredCluster, DesiredCompute, DesiredInstance, DesiredKind, ObservedCompute, Plan,
     QuotaView,
 };
-use crate::api::conditions::{events, reasons};
+use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{
     ANNOTATION_COMPUTE_ACTION, ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlCompute, MlComputeStatus, MlWorkspace,
 };
@@ -292,9 +292,9 @@ fn usable_condition(
 ) {
     let (ok, reason, message) = match (&observed.compute, &plan.stall) {
         (None, Some((reason, message))) => (false, *reason, message.clone()),
-        (None, None) => (false, reasons::CREATING, "the compute does not exist yet".to_owned()),
+        (None, None) => (false, Reason::Creating, "the compute does not exist yet".to_owned()),
         (Some(c), _) => match plan::usability(c) {
-            Ok(message) => (true, reasons::RECONCILED, message),
+            Ok(message) => (true, Reason::Reconciled, message),
             Err((reason, message)) => (false, reason, message),
         },
     };
@@ -317,16 +317,16 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",
             mc.spec.workspace_ref.name
         );
-        set_condition(&mut status.conditions, USABLE, false, reasons::WORKSPACE_NOT_READY, &message, generation, &now);
-        let outcome = Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
+        set_condition(&mut status.conditions, USABLE, false, Reason::WorkspaceNotReady, &message, generation, &now);
+        let outcome = Phase::Progressing { reason: Reason::WorkspaceNotReady, message };
         return ctx.finish_status(mc, status, outcome, ctx.config.resync_period).await;
     };
     parent::ensure_workspace_owner(&ctx.client, mc, &ws).await?;
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, false).await {
         Ok(ComputeClient::Permitted { arm, tenant_id }) => (arm, tenant_id),
         Ok(ComputeClient::Denied(message)) => {
-            set_condition(&mut status.conditions, USABLE, false, reasons::NOT_PERMITTED, &message, generation, &now);
-            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            set_condition(&mut status.conditions, USABLE, false, Reason::NotPermitted, &message, generation, &now);
+            let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
             return ctx.finish_status(mc, status, outcome, ctx.config.stalled_requeue).await;
         }
         Err(e) => return ctx.fail_status(mc, status, e).await,
@@ -334,7 +334,7 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     let (c_ref, desired) = match desired(mc, &ws, &tenant_id) {
         Ok(d) => d,
         Err(invalid) => {
-            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            let outcome = Phase::Stalled { reason: Reason::InvalidSpec, message: invalid.to_string() };
             return ctx.finish_status(mc, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
@@ -374,10 +374,10 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     }
     if !plan.converged() {
         let reason = match (&observed.compute, plan.actions.first()) {
-            (None, _) => reasons::CREATING,
-            (_, Some(Action::Power { .. })) => reasons::INSTANCE_ACTION,
-            (_, Some(_)) => reasons::UPDATING,
-            (_, None) => reasons::OPERATION_IN_PROGRESS,
+            (None, _) => Reason::Creating,
+            (_, Some(Action::Power { .. })) => Reason::InstanceAction,
+            (_, Some(_)) => Reason::Updating,
+            (_, None) => Reason::OperationInProgress,
         };
         let outcome = Phase::Progressing { reason, message: plan.waiting.join("; ") };
         return ctx.finish_status(mc, status, outcome, ctx.config.lro_poll_min).await;
@@ -387,7 +387,7 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
         // Converged with the spec, but Azure says the compute cannot do its work (e.g. it cannot scale for lack
         // of quota): not Ready, and looked at again after a resync period (Azure may recover on its own).
         let message = format!("Azure reports errors on the compute: {}", compute_errors.join("; "));
-        let outcome = Phase::Progressing { reason: reasons::COMPUTE_ERRORS, message };
+        let outcome = Phase::Progressing { reason: Reason::ComputeErrors, message };
         return ctx.finish_status(mc, status, outcome, ctx.config.resync_period).await;
     }
     ctx.finish_status(mc, status, Phase::Ready, ctx.config.resync_period).await
@@ -401,7 +401,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Deletion, Er
             "MlWorkspace {} is gone: the compute cannot be reached and is left in Azure although deletionPolicy is Delete",
             mc.spec.workspace_ref.name
         );
-        ctx.publish(mc, EventType::Warning, reasons::WORKSPACE_NOT_READY, note).await;
+        ctx.publish(mc, EventType::Warning, Reason::WorkspaceNotReady, note).await;
         return Ok(Deletion::Finished);
     };
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, true).await {
@@ -411,7 +411,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Deletion, Er
             return Ok(Deletion::Finished);
         }
         Ok(ComputeClient::Denied(message)) => {
-            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
             return wait(ctx.finish_status(mc, status, outcome, ctx.config.stalled_requeue).await);
         }
         Err(e) => return wait(ctx.fail_status(mc, status, e).await),
@@ -419,7 +419,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Deletion, Er
     let (c_ref, desired) = match desired(mc, &ws, &tenant_id) {
         Ok(d) => d,
         Err(invalid) => {
-            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            let outcome = Phase::Stalled { reason: Reason::InvalidSpec, message: invalid.to_string() };
             return wait(ctx.finish_status(mc, status, outcome, ctx.config.stalled_requeue).await);
         }
     };
@@ -442,7 +442,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Deletion, Er
         info!("deleting compute");
         ctx.publish(mc, EventType::Normal, events::DELETED, format!("Deleting compute {}", c_ref.id())).await;
     }
-    let outcome = Phase::Progressing { reason: reasons::DELETING, message: "deleting the compute in Azure".into() };
+    let outcome = Phase::Progressing { reason: Reason::Deleting, message: "deleting the compute in Azure".into() };
     wait(ctx.finish_status(mc, status, outcome, ctx.config.lro_poll_min).await)
 }
 
@@ -480,22 +480,22 @@ impl Reconciler for Context {
 pub async fn dry_run(client: &Client, config: &ControllerConfig, mc: &MlCompute) -> Result<DryRun, Error> {
     let Some(ws) = parent::get_workspace(client, mc).await?.filter(parent::workspace_ready) else {
         return Ok(DryRun::Blocked {
-            reason: reasons::WORKSPACE_NOT_READY,
+            reason: Reason::WorkspaceNotReady,
             message: format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name),
         });
     };
     let (arm, tenant_id) = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
         ComputeClient::Permitted { arm, tenant_id } => (arm, tenant_id),
-        ComputeClient::Denied(message) => return Ok(DryRun::Blocked { reason: reasons::NOT_PERMITTED, message }),
+        ComputeClient::Denied(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted, message }),
     };
     let (c_ref, desired) = match desired(mc, &ws, &tenant_id) {
         Ok(d) => d,
-        Err(invalid) => return Ok(DryRun::Blocked { reason: reasons::INVALID_SPEC, message: invalid.to_string() }),
+        Err(invalid) => return Ok(DryRun::Blocked { reason: Reason::InvalidSpec, message: invalid.to_string() }),
     };
     let observed = observe(&arm, &c_ref, &desired).await?;
     let status = mc.status.clone().unwrap_or_default();
     let plan = plan::plan(&desired, &observed, &action_request(mc, &status));
-    Ok(DryRun::Planned { actions: plan.actions, stall: plan.stall.map(|(r, m)| (r.to_owned(), m)) })
+    Ok(DryRun::Planned { actions: plan.actions, stall: plan.stall.map(|(r, m)| (r.to_string(), m)) })
 }
 
 /// The result of [`dry_run`].
@@ -505,7 +505,7 @@ pub enum DryRun {
     /// Nothing can be planned: the reason and message the compute would stall or wait with.
     Blocked {
         /// Reason constant.
-        reason: &'static str,
+        reason: Reason,
         /// Message.
         message: String,
     },

@@ -15,7 +15,7 @@
 //!   is already where the action leads);
 //! - nothing differs → no action: steady state makes no write.
 
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::api::v1alpha1::{
     ComputeIdentity, ComputeIdentityType, ComputeSchedule, OWNER_TAG, RemoteLogin, SetupScript, VmPriority,
     owner_tag_value,
@@ -192,7 +192,7 @@ pub struct Plan {
     /// Why the compute is not converged yet although nothing else is to be written.
     pub waiting: Vec<String>,
     /// A reason to stop until the spec (or Azure) changes: (reason, message).
-    pub stall: Option<(&'static str, String)>,
+    pub stall: Option<(Reason, String)>,
     /// An annotation value to record as honoured without a call (the instance is already there).
     pub honour_without_call: Option<String>,
 }
@@ -379,11 +379,11 @@ pub struct QuotaShortfall {
 /// Checks the compute against the quota: its VM family's quota and the regional total for its priority. `Err`
 /// with the message of the stall. A VM size Azure ML does not offer in the location is an error too; a quota Azure
 /// does not list is not judged (Azure decides at creation).
-pub fn quota_check(desired: &DesiredCompute, quota: &QuotaView) -> Result<(), (&'static str, String)> {
+pub fn quota_check(desired: &DesiredCompute, quota: &QuotaView) -> Result<(), (Reason, String)> {
     let vm_size = desired.vm_size();
     let Some(size) = quota.vm_sizes.iter().find(|s| s.name.eq_ignore_ascii_case(vm_size)) else {
         return Err((
-            reasons::INVALID_SPEC,
+            Reason::InvalidSpec,
             format!("VM size {vm_size} is not offered by Azure ML in {}; choose another vmSize", desired.location),
         ));
     };
@@ -414,7 +414,7 @@ pub fn quota_check(desired: &DesiredCompute, quota: &QuotaView) -> Result<(), (&
     match shortfall(&family_key).or_else(|| shortfall(&total_key)) {
         None => Ok(()),
         Some(s) => Err((
-            reasons::QUOTA_EXCEEDED,
+            Reason::QuotaExceeded,
             format!(
                 "quota {} in {}: limit {}, current usage {}, this compute needs {} ({} x {vm_size} with {vcpus} vCPUs); \
                  nothing was created: ask for more quota, or lower maxNodes or the VM size",
@@ -570,7 +570,7 @@ pub fn plan(desired: &DesiredCompute, observed: &ObservedCompute, request: &Acti
     };
     if !owned(c, &desired.owner) {
         plan.stall = Some((
-            reasons::ALREADY_EXISTS,
+            Reason::AlreadyExists,
             format!(
                 "a compute of that name exists in the workspace and was not created by this resource (tag {OWNER_TAG} is not {}); choose another azureName",
                 desired.owner
@@ -580,7 +580,7 @@ pub fn plan(desired: &DesiredCompute, observed: &ObservedCompute, request: &Acti
     }
     if !c.properties.compute_type.eq_ignore_ascii_case(desired.compute_type()) {
         plan.stall = Some((
-            reasons::ALREADY_EXISTS,
+            Reason::AlreadyExists,
             format!(
                 "the compute in Azure is a {}, the spec declares a {}",
                 c.properties.compute_type,
@@ -598,7 +598,7 @@ pub fn plan(desired: &DesiredCompute, observed: &ObservedCompute, request: &Acti
         let errors = compute_errors(c);
         let detail = if errors.is_empty() { String::new() } else { format!(": {}", errors.join("; ")) };
         plan.stall = Some((
-            reasons::PROVISIONING_FAILED,
+            Reason::ProvisioningFailed,
             format!("provisioning of the compute {}{detail}; delete the MlCompute to retry", state.to_lowercase()),
         ));
         return plan;
@@ -606,7 +606,7 @@ pub fn plan(desired: &DesiredCompute, observed: &ObservedCompute, request: &Acti
     let recreate = recreate_fields(desired, c);
     if !recreate.is_empty() {
         plan.stall = Some((
-            reasons::RECREATE_REQUIRED,
+            Reason::RecreateRequired,
             format!(
                 "Azure sets {} at creation only; to apply the spec, delete this MlCompute (deletionPolicy Delete) and create it again, or restore the field. Nothing was deleted",
                 recreate.join(", ")
@@ -678,7 +678,7 @@ fn plan_instance(plan: &mut Plan, desired: &DesiredCompute, d: &DesiredInstance,
     };
     let Some(action) = parse_action(value) else {
         plan.stall = plan.stall.take().or(Some((
-            reasons::INVALID_ANNOTATION,
+            Reason::InvalidAnnotation,
             format!(
                 "azml.dev/compute-action {value:?} is not start, stop or restart (optionally followed by :<token>)"
             ),
@@ -709,10 +709,10 @@ pub fn is_transitional(state: &str) -> bool {
 }
 
 /// The compute's usable state: `Ok(description)` or `Err((reason, message))` saying why it cannot run work.
-pub fn usability(c: &Compute) -> Result<String, (&'static str, String)> {
+pub fn usability(c: &Compute) -> Result<String, (Reason, String)> {
     let errors = compute_errors(c);
     if !errors.is_empty() {
-        return Err((reasons::COMPUTE_ERRORS, format!("Azure reports: {}", errors.join("; "))));
+        return Err((Reason::ComputeErrors, format!("Azure reports: {}", errors.join("; "))));
     }
     if let Some(p) = c.instance() {
         let state = p.state.unwrap_or_else(|| "Unknown".into());
@@ -720,11 +720,11 @@ pub fn usability(c: &Compute) -> Result<String, (&'static str, String)> {
             Ok("the instance is running".into())
         } else if state.eq_ignore_ascii_case("Stopped") {
             Err((
-                reasons::INSTANCE_STOPPED,
+                Reason::InstanceStopped,
                 "the instance is stopped; annotate azml.dev/compute-action: start:<token> to start it".into(),
             ))
         } else {
-            Err((reasons::OPERATION_IN_PROGRESS, format!("the instance is {state}")))
+            Err((Reason::OperationInProgress, format!("the instance is {state}")))
         };
     }
     let p = c.aml().unwrap_or_default();

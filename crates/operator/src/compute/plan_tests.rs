@@ -133,7 +133,7 @@ fn a_compute_the_quota_cannot_hold_stalls_without_a_create() {
     let p = plan(&cluster(0, 4), &absent(quota(14, 24)), &ActionRequest::default());
     assert!(p.actions.is_empty(), "{p:?}");
     let (reason, message) = p.stall.expect("stalled");
-    assert_eq!(reason, reasons::QUOTA_EXCEEDED);
+    assert_eq!(reason, Reason::QuotaExceeded);
     assert!(message.contains("Standard DSv2 Family Cluster Dedicated vCPUs"), "{message}");
     assert!(message.contains("limit 24, current usage 14, this compute needs 16"), "{message}");
     // Exactly full still fits.
@@ -151,7 +151,7 @@ fn a_compute_the_quota_cannot_hold_stalls_without_a_create() {
     let p = plan(&instance(), &absent(quota(22, 24)), &ActionRequest::default());
     assert!(p.stall.is_none(), "{p:?}");
     let p = plan(&instance(), &absent(quota(23, 24)), &ActionRequest::default());
-    assert_eq!(p.stall.map(|s| s.0), Some(reasons::QUOTA_EXCEEDED));
+    assert_eq!(p.stall.map(|s| s.0), Some(Reason::QuotaExceeded));
 }
 
 #[test]
@@ -162,7 +162,7 @@ fn an_unknown_vm_size_is_refused_before_create() {
     }
     let p = plan(&d, &absent(quota(0, 24)), &ActionRequest::default());
     assert!(p.actions.is_empty());
-    assert_eq!(p.stall.map(|s| s.0), Some(reasons::INVALID_SPEC));
+    assert_eq!(p.stall.map(|s| s.0), Some(Reason::InvalidSpec));
 }
 
 #[test]
@@ -213,7 +213,7 @@ fn creation_only_properties_stall_with_recreate_required_and_nothing_is_deleted(
     }
     let p = plan(&d, &present(azure), &ActionRequest::default());
     let (reason, message) = p.stall.clone().expect("stalled");
-    assert_eq!(reason, reasons::RECREATE_REQUIRED);
+    assert_eq!(reason, Reason::RecreateRequired);
     assert!(message.contains("amlCompute.vmPriority (Azure: Dedicated, spec: LowPriority)"), "{message}");
     assert!(message.contains("amlCompute.remoteLogin"), "{message}");
     // The mutable change still goes through; nothing deletes.
@@ -276,7 +276,7 @@ fn the_action_annotation_acts_once_per_value() {
     // Garbage is reported, not acted on.
     let bad = ActionRequest { value: Some("reboot:now".into()), honoured: None };
     let p = plan(&i, &running, &bad);
-    assert_eq!(p.stall.map(|s| s.0), Some(reasons::INVALID_ANNOTATION));
+    assert_eq!(p.stall.map(|s| s.0), Some(Reason::InvalidAnnotation));
     assert!(p.actions.is_empty());
 }
 
@@ -285,14 +285,11 @@ fn foreign_busy_and_failed_computes() {
     let d = cluster(0, 4);
     let mut foreign = provisioned(&d, "Running");
     foreign.tags = Some(owner_tags("someone/else/uid"));
-    assert_eq!(
-        plan(&d, &present(foreign), &ActionRequest::default()).stall.map(|s| s.0),
-        Some(reasons::ALREADY_EXISTS)
-    );
+    assert_eq!(plan(&d, &present(foreign), &ActionRequest::default()).stall.map(|s| s.0), Some(Reason::AlreadyExists));
     let other_type = provisioned(&instance(), "Running");
     assert_eq!(
         plan(&d, &present(other_type), &ActionRequest::default()).stall.map(|s| s.0),
-        Some(reasons::ALREADY_EXISTS)
+        Some(Reason::AlreadyExists)
     );
     let mut creating = provisioned(&d, "Running");
     creating.properties.provisioning_state = Some("Creating".into());
@@ -304,7 +301,7 @@ fn foreign_busy_and_failed_computes() {
         error: crate::azure::computes::ErrorDetail { code: "QuotaExceeded".into(), message: "no cores".into() },
     }]);
     let (reason, message) = plan(&instance(), &present(failed), &ActionRequest::default()).stall.expect("stalled");
-    assert_eq!(reason, reasons::PROVISIONING_FAILED);
+    assert_eq!(reason, Reason::ProvisioningFailed);
     assert!(message.contains("QuotaExceeded: no cores"), "{message}");
 }
 
@@ -312,13 +309,13 @@ fn foreign_busy_and_failed_computes() {
 fn usability_says_why_a_compute_cannot_run_work() {
     let i = instance();
     assert!(usability(&provisioned(&i, "Running")).is_ok());
-    assert_eq!(usability(&provisioned(&i, "Stopped")).unwrap_err().0, reasons::INSTANCE_STOPPED);
+    assert_eq!(usability(&provisioned(&i, "Stopped")).unwrap_err().0, Reason::InstanceStopped);
     let mut c = provisioned(&cluster(2, 4), "Running");
     if let Some(p) = c.properties.properties.as_mut() {
         p["errors"] = json!([{"error": {"code": "QuotaExceeded", "message": "cores"}}]);
     }
     let (reason, message) = usability(&c).unwrap_err();
-    assert_eq!(reason, reasons::COMPUTE_ERRORS);
+    assert_eq!(reason, Reason::ComputeErrors);
     assert!(message.contains("QuotaExceeded: cores"));
 }
 

@@ -21,7 +21,7 @@ use crate::access::{
     needs_listing, not_removed, plan_access, record_create_failure, removal_failure, summarize,
 };
 pub use crate::access::{assignment_name, marker};
-use crate::api::conditions::{events, reasons};
+use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{AccessState, AccessStatus, MlWorkspace};
 use crate::azure::authorization::RoleAssignmentFilter;
 use crate::azure::{ArmClient, RoleAssignmentRef};
@@ -36,7 +36,7 @@ pub struct AccessReport {
     /// `AccessGranted` condition: status, reason, message.
     pub granted: bool,
     /// Condition reason.
-    pub reason: &'static str,
+    pub reason: Reason,
     /// Condition message.
     pub message: String,
 }
@@ -101,10 +101,10 @@ pub async fn reconcile_access(
                 report: AccessReport {
                     entries: previous.to_vec(),
                     granted: false,
-                    reason: reasons::INVALID_SPEC,
+                    reason: Reason::InvalidSpec,
                     message: message.clone(),
                 },
-                phase: Some(Phase::Stalled { reason: reasons::INVALID_SPEC, message }),
+                phase: Some(Phase::Stalled { reason: Reason::InvalidSpec, message }),
                 requeue: None,
             });
         }

@@ -11,7 +11,7 @@ use super::Context;
 use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
 use super::soft_delete;
 use super::status::WorkspaceFacts;
-use crate::api::conditions::{events, reasons};
+use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::workspaces::Workspace;
@@ -106,14 +106,14 @@ pub fn lro_poll_delay(retry_after_secs: Option<u64>, min: Duration) -> Duration 
 
 fn progressing(kind: OperationKind) -> Phase {
     let (reason, message) = match kind {
-        OperationKind::CreateWorkspace => (reasons::CREATING, "creating the workspace in Azure"),
-        OperationKind::UpdateWorkspace => (reasons::UPDATING, "updating the workspace in Azure"),
-        OperationKind::DeleteWorkspace => (reasons::DELETING, "deleting the workspace in Azure"),
-        OperationKind::RecoverWorkspace => (reasons::CREATING, "recovering the soft-deleted workspace"),
+        OperationKind::CreateWorkspace => (Reason::Creating, "creating the workspace in Azure"),
+        OperationKind::UpdateWorkspace => (Reason::Updating, "updating the workspace in Azure"),
+        OperationKind::DeleteWorkspace => (Reason::Deleting, "deleting the workspace in Azure"),
+        OperationKind::RecoverWorkspace => (Reason::Creating, "recovering the soft-deleted workspace"),
         OperationKind::RecoverToPurge => {
-            (reasons::CREATING, "recovering the soft-deleted workspace to read its owner tag before purging it")
+            (Reason::Creating, "recovering the soft-deleted workspace to read its owner tag before purging it")
         }
-        OperationKind::PurgeWorkspace => (reasons::DELETING, "purging the soft-deleted workspace"),
+        OperationKind::PurgeWorkspace => (Reason::Deleting, "purging the soft-deleted workspace"),
     };
     Phase::Progressing { reason, message: message.to_owned() }
 }
@@ -164,7 +164,7 @@ pub async fn converge(
                 Action::AwaitProvisioning { state } => {
                     return Ok(Applied {
                         phase: Phase::Progressing {
-                            reason: reasons::OPERATION_IN_PROGRESS,
+                            reason: Reason::OperationInProgress,
                             message: format!("Azure reports provisioning state {state}"),
                         },
                         requeue: ctx.config.lro_poll_max,
@@ -273,7 +273,7 @@ pub async fn converge(
     // Still not converged after several synchronous rounds: Azure answers writes with something else than asked.
     Ok(Applied {
         phase: Phase::Progressing {
-            reason: reasons::UPDATING,
+            reason: Reason::Updating,
             message: "Azure does not yet reflect the last update".to_owned(),
         },
         requeue: ctx.config.lro_poll_max,
@@ -369,7 +369,7 @@ mod poll_delay_tests {
     #[test]
     fn a_steps_verdict_replaces_the_phase_and_the_soonest_requeue_wins() {
         let (s, stalled) = (Duration::from_secs, Duration::from_secs(3600));
-        let pending = Phase::Progressing { reason: reasons::ACCESS_PENDING, message: "m".into() };
+        let pending = Phase::Progressing { reason: Reason::AccessPending, message: "m".into() };
         let step = |phase: Option<Phase>, requeue: Option<u64>| Verdict { phase, requeue: requeue.map(s) };
         assert_eq!(merge(Phase::Ready, Some(s(60)), step(None, None), stalled), (Phase::Ready, Some(s(60))));
         assert_eq!(
@@ -377,7 +377,7 @@ mod poll_delay_tests {
             (pending, Some(s(5)))
         );
         assert_eq!(merge(Phase::Ready, None, step(None, Some(90)), stalled), (Phase::Ready, Some(s(90))));
-        let refused = Phase::Stalled { reason: reasons::ACCESS_FAILED, message: "m".into() };
+        let refused = Phase::Stalled { reason: Reason::AccessFailed, message: "m".into() };
         let merged = merge(Phase::Ready, Some(s(60)), step(Some(refused.clone()), None), stalled);
         assert_eq!(merged, (refused, Some(stalled)), "a stall waits the stalled requeue, even when longer");
     }

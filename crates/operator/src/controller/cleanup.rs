@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::plan::{Desired, OperationKind, Ownership, PendingOp};
 use super::status::{Report, WorkspaceFacts};
 use super::{Context, WorkspaceClient, observe};
-use crate::api::conditions::{events, reasons};
+use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{
     AccessState, MlCompute, MlOnlineEndpoint, MlWorkspace, MlWorkspaceStatus, WorkspaceDeletionPolicy, owner_tag_value,
 };
@@ -72,14 +72,14 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     let remaining = parent::delete_children::<MlOnlineEndpoint>(&ctx.client, ws).await?;
     if remaining > 0 {
         let message = format!("waiting for {remaining} MlOnlineEndpoint(s) of the workspace to be deleted");
-        let phase = Phase::Progressing { reason: reasons::DELETING, message };
+        let phase = Phase::Progressing { reason: Reason::Deleting, message };
         return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
     }
     // Then its computes, the same way (their deletionPolicy decides what happens in Azure).
     let remaining = parent::delete_children::<MlCompute>(&ctx.client, ws).await?;
     if remaining > 0 {
         let message = format!("waiting for {remaining} MlCompute(s) of the workspace to be deleted");
-        let phase = Phase::Progressing { reason: reasons::DELETING, message };
+        let phase = Phase::Progressing { reason: Reason::Deleting, message };
         return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
     }
     let desired = match Desired::from_resource(ws) {
@@ -97,7 +97,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
             let message = format!(
                 "cannot delete the workspace in Azure: {message}; restore the SubscriptionBinding or set deletionPolicy: Retain"
             );
-            let phase = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            let phase = Phase::Stalled { reason: Reason::NotPermitted, message };
             return Ok(waiting(ctx, ws, phase, ctx.config.stalled_requeue));
         }
     };
@@ -105,7 +105,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     let pending = observe::pending_from_status(status.as_ref())?;
     let purge = ws.spec.deletion_policy == WorkspaceDeletionPolicy::Purge;
     let deleting = |handle| Report {
-        phase: Phase::Progressing { reason: reasons::DELETING, message: "deleting the workspace in Azure".into() },
+        phase: Phase::Progressing { reason: Reason::Deleting, message: "deleting the workspace in Azure".into() },
         workspace: WorkspaceFacts::Unknown,
         workspace_ref: None,
         pending: Some(observe::pending_to_status(

@@ -9,7 +9,7 @@
 use tracing::instrument;
 
 use super::plan::Desired;
-use crate::api::conditions::{self, reasons};
+use crate::api::conditions::{self, Reason};
 use crate::api::v1alpha1::{MlWorkspace, MlWorkspaceStatus};
 use crate::azure::ids::ResourceId;
 use crate::azure::{ArmClient, ArmError, ArmErrorBody};
@@ -38,7 +38,7 @@ pub fn waiting_for(
     let stalled = status
         .conditions
         .iter()
-        .find(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reasons::DEPENDENCY_MISSING)?;
+        .find(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == Reason::DependencyMissing)?;
     let recorded = status.missing_dependency.as_deref()?;
     let id = dependency_ids(desired).into_iter().find(|id| id.as_str().eq_ignore_ascii_case(recorded))?;
     Some((id.clone(), stalled.message.clone()))
@@ -46,7 +46,7 @@ pub fn waiting_for(
 
 /// Whether `err` stalls the workspace with reason DependencyMissing.
 pub fn is_dependency_missing(err: &Error) -> bool {
-    matches!(classify(err), Disposition::Stall { reason, .. } if reason == reasons::DEPENDENCY_MISSING)
+    matches!(classify(err), Disposition::Stall { reason, .. } if reason == Reason::DependencyMissing)
 }
 
 /// The dependency an ARM error names: its `target` (`properties.storageAccount`, ...) or an id in its message or
@@ -157,7 +157,7 @@ mod tests {
         let stalled = k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
             type_: conditions::STALLED.into(),
             status: "True".into(),
-            reason: reasons::DEPENDENCY_MISSING.into(),
+            reason: Reason::DependencyMissing.into(),
             message: "DependentResourceNotFound: ...".into(),
             observed_generation: ws.metadata.generation,
             last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),

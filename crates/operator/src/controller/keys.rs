@@ -67,7 +67,7 @@ use tracing::{debug, info, warn};
 
 use super::Context;
 use super::plan::Desired;
-use crate::api::conditions::{self, events, reasons};
+use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceStatus, PendingOperation, ResyncReason, StorageKeysStatus,
 };
@@ -431,7 +431,7 @@ pub struct KeysUpdate {
     /// New `status.storageKeys` (`None`: unchanged).
     pub storage_keys: Option<StorageKeysStatus>,
     /// `StorageKeysInSync`: (in sync, reason, message); `None`: unchanged.
-    pub condition: Option<(bool, &'static str, String)>,
+    pub condition: Option<(bool, Reason, String)>,
 }
 
 impl KeysUpdate {
@@ -445,7 +445,7 @@ impl KeysUpdate {
                 &mut status.conditions,
                 conditions::STORAGE_KEYS_IN_SYNC,
                 *ok,
-                reason,
+                *reason,
                 message,
                 generation,
                 now,
@@ -578,7 +578,7 @@ fn identity_outcome(
                    no storage account key, so there is nothing to resync or rotate"
         .to_owned();
     KeysOutcome {
-        update: KeysUpdate { storage_keys: Some(next), condition: Some((true, reasons::IDENTITY_BASED, message)) },
+        update: KeysUpdate { storage_keys: Some(next), condition: Some((true, Reason::IdentityBased, message)) },
         ..KeysOutcome::idle()
     }
 }
@@ -611,7 +611,7 @@ pub async fn after_ready(
         // In sync as a key holder (an IdentityBased workspace that switched to access keys is checked afresh).
         in_sync: status.is_some_and(|s| {
             s.conditions.iter().any(|c| {
-                c.type_ == conditions::STORAGE_KEYS_IN_SYNC && c.status == "True" && c.reason == reasons::KEYS_IN_SYNC
+                c.type_ == conditions::STORAGE_KEYS_IN_SYNC && c.status == "True" && c.reason == Reason::KeysInSync
             })
         }),
         now: Timestamp::now(),
@@ -638,7 +638,7 @@ pub async fn after_ready(
                 return Ok(KeysOutcome {
                     update: KeysUpdate {
                         storage_keys: Some(next),
-                        condition: Some((true, reasons::KEYS_IN_SYNC, message)),
+                        condition: Some((true, Reason::KeysInSync, message)),
                     },
                     ..KeysOutcome::idle()
                 });
@@ -658,7 +658,7 @@ pub async fn after_ready(
                         requeue: until_rotation(rotate_every, &next.key_creation_time),
                         update: KeysUpdate {
                             storage_keys: Some(next),
-                            condition: Some((true, reasons::KEYS_IN_SYNC, in_sync_message(k))),
+                            condition: Some((true, Reason::KeysInSync, in_sync_message(k))),
                         },
                         ..KeysOutcome::idle()
                     })
@@ -678,7 +678,7 @@ pub async fn after_ready(
                     Ok(KeysOutcome {
                         update: KeysUpdate {
                             storage_keys: Some(next),
-                            condition: Some((false, reasons::KEYS_DRIFTED, message)),
+                            condition: Some((false, Reason::KeysDrifted, message)),
                         },
                         ..KeysOutcome::idle()
                     })
@@ -762,8 +762,8 @@ fn in_flight(ctx: &Context, ws: &MlWorkspace, handle: LroHandle, reason: ResyncR
         generation: ws.metadata.generation,
     };
     KeysOutcome {
-        update: KeysUpdate { storage_keys: None, condition: Some((false, reasons::KEYS_RESYNCING, message.clone())) },
-        phase: Some(Phase::Progressing { reason: reasons::KEYS_RESYNCING, message }),
+        update: KeysUpdate { storage_keys: None, condition: Some((false, Reason::KeysResyncing, message.clone())) },
+        phase: Some(Phase::Progressing { reason: Reason::KeysResyncing, message }),
         pending: Some(pending),
         requeue: Some(requeue),
     }
@@ -802,7 +802,7 @@ async fn verify(
         register_recorded(ctx, ws, desired, arm, &next);
         let message = "resyncKeys finished but the workspace still holds no current storage account key".to_owned();
         return Ok(KeysOutcome {
-            update: KeysUpdate { storage_keys: Some(next), condition: Some((false, reasons::KEYS_DRIFTED, message)) },
+            update: KeysUpdate { storage_keys: Some(next), condition: Some((false, Reason::KeysDrifted, message)) },
             ..KeysOutcome::idle()
         });
     };
@@ -833,7 +833,7 @@ async fn verify(
     Ok(KeysOutcome {
         update: KeysUpdate {
             storage_keys: Some(next),
-            condition: Some((true, reasons::KEYS_IN_SYNC, in_sync_message(k))),
+            condition: Some((true, Reason::KeysInSync, in_sync_message(k))),
         },
         ..KeysOutcome::idle()
     })
@@ -875,7 +875,7 @@ pub async fn resume(
             Ok(KeysOutcome {
                 update: KeysUpdate {
                     storage_keys: None,
-                    condition: Some((false, reasons::KEYS_DRIFTED, message.clone())),
+                    condition: Some((false, Reason::KeysDrifted, message.clone())),
                 },
                 phase: Some(Phase::Transient { message }),
                 pending: None,
@@ -1008,7 +1008,7 @@ mod tests {
         let now = Time(Timestamp::UNIX_EPOCH);
         let u = KeysUpdate {
             storage_keys: Some(status(Some("key1"), &[], None)),
-            condition: Some((false, reasons::KEYS_DRIFTED, "m".into())),
+            condition: Some((false, Reason::KeysDrifted, "m".into())),
         };
         u.apply(&mut st, Some(2), &now);
         let c = st.conditions.iter().find(|c| c.type_ == conditions::STORAGE_KEYS_IN_SYNC).unwrap();

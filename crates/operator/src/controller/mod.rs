@@ -42,7 +42,7 @@ use self::apply::{Progress, converge};
 use self::cleanup::CleanupOutcome;
 use self::plan::Desired;
 use self::status::{Report, WorkspaceFacts};
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::api::v1alpha1::{
     FINALIZER, MlWorkspace, MlWorkspaceStatus, PendingOperation, SubscriptionBinding, WorkspaceDeletionPolicy,
 };
@@ -207,7 +207,7 @@ impl Reconciler for Context {
             // under way, so GitOps tools wait for the first real reconcile.
             let report = Report {
                 phase: Phase::Progressing {
-                    reason: reasons::PENDING,
+                    reason: Reason::Pending,
                     message: "the controller has not compared the workspace with Azure yet".into(),
                 },
                 workspace: WorkspaceFacts::Unknown,
@@ -282,11 +282,11 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
     let stall = |reason, message| Ok(vec![plan::Action::Stall { reason, message }]);
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
-        Err(e) => return stall(reasons::INVALID_SPEC, e.to_string()),
+        Err(e) => return stall(Reason::InvalidSpec, e.to_string()),
     };
     let arm = match resolve_client(client, &CredentialCache::default(), config, ws).await? {
         WorkspaceClient::Permitted(arm) => arm,
-        WorkspaceClient::Denied(message) => return stall(reasons::NOT_PERMITTED, message),
+        WorkspaceClient::Denied(message) => return stall(Reason::NotPermitted, message),
     };
     if let Some((reason, message)) = moves::dry_run(&ws.spec, ws.status.as_ref()) {
         return stall(reason, message);
@@ -296,7 +296,7 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
     Ok(plan::plan(&desired, &observed))
 }
 
-fn stalled(reason: &'static str, message: String) -> Report {
+fn stalled(reason: Reason, message: String) -> Report {
     Report {
         phase: Phase::Stalled { reason, message },
         workspace: WorkspaceFacts::Unknown,
@@ -321,13 +321,13 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
     }
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
-        Err(e) => return ctx.report(ws, stalled(reasons::INVALID_SPEC, e.to_string()), stall_requeue).await,
+        Err(e) => return ctx.report(ws, stalled(Reason::InvalidSpec, e.to_string()), stall_requeue).await,
     };
     let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
             info!(%message, "not permitted");
-            let mut report = stalled(reasons::NOT_PERMITTED, message);
+            let mut report = stalled(Reason::NotPermitted, message);
             report.pending = status.as_ref().and_then(|s| s.pending_operation.clone());
             return ctx.report(ws, report, stall_requeue).await;
         }
@@ -358,7 +358,7 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         match arm.dependency_exists(&dependency).await {
             Ok(false) => {
                 debug!(%dependency, "the missing dependency still does not exist");
-                return ctx.report(ws, stalled(reasons::DEPENDENCY_MISSING, message), stall_requeue).await;
+                return ctx.report(ws, stalled(Reason::DependencyMissing, message), stall_requeue).await;
             }
             Ok(true) => info!(%dependency, "the missing dependency exists now"),
             Err(e) => {

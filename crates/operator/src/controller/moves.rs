@@ -38,7 +38,7 @@ use super::plan::{Desired, Ownership, SpecError, named_dependencies};
 use super::status::{Report, WorkspaceFacts, set_condition};
 use super::{Context, apply::poll_delay};
 use crate::access::Scopes;
-use crate::api::conditions::{self, events, reasons};
+use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
     AccessState, AccessStatus, MlCompute, MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MlWorkspaceStatus, MovePhase,
     MovePolicy, MoveStatus, OWNER_TAG, PendingOperation, SubscriptionBinding, WorkspaceLocation,
@@ -289,7 +289,7 @@ pub struct MoveUpdate {
     /// `status.move`: `None` keeps it, `Some(None)` removes it.
     pub record: Option<Option<MoveStatus>>,
     /// The `Moved` condition (status, reason, message); `None` removes it.
-    pub moved: Option<(bool, &'static str, String)>,
+    pub moved: Option<(bool, Reason, String)>,
     /// `status.access` entries to drop (by assignment name): deleted at the old scopes.
     pub drop_access: Vec<Uuid>,
 }
@@ -302,7 +302,7 @@ impl MoveUpdate {
         }
         match &self.moved {
             Some((ok, reason, message)) => {
-                set_condition(&mut status.conditions, conditions::MOVED, *ok, reason, message, generation, now);
+                set_condition(&mut status.conditions, conditions::MOVED, *ok, *reason, message, generation, now);
             }
             None => status.conditions.retain(|c| c.type_ != conditions::MOVED),
         }
@@ -438,12 +438,12 @@ impl Step<'_> {
     /// Stalled with `reason`; `Moved` False with the same reason; `pending` is what stays recorded.
     async fn stall(
         &self,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         record: Option<Option<MoveStatus>>,
         pending: Option<PendingOperation>,
     ) -> MoveOutcome {
-        info!(reason, %message, "move stalled");
+        info!(%reason, %message, "move stalled");
         let update = MoveUpdate { record, moved: Some((false, reason, message.clone())), drop_access: vec![] };
         let report = Report {
             phase: Phase::Stalled { reason, message },
@@ -458,7 +458,7 @@ impl Step<'_> {
     /// Progressing with `reason` (Moved False, same reason), `pending` recorded.
     async fn progressing(
         &self,
-        reason: &'static str,
+        reason: Reason,
         message: String,
         record: MoveStatus,
         pending: Option<PendingOperation>,
@@ -492,8 +492,8 @@ impl Step<'_> {
     /// Stalled because the bindings do not allow the move or it cannot succeed; `pending` stays recorded.
     async fn refused(&self, refusal: Refusal, pending: Option<PendingOperation>) -> MoveOutcome {
         match refusal {
-            Refusal::NotPermitted(message) => self.stall(reasons::NOT_PERMITTED, message, None, pending).await,
-            Refusal::Blocked(message) => self.stall(reasons::MOVE_BLOCKED, message, None, pending).await,
+            Refusal::NotPermitted(message) => self.stall(Reason::NotPermitted, message, None, pending).await,
+            Refusal::Blocked(message) => self.stall(Reason::MoveBlocked, message, None, pending).await,
         }
     }
 
@@ -503,7 +503,7 @@ impl Step<'_> {
             describe(from),
             describe(to)
         );
-        self.stall(reasons::MOVE_REFUSED, message, None, self.previous_pending()).await
+        self.stall(Reason::MoveRefused, message, None, self.previous_pending()).await
     }
 
     async fn start(&self, target: &ArmClient, from: WorkspaceLocation, to: WorkspaceLocation) -> MoveOutcome {
@@ -511,7 +511,7 @@ impl Step<'_> {
         let (from_rg, to_rg) = match (parse_location(&from), parse_location(&to)) {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => {
-                return self.stall(reasons::INVALID_SPEC, format!("cannot move: {e}"), Some(None), None).await;
+                return self.stall(Reason::InvalidSpec, format!("cannot move: {e}"), Some(None), None).await;
             }
         };
         if desired.paused {
@@ -522,7 +522,7 @@ impl Step<'_> {
             );
             let update = MoveUpdate {
                 record: None,
-                moved: Some((false, reasons::PAUSED, message.clone())),
+                moved: Some((false, Reason::Paused, message.clone())),
                 ..Default::default()
             };
             let report = Report {
@@ -546,7 +546,7 @@ impl Step<'_> {
         };
         if !blockers.is_empty() {
             let message = format!("the workspace cannot be moved: {}", blockers.join("; "));
-            return self.stall(reasons::MOVE_BLOCKED, message, None, self.previous_pending()).await;
+            return self.stall(Reason::MoveBlocked, message, None, self.previous_pending()).await;
         }
         let old = workspace_at(desired, from_rg.clone());
         let found = match clients.source.get_workspace(&old).await {
@@ -582,14 +582,14 @@ impl Step<'_> {
         {
             let message =
                 format!("workspace {} is not owned by this resource ({OWNER_TAG} tag); not moving it", old.id());
-            return self.stall(reasons::MOVE_BLOCKED, message, None, None).await;
+            return self.stall(Reason::MoveBlocked, message, None, None).await;
         }
         if let Some(state) = found.properties.provisioning_state.as_ref().filter(|s| !s.is_terminal()) {
             // An operation of the workspace itself is running: moving now would fail (or race it).
             let message = format!("waiting for provisioning state {state:?} to end before moving");
             return self
                 .progressing(
-                    reasons::OPERATION_IN_PROGRESS,
+                    Reason::OperationInProgress,
                     message,
                     record(MovePhase::Validating, vec![]),
                     self.previous_pending(),
@@ -600,7 +600,7 @@ impl Step<'_> {
         }
         let resources = match resources_to_move(&ws.spec, &old) {
             Ok(r) => r,
-            Err(e) => return self.stall(reasons::INVALID_SPEC, e.to_string(), None, None).await,
+            Err(e) => return self.stall(Reason::InvalidSpec, e.to_string(), None, None).await,
         };
         // The destination resource group: created when missing and allowed.
         match clients.target.get_resource_group(&to_rg).await {
@@ -623,7 +623,7 @@ impl Step<'_> {
                     "the destination resource group {} does not exist and spec.createResourceGroup is false",
                     to_rg.name
                 );
-                return self.stall(reasons::RESOURCE_GROUP_MISSING, message, None, None).await;
+                return self.stall(Reason::ResourceGroupMissing, message, None, None).await;
             }
             Err(e) => return self.fail(Error::arm("read the destination resource group")(e), None).await,
         }
@@ -642,7 +642,7 @@ impl Step<'_> {
                 let message = format!("Azure validates the move from {} to {}", describe(&from), describe(&to));
                 let pending = self.pending(VALIDATE_OPERATION, &handle);
                 self.progressing(
-                    reasons::VALIDATING_MOVE,
+                    Reason::ValidatingMove,
                     message,
                     record,
                     Some(pending),
@@ -657,7 +657,7 @@ impl Step<'_> {
             Err(e) if e.code() == Some(SCOPE_LOCKED) => {
                 let message = format!("a move into or out of {} runs in Azure; waiting for it to end", describe(&from));
                 let found = WorkspaceFacts::Present(Box::new(found));
-                self.progressing(reasons::MOVING, message, record, None, found, ctx.config.lro_poll_max).await
+                self.progressing(Reason::Moving, message, record, None, found, ctx.config.lro_poll_max).await
             }
             Err(e) => self.validation_failed(&record, &e).await,
         }
@@ -666,7 +666,7 @@ impl Step<'_> {
     async fn validation_failed(&self, record: &MoveStatus, err: &ArmError) -> MoveOutcome {
         let message = format!("Azure refuses the move, nothing moved: {}", arm_verdict(err));
         warn!(%message, "move validation failed");
-        self.stall(reasons::MOVE_VALIDATION_FAILED, message.clone(), Self::failed_record(record, &message), None).await
+        self.stall(Reason::MoveValidationFailed, message.clone(), Self::failed_record(record, &message), None).await
     }
 
     async fn poll_validation(&self, target: &ArmClient, record: MoveStatus, handle: LroHandle) -> MoveOutcome {
@@ -683,13 +683,13 @@ impl Step<'_> {
                     format!("Azure validates the move from {} to {}", describe(&record.from), describe(&record.to));
                 let requeue = poll_delay(self.ctx, &next);
                 let pending = Some(self.pending(VALIDATE_OPERATION, &next));
-                self.progressing(reasons::VALIDATING_MOVE, message, record, pending, WorkspaceFacts::Unknown, requeue)
+                self.progressing(Reason::ValidatingMove, message, record, pending, WorkspaceFacts::Unknown, requeue)
                     .await
             }
             Ok(LroPoll::Done(_)) => {
                 let (from_rg, request) = match request_of(&record) {
                     Ok(r) => r,
-                    Err(bad) => return self.stall(reasons::INVALID_SPEC, bad.to_string(), Some(None), None).await,
+                    Err(bad) => return self.stall(Reason::InvalidSpec, bad.to_string(), Some(None), None).await,
                 };
                 self.begin_move(&clients, &from_rg, request, record).await
             }
@@ -713,11 +713,11 @@ impl Step<'_> {
         let message = format!("Azure moves the workspace to {}", describe(&record.to));
         let update = MoveUpdate {
             record: Some(Some(record.clone())),
-            moved: Some((false, reasons::MOVING, message.clone())),
+            moved: Some((false, Reason::Moving, message.clone())),
             drop_access: vec![],
         };
         let report = Report {
-            phase: Phase::Progressing { reason: reasons::MOVING, message },
+            phase: Phase::Progressing { reason: Reason::Moving, message },
             workspace: WorkspaceFacts::Unknown,
             workspace_ref: None,
             pending: None,
@@ -740,7 +740,7 @@ impl Step<'_> {
                         let message = format!("Azure moves the workspace to {}", describe(&record.to));
                         let pending = Some(self.pending(MOVE_OPERATION, &handle));
                         let requeue = poll_delay(ctx, &handle);
-                        self.progressing(reasons::MOVING, message, record, pending, WorkspaceFacts::Unknown, requeue)
+                        self.progressing(Reason::Moving, message, record, pending, WorkspaceFacts::Unknown, requeue)
                             .await
                     }
                     LroStart::Done(()) => self.finalize(clients, record, true).await,
@@ -755,7 +755,7 @@ impl Step<'_> {
     async fn move_failed(&self, record: &MoveStatus, err: &ArmError) -> MoveOutcome {
         let message = format!("the move failed: {}", arm_verdict(err));
         warn!(%message, "move failed");
-        self.stall(reasons::MOVE_FAILED, message.clone(), Self::failed_record(record, &message), None).await
+        self.stall(Reason::MoveFailed, message.clone(), Self::failed_record(record, &message), None).await
     }
 
     async fn poll_move(&self, target: &ArmClient, record: MoveStatus, handle: LroHandle) -> MoveOutcome {
@@ -770,7 +770,7 @@ impl Step<'_> {
                 let message = format!("Azure moves the workspace to {}", describe(&record.to));
                 let requeue = poll_delay(self.ctx, &next);
                 let pending = Some(self.pending(MOVE_OPERATION, &next));
-                self.progressing(reasons::MOVING, message, record, pending, WorkspaceFacts::Unknown, requeue).await
+                self.progressing(Reason::Moving, message, record, pending, WorkspaceFacts::Unknown, requeue).await
             }
             Ok(LroPoll::Done(_)) => self.finalize(&clients, record, true).await,
             // The status monitor is gone: look where the workspace is.
@@ -793,7 +793,7 @@ impl Step<'_> {
         let (from_rg, to_rg) = match (parse_location(&record.from), parse_location(&record.to)) {
             (Ok(f), Ok(t)) => (f, t),
             (Err(e), _) | (_, Err(e)) => {
-                return self.stall(reasons::INVALID_SPEC, format!("status.move: {e}"), Some(None), None).await;
+                return self.stall(Reason::InvalidSpec, format!("status.move: {e}"), Some(None), None).await;
             }
         };
         let (old, new) = (workspace_at(desired, from_rg), workspace_at(desired, to_rg));
@@ -809,19 +809,18 @@ impl Step<'_> {
                     info!(%message, "move not confirmed");
                     let record = MoveStatus { phase: MovePhase::Validating, ..record };
                     let found = WorkspaceFacts::Present(Box::new(found));
-                    self.progressing(reasons::VALIDATING_MOVE, message, record, None, found, ctx.config.lro_poll_min)
+                    self.progressing(Reason::ValidatingMove, message, record, None, found, ctx.config.lro_poll_min)
                         .await
                 }
                 Ok(Some(_)) => {
                     let message = format!("the move ended but the workspace is still at {}", old.id());
-                    self.stall(reasons::MOVE_FAILED, message.clone(), Self::failed_record(&record, &message), None)
-                        .await
+                    self.stall(Reason::MoveFailed, message.clone(), Self::failed_record(&record, &message), None).await
                 }
                 Ok(None) => {
                     // Neither here nor there: ARM's reads may lag behind the move; look again soon.
                     let message = format!("waiting for the workspace to appear at {}", new.id());
                     self.progressing(
-                        reasons::MOVING,
+                        Reason::Moving,
                         message,
                         moving,
                         None,
@@ -871,7 +870,7 @@ impl Step<'_> {
                     // Kept in status (and record still Moving): the next reconcile deletes what is left.
                     let update = MoveUpdate {
                         record: Some(Some(moving.clone())),
-                        moved: Some((false, reasons::MOVING, "removing role assignments at the old scopes".into())),
+                        moved: Some((false, Reason::Moving, "removing role assignments at the old scopes".into())),
                         drop_access: dropped,
                     };
                     let report = Report {
@@ -894,11 +893,11 @@ impl Step<'_> {
                     );
                     let update = MoveUpdate {
                         record: Some(Some(moving.clone())),
-                        moved: Some((false, reasons::MOVE_FAILED, message.clone())),
+                        moved: Some((false, Reason::MoveFailed, message.clone())),
                         drop_access: dropped,
                     };
                     let report = Report {
-                        phase: Phase::Stalled { reason: reasons::MOVE_FAILED, message },
+                        phase: Phase::Stalled { reason: Reason::MoveFailed, message },
                         workspace: WorkspaceFacts::Unknown,
                         workspace_ref: None,
                         pending: None,
@@ -913,11 +912,11 @@ impl Step<'_> {
         ctx.publish(ws, EventType::Normal, events::MOVED, format!("Moved the workspace {message}")).await;
         let update = MoveUpdate {
             record: Some(Some(MoveStatus { phase: MovePhase::Succeeded, message: None, ..record.clone() })),
-            moved: Some((true, reasons::MOVED, message.clone())),
+            moved: Some((true, Reason::Moved, message.clone())),
             drop_access: dropped,
         };
         let report = Report {
-            phase: Phase::Progressing { reason: reasons::MOVED, message },
+            phase: Phase::Progressing { reason: Reason::Moved, message },
             workspace: WorkspaceFacts::Present(Box::new(found)),
             workspace_ref: Some(new),
             pending: None,
@@ -979,7 +978,7 @@ pub async fn reconcile_move(
             let update = MoveUpdate { record: Some(keep), moved: None, drop_access: vec![] };
             // The normal pipeline reports the outcome right after; this write only records that the move is off.
             let report = Report {
-                phase: Phase::Progressing { reason: reasons::UPDATING, message: "the move was called off".into() },
+                phase: Phase::Progressing { reason: Reason::Updating, message: "the move was called off".into() },
                 workspace: WorkspaceFacts::Unknown,
                 workspace_ref: None,
                 pending: status.and_then(|s| s.pending_operation.clone()).filter(|p| !is_move_operation(&p.kind)),
@@ -1044,24 +1043,24 @@ pub fn located(ws: &MlWorkspace, status: Option<&MlWorkspaceStatus>) -> MlWorksp
 }
 
 /// What a dry run reports for the move step: the condition reason and a message, or `None` when no move is involved.
-pub fn dry_run(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> Option<(&'static str, String)> {
+pub fn dry_run(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> Option<(Reason, String)> {
     match decide(spec, status) {
         Ok(MoveStep::None) | Ok(MoveStep::Clear) => None,
         Ok(MoveStep::Refuse { from, to }) => Some((
-            reasons::MOVE_REFUSED,
+            Reason::MoveRefused,
             format!("movePolicy is Refuse: would not move from {} to {}", describe(&from), describe(&to)),
         )),
         Ok(MoveStep::Start { from, to }) => Some((
-            reasons::MOVING,
+            Reason::Moving,
             format!("would validate, then move the workspace from {} to {}", describe(&from), describe(&to)),
         )),
         Ok(MoveStep::PollValidation { record, .. }) => {
-            Some((reasons::VALIDATING_MOVE, format!("a move to {} is being validated", describe(&record.to))))
+            Some((Reason::ValidatingMove, format!("a move to {} is being validated", describe(&record.to))))
         }
         Ok(MoveStep::PollMove { record, .. }) | Ok(MoveStep::Finish { record }) => {
-            Some((reasons::MOVING, format!("a move to {} is running", describe(&record.to))))
+            Some((Reason::Moving, format!("a move to {} is running", describe(&record.to))))
         }
-        Err(unreadable) => Some((reasons::INVALID_SPEC, unreadable.to_string())),
+        Err(unreadable) => Some((Reason::InvalidSpec, unreadable.to_string())),
     }
 }
 

@@ -134,12 +134,12 @@ fn reverting_after_a_failure_clears_and_a_finished_move_is_steady() {
     // Refused (no record, Moved False): reverting clears the condition.
     let mut refused = existing(SUB, "a");
     let now = Time(jiff::Timestamp::from_second(1).expect("ts"));
-    set_condition(&mut refused.conditions, conditions::MOVED, false, reasons::MOVE_REFUSED, "no", None, &now);
+    set_condition(&mut refused.conditions, conditions::MOVED, false, Reason::MoveRefused, "no", None, &now);
     assert_eq!(decide(&spec(SUB, "a", "Refuse"), Some(&refused)), Ok(MoveStep::Clear));
     // Done: nothing more to do.
     let mut done = existing(SUB, "b");
     done.move_status = Some(record(MovePhase::Succeeded, "b"));
-    set_condition(&mut done.conditions, conditions::MOVED, true, reasons::MOVED, "moved", None, &now);
+    set_condition(&mut done.conditions, conditions::MOVED, true, Reason::Moved, "moved", None, &now);
     assert_eq!(decide(&spec(SUB, "b", "Move"), Some(&done)), Ok(MoveStep::None));
 }
 
@@ -221,7 +221,7 @@ fn the_update_sets_or_clears_the_moved_condition_and_the_record() {
     };
     let update = MoveUpdate {
         record: Some(Some(record(MovePhase::Moving, "b"))),
-        moved: Some((false, reasons::MOVING, "moving".into())),
+        moved: Some((false, Reason::Moving, "moving".into())),
         drop_access: vec![drop],
     };
     update.apply(&mut status, Some(4), &now);
@@ -269,9 +269,9 @@ fn the_verdict_names_the_blocking_condition() {
 #[test]
 fn dry_run_describes_the_move() {
     let (reason, message) = dry_run(&spec(SUB, "b", "Move"), Some(&existing(SUB, "a"))).expect("move");
-    assert_eq!(reason, reasons::MOVING);
+    assert_eq!(reason, Reason::Moving);
     assert!(message.contains("resource group a") && message.contains("resource group b"), "{message}");
-    assert_eq!(dry_run(&spec(SUB, "b", "Refuse"), Some(&existing(SUB, "a"))).map(|r| r.0), Some(reasons::MOVE_REFUSED));
+    assert_eq!(dry_run(&spec(SUB, "b", "Refuse"), Some(&existing(SUB, "a"))).map(|r| r.0), Some(Reason::MoveRefused));
     assert_eq!(dry_run(&spec(SUB, "a", "Move"), Some(&existing(SUB, "a"))), None);
 }
 

@@ -13,7 +13,7 @@ use kube::ResourceExt;
 pub use crate::reconciler::annotation_true;
 use serde::Serialize;
 
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PAUSED, DependentResource, MlWorkspace, MlWorkspaceSpec, OWNER_TAG,
     PublicNetworkAccess, owner_tag_value,
@@ -469,8 +469,8 @@ pub enum Action {
     },
     /// Nothing can be done until the spec or Azure changes.
     Stall {
-        /// Condition reason (a constant of `conditions::reasons`).
-        reason: &'static str,
+        /// Condition reason .
+        reason: Reason,
         /// A message a person can act on.
         message: String,
     },
@@ -557,7 +557,7 @@ fn plan_missing(desired: &Desired, observed: &Observed) -> Result<Vec<Action>, A
     if observed.resource_group == ResourceGroupState::Missing {
         if !desired.create_resource_group {
             return Err(Action::Stall {
-                reason: reasons::RESOURCE_GROUP_MISSING,
+                reason: Reason::ResourceGroupMissing,
                 message: format!(
                     "resource group {} does not exist and spec.createResourceGroup is false",
                     rg.name.as_str()
@@ -583,7 +583,7 @@ fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Resu
                 _ => "which could not be checked",
             };
             return Err(Action::Stall {
-                reason: reasons::OWNED_ELSEWHERE,
+                reason: Reason::OwnedElsewhere,
                 message: format!(
                     "workspace {} is owned by MlWorkspace {owner} ({OWNER_TAG} tag), {why}; it is never adopted while its owner exists: choose another azureName, or delete that MlWorkspace (deletionPolicy Retain) first",
                     desired.workspace.name.as_str()
@@ -594,7 +594,7 @@ fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Resu
         Ownership::Unowned if desired.adopt => Some(UpdateCause::Adopt { previous_owner: None }),
         Ownership::Foreign(owner) => {
             return Err(Action::Stall {
-                reason: reasons::ALREADY_EXISTS,
+                reason: Reason::AlreadyExists,
                 message: format!(
                     "workspace {} already exists and is owned by {owner}, which no longer exists; set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
                     desired.workspace.name.as_str()
@@ -603,7 +603,7 @@ fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Resu
         }
         Ownership::Unowned => {
             return Err(Action::Stall {
-                reason: reasons::ALREADY_EXISTS,
+                reason: Reason::AlreadyExists,
                 message: format!(
                     "workspace {} already exists and has no {OWNER_TAG} tag (not created by this operator); set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
                     desired.workspace.name.as_str()
@@ -658,7 +658,7 @@ fn normalise_location(l: &str) -> String {
 
 fn immutable(field: &str, desired: &str, actual: &str) -> Action {
     Action::Stall {
-        reason: reasons::INVALID_SPEC,
+        reason: Reason::InvalidSpec,
         message: format!(
             "spec.{field} is {desired} but the workspace in Azure has {actual}, which Azure cannot change; restore the value or delete the workspace"
         ),

@@ -103,7 +103,7 @@ fn missing_group_stalls_without_create_resource_group() {
     let obs = Observed { resource_group: ResourceGroupState::Missing, ..observed(None) };
     match plan(&d, &obs).as_slice() {
         [Action::Stall { reason, message }] => {
-            assert_eq!(*reason, reasons::RESOURCE_GROUP_MISSING);
+            assert_eq!(*reason, Reason::ResourceGroupMissing);
             assert!(message.contains("rg-risk-ml"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -263,9 +263,9 @@ fn foreign_owner_stalls_naming_the_owner() {
     let mut ws = azure_copy(&d);
     ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-other/ws/abc".into());
     for (owner, expected) in [
-        (ForeignOwner::Gone, reasons::ALREADY_EXISTS),
-        (ForeignOwner::Live, reasons::OWNED_ELSEWHERE),
-        (ForeignOwner::Unknown, reasons::OWNED_ELSEWHERE),
+        (ForeignOwner::Gone, Reason::AlreadyExists),
+        (ForeignOwner::Live, Reason::OwnedElsewhere),
+        (ForeignOwner::Unknown, Reason::OwnedElsewhere),
     ] {
         match plan(&d, &observed_owner(ws.clone(), owner)).as_slice() {
             [Action::Stall { reason, message }] => {
@@ -289,7 +289,7 @@ fn a_live_owner_is_never_adopted_whatever_the_spelling_of_its_tag() {
         tags.insert(name.into(), "team-other/ws/abc".into());
         match plan(&d, &observed_owner(ws, ForeignOwner::Live)).as_slice() {
             [Action::Stall { reason, message }] => {
-                assert_eq!(*reason, reasons::OWNED_ELSEWHERE, "{name}");
+                assert_eq!(*reason, Reason::OwnedElsewhere, "{name}");
                 assert!(message.contains("team-other/ws/abc"), "{message}");
             }
             other => panic!("{name}: {other:?}"),
@@ -341,7 +341,7 @@ fn unowned_workspace_stalls() {
     ws.tags = None;
     assert!(matches!(
         plan(&d, &observed(Some(ws))).as_slice(),
-        [Action::Stall { reason, .. }] if *reason == reasons::ALREADY_EXISTS
+        [Action::Stall { reason, .. }] if *reason == Reason::AlreadyExists
     ));
 }
 
@@ -451,7 +451,7 @@ fn immutable_differences_stall_with_invalid_spec() {
         Some(format!("/subscriptions/{SUB}/resourceGroups/x/providers/Microsoft.Storage/storageAccounts/other"));
     assert!(matches!(
         plan(&d, &observed(Some(ws))).as_slice(),
-        [Action::Stall { reason, message }] if *reason == reasons::INVALID_SPEC && message.contains("storageAccount")
+        [Action::Stall { reason, message }] if *reason == Reason::InvalidSpec && message.contains("storageAccount")
     ));
     let mut ws = azure_copy(&d);
     ws.location = Some("northeurope".into());

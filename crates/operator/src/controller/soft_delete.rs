@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::Context;
 use super::apply::{Applied, Progress};
 use super::plan::{Desired, OperationKind, Ownership, ResourceGroupState};
-use crate::api::conditions::{self, events, reasons};
+use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PURGE_SOFT_DELETED, ANNOTATION_RECOVER_SOFT_DELETED, MlWorkspace, MlWorkspaceStatus,
     OWNER_TAG, owner_tag_value,
@@ -58,7 +58,7 @@ pub fn stalled_on_soft_deleted(status: Option<&MlWorkspaceStatus>) -> bool {
     status.is_some_and(|s| {
         s.conditions
             .iter()
-            .any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == reasons::SOFT_DELETED)
+            .any(|c| c.type_ == conditions::STALLED && c.status == "True" && c.reason == Reason::SoftDeleted)
     })
 }
 
@@ -95,7 +95,7 @@ pub fn stalled(ctx: &Context, desired: &Desired) -> Applied {
         desired.workspace.name.as_str()
     );
     warn!("the workspace's name is held by a soft-deleted workspace");
-    Applied { phase: Phase::Stalled { reason: reasons::SOFT_DELETED, message }, requeue: ctx.config.stalled_requeue }
+    Applied { phase: Phase::Stalled { reason: Reason::SoftDeleted, message }, requeue: ctx.config.stalled_requeue }
 }
 
 /// Whether the recovered `workspace` may be purged by this resource: its owner tag names this MlWorkspace (any
@@ -155,7 +155,7 @@ pub async fn after_done(
                 );
                 set(progress, Some(workspace));
                 Ok(Some(Applied {
-                    phase: Phase::Stalled { reason: reasons::ALREADY_EXISTS, message },
+                    phase: Phase::Stalled { reason: Reason::AlreadyExists, message },
                     requeue: ctx.config.stalled_requeue,
                 }))
             }
@@ -229,7 +229,7 @@ mod tests {
         assert!(!is_soft_deleted_conflict(&lro_failed("BadRequest", "Invalid workspace name")));
     }
 
-    fn stalled_status(reason: &str) -> MlWorkspaceStatus {
+    fn stalled_status(reason: Reason) -> MlWorkspaceStatus {
         MlWorkspaceStatus {
             conditions: vec![Condition {
                 type_: conditions::STALLED.into(),
@@ -277,11 +277,11 @@ mod tests {
         }))
         .unwrap();
         let mut ws = MlWorkspace::new("ws", spec);
-        let soft = stalled_status(reasons::SOFT_DELETED);
+        let soft = stalled_status(Reason::SoftDeleted);
         assert_eq!(request(&ws, Some(&soft)), None, "no annotation");
         ws.metadata.annotations = Some([(ANNOTATION_PURGE_SOFT_DELETED.to_owned(), "true".to_owned())].into());
         assert_eq!(request(&ws, Some(&soft)), Some(Request::Purge));
-        assert_eq!(request(&ws, Some(&stalled_status(reasons::ALREADY_EXISTS))), None, "not stalled on soft delete");
+        assert_eq!(request(&ws, Some(&stalled_status(Reason::AlreadyExists))), None, "not stalled on soft delete");
         assert_eq!(request(&ws, None), None);
         ws.annotations_mut().insert(ANNOTATION_RECOVER_SOFT_DELETED.to_owned(), "true".to_owned());
         assert_eq!(request(&ws, Some(&soft)), Some(Request::Recover), "recover wins");

@@ -7,7 +7,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::conditions::{self, reasons};
+use crate::api::conditions::{self, Reason};
 use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
 use crate::azure::WorkspaceRef;
 use crate::azure::models::ProvisioningState;
@@ -54,7 +54,7 @@ pub fn compute(
     status.pending_operation = report.pending.clone();
     // The missing dependency is remembered while the workspace waits for it (a transient failure meanwhile does not
     // make it forget); any other outcome ends the wait.
-    let waiting = matches!(&report.phase, Phase::Stalled { reason, .. } if *reason == reasons::DEPENDENCY_MISSING);
+    let waiting = matches!(&report.phase, Phase::Stalled { reason, .. } if *reason == Reason::DependencyMissing);
     if !waiting && !matches!(report.phase, Phase::Transient { .. }) {
         status.missing_dependency = None;
     }
@@ -82,8 +82,8 @@ pub fn compute(
             let (reason, message) = match &report.phase {
                 Phase::Progressing { reason, .. } => (*reason, "the workspace is being created"),
                 Phase::Stalled { reason, .. } => (*reason, "the workspace does not exist in Azure"),
-                Phase::Paused { .. } => (reasons::PAUSED, "the workspace does not exist in Azure"),
-                _ => (reasons::CREATING, "the workspace does not exist in Azure"),
+                Phase::Paused { .. } => (Reason::Paused, "the workspace does not exist in Azure"),
+                _ => (Reason::Creating, "the workspace does not exist in Azure"),
             };
             set_condition(
                 &mut status.conditions,
@@ -98,14 +98,14 @@ pub fn compute(
         WorkspaceFacts::Present(ws) => {
             let state = ws.properties.provisioning_state.clone();
             let (ok, reason) = match state {
-                Some(ProvisioningState::Succeeded) => (true, reasons::RECONCILED),
-                Some(ProvisioningState::Creating) | Some(ProvisioningState::Accepted) => (false, reasons::CREATING),
-                Some(ProvisioningState::Updating) => (false, reasons::UPDATING),
-                Some(ProvisioningState::Deleting) => (false, reasons::DELETING),
-                Some(ProvisioningState::Failed) | Some(ProvisioningState::Canceled) => (false, reasons::AZURE_REJECTED),
+                Some(ProvisioningState::Succeeded) => (true, Reason::Reconciled),
+                Some(ProvisioningState::Creating) | Some(ProvisioningState::Accepted) => (false, Reason::Creating),
+                Some(ProvisioningState::Updating) => (false, Reason::Updating),
+                Some(ProvisioningState::Deleting) => (false, Reason::Deleting),
+                Some(ProvisioningState::Failed) | Some(ProvisioningState::Canceled) => (false, Reason::AzureRejected),
                 // Azure omits the state only for workspaces that exist and work.
-                None => (true, reasons::RECONCILED),
-                Some(_) => (false, reasons::OPERATION_IN_PROGRESS),
+                None => (true, Reason::Reconciled),
+                Some(_) => (false, Reason::OperationInProgress),
             };
             let message = format!("provisioning state {}", state.map(|s| format!("{s:?}")).unwrap_or("unknown".into()));
             set_condition(
@@ -127,38 +127,38 @@ pub fn compute(
 pub fn set_phase(status: &mut MlWorkspaceStatus, phase: &Phase, generation: Option<i64>, now: &Time) {
     status.observed_generation = generation;
     let was_ready = condition_is(&status.conditions, conditions::READY, TRUE);
-    let mut set = |type_: &str, ok: bool, reason: &str, message: &str| {
+    let mut set = |type_: &str, ok: bool, reason: Reason, message: &str| {
         set_condition(&mut status.conditions, type_, ok, reason, message, generation, now);
     };
     match phase {
         Phase::Ready => {
             let msg = "the workspace in Azure matches the spec";
-            set(conditions::READY, true, reasons::RECONCILED, msg);
-            set(conditions::RECONCILING, false, reasons::RECONCILED, msg);
-            set(conditions::STALLED, false, reasons::RECONCILED, msg);
+            set(conditions::READY, true, Reason::Reconciled, msg);
+            set(conditions::RECONCILING, false, Reason::Reconciled, msg);
+            set(conditions::STALLED, false, Reason::Reconciled, msg);
         }
         Phase::Progressing { reason, message } => {
-            set(conditions::READY, false, reason, message);
-            set(conditions::RECONCILING, true, reason, message);
-            set(conditions::STALLED, false, reason, message);
+            set(conditions::READY, false, *reason, message);
+            set(conditions::RECONCILING, true, *reason, message);
+            set(conditions::STALLED, false, *reason, message);
         }
         Phase::Stalled { reason, message } => {
-            set(conditions::READY, false, reason, message);
-            set(conditions::RECONCILING, false, reason, message);
-            set(conditions::STALLED, true, reason, message);
+            set(conditions::READY, false, *reason, message);
+            set(conditions::RECONCILING, false, *reason, message);
+            set(conditions::STALLED, true, *reason, message);
         }
         Phase::Paused { in_sync, message } => {
-            set(conditions::READY, *in_sync, reasons::PAUSED, message);
-            set(conditions::RECONCILING, false, reasons::PAUSED, message);
-            set(conditions::STALLED, false, reasons::PAUSED, message);
+            set(conditions::READY, *in_sync, Reason::Paused, message);
+            set(conditions::RECONCILING, false, Reason::Paused, message);
+            set(conditions::STALLED, false, Reason::Paused, message);
         }
         Phase::Transient { message } => {
             // A failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
             if !was_ready {
-                set(conditions::READY, false, reasons::TRANSIENT_ERROR, message);
+                set(conditions::READY, false, Reason::TransientError, message);
             }
-            set(conditions::RECONCILING, true, reasons::TRANSIENT_ERROR, message);
-            set(conditions::STALLED, false, reasons::TRANSIENT_ERROR, message);
+            set(conditions::RECONCILING, true, Reason::TransientError, message);
+            set(conditions::STALLED, false, Reason::TransientError, message);
         }
     }
 }
@@ -217,7 +217,7 @@ mod tests {
         let s = compute(None, Some(3), &report(Phase::Ready, WorkspaceFacts::Present(Box::new(ready_ws()))), &t(10));
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(cond(&s, conditions::READY).status, "True");
-        assert_eq!(cond(&s, conditions::READY).reason, reasons::RECONCILED);
+        assert_eq!(cond(&s, conditions::READY).reason, Reason::Reconciled);
         assert_eq!(cond(&s, conditions::READY).observed_generation, Some(3));
         assert_eq!(cond(&s, conditions::RECONCILING).status, "False");
         assert_eq!(cond(&s, conditions::STALLED).status, "False");
@@ -229,20 +229,20 @@ mod tests {
 
     #[test]
     fn stalled_and_progressing() {
-        let stalled = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: "no binding".into() };
+        let stalled = Phase::Stalled { reason: Reason::NotPermitted, message: "no binding".into() };
         let s = compute(None, Some(1), &report(stalled, WorkspaceFacts::Unknown), &t(1));
         assert_eq!(cond(&s, conditions::STALLED).status, "True");
-        assert_eq!(cond(&s, conditions::STALLED).reason, reasons::NOT_PERMITTED);
+        assert_eq!(cond(&s, conditions::STALLED).reason, Reason::NotPermitted);
         assert_eq!(cond(&s, conditions::READY).message, "no binding");
         assert_eq!(cond(&s, conditions::RECONCILING).status, "False");
         assert!(s.conditions.iter().all(|c| c.type_ != conditions::WORKSPACE_PROVISIONED));
 
-        let creating = Phase::Progressing { reason: reasons::CREATING, message: "creating".into() };
+        let creating = Phase::Progressing { reason: Reason::Creating, message: "creating".into() };
         let s = compute(Some(&s), Some(1), &report(creating, WorkspaceFacts::Missing), &t(2));
         assert_eq!(cond(&s, conditions::RECONCILING).status, "True");
         assert_eq!(cond(&s, conditions::STALLED).status, "False");
         assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).status, "False");
-        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).reason, reasons::CREATING);
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).reason, Reason::Creating);
     }
 
     #[test]
@@ -251,7 +251,7 @@ mod tests {
         let s2 = compute(Some(&s1), Some(2), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(200));
         assert_eq!(cond(&s2, conditions::READY).last_transition_time, t(100));
         assert_eq!(cond(&s2, conditions::READY).observed_generation, Some(2));
-        let updating = Phase::Progressing { reason: reasons::UPDATING, message: "patch".into() };
+        let updating = Phase::Progressing { reason: Reason::Updating, message: "patch".into() };
         let s3 = compute(Some(&s2), Some(2), &report(updating, WorkspaceFacts::Unknown), &t(300));
         assert_eq!(cond(&s3, conditions::READY).last_transition_time, t(300));
         assert_eq!(cond(&s3, conditions::STALLED).last_transition_time, t(100), "Stalled stayed False");
@@ -274,14 +274,14 @@ mod tests {
         let paused = Phase::Paused { in_sync: true, message: "paused".into() };
         let s = compute(None, Some(1), &report(paused, WorkspaceFacts::Unknown), &t(1));
         assert_eq!(cond(&s, conditions::READY).status, "True");
-        assert_eq!(cond(&s, conditions::READY).reason, reasons::PAUSED);
-        assert_eq!(cond(&s, conditions::RECONCILING).reason, reasons::PAUSED);
+        assert_eq!(cond(&s, conditions::READY).reason, Reason::Paused);
+        assert_eq!(cond(&s, conditions::RECONCILING).reason, Reason::Paused);
 
         let ready = compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(1));
         let transient = Phase::Transient { message: "HTTP 500".into() };
         let s = compute(Some(&ready), Some(1), &report(transient.clone(), WorkspaceFacts::Unknown), &t(2));
         assert_eq!(cond(&s, conditions::READY).status, "True", "a failed resync keeps Ready");
-        assert_eq!(cond(&s, conditions::RECONCILING).reason, reasons::TRANSIENT_ERROR);
+        assert_eq!(cond(&s, conditions::RECONCILING).reason, Reason::TransientError);
         let s = compute(None, Some(1), &report(transient, WorkspaceFacts::Unknown), &t(2));
         assert_eq!(cond(&s, conditions::READY).status, "False");
     }
@@ -336,7 +336,7 @@ mod tests {
         r.access = Some(super::super::access::AccessReport {
             entries: vec![entry.clone()],
             granted: false,
-            reason: reasons::ACCESS_PENDING,
+            reason: Reason::AccessPending,
             message: "Reader for alice pending".into(),
         });
         let s = compute(None, Some(2), &r, &t(1));
@@ -344,12 +344,12 @@ mod tests {
         let c = cond(&s, conditions::ACCESS_GRANTED);
         assert_eq!(
             (c.status.as_str(), c.reason.as_str(), c.observed_generation),
-            ("False", reasons::ACCESS_PENDING, Some(2))
+            ("False", Reason::AccessPending.as_str(), Some(2))
         );
         // A reconcile that did not reach the access step keeps both.
         r.access = None;
         let kept = compute(Some(&s), Some(3), &r, &t(2));
         assert_eq!(kept.access, s.access);
-        assert_eq!(cond(&kept, conditions::ACCESS_GRANTED).reason, reasons::ACCESS_PENDING);
+        assert_eq!(cond(&kept, conditions::ACCESS_GRANTED).reason, Reason::AccessPending);
     }
 }

@@ -24,7 +24,7 @@ use crate::access::{
     AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, create_request,
     desired_assignments, marker, not_removed, plan_access, record_create_failure, removal_failure, summarize_at,
 };
-use crate::api::conditions::{events, reasons};
+use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{
     AccessEntry, AccessScope, AccessState, AccessStatus, EndpointAccessStatus, MlOnlineEndpoint,
 };
@@ -87,7 +87,7 @@ pub struct EndpointAccessOutcome {
     /// The new `status.access`.
     pub entries: Vec<EndpointAccessStatus>,
     /// AccessGranted condition: ok, reason, message.
-    pub condition: (bool, &'static str, String),
+    pub condition: (bool, Reason, String),
     /// Some entries are pending (retry soon).
     pub pending: bool,
 }
@@ -108,7 +108,7 @@ pub async fn reconcile_access(
         Err(e) => {
             return Ok(EndpointAccessOutcome {
                 entries: previous.to_vec(),
-                condition: (false, reasons::INVALID_SPEC, e.to_string()),
+                condition: (false, Reason::InvalidSpec, e.to_string()),
                 pending: false,
             });
         }

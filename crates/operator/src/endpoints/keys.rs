@@ -26,7 +26,7 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use crate::api::conditions::{self, events, reasons};
+use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
     ANNOTATION_REGENERATE_KEYS, EndpointAuthMode, EndpointKeysStatus, MlOnlineEndpoint, MlOnlineEndpointStatus,
     PendingRegeneration, SECRET_PRIMARY_KEY, SECRET_SCORING_URI, SECRET_SECONDARY_KEY,
@@ -93,7 +93,7 @@ pub struct KeysResult {
     /// The new `status.keys`.
     pub keys: Option<EndpointKeysStatus>,
     /// The KeysPublished condition (ok, reason, message); `None` removes it (nothing exported).
-    pub condition: Option<(bool, &'static str, String)>,
+    pub condition: Option<(bool, Reason, String)>,
     /// Replaces Ready when the key step cannot complete.
     pub outcome: Option<Phase>,
     /// A regeneration is in flight: look again this soon (the rest of the reconcile waits for it).
@@ -105,9 +105,15 @@ impl KeysResult {
     pub fn apply(&self, status: &mut MlOnlineEndpointStatus, generation: Option<i64>, now: &Time) {
         status.keys = self.keys.clone();
         match &self.condition {
-            Some((ok, reason, message)) => {
-                set_condition(&mut status.conditions, conditions::KEYS_PUBLISHED, *ok, reason, message, generation, now)
-            }
+            Some((ok, reason, message)) => set_condition(
+                &mut status.conditions,
+                conditions::KEYS_PUBLISHED,
+                *ok,
+                *reason,
+                message,
+                generation,
+                now,
+            ),
             None => status.conditions.retain(|c| c.type_ != conditions::KEYS_PUBLISHED),
         }
     }
@@ -181,8 +187,8 @@ pub async fn reconcile_keys(
             None => {}
             Some((_, Err(bad))) => {
                 let message = bad.to_string();
-                result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
-                result.outcome = Some(Phase::Stalled { reason: reasons::INVALID_ANNOTATION, message });
+                result.condition = Some((false, Reason::InvalidAnnotation, message.clone()));
+                result.outcome = Some(Phase::Stalled { reason: Reason::InvalidAnnotation, message });
                 result.keys = Some(keys);
                 return Ok(result);
             }
@@ -215,8 +221,8 @@ pub async fn reconcile_keys(
     let listed = arm.list_online_endpoint_keys(ep_ref).await.map_err(Error::arm("list endpoint keys"))?;
     let (Some(primary), Some(secondary)) = (listed.primary_key, listed.secondary_key) else {
         let message = "Azure returned no keys for the endpoint".to_owned();
-        result.condition = Some((false, reasons::TRANSIENT_ERROR, message.clone()));
-        result.outcome = Some(Phase::Progressing { reason: reasons::TRANSIENT_ERROR, message });
+        result.condition = Some((false, Reason::TransientError, message.clone()));
+        result.outcome = Some(Phase::Progressing { reason: Reason::TransientError, message });
         result.keys = Some(keys);
         return Ok(result);
     };
@@ -228,8 +234,8 @@ pub async fn reconcile_keys(
                 "spec.keysSecret.name: Secret {} exists and was not created by azml-operator for this endpoint; it is left untouched (choose another name or delete it)",
                 target.name
             );
-            result.condition = Some((false, reasons::SECRET_NOT_OWNED, message.clone()));
-            result.outcome = Some(Phase::Stalled { reason: reasons::SECRET_NOT_OWNED, message });
+            result.condition = Some((false, Reason::SecretNotOwned, message.clone()));
+            result.outcome = Some(Phase::Stalled { reason: Reason::SecretNotOwned, message });
             keys.secret_name = None;
             result.keys = Some(keys);
             return Ok(result);
@@ -241,8 +247,8 @@ pub async fn reconcile_keys(
                 "the operator may not manage Secrets in namespace {namespace}: grant its service account get, create, patch and delete on secrets there to export keys (see the README); spec.keysSecret.name {}",
                 target.name
             );
-            result.condition = Some((false, reasons::NOT_PERMITTED, message.clone()));
-            result.outcome = Some(Phase::Stalled { reason: reasons::NOT_PERMITTED, message });
+            result.condition = Some((false, Reason::NotPermitted, message.clone()));
+            result.outcome = Some(Phase::Stalled { reason: Reason::NotPermitted, message });
             result.keys = Some(keys);
             return Ok(result);
         }
@@ -255,7 +261,7 @@ pub async fn reconcile_keys(
     }
     keys.secret_name = Some(target.name.clone());
     result.condition =
-        Some((true, reasons::KEYS_PUBLISHED, format!("Secret {} holds the endpoint's current keys", target.name)));
+        Some((true, Reason::KeysPublished, format!("Secret {} holds the endpoint's current keys", target.name)));
     result.keys = Some(keys);
     Ok(result)
 }
@@ -282,8 +288,8 @@ fn in_flight(
     let message = format!("regenerating the {key_type} key (annotation {ANNOTATION_REGENERATE_KEYS}: {request})");
     KeysResult {
         keys: Some(keys),
-        condition: Some((false, reasons::KEYS_REGENERATING, message.clone())),
-        outcome: Some(Phase::Progressing { reason: reasons::KEYS_REGENERATING, message }),
+        condition: Some((false, Reason::KeysRegenerating, message.clone())),
+        outcome: Some(Phase::Progressing { reason: Reason::KeysRegenerating, message }),
         requeue: Some(requeue),
     }
 }

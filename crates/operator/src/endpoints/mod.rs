@@ -29,7 +29,7 @@ use kube::runtime::events::EventType;
 use tracing::{debug, info, instrument};
 
 use self::plan::{Action, DesiredDeployment, DesiredEndpoint, ObservedEndpoint, Plan};
-use crate::api::conditions::{self, events, reasons};
+use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
     ANNOTATION_PAUSED, AccessEntry, DeletionPolicy, DeploymentStatus, ENDPOINT_FINALIZER, EndpointAuthMode,
     MlOnlineEndpoint, MlOnlineEndpointStatus, MlWorkspace,
@@ -270,11 +270,11 @@ fn report_observed(
 fn deployments_condition(status: &mut MlOnlineEndpointStatus, plan: &Plan, generation: Option<i64>, now: &Time) {
     let (ok, reason, message) = if plan.converged() {
         let n = status.deployments.len();
-        (true, reasons::DEPLOYMENTS_READY, format!("{n} deployment(s) ready; traffic as declared"))
+        (true, Reason::DeploymentsReady, format!("{n} deployment(s) ready; traffic as declared"))
     } else if let Some((reason, message)) = &plan.stall {
         (false, *reason, message.clone())
     } else {
-        (false, reasons::DEPLOYMENTS_PENDING, plan.waiting.join("; "))
+        (false, Reason::DeploymentsPending, plan.waiting.join("; "))
     };
     set_condition(&mut status.conditions, conditions::DEPLOYMENTS_READY, ok, reason, &message, generation, now);
 }
@@ -290,7 +290,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",
             ep.spec.workspace_ref.name
         );
-        let outcome = Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
+        let outcome = Phase::Progressing { reason: Reason::WorkspaceNotReady, message };
         // The workspace watch wakes the endpoint when the workspace changes.
         return ctx.finish_status(ep, status, outcome, ctx.config.resync_period).await;
     };
@@ -298,7 +298,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let (ep_ref, desired) = match desired(ep, &ws) {
         Ok(d) => d,
         Err(invalid) => {
-            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            let outcome = Phase::Stalled { reason: Reason::InvalidSpec, message: invalid.to_string() };
             return ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
@@ -310,7 +310,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let arm = match authorize(ctx, ep, &ws, &access_entries, &assets).await {
         Ok(Verdict::Permitted { arm, .. }) => arm,
         Ok(Verdict::Denied(message)) => {
-            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
             return ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await;
         }
         Err(e) => return ctx.fail_status(ep, status, e).await,
@@ -340,7 +340,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
         return ctx.finish_status(ep, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;
     }
     if !plan.converged() {
-        let reason = if observed.endpoint.is_none() { reasons::CREATING } else { reasons::DEPLOYMENTS_PENDING };
+        let reason = if observed.endpoint.is_none() { Reason::Creating } else { Reason::DeploymentsPending };
         let outcome = Phase::Progressing { reason, message: plan.waiting.join("; ") };
         return ctx.finish_status(ep, status, outcome, ctx.config.lro_poll_min).await;
     }
@@ -416,13 +416,13 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Delet
             "MlWorkspace {} is gone: the endpoint cannot be reached and is left in Azure although deletionPolicy is Delete",
             ep.spec.workspace_ref.name
         );
-        ctx.publish(ep, EventType::Warning, reasons::WORKSPACE_NOT_READY, note).await;
+        ctx.publish(ep, EventType::Warning, Reason::WorkspaceNotReady, note).await;
         return Ok(Deletion::Finished);
     };
     let (ep_ref, desired) = match desired(ep, &ws) {
         Ok(d) => d,
         Err(invalid) => {
-            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            let outcome = Phase::Stalled { reason: Reason::InvalidSpec, message: invalid.to_string() };
             return wait(ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await);
         }
     };
@@ -434,7 +434,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Delet
             return Ok(Deletion::Finished);
         }
         Ok(Verdict::Denied(message)) => {
-            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
             return wait(ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await);
         }
         Err(e) => return wait(ctx.fail_status(ep, status, e).await),
@@ -458,7 +458,7 @@ async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Delet
         info!("deleting online endpoint");
         ctx.publish(ep, EventType::Normal, events::DELETED, format!("Deleting online endpoint {}", ep_ref.id())).await;
     }
-    let outcome = Phase::Progressing { reason: reasons::DELETING, message: "deleting the endpoint in Azure".into() };
+    let outcome = Phase::Progressing { reason: Reason::Deleting, message: "deleting the endpoint in Azure".into() };
     wait(ctx.finish_status(ep, status, outcome, ctx.config.lro_poll_min).await)
 }
 
@@ -603,7 +603,7 @@ mod tests {
         let mut b = a.clone();
         b.last_sync_time = Some(later);
         assert!(!status::changed(Some(&a), &b));
-        set_kstatus(&mut b, &Phase::Progressing { reason: reasons::CREATING, message: "x".into() }, Some(1), &now);
+        set_kstatus(&mut b, &Phase::Progressing { reason: Reason::Creating, message: "x".into() }, Some(1), &now);
         assert!(status::changed(Some(&a), &b));
     }
 }

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::api::v1alpha1::{EndpointAuthMode, OWNER_TAG, PublicNetworkAccess};
 use crate::azure::models::{ManagedServiceIdentity, ProvisioningState, Sku, Tags};
 use crate::azure::online_endpoints::{
@@ -103,7 +103,7 @@ pub struct Plan {
     /// progress, traffic waiting for deployments.
     pub waiting: Vec<String>,
     /// A reason to stop until the spec (or Azure) changes: (reason, message).
-    pub stall: Option<(&'static str, String)>,
+    pub stall: Option<(Reason, String)>,
     /// Deployments that failed to provision with the declared body.
     pub failed_deployments: Vec<String>,
 }
@@ -238,7 +238,7 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
     };
     if !owned(ep.tags.as_ref(), &desired.owner) {
         plan.stall = Some((
-            reasons::ALREADY_EXISTS,
+            Reason::AlreadyExists,
             format!(
                 "an online endpoint of that name exists in the workspace and was not created by this resource (tag {OWNER_TAG} is not {}); choose another azureName",
                 desired.owner
@@ -254,7 +254,7 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
     let props_differ = endpoint_differs(desired, ep);
     if is_failed(&ep_state) && !props_differ {
         plan.stall = Some((
-            reasons::PROVISIONING_FAILED,
+            Reason::ProvisioningFailed,
             format!("provisioning of the endpoint {}; change the spec to retry", state_name(&ep_state).to_lowercase()),
         ));
         return plan;
@@ -276,7 +276,7 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
             }
             Some(o) if !owned(o.tags.as_ref(), &desired.owner) => {
                 plan.stall = Some((
-                    reasons::ALREADY_EXISTS,
+                    Reason::AlreadyExists,
                     format!(
                         "deployment {} exists in the endpoint and was not created by this resource; rename it in spec.deployments",
                         d.name
@@ -351,7 +351,7 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
     }
     if !plan.failed_deployments.is_empty() && plan.stall.is_none() && plan.actions.is_empty() {
         plan.stall = Some((
-            reasons::PROVISIONING_FAILED,
+            Reason::ProvisioningFailed,
             format!(
                 "provisioning of deployment(s) {} failed; change their spec to retry",
                 plan.failed_deployments.join(", ")

@@ -95,7 +95,7 @@ fn an_endpoint_created_by_someone_else_stalls() {
     ep.tags = None;
     let plan = plan(&d, &observed(Some(ep), vec![]));
     assert!(plan.actions.is_empty());
-    assert_eq!(plan.stall.as_ref().map(|s| s.0), Some(reasons::ALREADY_EXISTS));
+    assert_eq!(plan.stall.as_ref().map(|s| s.0), Some(Reason::AlreadyExists));
 }
 
 #[test]
@@ -207,7 +207,7 @@ fn failed_provisioning_stalls_until_the_spec_changes() {
     let blue = azure_deployment(&d, &d.deployments[0], ProvisioningState::Failed);
     let p = plan(&d, &observed(Some(ep.clone()), vec![("blue", blue.clone())]));
     assert!(p.actions.is_empty(), "{p:?}");
-    assert_eq!(p.stall.as_ref().map(|s| s.0), Some(reasons::PROVISIONING_FAILED));
+    assert_eq!(p.stall.as_ref().map(|s| s.0), Some(Reason::ProvisioningFailed));
     assert_eq!(p.failed_deployments, ["blue"]);
 
     // A changed spec retries with a PUT.
@@ -220,7 +220,7 @@ fn failed_provisioning_stalls_until_the_spec_changes() {
     let ep = azure_endpoint(&d, ProvisioningState::Failed, &[]);
     let p = plan(&d, &observed(Some(ep), vec![]));
     assert!(p.actions.is_empty());
-    assert_eq!(p.stall.as_ref().map(|s| s.0), Some(reasons::PROVISIONING_FAILED));
+    assert_eq!(p.stall.as_ref().map(|s| s.0), Some(Reason::ProvisioningFailed));
 }
 
 #[test]

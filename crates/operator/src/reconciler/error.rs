@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::api::conditions::reasons;
+use crate::api::conditions::Reason;
 use crate::azure::{ArmError, ErrorClass};
 
 /// Errors of one reconcile. Messages never carry secret values (see [`scrub`]).
@@ -89,7 +89,7 @@ pub enum Disposition {
     /// Caused by the spec or the environment: report `Stalled` and wait for a change (or a long requeue).
     Stall {
         /// Condition reason.
-        reason: &'static str,
+        reason: Reason,
         /// Message with the ARM code and message.
         message: String,
     },
@@ -100,7 +100,7 @@ pub fn classify(err: &Error) -> Disposition {
     match err {
         Error::Arm { source, .. } => classify_arm(source, &err.to_string()),
         Error::BadPendingOperation(_) | Error::InvalidId { .. } => {
-            Disposition::Stall { reason: reasons::INVALID_SPEC, message: scrub(&error_chain(err)) }
+            Disposition::Stall { reason: Reason::InvalidSpec, message: scrub(&error_chain(err)) }
         }
         Error::Kube { .. } | Error::Credential { .. } => Disposition::Retry,
     }
@@ -112,7 +112,7 @@ fn classify_arm(source: &ArmError, context: &str) -> Disposition {
         scrub(&format!("{code}{context}"))
     };
     if let ArmError::InvalidId(_) = source {
-        return Disposition::Stall { reason: reasons::INVALID_SPEC, message: message() };
+        return Disposition::Stall { reason: Reason::InvalidSpec, message: message() };
     }
     match source.class() {
         ErrorClass::Transient | ErrorClass::Conflict => match source.retry_after() {
@@ -123,12 +123,12 @@ fn classify_arm(source: &ArmError, context: &str) -> Disposition {
         // A credential that cannot get a token is usually the token endpoint having a bad moment; a wrong secret
         // also lands here, and capped backoff keeps that cheap until the binding or Secret is fixed.
         ErrorClass::Auth if matches!(source, ArmError::Credential { .. }) => Disposition::Retry,
-        ErrorClass::NotFound => Disposition::Stall { reason: reasons::DEPENDENCY_MISSING, message: message() },
+        ErrorClass::NotFound => Disposition::Stall { reason: Reason::DependencyMissing, message: message() },
         ErrorClass::Permanent if source.code().is_some_and(|c| c.to_ascii_lowercase().contains("notfound")) => {
-            Disposition::Stall { reason: reasons::DEPENDENCY_MISSING, message: message() }
+            Disposition::Stall { reason: Reason::DependencyMissing, message: message() }
         }
         ErrorClass::Auth | ErrorClass::Permanent => {
-            Disposition::Stall { reason: reasons::AZURE_REJECTED, message: message() }
+            Disposition::Stall { reason: Reason::AzureRejected, message: message() }
         }
     }
 }
@@ -293,11 +293,11 @@ mod tests {
     #[test]
     fn spec_errors_stall_with_code_and_message() {
         for (status, code, reason) in [
-            (400, "InvalidParameter", reasons::AZURE_REJECTED),
-            (400, "LocationNotAvailableForResourceType", reasons::AZURE_REJECTED),
-            (403, "AuthorizationFailed", reasons::AZURE_REJECTED),
-            (404, "ResourceGroupNotFound", reasons::DEPENDENCY_MISSING),
-            (400, "StorageAccountNotFound", reasons::DEPENDENCY_MISSING),
+            (400, "InvalidParameter", Reason::AzureRejected),
+            (400, "LocationNotAvailableForResourceType", Reason::AzureRejected),
+            (403, "AuthorizationFailed", Reason::AzureRejected),
+            (404, "ResourceGroupNotFound", Reason::DependencyMissing),
+            (400, "StorageAccountNotFound", Reason::DependencyMissing),
         ] {
             match classify(&api(status, code, None)) {
                 Disposition::Stall { reason: r, message } => {
@@ -319,7 +319,7 @@ mod tests {
         let wrong_name = Error::InvalidId { what: "online deployment name", source: name };
         match classify(&wrong_name) {
             Disposition::Stall { reason, message } => {
-                assert_eq!(reason, reasons::INVALID_SPEC);
+                assert_eq!(reason, Reason::InvalidSpec);
                 assert!(message.starts_with("online deployment name: "), "{message}");
                 assert!(
                     !message.contains("pendingOperation"),

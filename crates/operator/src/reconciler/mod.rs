@@ -52,7 +52,7 @@ use self::credentials::CredentialCache;
 use self::error::{Disposition, Error, backoff, classify, error_chain, scrub};
 pub use self::status::Phase;
 use self::status::TimestampedStatus;
-use crate::api::conditions::{events, reasons};
+use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::ANNOTATION_PAUSED;
 use crate::metrics::ControllerScope;
 
@@ -237,16 +237,16 @@ impl<K: Kind> Shell<K> {
 
     /// Publishes an event about `obj` (best effort: a failure is logged, never fails the reconcile). The note is
     /// scrubbed of secrets and cut to what the API server accepts.
-    pub async fn publish(&self, obj: &K, type_: EventType, reason: &str, note: String) {
+    pub async fn publish(&self, obj: &K, type_: EventType, reason: impl AsRef<str>, note: String) {
         let event = KubeEvent {
             type_,
-            reason: reason.to_owned(),
+            reason: reason.as_ref().to_owned(),
             note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
             action: "Reconcile".into(),
             secondary: None,
         };
         if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %err, reason, "cannot publish event");
+            warn!(error = %err, reason = reason.as_ref(), "cannot publish event");
         }
     }
 
@@ -437,7 +437,7 @@ async fn state_machine<R: Reconciler>(obj: &R::Kind, r: &R) -> Result<Requeue, E
             if annotation_true(obj, ANNOTATION_PAUSED) {
                 // Paused means no writes to Azure, deletion included: the resource is left as it is.
                 let note = format!("Paused: the {noun} is left in Azure although deletionPolicy is Delete");
-                shell.publish(obj, EventType::Normal, reasons::PAUSED, note).await;
+                shell.publish(obj, EventType::Normal, Reason::Paused, note).await;
                 return remove_finalizer(r, obj).await;
             }
             match r.cleanup(obj).await? {

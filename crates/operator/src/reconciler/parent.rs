@@ -203,7 +203,7 @@ mod tests {
         assert!(!workspace_ready(&ws));
         let now = Time(jiff::Timestamp::now());
         let mut status = crate::api::v1alpha1::MlWorkspaceStatus::default();
-        let reconciled = crate::api::conditions::reasons::RECONCILED;
+        let reconciled = crate::api::conditions::Reason::Reconciled;
         super::super::status::set_condition(
             &mut status.conditions,
             conditions::READY,

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::api::conditions::{self, reasons};
+use crate::api::conditions::{self, Reason};
 use crate::api::v1alpha1::{MlComputeStatus, MlOnlineEndpointStatus, MlWorkspaceStatus};
 
 pub(crate) const TRUE: &str = "True";
@@ -23,14 +23,14 @@ pub enum Phase {
     /// The controller is working (an operation is in flight, or it just wrote something).
     Progressing {
         /// Reason constant (Creating, Updating, OperationInProgress, Deleting).
-        reason: &'static str,
+        reason: Reason,
         /// What is happening.
         message: String,
     },
     /// No progress without a change to the spec or to Azure.
     Stalled {
         /// Reason constant (NotPermitted, AlreadyExists, AzureRejected, InvalidSpec, ...).
-        reason: &'static str,
+        reason: Reason,
         /// What is wrong, with the ARM code and message where there is one.
         message: String,
     },
@@ -53,7 +53,7 @@ pub fn set_condition(
     conds: &mut Vec<Condition>,
     type_: &str,
     ok: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: Option<i64>,
     now: &Time,
@@ -66,14 +66,14 @@ pub fn set_condition(
                 c.last_transition_time = now.clone();
             }
             c.status = status.to_owned();
-            c.reason = reason.to_owned();
+            c.reason = reason.to_string();
             c.message = message;
             c.observed_generation = generation;
         }
         None => conds.push(Condition {
             type_: type_.to_owned(),
             status: status.to_owned(),
-            reason: reason.to_owned(),
+            reason: reason.to_string(),
             message,
             observed_generation: generation,
             last_transition_time: now.clone(),
@@ -183,16 +183,16 @@ pub fn set_kstatus(
     now: &Time,
 ) {
     let (ready, reconciling, stalled, reason, message) = match phase {
-        Phase::Ready => (true, false, false, reasons::RECONCILED, ready_message.to_owned()),
+        Phase::Ready => (true, false, false, Reason::Reconciled, ready_message.to_owned()),
         Phase::Progressing { reason, message } => (false, true, false, *reason, message.clone()),
         Phase::Stalled { reason, message } => (false, false, true, *reason, message.clone()),
-        Phase::Transient { message } => (false, true, false, reasons::TRANSIENT_ERROR, message.clone()),
-        Phase::Paused { in_sync, message } => (*in_sync, false, false, reasons::PAUSED, message.clone()),
+        Phase::Transient { message } => (false, true, false, Reason::TransientError, message.clone()),
+        Phase::Paused { in_sync, message } => (*in_sync, false, false, Reason::Paused, message.clone()),
     };
     set_condition(conds, conditions::READY, ready, reason, &message, generation, now);
-    let (r, m) = if reconciling { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
+    let (r, m) = if reconciling { (reason, message.as_str()) } else { (Reason::Reconciled, "") };
     set_condition(conds, conditions::RECONCILING, reconciling, r, m, generation, now);
-    let (r, m) = if stalled { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
+    let (r, m) = if stalled { (reason, message.as_str()) } else { (Reason::Reconciled, "") };
     set_condition(conds, conditions::STALLED, stalled, r, m, generation, now);
 }
 
@@ -204,7 +204,7 @@ mod tests {
     fn long_messages_are_capped() {
         let mut conds = Vec::new();
         let now = Time(jiff::Timestamp::UNIX_EPOCH);
-        set_condition(&mut conds, conditions::STALLED, true, reasons::AZURE_REJECTED, &"x".repeat(10_000), None, &now);
+        set_condition(&mut conds, conditions::STALLED, true, Reason::AzureRejected, &"x".repeat(10_000), None, &now);
         assert_eq!(conds[0].message.len(), MAX_MESSAGE_CHARS);
     }
 }
