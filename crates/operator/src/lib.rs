@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod policy;
 pub mod reconciler;
 pub mod run;
+mod sync;
 pub mod telemetry;
 pub mod tls_provider;

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
@@ -38,6 +38,7 @@ use tracing::{info, warn};
 use kube::runtime::reflector::Store;
 
 use crate::azure::PrometheusArmMetrics;
+use crate::sync::lock;
 
 /// Outcome of one reconcile, as counted by `azml_reconciles_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -302,10 +303,8 @@ impl Metrics {
         }
     }
 
-    // A panic while the lock is held cannot leave the maps inconsistent (every update is a single insert/remove),
-    // so a poisoned lock is used as is.
     fn states(&self) -> MutexGuard<'_, ControllerStates> {
-        self.states.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.states)
     }
 
     /// Everything in the Prometheus text exposition format (OpenMetrics flavour of prometheus-client).

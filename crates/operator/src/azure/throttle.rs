@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use http::HeaderMap;
 
 use super::ids::SubscriptionId;
+use crate::sync::lock;
 
 /// Header carrying the remaining subscription reads.
 pub const REMAINING_READS: &str = "x-ms-ratelimit-remaining-subscription-reads";
@@ -86,7 +87,7 @@ impl SubscriptionLimiter {
     /// How long to wait before sending a request of `kind` to `sub`.
     pub fn delay_for(&self, sub: SubscriptionId, kind: RequestKind) -> Duration {
         let now = Instant::now();
-        let subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let subs = lock(&self.subs);
         let Some(state) = subs.get(&sub) else {
             return Duration::ZERO;
         };
@@ -122,7 +123,7 @@ impl SubscriptionLimiter {
             return;
         }
         let now = Some(Instant::now());
-        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subs = lock(&self.subs);
         let state = subs.entry(sub).or_default();
         if let Some(count) = reads {
             state.reads = Remaining { count, at: now };
@@ -138,7 +139,7 @@ impl SubscriptionLimiter {
     /// Blocks every call to `sub` for `duration` (after a 429 with `Retry-After`).
     pub fn block(&self, sub: SubscriptionId, duration: Duration) {
         let until = Instant::now() + duration;
-        let mut subs = self.subs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subs = lock(&self.subs);
         let state = subs.entry(sub).or_default();
         state.blocked_until = Some(state.blocked_until.map_or(until, |t| t.max(until)));
     }

@@ -39,7 +39,7 @@ use crate::azure::computes::{ComputeName, ComputeRef, Location};
 use crate::azure::ids::SubscriptionId;
 use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
-use crate::reconciler::binding::{self, Ask, Verdict};
+use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
 use crate::reconciler::parent::{self, InvalidWorkspace};
@@ -180,7 +180,14 @@ pub async fn resolve_client(
 ) -> Result<ComputeClient, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     // The workspace's place and the resources it names; its access entries are the workspace's business.
-    let ask = Ask { namespace: &namespace, workspace: &ws.spec, access: &[], grantor: Grantor::Workspace, extra: &[] };
+    let ask = Ask {
+        namespace: &namespace,
+        place: Place::of(&ws.spec),
+        workspace: &ws.spec,
+        access: &[],
+        grantor: Grantor::Workspace,
+        extra: &[],
+    };
     let also = |binding: &crate::api::v1alpha1::SubscriptionBinding| match for_delete {
         true => Ok(()),
         false => policy::check_compute(binding, &mc.spec).map_err(|denial| denial.to_string()),

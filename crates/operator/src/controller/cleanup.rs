@@ -22,6 +22,7 @@ use crate::api::v1alpha1::{
 use crate::azure::ids::{ResourceId, RoleAssignmentRef};
 use crate::azure::{ArmClient, LroPoll, LroStart};
 use crate::reconciler::Phase;
+use crate::reconciler::binding::Place;
 use crate::reconciler::error::Error;
 use crate::reconciler::parent;
 
@@ -62,7 +63,12 @@ fn waiting(ctx: &Context, ws: &MlWorkspace, phase: Phase, requeue: std::time::Du
 
 /// Runs the cleanup for a resource being deleted.
 #[instrument(skip_all, fields(object = %format!("{}/{}", ws.metadata.namespace.as_deref().unwrap_or_default(), ws.metadata.name.as_deref().unwrap_or_default())))]
-pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) -> Result<CleanupOutcome, Error> {
+pub async fn cleanup(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    place: Place<'_>,
+    client: &WorkspaceClient,
+) -> Result<CleanupOutcome, Error> {
     if ws.spec.deletion_policy == WorkspaceDeletionPolicy::Retain {
         info!("deletionPolicy Retain: leaving Azure as it is");
         return Ok(CleanupOutcome::Done);
@@ -82,7 +88,7 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
         let phase = Phase::Progressing { reason: Reason::Deleting, message };
         return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
     }
-    let desired = match Desired::from_resource(ws) {
+    let desired = match Desired::at(ws, place) {
         Ok(d) => d,
         Err(e) => {
             // Nothing valid was ever created from an invalid spec.

@@ -49,7 +49,7 @@ use crate::api::v1alpha1::{
 use crate::azure::ArmClient;
 use crate::metrics::ControllerScope;
 use crate::policy::{self, Grantor};
-use crate::reconciler::binding::{self, Ask, Verdict};
+use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 pub use crate::reconciler::error;
 use crate::reconciler::error::Error;
@@ -258,8 +258,8 @@ pub enum WorkspaceClient {
 }
 
 /// The typed policy question of `ws`: its place, its access entries, the resources its spec names by id.
-pub(crate) fn ask<'a>(ws: &'a MlWorkspace, namespace: &'a str) -> Ask<'a> {
-    Ask { namespace, workspace: &ws.spec, access: &ws.spec.access, grantor: Grantor::Workspace, extra: &[] }
+pub(crate) fn ask<'a>(ws: &'a MlWorkspace, namespace: &'a str, place: Place<'a>) -> Ask<'a> {
+    Ask { namespace, place, workspace: &ws.spec, access: &ws.spec.access, grantor: Grantor::Workspace, extra: &[] }
 }
 
 /// Finds the binding that allows `ws` and returns its ARM client. No Azure call is made.
@@ -269,8 +269,19 @@ pub async fn resolve_client(
     config: &ControllerConfig,
     ws: &MlWorkspace,
 ) -> Result<WorkspaceClient, Error> {
+    resolve_client_at(client, credentials, config, ws, Place::of(&ws.spec)).await
+}
+
+/// [`resolve_client`] for `ws` at `place` (where it is in Azure, when that is not where its spec says).
+pub async fn resolve_client_at(
+    client: &Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
+    ws: &MlWorkspace,
+    place: Place<'_>,
+) -> Result<WorkspaceClient, Error> {
     let namespace = ws.namespace().unwrap_or_default();
-    Ok(match binding::authorize(client, credentials, config, &ask(ws, &namespace), |_| Ok(())).await? {
+    Ok(match binding::authorize(client, credentials, config, &ask(ws, &namespace, place), |_| Ok(())).await? {
         Verdict::Permitted { arm, .. } => WorkspaceClient::Permitted(arm),
         Verdict::Denied(message) => WorkspaceClient::Denied(message),
     })
@@ -457,14 +468,13 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Deletion, 
         return result.map(Deletion::Wait);
     }
     let status = ctx.current_status(ws);
-    let located = moves::located(ws, status.as_ref());
-    let ws = &located;
-    if let Err(foreign) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
+    let place = moves::located(&ws.spec, status.as_ref());
+    if let Err(foreign) = policy::check_pending_operation(status.as_ref(), place.subscription_id) {
         let err = Error::BadPendingOperation(foreign.to_string());
         return ctx.fail_report(ws, err, WorkspaceFacts::Unknown, None).await.map(Deletion::Wait);
     }
     let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
-    let client = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
+    let client = match resolve_client_at(&ctx.client, &ctx.credentials, &ctx.config, ws, place).await {
         Ok(c) => c,
         Err(e) => return ctx.fail_report(ws, e, WorkspaceFacts::Unknown, pending).await.map(Deletion::Wait),
     };
@@ -475,7 +485,7 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Deletion, 
         info!("not permitted and never created in Azure; removing the finalizer");
         return Ok(Deletion::Finished);
     }
-    let result = match cleanup::cleanup(ctx, ws, &client).await {
+    let result = match cleanup::cleanup(ctx, ws, place, &client).await {
         Ok(CleanupOutcome::Done) => return Ok(Deletion::Finished),
         Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.report(ws, *report, requeue).await,
         Err(e) => {

@@ -52,6 +52,7 @@ use crate::azure::{
 };
 use crate::policy;
 use crate::reconciler::Phase;
+use crate::reconciler::binding::Place;
 use crate::reconciler::error::{Error, scrub};
 use crate::reconciler::{binding, parent};
 
@@ -368,7 +369,7 @@ async fn clients(
         access: &[],
         grantor: policy::Grantor::Workspace,
     };
-    let target_req = binding::request(&super::ask(ws, &namespace), labels.as_ref());
+    let target_req = binding::request(&super::ask(ws, &namespace, Place::of(&ws.spec)), labels.as_ref());
     let target_binding = if starting {
         match policy::authorize_move(&bindings, &source_req, &target_req) {
             Ok(b) => Some(b),
@@ -1027,19 +1028,18 @@ pub async fn before_cleanup(
     }
 }
 
-/// `ws` placed where the workspace is in Azure: when status saw it elsewhere than the spec says (a move refused,
-/// failed or not permitted), with status's subscription and resource group. Pure.
-pub fn located(ws: &MlWorkspace, status: Option<&MlWorkspaceStatus>) -> MlWorkspace {
-    let mut out = ws.clone();
-    if let Some(s) = status
-        && s.resource_id.is_some()
-        && let Some(l) = &s.location
-        && !same_location(l, &spec_location(&ws.spec))
-    {
-        out.spec.subscription_id = l.subscription_id.clone();
-        out.spec.resource_group = l.resource_group.clone();
+/// Where the workspace is in Azure: status's subscription and resource group when status saw it elsewhere than
+/// `spec` says (a move refused, failed or not permitted), else the spec's. Pure.
+pub fn located<'a>(spec: &'a MlWorkspaceSpec, status: Option<&'a MlWorkspaceStatus>) -> Place<'a> {
+    match status {
+        Some(s) if s.resource_id.is_some() => match &s.location {
+            Some(l) if !same_location(l, &spec_location(spec)) => {
+                Place { subscription_id: &l.subscription_id, resource_group: &l.resource_group }
+            }
+            _ => Place::of(spec),
+        },
+        _ => Place::of(spec),
     }
-    out
 }
 
 /// What a dry run reports for the move step: the condition reason and a message, or `None` when no move is involved.

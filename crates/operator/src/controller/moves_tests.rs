@@ -278,11 +278,19 @@ fn dry_run_describes_the_move() {
 #[test]
 fn cleanup_looks_where_the_workspace_is() {
     let ws = MlWorkspace::new("ws1", spec(SUB2, "b", "Move"));
-    let at = located(&ws, Some(&existing(SUB, "a")));
-    assert_eq!((at.spec.subscription_id.as_str(), at.spec.resource_group.as_str()), (SUB, "a"));
-    assert_eq!(at.spec.storage_account, ws.spec.storage_account);
-    assert_eq!(located(&ws, Some(&existing(SUB2, "b"))).spec, ws.spec, "already there");
-    assert_eq!(located(&ws, None).spec, ws.spec);
+    let status = existing(SUB, "a");
+    let at = located(&ws.spec, Some(&status));
+    assert_eq!((at.subscription_id, at.resource_group), (SUB, "a"));
+    let there = existing(SUB2, "b");
+    assert_eq!(located(&ws.spec, Some(&there)), Place::of(&ws.spec), "already there");
+    assert_eq!(located(&ws.spec, None), Place::of(&ws.spec));
+    // The workspace is deleted where it is: its ARM id (and that of a dependency named without an id) is there.
+    let mut owned = ws.clone();
+    owned.metadata.namespace = Some("ns".into());
+    owned.metadata.uid = Some("uid-1".into());
+    let desired = crate::controller::plan::Desired::at(&owned, at).expect("valid spec");
+    let id = desired.workspace.id();
+    assert!(id.contains("/resourceGroups/a/"), "{id}");
 }
 
 #[test]

@@ -23,6 +23,7 @@ use crate::azure::lro::LroHandle;
 use crate::azure::models::{ManagedServiceIdentity, ProvisioningState, Tags};
 use crate::azure::workspaces::{Workspace, WorkspaceProperties, WorkspaceUpdate, WorkspaceUpdateProperties};
 use crate::azure::{ResourceGroupRef, SubscriptionId, WorkspaceRef};
+use crate::reconciler::binding::Place;
 
 /// Who owns a workspace in Azure: the value of the `azml.dev-owner` tag is `<namespace>/<name>/<uid>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -225,12 +226,18 @@ pub fn named_dependencies(spec: &MlWorkspaceSpec, rg: &ResourceGroupRef) -> Resu
 impl Desired {
     /// Validates and resolves the spec. Every value that reaches an ARM path passes the id layer's validation.
     pub fn from_resource(ws: &MlWorkspace) -> Result<Self, SpecError> {
+        Self::at(ws, Place::of(&ws.spec))
+    }
+
+    /// [`Desired::from_resource`] for the workspace at `place` (where it is in Azure while a move is refused, failed
+    /// or not permitted; its dependencies named without an id are in that resource group too).
+    pub fn at(ws: &MlWorkspace, place: Place<'_>) -> Result<Self, SpecError> {
         let spec = &ws.spec;
         let namespace = ws.namespace().ok_or(SpecError::MissingMetadata("namespace"))?;
         let uid = ws.uid().ok_or(SpecError::MissingMetadata("uid"))?;
         let id_err = |field| move |source| SpecError::InvalidId { field, source };
-        let subscription = SubscriptionId::new(&spec.subscription_id).map_err(id_err("subscriptionId"))?;
-        let rg_name = ResourceGroupName::new(spec.resource_group.clone()).map_err(id_err("resourceGroup"))?;
+        let subscription = SubscriptionId::new(place.subscription_id).map_err(id_err("subscriptionId"))?;
+        let rg_name = ResourceGroupName::new(place.resource_group.to_owned()).map_err(id_err("resourceGroup"))?;
         let rg = ResourceGroupRef::new(subscription, rg_name);
         let ws_name = WorkspaceName::new(spec.azure_name.clone().unwrap_or_else(|| ws.name_any()))
             .map_err(id_err("azureName"))?;

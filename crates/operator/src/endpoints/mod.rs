@@ -40,7 +40,7 @@ use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, ResourceId};
 use crate::metrics::ControllerScope;
 use crate::policy::{Grantor, Intent};
-use crate::reconciler::binding::{self, Ask, Verdict};
+use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::error::Error;
 use crate::reconciler::parent::{self, InvalidWorkspace};
 use crate::reconciler::status::{self, set_condition};
@@ -478,7 +478,14 @@ async fn authorize(
 ) -> Result<Verdict, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let _ = ep;
-    let ask = Ask { namespace: &namespace, workspace: &ws.spec, access, grantor: Grantor::Endpoint, extra: assets };
+    let ask = Ask {
+        namespace: &namespace,
+        place: Place::of(&ws.spec),
+        workspace: &ws.spec,
+        access,
+        grantor: Grantor::Endpoint,
+        extra: assets,
+    };
     binding::authorize(&ctx.client, &ctx.credentials, &ctx.config, &ask, |_| Ok(())).await
 }
 

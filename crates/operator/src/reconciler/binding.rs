@@ -13,13 +13,33 @@ use crate::api::v1alpha1::{AccessEntry, MlWorkspaceSpec, SubscriptionBinding};
 use crate::azure::ArmClient;
 use crate::policy::{self, Grantor, Intent};
 
+/// Where a workspace is asked about: its subscription and resource group. The spec's ([`Place::of`]) unless the
+/// workspace is known to be elsewhere in Azure (a move refused, failed or not permitted: see
+/// `controller::moves::located`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place<'a> {
+    /// Subscription id.
+    pub subscription_id: &'a str,
+    /// Resource group name.
+    pub resource_group: &'a str,
+}
+
+impl<'a> Place<'a> {
+    /// The place `spec` declares.
+    pub fn of(spec: &'a MlWorkspaceSpec) -> Self {
+        Place { subscription_id: &spec.subscription_id, resource_group: &spec.resource_group }
+    }
+}
+
 /// What a resource asks of the bindings: the place of its workspace, the roles it grants where, and what it names
 /// by ARM id. Built from borrowed fields of the objects: nothing is cloned or rewritten to ask.
 #[derive(Clone, Copy, Debug)]
 pub struct Ask<'a> {
     /// Namespace of the resource.
     pub namespace: &'a str,
-    /// The spec of the workspace it lives in (its place and the dependent resources it names by id).
+    /// Where its workspace is.
+    pub place: Place<'a>,
+    /// The spec of the workspace it lives in (the dependent resources it names by id).
     pub workspace: &'a MlWorkspaceSpec,
     /// Its `spec.access` entries, in the workspace's terms.
     pub access: &'a [AccessEntry],
@@ -66,8 +86,8 @@ pub fn request<'a>(ask: &Ask<'a>, labels: Option<&'a BTreeMap<String, String>>) 
     policy::Request {
         namespace: ask.namespace,
         namespace_labels: labels,
-        subscription_id: &ask.workspace.subscription_id,
-        resource_group: &ask.workspace.resource_group,
+        subscription_id: ask.place.subscription_id,
+        resource_group: ask.place.resource_group,
         access: ask.access,
         grantor: ask.grantor,
     }
@@ -83,7 +103,7 @@ pub async fn authorize(
     ask: &Ask<'_>,
     also: impl FnOnce(&SubscriptionBinding) -> Result<(), String>,
 ) -> Result<Verdict, Error> {
-    let (bindings, labels) = bindings_and_labels(client, ask.namespace, &[&ask.workspace.subscription_id]).await?;
+    let (bindings, labels) = bindings_and_labels(client, ask.namespace, &[ask.place.subscription_id]).await?;
     let request = request(ask, labels.as_ref());
     // Everything named by id must be in the binding's subscription and in a resource group it allows for the use the
     // operator makes of it (writes only in resourceGroups).

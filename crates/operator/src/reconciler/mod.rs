@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -62,12 +62,7 @@ pub const CONTROLLER_NAME: &str = "azml-operator";
 /// The API server rejects event notes over 1 kB.
 const MAX_EVENT_NOTE_BYTES: usize = 1024;
 
-/// Locks one of the operator's in-memory maps. Their critical sections are plain inserts, removals and look-ups
-/// that do not panic; a poisoned lock therefore means a bug, and carrying on with a half-updated map (a lost
-/// operation in flight, a forgotten rotation lock) would be worse than failing loudly.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().expect("an in-memory map of the operator was poisoned by a panic while it was held")
-}
+pub(crate) use crate::sync::lock;
 
 /// One kind of custom resource reconciled by the shell. Implemented on the resource type.
 pub trait Kind:
