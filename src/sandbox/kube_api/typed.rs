@@ -42,6 +42,13 @@ fn defs() -> &'static Defs {
     })
 }
 
+/// Whether the OpenAPI definition of proto message `message` (`k8s.io.api.core.v1.Probe`) has the property `name`;
+/// `None` when the definition is not among those vendored.
+pub fn definition_has_property(message: &str, name: &str) -> Option<bool> {
+    let def = defs().defs.get(&format!("io.k8s.{}", message.strip_prefix("k8s.io.")?))?;
+    Some(def.get("properties").and_then(Value::as_object).is_some_and(|p| p.contains_key(name)))
+}
+
 /// Whether the kind has a typed schema here.
 pub fn is_typed(rt: &ResourceType, version: &str) -> bool {
     !rt.custom && root(rt, version).is_some()
