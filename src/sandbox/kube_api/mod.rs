@@ -4,6 +4,7 @@
 //! YAML, or protobuf for the built-in kinds that typed clients (`kubectl create ...`, Helm) write. What it serves, how
 //! each part is verified and where it deliberately differs from a real cluster: `docs/kube-api-emulator.md`.
 
+pub mod crossfield;
 pub mod decode;
 pub mod error;
 pub mod openapi;

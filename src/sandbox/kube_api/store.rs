@@ -1334,7 +1334,8 @@ fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<
     }
     if typed::is_typed(rt, version) {
         typed::apply_defaults(rt, obj);
-        let causes = typed::validate(rt, version, obj);
+        let mut causes = typed::validate(rt, version, obj);
+        causes.extend(super::crossfield::validate(rt, obj));
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
         }
