@@ -113,7 +113,7 @@ fn template() -> Option<core::PodTemplateSpec> {
                 volume_source: Some(core::VolumeSource {
                     config_map: Some(core::ConfigMapVolumeSource {
                         local_object_reference: Some(core::LocalObjectReference { name: Some("db-config".into()) }),
-                        default_mode: Some(0o420),
+                        default_mode: Some(0o644),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -294,11 +294,11 @@ async fn frames(resp: &mut reqwest::Response, buf: &mut Vec<u8>, n: usize) -> Ve
     }
 }
 
-/// `(type, kind of the object, object message)` of a watch frame.
+/// `(type, kind of the object, object message)` of a watch frame: a bare `WatchEvent` (the API server's raw stream
+/// serializer) whose object is enveloped.
 fn watch_event(frame: &[u8]) -> (String, String, Vec<u8>) {
-    let (api_version, kind, raw) = unwrap_envelope(frame);
-    assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "WatchEvent"));
-    let event = meta::WatchEvent::decode(raw.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!frame.starts_with(b"k8s\0"), "watch frames carry no envelope");
+    let event = meta::WatchEvent::decode(frame).unwrap_or_else(|e| panic!("{e}"));
     let (_, object_kind, object) = unwrap_envelope(&event.object.and_then(|o| o.raw).unwrap_or_default());
     (event.r#type.unwrap_or_default(), object_kind, object)
 }

@@ -141,7 +141,7 @@ fn selector_matches_template(spec: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::new(
             "FieldValueInvalid",
             "spec.selector",
-            "Invalid value: \"null\": empty selector is invalid for deployment",
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment",
         ));
         return;
     }

@@ -278,12 +278,14 @@ pub fn encode(value: &Value) -> Result<Option<Vec<u8>>, ProtobufError> {
     Ok(Some(wrap(api_version, kind, msg.encode_to_vec())))
 }
 
-/// One frame of a protobuf watch stream: the 4-byte big-endian length, then the envelope of a `WatchEvent` of the
-/// resource's `api_version` whose object is the enveloped `object`. `Ok(None)` when the object has no protobuf form.
-pub fn watch_frame(api_version: &str, type_: &str, object: &Value) -> Result<Option<Vec<u8>>, ProtobufError> {
+/// One frame of a protobuf watch stream: the 4-byte big-endian length, then a `WatchEvent` message whose object is
+/// the enveloped `object`. The stream itself uses the API server's raw protobuf serializer (no magic, no envelope:
+/// the frames can only hold WatchEvents); only the embedded object carries them. `Ok(None)` when the object has no
+/// protobuf form.
+pub fn watch_frame(type_: &str, object: &Value) -> Result<Option<Vec<u8>>, ProtobufError> {
     let Some(inner) = encode(object)? else { return Ok(None) };
     let event = WatchEvent { r#type: Some(type_.into()), object: Some(RawExtension { raw: Some(inner) }) };
-    let body = wrap(api_version, "WatchEvent", event.encode_to_vec());
+    let body = event.encode_to_vec();
     let len = u32::try_from(body.len())
         .map_err(|_| ProtobufError::Encode { path: "watch event".into(), reason: "larger than 4 GiB".into() })?;
     let mut frame = len.to_be_bytes().to_vec();
@@ -902,12 +904,10 @@ mod tests {
         assert_eq!(typed.metadata.and_then(|m| m.resource_version).as_deref(), Some("7"));
         assert_eq!(typed.items.len(), 1);
 
-        let frame = watch_frame("v1", "ADDED", &list["items"][0]).unwrap_or_else(|e| panic!("{e}")).unwrap_or_default();
+        let frame = watch_frame("ADDED", &list["items"][0]).unwrap_or_else(|e| panic!("{e}")).unwrap_or_default();
         let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
         assert_eq!(len, frame.len() - 4);
-        let (api_version, kind, raw) = envelope(&frame[4..]).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "WatchEvent"));
-        let event = WatchEvent::decode(raw.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+        let event = WatchEvent::decode(&frame[4..]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(event.r#type.as_deref(), Some("ADDED"));
         let inner = event.object.and_then(|o| o.raw).unwrap_or_default();
         let (_, kind, raw) = envelope(&inner).unwrap_or_else(|e| panic!("{e}"));

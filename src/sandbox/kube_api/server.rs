@@ -614,7 +614,7 @@ impl WatchCtx {
     /// One event on the wire: a JSON line, or a length-delimited protobuf `WatchEvent` frame.
     fn frame(&self, type_: &str, object: &Value) -> Bytes {
         if self.protobuf {
-            match protobuf::watch_frame(&self.rt.api_version(&self.version), type_, object) {
+            match protobuf::watch_frame(type_, object) {
                 Ok(Some(frame)) => return Bytes::from(frame),
                 // Negotiation only picks protobuf for kinds that have it, so this is a stored object that does not
                 // fit its message: reported, and the event is sent as an ERROR the client relists on.
@@ -622,7 +622,7 @@ impl WatchCtx {
                     let reason = other.err().map(|e| e.to_string()).unwrap_or_default();
                     tracing::warn!(%reason, "watch event not encodable as protobuf");
                     let status = ApiError::internal(reason).to_status();
-                    return match protobuf::watch_frame(&self.rt.api_version(&self.version), "ERROR", &status) {
+                    return match protobuf::watch_frame("ERROR", &status) {
                         Ok(Some(frame)) => Bytes::from(frame),
                         _ => Bytes::new(),
                     };
