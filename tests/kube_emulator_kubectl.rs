@@ -330,3 +330,34 @@ async fn kubectl_typed_clients_get_protobuf_answers() {
     let (_, stdout, stderr) = watching.await.unwrap_or_else(|e| panic!("{e}"));
     assert!(stdout.contains("Watched"), "{stdout}\n{stderr}");
 }
+
+/// `kubectl explain` documents the built-in kinds from the published v1.33 definitions (fields, types and
+/// descriptions), nested fields included; the OpenAPI v2 document carries the same definitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explains_built_in_kinds() {
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let k = Kubectl::new(&server);
+    let out = k.ok(&["explain", "deployment"]).await;
+    assert!(out.contains("GROUP:      apps") && out.contains("Deployment enables declarative updates"), "{out}");
+    let out = k.ok(&["explain", "deployment.spec.strategy"]).await;
+    assert!(out.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{out}");
+    assert!(out.contains("The deployment strategy to use to replace existing pods with new ones."), "{out}");
+    let out = k.ok(&["explain", "pod.spec.containers"]).await;
+    assert!(out.contains("imagePullPolicy\t<string>") && out.contains("livenessProbe\t<Probe>"), "{out}");
+    let out = k.ok(&["explain", "pod.spec.containers.livenessProbe.httpGet.port"]).await;
+    assert!(out.contains("FIELD: port <IntOrString>"), "{out}");
+    let out = k.ok(&["explain", "services.spec", "--recursive"]).await;
+    assert!(out.contains("clusterIP\t<string>") && out.contains("targetPort\t<IntOrString>"), "{out}");
+
+    let v2: serde_json::Value = reqwest::get(format!("{}/openapi/v2", server.url()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let container = &v2["definitions"]["io.k8s.api.core.v1.Container"];
+    assert_eq!(
+        container["properties"]["livenessProbe"]["$ref"], "#/definitions/io.k8s.api.core.v1.Probe",
+        "{container}"
+    );
+}

@@ -271,6 +271,7 @@ async fn route(
         }
         ["api", "v1"] => ok(&resource_list(&registry, "", "v1")),
         ["apis", group, version] if registry.serves(group, version) => ok(&resource_list(&registry, group, version)),
+        ["openapi", "v2"] => ok(&openapi::v2_doc(&registry)),
         ["openapi", "v3"] => ok(&openapi::index(&registry)),
         ["openapi", "v3", rest @ ..] => {
             let (group, version) = match rest {

@@ -49,6 +49,36 @@ pub fn definition_has_property(message: &str, name: &str) -> Option<bool> {
     Some(def.get("properties").and_then(Value::as_object).is_some_and(|p| p.contains_key(name)))
 }
 
+/// The published definitions of a built-in kind and of everything they reference, root first, as
+/// `(name, definition)`; empty for kinds without a typed schema (custom resources).
+pub fn definitions(rt: &ResourceType, version: &str) -> Vec<(&'static str, &'static Value)> {
+    let Some(root) = root(rt, version).filter(|_| !rt.custom) else { return Vec::new() };
+    let defs = &defs().defs;
+    let mut out: Vec<(&'static str, &'static Value)> = Vec::new();
+    let mut pending = vec![root];
+    while let Some(name) = pending.pop() {
+        let Some((key, def)) = defs.get_key_value(name) else { continue };
+        if out.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        out.push((key.as_str(), def));
+        let mut stack = vec![def];
+        while let Some(node) = stack.pop() {
+            match node {
+                Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+                        pending.push(r);
+                    }
+                    stack.extend(m.values());
+                }
+                Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// Whether the kind has a typed schema here.
 pub fn is_typed(rt: &ResourceType, version: &str) -> bool {
     !rt.custom && root(rt, version).is_some()
