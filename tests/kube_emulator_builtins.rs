@@ -165,8 +165,12 @@ async fn defaults_required_fields_enums_and_names_as_the_real_server() {
     replaced = services.replace("web", &PostParams::default(), &replaced).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(replaced.spec.unwrap_or_default().cluster_ip, Some(ip));
     let svcs = url(&server, "api/v1", "services", "");
-    let (code, status, _) =
-        post(&http, &svcs, json!({"metadata": {"name": "bad"}, "spec": {"type": "Internal"}}).to_string()).await;
+    let (code, status, _) = post(
+        &http,
+        &svcs,
+        json!({"metadata": {"name": "bad"}, "spec": {"type": "Internal", "ports": [{"port": 80}]}}).to_string(),
+    )
+    .await;
     assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
     assert_eq!(
         causes(&status),

@@ -1335,7 +1335,12 @@ fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<
     if typed::is_typed(rt, version) {
         typed::apply_defaults(rt, obj);
         let mut causes = typed::validate(rt, version, obj);
-        causes.extend(super::crossfield::validate(rt, obj));
+        for cause in super::crossfield::validate(rt, obj) {
+            // The schema already reports a missing required field the cross-field rules also need.
+            if !causes.iter().any(|c| c.field == cause.field && c.message == cause.message) {
+                causes.push(cause);
+            }
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
         }
