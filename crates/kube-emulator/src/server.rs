@@ -427,7 +427,16 @@ fn decode_body(
         ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {e}"))
     };
     if ct.contains("yaml") {
-        return super::decode::yaml(body).map(|v| (v, Vec::new())).map_err(cannot);
+        let value = super::decode::yaml(body).map_err(cannot)?;
+        let duplicates = super::decode::yaml_duplicates(body);
+        return match mode {
+            _ if duplicates.is_empty() => Ok((value, duplicates)),
+            FieldValidation::Strict => {
+                Err(cannot(format!("strict decoding error: yaml: unmarshal errors:\n  {}", duplicates.join("\n  "))))
+            }
+            FieldValidation::Warn => Ok((value, duplicates)),
+            FieldValidation::Ignore => Ok((value, Vec::new())),
+        };
     }
     let (value, duplicates) = super::decode::json_with_duplicates(body).map_err(|e| cannot(e.to_string()))?;
     let messages: Vec<String> = duplicates.iter().map(|d| format!("duplicate field \"{d}\"")).collect();
