@@ -60,9 +60,99 @@ fn port_ok(v: &Value) -> bool {
     v.as_i64().is_some_and(|p| (1..=65535).contains(&p))
 }
 
+const QUALIFIED_NAME: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+/// The total size of an object's annotations (keys and values) the API server accepts.
+const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+
+fn is_name_part(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label)
+}
+
+/// apimachinery's `IsQualifiedName`: `[prefix/]name`, the prefix a DNS subdomain, the name at most 63 characters.
+fn qualified_name_errors(value: &str) -> Vec<String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    let mut errs = Vec::new();
+    let name = match parts.as_slice() {
+        [name] => *name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else if !is_dns1123_subdomain(prefix) {
+                errs.push(format!("prefix part {}", super::typed::DNS1123_SUBDOMAIN));
+            }
+            *name
+        }
+        _ => {
+            return vec![format!(
+                "a qualified name {QUALIFIED_NAME} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+            )];
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".into());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 characters".into());
+    }
+    if !is_name_part(name) {
+        errs.push(format!("name part {QUALIFIED_NAME}"));
+    }
+    errs
+}
+
+/// `ValidateLabels` and `ValidateAnnotations` of the object metadata at `path` (`metadata`,
+/// `spec.template.metadata`): label keys qualified names, values at most 63 characters of the label alphabet,
+/// annotation keys qualified names, annotations at most 256 KiB in total.
+pub fn metadata(meta: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let labels_path = format!("{path}.labels");
+    for (k, v) in meta.get("labels").and_then(Value::as_object).into_iter().flatten() {
+        for msg in qualified_name_errors(k) {
+            causes.push(invalid(labels_path.clone(), &Value::String(k.clone()), &msg));
+        }
+        let value = v.as_str().unwrap_or_default();
+        if value.len() > 63 {
+            causes.push(invalid(labels_path.clone(), v, "must be no more than 63 characters"));
+        }
+        if !value.is_empty() && !is_name_part(value) {
+            causes.push(invalid(labels_path.clone(), v, LABEL_VALUE));
+        }
+    }
+    let annotations_path = format!("{path}.annotations");
+    let mut size = 0;
+    for (k, v) in meta.get("annotations").and_then(Value::as_object).into_iter().flatten() {
+        for msg in qualified_name_errors(&k.to_lowercase()) {
+            causes.push(invalid(annotations_path.clone(), &Value::String(k.clone()), &msg));
+        }
+        size += k.len() + v.as_str().map_or(0, str::len);
+    }
+    if size > ANNOTATIONS_MAX_BYTES {
+        causes.push(Cause::new(
+            "FieldValueTooLong",
+            annotations_path,
+            format!("Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes"),
+        ));
+    }
+}
+
 /// Validates what the schema cannot for the kinds that have such rules; an empty list when the object passes.
 pub fn validate(rt: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
+    if let Some(meta) = obj.get("metadata") {
+        metadata(meta, "metadata", &mut causes);
+    }
+    for template in ["/spec/template/metadata", "/spec/jobTemplate/spec/template/metadata", "/template/metadata"] {
+        if let Some(meta) = obj.pointer(template) {
+            metadata(meta, &template[1..].replace('/', "."), &mut causes);
+        }
+    }
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     match (rt.group.as_str(), rt.kind.as_str()) {
         ("", "Pod") => pod_spec(spec, "spec", &mut causes),
@@ -372,6 +462,34 @@ mod tests {
                 "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
             ]
         );
+    }
+
+    #[test]
+    fn labels_and_annotations_follow_the_qualified_name_rules() {
+        let cm = json!({"metadata": {
+            "labels": {"app": "web", "example.com/tier": "gold", "bad key": "x", "ok": "bad value!", "long": "a".repeat(64)},
+            "annotations": {"Example.com/Note": "fine", "a/b/c": "x"},
+        }});
+        assert_eq!(
+            check("", "configmaps", cm),
+            [
+                format!("metadata.labels: Invalid value: \"bad key\": name part {QUALIFIED_NAME}"),
+                format!("metadata.labels: Invalid value: {:?}: must be no more than 63 characters", "a".repeat(64)),
+                format!("metadata.labels: Invalid value: \"bad value!\": {LABEL_VALUE}"),
+                format!(
+                    "metadata.annotations: Invalid value: \"a/b/c\": a qualified name {QUALIFIED_NAME} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+                ),
+            ]
+        );
+        let template = json!({"spec": {"selector": {"matchLabels": {"app": "x"}},
+                                        "template": {"metadata": {"labels": {"app": "x", "-bad": "y"}},
+                                                     "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        assert_eq!(
+            check("apps", "deployments", template),
+            [format!("spec.template.metadata.labels: Invalid value: \"-bad\": name part {QUALIFIED_NAME}")]
+        );
+        let huge = json!({"metadata": {"annotations": {"big": "x".repeat(300 * 1024)}}});
+        assert_eq!(check("", "secrets", huge), ["metadata.annotations: Too long: must have at most 262144 bytes"]);
     }
 
     #[test]
