@@ -511,7 +511,7 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, mc: &MlCompute)
 pub enum DryRun {
     /// Nothing can be planned: the reason and message the compute would stall or wait with.
     Blocked {
-        /// Reason constant.
+        /// Condition reason.
         reason: Reason,
         /// Message.
         message: String,

@@ -476,7 +476,7 @@ pub enum Action {
     },
     /// Nothing can be done until the spec or Azure changes.
     Stall {
-        /// Condition reason .
+        /// Condition reason.
         reason: Reason,
         /// A message a person can act on.
         message: String,

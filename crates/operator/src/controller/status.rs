@@ -2,7 +2,7 @@
 //! ([`crate::reconciler::Shell::write_status`]) only when something a reader could act on changed.
 //!
 //! Conditions: kstatus `Ready`, `Reconciling`, `Stalled` plus `WorkspaceProvisioned`, each with `observedGeneration`
-//! and a reason constant from [`crate::api::conditions`]. `lastTransitionTime` moves only when a condition's status
+//! and a [`crate::api::conditions::Reason`]. `lastTransitionTime` moves only when a condition's status
 //! flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

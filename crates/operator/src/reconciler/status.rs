@@ -2,7 +2,7 @@
 //! patch. Each kind's facts are its own (`controller::status` for MlWorkspace); writing goes through
 //! [`super::Shell::write_status`], the only status writer.
 //!
-//! Conditions carry `observedGeneration` and a reason constant from [`crate::api::conditions`];
+//! Conditions carry `observedGeneration` and a [`crate::api::conditions::Reason`];
 //! `lastTransitionTime` moves only when a condition's status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -22,14 +22,14 @@ pub enum Phase {
     Ready,
     /// The controller is working (an operation is in flight, or it just wrote something).
     Progressing {
-        /// Reason constant (Creating, Updating, OperationInProgress, Deleting).
+        /// Condition reason (Creating, Updating, OperationInProgress, Deleting).
         reason: Reason,
         /// What is happening.
         message: String,
     },
     /// No progress without a change to the spec or to Azure.
     Stalled {
-        /// Reason constant (NotPermitted, AlreadyExists, AzureRejected, InvalidSpec, ...).
+        /// Condition reason (NotPermitted, AlreadyExists, AzureRejected, InvalidSpec, ...).
         reason: Reason,
         /// What is wrong, with the ARM code and message where there is one.
         message: String,
