@@ -5,8 +5,10 @@ pub mod api;
 pub mod azure;
 pub mod cli;
 pub mod compute;
+pub mod connection;
 pub mod controller;
 pub mod endpoints;
+pub mod exports;
 #[cfg(test)]
 mod gitops_tests;
 pub mod leader;

@@ -24,6 +24,9 @@ pub const KEYS_PUBLISHED: &str = "KeysPublished";
 /// Computes: whether the compute can run work now; the reason says why not (InstanceStopped, ComputeErrors,
 /// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
 pub const USABLE: &str = "Usable";
+/// MlWorkspace: whether spec.exports (ConfigMap, Secret) is written and current. Does not affect Ready: a
+/// name clash of an export does not keep computes, endpoints and connections from using the workspace.
+pub const EXPORTED: &str = "Exported";
 
 /// Reasons (CamelCase, as Kubernetes expects).
 pub mod reasons {
@@ -117,6 +120,15 @@ pub mod reasons {
     pub const INSTANCE_STOPPED: &str = "InstanceStopped";
     /// Computes: a start, stop or restart asked for by the azml.dev/compute-action annotation is running.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+    /// Connections: the credentials Secret, or a key the auth type needs in it, does not exist (the message names
+    /// it); nothing is sent to Azure until it does.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// Exports: the ConfigMap exists and was not created by the operator for this resource; it is left untouched.
+    pub const CONFIG_MAP_NOT_OWNED: &str = "ConfigMapNotOwned";
+    /// Exports: the ConfigMap and Secret are written and current.
+    pub const EXPORTED: &str = "Exported";
+    /// Exports: nothing to export (no spec.exports).
+    pub const NOT_EXPORTED: &str = "NotExported";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -163,4 +175,8 @@ pub mod events {
     pub const KEYS_PUBLISHED: &str = "KeysPublished";
     /// Computes: a compute instance was started, stopped or restarted on request of the annotation.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+    /// Connections: the credentials Secret changed and the connection was sent again (never the values).
+    pub const CREDENTIALS_UPDATED: &str = "CredentialsUpdated";
+    /// Exports: the ConfigMap or Secret was created or updated (never the values).
+    pub const EXPORTED: &str = "Exported";
 }

@@ -626,7 +626,7 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
             pending: None,
             access: None,
         };
-        return finish_keys(ctx, ws, status, result, base, None).await;
+        return finish_keys(ctx, ws, status, result, base, None, None).await;
     }
     if let Some((dependency, message)) = dependencies::waiting_for(ws, &desired, status.as_ref()) {
         // Stalled for a missing dependency: one GET of it, and the create request only once it exists.
@@ -671,7 +671,11 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                     _ => None,
                 };
                 let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), observed).await;
-                return finish_keys(ctx, ws, status, result, report, Some(applied.requeue)).await;
+                let exported = match observed {
+                    Some(w) => Some(crate::exports::export_workspace(&ctx.client, &ctx.recorder, ws, &desired.workspace, &arm, w, status.as_ref()).await),
+                    None => None,
+                };
+                return finish_keys(ctx, ws, status, result, report, Some(applied.requeue), exported).await;
             }
             ctx.finish(ws, report, applied.requeue).await
         }
@@ -701,6 +705,7 @@ async fn finish_keys(
     result: Result<keys::KeysOutcome, Error>,
     base: Report,
     requeue: Option<Duration>,
+    exported: Option<crate::exports::ExportsOutcome>,
 ) -> Result<Requeue, Error> {
     match result {
         Ok(outcome) => {
@@ -709,7 +714,13 @@ async fn finish_keys(
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(ctx.config.resync_period),
             };
-            ctx.finish_with(ws, report, requeue, Some(&outcome.update)).await
+            ctx.finish_edit(ws, report, requeue, |next, generation, now| {
+                outcome.update.apply(next, generation, now);
+                if let Some(exported) = &exported {
+                    exported.apply(next, generation, now);
+                }
+            })
+            .await
         }
         Err(e) => {
             // A resync that could not be polled (Azure unreachable) is kept and polled again.
@@ -849,7 +860,8 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
     // (aborting this task stops both), shutdown and metrics.
     let endpoints = crate::endpoints::run(client.clone(), ctx.config.clone(), shutdown.clone());
     let computes = crate::compute::run(client.clone(), ctx.config.clone(), shutdown.clone());
-    futures::future::join3(futures::future::join_all(controllers), endpoints, computes).await;
+    let connections = crate::connection::run(client.clone(), ctx.config.clone(), shutdown.clone());
+    futures::future::join4(futures::future::join_all(controllers), endpoints, computes, connections).await;
     watcher_stop.cancel();
     if let Err(err) = watcher.await {
         warn!(error = %err, "storage-key watcher ended abnormally");
