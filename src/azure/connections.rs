@@ -165,8 +165,13 @@ impl<'de> Deserialize<'de> for Credentials {
 impl ArmClient {
     /// WorkspaceConnections_Get. `None` when absent. Never carries credentials.
     pub async fn get_connection(&self, c: &ConnectionRef) -> Result<Option<Connection>, ArmError> {
-        let call =
-            Call::new("WorkspaceConnections_Get", Method::GET, c.id(), ML_API_VERSION, Some(c.workspace.subscription()));
+        let call = Call::new(
+            "WorkspaceConnections_Get",
+            Method::GET,
+            c.id(),
+            ML_API_VERSION,
+            Some(c.workspace.subscription()),
+        );
         self.get_opt(&call).await
     }
 

@@ -34,7 +34,9 @@ use tracing::{debug, info, instrument, warn};
 
 use self::plan::{DesiredConnection, Plan, ResolvedCredentials, WriteReason};
 use crate::api::conditions::{self, events, reasons};
-use crate::api::v1alpha1::{ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace};
+use crate::api::v1alpha1::{
+    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace,
+};
 use crate::azure::ArmClient;
 use crate::azure::connections::{Connection, ConnectionName, ConnectionRef};
 use crate::controller::credentials::CredentialCache;
@@ -131,13 +133,17 @@ async fn resolve_client(
     if !for_delete && let Err(denial) = policy::check_connection(binding, &mc.spec) {
         return Ok(Err(denial.to_string()));
     }
-    let arm = ctx.credentials.client_for(&ctx.client, binding, &ctx.config.credential_sources(), &ctx.config.arm).await?;
+    let arm =
+        ctx.credentials.client_for(&ctx.client, binding, &ctx.config.credential_sources(), &ctx.config.arm).await?;
     Ok(Ok((arm, binding.name_any())))
 }
 
 /// Reads the credentials Secret (by name) and resolves the credentials of the auth type.
 #[instrument(skip_all)]
-async fn read_credentials(ctx: &Context, mc: &MlConnection) -> Result<Result<ResolvedCredentials, plan::SecretProblem>, Error> {
+async fn read_credentials(
+    ctx: &Context,
+    mc: &MlConnection,
+) -> Result<Result<ResolvedCredentials, plan::SecretProblem>, Error> {
     let secret_name = mc.spec.credentials_from.as_ref().map(|c| c.secret_name.as_str());
     let data = match secret_name {
         Some(name) => {
@@ -270,9 +276,12 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
     let mut status = ctx.current_status(mc).unwrap_or_default();
     let (resync, stalled) = (ctx.config.resync_period, ctx.config.stalled_requeue);
     let Some(ws) = get_workspace(&ctx.client, mc).await?.filter(workspace_ready) else {
-        let message =
-            format!("waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before", mc.spec.workspace_ref.name);
-        return finish(ctx, mc, status, Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message }, resync).await;
+        let message = format!(
+            "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",
+            mc.spec.workspace_ref.name
+        );
+        return finish(ctx, mc, status, Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message }, resync)
+            .await;
     };
     ensure_workspace_owner(&ctx.client, mc, &ws).await?;
     let (arm, binding) = match resolve_client(ctx, &ws, mc, false).await {
@@ -333,7 +342,8 @@ async fn apply(
     status: &mut MlConnectionStatus,
 ) -> Result<(), Error> {
     let Some((why, what)) = &plan.write else { return Ok(()) };
-    let written = arm.create_connection(c_ref, &plan::body(desired, creds)).await.map_err(Error::arm("put connection"))?;
+    let written =
+        arm.create_connection(c_ref, &plan::body(desired, creds)).await.map_err(Error::arm("put connection"))?;
     report_observed(status, c_ref, Some(&written), &desired.owner);
     status.credentials_hash = creds.hash.clone();
     if creds.hash.is_some() {
@@ -342,7 +352,9 @@ async fn apply(
     let drift = mc.status.as_ref().and_then(|s| s.observed_generation) == mc.metadata.generation;
     let (reason, note) = match why {
         WriteReason::Create => (events::CREATED, format!("Created connection {}", c_ref.id())),
-        WriteReason::Properties if drift => (events::DRIFT_CORRECTED, format!("Connection put back to the spec: {what}")),
+        WriteReason::Properties if drift => {
+            (events::DRIFT_CORRECTED, format!("Connection put back to the spec: {what}"))
+        }
         WriteReason::Properties => (events::UPDATED, format!("Connection updated: {what}")),
         WriteReason::Credentials => {
             (events::CREDENTIALS_UPDATED, "Credentials sent again: the credentials Secret changed".to_owned())
@@ -395,8 +407,14 @@ async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Requeue, 
             return fail(ctx, mc, status, Error::arm("delete connection")(e)).await;
         }
         info!("deleted connection");
-        publish_event(&ctx.recorder, mc, EventType::Normal, events::DELETED, format!("Deleted connection {}", c_ref.id()))
-            .await;
+        publish_event(
+            &ctx.recorder,
+            mc,
+            EventType::Normal,
+            events::DELETED,
+            format!("Deleted connection {}", c_ref.id()),
+        )
+        .await;
     }
     remove_finalizer(mc, ctx).await
 }

@@ -78,9 +78,9 @@ pub fn resolve_credentials(
         match data.get(key) {
             None => Ok(None),
             Some(v) if v.0.is_empty() => Ok(None),
-            Some(v) => String::from_utf8(v.0.clone()).map(|s| Some(Secret::new(s))).map_err(|_| {
-                (reasons::INVALID_SPEC, format!("key {key} of Secret {name} is not UTF-8 text"))
-            }),
+            Some(v) => String::from_utf8(v.0.clone())
+                .map(|s| Some(Secret::new(s)))
+                .map_err(|_| (reasons::INVALID_SPEC, format!("key {key} of Secret {name} is not UTF-8 text"))),
         }
     };
     let mut creds = Credentials::default();
@@ -92,11 +92,15 @@ pub fn resolve_credentials(
             }
         }
         if creds.fields.is_empty() {
-            return Err((reasons::SECRET_NOT_FOUND, format!("Secret {name} has no keys; CustomKeys sends every key of it")));
+            return Err((
+                reasons::SECRET_NOT_FOUND,
+                format!("Secret {name} has no keys; CustomKeys sends every key of it"),
+            ));
         }
     } else {
         let (required, optional) = auth_type.credential_keys();
-        let missing: Vec<&str> = required.iter().copied().filter(|k| !data.get(*k).is_some_and(|v| !v.0.is_empty())).collect();
+        let missing: Vec<&str> =
+            required.iter().copied().filter(|k| !data.get(*k).is_some_and(|v| !v.0.is_empty())).collect();
         if !missing.is_empty() {
             return Err((
                 reasons::SECRET_NOT_FOUND,
@@ -186,7 +190,12 @@ pub fn body(desired: &DesiredConnection, creds: &ResolvedCredentials) -> Connect
 
 /// The owner mark of a connection (the key read without regard to case).
 pub fn owner_of(c: &Connection) -> Option<&str> {
-    c.properties.metadata.as_ref()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(CONNECTION_OWNER_KEY)).map(|(_, v)| v.as_str())
+    c.properties
+        .metadata
+        .as_ref()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(CONNECTION_OWNER_KEY))
+        .map(|(_, v)| v.as_str())
 }
 
 /// The properties that differ from the spec, as `field (Azure: x, spec: y)`.
@@ -200,7 +209,12 @@ pub fn differences(desired: &DesiredConnection, c: &Connection) -> Vec<String> {
     };
     let category = p.category.as_deref().unwrap_or("-");
     differs("category", category, &desired.category, category.eq_ignore_ascii_case(&desired.category));
-    differs("authType", &p.auth_type, desired.auth_type.as_str(), p.auth_type.eq_ignore_ascii_case(desired.auth_type.as_str()));
+    differs(
+        "authType",
+        &p.auth_type,
+        desired.auth_type.as_str(),
+        p.auth_type.eq_ignore_ascii_case(desired.auth_type.as_str()),
+    );
     let target = p.target.as_deref().unwrap_or("-");
     differs("target", target, &desired.target, target == desired.target);
     let shared = p.is_shared_to_all.unwrap_or(true);
@@ -278,8 +292,13 @@ mod tests {
 
     #[test]
     fn credentials_come_from_the_fields_the_auth_type_names() {
-        let pat = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "ghp_1"), ("other", "x")])), "uid")
-            .expect("resolves");
+        let pat = resolve_credentials(
+            ConnectionAuthType::Pat,
+            Some("s"),
+            Some(&data(&[("pat", "ghp_1"), ("other", "x")])),
+            "uid",
+        )
+        .expect("resolves");
         let creds = pat.credentials.clone().expect("creds");
         assert_eq!(creds.fields.keys().collect::<Vec<_>>(), ["pat"]);
         assert_eq!(pat.hash.as_ref().map(String::len), Some(64));
@@ -292,9 +311,13 @@ mod tests {
         )
         .expect("resolves");
         assert_eq!(up.credentials.expect("creds").fields.len(), 3);
-        let custom =
-            resolve_credentials(ConnectionAuthType::CustomKeys, Some("s"), Some(&data(&[("a", "1"), ("b", "2")])), "uid")
-                .expect("resolves");
+        let custom = resolve_credentials(
+            ConnectionAuthType::CustomKeys,
+            Some("s"),
+            Some(&data(&[("a", "1"), ("b", "2")])),
+            "uid",
+        )
+        .expect("resolves");
         assert!(custom.credentials.as_ref().is_some_and(|c| c.custom_keys && c.fields.len() == 2));
         assert_eq!(resolve_credentials(ConnectionAuthType::Aad, None, None, "uid"), Ok(ResolvedCredentials::default()));
     }
@@ -316,17 +339,21 @@ mod tests {
             message,
             "Secret sp has no key clientSecret, no key tenantId (authType ServicePrincipal needs clientId, clientSecret, tenantId)"
         );
-        let (reason, _) = resolve_credentials(ConnectionAuthType::CustomKeys, Some("k"), Some(&data(&[])), "uid").unwrap_err();
+        let (reason, _) =
+            resolve_credentials(ConnectionAuthType::CustomKeys, Some("k"), Some(&data(&[])), "uid").unwrap_err();
         assert_eq!(reason, reasons::SECRET_NOT_FOUND);
     }
 
     #[test]
     fn the_hash_changes_with_the_content_and_the_salt_only() {
         let a = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "1")])), "uid").unwrap();
-        let same = resolve_credentials(ConnectionAuthType::Pat, Some("s2"), Some(&data(&[("pat", "1"), ("x", "y")])), "uid")
-            .unwrap();
-        let rotated = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "2")])), "uid").unwrap();
-        let other = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "1")])), "uid-2").unwrap();
+        let same =
+            resolve_credentials(ConnectionAuthType::Pat, Some("s2"), Some(&data(&[("pat", "1"), ("x", "y")])), "uid")
+                .unwrap();
+        let rotated =
+            resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "2")])), "uid").unwrap();
+        let other =
+            resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "1")])), "uid-2").unwrap();
         assert_eq!(a.hash, same.hash, "unused keys and the Secret's name do not count");
         assert_ne!(a.hash, rotated.hash);
         assert_ne!(a.hash, other.hash);
@@ -351,7 +378,8 @@ mod tests {
         let creds = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "1")])), "u").unwrap();
         let azure = in_azure(&d);
         assert!(plan(&d, Some(&azure), &creds, creds.hash.as_deref()).converged());
-        let rotated = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "2")])), "u").unwrap();
+        let rotated =
+            resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "2")])), "u").unwrap();
         let p = plan(&d, Some(&azure), &rotated, creds.hash.as_deref());
         assert_eq!(p.write.map(|w| w.0), Some(WriteReason::Credentials));
         // Once recorded, the rotated Secret sends nothing more.
@@ -381,7 +409,8 @@ mod tests {
     fn a_connection_without_our_mark_is_never_touched() {
         let d = desired();
         let mut azure = in_azure(&d);
-        azure.properties.metadata = Some(BTreeMap::from([(CONNECTION_OWNER_KEY.to_owned(), "team-b/x/uid-9".to_owned())]));
+        azure.properties.metadata =
+            Some(BTreeMap::from([(CONNECTION_OWNER_KEY.to_owned(), "team-b/x/uid-9".to_owned())]));
         let p = plan(&d, Some(&azure), &ResolvedCredentials::default(), None);
         assert!(p.write.is_none());
         assert_eq!(p.stall.map(|s| s.0), Some(reasons::ALREADY_EXISTS));

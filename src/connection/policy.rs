@@ -39,7 +39,11 @@ pub fn check_connection(binding: &SubscriptionBinding, spec: &MlConnectionSpec) 
     let name = binding.name_any();
     let allowed = &binding.spec.allowed_connection_categories;
     if !allowed.iter().any(|p| glob_matches(p, &spec.category)) {
-        return Err(ConnectionDenial::Category { binding: name, category: spec.category.clone(), allowed: allowed.clone() });
+        return Err(ConnectionDenial::Category {
+            binding: name,
+            category: spec.category.clone(),
+            allowed: allowed.clone(),
+        });
     }
     let targets = &binding.spec.allowed_connection_targets;
     if !targets.is_empty() && !targets.iter().any(|p| glob_matches(p, &spec.target)) {
@@ -89,7 +93,9 @@ mod tests {
 
     #[test]
     fn targets_are_limited_when_the_binding_lists_them() {
-        let b = binding(json!({"allowedConnectionCategories": ["*"], "allowedConnectionTargets": ["https://github.com/contoso/*"]}));
+        let b = binding(
+            json!({"allowedConnectionCategories": ["*"], "allowedConnectionTargets": ["https://github.com/contoso/*"]}),
+        );
         assert_eq!(check_connection(&b, &spec("Git", "https://github.com/contoso/ml")), Ok(()));
         let denied = check_connection(&b, &spec("Git", "https://github.com/evil/ml")).unwrap_err();
         assert!(matches!(denied, ConnectionDenial::Target { .. }), "{denied}");

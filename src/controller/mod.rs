@@ -671,8 +671,24 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                     _ => None,
                 };
                 let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), observed).await;
+                // Exports see the storage-key facts this reconcile records (their Secret depends on them).
+                let mut keyed = status.clone().unwrap_or_default();
+                if let Ok(outcome) = &result {
+                    outcome.update.apply(&mut keyed, ws.metadata.generation, &Time(jiff::Timestamp::now()));
+                }
                 let exported = match observed {
-                    Some(w) => Some(crate::exports::export_workspace(&ctx.client, &ctx.recorder, ws, &desired.workspace, &arm, w, status.as_ref()).await),
+                    Some(w) => Some(
+                        crate::exports::export_workspace(
+                            &ctx.client,
+                            &ctx.recorder,
+                            ws,
+                            &desired.workspace,
+                            &arm,
+                            w,
+                            Some(&keyed),
+                        )
+                        .await,
+                    ),
                     None => None,
                 };
                 return finish_keys(ctx, ws, status, result, report, Some(applied.requeue), exported).await;

@@ -155,7 +155,10 @@ fn owned(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid:
 }
 
 /// The data patch that makes `have` equal `want` (keys not wanted are removed).
-fn data_patch<V: serde::Serialize + PartialEq>(have: Option<&BTreeMap<String, V>>, want: &BTreeMap<String, V>) -> Value {
+fn data_patch<V: serde::Serialize + PartialEq>(
+    have: Option<&BTreeMap<String, V>>,
+    want: &BTreeMap<String, V>,
+) -> Value {
     let mut patch = serde_json::Map::new();
     for k in have.into_iter().flat_map(|h| h.keys()).filter(|k| !want.contains_key(*k)) {
         patch.insert(k.clone(), Value::Null);
@@ -292,7 +295,8 @@ pub async fn export_workspace(
         )
     };
 
-    if let Some(old) = previous.config_map.as_ref().filter(|o| exports.config_map.as_ref().is_none_or(|c| &c.name != *o))
+    if let Some(old) =
+        previous.config_map.as_ref().filter(|o| exports.config_map.as_ref().is_none_or(|c| &c.name != *o))
         && let Err(e) = delete_owned::<ConfigMap>(client, ws, old).await
     {
         warn!(error = %e, "cannot delete the previous exported ConfigMap");
@@ -365,10 +369,13 @@ pub async fn export_workspace(
         }
         Some((false, *reason, message))
     } else {
-        let names: Vec<String> = [done.config_map.as_ref().map(|n| format!("ConfigMap {n}")), done.secret.as_ref().map(|n| format!("Secret {n}"))]
-            .into_iter()
-            .flatten()
-            .collect();
+        let names: Vec<String> = [
+            done.config_map.as_ref().map(|n| format!("ConfigMap {n}")),
+            done.secret.as_ref().map(|n| format!("Secret {n}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Some((true, reasons::EXPORTED, format!("{} current", names.join(" and "))))
     };
     let exports = (done != ExportsStatus::default()).then_some(done);

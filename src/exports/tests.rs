@@ -47,7 +47,10 @@ fn the_config_map_holds_the_facts_azure_reported_and_follows_a_move() {
     assert_eq!(data[config_keys::SUBSCRIPTION_ID], "0b1f6471-1bf0-4dda-aec3-111122223333");
     assert_eq!(data[config_keys::LOCATION], "westeurope");
     assert_eq!(data[config_keys::WORKSPACE_ID], "5d2f0c58-0000-4000-8000-000000000001");
-    assert!(data[config_keys::RESOURCE_ID].ends_with("/resourceGroups/rg-risk/providers/Microsoft.MachineLearningServices/workspaces/fraud-ws"));
+    assert!(
+        data[config_keys::RESOURCE_ID]
+            .ends_with("/resourceGroups/rg-risk/providers/Microsoft.MachineLearningServices/workspaces/fraud-ws")
+    );
     assert!(data.contains_key(config_keys::MLFLOW_TRACKING_URI) && data.contains_key(config_keys::DISCOVERY_URL));
     assert!(!data.contains_key(config_keys::CONTAINER_REGISTRY_ID), "absent values are left out");
     let moved = desired_config_map(&ws_ref("rg-risk-2"), &workspace("rg-risk-2"));
@@ -66,7 +69,11 @@ fn the_secret_holds_only_the_items_asked_for_that_azure_has() {
     let no_registry = desired_secret(&items, &keys("k1", false));
     assert_eq!(no_registry.keys().collect::<Vec<_>>(), ["userStorageKey"]);
     let all = desired_secret(
-        &[WorkspaceSecretItem::ContainerRegistryUsername, WorkspaceSecretItem::ContainerRegistryPassword2, WorkspaceSecretItem::AppInsightsInstrumentationKey],
+        &[
+            WorkspaceSecretItem::ContainerRegistryUsername,
+            WorkspaceSecretItem::ContainerRegistryPassword2,
+            WorkspaceSecretItem::AppInsightsInstrumentationKey,
+        ],
         &keys("k1", true),
     );
     assert_eq!(all.keys().collect::<Vec<_>>(), ["containerRegistryPassword2", "containerRegistryUsername"]);
@@ -88,8 +95,12 @@ fn the_fingerprint_changes_with_a_resync_a_move_or_the_items_only() {
     assert_eq!(base, secret_fingerprint(&ws, &e, Some(&status)), "stable");
     assert_eq!(base.len(), 64);
     assert_ne!(base, secret_fingerprint(&workspace("rg-risk-2"), &e, Some(&status)), "a move");
-    assert_ne!(base, secret_fingerprint(&ws, &export(&[WorkspaceSecretItem::AppInsightsInstrumentationKey]), Some(&status)));
-    status.storage_keys.as_mut().unwrap().last_resync_time = Some(Time(jiff::Timestamp::from_second(2_000_000_000).unwrap()));
+    assert_ne!(
+        base,
+        secret_fingerprint(&ws, &export(&[WorkspaceSecretItem::AppInsightsInstrumentationKey]), Some(&status))
+    );
+    status.storage_keys.as_mut().unwrap().last_resync_time =
+        Some(Time(jiff::Timestamp::from_second(2_000_000_000).unwrap()));
     assert_ne!(base, secret_fingerprint(&ws, &e, Some(&status)), "a resync");
 }
 

@@ -84,7 +84,12 @@ fn each_category_takes_its_auth_types_only() {
         let c = with(with(git.clone(), "category", json!(category)), "authType", json!(auth));
         assert!(errors(&c, None).contains(message), "{category}/{auth}: {}", errors(&c, None));
     }
-    for (category, auth) in [("Git", "UsernamePassword"), ("AzureOpenAI", "ApiKey"), ("Snowflake", "UsernamePassword"), ("ADLSGen2", "ServicePrincipal")] {
+    for (category, auth) in [
+        ("Git", "UsernamePassword"),
+        ("AzureOpenAI", "ApiKey"),
+        ("Snowflake", "UsernamePassword"),
+        ("ADLSGen2", "ServicePrincipal"),
+    ] {
         let c = with(with(git.clone(), "category", json!(category)), "authType", json!(auth));
         assert_eq!(errors(&c, None), "", "{category}/{auth}");
     }
@@ -127,6 +132,7 @@ fn workspace_category_and_name_are_immutable_target_and_auth_are_not() {
     assert!(errors(&recat, Some(&git)).contains("category is immutable"));
     let renamed = with(git.clone(), "azureName", json!("other-name"));
     assert!(errors(&renamed, Some(&git)).contains("azureName is immutable"));
-    let retarget = with(with(git.clone(), "target", json!("https://github.com/contoso/x")), "authType", json!("UsernamePassword"));
+    let retarget =
+        with(with(git.clone(), "target", json!("https://github.com/contoso/x")), "authType", json!("UsernamePassword"));
     assert_eq!(errors(&retarget, Some(&git)), "");
 }

@@ -86,7 +86,9 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Option<Result<Routed, A
         (None, "PUT") => ("WorkspaceConnections_Create", format!("{CONNECTIONS}/write")),
         (None, "PATCH") => ("WorkspaceConnections_Update", format!("{CONNECTIONS}/write")),
         (None, "DELETE") => ("WorkspaceConnections_Delete", format!("{CONNECTIONS}/delete")),
-        (Some("listsecrets"), "POST") => ("WorkspaceConnections_ListSecrets", format!("{CONNECTIONS}/listsecrets/action")),
+        (Some("listsecrets"), "POST") => {
+            ("WorkspaceConnections_ListSecrets", format!("{CONNECTIONS}/listsecrets/action"))
+        }
         _ => ("WorkspaceConnections_Unsupported", format!("{CONNECTIONS}/write")),
     };
     Some(Ok(mk(ConnectionTarget::Connection { rg, ws, name, action }, op, rbac, id)))
@@ -117,7 +119,8 @@ fn check_properties(props: &mut Value, partial: bool) -> Result<Option<Value>, A
             .as_str()
             .is_some_and(|c| crate::api::v1alpha1::CATEGORIES.iter().any(|k| k.eq_ignore_ascii_case(c)));
         if !known {
-            return Err(bad(format!("The category '{category}' is not a valid ConnectionCategory.")).target("properties.category"));
+            return Err(bad(format!("The category '{category}' is not a valid ConnectionCategory."))
+                .target("properties.category"));
         }
     }
     if let Some(m) = obj.get("metadata")
@@ -130,7 +133,9 @@ fn check_properties(props: &mut Value, partial: bool) -> Result<Option<Value>, A
     }
     let Some(auth) = auth else { return Ok(credentials) };
     let Some((canonical, fields)) = AUTH_TYPES.iter().find(|(a, _)| a.eq_ignore_ascii_case(&auth)) else {
-        return Err(bad(format!("The authType '{auth}' is not a valid ConnectionAuthType.")).target("properties.authType"));
+        return Err(
+            bad(format!("The authType '{auth}' is not a valid ConnectionAuthType.")).target("properties.authType")
+        );
     };
     obj.insert("authType".into(), json!(canonical));
     if let Some(c) = &credentials {
@@ -140,10 +145,8 @@ fn check_properties(props: &mut Value, partial: bool) -> Result<Option<Value>, A
         if let Some(allowed) = fields
             && let Some(extra) = c.keys().find(|k| !allowed.contains(&k.as_str()))
         {
-            return Err(bad(format!(
-                "Could not find member '{extra}' on object of type '{canonical}' credentials."
-            ))
-            .target("properties.credentials"));
+            return Err(bad(format!("Could not find member '{extra}' on object of type '{canonical}' credentials."))
+                .target("properties.credentials"));
         }
         if *canonical == "CustomKeys" && !c.get("keys").is_some_and(Value::is_object) {
             return Err(bad("CustomKeys credentials need a keys object.").target("properties.credentials.keys"));
@@ -161,13 +164,20 @@ fn stored_credentials(ext: &ResourceExt) -> Option<Value> {
 
 impl Inner {
     /// Handles a routed connection request.
-    pub(super) fn connection(&mut self, target: &ConnectionTarget, routed: &Routed, req: &Req) -> Result<Reply, ArmError> {
+    pub(super) fn connection(
+        &mut self,
+        target: &ConnectionTarget,
+        routed: &Routed,
+        req: &Req,
+    ) -> Result<Reply, ArmError> {
         let sub = self.ensure_sub(routed.sub.as_deref().unwrap_or_default())?;
         let (rg, ws) = match target {
             ConnectionTarget::List { rg, ws } | ConnectionTarget::Connection { rg, ws, .. } => (rg, ws),
         };
         let (sub, rg) = self.ensure_rg(&sub, rg)?;
-        let ws_id = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}");
+        let ws_id = format!(
+            "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{ws}"
+        );
         let parent = self.state.resources.get(&id_key(&ws_id)).filter(|r| r.rtype.eq_ignore_ascii_case(WORKSPACES));
         let Some(ws_id) = parent.map(|r| r.id.clone()) else {
             return Err(ArmError::new(
@@ -184,8 +194,19 @@ impl Inner {
                 .resources
                 .values()
                 .filter(|r| r.rtype.eq_ignore_ascii_case(CONNECTIONS) && scope_contains(&ws_id, &r.id))
-                .filter(|r| category.as_ref().is_none_or(|c| r.body.pointer("/properties/category").and_then(Value::as_str).is_some_and(|v| v.eq_ignore_ascii_case(c))))
-                .filter(|r| wanted_target.as_ref().is_none_or(|t| r.body.pointer("/properties/target").and_then(Value::as_str) == Some(t.as_str())))
+                .filter(|r| {
+                    category.as_ref().is_none_or(|c| {
+                        r.body
+                            .pointer("/properties/category")
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| v.eq_ignore_ascii_case(c))
+                    })
+                })
+                .filter(|r| {
+                    wanted_target.as_ref().is_none_or(|t| {
+                        r.body.pointer("/properties/target").and_then(Value::as_str) == Some(t.as_str())
+                    })
+                })
                 .map(|r| r.body.clone())
                 .collect();
             return Ok(Reply::ok(self.page(req, items)));
@@ -216,7 +237,8 @@ impl Inner {
                 let credentials = check_properties(props, false)?;
                 let props = props.clone();
                 let now = jiff::Timestamp::now().to_string();
-                let created = self.state.resources.get(&key).and_then(|r| r.body.pointer("/systemData/createdAt").cloned());
+                let created =
+                    self.state.resources.get(&key).and_then(|r| r.body.pointer("/systemData/createdAt").cloned());
                 let out = json!({"properties": props, "systemData": {
                     "createdAt": created.unwrap_or(json!(now)), "createdBy": "azml-sandbox", "createdByType": "Application",
                     "lastModifiedAt": now, "lastModifiedBy": "azml-sandbox", "lastModifiedByType": "Application",
@@ -229,7 +251,9 @@ impl Inner {
                 let mut body = req.json()?;
                 let mut patch = body.get_mut("properties").cloned().unwrap_or(json!({}));
                 let credentials = check_properties(&mut patch, true)?;
-                let Some(r) = self.state.resources.get_mut(&key) else { return Err(ArmError::not_found(CONNECTIONS, &id)) };
+                let Some(r) = self.state.resources.get_mut(&key) else {
+                    return Err(ArmError::not_found(CONNECTIONS, &id));
+                };
                 if let (Some(have), Some(new)) = (r.body["properties"].as_object_mut(), patch.as_object()) {
                     for (k, v) in new {
                         have.insert(k.clone(), v.clone());
@@ -284,7 +308,8 @@ mod tests {
 
     #[test]
     fn credentials_are_checked_against_the_auth_type_and_taken_out() {
-        let mut props = json!({"category": "Git", "target": "https://x", "authType": "PAT", "credentials": {"pat": "t"}});
+        let mut props =
+            json!({"category": "Git", "target": "https://x", "authType": "PAT", "credentials": {"pat": "t"}});
         let creds = check_properties(&mut props, false).expect("valid");
         assert_eq!(creds, Some(json!({"pat": "t"})));
         assert!(props.get("credentials").is_none(), "write-only: not stored in the body");

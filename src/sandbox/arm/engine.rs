@@ -1065,7 +1065,8 @@ impl Inner {
                 // the same values until they are regenerated), new after a resync that picked up a new storage key.
                 let acr = r.body.pointer("/properties/containerRegistry").and_then(Value::as_str).map(|acr| {
                     let name = acr.rsplit('/').next().unwrap_or_default().to_string();
-                    let seed = format!("{}|{}|{}", self.state.tenant_id, id_key(acr), key.as_ref().map_or("", Secret::expose));
+                    let seed =
+                        format!("{}|{}|{}", self.state.tenant_id, id_key(acr), key.as_ref().map_or("", Secret::expose));
                     let password = |n: &str| {
                         let d = ring::digest::digest(&ring::digest::SHA256, format!("{seed}|{n}").as_bytes());
                         d.as_ref().iter().take(18).map(|b| format!("{b:02x}")).collect::<String>()
