@@ -246,7 +246,7 @@ async fn credentials_are_sent_once_per_change_and_the_connection_follows_the_spe
     env.sim.handle.clear_calls();
     let patch = json!({"spec": {"target": "https://github.com/contoso/fraud-models-v2", "metadata": {"team": "risk", "tier": "gold"}}});
     env.connections().patch("repo", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    env.wait("repo", "the new target", |m| ready(m)).await;
+    env.wait("repo", "the new target", ready).await;
     let check = async || {
         let v = env.azure("repo").unwrap();
         if v["properties"]["target"] == json!("https://github.com/contoso/fraud-models-v2") { Ok(()) } else { Err(v) }

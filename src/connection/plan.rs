@@ -100,7 +100,7 @@ pub fn resolve_credentials(
     } else {
         let (required, optional) = auth_type.credential_keys();
         let missing: Vec<&str> =
-            required.iter().copied().filter(|k| !data.get(*k).is_some_and(|v| !v.0.is_empty())).collect();
+            required.iter().copied().filter(|k| data.get(*k).is_none_or(|v| v.0.is_empty())).collect();
         if !missing.is_empty() {
             return Err((
                 reasons::SECRET_NOT_FOUND,

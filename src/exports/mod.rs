@@ -50,7 +50,7 @@ pub fn desired_config_map(ws_ref: &WorkspaceRef, workspace: &Workspace) -> BTree
         }
     };
     let id = workspace.id.clone().unwrap_or_else(|| ws_ref.id());
-    put(config_keys::WORKSPACE_NAME, Some(&ws_ref.name.to_string()));
+    put(config_keys::WORKSPACE_NAME, Some(ws_ref.name.as_ref()));
     put(config_keys::RESOURCE_ID, Some(&id));
     put(config_keys::SUBSCRIPTION_ID, Some(&ws_ref.subscription().to_string()));
     put(config_keys::RESOURCE_GROUP, Some(ws_ref.resource_group.name.as_str()));
