@@ -244,6 +244,10 @@ impl Inner {
                     "lastModifiedAt": now, "lastModifiedBy": "azml-sandbox", "lastModifiedByType": "Application",
                 }});
                 let r = self.state.put_resource(&id, CONNECTIONS, out);
+                // Connections have no provisioning state (WorkspaceConnectionPropertiesV2 defines none).
+                if let Some(p) = r.body["properties"].as_object_mut() {
+                    p.remove("provisioningState");
+                }
                 r.ext = ResourceExt::Connection { credentials: credentials.map(|c| Secret::new(c.to_string())) };
                 Ok(Reply::ok(r.body.clone()))
             }
