@@ -1539,16 +1539,23 @@ async fn connections_match_examples_and_keep_credentials_write_only() {
     assert_eq!(filtered.body["value"].as_array().map(Vec::len), Some(0), "filtered by category");
 
     // PATCH (WorkspaceConnections_Update) merges the properties.
-    let r = env.call(Method::PATCH, &conn, ML, Some(json!({"properties": {"authType": "AccessKey", "target": "other"}}))).await;
+    let r = env
+        .call(Method::PATCH, &conn, ML, Some(json!({"properties": {"authType": "AccessKey", "target": "other"}})))
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!((r.body["properties"]["target"].clone(), r.body["properties"]["category"].clone()), (json!("other"), json!("ADLSGen2")));
+    assert_eq!(
+        (r.body["properties"]["target"].clone(), r.body["properties"]["category"].clone()),
+        (json!("other"), json!("ADLSGen2"))
+    );
 
     // What Azure refuses.
     let bad_name = env.call(Method::PUT, &format!("{ws}/connections/ab"), ML, Some(body.clone())).await;
     assert_eq!(bad_name.status, 400);
-    let no_auth = env.call(Method::PUT, &conn, ML, Some(json!({"properties": {"category": "Git", "target": "x"}}))).await;
+    let no_auth =
+        env.call(Method::PUT, &conn, ML, Some(json!({"properties": {"category": "Git", "target": "x"}}))).await;
     assert_eq!(no_auth.status, 400);
-    let wrong_shape = json!({"properties": {"category": "Git", "target": "x", "authType": "PAT", "credentials": {"password": "p"}}});
+    let wrong_shape =
+        json!({"properties": {"category": "Git", "target": "x", "authType": "PAT", "credentials": {"password": "p"}}});
     assert_eq!(env.call(Method::PUT, &conn, ML, Some(wrong_shape)).await.status, 400);
     let orphan = format!("{}/connections/connection-1", env.ws_id("ws-missing"));
     let r = env.call(Method::PUT, &orphan, ML, Some(body)).await;

@@ -58,11 +58,14 @@ impl Env {
     }
 
     async fn create(&self, name: &str, exports: Value) {
-        let extra = json!({
+        let mut extra = json!({
             "containerRegistry": {"id": self.world.container_registry_id},
             "applicationInsights": {"id": self.world.app_insights_id},
             "exports": exports,
         });
+        if extra["exports"].is_null() {
+            extra.as_object_mut().unwrap().remove("exports");
+        }
         let spec = common::workspace_spec(&self.world, extra);
         self.workspaces().create(&PostParams::default(), &MlWorkspace::new(name, spec)).await.unwrap();
     }
@@ -231,5 +234,64 @@ async fn a_config_map_the_operator_did_not_create_is_never_overwritten() {
     env.wait("ws-y", "Exported", |w| exported(w) == Some(("True".into(), reasons::EXPORTED.into()))).await;
     let cm = env.config_maps().get("ws-facts").await.unwrap();
     assert_eq!(cm.data.unwrap()["workspaceName"], "ws-y");
+    env.controller.stop(Duration::from_secs(10)).await;
+}
+
+/// `spec.exports` of an MlOnlineEndpoint: the ConfigMap of its facts and the Secret of the keys asked for, read as an
+/// application would; no listKeys and no write in steady state; the Secret follows a key regeneration.
+#[tokio::test]
+async fn endpoint_exports_follow_a_key_regeneration_and_cost_nothing_in_steady_state() {
+    use azml_operator::api::v1alpha1::MlOnlineEndpoint;
+    let env = Env::start().await;
+    env.create("ws-e", json!(null)).await;
+    env.wait("ws-e", "Ready", |w| common::condition(w, conditions::READY).is_some_and(|c| c.status == "True")).await;
+    let endpoints: Api<MlOnlineEndpoint> = Api::namespaced(env.client.clone(), NS);
+    let ep: MlOnlineEndpoint = serde_json::from_value(json!({
+        "apiVersion": "azml.dev/v1alpha1", "kind": "MlOnlineEndpoint", "metadata": {"name": "scoring"},
+        "spec": {"workspaceRef": {"name": "ws-e"}, "authMode": "Key",
+                 "exports": {"configMap": {"name": "scoring-facts"}, "secret": {"name": "scoring-creds", "items": ["primaryKey"]}}},
+    }))
+    .unwrap();
+    endpoints.create(&PostParams::default(), &ep).await.unwrap();
+    let exported_ep = |e: &MlOnlineEndpoint| {
+        e.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == conditions::EXPORTED && c.status == "True"))
+    };
+    let check = async || match endpoints.get("scoring").await {
+        Ok(e) if exported_ep(&e) => Ok(e),
+        other => Err(other.map(|e| e.status)),
+    };
+    let ep = common::wait_until(WAIT, POLL, check, |s| format!("endpoint not exported: {s:#?}")).await;
+    let status = ep.status.clone().unwrap();
+    let cm = env.config_maps().get("scoring-facts").await.unwrap().data.unwrap();
+    assert_eq!(cm.get("scoringUri"), status.scoring_uri.as_ref());
+    assert_eq!(cm.get("resourceId"), status.resource_id.as_ref());
+    assert_eq!(
+        (cm["endpointName"].as_str(), cm["authMode"].as_str(), cm["workspaceName"].as_str()),
+        ("scoring", "Key", "ws-e")
+    );
+    let secret = env.secrets().get("scoring-creds").await.unwrap();
+    let first = text(&secret, "primaryKey").expect("primaryKey exported");
+    assert!(text(&secret, "secondaryKey").is_none(), "only the items asked for");
+
+    // Steady state: endpoint reads only; no listKeys, no write.
+    env.sim.handle.clear_calls();
+    let check = async || {
+        let n = env.sim.handle.count("OnlineEndpoints_Get");
+        if n >= 3 { Ok(()) } else { Err(n) }
+    };
+    common::wait_until(WAIT, POLL, check, |n| format!("only {n} endpoint resyncs")).await;
+    assert_eq!(env.sim.handle.count("OnlineEndpoints_ListKeys"), 0, "listKeys in steady state");
+    let writes: Vec<String> =
+        env.sim.handle.calls().into_iter().filter(|c| c.kind == CallKind::Write).map(|c| c.operation).collect();
+    assert_eq!(writes, Vec::<String>::new(), "steady state wrote");
+
+    // Regenerate the primary key: the exported Secret follows.
+    let annotate = json!({"metadata": {"annotations": {"azml.dev/regenerate-keys": "primary:1"}}});
+    endpoints.patch("scoring", &PatchParams::default(), &Patch::Merge(&annotate)).await.unwrap();
+    let secret =
+        env.wait_data(&env.secrets(), "scoring-creds", |s| text(s, "primaryKey").is_some_and(|k| k != first)).await;
+    assert!(text(&secret, "primaryKey").is_some());
     env.controller.stop(Duration::from_secs(10)).await;
 }

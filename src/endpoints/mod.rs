@@ -513,6 +513,8 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             return fail(ctx, ep, status, e).await;
         }
     };
+    let exported = crate::exports::export_endpoint(&ctx.client, &ctx.recorder, ep, &ep_ref, &arm, &status).await;
+    exported.apply_to(&mut status.exports, &mut status.conditions, generation, &now);
     // Then the role assignments at the endpoint.
     let mut requeue = ctx.config.resync_period;
     if !access_entries.is_empty() || !status.access.is_empty() {

@@ -29,8 +29,11 @@ use tracing::{info, warn};
 
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
-    ExportsStatus, MlWorkspace, MlWorkspaceStatus, WorkspaceSecretExport, WorkspaceSecretItem, config_keys,
+    EndpointSecretExport, EndpointSecretItem, ExportsStatus, MlOnlineEndpoint, MlOnlineEndpointStatus, MlWorkspace,
+    MlWorkspaceStatus, WorkspaceSecretExport, WorkspaceSecretItem, config_keys, endpoint_config_keys,
 };
+use crate::azure::OnlineEndpointRef;
+use crate::azure::online_endpoints::EndpointKeys;
 use crate::azure::workspaces::{Workspace, WorkspaceKeys};
 use crate::azure::{ArmClient, WorkspaceRef};
 use crate::controller::status::set_condition;
@@ -133,12 +136,23 @@ pub struct ExportsOutcome {
 impl ExportsOutcome {
     /// Writes the outcome into the workspace's status.
     pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
-        status.exports = self.exports.clone();
+        self.apply_to(&mut status.exports, &mut status.conditions, generation, now);
+    }
+
+    /// Writes the outcome into a status's `exports` and conditions.
+    pub fn apply_to(
+        &self,
+        exports: &mut Option<ExportsStatus>,
+        conds: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+        generation: Option<i64>,
+        now: &Time,
+    ) {
+        exports.clone_from(&self.exports);
         match &self.condition {
             Some((ok, reason, message)) => {
-                set_condition(&mut status.conditions, conditions::EXPORTED, *ok, reason, message, generation, now)
+                set_condition(conds, conditions::EXPORTED, *ok, reason, message, generation, now)
             }
-            None => status.conditions.retain(|c| c.type_ != conditions::EXPORTED),
+            None => conds.retain(|c| c.type_ != conditions::EXPORTED),
         }
     }
 }
@@ -169,19 +183,23 @@ fn data_patch<V: serde::Serialize + PartialEq>(
     Value::Object(patch)
 }
 
-fn new_meta(ws: &MlWorkspace, name: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+/// A namespaced custom resource that owns exports (MlWorkspace, MlOnlineEndpoint).
+pub trait Exporter: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> {}
+impl<K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>> Exporter for K {}
+
+fn new_meta<K: Exporter>(owner: &K, name: &str) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
         name: Some(name.to_owned()),
-        namespace: ws.namespace(),
-        owner_references: ws.controller_owner_ref(&()).map(|r| vec![r]),
+        namespace: owner.namespace(),
+        owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
         labels: Some(BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), "azml-operator".to_owned())])),
         ..Default::default()
     }
 }
 
-async fn write_config_map(
+async fn write_config_map<K: Exporter>(
     client: &Client,
-    ws: &MlWorkspace,
+    ws: &K,
     name: &str,
     want: BTreeMap<String, String>,
 ) -> Result<Write, kube::Error> {
@@ -202,17 +220,16 @@ async fn write_config_map(
     }
 }
 
-/// Writes the Secret: reads `listKeys` only when the Secret is missing or its fingerprint differs.
-async fn write_secret(
+/// Writes the Secret: `fetch` (a `listKeys`) runs only when the Secret is missing or its fingerprint differs.
+async fn write_secret<K: Exporter>(
     client: &Client,
-    arm: &ArmClient,
-    ws_ref: &WorkspaceRef,
-    ws: &MlWorkspace,
-    export: &WorkspaceSecretExport,
+    ws: &K,
+    name: &str,
     fingerprint: &str,
+    fetch: impl AsyncFnOnce() -> Result<BTreeMap<String, ByteString>, crate::azure::ArmError>,
 ) -> Result<Write, ExportError> {
     let api: Api<KubeSecret> = Api::namespaced(client.clone(), &ws.namespace().unwrap_or_default());
-    let existing = api.get_opt(&export.name).await.map_err(ExportError::Kube)?;
+    let existing = api.get_opt(name).await.map_err(ExportError::Kube)?;
     if let Some(s) = &existing {
         if !owned(&s.metadata, &ws.uid().unwrap_or_default()) {
             return Ok(Write::NotOwned);
@@ -221,12 +238,11 @@ async fn write_secret(
             return Ok(Write::Unchanged);
         }
     }
-    let keys = arm.list_workspace_keys(ws_ref).await.map_err(ExportError::Arm)?;
-    let want = desired_secret(&export.items, &keys);
+    let want = fetch().await.map_err(ExportError::Arm)?;
     let annotations = BTreeMap::from([(FINGERPRINT_ANNOTATION.to_owned(), fingerprint.to_owned())]);
     match existing {
         None => {
-            let mut meta = new_meta(ws, &export.name);
+            let mut meta = new_meta(ws, name);
             meta.annotations = Some(annotations);
             let secret =
                 KubeSecret { metadata: meta, data: Some(want), type_: Some("Opaque".into()), ..Default::default() };
@@ -237,7 +253,7 @@ async fn write_secret(
                 "metadata": {"resourceVersion": s.resource_version(), "annotations": annotations},
                 "data": data_patch(s.data.as_ref(), &want),
             });
-            api.patch(&export.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(ExportError::Kube)?;
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(ExportError::Kube)?;
         }
     }
     Ok(Write::Written)
@@ -255,7 +271,7 @@ pub enum ExportError {
 }
 
 /// Deletes the object `name` of kind `K` when the workspace owns it.
-async fn delete_owned<K>(client: &Client, ws: &MlWorkspace, name: &str) -> Result<(), kube::Error>
+async fn delete_owned<K, O: Exporter>(client: &Client, ws: &O, name: &str) -> Result<(), kube::Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -272,6 +288,99 @@ where
     Ok(())
 }
 
+/// The ConfigMap's data of an online endpoint: its facts as this reconcile saw them.
+pub fn desired_endpoint_config_map(
+    ep_ref: &OnlineEndpointRef,
+    ep: &MlOnlineEndpoint,
+    status: &MlOnlineEndpointStatus,
+) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::new();
+    let mut put = |k: &str, v: Option<&str>| {
+        if let Some(v) = v.filter(|v| !v.is_empty()) {
+            data.insert(k.to_owned(), v.to_owned());
+        }
+    };
+    put(endpoint_config_keys::ENDPOINT_NAME, Some(ep_ref.name.as_ref()));
+    put(endpoint_config_keys::RESOURCE_ID, Some(status.resource_id.clone().unwrap_or_else(|| ep_ref.id()).as_str()));
+    put(endpoint_config_keys::SCORING_URI, status.scoring_uri.as_deref());
+    put(endpoint_config_keys::SWAGGER_URI, status.swagger_uri.as_deref());
+    put(endpoint_config_keys::AUTH_MODE, Some(ep.spec.auth_mode.as_str()));
+    put(endpoint_config_keys::WORKSPACE_NAME, Some(ep_ref.workspace.name.as_ref()));
+    put(endpoint_config_keys::SUBSCRIPTION_ID, Some(&ep_ref.workspace.subscription().to_string()));
+    put(endpoint_config_keys::RESOURCE_GROUP, Some(ep_ref.workspace.resource_group.name.as_str()));
+    data
+}
+
+/// The Secret's data of an online endpoint: the listed keys Azure has.
+pub fn desired_endpoint_secret(items: &[EndpointSecretItem], keys: &EndpointKeys) -> BTreeMap<String, ByteString> {
+    let mut data = BTreeMap::new();
+    for item in items {
+        let value = match item {
+            EndpointSecretItem::PrimaryKey => keys.primary_key.as_ref(),
+            EndpointSecretItem::SecondaryKey => keys.secondary_key.as_ref(),
+        };
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            data.insert(item.key().to_owned(), ByteString(v.expose().as_bytes().to_vec()));
+        }
+    }
+    data
+}
+
+/// Hex SHA-256 of what an endpoint's exported keys depend on: the endpoint, the items, the last regeneration.
+pub fn endpoint_secret_fingerprint(
+    ep_ref: &OnlineEndpointRef,
+    export: &EndpointSecretExport,
+    status: &MlOnlineEndpointStatus,
+) -> String {
+    let mut items: Vec<&str> = export.items.iter().map(|i| i.key()).collect();
+    items.sort_unstable();
+    let keys = status.keys.as_ref();
+    let parts = [
+        status.resource_id.clone().unwrap_or_else(|| ep_ref.id()).to_ascii_lowercase(),
+        items.join(","),
+        keys.and_then(|k| k.last_regenerate_request.clone()).unwrap_or_default(),
+        keys.and_then(|k| k.last_regenerate_time.as_ref()).map(|t| t.0.to_string()).unwrap_or_default(),
+    ];
+    let digest = ring::digest::digest(&ring::digest::SHA256, parts.join("\n").as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The export step of a converged online endpoint (after its key step, whose facts `status` holds).
+pub async fn export_endpoint(
+    client: &Client,
+    recorder: &Recorder,
+    ep: &MlOnlineEndpoint,
+    ep_ref: &OnlineEndpointRef,
+    arm: &ArmClient,
+    status: &MlOnlineEndpointStatus,
+) -> ExportsOutcome {
+    let exports = ep.spec.exports.clone().unwrap_or_default();
+    let request = ExportRequest {
+        config_map: exports
+            .config_map
+            .as_ref()
+            .map(|c| (c.name.clone(), desired_endpoint_config_map(ep_ref, ep, status))),
+        secret: exports.secret.as_ref().map(|e| {
+            let fetch = async || {
+                let keys = arm.list_online_endpoint_keys(ep_ref).await?;
+                Ok(desired_endpoint_secret(&e.items, &keys))
+            };
+            (e.name.clone(), endpoint_secret_fingerprint(ep_ref, e, status), fetch)
+        }),
+    };
+    let previous = status.exports.clone().unwrap_or_default();
+    let condition = status.conditions.iter().find(|c| c.type_ == conditions::EXPORTED);
+    export(client, recorder, ep, request, &previous, condition).await
+}
+
+/// What one resource asks to export, resolved: the ConfigMap's data, the Secret's name, fingerprint and fetcher.
+pub struct ExportRequest<F> {
+    /// `(name, data)` of the ConfigMap.
+    pub config_map: Option<(String, BTreeMap<String, String>)>,
+    /// `(name, fingerprint, fetch)` of the Secret.
+    pub secret: Option<(String, String, F)>,
+}
+
 /// The export step of a Ready workspace: writes (or removes) the ConfigMap and Secret of `spec.exports`. Never fails
 /// the reconcile: a problem is reported in the outcome's condition (and a Warning event when it is new).
 pub async fn export_workspace(
@@ -284,88 +393,110 @@ pub async fn export_workspace(
     status: Option<&MlWorkspaceStatus>,
 ) -> ExportsOutcome {
     let exports = ws.spec.exports.clone().unwrap_or_default();
+    let request = ExportRequest {
+        config_map: exports.config_map.as_ref().map(|c| (c.name.clone(), desired_config_map(ws_ref, workspace))),
+        secret: exports.secret.as_ref().map(|e| {
+            let fetch = async || {
+                let keys = arm.list_workspace_keys(ws_ref).await?;
+                Ok(desired_secret(&e.items, &keys))
+            };
+            (e.name.clone(), secret_fingerprint(workspace, e, status), fetch)
+        }),
+    };
     let previous = status.and_then(|s| s.exports.clone()).unwrap_or_default();
+    let condition = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::EXPORTED));
+    export(client, recorder, ws, request, &previous, condition).await
+}
+
+/// Writes (or removes) the exports of `owner`: deletes the objects it owned under names no longer declared
+/// (`previous`), writes the ConfigMap and the Secret, and reports. `condition`: the current `Exported` condition
+/// (a Warning is published only for a problem it does not already report).
+pub async fn export<K, F>(
+    client: &Client,
+    recorder: &Recorder,
+    owner: &K,
+    request: ExportRequest<F>,
+    previous: &ExportsStatus,
+    condition: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> ExportsOutcome
+where
+    K: Exporter,
+    F: AsyncFnOnce() -> Result<BTreeMap<String, ByteString>, crate::azure::ArmError>,
+{
     let mut done = ExportsStatus::default();
     let mut problems: Vec<(&'static str, String)> = Vec::new();
     let mut written: Vec<String> = Vec::new();
-    let namespace = ws.namespace().unwrap_or_default();
-    let forbidden = |kind: &str, verbs: &str| {
+    let namespace = owner.namespace().unwrap_or_default();
+    let kind = K::kind(&()).to_string();
+    let forbidden = |what: &str| {
         format!(
-            "the operator may not manage {kind} in namespace {namespace}: grant its service account {verbs} on {kind} there (see the README, Exports)"
+            "the operator may not manage {what} in namespace {namespace}: grant its service account get, create, patch and delete on {what} there (see the README, Exports)"
         )
     };
-
-    if let Some(old) =
-        previous.config_map.as_ref().filter(|o| exports.config_map.as_ref().is_none_or(|c| &c.name != *o))
-        && let Err(e) = delete_owned::<ConfigMap>(client, ws, old).await
+    let cm_name = request.config_map.as_ref().map(|c| c.0.clone());
+    let secret_name = request.secret.as_ref().map(|s| s.0.clone());
+    if let Some(old) = previous.config_map.as_ref().filter(|o| cm_name.as_ref() != Some(*o))
+        && let Err(e) = delete_owned::<ConfigMap, K>(client, owner, old).await
     {
         warn!(error = %e, "cannot delete the previous exported ConfigMap");
     }
-    if let Some(old) = previous.secret.as_ref().filter(|o| exports.secret.as_ref().is_none_or(|s| &s.name != *o))
-        && let Err(e) = delete_owned::<KubeSecret>(client, ws, old).await
+    if let Some(old) = previous.secret.as_ref().filter(|o| secret_name.as_ref() != Some(*o))
+        && let Err(e) = delete_owned::<KubeSecret, K>(client, owner, old).await
     {
         warn!(error = %e, "cannot delete the previous exported Secret");
     }
+    let declared = request.config_map.is_some() || request.secret.is_some();
 
-    if let Some(target) = &exports.config_map {
-        match write_config_map(client, ws, &target.name, desired_config_map(ws_ref, workspace)).await {
+    if let Some((name, data)) = request.config_map {
+        match write_config_map(client, owner, &name, data).await {
             Ok(Write::Written) => {
-                written.push(format!("ConfigMap {}", target.name));
-                done.config_map = Some(target.name.clone());
+                written.push(format!("ConfigMap {name}"));
+                done.config_map = Some(name);
             }
-            Ok(Write::Unchanged) => done.config_map = Some(target.name.clone()),
+            Ok(Write::Unchanged) => done.config_map = Some(name),
             Ok(Write::NotOwned) => problems.push((
                 reasons::CONFIG_MAP_NOT_OWNED,
                 format!(
-                    "spec.exports.configMap.name: ConfigMap {} exists and was not created by azml-operator for this workspace; it is left untouched (choose another name or delete it)",
-                    target.name
+                    "spec.exports.configMap.name: ConfigMap {name} exists and was not created by azml-operator for this {kind}; it is left untouched (choose another name or delete it)"
                 ),
             )),
-            Err(kube::Error::Api(e)) if e.code == 403 => {
-                problems.push((reasons::NOT_PERMITTED, forbidden("configmaps", "get, create, patch and delete")))
-            }
-            Err(e) => problems.push((reasons::TRANSIENT_ERROR, format!("writing ConfigMap {}: {e}", target.name))),
+            Err(kube::Error::Api(e)) if e.code == 403 => problems.push((reasons::NOT_PERMITTED, forbidden("configmaps"))),
+            Err(e) => problems.push((reasons::TRANSIENT_ERROR, format!("writing ConfigMap {name}: {e}"))),
         }
     }
-    if let Some(export) = &exports.secret {
-        let fingerprint = secret_fingerprint(workspace, export, status);
-        match write_secret(client, arm, ws_ref, ws, export, &fingerprint).await {
+    if let Some((name, fingerprint, fetch)) = request.secret {
+        match write_secret(client, owner, &name, &fingerprint, fetch).await {
             Ok(Write::Written) => {
-                written.push(format!("Secret {}", export.name));
-                done.secret = Some(export.name.clone());
+                written.push(format!("Secret {name}"));
+                done.secret = Some(name);
             }
-            Ok(Write::Unchanged) => done.secret = Some(export.name.clone()),
+            Ok(Write::Unchanged) => done.secret = Some(name),
             Ok(Write::NotOwned) => problems.push((
                 reasons::SECRET_NOT_OWNED,
                 format!(
-                    "spec.exports.secret.name: Secret {} exists and was not created by azml-operator for this workspace; it is left untouched (choose another name or delete it)",
-                    export.name
+                    "spec.exports.secret.name: Secret {name} exists and was not created by azml-operator for this {kind}; it is left untouched (choose another name or delete it)"
                 ),
             )),
             Err(ExportError::Kube(kube::Error::Api(e))) if e.code == 403 => {
-                problems.push((reasons::NOT_PERMITTED, forbidden("secrets", "get, create, patch and delete")))
+                problems.push((reasons::NOT_PERMITTED, forbidden("secrets")))
             }
-            Err(e) => problems.push((
-                reasons::TRANSIENT_ERROR,
-                crate::controller::error::scrub(&format!("writing Secret {}: {e}", export.name)),
-            )),
+            Err(e) => problems
+                .push((reasons::TRANSIENT_ERROR, crate::controller::error::scrub(&format!("writing Secret {name}: {e}")))),
         }
     }
 
     if !written.is_empty() {
         let note = format!("Exported {}", written.join(" and "));
         info!(%note, "exports written");
-        crate::controller::publish_event(recorder, ws, EventType::Normal, events::EXPORTED, note).await;
+        crate::controller::publish_event(recorder, owner, EventType::Normal, events::EXPORTED, note).await;
     }
-    let condition = if exports.config_map.is_none() && exports.secret.is_none() {
+    let condition = if !declared {
         None
     } else if let Some((reason, _)) = problems.first() {
         let message = problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ");
-        let known = status
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::EXPORTED))
-            .is_some_and(|c| c.reason == *reason && c.message == message);
+        let known = condition.is_some_and(|c| c.reason == *reason && c.message == message);
         if !known {
-            crate::controller::publish_event(recorder, ws, EventType::Warning, reason, message.clone()).await;
+            crate::controller::publish_event(recorder, owner, EventType::Warning, reason, message.clone()).await;
         }
         Some((false, *reason, message))
     } else {

@@ -125,3 +125,20 @@ fn the_outcome_sets_or_removes_the_condition() {
     ExportsOutcome::default().apply(&mut status, Some(1), &now);
     assert!(status.conditions.is_empty() && status.exports.is_none());
 }
+
+#[test]
+fn the_endpoint_fingerprint_changes_with_a_regeneration_and_the_items_only() {
+    use crate::api::v1alpha1::{EndpointKeysStatus, EndpointSecretExport, EndpointSecretItem, MlOnlineEndpointStatus};
+    use crate::azure::ids::OnlineEndpointName;
+    let ep_ref = OnlineEndpointRef::new(ws_ref("rg-risk"), OnlineEndpointName::new("scoring").expect("name"));
+    let export = |items: &[EndpointSecretItem]| EndpointSecretExport { name: "k".into(), items: items.to_vec() };
+    let mut status = MlOnlineEndpointStatus { resource_id: Some(ep_ref.id()), ..Default::default() };
+    let base = endpoint_secret_fingerprint(&ep_ref, &export(&[EndpointSecretItem::PrimaryKey]), &status);
+    assert_eq!(base, endpoint_secret_fingerprint(&ep_ref, &export(&[EndpointSecretItem::PrimaryKey]), &status));
+    assert_ne!(base, endpoint_secret_fingerprint(&ep_ref, &export(&[EndpointSecretItem::SecondaryKey]), &status));
+    status.keys = Some(EndpointKeysStatus { last_regenerate_request: Some("primary:1".into()), ..Default::default() });
+    assert_ne!(base, endpoint_secret_fingerprint(&ep_ref, &export(&[EndpointSecretItem::PrimaryKey]), &status));
+    let keys: EndpointKeys = serde_json::from_value(json!({"primaryKey": "p", "secondaryKey": "s"})).expect("keys");
+    let data = desired_endpoint_secret(&[EndpointSecretItem::SecondaryKey], &keys);
+    assert_eq!(data.keys().collect::<Vec<_>>(), ["secondaryKey"]);
+}

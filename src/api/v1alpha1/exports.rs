@@ -119,3 +119,76 @@ pub struct ExportsStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
 }
+
+/// Keys of the exported ConfigMap of an online endpoint (present when Azure reports the value).
+pub mod endpoint_config_keys {
+    /// Name of the endpoint in Azure.
+    pub const ENDPOINT_NAME: &str = "endpointName";
+    /// ARM id of the endpoint.
+    pub const RESOURCE_ID: &str = "resourceId";
+    /// URI callers send scoring requests to.
+    pub const SCORING_URI: &str = "scoringUri";
+    /// URI of the endpoint's OpenAPI document.
+    pub const SWAGGER_URI: &str = "swaggerUri";
+    /// Key, AMLToken or AADToken.
+    pub const AUTH_MODE: &str = "authMode";
+    /// Name of the workspace in Azure.
+    pub const WORKSPACE_NAME: &str = "workspaceName";
+    /// Subscription id.
+    pub const SUBSCRIPTION_ID: &str = "subscriptionId";
+    /// Resource group name.
+    pub const RESOURCE_GROUP: &str = "resourceGroup";
+}
+
+/// What an online endpoint exports for applications in its namespace (beside keysSecret, which stays as it is).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointExports {
+    /// A ConfigMap the operator creates (owned by the endpoint, deleted with it) and keeps current, with the keys
+    /// endpointName, resourceId, scoringUri, swaggerUri, authMode, workspaceName, subscriptionId, resourceGroup (each
+    /// present once known). A ConfigMap of that name the operator did not create is never overwritten (condition
+    /// Exported, reason ConfigMapNotOwned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ExportTarget>,
+
+    /// A Secret the operator creates (owned by the endpoint, deleted with it) holding only the listed keys (authMode
+    /// Key only): primaryKey, secondaryKey. Read with listKeys only when the keys may have changed (a regeneration);
+    /// values never reach logs, events or status. A Secret of that name the operator did not create is never
+    /// overwritten (reason SecretNotOwned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<EndpointSecretExport>,
+}
+
+/// The exported Secret of an online endpoint.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSecretExport {
+    /// Name of the Secret in the endpoint's namespace (not the keysSecret's).
+    #[schemars(length(min = 1, max = 253), regex(pattern = patterns::KUBE_NAME))]
+    pub name: String,
+
+    /// The keys to export (opt-in, each one a key of the Secret): primaryKey, secondaryKey.
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = Rule::new("self.all(i, self.filter(j, j == i).size() == 1)").message("items must be unique"))]
+    pub items: Vec<EndpointSecretItem>,
+}
+
+/// An endpoint key that can be exported.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum EndpointSecretItem {
+    /// The primary key.
+    PrimaryKey,
+    /// The secondary key.
+    SecondaryKey,
+}
+
+impl EndpointSecretItem {
+    /// The key of the item in the Secret.
+    pub fn key(self) -> &'static str {
+        match self {
+            EndpointSecretItem::PrimaryKey => "primaryKey",
+            EndpointSecretItem::SecondaryKey => "secondaryKey",
+        }
+    }
+}
