@@ -13,44 +13,60 @@
 //! - `azml.dev/paused: "true"` observes and reports only. Deletion runs behind the `azml.dev/cleanup` finalizer:
 //!   deletionPolicy Delete deletes the connection in Azure (only one carrying this resource's owner mark).
 //! - Credential values live in [`crate::azure::Secret`]s only: never in logs, events, status or errors.
+//! - The shell ([`crate::reconciler`]) runs the watch, the finalizer, status memory and the error policy; this
+//!   module implements [`Reconciler`] for the connection.
 
 pub mod plan;
 pub mod policy;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
-use kube::{Api, Client, ResourceExt};
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, instrument, warn};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use tracing::{debug, info, instrument};
 
 use self::plan::{DesiredConnection, Plan, ResolvedCredentials, WriteReason};
-use crate::api::conditions::{self, events, reasons};
+use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace,
 };
 use crate::azure::ArmClient;
 use crate::azure::connections::{Connection, ConnectionName, ConnectionRef};
-use crate::controller::credentials::CredentialCache;
-use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
-use crate::controller::plan::annotation_true;
-use crate::controller::status::{self, Phase, TimestampedStatus, set_condition};
-use crate::controller::{
-    CONTROLLER_NAME, ControllerConfig, ObjectMemory, bindings_and_labels, publish_event, requeue_after_error,
-    set_finalizer, spec_request, watch_changes,
-};
-use crate::endpoints::{ensure_workspace_owner, workspace_ready};
+use crate::metrics::ControllerScope;
+use crate::policy::Grantor;
+use crate::reconciler::binding::{self, Ask, Verdict};
+use crate::reconciler::error::Error;
+use crate::reconciler::parent::{self, InvalidWorkspace, WorkspaceChild};
+use crate::reconciler::status;
+use crate::reconciler::{Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
 
-impl TimestampedStatus for MlConnectionStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+/// The connection controller's state: the shell's (a connection remembers nothing else between reconciles; the
+/// hash of the credentials last sent is in its status).
+pub type Context = Shell<MlConnection>;
+
+impl Kind for MlConnection {
+    type Status = MlConnectionStatus;
+    const NOUN: &'static str = "connection";
+    const FINALIZER: &'static str = FINALIZER;
+    const METRICS_SCOPE: Option<&'static str> = None;
+    const ANNOUNCE_FAILED_STALL: bool = true;
+
+    fn status(&self) -> Option<&MlConnectionStatus> {
+        self.status.as_ref()
+    }
+
+    fn retains(&self) -> bool {
+        self.spec.deletion_policy == DeletionPolicy::Retain
+    }
+
+    fn set_phase(status: &mut MlConnectionStatus, phase: &Phase, generation: Option<i64>, now: &Time) {
+        set_kstatus(status, phase, generation, now);
+    }
+}
+
+impl status::TimestampedStatus for MlConnectionStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
         &mut self.conditions
     }
     fn last_sync_time_mut(&mut self) -> &mut Option<Time> {
@@ -58,50 +74,36 @@ impl TimestampedStatus for MlConnectionStatus {
     }
 }
 
-/// Shared state of the connection reconciles.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// Settings (the workspace controller's).
-    pub config: ControllerConfig,
-    recorder: Recorder,
-    credentials: CredentialCache,
-    memory: ObjectMemory<MlConnectionStatus>,
-}
-
-impl Context {
-    /// A context for `client` with `config`.
-    pub fn new(client: Client, config: ControllerConfig) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-        Context { client, config, recorder, credentials: CredentialCache::default(), memory: ObjectMemory::default() }
-    }
-
-    fn current_status(&self, mc: &MlConnection) -> Option<MlConnectionStatus> {
-        self.memory.status(mc.uid(), mc.status.as_ref())
-    }
-
-    /// Writes `next` when it differs from the current status in more than timestamps.
-    async fn write_status(&self, mc: &MlConnection, mut next: MlConnectionStatus) -> Result<bool, Error> {
-        let previous = self.current_status(mc);
-        if !status::changed(previous.as_ref(), &next) {
-            return Ok(false);
-        }
-        next.last_sync_time = Some(Time(jiff::Timestamp::now()));
-        let api: Api<MlConnection> = Api::namespaced(self.client.clone(), &mc.namespace().unwrap_or_default());
-        let patch = status::merge_patch(previous.as_ref(), &next);
-        api.patch_status(&mc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::kube("patch connection status"))?;
-        self.memory.wrote(mc.uid(), next);
-        Ok(true)
+impl WorkspaceChild for MlConnection {
+    const LIST_STEP: &'static str = "list MlConnections";
+    const DELETE_STEP: &'static str = "delete MlConnection";
+    fn workspace_name(&self) -> &str {
+        &self.spec.workspace_ref.name
     }
 }
 
-/// The spec resolved against its workspace. Fails on values the schema should have rejected.
-pub fn desired(mc: &MlConnection, ws: &MlWorkspace) -> Result<(ConnectionRef, DesiredConnection), String> {
-    let ws_desired = crate::controller::plan::Desired::from_resource(ws).map_err(|e| format!("workspace: {e}"))?;
+/// Sets Ready, Reconciling and Stalled from `outcome`.
+pub fn set_kstatus(status: &mut MlConnectionStatus, outcome: &Phase, generation: Option<i64>, now: &Time) {
+    status::set_kstatus(&mut status.conditions, outcome, "the connection matches the spec", generation, now);
+    status.observed_generation = generation;
+}
+
+/// Why the spec cannot be resolved against its workspace (values the schema should have rejected).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidConnection {
+    /// The workspace's own place is invalid.
+    #[error(transparent)]
+    Workspace(#[from] InvalidWorkspace),
+    /// `spec.azureName` (or the object's name) is no valid connection name.
+    #[error("spec.azureName: {0}")]
+    Name(#[source] crate::azure::ids::IdError),
+}
+
+/// The spec resolved against its workspace.
+pub fn desired(mc: &MlConnection, ws: &MlWorkspace) -> Result<(ConnectionRef, DesiredConnection), InvalidConnection> {
+    let workspace = parent::workspace_ref(ws)?;
     let name = mc.name_any();
-    let c_name = ConnectionName::new(mc.spec.azure_name_or(&name)).map_err(|e| format!("spec.azureName: {e}"))?;
+    let c_name = ConnectionName::new(mc.spec.azure_name_or(&name)).map_err(InvalidConnection::Name)?;
     let owner = format!("{}/{}/{}", mc.namespace().unwrap_or_default(), name, mc.uid().unwrap_or_default());
     let desired = DesiredConnection {
         category: mc.spec.category.clone(),
@@ -111,10 +113,11 @@ pub fn desired(mc: &MlConnection, ws: &MlWorkspace) -> Result<(ConnectionRef, De
         shared_to_all: mc.spec.shared_to_all,
         owner,
     };
-    Ok((ConnectionRef::new(ws_desired.workspace, c_name), desired))
+    Ok((ConnectionRef::new(workspace, c_name), desired))
 }
 
-/// The ARM client a connection may use (and the binding's name), or why it may not use any. No Azure call.
+/// The ARM client a connection may use (and the binding's name), or why it may not use any: the binding that allows
+/// the workspace must also allow the connection's category and target (unless `for_delete`). No Azure call.
 async fn resolve_client(
     ctx: &Context,
     ws: &MlWorkspace,
@@ -122,20 +125,15 @@ async fn resolve_client(
     for_delete: bool,
 ) -> Result<Result<(ArmClient, String), String>, Error> {
     let namespace = ws.namespace().unwrap_or_default();
-    let (bindings, labels) = bindings_and_labels(&ctx.client, &namespace, &[&ws.spec.subscription_id]).await?;
-    let mut probe = ws.clone();
-    probe.spec.access.clear();
-    let request = spec_request(&probe, &namespace, labels.as_ref());
-    let binding = match crate::policy::authorize(&bindings, &request) {
-        Ok(b) => b,
-        Err(denial) => return Ok(Err(denial.to_string())),
+    let ask = Ask { namespace: &namespace, workspace: &ws.spec, access: &[], grantor: Grantor::Workspace, extra: &[] };
+    let also = |binding: &crate::api::v1alpha1::SubscriptionBinding| match for_delete {
+        true => Ok(()),
+        false => policy::check_connection(binding, &mc.spec).map_err(|denial| denial.to_string()),
     };
-    if !for_delete && let Err(denial) = policy::check_connection(binding, &mc.spec) {
-        return Ok(Err(denial.to_string()));
-    }
-    let arm =
-        ctx.credentials.client_for(&ctx.client, binding, &ctx.config.credential_sources(), &ctx.config.arm).await?;
-    Ok(Ok((arm, binding.name_any())))
+    Ok(match binding::authorize(&ctx.client, &ctx.credentials, &ctx.config, &ask, also).await? {
+        Verdict::Permitted { arm, binding } => Ok((arm, binding.name_any())),
+        Verdict::Denied(message) => Err(message),
+    })
 }
 
 /// Reads the credentials Secret (by name) and resolves the credentials of the auth type.
@@ -165,24 +163,6 @@ async fn read_credentials(
     Ok(plan::resolve_credentials(mc.spec.auth_type, secret_name, data.as_ref(), &mc.uid().unwrap_or_default()))
 }
 
-/// Sets Ready, Reconciling and Stalled from `outcome`.
-pub fn set_kstatus(status: &mut MlConnectionStatus, outcome: &Phase, generation: Option<i64>, now: &Time) {
-    let conds = &mut status.conditions;
-    let (ready, reconciling, stalled, reason, message) = match outcome {
-        Phase::Ready => (true, false, false, reasons::RECONCILED, "the connection matches the spec".to_owned()),
-        Phase::Progressing { reason, message } => (false, true, false, *reason, message.clone()),
-        Phase::Stalled { reason, message } => (false, false, true, *reason, message.clone()),
-        Phase::Transient { message } => (false, true, false, reasons::TRANSIENT_ERROR, message.clone()),
-        Phase::Paused { in_sync, message } => (*in_sync, false, false, reasons::PAUSED, message.clone()),
-    };
-    set_condition(conds, conditions::READY, ready, reason, &message, generation, now);
-    let (r, m) = if reconciling { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
-    set_condition(conds, conditions::RECONCILING, reconciling, r, m, generation, now);
-    let (r, m) = if stalled { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
-    set_condition(conds, conditions::STALLED, stalled, r, m, generation, now);
-    status.observed_generation = generation;
-}
-
 /// Copies what Azure reports into `status` (nothing from a connection that is not ours).
 fn report_observed(status: &mut MlConnectionStatus, c_ref: &ConnectionRef, observed: Option<&Connection>, owner: &str) {
     match observed.filter(|c| plan::owner_of(c) == Some(owner)) {
@@ -201,112 +181,46 @@ fn report_observed(status: &mut MlConnectionStatus, c_ref: &ConnectionRef, obser
     }
 }
 
-/// One reconcile of one connection.
-#[instrument(skip_all, fields(object = %format!("{}/{}", mc.namespace().unwrap_or_default(), mc.name_any()), generation = mc.metadata.generation))]
-pub async fn reconcile(mc: Arc<MlConnection>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let deleting = mc.metadata.deletion_timestamp.is_some();
-    let has_finalizer = mc.finalizers().iter().any(|f| f == FINALIZER);
-    match (deleting, has_finalizer) {
-        (true, false) => {
-            forget(&ctx, &mc);
-            Ok(Requeue::await_change())
-        }
-        (false, false) => {
-            set_finalizer(&ctx.client, &*mc, FINALIZER, true).await?;
-            Ok(Requeue::await_change())
-        }
-        (true, true) => reconcile_cleanup(&mc, &ctx).await,
-        (false, true) => reconcile_apply(&mc, &ctx).await,
-    }
-}
-
-fn forget(ctx: &Context, mc: &MlConnection) {
-    if let Some(uid) = mc.uid() {
-        ctx.memory.forget(&uid);
-    }
-}
-
-async fn get_workspace(client: &Client, mc: &MlConnection) -> Result<Option<MlWorkspace>, Error> {
-    let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &mc.namespace().unwrap_or_default());
-    api.get_opt(&mc.spec.workspace_ref.name).await.map_err(Error::kube("read workspace"))
-}
-
-/// Ends a reconcile: status (with `outcome`), a Warning event for a new stall, the requeue.
-async fn finish(
-    ctx: &Context,
-    mc: &MlConnection,
-    mut status: MlConnectionStatus,
-    outcome: Phase,
-    requeue: Duration,
-) -> Result<Requeue, Error> {
-    let now = Time(jiff::Timestamp::now());
-    set_kstatus(&mut status, &outcome, mc.metadata.generation, &now);
-    let written = ctx.write_status(mc, status).await?;
-    if let (true, Phase::Stalled { reason, message }) = (written, &outcome) {
-        publish_event(&ctx.recorder, mc, EventType::Warning, reason, message.clone()).await;
-    }
-    if !matches!(outcome, Phase::Transient { .. }) {
-        ctx.memory.reset_failures(mc.uid());
-    }
-    Ok(Requeue::requeue(requeue))
-}
-
-/// Ends a reconcile that failed: stall or retry, as the workspace controller's error policy decides.
-async fn fail(ctx: &Context, mc: &MlConnection, status: MlConnectionStatus, err: Error) -> Result<Requeue, Error> {
-    let chain = scrub(&error_chain(&err));
-    warn!(error = %chain, request_id = err.request_id().unwrap_or("-"), "connection reconcile failed");
-    publish_event(&ctx.recorder, mc, EventType::Warning, events::RECONCILE_FAILED, chain.clone()).await;
-    match classify(&err) {
-        Disposition::Stall { reason, message } => {
-            finish(ctx, mc, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await
-        }
-        Disposition::Retry | Disposition::RetryAfter(_) => {
-            let mut status = status;
-            let now = Time(jiff::Timestamp::now());
-            set_kstatus(&mut status, &Phase::Transient { message: chain }, mc.metadata.generation, &now);
-            if let Err(status_err) = ctx.write_status(mc, status).await {
-                warn!(error = %status_err, "cannot report the failure in status");
-            }
-            Err(err)
-        }
-    }
-}
-
 async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Error> {
     let mut status = ctx.current_status(mc).unwrap_or_default();
     let (resync, stalled) = (ctx.config.resync_period, ctx.config.stalled_requeue);
-    let Some(ws) = get_workspace(&ctx.client, mc).await?.filter(workspace_ready) else {
+    let Some(ws) = parent::get_workspace(&ctx.client, mc).await?.filter(parent::workspace_ready) else {
         let message = format!(
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",
             mc.spec.workspace_ref.name
         );
-        return finish(ctx, mc, status, Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message }, resync)
-            .await;
+        let outcome = Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
+        return ctx.finish_status(mc, status, outcome, resync).await;
     };
-    ensure_workspace_owner(&ctx.client, mc, &ws).await?;
+    parent::ensure_workspace_owner(&ctx.client, mc, &ws).await?;
     let (arm, binding) = match resolve_client(ctx, &ws, mc, false).await {
         Ok(Ok(permitted)) => permitted,
         Ok(Err(message)) => {
-            return finish(ctx, mc, status, Phase::Stalled { reason: reasons::NOT_PERMITTED, message }, stalled).await;
+            return ctx
+                .finish_status(mc, status, Phase::Stalled { reason: reasons::NOT_PERMITTED, message }, stalled)
+                .await;
         }
-        Err(e) => return fail(ctx, mc, status, e).await,
+        Err(e) => return ctx.fail_status(mc, status, e).await,
     };
     status.binding = Some(binding);
     let (c_ref, desired) = match desired(mc, &ws) {
         Ok(d) => d,
-        Err(message) => {
-            return finish(ctx, mc, status, Phase::Stalled { reason: reasons::INVALID_SPEC, message }, stalled).await;
+        Err(invalid) => {
+            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            return ctx.finish_status(mc, status, outcome, stalled).await;
         }
     };
     let creds = match read_credentials(ctx, mc).await {
         Ok(Ok(creds)) => creds,
         // A Secret is expected to appear (or be fixed) without a spec change: looked at again every resync.
-        Ok(Err((reason, message))) => return finish(ctx, mc, status, Phase::Stalled { reason, message }, resync).await,
-        Err(e) => return fail(ctx, mc, status, e).await,
+        Ok(Err((reason, message))) => {
+            return ctx.finish_status(mc, status, Phase::Stalled { reason, message }, resync).await;
+        }
+        Err(e) => return ctx.fail_status(mc, status, e).await,
     };
     let observed = match arm.get_connection(&c_ref).await {
         Ok(o) => o,
-        Err(e) => return fail(ctx, mc, status, Error::arm("get connection")(e)).await,
+        Err(e) => return ctx.fail_status(mc, status, Error::arm("get connection")(e)).await,
     };
     let plan = plan::plan(&desired, observed.as_ref(), &creds, status.credentials_hash.as_deref());
     debug!(write = ?plan.write, "planned");
@@ -317,15 +231,15 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
             None => "paused by annotation azml.dev/paused; nothing withheld".to_owned(),
             Some((_, what)) => format!("paused by annotation azml.dev/paused; withheld: {what}"),
         };
-        return finish(ctx, mc, status, Phase::Paused { in_sync, message }, resync).await;
+        return ctx.finish_status(mc, status, Phase::Paused { in_sync, message }, resync).await;
     }
     if let Some((reason, message)) = plan.stall.clone() {
-        return finish(ctx, mc, status, Phase::Stalled { reason, message }, stalled).await;
+        return ctx.finish_status(mc, status, Phase::Stalled { reason, message }, stalled).await;
     }
     if let Err(e) = apply(ctx, mc, &arm, &c_ref, &desired, &creds, &plan, &mut status).await {
-        return fail(ctx, mc, status, e).await;
+        return ctx.fail_status(mc, status, e).await;
     }
-    finish(ctx, mc, status, Phase::Ready, resync).await
+    ctx.finish_status(mc, status, Phase::Ready, resync).await
 }
 
 /// Sends the plan's PUT, if any, and records the credentials' hash as sent.
@@ -361,117 +275,64 @@ async fn apply(
         }
     };
     info!(%reason, "wrote connection");
-    publish_event(&ctx.recorder, mc, EventType::Normal, reason, note).await;
+    ctx.publish(mc, EventType::Normal, reason, note).await;
     Ok(())
 }
 
-async fn remove_finalizer(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Error> {
-    set_finalizer(&ctx.client, mc, FINALIZER, false).await?;
-    forget(ctx, mc);
-    Ok(Requeue::await_change())
-}
-
-async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Error> {
+/// The connection's cleanup: deletionPolicy Delete, not paused (the shell handled Retain and paused).
+async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Deletion, Error> {
     let status = ctx.current_status(mc).unwrap_or_default();
-    if mc.spec.deletion_policy == DeletionPolicy::Retain {
-        info!("deletionPolicy Retain: leaving the connection in Azure; removing the finalizer");
-        return remove_finalizer(mc, ctx).await;
-    }
-    if annotation_true(mc, ANNOTATION_PAUSED) {
-        let note = "Paused: the connection is left in Azure although deletionPolicy is Delete".to_owned();
-        publish_event(&ctx.recorder, mc, EventType::Normal, reasons::PAUSED, note).await;
-        return remove_finalizer(mc, ctx).await;
-    }
-    let Some(ws) = get_workspace(&ctx.client, mc).await? else {
-        info!("the workspace is gone: the connection goes with it in Azure, or is left; removing the finalizer");
-        return remove_finalizer(mc, ctx).await;
+    let Some(ws) = parent::get_workspace(&ctx.client, mc).await? else {
+        info!("the workspace is gone: its connections go with it in Azure, or are left; removing the finalizer");
+        return Ok(Deletion::Finished);
     };
     let arm = match resolve_client(ctx, &ws, mc, true).await {
         Ok(Ok((arm, _))) => arm,
-        Ok(Err(_)) if status.resource_id.is_none() => return remove_finalizer(mc, ctx).await,
+        Ok(Err(_)) if status.resource_id.is_none() => return Ok(Deletion::Finished),
         Ok(Err(message)) => {
             let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
-            return finish(ctx, mc, status, outcome, ctx.config.stalled_requeue).await;
+            return ctx.finish_status(mc, status, outcome, ctx.config.stalled_requeue).await.map(Deletion::Wait);
         }
-        Err(e) => return fail(ctx, mc, status, e).await,
+        Err(e) => return ctx.fail_status(mc, status, e).await.map(Deletion::Wait),
     };
-    let Ok((c_ref, desired)) = desired(mc, &ws) else { return remove_finalizer(mc, ctx).await };
+    let Ok((c_ref, desired)) = desired(mc, &ws) else { return Ok(Deletion::Finished) };
     let found = match arm.get_connection(&c_ref).await {
         Ok(f) => f,
         // The workspace itself is gone from Azure: so are its connections.
         Err(e) if e.status() == Some(404) => None,
-        Err(e) => return fail(ctx, mc, status, Error::arm("get connection")(e)).await,
+        Err(e) => return ctx.fail_status(mc, status, Error::arm("get connection")(e)).await.map(Deletion::Wait),
     };
     if found.as_ref().is_some_and(|c| plan::owner_of(c) == Some(desired.owner.as_str())) {
         if let Err(e) = arm.delete_connection(&c_ref).await {
-            return fail(ctx, mc, status, Error::arm("delete connection")(e)).await;
+            return ctx.fail_status(mc, status, Error::arm("delete connection")(e)).await.map(Deletion::Wait);
         }
         info!("deleted connection");
-        publish_event(
-            &ctx.recorder,
-            mc,
-            EventType::Normal,
-            events::DELETED,
-            format!("Deleted connection {}", c_ref.id()),
-        )
-        .await;
+        ctx.publish(mc, EventType::Normal, events::DELETED, format!("Deleted connection {}", c_ref.id())).await;
     }
-    remove_finalizer(mc, ctx).await
+    Ok(Deletion::Finished)
 }
 
-/// Requeue after a failed reconcile: backoff with jitter, Retry-After when throttled.
-pub fn error_policy(mc: Arc<MlConnection>, err: &Error, ctx: Arc<Context>) -> Requeue {
-    requeue_after_error(err, &ctx.config, || ctx.memory.bump_failures(mc.uid()))
-}
+impl Reconciler for Context {
+    type Kind = MlConnection;
 
-/// Runs the connection controller until `shutdown` is cancelled (started by [`crate::controller::run`], beside the
-/// other controllers: same leader election, shutdown and metrics).
-pub async fn run(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
-    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.watch_namespaces.iter().cloned().map(Some).collect()
-    };
-    info!(namespaces = ?config.watch_namespaces, "starting the MlConnection controller");
-    let ctx = Arc::new(Context::new(client.clone(), config));
-    let runs = namespaces.into_iter().map(|ns| run_one(ns, client.clone(), ctx.clone(), shutdown.clone()));
-    futures::future::join_all(runs).await;
-    info!("MlConnection controller stopped");
-}
+    fn shell(&self) -> &Shell<MlConnection> {
+        self
+    }
 
-async fn run_one(namespace: Option<String>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let (connections, workspaces): (Api<MlConnection>, Api<MlWorkspace>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (reader, writer) = reflector::store();
-    let controller = Controller::for_stream(watch_changes(connections, writer), reader);
-    let store = controller.store();
-    controller
-        .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
-        .watches(workspaces, watcher::Config::default(), move |ws: MlWorkspace| {
-            // A workspace change (Ready, a move, deletion) re-evaluates its connections.
-            let ns = ws.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|mc| mc.namespace() == ns && mc.spec.workspace_ref.name == ws.name_any())
-                .map(|mc| ObjectRef::from_obj(&*mc))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(
-            |mc, ctx| {
-                let (metrics, object) = (ctx.config.metrics.clone(), ObjectRef::from_obj(&*mc));
-                async move { crate::metrics::instrument_reconcile(&metrics, object, reconcile(mc, ctx)).await }
-            },
-            error_policy,
-            ctx,
-        )
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                debug!(error = %scrub(&error_chain(&err)), "connection reconcile error");
-            }
-        })
-        .await;
+    async fn apply(&self, mc: &MlConnection) -> Result<Requeue, Error> {
+        reconcile_apply(mc, self).await
+    }
+
+    async fn cleanup(&self, mc: &MlConnection) -> Result<Deletion, Error> {
+        reconcile_cleanup(mc, self).await
+    }
+
+    fn watch(
+        &self,
+        controller: Controller<MlConnection>,
+        namespace: Option<&str>,
+        _scope: Option<ControllerScope>,
+    ) -> Controller<MlConnection> {
+        parent::watch_workspaces(controller, &self.client, namespace)
+    }
 }

@@ -22,7 +22,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret as KubeSecret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::{info, warn};
@@ -36,7 +36,7 @@ use crate::azure::OnlineEndpointRef;
 use crate::azure::online_endpoints::EndpointKeys;
 use crate::azure::workspaces::{Workspace, WorkspaceKeys};
 use crate::azure::{ArmClient, WorkspaceRef};
-use crate::controller::status::set_condition;
+use crate::reconciler::status::set_condition;
 
 /// Annotation on the exported Secret: the fingerprint of the inputs its values were read for.
 pub const FINGERPRINT_ANNOTATION: &str = "azml.dev/exported-from";
@@ -131,6 +131,8 @@ pub struct ExportsOutcome {
     pub condition: Option<(bool, &'static str, String)>,
     /// `status.exports`.
     pub exports: Option<ExportsStatus>,
+    /// Events to publish on the owner: (type, reason, note); notes name objects, never values.
+    pub events: Vec<(EventType, &'static str, String)>,
 }
 
 impl ExportsOutcome {
@@ -348,7 +350,6 @@ pub fn endpoint_secret_fingerprint(
 /// The export step of a converged online endpoint (after its key step, whose facts `status` holds).
 pub async fn export_endpoint(
     client: &Client,
-    recorder: &Recorder,
     ep: &MlOnlineEndpoint,
     ep_ref: &OnlineEndpointRef,
     arm: &ArmClient,
@@ -370,7 +371,7 @@ pub async fn export_endpoint(
     };
     let previous = status.exports.clone().unwrap_or_default();
     let condition = status.conditions.iter().find(|c| c.type_ == conditions::EXPORTED);
-    export(client, recorder, ep, request, &previous, condition).await
+    export(client, ep, request, &previous, condition).await
 }
 
 /// What one resource asks to export, resolved: the ConfigMap's data, the Secret's name, fingerprint and fetcher.
@@ -382,15 +383,15 @@ pub struct ExportRequest<F> {
 }
 
 /// The export step of a Ready workspace: writes (or removes) the ConfigMap and Secret of `spec.exports`. Never fails
-/// the reconcile: a problem is reported in the outcome's condition (and a Warning event when it is new).
+/// the reconcile: a problem is reported in the outcome's condition (and a Warning event, in `events`, when it is
+/// new). `status`: the workspace's status with this reconcile's storage-key facts.
 pub async fn export_workspace(
     client: &Client,
-    recorder: &Recorder,
     ws: &MlWorkspace,
     ws_ref: &WorkspaceRef,
     arm: &ArmClient,
     workspace: &Workspace,
-    status: Option<&MlWorkspaceStatus>,
+    status: &MlWorkspaceStatus,
 ) -> ExportsOutcome {
     let exports = ws.spec.exports.clone().unwrap_or_default();
     let request = ExportRequest {
@@ -400,12 +401,12 @@ pub async fn export_workspace(
                 let keys = arm.list_workspace_keys(ws_ref).await?;
                 Ok(desired_secret(&e.items, &keys))
             };
-            (e.name.clone(), secret_fingerprint(workspace, e, status), fetch)
+            (e.name.clone(), secret_fingerprint(workspace, e, Some(status)), fetch)
         }),
     };
-    let previous = status.and_then(|s| s.exports.clone()).unwrap_or_default();
-    let condition = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::EXPORTED));
-    export(client, recorder, ws, request, &previous, condition).await
+    let previous = status.exports.clone().unwrap_or_default();
+    let condition = status.conditions.iter().find(|c| c.type_ == conditions::EXPORTED);
+    export(client, ws, request, &previous, condition).await
 }
 
 /// Writes (or removes) the exports of `owner`: deletes the objects it owned under names no longer declared
@@ -413,7 +414,6 @@ pub async fn export_workspace(
 /// (a Warning is published only for a problem it does not already report).
 pub async fn export<K, F>(
     client: &Client,
-    recorder: &Recorder,
     owner: &K,
     request: ExportRequest<F>,
     previous: &ExportsStatus,
@@ -481,14 +481,15 @@ where
                 problems.push((reasons::NOT_PERMITTED, forbidden("secrets")))
             }
             Err(e) => problems
-                .push((reasons::TRANSIENT_ERROR, crate::controller::error::scrub(&format!("writing Secret {name}: {e}")))),
+                .push((reasons::TRANSIENT_ERROR, crate::reconciler::error::scrub(&format!("writing Secret {name}: {e}")))),
         }
     }
 
+    let mut published = Vec::new();
     if !written.is_empty() {
         let note = format!("Exported {}", written.join(" and "));
         info!(%note, "exports written");
-        crate::controller::publish_event(recorder, owner, EventType::Normal, events::EXPORTED, note).await;
+        published.push((EventType::Normal, events::EXPORTED, note));
     }
     let condition = if !declared {
         None
@@ -496,7 +497,7 @@ where
         let message = problems.iter().map(|(_, m)| m.as_str()).collect::<Vec<_>>().join("; ");
         let known = condition.is_some_and(|c| c.reason == *reason && c.message == message);
         if !known {
-            crate::controller::publish_event(recorder, owner, EventType::Warning, reason, message.clone()).await;
+            published.push((EventType::Warning, *reason, message.clone()));
         }
         Some((false, *reason, message))
     } else {
@@ -510,7 +511,7 @@ where
         Some((true, reasons::EXPORTED, format!("{} current", names.join(" and "))))
     };
     let exports = (done != ExportsStatus::default()).then_some(done);
-    ExportsOutcome { condition, exports }
+    ExportsOutcome { condition, exports, events: published }
 }
 
 #[cfg(test)]

@@ -118,6 +118,7 @@ fn the_outcome_sets_or_removes_the_condition() {
     let ok = ExportsOutcome {
         condition: Some((true, reasons::EXPORTED, "ConfigMap x current".into())),
         exports: Some(ExportsStatus { config_map: Some("x".into()), secret: None }),
+        events: vec![],
     };
     ok.apply(&mut status, Some(1), &now);
     assert!(status.conditions.iter().any(|c| c.type_ == conditions::EXPORTED && c.status == "True"));
