@@ -575,6 +575,13 @@ impl AccessMemory {
             m.remove(uid);
         }
     }
+
+    /// Forgets every workspace whose uid is not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut m) = self.inner.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+    }
 }
 
 /// What the access step decided for the reconcile.

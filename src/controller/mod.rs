@@ -24,6 +24,7 @@ pub mod ownership;
 pub mod plan;
 pub mod soft_delete;
 pub mod status;
+pub mod watch_cache;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -163,11 +164,30 @@ impl<S> Default for ObjectMemory<S> {
     }
 }
 
-impl<S: Clone> ObjectMemory<S> {
-    /// The status last written for `uid`, else `carried` (the status the object carries).
+impl<S: Clone + PartialEq> ObjectMemory<S> {
+    /// The status last written for `uid`, else `carried` (the status the object carries). Once the object carries
+    /// the status last written (the watch cache caught up), the copy is dropped: the cache never goes back.
     pub(crate) fn status(&self, uid: Option<String>, carried: Option<&S>) -> Option<S> {
-        let cached = uid.and_then(|uid| self.statuses.lock().ok().and_then(|m| m.get(&uid).cloned()));
+        let cached = uid.and_then(|uid| {
+            let mut m = self.statuses.lock().ok()?;
+            let cached = m.get(&uid)?;
+            if carried == Some(cached) {
+                m.remove(&uid);
+                return None;
+            }
+            Some(cached.clone())
+        });
         cached.or_else(|| carried.cloned())
+    }
+
+    /// Forgets every object whose uid is not in `live` (deleted while nobody was looking).
+    pub(crate) fn retain(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut m) = self.statuses.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+        if let Ok(mut m) = self.failures.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
     }
 
     /// Remembers `status` as the one last written for `uid`.
@@ -284,6 +304,13 @@ impl Context {
             self.keys.forget(&uid);
             self.memory.forget(&uid);
         }
+    }
+
+    /// Forgets every workspace whose uid is not in `live` (see [`watch_cache::sweep`]).
+    fn prune(&self, live: &std::collections::HashSet<String>) {
+        self.access.retain(live);
+        self.keys.retain(live);
+        self.memory.retain(live);
     }
 
     fn reset_failures(&self, ws: &MlWorkspace) {
@@ -815,6 +842,7 @@ where
     // Entries that expire count as changed; keep them well beyond a resync so our own status patches stay filtered.
     let predicate_config = kube::runtime::PredicateConfig::default().ttl(Duration::from_secs(24 * 3600));
     watcher(api, watcher::Config::default())
+        .modify(watch_cache::strip)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -825,10 +853,10 @@ where
 ///
 /// This is what `azml-operator run`, the sandbox and the integration tests call.
 pub async fn run(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
-    let apis: Vec<Api<MlWorkspace>> = if config.watch_namespaces.is_empty() {
-        vec![Api::all(client.clone())]
+    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
     } else {
-        config.watch_namespaces.iter().map(|ns| Api::namespaced(client.clone(), ns)).collect()
+        config.watch_namespaces.iter().cloned().map(Some).collect()
     };
     info!(
         resync_period = ?config.resync_period,
@@ -844,11 +872,22 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
     };
     let watcher_stop = shutdown.child_token();
     let watcher = tokio::spawn(key_signals::watch(ctx.keys.clone(), watcher_config, watcher_stop.clone()));
-    let controllers = apis.into_iter().map(|api| run_one(api, client.clone(), ctx.clone(), shutdown.clone()));
+    // One MlWorkspace watch per namespace, its cache shared with the endpoint and compute controllers.
+    let (mut controllers, mut endpoint_feeds, mut compute_feeds) = (Vec::new(), Vec::new(), Vec::new());
+    for namespace in namespaces {
+        let store = watch_cache::workspace_store(namespace.clone());
+        endpoint_feeds.push(store.endpoints);
+        compute_feeds.push(store.computes);
+        let api = match &namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        controllers.push(run_one(api, (store.reader, store.writer), client.clone(), ctx.clone(), shutdown.clone()));
+    }
     // The MlOnlineEndpoint and MlCompute controllers run in this task, beside the workspace controllers: same leader election
     // (aborting this task stops both), shutdown and metrics.
-    let endpoints = crate::endpoints::run(client.clone(), ctx.config.clone(), shutdown.clone());
-    let computes = crate::compute::run(client.clone(), ctx.config.clone(), shutdown.clone());
+    let endpoints = crate::endpoints::run(client.clone(), ctx.config.clone(), endpoint_feeds, shutdown.clone());
+    let computes = crate::compute::run(client.clone(), ctx.config.clone(), compute_feeds, shutdown.clone());
     futures::future::join3(futures::future::join_all(controllers), endpoints, computes).await;
     watcher_stop.cancel();
     if let Err(err) = watcher.await {
@@ -857,16 +896,26 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
     info!("MlWorkspace controller stopped");
 }
 
-async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
+async fn run_one(
+    api: Api<MlWorkspace>,
+    (reader, writer): (reflector::Store<MlWorkspace>, reflector::store::Writer<MlWorkspace>),
+    client: Client,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
     let scope = ctx.config.metrics.controller_scope(match api.namespace() {
         Some(ns) => format!("mlworkspaces/{ns}"),
         None => "mlworkspaces".to_owned(),
     });
-    let (reader, writer) = reflector::store();
     let stream = watch_changes(api, writer).inspect_ok({
         let scope = scope.clone();
         move |ws| scope.requested(&ObjectRef::from_obj(ws))
     });
+    let sweep = {
+        let ctx = ctx.clone();
+        let period = ctx.config.resync_period;
+        tokio::spawn(watch_cache::sweep(reader.clone(), period, shutdown.clone(), move |live| ctx.prune(live)))
+    };
     let controller = Controller::for_stream(stream, reader);
     let (store, cache) = (controller.store(), controller.store());
     let (mapped, signalled, dropped) = (scope.clone(), scope.clone(), scope.clone());
@@ -907,6 +956,7 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
             }
         });
     scope.run(cache, run).await;
+    sweep.abort();
 }
 
 #[cfg(test)]
