@@ -23,7 +23,6 @@
 //! the operator binary is `AZML_OPERATOR_BIN` or the one cargo built beside the bench. CI compiles it
 //! (clippy builds every target) and `tests/scale.rs` runs it at a tiny size.
 
-
 #[path = "../tests/common/scale.rs"]
 mod scale;
 

@@ -1,5 +1,5 @@
 //! The scale benchmark (`cargo bench --bench scale`, issue 20) at a tiny size inside the normal test run, so it keeps
-//! compiling and its figures stay honest: 100 workspaces, time scaled 1/720 (a resync hour is 5 s), the debug
+//! compiling and its figures stay honest: 100 workspaces, time scaled 1/240 (a resync hour is 15 s), the debug
 //! operator binary in its own process. Asserts what the benchmark reports, not how fast: every workspace Ready, no
 //! ARM write in the steady hour besides the drift corrections, every drift corrected, every regenerated key resynced,
 //! the blind-PUT baseline writing every resource every hour.
@@ -14,7 +14,7 @@ async fn the_scale_benchmark_at_100_workspaces() {
     let options = scale::Options {
         workspaces: 100,
         memory_workspaces: 100,
-        scale: 720,
+        scale: 240,
         baseline: true,
         operator: PathBuf::from(env!("CARGO_BIN_EXE_azml-operator")),
     };

@@ -26,7 +26,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use crate::controller::watch_cache::WorkspaceFeed;
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, instrument, warn};
@@ -562,31 +562,30 @@ pub fn error_policy(mc: Arc<MlCompute>, err: &Error, ctx: Arc<Context>) -> Reque
 
 /// Runs the compute controller until `shutdown` is cancelled (started by [`crate::controller::run`], so it shares
 /// leader election, shutdown and metrics with the workspace controller).
-pub async fn run(
-    client: Client,
-    config: ControllerConfig,
-    workspaces: Vec<WorkspaceFeed>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
+    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
     info!(namespaces = ?config.watch_namespaces, "starting the MlCompute controller");
     let ctx = Arc::new(Context::new(client.clone(), config));
-    let runs = workspaces.into_iter().map(|feed| run_one(feed, client.clone(), ctx.clone(), shutdown.clone()));
+    let runs = namespaces.into_iter().map(|ns| run_one(ns, client.clone(), ctx.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
     info!("MlCompute controller stopped");
 }
 
-/// One watch of MlComputes (one namespace, or all), woken also by the workspace controller's cache (`workspaces`).
-async fn run_one(workspaces: WorkspaceFeed, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let computes: Api<MlCompute> = match &workspaces.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+async fn run_one(namespace: Option<String>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let (computes, workspaces): (Api<MlCompute>, Api<MlWorkspace>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (reader, writer) = reflector::store();
     let controller = Controller::for_stream(watch_changes(computes, writer), reader);
     let store = controller.store();
     controller
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
-        .watches_shared_stream(workspaces.events, move |ws: Arc<MlWorkspace>| {
+        .watches(workspaces, watcher::Config::default(), move |ws: MlWorkspace| {
             // A workspace change (Ready, deletion) re-evaluates its computes.
             let ns = ws.namespace();
             store

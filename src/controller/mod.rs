@@ -872,22 +872,17 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
     };
     let watcher_stop = shutdown.child_token();
     let watcher = tokio::spawn(key_signals::watch(ctx.keys.clone(), watcher_config, watcher_stop.clone()));
-    // One MlWorkspace watch per namespace, its cache shared with the endpoint and compute controllers.
-    let (mut controllers, mut endpoint_feeds, mut compute_feeds) = (Vec::new(), Vec::new(), Vec::new());
-    for namespace in namespaces {
-        let store = watch_cache::workspace_store(namespace.clone());
-        endpoint_feeds.push(store.endpoints);
-        compute_feeds.push(store.computes);
+    let controllers = namespaces.into_iter().map(|namespace| {
         let api = match &namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
         };
-        controllers.push(run_one(api, (store.reader, store.writer), client.clone(), ctx.clone(), shutdown.clone()));
-    }
+        run_one(api, client.clone(), ctx.clone(), shutdown.clone())
+    });
     // The MlOnlineEndpoint and MlCompute controllers run in this task, beside the workspace controllers: same leader election
     // (aborting this task stops both), shutdown and metrics.
-    let endpoints = crate::endpoints::run(client.clone(), ctx.config.clone(), endpoint_feeds, shutdown.clone());
-    let computes = crate::compute::run(client.clone(), ctx.config.clone(), compute_feeds, shutdown.clone());
+    let endpoints = crate::endpoints::run(client.clone(), ctx.config.clone(), shutdown.clone());
+    let computes = crate::compute::run(client.clone(), ctx.config.clone(), shutdown.clone());
     futures::future::join3(futures::future::join_all(controllers), endpoints, computes).await;
     watcher_stop.cancel();
     if let Err(err) = watcher.await {
@@ -896,17 +891,12 @@ pub async fn run(client: Client, config: ControllerConfig, shutdown: Cancellatio
     info!("MlWorkspace controller stopped");
 }
 
-async fn run_one(
-    api: Api<MlWorkspace>,
-    (reader, writer): (reflector::Store<MlWorkspace>, reflector::store::Writer<MlWorkspace>),
-    client: Client,
-    ctx: Arc<Context>,
-    shutdown: CancellationToken,
-) {
+async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
     let scope = ctx.config.metrics.controller_scope(match api.namespace() {
         Some(ns) => format!("mlworkspaces/{ns}"),
         None => "mlworkspaces".to_owned(),
     });
+    let (reader, writer) = reflector::store();
     let stream = watch_changes(api, writer).inspect_ok({
         let scope = scope.clone();
         move |ws| scope.requested(&ObjectRef::from_obj(ws))

@@ -5,10 +5,8 @@
 //!   annotation (a second copy of the whole object) are never read by a reconcile. Both are metadata the API server
 //!   keeps; no controller writes an object back from its cache (finalizers, owner references and status are merge
 //!   patches), so nothing is lost.
-//! - **One MlWorkspace cache.** The workspace controller's watch feeds a shared store ([`workspace_store`]); the
-//!   endpoint and compute controllers are woken from it ([`WorkspaceFeed`]) instead of each watching MlWorkspaces
-//!   again. kube's shared reflector passes on applied objects only: a workspace whose deletion starts is an applied
-//!   object (its `deletionTimestamp`), which is what the endpoints and computes wait for.
+//! - **One MlWorkspace cache.** Only the workspace controller caches MlWorkspaces; the endpoint and compute
+//!   controllers watch them as triggers only (nothing stored).
 //! - **Per-object memory is pruned.** [`sweep`] forgets, once per resync period, what the controller remembers about
 //!   objects no longer in its cache (objects deleted while a watch was down, or before their finalizer was added),
 //!   and [`super::ObjectMemory`] drops a remembered status once the cache shows it.
@@ -16,18 +14,12 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::v1alpha1::MlWorkspace;
-
 /// The annotation `kubectl apply` writes (client-side apply): the whole last applied object, as JSON.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// How many workspace events a subscriber (the endpoint or compute controller) may fall behind before the shared
-/// watch waits for it.
-pub const FEED_BUFFER: usize = 1024;
 
 /// Removes from `obj` what no reconcile reads, before the object enters a watch cache.
 pub fn strip<K: Resource>(obj: &mut K) {
@@ -39,40 +31,6 @@ pub fn strip<K: Resource>(obj: &mut K) {
             meta.annotations = None;
         }
     }
-}
-
-/// The workspaces of one watch (all namespaces, or one) as another controller sees them: every applied workspace
-/// from the workspace controller's cache, and the namespace the watch covers.
-pub struct WorkspaceFeed {
-    /// `None`: all namespaces.
-    pub namespace: Option<String>,
-    /// Workspaces as they are applied to the shared cache.
-    pub events: ReflectHandle<MlWorkspace>,
-}
-
-/// A shared MlWorkspace cache for one watch: the reader and writer for the workspace controller, and one feed for
-/// each of the endpoint and compute controllers.
-pub struct WorkspaceStore {
-    /// Read side, for the workspace controller.
-    pub reader: Store<MlWorkspace>,
-    /// Write side: the workspace controller's watch fills it.
-    pub writer: reflector::store::Writer<MlWorkspace>,
-    /// For the endpoint controller.
-    pub endpoints: WorkspaceFeed,
-    /// For the compute controller.
-    pub computes: WorkspaceFeed,
-}
-
-/// A shared cache for the workspaces of `namespace` (`None`: all).
-pub fn workspace_store(namespace: Option<String>) -> WorkspaceStore {
-    let (reader, writer) = reflector::store_shared(FEED_BUFFER);
-    let feed = |namespace: Option<String>| WorkspaceFeed {
-        namespace,
-        // A writer made by `store_shared` always has a dispatcher.
-        events: writer.subscribe().unwrap_or_else(|| unreachable!("store_shared makes a shared writer")),
-    };
-    let (endpoints, computes) = (feed(namespace.clone()), feed(namespace));
-    WorkspaceStore { reader, writer, endpoints, computes }
 }
 
 /// The uids of the objects in `store`.
@@ -116,7 +74,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     use super::*;
-    use crate::api::v1alpha1::MlWorkspaceSpec;
+    use crate::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec};
 
     fn workspace() -> MlWorkspace {
         let spec: MlWorkspaceSpec = serde_json::from_value(serde_json::json!({
@@ -153,8 +111,7 @@ mod tests {
     #[test]
     fn strip_leaves_no_empty_annotation_map() {
         let mut ws = workspace();
-        ws.metadata.annotations =
-            Some(BTreeMap::from([(LAST_APPLIED_ANNOTATION.to_owned(), "{}".to_owned())]));
+        ws.metadata.annotations = Some(BTreeMap::from([(LAST_APPLIED_ANNOTATION.to_owned(), "{}".to_owned())]));
         strip(&mut ws);
         assert_eq!(ws.metadata.annotations, None);
     }

@@ -29,7 +29,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
-use crate::controller::watch_cache::WorkspaceFeed;
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -637,31 +637,30 @@ pub fn error_policy(ep: Arc<MlOnlineEndpoint>, err: &Error, ctx: Arc<Context>) -
 
 /// Runs the endpoint controller until `shutdown` is cancelled (started by [`crate::controller::run`], so it shares
 /// leader election, shutdown and metrics with the workspace controller).
-pub async fn run(
-    client: Client,
-    config: ControllerConfig,
-    workspaces: Vec<WorkspaceFeed>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
+    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
     info!(namespaces = ?config.watch_namespaces, "starting the MlOnlineEndpoint controller");
     let ctx = Arc::new(Context::new(client.clone(), config));
-    let runs = workspaces.into_iter().map(|feed| run_one(feed, client.clone(), ctx.clone(), shutdown.clone()));
+    let runs = namespaces.into_iter().map(|ns| run_one(ns, client.clone(), ctx.clone(), shutdown.clone()));
     futures::future::join_all(runs).await;
     info!("MlOnlineEndpoint controller stopped");
 }
 
-/// One watch of MlOnlineEndpoints (one namespace, or all), woken also by the workspace controller's cache (`workspaces`).
-async fn run_one(workspaces: WorkspaceFeed, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let endpoints: Api<MlOnlineEndpoint> = match &workspaces.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+async fn run_one(namespace: Option<String>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let (endpoints, workspaces): (Api<MlOnlineEndpoint>, Api<MlWorkspace>) = match &namespace {
+        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let (reader, writer) = reflector::store();
     let controller = Controller::for_stream(watch_changes(endpoints, writer), reader);
     let store = controller.store();
     controller
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
-        .watches_shared_stream(workspaces.events, move |ws: Arc<MlWorkspace>| {
+        .watches(workspaces, watcher::Config::default(), move |ws: MlWorkspace| {
             // A workspace change (Ready, deletion) re-evaluates its endpoints.
             let ns = ws.namespace();
             store

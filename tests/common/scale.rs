@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
 use azml_operator::azure::authorization::RoleAssignmentCreate;
 use azml_operator::azure::{
-    ArmClient, ArmClientOptions, AzureCloud, CredentialConfig, LroOptions, RoleAssignmentRef, RoleDefinitionId,
-    Secret, build_credential,
+    ArmClient, ArmClientOptions, AzureCloud, CredentialConfig, LroOptions, RoleAssignmentRef, RoleDefinitionId, Secret,
+    build_credential,
 };
 use azml_operator::controller::plan::Desired;
 use azml_operator::sandbox::arm::{
@@ -287,6 +287,7 @@ impl Env {
                     "credential": {"clientSecret": {"clientId": world.operator.client_id,
                         "secretRef": {"name": "operator-sp", "key": "clientSecret"}}},
                     "namespaces": [NS], "resourceGroups": ["rg-*"],
+                    "allowedRoles": ["Reader"], "allowedScopes": ["Workspace"],
                 }
             }))
             .expect("binding");
@@ -392,7 +393,9 @@ impl Operator {
         let o = &env.options;
         let health = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
         let d = |d: Duration| format!("{}ms", o.scaled(d).as_millis().max(1));
-        let log = std::fs::File::create(env.dir.path().join(log)).expect("log file");
+        // SCALE_BENCH_LOG_DIR keeps the operator's log (warnings and errors) for a look afterwards.
+        let log_dir = std::env::var_os("SCALE_BENCH_LOG_DIR").map_or_else(|| env.dir.path().to_owned(), PathBuf::from);
+        let log = std::fs::File::create(log_dir.join(log)).expect("log file");
         let mut child = tokio::process::Command::new(&o.operator)
             .arg("run")
             .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
@@ -457,7 +460,10 @@ async fn blind_put_hour(env: &Env, names: &[(String, Account)]) -> (Calls, Calls
     let resources: Vec<(Desired, RoleAssignmentRef, RoleAssignmentCreate)> = names
         .iter()
         .map(|(name, account)| {
-            let desired = Desired::from_resource(&workspace(env, name, account, BASELINE_RG)).expect("desired");
+            let mut ws = workspace(env, name, account, BASELINE_RG);
+            // What Azure Service Operator tags with is its own business; the body is the same.
+            ws.metadata.uid = Some(format!("blind-put-{name}"));
+            let desired = Desired::from_resource(&ws).expect("desired");
             let scope = desired.workspace.resource_id();
             let principal = Uuid::parse_str(&env.world.users[0]).expect("user");
             let role = Uuid::parse_str("acdd72a7-3385-48ef-bd42-f606fba81ae7").expect("Reader");
@@ -497,7 +503,8 @@ async fn blind_put_hour(env: &Env, names: &[(String, Account)]) -> (Calls, Calls
     }
     let created_in = o.unscaled(started.elapsed());
     let creation = calls_since(&env.sim, seq);
-    // The steady hour: each resource at its own moment of the period, as requeues spread them.
+    // The steady hour: each resource at its own moment of the period, as requeues spread them, period after period
+    // until the drift measurement is over; the calls of the first period are counted.
     let hour = o.scaled(HOUR);
     let seq = last_seq(&env.sim);
     let stop = CancellationToken::new();
@@ -505,25 +512,35 @@ async fn blind_put_hour(env: &Env, names: &[(String, Account)]) -> (Calls, Calls
         let (stop, n) = (stop.clone(), count);
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
-            let mut tasks = Vec::new();
-            for i in 0..n {
-                let at = start + hour.mul_f64(i as f64 / n as f64);
-                let (stop, run) = (stop.clone(), reconcile(i));
-                tasks.push(tokio::spawn(async move {
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = async { tokio::time::sleep_until(at).await; run.await } => {}
-                    }
-                }));
-            }
+            let tasks: Vec<_> = (0..n)
+                .map(|i| {
+                    let (stop, reconcile) = (stop.clone(), reconcile.clone());
+                    tokio::spawn(async move {
+                        let mut at = start + hour.mul_f64(i as f64 / n as f64);
+                        loop {
+                            tokio::select! {
+                                _ = stop.cancelled() => return,
+                                _ = tokio::time::sleep_until(at) => reconcile(i).await,
+                            }
+                            at += hour;
+                        }
+                    })
+                })
+                .collect();
             futures::future::join_all(tasks).await;
         })
     };
+    let hour_started = Instant::now();
+    let hour_ends = jiff::Timestamp::now() + hour;
     // Drift made during the hour, on workspaces whose turn comes at all phases of the period.
     let drift = env.drift(&targets, hour / 2, (hour * 3 / 2).max(Duration::from_secs(120))).await;
-    let _ = driver.await;
+    if let Some(rest) = hour.checked_sub(hour_started.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    let steady =
+        Calls::of(&env.sim.handle.calls_after(seq).into_iter().filter(|c| c.time <= hour_ends).collect::<Vec<_>>());
     stop.cancel();
-    let steady = calls_since(&env.sim, seq);
+    let _ = driver.await;
     (creation, steady, created_in, drift)
 }
 
@@ -677,7 +694,10 @@ pub async fn run(o: Options) -> Report {
     let restarted = Operator::start(&env, "operator-restarted.log").await;
     let wave_started = Instant::now();
     while calls_since(&env.sim, seq).reads_of("Workspaces_Get") < o.memory_workspaces {
-        assert!(wave_started.elapsed() < Duration::from_secs(300), "the restarted operator did not read every workspace");
+        assert!(
+            wave_started.elapsed() < Duration::from_secs(300),
+            "the restarted operator did not read every workspace"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let wave_in = wave_started.elapsed();
@@ -686,23 +706,32 @@ pub async fn run(o: Options) -> Report {
     restarted.stop().await;
 
     // The table.
-    let per = |c: &Calls, n: usize| format!("{:.1} reads + {:.1} writes", c.reads as f64 / n as f64, c.writes as f64 / n as f64);
+    let per = |c: &Calls, n: usize| {
+        format!("{:.1} reads + {:.1} writes", c.reads as f64 / n as f64, c.writes as f64 / n as f64)
+    };
     let period = "per workspace per resync period (1 h)";
     rows.push(row("operator RSS idle (no objects)", none, mib(idle)));
     rows.push(row(format!("operator RSS, {n} MlWorkspaces Ready"), none, mib(rss_small)));
     rows.push(row(format!("operator RSS, {} MlWorkspaces Ready", o.memory_workspaces), none, mib(rss_big)));
     rows.push(row(
-        format!("operator RSS, restarted, after reading all {} again ({:.0} s real)", o.memory_workspaces, wave_in.as_secs_f64()),
+        format!(
+            "operator RSS, restarted, after reading all {} again ({:.0} s real)",
+            o.memory_workspaces,
+            wave_in.as_secs_f64()
+        ),
         none,
         mib(rss_wave),
     ));
-    let per_object = |rss: u64, count: usize| {
-        format!("{:.1} KiB", rss.saturating_sub(idle) as f64 / count as f64)
-    };
+    let per_object = |rss: u64, count: usize| format!("{:.1} KiB", rss.saturating_sub(idle) as f64 / count as f64);
     rows.push(row(
         format!("bytes per MlWorkspace above idle ({n} / {} / restarted)", o.memory_workspaces),
         none,
-        format!("{} / {} / {}", per_object(rss_small, n), per_object(rss_big, o.memory_workspaces), per_object(rss_wave, o.memory_workspaces)),
+        format!(
+            "{} / {} / {}",
+            per_object(rss_small, n),
+            per_object(rss_big, o.memory_workspaces),
+            per_object(rss_wave, o.memory_workspaces)
+        ),
     ));
     let (b_create, b_steady, b_created_in, b_drift) = match &baseline {
         Some((c, s, t, d)) => (Some(c), Some(s), Some(*t), Some(d)),
@@ -738,18 +767,18 @@ pub async fn run(o: Options) -> Report {
     rows.push(row(
         "  of which the key signal (storage LIST + activity log, per subscription)",
         "0",
-        format!(
-            "{} + {}",
-            steady.reads_of("StorageAccounts_List"),
-            steady.reads_of("ActivityLogs_List")
-        ),
+        format!("{} + {}", steady.reads_of("StorageAccounts_List"), steady.reads_of("ActivityLogs_List")),
     ));
     rows.push(row(
         format!("  ARM writes (of which PATCHes putting back the {DRIFTS} drifts)"),
         b_steady.map_or(none.to_owned(), |c| format!("{} ({})", c.writes, c.writes_of("Workspaces_Update"))),
         format!("{} ({})", steady.writes, steady.writes_of("Workspaces_Update")),
     ));
-    rows.push(row("  ARM reads + writes ".to_owned() + period, b_steady.map_or(none.to_owned(), |c| per(c, n)), per(&steady, n)));
+    rows.push(row(
+        "  ARM reads + writes ".to_owned() + period,
+        b_steady.map_or(none.to_owned(), |c| per(c, n)),
+        per(&steady, n),
+    ));
     rows.push(row(
         "  429s",
         b_steady.map_or(none.to_owned(), |c| c.throttled.to_string()),
@@ -793,7 +822,9 @@ pub async fn run(o: Options) -> Report {
     let mut table = String::new();
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let _ = writeln!(
         table,
@@ -804,7 +835,11 @@ pub async fn run(o: Options) -> Report {
     );
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(4);
     let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).max(9);
-    let _ = writeln!(table, "| {:<w0$} | {:<w1$} | {} |", "what", "blind PUT (Azure Service Operator pattern)", "azml-operator");
+    let _ = writeln!(
+        table,
+        "| {:<w0$} | {:<w1$} | {} |",
+        "what", "blind PUT (Azure Service Operator pattern)", "azml-operator"
+    );
     let _ = writeln!(table, "|{}|{}|---|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
     for (a, b, c) in &rows {
         let _ = writeln!(table, "| {a:<w0$} | {b:<w1$} | {c} |");
@@ -817,16 +852,18 @@ pub async fn run(o: Options) -> Report {
             }
         }
     }
-    let affected = |accounts: usize| names.iter().filter(|(_, a)| env.accounts[..accounts].iter().any(|x| x.id == a.id)).count();
+    let affected =
+        |accounts: usize| names.iter().filter(|(_, a)| env.accounts[..accounts].iter().any(|x| x.id == a.id)).count();
     let report = Report {
         table,
         rss_kib: [idle, rss_small, rss_big, rss_wave],
-        steady: (steady.reads, steady.writes - steady.writes_of("Workspaces_Update"), steady.reads_of("Workspaces_Get")),
-        baseline_steady: b_steady.map_or((0, 0), |c| (c.reads, c.writes)),
-        drift_corrected: (
-            drift.iter().flatten().count(),
-            b_drift.map_or(0, |d| d.iter().flatten().count()),
+        steady: (
+            steady.reads,
+            steady.writes - steady.writes_of("Workspaces_Update"),
+            steady.reads_of("Workspaces_Get"),
         ),
+        baseline_steady: b_steady.map_or((0, 0), |c| (c.reads, c.writes)),
+        drift_corrected: (drift.iter().flatten().count(), b_drift.map_or(0, |d| d.iter().flatten().count())),
         resynced: [(one.len(), affected(1)), (all.len(), affected(env.accounts.len()))],
         p99: [percentile(&one, 0.99), percentile(&all, 0.99)],
     };
