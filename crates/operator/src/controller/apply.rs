@@ -1,0 +1,394 @@
+//! Apply: execute the plan. Writes are started, never waited on: a long-running operation is recorded (status
+//! `pendingOperation`) and polled once per reconcile, so no reconcile blocks and a restarted operator resumes
+//! polling instead of sending the PUT again.
+
+use std::time::Duration;
+
+use kube::runtime::events::EventType;
+use tracing::{info, instrument, warn};
+
+use super::Context;
+use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::soft_delete;
+use super::status::WorkspaceFacts;
+use crate::api::conditions::{events, reasons};
+use crate::api::v1alpha1::MlWorkspace;
+use crate::azure::resource_groups::ResourceGroupCreate;
+use crate::azure::workspaces::Workspace;
+use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart};
+use crate::reconciler::Phase;
+use crate::reconciler::error::Error;
+
+/// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
+const MAX_ROUNDS: usize = 4;
+
+/// What executing the plan achieved.
+#[derive(Debug)]
+pub struct Applied {
+    /// Where the workspace stands.
+    pub phase: Phase,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+/// What a step after the workspace pipeline (access, keys) says about the end of the reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Replaces the reconcile's phase when the step does not hold (yet).
+    pub phase: Option<Phase>,
+    /// When the step wants to look again.
+    pub requeue: Option<Duration>,
+}
+
+/// THE merge of a step's verdict into the reconcile's phase and requeue (`None`: nobody asked for one yet; the
+/// resync period in the end): the step's phase replaces the phase (the steps run only on a Ready workspace), a
+/// stalled step waits `stalled_requeue`, and the soonest requeue wins.
+pub fn merge(
+    phase: Phase,
+    requeue: Option<Duration>,
+    step: Verdict,
+    stalled_requeue: Duration,
+) -> (Phase, Option<Duration>) {
+    let (phase, requeue) = match step.phase {
+        Some(stalled @ Phase::Stalled { .. }) => (stalled, Some(stalled_requeue)),
+        Some(other) => (other, requeue),
+        None => (phase, requeue),
+    };
+    let requeue = match (requeue, step.requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (phase, requeue)
+}
+
+/// Mutable facts of one reconcile, kept up to date so that status can be written even when a step fails.
+#[derive(Debug)]
+pub struct Progress {
+    /// What Azure has, as far as this reconcile knows.
+    pub observed: Observed,
+    /// For status: the workspace facts.
+    pub facts: WorkspaceFacts,
+}
+
+impl Progress {
+    /// Starts from an observation.
+    pub fn new(observed: Observed) -> Self {
+        let facts = match (&observed.pending, &observed.workspace) {
+            (Some(_), _) => WorkspaceFacts::Unknown,
+            (None, Some(ws)) => WorkspaceFacts::Present(Box::new(ws.clone())),
+            (None, None) => WorkspaceFacts::Missing,
+        };
+        Progress { observed, facts }
+    }
+
+    pub(crate) fn set_workspace(&mut self, ws: Option<Workspace>) {
+        self.facts = match &ws {
+            Some(w) => WorkspaceFacts::Present(Box::new(w.clone())),
+            None => WorkspaceFacts::Missing,
+        };
+        self.observed.workspace = ws;
+    }
+}
+
+/// Poll delay for an operation: the `Retry-After` ARM asked for (honoured in full: polling earlier only earns another
+/// wait and costs a read of the subscription's budget), at least `lro_poll_min`; `lro_poll_min` when ARM asked nothing.
+pub fn poll_delay(ctx: &Context, handle: &LroHandle) -> Duration {
+    match handle.wait_remaining() {
+        Some(left) => left.max(ctx.config.lro_poll_min),
+        None => lro_poll_delay(handle.retry_after_secs, ctx.config.lro_poll_min),
+    }
+}
+
+/// [`poll_delay`] without the context (pure).
+pub fn lro_poll_delay(retry_after_secs: Option<u64>, min: Duration) -> Duration {
+    retry_after_secs.map(Duration::from_secs).unwrap_or(min).max(min)
+}
+
+fn progressing(kind: OperationKind) -> Phase {
+    let (reason, message) = match kind {
+        OperationKind::CreateWorkspace => (reasons::CREATING, "creating the workspace in Azure"),
+        OperationKind::UpdateWorkspace => (reasons::UPDATING, "updating the workspace in Azure"),
+        OperationKind::DeleteWorkspace => (reasons::DELETING, "deleting the workspace in Azure"),
+        OperationKind::RecoverWorkspace => (reasons::CREATING, "recovering the soft-deleted workspace"),
+        OperationKind::RecoverToPurge => {
+            (reasons::CREATING, "recovering the soft-deleted workspace to read its owner tag before purging it")
+        }
+        OperationKind::PurgeWorkspace => (reasons::DELETING, "purging the soft-deleted workspace"),
+    };
+    Phase::Progressing { reason, message: message.to_owned() }
+}
+
+/// Plans and executes until Azure matches, an operation is in flight, or the workspace is stalled or paused.
+#[instrument(skip_all, fields(workspace = %desired.workspace.id()))]
+pub async fn converge(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    arm: &ArmClient,
+    progress: &mut Progress,
+) -> Result<Applied, Error> {
+    let resync = ctx.config.resync_period;
+    for _ in 0..MAX_ROUNDS {
+        let actions = plan(desired, &progress.observed);
+        if actions.is_empty() {
+            return Ok(Applied { phase: Phase::Ready, requeue: resync });
+        }
+        for action in actions {
+            match action {
+                Action::PollOperation { kind } => {
+                    let Some(pending) = progress.observed.pending.clone() else {
+                        continue;
+                    };
+                    if let Some(applied) = poll(ctx, ws, desired, arm, progress, kind, &pending.handle).await? {
+                        return Ok(applied);
+                    }
+                }
+                Action::Stall { reason, message } => {
+                    return Ok(Applied {
+                        phase: Phase::Stalled { reason, message },
+                        requeue: ctx.config.stalled_requeue,
+                    });
+                }
+                Action::Paused { withheld } => {
+                    let message = if withheld.is_empty() {
+                        "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
+                    } else {
+                        let list: Vec<String> = withheld.iter().map(ToString::to_string).collect();
+                        format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
+                    };
+                    return Ok(Applied {
+                        phase: Phase::Paused { in_sync: withheld.is_empty(), message },
+                        requeue: resync,
+                    });
+                }
+                Action::AwaitProvisioning { state } => {
+                    return Ok(Applied {
+                        phase: Phase::Progressing {
+                            reason: reasons::OPERATION_IN_PROGRESS,
+                            message: format!("Azure reports provisioning state {state}"),
+                        },
+                        requeue: ctx.config.lro_poll_max,
+                    });
+                }
+                Action::CreateResourceGroup { location, .. } => {
+                    let rg = &desired.workspace.resource_group;
+                    let body = ResourceGroupCreate {
+                        location,
+                        tags: Some(
+                            [(crate::api::v1alpha1::OWNER_TAG.to_owned(), desired.owner.tag_value())]
+                                .into_iter()
+                                .collect(),
+                        ),
+                        managed_by: None,
+                    };
+                    arm.create_or_update_resource_group(rg, &body)
+                        .await
+                        .map_err(Error::arm("create resource group"))?;
+                    info!(resource_group = rg.name.as_str(), "created resource group");
+                    ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created resource group {}", rg.id()))
+                        .await;
+                    progress.observed.resource_group = ResourceGroupState::Exists;
+                }
+                Action::CreateWorkspace { id } => {
+                    // A soft-deleted workspace holding the name, and the user said what to do with it.
+                    let (body, kind) = match soft_delete::request(ws, ctx.current_status(ws).as_ref()) {
+                        Some(soft_delete::Request::Recover) => {
+                            (soft_delete::recovery_body(desired), OperationKind::RecoverWorkspace)
+                        }
+                        Some(soft_delete::Request::Purge) => {
+                            (soft_delete::recovery_body(desired), OperationKind::RecoverToPurge)
+                        }
+                        None => (desired.workspace_body(), OperationKind::CreateWorkspace),
+                    };
+                    let start = match arm.begin_create_or_update_workspace(&desired.workspace, &body).await {
+                        Ok(start) => start,
+                        Err(e) if soft_delete::is_soft_deleted_conflict(&e) => {
+                            return Ok(soft_delete::stalled(ctx, desired));
+                        }
+                        Err(e) => return Err(Error::arm("create workspace")(e)),
+                    };
+                    info!(workspace = %id, kind = kind.as_str(), "workspace PUT accepted");
+                    if kind != OperationKind::CreateWorkspace {
+                        match start {
+                            LroStart::Done(result) => {
+                                let done = soft_delete::after_done(ctx, ws, desired, arm, progress, kind, Some(result));
+                                if let Some(applied) = done.await? {
+                                    return Ok(applied);
+                                }
+                            }
+                            LroStart::Pending(handle) => return Ok(start_pending(ctx, progress, kind, handle)),
+                        }
+                        continue;
+                    }
+                    match start {
+                        LroStart::Done(result) => {
+                            ctx.publish(ws, EventType::Normal, events::CREATED, format!("Created workspace {id}"))
+                                .await;
+                            progress.set_workspace(Some(result));
+                        }
+                        LroStart::Pending(handle) => {
+                            return Ok(start_pending(ctx, progress, OperationKind::CreateWorkspace, handle));
+                        }
+                    }
+                }
+                Action::UpdateWorkspace { fields, cause, patch } => {
+                    let names: Vec<String> = fields.iter().map(ToString::to_string).collect();
+                    let start = arm
+                        .begin_update_workspace(&desired.workspace, &patch)
+                        .await
+                        .map_err(Error::arm("update workspace"))?;
+                    info!(fields = %names.join(","), ?cause, "workspace PATCH accepted");
+                    if matches!(cause, UpdateCause::Drift) {
+                        names.iter().for_each(|field| ctx.config.metrics.drift_detected(field));
+                    }
+                    let (reason, note) = match &cause {
+                        UpdateCause::SpecChanged => (events::UPDATED, format!("Updated {}", names.join(", "))),
+                        UpdateCause::Drift => (
+                            events::DRIFT_CORRECTED,
+                            format!("Changed in Azure, restored from the spec: {}", names.join(", ")),
+                        ),
+                        UpdateCause::Adopt { previous_owner: Some(owner) } => (
+                            events::ADOPTED,
+                            format!("Adopted workspace previously owned by {owner}, which no longer exists"),
+                        ),
+                        UpdateCause::Adopt { previous_owner: None } => {
+                            (events::ADOPTED, "Adopted workspace that had no owner tag".to_owned())
+                        }
+                        UpdateCause::Reclaim { previous_uid } => (
+                            events::ADOPTED,
+                            format!("Took back workspace created by a previous incarnation (uid {previous_uid})"),
+                        ),
+                    };
+                    ctx.publish(ws, EventType::Normal, reason, note).await;
+                    match start {
+                        LroStart::Done(result) => progress.set_workspace(Some(result)),
+                        LroStart::Pending(handle) => {
+                            return Ok(start_pending(ctx, progress, OperationKind::UpdateWorkspace, handle));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Still not converged after several synchronous rounds: Azure answers writes with something else than asked.
+    Ok(Applied {
+        phase: Phase::Progressing {
+            reason: reasons::UPDATING,
+            message: "Azure does not yet reflect the last update".to_owned(),
+        },
+        requeue: ctx.config.lro_poll_max,
+    })
+}
+
+pub(crate) fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, handle: LroHandle) -> Applied {
+    let requeue = poll_delay(ctx, &handle);
+    progress.observed.pending = Some(PendingOp { kind, handle });
+    progress.facts = WorkspaceFacts::Unknown;
+    Applied { phase: progressing(kind), requeue }
+}
+
+/// Polls the operation in flight once. `Some` ends the reconcile (still running); `None` means it finished and
+/// planning continues with its result.
+async fn poll(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    arm: &ArmClient,
+    progress: &mut Progress,
+    kind: OperationKind,
+    handle: &LroHandle,
+) -> Result<Option<Applied>, Error> {
+    let waited = jiff::Timestamp::now().duration_since(handle.started_at).unsigned_abs();
+    if waited > ctx.config.lro_timeout {
+        progress.observed.pending = None;
+        let source = ArmError::LroTimeout { operation: handle.operation.clone(), waited };
+        return Err(Error::Arm { step: "poll operation", source: Box::new(source) });
+    }
+    let polled = match arm.poll_lro::<Option<Workspace>>(handle).await {
+        Ok(p) => p,
+        // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
+        Err(err) if err.is_not_found() => {
+            warn!(operation = %handle.operation, error = %crate::reconciler::error::scrub(&err.to_string()), "operation status no longer available; re-reading the workspace");
+            progress.observed.pending = None;
+            let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
+            progress.set_workspace(workspace);
+            if progress.observed.workspace.is_none() {
+                progress.observed.resource_group = ResourceGroupState::Exists;
+            }
+            return Ok(None);
+        }
+        // Azure refused the create: a soft-deleted workspace holds the name.
+        Err(err) if soft_delete::is_soft_deleted_conflict(&err) => {
+            progress.observed.pending = None;
+            return Ok(Some(soft_delete::stalled(ctx, desired)));
+        }
+        Err(err) => {
+            // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
+            if crate::reconciler::error::ends_operation(&err) {
+                progress.observed.pending = None;
+            }
+            return Err(Error::Arm { step: "poll operation", source: Box::new(err) });
+        }
+    };
+    match polled {
+        LroPoll::InProgress(next) => {
+            let requeue = poll_delay(ctx, &next);
+            progress.observed.pending = Some(PendingOp { kind, handle: next });
+            Ok(Some(Applied { phase: progressing(kind), requeue }))
+        }
+        LroPoll::Done(result) => {
+            progress.observed.pending = None;
+            if matches!(
+                kind,
+                OperationKind::RecoverWorkspace | OperationKind::RecoverToPurge | OperationKind::PurgeWorkspace
+            ) {
+                return soft_delete::after_done(ctx, ws, desired, arm, progress, kind, result).await;
+            }
+            if kind == OperationKind::CreateWorkspace {
+                let note = format!("Created workspace {}", desired.workspace.id());
+                ctx.publish(ws, EventType::Normal, events::CREATED, note).await;
+            }
+            let workspace = match result {
+                Some(workspace) => Some(workspace),
+                // The operation ended without a body: look.
+                None => arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?,
+            };
+            progress.set_workspace(workspace);
+            if progress.observed.workspace.is_none() {
+                progress.observed.resource_group = ResourceGroupState::Exists;
+            }
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod poll_delay_tests {
+    use super::*;
+
+    #[test]
+    fn a_steps_verdict_replaces_the_phase_and_the_soonest_requeue_wins() {
+        let (s, stalled) = (Duration::from_secs, Duration::from_secs(3600));
+        let pending = Phase::Progressing { reason: reasons::ACCESS_PENDING, message: "m".into() };
+        let step = |phase: Option<Phase>, requeue: Option<u64>| Verdict { phase, requeue: requeue.map(s) };
+        assert_eq!(merge(Phase::Ready, Some(s(60)), step(None, None), stalled), (Phase::Ready, Some(s(60))));
+        assert_eq!(
+            merge(Phase::Ready, Some(s(60)), step(Some(pending.clone()), Some(5)), stalled),
+            (pending, Some(s(5)))
+        );
+        assert_eq!(merge(Phase::Ready, None, step(None, Some(90)), stalled), (Phase::Ready, Some(s(90))));
+        let refused = Phase::Stalled { reason: reasons::ACCESS_FAILED, message: "m".into() };
+        let merged = merge(Phase::Ready, Some(s(60)), step(Some(refused.clone()), None), stalled);
+        assert_eq!(merged, (refused, Some(stalled)), "a stall waits the stalled requeue, even when longer");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_in_full_and_bounded_below() {
+        let min = Duration::from_secs(5);
+        // Azure's 600 s stays 600 s: no upper clamp (the old code cut it to lro_poll_max).
+        assert_eq!(lro_poll_delay(Some(600), min), Duration::from_secs(600));
+        assert_eq!(lro_poll_delay(Some(10), min), Duration::from_secs(10));
+        assert_eq!(lro_poll_delay(Some(1), min), min);
+        assert_eq!(lro_poll_delay(None, min), min);
+    }
+}

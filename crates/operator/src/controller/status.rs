@@ -1,0 +1,355 @@
+//! The MlWorkspace's status, computed from what a reconcile found ([`Report`]); written by the shell
+//! ([`crate::reconciler::Shell::write_status`]) only when something a reader could act on changed.
+//!
+//! Conditions: kstatus `Ready`, `Reconciling`, `Stalled` plus `WorkspaceProvisioned`, each with `observedGeneration`
+//! and a reason constant from [`crate::api::conditions`]. `lastTransitionTime` moves only when a condition's status
+//! flips.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::conditions::{self, reasons};
+use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
+use crate::azure::WorkspaceRef;
+use crate::azure::models::ProvisioningState;
+use crate::azure::workspaces::Workspace;
+pub use crate::reconciler::Phase;
+use crate::reconciler::status::{TRUE, condition_is};
+pub use crate::reconciler::status::{changed, merge_patch, set_condition};
+
+/// What the reconcile learnt about the workspace in Azure.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WorkspaceFacts {
+    /// Not read this time: keep what status says.
+    Unknown,
+    /// It does not exist.
+    Missing,
+    /// As ARM returned it.
+    Present(Box<Workspace>),
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// Outcome.
+    pub phase: Phase,
+    /// The workspace in Azure.
+    pub workspace: WorkspaceFacts,
+    /// The workspace's coordinates (for `status.location` / `resourceId` when Azure was not read).
+    pub workspace_ref: Option<WorkspaceRef>,
+    /// The operation in flight after this reconcile (`None` clears it).
+    pub pending: Option<PendingOperation>,
+    /// The role assignments, when the access step ran (`None` keeps `status.access` and `AccessGranted`).
+    pub access: Option<super::access::AccessReport>,
+}
+
+/// The status after a reconcile. `previous` supplies lastTransitionTimes and facts not re-read this time.
+pub fn compute(
+    previous: Option<&MlWorkspaceStatus>,
+    generation: Option<i64>,
+    report: &Report,
+    now: &Time,
+) -> MlWorkspaceStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.observed_generation = generation;
+    status.pending_operation = report.pending.clone();
+    // The missing dependency is remembered while the workspace waits for it (a transient failure meanwhile does not
+    // make it forget); any other outcome ends the wait.
+    let waiting = matches!(&report.phase, Phase::Stalled { reason, .. } if *reason == reasons::DEPENDENCY_MISSING);
+    if !waiting && !matches!(report.phase, Phase::Transient { .. }) {
+        status.missing_dependency = None;
+    }
+    match &report.workspace {
+        WorkspaceFacts::Unknown => {}
+        WorkspaceFacts::Missing => clear_workspace_facts(&mut status),
+        WorkspaceFacts::Present(ws) => fill_workspace_facts(&mut status, ws),
+    }
+    if let Some(r) = &report.workspace_ref {
+        status.location = Some(WorkspaceLocation {
+            subscription_id: r.subscription().to_string(),
+            resource_group: r.resource_group.name.as_str().to_owned(),
+        });
+    }
+
+    if let Some(access) = &report.access {
+        status.access = access.entries.clone();
+        let (ok, reason, message) = (access.granted, access.reason, &access.message);
+        set_condition(&mut status.conditions, conditions::ACCESS_GRANTED, ok, reason, message, generation, now);
+    }
+    set_phase(&mut status, &report.phase, generation, now);
+    match &report.workspace {
+        WorkspaceFacts::Unknown => {}
+        WorkspaceFacts::Missing => {
+            let (reason, message) = match &report.phase {
+                Phase::Progressing { reason, .. } => (*reason, "the workspace is being created"),
+                Phase::Stalled { reason, .. } => (*reason, "the workspace does not exist in Azure"),
+                Phase::Paused { .. } => (reasons::PAUSED, "the workspace does not exist in Azure"),
+                _ => (reasons::CREATING, "the workspace does not exist in Azure"),
+            };
+            set_condition(
+                &mut status.conditions,
+                conditions::WORKSPACE_PROVISIONED,
+                false,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
+        WorkspaceFacts::Present(ws) => {
+            let state = ws.properties.provisioning_state.clone();
+            let (ok, reason) = match state {
+                Some(ProvisioningState::Succeeded) => (true, reasons::RECONCILED),
+                Some(ProvisioningState::Creating) | Some(ProvisioningState::Accepted) => (false, reasons::CREATING),
+                Some(ProvisioningState::Updating) => (false, reasons::UPDATING),
+                Some(ProvisioningState::Deleting) => (false, reasons::DELETING),
+                Some(ProvisioningState::Failed) | Some(ProvisioningState::Canceled) => (false, reasons::AZURE_REJECTED),
+                // Azure omits the state only for workspaces that exist and work.
+                None => (true, reasons::RECONCILED),
+                Some(_) => (false, reasons::OPERATION_IN_PROGRESS),
+            };
+            let message = format!("provisioning state {}", state.map(|s| format!("{s:?}")).unwrap_or("unknown".into()));
+            set_condition(
+                &mut status.conditions,
+                conditions::WORKSPACE_PROVISIONED,
+                ok,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+        }
+    }
+    status
+}
+
+/// The kstatus conditions (Ready, Reconciling, Stalled) of a workspace in `phase`, and `observedGeneration`. A
+/// failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
+pub fn set_phase(status: &mut MlWorkspaceStatus, phase: &Phase, generation: Option<i64>, now: &Time) {
+    status.observed_generation = generation;
+    let was_ready = condition_is(&status.conditions, conditions::READY, TRUE);
+    let mut set = |type_: &str, ok: bool, reason: &str, message: &str| {
+        set_condition(&mut status.conditions, type_, ok, reason, message, generation, now);
+    };
+    match phase {
+        Phase::Ready => {
+            let msg = "the workspace in Azure matches the spec";
+            set(conditions::READY, true, reasons::RECONCILED, msg);
+            set(conditions::RECONCILING, false, reasons::RECONCILED, msg);
+            set(conditions::STALLED, false, reasons::RECONCILED, msg);
+        }
+        Phase::Progressing { reason, message } => {
+            set(conditions::READY, false, reason, message);
+            set(conditions::RECONCILING, true, reason, message);
+            set(conditions::STALLED, false, reason, message);
+        }
+        Phase::Stalled { reason, message } => {
+            set(conditions::READY, false, reason, message);
+            set(conditions::RECONCILING, false, reason, message);
+            set(conditions::STALLED, true, reason, message);
+        }
+        Phase::Paused { in_sync, message } => {
+            set(conditions::READY, *in_sync, reasons::PAUSED, message);
+            set(conditions::RECONCILING, false, reasons::PAUSED, message);
+            set(conditions::STALLED, false, reasons::PAUSED, message);
+        }
+        Phase::Transient { message } => {
+            // A failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
+            if !was_ready {
+                set(conditions::READY, false, reasons::TRANSIENT_ERROR, message);
+            }
+            set(conditions::RECONCILING, true, reasons::TRANSIENT_ERROR, message);
+            set(conditions::STALLED, false, reasons::TRANSIENT_ERROR, message);
+        }
+    }
+}
+
+fn fill_workspace_facts(status: &mut MlWorkspaceStatus, ws: &Workspace) {
+    let p = &ws.properties;
+    status.resource_id = ws.id.clone().or(status.resource_id.take());
+    status.workspace_id = p.workspace_id.clone();
+    status.provisioning_state = p.provisioning_state.as_ref().map(|s| format!("{s:?}"));
+    status.discovery_url = p.discovery_url.clone();
+    status.ml_flow_tracking_uri = p.ml_flow_tracking_uri.clone();
+    status.storage_account_id = p.storage_account.clone();
+    status.key_vault_id = p.key_vault.clone();
+    status.application_insights_id = p.application_insights.clone();
+    status.container_registry_id = p.container_registry.clone();
+}
+
+fn clear_workspace_facts(status: &mut MlWorkspaceStatus) {
+    status.resource_id = None;
+    status.workspace_id = None;
+    status.provisioning_state = None;
+    status.discovery_url = None;
+    status.ml_flow_tracking_uri = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use serde_json::Value;
+
+    use super::*;
+
+    fn t(secs: i64) -> Time {
+        Time(jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn cond<'a>(s: &'a MlWorkspaceStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap_or_else(|| panic!("no {type_}"))
+    }
+
+    fn ready_ws() -> Workspace {
+        let mut ws =
+            Workspace { id: Some("/subscriptions/s/resourceGroups/r/providers/M/w/x".into()), ..Default::default() };
+        ws.properties.provisioning_state = Some(ProvisioningState::Succeeded);
+        ws.properties.workspace_id = Some("guid".into());
+        ws.properties.discovery_url = Some("https://d".into());
+        ws
+    }
+
+    fn report(phase: Phase, ws: WorkspaceFacts) -> Report {
+        Report { phase, workspace: ws, workspace_ref: None, pending: None, access: None }
+    }
+
+    #[test]
+    fn ready_sets_kstatus_conditions_and_facts() {
+        let s = compute(None, Some(3), &report(Phase::Ready, WorkspaceFacts::Present(Box::new(ready_ws()))), &t(10));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(cond(&s, conditions::READY).status, "True");
+        assert_eq!(cond(&s, conditions::READY).reason, reasons::RECONCILED);
+        assert_eq!(cond(&s, conditions::READY).observed_generation, Some(3));
+        assert_eq!(cond(&s, conditions::RECONCILING).status, "False");
+        assert_eq!(cond(&s, conditions::STALLED).status, "False");
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).status, "True");
+        assert_eq!(s.workspace_id.as_deref(), Some("guid"));
+        assert_eq!(s.provisioning_state.as_deref(), Some("Succeeded"));
+        assert_eq!(s.resource_id.as_deref(), Some("/subscriptions/s/resourceGroups/r/providers/M/w/x"));
+    }
+
+    #[test]
+    fn stalled_and_progressing() {
+        let stalled = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: "no binding".into() };
+        let s = compute(None, Some(1), &report(stalled, WorkspaceFacts::Unknown), &t(1));
+        assert_eq!(cond(&s, conditions::STALLED).status, "True");
+        assert_eq!(cond(&s, conditions::STALLED).reason, reasons::NOT_PERMITTED);
+        assert_eq!(cond(&s, conditions::READY).message, "no binding");
+        assert_eq!(cond(&s, conditions::RECONCILING).status, "False");
+        assert!(s.conditions.iter().all(|c| c.type_ != conditions::WORKSPACE_PROVISIONED));
+
+        let creating = Phase::Progressing { reason: reasons::CREATING, message: "creating".into() };
+        let s = compute(Some(&s), Some(1), &report(creating, WorkspaceFacts::Missing), &t(2));
+        assert_eq!(cond(&s, conditions::RECONCILING).status, "True");
+        assert_eq!(cond(&s, conditions::STALLED).status, "False");
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).status, "False");
+        assert_eq!(cond(&s, conditions::WORKSPACE_PROVISIONED).reason, reasons::CREATING);
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let s1 = compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(100));
+        let s2 = compute(Some(&s1), Some(2), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(200));
+        assert_eq!(cond(&s2, conditions::READY).last_transition_time, t(100));
+        assert_eq!(cond(&s2, conditions::READY).observed_generation, Some(2));
+        let updating = Phase::Progressing { reason: reasons::UPDATING, message: "patch".into() };
+        let s3 = compute(Some(&s2), Some(2), &report(updating, WorkspaceFacts::Unknown), &t(300));
+        assert_eq!(cond(&s3, conditions::READY).last_transition_time, t(300));
+        assert_eq!(cond(&s3, conditions::STALLED).last_transition_time, t(100), "Stalled stayed False");
+    }
+
+    #[test]
+    fn unchanged_status_is_not_rewritten() {
+        let ws = WorkspaceFacts::Present(Box::new(ready_ws()));
+        let s1 = compute(None, Some(1), &report(Phase::Ready, ws.clone()), &t(100));
+        let mut s2 = compute(Some(&s1), Some(1), &report(Phase::Ready, ws.clone()), &t(5000));
+        s2.last_sync_time = Some(t(5000));
+        assert!(!changed(Some(&s1), &s2), "only timestamps differ");
+        let s3 = compute(Some(&s1), Some(2), &report(Phase::Ready, ws), &t(5000));
+        assert!(changed(Some(&s1), &s3), "observedGeneration differs");
+        assert!(changed(None, &s3));
+    }
+
+    #[test]
+    fn paused_and_transient() {
+        let paused = Phase::Paused { in_sync: true, message: "paused".into() };
+        let s = compute(None, Some(1), &report(paused, WorkspaceFacts::Unknown), &t(1));
+        assert_eq!(cond(&s, conditions::READY).status, "True");
+        assert_eq!(cond(&s, conditions::READY).reason, reasons::PAUSED);
+        assert_eq!(cond(&s, conditions::RECONCILING).reason, reasons::PAUSED);
+
+        let ready = compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Unknown), &t(1));
+        let transient = Phase::Transient { message: "HTTP 500".into() };
+        let s = compute(Some(&ready), Some(1), &report(transient.clone(), WorkspaceFacts::Unknown), &t(2));
+        assert_eq!(cond(&s, conditions::READY).status, "True", "a failed resync keeps Ready");
+        assert_eq!(cond(&s, conditions::RECONCILING).reason, reasons::TRANSIENT_ERROR);
+        let s = compute(None, Some(1), &report(transient, WorkspaceFacts::Unknown), &t(2));
+        assert_eq!(cond(&s, conditions::READY).status, "False");
+    }
+
+    #[test]
+    fn pending_operation_and_missing_workspace_clear_fields_in_the_patch() {
+        let mut old =
+            compute(None, Some(1), &report(Phase::Ready, WorkspaceFacts::Present(Box::new(ready_ws()))), &t(1));
+        old.pending_operation = Some(PendingOperation {
+            kind: "CreateWorkspace".into(),
+            poller: "{}".into(),
+            started_at: None,
+            generation: None,
+        });
+        let new = compute(Some(&old), Some(1), &report(Phase::Ready, WorkspaceFacts::Missing), &t(2));
+        assert!(new.pending_operation.is_none());
+        assert!(new.workspace_id.is_none());
+        let patch = merge_patch(Some(&old), &new);
+        assert_eq!(patch["status"]["pendingOperation"], Value::Null);
+        assert_eq!(patch["status"]["workspaceId"], Value::Null);
+        assert!(patch["status"]["conditions"].is_array());
+    }
+
+    #[test]
+    fn nested_fields_that_disappeared_are_nulled() {
+        let old = MlWorkspaceStatus {
+            storage_keys: Some(crate::api::v1alpha1::StorageKeysStatus {
+                workspace_uses_key: Some("key1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut new = old.clone();
+        new.storage_keys = Some(Default::default());
+        let patch = merge_patch(Some(&old), &new);
+        assert_eq!(patch["status"]["storageKeys"]["workspaceUsesKey"], Value::Null);
+    }
+
+    #[test]
+    fn the_access_report_sets_status_access_and_the_condition_and_none_keeps_them() {
+        use crate::api::v1alpha1::{AccessScope, AccessState, AccessStatus};
+        let entry = AccessStatus {
+            principal_id: "30000000-0000-4000-8000-000000000001".into(),
+            role_definition_id: "acdd72a7-3385-48ef-bd42-f606fba81ae7".into(),
+            scope_kind: AccessScope::Workspace,
+            scope: "/subscriptions/s/resourceGroups/r/providers/M/w/x".into(),
+            assignment_name: "00000000-0000-0000-0000-000000000001".into(),
+            state: AccessState::Pending,
+            message: None,
+        };
+        let mut r = report(Phase::Ready, WorkspaceFacts::Unknown);
+        r.access = Some(super::super::access::AccessReport {
+            entries: vec![entry.clone()],
+            granted: false,
+            reason: reasons::ACCESS_PENDING,
+            message: "Reader for alice pending".into(),
+        });
+        let s = compute(None, Some(2), &r, &t(1));
+        assert_eq!(s.access, [entry]);
+        let c = cond(&s, conditions::ACCESS_GRANTED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+            ("False", reasons::ACCESS_PENDING, Some(2))
+        );
+        // A reconcile that did not reach the access step keeps both.
+        r.access = None;
+        let kept = compute(Some(&s), Some(3), &r, &t(2));
+        assert_eq!(kept.access, s.access);
+        assert_eq!(cond(&kept, conditions::ACCESS_GRANTED).reason, reasons::ACCESS_PENDING);
+    }
+}

@@ -1,0 +1,398 @@
+//! The controller's errors and THE error policy: which failures are retried (and how soon) and which stall the
+//! workspace until its spec (or Azure) changes.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::api::conditions::reasons;
+use crate::azure::{ArmError, ErrorClass};
+
+/// Errors of one reconcile. Messages never carry secret values (see [`scrub`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An ARM call failed.
+    #[error("{step}: {source}")]
+    Arm {
+        /// What the controller was doing, e.g. "create workspace".
+        step: &'static str,
+        /// The client's error.
+        #[source]
+        source: Box<ArmError>,
+    },
+    /// A Kubernetes API call failed.
+    #[error("{step}: {source}")]
+    Kube {
+        /// What the controller was doing, e.g. "patch status".
+        step: &'static str,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The credential of a binding could not be built.
+    #[error("credential of SubscriptionBinding {binding}: {reason}")]
+    Credential {
+        /// The binding.
+        binding: String,
+        /// Why (never the secret value).
+        reason: String,
+    },
+    /// The operation stored in status cannot be resumed (edited by hand, or from an incompatible version).
+    #[error("status.pendingOperation cannot be resumed: {0}")]
+    BadPendingOperation(String),
+    /// A value of the spec (or one derived from it, e.g. a deployment name or the location) cannot address an
+    /// Azure resource; the schema should have refused it.
+    #[error("{what}: {source}")]
+    InvalidId {
+        /// What the value is, e.g. `spec.deployments[].name`.
+        what: &'static str,
+        /// The id layer's verdict.
+        #[source]
+        source: crate::azure::ids::IdError,
+    },
+}
+
+impl Error {
+    /// Wraps an ARM error with the step that failed.
+    pub fn arm(step: &'static str) -> impl FnOnce(ArmError) -> Error {
+        move |source| Error::Arm { step, source: Box::new(source) }
+    }
+
+    /// Wraps a Kubernetes error with the step that failed.
+    pub fn kube(step: &'static str) -> impl FnOnce(kube::Error) -> Error {
+        move |source| Error::Kube { step, source }
+    }
+
+    /// The ARM request id of the failing call, for logs.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Arm { source, .. } => source.request_id(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a failed poll means the operation is over, so it must be forgotten and the next reconcile should look at
+/// Azure afresh instead of polling it again: the operation failed, or its status monitor answered with an error
+/// status (the client already retried transient ones). Only failures to reach ARM keep the operation.
+pub fn ends_operation(err: &ArmError) -> bool {
+    matches!(err, ArmError::LroFailed { .. } | ArmError::Api { .. }) || !err.is_transient()
+}
+
+/// What to do about an error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Transient: retry with exponential backoff and jitter.
+    Retry,
+    /// Throttled (or ARM said when): retry after this long.
+    RetryAfter(Duration),
+    /// Caused by the spec or the environment: report `Stalled` and wait for a change (or a long requeue).
+    Stall {
+        /// Condition reason.
+        reason: &'static str,
+        /// Message with the ARM code and message.
+        message: String,
+    },
+}
+
+/// THE error policy: classifies an error.
+pub fn classify(err: &Error) -> Disposition {
+    match err {
+        Error::Arm { source, .. } => classify_arm(source, &err.to_string()),
+        Error::BadPendingOperation(_) | Error::InvalidId { .. } => {
+            Disposition::Stall { reason: reasons::INVALID_SPEC, message: scrub(&error_chain(err)) }
+        }
+        Error::Kube { .. } | Error::Credential { .. } => Disposition::Retry,
+    }
+}
+
+fn classify_arm(source: &ArmError, context: &str) -> Disposition {
+    let message = || {
+        let code = source.code().map(|c| format!("{c}: ")).unwrap_or_default();
+        scrub(&format!("{code}{context}"))
+    };
+    if let ArmError::InvalidId(_) = source {
+        return Disposition::Stall { reason: reasons::INVALID_SPEC, message: message() };
+    }
+    match source.class() {
+        ErrorClass::Transient | ErrorClass::Conflict => match source.retry_after() {
+            Some(after) => Disposition::RetryAfter(after),
+            None if source.status() == Some(429) => Disposition::RetryAfter(Duration::from_secs(30)),
+            None => Disposition::Retry,
+        },
+        // A credential that cannot get a token is usually the token endpoint having a bad moment; a wrong secret
+        // also lands here, and capped backoff keeps that cheap until the binding or Secret is fixed.
+        ErrorClass::Auth if matches!(source, ArmError::Credential { .. }) => Disposition::Retry,
+        ErrorClass::NotFound => Disposition::Stall { reason: reasons::DEPENDENCY_MISSING, message: message() },
+        ErrorClass::Permanent if source.code().is_some_and(|c| c.to_ascii_lowercase().contains("notfound")) => {
+            Disposition::Stall { reason: reasons::DEPENDENCY_MISSING, message: message() }
+        }
+        ErrorClass::Auth | ErrorClass::Permanent => {
+            Disposition::Stall { reason: reasons::AZURE_REJECTED, message: message() }
+        }
+    }
+}
+
+/// Exponential backoff with "equal jitter" for the `attempt`-th consecutive failure (1-based), capped.
+pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
+    let exp = base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).min(20)));
+    let capped = exp.min(cap);
+    let half = capped / 2;
+    half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
+}
+
+/// "outer: inner: innermost", skipping causes already contained in their parent's text.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
+/// Names whose value is a credential, in connection strings (`AccountKey=...`), SAS URLs (`sig=...`), JSON bodies
+/// (`"primaryKey": "..."`) and form posts (`client_secret=...`). Compared case-insensitively.
+const SECRET_NAMES: &[&str] = &[
+    "accountkey",
+    "sharedaccesskey",
+    "sharedaccesssignature",
+    "sig",
+    "client_secret",
+    "clientsecret",
+    "client_assertion",
+    "password",
+    "primarykey",
+    "secondarykey",
+    "primaryaccesskey",
+    "secondaryaccesskey",
+    "userstoragekey",
+    "access_token",
+    "refresh_token",
+    "accesstoken",
+    "apikey",
+    "api_key",
+];
+
+fn is_secret_name(word: &str) -> bool {
+    let word = word.trim_matches(|c| c == '"' || c == '\'');
+    SECRET_NAMES.iter().any(|n| n.eq_ignore_ascii_case(word))
+}
+
+/// Removes things that look like credentials from text bound for status, events or logs: anything after
+/// `Bearer `, the value after a credential's name (`AccountKey=`, `sig=`, `"primaryKey": "`, `client_secret=`,
+/// see `SECRET_NAMES`), JWTs (`eyJ...` with two dots) and long base64 runs ending in `=` (storage and endpoint
+/// keys). Defence in depth: errors are built without secrets, but ARM error messages are text we do not control.
+pub fn scrub(text: &str) -> String {
+    const REDACTED: &str = crate::azure::secret::REDACTED;
+    // `%` keeps percent-encoded values (SAS signatures) in one run.
+    let is_token_char =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.' | '%' | '~');
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    // What the text just before the current run says about it.
+    let mut state = Follows::Nothing;
+    let flush = |run: &mut String, out: &mut String, state: &mut Follows| {
+        if run.is_empty() {
+            return;
+        }
+        let jwt = run.starts_with("eyJ") && run.matches('.').count() >= 2;
+        let key = run.len() >= 40 && run.ends_with('=');
+        let named = run.split_once('=').filter(|(name, value)| !value.is_empty() && is_secret_name(name));
+        if *state == Follows::Value || jwt || key {
+            out.push_str(REDACTED);
+        } else if let Some((name, _)) = named {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(run);
+        }
+        *state = if run.eq_ignore_ascii_case("bearer") {
+            Follows::Value
+        } else if is_secret_name(run.trim_end_matches('=')) {
+            Follows::Name
+        } else {
+            Follows::Nothing
+        };
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_token_char(c) {
+            run.push(c);
+            continue;
+        }
+        flush(&mut run, &mut out, &mut state);
+        // A name becomes a key/value pair at a colon or quote (`password: x`, `"primaryKey": "x"`); spaces may sit
+        // around it; anything else ends the pairing.
+        state = match (state, c) {
+            (Follows::Name | Follows::Value, ':' | '"' | '\'' | '\\') => Follows::Value,
+            (s, ' ') => s,
+            _ => Follows::Nothing,
+        };
+        out.push(c);
+    }
+    flush(&mut run, &mut out, &mut state);
+    out
+}
+
+/// State of [`scrub`] between runs of token characters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follows {
+    /// Nothing special.
+    Nothing,
+    /// A credential's name: its value follows once a `:` or quote is seen.
+    Name,
+    /// The next run is a credential value.
+    Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::azure::ArmErrorBody;
+    use crate::azure::error::RequestIds;
+
+    fn api(status: u16, code: &str, retry_after: Option<u64>) -> Error {
+        Error::Arm {
+            step: "create workspace",
+            source: Box::new(ArmError::Api {
+                operation: "Workspaces_CreateOrUpdate",
+                status,
+                body: Box::new(ArmErrorBody {
+                    code: code.into(),
+                    message: format!("{code} happened"),
+                    ..Default::default()
+                }),
+                ids: RequestIds { request_id: Some("req-1".into()), correlation_id: None },
+                retry_after: retry_after.map(Duration::from_secs),
+            }),
+        }
+    }
+
+    #[test]
+    fn transient_errors_retry() {
+        assert_eq!(classify(&api(500, "InternalServerError", None)), Disposition::Retry);
+        assert_eq!(classify(&api(503, "ServiceUnavailable", None)), Disposition::Retry);
+        assert_eq!(classify(&api(409, "AnotherOperationInProgress", None)), Disposition::Retry);
+        assert_eq!(api(500, "x", None).request_id(), Some("req-1"));
+    }
+
+    #[test]
+    fn throttling_waits_retry_after() {
+        assert_eq!(classify(&api(429, "TooManyRequests", Some(7))), Disposition::RetryAfter(Duration::from_secs(7)));
+        assert_eq!(classify(&api(429, "TooManyRequests", None)), Disposition::RetryAfter(Duration::from_secs(30)));
+        assert_eq!(classify(&api(503, "Busy", Some(3))), Disposition::RetryAfter(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn spec_errors_stall_with_code_and_message() {
+        for (status, code, reason) in [
+            (400, "InvalidParameter", reasons::AZURE_REJECTED),
+            (400, "LocationNotAvailableForResourceType", reasons::AZURE_REJECTED),
+            (403, "AuthorizationFailed", reasons::AZURE_REJECTED),
+            (404, "ResourceGroupNotFound", reasons::DEPENDENCY_MISSING),
+            (400, "StorageAccountNotFound", reasons::DEPENDENCY_MISSING),
+        ] {
+            match classify(&api(status, code, None)) {
+                Disposition::Stall { reason: r, message } => {
+                    assert_eq!(r, reason, "{code}");
+                    assert!(message.starts_with(&format!("{code}: ")), "{message}");
+                    assert!(message.contains(&format!("{code} happened")), "{message}");
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn kube_and_credential_errors_retry_and_bad_pending_stalls() {
+        let e = Error::Credential { binding: "b".into(), reason: "Secret x has no key y".into() };
+        assert_eq!(classify(&e), Disposition::Retry);
+        assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
+        let name = crate::azure::ids::OnlineDeploymentName::new("bad/name").unwrap_err();
+        let wrong_name = Error::InvalidId { what: "online deployment name", source: name };
+        match classify(&wrong_name) {
+            Disposition::Stall { reason, message } => {
+                assert_eq!(reason, reasons::INVALID_SPEC);
+                assert!(message.starts_with("online deployment name: "), "{message}");
+                assert!(
+                    !message.contains("pendingOperation"),
+                    "a wrong name is not an unreadable operation: {message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn failed_polls_end_the_operation_unless_arm_was_unreachable() {
+        let Error::Arm { source, .. } = api(500, "InternalServerError", None) else { unreachable!() };
+        assert!(ends_operation(&source));
+        let failed = ArmError::LroFailed {
+            operation: "Workspaces_Delete".into(),
+            status: "Failed".into(),
+            body: Box::default(),
+            ids: RequestIds::default(),
+        };
+        assert!(ends_operation(&failed));
+        let timeout = ArmError::LroTimeout { operation: "x".into(), waited: Duration::from_secs(1) };
+        assert!(!ends_operation(&timeout));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(60);
+        for attempt in 1..40 {
+            let d = backoff(attempt, base, cap);
+            let ceiling = base.saturating_mul(2u32.saturating_pow((attempt - 1).min(20))).min(cap);
+            assert!(d >= ceiling / 2 && d <= ceiling, "attempt {attempt}: {d:?}");
+        }
+        assert!(backoff(10, base, cap) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn scrub_removes_tokens_and_keys_but_keeps_ids() {
+        let key = "q0J3fX9pZ1V0k9l2m3n4o5p6q7r8s9t0u1v2w3x4y5z6A7B8C9D0E1F2G3H4I5J6K7L8M9N0O1P2Q3R4S5T6==";
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let id = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg-risk-ml";
+        let text = format!("failed for {id}: key {key}, token {jwt}; header Authorization: Bearer abc.def");
+        let out = scrub(&text);
+        assert!(!out.contains(key) && !out.contains(jwt) && !out.contains("abc.def"), "{out}");
+        assert!(out.contains(id), "{out}");
+        assert!(out.contains("Bearer [REDACTED]"), "{out}");
+        assert_eq!(scrub("plain message, nothing secret"), "plain message, nothing secret");
+    }
+
+    #[test]
+    fn scrub_removes_named_credentials_in_every_notation() {
+        let endpoint_key = "Zq8Xr2Lm4Np6Tv8Wb0Yd2Fh4Jk6Mn8Pq"; // 32 characters, no padding: not caught by shape
+        let cases = [
+            format!("DefaultEndpointsProtocol=https;AccountName=sa1;AccountKey={endpoint_key};EndpointSuffix=x"),
+            format!("https://sa1.blob.core.windows.net/c?sv=2022-11-02&sig={endpoint_key}%2B%3D&se=2026"),
+            format!(r#"{{"primaryKey": "{endpoint_key}", "secondaryKey":"{endpoint_key}"}}"#),
+            format!(r#"body {{\"userStorageKey\":\"{endpoint_key}\"}}"#),
+            format!("grant_type=client_credentials&client_id=abc&client_secret={endpoint_key}"),
+            format!("password: {endpoint_key}"),
+            format!("Authorization: Bearer {endpoint_key}"),
+        ];
+        for text in &cases {
+            let out = scrub(text);
+            assert!(!out.contains(endpoint_key), "{text} -> {out}");
+            assert!(out.contains("[REDACTED]"), "{out}");
+        }
+        // Names and ids around them survive; a secret name without a value redacts nothing.
+        let out = scrub(&cases[0]);
+        assert!(out.contains("AccountName=sa1") && out.contains("AccountKey=[REDACTED]"), "{out}");
+        assert!(scrub(&cases[1]).contains("sv=2022-11-02"));
+        let plain = "the password policy was updated; key1 regenerated for /subscriptions/x/resourceGroups/rg";
+        assert_eq!(scrub(plain), plain);
+        assert_eq!(scrub("client_secret= is empty"), "client_secret= is empty");
+    }
+}
