@@ -847,11 +847,8 @@ pub async fn run(o: Options) -> Report {
     );
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(4);
     let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0).max(9);
-    let _ = writeln!(
-        table,
-        "| {:<w0$} | {:<w1$} | {} |",
-        "what", "blind PUT (Azure Service Operator pattern)", "azml-operator"
-    );
+    let _ =
+        writeln!(table, "| {:<w0$} | {:<w1$} | azml-operator |", "what", "blind PUT (Azure Service Operator pattern)");
     let _ = writeln!(table, "|{}|{}|---|", "-".repeat(w0 + 2), "-".repeat(w1 + 2));
     for (a, b, c) in &rows {
         let _ = writeln!(table, "| {a:<w0$} | {b:<w1$} | {c} |");
