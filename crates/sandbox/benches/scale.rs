@@ -22,7 +22,7 @@
 //! `cargo bench --bench scale -- [--workspaces N] [--memory-workspaces N] [--scale S] [--baseline blind-put|none]`;
 //! the operator binary is `AZML_OPERATOR_BIN`, else `azml-operator` beside the bench (build it first: `cargo build
 //! --release -p azml-operator`), else `azml-sandbox run`. CI compiles it
-//! (clippy builds every target) and `tests/scale.rs` runs it at a tiny size.
+//! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: 8 minutes in debug).
 
 #[path = "../tests/common/scale.rs"]
 mod scale;
