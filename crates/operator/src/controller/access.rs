@@ -70,6 +70,11 @@ impl AccessMemory {
     pub fn forget(&self, uid: &str) {
         lock(&self.inner).remove(uid);
     }
+
+    /// Forgets every workspace whose uid is not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        lock(&self.inner).retain(|uid, _| live.contains(uid));
+    }
 }
 
 /// What the access step decided for the reconcile.

@@ -221,6 +221,20 @@ impl KeyState {
         r.workspaces.insert(uid, entry);
     }
 
+    /// Forgets every workspace whose uid is not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.workspaces.retain(|uid, _| live.contains(uid));
+            r.subscription_of.retain(|uid, _| live.contains(uid));
+        }
+        if let Ok(mut m) = self.signals.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+        if let Ok(mut m) = self.intents.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+    }
+
     /// Forgets a workspace (deleted).
     pub fn forget(&self, uid: &str) {
         {

@@ -209,6 +209,11 @@ impl Reconciler for Context {
         self.keys.forget(uid);
     }
 
+    fn retain(&self, live: &std::collections::HashSet<String>) {
+        self.access.retain(live);
+        self.keys.retain(live);
+    }
+
     fn watch(
         &self,
         controller: Controller<MlWorkspace>,
