@@ -4,6 +4,7 @@
 pub mod api;
 pub mod azure;
 pub mod cli;
+pub mod clock;
 pub mod compute;
 pub mod controller;
 pub mod endpoints;

@@ -102,7 +102,7 @@ impl Context {
             debug!("status unchanged");
             return Ok(false);
         }
-        next.last_sync_time = Some(Time(jiff::Timestamp::now()));
+        next.last_sync_time = Some(Time(self.config.clock().now()));
         let api: Api<MlCompute> = Api::namespaced(self.client.clone(), &mc.namespace().unwrap_or_default());
         let patch = status::merge_patch(previous.as_ref(), &next);
         api.patch_status(&mc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -363,7 +363,7 @@ async fn finish(
     outcome: Phase,
     requeue: Duration,
 ) -> Result<Requeue, Error> {
-    let now = Time(jiff::Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     set_kstatus(&mut status, &outcome, mc.metadata.generation, &now);
     let written = ctx.write_status(mc, status).await?;
     if let (true, Phase::Stalled { reason, message }) = (written, &outcome) {
@@ -386,7 +386,7 @@ async fn fail(ctx: &Context, mc: &MlCompute, status: MlComputeStatus, err: Error
         }
         Disposition::Retry | Disposition::RetryAfter(_) => {
             let mut status = status;
-            let now = Time(jiff::Timestamp::now());
+            let now = Time(ctx.config.clock().now());
             set_kstatus(&mut status, &Phase::Transient { message: chain }, mc.metadata.generation, &now);
             if let Err(status_err) = ctx.write_status(mc, status).await {
                 warn!(error = %status_err, "cannot report the failure in status");
@@ -406,7 +406,7 @@ fn action_request(mc: &MlCompute, status: &MlComputeStatus) -> ActionRequest {
 async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error> {
     let mut status = ctx.current_status(mc).unwrap_or_default();
     let generation = mc.metadata.generation;
-    let now = Time(jiff::Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     let Some(ws) = get_workspace(&ctx.client, mc).await?.filter(workspace_ready) else {
         let message = format!(
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",

@@ -125,6 +125,12 @@ impl ControllerConfig {
         }
     }
 
+    /// The operator's wall clock (status timestamps, rotation schedules, activity-log windows, operations in
+    /// flight): the ARM client's, so both agree. Set it through `arm.clock`.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.arm.clock
+    }
+
     pub(crate) fn credential_sources(&self) -> CredentialSources {
         CredentialSources {
             operator_namespace: self.operator_namespace.clone(),
@@ -318,7 +324,7 @@ impl Context {
         edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
     ) -> Result<bool, Error> {
         let previous = self.current_status(ws);
-        let now = Time(jiff::Timestamp::now());
+        let now = Time(self.config.clock().now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
         edit(&mut next, ws.metadata.generation, &now);
         if !status::changed(previous.as_ref(), &next) {

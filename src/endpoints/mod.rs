@@ -102,7 +102,7 @@ impl Context {
             debug!("status unchanged");
             return Ok(false);
         }
-        next.last_sync_time = Some(Time(jiff::Timestamp::now()));
+        next.last_sync_time = Some(Time(self.config.clock().now()));
         let api: Api<MlOnlineEndpoint> = Api::namespaced(self.client.clone(), &ep.namespace().unwrap_or_default());
         let patch = status::merge_patch(previous.as_ref(), &next);
         api.patch_status(&ep.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -387,7 +387,7 @@ async fn finish(
     outcome: Phase,
     requeue: Duration,
 ) -> Result<Requeue, Error> {
-    let now = Time(jiff::Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     set_kstatus(&mut status, &outcome, ep.metadata.generation, &now);
     let written = ctx.write_status(ep, status).await?;
     if let (true, Phase::Stalled { reason, message }) = (written, &outcome) {
@@ -415,7 +415,7 @@ async fn fail(
         }
         Disposition::Retry | Disposition::RetryAfter(_) => {
             let mut status = status;
-            let now = Time(jiff::Timestamp::now());
+            let now = Time(ctx.config.clock().now());
             set_kstatus(&mut status, &Phase::Transient { message: chain }, ep.metadata.generation, &now);
             if let Err(status_err) = ctx.write_status(ep, status).await {
                 warn!(error = %status_err, "cannot report the failure in status");
@@ -429,7 +429,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let previous = ctx.current_status(ep);
     let mut status = previous.clone().unwrap_or_default();
     let generation = ep.metadata.generation;
-    let now = Time(jiff::Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     let ws = get_workspace(ctx, ep).await?;
     let Some(ws) = ws.filter(workspace_ready) else {
         let message = format!(
