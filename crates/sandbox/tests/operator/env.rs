@@ -11,12 +11,20 @@
 //!     .configure(|c| c.principal_wait = Duration::from_secs(6))
 //!     .start()
 //!     .await;
-//! env.stop_controller().await;                     // and start_controller / restart_controller / crash_controller
+//! env.stop_controller().await;                     // also start_controller, cancel_controller, restart_controller
+//! env.stop().await;                                // ends the test: the controller must stop cleanly
 //! ```
+//!
+//! Defaults: namespace `team-a` bound to the world's subscription (resource groups `rg-*`, no limits), LRO 150 ms,
+//! resync and stalled requeue 60 s, LRO polls and back-off in milliseconds ([`common::fast_config`]), the controller
+//! started, logs not captured, the system clock. Other switches: `.world(..)` edits the simulated cloud before it
+//! starts, `.crds(..)` installs other CRDs, `.no_binding()`, `.without_controller()`, `.empty()` (emulators only),
+//! `.capture_logs()` (then [`TestEnv::logs`]), `.manual_clock()` (then [`TestEnv::advance_clock`] moves the
+//! operator's clock and the simulator's together).
 //!
 //! Every test gets its own emulators, world and controller: tests of this binary run in parallel and share nothing
 //! but the process (the log subscriber, [`crate::common::LogCapture`]). Settings a test depends on (resync period,
-//! stalled requeue, intervals) are set by the test through the builder; the defaults are the ones most tests use.
+//! stalled requeue, intervals) are set by the test through the builder.
 
 use std::time::Duration;
 
