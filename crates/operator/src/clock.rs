@@ -3,7 +3,7 @@
 //! Wall-clock time decides behaviour in a few places: when a key rotation is due, which activity-log window the key
 //! watcher reads, how long a long-running operation has been in flight and when it may be polled again, and the
 //! timestamps written to status. Those places read the time from a [`Clock`] passed down from the configuration
-//! ([`crate::controller::ControllerConfig::clock`], which is [`crate::azure::ArmClientOptions::clock`]), never from
+//! ([`crate::reconciler::ControllerConfig::clock`], which is [`crate::azure::ArmClientOptions::clock`]), never from
 //! the global clock, so a test can move it.
 //!
 //! Durations (requeues, back-off, polls, throttling, the principal wait) run on tokio's clock instead

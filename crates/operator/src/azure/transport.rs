@@ -75,7 +75,7 @@ pub struct ArmClientOptions {
     /// Metrics sink.
     pub metrics: Option<Arc<dyn ArmMetrics>>,
     /// Wall clock for long-running operations (when started, when the next poll is allowed, when to give up); the
-    /// controllers read the same one ([`crate::controller::ControllerConfig::clock`]).
+    /// controllers read the same one ([`crate::reconciler::ControllerConfig::clock`]).
     pub clock: Clock,
 }
 

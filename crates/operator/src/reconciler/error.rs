@@ -40,6 +40,16 @@ pub enum Error {
     /// The operation stored in status cannot be resumed (edited by hand, or from an incompatible version).
     #[error("status.pendingOperation cannot be resumed: {0}")]
     BadPendingOperation(String),
+    /// A value of the spec (or one derived from it, e.g. a deployment name or the location) cannot address an
+    /// Azure resource; the schema should have refused it.
+    #[error("{what}: {source}")]
+    InvalidId {
+        /// What the value is, e.g. `spec.deployments[].name`.
+        what: &'static str,
+        /// The id layer's verdict.
+        #[source]
+        source: crate::azure::ids::IdError,
+    },
 }
 
 impl Error {
@@ -89,7 +99,7 @@ pub enum Disposition {
 pub fn classify(err: &Error) -> Disposition {
     match err {
         Error::Arm { source, .. } => classify_arm(source, &err.to_string()),
-        Error::BadPendingOperation(_) => {
+        Error::BadPendingOperation(_) | Error::InvalidId { .. } => {
             Disposition::Stall { reason: reasons::INVALID_SPEC, message: scrub(&error_chain(err)) }
         }
         Error::Kube { .. } | Error::Credential { .. } => Disposition::Retry,
@@ -305,6 +315,19 @@ mod tests {
         let e = Error::Credential { binding: "b".into(), reason: "Secret x has no key y".into() };
         assert_eq!(classify(&e), Disposition::Retry);
         assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
+        let name = crate::azure::ids::OnlineDeploymentName::new("bad/name").unwrap_err();
+        let wrong_name = Error::InvalidId { what: "online deployment name", source: name };
+        match classify(&wrong_name) {
+            Disposition::Stall { reason, message } => {
+                assert_eq!(reason, reasons::INVALID_SPEC);
+                assert!(message.starts_with("online deployment name: "), "{message}");
+                assert!(
+                    !message.contains("pendingOperation"),
+                    "a wrong name is not an unreadable operation: {message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
