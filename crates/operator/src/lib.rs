@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 pub mod azure;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod compute;
 pub mod connection;

@@ -24,7 +24,7 @@
 //! --release -p azml-operator`), else `azml-sandbox run`. CI compiles it
 //! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: 8 minutes in debug).
 
-#[path = "../tests/common/scale.rs"]
+#[path = "../tests/operator/common/scale.rs"]
 mod scale;
 
 const MIN_WORKSPACES: usize = 100;

@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (the system's monotonic clock unless a test pauses it).
+use tokio::time::Instant;
 
 use kube::ResourceExt;
 use kube::runtime::events::EventType;

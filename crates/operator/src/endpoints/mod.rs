@@ -283,7 +283,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     let previous = ctx.current_status(ep);
     let mut status = previous.clone().unwrap_or_default();
     let generation = ep.metadata.generation;
-    let now = Time(jiff::Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     let ws = parent::get_workspace(&ctx.client, ep).await?;
     let Some(ws) = ws.filter(parent::workspace_ready) else {
         let message = format!(

@@ -294,7 +294,7 @@ impl<K: Kind> Shell<K> {
         edit: impl FnOnce(&mut K::Status, Option<i64>, &Time),
     ) -> Result<bool, Error> {
         let previous = self.current_status(obj);
-        let now = Time(jiff::Timestamp::now());
+        let now = Time(self.config.clock().now());
         let mut next = previous.clone().unwrap_or_default();
         edit(&mut next, obj.meta().generation, &now);
         if !status::changed(previous.as_ref(), &next) {

@@ -3,54 +3,39 @@
 //! status), a missing Secret or key, the binding's category and target limits, a connection not created by the
 //! operator, drift, pause and both deletion policies. Steady state is asserted by call counts.
 
-mod common;
-
 use std::time::Duration;
 
-use azml_arm_simulator::{CallKind, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use azml_arm_simulator::CallKind;
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::{MlConnection, MlWorkspace};
-use common::{Emulators, RunningController};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 use serde_json::{Value, json};
 
+use crate::common;
+use crate::env::{TestEnv, env_type};
+
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 
-struct Env {
-    _kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: RunningController,
-}
+env_type!(Env);
 
 impl Env {
     /// `limits`: SubscriptionBinding spec fields (allowedConnectionCategories, allowedConnectionTargets).
     async fn start(limits: Value) -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], limits).await;
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
         // Short resyncs: a changed Secret and drift in Azure are found without a change of the MlConnection.
-        config.resync_period = Duration::from_secs(1);
-        config.stalled_requeue = Duration::from_secs(60);
-        let controller = RunningController::start(client.clone(), config);
-        let env = Env { _kube: kube, client, sim, world, controller };
+        let env = Env(TestEnv::builder()
+            .lro(Duration::from_millis(150))
+            .resync(Duration::from_secs(1))
+            .stalled(Duration::from_secs(60))
+            .namespaces(&[NS])
+            .bind(&[NS], limits)
+            .start()
+            .await);
         env.create_workspace("ws-c").await;
         env
-    }
-
-    async fn stop(self) {
-        self.controller.stop(Duration::from_secs(10)).await;
     }
 
     fn connections(&self) -> Api<MlConnection> {

@@ -3,46 +3,35 @@
 //! simulator. Covers create, a storage-key resync, a move, removal, a ConfigMap the operator did not create, and a
 //! steady state without listKeys or any write (asserted by call counts).
 
-mod common;
-
 use std::time::Duration;
 
-use azml_arm_simulator::{CallKind, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use azml_arm_simulator::CallKind;
 use azml_operator::api::conditions::{self, reasons};
 use azml_operator::api::v1alpha1::MlWorkspace;
-use common::{Emulators, RunningController};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 use serde_json::{Value, json};
 
+use crate::common;
+use crate::env::{TestEnv, env_type};
+
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 
-struct Env {
-    _kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: RunningController,
-}
+env_type!(Env);
 
 impl Env {
     async fn start() -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(100)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({"allowMoves": true})).await;
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(1);
-        config.stalled_requeue = Duration::from_secs(60);
-        let controller = RunningController::start(client.clone(), config);
-        Env { _kube: kube, client, sim, world, controller }
+        Env(TestEnv::builder()
+            .lro(Duration::from_millis(100))
+            .resync(Duration::from_secs(1))
+            .stalled(Duration::from_secs(60))
+            .namespaces(&[NS])
+            .bind(&[NS], json!({"allowMoves": true}))
+            .start()
+            .await)
     }
 
     fn workspaces(&self) -> Api<MlWorkspace> {
@@ -197,7 +186,7 @@ async fn exports_are_written_kept_current_and_free_in_steady_state() {
     };
     common::wait_until(WAIT, POLL, check, |s| format!("{s:?} not deleted")).await;
     assert!(env.config_maps().get_opt("ws-facts").await.unwrap().is_some());
-    env.controller.stop(Duration::from_secs(10)).await;
+    env.stop().await;
 }
 
 /// A ConfigMap of that name the operator did not create is left untouched: condition Exported False, reason
@@ -234,7 +223,7 @@ async fn a_config_map_the_operator_did_not_create_is_never_overwritten() {
     env.wait("ws-y", "Exported", |w| exported(w) == Some(("True".into(), reasons::EXPORTED.into()))).await;
     let cm = env.config_maps().get("ws-facts").await.unwrap();
     assert_eq!(cm.data.unwrap()["workspaceName"], "ws-y");
-    env.controller.stop(Duration::from_secs(10)).await;
+    env.stop().await;
 }
 
 /// `spec.exports` of an MlOnlineEndpoint: the ConfigMap of its facts and the Secret of the keys asked for, read as an
@@ -293,5 +282,5 @@ async fn endpoint_exports_follow_a_key_regeneration_and_cost_nothing_in_steady_s
     let secret =
         env.wait_data(&env.secrets(), "scoring-creds", |s| text(s, "primaryKey").is_some_and(|k| k != first)).await;
     assert!(text(&secret, "primaryKey").is_some());
-    env.controller.stop(Duration::from_secs(10)).await;
+    env.stop().await;
 }

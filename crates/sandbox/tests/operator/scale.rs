@@ -3,8 +3,7 @@
 //! ARM write in the steady hour besides the drift corrections, every drift corrected, every regenerated key resynced,
 //! the blind-PUT baseline writing every resource every hour.
 
-#[path = "common/scale.rs"]
-mod scale;
+use crate::common::scale;
 
 // About 8 minutes in a debug build on 2 loaded cores, and its waits (2 real minutes for a regeneration wave) are
 // not generous enough for a loaded CI machine: run it on purpose, `cargo test -p azml-sandbox --test scale --
