@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -234,6 +234,11 @@ pub enum ResourceExt {
         user_storage_key: Option<Secret>,
         /// App Insights instrumentation key.
         app_insights_key: Option<Secret>,
+    },
+    /// An ML workspace connection's credentials (write-only in ARM), as the JSON sent.
+    Connection {
+        /// The `credentials` object, serialised.
+        credentials: Option<Secret>,
     },
     /// An online endpoint's auth keys.
     Endpoint {
@@ -782,9 +787,15 @@ impl SimState {
         })
     }
 
-    /// Regenerates key1 or key2 of a storage account; returns false when the account or key name is unknown.
+    /// The simulator's clock: the wall clock plus [`State::clock_offset_secs`].
+    pub fn clock_now(&self) -> Timestamp {
+        Timestamp::now().checked_add(SignedDuration::from_secs(self.clock_offset_secs)).unwrap_or(Timestamp::MAX)
+    }
+
+    /// Regenerates key1 or key2 of a storage account (its creation time on the simulator's clock, as Azure's own
+    /// clock stamps it); returns false when the account or key name is unknown.
     pub fn regenerate_storage_key(&mut self, account_id: &str, key_name: &str) -> bool {
-        let now = Timestamp::now();
+        let now = self.clock_now();
         let Some(res) = self.resources.get_mut(&id_key(account_id)) else {
             return false;
         };

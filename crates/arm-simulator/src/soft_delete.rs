@@ -96,7 +96,7 @@ fn cmk(body: &Value) -> bool {
 impl Inner {
     /// The simulator's clock: the wall clock plus the offset set through the admin API.
     pub(crate) fn sim_now(&self) -> Timestamp {
-        Timestamp::now().checked_add(SignedDuration::from_secs(self.state.clock_offset_secs)).unwrap_or(Timestamp::MAX)
+        self.state.clock_now()
     }
 
     /// Checks a workspace PUT against the soft-deleted workspaces (before the ordinary create/update runs).

@@ -5,10 +5,13 @@ pub mod access;
 pub mod api;
 pub mod azure;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod compute;
+pub mod connection;
 pub mod controller;
 pub mod endpoints;
+pub mod exports;
 #[cfg(test)]
 mod gitops_tests;
 pub mod leader;

@@ -1,15 +1,15 @@
 //! Soak benchmark (not a timed test, not CI-blocking at full size): by default 200 workspaces under 20 % injected
 //! faults (5xx, 429, failed long-running operations, latency) for one scaled hour, then the faults stop; reported:
 //! how many converged, duplicate and orphaned role assignments, and ARM calls per operation. See
-//! `tests/common/soak.rs` for what happens during the hour; `tests/soak.rs` runs it at 10 workspaces in CI.
+//! `tests/operator/common/soak.rs` for what happens during the hour; `tests/operator/soak.rs` runs it at 10 workspaces in CI.
 //!
 //! `cargo bench --bench soak -- [--workspaces N] [--hour-secs S] [--fault-rate F] [--settle-secs S]`
 //! (defaults 200, 120, 0.2, 300). Exits non-zero when something did not converge or a duplicate exists.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/operator/common/mod.rs"]
 mod common;
-#[path = "../tests/common/soak.rs"]
-mod soak;
+
+use common::soak;
 
 use std::time::Duration;
 

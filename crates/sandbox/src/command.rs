@@ -99,6 +99,12 @@ pub struct SandboxArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub resync_period: Duration,
 
+    /// How often the controller lists each subscription's storage accounts and queries its activity log for key
+    /// regenerations (`azml-operator run`'s `--key-signal-interval`; production's default is 60 s). Never longer
+    /// than --resync-period.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub key_signal_interval: Duration,
+
     /// Start from a freshly seeded world instead of the state saved in --state-dir (the ports and the CA are kept).
     #[arg(long)]
     pub fresh: bool,
@@ -370,7 +376,8 @@ impl Sandbox {
         let cloud = AzureCloud::custom(&arm.endpoint, &arm.endpoint)
             .and_then(|c| c.with_extra_root_ca_file(&ca_file))
             .map_err(|e| SandboxError::Azure(Box::new(e)))?;
-        let config = sandbox_controller_config(cloud, args.resync_period);
+        let mut config = sandbox_controller_config(cloud, args.resync_period);
+        config.key_signal_interval = args.key_signal_interval.min(args.resync_period);
         let controller = tokio::spawn(azml_operator::run::controllers(client, config, shutdown.clone()));
         Ok(Sandbox { kube, arm, state_dir, controller, shutdown, writers, kube_changes, info })
     }
@@ -390,6 +397,7 @@ impl Sandbox {
         println!("  kubectl get mlws -w");
         println!("  kubectl apply -f examples/mlonlineendpoint.yaml && kubectl get mlep -w");
         println!("  kubectl apply -f examples/mlcompute.yaml && kubectl get mlc -w");
+        println!("  kubectl apply -f examples/mlconnection.yaml && kubectl get mlconn -w");
         println!("  azml-operator sandbox azure regenerate-key --account {}", world::STORAGE_ACCOUNT);
         println!();
         println!("sandbox ready");
@@ -536,6 +544,7 @@ async fn seed_kubernetes(client: &Client, operator_secret: &str) -> Result<(), S
                 "allowMoves": true,
                 "allowedVmSizes": ["Standard_D*", "Standard_E*", "Standard_F*", "Standard_NC*"],
                 "maxNodesPerCluster": 8,
+                "allowedConnectionCategories": ["*"],
             }
         });
         bindings.patch(name, &params, &Patch::Apply(&binding)).await?;

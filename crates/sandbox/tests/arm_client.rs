@@ -582,7 +582,7 @@ async fn retry_after_is_honoured_in_full_and_across_early_poll_calls() {
         panic!("202 is pending");
     };
     assert_eq!(handle.retry_after_secs, Some(2));
-    assert!(handle.wait_remaining().is_some());
+    assert!(handle.wait_remaining(c.clock().now()).is_some());
     // Polling right away sends nothing: the handle comes back unchanged.
     for _ in 0..3 {
         match c.poll_lro::<Workspace>(&handle).await.unwrap() {
@@ -593,7 +593,7 @@ async fn retry_after_is_honoured_in_full_and_across_early_poll_calls() {
     assert_eq!(srv.seen().len(), 1, "only the PUT reached the server");
     // The handle survives serialisation (status) with its deadline.
     let stored: LroHandle = serde_json::from_str(&serde_json::to_string(&handle).unwrap()).unwrap();
-    assert!(stored.wait_remaining().is_some());
+    assert!(stored.wait_remaining(c.clock().now()).is_some());
     // wait_lro waits the full 2 s although max_poll_interval is 50 ms.
     let w: Workspace = c.wait_lro(stored, &lro_opts()).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(1950), "polled after {:?}", started.elapsed());

@@ -77,7 +77,7 @@ fn options(cloud: &AzureCloud) -> ArmClientOptions {
         },
         request_timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
-        metrics: None,
+        ..Default::default()
     }
 }
 

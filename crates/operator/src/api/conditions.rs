@@ -25,6 +25,9 @@ pub const KEYS_PUBLISHED: &str = "KeysPublished";
 /// Computes: whether the compute can run work now; the reason says why not (InstanceStopped, ComputeErrors,
 /// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
 pub const USABLE: &str = "Usable";
+/// MlWorkspace: whether spec.exports (ConfigMap, Secret) is written and current. Does not affect Ready: a
+/// name clash of an export does not keep computes, endpoints and connections from using the workspace.
+pub const EXPORTED: &str = "Exported";
 
 /// Condition reasons (CamelCase, as Kubernetes expects): a closed set, so a misspelt reason does not compile.
 /// `as_str` (and `Display`) give the string written to `status.conditions[].reason`: the variant's own name.
@@ -141,6 +144,15 @@ reasons! {
     InstanceStopped,
     /// Computes: a start, stop or restart asked for by the azml.dev/compute-action annotation is running.
     InstanceAction,
+    /// Connections: the credentials Secret, or a key the auth type needs in it, does not exist (the message names
+    /// it); nothing is sent to Azure until it does.
+    SecretNotFound,
+    /// Exports: the ConfigMap exists and was not created by the operator for this resource; it is left untouched.
+    ConfigMapNotOwned,
+    /// Exports: the ConfigMap and Secret are written and current.
+    Exported,
+    /// Exports: nothing to export (no spec.exports).
+    NotExported,
 }
 
 impl std::fmt::Display for Reason {
@@ -247,6 +259,10 @@ pub mod events {
     pub const KEYS_PUBLISHED: &str = "KeysPublished";
     /// Computes: a compute instance was started, stopped or restarted on request of the annotation.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+    /// Connections: the credentials Secret changed and the connection was sent again (never the values).
+    pub const CREDENTIALS_UPDATED: &str = "CredentialsUpdated";
+    /// Exports: the ConfigMap or Secret was created or updated (never the values).
+    pub const EXPORTED: &str = "Exported";
 }
 
 #[cfg(test)]

@@ -69,19 +69,19 @@ pub struct LroHandle {
 }
 
 impl LroHandle {
-    /// How long until the handle may be polled (`None`: now).
-    pub fn wait_remaining(&self) -> Option<Duration> {
+    /// How long after `now` the handle may be polled (`None`: now).
+    pub fn wait_remaining(&self, now: Timestamp) -> Option<Duration> {
         let not_before = self.not_before?;
-        let left = not_before.duration_since(Timestamp::now());
+        let left = not_before.duration_since(now);
         (left.is_positive()).then(|| left.unsigned_abs())
     }
 
-    fn set_retry_after(&mut self, retry_after: Option<Duration>) {
+    fn set_retry_after(&mut self, retry_after: Option<Duration>, now: Timestamp) {
         self.retry_after_secs = retry_after.map(|d| d.as_secs());
         self.not_before = retry_after
             .filter(|d| !d.is_zero())
             .and_then(|d| jiff::SignedDuration::try_from(d).ok())
-            .and_then(|d| Timestamp::now().checked_add(d).ok());
+            .and_then(|d| now.checked_add(d).ok());
     }
 }
 
@@ -198,11 +198,11 @@ impl ArmClient {
             location_url: location,
             final_state: spec.final_state,
             subscription,
-            started_at: Timestamp::now(),
+            started_at: self.clock().now(),
             retry_after_secs: None,
             not_before: None,
         };
-        handle.set_retry_after(retry_after(&resp.headers));
+        handle.set_retry_after(retry_after(&resp.headers), self.clock().now());
         tracing::info!(operation, kind = ?handle.kind, request_id = resp.ids.request_id.as_deref().unwrap_or("-"), "long-running operation accepted");
         Ok(LroStart::Pending(handle))
     }
@@ -214,12 +214,12 @@ impl ArmClient {
     pub async fn poll_lro<T: DeserializeOwned>(&self, handle: &LroHandle) -> Result<LroPoll<T>, ArmError> {
         const OP: &str = "LongRunningOperation_Poll";
         let url = self.check_same_origin(OP, &handle.poll_url)?;
-        if handle.wait_remaining().is_some() {
+        if handle.wait_remaining(self.clock().now()).is_some() {
             return Ok(LroPoll::InProgress(handle.clone()));
         }
         let resp = self.send_url(OP, Method::GET, url, None, handle.subscription).await?;
         let mut next = handle.clone();
-        next.set_retry_after(retry_after(&resp.headers));
+        next.set_retry_after(retry_after(&resp.headers), self.clock().now());
         match handle.kind {
             LroKind::AzureAsyncOperation => {
                 let status: OperationStatus = resp.json(OP)?;
@@ -277,13 +277,16 @@ impl ArmClient {
         let mut handle = handle;
         let deadline_from_start = options.timeout;
         loop {
-            let elapsed = Timestamp::now().duration_since(handle.started_at).unsigned_abs();
+            let now = self.clock().now();
+            let elapsed = now.duration_since(handle.started_at).unsigned_abs();
             if elapsed >= deadline_from_start {
                 return Err(ArmError::LroTimeout { operation: handle.operation.clone(), waited: elapsed });
             }
             // ARM's Retry-After, in full; the default interval when it asked for none.
-            let wait =
-                handle.wait_remaining().unwrap_or_else(|| options.poll_delay(None)).min(deadline_from_start - elapsed);
+            let wait = handle
+                .wait_remaining(now)
+                .unwrap_or_else(|| options.poll_delay(None))
+                .min(deadline_from_start - elapsed);
             tokio::select! {
                 () = options.cancel.cancelled() => {
                     return Err(ArmError::Cancelled { operation: handle.operation.clone() });

@@ -7,9 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderMap;
+// tokio's clock (the system's monotonic clock unless a test pauses it).
+use tokio::time::Instant;
 
 use super::ids::SubscriptionId;
 use crate::sync::lock;
@@ -195,14 +197,29 @@ mod tests {
         assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::from_secs(10));
     }
 
-    #[test]
-    fn stale_counts_are_ignored_and_block_applies() {
+    #[tokio::test(start_paused = true)]
+    async fn counts_go_stale_and_a_block_lasts_exactly_its_duration() {
         let sub = SubscriptionId::new("00000000-1111-2222-3333-444444444444").unwrap();
-        let lim = SubscriptionLimiter::new(ThrottlePolicy { stale_after: Duration::ZERO, ..Default::default() });
+        let lim = SubscriptionLimiter::new(ThrottlePolicy {
+            write_threshold: 10,
+            max_delay: Duration::from_secs(10),
+            stale_after: Duration::from_secs(20),
+            ..Default::default()
+        });
         lim.observe(sub, &headers(REMAINING_WRITES, "0"));
-        assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::ZERO);
+        tokio::time::advance(Duration::from_millis(19_999)).await;
+        assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::from_secs(10), "still fresh");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::ZERO, "the bucket has refilled meanwhile");
+
         lim.block(sub, Duration::from_secs(30));
-        let d = lim.delay_for(sub, RequestKind::Read);
-        assert!(d > Duration::from_secs(29) && d <= Duration::from_secs(30), "{d:?}");
+        assert_eq!(lim.delay_for(sub, RequestKind::Read), Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(12)).await;
+        assert_eq!(lim.delay_for(sub, RequestKind::Read), Duration::from_secs(18));
+        // A shorter block does not shorten a longer one.
+        lim.block(sub, Duration::from_secs(5));
+        assert_eq!(lim.delay_for(sub, RequestKind::Write), Duration::from_secs(18));
+        tokio::time::advance(Duration::from_secs(18)).await;
+        assert_eq!(lim.delay_for(sub, RequestKind::Read), Duration::ZERO);
     }
 }

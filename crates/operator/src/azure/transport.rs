@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument, field};
 use url::Url;
 
+use crate::clock::Clock;
+
 use super::credentials::{AzureCloud, build_http_client};
 use super::error::{ArmError, ArmErrorBody, ErrorClass, RequestIds, classify_status};
 use super::ids::SubscriptionId;
@@ -72,6 +74,9 @@ pub struct ArmClientOptions {
     pub connect_timeout: Duration,
     /// Metrics sink.
     pub metrics: Option<Arc<dyn ArmMetrics>>,
+    /// Wall clock for long-running operations (when started, when the next poll is allowed, when to give up); the
+    /// controllers read the same one ([`crate::reconciler::ControllerConfig::clock`]).
+    pub clock: Clock,
 }
 
 impl Default for ArmClientOptions {
@@ -83,6 +88,7 @@ impl Default for ArmClientOptions {
             request_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
             metrics: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -104,6 +110,7 @@ pub(crate) struct Inner {
     retry: RetryPolicy,
     limiter: SubscriptionLimiter,
     metrics: Option<Arc<dyn ArmMetrics>>,
+    pub(crate) clock: Clock,
 }
 
 /// One ARM request, before it is sent.
@@ -217,8 +224,14 @@ impl ArmClient {
                 retry: options.retry,
                 limiter: SubscriptionLimiter::new(options.throttle),
                 metrics: options.metrics,
+                clock: options.clock,
             }),
         })
+    }
+
+    /// The wall clock of [`ArmClientOptions::clock`].
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
     }
 
     /// The ARM endpoint this client talks to.

@@ -318,7 +318,7 @@ fn action_request(mc: &MlCompute, status: &MlComputeStatus) -> ActionRequest {
 async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error> {
     let mut status = ctx.current_status(mc).unwrap_or_default();
     let generation = mc.metadata.generation;
-    let now = Time(jiff::Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     let Some(ws) = parent::get_workspace(&ctx.client, mc).await?.filter(parent::workspace_ready) else {
         let message = format!(
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",

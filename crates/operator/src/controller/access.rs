@@ -5,7 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (the system's monotonic clock unless a test pauses it).
+use tokio::time::Instant;
 
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
@@ -69,6 +72,11 @@ impl AccessMemory {
     /// Forgets a workspace (it is gone).
     pub fn forget(&self, uid: &str) {
         lock(&self.inner).remove(uid);
+    }
+
+    /// Forgets every workspace whose uid is not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        lock(&self.inner).retain(|uid, _| live.contains(uid));
     }
 }
 

@@ -93,7 +93,7 @@ impl Progress {
 /// Poll delay for an operation: the `Retry-After` ARM asked for (honoured in full: polling earlier only earns another
 /// wait and costs a read of the subscription's budget), at least `lro_poll_min`; `lro_poll_min` when ARM asked nothing.
 pub fn poll_delay(ctx: &Context, handle: &LroHandle) -> Duration {
-    match handle.wait_remaining() {
+    match handle.wait_remaining(ctx.config.clock().now()) {
         Some(left) => left.max(ctx.config.lro_poll_min),
         None => lro_poll_delay(handle.retry_after_secs, ctx.config.lro_poll_min),
     }
@@ -298,7 +298,7 @@ async fn poll(
     kind: OperationKind,
     handle: &LroHandle,
 ) -> Result<Option<Applied>, Error> {
-    let waited = jiff::Timestamp::now().duration_since(handle.started_at).unsigned_abs();
+    let waited = ctx.config.clock().now().duration_since(handle.started_at).unsigned_abs();
     if waited > ctx.config.lro_timeout {
         progress.observed.pending = None;
         let source = ArmError::LroTimeout { operation: handle.operation.clone(), waited };

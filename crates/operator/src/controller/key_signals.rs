@@ -182,7 +182,7 @@ async fn tick(
         }
     }
     // Hint: the activity log, looking back past its ingestion delay.
-    let now = Timestamp::now();
+    let now = arm.clock().now();
     let lookback = SignedDuration::try_from(config.lookback).unwrap_or(SignedDuration::from_secs(1200));
     let from = now.checked_sub(lookback).unwrap_or(now);
     let filter = ActivityLogFilter { from, to: now, scope: ActivityLogScope::ResourceProvider("Microsoft.Storage") };

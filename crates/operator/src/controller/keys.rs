@@ -221,6 +221,20 @@ impl KeyState {
         r.workspaces.insert(uid, entry);
     }
 
+    /// Forgets every workspace whose uid is not in `live`.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut r) = self.registry.lock() {
+            r.workspaces.retain(|uid, _| live.contains(uid));
+            r.subscription_of.retain(|uid, _| live.contains(uid));
+        }
+        if let Ok(mut m) = self.signals.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+        if let Ok(mut m) = self.intents.lock() {
+            m.retain(|uid, _| live.contains(uid));
+        }
+    }
+
     /// Forgets a workspace (deleted).
     pub fn forget(&self, uid: &str) {
         {
@@ -316,12 +330,16 @@ pub fn rotation_due(recorded: &BTreeMap<String, String>, period: Duration, now: 
     }
 }
 
-/// How long until a rotation is due (so the reconcile is requeued in time), when rotation is on.
-pub fn until_rotation(period: Option<Duration>, recorded: &BTreeMap<String, String>) -> Option<Duration> {
+/// How long after `now` a rotation is due (so the reconcile is requeued in time), when rotation is on.
+pub fn until_rotation(
+    period: Option<Duration>,
+    recorded: &BTreeMap<String, String>,
+    now: Timestamp,
+) -> Option<Duration> {
     let period = jiff::SignedDuration::try_from(period?).ok()?;
     let newest = recorded.values().filter_map(|t| t.parse::<Timestamp>().ok()).max()?;
     let due = newest.checked_add(period).ok()?;
-    let left = Timestamp::now().duration_until(due);
+    let left = now.duration_until(due);
     Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
 }
 
@@ -614,7 +632,7 @@ pub async fn after_ready(
                 c.type_ == conditions::STORAGE_KEYS_IN_SYNC && c.status == "True" && c.reason == Reason::KeysInSync
             })
         }),
-        now: Timestamp::now(),
+        now: ctx.config.clock().now(),
     };
     let decision = decide(&input);
     debug!(?decision, "storage keys");
@@ -622,7 +640,7 @@ pub async fn after_ready(
     let rotate_every = input.rotate_every.filter(|_| spec.auto_resync);
     match decision {
         KeysDecision::Nothing => Ok(KeysOutcome {
-            requeue: keys_status.and_then(|k| until_rotation(rotate_every, &k.key_creation_time)),
+            requeue: keys_status.and_then(|k| until_rotation(rotate_every, &k.key_creation_time, input.now)),
             ..KeysOutcome::idle()
         }),
         KeysDecision::Check => {
@@ -650,12 +668,12 @@ pub async fn after_ready(
                     // A first sync may find the keys already older than the period: rotate now, not a period later.
                     if let Some(period) = rotate_every
                         && !desired.paused
-                        && rotation_due(&next.key_creation_time, period, Timestamp::now())
+                        && rotation_due(&next.key_creation_time, period, ctx.config.clock().now())
                     {
                         return rotate(ctx, ws, desired, arm, &uid, Some(&next), &sa).await;
                     }
                     Ok(KeysOutcome {
-                        requeue: until_rotation(rotate_every, &next.key_creation_time),
+                        requeue: until_rotation(rotate_every, &next.key_creation_time, ctx.config.clock().now()),
                         update: KeysUpdate {
                             storage_keys: Some(next),
                             condition: Some((true, Reason::KeysInSync, in_sync_message(k))),
@@ -711,7 +729,7 @@ async fn rotate(
         ws.spec.storage_keys.rotate_every.as_deref().and_then(parse_period).unwrap_or(Duration::from_secs(u64::MAX));
     let account = arm.get_storage_account(sa).await.map_err(Error::arm("read storage account"))?;
     let times = creation_map(account.as_ref().and_then(|a| a.properties.key_creation_time.as_ref()));
-    if rotation_due(&times, period, Timestamp::now()) {
+    if rotation_due(&times, period, ctx.config.clock().now()) {
         let used: HashSet<String> = ctx
             .keys
             .workspaces_of(desired.workspace.subscription())
@@ -806,7 +824,7 @@ async fn verify(
             ..KeysOutcome::idle()
         });
     };
-    let now = Time(Timestamp::now());
+    let now = Time(ctx.config.clock().now());
     let mut next = keys_status.cloned().unwrap_or_default();
     next.workspace_uses_key = Some(key_label(k).to_owned());
     next.key_creation_time = confirmed.times;
@@ -963,6 +981,28 @@ mod tests {
         assert_eq!(decide(&i), KeysDecision::Rotate);
         i.auto_resync = false;
         assert_eq!(decide(&i), KeysDecision::Nothing, "no rotation without resync");
+    }
+
+    /// The requeue that brings the reconcile back when the rotation falls due shrinks as the clock moves, and is zero
+    /// once it is due.
+    #[test]
+    fn the_rotation_requeue_follows_the_clock() {
+        use crate::clock::TimeSource as _;
+        let clock = crate::clock::ManualClock::fixed("2026-06-01T00:00:00Z".parse().unwrap());
+        let times = status(None, &[("key1", "2026-01-01T00:00:00Z"), ("key2", "2026-05-20T00:00:00Z")], None);
+        let recorded = &times.key_creation_time;
+        let period = parse_period("30d");
+        let day = Duration::from_secs(86_400);
+        assert_eq!(until_rotation(period, recorded, clock.now()), Some(18 * day), "due 30 days after key2");
+        assert_eq!(until_rotation(None, recorded, clock.now()), None, "no rotation, no requeue");
+        clock.advance(17 * day);
+        assert_eq!(until_rotation(period, recorded, clock.now()), Some(day));
+        assert!(!rotation_due(recorded, 30 * day, clock.now()));
+        clock.advance(day);
+        assert_eq!(until_rotation(period, recorded, clock.now()), Some(Duration::ZERO));
+        assert!(rotation_due(recorded, 30 * day, clock.now()));
+        clock.advance(day);
+        assert_eq!(until_rotation(period, recorded, clock.now()), Some(Duration::ZERO), "overdue: at once");
     }
 
     #[test]

@@ -308,7 +308,7 @@ async fn regenerated(
     keys.regenerate_in_flight = None;
     keys.last_regenerate_request = Some(request.to_owned());
     keys.last_regenerated_key = Some(key_type.to_owned());
-    keys.last_regenerate_time = Some(Time(jiff::Timestamp::now()));
+    keys.last_regenerate_time = Some(Time(ctx.config.clock().now()));
 }
 
 /// Whether Azure's `key_type` key differs from the one exported to the endpoint's own keys Secret (it was

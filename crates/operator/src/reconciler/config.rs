@@ -69,6 +69,12 @@ impl ControllerConfig {
         }
     }
 
+    /// The operator's wall clock (status timestamps, rotation schedules, activity-log windows, operations in
+    /// flight): the ARM client's, so both agree. Set it through `arm.clock`.
+    pub fn clock(&self) -> &crate::clock::Clock {
+        &self.arm.clock
+    }
+
     pub(crate) fn credential_sources(&self) -> CredentialSources {
         CredentialSources {
             operator_namespace: self.operator_namespace.clone(),

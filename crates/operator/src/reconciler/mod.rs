@@ -26,6 +26,7 @@ pub mod credentials;
 pub mod error;
 pub mod parent;
 pub mod status;
+pub mod watch_cache;
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -69,7 +70,7 @@ pub trait Kind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     /// Its `.status`.
-    type Status: TimestampedStatus + Default + Debug + Send + Sync + 'static;
+    type Status: TimestampedStatus + Default + Debug + PartialEq + Send + Sync + 'static;
     /// What it is called in logs and events ("workspace", "endpoint", "compute").
     const NOUN: &'static str;
     /// The finalizer its cleanup runs behind.
@@ -134,6 +135,11 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
         let _ = uid;
     }
 
+    /// Forgets what the kind remembers of every object whose uid is not in `live` (see [`watch_cache::sweep`]).
+    fn retain(&self, live: &std::collections::HashSet<String>) {
+        let _ = live;
+    }
+
     /// Adds the kind's own triggers to the controller of one namespace (`None`: all): watches of related objects,
     /// external wake-ups. `scope` counts what they request.
     fn watch(
@@ -162,11 +168,26 @@ impl<S> Default for ObjectMemory<S> {
     }
 }
 
-impl<S: Clone> ObjectMemory<S> {
-    /// The status last written for `uid`, else `carried` (the status the object carries).
+impl<S: Clone + PartialEq> ObjectMemory<S> {
+    /// The status last written for `uid`, else `carried` (the status the object carries). Once the object carries
+    /// the status last written (the watch cache caught up), the copy is dropped: the cache never goes back.
     pub fn status(&self, uid: Option<String>, carried: Option<&S>) -> Option<S> {
-        let cached = uid.and_then(|uid| lock(&self.statuses).get(&uid).cloned());
+        let cached = uid.and_then(|uid| {
+            let mut statuses = lock(&self.statuses);
+            let cached = statuses.get(&uid)?;
+            if carried == Some(cached) {
+                statuses.remove(&uid);
+                return None;
+            }
+            Some(cached.clone())
+        });
         cached.or_else(|| carried.cloned())
+    }
+
+    /// Forgets every object whose uid is not in `live` (deleted while nobody was looking).
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        lock(&self.statuses).retain(|uid, _| live.contains(uid));
+        lock(&self.failures).retain(|uid, _| live.contains(uid));
     }
 
     /// Remembers `status` as the one last written for `uid`.
@@ -268,7 +289,7 @@ impl<K: Kind> Shell<K> {
         edit: impl FnOnce(&mut K::Status, Option<i64>, &Time),
     ) -> Result<bool, Error> {
         let previous = self.current_status(obj);
-        let now = Time(jiff::Timestamp::now());
+        let now = Time(self.config.clock().now());
         let mut next = previous.clone().unwrap_or_default();
         edit(&mut next, obj.meta().generation, &now);
         if !status::changed(previous.as_ref(), &next) {
@@ -499,6 +520,7 @@ where
     // Entries that expire count as changed; keep them well beyond a resync so our own status patches stay filtered.
     let predicate_config = kube::runtime::PredicateConfig::default().ttl(Duration::from_secs(24 * 3600));
     watcher(api, watcher::Config::default())
+        .modify(watch_cache::strip)
         .default_backoff()
         .reflect(writer)
         .applied_objects()
@@ -546,6 +568,13 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
             scope.requested(&ObjectRef::from_obj(obj));
         }
     });
+    let sweep = {
+        let (r, period) = (r.clone(), shell.config.resync_period);
+        tokio::spawn(watch_cache::sweep(reader.clone(), period, shutdown.clone(), move |live| {
+            r.shell().memory.retain(live);
+            r.retain(live);
+        }))
+    };
     let controller = Controller::for_stream(stream, reader);
     let cache = controller.store();
     let controller = controller.with_config(RuntimeConfig::default().concurrency(shell.config.concurrency));
@@ -578,6 +607,7 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
         Some(scope) => scope.run(cache, run).await,
         None => run.await,
     }
+    sweep.abort();
 }
 
 #[cfg(test)]

@@ -12,25 +12,23 @@
 //! - no key, token or client secret appears in logs, events, status, error strings or any stored object;
 //! - a property test feeds arbitrary specs through policy, validation and planning.
 
-mod common;
-
 use std::time::Duration;
 
-use azml_arm_simulator::{CallKind, FaultAction, FaultRule, Principal, RunningSim, World, roles};
-use azml_kube_emulator::RunningServer;
+use crate::common::{self, condition, is_current};
+use crate::env::{TestEnv, env_type};
+use azml_arm_simulator::{CallKind, FaultAction, FaultRule, Principal, World, roles};
 use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, SubscriptionBinding, WorkspaceDeletionPolicy,
 };
 use azml_operator::azure::ids::{ResourceGroupName, ResourceId, WorkspaceName, WorkspaceRef};
 use azml_operator::azure::{CredentialConfig, Secret as AzSecret, SubscriptionId};
+use azml_operator::controller;
 use azml_operator::controller::plan::{Action, Desired, Observed, ResourceGroupState, plan};
-use azml_operator::controller::{self, ControllerConfig};
 use azml_operator::policy;
-use common::{Emulators, LogCapture, RunningController, condition, is_current};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde::Deserialize as _;
 use serde_json::{Value, json};
 
@@ -45,32 +43,12 @@ const POLL: Duration = Duration::from_millis(50);
 const RG_B: &str = "rg-team-b";
 
 // ---------------------------------------------------------------------------------------------------------------
-// Log capture: one global subscriber for the whole test binary writes every event into a buffer, so a test can
-// scan everything the operator (and the sandbox) logged.
-
-fn logs() -> &'static LogCapture {
-    // Everything our crate logs, at every level, plus the HTTP and identity libraries it drives.
-    LogCapture::install("trace,hyper=debug,h2=info,rustls=debug,tokio_util=info,tower=debug,mio=info")
-}
-
-fn captured_logs() -> String {
-    logs().contents()
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // Harness.
 
-struct Env {
-    kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    config: ControllerConfig,
-    controller: Option<RunningController>,
-}
+env_type!(Env);
 
 /// Edits the simulator's world before it starts.
-type SeedWorld = Box<dyn FnOnce(&mut World)>;
+type SeedWorld = Box<dyn FnOnce(&mut World) + Send>;
 
 /// How to set up the emulators.
 #[derive(Default)]
@@ -98,14 +76,9 @@ fn strip_validation(v: &mut Value) {
 }
 
 impl Env {
+    /// Both teams' namespaces; `team-a` bound to the world's subscription with the operator's SP (unless
+    /// `no_default_binding`); resync 1 s, stalled requeue 30 s. Everything logged is captured.
     async fn start(setup: Setup) -> Env {
-        logs();
-        let mut world = World::default_sandbox();
-        if let Some(f) = setup.world {
-            f(&mut world);
-        }
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
-
         let mut crds = azml_operator::api::all_crds();
         if setup.lax_crds {
             for crd in &mut crds {
@@ -114,21 +87,27 @@ impl Env {
                 *crd = serde_json::from_value(value).unwrap();
             }
         }
-        common::install_crds(&client, crds).await;
-        common::create_namespaces(&client, &[TEAM_A, TEAM_B, OPERATOR_NS]).await;
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(1);
-        config.stalled_requeue = Duration::from_secs(30);
-        config.lro_poll_max = Duration::from_millis(200);
-        config.arm.retry.max_retry_after = Duration::from_secs(1);
-        let mut env = Env { kube, client, sim, world, config, controller: None };
-        if !setup.no_default_binding {
-            let (client_id, secret) = (env.world.operator.client_id.clone(), env.world.operator.secret.clone());
-            let sub = env.world.subscription_id.clone();
-            env.add_binding("sandbox", &sub, &[TEAM_A], &client_id, "operator-sp", secret.expose(), |_| {}).await;
+        let mut builder = TestEnv::builder()
+            .crds(crds)
+            .namespaces(&[TEAM_A, TEAM_B])
+            .bind(
+                &[TEAM_A],
+                json!({"allowedRoles": ["Reader", "AzureMLDataScientist"], "allowedScopes": ["Workspace"]}),
+            )
+            .resync(Duration::from_secs(1))
+            .stalled(Duration::from_secs(30))
+            .configure(|c| {
+                c.lro_poll_max = Duration::from_millis(200);
+                c.arm.retry.max_retry_after = Duration::from_secs(1);
+            })
+            .capture_logs();
+        if setup.no_default_binding {
+            builder = builder.no_binding();
         }
-        env.controller = Some(RunningController::start(env.client.clone(), env.config.clone()));
-        env
+        if let Some(seed) = setup.world {
+            builder = builder.world(seed);
+        }
+        Env(builder.start().await)
     }
 
     /// Creates the client-secret Secret and a binding for `namespaces`; `tweak` edits the binding's spec JSON.
@@ -168,20 +147,6 @@ impl Env {
         }))
         .unwrap();
         Api::<SubscriptionBinding>::all(self.client.clone()).create(&PostParams::default(), &binding).await.unwrap();
-    }
-
-    /// Stops the controller and starts a new one (with empty caches, like a restarted operator).
-    async fn restart_controller(&mut self) {
-        if let Some(controller) = self.controller.take() {
-            controller.cancel(Duration::from_secs(10)).await;
-        }
-        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
-    }
-
-    async fn stop(mut self) {
-        if let Some(controller) = self.controller.take() {
-            controller.cancel(Duration::from_secs(10)).await;
-        }
     }
 
     fn api(&self, ns: &str) -> Api<MlWorkspace> {
@@ -703,7 +668,7 @@ fn the_arm_id_layer_rejects_path_injection_on_its_own() {
 /// Every place a secret could end up, as text: captured logs, every object the emulator stores (current and in
 /// its watch history) except the credential Secrets themselves.
 fn everything_observable(env: &Env, extra: &[String]) -> Vec<(String, String)> {
-    let mut out = vec![("logs".to_owned(), captured_logs())];
+    let mut out = vec![("logs".to_owned(), env.logs())];
     for obj in env.kube.store().all_objects() {
         let is_secret = obj.get("kind").and_then(Value::as_str) == Some("Secret")
             || obj.pointer("/metadata/namespace").and_then(Value::as_str) == Some(OPERATOR_NS)

@@ -1,14 +1,16 @@
-//! Shared set-up of the integration tests that run the controller against both emulators: the emulators themselves,
-//! the CRDs, namespaces and the operator's client-secret credential and SubscriptionBinding, the simulated cloud, a
-//! controller configuration with short periods, the controller task, log capture, and polling and event helpers.
-//!
-//! Settings a test depends on (resync period, stalled requeue, signal intervals, LRO duration, deadlines) stay explicit
-//! in the test file; only what every file sets the same way lives here.
+//! Helpers of the operator's integration tests (this binary, `tests/operator`) and of the soak benchmark: the
+//! emulators themselves, the CRDs, namespaces and the operator's client-secret credential and SubscriptionBinding,
+//! the simulated cloud, a controller configuration with short periods, the controller task, the process's log
+//! subscriber and capture, and polling and event helpers. [`crate::env::TestEnv`] composes them.
 
-// Each test binary uses its own subset of these helpers.
+// The soak benchmark uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod scale;
+pub mod soak;
+
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -210,46 +212,87 @@ impl RunningController {
     }
 }
 
-/// Logs to the test harness's output, filtered by `RUST_LOG` (default `warn`). Once per binary; later calls do nothing.
+/// What a capture records: everything our crate logs, at every level, plus the HTTP and identity libraries it drives
+/// (a scan for secrets must see what they log too).
+const CAPTURE_FILTER: &str = "trace,hyper=debug,h2=info,rustls=debug,tokio_util=info,tower=debug,mio=info";
+
+/// Installs the process's one log subscriber (later calls do nothing): the test harness's output, filtered by
+/// `RUST_LOG` (default `warn`), and [`LogCapture`], which records only while a [`CaptureGuard`] lives.
 pub fn init_test_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
-        .with_test_writer()
-        .try_init();
+    use tracing_subscriber::filter::{DynFilterFn, EnvFilter, FilterExt as _};
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer as _, fmt};
+
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let harness = EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        let capturing = DynFilterFn::new(|_, _| CAPTURING.load(Ordering::Relaxed) > 0);
+        let writer = LogCapture::get().clone();
+        let _ = tracing_subscriber::registry()
+            .with(fmt::layer().with_test_writer().with_filter(harness))
+            .with(
+                fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone())
+                    .with_filter(EnvFilter::new(CAPTURE_FILTER).and(capturing)),
+            )
+            .try_init();
+    });
 }
 
-/// Everything the test binary logged, for tests that scan the logs (for a secret value, for a message). Tests running
-/// in parallel add to the same buffer; that only widens a scan.
+/// How many [`CaptureGuard`]s live.
+static CAPTURING: AtomicUsize = AtomicUsize::new(0);
+
+/// Everything the process logged while at least one [`CaptureGuard`] lived, for tests that scan the logs (for a
+/// secret value, for a message). Tests running in parallel add to the same buffer; that only widens a scan. The
+/// buffer is emptied when the last guard goes, so it holds no more than the capturing tests' lifetimes.
 #[derive(Clone, Default)]
 pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
 
+/// Keeps [`LogCapture`] recording; see [`LogCapture::start`].
+pub struct CaptureGuard(());
+
 impl LogCapture {
-    /// The binary's capture. The first call installs the global subscriber writing into it with the `filter`
-    /// directives; later calls return the same capture (one subscriber per process: their filter is not used).
-    pub fn install(filter: &str) -> &'static LogCapture {
+    /// The process's capture.
+    pub fn get() -> &'static LogCapture {
         static LOGS: OnceLock<LogCapture> = OnceLock::new();
-        LOGS.get_or_init(|| {
-            let capture = LogCapture::default();
-            let writer = capture.clone();
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .try_init();
-            capture
-        })
+        LOGS.get_or_init(LogCapture::default)
     }
 
-    /// Everything logged so far.
+    /// Records from now until the guard is dropped (and while other guards live).
+    pub fn start() -> CaptureGuard {
+        init_test_tracing();
+        let _buffer = LogCapture::get().lock();
+        CAPTURING.fetch_add(1, Ordering::Relaxed);
+        CaptureGuard(())
+    }
+
+    /// Everything recorded so far.
     pub fn contents(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+        String::from_utf8_lossy(&self.lock()).into_owned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        // A test that panicked while logging must not hide the logs from the others.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        // Under the buffer's lock, so a guard started meanwhile never loses what it recorded.
+        let mut buffer = LogCapture::get().lock();
+        if CAPTURING.fetch_sub(1, Ordering::Relaxed) == 1 {
+            buffer.clear();
+            buffer.shrink_to_fit();
+        }
     }
 }
 
 impl Write for LogCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // A test that panicked while logging must not hide the logs from the others.
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        self.lock().extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -4,59 +4,37 @@
 //! Every test also checks that no storage key value reached the captured logs or any object of the Kubernetes
 //! store.
 
-mod common;
-
 use std::time::Duration;
 
-use azml_arm_simulator::{CallKind, FaultAction, FaultRule, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use crate::common::{self, condition, is_current};
+use crate::env::{OPERATOR_NS, TestEnv, env_type};
+use azml_arm_simulator::{CallKind, FaultAction, FaultRule};
 use azml_kube_emulator::store::{ListQuery, Target};
 use azml_operator::api::conditions::{self, Reason, events as event_reasons};
 use azml_operator::api::v1alpha1::{ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceSpec, ResyncReason};
-use common::{Emulators, LogCapture, RunningController, condition, is_current};
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 // An upper bound for slow CI machines, kept below the resync and stalled-requeue periods these tests configure, so
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(45);
 
-/// Everything every test logged (trace level and up for the operator).
-fn logs() -> &'static LogCapture {
-    LogCapture::install("info,azml_operator=trace")
-}
-
-struct Env {
-    kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: RunningController,
-}
+env_type!(Env);
 
 impl Env {
+    /// A 200 ms key-signal interval; logs are captured (no key value may reach them).
     async fn start() -> Env {
-        logs();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(200)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({})).await;
-
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        // Long enough that no periodic resync falls into a measured window.
-        config.resync_period = Duration::from_secs(60);
-        config.stalled_requeue = Duration::from_secs(60);
-        config.key_signal_interval = Duration::from_millis(200);
-        let controller = RunningController::start(client.clone(), config);
-        Env { kube, client, sim, world, controller }
-    }
-
-    async fn stop(self) {
-        self.controller.stop(Duration::from_secs(10)).await;
+        let env = TestEnv::builder()
+            .lro(Duration::from_millis(200))
+            // Long enough that no periodic resync falls into a measured window.
+            .resync(Duration::from_secs(60))
+            .configure(|c| c.key_signal_interval = Duration::from_millis(200))
+            .capture_logs()
+            .start()
+            .await;
+        Env(env)
     }
 
     fn api(&self) -> Api<MlWorkspace> {
@@ -128,7 +106,7 @@ impl Env {
     /// Asserts that none of `keys` appears in the captured logs or in any object of the Kubernetes store.
     fn assert_no_leak(&self, keys: &[String]) {
         assert!(!keys.is_empty());
-        let logs = logs().contents();
+        let logs = self.logs();
         assert!(logs.contains("resyncKeys accepted") || logs.contains("storage keys"), "logs were not captured");
         let store = self.kube.store();
         let mut dump = String::new();
@@ -186,15 +164,21 @@ async fn a_regenerated_key_is_resynced_with_bounded_calls() {
     let old_key = env.key("key1");
 
     // Steady state: the watcher reads twice per subscription per interval (the storage-account LIST and the
-    // activity log), the workspace costs nothing.
+    // activity log), the workspace costs nothing. Counted over at least three intervals, bounded above by the time
+    // that really passed (a loaded machine only makes fewer).
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.sim.handle.clear_calls();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let calls = arm_calls(&env);
+    let started = tokio::time::Instant::now();
+    let lists = |calls: &[String], op: &str| calls.iter().filter(|c| c.as_str() == op).count();
+    let check = async || match arm_calls(&env) {
+        calls if lists(&calls, "StorageAccounts_List") >= 3 && lists(&calls, "ActivityLogs_List") >= 3 => Ok(calls),
+        calls => Err(calls),
+    };
+    let calls = common::wait_until(WAIT, Duration::from_millis(25), check, |c| format!("watcher idle: {c:?}")).await;
+    let intervals = (started.elapsed().as_millis() / 200) as usize + 2;
     assert!(calls.iter().all(|c| c == "ActivityLogs_List" || c == "StorageAccounts_List"), "{calls:?}");
-    let lists = calls.iter().filter(|c| c.as_str() == "StorageAccounts_List").count();
-    assert!((3..=7).contains(&lists), "{lists} storage-account LISTs in 1 s with a 200 ms interval");
-    assert!((3..=7).contains(&(calls.len() - lists)), "{calls:?}");
+    assert!(lists(&calls, "StorageAccounts_List") <= intervals, "more LISTs than intervals: {calls:?}");
+    assert!(lists(&calls, "ActivityLogs_List") <= intervals, "more activity-log queries than intervals: {calls:?}");
 
     env.sim.handle.clear_calls();
     // The simulator's activity log shows the event only after Azure's default ingestion delay (5 minutes), far
@@ -394,6 +378,68 @@ async fn rotation_regenerates_once_and_resyncs_every_workspace_of_the_account() 
     let rotated = env.events(event_reasons::KEYS_RESYNCED).await;
     assert_eq!(rotated.iter().filter(|n| n.contains("Rotation")).count(), 2, "{rotated:?}");
     env.assert_no_leak(&[key1, key2, env.key("key2")]);
+    env.stop().await;
+}
+
+/// The rotation schedule follows the clock: the operator's clock and Azure's move forward together (no key is
+/// edited, nothing sleeps for a period): `rotateEvery: 30d` rotates nothing at 29 days, rotates once after 30, and
+/// the next rotation falls 30 days after that one, counted from the new key's creation time.
+#[tokio::test]
+async fn rotation_follows_the_clock_period_after_period() {
+    let env = Env(TestEnv::builder()
+        .lro(Duration::from_millis(200))
+        .manual_clock()
+        // Every resync looks at the schedule.
+        .resync(Duration::from_secs(1))
+        .configure(|c| c.key_signal_interval = Duration::from_millis(200))
+        .capture_logs()
+        .start()
+        .await);
+    let day = Duration::from_secs(86_400);
+    let mut spec = env.spec();
+    spec.storage_keys.rotate_every = Some("30d".into());
+    env.create("ws-clock", spec).await;
+    env.wait_in_sync("ws-clock").await;
+    let (key1, key2) = (env.key("key1"), env.key("key2"));
+    // Two resyncs (each reads the workspace once) after the clock moved: the schedule was looked at since.
+    let two_resyncs = async || {
+        let start = env.count("Workspaces_Get");
+        let check = async || match env.count("Workspaces_Get") {
+            n if n >= start + 2 => Ok(()),
+            n => Err(n - start),
+        };
+        common::wait_until(WAIT, Duration::from_millis(25), check, |n| format!("{n} resyncs")).await
+    };
+
+    env.advance_clock(29 * day);
+    two_resyncs().await;
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 0, "not due at 29 days");
+
+    env.advance_clock(day + Duration::from_secs(60));
+    let rotated = |w: &MlWorkspace| last_reason(w) == Some(ResyncReason::Rotation) && keys_in_sync(w) && is_ready(w);
+    let ws = env.wait_for("ws-clock", "rotated", rotated).await;
+    let first = ws.status.unwrap().storage_keys.unwrap().last_rotation_time.expect("rotation time");
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 1, "{:?}", env.sim.handle.call_summary());
+    assert_eq!((env.key("key1"), env.cached_key("ws-clock")), (key1.clone(), Some(key1.clone())));
+    assert_ne!(env.key("key2"), key2, "the unused key was regenerated");
+    let clock = env.clock.as_ref().map(|c| c.offset()).unwrap_or_default();
+    assert!(clock >= jiff::SignedDuration::from_hours(30 * 24), "{clock:?}");
+    assert!(first.0 >= jiff::Timestamp::now() + jiff::SignedDuration::from_hours(30 * 24 - 1), "stamped by the clock");
+
+    // The period counts from the new key: 29 more days rotate nothing, 30 do.
+    env.advance_clock(29 * day);
+    two_resyncs().await;
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 1, "not due 29 days after the rotation");
+    env.advance_clock(day + Duration::from_secs(60));
+    let rotated_since = |w: &MlWorkspace| {
+        let at = w.status.as_ref().and_then(|s| s.storage_keys.as_ref()).and_then(|k| k.last_rotation_time.as_ref());
+        rotated(w) && at.is_some_and(|at| at.0 > first.0)
+    };
+    let ws = env.wait_for("ws-clock", "rotated again", rotated_since).await;
+    let second = ws.status.unwrap().storage_keys.unwrap().last_rotation_time.expect("rotation time");
+    assert!(second.0 >= first.0 + jiff::SignedDuration::from_hours(30 * 24), "{first:?} -> {second:?}");
+    assert_eq!(env.count("StorageAccounts_RegenerateKey"), 2);
+    env.assert_no_leak(&[key1, key2, env.key("key1"), env.key("key2")]);
     env.stop().await;
 }
 

@@ -2,62 +2,35 @@
 //! simulator (both on port 0): deployments and traffic, key export and regeneration, waiting for the workspace,
 //! admission of invalid traffic, deletion with both policies.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common;
+use crate::env::{TestEnv, env_type};
 use azml_arm_simulator::model::{ResourceExt, id_key};
-use azml_arm_simulator::{CallKind, FaultAction, FaultRule, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use azml_arm_simulator::{CallKind, FaultAction, FaultRule};
 use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{ANNOTATION_REGENERATE_KEYS, MlOnlineEndpoint, MlWorkspace};
-use common::{Emulators, LogCapture, RunningController};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 
-fn logs() -> &'static LogCapture {
-    LogCapture::install("info,azml_operator=trace")
-}
-
-struct Env {
-    kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: RunningController,
-}
+env_type!(Env);
 
 impl Env {
     async fn start() -> Env {
         Env::start_with(json!({})).await
     }
 
-    /// `limits`: extra SubscriptionBinding spec fields (allowedRoles, allowedScopes).
+    /// `limits`: extra SubscriptionBinding spec fields (allowedRoles, allowedScopes). Logs are captured (key values
+    /// must never reach them).
     async fn start_with(limits: Value) -> Env {
-        logs();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], limits).await;
-
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(60);
-        config.stalled_requeue = Duration::from_secs(60);
-        let controller = RunningController::start(client.clone(), config);
-        Env { kube, client, sim, world, controller }
-    }
-
-    async fn stop(self) {
-        self.controller.stop(Duration::from_secs(10)).await;
+        Env(TestEnv::builder().bind(&[NS], limits).capture_logs().start().await)
     }
 
     fn workspaces(&self) -> Api<MlWorkspace> {
@@ -286,7 +259,7 @@ async fn deployments_traffic_keys_and_deletion() {
     assert_eq!(env.sim.handle.count("OnlineEndpoints_RegenerateKeys"), 1);
 
     // Key values never reach the logs or events.
-    let logs = logs().contents();
+    let logs = env.logs();
     for k in [&primary, &secondary, &secondary2] {
         assert!(!logs.contains(k.as_str()), "an endpoint key is in the logs");
     }
@@ -325,13 +298,9 @@ async fn key_regeneration_is_recorded_polled_and_never_sent_twice() {
     assert_eq!(env.azure_keys("ws-ep", "scoring").0, primary, "recorded before Azure finished");
 
     // The operator restarts while Azure works: the new one polls the recorded operation.
-    let Env { kube, client, sim, world, controller } = env;
-    controller.stop(Duration::from_secs(10)).await;
-    let mut config = common::fast_config(&sim, OPERATOR_NS);
-    config.resync_period = Duration::from_secs(60);
-    config.stalled_requeue = Duration::from_secs(60);
-    let controller = RunningController::start(client.clone(), config);
-    let env = Env { kube, client, sim, world, controller };
+    let mut env = env;
+    env.stop_controller().await;
+    env.start_controller();
     let ep = env
         .wait_ep("scoring", "regenerated", |e| {
             e.status.as_ref().and_then(|s| s.keys.as_ref()).is_some_and(|k| {

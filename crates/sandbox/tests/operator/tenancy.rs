@@ -8,69 +8,54 @@
 //! - a workspace stalled on a missing dependency waits for it with one GET per stalled requeue, never re-sending the
 //!   create request, and is created once the dependency exists.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use azml_arm_simulator::{RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use crate::common::{self, Emulators, condition, is_current};
+use crate::env::{TestEnv, env_type};
+use azml_arm_simulator::World;
 use azml_operator::api::conditions::{self, Reason, events};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_ADOPT, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, WorkspaceDeletionPolicy,
 };
-use azml_operator::controller::ControllerConfig;
-use common::{Emulators, RunningController, condition, is_current};
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const TEAM_A: &str = "team-a";
 const TEAM_B: &str = "team-b";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
 /// Another team's resource group, holding a storage account the bound namespaces were never given.
 const RISK_RG: &str = "rg-risk-ml";
 
-struct Env {
-    _kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: Option<RunningController>,
-}
+env_type!(Env);
 
 impl Env {
     /// Emulators with the default world plus a storage account in [`RISK_RG`] whose keys are old (a rotation of
-    /// `rotateEvery: 30d` is due at once), and a controller with `stalled_requeue`.
+    /// `rotateEvery: 30d` is due at once), both teams bound, and a controller with `stalled_requeue`.
     async fn start(binding_limits: Value, stalled_requeue: Duration) -> Env {
-        common::init_test_tracing();
-        let mut world = World::default_sandbox();
-        let (sub, location) = (world.subscription_id.clone(), world.location.clone());
-        world.state.add_resource_group(&sub, RISK_RG, &location);
-        world.state.put_resource(
-            &risk_storage_id(&world),
-            "Microsoft.Storage/storageAccounts",
-            json!({"location": location, "kind": "StorageV2", "sku": {"name": "Standard_LRS", "tier": "Standard"}}),
-        );
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
+        let mut env = TestEnv::builder()
+            .world(|world| {
+                let (sub, location) = (world.subscription_id.clone(), world.location.clone());
+                world.state.add_resource_group(&sub, RISK_RG, &location);
+                world.state.put_resource(
+                    &risk_storage_id(world),
+                    "Microsoft.Storage/storageAccounts",
+                    json!({"location": location, "kind": "StorageV2", "sku": {"name": "Standard_LRS", "tier": "Standard"}}),
+                );
+            })
+            .namespaces(&[TEAM_A, TEAM_B])
+            .bind(&[TEAM_A, TEAM_B], binding_limits)
+            .resync(Duration::from_secs(1))
+            .stalled(stalled_requeue)
+            .without_controller()
+            .start()
+            .await;
         let old = json!({"properties": {"keyCreationTime": {"key1": "2020-01-01T00:00:00Z", "key2": "2020-01-01T00:00:00Z"}}});
-        sim.handle.edit_resource(&risk_storage_id(&world), &old).unwrap();
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[TEAM_A, TEAM_B, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[TEAM_A, TEAM_B], binding_limits).await;
-        let mut config: ControllerConfig = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(1);
-        config.stalled_requeue = stalled_requeue;
-        let controller = Some(RunningController::start(client.clone(), config));
-        Env { _kube: kube, client, sim, world, controller }
-    }
-
-    async fn stop(mut self) {
-        if let Some(c) = self.controller.take() {
-            c.cancel(Duration::from_secs(10)).await;
-        }
+        env.sim.handle.edit_resource(&risk_storage_id(&env.world), &old).unwrap();
+        env.start_controller();
+        Env(env)
     }
 
     fn api(&self, ns: &str) -> Api<MlWorkspace> {

@@ -2,10 +2,7 @@
 //! long-running operations, latency) for a scaled hour of 15 s, then everything converges with no duplicate role
 //! assignment and nothing orphaned or missing. The full size is `cargo bench --bench soak`.
 
-mod common;
-#[path = "common/soak.rs"]
-mod soak;
-
+use crate::common::{self, soak};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

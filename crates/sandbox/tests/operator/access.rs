@@ -4,78 +4,48 @@
 //! scopes used here, and runs `controller::run` in-process. Role assignments are read from the simulator's state and
 //! ARM calls from its call log.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{self, condition, is_current};
+use crate::env::{TestEnv, env_type};
 use azml_arm_simulator::model::{RoleAssignment, id_key};
-use azml_arm_simulator::{FaultRule, Principal, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use azml_arm_simulator::{FaultRule, Principal};
 use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{AccessScope, AccessState, AccessStatus, BuiltinRole, MlWorkspace, MlWorkspaceSpec};
 use azml_operator::azure::ResourceId;
-use azml_operator::controller::ControllerConfig;
 use azml_operator::controller::access::{assignment_name, marker};
-use common::{Emulators, RunningController, condition, is_current};
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 // An upper bound for slow CI machines, kept below the resync and stalled-requeue periods these tests configure, so
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(25);
 const POLL: Duration = Duration::from_millis(50);
 
-struct Env {
-    _kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    config: ControllerConfig,
-    controller: Option<RunningController>,
-}
+env_type!(Env);
 
 impl Env {
-    /// Emulators, CRDs, namespaces, credential and binding; the controller runs with `resync` and `principal_wait`.
+    /// The controller runs with `resync` (also the stalled requeue) and `principal_wait`; the binding allows the
+    /// roles and scopes used here.
     async fn start(resync: Duration, principal_wait: Duration) -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(100)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(
-            &client,
-            &world,
-            OPERATOR_NS,
-            &[NS],
-            json!({
-                "allowedRoles": ["Reader", "Contributor", "AzureMLDataScientist", "AzureMLComputeOperator"],
-                "allowedScopes": ["Workspace", "ResourceGroup", "Subscription"],
-            }),
-        )
-        .await;
-
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = resync;
-        config.stalled_requeue = resync;
-        config.principal_wait = principal_wait;
-        config.error_backoff_max = Duration::from_millis(400);
-        let mut env = Env { _kube: kube, client, sim, world, config, controller: None };
-        env.start_controller();
-        env
-    }
-
-    fn start_controller(&mut self) {
-        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
-    }
-
-    async fn stop_controller(&mut self) {
-        if let Some(controller) = self.controller.take() {
-            controller.stop(Duration::from_secs(10)).await;
-        }
+        let limits = json!({
+            "allowedRoles": ["Reader", "Contributor", "AzureMLDataScientist", "AzureMLComputeOperator"],
+            "allowedScopes": ["Workspace", "ResourceGroup", "Subscription"],
+        });
+        let env = TestEnv::builder()
+            .lro(Duration::from_millis(100))
+            .bind(&[NS], limits)
+            .resync(resync)
+            .configure(move |c| {
+                c.principal_wait = principal_wait;
+                c.error_backoff_max = Duration::from_millis(400);
+            })
+            .start()
+            .await;
+        Env(env)
     }
 
     fn api(&self) -> Api<MlWorkspace> {

@@ -3,17 +3,15 @@
 //! annotation, the binding's VM-size and node caps, the quota check before create, properties that need a
 //! re-creation, move blocking and deletion (its own and with its workspace).
 
-mod common;
-
 use std::time::Duration;
 
-use azml_arm_simulator::{CallKind, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use crate::common;
+use crate::env::{TestEnv, env_type};
+use azml_arm_simulator::CallKind;
 use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{ANNOTATION_COMPUTE_ACTION, MlCompute, MlWorkspace};
-use common::{Emulators, RunningController};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt as _};
+use kube::{Api, ResourceExt as _};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
@@ -22,35 +20,21 @@ const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 const DSV2: &str = "Standard DSv2 Family Cluster Dedicated vCPUs";
 
-struct Env {
-    _kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: RunningController,
-}
+env_type!(Env);
 
 impl Env {
     /// `limits`: SubscriptionBinding spec fields on top of allowedVmSizes Standard_D* and maxNodesPerCluster 8.
     async fn start(limits: Value) -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
         let mut binding = json!({"allowedVmSizes": ["Standard_D*"], "maxNodesPerCluster": 8});
         binding.as_object_mut().unwrap().extend(limits.as_object().cloned().unwrap_or_default());
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], binding).await;
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        // Short resyncs: drift in Azure is found without a change in Kubernetes.
-        config.resync_period = Duration::from_secs(2);
-        config.stalled_requeue = Duration::from_secs(60);
-        let controller = RunningController::start(client.clone(), config);
-        Env { _kube: kube, client, sim, world, controller }
-    }
-
-    async fn stop(self) {
-        self.controller.stop(Duration::from_secs(10)).await;
+        let env = TestEnv::builder()
+            .bind(&[NS], binding)
+            // Short resyncs: drift in Azure is found without a change in Kubernetes.
+            .resync(Duration::from_secs(2))
+            .stalled(Duration::from_secs(60))
+            .start()
+            .await;
+        Env(env)
     }
 
     fn workspaces(&self) -> Api<MlWorkspace> {
@@ -469,7 +453,7 @@ async fn plan_command_covers_mlcompute() {
     env.create_workspace("ws-plan", json!({})).await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
-    env._kube.write_kubeconfig(&kubeconfig).unwrap();
+    env.kube.write_kubeconfig(&kubeconfig).unwrap();
     let ca = dir.path().join("ca.pem");
     env.sim.write_ca(&ca).unwrap();
     let run = async |spec: Value| -> String {

@@ -25,28 +25,24 @@
 //! the nth call of an operation within the flow (repeated polls of one operation count once: how many polls an
 //! operation takes depends on the machine's speed).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::{self, RunningController, condition, is_current};
+use crate::env::TestEnv;
 use azml_arm_simulator::model::{ResourceExt, id_key};
-use azml_arm_simulator::{
-    CallKind, CallRecord, FaultRule, HoldPhase, HoldRule, Release, RunningSim, ThrottleConfig, World, roles,
-};
-use azml_kube_emulator::RunningServer;
+use azml_arm_simulator::{CallKind, CallRecord, FaultRule, HoldPhase, HoldRule, Release, ThrottleConfig, roles};
 use azml_operator::api::conditions;
 use azml_operator::api::v1alpha1::{
     ANNOTATION_REGENERATE_KEYS, ANNOTATION_RESYNC_KEYS, MlOnlineEndpoint, MlWorkspace, OWNER_TAG, ResyncReason,
 };
 use azml_operator::controller::ControllerConfig;
-use common::{Emulators, RunningController, condition, is_current};
 use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
@@ -115,12 +111,16 @@ impl Flow {
 
 /// The emulators every cell shares.
 struct Shared {
-    kube: RunningServer,
-    sim: RunningSim,
-    world: World,
-    client: Client,
+    env: TestEnv,
     /// A call number no later than the last call logged (where cells start reading the call log).
     cursor: AtomicU64,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = TestEnv;
+    fn deref(&self) -> &TestEnv {
+        &self.env
+    }
 }
 
 /// One run of one flow: its namespace, subscription and controller.
@@ -771,20 +771,16 @@ async fn cut(
 
 /// The emulators, CRDs and the operator's credential, shared by the cells of one test.
 async fn start_shared() -> Arc<Shared> {
-    common::init_test_tracing();
-    let world = World::default_sandbox();
-    let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(150)).await;
+    // No team namespace: every cell creates its own, with its own binding.
+    let env = TestEnv::builder().namespaces(&[]).bind(&["unused"], json!({})).without_controller().start().await;
     // Every cell has its own subscription; the budget of one is never the point here.
-    sim.handle.set_throttle(ThrottleConfig {
+    env.sim.handle.set_throttle(ThrottleConfig {
         read_capacity: 1e6,
         read_refill_per_sec: 1e6,
         write_capacity: 1e6,
         write_refill_per_sec: 1e6,
     });
-    common::install_crds(&client, azml_operator::api::all_crds()).await;
-    common::create_namespaces(&client, &[OPERATOR_NS]).await;
-    common::seed_operator_binding(&client, &world, OPERATOR_NS, &["unused"], json!({})).await;
-    Arc::new(Shared { kube, sim, world, client, cursor: AtomicU64::new(0) })
+    Arc::new(Shared { env, cursor: AtomicU64::new(0) })
 }
 
 /// A regeneration whose polling fails (Azure unreachable for a moment, no crash) is confirmed from Azure's keys on

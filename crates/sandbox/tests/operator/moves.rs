@@ -5,80 +5,56 @@
 //! the simulated tenant, and runs `controller::run` in-process. Where things are in Azure is read from the
 //! simulator's state, and what the operator asked from its call log.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::{self, condition, is_current};
+use crate::env::{TestEnv, env_type};
 use azml_arm_simulator::control::CallKind;
 use azml_arm_simulator::model::{RoleAssignment, id_key, roles};
-use azml_arm_simulator::{RunningSim, World};
-use azml_kube_emulator::RunningServer;
 use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MovePhase, SubscriptionBinding};
 use azml_operator::azure::credentials::{CredentialConfig, build_credential};
 use azml_operator::azure::{ArmClient, ArmClientOptions, Secret, WorkspaceRef};
-use azml_operator::controller::ControllerConfig;
 use azml_operator::controller::access::marker;
 use azml_operator::controller::moves::{MOVE_OPERATION, VALIDATE_OPERATION};
-use common::{Emulators, RunningController, condition, is_current};
+use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 // Generous for a loaded CI machine, below the resync and stalled-requeue periods configured here, so only the
 // mechanism under test (a watch event, an LRO poll) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(40);
 const WS_TYPE: &str = "Microsoft.MachineLearningServices/workspaces";
 
-struct Env {
-    _kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    config: ControllerConfig,
-    controller: Option<RunningController>,
-}
+env_type!(Env);
 
 impl Env {
-    /// Emulators, CRDs, namespaces, the operator credential and a binding per subscription (`allow_moves` on both);
-    /// the operator may also grant roles in the second subscription.
+    /// The operator's credential and a binding per subscription (`allow_moves` on both); the operator may also grant
+    /// roles in the second subscription.
     async fn start(allow_moves: bool) -> Env {
-        common::init_test_tracing();
-        let mut world = World::default_sandbox();
-        let other = format!("/subscriptions/{}", world.other_subscription_id);
-        world.state.assign_role(&other, roles::USER_ACCESS_ADMINISTRATOR, &world.operator.object_id);
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(100)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
         let limits = json!({
             "allowedRoles": ["Reader", "AzureMLDataScientist"],
             "allowedScopes": ["Workspace", "ResourceGroup", "Subscription"],
             "allowMoves": allow_moves,
         });
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], limits.clone()).await;
+        let mut env = TestEnv::builder()
+            .world(|world| {
+                let other = format!("/subscriptions/{}", world.other_subscription_id);
+                world.state.assign_role(&other, roles::USER_ACCESS_ADMINISTRATOR, &world.operator.object_id);
+            })
+            .lro(Duration::from_millis(100))
+            .bind(&[NS], limits.clone())
+            .resync(Duration::from_secs(120))
+            .configure(|c| c.error_backoff_max = Duration::from_millis(400))
+            .without_controller()
+            .start()
+            .await;
         // The second subscription, same tenant, same credential.
-        let other = world.other_subscription_id.clone();
-        common::create_operator_binding(&client, &world, "sandbox-2", &other, &[NS], limits).await;
-
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(120);
-        config.stalled_requeue = Duration::from_secs(120);
-        config.error_backoff_max = Duration::from_millis(400);
-        let mut env = Env { _kube: kube, client, sim, world, config, controller: None };
+        let other = env.world.other_subscription_id.clone();
+        common::create_operator_binding(&env.client, &env.world, "sandbox-2", &other, &[NS], limits).await;
         env.start_controller();
-        env
-    }
-
-    fn start_controller(&mut self) {
-        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
-    }
-
-    async fn stop_controller(&mut self) {
-        if let Some(controller) = self.controller.take() {
-            controller.stop(Duration::from_secs(20)).await;
-        }
+        Env(env)
     }
 
     /// An ARM client with the operator's credential, for calls the controller would not make.

@@ -1,7 +1,7 @@
 //! The soak: many workspaces under injected faults (5xx, 429, failed long-running operations, latency) for one
 //! scaled hour of changes, then the faults stop and everything must converge with no duplicate role assignment and
-//! nothing orphaned. Shared by `benches/soak.rs` (full size: 200 workspaces, 20 % faults) and `tests/soak.rs` (a
-//! small size inside the normal test run). Included with `#[path]` beside `common`.
+//! nothing orphaned. Shared by `benches/soak.rs` (full size: 200 workspaces, 20 % faults) and the operator test
+//! binary's `soak` module (a small size inside the normal test run), as `common::soak`.
 //!
 //! Time is scaled: the simulated hour lasts [`SoakOptions::hour`] of real time, and every period of the operator
 //! (resync 1 h, LRO polls 5..60 s, back-off 5 s..5 min, key-signal interval 60 s) and of Azure (LROs of 30 s,

@@ -2,48 +2,33 @@
 //! identity-based storage access. The real controller runs against the Kubernetes API emulator and the ARM
 //! simulator (both on port 0).
 
-mod common;
-
 use std::time::Duration;
 
-use azml_arm_simulator::{RunningSim, World};
+use crate::common::{self, condition, is_current};
+use crate::env::{TestEnv, env_type};
 use azml_operator::api::conditions::{self, Reason, events as event_reasons};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_PURGE_SOFT_DELETED, ANNOTATION_RECOVER_SOFT_DELETED, ANNOTATION_RESYNC_KEYS, MlWorkspace,
 };
-use common::{Emulators, RunningController, condition, is_current};
+use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 const DAY: Duration = Duration::from_secs(86_400);
 
-struct Env {
-    _kube: azml_kube_emulator::RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    controller: RunningController,
-}
+env_type!(Env);
 
 impl Env {
     async fn start() -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, Duration::from_millis(200)).await;
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, OPERATOR_NS]).await;
-        common::seed_operator_binding(&client, &world, OPERATOR_NS, &[NS], json!({})).await;
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(60);
-        config.stalled_requeue = Duration::from_secs(60);
-        config.key_signal_interval = Duration::from_millis(200);
-        let controller = RunningController::start(client.clone(), config);
-        Env { _kube: kube, client, sim, world, controller }
+        let env = TestEnv::builder()
+            .lro(Duration::from_millis(200))
+            .configure(|c| c.key_signal_interval = Duration::from_millis(200))
+            .start()
+            .await;
+        Env(env)
     }
 
     fn api(&self) -> Api<MlWorkspace> {
@@ -171,7 +156,7 @@ async fn delete_soft_deletes_and_the_annotations_recover_or_purge() {
     assert!(env.soft_deleted().is_empty(), "purged, not soft-deleted");
     env.create("ws-sd", json!({})).await;
     env.wait_for("ws-sd", "Ready on a purged name", ready).await;
-    env.controller.stop(Duration::from_secs(10)).await;
+    env.stop().await;
 }
 
 /// A soft-deleted workspace that another MlWorkspace created is never purged, even when asked; the retention
@@ -208,7 +193,7 @@ async fn a_foreign_soft_deleted_workspace_is_never_purged_and_retention_frees_th
     env.create("third", json!({})).await;
     let ws = env.wait_for("third", "Ready on an expired name", ready).await;
     assert!(condition(&ws, conditions::STALLED).is_none_or(|c| c.status == "False"));
-    env.controller.stop(Duration::from_secs(10)).await;
+    env.stop().await;
 }
 
 /// With identity-based datastores (systemDatastoresAuthMode Identity, set in Azure after creation) listKeys has no
@@ -244,5 +229,5 @@ async fn identity_based_storage_is_reported_and_never_resynced() {
     for op in ["Workspaces_ResyncKeys", "StorageAccounts_RegenerateKey", "Workspaces_ListKeys"] {
         assert_eq!(env.sim.handle.count(op), 0, "{op}: {:?}", env.sim.handle.call_summary());
     }
-    env.controller.stop(Duration::from_secs(10)).await;
+    env.stop().await;
 }

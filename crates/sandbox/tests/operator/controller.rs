@@ -4,23 +4,21 @@
 //! SubscriptionBinding, and runs `controller::run` in-process with short periods. ARM calls are counted in the
 //! simulator's call log.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use azml_arm_simulator::{CallKind, FaultAction, FaultRule, RunningSim, World};
-use azml_kube_emulator::RunningServer;
+use crate::common::{self, condition, is_current};
+use crate::env::{TestEnv, env_type};
+use azml_arm_simulator::{CallKind, FaultAction, FaultRule};
 use azml_operator::api::conditions::{self, Reason};
 use azml_operator::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PAUSED, MlWorkspace, MlWorkspaceSpec, OWNER_TAG, SubscriptionBinding,
     WorkspaceDeletionPolicy,
 };
 use azml_operator::controller::{self, ControllerConfig};
-use common::{Emulators, RunningController, condition, is_current};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 const NS: &str = "team-a";
@@ -30,14 +28,7 @@ const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(25);
 const POLL: Duration = Duration::from_millis(50);
 
-struct Env {
-    kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-    config: ControllerConfig,
-    controller: Option<RunningController>,
-}
+env_type!(Env);
 
 impl Env {
     async fn start() -> Env {
@@ -48,42 +39,21 @@ impl Env {
         Env::start_configured(lro_duration, |_| {}).await
     }
 
-    async fn start_configured(lro_duration: Duration, tweak: impl FnOnce(&mut ControllerConfig)) -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let Emulators { kube, client, sim } = Emulators::start(&world, lro_duration).await;
-
-        common::install_crds(&client, azml_operator::api::all_crds()).await;
-        common::create_namespaces(&client, &[NS, "team-b", OPERATOR_NS]).await;
-        common::seed_operator_binding(
-            &client,
-            &world,
-            OPERATOR_NS,
-            &[NS],
-            json!({
-                "allowedRoles": ["Reader"],
-                "allowedScopes": ["Workspace"],
-            }),
-        )
-        .await;
-
-        let mut config = common::fast_config(&sim, OPERATOR_NS);
-        config.resync_period = Duration::from_secs(1);
-        config.stalled_requeue = Duration::from_secs(30);
-        tweak(&mut config);
-        let mut env = Env { kube, client, sim, world, config, controller: None };
-        env.start_controller();
-        env
-    }
-
-    fn start_controller(&mut self) {
-        self.controller = Some(RunningController::start(self.client.clone(), self.config.clone()));
-    }
-
-    async fn stop_controller(&mut self) {
-        if let Some(controller) = self.controller.take() {
-            controller.stop(Duration::from_secs(10)).await;
-        }
+    /// `team-a` bound (Reader at the workspace), `team-b` not; resync 1 s, stalled requeue 30 s, then `tweak`.
+    async fn start_configured(
+        lro_duration: Duration,
+        tweak: impl FnOnce(&mut ControllerConfig) + Send + 'static,
+    ) -> Env {
+        let env = TestEnv::builder()
+            .lro(lro_duration)
+            .namespaces(&[NS, "team-b"])
+            .bind(&[NS], json!({"allowedRoles": ["Reader"], "allowedScopes": ["Workspace"]}))
+            .resync(Duration::from_secs(1))
+            .stalled(Duration::from_secs(30))
+            .configure(tweak)
+            .start()
+            .await;
+        Env(env)
     }
 
     fn api(&self, ns: &str) -> Api<MlWorkspace> {
@@ -469,9 +439,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     env.create(NS, "ws-plan", env.spec(&env.world.resource_group), &[]).await;
     let mut live = env.wait_ready(NS, "ws-plan").await;
     // The calls counted below are the dry run's alone: the controller's own resyncs (every second here) stop first.
-    if let Some(running) = env.controller.take() {
-        running.stop(Duration::from_secs(20)).await;
-    }
+    env.stop_controller().await;
     assert!(controller::dry_run(&env.client, &env.config, &live).await.unwrap().is_empty());
     live.spec.description = Some("new".into());
     env.sim.handle.clear_calls();

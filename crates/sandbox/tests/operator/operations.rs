@@ -4,26 +4,27 @@
 //! Emulators (Kubernetes API, ARM + Entra ID) run in-process on port 0. Each "replica" runs on its own Tokio runtime
 //! so that a crash can be simulated by shutting that runtime down: its tasks vanish without releasing the lease.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use azml_arm_simulator::{FaultAction, FaultRule, RunningSim, World};
-use azml_kube_emulator::{KubeApiServer, RunningServer, ServerOptions};
+use azml_arm_simulator::{FaultAction, FaultRule};
 use azml_operator::api::conditions;
 use azml_operator::api::v1alpha1::MlWorkspace;
 use azml_operator::controller::ControllerConfig;
 use azml_operator::leader::{self, LeaderElection};
 use azml_operator::metrics::{self, Health, Readiness};
+
+use crate::common;
+use crate::env::{TestEnv, env_type};
+use azml_kube_emulator::{KubeApiServer, ServerOptions};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde::Deserialize as _;
 use serde_json::json;
 use tokio::task::JoinHandle;
@@ -35,12 +36,7 @@ const OPERATOR_NS: &str = "azml-system";
 // only the mechanism under test (watch, signal) can end a wait in time.
 const WAIT: Duration = Duration::from_secs(25);
 
-struct Env {
-    kube: RunningServer,
-    client: Client,
-    sim: RunningSim,
-    world: World,
-}
+env_type!(Env);
 
 impl Env {
     async fn start(lro_duration: Duration) -> Env {
@@ -49,12 +45,9 @@ impl Env {
         env
     }
 
-    /// Emulators only: no CRDs, namespaces or binding yet ([`Env::install`]).
+    /// Emulators only: no CRDs, namespaces or binding yet ([`Env::install`]), no controller ([`Env::config`]).
     async fn bare(lro_duration: Duration) -> Env {
-        common::init_test_tracing();
-        let world = World::default_sandbox();
-        let common::Emulators { kube, client, sim } = common::Emulators::start(&world, lro_duration).await;
-        Env { kube, client, sim, world }
+        Env(TestEnv::builder().lro(lro_duration).empty().start().await)
     }
 
     async fn install(&self) {
