@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 
+use crate::sync::lock;
+
 /// Where wall-clock time comes from.
 pub trait TimeSource: Send + Sync + fmt::Debug {
     /// The current time.
@@ -117,13 +119,13 @@ impl ManualClock {
     /// Moves the clock forward by `by` (saturating).
     pub fn advance(&self, by: Duration) {
         let by = SignedDuration::try_from(by).unwrap_or(SignedDuration::MAX);
-        let mut offset = self.offset.lock().unwrap_or_else(|p| p.into_inner());
+        let mut offset = lock(&self.offset);
         *offset = offset.saturating_add(by);
     }
 
     /// How far it was advanced in all.
     pub fn offset(&self) -> SignedDuration {
-        *self.offset.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.offset)
     }
 
     /// A [`Clock`] handle on this clock (which keeps moving with it).
