@@ -7,10 +7,12 @@ pub mod cli;
 pub mod compute;
 pub mod controller;
 pub mod endpoints;
+pub mod events;
 #[cfg(test)]
 mod gitops_tests;
 pub mod leader;
 pub mod metrics;
+pub mod plan_command;
 pub mod policy;
 pub mod run;
 pub mod sandbox;

@@ -117,6 +117,9 @@ pub mod reasons {
     pub const INSTANCE_STOPPED: &str = "InstanceStopped";
     /// Computes: a start, stop or restart asked for by the azml.dev/compute-action annotation is running.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+    /// The SubscriptionBinding's credential cannot work: its Secret or key is missing, or Entra ID refuses it
+    /// (unknown client id, wrong or expired secret). Re-checked when the binding or the Secret changes.
+    pub const CREDENTIAL_UNAVAILABLE: &str = "CredentialUnavailable";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -163,4 +166,6 @@ pub mod events {
     pub const KEYS_PUBLISHED: &str = "KeysPublished";
     /// Computes: a compute instance was started, stopped or restarted on request of the annotation.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+    /// More than one SubscriptionBinding allows the object, with different credentials: the lowest name is used.
+    pub const AMBIGUOUS_BINDING: &str = "AmbiguousBinding";
 }

@@ -37,6 +37,15 @@ pub enum Error {
         /// Why (never the secret value).
         reason: String,
     },
+    /// The credential of a binding cannot work as configured (Secret or key missing, no federated token file, no
+    /// credential kind): nothing to retry until the binding or the Secret changes.
+    #[error("credential of SubscriptionBinding {binding} is unavailable: {reason}")]
+    CredentialUnavailable {
+        /// The binding.
+        binding: String,
+        /// Why (never the secret value).
+        reason: String,
+    },
     /// The operation stored in status cannot be resumed (edited by hand, or from an incompatible version).
     #[error("status.pendingOperation cannot be resumed: {0}")]
     BadPendingOperation(String),
@@ -92,6 +101,9 @@ pub fn classify(err: &Error) -> Disposition {
         Error::BadPendingOperation(_) => {
             Disposition::Stall { reason: reasons::INVALID_SPEC, message: scrub(&error_chain(err)) }
         }
+        Error::CredentialUnavailable { .. } => {
+            Disposition::Stall { reason: reasons::CREDENTIAL_UNAVAILABLE, message: scrub(&error_chain(err)) }
+        }
         Error::Kube { .. } | Error::Credential { .. } => Disposition::Retry,
     }
 }
@@ -110,8 +122,11 @@ fn classify_arm(source: &ArmError, context: &str) -> Disposition {
             None if source.status() == Some(429) => Disposition::RetryAfter(Duration::from_secs(30)),
             None => Disposition::Retry,
         },
-        // A credential that cannot get a token is usually the token endpoint having a bad moment; a wrong secret
-        // also lands here, and capped backoff keeps that cheap until the binding or Secret is fixed.
+        // Entra ID refusing the credential (wrong secret, unknown client): stalled until the binding or its Secret
+        // changes (both wake the workspace). A token endpoint that cannot be reached or is busy is retried.
+        ErrorClass::Auth if source.credential_rejected() => {
+            Disposition::Stall { reason: reasons::CREDENTIAL_UNAVAILABLE, message: message() }
+        }
         ErrorClass::Auth if matches!(source, ArmError::Credential { .. }) => Disposition::Retry,
         ErrorClass::NotFound => Disposition::Stall { reason: reasons::DEPENDENCY_MISSING, message: message() },
         ErrorClass::Permanent if source.code().is_some_and(|c| c.to_ascii_lowercase().contains("notfound")) => {

@@ -13,6 +13,7 @@
 pub mod access;
 pub mod apply;
 pub mod cleanup;
+pub mod credential_watch;
 pub mod credentials;
 pub mod dependencies;
 pub mod error;
@@ -38,7 +39,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -57,6 +58,7 @@ use crate::api::v1alpha1::{
     ANNOTATION_PAUSED, FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding, WorkspaceDeletionPolicy,
 };
 use crate::azure::{ArmClient, ArmClientOptions, AzureCloud};
+use crate::events::Recorder;
 use crate::policy;
 
 /// Name the controller reports events under.
@@ -216,14 +218,8 @@ pub(crate) async fn publish_event<K: Resource<DynamicType = ()>>(
     reason: &str,
     note: String,
 ) {
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+    let note = truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES);
+    if let Err(err) = recorder.publish(type_, reason, "Reconcile", &note, &obj.object_ref(&())).await {
         warn!(error = %err, reason, "cannot publish event");
     }
 }
@@ -868,7 +864,8 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
         move |ws| scope.requested(&ObjectRef::from_obj(ws))
     });
     let controller = Controller::for_stream(stream, reader);
-    let (store, cache) = (controller.store(), controller.store());
+    let (store, cache, stalled) = (controller.store(), controller.store(), controller.store());
+    let secrets = credential_watch::secret_changes(&client, &ctx.config.operator_namespace);
     let (mapped, signalled, dropped) = (scope.clone(), scope.clone(), scope.clone());
     let bindings: Api<SubscriptionBinding> = Api::all(client);
     let run = controller
@@ -883,6 +880,7 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
                 .inspect(|r| mapped.requested(r))
                 .collect::<Vec<_>>()
         })
+        .watches_stream(secrets, move |_| credential_watch::to_recheck(&stalled))
         .reconcile_on(ctx.keys.triggers().inspect(move |r| signalled.requested(r)))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(

@@ -16,6 +16,7 @@
 //!   goes (the garbage collector would delete it after; key material should not outlive the endpoint even briefly).
 
 pub mod access;
+pub mod dry_run;
 pub mod keys;
 pub mod plan;
 
@@ -27,7 +28,7 @@ use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -46,6 +47,7 @@ use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, ResourceId};
 use crate::controller::credentials::CredentialCache;
+use crate::events::Recorder;
 use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
 use crate::controller::plan::annotation_true;
 use crate::controller::status::{self, Phase, set_condition};
