@@ -142,7 +142,8 @@ impl Recorder {
         let object_name = regarding.name.clone().unwrap_or_else(|| self.reporter.controller.clone());
         let decision = self.cache.lock().map(|mut c| c.record(key.clone(), &object_name, now));
         // A poisoned cache only loses the series: every occurrence becomes its own Event.
-        let decision = decision.unwrap_or_else(|_| Publish::Create { name: format!("{object_name}.{:x}", now.as_nanosecond()) });
+        let decision =
+            decision.unwrap_or_else(|_| Publish::Create { name: format!("{object_name}.{:x}", now.as_nanosecond()) });
         let namespace = regarding.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let api: Api<K8sEvent> = Api::namespaced(self.client.clone(), &namespace);
         let result = match decision {

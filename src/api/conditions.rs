@@ -24,6 +24,9 @@ pub const KEYS_PUBLISHED: &str = "KeysPublished";
 /// Computes: whether the compute can run work now; the reason says why not (InstanceStopped, ComputeErrors,
 /// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
 pub const USABLE: &str = "Usable";
+/// Workspaces: which SubscriptionBinding is used (reason BindingSelected, or AmbiguousBinding when others allow the
+/// workspace with different credentials).
+pub const BINDING_SELECTED: &str = "BindingSelected";
 
 /// Reasons (CamelCase, as Kubernetes expects).
 pub mod reasons {
@@ -120,6 +123,10 @@ pub mod reasons {
     /// The SubscriptionBinding's credential cannot work: its Secret or key is missing, or Entra ID refuses it
     /// (unknown client id, wrong or expired secret). Re-checked when the binding or the Secret changes.
     pub const CREDENTIAL_UNAVAILABLE: &str = "CredentialUnavailable";
+    /// One SubscriptionBinding allows the workspace (or several with the same credential).
+    pub const BINDING_SELECTED: &str = "BindingSelected";
+    /// Several SubscriptionBindings allow the workspace with different credentials; the lowest name is used.
+    pub const AMBIGUOUS_BINDING: &str = "AmbiguousBinding";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).

@@ -43,7 +43,6 @@ use crate::azure::ArmClient;
 use crate::azure::computes::{ComputeName, ComputeRef, Location};
 use crate::azure::ids::SubscriptionId;
 use crate::controller::credentials::CredentialCache;
-use crate::events::Recorder;
 use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
 use crate::controller::plan::annotation_true;
 use crate::controller::status::{self, Phase, TimestampedStatus, set_condition};
@@ -52,6 +51,7 @@ use crate::controller::{
     set_finalizer, spec_request, watch_changes,
 };
 use crate::endpoints::{ensure_workspace_owner, workspace_ready};
+use crate::events::Recorder;
 
 pub use crate::api::conditions::USABLE;
 

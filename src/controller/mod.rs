@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod apply;
+pub mod binding_choice;
 pub mod cleanup;
 pub mod credential_watch;
 pub mod credentials;
@@ -247,6 +248,8 @@ pub struct Context {
     access: access::AccessMemory,
     /// Storage-key drift signals, intents and the registry the key watcher reads.
     pub keys: Arc<keys::KeyState>,
+    /// The SubscriptionBinding chosen per workspace uid, for `status.binding`.
+    bindings: binding_choice::BindingMemory,
 }
 
 impl Context {
@@ -261,6 +264,7 @@ impl Context {
             memory: ObjectMemory::default(),
             access: access::AccessMemory::default(),
             keys: Arc::default(),
+            bindings: binding_choice::BindingMemory::default(),
         }
     }
 
@@ -278,6 +282,7 @@ impl Context {
         if let Some(uid) = ws.uid() {
             self.access.forget(&uid);
             self.keys.forget(&uid);
+            self.bindings.forget(&uid);
             self.memory.forget(&uid);
         }
     }
@@ -316,6 +321,7 @@ impl Context {
         let previous = self.current_status(ws);
         let now = Time(jiff::Timestamp::now());
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
+        self.bindings.report(ws.uid(), &mut next, ws.metadata.generation, &now);
         edit(&mut next, ws.metadata.generation, &now);
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
@@ -483,16 +489,33 @@ pub async fn resolve_client_with(
     ws: &MlWorkspace,
     extra: &[(String, String, policy::Intent)],
 ) -> Result<WorkspaceClient, Error> {
+    resolve_selecting(client, credentials, config, ws, extra).await.1
+}
+
+/// [`resolve_client_with`], also saying which binding was chosen and which others allow `ws` with other credentials
+/// (known even when the chosen binding's credential then fails; `None` when no binding allows it or the bindings
+/// could not be read).
+pub(crate) async fn resolve_selecting(
+    client: &Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
+    ws: &MlWorkspace,
+    extra: &[(String, String, policy::Intent)],
+) -> (Option<policy::selection::Selection>, Result<WorkspaceClient, Error>) {
     let namespace = ws.namespace().unwrap_or_default();
-    let (bindings, labels) = bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await?;
+    let (bindings, labels) = match bindings_and_labels(client, &namespace, &[&ws.spec.subscription_id]).await {
+        Ok(found) => found,
+        Err(e) => return (None, Err(e)),
+    };
     let request = spec_request(ws, &namespace, labels.as_ref());
     // Everything named by id must be in the binding's subscription and in a resource group it allows for the use the
     // operator makes of it (writes only in resourceGroups).
     match policy::authorize_with_resources(&bindings, &request, &ws.spec, extra) {
-        Err(refusal) => Ok(WorkspaceClient::Denied(refusal.to_string())),
+        Err(refusal) => (None, Ok(WorkspaceClient::Denied(refusal.to_string()))),
         Ok(binding) => {
-            let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
-            Ok(WorkspaceClient::Permitted(arm))
+            let selection = policy::selection::select(&bindings, &request, &ws.spec, extra, binding);
+            let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await;
+            (Some(selection), arm.map(WorkspaceClient::Permitted))
         }
     }
 }
@@ -596,7 +619,7 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         Ok(d) => d,
         Err(e) => return ctx.finish(ws, stalled(reasons::INVALID_SPEC, e.to_string()), stall_requeue).await,
     };
-    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
+    let arm = match binding_choice::resolve(ctx, ws).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
             info!(%message, "not permitted");

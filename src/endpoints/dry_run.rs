@@ -47,7 +47,9 @@ impl std::fmt::Display for Action {
             Action::PutDeployment { name, create: true, .. } => {
                 write!(f, "create deployment {name} (OnlineDeployments_CreateOrUpdate)")
             }
-            Action::PutDeployment { name, .. } => write!(f, "update deployment {name} (OnlineDeployments_CreateOrUpdate)"),
+            Action::PutDeployment { name, .. } => {
+                write!(f, "update deployment {name} (OnlineDeployments_CreateOrUpdate)")
+            }
             Action::DeleteDeployment { name } => write!(f, "delete deployment {name} (OnlineDeployments_Delete)"),
         }
     }
@@ -127,9 +129,10 @@ mod tests {
 
     #[test]
     fn actions_read_as_sentences_naming_the_arm_operation() {
-        let body: OnlineEndpoint =
-            serde_json::from_value(json!({"location": "westeurope", "properties": {"authMode": "Key", "traffic": {"blue": 90, "green": 10}}}))
-                .expect("body");
+        let body: OnlineEndpoint = serde_json::from_value(
+            json!({"location": "westeurope", "properties": {"authMode": "Key", "traffic": {"blue": 90, "green": 10}}}),
+        )
+        .expect("body");
         let traffic = Action::UpdateEndpoint { body: Box::new(body), traffic_changed: true };
         assert_eq!(traffic.to_string(), "set the traffic to {blue=90, green=10} (OnlineEndpoints_CreateOrUpdate)");
         let delete = Action::DeleteDeployment { name: "blue".into() };
@@ -143,7 +146,8 @@ mod tests {
             render(&endpoint(), &planned),
             "MlOnlineEndpoint team-a/scoring:\n  1. delete deployment blue (OnlineDeployments_Delete)\n  waiting: deployment green is Creating\n"
         );
-        let blocked = DryRun::Blocked { reason: reasons::WORKSPACE_NOT_READY, message: "MlWorkspace fraud is not Ready".into() };
+        let blocked =
+            DryRun::Blocked { reason: reasons::WORKSPACE_NOT_READY, message: "MlWorkspace fraud is not Ready".into() };
         assert!(render(&endpoint(), &blocked).contains("blocked (WorkspaceNotReady)"));
     }
 }

@@ -47,7 +47,6 @@ use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, ResourceId};
 use crate::controller::credentials::CredentialCache;
-use crate::events::Recorder;
 use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
 use crate::controller::plan::annotation_true;
 use crate::controller::status::{self, Phase, set_condition};
@@ -55,6 +54,7 @@ use crate::controller::{
     CONTROLLER_NAME, ControllerConfig, ObjectMemory, WorkspaceClient, publish_event, requeue_after_error,
     resolve_client, set_finalizer, watch_changes,
 };
+use crate::events::Recorder;
 
 /// Shared state of the endpoint reconciles.
 pub struct Context {
