@@ -882,6 +882,7 @@ pub async fn resume(
             let message = super::error::scrub(&format!("resyncKeys ({}) failed; retrying: {err}", reason_name(reason)));
             warn!(error = %message, "key resync failed");
             ctx.publish(ws, EventType::Warning, events::KEYS_RESYNC_FAILED, message.clone()).await;
+            ctx.config.metrics.keys_resync_failed();
             let attempt = ctx.bump_failures(ws);
             let delay = super::error::backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max);
             Ok(KeysOutcome {

@@ -283,6 +283,7 @@ impl Context {
             self.access.forget(&uid);
             self.keys.forget(&uid);
             self.bindings.forget(&uid);
+            self.config.metrics.workspace_stalled(&uid, None);
             self.memory.forget(&uid);
         }
     }
@@ -323,6 +324,9 @@ impl Context {
         let mut next = status::compute(previous.as_ref(), ws.metadata.generation, report, &now);
         self.bindings.report(ws.uid(), &mut next, ws.metadata.generation, &now);
         edit(&mut next, ws.metadata.generation, &now);
+        if let Some(uid) = ws.uid() {
+            self.config.metrics.workspace_stalled(&uid, status::stalled_reason(&next));
+        }
         if !status::changed(previous.as_ref(), &next) {
             debug!("status unchanged");
             return Ok(false);

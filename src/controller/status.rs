@@ -77,6 +77,11 @@ pub struct Report {
 const TRUE: &str = "True";
 const FALSE: &str = "False";
 
+/// The reason of the workspace's Stalled condition when it is True.
+pub fn stalled_reason(status: &MlWorkspaceStatus) -> Option<&str> {
+    status.conditions.iter().find(|c| c.type_ == conditions::STALLED && c.status == "True").map(|c| c.reason.as_str())
+}
+
 /// The status after a reconcile. `previous` supplies lastTransitionTimes and facts not re-read this time.
 pub fn compute(
     previous: Option<&MlWorkspaceStatus>,
