@@ -35,10 +35,10 @@ use crate::controller::{self, ControllerConfig};
 pub const OPERATOR_NAMESPACE: &str = "azml-system";
 /// Name of the SubscriptionBinding the sandbox creates for the `default` namespace.
 pub const BINDING_NAME: &str = "sandbox";
-const CREDENTIAL_SECRET: &str = "sandbox-operator";
-/// The Secret `examples/subscriptionbinding.yaml` names: seeded with the same service principal's client secret, so
-/// `kubectl apply -f examples/` works in the sandbox (that binding sorts before `sandbox` and is the one used).
-const EXAMPLE_CREDENTIAL_SECRET: &str = "risk-prod-sp";
+/// The operator's client-secret Secret: the one `examples/subscriptionbinding.yaml` names, so that binding works
+/// when `kubectl apply -f examples/` adds it (it sorts before `sandbox` and is then the one used), with the same
+/// credential as `sandbox` (same client id, same Secret: no AmbiguousBinding warning).
+const CREDENTIAL_SECRET: &str = "risk-prod-sp";
 const FIELD_MANAGER: &str = "azml-sandbox";
 
 // Files of the state dir. The ones marked private hold secrets and are created mode 0600.
@@ -548,15 +548,13 @@ async fn seed_kubernetes(client: &Client, operator_secret: &str) -> Result<(), S
         namespaces.patch(name, &params, &Patch::Apply(&ns)).await?;
     }
     let secrets: Api<KubeSecret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    for name in [CREDENTIAL_SECRET, EXAMPLE_CREDENTIAL_SECRET] {
-        let secret = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": OPERATOR_NAMESPACE},
-            "type": "Opaque",
-            "stringData": {"clientSecret": operator_secret},
-        });
-        secrets.patch(name, &params, &Patch::Apply(&secret)).await?;
-    }
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": CREDENTIAL_SECRET, "namespace": OPERATOR_NAMESPACE},
+        "type": "Opaque",
+        "stringData": {"clientSecret": operator_secret},
+    });
+    secrets.patch(CREDENTIAL_SECRET, &params, &Patch::Apply(&secret)).await?;
     let bindings: Api<SubscriptionBinding> = Api::all(client.clone());
     for (name, subscription) in [(BINDING_NAME, world::SUBSCRIPTION_ID), ("sandbox-2", world::OTHER_SUBSCRIPTION_ID)] {
         let binding = json!({
