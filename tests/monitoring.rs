@@ -8,7 +8,10 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use azml_operator::metrics::Metrics;
+use std::time::Duration;
+
+use azml_operator::azure::StatusClass;
+use azml_operator::metrics::{Metrics, RoleAssignmentChange, instrument_reconcile};
 use promql_parser::parser::{self, Expr};
 use promql_parser::util::{ExprVisitor, walk_expr};
 use serde_json::Value;
@@ -26,9 +29,31 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every sample name the operator's registry can expose.
+/// The operator's metrics with one sample in every family: prometheus-client renders a labelled family only once it
+/// has a child, and a metric that is never rendered cannot be told apart from a misspelt one.
+fn exercised_metrics() -> Metrics {
+    let metrics = Metrics::new();
+    let arm = metrics.arm();
+    arm.observe("Workspaces_Get", StatusClass::from_status(429), Duration::from_millis(5));
+    arm.throttle_delay("Workspaces_Get", Duration::from_millis(5));
+    metrics.drift_detected("tags");
+    metrics.keys_resynced();
+    metrics.keys_resync_failed();
+    metrics.role_assignment_changed(RoleAssignmentChange::Created);
+    metrics.set_leader(true);
+    metrics.workspace_stalled("uid", Some("NotPermitted"));
+    let scope = metrics.controller_scope("mlworkspaces");
+    scope.requested(&"default/ws");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let done: Result<(), String> = runtime.block_on(instrument_reconcile(&metrics, "default/ws", async { Ok(()) }));
+    assert!(done.is_ok());
+    std::mem::forget(scope);
+    metrics
+}
+
+/// Every sample name the operator's registry exposes (rendered), with the suffixes of its metric types.
 fn registry_names() -> BTreeSet<String> {
-    let text = Metrics::new().encode().expect("encode");
+    let text = exercised_metrics().encode().expect("encode");
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else { continue };
@@ -42,6 +67,15 @@ fn registry_names() -> BTreeSet<String> {
             _ => &[""],
         };
         names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
+    }
+    // Every name a TYPE line promises is also a sample actually rendered (the suffix rules hold).
+    let samples: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    for sample in &samples {
+        assert!(names.contains(*sample), "sample {sample} is not predicted by its TYPE line");
     }
     names
 }

@@ -317,9 +317,42 @@ mod tests {
 
     #[test]
     fn kube_and_credential_errors_retry_and_bad_pending_stalls() {
-        let e = Error::Credential { binding: "b".into(), reason: "Secret x has no key y".into() };
+        let e = Error::Credential { binding: "b".into(), reason: "cannot read Secret x: connection refused".into() };
         assert_eq!(classify(&e), Disposition::Retry);
         assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
+    }
+
+    /// A token endpoint's answer as azure_identity reports it: a Credential error wrapping the HTTP response's.
+    fn token_error(status: u16) -> Error {
+        use azure_core::error::ErrorKind;
+        let response = azure_core::Error::with_message(
+            ErrorKind::HttpResponse { status: status.into(), error_code: Some("7000215".into()), raw_response: None },
+            "AADSTS7000215: Invalid client secret provided.",
+        );
+        let source = azure_core::Error::with_error(ErrorKind::Credential, response, "ClientSecretCredential failed");
+        Error::Arm {
+            step: "get workspace",
+            source: Box::new(ArmError::Credential { scope: "https://management.azure.com/.default".into(), source }),
+        }
+    }
+
+    #[test]
+    fn a_credential_that_cannot_work_stalls_and_a_busy_token_endpoint_retries() {
+        let missing = Error::CredentialUnavailable { binding: "b".into(), reason: "Secret x has no key y".into() };
+        let Disposition::Stall { reason, message } = classify(&missing) else { panic!("{:?}", classify(&missing)) };
+        assert_eq!(reason, reasons::CREDENTIAL_UNAVAILABLE);
+        assert!(message.contains("SubscriptionBinding b") && message.contains("no key y"), "{message}");
+        for refused in [400, 401] {
+            let err = token_error(refused);
+            assert!(
+                matches!(classify(&err), Disposition::Stall { reason: reasons::CREDENTIAL_UNAVAILABLE, .. }),
+                "{refused}: {:?}",
+                classify(&err)
+            );
+        }
+        for busy in [429, 500, 503] {
+            assert_eq!(classify(&token_error(busy)), Disposition::Retry, "{busy}");
+        }
     }
 
     #[test]
