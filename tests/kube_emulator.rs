@@ -963,7 +963,7 @@ async fn events_share_one_storage_behind_both_apis() {
     let series = json!({"series": {"count": 2, "lastObservedTime": "2026-12-07T00:01:00.000000Z"}});
     new.patch("cm.1", &PatchParams::default(), &Patch::Merge(&series)).await.unwrap();
     let seen = core.get("cm.1").await.unwrap();
-    assert_eq!(seen.series.map(|s| s.count), Some(2), "the series shows through core/v1");
+    assert_eq!(seen.series.and_then(|s| s.count), Some(2), "the series shows through core/v1");
 
     let old_style: CoreEvent = serde_json::from_value(json!({
         "metadata": {"name": "cm.2", "namespace": "default"},
