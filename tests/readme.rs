@@ -193,6 +193,12 @@ fn the_readme_walkthrough_runs_as_written() {
     assert!(out.contains("OPERATION") && out.contains("Workspaces_CreateOrUpdate"), "{out}");
     // The last step recovers the soft-deleted workspace: it ends Ready again.
     sandbox.kubectl(&["wait", "--for=condition=Ready", "mlworkspace/fraud-detection", "--timeout=120s"]);
+    let events = sandbox.kubectl(&["events", "--for", "mlworkspace/fraud-detection"]);
+    for reason in ["Moved", "SoftDeleted", "Recovered"] {
+        assert!(events.contains(reason), "no {reason} event as the walkthrough says:\n{events}");
+    }
+    let location = sandbox.kubectl(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.location.resourceGroup}"]);
+    assert_eq!(location, "rg-risk-ml");
 }
 
 #[test]
