@@ -233,12 +233,8 @@ impl Metrics {
              or credential)",
             stalled.clone(),
         );
-        let states = ControllerStates {
-            role: Role::Pending,
-            next_id: 0,
-            scopes: BTreeMap::new(),
-            stalled: HashMap::new(),
-        };
+        let states =
+            ControllerStates { role: Role::Pending, next_id: 0, scopes: BTreeMap::new(), stalled: HashMap::new() };
         Metrics {
             registry: Arc::new(registry),
             arm,

@@ -554,9 +554,8 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
     env.create("team-b", "ws-b", env.spec("rg-b-1"), &[]).await;
     env.wait_ready(NS, "ws-a").await;
     // Entra ID refuses the secret: stalled until the binding or the Secret changes, not retried in a loop.
-    let ws = env
-        .wait_for("team-b", "ws-b", "CredentialUnavailable", stalled_with(reasons::CREDENTIAL_UNAVAILABLE))
-        .await;
+    let ws =
+        env.wait_for("team-b", "ws-b", "CredentialUnavailable", stalled_with(reasons::CREDENTIAL_UNAVAILABLE)).await;
     let message = &condition(&ws, conditions::STALLED).unwrap().message;
     assert!(!message.contains("not-the-secret"), "{message}");
     let refused_tokens = env.sim.handle.calls().iter().filter(|c| c.kind == CallKind::Auth && c.status >= 400).count();

@@ -946,7 +946,8 @@ async fn events_share_one_storage_behind_both_apis() {
     let (_server, client) = start(1000).await;
     let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
     let new: Api<NewEvent> = Api::namespaced(client.clone(), "default");
-    let regarding = json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "namespace": "default", "uid": "u-1"});
+    let regarding =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "namespace": "default", "uid": "u-1"});
 
     let written: NewEvent = serde_json::from_value(json!({
         "metadata": {"name": "cm.1", "namespace": "default"},

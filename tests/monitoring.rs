@@ -69,11 +69,8 @@ fn registry_names() -> BTreeSet<String> {
         names.extend(suffixes.iter().map(|s| format!("{name}{s}")));
     }
     // Every name a TYPE line promises is also a sample actually rendered (the suffix rules hold).
-    let samples: BTreeSet<&str> = text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split(['{', ' ']).next())
-        .collect();
+    let samples: BTreeSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     for sample in &samples {
         assert!(names.contains(*sample), "sample {sample} is not predicted by its TYPE line");
     }
@@ -193,7 +190,8 @@ fn every_dashboard_query_parses_and_names_known_metrics() {
     }
     let templated = dashboard["templating"]["list"].as_array().expect("templating");
     assert!(templated.iter().any(|v| v["type"] == "datasource"), "the Prometheus data source is a variable");
-    let ids: BTreeSet<i64> = dashboard["panels"].as_array().expect("panels").iter().filter_map(|p| p["id"].as_i64()).collect();
+    let ids: BTreeSet<i64> =
+        dashboard["panels"].as_array().expect("panels").iter().filter_map(|p| p["id"].as_i64()).collect();
     assert_eq!(ids.len(), dashboard["panels"].as_array().map_or(0, Vec::len), "panel ids are unique");
 }
 
@@ -223,7 +221,10 @@ fn the_rendered_chart_carries_the_rules_and_the_dashboard_only_when_enabled() {
     for kind in ["ServiceMonitor", "PrometheusRule"] {
         assert!(!kinds(&default).iter().any(|k| k == kind), "{kind} is off by default");
     }
-    assert!(!default.iter().any(|d| d["metadata"]["labels"]["grafana_dashboard"] == "1"), "dashboard is off by default");
+    assert!(
+        !default.iter().any(|d| d["metadata"]["labels"]["grafana_dashboard"] == "1"),
+        "dashboard is off by default"
+    );
 
     let enabled = docs("monitoring.yaml");
     let rule = enabled.iter().find(|d| d["kind"] == "PrometheusRule").expect("PrometheusRule rendered");
@@ -234,7 +235,10 @@ fn the_rendered_chart_carries_the_rules_and_the_dashboard_only_when_enabled() {
         .iter()
         .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "azml-operator-metrics")
         .expect("metrics Service rendered");
-    assert_eq!(service["spec"]["selector"], monitor["spec"]["selector"]["matchLabels"], "the monitor selects the Service");
+    assert_eq!(
+        service["spec"]["selector"], monitor["spec"]["selector"]["matchLabels"],
+        "the monitor selects the Service"
+    );
     let config_map = enabled
         .iter()
         .find(|d| d["kind"] == "ConfigMap" && d["metadata"]["labels"]["grafana_dashboard"] == "1")

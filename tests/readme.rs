@@ -197,7 +197,8 @@ fn the_readme_walkthrough_runs_as_written() {
     for reason in ["Moved", "SoftDeleted", "Recovered"] {
         assert!(events.contains(reason), "no {reason} event as the walkthrough says:\n{events}");
     }
-    let location = sandbox.kubectl(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.location.resourceGroup}"]);
+    let location =
+        sandbox.kubectl(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.location.resourceGroup}"]);
     assert_eq!(location, "rg-risk-ml");
 }
 

@@ -787,7 +787,8 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
     let patch = json!({"spec": {"friendlyName": "after the rotation"}});
     env.api(TEAM_A).patch("ws-secret", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.wait_for(TEAM_A, "ws-secret", "token refused", |w| {
-        condition(w, conditions::STALLED).is_some_and(|c| c.status == "True" && c.reason == reasons::CREDENTIAL_UNAVAILABLE)
+        condition(w, conditions::STALLED)
+            .is_some_and(|c| c.status == "True" && c.reason == reasons::CREDENTIAL_UNAVAILABLE)
     })
     .await;
     secrets.push(wrong.to_owned());

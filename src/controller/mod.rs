@@ -893,7 +893,7 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
     let controller = Controller::for_stream(stream, reader);
     let (store, cache, stalled) = (controller.store(), controller.store(), controller.store());
     let secrets = credential_watch::secret_changes(&client, &ctx.config.operator_namespace);
-    let (mapped, signalled, dropped) = (scope.clone(), scope.clone(), scope.clone());
+    let (mapped, signalled, dropped, woken) = (scope.clone(), scope.clone(), scope.clone(), scope.clone());
     let bindings: Api<SubscriptionBinding> = Api::all(client);
     let run = controller
         .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
@@ -907,7 +907,11 @@ async fn run_one(api: Api<MlWorkspace>, client: Client, ctx: Arc<Context>, shutd
                 .inspect(|r| mapped.requested(r))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(secrets, move |_| credential_watch::to_recheck(&stalled))
+        .watches_stream(secrets, move |_| {
+            let refs = credential_watch::to_recheck(&stalled);
+            refs.iter().for_each(|r| woken.requested(r));
+            refs
+        })
         .reconcile_on(ctx.keys.triggers().inspect(move |r| signalled.requested(r)))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(
