@@ -30,7 +30,29 @@ struct SeriesKey {
     action: String,
     reason: String,
     note: String,
-    regarding: (Option<String>, Option<String>, Option<String>, Option<String>, Option<String>),
+    regarding: Regarding,
+}
+
+/// The identity of the object an event is about (an `ObjectReference` without its resourceVersion and fieldPath).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Regarding {
+    api_version: Option<String>,
+    kind: Option<String>,
+    namespace: Option<String>,
+    name: Option<String>,
+    uid: Option<String>,
+}
+
+impl From<&ObjectReference> for Regarding {
+    fn from(r: &ObjectReference) -> Self {
+        Regarding {
+            api_version: r.api_version.clone(),
+            kind: r.kind.clone(),
+            namespace: r.namespace.clone(),
+            name: r.name.clone(),
+            uid: r.uid.clone(),
+        }
+    }
 }
 
 /// An Event already written, and how often it has been seen.
@@ -130,13 +152,7 @@ impl Recorder {
             action: action.to_owned(),
             reason: reason.to_owned(),
             note: note.to_owned(),
-            regarding: (
-                regarding.api_version.clone(),
-                regarding.kind.clone(),
-                regarding.namespace.clone(),
-                regarding.name.clone(),
-                regarding.uid.clone(),
-            ),
+            regarding: Regarding::from(regarding),
         };
         let now = Timestamp::now();
         let object_name = regarding.name.clone().unwrap_or_else(|| self.reporter.controller.clone());
@@ -151,18 +167,19 @@ impl Recorder {
                 let series = EventSeries { count, last_observed_time: MicroTime(now) };
                 let patch = serde_json::json!({ "series": series });
                 match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                    // Deleted meanwhile (events expire after an hour): start a new one.
+                    // Deleted meanwhile (the API server expires events after an hour): start a new series.
                     Err(kube::Error::Api(e)) if e.code == 404 => {
-                        let name = format!("{object_name}.{:x}", now.as_nanosecond());
+                        let name = match self.cache.lock() {
+                            Ok(mut c) => {
+                                c.forget(&key);
+                                match c.record(key.clone(), &object_name, now) {
+                                    Publish::Create { name } | Publish::Series { name, .. } => name,
+                                }
+                            }
+                            Err(_) => format!("{object_name}.{:x}", now.as_nanosecond()),
+                        };
                         let event = self.event(&name, &namespace, type_, reason, action, note, regarding, now);
-                        let created = api.create(&PostParams::default(), &event).await.map(|_| ());
-                        if created.is_ok()
-                            && let Ok(mut c) = self.cache.lock()
-                        {
-                            c.forget(&key);
-                            c.written.insert(key.clone(), Written { name, count: 1, last: now });
-                        }
-                        created
+                        api.create(&PostParams::default(), &event).await.map(|_| ())
                     }
                     other => other.map(|_| ()),
                 }
@@ -223,7 +240,13 @@ mod tests {
             action: "Reconcile".into(),
             reason: reason.into(),
             note: note.into(),
-            regarding: (None, Some("MlWorkspace".into()), Some("ns".into()), Some("ws".into()), Some("uid".into())),
+            regarding: Regarding {
+                api_version: Some("azml.dev/v1alpha1".into()),
+                kind: Some("MlWorkspace".into()),
+                namespace: Some("ns".into()),
+                name: Some("ws".into()),
+                uid: Some("uid".into()),
+            },
         }
     }
 
