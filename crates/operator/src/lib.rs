@@ -1,0 +1,20 @@
+//! azml-operator: manage Azure Machine Learning workspaces from Kubernetes.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod azure;
+pub mod cli;
+pub mod commands;
+pub mod compute;
+pub mod controller;
+pub mod endpoints;
+pub mod events;
+#[cfg(test)]
+mod gitops_tests;
+pub mod leader;
+pub mod metrics;
+pub mod plan_command;
+pub mod policy;
+pub mod run;
+pub mod telemetry;
+pub mod tls_provider;

@@ -1,0 +1,298 @@
+//! Shared set-up of the integration tests that run the controller against both emulators: the emulators themselves,
+//! the CRDs, namespaces and the operator's client-secret credential and SubscriptionBinding, the simulated cloud, a
+//! controller configuration with short periods, the controller task, log capture, and polling and event helpers.
+//!
+//! Settings a test depends on (resync period, stalled requeue, signal intervals, LRO duration, deadlines) stay explicit
+//! in the test file; only what every file sets the same way lives here.
+
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use azml_arm_simulator::{ArmSimulator, RunningSim, SimConfig, World};
+use azml_kube_emulator::{KubeApiServer, RunningServer, ServerOptions};
+use azml_operator::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec, SubscriptionBinding};
+use azml_operator::azure::{AzureCloud, RetryPolicy};
+use azml_operator::controller::{self, ControllerConfig};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::PostParams;
+use kube::runtime::wait::{await_condition, conditions as kube_conditions};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Name of the Secret holding the operator's client secret, and of the binding that names it.
+pub const OPERATOR_SECRET: &str = "operator-sp";
+
+/// Creates the CRDs and waits until the API server serves them.
+pub async fn install_crds(client: &Client, crds: Vec<CustomResourceDefinition>) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds {
+        let name = crd.name_any();
+        api.create(&PostParams::default(), &crd).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            await_condition(api.clone(), &name, kube_conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name} not established: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// Creates namespaces.
+pub async fn create_namespaces(client: &Client, names: &[&str]) {
+    for name in names {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    }
+}
+
+/// The operator's client secret in `operator_ns`, and the binding `sandbox` that lets `namespaces` use the world's
+/// subscription in resource groups `rg-*`; `limits` adds spec fields (allowedRoles, allowedScopes, ...).
+pub async fn seed_operator_binding(
+    client: &Client,
+    world: &World,
+    operator_ns: &str,
+    namespaces: &[&str],
+    limits: Value,
+) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": OPERATOR_SECRET},
+        "stringData": {"clientSecret": world.operator.secret.expose()},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), operator_ns).create(&PostParams::default(), &secret).await.unwrap();
+    create_operator_binding(client, world, "sandbox", &world.subscription_id, namespaces, limits).await;
+}
+
+/// A binding `name` that lets `namespaces` use `subscription_id` (in the world's tenant) in resource groups `rg-*`
+/// with the operator's client secret of [`seed_operator_binding`]; `limits` adds spec fields.
+pub async fn create_operator_binding(
+    client: &Client,
+    world: &World,
+    name: &str,
+    subscription_id: &str,
+    namespaces: &[&str],
+    limits: Value,
+) {
+    let mut spec = json!({
+        "subscriptionId": subscription_id,
+        "tenantId": world.tenant_id,
+        "credential": {"clientSecret": {
+            "clientId": world.operator.client_id,
+            "secretRef": {"name": OPERATOR_SECRET, "key": "clientSecret"},
+        }},
+        "namespaces": namespaces,
+        "resourceGroups": ["rg-*"],
+    });
+    extend_object(&mut spec, limits);
+    let binding: SubscriptionBinding = serde_json::from_value(json!({
+        "apiVersion": "azml.dev/v1alpha1",
+        "kind": "SubscriptionBinding",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap();
+    Api::<SubscriptionBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+}
+
+/// The simulated cloud: ARM and the authority on the simulator, its CA trusted.
+pub fn sim_cloud(sim: &RunningSim) -> AzureCloud {
+    AzureCloud::custom(&sim.endpoint, &sim.endpoint)
+        .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
+        .unwrap_or_else(|e| panic!("cloud: {e}"))
+}
+
+/// A workspace spec in the default world's subscription, resource group and location, with the world's storage account
+/// and key vault by id; `extra` adds (or replaces) top-level spec fields.
+pub fn workspace_spec(world: &World, extra: Value) -> MlWorkspaceSpec {
+    let mut spec = json!({
+        "subscriptionId": world.subscription_id,
+        "resourceGroup": world.resource_group,
+        "location": world.location,
+        "storageAccount": {"id": world.storage_account_id},
+        "keyVault": {"id": world.key_vault_id},
+    });
+    extend_object(&mut spec, extra);
+    serde_json::from_value(spec).unwrap_or_else(|e| panic!("workspace spec: {e}"))
+}
+
+/// Adds (or replaces) the top-level fields of the object `extra` in the object `value`.
+fn extend_object(value: &mut Value, extra: Value) {
+    if let (Some(value), Value::Object(extra)) = (value.as_object_mut(), extra) {
+        value.extend(extra);
+    }
+}
+
+/// The ARM simulator and the Kubernetes API emulator, both on port 0, and a client of the emulator.
+pub struct Emulators {
+    pub kube: RunningServer,
+    pub client: Client,
+    pub sim: RunningSim,
+}
+
+impl Emulators {
+    /// Installs the ring TLS provider, starts the simulator on `world`'s state with `lro_duration` per long-running
+    /// operation, then the emulator. Nothing is installed in the emulator yet.
+    pub async fn start(world: &World, lro_duration: Duration) -> Emulators {
+        azml_operator::tls_provider::install();
+        let sim = ArmSimulator::start(SimConfig { lro_duration, ..SimConfig::new(world.state.clone()) })
+            .await
+            .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let kube = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("emulator: {e}"));
+        let client = kube.client().unwrap_or_else(|e| panic!("client: {e}"));
+        Emulators { kube, client, sim }
+    }
+}
+
+/// A controller configuration for tests against `sim`: the operator's namespace, and LRO polls, error back-off and ARM
+/// retries in milliseconds so no test waits on production periods. Resync, stalled requeue and the other periods a
+/// test relies on keep their production defaults: the test sets them.
+pub fn fast_config(sim: &RunningSim, operator_ns: &str) -> ControllerConfig {
+    let mut config = ControllerConfig::new(sim_cloud(sim));
+    config.operator_namespace = operator_ns.into();
+    config.lro_poll_min = Duration::from_millis(50);
+    config.lro_poll_max = Duration::from_millis(300);
+    config.error_backoff_base = Duration::from_millis(100);
+    config.error_backoff_max = Duration::from_millis(500);
+    config.arm.retry = RetryPolicy {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        max_retry_after: Duration::from_secs(2),
+    };
+    config
+}
+
+/// `controller::run` on a task of the test's runtime, ended through its cancellation token.
+pub struct RunningController {
+    token: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl RunningController {
+    /// Spawns the controller.
+    pub fn start(client: Client, config: ControllerConfig) -> RunningController {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(controller::run(client, config, token.clone()));
+        RunningController { token, task }
+    }
+
+    /// Cancels the controller and waits up to `within` for it to end; panics if it does not, or if it panicked.
+    pub async fn stop(self, within: Duration) {
+        self.token.cancel();
+        tokio::time::timeout(within, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("controller did not stop"))
+            .unwrap_or_else(|e| panic!("controller task: {e}"));
+    }
+
+    /// Kills the controller as a crash would: its task is aborted at its current await point (no reconcile
+    /// finishes, nothing more reaches either API), then the token ends the tasks it spawned (the key watcher).
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+        self.token.cancel();
+    }
+
+    /// Cancels the controller and waits up to `within` for it to end, without asserting that it did.
+    pub async fn cancel(self, within: Duration) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(within, self.task).await;
+    }
+}
+
+/// Logs to the test harness's output, filtered by `RUST_LOG` (default `warn`). Once per binary; later calls do nothing.
+pub fn init_test_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Everything the test binary logged, for tests that scan the logs (for a secret value, for a message). Tests running
+/// in parallel add to the same buffer; that only widens a scan.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// The binary's capture. The first call installs the global subscriber writing into it with the `filter`
+    /// directives; later calls return the same capture (one subscriber per process: their filter is not used).
+    pub fn install(filter: &str) -> &'static LogCapture {
+        static LOGS: OnceLock<LogCapture> = OnceLock::new();
+        LOGS.get_or_init(|| {
+            let capture = LogCapture::default();
+            let writer = capture.clone();
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .try_init();
+            capture
+        })
+    }
+
+    /// Everything logged so far.
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // A test that panicked while logging must not hide the logs from the others.
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `check` every `every` until it returns `Ok`, and returns that value. Once `within` has passed, panics with
+/// the message `timed_out` makes of the last `Err` (what was seen instead), so nothing is formatted while polling.
+pub async fn wait_until<T, E>(
+    within: Duration,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+    timed_out: impl FnOnce(E) -> String,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() >= deadline => panic!("{}", timed_out(seen)),
+            Err(_) => tokio::time::sleep(every).await,
+        }
+    }
+}
+
+/// The events.k8s.io Events in `ns`.
+pub async fn events(client: &Client, ns: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    api.list(&Default::default()).await.unwrap_or_else(|e| panic!("list events in {ns}: {e}")).items
+}
+
+/// The notes of the Events in `ns` with `reason`.
+pub async fn event_notes(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    let events = events(client, ns).await.into_iter();
+    events.filter(|e| e.reason.as_deref() == Some(reason)).map(|e| e.note.unwrap_or_default()).collect()
+}
+
+/// The workspace's condition of `type_`.
+pub fn condition<'a>(ws: &'a MlWorkspace, type_: &str) -> Option<&'a Condition> {
+    ws.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The workspace's status describes its current generation.
+pub fn is_current(ws: &MlWorkspace) -> bool {
+    ws.status.as_ref().and_then(|s| s.observed_generation) == ws.metadata.generation
+}
