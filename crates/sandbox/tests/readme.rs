@@ -159,6 +159,27 @@ export -f kubectl cargo
     }
 }
 
+impl Sandbox {
+    /// `plan -f file` against this sandbox (its simulated Azure, trusting its CA), as an operator would run it.
+    fn plan(&self, file: &str) -> String {
+        let info = std::fs::read_to_string(self.path().join(".sandbox/sandbox.json")).unwrap_or_default();
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_else(|e| panic!("sandbox.json: {e}"));
+        let arm = info["arm_endpoint"].as_str().or(info["armEndpoint"].as_str()).unwrap_or_default().to_owned();
+        let out = Command::new(BIN)
+            .args(["plan", "-f", file, "--arm-endpoint", &arm, "--authority-host", &arm])
+            .args(["--extra-ca-file", ".sandbox/ca.pem", "--operator-namespace", "azml-system"])
+            .current_dir(self.path())
+            .env("KUBECONFIG", self.path().join("sandbox.kubeconfig"))
+            .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
+            .env_remove("AZURE_AUTHORITY_HOST")
+            .output()
+            .unwrap_or_else(|e| panic!("plan: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "plan -f {file}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    }
+}
+
 impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -214,6 +235,8 @@ fn the_examples_apply_cleanly_and_events_tell_what_happened() {
     assert!(wide.contains("BINDING") && wide.contains("risk-prod"), "the chosen binding is shown:\n{wide}");
     let binding = sandbox.kubectl(&["get", "mlws", "fraud-detection", "-o", "jsonpath={.status.binding}"]);
     assert_eq!(binding, "risk-prod", "the lowest name wins");
+    let explain = sandbox.kubectl(&["explain", "subscriptionbinding"]);
+    assert!(explain.contains("lowest name"), "kubectl explain states the rule:\n{explain}");
 
     // Two principals granted: two texts. A requested resync, then a drift resync: both texts.
     sandbox.kubectl(&["annotate", "mlws", "fraud-detection", "azml.dev/resync-keys=by-hand", "--overwrite"]);
@@ -237,4 +260,18 @@ fn the_examples_apply_cleanly_and_events_tell_what_happened() {
     }
     let table = sandbox.kubectl(&["get", "events", "--field-selector", "involvedObject.name=fraud-detection"]);
     assert!(table.contains("mlworkspace/fraud-detection") && table.contains(drift), "{table}");
+
+    // `plan` covers the endpoint: nothing to do now; a traffic shift in a file is one endpoint PUT.
+    assert!(
+        sandbox
+            .plan("examples/mlonlineendpoint.yaml")
+            .contains("MlOnlineEndpoint default/fraud-scoring:\n  no changes")
+    );
+    let example = std::fs::read_to_string(sandbox.path().join("examples/mlonlineendpoint.yaml")).unwrap_or_default();
+    let shifted = example.replace("traffic: {blue: 90, green: 10}", "traffic: {blue: 0, green: 100}");
+    assert_ne!(shifted, example, "the example's traffic line changed: update this test");
+    std::fs::write(sandbox.path().join("shifted.yaml"), shifted).unwrap_or_else(|e| panic!("{e}"));
+    let plan = sandbox.plan("shifted.yaml");
+    assert!(plan.contains("1. set the traffic to {blue=0, green=100} (OnlineEndpoints_CreateOrUpdate)"), "{plan}");
+    assert!(!plan.contains("2."), "one write: {plan}");
 }
