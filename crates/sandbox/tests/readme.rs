@@ -136,6 +136,7 @@ export -f kubectl cargo
 
     fn kubectl(&self, args: &[&str]) -> String {
         let out = Command::new("kubectl")
+            .current_dir(self.path())
             .env("KUBECONFIG", self.path().join("sandbox.kubeconfig"))
             .env("HOME", self.path())
             .args(args)
