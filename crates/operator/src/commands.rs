@@ -29,7 +29,7 @@ where
     match body.await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {}", crate::controller::error::error_chain(err.as_ref()));
+            eprintln!("error: {}", crate::reconciler::error::error_chain(err.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@
 //!
 //! - a standby replica runs no controller (no watches, no ARM calls) and waits for the lease; it is ready
 //!   (`/readyz`) once its lease manager has reached the API server, as a healthy standby;
-//! - on becoming leader it starts [`controller::run`] and is not ready until the controllers' watch caches have had
+//! - on becoming leader it starts [`crate::run::controllers`] and is not ready until the controllers' watch caches have had
 //!   their initial list; the lease is renewed `renew_margin` before it expires;
 //! - on losing the lease (another replica took it, or a renewal failed) the controller is aborted at once (another
 //!   replica may already be reconciling) and the replica goes back to standby with a fresh lease manager;
@@ -25,8 +25,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::controller::{self, ControllerConfig};
 use crate::metrics::Role;
+use crate::reconciler::ControllerConfig;
 
 /// Default lease duration (as client-go's leader election).
 pub const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -211,7 +211,7 @@ async fn session(
                     info!(identity = %election.identity, "became the leader: starting the controller");
                     config.metrics.set_leader(true);
                     let token = CancellationToken::new();
-                    let task = tokio::spawn(controller::run(client.clone(), config.clone(), token.clone()));
+                    let task = tokio::spawn(crate::run::controllers(client.clone(), config.clone(), token.clone()));
                     running = Some((token, task));
                 }
                 Ok(false) => {

@@ -1,6 +1,7 @@
 //! azml-operator: manage Azure Machine Learning workspaces from Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod api;
 pub mod azure;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan_command;
 pub mod policy;
+pub mod reconciler;
 pub mod run;
 pub mod telemetry;
 pub mod tls_provider;

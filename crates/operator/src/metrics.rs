@@ -1,6 +1,6 @@
 //! Operational telemetry: Prometheus metrics, the health endpoints and the per-reconcile span summary.
 //!
-//! - [`Metrics`] owns the registry and every metric of the operator. A [`crate::controller::ControllerConfig`]
+//! - [`Metrics`] owns the registry and every metric of the operator. A [`crate::reconciler::ControllerConfig`]
 //!   carries one (also wired into the ARM client), so any reconcile step can count things through
 //!   `ctx.config.metrics`: [`Metrics::drift_detected`], [`Metrics::keys_resynced`],
 //!   [`Metrics::role_assignment_changed`].
@@ -501,7 +501,7 @@ pub async fn instrument_reconcile<T, E: fmt::Display>(
         Err(err) => {
             metrics.finished(ReconcileResult::Error, seconds);
             // ARM error messages are text we do not control: scrubbed like everything the controller logs.
-            let error = crate::controller::error::scrub(&err.to_string());
+            let error = crate::reconciler::error::scrub(&err.to_string());
             warn!(%object, duration_seconds = seconds, arm_request_ids, %error, "reconcile finished with an error");
         }
     }

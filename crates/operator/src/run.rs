@@ -7,12 +7,14 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::v1alpha1::MlOnlineEndpoint;
 use crate::api::v1alpha1::{MlCompute, MlWorkspace};
 use crate::azure::{ArmError, AzureCloud};
 use crate::cli::{AzureArgs, PlanArgs, PlanKind, PlanOutput, RunArgs};
-use crate::controller::{self, ControllerConfig};
+use crate::controller::{self, key_signals};
 use crate::leader::{self, LeaderElection};
 use crate::metrics::{self, Health};
+use crate::reconciler::{self, ControllerConfig, Shell};
 
 /// Errors of the `run` and `plan` commands.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +57,7 @@ pub enum RunError {
     NotFoundKind { kind: String, namespace: String, name: String },
     /// Observing Azure for the plan failed.
     #[error("cannot compute the plan: {0}")]
-    Plan(#[source] Box<controller::error::Error>),
+    Plan(#[source] Box<reconciler::error::Error>),
     /// The plan could not be printed.
     #[error("cannot print the plan: {0}")]
     Output(#[source] serde_json::Error),
@@ -180,7 +182,7 @@ pub async fn run_controller(
             // Leader without election: ready once the controllers' watch caches are synced.
             config.metrics.set_leader(true);
             let stop = CancellationToken::new();
-            let mut task = tokio::spawn(controller::run(client, config, stop.clone()));
+            let mut task = tokio::spawn(controllers(client, config, stop.clone()));
             tokio::select! {
                 _ = &mut task => return Ok(()),
                 _ = shutdown.cancelled() => stop.cancel(),
@@ -192,6 +194,36 @@ pub async fn run_controller(
             Ok(())
         }
     }
+}
+
+/// Runs every controller until `shutdown` is cancelled, then lets running reconciles finish and returns: the
+/// MlWorkspace, MlOnlineEndpoint and MlCompute controllers (each in the reconciler shell) and the storage-key watcher
+/// that wakes workspaces. They run in one task: same leader election (aborting it stops them all), shutdown and
+/// metrics.
+///
+/// This is what `azml-operator run`, leader election, the sandbox and the integration tests call.
+pub async fn controllers(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
+    info!(arm_endpoint = %config.arm.cloud.arm_endpoint, "starting the controllers");
+    let workspaces = std::sync::Arc::new(controller::Context::new(client.clone(), config.clone()));
+    let endpoints = std::sync::Arc::new(Shell::<MlOnlineEndpoint>::new(client.clone(), config.clone()));
+    let computes = std::sync::Arc::new(Shell::<MlCompute>::new(client, config.clone()));
+    let watcher_config = key_signals::WatcherConfig {
+        interval: config.key_signal_interval,
+        lookback: key_signals::ACTIVITY_LOG_LOOKBACK,
+    };
+    let watcher_stop = shutdown.child_token();
+    let watcher = tokio::spawn(key_signals::watch(workspaces.keys.clone(), watcher_config, watcher_stop.clone()));
+    futures::future::join3(
+        reconciler::run(workspaces, shutdown.clone()),
+        reconciler::run(endpoints, shutdown.clone()),
+        reconciler::run(computes, shutdown),
+    )
+    .await;
+    watcher_stop.cancel();
+    if let Err(err) = watcher.await {
+        warn!(error = %err, "storage-key watcher ended abnormally");
+    }
+    info!("controllers stopped");
 }
 
 /// Prints the plan for a workspace or compute from a file or a live object.

@@ -27,7 +27,7 @@ use azml_arm_simulator::{ArmSimulator, CallKind, SimConfig, ThrottleConfig, Worl
 use azml_kube_emulator::{KubeApiServer, ServerOptions};
 use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
 use azml_operator::azure::{AzureCloud, RetryPolicy};
-use azml_operator::controller::{self, ControllerConfig};
+use azml_operator::controller::ControllerConfig;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
@@ -158,7 +158,7 @@ async fn main() {
         max_retry_after: Duration::from_secs(1),
     };
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(controller::run(client.clone(), config.clone(), shutdown.clone()));
+    let task = tokio::spawn(azml_operator::run::controllers(client.clone(), config.clone(), shutdown.clone()));
 
     // 1,000 workspaces, 10 per storage account.
     let api: Api<MlWorkspace> = Api::namespaced(client.clone(), NS);

@@ -27,7 +27,7 @@ use azml_arm_simulator::{ArmSimulator, FaultRule, RunningSim, SavedTokens, SimCo
 use azml_kube_emulator::{KubeApiServer, RunningServer, ServerOptions, Store};
 use azml_operator::api::v1alpha1::SubscriptionBinding;
 use azml_operator::azure::AzureCloud;
-use azml_operator::controller::{self, ControllerConfig};
+use azml_operator::reconciler::ControllerConfig;
 
 use crate::persist::{self, StateWriter, Visibility};
 use crate::world::{self, SandboxWorld};
@@ -414,7 +414,7 @@ impl Sandbox {
             .and_then(|c| c.with_extra_root_ca_file(&ca_file))
             .map_err(|e| SandboxError::Azure(Box::new(e)))?;
         let config = sandbox_controller_config(cloud, args.resync_period);
-        let controller = tokio::spawn(controller::run(client, config, shutdown.clone()));
+        let controller = tokio::spawn(azml_operator::run::controllers(client, config, shutdown.clone()));
         Ok(Sandbox { kube, arm, state_dir, controller, shutdown, writers, kube_changes, info })
     }
 

@@ -971,6 +971,7 @@ mod props {
                 subscription_id: &ws.spec.subscription_id,
                 resource_group: &ws.spec.resource_group,
                 access: &ws.spec.access,
+                grantor: policy::Grantor::Workspace,
             };
             let permitted = policy::authorize(&bindings, &request)
                 .is_ok_and(|b| policy::check_dependencies(b, &ws.spec).is_ok());

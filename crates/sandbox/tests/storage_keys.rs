@@ -421,3 +421,73 @@ async fn a_failed_resync_is_reported_and_retried() {
     assert!(!env.events(event_reasons::KEYS_RESYNCED).await.is_empty());
     env.stop().await;
 }
+
+/// Issue 19: the watcher reads each subscription with the client of the binding as it is now. When the binding's
+/// credential changes, the next reconcile (which the binding change triggers) hands the watcher the new client;
+/// before, the first client registered for a subscription was kept for the life of the process.
+#[tokio::test]
+async fn the_watcher_uses_the_credential_the_binding_has_now() {
+    let env = Env::start().await;
+    env.create("ws-cred", env.spec()).await;
+    env.wait_in_sync("ws-cred").await;
+    let lists_by = |principal: &str, after: u64| {
+        env.sim
+            .handle
+            .calls_after(after)
+            .into_iter()
+            .filter(|c| c.operation == "StorageAccounts_List" && c.principal.as_deref() == Some(principal))
+            .count()
+    };
+    let operator = env.world.operator.object_id.clone();
+    let reader = env.world.reader.clone();
+    common::wait_until(
+        WAIT,
+        Duration::from_millis(25),
+        async || match lists_by(&operator, 0) {
+            0 => Err(()),
+            n => Ok(n),
+        },
+        |_| "the watcher never listed the storage accounts with the operator's credential".to_owned(),
+    )
+    .await;
+
+    // The binding now authenticates as another service principal (Reader on the subscription: enough to read).
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "metadata": {"name": "reader-sp"},
+        "stringData": {"clientSecret": reader.secret.expose()},
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), OPERATOR_NS)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let bindings: Api<azml_operator::api::v1alpha1::SubscriptionBinding> = Api::all(env.client.clone());
+    let patch = json!({"spec": {"credential": {"clientSecret": {
+        "clientId": reader.client_id,
+        "secretRef": {"name": "reader-sp", "key": "clientSecret"},
+    }}}});
+    bindings.patch("sandbox", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+
+    let changed = common::wait_until(
+        WAIT,
+        Duration::from_millis(25),
+        async || {
+            let seq = env
+                .sim
+                .handle
+                .calls()
+                .iter()
+                .filter(|c| c.principal.as_deref() == Some(reader.object_id.as_str()))
+                .find(|c| c.operation == "StorageAccounts_List")
+                .map(|c| c.seq);
+            seq.ok_or(())
+        },
+        |_| "the watcher kept listing with the credential the binding no longer has".to_owned(),
+    )
+    .await;
+    // From then on the subscription is read with the new credential only.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(lists_by(&operator, changed), 0, "the old credential was used after the new one");
+    assert!(lists_by(&reader.object_id, changed) >= 1);
+    env.stop().await;
+}

@@ -8,15 +8,16 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::error::Error;
 use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
 use super::soft_delete;
-use super::status::{Phase, WorkspaceFacts};
+use super::status::WorkspaceFacts;
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
 use crate::azure::workspaces::Workspace;
 use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart};
+use crate::reconciler::Phase;
+use crate::reconciler::error::Error;
 
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
@@ -28,6 +29,36 @@ pub struct Applied {
     pub phase: Phase,
     /// When to look again.
     pub requeue: Duration,
+}
+
+/// What a step after the workspace pipeline (access, keys) says about the end of the reconcile.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Verdict {
+    /// Replaces the reconcile's phase when the step does not hold (yet).
+    pub phase: Option<Phase>,
+    /// When the step wants to look again.
+    pub requeue: Option<Duration>,
+}
+
+/// THE merge of a step's verdict into the reconcile's phase and requeue (`None`: nobody asked for one yet; the
+/// resync period in the end): the step's phase replaces the phase (the steps run only on a Ready workspace), a
+/// stalled step waits `stalled_requeue`, and the soonest requeue wins.
+pub fn merge(
+    phase: Phase,
+    requeue: Option<Duration>,
+    step: Verdict,
+    stalled_requeue: Duration,
+) -> (Phase, Option<Duration>) {
+    let (phase, requeue) = match step.phase {
+        Some(stalled @ Phase::Stalled { .. }) => (stalled, Some(stalled_requeue)),
+        Some(other) => (other, requeue),
+        None => (phase, requeue),
+    };
+    let requeue = match (requeue, step.requeue) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (phase, requeue)
 }
 
 /// Mutable facts of one reconcile, kept up to date so that status can be written even when a step fails.
@@ -277,7 +308,7 @@ async fn poll(
         Ok(p) => p,
         // The status monitor is gone (expired, or Azure lost it): forget the operation and look at the resource.
         Err(err) if err.is_not_found() => {
-            warn!(operation = %handle.operation, error = %super::error::scrub(&err.to_string()), "operation status no longer available; re-reading the workspace");
+            warn!(operation = %handle.operation, error = %crate::reconciler::error::scrub(&err.to_string()), "operation status no longer available; re-reading the workspace");
             progress.observed.pending = None;
             let workspace = arm.get_workspace(&desired.workspace).await.map_err(Error::arm("read workspace"))?;
             progress.set_workspace(workspace);
@@ -293,7 +324,7 @@ async fn poll(
         }
         Err(err) => {
             // A failed operation is over: forget it, so the next reconcile observes and plans afresh.
-            if super::error::ends_operation(&err) {
+            if crate::reconciler::error::ends_operation(&err) {
                 progress.observed.pending = None;
             }
             return Err(Error::Arm { step: "poll operation", source: Box::new(err) });
@@ -334,6 +365,22 @@ async fn poll(
 #[cfg(test)]
 mod poll_delay_tests {
     use super::*;
+
+    #[test]
+    fn a_steps_verdict_replaces_the_phase_and_the_soonest_requeue_wins() {
+        let (s, stalled) = (Duration::from_secs, Duration::from_secs(3600));
+        let pending = Phase::Progressing { reason: reasons::ACCESS_PENDING, message: "m".into() };
+        let step = |phase: Option<Phase>, requeue: Option<u64>| Verdict { phase, requeue: requeue.map(s) };
+        assert_eq!(merge(Phase::Ready, Some(s(60)), step(None, None), stalled), (Phase::Ready, Some(s(60))));
+        assert_eq!(
+            merge(Phase::Ready, Some(s(60)), step(Some(pending.clone()), Some(5)), stalled),
+            (pending, Some(s(5)))
+        );
+        assert_eq!(merge(Phase::Ready, None, step(None, Some(90)), stalled), (Phase::Ready, Some(s(90))));
+        let refused = Phase::Stalled { reason: reasons::ACCESS_FAILED, message: "m".into() };
+        let merged = merge(Phase::Ready, Some(s(60)), step(Some(refused.clone()), None), stalled);
+        assert_eq!(merged, (refused, Some(stalled)), "a stall waits the stalled requeue, even when longer");
+    }
 
     #[test]
     fn retry_after_is_honoured_in_full_and_bounded_below() {

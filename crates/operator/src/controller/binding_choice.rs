@@ -8,12 +8,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
-use super::error::Error;
-use super::status::set_condition;
-use super::{Context, WorkspaceClient, resolve_selecting};
+use super::{Context, WorkspaceClient, ask};
 use crate::api::conditions::{self, events};
 use crate::api::v1alpha1::{MlWorkspace, MlWorkspaceStatus};
 use crate::policy::selection::Selection;
+use crate::reconciler::binding::{self, Verdict};
+use crate::reconciler::error::Error;
+use crate::reconciler::status::set_condition;
 
 /// The selection last made per workspace uid (`None`: no binding allows it).
 #[derive(Default)]
@@ -72,7 +73,14 @@ pub fn apply(status: &mut MlWorkspaceStatus, selection: Option<&Selection>, gene
 /// [`super::resolve_client`] for the workspace controller: also remembers the chosen binding for the status, and
 /// publishes a Warning event when the choice becomes ambiguous (other bindings, other credentials).
 pub async fn resolve(ctx: &Context, ws: &MlWorkspace) -> Result<WorkspaceClient, Error> {
-    let (selection, client) = resolve_selecting(&ctx.client, &ctx.credentials, &ctx.config, ws, &[]).await;
+    let namespace = ws.namespace().unwrap_or_default();
+    let (selection, verdict) =
+        binding::authorize_selecting(&ctx.client, &ctx.credentials, &ctx.config, &ask(ws, &namespace), |_| Ok(()))
+            .await;
+    let client = verdict.map(|v| match v {
+        Verdict::Permitted { arm, .. } => WorkspaceClient::Permitted(arm),
+        Verdict::Denied(message) => WorkspaceClient::Denied(message),
+    });
     if client.is_err() && selection.is_none() {
         // The bindings could not be read: nothing is known about the choice.
         return client;

@@ -12,21 +12,25 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
-use super::error::Error;
 use super::plan::{Desired, OperationKind, Ownership, PendingOp};
-use super::status::{Phase, Report, WorkspaceFacts};
+use super::status::{Report, WorkspaceFacts};
 use super::{Context, WorkspaceClient, observe};
 use crate::api::conditions::{events, reasons};
-use crate::api::v1alpha1::{AccessState, MlWorkspace, MlWorkspaceStatus, WorkspaceDeletionPolicy, owner_tag_value};
+use crate::api::v1alpha1::{
+    AccessState, MlCompute, MlOnlineEndpoint, MlWorkspace, MlWorkspaceStatus, WorkspaceDeletionPolicy, owner_tag_value,
+};
 use crate::azure::ids::{ResourceId, RoleAssignmentRef};
 use crate::azure::{ArmClient, LroPoll, LroStart};
+use crate::reconciler::Phase;
+use crate::reconciler::error::Error;
+use crate::reconciler::parent;
 
 /// The step name of a failed deletion poll (see [`forgets_operation`]).
 const POLL_DELETION: &str = "poll workspace deletion";
 
 /// Whether a cleanup error ends the deletion in flight, so status must forget it.
 pub fn forgets_operation(err: &Error) -> bool {
-    matches!(err, Error::Arm { step, source } if *step == POLL_DELETION && super::error::ends_operation(source))
+    matches!(err, Error::Arm { step, source } if *step == POLL_DELETION && crate::reconciler::error::ends_operation(source))
 }
 
 /// What cleanup decided.
@@ -65,14 +69,14 @@ pub async fn cleanup(ctx: &Context, ws: &MlWorkspace, client: &WorkspaceClient) 
     }
     // The workspace's online endpoints go first: each one's own cleanup (its deletionPolicy, its keys Secret) needs
     // the workspace's binding and credential, so their custom resources are deleted and waited for.
-    let remaining = crate::endpoints::delete_endpoints_of(&ctx.client, ws).await?;
+    let remaining = parent::delete_children::<MlOnlineEndpoint>(&ctx.client, ws).await?;
     if remaining > 0 {
         let message = format!("waiting for {remaining} MlOnlineEndpoint(s) of the workspace to be deleted");
         let phase = Phase::Progressing { reason: reasons::DELETING, message };
         return Ok(waiting(ctx, ws, phase, ctx.config.lro_poll_min));
     }
     // Then its computes, the same way (their deletionPolicy decides what happens in Azure).
-    let remaining = crate::compute::delete_computes_of(&ctx.client, ws).await?;
+    let remaining = parent::delete_children::<MlCompute>(&ctx.client, ws).await?;
     if remaining > 0 {
         let message = format!("waiting for {remaining} MlCompute(s) of the workspace to be deleted");
         let phase = Phase::Progressing { reason: reasons::DELETING, message };

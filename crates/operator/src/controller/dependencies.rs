@@ -8,12 +8,12 @@
 
 use tracing::instrument;
 
-use super::error::{Disposition, Error, classify};
 use super::plan::Desired;
 use crate::api::conditions::{self, reasons};
 use crate::api::v1alpha1::{MlWorkspace, MlWorkspaceStatus};
 use crate::azure::ids::ResourceId;
 use crate::azure::{ArmClient, ArmError, ArmErrorBody};
+use crate::reconciler::error::{Disposition, Error, classify};
 
 /// The dependent resources of the desired workspace.
 fn dependency_ids(desired: &Desired) -> Vec<&ResourceId> {

@@ -66,9 +66,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use super::error::Error;
 use super::plan::Desired;
-use super::status::Phase;
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_RESYNC_KEYS, MlWorkspace, MlWorkspaceStatus, PendingOperation, ResyncReason, StorageKeysStatus,
@@ -76,6 +74,9 @@ use crate::api::v1alpha1::{
 use crate::azure::storage::{KeyCreationTime, StorageAccountKey, StorageKeyName};
 use crate::azure::workspaces::{Workspace, WorkspaceKeys};
 use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart, StorageAccountRef, SubscriptionId};
+use crate::reconciler::Phase;
+use crate::reconciler::error::Error;
+use crate::reconciler::lock;
 
 /// `status.pendingOperation.kind` prefix of a key resync (`ResyncKeys/Drift`, ...).
 pub const RESYNC_OPERATION: &str = "ResyncKeys";
@@ -167,37 +168,28 @@ impl KeyState {
 
     /// Subscriptions with registered workspaces and their clients.
     pub fn subscriptions(&self) -> Vec<(SubscriptionId, ArmClient)> {
-        self.registry.lock().map(|r| r.clients.iter().map(|(s, c)| (*s, c.clone())).collect()).unwrap_or_default()
+        lock(&self.registry).clients.iter().map(|(s, c)| (*s, c.clone())).collect()
     }
 
     /// Registered workspaces of a subscription.
     pub fn workspaces_of(&self, sub: SubscriptionId) -> Vec<Registered> {
-        self.registry
-            .lock()
-            .map(|r| {
-                r.workspaces
-                    .iter()
-                    .filter(|(uid, _)| r.subscription_of.get(*uid) == Some(&sub))
-                    .map(|(_, w)| w.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let r = lock(&self.registry);
+        r.workspaces
+            .iter()
+            .filter(|(uid, _)| r.subscription_of.get(*uid) == Some(&sub))
+            .map(|(_, w)| w.clone())
+            .collect()
     }
 
     /// Wakes every registered workspace of `account` (lowercased id) with `signal`, except `except` (a uid).
     /// Returns how many were woken.
     pub fn signal_account(&self, account: &str, signal: Signal, except: Option<&str>) -> usize {
-        let targets: Vec<(String, ObjectRef<MlWorkspace>)> = self
-            .registry
-            .lock()
-            .map(|r| {
-                r.workspaces
-                    .iter()
-                    .filter(|(uid, w)| w.account == account && Some(uid.as_str()) != except)
-                    .map(|(uid, w)| (uid.clone(), w.object.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let targets: Vec<(String, ObjectRef<MlWorkspace>)> = lock(&self.registry)
+            .workspaces
+            .iter()
+            .filter(|(uid, w)| w.account == account && Some(uid.as_str()) != except)
+            .map(|(uid, w)| (uid.clone(), w.object.clone()))
+            .collect();
         for (uid, obj) in &targets {
             self.signal(uid, obj.clone(), signal);
         }
@@ -206,7 +198,8 @@ impl KeyState {
 
     /// Wakes one workspace. A Rotation signal is not downgraded by a later Drift signal.
     pub fn signal(&self, uid: &str, obj: ObjectRef<MlWorkspace>, signal: Signal) {
-        if let Ok(mut m) = self.signals.lock() {
+        {
+            let mut m = lock(&self.signals);
             let entry = m.entry(uid.to_owned()).or_insert(signal);
             if signal == Signal::Rotation {
                 *entry = Signal::Rotation;
@@ -216,58 +209,51 @@ impl KeyState {
         let _ = self.trigger.send(obj);
     }
 
+    /// Registers a workspace of subscription `sub` with the client its reconcile just used. That client is the
+    /// current one of its binding (the credential cache rebuilds it when the binding or its Secret changes), so it
+    /// replaces the one the watcher reads the subscription with: a changed credential reaches the watcher with the
+    /// next reconcile, which the binding change itself triggers.
     fn register(&self, ws: &MlWorkspace, sub: SubscriptionId, arm: &ArmClient, entry: Registered) {
         let Some(uid) = ws.uid() else { return };
-        if let Ok(mut r) = self.registry.lock() {
-            r.clients.entry(sub).or_insert_with(|| arm.clone());
-            r.subscription_of.insert(uid.clone(), sub);
-            r.workspaces.insert(uid, entry);
-        }
+        let mut r = lock(&self.registry);
+        r.clients.insert(sub, arm.clone());
+        r.subscription_of.insert(uid.clone(), sub);
+        r.workspaces.insert(uid, entry);
     }
 
     /// Forgets a workspace (deleted).
     pub fn forget(&self, uid: &str) {
-        if let Ok(mut r) = self.registry.lock() {
+        {
+            let mut r = lock(&self.registry);
             r.workspaces.remove(uid);
             r.subscription_of.remove(uid);
         }
-        if let Ok(mut m) = self.signals.lock() {
-            m.remove(uid);
-        }
-        if let Ok(mut m) = self.intents.lock() {
-            m.remove(uid);
-        }
+        lock(&self.signals).remove(uid);
+        lock(&self.intents).remove(uid);
     }
 
     fn take_signal(&self, uid: &str) -> Option<Signal> {
-        self.signals.lock().ok().and_then(|m| m.get(uid).copied())
+        lock(&self.signals).get(uid).copied()
     }
 
     fn clear_signal(&self, uid: &str) {
-        if let Ok(mut m) = self.signals.lock() {
-            m.remove(uid);
-        }
+        lock(&self.signals).remove(uid);
     }
 
     fn intent(&self, uid: &str) -> Option<ResyncReason> {
-        self.intents.lock().ok().and_then(|m| m.get(uid).copied())
+        lock(&self.intents).get(uid).copied()
     }
 
     fn set_intent(&self, uid: &str, reason: Option<ResyncReason>) {
-        if let Ok(mut m) = self.intents.lock() {
-            match reason {
-                Some(r) => m.insert(uid.to_owned(), r),
-                None => m.remove(uid),
-            };
-        }
+        let mut m = lock(&self.intents);
+        match reason {
+            Some(r) => m.insert(uid.to_owned(), r),
+            None => m.remove(uid),
+        };
     }
 
     fn account_lock(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
-        match self.locks.lock() {
-            Ok(mut m) => m.entry(account.to_owned()).or_default().clone(),
-            // A poisoned map only loses the de-duplication; the GET inside the lock still sees a fresh rotation.
-            Err(_) => Arc::default(),
-        }
+        lock(&self.locks).entry(account.to_owned()).or_default().clone()
     }
 }
 
@@ -455,7 +441,7 @@ impl KeysUpdate {
             status.storage_keys = Some(k.clone());
         }
         if let Some((ok, reason, message)) = &self.condition {
-            super::status::set_condition(
+            crate::reconciler::status::set_condition(
                 &mut status.conditions,
                 conditions::STORAGE_KEYS_IN_SYNC,
                 *ok,
@@ -494,7 +480,7 @@ impl KeysOutcome {
 
 fn storage_ref(desired: &Desired) -> Result<StorageAccountRef, Error> {
     StorageAccountRef::parse(desired.storage_account.as_str())
-        .map_err(|e| Error::BadPendingOperation(format!("storage account id: {e}")))
+        .map_err(|source| Error::InvalidId { what: "spec.storageAccount", source })
 }
 
 fn register(ctx: &Context, ws: &MlWorkspace, desired: &Desired, arm: &ArmClient, keys: Option<&StorageKeysStatus>) {
@@ -524,26 +510,24 @@ async fn account_keys(
     times: &BTreeMap<String, String>,
 ) -> Result<Vec<StorageAccountKey>, Error> {
     let account = sa.id().to_ascii_lowercase();
-    let cached =
-        |state: &KeyState| {
-            state.account_keys.lock().ok().and_then(|m| {
-                m.get(&account).filter(|(at, _)| !times.is_empty() && at == times).map(|(_, k)| k.clone())
-            })
-        };
+    let cached = |state: &KeyState| {
+        lock(&state.account_keys)
+            .get(&account)
+            .filter(|(at, _)| !times.is_empty() && at == times)
+            .map(|(_, k)| k.clone())
+    };
     if let Some(keys) = cached(&ctx.keys) {
         return Ok(keys);
     }
     // Not the rotation lock: a rotation holds that one while it resyncs (and may verify at once).
-    let lock = ctx.keys.account_lock(&format!("listKeys:{account}"));
-    let _guard = lock.lock().await;
+    let account_lock = ctx.keys.account_lock(&format!("listKeys:{account}"));
+    let _guard = account_lock.lock().await;
     if let Some(keys) = cached(&ctx.keys) {
         return Ok(keys);
     }
     let keys = arm.list_storage_account_keys(sa).await.map_err(Error::arm("list storage account keys"))?;
-    if !times.is_empty()
-        && let Ok(mut m) = ctx.keys.account_keys.lock()
-    {
-        m.insert(account, (times.clone(), keys.clone()));
+    if !times.is_empty() {
+        lock(&ctx.keys.account_keys).insert(account, (times.clone(), keys.clone()));
     }
     Ok(keys)
 }
@@ -721,8 +705,8 @@ async fn rotate(
     sa: &StorageAccountRef,
 ) -> Result<KeysOutcome, Error> {
     let account_id = desired.storage_account.as_str().to_ascii_lowercase();
-    let lock = ctx.keys.account_lock(&account_id);
-    let _guard = lock.lock().await;
+    let account_lock = ctx.keys.account_lock(&account_id);
+    let _guard = account_lock.lock().await;
     let period =
         ws.spec.storage_keys.rotate_every.as_deref().and_then(parse_period).unwrap_or(Duration::from_secs(u64::MAX));
     let account = arm.get_storage_account(sa).await.map_err(Error::arm("read storage account"))?;
@@ -877,14 +861,18 @@ pub async fn resume(
     match arm.poll_lro::<serde::de::IgnoredAny>(&handle).await {
         Ok(LroPoll::InProgress(next)) => Ok(in_flight(ctx, ws, next, reason)),
         Ok(LroPoll::Done(_)) => verify(ctx, ws, desired, arm, &uid, keys_status, reason).await,
-        Err(err) if super::error::ends_operation(&err) || err.is_not_found() => {
+        Err(err) if crate::reconciler::error::ends_operation(&err) || err.is_not_found() => {
             // The resync is over and failed. Not a reason to stall: the intent stays, retry with backoff.
-            let message = super::error::scrub(&format!("resyncKeys ({}) failed; retrying: {err}", reason_name(reason)));
+            let message = crate::reconciler::error::scrub(&format!(
+                "resyncKeys ({}) failed; retrying: {err}",
+                reason_name(reason)
+            ));
             warn!(error = %message, "key resync failed");
             ctx.publish(ws, EventType::Warning, events::KEYS_RESYNC_FAILED, message.clone()).await;
             ctx.config.metrics.keys_resync_failed();
             let attempt = ctx.bump_failures(ws);
-            let delay = super::error::backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max);
+            let delay =
+                crate::reconciler::error::backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max);
             Ok(KeysOutcome {
                 update: KeysUpdate {
                     storage_keys: None,
@@ -1040,7 +1028,8 @@ mod tests {
             recorded: BTreeMap::new(),
             uses: None,
         };
-        if let Ok(mut r) = state.registry.lock() {
+        {
+            let mut r = lock(&state.registry);
             r.workspaces.insert("a".into(), reg("a", "/sa1"));
             r.workspaces.insert("b".into(), reg("b", "/sa1"));
             r.workspaces.insert("c".into(), reg("c", "/sa2"));

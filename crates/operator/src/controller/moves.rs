@@ -34,14 +34,13 @@ use serde::de::IgnoredAny;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
-use super::access::Scopes;
-use super::error::{Error, scrub};
-use super::plan::{Desired, Ownership, named_dependencies};
-use super::status::{Phase, Report, WorkspaceFacts, set_condition};
+use super::plan::{Desired, Ownership, SpecError, named_dependencies};
+use super::status::{Report, WorkspaceFacts, set_condition};
 use super::{Context, apply::poll_delay};
+use crate::access::Scopes;
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
-    AccessState, AccessStatus, MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MlWorkspaceStatus, MovePhase,
+    AccessState, AccessStatus, MlCompute, MlOnlineEndpoint, MlWorkspace, MlWorkspaceSpec, MlWorkspaceStatus, MovePhase,
     MovePolicy, MoveStatus, OWNER_TAG, PendingOperation, SubscriptionBinding, WorkspaceLocation,
 };
 use crate::azure::ids::ResourceGroupName;
@@ -52,6 +51,9 @@ use crate::azure::{
     WorkspaceRef,
 };
 use crate::policy;
+use crate::reconciler::Phase;
+use crate::reconciler::error::{Error, scrub};
+use crate::reconciler::{binding, parent};
 
 /// `status.pendingOperation.kind` of a running `validateMoveResources`.
 pub const VALIDATE_OPERATION: &str = "ValidateMove";
@@ -124,17 +126,45 @@ pub enum MoveStep {
     },
 }
 
+/// Why a recorded move operation cannot be resumed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnreadableMove {
+    /// `status.pendingOperation` names a move step but `status.move` is gone.
+    #[error("a {0} operation without status.move")]
+    NoRecord(String),
+    /// The stored poller does not parse.
+    #[error("poller: {0}")]
+    Poller(String),
+}
+
+/// A recorded move that cannot be carried out as recorded: the field of `status.move` and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BadMoveRecord {
+    /// A location or resource id that does not parse.
+    #[error("status.move.{field}: {source}")]
+    Id {
+        /// `from`, `to` or `resources`.
+        field: &'static str,
+        /// The id layer's verdict.
+        #[source]
+        source: crate::azure::ids::IdError,
+    },
+    /// No resource to move.
+    #[error("status.move.resources is empty")]
+    NoResources,
+}
+
 /// Decides the move step from the spec and the status. Pure. An error means the recorded move operation cannot
 /// be resumed (it is then dropped and reported, like any unreadable `pendingOperation`).
-pub fn decide(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> Result<MoveStep, String> {
+pub fn decide(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> Result<MoveStep, UnreadableMove> {
     let Some(status) = status else {
         return Ok(MoveStep::None);
     };
     let wanted = spec_location(spec);
     let record = status.move_status.as_ref();
     if let Some(op) = status.pending_operation.as_ref().filter(|op| is_move_operation(&op.kind)) {
-        let record = record.ok_or_else(|| format!("a {} operation without status.move", op.kind))?;
-        let handle: LroHandle = serde_json::from_str(&op.poller).map_err(|e| format!("poller: {e}"))?;
+        let record = record.ok_or_else(|| UnreadableMove::NoRecord(op.kind.clone()))?;
+        let handle: LroHandle = serde_json::from_str(&op.poller).map_err(|e| UnreadableMove::Poller(e.to_string()))?;
         if op.kind == MOVE_OPERATION {
             // Running in Azure whatever the spec says now: it is polled to its end.
             return Ok(MoveStep::PollMove { record: record.clone(), handle });
@@ -176,8 +206,8 @@ pub async fn known_blockers(ctx: &Context, ws: &MlWorkspace) -> Result<Vec<Strin
     let endpoints =
         api.list(&Default::default()).await.map_err(Error::kube("list the workspace's MlOnlineEndpoints"))?;
     let mut blockers = endpoint_blockers(&ws.name_any(), &endpoints.items);
-    let computes = crate::compute::list_computes(&ctx.client, ws).await?;
-    blockers.extend(compute_blockers(&crate::compute::computes_of(&ws.name_any(), &computes)));
+    let computes = parent::list_children::<MlCompute>(&ctx.client, ws).await?;
+    blockers.extend(compute_blockers(&parent::names_of(&ws.name_any(), &computes)));
     Ok(blockers)
 }
 
@@ -222,9 +252,9 @@ fn workspace_at(desired: &Desired, rg: ResourceGroupRef) -> WorkspaceRef {
 
 /// The top-level resources that move together: the workspace and its dependent resources named by `name` (they
 /// live beside it), all at the source. Pure.
-pub fn resources_to_move(spec: &MlWorkspaceSpec, workspace: &WorkspaceRef) -> Result<Vec<ResourceId>, String> {
+pub fn resources_to_move(spec: &MlWorkspaceSpec, workspace: &WorkspaceRef) -> Result<Vec<ResourceId>, SpecError> {
     let mut ids = vec![workspace.resource_id()];
-    let deps = named_dependencies(spec, &workspace.resource_group).map_err(|e| e.to_string())?;
+    let deps = named_dependencies(spec, &workspace.resource_group)?;
     for id in deps {
         if !ids.iter().any(|i| i.as_str().eq_ignore_ascii_case(id.as_str())) {
             ids.push(id);
@@ -328,7 +358,7 @@ async fn clients(
 ) -> Result<Result<Clients, Refusal>, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let subscriptions = [from.subscription_id.as_str(), ws.spec.subscription_id.as_str()];
-    let (bindings, labels) = super::bindings_and_labels(&ctx.client, &namespace, &subscriptions).await?;
+    let (bindings, labels) = binding::bindings_and_labels(&ctx.client, &namespace, &subscriptions).await?;
     // The old place only needs to be usable by this namespace: the access entries are checked at the new one.
     let source_req = policy::Request {
         namespace: &namespace,
@@ -336,8 +366,9 @@ async fn clients(
         subscription_id: &from.subscription_id,
         resource_group: &from.resource_group,
         access: &[],
+        grantor: policy::Grantor::Workspace,
     };
-    let target_req = super::spec_request(ws, &namespace, labels.as_ref());
+    let target_req = binding::request(&super::ask(ws, &namespace), labels.as_ref());
     let target_binding = if starting {
         match policy::authorize_move(&bindings, &source_req, &target_req) {
             Ok(b) => Some(b),
@@ -401,7 +432,7 @@ impl Step<'_> {
 
     /// Writes status (report + update) and ends the reconcile.
     async fn finish(&self, report: Report, update: MoveUpdate, requeue: Duration) -> MoveOutcome {
-        MoveOutcome::Done(self.ctx.finish_edit(self.ws, report, requeue, |s, g, t| update.apply(s, g, t)).await)
+        MoveOutcome::Done(self.ctx.report_edit(self.ws, report, requeue, |s, g, t| update.apply(s, g, t)).await)
     }
 
     /// Stalled with `reason`; `Moved` False with the same reason; `pending` is what stays recorded.
@@ -451,7 +482,7 @@ impl Step<'_> {
 
     /// A failed call: THE error policy decides (stall or retry); `pending` stays recorded.
     async fn fail(&self, err: Error, pending: Option<PendingOperation>) -> MoveOutcome {
-        MoveOutcome::Done(self.ctx.fail(self.ws, err, WorkspaceFacts::Unknown, pending).await)
+        MoveOutcome::Done(self.ctx.fail_report(self.ws, err, WorkspaceFacts::Unknown, pending).await)
     }
 
     fn failed_record(record: &MoveStatus, message: &str) -> Option<Option<MoveStatus>> {
@@ -569,7 +600,7 @@ impl Step<'_> {
         }
         let resources = match resources_to_move(&ws.spec, &old) {
             Ok(r) => r,
-            Err(e) => return self.stall(reasons::INVALID_SPEC, e, None, None).await,
+            Err(e) => return self.stall(reasons::INVALID_SPEC, e.to_string(), None, None).await,
         };
         // The destination resource group: created when missing and allowed.
         match clients.target.get_resource_group(&to_rg).await {
@@ -658,7 +689,7 @@ impl Step<'_> {
             Ok(LroPoll::Done(_)) => {
                 let (from_rg, request) = match request_of(&record) {
                     Ok(r) => r,
-                    Err(message) => return self.stall(reasons::INVALID_SPEC, message, Some(None), None).await,
+                    Err(bad) => return self.stall(reasons::INVALID_SPEC, bad.to_string(), Some(None), None).await,
                 };
                 self.begin_move(&clients, &from_rg, request, record).await
             }
@@ -692,7 +723,7 @@ impl Step<'_> {
             pending: None,
             access: None,
         };
-        if let Err(e) = ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await {
+        if let Err(e) = ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await {
             return MoveOutcome::Done(Err(e));
         }
         match clients.source.begin_move_resources(from_rg, &request).await {
@@ -807,7 +838,7 @@ impl Step<'_> {
         let access = self.status.map(|s| s.access.as_slice()).unwrap_or_default();
         let stale = stale_assignments(access, &Scopes::at(&old), &Scopes::at(&new));
         let mut dropped = Vec::new();
-        let marker = super::access::marker(&desired.owner.namespace, &desired.owner.name);
+        let marker = crate::access::marker(&desired.owner.namespace, &desired.owner.name);
         for ra in &stale {
             // Only what still carries the operator's marker is deleted (status alone is not trusted with deletions
             // outside the workspace's current scopes); what is gone, Azure removed with its scope.
@@ -850,7 +881,7 @@ impl Step<'_> {
                         pending: None,
                         access: None,
                     };
-                    if let Err(status_err) = ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await {
+                    if let Err(status_err) = ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await {
                         warn!(error = %status_err, "cannot report the failure in status");
                     }
                     return MoveOutcome::Done(Err(Error::arm("delete role assignment at the old scope")(e)));
@@ -893,7 +924,7 @@ impl Step<'_> {
             access: None,
         };
         let still_wanted = same_location(&record.to, &spec_location(&ws.spec));
-        let written = ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await;
+        let written = ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await;
         match written {
             Err(e) => MoveOutcome::Done(Err(e)),
             Ok(_) if still_wanted => MoveOutcome::Continue,
@@ -904,16 +935,16 @@ impl Step<'_> {
 }
 
 /// The source resource group and the request of a recorded move.
-fn request_of(record: &MoveStatus) -> Result<(ResourceGroupRef, MoveRequest), String> {
-    let from = parse_location(&record.from).map_err(|e| format!("status.move.from: {e}"))?;
-    let to = parse_location(&record.to).map_err(|e| format!("status.move.to: {e}"))?;
+fn request_of(record: &MoveStatus) -> Result<(ResourceGroupRef, MoveRequest), BadMoveRecord> {
+    let from = parse_location(&record.from).map_err(|source| BadMoveRecord::Id { field: "from", source })?;
+    let to = parse_location(&record.to).map_err(|source| BadMoveRecord::Id { field: "to", source })?;
     let resources = record
         .resources
         .iter()
-        .map(|r| ResourceId::parse(r).map_err(|e| format!("status.move.resources: {e}")))
+        .map(|r| ResourceId::parse(r).map_err(|source| BadMoveRecord::Id { field: "resources", source }))
         .collect::<Result<Vec<_>, _>>()?;
     if resources.is_empty() {
-        return Err("status.move.resources is empty".into());
+        return Err(BadMoveRecord::NoResources);
     }
     Ok((from, MoveRequest { resources, target_resource_group: to }))
 }
@@ -930,16 +961,16 @@ pub async fn reconcile_move(
     let step = Step { ctx, ws, desired, status };
     let decision = match decide(&ws.spec, status) {
         Ok(d) => d,
-        Err(message) => {
+        Err(unreadable) => {
             // Reported, and forgotten: the next reconcile looks at Azure afresh (finds the workspace moved or not).
-            return step.fail(Error::BadPendingOperation(message), None).await;
+            return step.fail(Error::BadPendingOperation(unreadable.to_string()), None).await;
         }
     };
     // A stored poller must stay in the subscription the move started from (status is writable by others).
     if let MoveStep::PollValidation { record, .. } | MoveStep::PollMove { record, .. } = &decision
-        && let Err(message) = policy::check_pending_operation(status, &record.from.subscription_id)
+        && let Err(foreign) = policy::check_pending_operation(status, &record.from.subscription_id)
     {
-        return step.fail(Error::BadPendingOperation(message), None).await;
+        return step.fail(Error::BadPendingOperation(foreign.to_string()), None).await;
     }
     match decision {
         MoveStep::None => MoveOutcome::Continue,
@@ -954,7 +985,7 @@ pub async fn reconcile_move(
                 pending: status.and_then(|s| s.pending_operation.clone()).filter(|p| !is_move_operation(&p.kind)),
                 access: None,
             };
-            match ctx.write_status_edit(ws, &report, |s, g, t| update.apply(s, g, t)).await {
+            match ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await {
                 Ok(_) => MoveOutcome::Continue,
                 Err(e) => MoveOutcome::Done(Err(e)),
             }
@@ -1030,7 +1061,7 @@ pub fn dry_run(spec: &MlWorkspaceSpec, status: Option<&MlWorkspaceStatus>) -> Op
         Ok(MoveStep::PollMove { record, .. }) | Ok(MoveStep::Finish { record }) => {
             Some((reasons::MOVING, format!("a move to {} is running", describe(&record.to))))
         }
-        Err(message) => Some((reasons::INVALID_SPEC, message)),
+        Err(unreadable) => Some((reasons::INVALID_SPEC, unreadable.to_string())),
     }
 }
 

@@ -5,10 +5,10 @@
 
 use tracing::instrument;
 
-use super::error::Error;
 use super::plan::{Desired, Observed, OperationKind, PendingOp, ResourceGroupState};
 use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation};
 use crate::azure::{ArmClient, LroHandle};
+use crate::reconciler::error::Error;
 
 /// The operation in flight recorded in status, if any.
 pub fn pending_from_status(status: Option<&MlWorkspaceStatus>) -> Result<Option<PendingOp>, Error> {

@@ -8,9 +8,9 @@
 use kube::{Api, Client};
 use tracing::{debug, instrument};
 
-use super::error::Error;
 use super::plan::{Desired, ForeignOwner, Observed, Owner, Ownership};
 use crate::api::v1alpha1::{MlWorkspace, owner_tag_value};
+use crate::reconciler::error::Error;
 
 /// Fills `observed.foreign_owner` when the observed workspace carries another resource's owner tag.
 #[instrument(skip_all)]

@@ -8,7 +8,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
+
+pub use crate::reconciler::annotation_true;
 use serde::Serialize;
 
 use crate::api::conditions::reasons;
@@ -171,11 +173,6 @@ pub struct Desired {
     pub paused: bool,
     /// `metadata.generation`.
     pub generation: Option<i64>,
-}
-
-/// Whether annotation `key` of `obj` says "true" (any case).
-pub(crate) fn annotation_true<K: Resource>(obj: &K, key: &str) -> bool {
-    obj.annotations().get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// Provider type of each dependent resource, for ids built from a bare `name`.

@@ -23,9 +23,7 @@ use tracing::{info, warn};
 
 use super::Context;
 use super::apply::{Applied, Progress};
-use super::error::Error;
-use super::plan::{Desired, OperationKind, Ownership, ResourceGroupState, annotation_true};
-use super::status::Phase;
+use super::plan::{Desired, OperationKind, Ownership, ResourceGroupState};
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PURGE_SOFT_DELETED, ANNOTATION_RECOVER_SOFT_DELETED, MlWorkspace, MlWorkspaceStatus,
@@ -33,6 +31,9 @@ use crate::api::v1alpha1::{
 };
 use crate::azure::workspaces::Workspace;
 use crate::azure::{ArmClient, ArmError, LroStart};
+use crate::reconciler::Phase;
+use crate::reconciler::annotation_true;
+use crate::reconciler::error::Error;
 
 /// What the user asked for a soft-deleted workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,14 +100,25 @@ pub fn stalled(ctx: &Context, desired: &Desired) -> Applied {
 
 /// Whether the recovered `workspace` may be purged by this resource: its owner tag names this MlWorkspace (any
 /// incarnation), or `azml.dev/adopt` allows taking over anything.
-pub fn may_purge(desired: &Desired, workspace: &Workspace) -> Result<(), String> {
+pub fn may_purge(desired: &Desired, workspace: &Workspace) -> Result<(), NotPurgeable> {
     let tag = workspace.tags.as_ref().and_then(owner_tag_value);
     match desired.owner.classify(tag) {
         Ownership::Ours | Ownership::PreviousIncarnation { .. } => Ok(()),
         _ if desired.adopt => Ok(()),
-        Ownership::Foreign(owner) => Err(format!("its {OWNER_TAG} tag names {owner}")),
-        Ownership::Unowned => Err(format!("it has no {OWNER_TAG} tag")),
+        Ownership::Foreign(owner) => Err(NotPurgeable::Foreign(owner)),
+        Ownership::Unowned => Err(NotPurgeable::Untagged),
     }
+}
+
+/// Why a recovered workspace is not purged by this resource.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotPurgeable {
+    /// Another resource's owner tag.
+    #[error("its {OWNER_TAG} tag names {0}")]
+    Foreign(String),
+    /// No owner tag.
+    #[error("it has no {OWNER_TAG} tag")]
+    Untagged,
 }
 
 /// Continues after a recovery or purge finished. `Some` ends the reconcile; `None` lets planning continue.
@@ -248,7 +260,7 @@ mod tests {
         };
         assert!(may_purge(&desired, &tagged(Some("team-a/ws-a/uid-2"))).is_ok());
         assert!(may_purge(&desired, &tagged(Some("team-a/ws-a/uid-1"))).is_ok(), "an earlier incarnation");
-        let foreign = may_purge(&desired, &tagged(Some("team-b/ws/uid-9"))).unwrap_err();
+        let foreign = may_purge(&desired, &tagged(Some("team-b/ws/uid-9"))).unwrap_err().to_string();
         assert!(foreign.contains("team-b/ws/uid-9"), "{foreign}");
         assert!(may_purge(&desired, &tagged(None)).is_err());
         ws.annotations_mut().insert(ANNOTATION_ADOPT.to_owned(), "true".to_owned());

@@ -1,52 +1,20 @@
-//! Status and conditions: computed from what a reconcile found, compared without timestamps, patched only when
-//! something a reader could act on changed.
+//! The MlWorkspace's status, computed from what a reconcile found ([`Report`]); written by the shell
+//! ([`crate::reconciler::Shell::write_status`]) only when something a reader could act on changed.
 //!
 //! Conditions: kstatus `Ready`, `Reconciling`, `Stalled` plus `WorkspaceProvisioned`, each with `observedGeneration`
 //! and a reason constant from [`crate::api::conditions`]. `lastTransitionTime` moves only when a condition's status
 //! flips.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::conditions::{self, reasons};
-use crate::api::v1alpha1::{MlOnlineEndpointStatus, MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
+use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
 use crate::azure::WorkspaceRef;
 use crate::azure::models::ProvisioningState;
 use crate::azure::workspaces::Workspace;
-
-/// Where a reconcile left the workspace.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Azure matches the spec.
-    Ready,
-    /// The controller is working (an operation is in flight, or it just wrote something).
-    Progressing {
-        /// Reason constant (Creating, Updating, OperationInProgress, Deleting).
-        reason: &'static str,
-        /// What is happening.
-        message: String,
-    },
-    /// No progress without a change to the spec or to Azure.
-    Stalled {
-        /// Reason constant (NotPermitted, AlreadyExists, AzureRejected, InvalidSpec, ...).
-        reason: &'static str,
-        /// What is wrong, with the ARM code and message where there is one.
-        message: String,
-    },
-    /// `azml.dev/paused`: observed only.
-    Paused {
-        /// Whether Azure matches the spec.
-        in_sync: bool,
-        /// What the controller withholds.
-        message: String,
-    },
-    /// A transient failure; the controller retries with backoff.
-    Transient {
-        /// The error chain (redacted).
-        message: String,
-    },
-}
+pub use crate::reconciler::Phase;
+use crate::reconciler::status::{TRUE, condition_is};
+pub use crate::reconciler::status::{changed, merge_patch, set_condition};
 
 /// What the reconcile learnt about the workspace in Azure.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,9 +41,6 @@ pub struct Report {
     /// The role assignments, when the access step ran (`None` keeps `status.access` and `AccessGranted`).
     pub access: Option<super::access::AccessReport>,
 }
-
-const TRUE: &str = "True";
-const FALSE: &str = "False";
 
 /// The reason of the workspace's Stalled condition when it is True.
 pub fn stalled_reason(status: &MlWorkspaceStatus) -> Option<&str> {
@@ -115,41 +80,7 @@ pub fn compute(
         let (ok, reason, message) = (access.granted, access.reason, &access.message);
         set_condition(&mut status.conditions, conditions::ACCESS_GRANTED, ok, reason, message, generation, now);
     }
-    let mut set = |type_: &str, ok: bool, reason: &str, message: &str| {
-        set_condition(&mut status.conditions, type_, ok, reason, message, generation, now);
-    };
-    match &report.phase {
-        Phase::Ready => {
-            let msg = "the workspace in Azure matches the spec";
-            set(conditions::READY, true, reasons::RECONCILED, msg);
-            set(conditions::RECONCILING, false, reasons::RECONCILED, msg);
-            set(conditions::STALLED, false, reasons::RECONCILED, msg);
-        }
-        Phase::Progressing { reason, message } => {
-            set(conditions::READY, false, reason, message);
-            set(conditions::RECONCILING, true, reason, message);
-            set(conditions::STALLED, false, reason, message);
-        }
-        Phase::Stalled { reason, message } => {
-            set(conditions::READY, false, reason, message);
-            set(conditions::RECONCILING, false, reason, message);
-            set(conditions::STALLED, true, reason, message);
-        }
-        Phase::Paused { in_sync, message } => {
-            set(conditions::READY, *in_sync, reasons::PAUSED, message);
-            set(conditions::RECONCILING, false, reasons::PAUSED, message);
-            set(conditions::STALLED, false, reasons::PAUSED, message);
-        }
-        Phase::Transient { message } => {
-            // A failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
-            let was_ready = previous.is_some_and(|s| condition_is(&s.conditions, conditions::READY, TRUE));
-            if !was_ready {
-                set(conditions::READY, false, reasons::TRANSIENT_ERROR, message);
-            }
-            set(conditions::RECONCILING, true, reasons::TRANSIENT_ERROR, message);
-            set(conditions::STALLED, false, reasons::TRANSIENT_ERROR, message);
-        }
-    }
+    set_phase(&mut status, &report.phase, generation, now);
     match &report.workspace {
         WorkspaceFacts::Unknown => {}
         WorkspaceFacts::Missing => {
@@ -196,6 +127,47 @@ pub fn compute(
     status
 }
 
+/// The kstatus conditions (Ready, Reconciling, Stalled) of a workspace in `phase`, and `observedGeneration`. A
+/// failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
+pub fn set_phase(status: &mut MlWorkspaceStatus, phase: &Phase, generation: Option<i64>, now: &Time) {
+    status.observed_generation = generation;
+    let was_ready = condition_is(&status.conditions, conditions::READY, TRUE);
+    let mut set = |type_: &str, ok: bool, reason: &str, message: &str| {
+        set_condition(&mut status.conditions, type_, ok, reason, message, generation, now);
+    };
+    match phase {
+        Phase::Ready => {
+            let msg = "the workspace in Azure matches the spec";
+            set(conditions::READY, true, reasons::RECONCILED, msg);
+            set(conditions::RECONCILING, false, reasons::RECONCILED, msg);
+            set(conditions::STALLED, false, reasons::RECONCILED, msg);
+        }
+        Phase::Progressing { reason, message } => {
+            set(conditions::READY, false, reason, message);
+            set(conditions::RECONCILING, true, reason, message);
+            set(conditions::STALLED, false, reason, message);
+        }
+        Phase::Stalled { reason, message } => {
+            set(conditions::READY, false, reason, message);
+            set(conditions::RECONCILING, false, reason, message);
+            set(conditions::STALLED, true, reason, message);
+        }
+        Phase::Paused { in_sync, message } => {
+            set(conditions::READY, *in_sync, reasons::PAUSED, message);
+            set(conditions::RECONCILING, false, reasons::PAUSED, message);
+            set(conditions::STALLED, false, reasons::PAUSED, message);
+        }
+        Phase::Transient { message } => {
+            // A failed resync says nothing new about Azure: a Ready workspace stays Ready while the controller retries.
+            if !was_ready {
+                set(conditions::READY, false, reasons::TRANSIENT_ERROR, message);
+            }
+            set(conditions::RECONCILING, true, reasons::TRANSIENT_ERROR, message);
+            set(conditions::STALLED, false, reasons::TRANSIENT_ERROR, message);
+        }
+    }
+}
+
 fn fill_workspace_facts(status: &mut MlWorkspaceStatus, ws: &Workspace) {
     let p = &ws.properties;
     status.resource_id = ws.id.clone().or(status.resource_id.take());
@@ -217,123 +189,11 @@ fn clear_workspace_facts(status: &mut MlWorkspaceStatus) {
     status.ml_flow_tracking_uri = None;
 }
 
-fn condition_is(conds: &[Condition], type_: &str, status: &str) -> bool {
-    conds.iter().any(|c| c.type_ == type_ && c.status == status)
-}
-
-/// Sets a condition; `lastTransitionTime` changes only when the status flips (or the condition is new).
-pub fn set_condition(
-    conds: &mut Vec<Condition>,
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: &str,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    let status = if ok { TRUE } else { FALSE };
-    let message: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
-    match conds.iter_mut().find(|c| c.type_ == type_) {
-        Some(c) => {
-            if c.status != status {
-                c.last_transition_time = now.clone();
-            }
-            c.status = status.to_owned();
-            c.reason = reason.to_owned();
-            c.message = message;
-            c.observed_generation = generation;
-        }
-        None => conds.push(Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: generation,
-            last_transition_time: now.clone(),
-        }),
-    }
-}
-
-/// Condition messages are capped (Kubernetes allows 32768 bytes; ARM messages can be long).
-const MAX_MESSAGE_CHARS: usize = 2048;
-
-/// A status the controllers patch only on change: what [`changed`] must ignore (its timestamps).
-pub trait TimestampedStatus: Clone + PartialEq + Serialize {
-    /// The conditions (their `lastTransitionTime` is ignored, and so is their order).
-    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
-    /// `status.lastSyncTime`.
-    fn last_sync_time_mut(&mut self) -> &mut Option<Time>;
-}
-
-impl TimestampedStatus for MlWorkspaceStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn last_sync_time_mut(&mut self) -> &mut Option<Time> {
-        &mut self.last_sync_time
-    }
-}
-
-impl TimestampedStatus for MlOnlineEndpointStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-    fn last_sync_time_mut(&mut self) -> &mut Option<Time> {
-        &mut self.last_sync_time
-    }
-}
-
-/// The status with every timestamp blanked, for comparisons.
-fn without_timestamps<S: TimestampedStatus>(status: &S) -> S {
-    let epoch = Time(jiff::Timestamp::UNIX_EPOCH);
-    let mut s = status.clone();
-    *s.last_sync_time_mut() = None;
-    let conditions = s.conditions_mut();
-    for c in conditions.iter_mut() {
-        c.last_transition_time = epoch.clone();
-    }
-    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    s
-}
-
-/// Whether `new` differs from `old` in anything but timestamps.
-pub fn changed<S: TimestampedStatus>(old: Option<&S>, new: &S) -> bool {
-    match old {
-        None => true,
-        Some(old) => without_timestamps(old) != without_timestamps(new),
-    }
-}
-
-/// A JSON merge patch (`{"status": ...}`) turning `old` into `new`: fields that disappeared are sent as `null`,
-/// because a merge patch leaves absent fields untouched.
-pub fn merge_patch<S: Serialize>(old: Option<&S>, new: &S) -> Value {
-    let to_map = |s: &S| match serde_json::to_value(s) {
-        Ok(Value::Object(m)) => m,
-        _ => Map::new(),
-    };
-    let mut patch = to_map(new);
-    if let Some(old) = old {
-        null_removed(&to_map(old), &mut patch);
-    }
-    serde_json::json!({ "status": Value::Object(patch) })
-}
-
-/// Adds `null` for every field of `old` missing in `new`, in nested objects too (a merge patch merges objects
-/// recursively, so a field removed from e.g. `storageKeys` would otherwise stay).
-fn null_removed(old: &Map<String, Value>, new: &mut Map<String, Value>) {
-    for (key, old_value) in old {
-        match (new.get_mut(key), old_value) {
-            (None, _) => {
-                new.insert(key.clone(), Value::Null);
-            }
-            (Some(Value::Object(n)), Value::Object(o)) => null_removed(o, n),
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use serde_json::Value;
+
     use super::*;
 
     fn t(secs: i64) -> Time {
@@ -466,14 +326,35 @@ mod tests {
     }
 
     #[test]
-    fn long_messages_are_capped() {
-        let long = "x".repeat(10_000);
-        let s = compute(
-            None,
-            None,
-            &report(Phase::Stalled { reason: reasons::AZURE_REJECTED, message: long }, WorkspaceFacts::Unknown),
-            &t(1),
+    fn the_access_report_sets_status_access_and_the_condition_and_none_keeps_them() {
+        use crate::api::v1alpha1::{AccessScope, AccessState, AccessStatus};
+        let entry = AccessStatus {
+            principal_id: "30000000-0000-4000-8000-000000000001".into(),
+            role_definition_id: "acdd72a7-3385-48ef-bd42-f606fba81ae7".into(),
+            scope_kind: AccessScope::Workspace,
+            scope: "/subscriptions/s/resourceGroups/r/providers/M/w/x".into(),
+            assignment_name: "00000000-0000-0000-0000-000000000001".into(),
+            state: AccessState::Pending,
+            message: None,
+        };
+        let mut r = report(Phase::Ready, WorkspaceFacts::Unknown);
+        r.access = Some(super::super::access::AccessReport {
+            entries: vec![entry.clone()],
+            granted: false,
+            reason: reasons::ACCESS_PENDING,
+            message: "Reader for alice pending".into(),
+        });
+        let s = compute(None, Some(2), &r, &t(1));
+        assert_eq!(s.access, [entry]);
+        let c = cond(&s, conditions::ACCESS_GRANTED);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.observed_generation),
+            ("False", reasons::ACCESS_PENDING, Some(2))
         );
-        assert_eq!(cond(&s, conditions::STALLED).message.len(), MAX_MESSAGE_CHARS);
+        // A reconcile that did not reach the access step keeps both.
+        r.access = None;
+        let kept = compute(Some(&s), Some(3), &r, &t(2));
+        assert_eq!(kept.access, s.access);
+        assert_eq!(cond(&kept, conditions::ACCESS_GRANTED).reason, reasons::ACCESS_PENDING);
     }
 }

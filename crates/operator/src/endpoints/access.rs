@@ -1,5 +1,5 @@
-//! Role assignments at an online endpoint (`spec.access`, scope Endpoint), reusing the workspace's access planning
-//! ([`crate::controller::access`]): deterministic names, the ownership marker, deletions before creations.
+//! Role assignments at an online endpoint (`spec.access`, scope Endpoint), with the shared access planning
+//! ([`crate::access`]): deterministic names, the ownership marker, deletions before creations.
 //!
 //! The endpoint is passed to the shared planner as the "resource itself" (scope kind Workspace), and the planner's
 //! three scopes all point at the endpoint, so only assignments exactly at the endpoint are ever considered, and an
@@ -7,9 +7,10 @@
 //! for one of the endpoint's. The ownership marker names the kind (`<ns>/mlonlineendpoint/<name>`) for the same
 //! reason.
 //!
-//! Policy: the entries are checked like the workspace's own ([`policy_probe`]): a SubscriptionBinding must allow
-//! the workspace's namespace, subscription and resource group and the entries' roles, and the Endpoint scope needs
-//! Workspace in allowedScopes, since the endpoint is part of the workspace.
+//! Policy: the entries are checked like the workspace's own (a typed request with
+//! [`crate::policy::Grantor::Endpoint`]): a SubscriptionBinding must allow the workspace's namespace, subscription
+//! and resource group and the entries' roles, and the Endpoint scope needs Workspace in allowedScopes, since the
+//! endpoint is part of the workspace.
 //!
 //! Cost: one `RoleAssignments_ListForScope` at the endpoint per reconcile of a converged endpoint that declares or
 //! still holds assignments (i.e. once per resync period in steady state), no writes.
@@ -19,17 +20,17 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use super::Context;
+use crate::access::{
+    AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, create_request,
+    desired_assignments, marker, not_removed, plan_access, record_create_failure, removal_failure, summarize_at,
+};
 use crate::api::conditions::{events, reasons};
 use crate::api::v1alpha1::{
-    AccessEntry, AccessScope, AccessState, AccessStatus, EndpointAccessStatus, MlOnlineEndpoint, MlWorkspace,
+    AccessEntry, AccessScope, AccessState, AccessStatus, EndpointAccessStatus, MlOnlineEndpoint,
 };
 use crate::azure::authorization::RoleAssignmentFilter;
 use crate::azure::{ArmClient, ResourceId, RoleAssignmentRef};
-use crate::controller::access::{
-    AccessAction, AccessInput, ExistingAssignment, Scopes, WAITING_FOR_REMOVALS, arm_message, create_request,
-    desired_assignments, marker, not_removed, plan_access, record_create_failure, removal_failure, summarize,
-};
-use crate::controller::error::Error;
+use crate::reconciler::error::Error;
 
 /// The planner's scopes for an endpoint: all three are the endpoint.
 pub fn endpoint_scopes(endpoint: &ResourceId) -> Scopes {
@@ -72,21 +73,12 @@ pub fn from_planner(entries: &[AccessStatus]) -> Vec<EndpointAccessStatus> {
         .collect()
 }
 
-/// The workspace as the binding check should see it for this endpoint: the workspace's namespace, subscription
-/// and resource group, with the endpoint's access entries. [`crate::controller::resolve_client`] on it finds the
-/// binding (and credential) that allows the endpoint; a denial of the scope is reworded for the endpoint.
-pub fn policy_probe(ws: &MlWorkspace, entries: &[AccessEntry]) -> MlWorkspace {
-    let mut probe = ws.clone();
-    probe.spec.access = entries.to_vec();
-    probe
-}
-
-/// A denial message of [`policy_probe`] in the endpoint's terms.
-pub fn endpoint_denial(message: &str) -> String {
-    message.replace(
-        "at scope Workspace",
-        "at scope Endpoint (endpoint roles need Workspace in the binding's allowedScopes)",
-    )
+/// An entry's scope as the endpoint reports it: the planner's "resource itself" (Workspace) is the endpoint.
+fn endpoint_scope_name(scope: AccessScope) -> &'static str {
+    match scope {
+        AccessScope::Workspace => "Endpoint",
+        other => other.as_str(),
+    }
 }
 
 /// What the access step reports.
@@ -183,12 +175,10 @@ pub async fn reconcile_access(
         }
     }
     let kept = not_removed(entries, removed);
-    let summary = summarize(&kept, plan.declared);
-    // The shared summary names the planner's scope kind; for an endpoint that is the endpoint.
-    let message = summary.message.replace("(Workspace)", "(Endpoint)");
+    let summary = summarize_at(&kept, plan.declared, endpoint_scope_name);
     Ok(EndpointAccessOutcome {
         entries: from_planner(&kept),
-        condition: (summary.granted, summary.reason, message),
+        condition: (summary.granted, summary.reason, summary.message),
         pending: summary.pending,
     })
 }
@@ -196,7 +186,7 @@ pub async fn reconcile_access(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::access::DesiredAssignment;
+    use crate::access::DesiredAssignment;
     use uuid::Uuid;
 
     const EP: &str = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/ws/onlineEndpoints/scoring";
@@ -210,18 +200,6 @@ mod tests {
         let ws = EP.rsplit_once("/onlineEndpoints/").map(|(w, _)| w).expect("workspace");
         assert_eq!(scopes.kind_of(ws), None);
         assert_eq!(scopes.kind_of("/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg"), None);
-    }
-
-    #[test]
-    fn scope_denials_are_reworded_for_the_endpoint() {
-        let denial =
-            "SubscriptionBinding b does not allow granting roles at scope Workspace (access entry for principal p)";
-        let message = endpoint_denial(denial);
-        assert!(message.contains("at scope Endpoint") && message.contains("principal p"), "{message}");
-        assert_eq!(
-            endpoint_denial("no SubscriptionBinding grants subscription s"),
-            "no SubscriptionBinding grants subscription s"
-        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! `azml-operator plan` for an MlOnlineEndpoint: the same workspace wait, policy check, observe (reads only) and
 //! plan as a reconcile, without a write.
 
-use kube::{Api, Client, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use super::plan::{self, Action};
 use crate::api::conditions::reasons;
-use crate::api::v1alpha1::{MlOnlineEndpoint, MlWorkspace};
-use crate::controller::credentials::CredentialCache;
-use crate::controller::error::Error;
-use crate::controller::{ControllerConfig, WorkspaceClient, resolve_client_with};
+use crate::api::v1alpha1::MlOnlineEndpoint;
+use crate::policy::Grantor;
+use crate::reconciler::binding::{self, Ask, Verdict};
+use crate::reconciler::credentials::CredentialCache;
+use crate::reconciler::error::Error;
+use crate::reconciler::{ControllerConfig, parent};
 
 /// What the controller would do for an endpoint right now.
 #[derive(Debug, serde::Serialize)]
@@ -57,9 +59,8 @@ impl std::fmt::Display for Action {
 
 /// The plan for `ep` (reads only: the workspace, the bindings, the endpoint and its deployments).
 pub async fn dry_run(client: &Client, config: &ControllerConfig, ep: &MlOnlineEndpoint) -> Result<DryRun, Error> {
-    let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &ep.namespace().unwrap_or_default());
-    let ws = api.get_opt(&ep.spec.workspace_ref.name).await.map_err(Error::kube("read workspace"))?;
-    let Some(ws) = ws.filter(super::workspace_ready) else {
+    let ws = parent::get_workspace(client, ep).await?;
+    let Some(ws) = ws.filter(parent::workspace_ready) else {
         return Ok(DryRun::Blocked {
             reason: reasons::WORKSPACE_NOT_READY,
             message: format!("MlWorkspace {} is not Ready", ep.spec.workspace_ref.name),
@@ -67,17 +68,21 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ep: &MlOnlineEn
     };
     let (ep_ref, desired) = match super::desired(ep, &ws) {
         Ok(d) => d,
-        Err(message) => return Ok(DryRun::Blocked { reason: reasons::INVALID_SPEC, message }),
+        Err(invalid) => return Ok(DryRun::Blocked { reason: reasons::INVALID_SPEC, message: invalid.to_string() }),
     };
     let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
-    let probe = super::access::policy_probe(&ws, &access_entries);
     let assets = crate::policy::resources::endpoint_asset_uses(&ep.spec);
-    let arm = match resolve_client_with(client, &CredentialCache::default(), config, &probe, &assets).await? {
-        WorkspaceClient::Permitted(arm) => arm,
-        WorkspaceClient::Denied(message) => {
-            let message = super::access::endpoint_denial(&message);
-            return Ok(DryRun::Blocked { reason: reasons::NOT_PERMITTED, message });
-        }
+    let namespace = ws.namespace().unwrap_or_default();
+    let ask = Ask {
+        namespace: &namespace,
+        workspace: &ws.spec,
+        access: &access_entries,
+        grantor: Grantor::Endpoint,
+        extra: &assets,
+    };
+    let arm = match binding::authorize(client, &CredentialCache::default(), config, &ask, |_| Ok(())).await? {
+        Verdict::Permitted { arm, .. } => arm,
+        Verdict::Denied(message) => return Ok(DryRun::Blocked { reason: reasons::NOT_PERMITTED, message }),
     };
     let observed = super::observe(&arm, &ep_ref, &desired, ep.status.as_ref()).await?;
     let plan = plan::plan(&desired, &observed);

@@ -34,8 +34,9 @@ use crate::api::v1alpha1::{
 use crate::azure::OnlineEndpointRef;
 use crate::azure::online_endpoints::{EndpointKeyType, RegenerateEndpointKeys};
 use crate::azure::{ArmClient, ArmError, LroHandle, LroPoll, LroStart, Secret};
-use crate::controller::error::Error;
-use crate::controller::status::{Phase, set_condition};
+use crate::reconciler::Phase;
+use crate::reconciler::error::{Error, scrub};
+use crate::reconciler::status::set_condition;
 use serde::de::IgnoredAny;
 
 /// Label the operator puts on the Secrets it creates.
@@ -43,18 +44,21 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
 /// Reads an `azml.dev/regenerate-keys` value: `primary` or `secondary`, optionally followed by `:` and any token
 /// (case-insensitive).
-pub fn parse_request(value: &str) -> Result<EndpointKeyType, String> {
+pub fn parse_request(value: &str) -> Result<EndpointKeyType, BadRegenerateRequest> {
     let key = value.split_once(':').map_or(value, |(k, _)| k).trim();
     if key.eq_ignore_ascii_case("primary") {
         Ok(EndpointKeyType::Primary)
     } else if key.eq_ignore_ascii_case("secondary") {
         Ok(EndpointKeyType::Secondary)
     } else {
-        Err(format!(
-            "annotation {ANNOTATION_REGENERATE_KEYS} must be primary[:<token>] or secondary[:<token>], not {value:?}"
-        ))
+        Err(BadRegenerateRequest(value.to_owned()))
     }
 }
+
+/// An `azml.dev/regenerate-keys` value that names no key.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {ANNOTATION_REGENERATE_KEYS} must be primary[:<token>] or secondary[:<token>], not {0:?}")]
+pub struct BadRegenerateRequest(pub String);
 
 /// The annotation value to honour now, if any: set, and not the one last honoured.
 pub fn pending_request<'a>(annotation: Option<&'a str>, previous: Option<&EndpointKeysStatus>) -> Option<&'a str> {
@@ -137,10 +141,7 @@ pub async fn reconcile_keys(
             Err(err @ ArmError::LroFailed { .. }) => {
                 // Azure says it failed: the request stays unhonoured and is sent again after a backoff.
                 keys.pending_regeneration = None;
-                let message = crate::controller::error::scrub(&format!(
-                    "regenerating the {} key failed; trying again: {err}",
-                    pending.key_type
-                ));
+                let message = scrub(&format!("regenerating the {} key failed; trying again: {err}", pending.key_type));
                 warn!(error = %message, "endpoint key regeneration failed");
                 ctx.publish(ep, EventType::Warning, events::RECONCILE_FAILED, message.clone()).await;
                 result.keys = Some(keys);
@@ -151,7 +152,7 @@ pub async fn reconcile_keys(
             Err(err) if !err.is_transient() => {
                 // The operation's record is gone or unreadable (e.g. 404 once Azure forgot it): whether the key was
                 // regenerated is told from the key itself, as for a regeneration found in flight after a restart.
-                warn!(error = %crate::controller::error::scrub(&err.to_string()), "endpoint key regeneration cannot be polled; checking the key");
+                warn!(error = %scrub(&err.to_string()), "endpoint key regeneration cannot be polled; checking the key");
                 keys.pending_regeneration = None;
                 keys.regenerate_in_flight = Some(pending.request.clone());
             }
@@ -178,7 +179,8 @@ pub async fn reconcile_keys(
         let previous = EndpointKeysStatus { last_regenerate_request: honoured, ..Default::default() };
         match pending_request(annotation, Some(&previous)).map(|value| (value, parse_request(value))) {
             None => {}
-            Some((_, Err(message))) => {
+            Some((_, Err(bad))) => {
+                let message = bad.to_string();
                 result.condition = Some((false, reasons::INVALID_ANNOTATION, message.clone()));
                 result.outcome = Some(Phase::Stalled { reason: reasons::INVALID_ANNOTATION, message });
                 result.keys = Some(keys);
@@ -188,9 +190,8 @@ pub async fn reconcile_keys(
         }
     }
     if let Some((value, key_type)) = send {
-        let mut ahead = ctx.current_status(ep).unwrap_or_default();
-        ahead.keys = Some(EndpointKeysStatus { regenerate_in_flight: Some(value.clone()), ..keys.clone() });
-        ctx.write_status(ep, ahead).await?;
+        let ahead = EndpointKeysStatus { regenerate_in_flight: Some(value.clone()), ..keys.clone() };
+        ctx.write_status(ep, |s, _, _| s.keys = Some(ahead)).await?;
         keys.regenerate_in_flight = Some(value.clone());
         let body = RegenerateEndpointKeys { key_type, key_value: None };
         let which = format!("{key_type:?}");

@@ -2,7 +2,8 @@
 //!
 //! - An endpoint waits for its MlWorkspace (same namespace) to be Ready before any Azure call (reason
 //!   `WorkspaceNotReady`), carries an owner reference to it, and uses the workspace's SubscriptionBinding and
-//!   credential ([`crate::controller::resolve_client`]).
+//!   credential ([`crate::reconciler::binding`]). The shell ([`crate::reconciler`]) runs the watch, the finalizer,
+//!   status memory and the error policy; this module implements [`Reconciler`] for the endpoint.
 //! - Writes are started, not awaited: the next reconcile (after `lro_poll_min`) reads the provisioning states, so
 //!   a restarted operator simply looks again and never re-sends a write because it lost track of one. The one
 //!   exception used to be key regeneration; it is now started, recorded and polled like the others ([`keys`]).
@@ -21,134 +22,90 @@ pub mod keys;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{EventType, Reporter};
-use kube::runtime::reflector::{self, ObjectRef};
-use kube::runtime::watcher;
-use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, instrument, warn};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::EventType;
+use tracing::{debug, info, instrument};
 
 use self::plan::{Action, DesiredDeployment, DesiredEndpoint, ObservedEndpoint, Plan};
 use crate::api::conditions::{self, events, reasons};
 use crate::api::v1alpha1::{
-    ANNOTATION_PAUSED, DeletionPolicy, DeploymentStatus, ENDPOINT_FINALIZER, EndpointAuthMode, MlOnlineEndpoint,
-    MlOnlineEndpointStatus, MlWorkspace,
+    ANNOTATION_PAUSED, AccessEntry, DeletionPolicy, DeploymentStatus, ENDPOINT_FINALIZER, EndpointAuthMode,
+    MlOnlineEndpoint, MlOnlineEndpointStatus, MlWorkspace,
 };
 use crate::azure::ids::{OnlineDeploymentName, OnlineDeploymentRef, OnlineEndpointName, OnlineEndpointRef};
 use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, ResourceId};
-use crate::controller::credentials::CredentialCache;
-use crate::controller::error::{Disposition, Error, classify, error_chain, scrub};
-use crate::controller::plan::annotation_true;
-use crate::controller::status::{self, Phase, set_condition};
-use crate::controller::{
-    CONTROLLER_NAME, ControllerConfig, ObjectMemory, WorkspaceClient, publish_event, requeue_after_error,
-    resolve_client, set_finalizer, watch_changes,
-};
-use crate::events::Recorder;
+use crate::metrics::ControllerScope;
+use crate::policy::{Grantor, Intent};
+use crate::reconciler::binding::{self, Ask, Verdict};
+use crate::reconciler::error::Error;
+use crate::reconciler::parent::{self, InvalidWorkspace};
+use crate::reconciler::status::{self, set_condition};
+use crate::reconciler::{Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
 
-/// Shared state of the endpoint reconciles.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// Settings (the workspace controller's).
-    pub config: ControllerConfig,
-    recorder: Recorder,
-    credentials: CredentialCache,
-    /// Failures and last written status per endpoint uid.
-    memory: ObjectMemory<MlOnlineEndpointStatus>,
-}
+/// The endpoint controller's state: the shell's (an endpoint remembers nothing else between reconciles).
+pub type Context = Shell<MlOnlineEndpoint>;
 
-impl Context {
-    /// A context for `client` with `config`.
-    pub fn new(client: Client, config: ControllerConfig) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-        Context { client, config, recorder, credentials: CredentialCache::default(), memory: ObjectMemory::default() }
+impl Kind for MlOnlineEndpoint {
+    type Status = MlOnlineEndpointStatus;
+    const NOUN: &'static str = "endpoint";
+    const FINALIZER: &'static str = ENDPOINT_FINALIZER;
+    const METRICS_SCOPE: Option<&'static str> = None;
+    const ANNOUNCE_FAILED_STALL: bool = true;
+
+    fn status(&self) -> Option<&MlOnlineEndpointStatus> {
+        self.status.as_ref()
     }
 
-    async fn publish(&self, ep: &MlOnlineEndpoint, type_: EventType, reason: &str, note: String) {
-        publish_event(&self.recorder, ep, type_, reason, note).await;
+    fn retains(&self) -> bool {
+        self.spec.deletion_policy == DeletionPolicy::Retain
     }
 
-    fn current_status(&self, ep: &MlOnlineEndpoint) -> Option<MlOnlineEndpointStatus> {
-        self.memory.status(ep.uid(), ep.status.as_ref())
-    }
-
-    fn forget(&self, ep: &MlOnlineEndpoint) {
-        if let Some(uid) = ep.uid() {
-            self.memory.forget(&uid);
-        }
-    }
-
-    fn bump_failures(&self, ep: &MlOnlineEndpoint) -> u32 {
-        self.memory.bump_failures(ep.uid())
-    }
-
-    fn reset_failures(&self, ep: &MlOnlineEndpoint) {
-        self.memory.reset_failures(ep.uid());
-    }
-
-    /// Writes `next` when it differs from the current status in more than timestamps.
-    async fn write_status(&self, ep: &MlOnlineEndpoint, mut next: MlOnlineEndpointStatus) -> Result<bool, Error> {
-        let previous = self.current_status(ep);
-        if !status::changed(previous.as_ref(), &next) {
-            debug!("status unchanged");
-            return Ok(false);
-        }
-        next.last_sync_time = Some(Time(jiff::Timestamp::now()));
-        let api: Api<MlOnlineEndpoint> = Api::namespaced(self.client.clone(), &ep.namespace().unwrap_or_default());
-        let patch = status::merge_patch(previous.as_ref(), &next);
-        api.patch_status(&ep.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::kube("patch endpoint status"))?;
-        self.memory.wrote(ep.uid(), next);
-        Ok(true)
+    fn set_phase(status: &mut MlOnlineEndpointStatus, phase: &Phase, generation: Option<i64>, now: &Time) {
+        set_kstatus(status, phase, generation, now);
     }
 }
 
 /// Sets Ready, Reconciling and Stalled from `outcome`.
 pub fn set_kstatus(status: &mut MlOnlineEndpointStatus, outcome: &Phase, generation: Option<i64>, now: &Time) {
-    let conds = &mut status.conditions;
-    let (ready, reconciling, stalled, reason, message) = match outcome {
-        Phase::Ready => (true, false, false, reasons::RECONCILED, "the endpoint matches the spec".to_owned()),
-        Phase::Progressing { reason, message } => (false, true, false, *reason, message.clone()),
-        Phase::Stalled { reason, message } => (false, false, true, *reason, message.clone()),
-        Phase::Transient { message } => (false, true, false, reasons::TRANSIENT_ERROR, message.clone()),
-        Phase::Paused { in_sync, message } => (*in_sync, false, false, reasons::PAUSED, message.clone()),
-    };
-    set_condition(conds, conditions::READY, ready, reason, &message, generation, now);
-    let (r, m) = if reconciling { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
-    set_condition(conds, conditions::RECONCILING, reconciling, r, m, generation, now);
-    let (r, m) = if stalled { (reason, message.as_str()) } else { (reasons::RECONCILED, "") };
-    set_condition(conds, conditions::STALLED, stalled, r, m, generation, now);
+    status::set_kstatus(&mut status.conditions, outcome, "the endpoint matches the spec", generation, now);
     status.observed_generation = generation;
 }
 
-/// Whether the workspace is Ready (and not being deleted).
-pub fn workspace_ready(ws: &MlWorkspace) -> bool {
-    ws.metadata.deletion_timestamp.is_none()
-        && ws.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True") && s.resource_id.is_some()
-        })
+/// Why the spec cannot be resolved against its workspace (names the schema should have rejected).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEndpoint {
+    /// The workspace's own place is invalid.
+    #[error(transparent)]
+    Workspace(#[from] InvalidWorkspace),
+    /// A name that would not address an Azure resource: the spec field and the id layer's verdict.
+    #[error("{field}: {source}")]
+    Name {
+        /// `spec.azureName` or `spec.deployments`.
+        field: &'static str,
+        /// The id layer's verdict.
+        #[source]
+        source: crate::azure::ids::IdError,
+    },
 }
 
 /// The spec resolved against its workspace. Fails on names the schema should have rejected.
-pub fn desired(ep: &MlOnlineEndpoint, ws: &MlWorkspace) -> Result<(OnlineEndpointRef, DesiredEndpoint), String> {
-    let ws_desired = crate::controller::plan::Desired::from_resource(ws).map_err(|e| format!("workspace: {e}"))?;
+pub fn desired(
+    ep: &MlOnlineEndpoint,
+    ws: &MlWorkspace,
+) -> Result<(OnlineEndpointRef, DesiredEndpoint), InvalidEndpoint> {
+    let workspace = parent::workspace_ref(ws)?;
     let name = ep.name_any();
     let azure_name = ep.spec.azure_name_or(&name);
-    let ep_name = OnlineEndpointName::new(azure_name).map_err(|e| format!("spec.azureName: {e}"))?;
+    let ep_name = OnlineEndpointName::new(azure_name)
+        .map_err(|source| InvalidEndpoint::Name { field: "spec.azureName", source })?;
     for d in &ep.spec.deployments {
-        OnlineDeploymentName::new(d.name.as_str()).map_err(|e| format!("spec.deployments: {e}"))?;
+        OnlineDeploymentName::new(d.name.as_str())
+            .map_err(|source| InvalidEndpoint::Name { field: "spec.deployments", source })?;
     }
     let owner = format!("{}/{}/{}", ep.namespace().unwrap_or_default(), name, ep.uid().unwrap_or_default());
     let desired = DesiredEndpoint {
@@ -172,11 +129,14 @@ pub fn desired(ep: &MlOnlineEndpoint, ws: &MlWorkspace) -> Result<(OnlineEndpoin
         traffic: plan::normalize_traffic(&ep.spec.traffic),
         owner,
     };
-    Ok((OnlineEndpointRef::new(ws_desired.workspace, ep_name), desired))
+    Ok((OnlineEndpointRef::new(workspace, ep_name), desired))
 }
 
 fn deployment_ref(ep: &OnlineEndpointRef, name: &str) -> Result<OnlineDeploymentRef, Error> {
-    let name = OnlineDeploymentName::new(name).map_err(|e| Error::BadPendingOperation(e.to_string()))?;
+    // Names come from the spec (validated by `desired`) or from Azure; a wrong one is a spec error, not an
+    // unreadable operation.
+    let name = OnlineDeploymentName::new(name)
+        .map_err(|source| Error::InvalidId { what: "online deployment name", source })?;
     Ok(OnlineDeploymentRef::new(ep.clone(), name))
 }
 
@@ -320,155 +280,45 @@ fn deployments_condition(status: &mut MlOnlineEndpointStatus, plan: &Plan, gener
     set_condition(&mut status.conditions, conditions::DEPLOYMENTS_READY, ok, reason, &message, generation, now);
 }
 
-/// One reconcile of one endpoint.
-#[instrument(skip_all, fields(object = %format!("{}/{}", ep.namespace().unwrap_or_default(), ep.name_any()), generation = ep.metadata.generation))]
-pub async fn reconcile(ep: Arc<MlOnlineEndpoint>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let deleting = ep.metadata.deletion_timestamp.is_some();
-    let has_finalizer = ep.finalizers().iter().any(|f| f == ENDPOINT_FINALIZER);
-    match (deleting, has_finalizer) {
-        (true, false) => {
-            ctx.forget(&ep);
-            Ok(Requeue::await_change())
-        }
-        (false, false) => {
-            set_finalizer(&ctx.client, &*ep, ENDPOINT_FINALIZER, true).await?;
-            Ok(Requeue::await_change())
-        }
-        (true, true) => reconcile_cleanup(&ep, &ctx).await,
-        (false, true) => reconcile_apply(&ep, &ctx).await,
-    }
-}
-
-/// The owner reference an endpoint carries to its workspace: deleting the workspace deletes its endpoints, and
-/// with foreground deletion it waits for them.
-pub fn workspace_owner_reference(ws: &MlWorkspace) -> Option<OwnerReference> {
-    let mut reference = ws.controller_owner_ref(&())?;
-    reference.controller = Some(false);
-    reference.block_owner_deletion = Some(true);
-    Some(reference)
-}
-
-async fn ensure_owner_reference(ctx: &Context, ep: &MlOnlineEndpoint, ws: &MlWorkspace) -> Result<(), Error> {
-    ensure_workspace_owner(&ctx.client, ep, ws).await
-}
-
-/// Gives `obj` (a namespaced resource of the workspace: an endpoint, a compute) the owner reference to its
-/// workspace ([`workspace_owner_reference`]) unless it has it; one patch, guarded by the resource version.
-pub(crate) async fn ensure_workspace_owner<K>(client: &Client, obj: &K, ws: &MlWorkspace) -> Result<(), Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
-{
-    let Some(reference) = workspace_owner_reference(ws) else { return Ok(()) };
-    let refs = obj.owner_references();
-    if refs.iter().any(|r| r.uid == reference.uid) {
-        return Ok(());
-    }
-    let mut next: Vec<OwnerReference> = refs.iter().filter(|r| r.kind != "MlWorkspace").cloned().collect();
-    next.push(reference);
-    let patch = json!({ "metadata": { "ownerReferences": next, "resourceVersion": obj.resource_version() } });
-    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(Error::kube("set owner reference"))?;
-    Ok(())
-}
-
-async fn get_workspace(ctx: &Context, ep: &MlOnlineEndpoint) -> Result<Option<MlWorkspace>, Error> {
-    let api: Api<MlWorkspace> = Api::namespaced(ctx.client.clone(), &ep.namespace().unwrap_or_default());
-    api.get_opt(&ep.spec.workspace_ref.name).await.map_err(Error::kube("read workspace"))
-}
-
-/// Ends a reconcile: status (with `outcome`), a Warning event for a new stall, the requeue.
-async fn finish(
-    ctx: &Context,
-    ep: &MlOnlineEndpoint,
-    mut status: MlOnlineEndpointStatus,
-    outcome: Phase,
-    requeue: Duration,
-) -> Result<Requeue, Error> {
-    let now = Time(jiff::Timestamp::now());
-    set_kstatus(&mut status, &outcome, ep.metadata.generation, &now);
-    let written = ctx.write_status(ep, status).await?;
-    if let (true, Phase::Stalled { reason, message }) = (written, &outcome) {
-        ctx.publish(ep, EventType::Warning, reason, message.clone()).await;
-    }
-    if !matches!(outcome, Phase::Transient { .. }) {
-        ctx.reset_failures(ep);
-    }
-    Ok(Requeue::requeue(requeue))
-}
-
-/// Ends a reconcile that failed: stall or retry, as the workspace controller's error policy decides.
-async fn fail(
-    ctx: &Context,
-    ep: &MlOnlineEndpoint,
-    status: MlOnlineEndpointStatus,
-    err: Error,
-) -> Result<Requeue, Error> {
-    let chain = scrub(&error_chain(&err));
-    warn!(error = %chain, request_id = err.request_id().unwrap_or("-"), "endpoint reconcile failed");
-    ctx.publish(ep, EventType::Warning, events::RECONCILE_FAILED, chain.clone()).await;
-    match classify(&err) {
-        Disposition::Stall { reason, message } => {
-            finish(ctx, ep, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await
-        }
-        Disposition::Retry | Disposition::RetryAfter(_) => {
-            let mut status = status;
-            let now = Time(jiff::Timestamp::now());
-            set_kstatus(&mut status, &Phase::Transient { message: chain }, ep.metadata.generation, &now);
-            if let Err(status_err) = ctx.write_status(ep, status).await {
-                warn!(error = %status_err, "cannot report the failure in status");
-            }
-            Err(err)
-        }
-    }
-}
-
 async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue, Error> {
     let previous = ctx.current_status(ep);
     let mut status = previous.clone().unwrap_or_default();
     let generation = ep.metadata.generation;
     let now = Time(jiff::Timestamp::now());
-    let ws = get_workspace(ctx, ep).await?;
-    let Some(ws) = ws.filter(workspace_ready) else {
+    let ws = parent::get_workspace(&ctx.client, ep).await?;
+    let Some(ws) = ws.filter(parent::workspace_ready) else {
         let message = format!(
             "waiting for MlWorkspace {} to be Ready; nothing is sent to Azure before",
             ep.spec.workspace_ref.name
         );
         let outcome = Phase::Progressing { reason: reasons::WORKSPACE_NOT_READY, message };
         // The workspace watch wakes the endpoint when the workspace changes.
-        return finish(ctx, ep, status, outcome, ctx.config.resync_period).await;
+        return ctx.finish_status(ep, status, outcome, ctx.config.resync_period).await;
     };
-    ensure_owner_reference(ctx, ep, &ws).await?;
+    parent::ensure_workspace_owner(&ctx.client, ep, &ws).await?;
     let (ep_ref, desired) = match desired(ep, &ws) {
         Ok(d) => d,
-        Err(message) => {
-            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message };
-            return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
+        Err(invalid) => {
+            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            return ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await;
         }
     };
     // The binding must allow the workspace's place and the endpoint's own access entries.
     let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
-    let probe = access::policy_probe(&ws, &access_entries);
     // Assets of other workspaces named by id are read by Azure on the binding's credential: they must be in groups
     // the binding allows.
     let assets = crate::policy::resources::endpoint_asset_uses(&ep.spec);
-    let arm = match crate::controller::resolve_client_with(&ctx.client, &ctx.credentials, &ctx.config, &probe, &assets)
-        .await
-    {
-        Ok(WorkspaceClient::Permitted(arm)) => arm,
-        Ok(WorkspaceClient::Denied(message)) => {
-            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message: access::endpoint_denial(&message) };
-            return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
+    let arm = match authorize(ctx, ep, &ws, &access_entries, &assets).await {
+        Ok(Verdict::Permitted { arm, .. }) => arm,
+        Ok(Verdict::Denied(message)) => {
+            let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
+            return ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await;
         }
-        Err(e) => return fail(ctx, ep, status, e).await,
+        Err(e) => return ctx.fail_status(ep, status, e).await,
     };
     let observed = match observe(&arm, &ep_ref, &desired, previous.as_ref()).await {
         Ok(o) => o,
-        Err(e) => return fail(ctx, ep, status, e).await,
+        Err(e) => return ctx.fail_status(ep, status, e).await,
     };
     let plan = plan::plan(&desired, &observed);
     report_observed(&mut status, &ep_ref, &observed, &desired.owner);
@@ -482,18 +332,18 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
         } else {
             format!("paused by annotation azml.dev/paused; withheld: {}", plan.waiting.join("; "))
         };
-        return finish(ctx, ep, status, Phase::Paused { in_sync, message }, ctx.config.resync_period).await;
+        return ctx.finish_status(ep, status, Phase::Paused { in_sync, message }, ctx.config.resync_period).await;
     }
     if let Err(e) = apply(ctx, ep, &arm, &ep_ref, &plan.actions).await {
-        return fail(ctx, ep, status, e).await;
+        return ctx.fail_status(ep, status, e).await;
     }
     if let Some((reason, message)) = plan.stall.clone() {
-        return finish(ctx, ep, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;
+        return ctx.finish_status(ep, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;
     }
     if !plan.converged() {
         let reason = if observed.endpoint.is_none() { reasons::CREATING } else { reasons::DEPLOYMENTS_PENDING };
         let outcome = Phase::Progressing { reason, message: plan.waiting.join("; ") };
-        return finish(ctx, ep, status, outcome, ctx.config.lro_poll_min).await;
+        return ctx.finish_status(ep, status, outcome, ctx.config.lro_poll_min).await;
     }
     // Converged: the keys.
     let scoring_uri = status.scoring_uri.clone();
@@ -504,7 +354,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             // A regeneration in flight (or one that just failed): record it at once, look again soon.
             if let Some(requeue) = result.requeue {
                 let outcome = result.outcome.unwrap_or(Phase::Ready);
-                return finish(ctx, ep, status, outcome, requeue).await;
+                return ctx.finish_status(ep, status, outcome, requeue).await;
             }
             result.outcome
         }
@@ -512,7 +362,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             // A regeneration recorded in flight stays recorded: the next reconcile tells from Azure's keys whether
             // it happened, instead of sending it again.
             status.keys = ctx.current_status(ep).and_then(|s| s.keys);
-            return fail(ctx, ep, status, e).await;
+            return ctx.fail_status(ep, status, e).await;
         }
     };
     // Then the role assignments at the endpoint.
@@ -520,7 +370,9 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     if !access_entries.is_empty() || !status.access.is_empty() {
         let endpoint = match ResourceId::parse(&ep_ref.id()) {
             Ok(id) => id,
-            Err(e) => return fail(ctx, ep, status, Error::BadPendingOperation(e.to_string())).await,
+            Err(source) => {
+                return ctx.fail_status(ep, status, Error::InvalidId { what: "online endpoint id", source }).await;
+            }
         };
         let previous_access = status.access.clone();
         match access::reconcile_access(ctx, ep, &arm, &endpoint, &access_entries, &previous_access).await {
@@ -545,7 +397,7 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
                     });
                 }
             }
-            Err(e) => return fail(ctx, ep, status, e).await,
+            Err(e) => return ctx.fail_status(ep, status, e).await,
         }
     } else {
         status.conditions.retain(|c| c.type_ != conditions::ACCESS_GRANTED);
@@ -554,163 +406,116 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     if let Phase::Stalled { .. } = outcome {
         requeue = ctx.config.stalled_requeue;
     }
-    finish(ctx, ep, status, outcome, requeue).await
+    ctx.finish_status(ep, status, outcome, requeue).await
 }
 
-async fn remove_finalizer(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue, Error> {
-    keys::delete_owned_secret(ctx, ep).await?;
-    set_finalizer(&ctx.client, ep, ENDPOINT_FINALIZER, false).await?;
-    ctx.forget(ep);
-    Ok(Requeue::await_change())
-}
-
-async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue, Error> {
+/// The endpoint's cleanup: deletionPolicy Delete, not paused (the shell handled Retain and paused).
+async fn reconcile_cleanup(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Deletion, Error> {
     let status = ctx.current_status(ep).unwrap_or_default();
-    if ep.spec.deletion_policy == DeletionPolicy::Retain {
-        info!("deletionPolicy Retain: leaving the endpoint in Azure; removing the finalizer");
-        return remove_finalizer(ep, ctx).await;
-    }
-    if annotation_true(ep, ANNOTATION_PAUSED) {
-        // Paused means no writes to Azure, deletion included.
-        let note = "Paused: the endpoint is left in Azure although deletionPolicy is Delete".to_owned();
-        ctx.publish(ep, EventType::Normal, reasons::PAUSED, note).await;
-        return remove_finalizer(ep, ctx).await;
-    }
-    let Some(ws) = get_workspace(ctx, ep).await? else {
+    let Some(ws) = parent::get_workspace(&ctx.client, ep).await? else {
         let note = format!(
             "MlWorkspace {} is gone: the endpoint cannot be reached and is left in Azure although deletionPolicy is Delete",
             ep.spec.workspace_ref.name
         );
         ctx.publish(ep, EventType::Warning, reasons::WORKSPACE_NOT_READY, note).await;
-        return remove_finalizer(ep, ctx).await;
+        return Ok(Deletion::Finished);
     };
     let (ep_ref, desired) = match desired(ep, &ws) {
         Ok(d) => d,
-        Err(message) => {
-            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message };
-            return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
+        Err(invalid) => {
+            let outcome = Phase::Stalled { reason: reasons::INVALID_SPEC, message: invalid.to_string() };
+            return wait(ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await);
         }
     };
     // Deleting needs the client only: the endpoint's access entries go with the endpoint.
-    let probe = access::policy_probe(&ws, &[]);
-    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &probe).await {
-        Ok(WorkspaceClient::Permitted(arm)) => arm,
-        Ok(WorkspaceClient::Denied(_)) if status.resource_id.is_none() => {
+    let arm = match authorize(ctx, ep, &ws, &[], &[]).await {
+        Ok(Verdict::Permitted { arm, .. }) => arm,
+        Ok(Verdict::Denied(_)) if status.resource_id.is_none() => {
             info!("not permitted and never created in Azure; removing the finalizer");
-            return remove_finalizer(ep, ctx).await;
+            return Ok(Deletion::Finished);
         }
-        Ok(WorkspaceClient::Denied(message)) => {
+        Ok(Verdict::Denied(message)) => {
             let outcome = Phase::Stalled { reason: reasons::NOT_PERMITTED, message };
-            return finish(ctx, ep, status, outcome, ctx.config.stalled_requeue).await;
+            return wait(ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await);
         }
-        Err(e) => return fail(ctx, ep, status, e).await,
+        Err(e) => return wait(ctx.fail_status(ep, status, e).await),
     };
     let found = match arm.get_online_endpoint(&ep_ref).await {
         Ok(f) => f,
-        Err(e) => return fail(ctx, ep, status, Error::arm("get online endpoint")(e)).await,
+        Err(e) => return wait(ctx.fail_status(ep, status, Error::arm("get online endpoint")(e)).await),
     };
     let Some(found) = found else {
         info!("online endpoint gone from Azure; removing the finalizer");
-        return remove_finalizer(ep, ctx).await;
+        return Ok(Deletion::Finished);
     };
     if !owned_by(&found, &desired.owner) {
         info!("the endpoint in Azure is not ours; leaving it");
-        return remove_finalizer(ep, ctx).await;
+        return Ok(Deletion::Finished);
     }
     if found.properties.provisioning_state != Some(ProvisioningState::Deleting) {
         if let Err(e) = arm.begin_delete_online_endpoint(&ep_ref).await {
-            return fail(ctx, ep, status, Error::arm("delete online endpoint")(e)).await;
+            return wait(ctx.fail_status(ep, status, Error::arm("delete online endpoint")(e)).await);
         }
         info!("deleting online endpoint");
         ctx.publish(ep, EventType::Normal, events::DELETED, format!("Deleting online endpoint {}", ep_ref.id())).await;
     }
     let outcome = Phase::Progressing { reason: reasons::DELETING, message: "deleting the endpoint in Azure".into() };
-    finish(ctx, ep, status, outcome, ctx.config.lro_poll_min).await
+    wait(ctx.finish_status(ep, status, outcome, ctx.config.lro_poll_min).await)
+}
+
+fn wait(result: Result<Requeue, Error>) -> Result<Deletion, Error> {
+    result.map(Deletion::Wait)
+}
+
+/// The binding check of an endpoint: the workspace's namespace, subscription, resource group and the dependent
+/// resources it names, with the endpoint's own access entries (granted at the endpoint) and the assets it names by
+/// id. No Azure call is made.
+async fn authorize(
+    ctx: &Context,
+    ep: &MlOnlineEndpoint,
+    ws: &MlWorkspace,
+    access: &[AccessEntry],
+    assets: &[(String, String, Intent)],
+) -> Result<Verdict, Error> {
+    let namespace = ws.namespace().unwrap_or_default();
+    let _ = ep;
+    let ask = Ask { namespace: &namespace, workspace: &ws.spec, access, grantor: Grantor::Endpoint, extra: assets };
+    binding::authorize(&ctx.client, &ctx.credentials, &ctx.config, &ask, |_| Ok(())).await
+}
+
+impl Reconciler for Context {
+    type Kind = MlOnlineEndpoint;
+
+    fn shell(&self) -> &Shell<MlOnlineEndpoint> {
+        self
+    }
+
+    async fn apply(&self, ep: &MlOnlineEndpoint) -> Result<Requeue, Error> {
+        reconcile_apply(ep, self).await
+    }
+
+    async fn cleanup(&self, ep: &MlOnlineEndpoint) -> Result<Deletion, Error> {
+        reconcile_cleanup(ep, self).await
+    }
+
+    /// The owned keys Secret goes at once, before the endpoint (the garbage collector would delete it after; key
+    /// material should not outlive the endpoint even briefly).
+    async fn before_finalizer_removed(&self, ep: &MlOnlineEndpoint) -> Result<(), Error> {
+        keys::delete_owned_secret(self, ep).await
+    }
+
+    fn watch(
+        &self,
+        controller: Controller<MlOnlineEndpoint>,
+        namespace: Option<&str>,
+        _scope: Option<ControllerScope>,
+    ) -> Controller<MlOnlineEndpoint> {
+        parent::watch_workspaces(controller, &self.client, namespace)
+    }
 }
 
 fn owned_by(ep: &OnlineEndpoint, owner: &str) -> bool {
     ep.tags.as_ref().and_then(crate::api::v1alpha1::owner_tag_value).is_some_and(|v| v == owner)
-}
-
-/// Requeue after a failed reconcile: backoff with jitter, Retry-After when throttled.
-pub fn error_policy(ep: Arc<MlOnlineEndpoint>, err: &Error, ctx: Arc<Context>) -> Requeue {
-    requeue_after_error(err, &ctx.config, || ctx.bump_failures(&ep))
-}
-
-/// Runs the endpoint controller until `shutdown` is cancelled (started by [`crate::controller::run`], so it shares
-/// leader election, shutdown and metrics with the workspace controller).
-pub async fn run(client: Client, config: ControllerConfig, shutdown: CancellationToken) {
-    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        config.watch_namespaces.iter().cloned().map(Some).collect()
-    };
-    info!(namespaces = ?config.watch_namespaces, "starting the MlOnlineEndpoint controller");
-    let ctx = Arc::new(Context::new(client.clone(), config));
-    let runs = namespaces.into_iter().map(|ns| run_one(ns, client.clone(), ctx.clone(), shutdown.clone()));
-    futures::future::join_all(runs).await;
-    info!("MlOnlineEndpoint controller stopped");
-}
-
-async fn run_one(namespace: Option<String>, client: Client, ctx: Arc<Context>, shutdown: CancellationToken) {
-    let (endpoints, workspaces): (Api<MlOnlineEndpoint>, Api<MlWorkspace>) = match &namespace {
-        Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    let (reader, writer) = reflector::store();
-    let controller = Controller::for_stream(watch_changes(endpoints, writer), reader);
-    let store = controller.store();
-    controller
-        .with_config(RuntimeConfig::default().concurrency(ctx.config.concurrency))
-        .watches(workspaces, watcher::Config::default(), move |ws: MlWorkspace| {
-            // A workspace change (Ready, deletion) re-evaluates its endpoints.
-            let ns = ws.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|ep| ep.namespace() == ns && ep.spec.workspace_ref.name == ws.name_any())
-                .map(|ep| ObjectRef::from_obj(&*ep))
-                .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(
-            |ep, ctx| {
-                let (metrics, object) = (ctx.config.metrics.clone(), ObjectRef::from_obj(&*ep));
-                async move { crate::metrics::instrument_reconcile(&metrics, object, reconcile(ep, ctx)).await }
-            },
-            error_policy,
-            ctx,
-        )
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => debug!(object = %obj, "reconciled"),
-                Err(err) => debug!(error = %scrub(&error_chain(&err)), "endpoint reconcile error"),
-            }
-        })
-        .await;
-}
-
-/// Deletes the MlOnlineEndpoints of `ws` (same namespace, `spec.workspaceRef.name`) and returns how many still
-/// exist (their own cleanup runs first). Used by the workspace's cleanup with deletionPolicy Delete.
-pub async fn delete_endpoints_of(client: &Client, ws: &MlWorkspace) -> Result<usize, Error> {
-    let api: Api<MlOnlineEndpoint> = Api::namespaced(client.clone(), &ws.namespace().unwrap_or_default());
-    let list = match api.list(&Default::default()).await {
-        Ok(list) => list.items,
-        // No MlOnlineEndpoint CRD installed: no endpoints.
-        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(0),
-        Err(e) => return Err(Error::kube("list online endpoints")(e)),
-    };
-    let mine: Vec<MlOnlineEndpoint> =
-        list.into_iter().filter(|ep| ep.spec.workspace_ref.name == ws.name_any()).collect();
-    for ep in mine.iter().filter(|ep| ep.metadata.deletion_timestamp.is_none()) {
-        info!(endpoint = %ep.name_any(), "deleting online endpoint of the deleted workspace");
-        match api.delete(&ep.name_any(), &kube::api::DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(Error::kube("delete online endpoint")(e)),
-        }
-    }
-    Ok(mine.len())
 }
 
 /// Whether the endpoint uses keys that can be exported.
@@ -720,7 +525,7 @@ pub fn exports_keys(ep: &MlOnlineEndpoint) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -780,29 +585,6 @@ mod tests {
 
     fn desired_ok_name(ep: &MlOnlineEndpoint) -> String {
         super::desired(ep, &workspace()).expect("valid").0.id()
-    }
-
-    #[test]
-    fn the_owner_reference_to_the_workspace_blocks_its_deletion_but_does_not_control() {
-        let r = workspace_owner_reference(&workspace()).expect("reference");
-        assert_eq!((r.kind.as_str(), r.name.as_str(), r.uid.as_str()), ("MlWorkspace", "fraud", "ws-uid"));
-        assert_eq!((r.controller, r.block_owner_deletion), (Some(false), Some(true)));
-    }
-
-    #[test]
-    fn the_workspace_is_ready_only_with_ready_true_and_a_resource_id() {
-        let mut ws = workspace();
-        assert!(!workspace_ready(&ws));
-        let now = Time(jiff::Timestamp::now());
-        let mut status = crate::api::v1alpha1::MlWorkspaceStatus::default();
-        set_condition(&mut status.conditions, conditions::READY, true, reasons::RECONCILED, "", Some(1), &now);
-        ws.status = Some(status.clone());
-        assert!(!workspace_ready(&ws), "no resource id yet");
-        status.resource_id = Some("/subscriptions/x".into());
-        ws.status = Some(status);
-        assert!(workspace_ready(&ws));
-        ws.metadata.deletion_timestamp = Some(now);
-        assert!(!workspace_ready(&ws), "a workspace being deleted is not ready");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 
 use crate::api::v1alpha1::{
-    AccessEntry, BuiltinRole, DependentResource, MlWorkspaceSpec, MlWorkspaceStatus, SubscriptionBinding,
+    AccessEntry, AccessScope, BuiltinRole, DependentResource, MlWorkspaceSpec, MlWorkspaceStatus, SubscriptionBinding,
 };
 use crate::azure::LroHandle;
 
@@ -41,8 +41,41 @@ pub struct Request<'a> {
     pub subscription_id: &'a str,
     /// `spec.resourceGroup`.
     pub resource_group: &'a str,
-    /// `spec.access`.
+    /// `spec.access` (an endpoint's entries in the workspace's terms: scope Workspace is the endpoint).
     pub access: &'a [AccessEntry],
+    /// Which resource the access entries grant roles at (named in a scope denial).
+    pub grantor: Grantor,
+}
+
+/// The resource whose `spec.access` a request carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Grantor {
+    /// An MlWorkspace: at the workspace, its resource group or its subscription.
+    #[default]
+    Workspace,
+    /// An MlOnlineEndpoint: at the endpoint itself, which a binding allows with scope Workspace (the endpoint is part
+    /// of the workspace).
+    Endpoint,
+}
+
+impl Grantor {
+    /// How a denied scope of an entry is named for this grantor.
+    fn scope_name(self, scope: AccessScope) -> &'static str {
+        match self {
+            Grantor::Workspace => scope.as_str(),
+            Grantor::Endpoint => "Endpoint (endpoint roles need Workspace in the binding's allowedScopes)",
+        }
+    }
+}
+
+/// The operation in `status.pendingOperation` addresses something outside the workspace's subscription.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("its URL {url} is outside subscription {subscription}; the operation is dropped")]
+pub struct ForeignOperation {
+    /// The URL that leaves the subscription.
+    pub url: String,
+    /// The workspace's subscription.
+    pub subscription: String,
 }
 
 /// Why no binding allows a request. `Display` is the message users see in the `NotPermitted` condition.
@@ -132,7 +165,7 @@ pub fn dependencies(spec: &MlWorkspaceSpec) -> Vec<(&'static str, &DependentReso
 /// stored poller at another subscription's resources; the operator would then call ARM there with the binding's
 /// credential. The ARM client already refuses URLs on other hosts. Returns the reason when the operation must be
 /// dropped.
-pub fn check_pending_operation(status: Option<&MlWorkspaceStatus>, subscription: &str) -> Result<(), String> {
+pub fn check_pending_operation(status: Option<&MlWorkspaceStatus>, subscription: &str) -> Result<(), ForeignOperation> {
     let Some(op) = status.and_then(|s| s.pending_operation.as_ref()) else {
         return Ok(());
     };
@@ -147,7 +180,7 @@ pub fn check_pending_operation(status: Option<&MlWorkspaceStatus>, subscription:
         let inside = url::Url::parse(url)
             .is_ok_and(|u| u.path().to_ascii_lowercase().starts_with(&prefix) && !u.path().contains("%2"));
         if !inside {
-            return Err(format!("its URL {url} is outside subscription {subscription}; the operation is dropped"));
+            return Err(ForeignOperation { url: url.clone(), subscription: subscription.to_owned() });
         }
     }
     Ok(())
@@ -249,7 +282,7 @@ pub fn check(binding: &SubscriptionBinding, req: &Request<'_>) -> Result<(), Den
         if !spec.allowed_scopes.contains(&entry.scope) {
             return Err(Denial::Scope {
                 binding: name,
-                scope: entry.scope.as_str(),
+                scope: req.grantor.scope_name(entry.scope),
                 principal: entry.principal_id.clone(),
             });
         }

@@ -416,6 +416,7 @@ mod tests {
             subscription_id: SUB,
             resource_group: "rg-teamb-ml",
             access: &[],
+            grantor: crate::policy::Grantor::Workspace,
         };
         let both = [namespace_only.clone(), shared];
         let chosen = authorize_with_resources(&both, &req, &spec, &[]).unwrap();

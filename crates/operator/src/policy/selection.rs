@@ -101,6 +101,7 @@ mod tests {
             namespace_labels: None,
             resource_group: "rg-risk-ml",
             access: &[],
+            grantor: crate::policy::Grantor::Workspace,
         };
         let chosen = authorize_with_resources(bindings, &req, &spec, &[]).expect("allowed");
         select(bindings, &req, &spec, &[], chosen)

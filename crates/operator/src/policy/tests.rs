@@ -54,6 +54,7 @@ fn request<'a>(access: &'a [AccessEntry]) -> Request<'a> {
         subscription_id: SUB,
         resource_group: "rg-risk-ml",
         access,
+        grantor: Grantor::Workspace,
     }
 }
 
@@ -149,6 +150,26 @@ fn scope_not_allowed() {
     let access = [entry(BuiltinRole::Reader, AccessScope::Subscription)];
     let err = authorize(&bindings, &request(&access)).unwrap_err();
     assert!(err.to_string().contains("scope Subscription"), "{err}");
+}
+
+#[test]
+fn an_endpoints_scope_denial_names_the_endpoint() {
+    let mut b = binding("risk", SUB);
+    b.spec.allowed_scopes = vec![AccessScope::ResourceGroup];
+    let bindings = [b];
+    // An endpoint's entries reach the policy in the workspace's terms (scope Workspace: the resource itself).
+    let access = [entry(BuiltinRole::Reader, AccessScope::Workspace)];
+    let req = Request { grantor: Grantor::Endpoint, ..request(&access) };
+    let err = authorize(&bindings, &req).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "SubscriptionBinding risk does not allow granting roles at scope Endpoint (endpoint roles need Workspace \
+             in the binding's allowedScopes) (access entry for principal {PRINCIPAL})"
+        )
+    );
+    let err = authorize(&bindings, &request(&access)).unwrap_err();
+    assert!(err.to_string().contains("at scope Workspace (access entry"), "{err}");
 }
 
 #[test]
@@ -267,6 +288,7 @@ proptest! {
             subscription_id: &subscription,
             resource_group: &resource_group,
             access: &access,
+            grantor: Grantor::Workspace,
         };
         if let Ok(chosen) = authorize(&bindings, &req) {
             prop_assert!(chosen.spec.subscription_id.eq_ignore_ascii_case(&subscription));
@@ -363,7 +385,7 @@ fn stored_operations_stay_in_the_workspaces_subscription() {
     ];
     for url in &hostile {
         let err = check_pending_operation(Some(&status_with_poller(url, None)), SUB).unwrap_err();
-        assert!(err.contains(SUB), "{err}");
+        assert!(err.to_string().contains(SUB), "{err}");
         let err = check_pending_operation(Some(&status_with_poller(&own, Some(url))), SUB);
         assert!(err.is_err(), "location {url}");
     }

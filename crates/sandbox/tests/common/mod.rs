@@ -16,7 +16,7 @@ use azml_arm_simulator::{ArmSimulator, RunningSim, SimConfig, World};
 use azml_kube_emulator::{KubeApiServer, RunningServer, ServerOptions};
 use azml_operator::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec, SubscriptionBinding};
 use azml_operator::azure::{AzureCloud, RetryPolicy};
-use azml_operator::controller::{self, ControllerConfig};
+use azml_operator::controller::ControllerConfig;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -172,7 +172,7 @@ pub fn fast_config(sim: &RunningSim, operator_ns: &str) -> ControllerConfig {
     config
 }
 
-/// `controller::run` on a task of the test's runtime, ended through its cancellation token.
+/// `run::controllers` on a task of the test's runtime, ended through its cancellation token.
 pub struct RunningController {
     token: CancellationToken,
     task: JoinHandle<()>,
@@ -182,7 +182,7 @@ impl RunningController {
     /// Spawns the controller.
     pub fn start(client: Client, config: ControllerConfig) -> RunningController {
         let token = CancellationToken::new();
-        let task = tokio::spawn(controller::run(client, config, token.clone()));
+        let task = tokio::spawn(azml_operator::run::controllers(client, config, token.clone()));
         RunningController { token, task }
     }
 

@@ -10,6 +10,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::info;
 
 use super::error::Error;
+use super::lock;
 use crate::api::v1alpha1::SubscriptionBinding;
 use crate::azure::{ArmClient, ArmClientOptions, CredentialConfig, Secret, build_credential};
 
@@ -103,8 +104,7 @@ impl CredentialCache {
             return Err(cred_err("no credential kind is set".into()));
         };
         let key = CacheKey { uid: binding.uid(), generation: binding.metadata.generation, secret_version };
-        if let Ok(clients) = self.clients.lock()
-            && let Some((cached_key, client)) = clients.get(&name)
+        if let Some((cached_key, client)) = lock(&self.clients).get(&name)
             && *cached_key == key
         {
             return Ok(client.clone());
@@ -112,16 +112,12 @@ impl CredentialCache {
         let credential = build_credential(&config, &options.cloud).map_err(|e| cred_err(e.to_string()))?;
         let client = ArmClient::new(credential, options.clone()).map_err(|e| read_err(e.to_string()))?;
         info!(binding = %name, "built ARM client for SubscriptionBinding");
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.insert(name, (key, client.clone()));
-        }
+        lock(&self.clients).insert(name, (key, client.clone()));
         Ok(client)
     }
 
     /// Drops the cached client of a binding (e.g. when it is deleted).
     pub fn forget(&self, binding: &str) {
-        if let Ok(mut clients) = self.clients.lock() {
-            clients.remove(binding);
-        }
+        lock(&self.clients).remove(binding);
     }
 }

@@ -49,6 +49,16 @@ pub enum Error {
     /// The operation stored in status cannot be resumed (edited by hand, or from an incompatible version).
     #[error("status.pendingOperation cannot be resumed: {0}")]
     BadPendingOperation(String),
+    /// A value of the spec (or one derived from it, e.g. a deployment name or the location) cannot address an
+    /// Azure resource; the schema should have refused it.
+    #[error("{what}: {source}")]
+    InvalidId {
+        /// What the value is, e.g. `spec.deployments[].name`.
+        what: &'static str,
+        /// The id layer's verdict.
+        #[source]
+        source: crate::azure::ids::IdError,
+    },
 }
 
 impl Error {
@@ -98,7 +108,7 @@ pub enum Disposition {
 pub fn classify(err: &Error) -> Disposition {
     match err {
         Error::Arm { source, .. } => classify_arm(source, &err.to_string()),
-        Error::BadPendingOperation(_) => {
+        Error::BadPendingOperation(_) | Error::InvalidId { .. } => {
             Disposition::Stall { reason: reasons::INVALID_SPEC, message: scrub(&error_chain(err)) }
         }
         Error::CredentialUnavailable { .. } => {
@@ -320,6 +330,19 @@ mod tests {
         let e = Error::Credential { binding: "b".into(), reason: "cannot read Secret x: connection refused".into() };
         assert_eq!(classify(&e), Disposition::Retry);
         assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
+        let name = crate::azure::ids::OnlineDeploymentName::new("bad/name").unwrap_err();
+        let wrong_name = Error::InvalidId { what: "online deployment name", source: name };
+        match classify(&wrong_name) {
+            Disposition::Stall { reason, message } => {
+                assert_eq!(reason, reasons::INVALID_SPEC);
+                assert!(message.starts_with("online deployment name: "), "{message}");
+                assert!(
+                    !message.contains("pendingOperation"),
+                    "a wrong name is not an unreadable operation: {message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A token endpoint's answer as azure_identity reports it: a Credential error wrapping the HTTP response's.

@@ -553,38 +553,3 @@ proptest! {
         prop_assert_eq!(names.len(), deletes(&p).len());
     }
 }
-
-// ------------------------------------------------------------------ status
-
-#[test]
-fn the_report_sets_status_access_and_the_condition_and_none_keeps_them() {
-    use super::super::status::{Report, WorkspaceFacts, compute};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-    let a = want(ALICE, BuiltinRole::Reader, AccessScope::Workspace);
-    let now = Time(jiff::Timestamp::from_second(1_700_000_000).unwrap());
-    let mut report = Report {
-        phase: Phase::Ready,
-        workspace: WorkspaceFacts::Unknown,
-        workspace_ref: None,
-        pending: None,
-        access: Some(AccessReport {
-            entries: vec![status_of(&a, AccessState::Pending)],
-            granted: false,
-            reason: reasons::ACCESS_PENDING,
-            message: "Reader for alice pending".into(),
-        }),
-    };
-    let s = compute(None, Some(2), &report, &now);
-    assert_eq!(s.access, [status_of(&a, AccessState::Pending)]);
-    let c = s.conditions.iter().find(|c| c.type_ == crate::api::conditions::ACCESS_GRANTED).unwrap();
-    assert_eq!(
-        (c.status.as_str(), c.reason.as_str(), c.observed_generation),
-        ("False", reasons::ACCESS_PENDING, Some(2))
-    );
-    // A reconcile that did not reach the access step keeps both.
-    report.access = None;
-    let kept = compute(Some(&s), Some(3), &report, &now);
-    assert_eq!(kept.access, s.access);
-    let c = kept.conditions.iter().find(|c| c.type_ == crate::api::conditions::ACCESS_GRANTED).unwrap();
-    assert_eq!(c.reason, reasons::ACCESS_PENDING);
-}
