@@ -55,9 +55,97 @@ pub fn yaml(body: &[u8]) -> Result<Value, String> {
     serde_yaml::from_slice(body).map_err(|e| e.to_string())
 }
 
+/// The repeated keys of a YAML (or JSON, which is YAML) text as the API server's YAML decoder reports them:
+/// `line 12: key "paused" already set in map`, the line (1-based) of the repetition. Texts the parser refuses have
+/// none here (the decoding that follows reports them).
+pub fn yaml_duplicates(text: &[u8]) -> Vec<String> {
+    use granit_parser::{Event, Parser};
+    enum Frame {
+        Map { keys: std::collections::HashSet<String>, expect_key: bool },
+        Seq,
+    }
+    let Ok(text) = std::str::from_utf8(text) else { return Vec::new() };
+    if flow_depth(text.as_bytes()) > MAX_DEPTH {
+        return Vec::new();
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut out = Vec::new();
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else { break };
+        let node =
+            matches!(event, Event::Scalar(..) | Event::MappingStart(..) | Event::SequenceStart(..) | Event::Alias(..));
+        if node && let Some(Frame::Map { keys, expect_key }) = stack.last_mut() {
+            if *expect_key
+                && let Event::Scalar(key, ..) = &event
+                && !keys.insert(key.to_string())
+            {
+                out.push(format!("line {}: key {:?} already set in map", span.start.line(), key.as_ref()));
+            }
+            *expect_key = !*expect_key;
+        }
+        match event {
+            Event::MappingStart(..) => stack.push(Frame::Map { keys: Default::default(), expect_key: true }),
+            Event::SequenceStart(..) => stack.push(Frame::Seq),
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What a JSON patch's operations carry besides their fields (`json patch unknown field "[0].foo"`) and repeat
+/// (`json patch duplicate field "[1].path"`), as the API server reports them for `fieldValidation`.
+pub fn json_patch_problems(body: &[u8]) -> Vec<String> {
+    let Ok((ops, duplicates)) = json_with_duplicates(body) else { return Vec::new() };
+    let mut out = Vec::new();
+    for (i, op) in ops.as_array().into_iter().flatten().enumerate() {
+        for key in op.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !matches!(key.as_str(), "op" | "path" | "value" | "from") {
+                out.push(format!("json patch unknown field \"[{i}].{key}\""));
+            }
+        }
+    }
+    // Only the operations' own fields: repeated keys inside a value are dropped by the patch library.
+    out.extend(
+        duplicates
+            .into_iter()
+            .filter(|d| d.split('.').count() == 2 && d.starts_with('['))
+            .map(|d| format!("json patch duplicate field \"{d}\"")),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_duplicates_name_the_line_of_the_repeated_key() {
+        let yaml = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: a\n  name: b\nspec:\n  paused: true\n  template:\n    spec:\n      containers:\n      - name: x\n        image: y\n        image: z\n  paused: false\n";
+        assert_eq!(
+            yaml_duplicates(yaml.as_bytes()),
+            [
+                "line 5: key \"name\" already set in map",
+                "line 13: key \"image\" already set in map",
+                "line 14: key \"paused\" already set in map",
+            ]
+        );
+        let json = "{\n \"spec\": {\n  \"paused\": false,\n  \"paused\": true\n }\n}";
+        assert_eq!(yaml_duplicates(json.as_bytes()), ["line 4: key \"paused\" already set in map"]);
+        assert!(yaml_duplicates(b"a: [1, 1]\nb: {c: 1}\nc: {c: 2}\n").is_empty());
+    }
+
+    #[test]
+    fn json_patch_problems_are_the_operations_own() {
+        let body = br#"[{"op": "add", "path": "/a", "value": {"x": 1, "x": 2}, "foo": "bar"},
+                        {"op": "add", "path": "/b", "path": "/c", "value": 1}]"#;
+        assert_eq!(
+            json_patch_problems(body),
+            ["json patch unknown field \"[0].foo\"", "json patch duplicate field \"[1].path\""]
+        );
+    }
 
     #[test]
     fn flow_depth_skips_quotes_and_comments() {

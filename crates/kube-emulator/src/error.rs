@@ -166,6 +166,12 @@ impl ApiError {
         )
     }
 
+    /// 406 NotAcceptable: the client's `Accept` header names no media type the resource is served in (e.g. only
+    /// protobuf for a custom resource); `accepted` lists those it is served in.
+    pub fn not_acceptable(accepted: &str) -> Self {
+        Self::plain(406, "NotAcceptable", format!("only the following media types are accepted: {accepted}"))
+    }
+
     /// 422 Invalid without object details (e.g. a failed JSON patch `test`).
     pub fn unprocessable(message: impl Into<String>) -> Self {
         Self::plain(422, "Invalid", message)

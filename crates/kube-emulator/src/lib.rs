@@ -1,9 +1,11 @@
 //! Kubernetes API server emulator: a small, faithful API server (discovery, OpenAPI, CRUD, patches, server-side
 //! apply, watches, CRD schema and CEL admission, typed decoding, defaulting and validation of built-in kinds,
-//! garbage collection) that kube-rs, kubectl, Helm and the official Python client accept. Request bodies are JSON or
-//! YAML, or protobuf for the built-in kinds that typed clients (`kubectl create ...`, Helm) write. What it serves, how
-//! each part is verified and where it deliberately differs from a real cluster: `docs/kube-api-emulator.md`.
+//! garbage collection) that kube-rs, kubectl, Helm and the official Python client accept. Request bodies are JSON,
+//! YAML or, for built-in kinds, protobuf (what client-go's typed clients send); answers are JSON, or protobuf for
+//! built-in kinds when the client asks for it. What it serves, how each part is verified and where it deliberately
+//! differs from a real cluster: `docs/kube-api-emulator.md`.
 
+pub mod crossfield;
 pub mod decode;
 pub mod error;
 pub mod openapi;

@@ -1,4 +1,6 @@
-//! OpenAPI v3 documents, enough for `kubectl explain` and kubectl's query-parameter checks.
+//! OpenAPI documents: v3 per group-version (what `kubectl explain` and kubectl's query-parameter checks read) and
+//! the v2 document (the older clients' fallback). Custom resources are described by their CRD's schema; built-in
+//! kinds by the published v1.33 definitions the emulator validates them with (`typed.rs`), descriptions included.
 
 use std::hash::{Hash, Hasher};
 
@@ -125,13 +127,85 @@ fn patch_operation(rt: &ResourceType, version: &str) -> Value {
     })
 }
 
+/// A vendored JSON Schema definition as an OpenAPI schema: references point at `prefix` (`#/components/schemas/` or
+/// `#/definitions/`), the nullable type lists become the single type, and the strict `additionalProperties: false`
+/// the validator uses is left out (the published documents do not carry it).
+fn openapi_schema(def: &Value, prefix: &str) -> Value {
+    match def {
+        Value::Object(m) => {
+            let mut out = Map::new();
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => {
+                        let target = json!(format!("{prefix}{}", r.rsplit('/').next().unwrap_or(r)));
+                        // OpenAPI 3.0 ignores the siblings of a `$ref`: the published v3 documents wrap it in `allOf`
+                        // so that the field's own description stays (Swagger 2.0 keeps the siblings).
+                        if m.len() > 1 && prefix.starts_with("#/components/") {
+                            out.insert("allOf".into(), json!([{"$ref": target}]));
+                        } else {
+                            out.insert(k.clone(), target);
+                        }
+                    }
+                    ("type", Value::Array(types)) => {
+                        if let Some(t) = types.iter().find(|t| t.as_str() != Some("null")) {
+                            out.insert(k.clone(), t.clone());
+                        }
+                    }
+                    ("additionalProperties", Value::Bool(false)) => {}
+                    (_, v) => {
+                        out.insert(k.clone(), openapi_schema(v, prefix));
+                    }
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| openapi_schema(v, prefix)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The schemas describing `rt`: its published definitions for a built-in kind, its CRD's schema otherwise.
+fn kind_schemas(rt: &ResourceType, version: &str, prefix: &str) -> Vec<(String, Value)> {
+    let published = super::typed::definitions(rt, version);
+    if published.is_empty() {
+        return vec![(schema_name(rt, version), kind_schema(rt, version))];
+    }
+    published.into_iter().map(|(name, def)| (name.to_string(), openapi_schema(def, prefix))).collect()
+}
+
+/// `GET /openapi/v2`: every served kind's definitions in one Swagger 2.0 document.
+pub fn v2_doc(registry: &Registry) -> Value {
+    let mut definitions = Map::new();
+    definitions.insert("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(), object_meta_schema());
+    for rt in registry.all() {
+        for version in &rt.versions {
+            let mut schemas = kind_schemas(rt, version, "#/definitions/");
+            for (_, schema) in &mut schemas {
+                if let Some(Value::Object(props)) = schema.get_mut("properties")
+                    && let Some(meta) = props.get_mut("metadata")
+                    && meta.get("allOf").is_some()
+                {
+                    *meta = json!({"$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"});
+                }
+            }
+            definitions.extend(schemas);
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", super::server::KUBE_VERSION.0, super::server::KUBE_VERSION.1)},
+        "paths": {},
+        "definitions": definitions,
+    })
+}
+
 /// `GET /openapi/v3/apis/{group}/{version}`.
 pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Value {
     let mut schemas = Map::new();
     let mut paths = Map::new();
     schemas.insert("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta".into(), object_meta_schema());
     for rt in registry.all().filter(|t| t.group == group && t.versions.iter().any(|v| v == version)) {
-        schemas.insert(schema_name(rt, version), kind_schema(rt, version));
+        schemas.extend(kind_schemas(rt, version, "#/components/schemas/"));
         let base = format!("/{}", gv_path(group, version));
         let item = if rt.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", rt.plural)

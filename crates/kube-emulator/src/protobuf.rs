@@ -1,23 +1,29 @@
-//! Protobuf request bodies (`application/vnd.kubernetes.protobuf`) for the built-in kinds typed clients write.
+//! Protobuf bodies (`application/vnd.kubernetes.protobuf`) of the built-in kinds, in requests and responses.
 //!
-//! kubectl's `create` subcommands and Helm's release storage use client-go's typed clients, which send protobuf: the
-//! magic `k8s\0` followed by a `runtime.Unknown` envelope whose `raw` holds the object's message. This module decodes
-//! the kinds the emulator serves (with the `k8s-pb` message types) into the JSON the JSON path would have received,
-//! so the rest of the server sees no difference. Custom resources have no protobuf form: a real API server answers
-//! 415 for them, and so does the emulator for them and for the built-in kinds not decoded here.
+//! client-go's typed clients (kubectl's `create` subcommands, `kubectl events`, Helm's release storage, most
+//! controllers) send built-in objects as protobuf and ask for protobuf answers: the magic `k8s\0` followed by a
+//! `runtime.Unknown` envelope whose `raw` holds the object's message; a watch is a stream of length-prefixed frames,
+//! each such an envelope around a `WatchEvent` whose object is itself enveloped.
+//!
+//! The conversion is generic: the message descriptors of the v1.33 API (`schemas/protobuf-v1.33.fds`, extracted from
+//! kubectl 1.33 by `schemas/generate_protobuf.py`) are walked field by field, using each field's JSON name, and the
+//! few apimachinery types whose JSON form differs from their message (`Time`, `MicroTime`, `Duration`, `Quantity`,
+//! `IntOrString`, `RawExtension`, `FieldsV1`) are converted as their Go `MarshalJSON` does. Go's JSON leaves out the
+//! zero value of a non-pointer field (`omitempty`), while protobuf always carries it; the descriptors keep gogo's
+//! `nullable=false` option on exactly those fields, so a zero value is dropped there and kept on pointer fields
+//! (`replicas: 0`, `automountServiceAccountToken: false`, `emptyDir: {}`).
+//!
+//! Custom resources have no protobuf form: a real API server answers 415 for such a body and JSON (or 406 when the
+//! client accepts nothing else) for such a response, and so does the emulator.
 
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use base64::Engine as _;
-use k8s_pb::api::apps::v1 as apps;
-use k8s_pb::api::batch::v1 as batch;
-use k8s_pb::api::coordination::v1 as coordination;
-use k8s_pb::api::core::v1 as core;
-use k8s_pb::api::events::v1 as events;
-use k8s_pb::api::rbac::v1 as rbac;
-use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_pb::apimachinery::pkg::runtime::Unknown;
+use k8s_pb::apimachinery::pkg::apis::meta::v1::WatchEvent;
+use k8s_pb::apimachinery::pkg::runtime::{RawExtension, TypeMeta, Unknown};
 use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MapKey, MessageDescriptor, ReflectMessage};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
@@ -26,13 +32,86 @@ use super::registry::ResourceType;
 /// The protobuf media type of the Kubernetes API.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 
+/// The media type of a protobuf watch stream.
+pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
+
 /// What a real API server accepts for bodies it cannot read as protobuf (custom resources).
 pub const JSON_MEDIA_TYPES: &str = "application/json, application/yaml";
 
 /// The four bytes that start every protobuf-encoded Kubernetes object.
 const MAGIC: &[u8] = b"k8s\0";
 
-/// Why a protobuf body could not be decoded.
+/// The serialized `FileDescriptorSet` of the v1.33 API types.
+static DESCRIPTORS: &[u8] = include_bytes!("schemas/protobuf-v1.33.fds");
+
+/// gogoproto's `nullable` field option (`(gogoproto.nullable) = false` marks a non-pointer Go field).
+const GOGO_NULLABLE: u32 = 65001;
+
+/// gogoproto's `customname` field option: the Go field's name.
+const GOGO_CUSTOMNAME: u32 = 65004;
+
+const META: &str = "k8s.io.apimachinery.pkg.apis.meta.v1";
+const TIME: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Time";
+const MICRO_TIME: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.MicroTime";
+const DURATION: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Duration";
+const FIELDS_V1: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.FieldsV1";
+const QUANTITY: &str = "k8s.io.apimachinery.pkg.api.resource.Quantity";
+const INT_OR_STRING: &str = "k8s.io.apimachinery.pkg.util.intstr.IntOrString";
+const RAW_EXTENSION: &str = "k8s.io.apimachinery.pkg.runtime.RawExtension";
+
+/// The descriptors, and what Go's JSON does differently from the messages.
+struct Catalog {
+    pool: DescriptorPool,
+    /// Fields (full names) that are not pointers in Go: their zero value is left out of JSON.
+    non_nullable: HashSet<String>,
+    /// Embedded structs Go's JSON inlines (`json:",inline"`, e.g. `Probe.handler`, `Volume.volumeSource`): their
+    /// fields appear in the parent's JSON object.
+    inline: HashSet<String>,
+}
+
+static CATALOG: LazyLock<Result<Catalog, String>> = LazyLock::new(|| {
+    let pool = DescriptorPool::decode(DESCRIPTORS).map_err(|e| e.to_string())?;
+    let mut non_nullable = HashSet::new();
+    let mut inline = HashSet::new();
+    // `(gogoproto.nullable) = false` is the varint 0 under field 65001 of the field's options.
+    let mut not_nullable = Vec::new();
+    prost::encoding::encode_key(GOGO_NULLABLE, prost::encoding::WireType::Varint, &mut not_nullable);
+    not_nullable.push(0);
+    for message in pool.all_messages() {
+        for field in message.fields() {
+            let options: Vec<Vec<u8>> = field
+                .options()
+                .unknown_fields()
+                .map(|u| {
+                    let mut bytes = Vec::new();
+                    u.encode(&mut bytes);
+                    bytes
+                })
+                .collect();
+            if options.contains(&not_nullable) {
+                non_nullable.insert(field.full_name().to_string());
+            }
+            // An embedded struct: the Go field is named after its type. Go's JSON inlines it unless it has a name
+            // of its own (`metadata`), which the OpenAPI definition of the parent then lists.
+            if let Some(child) = field.kind().as_message() {
+                let mut embedded = Vec::new();
+                prost::encoding::string::encode(GOGO_CUSTOMNAME, &child.name().to_string(), &mut embedded);
+                if options.contains(&embedded)
+                    && super::typed::definition_has_property(message.full_name(), field.json_name()) == Some(false)
+                {
+                    inline.insert(field.full_name().to_string());
+                }
+            }
+        }
+    }
+    Ok(Catalog { pool, non_nullable, inline })
+});
+
+fn catalog() -> Result<&'static Catalog, ProtobufError> {
+    CATALOG.as_ref().map_err(|e| ProtobufError::Descriptors(e.clone()))
+}
+
+/// Why a protobuf body could not be decoded or an object encoded.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtobufError {
     /// The body does not start with the `k8s\0` magic.
@@ -61,9 +140,20 @@ pub enum ProtobufError {
         #[source]
         source: prost::DecodeError,
     },
-    /// This kind has no protobuf decoding here (custom resources, or built-in kinds not covered).
-    #[error("no protobuf decoding for {0}")]
+    /// This kind has no protobuf form (custom resources).
+    #[error("no protobuf encoding for {0}")]
     Unsupported(String),
+    /// A JSON value does not fit the field's message type (a stored object the emulator cannot encode).
+    #[error("cannot encode {path} as protobuf: {reason}")]
+    Encode {
+        /// JSON path of the value.
+        path: String,
+        /// What did not fit.
+        reason: String,
+    },
+    /// The embedded descriptors did not load (a build defect, reported rather than panicking).
+    #[error("the protobuf descriptors did not load: {0}")]
+    Descriptors(String),
 }
 
 impl ProtobufError {
@@ -71,6 +161,7 @@ impl ProtobufError {
     pub fn to_api_error(&self, rt: &ResourceType, version: &str) -> ApiError {
         match self {
             Self::Unsupported(_) => ApiError::unsupported_body(JSON_MEDIA_TYPES),
+            Self::Encode { .. } | Self::Descriptors(_) => ApiError::internal(self.to_string()),
             other => ApiError::bad_request(format!(
                 "{kind} in version \"{version}\" cannot be handled as a {kind}: {other}",
                 kind = rt.kind
@@ -84,6 +175,28 @@ pub fn is_protobuf(content_type: &str) -> bool {
     content_type.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case(MEDIA_TYPE))
 }
 
+/// The message type of kind `kind` in `group`/`version`, if the built-in API has one.
+fn message(group: &str, version: &str, kind: &str) -> Option<MessageDescriptor> {
+    let catalog = catalog().ok()?;
+    let name = match group {
+        "" if kind == "Status" => format!("{META}.Status"),
+        "" => format!("k8s.io.api.core.{version}.{kind}"),
+        // `rbac.authorization.k8s.io` -> `k8s.io.api.rbac.v1`, `apps` -> `k8s.io.api.apps.v1`.
+        g => format!("k8s.io.api.{}.{version}.{kind}", g.split('.').next().unwrap_or(g)),
+    };
+    catalog.pool.get_message_by_name(&name)
+}
+
+/// Whether objects of `rt` have a protobuf form (built-in kinds, not custom resources).
+pub fn has_protobuf(rt: &ResourceType, version: &str) -> bool {
+    !rt.custom && message(&rt.group, version, &rt.kind).is_some()
+}
+
+/// `(group, version)` of an `apiVersion`.
+fn group_version(api_version: &str) -> (&str, &str) {
+    api_version.rsplit_once('/').unwrap_or(("", api_version))
+}
+
 /// The `runtime.Unknown` envelope of a protobuf body: `(apiVersion, kind, raw object message)`.
 fn envelope(body: &[u8]) -> Result<(String, String, Vec<u8>), ProtobufError> {
     let payload = body.strip_prefix(MAGIC).ok_or(ProtobufError::NoMagic)?;
@@ -95,14 +208,29 @@ fn envelope(body: &[u8]) -> Result<(String, String, Vec<u8>), ProtobufError> {
     Ok((type_meta.api_version.unwrap_or_default(), type_meta.kind.unwrap_or_default(), unknown.raw.unwrap_or_default()))
 }
 
+/// Wraps a message in the magic and the `runtime.Unknown` envelope.
+fn wrap(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
+    let unknown = Unknown {
+        type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+        raw: Some(raw),
+        content_encoding: Some(String::new()),
+        content_type: Some(String::new()),
+    };
+    let mut out = MAGIC.to_vec();
+    unknown.encode(&mut out).unwrap_or_default();
+    out
+}
+
 /// Decodes a protobuf object body for resource `rt` at `version` into its JSON form (with apiVersion and kind).
 pub fn decode_object(body: &[u8], rt: &ResourceType, version: &str) -> Result<Value, ProtobufError> {
     let expected_api_version = rt.api_version(version);
-    // Decoding needs the kind's message type; refuse unknown kinds before looking at the body, as the real server
-    // refuses media types a resource has no serializer for.
-    if rt.custom || !decodes(&rt.group, &rt.kind) {
+    // Refuse kinds without a message type before looking at the body, as the real server refuses media types a
+    // resource has no serializer for.
+    let desc = if rt.custom { None } else { message(&rt.group, version, &rt.kind) };
+    let Some(desc) = desc else {
+        catalog()?;
         return Err(ProtobufError::Unsupported(format!("{expected_api_version}, Kind={}", rt.kind)));
-    }
+    };
     let (api_version, kind, raw) = envelope(body)?;
     // client-go always fills the type meta; an empty one means "the URL's kind", as with JSON bodies.
     let api_version = if api_version.is_empty() { expected_api_version.clone() } else { api_version };
@@ -113,42 +241,12 @@ pub fn decode_object(body: &[u8], rt: &ResourceType, version: &str) -> Result<Va
             found: format!("{api_version}, Kind={kind}"),
         });
     }
-    let object = |source| ProtobufError::Object { kind: kind.clone(), source };
-    let mut out = match (rt.group.as_str(), rt.kind.as_str()) {
-        ("", "Namespace") => namespace(core::Namespace::decode(raw.as_slice()).map_err(object)?),
-        ("", "Secret") => secret(core::Secret::decode(raw.as_slice()).map_err(object)?),
-        ("", "ConfigMap") => config_map(core::ConfigMap::decode(raw.as_slice()).map_err(object)?),
-        ("", "ServiceAccount") => service_account(core::ServiceAccount::decode(raw.as_slice()).map_err(object)?),
-        ("", "Event") => core_event(core::Event::decode(raw.as_slice()).map_err(object)?),
-        ("events.k8s.io", "Event") => events_event(events::Event::decode(raw.as_slice()).map_err(object)?),
-        ("coordination.k8s.io", "Lease") => lease(coordination::Lease::decode(raw.as_slice()).map_err(object)?),
-        ("rbac.authorization.k8s.io", "Role") => {
-            let r = rbac::Role::decode(raw.as_slice()).map_err(object)?;
-            with_rules(r.metadata, r.rules)
-        }
-        ("rbac.authorization.k8s.io", "ClusterRole") => {
-            cluster_role(rbac::ClusterRole::decode(raw.as_slice()).map_err(object)?)
-        }
-        ("rbac.authorization.k8s.io", "RoleBinding") => {
-            let b = rbac::RoleBinding::decode(raw.as_slice()).map_err(object)?;
-            binding(b.metadata, b.subjects, b.role_ref)
-        }
-        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => {
-            let b = rbac::ClusterRoleBinding::decode(raw.as_slice()).map_err(object)?;
-            binding(b.metadata, b.subjects, b.role_ref)
-        }
-        ("apps", "Deployment") => {
-            workload(&kind, |left| deployment(apps::Deployment::decode(raw.as_slice()).map_err(object)?, left))?
-        }
-        ("batch", "Job") => workload(&kind, |left| job(batch::Job::decode(raw.as_slice()).map_err(object)?, left))?,
-        ("batch", "CronJob") => {
-            workload(&kind, |left| cron_job(batch::CronJob::decode(raw.as_slice()).map_err(object)?, left))?
-        }
-        // `decodes` lists exactly the arms above.
-        _ => return Err(ProtobufError::Unsupported(format!("{expected_api_version}, Kind={}", rt.kind))),
-    };
+    let msg = DynamicMessage::decode(desc, raw.as_slice())
+        .map_err(|source| ProtobufError::Object { kind: kind.clone(), source })?;
+    let mut out = Map::new();
     out.insert("apiVersion".into(), json!(api_version));
     out.insert("kind".into(), json!(kind));
+    out.extend(message_json(&msg, catalog()?));
     Ok(Value::Object(out))
 }
 
@@ -158,620 +256,374 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ProtobufError> {
     if !kind.is_empty() && kind != "DeleteOptions" {
         return Err(ProtobufError::KindMismatch { expected: "DeleteOptions".into(), found: kind });
     }
-    let o = meta::DeleteOptions::decode(raw.as_slice())
+    let catalog = catalog()?;
+    let desc = catalog
+        .pool
+        .get_message_by_name(&format!("{META}.DeleteOptions"))
+        .ok_or_else(|| ProtobufError::Descriptors("no DeleteOptions message".into()))?;
+    let msg = DynamicMessage::decode(desc, raw.as_slice())
         .map_err(|source| ProtobufError::Object { kind: "DeleteOptions".into(), source })?;
-    let mut m = Obj::default();
-    m.int("gracePeriodSeconds", o.grace_period_seconds);
-    if let Some(p) = o.preconditions {
-        let mut pm = Obj::default();
-        pm.str("uid", p.uid);
-        pm.str("resourceVersion", p.resource_version);
-        m.obj("preconditions", pm);
-    }
-    m.bool("orphanDependents", o.orphan_dependents);
-    m.str("propagationPolicy", o.propagation_policy);
-    m.strs("dryRun", o.dry_run);
-    Ok(Value::Object(m.0))
+    Ok(Value::Object(message_json(&msg, catalog)))
 }
 
-/// Whether [`decode_object`] knows the message type of this built-in kind.
-fn decodes(group: &str, kind: &str) -> bool {
-    matches!(
-        (group, kind),
-        ("", "Namespace" | "Secret" | "ConfigMap" | "ServiceAccount" | "Event")
-            | ("events.k8s.io", "Event")
-            | ("coordination.k8s.io", "Lease")
-            | ("rbac.authorization.k8s.io", "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding")
-            | ("apps", "Deployment")
-            | ("batch", "Job" | "CronJob")
-    )
+/// Encodes an object, a list or a `Status` (its JSON form, with apiVersion and kind) as a protobuf body; `Ok(None)`
+/// when its kind has no protobuf form (custom resources, server-side Tables).
+pub fn encode(value: &Value) -> Result<Option<Vec<u8>>, ProtobufError> {
+    let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
+    let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let (group, version) = group_version(api_version);
+    let Some(desc) = message(group, version, kind) else { return Ok(None) };
+    let Some(obj) = value.as_object() else { return Ok(None) };
+    let msg = message_from_json(&desc, obj, "")?;
+    Ok(Some(wrap(api_version, kind, msg.encode_to_vec())))
 }
 
-/// Converts a workload message whose converter records, in `left`, every set field it does not convert: such a body
-/// is refused as unsupported (415, the client may send JSON) rather than stored without those fields.
-fn workload(
-    kind: &str,
-    convert: impl FnOnce(&mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError>,
-) -> Result<Map<String, Value>, ProtobufError> {
-    let mut left = Vec::new();
-    let out = convert(&mut left)?;
-    if left.is_empty() {
-        Ok(out)
-    } else {
-        Err(ProtobufError::Unsupported(format!("{kind} with {} in protobuf", left.join(", "))))
-    }
+/// One frame of a protobuf watch stream: the 4-byte big-endian length, then a `WatchEvent` message whose object is
+/// the enveloped `object`. The stream itself uses the API server's raw protobuf serializer (no magic, no envelope:
+/// the frames can only hold WatchEvents); only the embedded object carries them. `Ok(None)` when the object has no
+/// protobuf form.
+pub fn watch_frame(type_: &str, object: &Value) -> Result<Option<Vec<u8>>, ProtobufError> {
+    let Some(inner) = encode(object)? else { return Ok(None) };
+    let event = WatchEvent { r#type: Some(type_.into()), object: Some(RawExtension { raw: Some(inner) }) };
+    let body = event.encode_to_vec();
+    let len = u32::try_from(body.len())
+        .map_err(|_| ProtobufError::Encode { path: "watch event".into(), reason: "larger than 4 GiB".into() })?;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend(body);
+    Ok(Some(frame))
 }
 
-/// Records `path` when what is left of a message after its converted fields were taken out is not empty.
-fn rest<T: Default + PartialEq>(rest: &T, path: &'static str, left: &mut Vec<&'static str>) {
-    if *rest != T::default() {
-        left.push(path);
-    }
-}
+// ---- protobuf -> JSON ----------------------------------------------------------------------------------------------
 
-fn i32s(v: Option<i32>) -> Option<i64> {
-    v.map(i64::from)
-}
-
-fn quantities(v: BTreeMap<String, k8s_pb::apimachinery::pkg::api::resource::Quantity>) -> BTreeMap<String, String> {
-    v.into_iter().map(|(k, q)| (k, q.string.unwrap_or_default())).collect()
-}
-
-fn container(mut c: core::Container, left: &mut Vec<&'static str>) -> Obj {
-    let mut o = Obj::default();
-    o.str_always("name", c.name.take());
-    o.str("image", c.image.take());
-    o.strs("command", std::mem::take(&mut c.command));
-    o.strs("args", std::mem::take(&mut c.args));
-    o.str("workingDir", c.working_dir.take());
-    let ports = std::mem::take(&mut c.ports)
-        .into_iter()
-        .map(|mut p| {
-            let mut x = Obj::default();
-            x.str("name", p.name.take());
-            x.int("hostPort", i32s(p.host_port.take()));
-            x.int("containerPort", i32s(p.container_port.take()));
-            x.str("protocol", p.protocol.take());
-            x.str("hostIP", p.host_ip.take());
-            rest(&p, "containers[].ports[]", left);
-            x
-        })
-        .collect();
-    o.list("ports", ports);
-    let env = std::mem::take(&mut c.env)
-        .into_iter()
-        .map(|mut e| {
-            let mut x = Obj::default();
-            x.str_always("name", e.name.take());
-            x.str("value", e.value.take());
-            rest(&e, "containers[].env[].valueFrom", left);
-            x
-        })
-        .collect();
-    o.list("env", env);
-    if let Some(mut r) = c.resources.take() {
-        let mut x = Obj::default();
-        x.map("limits", quantities(std::mem::take(&mut r.limits)));
-        x.map("requests", quantities(std::mem::take(&mut r.requests)));
-        rest(&r, "containers[].resources.claims", left);
-        o.0.insert("resources".into(), Value::Object(x.0));
-    }
-    o.str("terminationMessagePath", c.termination_message_path.take());
-    o.str("terminationMessagePolicy", c.termination_message_policy.take());
-    o.str("imagePullPolicy", c.image_pull_policy.take());
-    // Go's protobuf always writes its non-pointer booleans; `omitempty` leaves false out of JSON.
-    o.bool("stdin", c.stdin.take().filter(|b| *b));
-    o.bool("stdinOnce", c.stdin_once.take().filter(|b| *b));
-    o.bool("tty", c.tty.take().filter(|b| *b));
-    rest(&c, "containers[] fields beyond name, image, command, args, workingDir, ports, env, resources", left);
-    o
-}
-
-fn pod_template(t: Option<core::PodTemplateSpec>, left: &mut Vec<&'static str>) -> Obj {
-    let mut o = Obj::default();
-    let Some(t) = t else { return o };
-    o.obj("metadata", object_meta(t.metadata));
-    let Some(mut s) = t.spec else { return o };
-    let mut spec = Obj::default();
-    spec.list("containers", std::mem::take(&mut s.containers).into_iter().map(|c| container(c, left)).collect());
-    spec.list(
-        "initContainers",
-        std::mem::take(&mut s.init_containers).into_iter().map(|c| container(c, left)).collect(),
-    );
-    spec.str("restartPolicy", s.restart_policy.take());
-    spec.int("terminationGracePeriodSeconds", s.termination_grace_period_seconds.take());
-    spec.str("dnsPolicy", s.dns_policy.take());
-    spec.map("nodeSelector", std::mem::take(&mut s.node_selector));
-    spec.str("serviceAccountName", s.service_account_name.take());
-    spec.str("schedulerName", s.scheduler_name.take());
-    // Non-pointer fields Go's protobuf always writes, empty when unset.
-    spec.str("serviceAccount", s.service_account.take());
-    spec.str("nodeName", s.node_name.take());
-    spec.str("hostname", s.hostname.take());
-    spec.str("subdomain", s.subdomain.take());
-    spec.str("priorityClassName", s.priority_class_name.take());
-    spec.bool("hostNetwork", s.host_network.take().filter(|b| *b));
-    spec.bool("hostPID", s.host_pid.take().filter(|b| *b));
-    spec.bool("hostIPC", s.host_ipc.take().filter(|b| *b));
-    if s.security_context.as_ref().is_some_and(|sc| *sc == core::PodSecurityContext::default()) {
-        s.security_context = None;
-        spec.0.insert("securityContext".into(), json!({}));
-    }
-    rest(&s, "template.spec fields beyond containers, restartPolicy, nodeSelector, serviceAccountName", left);
-    o.0.insert("spec".into(), Value::Object(spec.0));
-    o
-}
-
-fn deployment(d: apps::Deployment, left: &mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError> {
-    let mut o = top(d.metadata);
-    if let Some(mut s) = d.spec {
-        let mut spec = Obj::default();
-        spec.int("replicas", i32s(s.replicas.take()));
-        if let Some(sel) = s.selector.take() {
-            spec.0.insert("selector".into(), Value::Object(label_selector(sel).0));
+fn message_json(msg: &DynamicMessage, catalog: &Catalog) -> Map<String, Value> {
+    let mut out = Map::new();
+    for (field, value) in msg.fields() {
+        let Some(v) = field_json(value, catalog) else { continue };
+        // A non-pointer Go field: protobuf always carries it, Go's JSON leaves its zero value out.
+        if catalog.non_nullable.contains(field.full_name()) && is_zero(&v) {
+            continue;
         }
-        spec.0.insert("template".into(), Value::Object(pod_template(s.template.take(), left).0));
-        if let Some(mut strategy) = s.strategy.take() {
-            let mut x = Obj::default();
-            x.str("type", strategy.r#type.take());
-            rest(&strategy, "spec.strategy.rollingUpdate", left);
-            spec.obj("strategy", x);
-        }
-        spec.int("minReadySeconds", i32s(s.min_ready_seconds.take()));
-        spec.int("revisionHistoryLimit", i32s(s.revision_history_limit.take()));
-        spec.bool("paused", s.paused.take());
-        spec.int("progressDeadlineSeconds", i32s(s.progress_deadline_seconds.take()));
-        rest(&s, "spec", left);
-        o.0.insert("spec".into(), Value::Object(spec.0));
-    }
-    // Status is the server's to set on create; what a client sends is dropped, as with JSON.
-    Ok(o.0)
-}
-
-fn job_spec(mut s: batch::JobSpec, left: &mut Vec<&'static str>) -> Obj {
-    let mut spec = Obj::default();
-    spec.int("parallelism", i32s(s.parallelism.take()));
-    spec.int("completions", i32s(s.completions.take()));
-    spec.int("activeDeadlineSeconds", s.active_deadline_seconds.take());
-    spec.int("backoffLimit", i32s(s.backoff_limit.take()));
-    spec.int("ttlSecondsAfterFinished", i32s(s.ttl_seconds_after_finished.take()));
-    spec.str("completionMode", s.completion_mode.take());
-    spec.bool("suspend", s.suspend.take());
-    spec.bool("manualSelector", s.manual_selector.take());
-    if let Some(sel) = s.selector.take() {
-        spec.0.insert("selector".into(), Value::Object(label_selector(sel).0));
-    }
-    spec.0.insert("template".into(), Value::Object(pod_template(s.template.take(), left).0));
-    rest(&s, "job spec fields beyond parallelism, completions, deadlines, backoffLimit, template", left);
-    spec
-}
-
-fn job(j: batch::Job, left: &mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError> {
-    let mut o = top(j.metadata);
-    if let Some(s) = j.spec {
-        o.0.insert("spec".into(), Value::Object(job_spec(s, left).0));
-    }
-    Ok(o.0)
-}
-
-fn cron_job(c: batch::CronJob, left: &mut Vec<&'static str>) -> Result<Map<String, Value>, ProtobufError> {
-    let mut o = top(c.metadata);
-    if let Some(mut s) = c.spec {
-        let mut spec = Obj::default();
-        spec.str_always("schedule", s.schedule.take());
-        spec.str("timeZone", s.time_zone.take());
-        spec.int("startingDeadlineSeconds", s.starting_deadline_seconds.take());
-        spec.str("concurrencyPolicy", s.concurrency_policy.take());
-        spec.bool("suspend", s.suspend.take());
-        if let Some(jt) = s.job_template.take() {
-            let mut x = Obj::default();
-            x.obj("metadata", object_meta(jt.metadata));
-            if let Some(js) = jt.spec {
-                x.0.insert("spec".into(), Value::Object(job_spec(js, left).0));
+        match v {
+            Value::Object(fields) if catalog.inline.contains(field.full_name()) => out.extend(fields),
+            v => {
+                out.insert(field.json_name().to_string(), v);
             }
-            spec.0.insert("jobTemplate".into(), Value::Object(x.0));
         }
-        spec.int("successfulJobsHistoryLimit", i32s(s.successful_jobs_history_limit.take()));
-        spec.int("failedJobsHistoryLimit", i32s(s.failed_jobs_history_limit.take()));
-        rest(&s, "cronjob spec", left);
-        o.0.insert("spec".into(), Value::Object(spec.0));
     }
-    Ok(o.0)
+    out
 }
 
-/// A JSON object under construction that leaves out what Go's `omitempty` would leave out.
-#[derive(Default)]
-struct Obj(Map<String, Value>);
-
-impl Obj {
-    /// A string, left out when absent or empty (every string field decoded here is `omitempty` in Go's JSON).
-    fn str(&mut self, key: &str, v: Option<String>) {
-        if let Some(s) = v.filter(|s| !s.is_empty()) {
-            self.0.insert(key.into(), json!(s));
-        }
-    }
-
-    /// A string Go's JSON always writes (no `omitempty`).
-    fn str_always(&mut self, key: &str, v: Option<String>) {
-        self.0.insert(key.into(), json!(v.unwrap_or_default()));
-    }
-
-    /// An optional number; protobuf only carries pointer fields that were set.
-    fn int(&mut self, key: &str, v: Option<i64>) {
-        if let Some(n) = v {
-            self.0.insert(key.into(), json!(n));
-        }
-    }
-
-    /// A non-pointer `omitempty` number: zero is left out.
-    fn nonzero(&mut self, key: &str, v: Option<i64>) {
-        self.int(key, v.filter(|n| *n != 0));
-    }
-
-    fn bool(&mut self, key: &str, v: Option<bool>) {
-        if let Some(b) = v {
-            self.0.insert(key.into(), json!(b));
-        }
-    }
-
-    fn strs(&mut self, key: &str, v: Vec<String>) {
-        if !v.is_empty() {
-            self.0.insert(key.into(), json!(v));
-        }
-    }
-
-    fn map(&mut self, key: &str, v: BTreeMap<String, String>) {
-        if !v.is_empty() {
-            self.0.insert(key.into(), json!(v));
-        }
-    }
-
-    /// Binary values as base64 strings, as `[]byte` is in Go's JSON.
-    fn bytes_map(&mut self, key: &str, v: BTreeMap<String, Vec<u8>>) {
-        if !v.is_empty() {
-            let m: Map<String, Value> =
-                v.into_iter().map(|(k, b)| (k, json!(base64::engine::general_purpose::STANDARD.encode(b)))).collect();
-            self.0.insert(key.into(), Value::Object(m));
-        }
-    }
-
-    fn obj(&mut self, key: &str, v: Obj) {
-        if !v.0.is_empty() {
-            self.0.insert(key.into(), Value::Object(v.0));
-        }
-    }
-
-    fn list(&mut self, key: &str, v: Vec<Obj>) {
-        if !v.is_empty() {
-            self.0.insert(key.into(), Value::Array(v.into_iter().map(|o| Value::Object(o.0)).collect()));
-        }
-    }
-
-    fn time(&mut self, key: &str, t: Option<meta::Time>) {
-        // metav1.Time has seconds precision on the wire and in JSON; a zero time is an empty message.
-        if let Some(s) = t.and_then(|t| t.seconds).and_then(|s| jiff::Timestamp::from_second(s).ok()) {
-            self.0.insert(key.into(), json!(s.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
-        }
-    }
-
-    fn micro_time(&mut self, key: &str, t: Option<meta::MicroTime>) {
-        let Some(t) = t else { return };
-        let Some(seconds) = t.seconds else { return };
-        let nanos = t.nanos.unwrap_or(0) / 1000 * 1000;
-        if let Ok(ts) = jiff::Timestamp::new(seconds, nanos) {
-            self.0.insert(key.into(), json!(ts.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()));
-        }
+fn is_zero(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
     }
 }
 
-fn object_meta(m: Option<meta::ObjectMeta>) -> Obj {
-    let mut o = Obj::default();
-    let Some(m) = m else { return o };
-    o.str("name", m.name);
-    o.str("generateName", m.generate_name);
-    o.str("namespace", m.namespace);
-    o.str("selfLink", m.self_link);
-    o.str("uid", m.uid);
-    o.str("resourceVersion", m.resource_version);
-    o.nonzero("generation", m.generation);
-    o.time("creationTimestamp", m.creation_timestamp);
-    o.time("deletionTimestamp", m.deletion_timestamp);
-    o.int("deletionGracePeriodSeconds", m.deletion_grace_period_seconds);
-    o.map("labels", m.labels);
-    o.map("annotations", m.annotations);
-    let owners = m
-        .owner_references
-        .into_iter()
-        .map(|r| {
-            let mut x = Obj::default();
-            x.str_always("apiVersion", r.api_version);
-            x.str_always("kind", r.kind);
-            x.str_always("name", r.name);
-            x.str_always("uid", r.uid);
-            x.bool("controller", r.controller);
-            x.bool("blockOwnerDeletion", r.block_owner_deletion);
-            x
-        })
-        .collect();
-    o.list("ownerReferences", owners);
-    o.strs("finalizers", m.finalizers);
-    let managed = m
-        .managed_fields
-        .into_iter()
-        .map(|f| {
-            let mut x = Obj::default();
-            x.str("manager", f.manager);
-            x.str("operation", f.operation);
-            x.str("apiVersion", f.api_version);
-            x.time("time", f.time);
-            x.str("fieldsType", f.fields_type);
-            // FieldsV1 is JSON on the wire too; anything else cannot be represented and is dropped.
-            if let Some(v) = f.fields_v1.and_then(|r| r.raw).and_then(|r| serde_json::from_slice::<Value>(&r).ok()) {
-                x.0.insert("fieldsV1".into(), v);
+fn field_json(value: &prost_reflect::Value, catalog: &Catalog) -> Option<Value> {
+    match value {
+        prost_reflect::Value::List(items) if !items.is_empty() => {
+            Some(Value::Array(items.iter().map(|i| single_json(i, catalog).unwrap_or(Value::Null)).collect()))
+        }
+        prost_reflect::Value::Map(entries) if !entries.is_empty() => {
+            let object =
+                entries.iter().map(|(k, v)| (map_key(k), single_json(v, catalog).unwrap_or(Value::Null))).collect();
+            Some(Value::Object(object))
+        }
+        prost_reflect::Value::List(_) | prost_reflect::Value::Map(_) => None,
+        single => single_json(single, catalog),
+    }
+}
+
+fn map_key(k: &MapKey) -> String {
+    match k {
+        MapKey::String(s) => s.clone(),
+        MapKey::Bool(b) => b.to_string(),
+        MapKey::I32(n) => n.to_string(),
+        MapKey::I64(n) => n.to_string(),
+        MapKey::U32(n) => n.to_string(),
+        MapKey::U64(n) => n.to_string(),
+    }
+}
+
+fn single_json(v: &prost_reflect::Value, catalog: &Catalog) -> Option<Value> {
+    use prost_reflect::Value as P;
+    Some(match v {
+        P::Bool(b) => json!(b),
+        P::I32(n) => json!(n),
+        P::I64(n) => json!(n),
+        P::U32(n) => json!(n),
+        P::U64(n) => json!(n),
+        P::F32(n) => json!(n),
+        P::F64(n) => json!(n),
+        P::String(s) => json!(s),
+        // `[]byte` is base64 in Go's JSON.
+        P::Bytes(b) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
+        P::EnumNumber(n) => json!(n),
+        P::Message(m) => special_json(m).unwrap_or_else(|| Value::Object(message_json(m, catalog))),
+        P::List(_) | P::Map(_) => return None,
+    })
+}
+
+fn int_field(m: &DynamicMessage, name: &str) -> i64 {
+    m.get_field_by_name(name).and_then(|v| v.as_i64().or_else(|| v.as_i32().map(i64::from))).unwrap_or_default()
+}
+
+fn bytes_field(m: &DynamicMessage, name: &str) -> Vec<u8> {
+    m.get_field_by_name(name).and_then(|v| v.as_bytes().map(|b| b.to_vec())).unwrap_or_default()
+}
+
+/// The JSON form of the apimachinery types whose `MarshalJSON` differs from their message; `None` for the others.
+fn special_json(m: &DynamicMessage) -> Option<Value> {
+    let desc = m.descriptor();
+    Some(match desc.full_name() {
+        TIME | MICRO_TIME => {
+            let (seconds, nanos) = (int_field(m, "seconds"), int_field(m, "nanos"));
+            if seconds == 0 && nanos == 0 {
+                // The zero time is `null` in Go's JSON.
+                return Some(Value::Null);
             }
-            x.str("subresource", f.subresource);
-            x
-        })
-        .collect();
-    o.list("managedFields", managed);
-    o
+            let micro = desc.full_name() == MICRO_TIME;
+            let nanos = if micro { nanos / 1000 * 1000 } else { 0 };
+            let ts = jiff::Timestamp::new(seconds, i32::try_from(nanos).unwrap_or(0)).ok()?;
+            let format = if micro { "%Y-%m-%dT%H:%M:%S.%6fZ" } else { "%Y-%m-%dT%H:%M:%SZ" };
+            json!(ts.strftime(format).to_string())
+        }
+        DURATION => json!(go_duration(int_field(m, "duration"))),
+        QUANTITY => json!(m.get_field_by_name("string").and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        INT_OR_STRING => {
+            if int_field(m, "type") == 1 {
+                json!(m.get_field_by_name("strVal").and_then(|v| v.as_str().map(String::from)).unwrap_or_default())
+            } else {
+                json!(int_field(m, "intVal"))
+            }
+        }
+        RAW_EXTENSION => serde_json::from_slice(&bytes_field(m, "raw")).unwrap_or(Value::Null),
+        FIELDS_V1 => serde_json::from_slice(&bytes_field(m, "Raw")).unwrap_or(Value::Null),
+        _ => return None,
+    })
 }
 
-/// Starts a top-level object with its metadata (always present, as in Go's JSON).
-fn top(m: Option<meta::ObjectMeta>) -> Obj {
-    let mut o = Obj::default();
-    o.0.insert("metadata".into(), Value::Object(object_meta(m).0));
-    o
-}
-
-fn namespace(n: core::Namespace) -> Map<String, Value> {
-    let mut o = top(n.metadata);
-    if let Some(spec) = n.spec {
-        let mut s = Obj::default();
-        s.strs("finalizers", spec.finalizers);
-        o.obj("spec", s);
+/// A duration as Go's `time.Duration.String` writes it (`1h0m0s`, `1.5s`, `300ms`).
+fn go_duration(nanos: i64) -> String {
+    if nanos == 0 {
+        return "0s".into();
     }
-    if let Some(status) = n.status {
-        let mut s = Obj::default();
-        s.str("phase", status.phase);
-        let conditions = status
-            .conditions
-            .into_iter()
-            .map(|c| {
-                let mut x = Obj::default();
-                x.str_always("type", c.r#type);
-                x.str_always("status", c.status);
-                x.time("lastTransitionTime", c.last_transition_time);
-                x.str("reason", c.reason);
-                x.str("message", c.message);
-                x
-            })
-            .collect();
-        s.list("conditions", conditions);
-        o.obj("status", s);
+    let sign = if nanos < 0 { "-" } else { "" };
+    let n = nanos.unsigned_abs();
+    if n < 1_000_000_000 {
+        let (unit, div) = if n < 1_000 {
+            ("ns", 1)
+        } else if n < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{sign}{}{unit}", fraction(n, div));
     }
-    o.0
-}
-
-fn secret(s: core::Secret) -> Map<String, Value> {
-    let mut o = top(s.metadata);
-    o.bool("immutable", s.immutable);
-    o.bytes_map("data", s.data);
-    o.map("stringData", s.string_data);
-    o.str("type", s.r#type);
-    o.0
-}
-
-fn config_map(c: core::ConfigMap) -> Map<String, Value> {
-    let mut o = top(c.metadata);
-    o.bool("immutable", c.immutable);
-    o.map("data", c.data);
-    o.bytes_map("binaryData", c.binary_data);
-    o.0
-}
-
-fn object_reference(r: core::ObjectReference) -> Obj {
-    let mut x = Obj::default();
-    x.str("kind", r.kind);
-    x.str("namespace", r.namespace);
-    x.str("name", r.name);
-    x.str("uid", r.uid);
-    x.str("apiVersion", r.api_version);
-    x.str("resourceVersion", r.resource_version);
-    x.str("fieldPath", r.field_path);
-    x
-}
-
-fn service_account(sa: core::ServiceAccount) -> Map<String, Value> {
-    let mut o = top(sa.metadata);
-    o.list("secrets", sa.secrets.into_iter().map(object_reference).collect());
-    let pulls = sa
-        .image_pull_secrets
-        .into_iter()
-        .map(|r| {
-            let mut x = Obj::default();
-            x.str("name", r.name);
-            x
-        })
-        .collect();
-    o.list("imagePullSecrets", pulls);
-    o.bool("automountServiceAccountToken", sa.automount_service_account_token);
-    o.0
-}
-
-fn event_source(s: Option<core::EventSource>) -> Obj {
-    let mut x = Obj::default();
-    if let Some(s) = s {
-        x.str("component", s.component);
-        x.str("host", s.host);
+    let (h, rest) = (n / 3_600_000_000_000, n % 3_600_000_000_000);
+    let (m, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let s = fraction(rest, 1_000_000_000);
+    match (h, m) {
+        (0, 0) => format!("{sign}{s}s"),
+        (0, m) => format!("{sign}{m}m{s}s"),
+        (h, m) => format!("{sign}{h}h{m}m{s}s"),
     }
-    x
 }
 
-fn core_event(e: core::Event) -> Map<String, Value> {
-    let mut o = top(e.metadata);
-    // involvedObject and source have no omitempty: Go always writes them.
-    o.0.insert("involvedObject".into(), Value::Object(object_reference(e.involved_object.unwrap_or_default()).0));
-    o.str("reason", e.reason);
-    o.str("message", e.message);
-    o.0.insert("source".into(), Value::Object(event_source(e.source).0));
-    o.time("firstTimestamp", e.first_timestamp);
-    o.time("lastTimestamp", e.last_timestamp);
-    o.nonzero("count", e.count.map(i64::from));
-    o.str("type", e.r#type);
-    o.micro_time("eventTime", e.event_time);
-    if let Some(series) = e.series {
-        let mut s = Obj::default();
-        s.nonzero("count", series.count.map(i64::from));
-        s.micro_time("lastObservedTime", series.last_observed_time);
-        o.obj("series", s);
+/// `n / div` with the fraction's trailing zeros removed (`1500, 1000` -> `1.5`).
+fn fraction(n: u64, div: u64) -> String {
+    let (whole, frac) = (n / div, n % div);
+    if frac == 0 {
+        return whole.to_string();
     }
-    o.str("action", e.action);
-    if let Some(r) = e.related {
-        o.obj("related", object_reference(r));
-    }
-    o.str("reportingComponent", e.reporting_component);
-    o.str("reportingInstance", e.reporting_instance);
-    o.0
+    let width = div.to_string().len() - 1;
+    format!("{whole}.{}", format!("{frac:0width$}").trim_end_matches('0'))
 }
 
-fn events_event(e: events::Event) -> Map<String, Value> {
-    let mut o = top(e.metadata);
-    o.micro_time("eventTime", e.event_time);
-    if let Some(series) = e.series {
-        let mut s = Obj::default();
-        s.int("count", series.count.map(i64::from));
-        s.micro_time("lastObservedTime", series.last_observed_time);
-        o.obj("series", s);
+/// Parses a Go duration string (`1h2m3.5s`, `300ms`) into nanoseconds.
+fn parse_go_duration(s: &str) -> Option<i64> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
     }
-    o.str("reportingController", e.reporting_controller);
-    o.str("reportingInstance", e.reporting_instance);
-    o.str("action", e.action);
-    o.str("reason", e.reason);
-    if let Some(r) = e.regarding {
-        o.obj("regarding", object_reference(r));
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
     }
-    if let Some(r) = e.related {
-        o.obj("related", object_reference(r));
-    }
-    o.str("note", e.note);
-    o.str("type", e.r#type);
-    if e.deprecated_source.is_some() {
-        o.obj("deprecatedSource", event_source(e.deprecated_source));
-    }
-    o.time("deprecatedFirstTimestamp", e.deprecated_first_timestamp);
-    o.time("deprecatedLastTimestamp", e.deprecated_last_timestamp);
-    o.nonzero("deprecatedCount", e.deprecated_count.map(i64::from));
-    o.0
+    #[allow(clippy::cast_possible_truncation)]
+    let n = total.round() as i64;
+    Some(if neg { -n } else { n })
 }
 
-fn lease(l: coordination::Lease) -> Map<String, Value> {
-    let mut o = top(l.metadata);
-    if let Some(spec) = l.spec {
-        let mut s = Obj::default();
-        s.str("holderIdentity", spec.holder_identity);
-        s.int("leaseDurationSeconds", spec.lease_duration_seconds.map(i64::from));
-        s.micro_time("acquireTime", spec.acquire_time);
-        s.micro_time("renewTime", spec.renew_time);
-        s.int("leaseTransitions", spec.lease_transitions.map(i64::from));
-        s.str("strategy", spec.strategy);
-        s.str("preferredHolder", spec.preferred_holder);
-        o.obj("spec", s);
+// ---- JSON -> protobuf ----------------------------------------------------------------------------------------------
+
+fn encode_error(path: &str, reason: impl Into<String>) -> ProtobufError {
+    ProtobufError::Encode { path: if path.is_empty() { ".".into() } else { path.into() }, reason: reason.into() }
+}
+
+fn message_from_json(
+    desc: &MessageDescriptor,
+    obj: &Map<String, Value>,
+    path: &str,
+) -> Result<DynamicMessage, ProtobufError> {
+    let mut msg = DynamicMessage::new(desc.clone());
+    // The JSON keys of inlined embedded structs belong to those structs' messages.
+    if let Ok(catalog) = catalog() {
+        for field in desc.fields().filter(|f| catalog.inline.contains(f.full_name())) {
+            let Some(child) = field.kind().as_message().cloned() else { continue };
+            let part: Map<String, Value> = obj
+                .iter()
+                .filter(|(k, _)| desc.get_field_by_json_name(k).is_none() && child.get_field_by_json_name(k).is_some())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            if !part.is_empty() {
+                msg.set_field(&field, prost_reflect::Value::Message(message_from_json(&child, &part, path)?));
+            }
+        }
     }
-    o.0
-}
-
-fn policy_rule(r: rbac::PolicyRule) -> Obj {
-    let mut x = Obj::default();
-    // `verbs` has no omitempty in Go's JSON.
-    x.0.insert("verbs".into(), json!(r.verbs));
-    x.strs("apiGroups", r.api_groups);
-    x.strs("resources", r.resources);
-    x.strs("resourceNames", r.resource_names);
-    x.strs("nonResourceURLs", r.non_resource_ur_ls);
-    x
-}
-
-fn with_rules(m: Option<meta::ObjectMeta>, rules: Vec<rbac::PolicyRule>) -> Map<String, Value> {
-    let mut o = top(m);
-    o.list("rules", rules.into_iter().map(policy_rule).collect());
-    o.0
-}
-
-fn label_selector(s: meta::LabelSelector) -> Obj {
-    let mut x = Obj::default();
-    x.map("matchLabels", s.match_labels);
-    let exprs = s
-        .match_expressions
-        .into_iter()
-        .map(|e| {
-            let mut r = Obj::default();
-            r.str_always("key", e.key);
-            r.str_always("operator", e.operator);
-            r.strs("values", e.values);
-            r
-        })
-        .collect();
-    x.list("matchExpressions", exprs);
-    x
-}
-
-fn cluster_role(r: rbac::ClusterRole) -> Map<String, Value> {
-    let mut o = Obj(with_rules(r.metadata, r.rules));
-    if let Some(agg) = r.aggregation_rule {
-        let mut a = Obj::default();
-        a.list("clusterRoleSelectors", agg.cluster_role_selectors.into_iter().map(label_selector).collect());
-        // An aggregation rule with no selectors is still meaningful (the controller fills `rules`).
-        o.0.insert("aggregationRule".into(), Value::Object(a.0));
+    for (key, value) in obj {
+        if value.is_null() {
+            continue;
+        }
+        // apiVersion and kind live in the envelope, not in the message.
+        let Some(field) = desc.get_field_by_json_name(key).or_else(|| desc.get_field_by_name(key)) else { continue };
+        let path = format!("{path}.{key}");
+        let kind = field.kind();
+        let v = if field.is_map() {
+            let entries = value.as_object().ok_or_else(|| encode_error(&path, "not an object"))?;
+            let value_kind = kind
+                .as_message()
+                .map(|m| m.map_entry_value_field().kind())
+                .ok_or_else(|| encode_error(&path, "map"))?;
+            let mut map = HashMap::new();
+            for (k, v) in entries {
+                if !v.is_null() {
+                    map.insert(MapKey::String(k.clone()), single_from_json(&value_kind, v, &format!("{path}.{k}"))?);
+                }
+            }
+            prost_reflect::Value::Map(map)
+        } else if field.is_list() {
+            let items = value.as_array().ok_or_else(|| encode_error(&path, "not an array"))?;
+            let items: Result<Vec<_>, _> =
+                items.iter().enumerate().map(|(i, v)| single_from_json(&kind, v, &format!("{path}[{i}]"))).collect();
+            prost_reflect::Value::List(items?)
+        } else {
+            single_from_json(&kind, value, &path)?
+        };
+        msg.set_field(&field, v);
     }
-    o.0
+    Ok(msg)
 }
 
-fn binding(
-    m: Option<meta::ObjectMeta>,
-    subjects: Vec<rbac::Subject>,
-    role_ref: Option<rbac::RoleRef>,
-) -> Map<String, Value> {
-    let mut o = top(m);
-    let subjects = subjects
-        .into_iter()
-        .map(|s| {
-            let mut x = Obj::default();
-            x.str_always("kind", s.kind);
-            x.str("apiGroup", s.api_group);
-            x.str_always("name", s.name);
-            x.str("namespace", s.namespace);
-            x
-        })
-        .collect();
-    o.list("subjects", subjects);
-    let r = role_ref.unwrap_or_default();
-    let mut x = Obj::default();
-    x.str_always("apiGroup", r.api_group);
-    x.str_always("kind", r.kind);
-    x.str_always("name", r.name);
-    o.0.insert("roleRef".into(), Value::Object(x.0));
-    o.0
+fn single_from_json(kind: &Kind, v: &Value, path: &str) -> Result<prost_reflect::Value, ProtobufError> {
+    use prost_reflect::Value as P;
+    let int = || v.as_i64().ok_or_else(|| encode_error(path, "not an integer"));
+    Ok(match kind {
+        Kind::Message(m) => match special_from_json(m, v, path)? {
+            Some(msg) => P::Message(msg),
+            None => {
+                let obj = v.as_object().ok_or_else(|| encode_error(path, "not an object"))?;
+                P::Message(message_from_json(m, obj, path)?)
+            }
+        },
+        Kind::String => P::String(v.as_str().ok_or_else(|| encode_error(path, "not a string"))?.to_string()),
+        Kind::Bytes => {
+            let s = v.as_str().ok_or_else(|| encode_error(path, "not a base64 string"))?;
+            let b = base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|_| encode_error(path, "not a base64 string"))?;
+            P::Bytes(b.into())
+        }
+        Kind::Bool => P::Bool(v.as_bool().ok_or_else(|| encode_error(path, "not a boolean"))?),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            P::I32(i32::try_from(int()?).map_err(|_| encode_error(path, "out of range"))?)
+        }
+        Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 => P::I64(int()?),
+        Kind::Uint32 | Kind::Fixed32 => P::U32(u32::try_from(int()?).map_err(|_| encode_error(path, "out of range"))?),
+        Kind::Uint64 | Kind::Fixed64 => P::U64(u64::try_from(int()?).map_err(|_| encode_error(path, "out of range"))?),
+        #[allow(clippy::cast_possible_truncation)]
+        Kind::Float => P::F32(v.as_f64().ok_or_else(|| encode_error(path, "not a number"))? as f32),
+        Kind::Double => P::F64(v.as_f64().ok_or_else(|| encode_error(path, "not a number"))?),
+        Kind::Enum(_) => P::EnumNumber(i32::try_from(int()?).map_err(|_| encode_error(path, "out of range"))?),
+    })
+}
+
+fn set(msg: &mut DynamicMessage, name: &str, value: prost_reflect::Value) {
+    if let Some(field) = msg.descriptor().get_field_by_name(name) {
+        msg.set_field(&field, value);
+    }
+}
+
+/// The message of the apimachinery types whose JSON form differs from their message; `None` for the others.
+fn special_from_json(desc: &MessageDescriptor, v: &Value, path: &str) -> Result<Option<DynamicMessage>, ProtobufError> {
+    use prost_reflect::Value as P;
+    let mut msg = DynamicMessage::new(desc.clone());
+    let text = || v.as_str().ok_or_else(|| encode_error(path, "not a string"));
+    match desc.full_name() {
+        TIME | MICRO_TIME => {
+            let ts: jiff::Timestamp = text()?.parse().map_err(|_| encode_error(path, "not an RFC 3339 time"))?;
+            set(&mut msg, "seconds", P::I64(ts.as_second()));
+            set(&mut msg, "nanos", P::I32(ts.subsec_nanosecond()));
+        }
+        DURATION => {
+            let nanos = parse_go_duration(text()?).ok_or_else(|| encode_error(path, "not a duration"))?;
+            set(&mut msg, "duration", P::I64(nanos));
+        }
+        QUANTITY => set(&mut msg, "string", P::String(text()?.to_string())),
+        INT_OR_STRING => match v {
+            Value::String(s) => {
+                set(&mut msg, "type", P::I64(1));
+                set(&mut msg, "strVal", P::String(s.clone()));
+            }
+            _ => {
+                let n = v.as_i64().and_then(|n| i32::try_from(n).ok());
+                set(&mut msg, "type", P::I64(0));
+                set(&mut msg, "intVal", P::I32(n.ok_or_else(|| encode_error(path, "not an int or string"))?));
+            }
+        },
+        RAW_EXTENSION => set(&mut msg, "raw", P::Bytes(v.to_string().into_bytes().into())),
+        FIELDS_V1 => set(&mut msg, "Raw", P::Bytes(v.to_string().into_bytes().into())),
+        _ => return Ok(None),
+    }
+    Ok(Some(msg))
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_pb::apimachinery::pkg::runtime::TypeMeta;
+    use std::collections::BTreeMap;
+
+    use k8s_pb::api::apps::v1 as apps;
+    use k8s_pb::api::coordination::v1 as coordination;
+    use k8s_pb::api::core::v1 as core;
+    use k8s_pb::api::rbac::v1 as rbac;
+    use k8s_pb::apimachinery::pkg::api::resource::Quantity;
+    use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
+    use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
 
     use super::*;
     use crate::registry::Registry;
-
-    fn wrap(api_version: &str, kind: &str, raw: Vec<u8>) -> Vec<u8> {
-        let unknown = Unknown {
-            type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
-            raw: Some(raw),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        };
-        let mut body = MAGIC.to_vec();
-        body.extend(unknown.encode_to_vec());
-        body
-    }
 
     fn rt(group: &str, plural: &str) -> std::sync::Arc<ResourceType> {
         Registry::default().find(group, "v1", plural).unwrap()
@@ -935,12 +787,31 @@ mod tests {
     }
 
     #[test]
-    fn workloads_decode_the_common_fields_and_refuse_the_others() {
+    fn workloads_decode_every_field_and_keep_set_pointer_zeros() {
         let deployments = rt("apps", "deployments");
+        let probe = core::Probe {
+            handler: Some(core::ProbeHandler {
+                http_get: Some(core::HttpGetAction {
+                    path: Some("/healthz".into()),
+                    port: Some(IntOrString { r#type: Some(1), int_val: Some(0), str_val: Some("http".into()) }),
+                    host: Some(String::new()),
+                    scheme: Some(String::new()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        };
         let container = core::Container {
             name: Some("web".into()),
             image: Some("nginx:1.27".into()),
             ports: vec![core::ContainerPort { container_port: Some(80), ..Default::default() }],
+            resources: Some(core::ResourceRequirements {
+                limits: BTreeMap::from([("memory".into(), Quantity { string: Some("128Mi".into()) })]),
+                ..Default::default()
+            }),
+            liveness_probe: Some(probe),
             stdin_once: Some(false),
             ..Default::default()
         };
@@ -950,34 +821,147 @@ mod tests {
                 ..Default::default()
             }),
             spec: Some(core::PodSpec {
-                containers: vec![container.clone()],
+                containers: vec![container],
+                volumes: vec![core::Volume {
+                    name: Some("scratch".into()),
+                    volume_source: Some(core::VolumeSource {
+                        empty_dir: Some(core::EmptyDirVolumeSource::default()),
+                        ..Default::default()
+                    }),
+                }],
                 host_network: Some(false),
+                automount_service_account_token: Some(false),
                 ..Default::default()
             }),
         };
         let dep = apps::Deployment {
             metadata: Some(meta_of("web", "default")),
-            spec: Some(apps::DeploymentSpec {
-                replicas: Some(2),
-                template: Some(template.clone()),
-                ..Default::default()
-            }),
+            spec: Some(apps::DeploymentSpec { replicas: Some(0), template: Some(template), ..Default::default() }),
             status: Some(apps::DeploymentStatus::default()),
         };
         let out = decode_object(&wrap("apps/v1", "Deployment", dep.encode_to_vec()), &deployments, "v1")
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(out["spec"]["replicas"], 2);
+        // `replicas` is a pointer: a set zero stays; `status` is an empty non-pointer struct: left out.
+        assert_eq!(out["spec"]["replicas"], 0);
+        assert!(out.get("status").is_none(), "{out}");
+        let pod = &out["spec"]["template"]["spec"];
         assert_eq!(
-            out["spec"]["template"]["spec"]["containers"],
-            json!([{"name": "web", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}])
+            pod["containers"],
+            json!([{
+                "name": "web",
+                "image": "nginx:1.27",
+                "ports": [{"containerPort": 80}],
+                "resources": {"limits": {"memory": "128Mi"}},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5},
+            }])
         );
-        // A probe is not converted: the body is refused rather than stored without it.
-        let mut probed = dep.clone();
-        if let Some(spec) = probed.spec.as_mut().and_then(|s| s.template.as_mut()).and_then(|t| t.spec.as_mut()) {
-            spec.containers[0].liveness_probe = Some(core::Probe { period_seconds: Some(5), ..Default::default() });
+        assert_eq!(pod["volumes"], json!([{"name": "scratch", "emptyDir": {}}]));
+        assert_eq!(pod["automountServiceAccountToken"], false);
+        assert!(pod.get("hostNetwork").is_none(), "a non-pointer false is Go's omitted zero: {pod}");
+    }
+
+    #[test]
+    fn objects_lists_and_watch_events_encode_back_to_the_typed_messages() {
+        let service = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2023-11-14T22:13:20Z",
+                         "managedFields": [{"manager": "m", "operation": "Apply", "fieldsType": "FieldsV1",
+                                            "fieldsV1": {"f:spec": {}}, "time": "2023-11-14T22:13:20Z"}]},
+            "spec": {"ports": [{"port": 80, "targetPort": "http", "protocol": "TCP"}, {"port": 81, "targetPort": 8081}],
+                     "clusterIP": "10.96.0.10", "type": "ClusterIP"},
+            "status": {"loadBalancer": {}},
+        });
+        let body = encode(&service).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no protobuf"));
+        let (api_version, kind, raw) = envelope(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((api_version.as_str(), kind.as_str()), ("v1", "Service"));
+        let typed = core::Service::decode(raw.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+        let spec = typed.spec.clone().unwrap_or_default();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.10"));
+        assert_eq!(spec.ports[0].target_port.as_ref().and_then(|p| p.str_val.as_deref()), Some("http"));
+        assert_eq!(spec.ports[1].target_port.as_ref().and_then(|p| p.int_val), Some(8081));
+        let meta = typed.metadata.clone().unwrap_or_default();
+        assert_eq!(meta.creation_timestamp.and_then(|t| t.seconds), Some(1_700_000_000));
+        let fields = meta.managed_fields[0].fields_v1.clone().and_then(|f| f.raw).unwrap_or_default();
+        assert_eq!(serde_json::from_slice::<Value>(&fields).ok(), Some(json!({"f:spec": {}})));
+        // And back: the JSON the server stored.
+        let again = decode_object(&body, &rt("", "services"), "v1").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            again,
+            json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": service["metadata"],
+                "spec": service["spec"],
+            })
+        );
+
+        let list = json!({"apiVersion": "v1", "kind": "ServiceList", "metadata": {"resourceVersion": "7"}, "items": [service]});
+        let body = encode(&list).unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no protobuf"));
+        let (_, kind, raw) = envelope(&body).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kind, "ServiceList");
+        let typed = core::ServiceList::decode(raw.as_slice()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(typed.metadata.and_then(|m| m.resource_version).as_deref(), Some("7"));
+        assert_eq!(typed.items.len(), 1);
+
+        let frame = watch_frame("ADDED", &list["items"][0]).unwrap_or_else(|e| panic!("{e}")).unwrap_or_default();
+        let len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let event = WatchEvent::decode(&frame[4..]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(event.r#type.as_deref(), Some("ADDED"));
+        let inner = event.object.and_then(|o| o.raw).unwrap_or_default();
+        let (_, kind, raw) = envelope(&inner).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(kind, "Service");
+        assert!(core::Service::decode(raw.as_slice()).is_ok());
+
+        // Custom resources and Tables have no protobuf form.
+        assert!(
+            encode(&json!({"apiVersion": "azml.dev/v1alpha1", "kind": "MlWorkspace"})).unwrap_or_default().is_none()
+        );
+        assert!(encode(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "Table"})).unwrap_or_default().is_none());
+        // A Status has one (error answers and watch ERROR events).
+        let status =
+            json!({"apiVersion": "v1", "kind": "Status", "status": "Failure", "code": 410, "reason": "Expired"});
+        assert!(encode(&status).unwrap_or_default().is_some());
+    }
+
+    #[test]
+    fn go_durations() {
+        for (nanos, text) in [
+            (0, "0s"),
+            (1_500_000_000, "1.5s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (300_000_000, "300ms"),
+            (90_000_000_000, "1m30s"),
+            (-2_000, "-2µs"),
+        ] {
+            assert_eq!(go_duration(nanos), text);
+            assert_eq!(parse_go_duration(text), Some(nanos), "{text}");
         }
-        let e = decode_object(&wrap("apps/v1", "Deployment", probed.encode_to_vec()), &deployments, "v1").unwrap_err();
-        assert_eq!(e.to_api_error(&deployments, "v1").code, 415, "{e}");
+        assert_eq!(parse_go_duration("1x"), None);
+    }
+
+    #[test]
+    fn the_descriptors_load_and_know_go_pointers() {
+        let catalog = catalog().unwrap_or_else(|e| panic!("{e}"));
+        for (group, kind) in [
+            ("", "Pod"),
+            ("", "Service"),
+            ("apps", "StatefulSet"),
+            ("apps", "DaemonSet"),
+            ("apps", "ReplicaSet"),
+            ("batch", "CronJob"),
+            ("networking.k8s.io", "Ingress"),
+            ("policy", "PodDisruptionBudget"),
+            ("rbac.authorization.k8s.io", "ClusterRole"),
+        ] {
+            assert!(message(group, "v1", kind).is_some(), "{group} {kind}");
+        }
+        assert!(catalog.non_nullable.contains("k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta.name"));
+        assert!(!catalog.non_nullable.contains("k8s.io.api.apps.v1.DeploymentSpec.replicas"));
+        assert!(catalog.inline.contains("k8s.io.api.core.v1.Probe.handler"));
+        assert!(catalog.inline.contains("k8s.io.api.core.v1.Volume.volumeSource"));
+        assert!(!catalog.inline.contains("k8s.io.api.core.v1.Pod.metadata"));
     }
 
     #[test]
@@ -995,10 +979,11 @@ mod tests {
         let cm = core::ConfigMap { metadata: Some(meta_of("c", "ns")), ..Default::default() };
         let e = decode_object(&wrap("v1", "ConfigMap", cm.encode_to_vec()), &secrets, "v1").unwrap_err();
         assert!(matches!(e, ProtobufError::KindMismatch { .. }), "{e}");
-        // A kind without decoding here is 415, like a custom resource on a real server.
-        let statefulsets = rt("apps", "statefulsets");
-        let e = decode_object(&wrap("apps/v1", "StatefulSet", vec![]), &statefulsets, "v1").unwrap_err();
-        let api = e.to_api_error(&statefulsets, "v1");
+        // A custom resource has no protobuf form: 415, as on a real server.
+        let mut custom = (*rt("apps", "statefulsets")).clone();
+        custom.custom = true;
+        let e = decode_object(&wrap("apps/v1", "StatefulSet", vec![]), &custom, "v1").unwrap_err();
+        let api = e.to_api_error(&custom, "v1");
         assert_eq!((api.code, api.reason), (415, "UnsupportedMediaType"));
         assert_eq!(
             api.message,

@@ -75,6 +75,33 @@ impl LabelSelector {
         Ok(Self(reqs))
     }
 
+    /// The requirements of a `metav1.LabelSelector` object (`matchLabels` and `matchExpressions`); an unknown
+    /// operator is an error.
+    pub fn from_label_selector(selector: &Value) -> Result<Self, String> {
+        let mut reqs = Vec::new();
+        for (k, v) in selector.get("matchLabels").and_then(Value::as_object).into_iter().flatten() {
+            reqs.push(Req::Eq(k.clone(), v.as_str().unwrap_or_default().to_string()));
+        }
+        for e in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default().to_string();
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            reqs.push(match e.get("operator").and_then(Value::as_str).unwrap_or_default() {
+                "In" => Req::In(key, values),
+                "NotIn" => Req::NotIn(key, values),
+                "Exists" => Req::Exists(key),
+                "DoesNotExist" => Req::NotExists(key),
+                other => return Err(format!("\"{other}\" is not a valid label selector operator")),
+            });
+        }
+        Ok(Self(reqs))
+    }
+
     /// Whether an object's labels satisfy every requirement.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = obj.pointer("/metadata/labels");

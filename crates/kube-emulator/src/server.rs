@@ -168,13 +168,60 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 
 fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
     let mut resp = (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+    add_warnings(&mut resp, warnings);
+    resp
+}
+
+/// `Warning: 299 - "..."` headers, one per warning.
+fn add_warnings(resp: &mut Response, warnings: &[String]) {
     for w in warnings {
         let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
         if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
             resp.headers_mut().append(header::WARNING, v);
         }
     }
-    resp
+}
+
+/// How a response body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    Json,
+    Protobuf,
+}
+
+/// Content negotiation as the API server does it: the first media type of `Accept` the resource is served in.
+/// Built-in kinds are served in protobuf and JSON, custom resources in JSON only; a server-side conversion (`as=Table`)
+/// is answered as JSON. `Accept` naming nothing the resource is served in is 406.
+fn negotiate(headers: &HeaderMap, rt: &ResourceType, version: &str) -> ApiResult<Wire> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else { return Ok(Wire::Json) };
+    let protobuf = protobuf::has_protobuf(rt, version);
+    for entry in accept.split(',') {
+        let mut parts = entry.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let conversion = parts.any(|p| p.starts_with("as="));
+        match media.as_str() {
+            protobuf::MEDIA_TYPE if protobuf && !conversion => return Ok(Wire::Protobuf),
+            "" | "*/*" | "application/*" | "application/json" | "application/yaml" => return Ok(Wire::Json),
+            _ => {}
+        }
+    }
+    Err(ApiError::not_acceptable(if protobuf {
+        "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+    } else {
+        protobuf::JSON_MEDIA_TYPES
+    }))
+}
+
+/// A response in the negotiated encoding (objects without a protobuf form stay JSON).
+fn respond(wire: Wire, code: StatusCode, body: &Value, warnings: &[String]) -> ApiResult<Response> {
+    if wire == Wire::Protobuf
+        && let Some(bytes) = protobuf::encode(body).map_err(|e| ApiError::internal(e.to_string()))?
+    {
+        let mut resp = (code, [(header::CONTENT_TYPE, protobuf::MEDIA_TYPE)], bytes).into_response();
+        add_warnings(&mut resp, warnings);
+        return Ok(resp);
+    }
+    Ok(json_response(code, body, warnings))
 }
 
 fn ok(body: &Value) -> ApiResult<Response> {
@@ -224,6 +271,7 @@ async fn route(
         }
         ["api", "v1"] => ok(&resource_list(&registry, "", "v1")),
         ["apis", group, version] if registry.serves(group, version) => ok(&resource_list(&registry, group, version)),
+        ["openapi", "v2"] => ok(&openapi::v2_doc(&registry)),
         ["openapi", "v3"] => ok(&openapi::index(&registry)),
         ["openapi", "v3", rest @ ..] => {
             let (group, version) = match rest {
@@ -379,7 +427,16 @@ fn decode_body(
         ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {e}"))
     };
     if ct.contains("yaml") {
-        return super::decode::yaml(body).map(|v| (v, Vec::new())).map_err(cannot);
+        let value = super::decode::yaml(body).map_err(cannot)?;
+        let duplicates = super::decode::yaml_duplicates(body);
+        return match mode {
+            _ if duplicates.is_empty() => Ok((value, duplicates)),
+            FieldValidation::Strict => {
+                Err(cannot(format!("strict decoding error: yaml: unmarshal errors:\n  {}", duplicates.join("\n  "))))
+            }
+            FieldValidation::Warn => Ok((value, duplicates)),
+            FieldValidation::Ignore => Ok((value, Vec::new())),
+        };
     }
     let (value, duplicates) = super::decode::json_with_duplicates(body).map_err(|e| cannot(e.to_string()))?;
     let messages: Vec<String> = duplicates.iter().map(|d| format!("duplicate field \"{d}\"")).collect();
@@ -428,6 +485,7 @@ async fn resource(
         subresource: sub.map(String::from),
     };
     let table = wants_table(headers);
+    let wire = if table { Wire::Json } else { negotiate(headers, &rt, version)? };
     let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
     match (method.clone(), name) {
         (Method::GET, Some(_)) => {
@@ -436,9 +494,9 @@ async fn resource(
                 let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
                 return ok(&select::table(&rt, version, &[obj], json!({"resourceVersion": rv}), &include));
             }
-            ok(&obj)
+            respond(wire, StatusCode::OK, &obj, &[])
         }
-        (Method::GET, None) if flag(q, "watch") => watch(shared, &t, q, table, include),
+        (Method::GET, None) if flag(q, "watch") => watch(shared, &t, q, table, wire, include),
         (Method::GET, None) => {
             let page = shared.store.list(&t, &list_query(q)?)?;
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
@@ -451,33 +509,34 @@ async fn resource(
             if table {
                 return ok(&select::table(&rt, version, &page.items, meta, &include));
             }
-            ok(&json!({
+            let list = json!({
                 "kind": format!("{}List", rt.kind),
                 "apiVersion": rt.api_version(version),
                 "metadata": meta,
                 "items": page.items,
-            }))
+            });
+            respond(wire, StatusCode::OK, &list, &[])
         }
         (Method::POST, None) => {
             let opts = write_options(q, headers)?;
             let (obj, mut warnings) = decode_body(headers, &body, &rt, version, opts.field_validation)?;
             let out = shared.store.create(&t, obj, &opts)?;
             warnings.extend(out.warnings);
-            Ok(json_response(StatusCode::CREATED, &out.object, &warnings))
+            respond(wire, StatusCode::CREATED, &out.object, &warnings)
         }
         (Method::PUT, Some(_)) => {
             let opts = write_options(q, headers)?;
             let (obj, mut warnings) = decode_body(headers, &body, &rt, version, opts.field_validation)?;
             let out = shared.store.update(&t, obj, &opts)?;
             warnings.extend(out.warnings);
-            Ok(json_response(StatusCode::OK, &out.object, &warnings))
+            respond(wire, StatusCode::OK, &out.object, &warnings)
         }
         (Method::PATCH, Some(_)) => {
             let opts = write_options(q, headers)?;
             let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let out = shared.store.patch(&t, ct, &body, &opts)?;
             let code = if out.created { StatusCode::CREATED } else { StatusCode::OK };
-            Ok(json_response(code, &out.object, &out.warnings))
+            respond(wire, code, &out.object, &out.warnings)
         }
         (Method::DELETE, Some(_)) => {
             let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -493,17 +552,18 @@ async fn resource(
             let dry_run = q.get("dryRun").is_some_and(|d| d == "All")
                 || opts.get("dryRun").and_then(Value::as_array).is_some_and(|a| a.iter().any(|d| d == "All"));
             let obj = shared.store.delete(&t, &opts, dry_run)?;
-            ok(&obj)
+            respond(wire, StatusCode::OK, &obj, &[])
         }
         (Method::DELETE, None) => {
             let dry_run = q.get("dryRun").is_some_and(|d| d == "All");
             let items = shared.store.delete_collection(&t, &list_query(q)?, dry_run)?;
-            ok(&json!({
+            let list = json!({
                 "kind": format!("{}List", rt.kind),
                 "apiVersion": rt.api_version(version),
                 "metadata": {"resourceVersion": shared.store.resource_version().to_string()},
                 "items": items,
-            }))
+            });
+            respond(wire, StatusCode::OK, &list, &[])
         }
         _ => Err(ApiError::method_not_allowed()),
     }
@@ -517,6 +577,8 @@ struct WatchCtx {
     fields: FieldSelector,
     bookmarks: bool,
     table: bool,
+    /// Length-delimited protobuf frames instead of JSON lines.
+    protobuf: bool,
     include: String,
 }
 
@@ -556,6 +618,27 @@ impl WatchCtx {
         } else {
             present(obj, &self.rt, &self.version)
         };
+        self.frame(type_, &object)
+    }
+
+    /// One event on the wire: a JSON line, or a length-delimited protobuf `WatchEvent` frame.
+    fn frame(&self, type_: &str, object: &Value) -> Bytes {
+        if self.protobuf {
+            match protobuf::watch_frame(type_, object) {
+                Ok(Some(frame)) => return Bytes::from(frame),
+                // Negotiation only picks protobuf for kinds that have it, so this is a stored object that does not
+                // fit its message: reported, and the event is sent as an ERROR the client relists on.
+                other => {
+                    let reason = other.err().map(|e| e.to_string()).unwrap_or_default();
+                    tracing::warn!(%reason, "watch event not encodable as protobuf");
+                    let status = ApiError::internal(reason).to_status();
+                    return match protobuf::watch_frame("ERROR", &status) {
+                        Ok(Some(frame)) => Bytes::from(frame),
+                        _ => Bytes::new(),
+                    };
+                }
+            }
+        }
         let mut line = json!({"type": type_, "object": object}).to_string();
         line.push('\n');
         Bytes::from(line)
@@ -567,13 +650,11 @@ impl WatchCtx {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(&self.version), "metadata": meta});
-        let mut line = json!({"type": "BOOKMARK", "object": obj}).to_string();
-        line.push('\n');
-        Bytes::from(line)
+        self.frame("BOOKMARK", &obj)
     }
 }
 
-fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, include: String) -> ApiResult<Response> {
+fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, wire: Wire, include: String) -> ApiResult<Response> {
     let lq = list_query(q)?;
     let send_initial = flag(q, "sendInitialEvents");
     let start = shared.store.watch(t, q.get("resourceVersion").map(String::as_str), send_initial)?;
@@ -585,8 +666,10 @@ fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, include: String) -
         fields: lq.fields,
         bookmarks: flag(q, "allowWatchBookmarks"),
         table,
+        protobuf: wire == Wire::Protobuf,
         include,
     };
+    let content_type = if ctx.protobuf { protobuf::WATCH_MEDIA_TYPE } else { "application/json" };
     let timeout = q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -600,7 +683,7 @@ fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, include: String) -
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx)) });
     Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header(header::CACHE_CONTROL, "no-cache, private")
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::internal(format!("building watch response: {e}")))
@@ -651,9 +734,7 @@ async fn run_watch(
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     // The watcher fell behind the bounded buffer: tell it to relist, as a real server does.
                     let status = ApiError::expired(last_rv, last_rv + 1).to_status();
-                    let mut line = json!({"type": "ERROR", "object": status}).to_string();
-                    line.push('\n');
-                    let _ = tx.send(Bytes::from(line)).await;
+                    let _ = tx.send(ctx.frame("ERROR", &status)).await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,

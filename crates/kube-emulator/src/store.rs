@@ -197,6 +197,16 @@ impl Propagation {
 }
 
 /// The owner uids in an object's ownerReferences.
+/// Whether `obj`'s ownerReference to `owner` sets `blockOwnerDeletion`.
+fn blocks_owner(obj: &Value, owner: &str) -> bool {
+    obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| {
+        refs.iter().any(|r| {
+            r.get("uid").and_then(Value::as_str) == Some(owner)
+                && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+        })
+    })
+}
+
 fn owner_uids(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
@@ -611,13 +621,35 @@ impl Store {
             Scope::Main { status_is_subresource: false }
         };
         let media = content_type.split(';').next().unwrap_or("").trim();
+        // Repeated fields in the patch itself, reported per `fieldValidation` before the unknown fields of the result.
+        let found = |problems: Vec<String>, strict: String| -> ApiResult<Vec<String>> {
+            match opts.field_validation {
+                _ if problems.is_empty() => Ok(problems),
+                FieldValidation::Strict => Err(ApiError::bad_request(strict)),
+                FieldValidation::Warn => Ok(problems),
+                FieldValidation::Ignore => Ok(Vec::new()),
+            }
+        };
         if media == "application/apply-patch+yaml" || media == "application/apply-patch+json" {
             let applied: Value =
                 super::decode::yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
-            return self.apply(t, applied, opts, scope);
+            let dups = super::decode::yaml_duplicates(body);
+            let strict = format!(
+                "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  {}",
+                dups.join("\n  ")
+            );
+            let warnings = found(dups, strict)?;
+            return self.apply(t, applied, opts, scope).map(|out| with_warnings_first(out, warnings));
         }
-        let patch_doc: Value =
-            serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let (patch_doc, dups) = super::decode::json_with_duplicates(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+        let problems = if media == "application/json-patch+json" {
+            super::decode::json_patch_problems(body)
+        } else {
+            dups.iter().map(|d| format!("duplicate field \"{d}\"")).collect()
+        };
+        let strict = format!("strict decoding error: {}", problems.join(", "));
+        let warnings = found(problems, strict)?;
         let known =
             ["application/merge-patch+json", "application/json-patch+json", "application/strategic-merge-patch+json"];
         if !known.contains(&media) {
@@ -641,6 +673,7 @@ impl Store {
             }
             Ok(doc)
         })
+        .map(|out| with_warnings_first(out, warnings))
     }
 
     /// Server-side apply: merges with field ownership, creating the object when it does not exist.
@@ -1142,7 +1175,10 @@ impl State {
         let Some((key, ns, name, obj)) = found else { return };
         let Some(rt) = self.registry.get(&key) else { return };
         let fins = finalizers(&obj);
-        if !fins.iter().any(|f| f == FOREGROUND) || !self.dependents_of(uid).is_empty() {
+        // Only dependents whose reference sets `blockOwnerDeletion` hold the owner; the others are deleted too, but
+        // the owner does not wait for them (kube-controller-manager's `blockingDependents`).
+        let blocked = self.dependents_of(uid).iter().any(|(_, _, _, d)| blocks_owner(d, uid));
+        if !fins.iter().any(|f| f == FOREGROUND) || blocked {
             return;
         }
         let rest: Vec<String> = fins.into_iter().filter(|f| f != FOREGROUND).collect();
@@ -1272,6 +1308,13 @@ impl State {
 }
 
 /// 409 when a write kept losing the race against other writers of the same object.
+/// Puts the patch's own warnings (repeated fields) before those about the patched object.
+fn with_warnings_first(mut out: Outcome, mut first: Vec<String>) -> Outcome {
+    first.append(&mut out.warnings);
+    out.warnings = first;
+    out
+}
+
 fn too_much_contention(t: &Target) -> ApiError {
     ApiError::conflict(
         &t.plural,
@@ -1350,7 +1393,13 @@ fn admit_builtin(rt: &ResourceType, version: &str, obj: &mut Value, old: Option<
     }
     if typed::is_typed(rt, version) {
         typed::apply_defaults(rt, obj);
-        let causes = typed::validate(rt, version, obj);
+        let mut causes = typed::validate(rt, version, obj);
+        for cause in super::crossfield::validate(rt, obj) {
+            // The schema already reports a missing required field the cross-field rules also need.
+            if !causes.iter().any(|c| c.field == cause.field && c.message == cause.message) {
+                causes.push(cause);
+            }
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
         }

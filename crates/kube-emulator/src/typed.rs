@@ -42,6 +42,43 @@ fn defs() -> &'static Defs {
     })
 }
 
+/// Whether the OpenAPI definition of proto message `message` (`k8s.io.api.core.v1.Probe`) has the property `name`;
+/// `None` when the definition is not among those vendored.
+pub fn definition_has_property(message: &str, name: &str) -> Option<bool> {
+    let def = defs().defs.get(&format!("io.k8s.{}", message.strip_prefix("k8s.io.")?))?;
+    Some(def.get("properties").and_then(Value::as_object).is_some_and(|p| p.contains_key(name)))
+}
+
+/// The published definitions of a built-in kind and of everything they reference, root first, as
+/// `(name, definition)`; empty for kinds without a typed schema (custom resources).
+pub fn definitions(rt: &ResourceType, version: &str) -> Vec<(&'static str, &'static Value)> {
+    let Some(root) = root(rt, version).filter(|_| !rt.custom) else { return Vec::new() };
+    let defs = &defs().defs;
+    let mut out: Vec<(&'static str, &'static Value)> = Vec::new();
+    let mut pending = vec![root];
+    while let Some(name) = pending.pop() {
+        let Some((key, def)) = defs.get_key_value(name) else { continue };
+        if out.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        out.push((key.as_str(), def));
+        let mut stack = vec![def];
+        while let Some(node) = stack.pop() {
+            match node {
+                Value::Object(m) => {
+                    if let Some(r) = m.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+                        pending.push(r);
+                    }
+                    stack.extend(m.values());
+                }
+                Value::Array(a) => stack.extend(a),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// Whether the kind has a typed schema here.
 pub fn is_typed(rt: &ResourceType, version: &str) -> bool {
     !rt.custom && root(rt, version).is_some()
@@ -335,11 +372,11 @@ pub fn validate(rt: &ResourceType, version: &str, obj: &Value) -> Vec<Cause> {
     walk.causes
 }
 
-const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+pub(super) const DNS1123_SUBDOMAIN: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub(super) const DNS1123_LABEL: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 const DNS1035_LABEL: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
-fn is_label(s: &str) -> bool {
+pub(super) fn is_label(s: &str) -> bool {
     !s.is_empty()
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
@@ -427,6 +464,34 @@ fn default_container(c: &mut Value) {
     for port in each(c, "ports") {
         set_default(port, "protocol", json!("TCP"));
     }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        if c.get(probe).is_some_and(Value::is_object) {
+            let p = child(c, probe);
+            set_default(p, "timeoutSeconds", json!(1));
+            set_default(p, "periodSeconds", json!(10));
+            set_default(p, "successThreshold", json!(1));
+            set_default(p, "failureThreshold", json!(3));
+            if p.get("httpGet").is_some_and(Value::is_object) {
+                let get = child(p, "httpGet");
+                set_default(get, "path", json!("/"));
+                set_default(get, "scheme", json!("HTTP"));
+            }
+        }
+    }
+    for env in each(c, "env") {
+        if let Some(field_ref) = env.pointer_mut("/valueFrom/fieldRef") {
+            set_default(field_ref, "apiVersion", json!("v1"));
+        }
+    }
+}
+
+/// `SetDefaults_{Secret,ConfigMap,Projected,DownwardAPI}VolumeSource`: files are 0644 unless told otherwise.
+fn default_volume(v: &mut Value) {
+    for source in ["secret", "configMap", "projected", "downwardAPI"] {
+        if v.get(source).is_some_and(Value::is_object) {
+            set_default(child(v, source), "defaultMode", json!(420));
+        }
+    }
 }
 
 fn default_pod_spec(spec: &mut Value) {
@@ -439,6 +504,9 @@ fn default_pod_spec(spec: &mut Value) {
         for c in each(spec, key) {
             default_container(c);
         }
+    }
+    for v in each(spec, "volumes") {
+        default_volume(v);
     }
 }
 

@@ -477,6 +477,9 @@ pub fn admit_custom(
         if causes.is_empty() {
             causes = cel_causes(schema, &obj, old);
         }
+        if let Some(meta) = obj.get("metadata") {
+            super::crossfield::metadata(meta, "metadata", &mut causes);
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, causes));
         }

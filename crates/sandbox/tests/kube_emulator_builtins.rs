@@ -115,6 +115,120 @@ async fn unknown_and_duplicate_fields_follow_field_validation() {
     assert_eq!((code, warnings.len()), (201, 2), "{warnings:?}");
 }
 
+/// Sends `body` with `method` and `content_type`; returns the code, the body and the `Warning` headers.
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value, Vec<String>) {
+    let resp = http
+        .request(method, url)
+        .header("content-type", content_type)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let code = resp.status().as_u16();
+    let warnings = resp.headers().get_all("warning").iter().filter_map(|v| v.to_str().ok()).map(String::from).collect();
+    (code, resp.json().await.unwrap_or(Value::Null), warnings)
+}
+
+fn warning(text: &str) -> String {
+    format!("299 - \"{}\"", text.replace('"', "\\\""))
+}
+
+/// Repeated keys in YAML bodies and in patches are reported as the API server's strict decoders report them: YAML
+/// with the line of the repetition, JSON and merge patches with the field's path, JSON patches per operation.
+#[tokio::test]
+async fn duplicate_fields_in_yaml_bodies_and_patches_follow_field_validation() {
+    let (server, http) = start().await;
+    let cms = url(&server, "api/v1", "configmaps", "");
+    let yaml =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: NAME\n  labels:\n    app: a\n    app: b\ndata:\n  k: v\n";
+    let (code, status, _) = send(
+        &http,
+        reqwest::Method::POST,
+        &format!("{cms}?fieldValidation=Strict"),
+        "application/yaml",
+        &yaml.replace("NAME", "strict"),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: yaml: unmarshal errors:\n  line 7: key \"app\" already set in map"
+    );
+    let (code, created, warnings) =
+        send(&http, reqwest::Method::POST, &cms, "application/yaml", &yaml.replace("NAME", "cm")).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(warnings, [warning("line 7: key \"app\" already set in map")]);
+    assert_eq!(created["metadata"]["labels"]["app"], "b");
+
+    let cm = format!("{cms}/cm");
+    let merge = r#"{"data": {"k": "1", "k": "2"}, "metadata": {"labels": {"x": "1"}}}"#;
+    let (code, status, _) = send(
+        &http,
+        reqwest::Method::PATCH,
+        &format!("{cm}?fieldValidation=Strict"),
+        "application/merge-patch+json",
+        merge,
+    )
+    .await;
+    assert_eq!((code, status["message"].as_str()), (400, Some("strict decoding error: duplicate field \"data.k\"")));
+    let (code, patched, warnings) =
+        send(&http, reqwest::Method::PATCH, &cm, "application/strategic-merge-patch+json", merge).await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(warnings, [warning("duplicate field \"data.k\"")]);
+    assert_eq!(patched["data"]["k"], "2");
+
+    let json_patch = r#"[{"op": "replace", "path": "/data/k", "value": "3", "foo": "bar"},
+                         {"op": "add", "path": "/data/a", "path": "/data/b", "value": "4"}]"#;
+    let (code, patched, warnings) =
+        send(&http, reqwest::Method::PATCH, &cm, "application/json-patch+json", json_patch).await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(
+        warnings,
+        [warning("json patch unknown field \"[0].foo\""), warning("json patch duplicate field \"[1].path\"")]
+    );
+    let (code, _, warnings) = send(
+        &http,
+        reqwest::Method::PATCH,
+        &format!("{cm}?fieldValidation=Ignore"),
+        "application/json-patch+json",
+        json_patch,
+    )
+    .await;
+    assert_eq!((code, warnings.len()), (200, 0));
+
+    let apply = "{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"ConfigMap\",\n  \"data\": {\n    \"k\": \"5\",\n    \"k\": \"6\"\n  }\n}";
+    let (code, status, _) = send(
+        &http,
+        reqwest::Method::PATCH,
+        &format!("{cm}?fieldManager=m&fieldValidation=Strict"),
+        "application/apply-patch+yaml",
+        apply,
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "error strict decoding YAML: error converting YAML to JSON: yaml: unmarshal errors:\n  line 6: key \"k\" already set in map"
+    );
+    let (code, applied, warnings) = send(
+        &http,
+        reqwest::Method::PATCH,
+        &format!("{cm}?fieldManager=m&force=true"),
+        "application/apply-patch+yaml",
+        apply,
+    )
+    .await;
+    assert_eq!(code, 200, "{applied}");
+    assert_eq!(warnings, [warning("line 6: key \"k\" already set in map")]);
+    assert_eq!(applied["data"]["k"], "6");
+}
+
 #[tokio::test]
 async fn defaults_required_fields_enums_and_names_as_the_real_server() {
     let (server, http) = start().await;
@@ -165,8 +279,12 @@ async fn defaults_required_fields_enums_and_names_as_the_real_server() {
     replaced = services.replace("web", &PostParams::default(), &replaced).await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(replaced.spec.unwrap_or_default().cluster_ip, Some(ip));
     let svcs = url(&server, "api/v1", "services", "");
-    let (code, status, _) =
-        post(&http, &svcs, json!({"metadata": {"name": "bad"}, "spec": {"type": "Internal"}}).to_string()).await;
+    let (code, status, _) = post(
+        &http,
+        &svcs,
+        json!({"metadata": {"name": "bad"}, "spec": {"type": "Internal", "ports": [{"port": 80}]}}).to_string(),
+    )
+    .await;
     assert_eq!((code, status["reason"].as_str()), (422, Some("Invalid")), "{status}");
     assert_eq!(
         causes(&status),

@@ -17,6 +17,16 @@ async fn start() -> (RunningServer, Api<ConfigMap>) {
 
 /// Creates a ConfigMap owned by `owners` (with blockOwnerDeletion), with optional finalizers.
 async fn create(api: &Api<ConfigMap>, name: &str, owners: &[&ConfigMap], finalizers: &[&str]) -> ConfigMap {
+    create_with(api, name, owners, finalizers, true).await
+}
+
+async fn create_with(
+    api: &Api<ConfigMap>,
+    name: &str,
+    owners: &[&ConfigMap],
+    finalizers: &[&str],
+    block_owner_deletion: bool,
+) -> ConfigMap {
     let refs: Vec<OwnerReference> = owners
         .iter()
         .map(|o| OwnerReference {
@@ -24,7 +34,7 @@ async fn create(api: &Api<ConfigMap>, name: &str, owners: &[&ConfigMap], finaliz
             kind: "ConfigMap".into(),
             name: o.metadata.name.clone().unwrap_or_default(),
             uid: o.metadata.uid.clone().unwrap_or_default(),
-            block_owner_deletion: Some(true),
+            block_owner_deletion: Some(block_owner_deletion),
             controller: None,
         })
         .collect();
@@ -100,4 +110,17 @@ async fn foreground_deletion_holds_the_owner_until_its_dependents_are_gone() {
     api.patch("held", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(exists(&api, "held").await.is_none());
     assert!(exists(&api, "owner").await.is_none(), "the owner goes once its dependents are gone");
+}
+
+#[tokio::test]
+async fn foreground_deletion_waits_only_for_dependents_that_block_it() {
+    let (_server, api) = start().await;
+    let owner = create(&api, "owner", &[], &[]).await;
+    create_with(&api, "lingering", &[&owner], &["test.azml.dev/hold"], false).await;
+    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..DeleteParams::default() };
+    api.delete("owner", &dp).await.unwrap_or_else(|e| panic!("{e}"));
+    // The dependent is being deleted (its finalizer holds it), but it does not block its owner.
+    let lingering = exists(&api, "lingering").await.unwrap_or_else(|| panic!("held by its own finalizer"));
+    assert!(lingering.metadata.deletion_timestamp.is_some());
+    assert!(exists(&api, "owner").await.is_none(), "a non-blocking dependent does not hold the owner");
 }

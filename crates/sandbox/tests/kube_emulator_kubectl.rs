@@ -266,3 +266,98 @@ async fn kubectl_get_watch_only_prints_only_later_changes() {
     assert!(stdout.contains("configmap/after-"), "{stdout}\n{stderr}");
     assert!(!stdout.contains("configmap/before"), "{stdout}");
 }
+
+/// client-go's typed clients (`kubectl create ...`, `kubectl events`) send protobuf and ask for protobuf answers:
+/// the emulator reads every built-in kind they send and answers objects, lists and watches in protobuf, which kubectl
+/// decodes and prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_typed_clients_get_protobuf_answers() {
+    use k8s_openapi::api::core::v1::{Event, ObjectReference};
+    use kube::api::{Api, PostParams};
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let k = Kubectl::new(&server);
+    // A protobuf answer is `k8s\0` followed by the envelope; kubectl -v=8 dumps the bodies it received in hex.
+    let protobuf_answer = |log: &str| log.split("\"Response Body\"").skip(1).any(|b| b.contains("6b 38 73 00"));
+    let (code, stdout, stderr) =
+        k.run(&["create", "service", "clusterip", "web", "--tcp=80:8080", "-o", "json", "-v=8"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("Content-Type: application/vnd.kubernetes.protobuf") && protobuf_answer(&stderr),
+        "{stderr}"
+    );
+    let svc: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert!(svc["spec"]["clusterIP"].as_str().is_some_and(|ip| ip.starts_with("10.")), "{svc}");
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert_eq!(svc["spec"]["sessionAffinity"], "None");
+
+    // The Deployment kubectl prints is the one decoded from the protobuf answer: the server's defaults are in it.
+    let out = k.ok(&["create", "deployment", "web", "--image=nginx:1.27", "--port=80", "-o", "json"]).await;
+    let dep: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%", "{dep}");
+    assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+
+    // `kubectl events` lists, then watches, Events through the typed client: both answered in protobuf.
+    let events: Api<Event> = Api::default_namespaced(server.client().unwrap_or_else(|e| panic!("{e}")));
+    let post = |name: String, reason: &'static str| {
+        let events = events.clone();
+        async move {
+            let mut e = Event::default();
+            e.metadata.name = Some(name);
+            e.reason = Some(reason.into());
+            e.message = Some(format!("{reason} happened"));
+            e.type_ = Some("Normal".into());
+            e.involved_object =
+                ObjectReference { kind: Some("Deployment".into()), name: Some("web".into()), ..Default::default() };
+            events.create(&PostParams::default(), &e).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    };
+    post("first".into(), "Listed").await;
+    let (code, stdout, stderr) = k.run(&["events", "-v=8"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Listed") && protobuf_answer(&stderr), "{stdout}\n{stderr}");
+
+    let watching = tokio::spawn({
+        let kubectl =
+            Kubectl { kubeconfig: k.kubeconfig.clone(), home: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")) };
+        async move { kubectl.run(&["events", "--watch", "--request-timeout=8s"]).await }
+    });
+    let mut i = 0;
+    while !watching.is_finished() {
+        post(format!("watched-{i}"), "Watched").await;
+        i += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let (_, stdout, stderr) = watching.await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(stdout.contains("Watched"), "{stdout}\n{stderr}");
+}
+
+/// `kubectl explain` documents the built-in kinds from the published v1.33 definitions (fields, types and
+/// descriptions), nested fields included; the OpenAPI v2 document carries the same definitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_explains_built_in_kinds() {
+    let server = KubeApiServer::start(ServerOptions::default()).await.unwrap_or_else(|e| panic!("start: {e}"));
+    let k = Kubectl::new(&server);
+    let out = k.ok(&["explain", "deployment"]).await;
+    assert!(out.contains("GROUP:      apps") && out.contains("Deployment enables declarative updates"), "{out}");
+    let out = k.ok(&["explain", "deployment.spec.strategy"]).await;
+    assert!(out.contains("rollingUpdate\t<RollingUpdateDeployment>"), "{out}");
+    assert!(out.contains("The deployment strategy to use to replace existing pods with new ones."), "{out}");
+    let out = k.ok(&["explain", "pod.spec.containers"]).await;
+    assert!(out.contains("imagePullPolicy\t<string>") && out.contains("livenessProbe\t<Probe>"), "{out}");
+    let out = k.ok(&["explain", "pod.spec.containers.livenessProbe.httpGet.port"]).await;
+    assert!(out.contains("FIELD: port <IntOrString>"), "{out}");
+    let out = k.ok(&["explain", "services.spec", "--recursive"]).await;
+    assert!(out.contains("clusterIP\t<string>") && out.contains("targetPort\t<IntOrString>"), "{out}");
+
+    let v2: serde_json::Value = reqwest::get(format!("{}/openapi/v2", server.url()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let container = &v2["definitions"]["io.k8s.api.core.v1.Container"];
+    assert_eq!(
+        container["properties"]["livenessProbe"]["$ref"], "#/definitions/io.k8s.api.core.v1.Probe",
+        "{container}"
+    );
+}

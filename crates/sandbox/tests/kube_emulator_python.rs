@@ -49,4 +49,7 @@ async fn official_python_client_against_the_emulator() {
     assert_eq!(summary["apply_conflict"], 409, "{summary}");
     assert_eq!(summary["generation"], 2, "{summary}");
     assert_eq!(summary["watch"], serde_json::json!(["ADDED", "BOOKMARK"]), "{summary}");
+    assert_eq!(summary["watch_workspace"], serde_json::json!(["BOOKMARK", "MODIFIED"]), "{summary}");
+    assert_eq!(summary["apply_conflict_workspace"], 409, "{summary}");
+    assert_eq!(summary["foreground"], "released", "{summary}");
 }

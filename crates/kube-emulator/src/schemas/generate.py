@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates builtin-v1.33.json: the published Kubernetes v1.33 OpenAPI definitions of the built-in kinds the
-emulator serves (and everything they reference), descriptions removed.
+emulator serves (and everything they reference), with their descriptions (served in the OpenAPI documents that
+`kubectl explain` reads).
 
 Source: the `kubernetes-validate` package (pinned in .ci/run), which ships the upstream OpenAPI converted to JSON
 Schema with `additionalProperties: false` ("strict"). Usage:
@@ -44,14 +45,7 @@ def main():
         seen.add(root)
         walk(defs[root])
 
-    def strip(node):
-        if isinstance(node, dict):
-            return {k: strip(v) for k, v in node.items() if k != "description"}
-        if isinstance(node, list):
-            return [strip(v) for v in node]
-        return node
-
-    json.dump({name: strip(defs[name]) for name in sorted(seen)}, sys.stdout, indent=None, separators=(",", ":"),
+    json.dump({name: defs[name] for name in sorted(seen)}, sys.stdout, indent=None, separators=(",", ":"),
               sort_keys=True)
     sys.stdout.write("\n")
 

@@ -151,4 +151,90 @@ code, _ = status_of(lambda: custom.get_namespaced_custom_object(group, version, 
 assert code == 404, code
 summary["immutable_location"] = 422
 
+
+def workspace(name, labels=None, finalizers=None):
+    body = json.loads(json.dumps(ws))
+    body["metadata"] = {"name": name, "namespace": ns, "labels": labels or {}}
+    if finalizers:
+        body["metadata"]["finalizers"] = finalizers
+    return body
+
+
+# MlWorkspace: label selectors and paging.
+for i in range(3):
+    custom.create_namespaced_custom_object(group, version, ns, plural,
+                                           workspace(f"py-ws-{i}", {"team": "py", "tier": "gold" if i else "silver"}))
+gold = custom.list_namespaced_custom_object(group, version, ns, plural, label_selector="team=py,tier=gold")
+assert sorted(i["metadata"]["name"] for i in gold["items"]) == ["py-ws-1", "py-ws-2"], gold
+token, names = None, []
+while True:
+    page = custom.list_namespaced_custom_object(group, version, ns, plural, label_selector="team=py", limit=1,
+                                                _continue=token)
+    names += [i["metadata"]["name"] for i in page["items"]]
+    token = page["metadata"].get("continue")
+    if not token:
+        break
+assert names == ["py-ws-0", "py-ws-1", "py-ws-2"], names
+
+# MlWorkspace: watch from a resourceVersion, with bookmarks.
+rv = custom.list_namespaced_custom_object(group, version, ns, plural)["metadata"]["resourceVersion"]
+custom_merge.patch_namespaced_custom_object(group, version, ns, plural, "py-ws-0", {"metadata": {"labels": {"seen": "yes"}}})
+seen = []
+for event in watch.Watch().stream(custom.list_namespaced_custom_object, group, version, ns, plural,
+                                  resource_version=rv, allow_watch_bookmarks=True, timeout_seconds=2):
+    seen.append((event["type"], event["object"]["metadata"].get("name")))
+assert ("MODIFIED", "py-ws-0") in seen and all(t in ("MODIFIED", "BOOKMARK") for t, _ in seen), seen
+summary["watch_workspace"] = sorted({t for t, _ in seen})
+
+# MlWorkspace: JSON patch, strategic merge refused (custom resources have no patch strategies), server-side apply
+# with a conflict naming the other manager.
+custom_json_patch = client.CustomObjectsApi(with_content_type("application/json-patch+json"))
+custom_json_patch.patch_namespaced_custom_object(group, version, ns, plural, "py-ws-0",
+                                                 [{"op": "add", "path": "/spec/friendlyName", "value": "json-patched"}])
+got = custom.get_namespaced_custom_object(group, version, ns, plural, "py-ws-0")
+assert got["spec"]["friendlyName"] == "json-patched", got
+custom_smp = client.CustomObjectsApi(with_content_type("application/strategic-merge-patch+json"))
+code, body = status_of(lambda: custom_smp.patch_namespaced_custom_object(
+    group, version, ns, plural, "py-ws-0", {"spec": {"friendlyName": "smp"}}))
+assert code == 415, (code, body)
+custom_apply = client.CustomObjectsApi(apply)
+applied = workspace("py-ws-ssa")
+applied["spec"]["friendlyName"] = "first"
+custom_apply.patch_namespaced_custom_object(group, version, ns, plural, "py-ws-ssa", applied, field_manager="py-first")
+applied["spec"]["friendlyName"] = "second"
+code, body = status_of(lambda: custom_apply.patch_namespaced_custom_object(
+    group, version, ns, plural, "py-ws-ssa", applied, field_manager="py-second"))
+assert code == 409 and "py-first" in body["message"] and ".spec.friendlyName" in body["message"], (code, body)
+custom_apply.patch_namespaced_custom_object(group, version, ns, plural, "py-ws-ssa", applied,
+                                            field_manager="py-second", force=True)
+got = custom.get_namespaced_custom_object(group, version, ns, plural, "py-ws-ssa")
+assert got["spec"]["friendlyName"] == "second", got
+summary["apply_conflict_workspace"] = code
+
+# MlWorkspace: deletion waits for finalizers, with deletionTimestamp set.
+custom.create_namespaced_custom_object(group, version, ns, plural,
+                                       workspace("py-ws-held", finalizers=["test.azml.dev/hold"]))
+custom.delete_namespaced_custom_object(group, version, ns, plural, "py-ws-held",
+                                       body=client.V1DeleteOptions(propagation_policy="Background"))
+held = custom.get_namespaced_custom_object(group, version, ns, plural, "py-ws-held")
+assert held["metadata"].get("deletionTimestamp"), held
+custom_merge.patch_namespaced_custom_object(group, version, ns, plural, "py-ws-held",
+                                            {"metadata": {"finalizers": None}})
+code, _ = status_of(lambda: custom.get_namespaced_custom_object(group, version, ns, plural, "py-ws-held"))
+assert code == 404, code
+
+# Deployment: foreground deletion of an owner waits for its blocking dependents.
+rs_owner = apps.read_namespaced_deployment("py-web", ns)
+core.create_namespaced_config_map(ns, client.V1ConfigMap(metadata=client.V1ObjectMeta(
+    name="py-rs-held", finalizers=["test.azml.dev/hold"], owner_references=[client.V1OwnerReference(
+        api_version="apps/v1", kind="Deployment", name="py-web", uid=rs_owner.metadata.uid,
+        block_owner_deletion=True)])))
+apps.delete_namespaced_deployment("py-web", ns, body=client.V1DeleteOptions(propagation_policy="Foreground"))
+waiting = apps.read_namespaced_deployment("py-web", ns)
+assert "foregroundDeletion" in waiting.metadata.finalizers and waiting.metadata.deletion_timestamp, waiting.metadata
+core_merge.patch_namespaced_config_map("py-rs-held", ns, {"metadata": {"finalizers": None}})
+code, _ = status_of(lambda: apps.read_namespaced_deployment("py-web", ns))
+assert code == 404, code
+summary["foreground"] = "released"
+
 json.dump(summary, sys.stdout)
