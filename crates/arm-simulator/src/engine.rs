@@ -23,6 +23,9 @@ use super::throttle::StorageThrottle;
 // Azure ML computes and the ML per-location lists (usages, VM sizes).
 #[path = "compute.rs"]
 pub(super) mod compute;
+// Azure ML workspace connections.
+#[path = "connection.rs"]
+pub(super) mod connection;
 use super::soft_delete::PutCheck;
 
 /// Runtime knobs (not persisted).
@@ -770,6 +773,7 @@ impl Inner {
                 }
             },
             Target::Compute(target) => self.compute(target, routed, req, caller, lro_failure),
+            Target::Connection(target) => self.connection(target, routed, req),
             Target::Collection { rg, rtype, parent_names } => self.list(req, &sub, rg.as_deref(), rtype, parent_names),
             Target::Resource { rg, rtype, names, action } => {
                 if action.is_none() {
@@ -1057,11 +1061,19 @@ impl Inner {
                     .and_then(|ai| self.state.resources.get(&id_key(ai)))
                     .and_then(|ai| ai.body.pointer("/properties/InstrumentationKey").cloned())
                     .unwrap_or(Value::Null);
+                // The registry's admin passwords as the workspace caches them: stable between calls (Azure returns
+                // the same values until they are regenerated), new after a resync that picked up a new storage key.
                 let acr = r.body.pointer("/properties/containerRegistry").and_then(Value::as_str).map(|acr| {
                     let name = acr.rsplit('/').next().unwrap_or_default().to_string();
+                    let seed =
+                        format!("{}|{}|{}", self.state.tenant_id, id_key(acr), key.as_ref().map_or("", Secret::expose));
+                    let password = |n: &str| {
+                        let d = ring::digest::digest(&ring::digest::SHA256, format!("{seed}|{n}").as_bytes());
+                        d.as_ref().iter().take(18).map(|b| format!("{b:02x}")).collect::<String>()
+                    };
                     json!({"location": null, "username": name, "passwords": [
-                        {"name": "password", "value": Secret::random(24).expose()},
-                        {"name": "password2", "value": Secret::random(24).expose()}]})
+                        {"name": "password", "value": password("password")},
+                        {"name": "password2", "value": password("password2")}]})
                 });
                 // Recorded: the storage id under its 2024 name `userStorageArmId` only, `containerRegistryCredentials`
                 // null without a registry, notebook keys present.

@@ -322,6 +322,15 @@ impl SimHandle {
         self.lock().state.workspace_cached_key(workspace_id)
     }
 
+    /// The credentials stored with a workspace connection (write-only in ARM: what `listsecrets` returns), as sent.
+    pub fn connection_credentials(&self, connection_id: &str) -> Option<Value> {
+        let g = self.lock();
+        match &g.state.resources.get(&model::id_key(connection_id))?.ext {
+            model::ResourceExt::Connection { credentials: Some(c) } => serde_json::from_str(c.expose()).ok(),
+            _ => None,
+        }
+    }
+
     /// Every access token the token endpoint issued and still remembers, so tests can assert none leaks.
     pub fn issued_tokens(&self) -> Vec<Secret> {
         self.lock().tokens.values().into_iter().map(Secret::new).collect()

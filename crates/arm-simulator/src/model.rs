@@ -235,6 +235,11 @@ pub enum ResourceExt {
         /// App Insights instrumentation key.
         app_insights_key: Option<Secret>,
     },
+    /// An ML workspace connection's credentials (write-only in ARM), as the JSON sent.
+    Connection {
+        /// The `credentials` object, serialised.
+        credentials: Option<Secret>,
+    },
     /// An online endpoint's auth keys.
     Endpoint {
         /// primaryKey.

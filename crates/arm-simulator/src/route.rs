@@ -97,6 +97,8 @@ pub(crate) enum Target {
     },
     /// Azure ML computes and per-location lists (`engine::compute`).
     Compute(super::engine::compute::ComputeTarget),
+    /// Azure ML workspace connections (`engine::connection`).
+    Connection(super::engine::connection::ConnectionTarget),
 }
 
 /// A routed request.
@@ -186,6 +188,9 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
         return Ok(Routed { target, sub, op: op.into(), action, scope, family: Family::Authorization });
     }
     if let Some(routed) = super::engine::compute::route(method, segs) {
+        return routed;
+    }
+    if let Some(routed) = super::engine::connection::route(method, segs) {
         return routed;
     }
     if !is(0, "subscriptions") || segs.len() < 2 {

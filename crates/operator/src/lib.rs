@@ -7,9 +7,11 @@ pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod compute;
+pub mod connection;
 pub mod controller;
 pub mod endpoints;
 pub mod events;
+pub mod exports;
 #[cfg(test)]
 mod gitops_tests;
 pub mod leader;

@@ -197,7 +197,7 @@ pub async fn run_controller(
 }
 
 /// Runs every controller until `shutdown` is cancelled, then lets running reconciles finish and returns: the
-/// MlWorkspace, MlOnlineEndpoint and MlCompute controllers (each in the reconciler shell) and the storage-key watcher
+/// MlWorkspace, MlOnlineEndpoint, MlCompute and MlConnection controllers (each in the reconciler shell) and the storage-key watcher
 /// that wakes workspaces. They run in one task: same leader election (aborting it stops them all), shutdown and
 /// metrics.
 ///
@@ -206,17 +206,19 @@ pub async fn controllers(client: Client, config: ControllerConfig, shutdown: Can
     info!(arm_endpoint = %config.arm.cloud.arm_endpoint, "starting the controllers");
     let workspaces = std::sync::Arc::new(controller::Context::new(client.clone(), config.clone()));
     let endpoints = std::sync::Arc::new(Shell::<MlOnlineEndpoint>::new(client.clone(), config.clone()));
-    let computes = std::sync::Arc::new(Shell::<MlCompute>::new(client, config.clone()));
+    let computes = std::sync::Arc::new(Shell::<MlCompute>::new(client.clone(), config.clone()));
+    let connections = std::sync::Arc::new(Shell::<crate::api::v1alpha1::MlConnection>::new(client, config.clone()));
     let watcher_config = key_signals::WatcherConfig {
         interval: config.key_signal_interval,
         lookback: key_signals::ACTIVITY_LOG_LOOKBACK,
     };
     let watcher_stop = shutdown.child_token();
     let watcher = tokio::spawn(key_signals::watch(workspaces.keys.clone(), watcher_config, watcher_stop.clone()));
-    futures::future::join3(
+    futures::future::join4(
         reconciler::run(workspaces, shutdown.clone()),
         reconciler::run(endpoints, shutdown.clone()),
-        reconciler::run(computes, shutdown),
+        reconciler::run(computes, shutdown.clone()),
+        reconciler::run(connections, shutdown),
     )
     .await;
     watcher_stop.cancel();

@@ -433,6 +433,7 @@ impl Sandbox {
         println!("  kubectl get mlws -w");
         println!("  kubectl apply -f examples/mlonlineendpoint.yaml && kubectl get mlep -w");
         println!("  kubectl apply -f examples/mlcompute.yaml && kubectl get mlc -w");
+        println!("  kubectl apply -f examples/mlconnection.yaml && kubectl get mlconn -w");
         println!("  azml-operator sandbox azure regenerate-key --account {}", world::STORAGE_ACCOUNT);
         println!();
         println!("sandbox ready");
@@ -579,6 +580,7 @@ async fn seed_kubernetes(client: &Client, operator_secret: &str) -> Result<(), S
                 "allowMoves": true,
                 "allowedVmSizes": ["Standard_D*", "Standard_E*", "Standard_F*", "Standard_NC*"],
                 "maxNodesPerCluster": 8,
+                "allowedConnectionCategories": ["*"],
             }
         });
         bindings.patch(name, &params, &Patch::Apply(&binding)).await?;

@@ -1495,3 +1495,82 @@ async fn computes_and_usages_match_examples() {
     let r = env.call(Method::DELETE, &format!("{inst}?underlyingResourceAction=Delete"), ML, None).await;
     assert_eq!(r.status, 204);
 }
+
+/// Workspace connections against the spec's `WorkspaceConnection/*` examples: PUT answers 200 synchronously, GET and
+/// list never carry credentials (write-only), `listsecrets` returns them, PATCH merges, DELETE answers 200 then 204;
+/// the name pattern, `authType`, the credentials' shape per auth type and the parent workspace are checked.
+#[tokio::test]
+async fn connections_match_examples_and_keep_credentials_write_only() {
+    let env = start().await;
+    let ws = env.ws_id("ws-conn");
+    assert_eq!(env.create_ws("ws-conn").await.status, 200);
+    let conn = format!("{ws}/connections/connection-1");
+
+    let ex = example("ml-connections/create.json");
+    let r = env.call(Method::PUT, &conn, ML, Some(ex["parameters"]["parameters"].clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers.get("azure-asyncoperation").is_none() && r.headers.get("location").is_none(), "not an LRO");
+    assert_shape(&r.body, &ex["responses"]["200"]["body"], "", &[]);
+    assert_eq!(r.body["properties"], ex["responses"]["200"]["body"]["properties"]);
+    let g = env.call(Method::GET, &conn, ML, None).await;
+    assert_eq!(g.status, 200);
+    assert_shape(&g.body, &example("ml-connections/get.json")["responses"]["200"]["body"], "", &[]);
+
+    // With credentials (the update example's body): stored, never returned but by listsecrets.
+    let update = example("ml-connections/update.json");
+    let body = update["parameters"]["body"].clone();
+    let r = env.call(Method::PUT, &conn, ML, Some(body.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body["properties"].get("credentials").is_none(), "the PUT response carries no credentials");
+    let g = env.call(Method::GET, &conn, ML, None).await;
+    assert!(g.body["properties"].get("credentials").is_none(), "GET carries no credentials");
+    assert_shape(&g.body, &update["responses"]["200"]["body"], "", &[]);
+    let s = env.call(Method::POST, &format!("{conn}/listsecrets"), ML, None).await;
+    assert_eq!(s.status, 200);
+    assert_shape(&s.body, &example("ml-connections/listSecrets.json")["responses"]["200"]["body"], "", &[]);
+    assert_eq!(s.body["properties"]["credentials"], body["properties"]["credentials"]);
+    let listed = env.call(Method::GET, &format!("{ws}/connections"), ML, None).await;
+    assert_eq!(listed.status, 200);
+    let value = listed.body["value"].as_array().unwrap();
+    assert_eq!(value.len(), 1);
+    assert_shape(&value[0], &example("ml-connections/list.json")["responses"]["200"]["body"]["value"][0], "", &["id"]);
+    assert!(value[0]["properties"].get("credentials").is_none());
+    let filtered = env.call(Method::GET, &format!("{ws}/connections?category=Git"), ML, None).await;
+    assert_eq!(filtered.body["value"].as_array().map(Vec::len), Some(0), "filtered by category");
+
+    // PATCH (WorkspaceConnections_Update) merges the properties.
+    let r = env
+        .call(Method::PATCH, &conn, ML, Some(json!({"properties": {"authType": "AccessKey", "target": "other"}})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        (r.body["properties"]["target"].clone(), r.body["properties"]["category"].clone()),
+        (json!("other"), json!("ADLSGen2"))
+    );
+
+    // What Azure refuses.
+    let bad_name = env.call(Method::PUT, &format!("{ws}/connections/ab"), ML, Some(body.clone())).await;
+    assert_eq!(bad_name.status, 400);
+    let no_auth =
+        env.call(Method::PUT, &conn, ML, Some(json!({"properties": {"category": "Git", "target": "x"}}))).await;
+    assert_eq!(no_auth.status, 400);
+    let wrong_shape =
+        json!({"properties": {"category": "Git", "target": "x", "authType": "PAT", "credentials": {"password": "p"}}});
+    assert_eq!(env.call(Method::PUT, &conn, ML, Some(wrong_shape)).await.status, 400);
+    let orphan = format!("{}/connections/connection-1", env.ws_id("ws-missing"));
+    let r = env.call(Method::PUT, &orphan, ML, Some(body)).await;
+    assert_eq!((r.status, r.body["error"]["code"].clone()), (StatusCode::NOT_FOUND, json!("ParentResourceNotFound")));
+
+    // The workspace's listKeys returns the registry credentials it caches: the same values on every call (they change
+    // only when the workspace resyncs its keys), which is what lets exports stay unwritten in steady state.
+    let keys = |r: Resp| r.body["containerRegistryCredentials"].clone();
+    let first = keys(env.call(Method::POST, &format!("{ws}/listKeys"), ML, None).await);
+    let second = keys(env.call(Method::POST, &format!("{ws}/listKeys"), ML, None).await);
+    assert!(first["passwords"][0]["value"].as_str().is_some_and(|p| !p.is_empty()), "{first}");
+    assert_eq!(first, second, "registry passwords changed between two listKeys calls");
+
+    // DELETE: 200, then 204 (delete.json); GET then 404.
+    assert_eq!(env.call(Method::DELETE, &conn, ML, None).await.status, 200);
+    assert_eq!(env.call(Method::DELETE, &conn, ML, None).await.status, 204);
+    assert_eq!(env.call(Method::GET, &conn, ML, None).await.status, 404);
+}

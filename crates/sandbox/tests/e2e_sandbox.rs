@@ -350,3 +350,65 @@ fn compute_walkthrough_with_kubectl() {
     assert_eq!(sandbox.calls("Compute_Delete"), 2);
     assert_eq!(sandbox.kubectl_ok(&["get", "mlc", "-o", "name"]).trim(), "");
 }
+
+/// The connection and exports walkthrough of the README: the example workspace's exports read as an application
+/// would (ConfigMap and Secret), the example connections (a Git PAT from a Secret, Azure OpenAI with AAD), the PAT
+/// rotated by editing the Secret (sent again once), then deleted; only kubectl and the sandbox's helpers.
+#[test]
+fn connection_and_exports_walkthrough_with_kubectl() {
+    let sandbox = Sandbox::start(tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")));
+    let connections = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .join("examples/mlconnection.yaml")
+        .display()
+        .to_string();
+
+    let explain = sandbox.kubectl_ok(&["explain", "mlconnection.spec.credentialsFrom"]);
+    assert!(explain.contains("pat") && explain.contains("clientSecret"), "{explain}");
+    let explain = sandbox.kubectl_ok(&["explain", "mlworkspace.spec.exports.configMap"]);
+    assert!(explain.contains("mlflowTrackingUri") && explain.contains("ConfigMapNotOwned"), "{explain}");
+    let explain = sandbox.kubectl_ok(&["explain", "mlworkspace.spec.exports.secret.items"]);
+    assert!(explain.contains("userStorageKey"), "{explain}");
+
+    sandbox.kubectl_ok(&["apply", "-f", &example()]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlworkspace/fraud-detection", "--timeout=60s"]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Exported", "mlworkspace/fraud-detection", "--timeout=60s"]);
+    let facts = |key: &str| {
+        sandbox.kubectl_ok(&["get", "configmap", "fraud-detection-ml", "-o", &format!("jsonpath={{.data.{key}}}")])
+    };
+    assert_eq!(facts("resourceId"), WORKSPACE_ID);
+    assert_eq!(facts("resourceGroup"), "rg-risk-ml");
+    assert!(!facts("workspaceId").is_empty() && facts("mlflowTrackingUri").starts_with("azureml://"));
+    let key =
+        sandbox.kubectl_ok(&["get", "secret", "fraud-detection-ml-keys", "-o", "jsonpath={.data.userStorageKey}"]);
+    assert!(!key.is_empty(), "the storage key is exported");
+
+    sandbox.kubectl_ok(&["apply", "-f", &connections]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlconnection/fraud-git", "--timeout=60s"]);
+    sandbox.kubectl_ok(&["wait", "--for=condition=Ready", "mlconnection/fraud-openai", "--timeout=60s"]);
+    let table = sandbox.kubectl_ok(&["get", "mlconn"]);
+    assert!(table.contains("Git") && table.contains("AzureOpenAI") && table.contains("PAT"), "{table}");
+    assert_eq!(sandbox.calls("WorkspaceConnections_Create"), 2);
+    let hash = |name: &str| sandbox.kubectl_ok(&["get", "mlconn", name, "-o", "jsonpath={.status.credentialsHash}"]);
+    let before = hash("fraud-git");
+    assert_eq!(before.len(), 64);
+
+    // Rotate the PAT: the connection is sent again once.
+    sandbox.kubectl_ok(&[
+        "patch",
+        "secret",
+        "fraud-git-pat",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"stringData":{"pat":"ghp_sandboxRotatedToken111111111111111111"}}"#,
+    ]);
+    eventually("the rotated PAT to be sent", Duration::from_secs(30), || hash("fraud-git") != before);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(sandbox.calls("WorkspaceConnections_Create"), 3, "one PUT per Secret change");
+    assert!(sandbox.kubectl_ok(&["get", "events"]).contains("CredentialsUpdated"));
+
+    // Delete: fraud-git (deletionPolicy Delete) goes in Azure, fraud-openai (Retain) stays.
+    sandbox.kubectl_ok(&["delete", "-f", &connections, "--timeout=60s"]);
+    assert_eq!(sandbox.calls("WorkspaceConnections_Delete"), 1);
+    assert_eq!(sandbox.kubectl_ok(&["get", "mlconn", "-o", "name"]).trim(), "");
+}

@@ -27,6 +27,9 @@ pub const USABLE: &str = "Usable";
 /// Workspaces: which SubscriptionBinding is used (reason BindingSelected, or AmbiguousBinding when others allow the
 /// workspace with different credentials).
 pub const BINDING_SELECTED: &str = "BindingSelected";
+/// MlWorkspace: whether spec.exports (ConfigMap, Secret) is written and current. Does not affect Ready: a
+/// name clash of an export does not keep computes, endpoints and connections from using the workspace.
+pub const EXPORTED: &str = "Exported";
 
 /// Reasons (CamelCase, as Kubernetes expects).
 pub mod reasons {
@@ -127,6 +130,15 @@ pub mod reasons {
     pub const BINDING_SELECTED: &str = "BindingSelected";
     /// Several SubscriptionBindings allow the workspace with different credentials; the lowest name is used.
     pub const AMBIGUOUS_BINDING: &str = "AmbiguousBinding";
+    /// Connections: the credentials Secret, or a key the auth type needs in it, does not exist (the message names
+    /// it); nothing is sent to Azure until it does.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// Exports: the ConfigMap exists and was not created by the operator for this resource; it is left untouched.
+    pub const CONFIG_MAP_NOT_OWNED: &str = "ConfigMapNotOwned";
+    /// Exports: the ConfigMap and Secret are written and current.
+    pub const EXPORTED: &str = "Exported";
+    /// Exports: nothing to export (no spec.exports).
+    pub const NOT_EXPORTED: &str = "NotExported";
 }
 
 /// Event reasons (the `reason` field of Kubernetes events).
@@ -175,4 +187,8 @@ pub mod events {
     pub const INSTANCE_ACTION: &str = "InstanceAction";
     /// More than one SubscriptionBinding allows the object, with different credentials: the lowest name is used.
     pub const AMBIGUOUS_BINDING: &str = "AmbiguousBinding";
+    /// Connections: the credentials Secret changed and the connection was sent again (never the values).
+    pub const CREDENTIALS_UPDATED: &str = "CredentialsUpdated";
+    /// Exports: the ConfigMap or Secret was created or updated (never the values).
+    pub const EXPORTED: &str = "Exported";
 }

@@ -17,7 +17,13 @@ pub const GROUP: &str = "azml.dev";
 
 /// Every CRD the operator serves, in a stable order (the order `azml-operator crd` prints them in).
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![MlWorkspace::crd(), SubscriptionBinding::crd(), v1alpha1::MlOnlineEndpoint::crd(), v1alpha1::MlCompute::crd()]
+    vec![
+        MlWorkspace::crd(),
+        SubscriptionBinding::crd(),
+        v1alpha1::MlOnlineEndpoint::crd(),
+        v1alpha1::MlCompute::crd(),
+        v1alpha1::MlConnection::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream: the exact content of `crds/azml.dev.yaml`.

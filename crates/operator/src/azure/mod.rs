@@ -11,6 +11,7 @@
 pub mod activity_log;
 pub mod authorization;
 pub mod computes;
+pub mod connections;
 pub mod credentials;
 pub mod dependencies;
 pub mod error;

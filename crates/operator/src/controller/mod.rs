@@ -140,22 +140,6 @@ impl Context {
         self.report_edit(ws, report, requeue, |_, _, _| {}).await
     }
 
-    /// [`Context::report`] plus the key step's status changes.
-    async fn report_keys(
-        &self,
-        ws: &MlWorkspace,
-        report: Report,
-        requeue: Duration,
-        keys: Option<&keys::KeysUpdate>,
-    ) -> Result<Requeue, Error> {
-        self.report_edit(ws, report, requeue, |s, g, now| {
-            if let Some(update) = keys {
-                update.apply(s, g, now);
-            }
-        })
-        .await
-    }
-
     /// [`Context::report`] plus a step's own status changes.
     async fn report_edit(
         &self,
@@ -380,7 +364,7 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
             pending: None,
             access: None,
         };
-        return finish_keys(ctx, ws, status, result, base, None).await;
+        return finish_keys(ctx, ws, status, result, base, None, None).await;
     }
     if let Some((dependency, message)) = dependencies::waiting_for(ws, &desired, status.as_ref()) {
         // Stalled for a missing dependency: one GET of it, and the create request only once it exists.
@@ -430,7 +414,24 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                     _ => None,
                 };
                 let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), observed).await;
-                return finish_keys(ctx, ws, status, result, report, requeue).await;
+                // Exports see the storage-key facts this reconcile records (their Secret depends on them).
+                let mut keyed = status.clone().unwrap_or_default();
+                if let Ok(outcome) = &result {
+                    outcome.update.apply(&mut keyed, ws.metadata.generation, &Time(jiff::Timestamp::now()));
+                }
+                let exported = match observed {
+                    Some(w) => {
+                        let e = crate::exports::export_workspace(&ctx.client, ws, &desired.workspace, &arm, w, &keyed);
+                        Some(e.await)
+                    }
+                    None => None,
+                };
+                if let Some(e) = &exported {
+                    for (type_, reason, note) in &e.events {
+                        ctx.publish(ws, *type_, reason, note.clone()).await;
+                    }
+                }
+                return finish_keys(ctx, ws, status, result, report, requeue, exported).await;
             }
             ctx.report(ws, report, requeue.unwrap_or(ctx.config.resync_period)).await
         }
@@ -460,13 +461,21 @@ async fn finish_keys(
     result: Result<keys::KeysOutcome, Error>,
     base: Report,
     requeue: Option<Duration>,
+    exported: Option<crate::exports::ExportsOutcome>,
 ) -> Result<Requeue, Error> {
     match result {
         Ok(outcome) => {
             let verdict = apply::Verdict { phase: outcome.phase, requeue: outcome.requeue };
             let (phase, requeue) = apply::merge(base.phase.clone(), requeue, verdict, ctx.config.stalled_requeue);
             let report = Report { phase, pending: outcome.pending, ..base };
-            ctx.report_keys(ws, report, requeue.unwrap_or(ctx.config.resync_period), Some(&outcome.update)).await
+            let requeue = requeue.unwrap_or(ctx.config.resync_period);
+            ctx.report_edit(ws, report, requeue, |s, generation, now| {
+                outcome.update.apply(s, generation, now);
+                if let Some(exported) = &exported {
+                    exported.apply(s, generation, now);
+                }
+            })
+            .await
         }
         Err(e) => {
             // A resync that could not be polled (Azure unreachable) is kept and polled again.

@@ -365,6 +365,11 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
             return ctx.fail_status(ep, status, e).await;
         }
     };
+    let exported = crate::exports::export_endpoint(&ctx.client, ep, &ep_ref, &arm, &status).await;
+    exported.apply_to(&mut status.exports, &mut status.conditions, generation, &now);
+    for (type_, reason, note) in &exported.events {
+        ctx.publish(ep, *type_, reason, note.clone()).await;
+    }
     // Then the role assignments at the endpoint.
     let mut requeue = ctx.config.resync_period;
     if !access_entries.is_empty() || !status.access.is_empty() {

@@ -309,6 +309,8 @@ mod tests {
                 allow_moves: false,
                 allowed_vm_sizes: Vec::new(),
                 max_nodes_per_cluster: None,
+                allowed_connection_categories: Vec::new(),
+                allowed_connection_targets: Vec::new(),
             },
         )
     }

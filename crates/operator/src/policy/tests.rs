@@ -33,6 +33,8 @@ fn binding(name: &str, sub: &str) -> SubscriptionBinding {
             allow_moves: false,
             allowed_vm_sizes: vec![],
             max_nodes_per_cluster: None,
+            allowed_connection_categories: Vec::new(),
+            allowed_connection_targets: Vec::new(),
         },
     )
 }

@@ -58,6 +58,8 @@ pub const ENDPOINT_NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$
 #[x_kube(validation = Rule::new("!has(self.traffic) || self.traffic.all(k, has(self.deployments) && self.deployments.exists(d, d.name == k))").message("every traffic entry must name a deployment of spec.deployments").field_path(".traffic"))]
 #[x_kube(validation = Rule::new("!has(self.traffic) || self.traffic.map(k, self.traffic[k]).sum() in [0, 100]").message("traffic percentages must add up to 100 (or 0: no traffic)").field_path(".traffic"))]
 #[x_kube(validation = Rule::new("!has(self.keysSecret) || self.authMode == 'Key'").message("keysSecret needs authMode Key (token auth modes have no endpoint keys)").field_path(".keysSecret"))]
+#[x_kube(validation = Rule::new("!has(self.exports) || !has(self.exports.secret) || self.authMode == 'Key'").message("exports.secret needs authMode Key (token auth modes have no endpoint keys)").field_path(".exports.secret"))]
+#[x_kube(validation = Rule::new("!has(self.exports) || !has(self.exports.secret) || !has(self.keysSecret) || self.exports.secret.name != self.keysSecret.name").message("exports.secret.name must differ from keysSecret.name").field_path(".exports.secret.name"))]
 pub struct MlOnlineEndpointSpec {
     /// The MlWorkspace (same namespace) the endpoint belongs to. The endpoint waits until it is Ready, uses its
     /// subscription, resource group, location and SubscriptionBinding, and is deleted before it. Immutable.
@@ -118,6 +120,11 @@ pub struct MlOnlineEndpointSpec {
     /// Delete (delete them).
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// What the operator writes for applications in this namespace: a ConfigMap of the endpoint's facts and, opt-in
+    /// per key, a Secret of its keys (see README "Exports"). Both are owned by the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports: Option<super::exports::EndpointExports>,
 }
 
 /// Reference to an MlWorkspace in the same namespace.
@@ -315,6 +322,10 @@ pub struct MlOnlineEndpointStatus {
     /// The role assignments at the endpoint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access: Vec<EndpointAccessStatus>,
+
+    /// The ConfigMap and Secret spec.exports names, once written (names only, never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports: Option<super::exports::ExportsStatus>,
 
     /// Facts about the exported keys. Never key material.
     #[serde(default, skip_serializing_if = "Option::is_none")]

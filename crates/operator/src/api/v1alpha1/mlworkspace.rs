@@ -156,6 +156,10 @@ pub struct MlWorkspaceSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self in ['Retain', 'Delete', 'Purge']").message("deletionPolicy must be Retain (leave Azure as is), Delete (soft-delete: recoverable for up to 14 days, the name stays taken) or Purge (delete for good, freeing the name)"))]
     pub deletion_policy: WorkspaceDeletionPolicy,
+    /// What the operator writes for applications in this namespace: a ConfigMap of workspace facts and, opt-in per
+    /// item, a Secret of listKeys values (see README "Exports"). Both are owned by the workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports: Option<super::exports::WorkspaceExports>,
 }
 
 /// What deleting an MlWorkspace does in Azure.
@@ -284,6 +288,10 @@ pub struct MlWorkspaceStatus {
     /// The move to another subscription or resource group in progress, or the last one.
     #[serde(default, rename = "move", skip_serializing_if = "Option::is_none")]
     pub move_status: Option<MoveStatus>,
+
+    /// The ConfigMap and Secret spec.exports names, once written (names only, never values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exports: Option<super::exports::ExportsStatus>,
 
     /// When the operator last compared the workspace with Azure.
     #[serde(default, skip_serializing_if = "Option::is_none")]

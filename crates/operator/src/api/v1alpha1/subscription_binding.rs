@@ -94,6 +94,18 @@ pub struct SubscriptionBindingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10000))]
     pub max_nodes_per_cluster: Option<i32>,
+
+    /// Glob patterns of the connection categories MlConnections may use, e.g. "Git", "ContainerRegistry" or "*"
+    /// (matched without regard to case). Empty: no MlConnection may be created with this binding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 64)))]
+    pub allowed_connection_categories: Vec<String>,
+
+    /// Glob patterns of the targets MlConnections may reach, e.g. "https://github.com/contoso/*" or
+    /// "https://*.openai.azure.com/" (matched without regard to case). Empty: any target of an allowed category.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 2048)))]
+    pub allowed_connection_targets: Vec<String>,
 }
 
 /// The credential the operator uses for a subscription. Exactly one kind.
