@@ -318,10 +318,10 @@ pub fn columns(rt: &ResourceType, version: &str) -> Vec<PrinterColumn> {
             json_path: path.into(),
         };
         return vec![
-            col("Last Seen", "date", ".lastTimestamp", 0),
+            col("Last Seen", "date", EVENT_LAST_SEEN, 0),
             col("Type", "string", ".type", 0),
             col("Reason", "string", ".reason", 0),
-            col("Object", "string", ".involvedObject.name", 0),
+            col("Object", "string", EVENT_TARGET, 0),
             col("Message", "string", ".message", 0),
             PrinterColumn { priority: 1, ..name },
         ];
@@ -345,7 +345,37 @@ pub fn columns(rt: &ResourceType, version: &str) -> Vec<PrinterColumn> {
     cols
 }
 
+/// The event table's `Last Seen`: as the real server's printer, the series' last observation, else
+/// `lastTimestamp`, else `firstTimestamp`, else `eventTime` (events.k8s.io/v1 events set only the last two).
+const EVENT_LAST_SEEN: &str = "@event.lastSeen";
+/// The event table's `Object`: `<kind in lower case>/<name>`, as the real server prints it.
+const EVENT_TARGET: &str = "@event.target";
+
+fn event_cell(path: &str, obj: &Value) -> Option<Value> {
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    match path {
+        EVENT_LAST_SEEN => {
+            let seen = text(&obj["series"]["lastObservedTime"])
+                .or_else(|| text(&obj["lastTimestamp"]))
+                .or_else(|| text(&obj["firstTimestamp"]))
+                .or_else(|| text(&obj["eventTime"]));
+            Some(seen.map_or(Value::Null, |s| json!(human_age(&s))))
+        }
+        EVENT_TARGET => {
+            let kind = obj["involvedObject"]["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+            Some(match obj["involvedObject"]["name"].as_str().filter(|n| !n.is_empty()) {
+                Some(name) => json!(format!("{kind}/{name}")),
+                None => json!(kind),
+            })
+        }
+        _ => None,
+    }
+}
+
 fn cell(col: &PrinterColumn, obj: &Value) -> Value {
+    if let Some(value) = event_cell(&col.json_path, obj) {
+        return value;
+    }
     if let Some(field) = col.json_path.strip_prefix('#') {
         // Count of map entries (Secret/ConfigMap DATA column).
         let n = obj.get(field).and_then(Value::as_object).map_or(0, |m| m.len());

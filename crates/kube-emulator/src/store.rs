@@ -933,18 +933,32 @@ impl State {
         obj
     }
 
-    /// The real API server keeps one Event storage behind core/v1 and events.k8s.io/v1. Controllers write
-    /// events.k8s.io/v1 (kube-rs's Recorder does), `kubectl get events` and `kubectl describe` read core/v1: so an
-    /// events.k8s.io Event is also stored in its core/v1 form.
+    /// The real API server keeps one Event storage behind core/v1 and events.k8s.io/v1: an Event written through
+    /// either API is read through both (controllers write events.k8s.io/v1, as kube-rs and client-go's new recorder
+    /// do; `kubectl get events`, `kubectl events` and `kubectl describe` read core/v1; older clients write core/v1).
+    /// So each write is also stored, converted, under the other API (without mirroring back).
     fn mirror_event(&mut self, rt: &ResourceType, obj: &Value, events: &broadcast::Sender<Arc<WatchEvent>>) {
-        if rt.group != "events.k8s.io" || rt.plural != "events" {
+        if rt.plural != "events" || meta_str(obj, "name").is_empty() {
             return;
         }
-        let Some(core_rt) = self.registry.find("", "v1", "events") else {
+        let (other, converted) = match rt.group.as_str() {
+            "events.k8s.io" => (self.registry.find("", "v1", "events"), event_to_core_v1(obj)),
+            "" => (self.registry.find("events.k8s.io", "v1", "events"), event_from_core_v1(obj)),
+            _ => return,
+        };
+        let Some(other) = other else {
             return;
         };
-        let old = self.lookup(&core_rt, meta_str(obj, "namespace"), meta_str(obj, "name"));
-        self.put(&core_rt, event_to_core_v1(obj), old, events);
+        let old = self.lookup(&other, meta_str(obj, "namespace"), meta_str(obj, "name"));
+        self.rv += 1;
+        let rv = self.rv;
+        let mut converted = converted;
+        meta_mut(&mut converted).insert("resourceVersion".into(), json!(rv.to_string()));
+        let key = (meta_str(&converted, "namespace").to_string(), meta_str(&converted, "name").to_string());
+        let converted = Arc::new(converted);
+        self.objects.entry(other.key()).or_default().insert(key, converted.clone());
+        let type_ = if old.is_some() { EventType::Modified } else { EventType::Added };
+        self.record(events, WatchEvent { rv, key: other.key(), type_, object: converted, old });
     }
 
     /// Removes an object for good, emitting DELETED; cascades for namespaces' content and CRDs' objects.
@@ -964,11 +978,13 @@ impl State {
             events,
             WatchEvent { rv, key: rt.key(), type_: EventType::Deleted, object: Arc::new(gone.clone()), old: Some(old) },
         );
-        if rt.group == "events.k8s.io"
-            && rt.plural == "events"
-            && let Some(core_rt) = self.registry.find("", "v1", "events")
+        // One storage behind both Event APIs (see `mirror_event`); the second removal finds nothing and stops.
+        if rt.plural == "events"
+            && (rt.group.is_empty() || rt.group == "events.k8s.io")
+            && let Some(other) =
+                self.registry.find(if rt.group.is_empty() { "events.k8s.io" } else { "" }, "v1", "events")
         {
-            self.remove(&core_rt, ns, name, events);
+            self.remove(&other, ns, name, events);
         }
         if rt.group == "apiextensions.k8s.io"
             && rt.plural == "customresourcedefinitions"
@@ -1815,13 +1831,33 @@ fn event_to_core_v1(event: &Value) -> Value {
             core[to] = value.clone();
         }
     }
-    // The real server's event table falls back to eventTime when lastTimestamp is unset; our Table printer reads
-    // one path per column, so the fallback is applied here (seconds precision, as lastTimestamp has).
-    if core.get("lastTimestamp").is_none_or(Value::is_null)
-        && let Some(time) = event["eventTime"].as_str()
-    {
-        let seconds = time.split('.').next().unwrap_or(time).trim_end_matches('Z');
-        core["lastTimestamp"] = json!(format!("{seconds}Z"));
-    }
     core
+}
+
+/// Converts a core/v1 Event into its events.k8s.io/v1 form (the inverse mapping; `reportingComponent` and `source`
+/// as the API server's conversion fills them).
+fn event_from_core_v1(core: &Value) -> Value {
+    let mut event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": core["metadata"].clone()});
+    let renames = [
+        ("involvedObject", "regarding"),
+        ("message", "note"),
+        ("reason", "reason"),
+        ("type", "type"),
+        ("action", "action"),
+        ("related", "related"),
+        ("eventTime", "eventTime"),
+        ("series", "series"),
+        ("reportingComponent", "reportingController"),
+        ("reportingInstance", "reportingInstance"),
+        ("source", "deprecatedSource"),
+        ("firstTimestamp", "deprecatedFirstTimestamp"),
+        ("lastTimestamp", "deprecatedLastTimestamp"),
+        ("count", "deprecatedCount"),
+    ];
+    for (from, to) in renames {
+        if let Some(value) = core.get(from).filter(|v| !v.is_null()) {
+            event[to] = value.clone();
+        }
+    }
+    event
 }

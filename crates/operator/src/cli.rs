@@ -162,7 +162,8 @@ pub struct PlanArgs {
     #[command(flatten)]
     pub azure: AzureArgs,
 
-    /// A YAML (or JSON) file holding one MlWorkspace or MlCompute (its `kind` decides); `-` reads standard input.
+    /// A YAML (or JSON) file holding one MlWorkspace, MlOnlineEndpoint or MlCompute (its `kind` decides); `-` reads
+    /// standard input.
     #[arg(short = 'f', long = "filename", conflicts_with = "name", required_unless_present = "name")]
     pub file: Option<PathBuf>,
 
@@ -183,13 +184,22 @@ pub struct PlanArgs {
     pub output: PlanOutput,
 }
 
-/// Kinds `plan` covers.
+/// Kinds `plan` covers: every namespaced kind of the operator (a unit test checks it against the CRDs).
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlanKind {
     #[value(name = "MlWorkspace", alias = "mlworkspace")]
     MlWorkspace,
+    #[value(name = "MlOnlineEndpoint", alias = "mlonlineendpoint")]
+    MlOnlineEndpoint,
     #[value(name = "MlCompute", alias = "mlcompute")]
     MlCompute,
+}
+
+impl PlanKind {
+    /// The kind a manifest's `kind` names, if `plan` covers it.
+    pub fn from_kind(kind: &str) -> Option<PlanKind> {
+        PlanKind::from_str(kind, false).ok()
+    }
 }
 
 /// Output format of `plan`.
@@ -242,6 +252,23 @@ mod tests {
         let Command::Run(args) = cli.command else { panic!("expected run") };
         assert_eq!(args.resync_period, Duration::from_secs(90));
         assert_eq!(args.watch_namespaces, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn plan_covers_every_namespaced_kind_of_the_operator() {
+        let crds = crate::api::all_crds();
+        let namespaced: Vec<String> =
+            crds.iter().filter(|c| c.spec.scope == "Namespaced").map(|c| c.spec.names.kind.clone()).collect();
+        assert!(namespaced.len() >= 3, "{namespaced:?}");
+        // MlConnection arrived with the connections work after `plan` gained MlOnlineEndpoint: its dry run is still
+        // to be written (listed here so that any further kind fails this test).
+        const NOT_COVERED_YET: &[&str] = &["MlConnection"];
+        for kind in namespaced.iter().filter(|k| !NOT_COVERED_YET.contains(&k.as_str())) {
+            assert!(PlanKind::from_kind(kind).is_some(), "`azml-operator plan` does not cover {kind}");
+        }
+        assert_eq!(PlanKind::from_kind("SubscriptionBinding"), None, "cluster-scoped: nothing to plan");
+        let covered = namespaced.len() - NOT_COVERED_YET.len();
+        assert_eq!(PlanKind::value_variants().len(), covered, "a kind plan covers has no CRD");
     }
 
     #[test]

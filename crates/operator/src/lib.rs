@@ -11,11 +11,13 @@ pub mod compute;
 pub mod connection;
 pub mod controller;
 pub mod endpoints;
+pub mod events;
 pub mod exports;
 #[cfg(test)]
 mod gitops_tests;
 pub mod leader;
 pub mod metrics;
+pub mod plan_command;
 pub mod policy;
 pub mod reconciler;
 pub mod run;

@@ -19,7 +19,7 @@
 //!   `reconcile{object}` span and each ARM call in an `arm_call{operation,request_id}` child span.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,6 +97,11 @@ struct ControllerLabels {
     controller: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 /// What this replica is doing, for `/readyz` and the `azml_leader` gauge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -123,6 +128,8 @@ struct ControllerStates {
     role: Role,
     next_id: u64,
     scopes: BTreeMap<u64, ScopeState>,
+    /// Stalled workspaces by uid, and why.
+    stalled: HashMap<String, String>,
 }
 
 /// Every metric of the operator and the registry that exposes them. Cheap to clone (handles are shared).
@@ -139,6 +146,8 @@ pub struct Metrics {
     leader: Gauge,
     queue_depth: Family<ControllerLabels, Gauge>,
     cache_synced: Family<ControllerLabels, Gauge>,
+    keys_resync_failures: Counter,
+    stalled: Family<ReasonLabels, Gauge>,
     states: Arc<Mutex<ControllerStates>>,
 }
 
@@ -212,7 +221,21 @@ impl Metrics {
             "1 once the controller's watch cache has had its initial list, else 0",
             cache_synced.clone(),
         );
-        let states = ControllerStates { role: Role::Pending, next_id: 0, scopes: BTreeMap::new() };
+        let keys_resync_failures = Counter::default();
+        registry.register(
+            "azml_storage_keys_resync_failures",
+            "Storage-key resyncs that Azure failed (retried with backoff)",
+            keys_resync_failures.clone(),
+        );
+        let stalled = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "azml_workspaces_stalled",
+            "MlWorkspaces whose Stalled condition is True now, by reason (they wait for a change of their spec, binding \
+             or credential)",
+            stalled.clone(),
+        );
+        let states =
+            ControllerStates { role: Role::Pending, next_id: 0, scopes: BTreeMap::new(), stalled: HashMap::new() };
         Metrics {
             registry: Arc::new(registry),
             arm,
@@ -225,6 +248,8 @@ impl Metrics {
             leader,
             queue_depth,
             cache_synced,
+            keys_resync_failures,
+            stalled,
             states: Arc::new(Mutex::new(states)),
         }
     }
@@ -243,6 +268,25 @@ impl Metrics {
     /// Counts one storage key resync.
     pub fn keys_resynced(&self) {
         self.keys_resynced.inc();
+    }
+
+    /// Counts one failed storage-key resync.
+    pub fn keys_resync_failed(&self) {
+        self.keys_resync_failures.inc();
+    }
+
+    /// Records whether the workspace `uid` is stalled now, and why (`None`: not stalled, or gone), for
+    /// `azml_workspaces_stalled{reason}`.
+    pub fn workspace_stalled(&self, uid: &str, reason: Option<&str>) {
+        let mut states = self.states();
+        let before = match reason {
+            Some(reason) => states.stalled.insert(uid.to_owned(), reason.to_owned()),
+            None => states.stalled.remove(uid),
+        };
+        for changed in before.into_iter().chain(reason.map(str::to_owned)) {
+            let n = states.stalled.values().filter(|r| **r == changed).count();
+            self.stalled.get_or_create(&ReasonLabels { reason: changed }).set(gauge_value(n));
+        }
     }
 
     /// Counts one role assignment created or deleted.

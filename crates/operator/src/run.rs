@@ -52,6 +52,9 @@ pub enum RunError {
     /// The live workspace to plan does not exist.
     #[error("{kind} {namespace}/{name} not found")]
     NotFound { kind: &'static str, namespace: String, name: String },
+    /// The live object to plan does not exist.
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFoundKind { kind: String, namespace: String, name: String },
     /// Observing Azure for the plan failed.
     #[error("cannot compute the plan: {0}")]
     Plan(#[source] Box<reconciler::error::Error>),
@@ -233,13 +236,14 @@ pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
     let kind = match &file {
         Some((_, text)) => serde_yaml::from_str::<serde_json::Value>(text)
             .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
-            .filter(|k| k == "MlCompute")
-            .map_or(PlanKind::MlWorkspace, |_| PlanKind::MlCompute),
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).and_then(PlanKind::from_kind))
+            .unwrap_or(PlanKind::MlWorkspace),
         None => args.kind,
     };
-    if kind == PlanKind::MlCompute {
-        return plan_compute(&client, &config, &args, file).await;
+    match kind {
+        PlanKind::MlCompute => return plan_compute(&client, &config, &args, file).await,
+        PlanKind::MlOnlineEndpoint => return crate::plan_command::plan_endpoint(&client, &config, &args, file).await,
+        PlanKind::MlWorkspace => {}
     }
     let ws = load_workspace(&client, &args, file).await?;
     let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;

@@ -36,7 +36,10 @@ use crate::world::{self, SandboxWorld};
 pub const OPERATOR_NAMESPACE: &str = "azml-system";
 /// Name of the SubscriptionBinding the sandbox creates for the `default` namespace.
 pub const BINDING_NAME: &str = "sandbox";
-const CREDENTIAL_SECRET: &str = "sandbox-operator";
+/// The operator's client-secret Secret: the one `examples/subscriptionbinding.yaml` names, so that binding works
+/// when `kubectl apply -f examples/` adds it (it sorts before `sandbox` and is then the one used), with the same
+/// credential as `sandbox` (same client id, same Secret: no AmbiguousBinding warning).
+const CREDENTIAL_SECRET: &str = "risk-prod-sp";
 const FIELD_MANAGER: &str = "azml-sandbox";
 
 // Files of the state dir. The ones marked private hold secrets and are created mode 0600.
@@ -156,8 +159,12 @@ pub enum AzureAction {
     },
     /// Remove every injected fault.
     ClearFaults,
-    /// Print how many calls the operator made, per ARM operation.
-    Calls,
+    /// Print how many calls the operator made, per ARM operation (a table; `-o json` for machines).
+    Calls {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = CallsOutput::Table)]
+        output: CallsOutput,
+    },
     /// List the soft-deleted ML workspaces (what the portal's "Recently deleted" shows; Azure has no ARM list).
     SoftDeleted,
     /// Move the simulated Azure's clock forward, e.g. past a soft-deleted workspace's retention (`15d`).
@@ -166,6 +173,42 @@ pub enum AzureAction {
         #[arg(long, value_parser = humantime::parse_duration)]
         by: Duration,
     },
+}
+
+/// Output of `sandbox azure calls`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallsOutput {
+    /// Aligned columns: operation, calls, reads, writes, errors, and a total line.
+    Table,
+    /// The simulator's JSON summary: `{"<operation>": {"calls", "reads", "writes", "errors"}}`.
+    Json,
+}
+
+/// The call summary (`/_sim/calls/summary`) as a table, busiest operation first, with a total line.
+pub fn calls_table(summary: &serde_json::Value) -> String {
+    const COLUMNS: [&str; 4] = ["calls", "reads", "writes", "errors"];
+    let count = |v: &serde_json::Value, c: &str| v.get(c).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let mut rows: Vec<(&str, [u64; 4])> = summary
+        .as_object()
+        .map(|m| m.iter().map(|(op, v)| (op.as_str(), COLUMNS.map(|c| count(v, c)))).collect())
+        .unwrap_or_default();
+    rows.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(b.0)));
+    let mut total = [0u64; 4];
+    for (_, counts) in &rows {
+        for (t, c) in total.iter_mut().zip(counts) {
+            *t += c;
+        }
+    }
+    let width = rows.iter().map(|(op, _)| op.len()).chain(["OPERATION".len()]).max().unwrap_or(9);
+    let line = |op: &str, cells: [String; 4]| {
+        format!("{op:<width$}  {:>6}  {:>6}  {:>6}  {:>6}\n", cells[0], cells[1], cells[2], cells[3])
+    };
+    let mut out = line("OPERATION", COLUMNS.map(str::to_ascii_uppercase));
+    for (op, counts) in &rows {
+        out.push_str(&line(op, counts.map(|c| c.to_string())));
+    }
+    out.push_str(&line("TOTAL", total.map(|c| c.to_string())));
+    out
 }
 
 /// Errors of the sandbox.
@@ -612,7 +655,7 @@ async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), Sand
             http.post(format!("{base}/_sim/faults")).json(&rule)
         }
         AzureAction::ClearFaults => http.delete(format!("{base}/_sim/faults")),
-        AzureAction::Calls => http.get(format!("{base}/_sim/calls/summary")),
+        AzureAction::Calls { .. } => http.get(format!("{base}/_sim/calls/summary")),
         AzureAction::SoftDeleted => http.get(format!("{base}/_sim/softDeletedWorkspaces")),
         AzureAction::AdvanceClock { by } => {
             http.post(format!("{base}/_sim/clock/advance")).json(&json!({"seconds": by.as_secs()}))
@@ -624,7 +667,11 @@ async fn azure_action(state_dir: &Path, action: &AzureAction) -> Result<(), Sand
     if !status.is_success() {
         return Err(SandboxError::Admin { status: status.as_u16(), body });
     }
-    if !body.trim().is_empty() {
+    if let AzureAction::Calls { output: CallsOutput::Table } = action {
+        let summary: serde_json::Value = serde_json::from_str(&body)
+            .map_err(|e| SandboxError::Invalid(format!("the simulator's call summary is not JSON: {e}")))?;
+        print!("{}", calls_table(&summary));
+    } else if !body.trim().is_empty() {
         println!("{body}");
     }
     Ok(())
@@ -638,4 +685,31 @@ fn read_file(path: &Path) -> Result<String, SandboxError> {
 fn write_file(path: &Path, bytes: &[u8], visibility: Visibility) -> Result<(), SandboxError> {
     persist::write_atomic(path, bytes, visibility)
         .map_err(|source| SandboxError::File { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_call_table_lists_the_busiest_operation_first_and_totals() {
+        let summary = json!({
+            "Workspaces_Get": {"calls": 3, "reads": 3, "writes": 0, "errors": 1},
+            "Workspaces_CreateOrUpdate": {"calls": 1, "reads": 0, "writes": 1, "errors": 0},
+        });
+        let table = calls_table(&summary);
+        let lines: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(
+            lines,
+            [
+                vec!["OPERATION", "CALLS", "READS", "WRITES", "ERRORS"],
+                vec!["Workspaces_Get", "3", "3", "0", "1"],
+                vec!["Workspaces_CreateOrUpdate", "1", "0", "1", "0"],
+                vec!["TOTAL", "4", "3", "1", "1"],
+            ]
+        );
+        assert_eq!(calls_table(&json!({})).lines().count(), 2, "header and total only");
+    }
 }

@@ -88,7 +88,7 @@ impl Sandbox {
 
     /// Calls per ARM operation since the simulator started.
     fn calls(&self, operation: &str) -> u64 {
-        let summary: Value = serde_json::from_str(&self.azure(&["calls"])).unwrap_or_default();
+        let summary: Value = serde_json::from_str(&self.azure(&["calls", "-o", "json"])).unwrap_or_default();
         summary[operation]["calls"].as_u64().unwrap_or(0)
     }
 

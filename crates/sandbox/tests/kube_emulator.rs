@@ -936,3 +936,54 @@ async fn helm_install_upgrade_and_uninstall_the_chart() {
         left.items.iter().map(|s| s.name_any()).collect::<Vec<_>>()
     );
 }
+
+/// One Event storage behind core/v1 and events.k8s.io/v1, as in the real API server: an Event written through either
+/// API reads through both (kube-rs and client-go's new recorder write events.k8s.io, `kubectl describe` and
+/// `kubectl events` read core/v1, older clients write core/v1), a series bump shows in both, a deletion removes both,
+/// and the core/v1 form of an events.k8s.io Event has no lastTimestamp (the server converts, it does not invent).
+#[tokio::test]
+async fn events_share_one_storage_behind_both_apis() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event as NewEvent;
+    let (_server, client) = start(1000).await;
+    let core: Api<CoreEvent> = Api::namespaced(client.clone(), "default");
+    let new: Api<NewEvent> = Api::namespaced(client.clone(), "default");
+    let regarding =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "name": "cm", "namespace": "default", "uid": "u-1"});
+
+    let written: NewEvent = serde_json::from_value(json!({
+        "metadata": {"name": "cm.1", "namespace": "default"},
+        "eventTime": "2026-12-07T00:00:00.000000Z", "reportingController": "azml-operator",
+        "reportingInstance": "azml-operator", "action": "Reconcile", "reason": "Created", "type": "Normal",
+        "note": "Created the thing", "regarding": regarding,
+    }))
+    .unwrap();
+    new.create(&PostParams::default(), &written).await.unwrap();
+    let seen = core.get("cm.1").await.unwrap();
+    assert_eq!(seen.message.as_deref(), Some("Created the thing"));
+    assert_eq!(seen.involved_object.kind.as_deref(), Some("ConfigMap"));
+    assert_eq!(seen.last_timestamp, None, "the conversion does not invent a lastTimestamp");
+    let series = json!({"series": {"count": 2, "lastObservedTime": "2026-12-07T00:01:00.000000Z"}});
+    new.patch("cm.1", &PatchParams::default(), &Patch::Merge(&series)).await.unwrap();
+    let seen = core.get("cm.1").await.unwrap();
+    assert_eq!(seen.series.and_then(|s| s.count), Some(2), "the series shows through core/v1");
+
+    let old_style: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "cm.2", "namespace": "default"},
+        "involvedObject": regarding, "reason": "Scaled", "message": "Scaled up", "type": "Normal",
+        "source": {"component": "old-controller"}, "count": 3,
+        "firstTimestamp": "2026-12-07T00:00:00Z", "lastTimestamp": "2026-12-07T00:02:00Z",
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &old_style).await.unwrap();
+    let seen = new.get("cm.2").await.unwrap();
+    assert_eq!(seen.note.as_deref(), Some("Scaled up"));
+    assert_eq!(seen.regarding.and_then(|r| r.name).as_deref(), Some("cm"));
+    assert_eq!(seen.deprecated_count, Some(3));
+    assert_eq!(new.list(&ListParams::default()).await.unwrap().items.len(), 2);
+
+    core.delete("cm.2", &DeleteParams::default()).await.unwrap();
+    new.delete("cm.1", &DeleteParams::default()).await.unwrap();
+    assert!(new.get_opt("cm.2").await.unwrap().is_none(), "deleted through core/v1: gone from events.k8s.io");
+    assert!(core.get_opt("cm.1").await.unwrap().is_none(), "deleted through events.k8s.io: gone from core/v1");
+}

@@ -111,7 +111,7 @@ impl Sandbox {
 
     /// Calls per ARM operation since this process started.
     fn calls(&self, operation: &str) -> u64 {
-        let (ok, out, err) = self.azure(&["calls"]);
+        let (ok, out, err) = self.azure(&["calls", "-o", "json"]);
         assert!(ok, "sandbox azure calls: {err}");
         let summary: Value = serde_json::from_str(&out).unwrap_or_default();
         summary[operation]["calls"].as_u64().unwrap_or(0)

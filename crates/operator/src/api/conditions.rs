@@ -25,6 +25,9 @@ pub const KEYS_PUBLISHED: &str = "KeysPublished";
 /// Computes: whether the compute can run work now; the reason says why not (InstanceStopped, ComputeErrors,
 /// QuotaExceeded, NotPermitted, WorkspaceNotReady, ...).
 pub const USABLE: &str = "Usable";
+/// Workspaces: which SubscriptionBinding is used (reason BindingSelected, or AmbiguousBinding when others allow the
+/// workspace with different credentials).
+pub const BINDING_SELECTED: &str = "BindingSelected";
 /// MlWorkspace: whether spec.exports (ConfigMap, Secret) is written and current. Does not affect Ready: a
 /// name clash of an export does not keep computes, endpoints and connections from using the workspace.
 pub const EXPORTED: &str = "Exported";
@@ -144,6 +147,13 @@ reasons! {
     InstanceStopped,
     /// Computes: a start, stop or restart asked for by the azml.dev/compute-action annotation is running.
     InstanceAction,
+    /// The SubscriptionBinding's credential cannot work: its Secret or key is missing, or Entra ID refuses it
+    /// (unknown client id, wrong or expired secret). Re-checked when the binding or the Secret changes.
+    CredentialUnavailable,
+    /// One SubscriptionBinding allows the workspace (or several with the same credential).
+    BindingSelected,
+    /// Several SubscriptionBindings allow the workspace with different credentials; the lowest name is used.
+    AmbiguousBinding,
     /// Connections: the credentials Secret, or a key the auth type needs in it, does not exist (the message names
     /// it); nothing is sent to Azure until it does.
     SecretNotFound,
@@ -259,6 +269,8 @@ pub mod events {
     pub const KEYS_PUBLISHED: &str = "KeysPublished";
     /// Computes: a compute instance was started, stopped or restarted on request of the annotation.
     pub const INSTANCE_ACTION: &str = "InstanceAction";
+    /// More than one SubscriptionBinding allows the object, with different credentials: the lowest name is used.
+    pub const AMBIGUOUS_BINDING: &str = "AmbiguousBinding";
     /// Connections: the credentials Secret changed and the connection was sent again (never the values).
     pub const CREDENTIALS_UPDATED: &str = "CredentialsUpdated";
     /// Exports: the ConfigMap or Secret was created or updated (never the values).

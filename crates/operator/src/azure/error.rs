@@ -169,6 +169,23 @@ pub enum ArmError {
 }
 
 impl ArmError {
+    /// Whether Entra ID refused the credential itself (the token endpoint answered 400 or 401: unknown client id or
+    /// tenant, wrong or expired secret, bad assertion), as opposed to being unreachable or busy. Retrying does not
+    /// help until the credential changes.
+    pub fn credential_rejected(&self) -> bool {
+        let ArmError::Credential { source, .. } = self else {
+            return false;
+        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(err) = current {
+            if let Some(status) = err.downcast_ref::<azure_core::Error>().and_then(azure_core::Error::http_status) {
+                return matches!(u16::from(status), 400 | 401);
+            }
+            current = err.source();
+        }
+        false
+    }
+
     /// The class of this error: decides retry vs. wait for a change.
     pub fn class(&self) -> ErrorClass {
         match self {

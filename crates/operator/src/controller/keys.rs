@@ -887,6 +887,7 @@ pub async fn resume(
             ));
             warn!(error = %message, "key resync failed");
             ctx.publish(ws, EventType::Warning, events::KEYS_RESYNC_FAILED, message.clone()).await;
+            ctx.config.metrics.keys_resync_failed();
             let attempt = ctx.bump_failures(ws);
             let delay =
                 crate::reconciler::error::backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max);

@@ -15,7 +15,9 @@
 
 pub mod access;
 pub mod apply;
+pub mod binding_choice;
 pub mod cleanup;
+pub mod credential_watch;
 pub mod dependencies;
 pub mod key_signals;
 pub mod keys;
@@ -83,6 +85,8 @@ pub struct Context {
     access: access::AccessMemory,
     /// Storage-key drift signals, intents and the registry the key watcher reads.
     pub keys: Arc<keys::KeyState>,
+    /// The SubscriptionBinding chosen per workspace uid, for `status.binding`.
+    bindings: binding_choice::BindingMemory,
 }
 
 impl Deref for Context {
@@ -99,7 +103,20 @@ pub type StatusEdit<'a> = Box<dyn FnOnce(&mut MlWorkspaceStatus, Option<i64>, &T
 impl Context {
     /// A context for `client` with `config`.
     pub fn new(client: Client, config: ControllerConfig) -> Self {
-        Context { shell: Shell::new(client, config), access: access::AccessMemory::default(), keys: Arc::default() }
+        Context {
+            shell: Shell::new(client, config),
+            access: access::AccessMemory::default(),
+            keys: Arc::default(),
+            bindings: binding_choice::BindingMemory::default(),
+        }
+    }
+
+    /// What every status the workspace steps write also carries: the chosen binding, and the stalled gauge.
+    fn after_compute(&self, ws: &MlWorkspace, s: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
+        self.bindings.report(ws.uid(), s, generation, now);
+        if let Some(uid) = ws.uid() {
+            self.config.metrics.workspace_stalled(&uid, status::stalled_reason(s));
+        }
     }
 
     /// Writes the status computed from `report` plus `edit` (a step's own fields and conditions), when it differs
@@ -112,6 +129,7 @@ impl Context {
     ) -> Result<bool, Error> {
         self.write_status(ws, |s, generation, now| {
             *s = status::compute(Some(s), generation, report, now);
+            self.after_compute(ws, s, generation, now);
             edit(s, generation, now);
         })
         .await
@@ -133,6 +151,7 @@ impl Context {
         let phase = report.phase.clone();
         self.finish(ws, phase, requeue, |s, _, generation, now| {
             *s = status::compute(Some(s), generation, &report, now);
+            self.after_compute(ws, s, generation, now);
             edit(s, generation, now);
         })
         .await
@@ -162,6 +181,7 @@ impl Context {
         self.fail(ws, err, |s, phase, generation, now| {
             let report = Report { phase: phase.clone(), workspace: facts, workspace_ref: None, pending, access: None };
             *s = status::compute(Some(s), generation, &report, now);
+            self.after_compute(ws, s, generation, now);
             if matches!(phase, Phase::Stalled { .. }) {
                 edit(s, generation, now);
             }
@@ -207,6 +227,8 @@ impl Reconciler for Context {
     fn forget(&self, uid: &str) {
         self.access.forget(uid);
         self.keys.forget(uid);
+        self.bindings.forget(uid);
+        self.config.metrics.workspace_stalled(uid, None);
     }
 
     fn retain(&self, live: &std::collections::HashSet<String>) {
@@ -220,9 +242,10 @@ impl Reconciler for Context {
         _namespace: Option<&str>,
         scope: Option<ControllerScope>,
     ) -> Controller<MlWorkspace> {
-        let store = controller.store();
-        let (mapped, signalled) = (scope.clone(), scope);
+        let (store, stalled) = (controller.store(), controller.store());
+        let (mapped, signalled, woken) = (scope.clone(), scope.clone(), scope);
         let bindings: Api<SubscriptionBinding> = Api::all(self.client.clone());
+        let secrets = credential_watch::secret_changes(&self.client, &self.config.operator_namespace);
         controller
             .watches(bindings, watcher::Config::default(), move |binding: SubscriptionBinding| {
                 // A binding change re-evaluates the workspaces of its subscription.
@@ -233,6 +256,12 @@ impl Reconciler for Context {
                     .map(|ws| ObjectRef::from_obj(&*ws))
                     .inspect(|r| mapped.iter().for_each(|m| m.requested(r)))
                     .collect::<Vec<_>>()
+            })
+            // A changed Secret in the operator's namespace re-checks the workspaces stalled on their credential.
+            .watches_stream(secrets, move |_| {
+                let refs = credential_watch::to_recheck(&stalled);
+                refs.iter().for_each(|r| woken.iter().for_each(|w| w.requested(r)));
+                refs
             })
             .reconcile_on(self.keys.triggers().inspect(move |r| signalled.iter().for_each(|s| s.requested(r))))
     }
@@ -323,7 +352,7 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
         Ok(d) => d,
         Err(e) => return ctx.report(ws, stalled(Reason::InvalidSpec, e.to_string()), stall_requeue).await,
     };
-    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, ws).await {
+    let arm = match binding_choice::resolve(ctx, ws).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
             info!(%message, "not permitted");

@@ -42,6 +42,11 @@ pub struct Report {
     pub access: Option<super::access::AccessReport>,
 }
 
+/// The reason of the workspace's Stalled condition when it is True.
+pub fn stalled_reason(status: &MlWorkspaceStatus) -> Option<&str> {
+    status.conditions.iter().find(|c| c.type_ == conditions::STALLED && c.status == "True").map(|c| c.reason.as_str())
+}
+
 /// The status after a reconcile. `previous` supplies lastTransitionTimes and facts not re-read this time.
 pub fn compute(
     previous: Option<&MlWorkspaceStatus>,

@@ -17,6 +17,7 @@
 //!   goes (the garbage collector would delete it after; key material should not outlive the endpoint even briefly).
 
 pub mod access;
+pub mod dry_run;
 pub mod keys;
 pub mod plan;
 

@@ -24,6 +24,7 @@ use crate::api::v1alpha1::{
 use crate::azure::LroHandle;
 
 pub mod resources;
+pub mod selection;
 pub use resources::{
     Intent, Refusal, ResourceDenial, authorize_with_resources, check_dependencies, check_resource,
     check_resource_because, dependency_uses,

@@ -103,17 +103,34 @@ pub async fn authorize(
     ask: &Ask<'_>,
     also: impl FnOnce(&SubscriptionBinding) -> Result<(), String>,
 ) -> Result<Verdict, Error> {
-    let (bindings, labels) = bindings_and_labels(client, ask.namespace, &[ask.place.subscription_id]).await?;
+    authorize_selecting(client, credentials, config, ask, also).await.1
+}
+
+/// [`authorize`], also saying which binding was chosen and which others allow the request with other credentials
+/// ([`policy::selection`]; known even when the chosen binding's credential then fails; `None` when no binding
+/// allows it or the bindings could not be read).
+pub async fn authorize_selecting(
+    client: &Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
+    ask: &Ask<'_>,
+    also: impl FnOnce(&SubscriptionBinding) -> Result<(), String>,
+) -> (Option<policy::selection::Selection>, Result<Verdict, Error>) {
+    let (bindings, labels) = match bindings_and_labels(client, ask.namespace, &[ask.place.subscription_id]).await {
+        Ok(found) => found,
+        Err(e) => return (None, Err(e)),
+    };
     let request = request(ask, labels.as_ref());
     // Everything named by id must be in the binding's subscription and in a resource group it allows for the use the
     // operator makes of it (writes only in resourceGroups).
     let binding = match policy::authorize_with_resources(&bindings, &request, ask.workspace, ask.extra) {
         Ok(binding) => binding,
-        Err(refusal) => return Ok(Verdict::Denied(refusal.to_string())),
+        Err(refusal) => return (None, Ok(Verdict::Denied(refusal.to_string()))),
     };
     if let Err(denial) = also(binding) {
-        return Ok(Verdict::Denied(denial));
+        return (None, Ok(Verdict::Denied(denial)));
     }
-    let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await?;
-    Ok(Verdict::Permitted { arm, binding: Box::new(binding.clone()) })
+    let selection = policy::selection::select(&bindings, &request, ask.workspace, ask.extra, binding);
+    let arm = credentials.client_for(client, binding, &config.credential_sources(), &config.arm).await;
+    (Some(selection), arm.map(|arm| Verdict::Permitted { arm, binding: Box::new(binding.clone()) }))
 }

@@ -52,7 +52,10 @@ impl CredentialCache {
         options: &ArmClientOptions,
     ) -> Result<ArmClient, Error> {
         let name = binding.name_any();
-        let cred_err = |reason: String| Error::Credential { binding: name.clone(), reason };
+        // What the binding or its Secret must fix (stalls until they change) ...
+        let cred_err = |reason: String| Error::CredentialUnavailable { binding: name.clone(), reason };
+        // ... and what may pass (the API server did not answer).
+        let read_err = |reason: String| Error::Credential { binding: name.clone(), reason };
         let spec = &binding.spec;
         let tenant_id = spec.tenant_id.clone();
         // Read the Secret first: its resourceVersion is part of the cache key, so a rotated secret is picked up.
@@ -65,10 +68,13 @@ impl CredentialCache {
                 .get_opt(&cs.secret_ref.name)
                 .await
                 .map_err(|e| {
-                    cred_err(format!("cannot read Secret {}/{}: {e}", sources.operator_namespace, cs.secret_ref.name))
+                    read_err(format!("cannot read Secret {}/{}: {e}", sources.operator_namespace, cs.secret_ref.name))
                 })?
                 .ok_or_else(|| {
-                    cred_err(format!("Secret {}/{} not found", sources.operator_namespace, cs.secret_ref.name))
+                    cred_err(format!(
+                        "Secret {}/{} not found (client secrets are read from the operator's namespace)",
+                        sources.operator_namespace, cs.secret_ref.name
+                    ))
                 })?;
             let value = secret
                 .data
@@ -104,7 +110,7 @@ impl CredentialCache {
             return Ok(client.clone());
         }
         let credential = build_credential(&config, &options.cloud).map_err(|e| cred_err(e.to_string()))?;
-        let client = ArmClient::new(credential, options.clone()).map_err(|e| cred_err(e.to_string()))?;
+        let client = ArmClient::new(credential, options.clone()).map_err(|e| read_err(e.to_string()))?;
         info!(binding = %name, "built ARM client for SubscriptionBinding");
         lock(&self.clients).insert(name, (key, client.clone()));
         Ok(client)

@@ -37,6 +37,15 @@ pub enum Error {
         /// Why (never the secret value).
         reason: String,
     },
+    /// The credential of a binding cannot work as configured (Secret or key missing, no federated token file, no
+    /// credential kind): nothing to retry until the binding or the Secret changes.
+    #[error("credential of SubscriptionBinding {binding} is unavailable: {reason}")]
+    CredentialUnavailable {
+        /// The binding.
+        binding: String,
+        /// Why (never the secret value).
+        reason: String,
+    },
     /// The operation stored in status cannot be resumed (edited by hand, or from an incompatible version).
     #[error("status.pendingOperation cannot be resumed: {0}")]
     BadPendingOperation(String),
@@ -102,6 +111,9 @@ pub fn classify(err: &Error) -> Disposition {
         Error::BadPendingOperation(_) | Error::InvalidId { .. } => {
             Disposition::Stall { reason: Reason::InvalidSpec, message: scrub(&error_chain(err)) }
         }
+        Error::CredentialUnavailable { .. } => {
+            Disposition::Stall { reason: Reason::CredentialUnavailable, message: scrub(&error_chain(err)) }
+        }
         Error::Kube { .. } | Error::Credential { .. } => Disposition::Retry,
     }
 }
@@ -120,8 +132,11 @@ fn classify_arm(source: &ArmError, context: &str) -> Disposition {
             None if source.status() == Some(429) => Disposition::RetryAfter(Duration::from_secs(30)),
             None => Disposition::Retry,
         },
-        // A credential that cannot get a token is usually the token endpoint having a bad moment; a wrong secret
-        // also lands here, and capped backoff keeps that cheap until the binding or Secret is fixed.
+        // Entra ID refusing the credential (wrong secret, unknown client): stalled until the binding or its Secret
+        // changes (both wake the workspace). A token endpoint that cannot be reached or is busy is retried.
+        ErrorClass::Auth if source.credential_rejected() => {
+            Disposition::Stall { reason: Reason::CredentialUnavailable, message: message() }
+        }
         ErrorClass::Auth if matches!(source, ArmError::Credential { .. }) => Disposition::Retry,
         ErrorClass::NotFound => Disposition::Stall { reason: Reason::DependencyMissing, message: message() },
         ErrorClass::Permanent if source.code().is_some_and(|c| c.to_ascii_lowercase().contains("notfound")) => {
@@ -312,7 +327,7 @@ mod tests {
 
     #[test]
     fn kube_and_credential_errors_retry_and_bad_pending_stalls() {
-        let e = Error::Credential { binding: "b".into(), reason: "Secret x has no key y".into() };
+        let e = Error::Credential { binding: "b".into(), reason: "cannot read Secret x: connection refused".into() };
         assert_eq!(classify(&e), Disposition::Retry);
         assert!(matches!(classify(&Error::BadPendingOperation("x".into())), Disposition::Stall { .. }));
         let name = crate::azure::ids::OnlineDeploymentName::new("bad/name").unwrap_err();
@@ -327,6 +342,39 @@ mod tests {
                 );
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// A token endpoint's answer as azure_identity reports it: a Credential error wrapping the HTTP response's.
+    fn token_error(status: u16) -> Error {
+        use azure_core::error::ErrorKind;
+        let response = azure_core::Error::with_message(
+            ErrorKind::HttpResponse { status: status.into(), error_code: Some("7000215".into()), raw_response: None },
+            "AADSTS7000215: Invalid client secret provided.",
+        );
+        let source = azure_core::Error::with_error(ErrorKind::Credential, response, "ClientSecretCredential failed");
+        Error::Arm {
+            step: "get workspace",
+            source: Box::new(ArmError::Credential { scope: "https://management.azure.com/.default".into(), source }),
+        }
+    }
+
+    #[test]
+    fn a_credential_that_cannot_work_stalls_and_a_busy_token_endpoint_retries() {
+        let missing = Error::CredentialUnavailable { binding: "b".into(), reason: "Secret x has no key y".into() };
+        let Disposition::Stall { reason, message } = classify(&missing) else { panic!("{:?}", classify(&missing)) };
+        assert_eq!(reason, Reason::CredentialUnavailable);
+        assert!(message.contains("SubscriptionBinding b") && message.contains("no key y"), "{message}");
+        for refused in [400, 401] {
+            let err = token_error(refused);
+            assert!(
+                matches!(classify(&err), Disposition::Stall { reason: Reason::CredentialUnavailable, .. }),
+                "{refused}: {:?}",
+                classify(&err)
+            );
+        }
+        for busy in [429, 500, 503] {
+            assert_eq!(classify(&token_error(busy)), Disposition::Retry, "{busy}");
         }
     }
 

@@ -40,7 +40,7 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action as Requeue, Config as RuntimeConfig, Controller};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::{EventType, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -55,6 +55,7 @@ pub use self::status::Phase;
 use self::status::TimestampedStatus;
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::ANNOTATION_PAUSED;
+use crate::events::Recorder;
 use crate::metrics::ControllerScope;
 
 /// Name the controllers report events under.
@@ -254,15 +255,9 @@ impl<K: Kind> Shell<K> {
     /// Publishes an event about `obj` (best effort: a failure is logged, never fails the reconcile). The note is
     /// scrubbed of secrets and cut to what the API server accepts.
     pub async fn publish(&self, obj: &K, type_: EventType, reason: impl AsRef<str>, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.as_ref().to_owned(),
-            note: Some(truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(error = %err, reason = reason.as_ref(), "cannot publish event");
+        let (reason, note) = (reason.as_ref(), truncate_bytes(scrub(&note), MAX_EVENT_NOTE_BYTES));
+        if let Err(err) = self.recorder.publish(type_, reason, "Reconcile", &note, &obj.object_ref(&())).await {
+            warn!(error = %err, reason, "cannot publish event");
         }
     }
 

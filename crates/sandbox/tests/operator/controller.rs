@@ -521,17 +521,15 @@ async fn each_binding_uses_its_own_credential_and_a_rotated_secret_is_picked_up(
     env.create(NS, "ws-a", env.spec(&env.world.resource_group), &[]).await;
     env.create("team-b", "ws-b", env.spec("rg-b-1"), &[]).await;
     env.wait_ready(NS, "ws-a").await;
-    let ws = env
-        .wait_for("team-b", "ws-b", "TransientError", |w| {
-            condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == Reason::TransientError)
-        })
-        .await;
-    let message = &condition(&ws, conditions::RECONCILING).unwrap().message;
+    // Entra ID refuses the secret: stalled until the binding or the Secret changes, not retried in a loop.
+    let ws = env.wait_for("team-b", "ws-b", "CredentialUnavailable", stalled_with(Reason::CredentialUnavailable)).await;
+    let message = &condition(&ws, conditions::STALLED).unwrap().message;
     assert!(!message.contains("not-the-secret"), "{message}");
     let refused_tokens = env.sim.handle.calls().iter().filter(|c| c.kind == CallKind::Auth && c.status >= 400).count();
     assert!(refused_tokens >= 1, "the wrong secret was never tried: {:?}", env.sim.handle.call_summary());
 
-    // Rotate the Secret: the cached credential is rebuilt. The reader app may read but not write: Azure says 403.
+    // Rotate the Secret: its change wakes the stalled workspace (well before the 30 s stalled requeue) and the cached
+    // credential is rebuilt. The reader app may read but not write: Azure says 403.
     let fixed = json!({"stringData": {"clientSecret": env.world.reader.secret.expose()}});
     secrets.patch("reader-sp", &PatchParams::default(), &Patch::Merge(&fixed)).await.unwrap();
     let ws = env.wait_for("team-b", "ws-b", "AzureRejected", stalled_with(Reason::AzureRejected)).await;

@@ -825,7 +825,9 @@ async fn deploy_manifests_agree_match_the_chart_values_and_apply() {
     // built-in kinds against their schemas).
     let server = KubeApiServer::start(ServerOptions::default()).await.unwrap();
     server.write_kubeconfig(&home.path().join("kubeconfig")).unwrap();
-    common::create_namespaces(&server.client().unwrap(), &["team-a", "team-b"]).await;
+    common::create_namespaces(&server.client().unwrap(), &["team-a", "team-b", "monitoring"]).await;
+    // The monitoring value set needs the Prometheus Operator's kinds, as a cluster running it has them.
+    common::install_crds(&server.client().unwrap(), prometheus_operator_crds()).await;
     let mut manifests = vec![("kustomize base".to_owned(), kustomized.clone())];
     manifests.extend(value_sets().into_iter().map(|(set, _)| (format!("helm {set}"), golden(&set))));
     for (what, yaml) in manifests {
@@ -926,4 +928,30 @@ async fn the_chart_rendered_by_real_helm_installs_on_the_emulator() {
     assert_eq!(watched.and_then(|e| e.value).as_deref(), Some("team-a,team-b"));
     let accounts: Api<ServiceAccount> = Api::namespaced(client, "azml-system");
     accounts.get("azml-operator").await.unwrap();
+}
+
+/// Stand-ins for the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs (monitoring.coreos.com/v1): their
+/// names and scope as published, with a schema that keeps every field (the real ones validate more).
+fn prometheus_operator_crds() -> Vec<CustomResourceDefinition> {
+    [("ServiceMonitor", "servicemonitors", "smon"), ("PrometheusRule", "prometheusrules", "promrule")]
+        .into_iter()
+        .map(|(kind, plural, short)| {
+            serde_json::from_value(json!({
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.monitoring.coreos.com")},
+                "spec": {
+                    "group": "monitoring.coreos.com",
+                    "scope": "Namespaced",
+                    "names": {"kind": kind, "plural": plural, "singular": kind.to_lowercase(), "shortNames": [short],
+                              "listKind": format!("{kind}List")},
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+                    }}}],
+                },
+            }))
+            .unwrap_or_else(|e| panic!("{kind} CRD: {e}"))
+        })
+        .collect()
 }

@@ -752,7 +752,8 @@ async fn no_key_token_or_client_secret_appears_in_logs_events_status_or_errors()
     let patch = json!({"spec": {"friendlyName": "after the rotation"}});
     env.api(TEAM_A).patch("ws-secret", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     env.wait_for(TEAM_A, "ws-secret", "token refused", |w| {
-        condition(w, conditions::RECONCILING).is_some_and(|c| c.reason == Reason::TransientError)
+        condition(w, conditions::STALLED)
+            .is_some_and(|c| c.status == "True" && c.reason == Reason::CredentialUnavailable)
     })
     .await;
     secrets.push(wrong.to_owned());
@@ -834,13 +835,14 @@ fn the_operators_rbac_does_not_read_secrets_cluster_wide() {
     for rule in cluster.iter().filter(|r| strings(&r["resources"]).iter().any(|x| x == "subscriptionbindings")) {
         assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "{rule}");
     }
-    // Secrets: only in the operator's namespace, and only `get` (the operator reads the one a binding names).
+    // Secrets: only in the operator's namespace: `get` (the operator reads the one a binding names), and `list` and
+    // `watch`, which it uses only for a metadata watch (a fixed credential Secret wakes CredentialUnavailable stalls).
     let namespaced: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "Role").collect();
     assert!(namespaced.iter().all(|d| d["metadata"]["namespace"] == OPERATOR_NS));
     let secret_rules: Vec<Value> =
         rules("Role").into_iter().filter(|r| strings(&r["resources"]).iter().any(|x| x == "secrets")).collect();
     assert_eq!(secret_rules.len(), 1);
-    assert_eq!(strings(&secret_rules[0]["verbs"]), ["get"], "secrets: {}", secret_rules[0]);
+    assert_eq!(strings(&secret_rules[0]["verbs"]), ["get", "list", "watch"], "secrets: {}", secret_rules[0]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ pub fn owner_tag_value(tags: &BTreeMap<String, String>) -> Option<&str> {
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Keys", type_ = "string", json_path = ".status.conditions[?(@.type==\"StorageKeysInSync\")].status", description = "Whether the workspace holds a current storage account key"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
+    printcolumn(name = "Binding", type_ = "string", json_path = ".status.binding", priority = 1, description = "The SubscriptionBinding whose credential the workspace uses (the lowest name among those that allow it)"),
     printcolumn(name = "Move", type_ = "string", json_path = ".status.move.phase", description = "Phase of the move to another subscription or resource group in progress (or the last one)"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("has(self.spec.azureName) || self.metadata.name.matches('^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$')").message("metadata.name is not a valid Azure ML workspace name (3-33 letters, digits, '-' or '_'); set spec.azureName").field_path(".spec.azureName")
@@ -222,6 +223,11 @@ pub struct MlWorkspaceStatus {
     /// ARM resource id of the workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+
+    /// The SubscriptionBinding the operator uses for this workspace, credential included: of the bindings that allow
+    /// it, the one with the lowest name. Condition BindingSelected says when others allow it with other credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 
     /// The workspace's immutable GUID in Azure ML.
     #[serde(default, skip_serializing_if = "Option::is_none")]

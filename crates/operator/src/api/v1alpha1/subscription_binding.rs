@@ -23,7 +23,7 @@ use crate::api::patterns;
     shortname = "azsub",
     category = "azure",
     category = "azml",
-    doc = "Allows namespaces to use an Azure subscription: which credential the operator uses for it, which resource groups, roles and scopes the namespaces may ask for, and whether workspaces may move.",
+    doc = "Allows namespaces to use an Azure subscription: which credential the operator uses for it, which resource groups, roles and scopes the namespaces may ask for, and whether workspaces may move. When several bindings allow a workspace, the one with the lowest name (in byte order) is used, credential included; the workspace shows it in status.binding (kubectl get mlws -o wide), and a Warning event (AmbiguousBinding) and its BindingSelected condition name the others when their credentials differ.",
     printcolumn(name = "Subscription", type_ = "string", json_path = ".spec.subscriptionId"),
     printcolumn(name = "Tenant", type_ = "string", json_path = ".spec.tenantId", priority = 1),
     printcolumn(name = "Moves", type_ = "boolean", json_path = ".spec.allowMoves"),

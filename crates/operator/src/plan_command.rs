@@ -1,0 +1,82 @@
+//! `azml-operator plan` for the kinds beyond MlWorkspace: reading the object to plan (a file, merged with the live
+//! object's metadata and status, or the live object) the same way for every kind.
+
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::api::v1alpha1::MlOnlineEndpoint;
+use crate::cli::{PlanArgs, PlanOutput};
+use crate::controller::ControllerConfig;
+use crate::run::RunError;
+
+/// The object to plan: from the file (`(shown name, text)`), with the live object's uid, next generation and status
+/// when it exists (so operations in flight and ownership are judged as the controller would), else marked as not
+/// created yet; or the live object named by `--name`.
+pub async fn load<K>(client: &Client, args: &PlanArgs, file: Option<(String, String)>) -> Result<K, RunError>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug + HasStatus,
+{
+    let from_file: Option<K> = match file {
+        Some((shown, text)) => {
+            Some(serde_yaml::from_str(&text).map_err(|e| RunError::Input { path: shown, reason: e.to_string() })?)
+        }
+        None => None,
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| from_file.as_ref().and_then(|o| o.namespace()))
+        .unwrap_or_else(|| "default".to_owned());
+    let name = from_file.as_ref().map(|o| o.name_any()).or_else(|| args.name.clone()).unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+    let live = api.get_opt(&name).await.map_err(RunError::Api)?;
+    let kind = K::kind(&()).into_owned();
+    match (from_file, live) {
+        (None, Some(live)) => Ok(live),
+        (None, None) => Err(RunError::NotFoundKind { kind, namespace, name }),
+        (Some(mut obj), live) => {
+            obj.meta_mut().namespace = Some(namespace);
+            match live {
+                Some(mut live) => {
+                    obj.meta_mut().uid = live.meta().uid.clone();
+                    obj.meta_mut().generation = live.meta().generation.map(|g| g + 1);
+                    obj.take_status_from(&mut live);
+                }
+                None => obj.meta_mut().uid = Some("not-yet-created".to_owned()),
+            }
+            Ok(obj)
+        }
+    }
+}
+
+/// Kinds whose status a planned file takes from the live object.
+pub trait HasStatus {
+    /// Moves `live`'s status into `self`.
+    fn take_status_from(&mut self, live: &mut Self);
+}
+
+impl HasStatus for MlOnlineEndpoint {
+    fn take_status_from(&mut self, live: &mut Self) {
+        self.status = live.status.take();
+    }
+}
+
+/// Prints the plan of an MlOnlineEndpoint.
+pub async fn plan_endpoint(
+    client: &Client,
+    config: &ControllerConfig,
+    args: &PlanArgs,
+    file: Option<(String, String)>,
+) -> Result<(), RunError> {
+    let ep: MlOnlineEndpoint = load(client, args, file).await?;
+    let result =
+        crate::endpoints::dry_run::dry_run(client, config, &ep).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    match args.output {
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
+        PlanOutput::Text => print!("{}", crate::endpoints::dry_run::render(&ep, &result)),
+    }
+    Ok(())
+}
