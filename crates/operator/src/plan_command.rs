@@ -7,7 +7,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::v1alpha1::MlOnlineEndpoint;
+use crate::api::v1alpha1::{MlConnection, MlOnlineEndpoint};
 use crate::cli::{PlanArgs, PlanOutput};
 use crate::controller::ControllerConfig;
 use crate::run::RunError;
@@ -77,6 +77,28 @@ pub async fn plan_endpoint(
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
         PlanOutput::Text => print!("{}", crate::endpoints::dry_run::render(&ep, &result)),
+    }
+    Ok(())
+}
+
+impl HasStatus for MlConnection {
+    fn take_status_from(&mut self, live: &mut Self) {
+        self.status = live.status.take();
+    }
+}
+
+/// Prints the plan of an MlConnection (whether its PUT would be sent, and why; never a credential).
+pub async fn plan_connection(
+    client: &Client,
+    config: &ControllerConfig,
+    args: &PlanArgs,
+    file: Option<(String, String)>,
+) -> Result<(), RunError> {
+    let mc: MlConnection = load(client, args, file).await?;
+    let result = crate::connection::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    match args.output {
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
+        PlanOutput::Text => print!("{}", crate::connection::render_dry_run(&mc, &result)),
     }
     Ok(())
 }

@@ -243,6 +243,7 @@ pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
     match kind {
         PlanKind::MlCompute => return plan_compute(&client, &config, &args, file).await,
         PlanKind::MlOnlineEndpoint => return crate::plan_command::plan_endpoint(&client, &config, &args, file).await,
+        PlanKind::MlConnection => return crate::plan_command::plan_connection(&client, &config, &args, file).await,
         PlanKind::MlWorkspace => {}
     }
     let ws = load_workspace(&client, &args, file).await?;

@@ -35,7 +35,9 @@ use crate::azure::ArmClient;
 use crate::azure::connections::{Connection, ConnectionName, ConnectionRef};
 use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
+use crate::reconciler::ControllerConfig;
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
+use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
 use crate::reconciler::parent::{self, InvalidWorkspace, WorkspaceChild};
 use crate::reconciler::status;
@@ -119,7 +121,9 @@ pub fn desired(mc: &MlConnection, ws: &MlWorkspace) -> Result<(ConnectionRef, De
 /// The ARM client a connection may use (and the binding's name), or why it may not use any: the binding that allows
 /// the workspace must also allow the connection's category and target (unless `for_delete`). No Azure call.
 async fn resolve_client(
-    ctx: &Context,
+    client: &kube::Client,
+    credentials: &CredentialCache,
+    config: &ControllerConfig,
     ws: &MlWorkspace,
     mc: &MlConnection,
     for_delete: bool,
@@ -137,7 +141,7 @@ async fn resolve_client(
         true => Ok(()),
         false => policy::check_connection(binding, &mc.spec).map_err(|denial| denial.to_string()),
     };
-    Ok(match binding::authorize(&ctx.client, &ctx.credentials, &ctx.config, &ask, also).await? {
+    Ok(match binding::authorize(client, credentials, config, &ask, also).await? {
         Verdict::Permitted { arm, binding } => Ok((arm, binding.name_any())),
         Verdict::Denied(message) => Err(message),
     })
@@ -146,13 +150,13 @@ async fn resolve_client(
 /// Reads the credentials Secret (by name) and resolves the credentials of the auth type.
 #[instrument(skip_all)]
 async fn read_credentials(
-    ctx: &Context,
+    client: &kube::Client,
     mc: &MlConnection,
 ) -> Result<Result<ResolvedCredentials, plan::SecretProblem>, Error> {
     let secret_name = mc.spec.credentials_from.as_ref().map(|c| c.secret_name.as_str());
     let data = match secret_name {
         Some(name) => {
-            let api: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &mc.namespace().unwrap_or_default());
+            let api: Api<KubeSecret> = Api::namespaced(client.clone(), &mc.namespace().unwrap_or_default());
             match api.get_opt(name).await {
                 Ok(secret) => secret.map(|s| s.data.unwrap_or_default()),
                 Err(kube::Error::Api(e)) if e.code == 403 => {
@@ -200,7 +204,7 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
         return ctx.finish_status(mc, status, outcome, resync).await;
     };
     parent::ensure_workspace_owner(&ctx.client, mc, &ws).await?;
-    let (arm, binding) = match resolve_client(ctx, &ws, mc, false).await {
+    let (arm, binding) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, false).await {
         Ok(Ok(permitted)) => permitted,
         Ok(Err(message)) => {
             return ctx
@@ -217,7 +221,7 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
             return ctx.finish_status(mc, status, outcome, stalled).await;
         }
     };
-    let creds = match read_credentials(ctx, mc).await {
+    let creds = match read_credentials(&ctx.client, mc).await {
         Ok(Ok(creds)) => creds,
         // A Secret is expected to appear (or be fixed) without a spec change: looked at again every resync.
         Ok(Err((reason, message))) => {
@@ -293,7 +297,7 @@ async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Deletion,
         info!("the workspace is gone: its connections go with it in Azure, or are left; removing the finalizer");
         return Ok(Deletion::Finished);
     };
-    let arm = match resolve_client(ctx, &ws, mc, true).await {
+    let arm = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, true).await {
         Ok(Ok((arm, _))) => arm,
         Ok(Err(_)) if status.resource_id.is_none() => return Ok(Deletion::Finished),
         Ok(Err(message)) => {
@@ -317,6 +321,80 @@ async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Deletion,
         ctx.publish(mc, EventType::Normal, events::DELETED, format!("Deleted connection {}", c_ref.id())).await;
     }
     Ok(Deletion::Finished)
+}
+
+/// What the controller would do for `mc` right now, without doing it: the same policy check, Secret read, observe
+/// (one GET) and plan as a reconcile. Used by `azml-operator plan`.
+pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlConnection) -> Result<DryRun, Error> {
+    let Some(ws) = parent::get_workspace(client, mc).await?.filter(parent::workspace_ready) else {
+        return Ok(DryRun::Blocked {
+            reason: Reason::WorkspaceNotReady.to_string(),
+            message: format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name),
+        });
+    };
+    let arm = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
+        Ok((arm, _binding)) => arm,
+        Err(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted.to_string(), message }),
+    };
+    let (c_ref, desired) = match desired(mc, &ws) {
+        Ok(d) => d,
+        Err(invalid) => {
+            return Ok(DryRun::Blocked { reason: Reason::InvalidSpec.to_string(), message: invalid.to_string() });
+        }
+    };
+    let creds = match read_credentials(client, mc).await? {
+        Ok(creds) => creds,
+        Err((reason, message)) => return Ok(DryRun::Blocked { reason: reason.to_string(), message }),
+    };
+    let observed = arm.get_connection(&c_ref).await.map_err(Error::arm("get connection"))?;
+    let sent = mc.status.as_ref().and_then(|s| s.credentials_hash.as_deref());
+    let plan = plan::plan(&desired, observed.as_ref(), &creds, sent);
+    Ok(DryRun::Planned {
+        connection: c_ref.id(),
+        write: plan.write,
+        stall: plan.stall.map(|(reason, message)| (reason.to_string(), message)),
+    })
+}
+
+/// The result of [`dry_run`]. Never holds a credential: only why a PUT would be sent.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DryRun {
+    /// Nothing can be planned: the reason and message the connection would stall or wait with.
+    Blocked {
+        /// Condition reason.
+        reason: String,
+        /// Message.
+        message: String,
+    },
+    /// The write the controller would make, and the stall it would report.
+    Planned {
+        /// The connection's ARM id.
+        connection: String,
+        /// The PUT, and why (the fields that differ).
+        write: Option<(WriteReason, String)>,
+        /// (reason, message).
+        stall: Option<(String, String)>,
+    },
+}
+
+/// The human-readable plan of a connection.
+pub fn render_dry_run(mc: &MlConnection, result: &DryRun) -> String {
+    let mut out = format!("MlConnection {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
+    match result {
+        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
+        DryRun::Planned { connection, write, stall } => {
+            match write {
+                None if stall.is_none() => out.push_str("  no changes: Azure matches the spec\n"),
+                None => {}
+                Some((why, what)) => out.push_str(&format!("  1. PUT {connection} ({why:?}): {what}\n")),
+            }
+            if let Some((reason, message)) = stall {
+                out.push_str(&format!("  would stall ({reason}): {message}\n"));
+            }
+        }
+    }
+    out
 }
 
 impl Reconciler for Context {
