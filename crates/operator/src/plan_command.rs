@@ -1,4 +1,4 @@
-//! `azml-operator plan` for the kinds beyond MlWorkspace: reading the object to plan (a file, merged with the live
+//! `azml-operator plan`: reading the object to plan (a file, merged with the live
 //! object's metadata and status, or the live object) the same way for every kind.
 
 use std::fmt::Debug;
@@ -7,7 +7,7 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::v1alpha1::{MlConnection, MlOnlineEndpoint};
+use crate::api::v1alpha1::{MlCompute, MlConnection, MlOnlineEndpoint, MlWorkspace};
 use crate::cli::{PlanArgs, PlanOutput};
 use crate::controller::ControllerConfig;
 use crate::run::RunError;
@@ -45,6 +45,8 @@ where
                     obj.meta_mut().generation = live.meta().generation.map(|g| g + 1);
                     obj.take_status_from(&mut live);
                 }
+                // Not created yet: it gets a new uid, so an Azure resource tagged by an earlier object of this name
+                // counts as a previous incarnation, as it will for the controller.
                 None => obj.meta_mut().uid = Some("not-yet-created".to_owned()),
             }
             Ok(obj)
@@ -56,6 +58,18 @@ where
 pub trait HasStatus {
     /// Moves `live`'s status into `self`.
     fn take_status_from(&mut self, live: &mut Self);
+}
+
+impl HasStatus for MlWorkspace {
+    fn take_status_from(&mut self, live: &mut Self) {
+        self.status = live.status.take();
+    }
+}
+
+impl HasStatus for MlCompute {
+    fn take_status_from(&mut self, live: &mut Self) {
+        self.status = live.status.take();
+    }
 }
 
 impl HasStatus for MlOnlineEndpoint {

@@ -49,9 +49,6 @@ pub enum RunError {
         /// Why.
         reason: String,
     },
-    /// The live workspace to plan does not exist.
-    #[error("{kind} {namespace}/{name} not found")]
-    NotFound { kind: &'static str, namespace: String, name: String },
     /// The live object to plan does not exist.
     #[error("{kind} {namespace}/{name} not found")]
     NotFoundKind { kind: String, namespace: String, name: String },
@@ -246,7 +243,7 @@ pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
         PlanKind::MlConnection => return crate::plan_command::plan_connection(&client, &config, &args, file).await,
         PlanKind::MlWorkspace => {}
     }
-    let ws = load_workspace(&client, &args, file).await?;
+    let ws: MlWorkspace = crate::plan_command::load(&client, &args, file).await?;
     let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => {
@@ -269,49 +266,6 @@ pub fn render_plan(ws: &MlWorkspace, actions: &[controller::plan::Action]) -> St
     out
 }
 
-/// Reads the workspace to plan. A file's object takes the live object's metadata and status when one exists (so
-/// ownership and operations in flight are judged as the controller would); otherwise it is planned as a new object.
-async fn load_workspace(
-    client: &Client,
-    args: &PlanArgs,
-    file: Option<(String, String)>,
-) -> Result<MlWorkspace, RunError> {
-    let from_file = match file {
-        Some((shown, text)) => {
-            let ws: MlWorkspace =
-                serde_yaml::from_str(&text).map_err(|e| RunError::Input { path: shown, reason: e.to_string() })?;
-            Some(ws)
-        }
-        None => None,
-    };
-    let namespace = args
-        .namespace
-        .clone()
-        .or_else(|| from_file.as_ref().and_then(|w| w.namespace()))
-        .unwrap_or_else(|| "default".to_owned());
-    let name = from_file.as_ref().map(|w| w.name_any()).or_else(|| args.name.clone()).unwrap_or_default();
-    let api: Api<MlWorkspace> = Api::namespaced(client.clone(), &namespace);
-    let live = api.get_opt(&name).await.map_err(RunError::Api)?;
-    match (from_file, live) {
-        (None, Some(live)) => Ok(live),
-        (None, None) => Err(RunError::NotFound { kind: "MlWorkspace", namespace, name }),
-        (Some(mut ws), live) => {
-            ws.metadata.namespace = Some(namespace);
-            match live {
-                Some(live) => {
-                    ws.metadata.uid = live.metadata.uid;
-                    ws.metadata.generation = live.metadata.generation.map(|g| g + 1);
-                    ws.status = live.status;
-                }
-                // Not created yet: it gets a new uid, so a workspace tagged by an earlier object of this name counts as
-                // a previous incarnation, as it will for the controller.
-                None => ws.metadata.uid = Some("not-yet-created".to_owned()),
-            }
-            Ok(ws)
-        }
-    }
-}
-
 /// The file to plan, read once (`-`: standard input): (name shown, text).
 fn read_plan_file(args: &PlanArgs) -> Result<Option<(String, String)>, RunError> {
     let Some(path) = &args.file else { return Ok(None) };
@@ -328,36 +282,7 @@ async fn plan_compute(
     args: &PlanArgs,
     file: Option<(String, String)>,
 ) -> Result<(), RunError> {
-    let from_file: Option<MlCompute> = match file {
-        Some((shown, text)) => {
-            Some(serde_yaml::from_str(&text).map_err(|e| RunError::Input { path: shown, reason: e.to_string() })?)
-        }
-        None => None,
-    };
-    let namespace = args
-        .namespace
-        .clone()
-        .or_else(|| from_file.as_ref().and_then(|c| c.namespace()))
-        .unwrap_or_else(|| "default".to_owned());
-    let name = from_file.as_ref().map(|c| c.name_any()).or_else(|| args.name.clone()).unwrap_or_default();
-    let api: Api<MlCompute> = Api::namespaced(client.clone(), &namespace);
-    let live = api.get_opt(&name).await.map_err(RunError::Api)?;
-    let mc = match (from_file, live) {
-        (None, Some(live)) => live,
-        (None, None) => return Err(RunError::NotFound { kind: "MlCompute", namespace, name }),
-        (Some(mut mc), live) => {
-            mc.metadata.namespace = Some(namespace);
-            match live {
-                Some(live) => {
-                    mc.metadata.uid = live.metadata.uid;
-                    mc.metadata.generation = live.metadata.generation.map(|g| g + 1);
-                    mc.status = live.status;
-                }
-                None => mc.metadata.uid = Some("not-yet-created".to_owned()),
-            }
-            mc
-        }
-    };
+    let mc: MlCompute = crate::plan_command::load(client, args, file).await?;
     let result = crate::compute::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
