@@ -281,7 +281,7 @@ pub(crate) fn granting_role(state: &SimState, object_id: &str, action: &str, sco
     let ids = state.principal_and_groups(object_id);
     state.role_assignments.values().find_map(|ra| {
         let rd = state.role_definitions.get(&ra.role_definition_guid)?;
-        let grants = ids.contains(&ra.principal_id.to_ascii_lowercase())
+        let grants = ids.iter().any(|id| id.eq_ignore_ascii_case(&ra.principal_id))
             && scope_contains(&ra.scope, scope)
             && rd.actions.iter().any(|a| wildcard(a, action))
             && !rd.not_actions.iter().any(|a| wildcard(a, action));
@@ -293,7 +293,7 @@ pub(crate) fn granting_role(state: &SimState, object_id: &str, action: &str, sco
 pub(crate) fn is_authorized(state: &SimState, object_id: &str, action: &str, scope: &str) -> bool {
     let ids = state.principal_and_groups(object_id);
     state.role_assignments.values().any(|ra| {
-        ids.contains(&ra.principal_id.to_ascii_lowercase())
+        ids.iter().any(|id| id.eq_ignore_ascii_case(&ra.principal_id))
             && scope_contains(&ra.scope, scope)
             && state.role_definitions.get(&ra.role_definition_guid).is_some_and(|rd| {
                 rd.actions.iter().any(|a| wildcard(a, action)) && !rd.not_actions.iter().any(|a| wildcard(a, action))

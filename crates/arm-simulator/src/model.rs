@@ -55,11 +55,19 @@ pub fn id_key(id: &str) -> String {
     with_slash.to_ascii_lowercase()
 }
 
-/// Whether `scope` equals `id` or is an ancestor of it (segment-wise, case-insensitive).
+/// Whether `scope` equals `id` or is an ancestor of it (segment-wise, case-insensitive). Compares the two as
+/// [`id_key`] would normalise them, without allocating: it runs for every role assignment of every request.
 pub fn scope_contains(scope: &str, id: &str) -> bool {
-    let s = id_key(scope);
-    let i = id_key(id);
-    s == "/" || i == s || i.starts_with(&format!("{s}/"))
+    // id_key: without trailing slashes, with one leading slash.
+    fn norm(x: &str) -> &str {
+        let trimmed = x.trim_end_matches('/');
+        trimmed.strip_prefix('/').unwrap_or(trimmed)
+    }
+    let (s, i) = (norm(scope).as_bytes(), norm(id).as_bytes());
+    s.is_empty()
+        || (i.len() >= s.len()
+            && i[..s.len()].eq_ignore_ascii_case(s)
+            && (i.len() == s.len() || i[s.len()] == b'/'))
 }
 
 /// Subscription id and resource group name of an ARM id, when present.
@@ -1083,6 +1091,12 @@ mod tests {
         assert_eq!(id_key("/Subscriptions/A/resourceGroups/RG/"), "/subscriptions/a/resourcegroups/rg");
         assert!(scope_contains("/subscriptions/a", "/SUBSCRIPTIONS/A/resourceGroups/x"));
         assert!(!scope_contains("/subscriptions/a", "/subscriptions/ab"));
+        // As id_key normalises them: trailing and missing leading slashes, the root, equal ids.
+        assert!(scope_contains("/", "/subscriptions/a") && scope_contains("", "/subscriptions/a"));
+        assert!(scope_contains("subscriptions/A/", "/subscriptions/a/resourceGroups/x/"));
+        assert!(scope_contains("/subscriptions/a/resourceGroups/X", "/subscriptions/A/resourcegroups/x"));
+        assert!(!scope_contains("/subscriptions/a/resourceGroups/x", "/subscriptions/a"));
+        assert!(!scope_contains("/subscriptions/a", "/"));
         assert_eq!(
             sub_and_rg("/subscriptions/s/resourceGroups/r/providers/x/y/z"),
             (Some("s".into()), Some("r".into()))

@@ -8,8 +8,14 @@
 //! [`SERIES_WINDOW`] bumps the series (`kubectl describe` shows `(x3 over 2m)`), any other note is its own Event.
 //!
 //! The series logic is pure ([`SeriesCache::record`]); [`Recorder::publish`] only sends what it decides.
+//!
+//! Memory (issue 20: 10,000 workspaces in 64 MiB): a wave of reconciles writes a few events per object within
+//! minutes. The cache keeps a 64-bit digest of each series key (never the note itself) and at most
+//! [`MAX_SERIES`] series, client-go's bound (`maxLruCacheEntries`): past it the series seen longest ago end early
+//! (their next occurrence is a new Event, which is what happens after [`SERIES_WINDOW`] anyway).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Mutex;
 
 use jiff::{SignedDuration, Timestamp};
@@ -22,6 +28,12 @@ use kube::{Api, Client};
 
 /// How long after its last occurrence an event can still be counted again (client-go and kube-runtime: 6 min).
 pub const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
+
+/// The most series remembered at once (client-go's events cache holds 4096 entries).
+pub const MAX_SERIES: usize = 4096;
+
+/// How many occurrences may pass between two sweeps of the expired series.
+const SWEEP_EVERY: u32 = 256;
 
 /// What identifies a series: client-go's `eventKey` (type, action, reason, note, regarding object).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,34 +92,63 @@ pub enum Publish {
     },
 }
 
-/// The events written recently, by series key.
+/// The events written recently, by the digest of their series key.
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    written: HashMap<SeriesKey, Written>,
+    written: HashMap<u64, Written>,
+    /// Keys the digests (randomly per process, so no note can be crafted to collide with another).
+    digest: RandomState,
+    /// Occurrences since the last sweep of expired series.
+    since_sweep: u32,
 }
 
 impl SeriesCache {
-    /// Decides what occurrence `key` at `now` becomes, and remembers it. Entries older than [`SERIES_WINDOW`] are
-    /// dropped first, so the cache holds at most what happened in the last few minutes.
+    fn digest(&self, key: &SeriesKey) -> u64 {
+        let mut h = self.digest.build_hasher();
+        key.hash(&mut h);
+        std::hash::Hasher::finish(&h)
+    }
+
+    /// Decides what occurrence `key` at `now` becomes, and remembers it. A series whose last occurrence is
+    /// [`SERIES_WINDOW`] old has ended; at most [`MAX_SERIES`] are remembered (the oldest go first).
     fn record(&mut self, key: SeriesKey, object_name: &str, now: Timestamp) -> Publish {
-        self.written.retain(|_, w| w.last + SERIES_WINDOW > now);
-        match self.written.get_mut(&key) {
-            Some(w) => {
+        let digest = self.digest(&key);
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY || self.written.len() >= MAX_SERIES {
+            self.sweep(now);
+        }
+        match self.written.get_mut(&digest) {
+            Some(w) if w.last + SERIES_WINDOW > now => {
                 w.count = w.count.saturating_add(1);
                 w.last = now;
                 Publish::Series { name: w.name.clone(), count: w.count }
             }
-            None => {
+            _ => {
                 let name = format!("{object_name}.{:x}", now.as_nanosecond());
-                self.written.insert(key, Written { name: name.clone(), count: 1, last: now });
+                self.written.insert(digest, Written { name: name.clone(), count: 1, last: now });
                 Publish::Create { name }
+            }
+        }
+    }
+
+    /// Drops the series that ended; when still full, the oldest eighth.
+    fn sweep(&mut self, now: Timestamp) {
+        self.since_sweep = 0;
+        self.written.retain(|_, w| w.last + SERIES_WINDOW > now);
+        if self.written.len() >= MAX_SERIES {
+            let mut by_age: Vec<(Timestamp, u64)> = self.written.iter().map(|(d, w)| (w.last, *d)).collect();
+            let cut = by_age.len() / 8;
+            by_age.select_nth_unstable(cut);
+            for (_, digest) in &by_age[..cut] {
+                self.written.remove(digest);
             }
         }
     }
 
     /// Forgets `key` (its Event could not be written, or is gone).
     fn forget(&mut self, key: &SeriesKey) {
-        self.written.remove(key);
+        let digest = self.digest(key);
+        self.written.remove(&digest);
     }
 
     /// How many series are remembered.
@@ -282,7 +323,29 @@ mod tests {
         // The window counts from the last occurrence.
         assert!(matches!(cache.record(k.clone(), "ws", at(2 * window - 2)), Publish::Series { count: 3, .. }));
         assert!(matches!(cache.record(k, "ws", at(3 * window)), Publish::Create { .. }));
-        assert_eq!(cache.len(), 1, "expired entries are dropped");
+        assert_eq!(cache.len(), 1, "an ended series is replaced");
+    }
+
+    #[test]
+    fn ended_series_are_swept_and_the_cache_stays_bounded() {
+        let mut cache = SeriesCache::default();
+        for i in 0..(2 * SWEEP_EVERY as usize) {
+            cache.record(key("Created", &format!("Created workspace {i}")), "ws", at(0));
+        }
+        let window = SERIES_WINDOW.as_secs();
+        for i in 0..(SWEEP_EVERY as usize) {
+            cache.record(key("Created", &format!("again {i}")), "ws", at(window + 1));
+        }
+        assert!(cache.len() <= SWEEP_EVERY as usize + 1, "ended series are dropped: {}", cache.len());
+        for i in 0..(3 * MAX_SERIES) {
+            let second = i64::try_from(i).expect("small");
+            cache.record(key("Created", &format!("burst {i}")), "ws", at(2 * window + second / 100));
+        }
+        assert!(cache.len() <= MAX_SERIES, "{} series remembered", cache.len());
+        // The newest series still count.
+        let newest = key("Created", &format!("burst {}", 3 * MAX_SERIES - 1));
+        let last = 2 * window + i64::try_from(3 * MAX_SERIES - 1).expect("small") / 100;
+        assert!(matches!(cache.record(newest, "ws", at(last)), Publish::Series { count: 2, .. }));
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! are polled every 10 s (scaled), as Azure asks ML clients to. A 429's `Retry-After` has a floor of 1 s real, i.e.
 //! `--scale` seconds scaled: throttled calls look slower here than in Azure.
 //!
-//! `cargo bench --bench scale -- [--workspaces N] [--memory-workspaces N] [--scale S] [--baseline blind-put|none]`;
+//! `cargo bench --bench scale -- [--workspaces N] [--memory-workspaces N] [--scale S] [--baseline blind-put|none]
+//! [--concurrency N]` (the operator's `--concurrency`; its default when not given);
 //! the operator binary is `AZML_OPERATOR_BIN`, else `azml-operator` beside the bench (build it first: `cargo build
 //! --release -p azml-operator`), else `azml-sandbox run`. CI compiles it
 //! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: 8 minutes in debug).
@@ -41,6 +42,7 @@ fn parse() -> scale::Options {
         scale: u32::try_from(num("--scale", 30)).unwrap_or(30).max(1),
         baseline: arg("--baseline").is_none_or(|b| b == "blind-put"),
         operator,
+        concurrency: arg("--concurrency").and_then(|c| c.parse().ok()),
     }
 }
 

@@ -475,10 +475,10 @@ impl Reconciler for Context {
     fn watch(
         &self,
         controller: Controller<MlCompute>,
-        namespace: Option<&str>,
+        _namespace: Option<&str>,
         _scope: Option<ControllerScope>,
     ) -> Controller<MlCompute> {
-        parent::watch_workspaces(controller, &self.client, namespace)
+        parent::watch_workspaces(controller, &self.config)
     }
 }
 

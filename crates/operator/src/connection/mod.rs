@@ -415,9 +415,9 @@ impl Reconciler for Context {
     fn watch(
         &self,
         controller: Controller<MlConnection>,
-        namespace: Option<&str>,
+        _namespace: Option<&str>,
         _scope: Option<ControllerScope>,
     ) -> Controller<MlConnection> {
-        parent::watch_workspaces(controller, &self.client, namespace)
+        parent::watch_workspaces(controller, &self.config)
     }
 }

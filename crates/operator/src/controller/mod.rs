@@ -64,6 +64,7 @@ impl Kind for MlWorkspace {
     const FINALIZER: &'static str = FINALIZER;
     const METRICS_SCOPE: Option<&'static str> = Some("mlworkspaces");
     const ANNOUNCE_FAILED_STALL: bool = false;
+    const FEEDS_CHILDREN: bool = true;
 
     fn status(&self) -> Option<&MlWorkspaceStatus> {
         self.status.as_ref()

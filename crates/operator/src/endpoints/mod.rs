@@ -519,10 +519,10 @@ impl Reconciler for Context {
     fn watch(
         &self,
         controller: Controller<MlOnlineEndpoint>,
-        namespace: Option<&str>,
+        _namespace: Option<&str>,
         _scope: Option<ControllerScope>,
     ) -> Controller<MlOnlineEndpoint> {
-        parent::watch_workspaces(controller, &self.client, namespace)
+        parent::watch_workspaces(controller, &self.config)
     }
 }
 

@@ -43,6 +43,9 @@ pub struct ControllerConfig {
     pub metrics: crate::metrics::Metrics,
     /// How often the storage-key watcher queries each subscription's activity log (`controller::key_signals`).
     pub key_signal_interval: Duration,
+    /// The MlWorkspace watch's events, for the controllers of the kinds that live in a workspace (one watch of
+    /// MlWorkspaces for all of them); shared by every clone of this configuration.
+    pub workspace_feed: super::watch_cache::WorkspaceFeed,
 }
 
 impl ControllerConfig {
@@ -66,6 +69,7 @@ impl ControllerConfig {
             principal_wait: Duration::from_secs(600),
             metrics,
             key_signal_interval: Duration::from_secs(60),
+            workspace_feed: super::watch_cache::WorkspaceFeed::default(),
         }
     }
 

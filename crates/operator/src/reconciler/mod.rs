@@ -71,7 +71,7 @@ pub trait Kind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     /// Its `.status`.
-    type Status: TimestampedStatus + Default + Debug + PartialEq + Send + Sync + 'static;
+    type Status: TimestampedStatus + DeserializeOwned + Default + Debug + PartialEq + Send + Sync + 'static;
     /// What it is called in logs and events ("workspace", "endpoint", "compute").
     const NOUN: &'static str;
     /// The finalizer its cleanup runs behind.
@@ -82,6 +82,9 @@ pub trait Kind:
     /// Whether a failure that stalls also gets the stall's own Warning event (reason and message) besides
     /// `ReconcileFailed`. Endpoints and computes always did; the workspace reports such a failure once.
     const ANNOUNCE_FAILED_STALL: bool;
+    /// Whether its watch feeds [`ControllerConfig::workspace_feed`] (the kinds that live in its objects are woken
+    /// from it instead of watching it themselves). Only MlWorkspace does.
+    const FEEDS_CHILDREN: bool = false;
 
     /// The status it carries.
     fn status(&self) -> Option<&Self::Status>;
@@ -169,7 +172,7 @@ impl<S> Default for ObjectMemory<S> {
     }
 }
 
-impl<S: Clone + PartialEq> ObjectMemory<S> {
+impl<S: Clone + PartialEq + serde::Serialize + DeserializeOwned> ObjectMemory<S> {
     /// The status last written for `uid`, else `carried` (the status the object carries). Once the object carries
     /// the status last written (the watch cache caught up), the copy is dropped: the cache never goes back.
     pub fn status(&self, uid: Option<String>, carried: Option<&S>) -> Option<S> {
@@ -191,10 +194,11 @@ impl<S: Clone + PartialEq> ObjectMemory<S> {
         lock(&self.failures).retain(|uid, _| live.contains(uid));
     }
 
-    /// Remembers `status` as the one last written for `uid`.
+    /// Remembers `status` as the one last written for `uid`, as the API server stores it (see
+    /// [`watch_cache::as_stored`]), so that [`ObjectMemory::status`] recognises it in the cache and drops the copy.
     pub fn wrote(&self, uid: Option<String>, status: S) {
         if let Some(uid) = uid {
-            lock(&self.statuses).insert(uid, status);
+            lock(&self.statuses).insert(uid, watch_cache::as_stored(status));
         }
     }
 
@@ -499,10 +503,12 @@ fn deletion_predicate<K: Resource>(obj: &K) -> Option<u64> {
 }
 
 /// The objects of `api` a controller runs on, cached in `writer`: only changes of generation, annotations,
-/// finalizers or deletion pass, so the controller's own status patches do not wake it.
+/// finalizers or deletion pass, so the controller's own status patches do not wake it. `touched` sees every event
+/// once the cache holds it (status changes and deletions too).
 pub fn watch_changes<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
+    touched: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Send
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -518,6 +524,7 @@ where
         .modify(watch_cache::strip)
         .default_backoff()
         .reflect(writer)
+        .inspect_ok(touched)
         .applied_objects()
         .predicate_filter(predicate, predicate_config)
 }
@@ -558,7 +565,9 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
     });
     let (reader, writer) = reflector::store();
     let requested = scope.clone();
-    let stream = watch_changes(api, writer).inspect_ok(move |obj| {
+    let feed = <R::Kind as Kind>::FEEDS_CHILDREN.then(|| shell.config.workspace_feed.clone());
+    let touched = move |event: &watcher::Event<R::Kind>| feed.iter().for_each(|feed| feed.publish(event));
+    let stream = watch_changes(api, writer, touched).inspect_ok(move |obj| {
         if let Some(scope) = &requested {
             scope.requested(&ObjectRef::from_obj(obj));
         }

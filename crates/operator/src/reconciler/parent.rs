@@ -6,14 +6,14 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Controller;
+use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
-use super::Kind;
 use super::error::Error;
+use super::{ControllerConfig, Kind};
 use crate::api::conditions;
 use crate::api::v1alpha1::{MlCompute, MlOnlineEndpoint, MlWorkspace};
 use crate::azure::ids::{IdError, ResourceGroupName, SubscriptionId, WorkspaceName};
@@ -111,27 +111,20 @@ pub async fn ensure_workspace_owner<K: WorkspaceChild>(
     Ok(())
 }
 
-/// Adds the watch of the workspaces (of `namespace`, or all) to a child kind's controller: a workspace change
-/// (Ready, deletion) re-evaluates its children.
-pub fn watch_workspaces<K: WorkspaceChild>(
-    controller: Controller<K>,
-    client: &Client,
-    namespace: Option<&str>,
-) -> Controller<K> {
-    let workspaces: Api<MlWorkspace> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+/// Wakes a child kind's controller when a workspace of its objects changes (Ready, deletion), from the workspace
+/// controller's watch ([`super::watch_cache::WorkspaceFeed`]): no watch of MlWorkspaces of its own.
+pub fn watch_workspaces<K: WorkspaceChild>(controller: Controller<K>, config: &ControllerConfig) -> Controller<K> {
     let store = controller.store();
-    controller.watches(workspaces, watcher::Config::default(), move |ws: MlWorkspace| {
-        let ns = ws.namespace();
-        store
+    let woken = config.workspace_feed.subscribe().flat_map(move |touched| {
+        let children: Vec<ObjectRef<K>> = store
             .state()
             .into_iter()
-            .filter(|child| child.namespace() == ns && child.workspace_name() == ws.name_any())
+            .filter(|child| touched.concerns(child.namespace().as_deref(), child.workspace_name()))
             .map(|child| ObjectRef::from_obj(&*child))
-            .collect::<Vec<_>>()
-    })
+            .collect();
+        futures::stream::iter(children)
+    });
+    controller.reconcile_on(woken)
 }
 
 /// The objects of kind `K` in the namespace of `ws` that belong to it (none when the CRD is not installed).

@@ -17,6 +17,7 @@ async fn the_scale_benchmark_at_100_workspaces() {
         scale: 240,
         baseline: true,
         operator: scale::operator_binary(env!("CARGO_BIN_EXE_azml-sandbox")),
+        concurrency: None,
     };
     let report = scale::run(options).await;
     println!("{}", report.table);
