@@ -259,9 +259,9 @@ mod tests {
         let mut ws = workspace();
         ws.metadata.namespace = Some("team-a".into());
         let mut events = Box::pin(feed.subscribe());
-        feed.publish(&watcher::Event::Init);
+        feed.publish(&watcher::Event::<MlWorkspace>::Init);
         feed.publish(&watcher::Event::InitApply(ws.clone()));
-        feed.publish(&watcher::Event::InitDone);
+        feed.publish(&watcher::Event::<MlWorkspace>::InitDone);
         feed.publish(&watcher::Event::Apply(ws.clone()));
         feed.publish(&watcher::Event::Delete(ws.clone()));
         let one = Touched::One { namespace: Some("team-a".into()), name: "ws".into() };
