@@ -244,25 +244,23 @@ pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
         PlanKind::MlWorkspace => {}
     }
     let ws: MlWorkspace = crate::plan_command::load(&client, &args, file).await?;
-    let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    let planned = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => {
-            println!("{}", serde_json::to_string_pretty(&actions).map_err(RunError::Output)?);
+            println!("{}", serde_json::to_string_pretty(&planned).map_err(RunError::Output)?);
         }
-        PlanOutput::Text => print!("{}", render_plan(&ws, &actions)),
+        PlanOutput::Text => print!("{}", render_plan(&ws, &planned)),
     }
     Ok(())
 }
 
 /// The human-readable plan.
-pub fn render_plan(ws: &MlWorkspace, actions: &[controller::plan::Action]) -> String {
+pub fn render_plan(ws: &MlWorkspace, planned: &controller::plan::Plan) -> String {
     let mut out = format!("MlWorkspace {}/{}:\n", ws.namespace().unwrap_or_default(), ws.name_any());
-    if actions.is_empty() {
-        out.push_str("  no changes: Azure matches the spec\n");
+    if crate::reconciler::annotation_true(ws, crate::api::v1alpha1::ANNOTATION_PAUSED) && planned.calls_azure() {
+        out.push_str("  paused (azml.dev/paused): the controller withholds these writes\n");
     }
-    for (i, action) in actions.iter().enumerate() {
-        out.push_str(&format!("  {}. {action}\n", i + 1));
-    }
+    out.push_str(&planned.render());
     out
 }
 

@@ -254,6 +254,8 @@ async fn apply(
                 let note = format!("Instance {action} requested (azml.dev/compute-action {request})");
                 ctx.publish(mc, EventType::Normal, events::INSTANCE_ACTION, note).await;
             }
+            // Recorded in status by the caller; nothing to ask Azure.
+            Action::Honour { .. } => {}
         }
     }
     Ok(())
@@ -369,12 +371,9 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     }
     // An action started (or found already done) is honoured: the same annotation value never acts again.
     for action in &plan.actions {
-        if let Action::Power { request, .. } = action {
+        if let Action::Power { request, .. } | Action::Honour { request } = action {
             status.last_action_request = Some(request.clone());
         }
-    }
-    if let Some(value) = &plan.honour_without_call {
-        status.last_action_request = Some(value.clone());
     }
     if let Some((reason, message)) = plan.stall.clone() {
         return ctx.finish_status(mc, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;

@@ -234,13 +234,13 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
         Err(e) => return ctx.fail_status(mc, status, Error::arm("get connection")(e)).await,
     };
     let plan = plan::plan(&desired, observed.as_ref(), &creds, status.credentials_hash.as_deref());
-    debug!(write = ?plan.write, "planned");
+    debug!(write = ?plan.actions, "planned");
     report_observed(&mut status, &c_ref, observed.as_ref(), &desired.owner);
     if annotation_true(mc, ANNOTATION_PAUSED) {
         let in_sync = plan.converged();
-        let message = match &plan.write {
+        let message = match plan.actions.first() {
             None => "paused by annotation azml.dev/paused; nothing withheld".to_owned(),
-            Some((_, what)) => format!("paused by annotation azml.dev/paused; withheld: {what}"),
+            Some(put) => format!("paused by annotation azml.dev/paused; withheld: {}", put.what),
         };
         return ctx.finish_status(mc, status, Phase::Paused { in_sync, message }, resync).await;
     }
@@ -266,7 +266,7 @@ async fn apply(
     plan: &Plan,
     status: &mut MlConnectionStatus,
 ) -> Result<(), Error> {
-    let Some((why, what)) = &plan.write else { return Ok(()) };
+    let Some(plan::Put { reason: why, what }) = plan.actions.first() else { return Ok(()) };
     let written =
         arm.create_connection(c_ref, &plan::body(desired, creds)).await.map_err(Error::arm("put connection"))?;
     report_observed(status, c_ref, Some(&written), &desired.owner);
@@ -351,7 +351,7 @@ pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlCo
     let plan = plan::plan(&desired, observed.as_ref(), &creds, sent);
     Ok(DryRun::Planned {
         connection: c_ref.id(),
-        write: plan.write,
+        write: plan.actions.into_iter().next().map(|put| (put.reason, put.what)),
         stall: plan.stall.map(|(reason, message)| (reason.to_string(), message)),
     })
 }

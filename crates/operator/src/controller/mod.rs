@@ -263,8 +263,8 @@ pub async fn resolve_client_at(
 
 /// The actions the controller would take for `ws` right now, without taking them: the same policy check, observe
 /// and plan as a reconcile (read-only calls only). Used by `azml-operator plan`.
-pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<Vec<plan::Action>, Error> {
-    let stall = |reason, message| Ok(vec![plan::Action::Stall { reason, message }]);
+pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<plan::Plan, Error> {
+    let stall = |reason, message: String| Ok(plan::Plan::stalled(reason, message));
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
         Err(e) => return stall(Reason::InvalidSpec, e.to_string()),

@@ -440,7 +440,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     let mut live = env.wait_ready(NS, "ws-plan").await;
     // The calls counted below are the dry run's alone: the controller's own resyncs (every second here) stop first.
     env.stop_controller().await;
-    assert!(controller::dry_run(&env.client, &env.config, &live).await.unwrap().is_empty());
+    assert!(controller::dry_run(&env.client, &env.config, &live).await.unwrap().converged());
     live.spec.description = Some("new".into());
     env.sim.handle.clear_calls();
     let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
@@ -451,10 +451,8 @@ async fn dry_run_prints_the_plan_without_writing() {
     // Not permitted: said so, and Azure is not asked.
     live.metadata.namespace = Some("team-b".into());
     env.sim.handle.clear_calls();
-    let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
-    assert!(
-        matches!(actions.as_slice(), [controller::plan::Action::Stall { reason, .. }] if *reason == Reason::NotPermitted)
-    );
+    let planned = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
+    assert!(matches!(planned.stall, Some((Reason::NotPermitted, _))) && planned.actions.is_empty(), "{planned:?}");
     assert_eq!(env.arm_calls(), 0);
 }
 
