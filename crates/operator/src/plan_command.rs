@@ -90,7 +90,7 @@ pub async fn plan_endpoint(
         crate::endpoints::dry_run::dry_run(client, config, &ep).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", crate::endpoints::dry_run::render(&ep, &result)),
+        PlanOutput::Text => print!("{}", result.render(&ep)),
     }
     Ok(())
 }
@@ -112,7 +112,7 @@ pub async fn plan_connection(
     let result = crate::connection::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", crate::connection::render_dry_run(&mc, &result)),
+        PlanOutput::Text => print!("{}", result.render(&mc)),
     }
     Ok(())
 }

@@ -249,19 +249,9 @@ pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
         PlanOutput::Json => {
             println!("{}", serde_json::to_string_pretty(&planned).map_err(RunError::Output)?);
         }
-        PlanOutput::Text => print!("{}", render_plan(&ws, &planned)),
+        PlanOutput::Text => print!("{}", planned.render(&ws)),
     }
     Ok(())
-}
-
-/// The human-readable plan.
-pub fn render_plan(ws: &MlWorkspace, planned: &controller::plan::Plan) -> String {
-    let mut out = format!("MlWorkspace {}/{}:\n", ws.namespace().unwrap_or_default(), ws.name_any());
-    if crate::reconciler::annotation_true(ws, crate::api::v1alpha1::ANNOTATION_PAUSED) && planned.calls_azure() {
-        out.push_str("  paused (azml.dev/paused): the controller withholds these writes\n");
-    }
-    out.push_str(&planned.render());
-    out
 }
 
 /// The file to plan, read once (`-`: standard input): (name shown, text).
@@ -284,30 +274,9 @@ async fn plan_compute(
     let result = crate::compute::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", render_compute_plan(&mc, &result)),
+        PlanOutput::Text => print!("{}", result.render(&mc)),
     }
     Ok(())
-}
-
-/// The human-readable plan of a compute.
-pub fn render_compute_plan(mc: &MlCompute, result: &crate::compute::DryRun) -> String {
-    use crate::compute::DryRun;
-    let mut out = format!("MlCompute {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
-    match result {
-        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
-        DryRun::Planned { actions, stall } => {
-            if actions.is_empty() && stall.is_none() {
-                out.push_str("  no changes: Azure matches the spec\n");
-            }
-            for (i, action) in actions.iter().enumerate() {
-                out.push_str(&format!("  {}. {action}\n", i + 1));
-            }
-            if let Some((reason, message)) = stall {
-                out.push_str(&format!("  stalled ({reason}): {message}\n"));
-            }
-        }
-    }
-    out
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes sends on pod deletion).

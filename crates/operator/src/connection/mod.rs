@@ -327,75 +327,28 @@ async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Deletion,
 /// (one GET) and plan as a reconcile. Used by `azml-operator plan`.
 pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlConnection) -> Result<DryRun, Error> {
     let Some(ws) = parent::get_workspace(client, mc).await?.filter(parent::workspace_ready) else {
-        return Ok(DryRun::Blocked {
-            reason: Reason::WorkspaceNotReady.to_string(),
-            message: format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name),
-        });
+        let message = format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name);
+        return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
     let arm = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
         Ok((arm, _binding)) => arm,
-        Err(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted.to_string(), message }),
+        Err(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let (c_ref, desired) = match desired(mc, &ws) {
         Ok(d) => d,
-        Err(invalid) => {
-            return Ok(DryRun::Blocked { reason: Reason::InvalidSpec.to_string(), message: invalid.to_string() });
-        }
+        Err(invalid) => return Ok(DryRun::blocked(Reason::InvalidSpec, invalid.to_string())),
     };
     let creds = match read_credentials(client, mc).await? {
         Ok(creds) => creds,
-        Err((reason, message)) => return Ok(DryRun::Blocked { reason: reason.to_string(), message }),
+        Err((reason, message)) => return Ok(DryRun::blocked(reason, message)),
     };
     let observed = arm.get_connection(&c_ref).await.map_err(Error::arm("get connection"))?;
     let sent = mc.status.as_ref().and_then(|s| s.credentials_hash.as_deref());
-    let plan = plan::plan(&desired, observed.as_ref(), &creds, sent);
-    Ok(DryRun::Planned {
-        connection: c_ref.id(),
-        write: plan.actions.into_iter().next().map(|put| (put.reason, put.what)),
-        stall: plan.stall.map(|(reason, message)| (reason.to_string(), message)),
-    })
+    Ok(DryRun::Planned(plan::plan(&desired, observed.as_ref(), &creds, sent)))
 }
 
 /// The result of [`dry_run`]. Never holds a credential: only why a PUT would be sent.
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DryRun {
-    /// Nothing can be planned: the reason and message the connection would stall or wait with.
-    Blocked {
-        /// Condition reason.
-        reason: String,
-        /// Message.
-        message: String,
-    },
-    /// The write the controller would make, and the stall it would report.
-    Planned {
-        /// The connection's ARM id.
-        connection: String,
-        /// The PUT, and why (the fields that differ).
-        write: Option<(WriteReason, String)>,
-        /// (reason, message).
-        stall: Option<(String, String)>,
-    },
-}
-
-/// The human-readable plan of a connection.
-pub fn render_dry_run(mc: &MlConnection, result: &DryRun) -> String {
-    let mut out = format!("MlConnection {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
-    match result {
-        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
-        DryRun::Planned { connection, write, stall } => {
-            match write {
-                None if stall.is_none() => out.push_str("  no changes: Azure matches the spec\n"),
-                None => {}
-                Some((why, what)) => out.push_str(&format!("  1. PUT {connection} ({why:?}): {what}\n")),
-            }
-            if let Some((reason, message)) = stall {
-                out.push_str(&format!("  would stall ({reason}): {message}\n"));
-            }
-        }
-    }
-    out
-}
+pub type DryRun = crate::reconciler::plan::DryRun<plan::Put>;
 
 impl Reconciler for Context {
     type Kind = MlConnection;

@@ -160,7 +160,7 @@ pub struct Put {
 
 impl std::fmt::Display for Put {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "put the connection ({:?}): {} (WorkspaceConnections_Create)", self.reason, self.what)
+        write!(f, "PUT the connection ({:?}): {} (WorkspaceConnections_Create)", self.reason, self.what)
     }
 }
 

@@ -67,7 +67,8 @@ pub struct ObservedEndpoint {
 }
 
 /// One step.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum Action {
     /// PUT the endpoint (create).
     CreateEndpoint(Box<OnlineEndpoint>),

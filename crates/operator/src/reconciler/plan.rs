@@ -7,9 +7,11 @@
 
 use std::fmt::Display;
 
+use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use crate::api::conditions::Reason;
+use crate::api::v1alpha1::ANNOTATION_PAUSED;
 
 /// One action of a plan.
 pub trait PlanAction: Display {
@@ -81,6 +83,52 @@ impl<A: PlanAction> Plan<A> {
         }
         if let Some((reason, message)) = &self.stall {
             out.push_str(&format!("  stalled ({reason}): {message}\n"));
+        }
+        out
+    }
+}
+
+/// What `azml-operator plan` shows for one object of any kind: why nothing can be planned, or the plan. Reads only;
+/// the same policy check, observe and plan code as a reconcile.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DryRun<A> {
+    /// Nothing can be planned: the reason and message the object would wait or stall with.
+    Blocked {
+        /// Condition reason.
+        reason: Reason,
+        /// A message a person can act on.
+        message: String,
+    },
+    /// What the controller would do.
+    Planned(Plan<A>),
+}
+
+impl<A: PlanAction> DryRun<A> {
+    /// Nothing can be planned.
+    pub fn blocked(reason: Reason, message: impl Into<String>) -> Self {
+        DryRun::Blocked { reason, message: message.into() }
+    }
+
+    /// The plan, when there is one.
+    pub fn plan(&self) -> Option<&Plan<A>> {
+        match self {
+            DryRun::Planned(plan) => Some(plan),
+            DryRun::Blocked { .. } => None,
+        }
+    }
+
+    /// The text `azml-operator plan` prints for `obj`: a header naming it, then the plan or why there is none.
+    pub fn render<K: Resource<DynamicType = ()>>(&self, obj: &K) -> String {
+        let mut out = format!("{} {}/{}:\n", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any());
+        match self {
+            DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
+            DryRun::Planned(plan) => {
+                if super::annotation_true(obj, ANNOTATION_PAUSED) && plan.calls_azure() {
+                    out.push_str("  paused (azml.dev/paused): the controller withholds these calls\n");
+                }
+                out.push_str(&plan.render());
+            }
         }
         out
     }

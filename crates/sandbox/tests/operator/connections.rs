@@ -367,15 +367,16 @@ async fn policy_foreign_connections_pause_and_retain() {
 /// `azml-operator plan` for a connection: the controller's own policy, Secret read, GET and plan, and nothing sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
+    use azml_operator::connection::plan::Put;
     use azml_operator::connection::plan::WriteReason;
-    use azml_operator::connection::{DryRun, dry_run, render_dry_run};
+    use azml_operator::connection::{DryRun, dry_run};
 
     let mut env = Env::start(json!({"allowedConnectionCategories": ["Git"]})).await;
     env.put_secret("git-pat", json!({"pat": "ghp_plan_token_00001"})).await;
     env.create("repo", git("git-pat")).await.unwrap();
     let mc = env.wait("repo", "Ready", ready).await;
     match dry_run(&env.client, &env.config, &mc).await.unwrap() {
-        DryRun::Planned { write: None, stall: None, .. } => {}
+        DryRun::Planned(plan) if plan.converged() && plan.actions.is_empty() => {}
         other => panic!("a converged connection plans nothing: {other:?}"),
     }
 
@@ -385,10 +386,11 @@ async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
     env.put_secret("git-pat", json!({"pat": "ghp_plan_token_00002"})).await;
     let mc: MlConnection = env.connections().get("repo").await.unwrap();
     let result = dry_run(&env.client, &env.config, &mc).await.unwrap();
-    let DryRun::Planned { write: Some((WriteReason::Credentials, _)), stall: None, .. } = &result else {
-        panic!("a changed Secret plans one PUT of the credentials: {result:?}");
-    };
-    let shown = format!("{}{}", serde_json::to_string(&result).unwrap(), render_dry_run(&mc, &result));
+    let one_put = result.plan().is_some_and(|p| {
+        p.stall.is_none() && matches!(p.actions.as_slice(), [Put { reason: WriteReason::Credentials, .. }])
+    });
+    assert!(one_put, "a changed Secret plans one PUT of the credentials: {result:?}");
+    let shown = format!("{}{}", serde_json::to_string(&result).unwrap(), result.render(&mc));
     assert!(!shown.contains("ghp_plan_token"), "the plan shows no credential: {shown}");
     assert!(shown.contains("PUT"), "{shown}");
     assert_eq!(env.connection_writes(), Vec::<String>::new(), "planning sent nothing");
@@ -400,7 +402,7 @@ async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
     env.sim.handle.clear_calls();
     match dry_run(&env.client, &env.config, &denied).await.unwrap() {
         DryRun::Blocked { reason, message } => {
-            assert_eq!(reason, "NotPermitted", "{message}");
+            assert_eq!(reason, azml_operator::api::conditions::Reason::NotPermitted, "{message}");
             assert!(message.contains("AzureOpenAI"), "{message}");
         }
         other => panic!("{other:?}"),
