@@ -29,7 +29,7 @@ use tracing::{debug, info, instrument};
 use self::plan::{DesiredConnection, Plan, ResolvedCredentials, WriteReason};
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{
-    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace,
+    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace, SubscriptionBinding,
 };
 use crate::azure::ArmClient;
 use crate::azure::connections::{Connection, ConnectionName, ConnectionRef};
@@ -127,7 +127,7 @@ async fn resolve_client(
     ws: &MlWorkspace,
     mc: &MlConnection,
     for_delete: bool,
-) -> Result<Result<(ArmClient, String), String>, Error> {
+) -> Result<Result<(ArmClient, SubscriptionBinding), String>, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let ask = Ask {
         namespace: &namespace,
@@ -137,12 +137,12 @@ async fn resolve_client(
         grantor: Grantor::Workspace,
         extra: &[],
     };
-    let also = |binding: &crate::api::v1alpha1::SubscriptionBinding| match for_delete {
+    let also = |binding: &SubscriptionBinding| match for_delete {
         true => Ok(()),
         false => policy::check_connection(binding, &mc.spec).map_err(|denial| denial.to_string()),
     };
     Ok(match binding::authorize(client, credentials, config, &ask, also).await? {
-        Verdict::Permitted { arm, binding } => Ok((arm, binding.name_any())),
+        Verdict::Permitted { arm, binding } => Ok((arm, *binding)),
         Verdict::Denied(message) => Err(message),
     })
 }
@@ -213,7 +213,7 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
         }
         Err(e) => return ctx.fail_status(mc, status, e).await,
     };
-    status.binding = Some(binding);
+    status.binding = Some(binding.name_any());
     let (c_ref, desired) = match desired(mc, &ws) {
         Ok(d) => d,
         Err(invalid) => {
@@ -229,6 +229,11 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
         }
         Err(e) => return ctx.fail_status(mc, status, e).await,
     };
+    if let Err(denial) = policy::check_identity(&binding, mc.spec.auth_type, &creds) {
+        // The identity is named in the Secret: like a Secret problem, fixed without a spec change.
+        let outcome = Phase::Stalled { reason: Reason::NotPermitted, message: denial.to_string() };
+        return ctx.finish_status(mc, status, outcome, resync).await;
+    }
     let observed = match arm.get_connection(&c_ref).await {
         Ok(o) => o,
         Err(e) => return ctx.fail_status(mc, status, Error::arm("get connection")(e)).await,
@@ -330,8 +335,8 @@ pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlCo
         let message = format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name);
         return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
-    let arm = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
-        Ok((arm, _binding)) => arm,
+    let (arm, binding) = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
+        Ok(permitted) => permitted,
         Err(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let (c_ref, desired) = match desired(mc, &ws) {
@@ -342,6 +347,9 @@ pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlCo
         Ok(creds) => creds,
         Err((reason, message)) => return Ok(DryRun::blocked(reason, message)),
     };
+    if let Err(denial) = policy::check_identity(&binding, mc.spec.auth_type, &creds) {
+        return Ok(DryRun::blocked(Reason::NotPermitted, denial.to_string()));
+    }
     let observed = arm.get_connection(&c_ref).await.map_err(Error::arm("get connection"))?;
     let sent = mc.status.as_ref().and_then(|s| s.credentials_hash.as_deref());
     Ok(DryRun::Planned(plan::plan(&desired, observed.as_ref(), &creds, sent)))

@@ -364,6 +364,37 @@ async fn policy_foreign_connections_pause_and_retain() {
     env.stop().await;
 }
 
+/// A ManagedIdentity connection hands the workspace a user-assigned identity named in its Secret: one outside the
+/// binding's resource groups is refused (NotPermitted naming where it came from, nothing sent), and the fixed Secret is
+/// picked up without a spec change.
+#[tokio::test]
+async fn a_managed_identity_outside_the_binding_is_refused() {
+    let env = Env::start(json!({"allowedConnectionCategories": ["ContainerRegistry"]})).await;
+    let identity = |rg: &str| {
+        format!(
+            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/acr-pull",
+            env.world.subscription_id
+        )
+    };
+    let client_id = "00000000-0000-4000-8000-0000000000c1";
+    env.put_secret("acr-mi", json!({"clientId": client_id, "resourceId": identity("team-b-identities")})).await;
+    let spec = json!({
+        "workspaceRef": {"name": "ws-c"}, "category": "ContainerRegistry", "target": "contoso.azurecr.io",
+        "authType": "ManagedIdentity", "credentialsFrom": {"secretName": "acr-mi"},
+    });
+    env.create("acr", spec).await.unwrap();
+    let mc = env.wait_reason("acr", Reason::NotPermitted).await;
+    let message = condition(&mc, conditions::STALLED).unwrap().message.clone();
+    assert!(message.contains("credentialsFrom (key resourceId)") && message.contains("team-b-identities"), "{message}");
+    assert_eq!(env.connection_writes(), Vec::<String>::new(), "nothing sent for a refused identity");
+
+    // An identity of the team's own resource groups: sent, once.
+    env.put_secret("acr-mi", json!({"clientId": client_id, "resourceId": identity("rg-team-a-identities")})).await;
+    env.wait("acr", "Ready", ready).await;
+    assert_eq!(env.connection_writes(), ["PUT WorkspaceConnections_Create"]);
+    env.stop().await;
+}
+
 /// `azml-operator plan` for a connection: the controller's own policy, Secret read, GET and plan, and nothing sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
