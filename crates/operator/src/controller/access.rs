@@ -16,7 +16,7 @@ use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use super::Context;
-use super::outcome::Outcome;
+use super::outcome::{AccessReport, Outcome};
 use super::plan::Desired;
 use crate::access::{
     AccessAction, AccessInput, ExistingAssignment, LastListing, Scopes, WAITING_FOR_REMOVALS, arm_message,
@@ -30,19 +30,6 @@ use crate::azure::authorization::RoleAssignmentFilter;
 use crate::azure::{ArmClient, RoleAssignmentRef};
 use crate::reconciler::error::{Disposition, Error, backoff};
 use crate::reconciler::{Phase, lock};
-
-/// What the access step reports into status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccessReport {
-    /// The new `status.access`.
-    pub entries: Vec<AccessStatus>,
-    /// `AccessGranted` condition: status, reason, message.
-    pub granted: bool,
-    /// Condition reason.
-    pub reason: Reason,
-    /// Condition message.
-    pub message: String,
-}
 
 /// Per-workspace memory of the access step (in-process only; a restart costs one listing and restarts the
 /// principal-replication windows).

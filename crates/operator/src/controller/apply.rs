@@ -2,15 +2,13 @@
 //! `pendingOperation`) and polled once per reconcile, so no reconcile blocks and a restarted operator resumes
 //! polling instead of sending the PUT again.
 
-use std::time::Duration;
-
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::plan::{Action, Desired, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::progress::{Applied, Progress, poll_delay, progressing, start_pending};
 use super::soft_delete;
-use super::status::WorkspaceFacts;
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
@@ -21,72 +19,6 @@ use crate::reconciler::error::Error;
 
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
-
-/// What executing the plan achieved (the workspace pipeline turns it into its [`super::outcome::Outcome`]).
-#[derive(Debug)]
-pub struct Applied {
-    /// Where the workspace stands.
-    pub phase: Phase,
-    /// When to look again.
-    pub requeue: Duration,
-}
-
-/// Mutable facts of one reconcile, kept up to date so that status can be written even when a step fails.
-#[derive(Debug)]
-pub struct Progress {
-    /// What Azure has, as far as this reconcile knows.
-    pub observed: Observed,
-    /// For status: the workspace facts.
-    pub facts: WorkspaceFacts,
-}
-
-impl Progress {
-    /// Starts from an observation.
-    pub fn new(observed: Observed) -> Self {
-        let facts = match (&observed.pending, &observed.workspace) {
-            (Some(_), _) => WorkspaceFacts::Unknown,
-            (None, Some(ws)) => WorkspaceFacts::Present(Box::new(ws.clone())),
-            (None, None) => WorkspaceFacts::Missing,
-        };
-        Progress { observed, facts }
-    }
-
-    pub(crate) fn set_workspace(&mut self, ws: Option<Workspace>) {
-        self.facts = match &ws {
-            Some(w) => WorkspaceFacts::Present(Box::new(w.clone())),
-            None => WorkspaceFacts::Missing,
-        };
-        self.observed.workspace = ws;
-    }
-}
-
-/// Poll delay for an operation: the `Retry-After` ARM asked for (honoured in full: polling earlier only earns another
-/// wait and costs a read of the subscription's budget), at least `lro_poll_min`; `lro_poll_min` when ARM asked nothing.
-pub fn poll_delay(ctx: &Context, handle: &LroHandle) -> Duration {
-    match handle.wait_remaining(ctx.config.clock().now()) {
-        Some(left) => left.max(ctx.config.lro_poll_min),
-        None => lro_poll_delay(handle.retry_after_secs, ctx.config.lro_poll_min),
-    }
-}
-
-/// [`poll_delay`] without the context (pure).
-pub fn lro_poll_delay(retry_after_secs: Option<u64>, min: Duration) -> Duration {
-    retry_after_secs.map(Duration::from_secs).unwrap_or(min).max(min)
-}
-
-fn progressing(kind: OperationKind) -> Phase {
-    let (reason, message) = match kind {
-        OperationKind::CreateWorkspace => (Reason::Creating, "creating the workspace in Azure"),
-        OperationKind::UpdateWorkspace => (Reason::Updating, "updating the workspace in Azure"),
-        OperationKind::DeleteWorkspace => (Reason::Deleting, "deleting the workspace in Azure"),
-        OperationKind::RecoverWorkspace => (Reason::Creating, "recovering the soft-deleted workspace"),
-        OperationKind::RecoverToPurge => {
-            (Reason::Creating, "recovering the soft-deleted workspace to read its owner tag before purging it")
-        }
-        OperationKind::PurgeWorkspace => (Reason::Deleting, "purging the soft-deleted workspace"),
-    };
-    Phase::Progressing { reason, message: message.to_owned() }
-}
 
 /// Plans and executes until Azure matches, an operation is in flight, or the workspace is stalled or paused.
 #[instrument(skip_all, fields(workspace = %desired.workspace.id()))]
@@ -246,13 +178,6 @@ pub async fn converge(
     })
 }
 
-pub(crate) fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, handle: LroHandle) -> Applied {
-    let requeue = poll_delay(ctx, &handle);
-    progress.observed.pending = Some(PendingOp { kind, handle });
-    progress.facts = WorkspaceFacts::Unknown;
-    Applied { phase: progressing(kind), requeue }
-}
-
 /// Polls the operation in flight once. `Some` ends the reconcile (still running); `None` means it finished and
 /// planning continues with its result.
 async fn poll(
@@ -325,20 +250,5 @@ async fn poll(
             }
             Ok(None)
         }
-    }
-}
-
-#[cfg(test)]
-mod poll_delay_tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_is_honoured_in_full_and_bounded_below() {
-        let min = Duration::from_secs(5);
-        // Azure's 600 s stays 600 s: no upper clamp (the old code cut it to lro_poll_max).
-        assert_eq!(lro_poll_delay(Some(600), min), Duration::from_secs(600));
-        assert_eq!(lro_poll_delay(Some(10), min), Duration::from_secs(10));
-        assert_eq!(lro_poll_delay(Some(1), min), min);
-        assert_eq!(lro_poll_delay(None, min), min);
     }
 }

@@ -107,7 +107,7 @@ pub async fn cleanup(
         Some(PendingOp { kind: OperationKind::DeleteWorkspace, handle }) => {
             match arm.poll_lro::<serde::de::IgnoredAny>(&handle).await {
                 Ok(LroPoll::InProgress(next)) => {
-                    let requeue = super::apply::poll_delay(ctx, &next);
+                    let requeue = super::progress::poll_delay(ctx, &next);
                     return Ok(deleting(next, requeue));
                 }
                 Ok(LroPoll::Done(_)) => {}
@@ -128,7 +128,7 @@ pub async fn cleanup(
                     {
                         LroStart::Done(()) => {}
                         LroStart::Pending(handle) => {
-                            let requeue = super::apply::poll_delay(ctx, &handle);
+                            let requeue = super::progress::poll_delay(ctx, &handle);
                             return Ok(deleting(handle, requeue));
                         }
                     }

@@ -66,7 +66,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::Context;
-use super::outcome::Outcome;
+use super::outcome::{KeysUpdate, Outcome};
 use super::plan::Desired;
 use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
@@ -449,35 +449,6 @@ pub fn owns_operation(operation: &PendingOperation) -> bool {
     operation.kind.starts_with(RESYNC_OPERATION)
 }
 
-/// What the key step changes in the status ([`super::outcome::StatusChanges::keys`]).
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeysUpdate {
-    /// New `status.storageKeys` (`None`: unchanged).
-    pub storage_keys: Option<StorageKeysStatus>,
-    /// `StorageKeysInSync`: (in sync, reason, message); `None`: unchanged.
-    pub condition: Option<(bool, Reason, String)>,
-}
-
-impl KeysUpdate {
-    /// Writes the update into `status`.
-    pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
-        if let Some(k) = &self.storage_keys {
-            status.storage_keys = Some(k.clone());
-        }
-        if let Some((ok, reason, message)) = &self.condition {
-            crate::reconciler::status::set_condition(
-                &mut status.conditions,
-                conditions::STORAGE_KEYS_IN_SYNC,
-                *ok,
-                *reason,
-                message,
-                generation,
-                now,
-            );
-        }
-    }
-}
-
 fn storage_ref(desired: &Desired) -> Result<StorageAccountRef, Error> {
     StorageAccountRef::parse(desired.storage_account.as_str())
         .map_err(|source| Error::InvalidId { what: "spec.storageAccount", source })
@@ -743,7 +714,7 @@ async fn start_resync(
 }
 
 fn in_flight(ctx: &Context, ws: &MlWorkspace, handle: LroHandle, reason: ResyncReason) -> Outcome {
-    let requeue = super::apply::poll_delay(ctx, &handle);
+    let requeue = super::progress::poll_delay(ctx, &handle);
     let message = format!("resyncing the workspace's storage keys ({})", reason_name(reason));
     let pending = PendingOperation {
         kind: format!("{RESYNC_OPERATION}/{}", reason_name(reason)),

@@ -26,6 +26,7 @@ pub mod observe;
 pub mod outcome;
 pub mod ownership;
 pub mod plan;
+pub mod progress;
 pub mod soft_delete;
 pub mod status;
 
@@ -39,11 +40,12 @@ use std::ops::Deref;
 use std::sync::Arc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::apply::{Progress, converge};
+use self::apply::converge;
 use self::cleanup::CleanupOutcome;
+use self::outcome::WorkspaceFacts;
 use self::outcome::{Outcome, Standing, StatusChanges};
 use self::plan::Desired;
-use self::status::WorkspaceFacts;
+use self::progress::Progress;
 use crate::api::conditions::Reason;
 use crate::api::v1alpha1::{FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding, WorkspaceDeletionPolicy};
 use crate::azure::ArmClient;

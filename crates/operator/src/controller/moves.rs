@@ -33,10 +33,9 @@ use serde::de::IgnoredAny;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
-use super::outcome::{Outcome, StatusChanges};
+use super::outcome::{MoveUpdate, Outcome, StatusChanges, WorkspaceFacts};
 use super::plan::{Desired, Ownership, SpecError, named_dependencies};
-use super::status::{WorkspaceFacts, set_condition};
-use super::{Context, apply::poll_delay};
+use super::{Context, progress::poll_delay};
 use crate::access::Scopes;
 use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
@@ -282,38 +281,6 @@ pub fn stale_assignments(access: &[AccessStatus], from: &Scopes, to: &Scopes) ->
         }
     }
     out
-}
-
-/// How the move step changes status beyond what [`super::status::compute`] does.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct MoveUpdate {
-    /// `status.move`: `None` keeps it, `Some(None)` removes it.
-    pub record: Option<Option<MoveStatus>>,
-    /// The `Moved` condition (status, reason, message); `None` removes it.
-    pub moved: Option<(bool, Reason, String)>,
-    /// `status.access` entries to drop (by assignment name): deleted at the old scopes.
-    pub drop_access: Vec<Uuid>,
-}
-
-impl MoveUpdate {
-    /// Applies the update. Pure.
-    pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
-        if let Some(record) = &self.record {
-            status.move_status = record.clone();
-        }
-        match &self.moved {
-            Some((ok, reason, message)) => {
-                set_condition(&mut status.conditions, conditions::MOVED, *ok, *reason, message, generation, now);
-            }
-            None => status.conditions.retain(|c| c.type_ != conditions::MOVED),
-        }
-        if !self.drop_access.is_empty() {
-            status.access.retain(|a| {
-                let name = Uuid::try_parse(&a.assignment_name).ok();
-                !name.is_some_and(|n| self.drop_access.contains(&n))
-            });
-        }
-    }
 }
 
 /// What the move step decided.

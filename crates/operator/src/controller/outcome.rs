@@ -7,20 +7,109 @@
 //! reconcile. The only other status write is [`super::Context::checkpoint`]: a status that must be stored before
 //! the next Azure call (the move's write-ahead), never the end of a reconcile.
 //!
-//! Pure: no I/O here, so the merge rules are unit-tested below.
+//! The typed changes each step owns live here too ([`WorkspaceFacts`], [`AccessReport`], [`KeysUpdate`],
+//! [`MoveUpdate`]): the steps depend on this module, never the other way round. Pure: no I/O here, so the merge
+//! rules are unit-tested below.
 
 use std::time::Duration;
 
-use super::access::AccessReport;
-use super::keys::KeysUpdate;
-use super::moves::MoveUpdate;
-use super::status::WorkspaceFacts;
-use crate::api::conditions::Reason;
-use crate::api::v1alpha1::PendingOperation;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use uuid::Uuid;
+
+use crate::api::conditions::{self, Reason};
+use crate::api::v1alpha1::{AccessStatus, MlWorkspaceStatus, MoveStatus, PendingOperation, StorageKeysStatus};
 use crate::azure::WorkspaceRef;
+use crate::azure::workspaces::Workspace;
 use crate::exports::ExportsOutcome;
 use crate::reconciler::Phase;
 use crate::reconciler::error::Error;
+use crate::reconciler::status::set_condition;
+
+/// What the reconcile learnt about the workspace in Azure.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum WorkspaceFacts {
+    /// Not read this time: keep what status says.
+    #[default]
+    Unknown,
+    /// It does not exist.
+    Missing,
+    /// As ARM returned it.
+    Present(Box<Workspace>),
+}
+
+/// What the key step changes in the status ([`super::outcome::StatusChanges::keys`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeysUpdate {
+    /// New `status.storageKeys` (`None`: unchanged).
+    pub storage_keys: Option<StorageKeysStatus>,
+    /// `StorageKeysInSync`: (in sync, reason, message); `None`: unchanged.
+    pub condition: Option<(bool, Reason, String)>,
+}
+
+impl KeysUpdate {
+    /// Writes the update into `status`.
+    pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
+        if let Some(k) = &self.storage_keys {
+            status.storage_keys = Some(k.clone());
+        }
+        if let Some((ok, reason, message)) = &self.condition {
+            set_condition(
+                &mut status.conditions,
+                conditions::STORAGE_KEYS_IN_SYNC,
+                *ok,
+                *reason,
+                message,
+                generation,
+                now,
+            );
+        }
+    }
+}
+
+/// How the move step changes status beyond what [`super::status::compute`] does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MoveUpdate {
+    /// `status.move`: `None` keeps it, `Some(None)` removes it.
+    pub record: Option<Option<MoveStatus>>,
+    /// The `Moved` condition (status, reason, message); `None` removes it.
+    pub moved: Option<(bool, Reason, String)>,
+    /// `status.access` entries to drop (by assignment name): deleted at the old scopes.
+    pub drop_access: Vec<Uuid>,
+}
+
+impl MoveUpdate {
+    /// Applies the update. Pure.
+    pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
+        if let Some(record) = &self.record {
+            status.move_status = record.clone();
+        }
+        match &self.moved {
+            Some((ok, reason, message)) => {
+                set_condition(&mut status.conditions, conditions::MOVED, *ok, *reason, message, generation, now);
+            }
+            None => status.conditions.retain(|c| c.type_ != conditions::MOVED),
+        }
+        if !self.drop_access.is_empty() {
+            status.access.retain(|a| {
+                let name = Uuid::try_parse(&a.assignment_name).ok();
+                !name.is_some_and(|n| self.drop_access.contains(&n))
+            });
+        }
+    }
+}
+
+/// What the access step reports into status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessReport {
+    /// The new `status.access`.
+    pub entries: Vec<AccessStatus>,
+    /// `AccessGranted` condition: status, reason, message.
+    pub granted: bool,
+    /// Condition reason.
+    pub reason: Reason,
+    /// Condition message.
+    pub message: String,
+}
 
 /// Where a step leaves the workspace.
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::outcome::StatusChanges;
+use super::outcome::{StatusChanges, WorkspaceFacts};
 use crate::api::conditions::{self, Reason};
 use crate::api::v1alpha1::{MlWorkspaceStatus, WorkspaceLocation};
 use crate::azure::models::ProvisioningState;
@@ -15,18 +15,6 @@ use crate::azure::workspaces::Workspace;
 pub use crate::reconciler::Phase;
 use crate::reconciler::status::{TRUE, condition_is};
 pub use crate::reconciler::status::{changed, merge_patch, set_condition};
-
-/// What the reconcile learnt about the workspace in Azure.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum WorkspaceFacts {
-    /// Not read this time: keep what status says.
-    #[default]
-    Unknown,
-    /// It does not exist.
-    Missing,
-    /// As ARM returned it.
-    Present(Box<Workspace>),
-}
 
 /// The reason of the workspace's Stalled condition when it is True.
 pub fn stalled_reason(status: &MlWorkspaceStatus) -> Option<&str> {
@@ -348,7 +336,7 @@ mod tests {
             message: None,
         };
         let mut r = report(Phase::Ready, WorkspaceFacts::Unknown);
-        r.1.access = Some(super::super::access::AccessReport {
+        r.1.access = Some(super::super::outcome::AccessReport {
             entries: vec![entry.clone()],
             granted: false,
             reason: Reason::AccessPending,
