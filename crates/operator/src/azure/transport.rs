@@ -424,7 +424,7 @@ impl ArmClient {
             span.record("status", status);
             if let Some(id) = &ids.request_id {
                 span.record("request_id", id.as_str());
-                crate::metrics::note_arm_request_id(id);
+                super::metrics::note_arm_request_id(id);
             }
             if let Some(sub) = subscription {
                 self.inner.limiter.observe(sub, &headers);

@@ -430,7 +430,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     ws.metadata.namespace = Some(NS.into());
     ws.metadata.uid = Some("not-yet-created".into());
     let actions = controller::dry_run(&env.client, &env.config, &ws).await.unwrap();
-    let text = azml_operator::run::render_plan(&ws, &actions);
+    let text = azml_operator::plan_command::render_plan(&ws, &actions);
     assert!(text.contains("1. create resource group") && text.contains("2. create workspace"), "{text}");
     assert_eq!(env.arm_writes(), 0);
     assert_eq!(env.count("ResourceGroups_Get"), 1);
@@ -444,7 +444,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     live.spec.description = Some("new".into());
     env.sim.handle.clear_calls();
     let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
-    let text = azml_operator::run::render_plan(&live, &actions);
+    let text = azml_operator::plan_command::render_plan(&live, &actions);
     assert!(text.contains("update workspace") && text.contains("description"), "{text}");
     assert_eq!(env.arm_writes(), 0);
 
