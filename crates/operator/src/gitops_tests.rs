@@ -6,7 +6,8 @@ use mlua::{Lua, LuaSerdeExt, Table};
 use serde_json::{Value, json};
 
 use crate::api::conditions::Reason;
-use crate::controller::status::{self, Phase, Report, WorkspaceFacts};
+use crate::controller::outcome::StatusChanges;
+use crate::controller::status::{self, Phase};
 
 const HEALTH_LUA: &str = include_str!("../../../deploy/argocd/health.lua");
 const ARGOCD_CM: &str = include_str!("../../../deploy/argocd/argocd-cm.yaml");
@@ -21,9 +22,9 @@ fn health(obj: &Value) -> (String, String) {
 }
 
 fn workspace_status(phase: Phase, generation: i64) -> Value {
-    let report = Report { phase, workspace: WorkspaceFacts::Unknown, workspace_ref: None, pending: None, access: None };
     let now = Time(jiff::Timestamp::now());
-    serde_json::to_value(status::compute(None, Some(generation), &report, &now)).expect("status to JSON")
+    let status = status::compute(None, Some(generation), &phase, &StatusChanges::default(), &now);
+    serde_json::to_value(status).expect("status to JSON")
 }
 
 fn workspace(generation: i64, status: Option<Value>) -> Value {

@@ -22,43 +22,13 @@ use crate::reconciler::error::Error;
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
 
-/// What executing the plan achieved.
+/// What executing the plan achieved (the workspace pipeline turns it into its [`super::outcome::Outcome`]).
 #[derive(Debug)]
 pub struct Applied {
     /// Where the workspace stands.
     pub phase: Phase,
     /// When to look again.
     pub requeue: Duration,
-}
-
-/// What a step after the workspace pipeline (access, keys) says about the end of the reconcile.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Verdict {
-    /// Replaces the reconcile's phase when the step does not hold (yet).
-    pub phase: Option<Phase>,
-    /// When the step wants to look again.
-    pub requeue: Option<Duration>,
-}
-
-/// THE merge of a step's verdict into the reconcile's phase and requeue (`None`: nobody asked for one yet; the
-/// resync period in the end): the step's phase replaces the phase (the steps run only on a Ready workspace), a
-/// stalled step waits `stalled_requeue`, and the soonest requeue wins.
-pub fn merge(
-    phase: Phase,
-    requeue: Option<Duration>,
-    step: Verdict,
-    stalled_requeue: Duration,
-) -> (Phase, Option<Duration>) {
-    let (phase, requeue) = match step.phase {
-        Some(stalled @ Phase::Stalled { .. }) => (stalled, Some(stalled_requeue)),
-        Some(other) => (other, requeue),
-        None => (phase, requeue),
-    };
-    let requeue = match (requeue, step.requeue) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    (phase, requeue)
 }
 
 /// Mutable facts of one reconcile, kept up to date so that status can be written even when a step fails.
@@ -365,22 +335,6 @@ async fn poll(
 #[cfg(test)]
 mod poll_delay_tests {
     use super::*;
-
-    #[test]
-    fn a_steps_verdict_replaces_the_phase_and_the_soonest_requeue_wins() {
-        let (s, stalled) = (Duration::from_secs, Duration::from_secs(3600));
-        let pending = Phase::Progressing { reason: Reason::AccessPending, message: "m".into() };
-        let step = |phase: Option<Phase>, requeue: Option<u64>| Verdict { phase, requeue: requeue.map(s) };
-        assert_eq!(merge(Phase::Ready, Some(s(60)), step(None, None), stalled), (Phase::Ready, Some(s(60))));
-        assert_eq!(
-            merge(Phase::Ready, Some(s(60)), step(Some(pending.clone()), Some(5)), stalled),
-            (pending, Some(s(5)))
-        );
-        assert_eq!(merge(Phase::Ready, None, step(None, Some(90)), stalled), (Phase::Ready, Some(s(90))));
-        let refused = Phase::Stalled { reason: Reason::AccessFailed, message: "m".into() };
-        let merged = merge(Phase::Ready, Some(s(60)), step(Some(refused.clone()), None), stalled);
-        assert_eq!(merged, (refused, Some(stalled)), "a stall waits the stalled requeue, even when longer");
-    }
 
     #[test]
     fn retry_after_is_honoured_in_full_and_bounded_below() {
