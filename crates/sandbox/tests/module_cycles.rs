@@ -360,10 +360,10 @@ fn cycles(edges: &BTreeMap<(String, String), String>) -> Vec<(Vec<String>, Strin
 /// these modules is tolerated; one that reaches any other module fails, and so does an entry whose cycle is gone
 /// (remove it). Keep this list empty outside the MlWorkspace controller's own rework.
 const KNOWN_CYCLES: &[(&str, &str, &[&str])] = &[
-    // Issue 19 item 3 (one outcome type for the workspace's steps): the access step returns apply's `Verdict`, apply
-    // builds status's `WorkspaceFacts`, status carries access's `AccessReport`; apply and soft_delete share
-    // `Applied`.
-    ("operator", "crate::controller", &["access", "apply", "soft_delete", "status"]),
+    // The workspace's steps and their one outcome (issue 19 item 3): `outcome` carries each step's status changes
+    // (access's `AccessReport`, keys' `KeysUpdate`, moves' `MoveUpdate`, status's `WorkspaceFacts`) while the steps
+    // return `outcome::Outcome`; apply and soft_delete share `Applied`, keys and moves use `apply::poll_delay`.
+    ("operator", "crate::controller", &["access", "apply", "keys", "moves", "outcome", "soft_delete", "status"]),
 ];
 
 /// Cycles between sibling modules of one crate, each named by its parent module, less the known ones; and the known
