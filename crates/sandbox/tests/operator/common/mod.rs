@@ -6,6 +6,7 @@
 // The soak benchmark uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod scale;
 pub mod soak;
 
@@ -66,13 +67,18 @@ pub async fn seed_operator_binding(
     namespaces: &[&str],
     limits: Value,
 ) {
+    create_operator_secret(client, world, operator_ns).await;
+    create_operator_binding(client, world, "sandbox", &world.subscription_id, namespaces, limits).await;
+}
+
+/// The operator's client secret (the world's operator service principal) in `operator_ns`, as [`OPERATOR_SECRET`].
+pub async fn create_operator_secret(client: &Client, world: &World, operator_ns: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": OPERATOR_SECRET},
         "stringData": {"clientSecret": world.operator.secret.expose()},
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), operator_ns).create(&PostParams::default(), &secret).await.unwrap();
-    create_operator_binding(client, world, "sandbox", &world.subscription_id, namespaces, limits).await;
 }
 
 /// A binding `name` that lets `namespaces` use `subscription_id` (in the world's tenant) in resource groups `rg-*`
