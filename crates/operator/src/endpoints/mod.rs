@@ -540,27 +540,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::reconciler::parent::fixtures::workspace;
 
     fn status_with(traffic: &[(&str, i64)]) -> MlOnlineEndpointStatus {
         MlOnlineEndpointStatus {
             traffic: traffic.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             ..Default::default()
         }
-    }
-
-    fn workspace() -> MlWorkspace {
-        let spec = serde_json::from_value(json!({
-            "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
-            "resourceGroup": "rg-risk",
-            "location": "westeurope",
-            "storageAccount": {"name": "sa1"},
-            "keyVault": {"name": "kv1"},
-        }))
-        .expect("workspace spec");
-        let mut ws = MlWorkspace::new("fraud", spec);
-        ws.metadata.namespace = Some("team-a".into());
-        ws.metadata.uid = Some("ws-uid".into());
-        ws
     }
 
     fn endpoint(spec: Value) -> MlOnlineEndpoint {

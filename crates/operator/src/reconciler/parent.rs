@@ -170,12 +170,16 @@ pub async fn delete_children<K: WorkspaceChild>(client: &Client, ws: &MlWorkspac
     Ok(mine.len())
 }
 
+/// What the tests of the kinds that live in a workspace start from.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+pub(crate) mod fixtures {
+    use serde_json::json;
 
-    fn workspace() -> MlWorkspace {
+    use crate::api::v1alpha1::MlWorkspace;
+
+    /// Workspace `team-a/fraud` (uid `ws-uid`) in subscription `0b1f6471-...`, resource group `rg-risk`, westeurope,
+    /// with storage account `sa1` and key vault `kv1`.
+    pub(crate) fn workspace() -> MlWorkspace {
         let spec = serde_json::from_value(json!({
             "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
             "resourceGroup": "rg-risk",
@@ -189,6 +193,13 @@ mod tests {
         ws.metadata.uid = Some("ws-uid".into());
         ws
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::workspace;
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
     fn the_owner_reference_to_the_workspace_blocks_its_deletion_but_does_not_control() {

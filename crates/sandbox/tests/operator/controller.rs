@@ -92,8 +92,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, ns: &str, name: &str) {
-        let check = async || self.api(ns).get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
-        common::wait_until(WAIT, POLL, check, |()| format!("{name} was not deleted")).await
+        common::wait_gone(&self.api(ns), name, WAIT, POLL).await
     }
 
     fn workspace_id(&self, rg: &str, name: &str) -> String {
