@@ -85,7 +85,7 @@ impl CrateTree {
             }
         };
         // Follow a re-export (`pub use child::Item;` in a parent) to the module that defines the item.
-        let module_len = (0..=path.len()).rev().find(|n| self.modules.contains(&path[..*n].to_vec()))?;
+        let module_len = (0..=path.len()).rev().find(|n| self.modules.contains(&path[..*n]))?;
         let module = &path[..module_len];
         match path.get(module_len).and_then(|name| self.aliases.get(&(module.to_vec(), name.clone()))) {
             Some(target) if target.first().map(String::as_str) != Some(path[module_len].as_str()) => {
@@ -98,7 +98,7 @@ impl CrateTree {
 
     /// The longest prefix of `path` that is a module.
     fn module_of(&self, path: &[String]) -> ModPath {
-        let n = (0..=path.len()).rev().find(|n| self.modules.contains(&path[..*n].to_vec())).unwrap_or(0);
+        let n = (0..=path.len()).rev().find(|n| self.modules.contains(&path[..*n])).unwrap_or(0);
         path[..n].to_vec()
     }
 
