@@ -22,7 +22,7 @@ pub mod policy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use tracing::{debug, info, instrument};
 
@@ -37,14 +37,13 @@ use crate::api::v1alpha1::{
 use crate::azure::ArmClient;
 use crate::azure::computes::{ComputeName, ComputeRef, Location};
 use crate::azure::ids::SubscriptionId;
-use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
-use crate::reconciler::parent::{self, InvalidWorkspace};
+use crate::reconciler::parent::{self, ChildReconciler, InvalidWorkspace};
 use crate::reconciler::status::{self, set_condition};
-use crate::reconciler::{ControllerConfig, Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
+use crate::reconciler::{ControllerConfig, Deletion, Kind, Phase, Shell, annotation_true};
 
 pub use crate::api::conditions::USABLE;
 
@@ -457,28 +456,13 @@ fn wait(result: Result<Requeue, Error>) -> Result<Deletion, Error> {
     result.map(Deletion::Wait)
 }
 
-impl Reconciler for Context {
-    type Kind = MlCompute;
-
-    fn shell(&self) -> &Shell<MlCompute> {
-        self
+impl ChildReconciler for MlCompute {
+    async fn apply(shell: &Context, mc: &MlCompute) -> Result<Requeue, Error> {
+        reconcile_apply(mc, shell).await
     }
 
-    async fn apply(&self, mc: &MlCompute) -> Result<Requeue, Error> {
-        reconcile_apply(mc, self).await
-    }
-
-    async fn cleanup(&self, mc: &MlCompute) -> Result<Deletion, Error> {
-        reconcile_cleanup(mc, self).await
-    }
-
-    fn watch(
-        &self,
-        controller: Controller<MlCompute>,
-        namespace: Option<&str>,
-        _scope: Option<ControllerScope>,
-    ) -> Controller<MlCompute> {
-        parent::watch_workspaces(controller, &self.client, namespace)
+    async fn cleanup(shell: &Context, mc: &MlCompute) -> Result<Deletion, Error> {
+        reconcile_cleanup(mc, shell).await
     }
 }
 

@@ -5,19 +5,22 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::Controller;
+use std::future::Future;
+
+use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
-use super::Kind;
 use super::error::Error;
+use super::{Deletion, Kind, Reconciler, Shell};
 use crate::api::conditions;
 use crate::api::v1alpha1::{MlCompute, MlOnlineEndpoint, MlWorkspace};
 use crate::azure::ids::{IdError, ResourceGroupName, SubscriptionId, WorkspaceName};
 use crate::azure::{ResourceGroupRef, WorkspaceRef};
+use crate::metrics::ControllerScope;
 
 /// A kind whose objects belong to an MlWorkspace of their namespace.
 pub trait WorkspaceChild: Kind {
@@ -42,6 +45,53 @@ impl WorkspaceChild for MlCompute {
     const DELETE_STEP: &'static str = "delete MlCompute";
     fn workspace_name(&self) -> &str {
         &self.spec.workspace_ref.name
+    }
+}
+
+/// The steps of a kind that lives in a workspace. Its controller state is the shell itself (`Shell<K>`: such a kind
+/// remembers nothing else between reconciles), and its [`Reconciler`] comes with these steps: the shell's
+/// finalizer state machine and reporting, plus the watch of its workspace ([`watch_workspaces`]), so a workspace
+/// that becomes Ready, changes or goes re-evaluates its children.
+pub trait ChildReconciler: WorkspaceChild {
+    /// Observe → plan → apply → report for a live object.
+    fn apply(shell: &Shell<Self>, obj: &Self) -> impl Future<Output = Result<Requeue, Error>> + Send;
+
+    /// Deletion with a deletion policy that changes Azure, not paused.
+    fn cleanup(shell: &Shell<Self>, obj: &Self) -> impl Future<Output = Result<Deletion, Error>> + Send;
+
+    /// Right before the finalizer is removed.
+    fn before_finalizer_removed(shell: &Shell<Self>, obj: &Self) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (shell, obj);
+        async { Ok(()) }
+    }
+}
+
+impl<K: ChildReconciler> Reconciler for Shell<K> {
+    type Kind = K;
+
+    fn shell(&self) -> &Shell<K> {
+        self
+    }
+
+    fn apply(&self, obj: &K) -> impl Future<Output = Result<Requeue, Error>> + Send {
+        K::apply(self, obj)
+    }
+
+    fn cleanup(&self, obj: &K) -> impl Future<Output = Result<Deletion, Error>> + Send {
+        K::cleanup(self, obj)
+    }
+
+    fn before_finalizer_removed(&self, obj: &K) -> impl Future<Output = Result<(), Error>> + Send {
+        K::before_finalizer_removed(self, obj)
+    }
+
+    fn watch(
+        &self,
+        controller: Controller<K>,
+        namespace: Option<&str>,
+        _scope: Option<ControllerScope>,
+    ) -> Controller<K> {
+        watch_workspaces(controller, &self.client, namespace)
     }
 }
 
