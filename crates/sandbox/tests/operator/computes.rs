@@ -15,7 +15,6 @@ use kube::{Api, ResourceExt as _};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 const DSV2: &str = "Standard DSv2 Family Cluster Dedicated vCPUs";
@@ -436,31 +435,9 @@ async fn paused_withholds_and_retain_leaves_azure_alone() {
 async fn plan_command_covers_mlcompute() {
     let env = Env::start(json!({})).await;
     env.create_workspace("ws-plan", json!({})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    env.kube.write_kubeconfig(&kubeconfig).unwrap();
-    let ca = dir.path().join("ca.pem");
-    env.sim.write_ca(&ca).unwrap();
     let run = async |spec: Value| -> String {
-        let file = dir.path().join("mc.yaml");
         let doc = json!({"apiVersion": "azml.dev/v1alpha1", "kind": "MlCompute", "metadata": {"name": "planned", "namespace": NS}, "spec": spec});
-        std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-sandbox"))
-            .args(["plan", "-f"])
-            .arg(&file)
-            .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
-            .arg("--extra-ca-file")
-            .arg(&ca)
-            .args(["--operator-namespace", OPERATOR_NS])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
-            .env_remove("AZURE_AUTHORITY_HOST")
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
-        stdout
+        env.plan_file(&doc).await
     };
     let out = run(cluster("ws-plan", 0, 4)).await;
     assert!(out.contains(&format!("MlCompute {NS}/planned")), "{out}");
