@@ -90,7 +90,7 @@ pub async fn plan_endpoint(
         crate::endpoints::dry_run::dry_run(client, config, &ep).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", crate::endpoints::dry_run::render(&ep, &result)),
+        PlanOutput::Text => print!("{}", result.render(&ep)),
     }
     Ok(())
 }
@@ -112,7 +112,7 @@ pub async fn plan_connection(
     let result = crate::connection::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", crate::connection::render_dry_run(&mc, &result)),
+        PlanOutput::Text => print!("{}", result.render(&mc)),
     }
     Ok(())
 }
@@ -136,26 +136,14 @@ pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
         PlanKind::MlWorkspace => {}
     }
     let ws: MlWorkspace = load(&client, &args, file).await?;
-    let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    let planned = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => {
-            println!("{}", serde_json::to_string_pretty(&actions).map_err(RunError::Output)?);
+            println!("{}", serde_json::to_string_pretty(&planned).map_err(RunError::Output)?);
         }
-        PlanOutput::Text => print!("{}", render_plan(&ws, &actions)),
+        PlanOutput::Text => print!("{}", planned.render(&ws)),
     }
     Ok(())
-}
-
-/// The human-readable plan.
-pub fn render_plan(ws: &MlWorkspace, actions: &[controller::plan::Action]) -> String {
-    let mut out = format!("MlWorkspace {}/{}:\n", ws.namespace().unwrap_or_default(), ws.name_any());
-    if actions.is_empty() {
-        out.push_str("  no changes: Azure matches the spec\n");
-    }
-    for (i, action) in actions.iter().enumerate() {
-        out.push_str(&format!("  {}. {action}\n", i + 1));
-    }
-    out
 }
 
 /// The file to plan, read once (`-`: standard input): (name shown, text).
@@ -178,28 +166,7 @@ async fn plan_compute(
     let result = crate::compute::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", render_compute_plan(&mc, &result)),
+        PlanOutput::Text => print!("{}", result.render(&mc)),
     }
     Ok(())
-}
-
-/// The human-readable plan of a compute.
-pub fn render_compute_plan(mc: &MlCompute, result: &crate::compute::DryRun) -> String {
-    use crate::compute::DryRun;
-    let mut out = format!("MlCompute {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
-    match result {
-        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
-        DryRun::Planned { actions, stall } => {
-            if actions.is_empty() && stall.is_none() {
-                out.push_str("  no changes: Azure matches the spec\n");
-            }
-            for (i, action) in actions.iter().enumerate() {
-                out.push_str(&format!("  {}. {action}\n", i + 1));
-            }
-            if let Some((reason, message)) = stall {
-                out.push_str(&format!("  stalled ({reason}): {message}\n"));
-            }
-        }
-    }
-    out
 }

@@ -253,6 +253,8 @@ async fn apply(
                 let note = format!("Instance {action} requested (azml.dev/compute-action {request})");
                 ctx.publish(mc, EventType::Normal, events::INSTANCE_ACTION, note).await;
             }
+            // Recorded in status by the caller; nothing to ask Azure.
+            Action::Honour { .. } => {}
         }
     }
     Ok(())
@@ -368,12 +370,9 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     }
     // An action started (or found already done) is honoured: the same annotation value never acts again.
     for action in &plan.actions {
-        if let Action::Power { request, .. } = action {
+        if let Action::Power { request, .. } | Action::Honour { request } = action {
             status.last_action_request = Some(request.clone());
         }
-    }
-    if let Some(value) = &plan.honour_without_call {
-        status.last_action_request = Some(value.clone());
     }
     if let Some((reason, message)) = plan.stall.clone() {
         return ctx.finish_status(mc, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;
@@ -470,44 +469,25 @@ impl ChildReconciler for MlCompute {
 /// only) and plan as a reconcile. Used by `azml-operator plan`.
 pub async fn dry_run(client: &Client, config: &ControllerConfig, mc: &MlCompute) -> Result<DryRun, Error> {
     let Some(ws) = parent::get_workspace(client, mc).await?.filter(parent::workspace_ready) else {
-        return Ok(DryRun::Blocked {
-            reason: Reason::WorkspaceNotReady,
-            message: format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name),
-        });
+        let message = format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name);
+        return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
     let (arm, tenant_id) = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
         ComputeClient::Permitted { arm, tenant_id } => (arm, tenant_id),
-        ComputeClient::Denied(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted, message }),
+        ComputeClient::Denied(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let (c_ref, desired) = match desired(mc, &ws, &tenant_id) {
         Ok(d) => d,
-        Err(invalid) => return Ok(DryRun::Blocked { reason: Reason::InvalidSpec, message: invalid.to_string() }),
+        Err(invalid) => return Ok(DryRun::blocked(Reason::InvalidSpec, invalid.to_string())),
     };
     let observed = observe(&arm, &c_ref, &desired).await?;
     let status = mc.status.clone().unwrap_or_default();
     let plan = plan::plan(&desired, &observed, &action_request(mc, &status));
-    Ok(DryRun::Planned { actions: plan.actions, stall: plan.stall.map(|(r, m)| (r.to_string(), m)) })
+    Ok(DryRun::Planned(plan))
 }
 
 /// The result of [`dry_run`].
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DryRun {
-    /// Nothing can be planned: the reason and message the compute would stall or wait with.
-    Blocked {
-        /// Condition reason.
-        reason: Reason,
-        /// Message.
-        message: String,
-    },
-    /// The writes the controller would make, and the stall it would report.
-    Planned {
-        /// Writes, in order.
-        actions: Vec<Action>,
-        /// (reason, message).
-        stall: Option<(String, String)>,
-    },
-}
+pub type DryRun = crate::reconciler::plan::DryRun<Action>;
 
 #[cfg(test)]
 mod tests {

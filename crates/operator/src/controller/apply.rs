@@ -99,11 +99,34 @@ pub async fn converge(
 ) -> Result<Applied, Error> {
     let resync = ctx.config.resync_period;
     for _ in 0..MAX_ROUNDS {
-        let actions = plan(desired, &progress.observed);
-        if actions.is_empty() {
+        let planned = plan(desired, &progress.observed);
+        if let Some((reason, message)) = planned.stall {
+            return Ok(Applied { phase: Phase::Stalled { reason, message }, requeue: ctx.config.stalled_requeue });
+        }
+        if !planned.waiting.is_empty() {
+            // Azure works on the workspace and the controller did not start it: wait and look again.
+            let message = planned.waiting.join("; ");
+            let phase = Phase::Progressing { reason: Reason::OperationInProgress, message };
+            return Ok(Applied { phase, requeue: ctx.config.lro_poll_max });
+        }
+        let polling = matches!(planned.actions.as_slice(), [Action::PollOperation { .. }]);
+        if desired.paused && !polling {
+            // Paused: observed only; the operation in flight is still polled (that is a read).
+            let message = if planned.actions.is_empty() {
+                "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
+            } else {
+                let list: Vec<String> = planned.actions.iter().map(ToString::to_string).collect();
+                format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
+            };
+            return Ok(Applied {
+                phase: Phase::Paused { in_sync: planned.actions.is_empty(), message },
+                requeue: resync,
+            });
+        }
+        if planned.actions.is_empty() {
             return Ok(Applied { phase: Phase::Ready, requeue: resync });
         }
-        for action in actions {
+        for action in planned.actions {
             match action {
                 Action::PollOperation { kind } => {
                     let Some(pending) = progress.observed.pending.clone() else {
@@ -112,33 +135,6 @@ pub async fn converge(
                     if let Some(applied) = poll(ctx, ws, desired, arm, progress, kind, &pending.handle).await? {
                         return Ok(applied);
                     }
-                }
-                Action::Stall { reason, message } => {
-                    return Ok(Applied {
-                        phase: Phase::Stalled { reason, message },
-                        requeue: ctx.config.stalled_requeue,
-                    });
-                }
-                Action::Paused { withheld } => {
-                    let message = if withheld.is_empty() {
-                        "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
-                    } else {
-                        let list: Vec<String> = withheld.iter().map(ToString::to_string).collect();
-                        format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
-                    };
-                    return Ok(Applied {
-                        phase: Phase::Paused { in_sync: withheld.is_empty(), message },
-                        requeue: resync,
-                    });
-                }
-                Action::AwaitProvisioning { state } => {
-                    return Ok(Applied {
-                        phase: Phase::Progressing {
-                            reason: Reason::OperationInProgress,
-                            message: format!("Azure reports provisioning state {state}"),
-                        },
-                        requeue: ctx.config.lro_poll_max,
-                    });
                 }
                 Action::CreateResourceGroup { location, .. } => {
                     let rg = &desired.workspace.resource_group;

@@ -263,8 +263,8 @@ pub async fn resolve_client_at(
 
 /// The actions the controller would take for `ws` right now, without taking them: the same policy check, observe
 /// and plan as a reconcile (read-only calls only). Used by `azml-operator plan`.
-pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<Vec<plan::Action>, Error> {
-    let stall = |reason, message| Ok(vec![plan::Action::Stall { reason, message }]);
+pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<DryRun, Error> {
+    let stall = |reason, message: String| Ok(DryRun::blocked(reason, message));
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
         Err(e) => return stall(Reason::InvalidSpec, e.to_string()),
@@ -278,8 +278,11 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
     }
     let mut observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
     ownership::check_foreign_owner(client, &desired, &mut observed).await?;
-    Ok(plan::plan(&desired, &observed))
+    Ok(DryRun::Planned(plan::plan(&desired, &observed)))
 }
+
+/// The result of [`dry_run`].
+pub type DryRun = crate::reconciler::plan::DryRun<plan::Action>;
 
 /// One reconcile of a live workspace: its steps' merged outcome, written once.
 async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {

@@ -429,7 +429,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     ws.metadata.namespace = Some(NS.into());
     ws.metadata.uid = Some("not-yet-created".into());
     let actions = controller::dry_run(&env.client, &env.config, &ws).await.unwrap();
-    let text = azml_operator::plan_command::render_plan(&ws, &actions);
+    let text = actions.render(&ws);
     assert!(text.contains("1. create resource group") && text.contains("2. create workspace"), "{text}");
     assert_eq!(env.arm_writes(), 0);
     assert_eq!(env.count("ResourceGroups_Get"), 1);
@@ -439,21 +439,20 @@ async fn dry_run_prints_the_plan_without_writing() {
     let mut live = env.wait_ready(NS, "ws-plan").await;
     // The calls counted below are the dry run's alone: the controller's own resyncs (every second here) stop first.
     env.stop_controller().await;
-    assert!(controller::dry_run(&env.client, &env.config, &live).await.unwrap().is_empty());
+    let steady = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
+    assert!(steady.plan().is_some_and(|p| p.converged()), "{steady:?}");
     live.spec.description = Some("new".into());
     env.sim.handle.clear_calls();
     let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
-    let text = azml_operator::plan_command::render_plan(&live, &actions);
+    let text = actions.render(&live);
     assert!(text.contains("update workspace") && text.contains("description"), "{text}");
     assert_eq!(env.arm_writes(), 0);
 
     // Not permitted: said so, and Azure is not asked.
     live.metadata.namespace = Some("team-b".into());
     env.sim.handle.clear_calls();
-    let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
-    assert!(
-        matches!(actions.as_slice(), [controller::plan::Action::Stall { reason, .. }] if *reason == Reason::NotPermitted)
-    );
+    let planned = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
+    assert!(matches!(planned, controller::DryRun::Blocked { reason: Reason::NotPermitted, .. }), "{planned:?}");
     assert_eq!(env.arm_calls(), 0);
 }
 

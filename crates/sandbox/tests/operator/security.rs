@@ -967,7 +967,7 @@ mod props {
                 foreign_owner: Default::default(),
             };
             let ws_prefix = format!("{rg_prefix}{ws_rg}");
-            for action in plan(&desired, &observed) {
+            for action in plan(&desired, &observed).actions {
                 match action {
                     Action::CreateResourceGroup { id, .. } => prop_assert!(id.eq_ignore_ascii_case(&ws_prefix), "{}", id),
                     Action::CreateWorkspace { id } => prop_assert!(id.starts_with(&ws_prefix), "{}", id),
