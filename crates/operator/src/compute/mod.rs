@@ -162,6 +162,8 @@ pub enum ComputeClient {
         arm: ArmClient,
         /// The binding's tenant.
         tenant_id: String,
+        /// The binding's name.
+        binding: String,
     },
     /// Not allowed: the message names the missing permission.
     Denied(String),
@@ -192,7 +194,9 @@ pub async fn resolve_client(
         false => policy::check_compute(binding, &mc.spec).map_err(|denial| denial.to_string()),
     };
     Ok(match binding::authorize(client, credentials, config, &ask, also).await? {
-        Verdict::Permitted { arm, binding } => ComputeClient::Permitted { arm, tenant_id: binding.spec.tenant_id },
+        Verdict::Permitted { arm, binding } => {
+            ComputeClient::Permitted { arm, binding: binding.name_any(), tenant_id: binding.spec.tenant_id }
+        }
         Verdict::Denied(message) => ComputeClient::Denied(message),
     })
 }
@@ -331,7 +335,10 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     };
     parent::ensure_workspace_owner(&ctx.client, mc, &ws).await?;
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, false).await {
-        Ok(ComputeClient::Permitted { arm, tenant_id }) => (arm, tenant_id),
+        Ok(ComputeClient::Permitted { arm, tenant_id, binding }) => {
+            status.binding = Some(binding);
+            (arm, tenant_id)
+        }
         Ok(ComputeClient::Denied(message)) => {
             set_condition(&mut status.conditions, USABLE, false, Reason::NotPermitted, &message, generation, &now);
             let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
@@ -410,7 +417,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Deletion, Er
         return Ok(Deletion::Finished);
     };
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, true).await {
-        Ok(ComputeClient::Permitted { arm, tenant_id }) => (arm, tenant_id),
+        Ok(ComputeClient::Permitted { arm, tenant_id, .. }) => (arm, tenant_id),
         Ok(ComputeClient::Denied(_)) if status.resource_id.is_none() => {
             info!("not permitted and never created in Azure; removing the finalizer");
             return Ok(Deletion::Finished);
@@ -473,7 +480,7 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, mc: &MlCompute)
         return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
     let (arm, tenant_id) = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
-        ComputeClient::Permitted { arm, tenant_id } => (arm, tenant_id),
+        ComputeClient::Permitted { arm, tenant_id, .. } => (arm, tenant_id),
         ComputeClient::Denied(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let (c_ref, desired) = match desired(mc, &ws, &tenant_id) {

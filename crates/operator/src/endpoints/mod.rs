@@ -308,7 +308,10 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     // the binding allows.
     let assets = crate::policy::resources::endpoint_asset_uses(&ep.spec);
     let arm = match authorize(ctx, ep, &ws, &access_entries, &assets).await {
-        Ok(Verdict::Permitted { arm, .. }) => arm,
+        Ok(Verdict::Permitted { arm, binding }) => {
+            status.binding = Some(binding.name_any());
+            arm
+        }
         Ok(Verdict::Denied(message)) => {
             let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
             return ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await;

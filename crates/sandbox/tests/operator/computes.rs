@@ -173,6 +173,7 @@ async fn cluster_scales_corrects_drift_and_is_deleted() {
     assert_eq!((status.current_node_count, status.target_node_count), (Some(1), Some(1)));
     assert_eq!(status.provisioning_state.as_deref(), Some("Succeeded"));
     assert!(has(&status.conditions, azml_operator::compute::USABLE, "True"));
+    assert_eq!(status.binding.as_deref(), Some("sandbox"), "the binding whose credential it uses");
     let ws = env.workspaces().get("ws-c").await.unwrap();
     assert!(mc.owner_references().iter().any(|r| Some(&r.uid) == ws.metadata.uid.as_ref() && r.kind == "MlWorkspace"));
     let azure = env.azure("ws-c", "cpu").unwrap();

@@ -50,6 +50,7 @@ pub const ENDPOINT_NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Scoring URI", type_ = "string", json_path = ".status.scoringUri", priority = 1),
+    printcolumn(name = "Binding", type_ = "string", json_path = ".status.binding", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("has(self.spec.azureName) || self.metadata.name.matches('^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$')").message("metadata.name is not a valid online endpoint name (3-32 letters, digits or '-', starting with a letter); set spec.azureName").field_path(".spec.azureName")
 )]
@@ -298,6 +299,10 @@ pub struct MlOnlineEndpointStatus {
     /// ARM id of the endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+
+    /// Name of the SubscriptionBinding whose credential the operator uses for it (`kubectl get -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 
     /// URI callers send scoring requests to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
