@@ -22,7 +22,7 @@ pub mod policy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use tracing::{debug, info, instrument};
 
@@ -37,14 +37,13 @@ use crate::api::v1alpha1::{
 use crate::azure::ArmClient;
 use crate::azure::computes::{ComputeName, ComputeRef, Location};
 use crate::azure::ids::SubscriptionId;
-use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
-use crate::reconciler::parent::{self, InvalidWorkspace};
+use crate::reconciler::parent::{self, ChildReconciler, InvalidWorkspace};
 use crate::reconciler::status::{self, set_condition};
-use crate::reconciler::{ControllerConfig, Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
+use crate::reconciler::{ControllerConfig, Deletion, Kind, Phase, Shell, annotation_true};
 
 pub use crate::api::conditions::USABLE;
 
@@ -463,28 +462,13 @@ fn wait(result: Result<Requeue, Error>) -> Result<Deletion, Error> {
     result.map(Deletion::Wait)
 }
 
-impl Reconciler for Context {
-    type Kind = MlCompute;
-
-    fn shell(&self) -> &Shell<MlCompute> {
-        self
+impl ChildReconciler for MlCompute {
+    async fn apply(shell: &Context, mc: &MlCompute) -> Result<Requeue, Error> {
+        reconcile_apply(mc, shell).await
     }
 
-    async fn apply(&self, mc: &MlCompute) -> Result<Requeue, Error> {
-        reconcile_apply(mc, self).await
-    }
-
-    async fn cleanup(&self, mc: &MlCompute) -> Result<Deletion, Error> {
-        reconcile_cleanup(mc, self).await
-    }
-
-    fn watch(
-        &self,
-        controller: Controller<MlCompute>,
-        namespace: Option<&str>,
-        _scope: Option<ControllerScope>,
-    ) -> Controller<MlCompute> {
-        parent::watch_workspaces(controller, &self.client, namespace)
+    async fn cleanup(shell: &Context, mc: &MlCompute) -> Result<Deletion, Error> {
+        reconcile_cleanup(mc, shell).await
     }
 }
 
@@ -517,21 +501,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn workspace() -> MlWorkspace {
-        let spec = serde_json::from_value(json!({
-            "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
-            "resourceGroup": "rg-risk",
-            "location": "westeurope",
-            "storageAccount": {"name": "sa1"},
-            "keyVault": {"name": "kv1"},
-        }))
-        .expect("workspace spec");
-        let mut ws = MlWorkspace::new("fraud", spec);
-        ws.metadata.namespace = Some("team-a".into());
-        ws.metadata.uid = Some("ws-uid".into());
-        ws
-    }
+    use crate::reconciler::parent::fixtures::workspace;
 
     fn compute(spec: Value) -> MlCompute {
         let mut mc: MlCompute = serde_json::from_value(json!({

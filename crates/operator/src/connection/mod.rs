@@ -21,7 +21,7 @@ pub mod policy;
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, instrument};
@@ -33,15 +33,14 @@ use crate::api::v1alpha1::{
 };
 use crate::azure::ArmClient;
 use crate::azure::connections::{Connection, ConnectionName, ConnectionRef};
-use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
 use crate::reconciler::ControllerConfig;
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
-use crate::reconciler::parent::{self, InvalidWorkspace, WorkspaceChild};
+use crate::reconciler::parent::{self, ChildReconciler, InvalidWorkspace, WorkspaceChild};
 use crate::reconciler::status;
-use crate::reconciler::{Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
+use crate::reconciler::{Deletion, Kind, Phase, Shell, annotation_true};
 
 /// The connection controller's state: the shell's (a connection remembers nothing else between reconciles; the
 /// hash of the credentials last sent is in its status).
@@ -358,27 +357,12 @@ pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlCo
 /// The result of [`dry_run`]. Never holds a credential: only why a PUT would be sent.
 pub type DryRun = crate::reconciler::plan::DryRun<plan::Put>;
 
-impl Reconciler for Context {
-    type Kind = MlConnection;
-
-    fn shell(&self) -> &Shell<MlConnection> {
-        self
+impl ChildReconciler for MlConnection {
+    async fn apply(shell: &Context, mc: &MlConnection) -> Result<Requeue, Error> {
+        reconcile_apply(mc, shell).await
     }
 
-    async fn apply(&self, mc: &MlConnection) -> Result<Requeue, Error> {
-        reconcile_apply(mc, self).await
-    }
-
-    async fn cleanup(&self, mc: &MlConnection) -> Result<Deletion, Error> {
-        reconcile_cleanup(mc, self).await
-    }
-
-    fn watch(
-        &self,
-        controller: Controller<MlConnection>,
-        namespace: Option<&str>,
-        _scope: Option<ControllerScope>,
-    ) -> Controller<MlConnection> {
-        parent::watch_workspaces(controller, &self.client, namespace)
+    async fn cleanup(shell: &Context, mc: &MlConnection) -> Result<Deletion, Error> {
+        reconcile_cleanup(mc, shell).await
     }
 }

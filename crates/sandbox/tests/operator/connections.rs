@@ -83,18 +83,7 @@ impl Env {
     }
 
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&MlConnection) -> bool) -> MlConnection {
-        let check = async || match self.connections().get_opt(name).await.unwrap() {
-            Some(mc) if done(&mc) => Ok(mc),
-            Some(mc) => Err(mc.status),
-            None => panic!("{name}: gone while waiting for {what}"),
-        };
-        common::wait_until(WAIT, POLL, check, |status| {
-            format!(
-                "{name}: timed out waiting for {what}; status: {status:#?}; calls: {:?}",
-                self.sim.handle.call_summary()
-            )
-        })
-        .await
+        common::wait_for(&self.connections(), name, what, (WAIT, POLL), &self.sim, done).await
     }
 
     async fn wait_reason(&self, name: &str, reason: Reason) -> MlConnection {
@@ -102,11 +91,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let check = async || match self.connections().get_opt(name).await.unwrap() {
-            None => Ok(()),
-            Some(mc) => Err(mc.status),
-        };
-        common::wait_until(WAIT, POLL, check, |s| format!("{name} not deleted: {s:#?}")).await
+        common::wait_gone(&self.connections(), name, WAIT, POLL).await
     }
 
     fn connection_id(&self, name: &str) -> String {

@@ -95,11 +95,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let check = async || match self.endpoints().get_opt(name).await.unwrap() {
-            None => Ok(()),
-            Some(ep) => Err(ep.status),
-        };
-        common::wait_until(WAIT, POLL, check, |status| format!("{name} not deleted: {status:#?}")).await
+        common::wait_gone(&self.endpoints(), name, WAIT, POLL).await
     }
 
     fn workspace_id(&self, ws: &str) -> String {
