@@ -358,13 +358,8 @@ fn cycles(edges: &BTreeMap<(String, String), String>) -> Vec<(Vec<String>, Strin
 
 /// Cycles known and being worked on: (crate, parent module, the sibling modules they may involve). A cycle among
 /// these modules is tolerated; one that reaches any other module fails, and so does an entry whose cycle is gone
-/// (remove it). Keep this list empty outside the MlWorkspace controller's own rework.
-const KNOWN_CYCLES: &[(&str, &str, &[&str])] = &[
-    // The workspace's steps and their one outcome (issue 19 item 3): `outcome` carries each step's status changes
-    // (access's `AccessReport`, keys' `KeysUpdate`, moves' `MoveUpdate`, status's `WorkspaceFacts`) while the steps
-    // return `outcome::Outcome`; apply and soft_delete share `Applied`, keys and moves use `apply::poll_delay`.
-    ("operator", "crate::controller", &["access", "apply", "keys", "moves", "outcome", "soft_delete", "status"]),
-];
+/// (remove it). Empty: there is none.
+const KNOWN_CYCLES: &[(&str, &str, &[&str])] = &[];
 
 /// Cycles between sibling modules of one crate, each named by its parent module, less the known ones; and the known
 /// ones that are gone.
