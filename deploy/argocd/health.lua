@@ -1,7 +1,7 @@
--- Argo CD health check for azml.dev resources (MlWorkspace, MlOnlineEndpoint, MlCompute): their status follows kstatus
--- (Ready, Reconciling, Stalled conditions with observedGeneration), which Argo CD does not read by itself.
--- Installed by deploy/argocd/argocd-cm.yaml; tested by the crate's unit tests (src/gitops_tests.rs) with a Lua 5.1
--- interpreter, the dialect Argo CD's gopher-lua speaks.
+-- Argo CD health check for azml.dev resources (MlWorkspace, MlOnlineEndpoint, MlCompute, MlConnection): their status
+-- follows kstatus (Ready, Reconciling, Stalled conditions with observedGeneration), which Argo CD does not read by
+-- itself. Installed by deploy/argocd/argocd-cm.yaml; tested by the operator crate's unit tests (gitops_tests.rs) with
+-- a Lua 5.1 interpreter, the dialect Argo CD's gopher-lua speaks.
 local hs = {status = "Progressing", message = "Waiting for the operator to report"}
 if obj.status == nil or obj.status.conditions == nil then
   return hs

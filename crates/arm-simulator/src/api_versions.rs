@@ -291,4 +291,15 @@ mod tests {
         // Poll URLs echo whatever the originating call used.
         assert!(check(Some("2024-04-01"), Family::Poll).is_ok());
     }
+
+    #[test]
+    fn api_versions_are_checked_like_arm() {
+        assert_eq!(check(None, Family::Storage).unwrap_err().code, "MissingApiVersionParameter");
+        assert_eq!(check(Some("2019-01-01"), Family::Storage).unwrap_err().code, "NoRegisteredProviderFound");
+        assert!(check(Some("2025-06-01"), Family::Storage).is_ok());
+        assert_eq!(
+            check(Some("2099-01-01-preview"), Family::MachineLearning).unwrap_err().code,
+            "NoRegisteredProviderFound"
+        );
+    }
 }

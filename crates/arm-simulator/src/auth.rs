@@ -153,7 +153,7 @@ impl Tokens {
                     None,
                 );
             }
-            if let Err(r) = check_assertion(state, p, assertion) {
+            if let Err(r) = check_assertion(&state.oidc_issuers, &p.federated_credentials, assertion) {
                 let status = if r.code == 50027 { StatusCode::BAD_REQUEST } else { StatusCode::UNAUTHORIZED };
                 return (aad_error(status, "invalid_client", r.code, &r.description), None);
             }

@@ -26,7 +26,16 @@ pub(super) mod compute;
 // Azure ML workspace connections.
 #[path = "connection.rs"]
 pub(super) mod connection;
-use super::soft_delete::PutCheck;
+
+/// What a workspace PUT meets.
+pub(crate) enum PutCheck {
+    /// Nothing soft-deleted under this name: an ordinary create or update.
+    Proceed,
+    /// The PUT recovers the soft-deleted workspace.
+    Recover,
+    /// The create fails (its operation ends in Failed with this error).
+    Blocked(OpError),
+}
 
 /// Runtime knobs (not persisted).
 #[derive(Debug, Clone)]

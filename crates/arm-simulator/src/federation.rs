@@ -6,6 +6,8 @@
 //! Errors carry Entra's codes: AADSTS700211 (issuer), 700212 (audience), 700213 (subject), 50013 (signature),
 //! 700024 (time range).
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rcgen::SigningKey as _;
@@ -13,7 +15,7 @@ use rustls::SignatureScheme;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::model::{Principal, Secret, SimState};
+use super::secret::Secret;
 
 /// The audience Entra ID expects in federated assertions.
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
@@ -137,7 +139,12 @@ fn verify_with(jwk: &Value, alg: &str, message: &[u8], sig: &[u8]) -> bool {
 }
 
 /// Checks a federated client assertion for `app` as Entra ID does.
-pub(crate) fn check_assertion(state: &SimState, app: &Principal, assertion: &str) -> Result<(), Refusal> {
+/// `issuers` are the JWKs each OIDC issuer publishes, `credentials` the app's federated credentials.
+pub(crate) fn check_assertion(
+    issuers: &BTreeMap<String, Vec<Value>>,
+    credentials: &[FederatedCredential],
+    assertion: &str,
+) -> Result<(), Refusal> {
     let (Some(header), Some(claims), Some(sig)) = (part(assertion, 0), part(assertion, 1), part(assertion, 2)) else {
         return Err(refuse(50027, "JWT token is invalid or malformed."));
     };
@@ -152,7 +159,7 @@ pub(crate) fn check_assertion(state: &SimState, app: &Principal, assertion: &str
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
         _ => vec![],
     };
-    let by_issuer: Vec<&FederatedCredential> = app.federated_credentials.iter().filter(|c| c.issuer == iss).collect();
+    let by_issuer: Vec<&FederatedCredential> = credentials.iter().filter(|c| c.issuer == iss).collect();
     if by_issuer.is_empty() {
         return Err(refuse(
             700211,
@@ -163,7 +170,7 @@ pub(crate) fn check_assertion(state: &SimState, app: &Principal, assertion: &str
     let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
     let kid = header.get("kid").and_then(Value::as_str);
     let signed = assertion.rsplit_once('.').map(|(m, _)| m).unwrap_or_default().as_bytes();
-    let keys = state.oidc_issuers.get(iss).map(Vec::as_slice).unwrap_or_default();
+    let keys = issuers.get(iss).map(Vec::as_slice).unwrap_or_default();
     let verified = keys
         .iter()
         .filter(|k| kid.is_none_or(|kid| k.get("kid").and_then(Value::as_str) == Some(kid)))
@@ -233,9 +240,10 @@ impl OidcIssuerKey {
                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)})
     }
 
-    /// Publishes the key in `state` (as Entra ID would fetch it from the issuer's discovery document).
-    pub fn register(&self, state: &mut SimState) {
-        state.oidc_issuers.entry(self.issuer.clone()).or_default().push(self.jwk());
+    /// Publishes the key in `issuers` (`SimState::oidc_issuers`, as Entra ID would fetch it from the issuer's
+    /// discovery document).
+    pub fn register(&self, issuers: &mut BTreeMap<String, Vec<Value>>) {
+        issuers.entry(self.issuer.clone()).or_default().push(self.jwk());
     }
 
     /// A signed token with `claims` (`iss` is set to this issuer; `iat`/`nbf`/`exp` default to now .. +1 h).
@@ -264,7 +272,7 @@ impl OidcIssuerKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Principal;
+    use crate::model::{Principal, SimState};
 
     fn app(issuer: &str) -> Principal {
         let mut p = Principal::service_principal("o", "a", "wi", None);
@@ -281,11 +289,13 @@ mod tests {
     fn signature_issuer_audience_subject_and_time_are_checked() {
         let key = OidcIssuerKey::generate("https://oidc.example/cluster");
         let mut state = SimState::new("t");
-        key.register(&mut state);
+        key.register(&mut state.oidc_issuers);
         let app = app(&key.issuer);
         let good = json!({"sub": "system:serviceaccount:ns:sa", "aud": [TOKEN_EXCHANGE_AUDIENCE]});
-        assert_eq!(check_assertion(&state, &app, &key.token(&good)), Ok(()));
-        let code = |claims: Value| check_assertion(&state, &app, &key.token(&claims)).unwrap_err().code;
+        assert_eq!(check_assertion(&state.oidc_issuers, &app.federated_credentials, &key.token(&good)), Ok(()));
+        let code = |claims: Value| {
+            check_assertion(&state.oidc_issuers, &app.federated_credentials, &key.token(&claims)).unwrap_err().code
+        };
         assert_eq!(code(json!({"sub": "system:serviceaccount:ns:other", "aud": TOKEN_EXCHANGE_AUDIENCE})), 700213);
         assert_eq!(code(json!({"sub": "system:serviceaccount:ns:sa", "aud": "api://other"})), 700212);
         assert_eq!(
@@ -302,12 +312,21 @@ mod tests {
         let (_, sig) = rest.split_once('.').unwrap();
         let forged = json!({"sub": "system:serviceaccount:ns:sa", "aud": TOKEN_EXCHANGE_AUDIENCE, "iss": key.issuer, "exp": 9_999_999_999i64});
         let tampered = format!("{head}.{}.{sig}", URL_SAFE_NO_PAD.encode(forged.to_string()));
-        assert_eq!(check_assertion(&state, &app, &tampered).unwrap_err().code, 50013);
+        assert_eq!(
+            check_assertion(&state.oidc_issuers, &app.federated_credentials, &tampered).unwrap_err().code,
+            50013
+        );
         let mut other = OidcIssuerKey::generate(&key.issuer);
         other.kid = key.kid.clone();
-        assert_eq!(check_assertion(&state, &app, &other.token(&good)).unwrap_err().code, 50013);
+        assert_eq!(
+            check_assertion(&state.oidc_issuers, &app.federated_credentials, &other.token(&good)).unwrap_err().code,
+            50013
+        );
         let unsigned = format!("{head}.{}.c2ln", rest.split_once('.').unwrap().0);
-        assert_eq!(check_assertion(&state, &app, &unsigned).unwrap_err().code, 50013);
+        assert_eq!(
+            check_assertion(&state.oidc_issuers, &app.federated_credentials, &unsigned).unwrap_err().code,
+            50013
+        );
     }
 
     #[test]

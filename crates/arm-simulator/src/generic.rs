@@ -8,62 +8,8 @@ use serde_json::{Value, json};
 
 use super::engine::{Inner, Req};
 use super::model::scope_contains;
+use super::namespaces::{SERVED, missing_registration};
 use super::reply::{ArmError, Reply};
-
-/// The namespaces the simulator serves, canonical casing, with the resource types it implements.
-pub(crate) const SERVED: &[(&str, &[&str])] = &[
-    ("Microsoft.Storage", &["storageAccounts"]),
-    ("Microsoft.KeyVault", &["vaults"]),
-    ("Microsoft.Insights", &["components", "eventtypes"]),
-    ("Microsoft.ContainerRegistry", &["registries"]),
-    (
-        "Microsoft.MachineLearningServices",
-        &["workspaces", "workspaces/onlineEndpoints", "workspaces/onlineEndpoints/deployments"],
-    ),
-    ("Microsoft.Authorization", &["roleAssignments", "roleDefinitions"]),
-    ("Microsoft.Resources", &["resourceGroups", "subscriptions"]),
-];
-
-/// Real Azure namespaces the simulator does not implement: ARM knows them, the simulated subscriptions have not
-/// registered them.
-const UNREGISTERED_REAL: &[&str] = &[
-    "Microsoft.Compute",
-    "Microsoft.Network",
-    "Microsoft.Web",
-    "Microsoft.Sql",
-    "Microsoft.ContainerService",
-    "Microsoft.OperationalInsights",
-    "Microsoft.ManagedIdentity",
-    "Microsoft.DocumentDB",
-    "Microsoft.EventHub",
-    "Microsoft.ServiceBus",
-    "Microsoft.CognitiveServices",
-    "Microsoft.Databricks",
-];
-
-/// ARM's answer for a subscription that has not registered `ns` (409, as ARM answers before any RP sees the call).
-pub(crate) fn missing_registration(ns: &str) -> ArmError {
-    ArmError::conflict(
-        "MissingSubscriptionRegistration",
-        format!(
-            "The subscription is not registered to use namespace '{ns}'. See https://aka.ms/rps-not-found for how to register subscriptions."
-        ),
-    )
-}
-
-/// ARM's answer for a path below `ns` whose type the namespace does not have (or a namespace ARM does not know).
-pub(crate) fn unknown_type(ns: &str, t: &str) -> ArmError {
-    if let Some(real) = UNREGISTERED_REAL.iter().find(|r| r.eq_ignore_ascii_case(ns)) {
-        return missing_registration(real);
-    }
-    if !SERVED.iter().any(|(n, _)| n.eq_ignore_ascii_case(ns)) {
-        return ArmError::bad_request("InvalidResourceNamespace", format!("The resource namespace '{ns}' is invalid."));
-    }
-    ArmError::bad_request(
-        "InvalidResourceType",
-        format!("The resource type '{t}' could not be found in the namespace '{ns}' for api version used."),
-    )
-}
 
 /// The `GenericResourceExpanded` form of a resource in a resource list.
 fn generic(body: &Value) -> Value {

@@ -28,8 +28,10 @@ pub mod gate;
 mod generic;
 mod lro;
 pub mod model;
+mod namespaces;
 mod reply;
 mod route;
+mod secret;
 mod server;
 mod shapes;
 pub mod soft_delete;
@@ -296,7 +298,7 @@ impl SimHandle {
     pub fn soft_deleted_workspaces(&self) -> Vec<Value> {
         let mut g = self.lock();
         g.advance();
-        g.state.soft_deleted.values().map(soft_delete::SoftDeletedWorkspace::summary).collect()
+        g.state.soft_deleted.values().map(model::SoftDeletedWorkspace::summary).collect()
     }
 
     /// Regenerates a storage key "out of band" (as a person in the portal would), with an activity-log event.

@@ -2,51 +2,13 @@
 //! long-running operations. Everything here is plain data (serde), so a sandbox can save and restore it as JSON.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use base64::Engine as _;
 use jiff::{SignedDuration, Timestamp};
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::federation::{FederatedCredential, OidcIssuerKey, TOKEN_EXCHANGE_AUDIENCE};
-
-/// A secret value (storage key, client secret, endpoint key). `Debug`/`Display` never show it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret value; call only where it must leave the process (an HTTP body).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// A random secret of `bytes` random bytes, base64-encoded (Azure storage keys are 64 bytes).
-    pub fn random(bytes: usize) -> Self {
-        let mut buf = vec![0u8; bytes];
-        rand::rng().fill(&mut buf[..]);
-        Self(base64::engine::general_purpose::STANDARD.encode(buf))
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use super::secret::Secret;
 
 /// The lookup key of an ARM id: ids are case-insensitive, so maps are keyed by the lower-cased id.
 pub fn id_key(id: &str) -> String {
@@ -65,9 +27,7 @@ pub fn scope_contains(scope: &str, id: &str) -> bool {
     }
     let (s, i) = (norm(scope).as_bytes(), norm(id).as_bytes());
     s.is_empty()
-        || (i.len() >= s.len()
-            && i[..s.len()].eq_ignore_ascii_case(s)
-            && (i.len() == s.len() || i[s.len()] == b'/'))
+        || (i.len() >= s.len() && i[..s.len()].eq_ignore_ascii_case(s) && (i.len() == s.len() || i[s.len()] == b'/'))
 }
 
 /// Subscription id and resource group name of an ARM id, when present.
@@ -643,7 +603,7 @@ pub struct SimState {
     pub ml_quotas: BTreeMap<String, MlQuota>,
     /// Soft-deleted ML workspaces by id key ([`super::soft_delete`]).
     #[serde(default)]
-    pub soft_deleted: BTreeMap<String, super::soft_delete::SoftDeletedWorkspace>,
+    pub soft_deleted: BTreeMap<String, SoftDeletedWorkspace>,
     /// How far the simulator's clock is ahead of the wall clock (admin API `/_sim/clock`), in seconds: retention
     /// periods and the activity log's ingestion delay run on this clock.
     #[serde(default)]
@@ -1033,7 +993,7 @@ impl World {
         let (mut fed_p, federated) = sp(4, "azml-operator-wi", None);
         let federated_issuer = OidcIssuerKey::generate("https://oidc.sandbox.azml.invalid/cluster");
         let federated_subject = "system:serviceaccount:azml-system:azml-operator".to_string();
-        federated_issuer.register(&mut s);
+        federated_issuer.register(&mut s.oidc_issuers);
         fed_p.federated_credentials.push(FederatedCredential {
             name: "sandbox-cluster".into(),
             issuer: federated_issuer.issuer.clone(),
@@ -1079,6 +1039,31 @@ impl World {
             users,
             group,
         }
+    }
+}
+
+/// A soft-deleted workspace: the resource as it was, and when it goes for good.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SoftDeletedWorkspace {
+    /// The workspace as it was when deleted.
+    pub resource: Resource,
+    /// When it was soft-deleted (simulator clock).
+    pub deleted_at: Timestamp,
+    /// When it is purged automatically (simulator clock).
+    pub purge_at: Timestamp,
+}
+
+impl SoftDeletedWorkspace {
+    /// What the admin API shows (no hidden state).
+    pub fn summary(&self) -> Value {
+        json!({
+            "id": self.resource.id,
+            "location": self.resource.body.get("location"),
+            "tags": self.resource.body.get("tags"),
+            "deletedAt": self.deleted_at.to_string(),
+            "scheduledPurgeAt": self.purge_at.to_string(),
+        })
     }
 }
 

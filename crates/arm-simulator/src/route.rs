@@ -4,6 +4,9 @@ use http::{Method, StatusCode};
 
 use super::reply::ArmError;
 
+pub(crate) mod compute;
+pub(crate) mod connection;
+
 /// api-version families (which resource provider's published versions apply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Family {
@@ -95,10 +98,10 @@ pub(crate) enum Target {
         names: Vec<String>,
         action: Option<String>,
     },
-    /// Azure ML computes and per-location lists (`engine::compute`).
-    Compute(super::engine::compute::ComputeTarget),
-    /// Azure ML workspace connections (`engine::connection`).
-    Connection(super::engine::connection::ConnectionTarget),
+    /// Azure ML computes and per-location lists (`route::compute`, served by `engine::compute`).
+    Compute(compute::ComputeTarget),
+    /// Azure ML workspace connections (`route::connection`, served by `engine::connection`).
+    Connection(connection::ConnectionTarget),
 }
 
 /// A routed request.
@@ -144,7 +147,7 @@ fn cap(s: &str) -> String {
 }
 
 fn not_found_type(ns: &str, t: &str) -> ArmError {
-    super::generic::unknown_type(ns, t)
+    super::namespaces::unknown_type(ns, t)
 }
 
 /// Routes `method` + decoded path segments.
@@ -187,10 +190,10 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
         };
         return Ok(Routed { target, sub, op: op.into(), action, scope, family: Family::Authorization });
     }
-    if let Some(routed) = super::engine::compute::route(method, segs) {
+    if let Some(routed) = compute::route(method, segs) {
         return routed;
     }
-    if let Some(routed) = super::engine::connection::route(method, segs) {
+    if let Some(routed) = connection::route(method, segs) {
         return routed;
     }
     if !is(0, "subscriptions") || segs.len() < 2 {
@@ -412,11 +415,6 @@ pub(crate) fn route(method: &Method, segs: &[String]) -> Result<Routed, ArmError
     Ok(mk(Target::Resource { rg, rtype, names, action }, &op, rbac, id, rtype.family))
 }
 
-/// Checks `api-version` against the versions the family's specs publish ([`super::api_versions`]).
-pub(crate) fn check_api_version(v: Option<&str>, family: Family) -> Result<(), ArmError> {
-    super::api_versions::check(v, family)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,19 +450,5 @@ mod tests {
         assert_eq!(r.op, "RoleAssignments_Create");
         assert_eq!(r.scope, "/subscriptions/s/resourceGroups/rg");
         assert!(route(&Method::GET, &segs("/subscriptions/s/resourceGroups/rg/providers/Foo.Bar/baz/x")).is_err());
-    }
-
-    #[test]
-    fn api_versions_are_checked_like_arm() {
-        assert_eq!(check_api_version(None, Family::Storage).unwrap_err().code, "MissingApiVersionParameter");
-        assert_eq!(
-            check_api_version(Some("2019-01-01"), Family::Storage).unwrap_err().code,
-            "NoRegisteredProviderFound"
-        );
-        assert!(check_api_version(Some("2025-06-01"), Family::Storage).is_ok());
-        assert_eq!(
-            check_api_version(Some("2099-01-01-preview"), Family::MachineLearning).unwrap_err().code,
-            "NoRegisteredProviderFound"
-        );
     }
 }

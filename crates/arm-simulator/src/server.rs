@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 
 use super::SimHandle;
+use super::api_versions;
 use super::auth;
 use super::control::{CallKind, FaultAction, FaultRule, ThrottleConfig};
 use super::engine::Req;
 use super::gate::{HoldPhase, Release};
 use super::model::{OpError, Principal, SimState};
 use super::reply::{ArmError, Reply};
-use super::route::{check_api_version, route};
+use super::route::route;
 use super::throttle::StorageClass;
 
 /// The peer address of a connection, inserted into every request.
@@ -208,7 +209,8 @@ async fn arm(State(h): State<SimHandle>, request: Request) -> Response {
             let routed = route(&req.method, &req.segs).map_err(|e| (e, "Unknown".to_string(), None))?;
             let caller = g.authenticate(auth_header.as_deref()).map_err(|e| (e, routed.op.clone(), None))?;
             let oid = Some(caller.object_id.clone());
-            check_api_version(req.q("api-version"), routed.family).map_err(|e| (e, routed.op.clone(), oid.clone()))?;
+            api_versions::check(req.q("api-version"), routed.family)
+                .map_err(|e| (e, routed.op.clone(), oid.clone()))?;
             let mut remaining = None;
             if let Some(sub) = &routed.sub {
                 let write = kind == CallKind::Write;

@@ -20,11 +20,11 @@
 
 use http::StatusCode;
 use jiff::{SignedDuration, Timestamp};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
-use super::engine::{Inner, Req};
-use super::model::{OpError, OpKind, Resource, id_key, scope_contains};
+use serde_json::Value;
+
+use super::engine::{Inner, PutCheck, Req};
+use super::model::{OpError, OpKind, SoftDeletedWorkspace, id_key, scope_contains};
 use super::reply::{ArmError, Reply};
 
 /// Azure's message for a create over a soft-deleted workspace.
@@ -33,41 +33,6 @@ pub const SOFT_DELETED_MESSAGE: &str =
 
 /// Default retention of a soft-deleted workspace.
 pub const DEFAULT_RETENTION_DAYS: i64 = 14;
-
-/// A soft-deleted workspace: the resource as it was, and when it goes for good.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SoftDeletedWorkspace {
-    /// The workspace as it was when deleted.
-    pub resource: Resource,
-    /// When it was soft-deleted (simulator clock).
-    pub deleted_at: Timestamp,
-    /// When it is purged automatically (simulator clock).
-    pub purge_at: Timestamp,
-}
-
-impl SoftDeletedWorkspace {
-    /// What the admin API shows (no hidden state).
-    pub fn summary(&self) -> Value {
-        json!({
-            "id": self.resource.id,
-            "location": self.resource.body.get("location"),
-            "tags": self.resource.body.get("tags"),
-            "deletedAt": self.deleted_at.to_string(),
-            "scheduledPurgeAt": self.purge_at.to_string(),
-        })
-    }
-}
-
-/// What a workspace PUT meets.
-pub(crate) enum PutCheck {
-    /// Nothing soft-deleted under this name: an ordinary create or update.
-    Proceed,
-    /// The PUT recovers the soft-deleted workspace.
-    Recover,
-    /// The create fails (its operation ends in Failed with this error).
-    Blocked(OpError),
-}
 
 fn retention_days(body: &Value) -> Result<i64, ArmError> {
     match body.pointer("/properties/softDeleteRetentionInDays") {
@@ -188,6 +153,8 @@ impl Inner {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

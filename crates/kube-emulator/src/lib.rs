@@ -15,8 +15,10 @@ pub mod registry;
 pub mod select;
 pub mod server;
 pub mod store;
+pub mod structural;
 pub mod typed;
 pub mod validation;
+pub mod version;
 
 pub use error::{ApiError, ApiResult};
 pub use server::{KubeApiServer, RunningServer, ServerOptions};

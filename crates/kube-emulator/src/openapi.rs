@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::{Map, Value, json};
 
 use super::registry::{Registry, ResourceType};
+use super::version::KUBE_VERSION;
 
 /// A short stable hex hash of a string.
 pub fn short_hash(s: &str) -> String {
@@ -193,7 +194,7 @@ pub fn v2_doc(registry: &Registry) -> Value {
     }
     json!({
         "swagger": "2.0",
-        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", super::server::KUBE_VERSION.0, super::server::KUBE_VERSION.1)},
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", KUBE_VERSION.0, KUBE_VERSION.1)},
         "paths": {},
         "definitions": definitions,
     })
@@ -216,7 +217,7 @@ pub fn group_version_doc(registry: &Registry, group: &str, version: &str) -> Val
     }
     json!({
         "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", super::server::KUBE_VERSION.0, super::server::KUBE_VERSION.1)},
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", KUBE_VERSION.0, KUBE_VERSION.1)},
         "paths": paths,
         "components": {"schemas": schemas},
     })

@@ -371,7 +371,7 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
         }
         let schema = v.pointer("/schema/openAPIV3Schema").cloned();
         let validator = match &schema {
-            Some(s) => Some(Arc::new(super::validation::compile_structural(s).map_err(|msg| {
+            Some(s) => Some(Arc::new(super::structural::compile_structural(s).map_err(|msg| {
                 ApiError::invalid(
                     "CustomResourceDefinition",
                     "apiextensions.k8s.io",

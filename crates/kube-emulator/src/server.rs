@@ -21,9 +21,7 @@ use super::registry::{Registry, ResourceType};
 use super::select::{self, FieldSelector, LabelSelector};
 use super::store::{EventType, ListQuery, Store, Target, WatchStart, WriteOptions, present};
 use super::validation::FieldValidation;
-
-/// The Kubernetes version the emulator reports (kubectl's dispatcher picks its client from it).
-pub const KUBE_VERSION: (&str, &str) = ("1", "33");
+use super::version::KUBE_VERSION;
 
 /// How to run the emulator.
 #[derive(Debug, Clone)]

@@ -11,7 +11,7 @@ pub async fn execute(command: Command) -> Result<(), Box<dyn Error>> {
     match command {
         Command::Crd => crate::api::crds_yaml().map(|yaml| print!("{yaml}")).map_err(Into::into),
         Command::Run(args) => crate::run::run(*args).await.map_err(Into::into),
-        Command::Plan(args) => crate::run::plan(*args).await.map_err(Into::into),
+        Command::Plan(args) => crate::plan_command::plan(*args).await.map_err(Into::into),
     }
 }
 

@@ -6,7 +6,8 @@ use mlua::{Lua, LuaSerdeExt, Table};
 use serde_json::{Value, json};
 
 use crate::api::conditions::Reason;
-use crate::controller::status::{self, Phase, Report, WorkspaceFacts};
+use crate::controller::outcome::StatusChanges;
+use crate::controller::status::{self, Phase};
 
 const HEALTH_LUA: &str = include_str!("../../../deploy/argocd/health.lua");
 const ARGOCD_CM: &str = include_str!("../../../deploy/argocd/argocd-cm.yaml");
@@ -21,9 +22,9 @@ fn health(obj: &Value) -> (String, String) {
 }
 
 fn workspace_status(phase: Phase, generation: i64) -> Value {
-    let report = Report { phase, workspace: WorkspaceFacts::Unknown, workspace_ref: None, pending: None, access: None };
     let now = Time(jiff::Timestamp::now());
-    serde_json::to_value(status::compute(None, Some(generation), &report, &now)).expect("status to JSON")
+    let status = status::compute(None, Some(generation), &phase, &StatusChanges::default(), &now);
+    serde_json::to_value(status).expect("status to JSON")
 }
 
 fn workspace(generation: i64, status: Option<Value>) -> Value {
@@ -104,9 +105,34 @@ fn computes_use_the_same_check() {
 }
 
 #[test]
-fn the_argocd_configmap_carries_the_tested_script_for_both_kinds() {
+fn connections_use_the_same_check() {
+    use crate::reconciler::Kind;
+    let mut status = crate::api::v1alpha1::MlConnectionStatus::default();
+    let now = Time(jiff::Timestamp::now());
+    crate::api::v1alpha1::MlConnection::set_phase(&mut status, &Phase::Ready, Some(2), &now);
+    let mut obj = workspace(2, Some(serde_json::to_value(&status).unwrap()));
+    obj["kind"] = json!("MlConnection");
+    assert_eq!(health(&obj).0, "Healthy");
+    let stalled = Phase::Stalled { reason: Reason::SecretNotFound, message: "Secret git-pat not found".into() };
+    crate::api::v1alpha1::MlConnection::set_phase(&mut status, &stalled, Some(2), &now);
+    obj["status"] = serde_json::to_value(&status).unwrap();
+    let (health, message) = health(&obj);
+    assert_eq!(health, "Degraded");
+    assert!(message.starts_with("SecretNotFound"), "{message}");
+}
+
+/// Every namespaced kind (what teams write; each reports kstatus conditions) gets the check, so a new kind without
+/// one fails here. The cluster-scoped SubscriptionBinding gets none: the operator writes no status on it.
+#[test]
+fn the_argocd_configmap_carries_the_tested_script_for_every_namespaced_kind() {
     let cm: Value = serde_yaml::from_str(ARGOCD_CM).expect("argocd-cm.yaml parses");
-    for kind in ["MlWorkspace", "MlOnlineEndpoint", "MlCompute"] {
+    let kinds: Vec<String> = crate::api::all_crds()
+        .into_iter()
+        .filter(|crd| crd.spec.scope == "Namespaced")
+        .map(|crd| crd.spec.names.kind)
+        .collect();
+    assert!(kinds.len() >= 4 && !kinds.iter().any(|k| k == "SubscriptionBinding"), "{kinds:?}");
+    for kind in kinds {
         let key = format!("resource.customizations.health.azml.dev_{kind}");
         assert_eq!(cm["data"][&key].as_str(), Some(HEALTH_LUA), "{key} differs from deploy/argocd/health.lua");
     }

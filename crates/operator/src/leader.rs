@@ -6,7 +6,7 @@
 //!
 //! - a standby replica runs no controller (no watches, no ARM calls) and waits for the lease; it is ready
 //!   (`/readyz`) once its lease manager has reached the API server, as a healthy standby;
-//! - on becoming leader it starts [`crate::run::controllers`] and is not ready until the controllers' watch caches have had
+//! - on becoming leader it starts the controllers it is given (`run::controllers`) and is not ready until the controllers' watch caches have had
 //!   their initial list; the lease is renewed `renew_margin` before it expires;
 //! - on losing the lease (another replica took it, or a renewal failed) the controller is aborted at once (another
 //!   replica may already be reconciling) and the replica goes back to standby with a fresh lease manager;
@@ -17,6 +17,7 @@
 //! A leader that dies without releasing (crash, SIGKILL, node loss) is replaced once its lease expires: within
 //! the lease duration plus at most one second (the standby's random back-off before taking an expired lease).
 
+use std::future::Future;
 use std::time::Duration;
 
 use kube::Client;
@@ -132,14 +133,20 @@ enum SessionEnd {
     Lost,
 }
 
-/// Runs the controller only while this replica holds the lease, until `shutdown` is cancelled; then drains and
-/// releases the lease. Errors only on invalid settings; API errors are logged and retried.
-pub async fn run_elected(
+/// Runs the controllers (`controllers(client, config, token)`, ended by cancelling `token`: `run::controllers`) only
+/// while this replica holds the lease, until `shutdown` is cancelled; then drains and releases the lease. Errors only
+/// on invalid settings; API errors are logged and retried.
+pub async fn run_elected<C, F>(
     client: Client,
     election: LeaderElection,
     config: ControllerConfig,
     shutdown: CancellationToken,
-) -> Result<(), LeaderError> {
+    controllers: C,
+) -> Result<(), LeaderError>
+where
+    C: Fn(Client, ControllerConfig, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let timing = election.validate()?;
     let metrics = config.metrics.clone();
     // Not ready until the lease manager has reached the API server: a standby that cannot, cannot take over.
@@ -165,7 +172,7 @@ pub async fn run_elected(
                 continue;
             }
         };
-        let end = session(&manager, &client, &election, &config, &shutdown).await;
+        let end = session(&manager, &client, &election, &config, &shutdown, &controllers).await;
         metrics.set_role(Role::Pending);
         // Released even after a loss: harmless when another replica holds it (only our own lock is released).
         // Bounded, so that shutdown stays within the pod's grace period when the API server does not answer.
@@ -195,13 +202,18 @@ async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
 
 type Running = (CancellationToken, JoinHandle<()>);
 
-async fn session(
+async fn session<C, F>(
     manager: &LeaseManager,
     client: &Client,
     election: &LeaderElection,
     config: &ControllerConfig,
     shutdown: &CancellationToken,
-) -> SessionEnd {
+    controllers: &C,
+) -> SessionEnd
+where
+    C: Fn(Client, ControllerConfig, CancellationToken) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let mut running: Option<Running> = None;
     let end = loop {
         tokio::select! {
@@ -211,7 +223,7 @@ async fn session(
                     info!(identity = %election.identity, "became the leader: starting the controller");
                     config.metrics.set_leader(true);
                     let token = CancellationToken::new();
-                    let task = tokio::spawn(crate::run::controllers(client.clone(), config.clone(), token.clone()));
+                    let task = tokio::spawn(controllers(client.clone(), config.clone(), token.clone()));
                     running = Some((token, task));
                 }
                 Ok(false) => {

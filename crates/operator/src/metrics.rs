@@ -15,10 +15,9 @@
 //!   readiness and to the queue metric.
 //! - [`instrument_reconcile`] wraps one reconcile: it counts the result, observes the duration, tracks the
 //!   reconciles in flight and logs one `reconcile finished` event naming the object and the ARM request ids of the
-//!   calls the reconcile made (collected by [`note_arm_request_id`]). Inside the reconcile, every log line is in the
+//!   calls the reconcile made (collected by [`crate::azure::metrics::note_arm_request_id`]). Inside the reconcile, every log line is in the
 //!   `reconcile{object}` span and each ARM call in an `arm_call{operation,request_id}` child span.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::future::Future;
@@ -38,6 +37,7 @@ use tracing::{info, warn};
 use kube::runtime::reflector::Store;
 
 use crate::azure::PrometheusArmMetrics;
+use crate::azure::metrics::collect_arm_request_ids;
 use crate::sync::lock;
 
 /// Outcome of one reconcile, as counted by `azml_reconciles_total{result}`.
@@ -446,20 +446,6 @@ impl ControllerScope {
     }
 }
 
-tokio::task_local! {
-    static ARM_REQUEST_IDS: RefCell<Vec<String>>;
-}
-
-/// Remembers the ARM request id of a call made by the current reconcile (no-op outside one). The ARM transport calls
-/// this for every response, so the reconcile's summary event lists every request id support may ask for.
-pub fn note_arm_request_id(id: &str) {
-    let _ = ARM_REQUEST_IDS.try_with(|ids| {
-        if let Ok(mut ids) = ids.try_borrow_mut() {
-            ids.push(id.to_owned());
-        }
-    });
-}
-
 /// Decrements the in-flight gauge even when the reconcile future is dropped (shutdown, abort).
 struct InFlight(Gauge);
 
@@ -483,13 +469,7 @@ pub async fn instrument_reconcile<T, E: fmt::Display>(
     metrics.in_flight.inc();
     let _guard = InFlight(metrics.in_flight.clone());
     let started = Instant::now();
-    let (result, ids) = ARM_REQUEST_IDS
-        .scope(RefCell::new(Vec::new()), async move {
-            let result = reconcile.await;
-            let ids = ARM_REQUEST_IDS.with(|ids| ids.take());
-            (result, ids)
-        })
-        .await;
+    let (result, ids) = collect_arm_request_ids(reconcile).await;
     let seconds = started.elapsed().as_secs_f64();
     let arm_request_ids = ids.join(",");
     match &result {
@@ -500,7 +480,7 @@ pub async fn instrument_reconcile<T, E: fmt::Display>(
         Err(err) => {
             metrics.finished(ReconcileResult::Error, seconds);
             // ARM error messages are text we do not control: scrubbed like everything the controller logs.
-            let error = crate::reconciler::error::scrub(&err.to_string());
+            let error = crate::azure::secret::scrub(&err.to_string());
             warn!(%object, duration_seconds = seconds, arm_request_ids, %error, "reconcile finished with an error");
         }
     }
@@ -623,6 +603,7 @@ async fn metrics_text(State(state): State<AppState>) -> axum::response::Response
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::azure::metrics::note_arm_request_id;
 
     #[tokio::test]
     async fn reconcile_results_durations_and_request_ids_are_recorded() {

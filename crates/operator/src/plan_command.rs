@@ -1,5 +1,5 @@
-//! `azml-operator plan`: reading the object to plan (a file, merged with the live
-//! object's metadata and status, or the live object) the same way for every kind.
+//! `azml-operator plan` (the dry run): reading the object to plan (a file, merged with the live object's metadata and
+//! status, or the live object) the same way for every kind, asking its controller for the plan, and printing it.
 
 use std::fmt::Debug;
 
@@ -8,9 +8,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::v1alpha1::{MlCompute, MlConnection, MlOnlineEndpoint, MlWorkspace};
-use crate::cli::{PlanArgs, PlanOutput};
-use crate::controller::ControllerConfig;
-use crate::run::RunError;
+use crate::cli::{PlanArgs, PlanKind, PlanOutput};
+use crate::controller::{self, ControllerConfig};
+use crate::run::{RunError, base_config};
 
 /// The object to plan: from the file (`(shown name, text)`), with the live object's uid, next generation and status
 /// when it exists (so operations in flight and ownership are judged as the controller would), else marked as not
@@ -90,7 +90,7 @@ pub async fn plan_endpoint(
         crate::endpoints::dry_run::dry_run(client, config, &ep).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", crate::endpoints::dry_run::render(&ep, &result)),
+        PlanOutput::Text => print!("{}", result.render(&ep)),
     }
     Ok(())
 }
@@ -112,7 +112,61 @@ pub async fn plan_connection(
     let result = crate::connection::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
     match args.output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", crate::connection::render_dry_run(&mc, &result)),
+        PlanOutput::Text => print!("{}", result.render(&mc)),
+    }
+    Ok(())
+}
+
+/// Prints the plan for a workspace or compute from a file or a live object.
+pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
+    let config = base_config(&args.azure)?;
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let file = read_plan_file(&args)?;
+    let kind = match &file {
+        Some((_, text)) => serde_yaml::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).and_then(PlanKind::from_kind))
+            .unwrap_or(PlanKind::MlWorkspace),
+        None => args.kind,
+    };
+    match kind {
+        PlanKind::MlCompute => return plan_compute(&client, &config, &args, file).await,
+        PlanKind::MlOnlineEndpoint => return plan_endpoint(&client, &config, &args, file).await,
+        PlanKind::MlConnection => return plan_connection(&client, &config, &args, file).await,
+        PlanKind::MlWorkspace => {}
+    }
+    let ws: MlWorkspace = load(&client, &args, file).await?;
+    let planned = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    match args.output {
+        PlanOutput::Json => {
+            println!("{}", serde_json::to_string_pretty(&planned).map_err(RunError::Output)?);
+        }
+        PlanOutput::Text => print!("{}", planned.render(&ws)),
+    }
+    Ok(())
+}
+
+/// The file to plan, read once (`-`: standard input): (name shown, text).
+fn read_plan_file(args: &PlanArgs) -> Result<Option<(String, String)>, RunError> {
+    let Some(path) = &args.file else { return Ok(None) };
+    let shown = path.display().to_string();
+    let text = if shown == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
+        .map_err(|e| RunError::Input { path: shown.clone(), reason: e.to_string() })?;
+    Ok(Some((shown, text)))
+}
+
+/// Prints the plan of an MlCompute (from the file, with the live object's metadata and status when it exists).
+async fn plan_compute(
+    client: &Client,
+    config: &ControllerConfig,
+    args: &PlanArgs,
+    file: Option<(String, String)>,
+) -> Result<(), RunError> {
+    let mc: MlCompute = load(client, args, file).await?;
+    let result = crate::compute::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
+    match args.output {
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
+        PlanOutput::Text => print!("{}", result.render(&mc)),
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `azml-operator run` (the controller, with health endpoints) and `azml-operator plan` (the dry run).
+//! `azml-operator run`: the controllers, with leader election and health endpoints (`azml-operator plan`, the dry
+//! run, is `plan_command`; it shares this module's configuration and errors).
 
 use std::time::Duration;
 
@@ -7,10 +8,10 @@ use kube::{Api, Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::v1alpha1::MlCompute;
 use crate::api::v1alpha1::MlOnlineEndpoint;
-use crate::api::v1alpha1::{MlCompute, MlWorkspace};
 use crate::azure::{ArmError, AzureCloud};
-use crate::cli::{AzureArgs, PlanArgs, PlanKind, PlanOutput, RunArgs};
+use crate::cli::{AzureArgs, RunArgs};
 use crate::controller::{self, key_signals};
 use crate::leader::{self, LeaderElection};
 use crate::metrics::{self, Health};
@@ -70,7 +71,7 @@ pub fn cloud(args: &AzureArgs) -> Result<AzureCloud, RunError> {
     }
 }
 
-fn base_config(args: &AzureArgs) -> Result<ControllerConfig, RunError> {
+pub(crate) fn base_config(args: &AzureArgs) -> Result<ControllerConfig, RunError> {
     let mut config = ControllerConfig::new(cloud(args)?);
     config.operator_namespace = args.operator_namespace.clone();
     config.federated_token_file = args.federated_token_file.clone();
@@ -173,7 +174,7 @@ pub async fn run_controller(
 ) -> Result<(), RunError> {
     match election {
         Some(election) => {
-            leader::run_elected(client, election, config, shutdown).await.map_err(RunError::LeaderElection)
+            leader::run_elected(client, election, config, shutdown, controllers).await.map_err(RunError::LeaderElection)
         }
         None => {
             // Leader without election: ready once the controllers' watch caches are synced.
@@ -223,93 +224,6 @@ pub async fn controllers(client: Client, config: ControllerConfig, shutdown: Can
         warn!(error = %err, "storage-key watcher ended abnormally");
     }
     info!("controllers stopped");
-}
-
-/// Prints the plan for a workspace or compute from a file or a live object.
-pub async fn plan(args: PlanArgs) -> Result<(), RunError> {
-    let config = base_config(&args.azure)?;
-    let client = Client::try_default().await.map_err(RunError::Client)?;
-    let file = read_plan_file(&args)?;
-    let kind = match &file {
-        Some((_, text)) => serde_yaml::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).and_then(PlanKind::from_kind))
-            .unwrap_or(PlanKind::MlWorkspace),
-        None => args.kind,
-    };
-    match kind {
-        PlanKind::MlCompute => return plan_compute(&client, &config, &args, file).await,
-        PlanKind::MlOnlineEndpoint => return crate::plan_command::plan_endpoint(&client, &config, &args, file).await,
-        PlanKind::MlConnection => return crate::plan_command::plan_connection(&client, &config, &args, file).await,
-        PlanKind::MlWorkspace => {}
-    }
-    let ws: MlWorkspace = crate::plan_command::load(&client, &args, file).await?;
-    let actions = controller::dry_run(&client, &config, &ws).await.map_err(|e| RunError::Plan(Box::new(e)))?;
-    match args.output {
-        PlanOutput::Json => {
-            println!("{}", serde_json::to_string_pretty(&actions).map_err(RunError::Output)?);
-        }
-        PlanOutput::Text => print!("{}", render_plan(&ws, &actions)),
-    }
-    Ok(())
-}
-
-/// The human-readable plan.
-pub fn render_plan(ws: &MlWorkspace, actions: &[controller::plan::Action]) -> String {
-    let mut out = format!("MlWorkspace {}/{}:\n", ws.namespace().unwrap_or_default(), ws.name_any());
-    if actions.is_empty() {
-        out.push_str("  no changes: Azure matches the spec\n");
-    }
-    for (i, action) in actions.iter().enumerate() {
-        out.push_str(&format!("  {}. {action}\n", i + 1));
-    }
-    out
-}
-
-/// The file to plan, read once (`-`: standard input): (name shown, text).
-fn read_plan_file(args: &PlanArgs) -> Result<Option<(String, String)>, RunError> {
-    let Some(path) = &args.file else { return Ok(None) };
-    let shown = path.display().to_string();
-    let text = if shown == "-" { std::io::read_to_string(std::io::stdin()) } else { std::fs::read_to_string(path) }
-        .map_err(|e| RunError::Input { path: shown.clone(), reason: e.to_string() })?;
-    Ok(Some((shown, text)))
-}
-
-/// Prints the plan of an MlCompute (from the file, with the live object's metadata and status when it exists).
-async fn plan_compute(
-    client: &Client,
-    config: &ControllerConfig,
-    args: &PlanArgs,
-    file: Option<(String, String)>,
-) -> Result<(), RunError> {
-    let mc: MlCompute = crate::plan_command::load(client, args, file).await?;
-    let result = crate::compute::dry_run(client, config, &mc).await.map_err(|e| RunError::Plan(Box::new(e)))?;
-    match args.output {
-        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&result).map_err(RunError::Output)?),
-        PlanOutput::Text => print!("{}", render_compute_plan(&mc, &result)),
-    }
-    Ok(())
-}
-
-/// The human-readable plan of a compute.
-pub fn render_compute_plan(mc: &MlCompute, result: &crate::compute::DryRun) -> String {
-    use crate::compute::DryRun;
-    let mut out = format!("MlCompute {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
-    match result {
-        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
-        DryRun::Planned { actions, stall } => {
-            if actions.is_empty() && stall.is_none() {
-                out.push_str("  no changes: Azure matches the spec\n");
-            }
-            for (i, action) in actions.iter().enumerate() {
-                out.push_str(&format!("  {}. {action}\n", i + 1));
-            }
-            if let Some((reason, message)) = stall {
-                out.push_str(&format!("  stalled ({reason}): {message}\n"));
-            }
-        }
-    }
-    out
 }
 
 /// Ctrl-C, or SIGTERM (what Kubernetes sends on pod deletion).

@@ -25,8 +25,10 @@
 //! --release -p azml-operator`), else `azml-sandbox run`. CI compiles it
 //! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: 8 minutes in debug).
 
-#[path = "../tests/operator/common/scale.rs"]
-mod scale;
+#[path = "../tests/operator/common/mod.rs"]
+mod common;
+
+use common::scale;
 
 const MIN_WORKSPACES: usize = 100;
 

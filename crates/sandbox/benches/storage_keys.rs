@@ -24,22 +24,18 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use azml_arm_simulator::{ArmSimulator, CallKind, SimConfig, ThrottleConfig, World, roles};
-use azml_kube_emulator::{KubeApiServer, ServerOptions};
-use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
+use azml_operator::api::v1alpha1::MlWorkspace;
 use azml_operator::azure::{AzureCloud, RetryPolicy};
 use azml_operator::controller::ControllerConfig;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::PostParams;
-use kube::runtime::wait::{await_condition, conditions as kube_conditions};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-const SUBSCRIPTIONS: usize = 10;
-const ACCOUNTS_PER_SUB: usize = 10;
-const NS: &str = "bench";
-const OPERATOR_NS: &str = "azml-system";
+#[path = "../tests/operator/common/mod.rs"]
+mod common;
+
+use common::fleet::{self, ACCOUNTS_PER_SUB, NS, OPERATOR_NS, SUBSCRIPTIONS, percentile};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -47,14 +43,6 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 fn scaled(real: Duration, scale: u64) -> Duration {
     real / u32::try_from(scale).unwrap_or(1)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -66,26 +54,7 @@ async fn main() {
 
     // Azure: 10 subscriptions, each with one resource group, 10 storage accounts and a key vault.
     let mut world = World::default_sandbox();
-    let mut subs = Vec::new();
-    let mut accounts = Vec::new();
-    for s in 0..SUBSCRIPTIONS {
-        let sub = format!("00000000-0000-4000-9000-{s:012}");
-        world.state.add_subscription(&sub, &format!("bench-{s}"));
-        world.state.assign_role(&format!("/subscriptions/{sub}"), roles::CONTRIBUTOR, &world.operator.object_id);
-        let rg_id = world.state.add_resource_group(&sub, "rg-bench", &world.location);
-        let kv = format!("{rg_id}/providers/Microsoft.KeyVault/vaults/kv-bench{s}");
-        world.state.put_resource(&kv, "Microsoft.KeyVault/vaults", json!({"location": world.location}));
-        for a in 0..ACCOUNTS_PER_SUB {
-            let sa = format!("{rg_id}/providers/Microsoft.Storage/storageAccounts/stbench{s}x{a}");
-            world.state.put_resource(
-                &sa,
-                "Microsoft.Storage/storageAccounts",
-                json!({"location": world.location, "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
-            );
-            accounts.push((sub.clone(), sa, kv.clone()));
-        }
-        subs.push(sub);
-    }
+    let accounts = fleet::seed(&mut world, roles::CONTRIBUTOR, &[]);
     // Throttling is not what is measured here; the counts are.
     let throttle =
         ThrottleConfig { read_capacity: 1e9, read_refill_per_sec: 1e9, write_capacity: 1e9, write_refill_per_sec: 1e9 };
@@ -97,46 +66,7 @@ async fn main() {
     })
     .await
     .expect("simulator");
-    let kube = KubeApiServer::start(ServerOptions { history_limit: 100_000, ..ServerOptions::default() })
-        .await
-        .expect("emulator");
-    let client = kube.client().expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in azml_operator::api::all_crds() {
-        let name = crd.name_any();
-        crds.create(&PostParams::default(), &crd).await.expect("crd");
-        await_condition(crds.clone(), &name, kube_conditions::is_crd_established()).await.expect("established");
-    }
-    for ns in [NS, OPERATOR_NS] {
-        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("ns");
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("ns");
-    }
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "operator-sp"},
-        "stringData": {"clientSecret": world.operator.secret.expose()},
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(client.clone(), OPERATOR_NS)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("secret");
-    for (i, sub) in subs.iter().enumerate() {
-        let binding: SubscriptionBinding = serde_json::from_value(json!({
-            "apiVersion": "azml.dev/v1alpha1", "kind": "SubscriptionBinding",
-            "metadata": {"name": format!("bench-{i}")},
-            "spec": {
-                "subscriptionId": sub, "tenantId": world.tenant_id,
-                "credential": {"clientSecret": {"clientId": world.operator.client_id,
-                    "secretRef": {"name": "operator-sp", "key": "clientSecret"}}},
-                "namespaces": [NS], "resourceGroups": ["rg-*"],
-            }
-        }))
-        .expect("binding");
-        Api::<SubscriptionBinding>::all(client.clone())
-            .create(&PostParams::default(), &binding)
-            .await
-            .expect("binding");
-    }
+    let (kube, client) = fleet::start_kube(&world, json!({})).await;
 
     let cloud = AzureCloud::custom(&sim.endpoint, &sim.endpoint)
         .and_then(|c| c.with_extra_root_ca_pem(sim.ca_pem.clone()))
@@ -164,7 +94,7 @@ async fn main() {
     let api: Api<MlWorkspace> = Api::namespaced(client.clone(), NS);
     let started = Instant::now();
     let mut names = Vec::new();
-    for (i, (sub, sa, kv)) in accounts.iter().enumerate() {
+    for (i, fleet::Account { sub, id: sa, key_vault: kv }) in accounts.iter().enumerate() {
         for j in 0..per_account {
             if names.len() >= total {
                 break;
@@ -217,7 +147,7 @@ async fn main() {
     sim.handle.clear_calls();
     let step = accounts.len() / regenerations;
     for r in 0..regenerations {
-        let (_, sa, _) = &accounts[r * step];
+        let sa = &accounts[r * step].id;
         // Spread the moments over the watcher's interval, so the wait for the next query is sampled fairly.
         let jitter = config.key_signal_interval.mul_f64((r as f64 * 0.37) % 1.0);
         tokio::time::sleep(jitter).await;

@@ -1,14 +1,17 @@
 //! End-to-end: start `azml-operator sandbox` as a user would and drive it only with the real `kubectl` and the
 //! sandbox's own `azure` helpers (HTTPS calls to the simulator).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_azml-sandbox");
+#[path = "support/sandbox_cli.rs"]
+mod sandbox_cli;
+
+use sandbox_cli::BIN;
+
 const WORKSPACE_ID: &str = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg-risk-ml/providers/Microsoft.MachineLearningServices/workspaces/fraud-ws";
 
 /// A running sandbox process plus an isolated kubectl home.
@@ -31,18 +34,7 @@ impl Sandbox {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the sandbox: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "the sandbox did not print `sandbox ready` in time");
-            match lines.next() {
-                Some(Ok(line)) if line.trim() == "sandbox ready" => break,
-                Some(Ok(_)) => continue,
-                other => panic!("the sandbox stopped before it was ready: {other:?}"),
-            }
-        }
-        // Keep draining stdout so the sandbox never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        sandbox_cli::wait_ready(stdout, Some(Duration::from_secs(60))).unwrap_or_else(|e| panic!("{e}"));
         Sandbox { child, dir }
     }
 
@@ -51,45 +43,21 @@ impl Sandbox {
     }
 
     fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", self.path("kubeconfig"))
-            .env("HOME", self.dir.path())
-            .arg("--cache-dir")
-            .arg(self.path("kube-cache"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("kubectl: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        sandbox_cli::kubectl(self.dir.path(), args)
     }
 
     fn kubectl_ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.kubectl(args);
-        assert!(ok, "kubectl {args:?} failed: {stderr}");
-        stdout
+        sandbox_cli::kubectl_ok(self.dir.path(), args)
     }
 
     /// `azml-operator sandbox azure ...` against this sandbox.
     fn azure(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(["sandbox", "azure"])
-            .args(args)
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .output()
-            .unwrap_or_else(|e| panic!("sandbox azure: {e}"));
-        assert!(out.status.success(), "sandbox azure {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        sandbox_cli::azure_ok(self.dir.path(), args)
     }
 
     /// Calls per ARM operation since the simulator started.
     fn calls(&self, operation: &str) -> u64 {
-        let summary: Value = serde_json::from_str(&self.azure(&["calls", "-o", "json"])).unwrap_or_default();
-        summary[operation]["calls"].as_u64().unwrap_or(0)
+        sandbox_cli::calls(self.dir.path(), operation)
     }
 
     /// Stops the sandbox the way Ctrl-C or `kill` does, and waits for it to save its state and exit.

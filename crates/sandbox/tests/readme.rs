@@ -6,12 +6,14 @@
 //! The only substitution: `cargo run --release -- ARGS` runs this build's binary with ARGS (a release build of the
 //! same sources), and `kubectl ... -w` watches for a few seconds instead of until Ctrl-C.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_azml-sandbox");
+#[path = "support/sandbox_cli.rs"]
+mod sandbox_cli;
+
+use sandbox_cli::BIN;
 
 /// The repository root (holding README.md and examples/), wherever this test's crate lives in the workspace.
 fn repo_root() -> PathBuf {
@@ -60,17 +62,7 @@ impl Sandbox {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start the sandbox: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            assert!(Instant::now() < deadline, "the sandbox did not print `sandbox ready` in time");
-            match lines.next() {
-                Some(Ok(line)) if line.trim() == "sandbox ready" => break,
-                Some(Ok(_)) => continue,
-                other => panic!("the sandbox stopped before it was ready: {other:?}"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        sandbox_cli::wait_ready(stdout, Some(Duration::from_secs(120))).unwrap_or_else(|e| panic!("{e}"));
         Sandbox { child, dir }
     }
 

@@ -2,7 +2,7 @@
 //! `kubectl`, killed with SIGKILL and started again on the same state dir. Every wait is on a condition (state saved,
 //! process ready, condition reached), never on the clock.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_azml-sandbox");
+#[path = "support/sandbox_cli.rs"]
+mod sandbox_cli;
+
+use sandbox_cli::BIN;
+
 const WORKSPACE_ID: &str = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333/resourceGroups/rg-risk-ml/providers/Microsoft.MachineLearningServices/workspaces/fraud-ws";
 
 /// A running sandbox process. Its state dir and kubeconfig live in `dir`, which outlives the process.
@@ -49,19 +53,11 @@ fn start(dir: &Path, extra: &[&str]) -> Result<Sandbox, String> {
         }
     });
     let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut lines = BufReader::new(stdout).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.trim() == "sandbox ready" => break,
-            Some(Ok(_)) => continue,
-            _ => {
-                let _ = child.wait();
-                let _ = drain.join();
-                return Err(stderr.lock().map(|s| s.clone()).unwrap_or_default());
-            }
-        }
+    if sandbox_cli::wait_ready(stdout, None).is_err() {
+        let _ = child.wait();
+        let _ = drain.join();
+        return Err(stderr.lock().map(|s| s.clone()).unwrap_or_default());
     }
-    std::thread::spawn(move || for _ in lines {});
     Ok(Sandbox { child, dir: dir.to_path_buf() })
 }
 
@@ -70,51 +66,18 @@ impl Sandbox {
         self.dir.join(name)
     }
 
-    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new("kubectl")
-            .env("KUBECONFIG", self.path("kubeconfig"))
-            .env("HOME", &self.dir)
-            .arg("--cache-dir")
-            .arg(self.path("kube-cache"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("kubectl: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
     fn kubectl_ok(&self, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.kubectl(args);
-        assert!(ok, "kubectl {args:?} failed: {stderr}");
-        stdout
+        sandbox_cli::kubectl_ok(&self.dir, args)
     }
 
     /// `azml-operator sandbox azure ...`: (success, stdout, stderr).
     fn azure(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN)
-            .args(["sandbox", "azure"])
-            .args(args)
-            .arg("--state-dir")
-            .arg(self.path("state"))
-            .output()
-            .unwrap_or_else(|e| panic!("sandbox azure: {e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        sandbox_cli::azure(&self.dir, args)
     }
 
     /// Calls per ARM operation since this process started.
     fn calls(&self, operation: &str) -> u64 {
-        let (ok, out, err) = self.azure(&["calls", "-o", "json"]);
-        assert!(ok, "sandbox azure calls: {err}");
-        let summary: Value = serde_json::from_str(&out).unwrap_or_default();
-        summary[operation]["calls"].as_u64().unwrap_or(0)
+        sandbox_cli::calls(&self.dir, operation)
     }
 
     /// The server URL of the kubeconfig and the ARM endpoint of sandbox.json.

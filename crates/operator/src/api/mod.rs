@@ -37,4 +37,6 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@ use std::path::Path;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
+use super::test_support::schema_of;
 use super::v1alpha1::*;
 use super::{all_crds, crds_yaml};
 
@@ -12,13 +13,6 @@ fn example(name: &str) -> Value {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("examples").join(name);
     let text = std::fs::read_to_string(&path).expect("example exists");
     serde_yaml::from_str(&text).expect("example is YAML")
-}
-
-fn schema_of<K: CustomResourceExt>() -> Value {
-    let crd = K::crd();
-    let version = &crd.spec.versions[0];
-    let schema = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
-    serde_json::to_value(schema).expect("schema is JSON")
 }
 
 /// Structural validation as the API server does it before CEL: types, required, enums, patterns, lengths.

@@ -179,11 +179,9 @@ impl ArmClient {
             AUTHORIZATION_API_VERSION,
             Some(ra.scope.subscription_id()),
         );
-        match self.send(&call).await {
-            Ok(resp) if resp.status == 204 => Ok(None),
-            Ok(resp) => resp.json::<Option<RoleAssignment>>(call.operation),
-            Err(e) if e.status() == Some(404) => Ok(None),
-            Err(e) => Err(e),
+        match self.send_opt(&call).await? {
+            Some(resp) if resp.status != 204 => resp.json::<Option<RoleAssignment>>(call.operation),
+            _ => Ok(None),
         }
     }
 

@@ -5,12 +5,11 @@
 use std::fmt;
 
 use http::Method;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::error::ArmError;
 use super::ids::{IdError, SubscriptionId, WorkspaceRef};
-use super::lro::{FinalStateVia, LroSpec, LroStart};
+use super::lro::{LroSpec, LroStart};
 use super::models::{ManagedServiceIdentity, Tags};
 use super::transport::{ArmClient, Call};
 use super::workspaces::ML_API_VERSION;
@@ -516,16 +515,6 @@ struct VmSizeList {
     value: Vec<VirtualMachineSize>,
 }
 
-const ORIGINAL: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
-const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
-
-fn unit(start: LroStart<IgnoredAny>) -> LroStart<()> {
-    match start {
-        LroStart::Done(_) => LroStart::Done(()),
-        LroStart::Pending(h) => LroStart::Pending(h),
-    }
-}
-
 impl ArmClient {
     /// Compute_Get. `None` when absent.
     pub async fn get_compute(&self, c: &ComputeRef) -> Result<Option<Compute>, ArmError> {
@@ -553,8 +542,7 @@ impl ArmClient {
     ) -> Result<LroStart<Compute>, ArmError> {
         let call = Call::new("Compute_CreateOrUpdate", Method::PUT, c.id(), ML_API_VERSION, Some(c.subscription()))
             .json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
+        self.begin(&call, LroSpec::ORIGINAL_URI).await
     }
 
     /// Compute_Update (PATCH): a cluster's scale settings. 200 + Azure-AsyncOperation.
@@ -565,19 +553,14 @@ impl ArmClient {
     ) -> Result<LroStart<Compute>, ArmError> {
         let call =
             Call::new("Compute_Update", Method::PATCH, c.id(), ML_API_VERSION, Some(c.subscription())).json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
+        self.begin(&call, LroSpec::ORIGINAL_URI).await
     }
 
     /// Compute_Delete with `underlyingResourceAction=Delete` (the VMs go too): 200/204 (or 404) done, 202 pending.
     pub async fn begin_delete_compute(&self, c: &ComputeRef) -> Result<LroStart<()>, ArmError> {
         let call = Call::new("Compute_Delete", Method::DELETE, c.id(), ML_API_VERSION, Some(c.subscription()))
             .query("underlyingResourceAction", "Delete");
-        match self.send(&call).await {
-            Ok(resp) => self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit),
-            Err(e) if e.status() == Some(404) => Ok(LroStart::Done(())),
-            Err(e) => Err(e),
-        }
+        self.begin_delete(&call).await
     }
 
     /// Compute_Start / Compute_Stop / Compute_Restart of a compute instance: 202 + Azure-AsyncOperation.
@@ -589,8 +572,7 @@ impl ArmClient {
             ML_API_VERSION,
             Some(c.subscription()),
         );
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit)
+        self.begin_action(&call).await
     }
 
     /// Compute_UpdateIdleShutdownSetting of a compute instance (200, no body).

@@ -198,11 +198,7 @@ impl ArmClient {
             ML_API_VERSION,
             Some(c.workspace.subscription()),
         );
-        match self.send(&call).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.status() == Some(404) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.send_opt(&call).await.map(|_| ())
     }
 
     /// WorkspaceConnections_ListSecrets (POST `listsecrets`): the connection with its credentials.

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method};
 use jiff::Timestamp;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::error::{ArmError, ArmErrorBody};
 use super::ids::SubscriptionId;
-use super::transport::{ArmClient, Response, decode, retry_after};
+use super::transport::{ArmClient, Call, Response, decode, retry_after};
 
 /// Which status monitor the operation is polled through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,10 +149,17 @@ struct OperationStatus {
     error: Option<ArmErrorBody>,
 }
 
-/// Per-operation LRO rules, given to [`ArmClient::start_lro`].
+/// Per-operation LRO rules, given to [`ArmClient::begin`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct LroSpec {
     pub(crate) final_state: FinalStateVia,
+}
+
+impl LroSpec {
+    /// The result is a GET of the URL the call addressed: PUT and PATCH of a resource.
+    pub(crate) const ORIGINAL_URI: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
+    /// The result is the last answer of the `Location` URL: deletes and POST actions.
+    pub(crate) const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -297,6 +304,37 @@ impl ArmClient {
                 LroPoll::Done(v) => return Ok(v),
                 LroPoll::InProgress(next) => handle = next,
             }
+        }
+    }
+
+    /// Sends an LRO-capable call (the one path every resource type's `begin_*` takes): ARM's result when it
+    /// finished at once, else the handle to poll (see [`Self::start_lro`]).
+    pub(crate) async fn begin<T: DeserializeOwned>(&self, call: &Call, spec: LroSpec) -> Result<LroStart<T>, ArmError> {
+        let resp = self.send(call).await?;
+        self.start_lro(call.operation, spec, resp, call.subscription)
+    }
+
+    /// [`Self::begin`] of a POST action or a delete whose result is not read (final state via `Location`).
+    pub(crate) async fn begin_action(&self, call: &Call) -> Result<LroStart<()>, ArmError> {
+        Ok(match self.begin::<IgnoredAny>(call, LroSpec::LOCATION).await? {
+            LroStart::Done(_) => LroStart::Done(()),
+            LroStart::Pending(h) => LroStart::Pending(h),
+        })
+    }
+
+    /// A DELETE: [`Self::begin_action`], where a 404 (already gone) is done too.
+    pub(crate) async fn begin_delete(&self, call: &Call) -> Result<LroStart<()>, ArmError> {
+        match self.begin_action(call).await {
+            Err(e) if e.status() == Some(404) => Ok(LroStart::Done(())),
+            other => other,
+        }
+    }
+
+    /// Waits on the start of an action or delete ([`Self::begin_action`], [`Self::begin_delete`]).
+    pub(crate) async fn finish_action(&self, start: LroStart<()>, options: &LroOptions) -> Result<(), ArmError> {
+        match start {
+            LroStart::Done(()) => Ok(()),
+            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
         }
     }
 

@@ -1,6 +1,8 @@
-//! Metrics hook for ARM calls.
+//! Metrics hook for ARM calls, and the ARM request ids of the calls one reconcile makes.
 
+use std::cell::RefCell;
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -100,6 +102,31 @@ impl ArmMetrics for PrometheusArmMetrics {
     fn throttle_delay(&self, operation: &str, delay: Duration) {
         self.throttle.get_or_create(&OpLabels { operation: operation.to_owned() }).inc_by(delay.as_secs_f64());
     }
+}
+
+tokio::task_local! {
+    static ARM_REQUEST_IDS: RefCell<Vec<String>>;
+}
+
+/// Remembers the ARM request id of a call made by the current reconcile (no-op outside one). The ARM transport calls
+/// this for every response, so the reconcile's summary event lists every request id support may ask for.
+pub fn note_arm_request_id(id: &str) {
+    let _ = ARM_REQUEST_IDS.try_with(|ids| {
+        if let Ok(mut ids) = ids.try_borrow_mut() {
+            ids.push(id.to_owned());
+        }
+    });
+}
+
+/// Runs `fut` (one reconcile) collecting the ARM request ids of the calls it makes ([`note_arm_request_id`]).
+pub async fn collect_arm_request_ids<T>(fut: impl Future<Output = T>) -> (T, Vec<String>) {
+    ARM_REQUEST_IDS
+        .scope(RefCell::new(Vec::new()), async move {
+            let out = fut.await;
+            let ids = ARM_REQUEST_IDS.with(|ids| ids.take());
+            (out, ids)
+        })
+        .await
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //!   transient failures with backoff honouring `Retry-After`, slows down per subscription when ARM's remaining-quota
 //!   headers run low, records metrics and traces every call with its ARM request id.
 //! - Operations are `ArmClient` methods, one module per resource family, each with its pinned api-version.
-//! - Long-running operations: `begin_*` returns [`LroStart`]; a pending [`LroHandle`] is serialisable and can be
-//!   polled ([`ArmClient::poll_lro`]) or waited on ([`ArmClient::wait_lro`]) later, also after a restart.
+//! - Long-running operations: `begin_*` returns [`LroStart`], every resource type through one path (`lro.rs`:
+//!   `ArmClient::begin`, `begin_action`, `begin_delete`); a pending [`LroHandle`] is serialisable and can be polled
+//!   ([`ArmClient::poll_lro`]) or waited on ([`ArmClient::wait_lro`]) later, also after a restart. A 404 that means
+//!   "absent" is answered in one place too (`send_opt`, `get_opt`).
 //! - Ids are validated types ([`ids`]); secrets are [`Secret`].
 
 pub mod activity_log;

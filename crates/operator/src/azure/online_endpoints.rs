@@ -3,12 +3,11 @@
 use std::collections::BTreeMap;
 
 use http::Method;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::error::ArmError;
 use super::ids::{OnlineDeploymentRef, OnlineEndpointRef};
-use super::lro::{FinalStateVia, LroOptions, LroSpec, LroStart};
+use super::lro::{LroOptions, LroSpec, LroStart};
 use super::models::{ManagedServiceIdentity, ProvisioningState, Sku, Tags};
 use super::secret::Secret;
 use super::transport::{ArmClient, Call};
@@ -190,16 +189,6 @@ pub struct OnlineDeploymentProperties {
     pub provisioning_state: Option<ProvisioningState>,
 }
 
-const ORIGINAL: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
-const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
-
-fn unit(start: LroStart<IgnoredAny>) -> LroStart<()> {
-    match start {
-        LroStart::Done(_) => LroStart::Done(()),
-        LroStart::Pending(h) => LroStart::Pending(h),
-    }
-}
-
 impl ArmClient {
     /// OnlineEndpoints_Get. `None` when absent.
     pub async fn get_online_endpoint(&self, ep: &OnlineEndpointRef) -> Result<Option<OnlineEndpoint>, ArmError> {
@@ -222,8 +211,7 @@ impl ArmClient {
             Some(ep.workspace.subscription()),
         )
         .json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
+        self.begin(&call, LroSpec::ORIGINAL_URI).await
     }
 
     /// OnlineEndpoints_CreateOrUpdate, waiting for completion.
@@ -246,19 +234,13 @@ impl ArmClient {
             ML_API_VERSION,
             Some(ep.workspace.subscription()),
         );
-        match self.send(&call).await {
-            Ok(resp) => self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit),
-            Err(e) if e.status() == Some(404) => Ok(LroStart::Done(())),
-            Err(e) => Err(e),
-        }
+        self.begin_delete(&call).await
     }
 
     /// OnlineEndpoints_Delete, waiting for completion.
     pub async fn delete_online_endpoint(&self, ep: &OnlineEndpointRef, options: &LroOptions) -> Result<(), ArmError> {
-        match self.begin_delete_online_endpoint(ep).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_delete_online_endpoint(ep).await?;
+        self.finish_action(start, options).await
     }
 
     /// OnlineEndpoints_ListKeys.
@@ -287,8 +269,7 @@ impl ArmClient {
             Some(ep.workspace.subscription()),
         )
         .json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit)
+        self.begin_action(&call).await
     }
 
     /// OnlineEndpoints_RegenerateKeys, waiting for completion.
@@ -298,10 +279,8 @@ impl ArmClient {
         body: &RegenerateEndpointKeys,
         options: &LroOptions,
     ) -> Result<(), ArmError> {
-        match self.begin_regenerate_online_endpoint_keys(ep, body).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_regenerate_online_endpoint_keys(ep, body).await?;
+        self.finish_action(start, options).await
     }
 
     /// OnlineDeployments_Get. `None` when absent.
@@ -330,8 +309,7 @@ impl ArmClient {
             Some(dep.endpoint.workspace.subscription()),
         )
         .json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
+        self.begin(&call, LroSpec::ORIGINAL_URI).await
     }
 
     /// OnlineDeployments_CreateOrUpdate, waiting for completion.
@@ -354,11 +332,7 @@ impl ArmClient {
             ML_API_VERSION,
             Some(dep.endpoint.workspace.subscription()),
         );
-        match self.send(&call).await {
-            Ok(resp) => self.start_lro(call.operation, LOCATION, resp, call.subscription).map(unit),
-            Err(e) if e.status() == Some(404) => Ok(LroStart::Done(())),
-            Err(e) => Err(e),
-        }
+        self.begin_delete(&call).await
     }
 
     /// OnlineDeployments_Delete, waiting for completion.
@@ -367,10 +341,8 @@ impl ArmClient {
         dep: &OnlineDeploymentRef,
         options: &LroOptions,
     ) -> Result<(), ArmError> {
-        match self.begin_delete_online_deployment(dep).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_delete_online_deployment(dep).await?;
+        self.finish_action(start, options).await
     }
 }
 

@@ -1,12 +1,11 @@
 //! Resource groups (Microsoft.Resources, api-version 2025-04-01).
 
 use http::Method;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::error::ArmError;
 use super::ids::ResourceGroupRef;
-use super::lro::{FinalStateVia, LroOptions, LroSpec, LroStart};
+use super::lro::{LroOptions, LroStart};
 use super::models::Tags;
 use super::transport::{ArmClient, Call};
 
@@ -93,11 +92,7 @@ impl ArmClient {
             RESOURCES_API_VERSION,
             Some(rg.subscription),
         );
-        match self.send(&call).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.status() == Some(404) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(self.send_opt(&call).await?.is_some())
     }
 
     /// ResourceGroups_Delete: 200 done, or 202 + `Location` pending (ARM's `operationresults` monitor answers 202
@@ -105,23 +100,12 @@ impl ArmClient {
     pub async fn begin_delete_resource_group(&self, rg: &ResourceGroupRef) -> Result<LroStart<()>, ArmError> {
         let call =
             Call::new("ResourceGroups_Delete", Method::DELETE, rg.id(), RESOURCES_API_VERSION, Some(rg.subscription));
-        let resp = match self.send(&call).await {
-            Ok(r) => r,
-            Err(e) if e.status() == Some(404) => return Ok(LroStart::Done(())),
-            Err(e) => return Err(e),
-        };
-        const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
-        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-            LroStart::Done(_) => LroStart::Done(()),
-            LroStart::Pending(h) => LroStart::Pending(h),
-        })
+        self.begin_delete(&call).await
     }
 
     /// ResourceGroups_Delete, waiting for completion.
     pub async fn delete_resource_group(&self, rg: &ResourceGroupRef, options: &LroOptions) -> Result<(), ArmError> {
-        match self.begin_delete_resource_group(rg).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_delete_resource_group(rg).await?;
+        self.finish_action(start, options).await
     }
 }

@@ -2,11 +2,10 @@
 
 use http::Method;
 use serde::Serialize;
-use serde::de::IgnoredAny;
 
 use super::error::ArmError;
 use super::ids::{ResourceGroupRef, ResourceId};
-use super::lro::{FinalStateVia, LroOptions, LroSpec, LroStart};
+use super::lro::{LroOptions, LroStart};
 use super::resource_groups::RESOURCES_API_VERSION;
 use super::transport::{ArmClient, Call};
 
@@ -26,8 +25,6 @@ struct MoveBody<'a> {
     target_resource_group: String,
 }
 
-const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
-
 impl ArmClient {
     async fn begin_move_like(
         &self,
@@ -45,11 +42,7 @@ impl ArmClient {
             Some(source.subscription),
         )
         .json(&body)?;
-        let resp = self.send(&call).await?;
-        Ok(match self.start_lro::<IgnoredAny>(operation, LOCATION, resp, call.subscription)? {
-            LroStart::Done(_) => LroStart::Done(()),
-            LroStart::Pending(h) => LroStart::Pending(h),
-        })
+        self.begin_action(&call).await
     }
 
     /// Resources_ValidateMoveResources: 202 + Location; polling ends in 204 (valid) or an error — a 409
@@ -69,10 +62,8 @@ impl ArmClient {
         req: &MoveRequest,
         options: &LroOptions,
     ) -> Result<(), ArmError> {
-        match self.begin_validate_move_resources(source, req).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_validate_move_resources(source, req).await?;
+        self.finish_action(start, options).await
     }
 
     /// Resources_MoveResources: 202 + Location (or 204), polled until done.
@@ -91,9 +82,7 @@ impl ArmClient {
         req: &MoveRequest,
         options: &LroOptions,
     ) -> Result<(), ArmError> {
-        match self.begin_move_resources(source, req).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_move_resources(source, req).await?;
+        self.finish_action(start, options).await
     }
 }

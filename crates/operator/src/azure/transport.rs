@@ -293,13 +293,18 @@ impl ArmClient {
         self.send(call).await?.json(call.operation)
     }
 
-    /// A GET that maps 404 to `None`.
-    pub(crate) async fn get_opt<T: DeserializeOwned>(&self, call: &Call) -> Result<Option<T>, ArmError> {
+    /// Sends a call where a 404 (the resource, or its parent, does not exist) is an answer: `None`.
+    pub(crate) async fn send_opt(&self, call: &Call) -> Result<Option<Response>, ArmError> {
         match self.send(call).await {
-            Ok(resp) => resp.json(call.operation).map(Some),
+            Ok(resp) => Ok(Some(resp)),
             Err(e) if e.status() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// A GET that maps 404 to `None`.
+    pub(crate) async fn get_opt<T: DeserializeOwned>(&self, call: &Call) -> Result<Option<T>, ArmError> {
+        self.send_opt(call).await?.map(|resp| resp.json(call.operation)).transpose()
     }
 
     /// Follows `nextLink` until the last page.
@@ -424,7 +429,7 @@ impl ArmClient {
             span.record("status", status);
             if let Some(id) = &ids.request_id {
                 span.record("request_id", id.as_str());
-                crate::metrics::note_arm_request_id(id);
+                super::metrics::note_arm_request_id(id);
             }
             if let Some(sub) = subscription {
                 self.inner.limiter.observe(sub, &headers);

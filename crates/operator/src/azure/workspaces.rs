@@ -1,12 +1,11 @@
 //! Machine Learning workspaces (Microsoft.MachineLearningServices, api-version 2025-09-01).
 
 use http::Method;
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
 use super::error::ArmError;
 use super::ids::WorkspaceRef;
-use super::lro::{FinalStateVia, LroOptions, LroSpec, LroStart};
+use super::lro::{LroOptions, LroSpec, LroStart};
 use super::models::{ManagedServiceIdentity, ProvisioningState, Sku, Tags};
 use super::secret::Secret;
 use super::transport::{ArmClient, Call};
@@ -227,9 +226,6 @@ pub struct NotebookAccessKeys {
     pub secondary_access_key: Option<Secret>,
 }
 
-const ORIGINAL: LroSpec = LroSpec { final_state: FinalStateVia::OriginalUri };
-const LOCATION: LroSpec = LroSpec { final_state: FinalStateVia::Location };
-
 impl ArmClient {
     /// Workspaces_Get. `None` when the workspace (or its resource group) does not exist.
     pub async fn get_workspace(&self, ws: &WorkspaceRef) -> Result<Option<Workspace>, ArmError> {
@@ -247,8 +243,7 @@ impl ArmClient {
         let call =
             Call::new("Workspaces_CreateOrUpdate", Method::PUT, ws.id(), ML_API_VERSION, Some(ws.subscription()))
                 .json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
+        self.begin(&call, LroSpec::ORIGINAL_URI).await
     }
 
     /// Workspaces_CreateOrUpdate, waiting for completion.
@@ -270,8 +265,7 @@ impl ArmClient {
     ) -> Result<LroStart<Workspace>, ArmError> {
         let call = Call::new("Workspaces_Update", Method::PATCH, ws.id(), ML_API_VERSION, Some(ws.subscription()))
             .json(body)?;
-        let resp = self.send(&call).await?;
-        self.start_lro(call.operation, ORIGINAL, resp, call.subscription)
+        self.begin(&call, LroSpec::ORIGINAL_URI).await
     }
 
     /// Workspaces_Update, waiting for completion.
@@ -296,15 +290,7 @@ impl ArmClient {
         if force_to_purge {
             call = call.query("forceToPurge", "true");
         }
-        let resp = match self.send(&call).await {
-            Ok(r) => r,
-            Err(e) if e.status() == Some(404) => return Ok(LroStart::Done(())),
-            Err(e) => return Err(e),
-        };
-        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-            LroStart::Done(_) => LroStart::Done(()),
-            LroStart::Pending(h) => LroStart::Pending(h),
-        })
+        self.begin_delete(&call).await
     }
 
     /// Workspaces_Delete, waiting for completion.
@@ -314,10 +300,8 @@ impl ArmClient {
         force_to_purge: bool,
         options: &LroOptions,
     ) -> Result<(), ArmError> {
-        match self.begin_delete_workspace(ws, force_to_purge).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_delete_workspace(ws, force_to_purge).await?;
+        self.finish_action(start, options).await
     }
 
     /// Workspaces_ListKeys (POST, synchronous).
@@ -341,19 +325,13 @@ impl ArmClient {
             ML_API_VERSION,
             Some(ws.subscription()),
         );
-        let resp = self.send(&call).await?;
-        Ok(match self.start_lro::<IgnoredAny>(call.operation, LOCATION, resp, call.subscription)? {
-            LroStart::Done(_) => LroStart::Done(()),
-            LroStart::Pending(h) => LroStart::Pending(h),
-        })
+        self.begin_action(&call).await
     }
 
     /// Workspaces_ResyncKeys, waiting for completion.
     pub async fn resync_workspace_keys(&self, ws: &WorkspaceRef, options: &LroOptions) -> Result<(), ArmError> {
-        match self.begin_resync_workspace_keys(ws).await? {
-            LroStart::Done(()) => Ok(()),
-            LroStart::Pending(h) => self.wait_lro::<IgnoredAny>(h, options).await.map(|_| ()),
-        }
+        let start = self.begin_resync_workspace_keys(ws).await?;
+        self.finish_action(start, options).await
     }
 }
 

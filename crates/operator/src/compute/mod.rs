@@ -22,7 +22,7 @@ pub mod policy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use tracing::{debug, info, instrument};
 
@@ -37,14 +37,13 @@ use crate::api::v1alpha1::{
 use crate::azure::ArmClient;
 use crate::azure::computes::{ComputeName, ComputeRef, Location};
 use crate::azure::ids::SubscriptionId;
-use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
-use crate::reconciler::parent::{self, InvalidWorkspace};
+use crate::reconciler::parent::{self, ChildReconciler, InvalidWorkspace};
 use crate::reconciler::status::{self, set_condition};
-use crate::reconciler::{ControllerConfig, Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
+use crate::reconciler::{ControllerConfig, Deletion, Kind, Phase, Shell, annotation_true};
 
 pub use crate::api::conditions::USABLE;
 
@@ -163,6 +162,8 @@ pub enum ComputeClient {
         arm: ArmClient,
         /// The binding's tenant.
         tenant_id: String,
+        /// The binding's name.
+        binding: String,
     },
     /// Not allowed: the message names the missing permission.
     Denied(String),
@@ -193,7 +194,9 @@ pub async fn resolve_client(
         false => policy::check_compute(binding, &mc.spec).map_err(|denial| denial.to_string()),
     };
     Ok(match binding::authorize(client, credentials, config, &ask, also).await? {
-        Verdict::Permitted { arm, binding } => ComputeClient::Permitted { arm, tenant_id: binding.spec.tenant_id },
+        Verdict::Permitted { arm, binding } => {
+            ComputeClient::Permitted { arm, binding: binding.name_any(), tenant_id: binding.spec.tenant_id }
+        }
         Verdict::Denied(message) => ComputeClient::Denied(message),
     })
 }
@@ -254,6 +257,8 @@ async fn apply(
                 let note = format!("Instance {action} requested (azml.dev/compute-action {request})");
                 ctx.publish(mc, EventType::Normal, events::INSTANCE_ACTION, note).await;
             }
+            // Recorded in status by the caller; nothing to ask Azure.
+            Action::Honour { .. } => {}
         }
     }
     Ok(())
@@ -330,7 +335,10 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     };
     parent::ensure_workspace_owner(&ctx.client, mc, &ws).await?;
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, false).await {
-        Ok(ComputeClient::Permitted { arm, tenant_id }) => (arm, tenant_id),
+        Ok(ComputeClient::Permitted { arm, tenant_id, binding }) => {
+            status.binding = Some(binding);
+            (arm, tenant_id)
+        }
         Ok(ComputeClient::Denied(message)) => {
             set_condition(&mut status.conditions, USABLE, false, Reason::NotPermitted, &message, generation, &now);
             let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
@@ -369,12 +377,9 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     }
     // An action started (or found already done) is honoured: the same annotation value never acts again.
     for action in &plan.actions {
-        if let Action::Power { request, .. } = action {
+        if let Action::Power { request, .. } | Action::Honour { request } = action {
             status.last_action_request = Some(request.clone());
         }
-    }
-    if let Some(value) = &plan.honour_without_call {
-        status.last_action_request = Some(value.clone());
     }
     if let Some((reason, message)) = plan.stall.clone() {
         return ctx.finish_status(mc, status, Phase::Stalled { reason, message }, ctx.config.stalled_requeue).await;
@@ -412,7 +417,7 @@ async fn reconcile_cleanup(mc: &MlCompute, ctx: &Context) -> Result<Deletion, Er
         return Ok(Deletion::Finished);
     };
     let (arm, tenant_id) = match resolve_client(&ctx.client, &ctx.credentials, &ctx.config, &ws, mc, true).await {
-        Ok(ComputeClient::Permitted { arm, tenant_id }) => (arm, tenant_id),
+        Ok(ComputeClient::Permitted { arm, tenant_id, .. }) => (arm, tenant_id),
         Ok(ComputeClient::Denied(_)) if status.resource_id.is_none() => {
             info!("not permitted and never created in Azure; removing the finalizer");
             return Ok(Deletion::Finished);
@@ -457,28 +462,13 @@ fn wait(result: Result<Requeue, Error>) -> Result<Deletion, Error> {
     result.map(Deletion::Wait)
 }
 
-impl Reconciler for Context {
-    type Kind = MlCompute;
-
-    fn shell(&self) -> &Shell<MlCompute> {
-        self
+impl ChildReconciler for MlCompute {
+    async fn apply(shell: &Context, mc: &MlCompute) -> Result<Requeue, Error> {
+        reconcile_apply(mc, shell).await
     }
 
-    async fn apply(&self, mc: &MlCompute) -> Result<Requeue, Error> {
-        reconcile_apply(mc, self).await
-    }
-
-    async fn cleanup(&self, mc: &MlCompute) -> Result<Deletion, Error> {
-        reconcile_cleanup(mc, self).await
-    }
-
-    fn watch(
-        &self,
-        controller: Controller<MlCompute>,
-        _namespace: Option<&str>,
-        _scope: Option<ControllerScope>,
-    ) -> Controller<MlCompute> {
-        parent::watch_workspaces(controller, &self.config)
+    async fn cleanup(shell: &Context, mc: &MlCompute) -> Result<Deletion, Error> {
+        reconcile_cleanup(mc, shell).await
     }
 }
 
@@ -486,65 +476,32 @@ impl Reconciler for Context {
 /// only) and plan as a reconcile. Used by `azml-operator plan`.
 pub async fn dry_run(client: &Client, config: &ControllerConfig, mc: &MlCompute) -> Result<DryRun, Error> {
     let Some(ws) = parent::get_workspace(client, mc).await?.filter(parent::workspace_ready) else {
-        return Ok(DryRun::Blocked {
-            reason: Reason::WorkspaceNotReady,
-            message: format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name),
-        });
+        let message = format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name);
+        return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
     let (arm, tenant_id) = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
-        ComputeClient::Permitted { arm, tenant_id } => (arm, tenant_id),
-        ComputeClient::Denied(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted, message }),
+        ComputeClient::Permitted { arm, tenant_id, .. } => (arm, tenant_id),
+        ComputeClient::Denied(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let (c_ref, desired) = match desired(mc, &ws, &tenant_id) {
         Ok(d) => d,
-        Err(invalid) => return Ok(DryRun::Blocked { reason: Reason::InvalidSpec, message: invalid.to_string() }),
+        Err(invalid) => return Ok(DryRun::blocked(Reason::InvalidSpec, invalid.to_string())),
     };
     let observed = observe(&arm, &c_ref, &desired).await?;
     let status = mc.status.clone().unwrap_or_default();
     let plan = plan::plan(&desired, &observed, &action_request(mc, &status));
-    Ok(DryRun::Planned { actions: plan.actions, stall: plan.stall.map(|(r, m)| (r.to_string(), m)) })
+    Ok(DryRun::Planned(plan))
 }
 
 /// The result of [`dry_run`].
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DryRun {
-    /// Nothing can be planned: the reason and message the compute would stall or wait with.
-    Blocked {
-        /// Condition reason.
-        reason: Reason,
-        /// Message.
-        message: String,
-    },
-    /// The writes the controller would make, and the stall it would report.
-    Planned {
-        /// Writes, in order.
-        actions: Vec<Action>,
-        /// (reason, message).
-        stall: Option<(String, String)>,
-    },
-}
+pub type DryRun = crate::reconciler::plan::DryRun<Action>;
 
 #[cfg(test)]
 mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn workspace() -> MlWorkspace {
-        let spec = serde_json::from_value(json!({
-            "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
-            "resourceGroup": "rg-risk",
-            "location": "westeurope",
-            "storageAccount": {"name": "sa1"},
-            "keyVault": {"name": "kv1"},
-        }))
-        .expect("workspace spec");
-        let mut ws = MlWorkspace::new("fraud", spec);
-        ws.metadata.namespace = Some("team-a".into());
-        ws.metadata.uid = Some("ws-uid".into());
-        ws
-    }
+    use crate::reconciler::parent::fixtures::workspace;
 
     fn compute(spec: Value) -> MlCompute {
         let mut mc: MlCompute = serde_json::from_value(json!({

@@ -166,6 +166,12 @@ pub enum Action {
         /// The annotation value it honours.
         request: String,
     },
+    /// No call: the instance is already where the requested action leads; the annotation value is recorded as
+    /// honoured, so it never acts later.
+    Honour {
+        /// The annotation value.
+        request: String,
+    },
 }
 
 impl std::fmt::Display for Action {
@@ -180,27 +186,19 @@ impl std::fmt::Display for Action {
             }
             Action::UpdateSchedules { .. } => write!(f, "update the schedules (Compute_CreateOrUpdate)"),
             Action::Power { action, request } => write!(f, "{action} the instance (annotation value {request})"),
+            Action::Honour { request } => {
+                write!(f, "record annotation value {request} as honoured (the instance is already there; no call)")
+            }
         }
     }
 }
 
-/// The outcome of planning.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    /// Writes to make now, in order.
-    pub actions: Vec<Action>,
-    /// Why the compute is not converged yet although nothing else is to be written.
-    pub waiting: Vec<String>,
-    /// A reason to stop until the spec (or Azure) changes: (reason, message).
-    pub stall: Option<(Reason, String)>,
-    /// An annotation value to record as honoured without a call (the instance is already there).
-    pub honour_without_call: Option<String>,
-}
+/// The compute's plan: THE plan shape ([`crate::reconciler::plan::Plan`]) of its actions.
+pub type Plan = crate::reconciler::plan::Plan<Action>;
 
-impl Plan {
-    /// Nothing to write, nothing to wait for, nothing wrong: Azure matches the spec.
-    pub fn converged(&self) -> bool {
-        self.actions.is_empty() && self.waiting.is_empty() && self.stall.is_none()
+impl crate::reconciler::plan::PlanAction for Action {
+    fn calls_azure(&self) -> bool {
+        !matches!(self, Action::Honour { .. })
     }
 }
 
@@ -688,7 +686,7 @@ fn plan_instance(plan: &mut Plan, desired: &DesiredCompute, d: &DesiredInstance,
     let lower = state.to_ascii_lowercase();
     let already = matches!((action, lower.as_str()), (PowerAction::Start, "running") | (PowerAction::Stop, "stopped"));
     if already {
-        plan.honour_without_call = Some(value.clone());
+        plan.actions.push(Action::Honour { request: value.clone() });
     } else if is_transitional(&state) || !plan.actions.is_empty() {
         plan.waiting.push(format!("{action} waits: the instance is {state}"));
     } else if matches!((action, lower.as_str()), (PowerAction::Restart, "stopped")) {

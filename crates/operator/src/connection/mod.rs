@@ -21,7 +21,7 @@ pub mod policy;
 
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, instrument};
@@ -29,19 +29,18 @@ use tracing::{debug, info, instrument};
 use self::plan::{DesiredConnection, Plan, ResolvedCredentials, WriteReason};
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{
-    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace,
+    ANNOTATION_PAUSED, DeletionPolicy, FINALIZER, MlConnection, MlConnectionStatus, MlWorkspace, SubscriptionBinding,
 };
 use crate::azure::ArmClient;
 use crate::azure::connections::{Connection, ConnectionName, ConnectionRef};
-use crate::metrics::ControllerScope;
 use crate::policy::Grantor;
 use crate::reconciler::ControllerConfig;
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 use crate::reconciler::error::Error;
-use crate::reconciler::parent::{self, InvalidWorkspace, WorkspaceChild};
+use crate::reconciler::parent::{self, ChildReconciler, InvalidWorkspace, WorkspaceChild};
 use crate::reconciler::status;
-use crate::reconciler::{Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
+use crate::reconciler::{Deletion, Kind, Phase, Shell, annotation_true};
 
 /// The connection controller's state: the shell's (a connection remembers nothing else between reconciles; the
 /// hash of the credentials last sent is in its status).
@@ -127,7 +126,7 @@ async fn resolve_client(
     ws: &MlWorkspace,
     mc: &MlConnection,
     for_delete: bool,
-) -> Result<Result<(ArmClient, String), String>, Error> {
+) -> Result<Result<(ArmClient, SubscriptionBinding), String>, Error> {
     let namespace = ws.namespace().unwrap_or_default();
     let ask = Ask {
         namespace: &namespace,
@@ -137,12 +136,12 @@ async fn resolve_client(
         grantor: Grantor::Workspace,
         extra: &[],
     };
-    let also = |binding: &crate::api::v1alpha1::SubscriptionBinding| match for_delete {
+    let also = |binding: &SubscriptionBinding| match for_delete {
         true => Ok(()),
         false => policy::check_connection(binding, &mc.spec).map_err(|denial| denial.to_string()),
     };
     Ok(match binding::authorize(client, credentials, config, &ask, also).await? {
-        Verdict::Permitted { arm, binding } => Ok((arm, binding.name_any())),
+        Verdict::Permitted { arm, binding } => Ok((arm, *binding)),
         Verdict::Denied(message) => Err(message),
     })
 }
@@ -213,7 +212,7 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
         }
         Err(e) => return ctx.fail_status(mc, status, e).await,
     };
-    status.binding = Some(binding);
+    status.binding = Some(binding.name_any());
     let (c_ref, desired) = match desired(mc, &ws) {
         Ok(d) => d,
         Err(invalid) => {
@@ -229,18 +228,23 @@ async fn reconcile_apply(mc: &MlConnection, ctx: &Context) -> Result<Requeue, Er
         }
         Err(e) => return ctx.fail_status(mc, status, e).await,
     };
+    if let Err(denial) = policy::check_identity(&binding, mc.spec.auth_type, &creds) {
+        // The identity is named in the Secret: like a Secret problem, fixed without a spec change.
+        let outcome = Phase::Stalled { reason: Reason::NotPermitted, message: denial.to_string() };
+        return ctx.finish_status(mc, status, outcome, resync).await;
+    }
     let observed = match arm.get_connection(&c_ref).await {
         Ok(o) => o,
         Err(e) => return ctx.fail_status(mc, status, Error::arm("get connection")(e)).await,
     };
     let plan = plan::plan(&desired, observed.as_ref(), &creds, status.credentials_hash.as_deref());
-    debug!(write = ?plan.write, "planned");
+    debug!(write = ?plan.actions, "planned");
     report_observed(&mut status, &c_ref, observed.as_ref(), &desired.owner);
     if annotation_true(mc, ANNOTATION_PAUSED) {
         let in_sync = plan.converged();
-        let message = match &plan.write {
+        let message = match plan.actions.first() {
             None => "paused by annotation azml.dev/paused; nothing withheld".to_owned(),
-            Some((_, what)) => format!("paused by annotation azml.dev/paused; withheld: {what}"),
+            Some(put) => format!("paused by annotation azml.dev/paused; withheld: {}", put.what),
         };
         return ctx.finish_status(mc, status, Phase::Paused { in_sync, message }, resync).await;
     }
@@ -266,7 +270,7 @@ async fn apply(
     plan: &Plan,
     status: &mut MlConnectionStatus,
 ) -> Result<(), Error> {
-    let Some((why, what)) = &plan.write else { return Ok(()) };
+    let Some(plan::Put { reason: why, what }) = plan.actions.first() else { return Ok(()) };
     let written =
         arm.create_connection(c_ref, &plan::body(desired, creds)).await.map_err(Error::arm("put connection"))?;
     report_observed(status, c_ref, Some(&written), &desired.owner);
@@ -327,97 +331,38 @@ async fn reconcile_cleanup(mc: &MlConnection, ctx: &Context) -> Result<Deletion,
 /// (one GET) and plan as a reconcile. Used by `azml-operator plan`.
 pub async fn dry_run(client: &kube::Client, config: &ControllerConfig, mc: &MlConnection) -> Result<DryRun, Error> {
     let Some(ws) = parent::get_workspace(client, mc).await?.filter(parent::workspace_ready) else {
-        return Ok(DryRun::Blocked {
-            reason: Reason::WorkspaceNotReady.to_string(),
-            message: format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name),
-        });
+        let message = format!("MlWorkspace {} is not Ready", mc.spec.workspace_ref.name);
+        return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
-    let arm = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
-        Ok((arm, _binding)) => arm,
-        Err(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted.to_string(), message }),
+    let (arm, binding) = match resolve_client(client, &CredentialCache::default(), config, &ws, mc, false).await? {
+        Ok(permitted) => permitted,
+        Err(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let (c_ref, desired) = match desired(mc, &ws) {
         Ok(d) => d,
-        Err(invalid) => {
-            return Ok(DryRun::Blocked { reason: Reason::InvalidSpec.to_string(), message: invalid.to_string() });
-        }
+        Err(invalid) => return Ok(DryRun::blocked(Reason::InvalidSpec, invalid.to_string())),
     };
     let creds = match read_credentials(client, mc).await? {
         Ok(creds) => creds,
-        Err((reason, message)) => return Ok(DryRun::Blocked { reason: reason.to_string(), message }),
+        Err((reason, message)) => return Ok(DryRun::blocked(reason, message)),
     };
+    if let Err(denial) = policy::check_identity(&binding, mc.spec.auth_type, &creds) {
+        return Ok(DryRun::blocked(Reason::NotPermitted, denial.to_string()));
+    }
     let observed = arm.get_connection(&c_ref).await.map_err(Error::arm("get connection"))?;
     let sent = mc.status.as_ref().and_then(|s| s.credentials_hash.as_deref());
-    let plan = plan::plan(&desired, observed.as_ref(), &creds, sent);
-    Ok(DryRun::Planned {
-        connection: c_ref.id(),
-        write: plan.write,
-        stall: plan.stall.map(|(reason, message)| (reason.to_string(), message)),
-    })
+    Ok(DryRun::Planned(plan::plan(&desired, observed.as_ref(), &creds, sent)))
 }
 
 /// The result of [`dry_run`]. Never holds a credential: only why a PUT would be sent.
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DryRun {
-    /// Nothing can be planned: the reason and message the connection would stall or wait with.
-    Blocked {
-        /// Condition reason.
-        reason: String,
-        /// Message.
-        message: String,
-    },
-    /// The write the controller would make, and the stall it would report.
-    Planned {
-        /// The connection's ARM id.
-        connection: String,
-        /// The PUT, and why (the fields that differ).
-        write: Option<(WriteReason, String)>,
-        /// (reason, message).
-        stall: Option<(String, String)>,
-    },
-}
+pub type DryRun = crate::reconciler::plan::DryRun<plan::Put>;
 
-/// The human-readable plan of a connection.
-pub fn render_dry_run(mc: &MlConnection, result: &DryRun) -> String {
-    let mut out = format!("MlConnection {}/{}:\n", mc.namespace().unwrap_or_default(), mc.name_any());
-    match result {
-        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
-        DryRun::Planned { connection, write, stall } => {
-            match write {
-                None if stall.is_none() => out.push_str("  no changes: Azure matches the spec\n"),
-                None => {}
-                Some((why, what)) => out.push_str(&format!("  1. PUT {connection} ({why:?}): {what}\n")),
-            }
-            if let Some((reason, message)) = stall {
-                out.push_str(&format!("  would stall ({reason}): {message}\n"));
-            }
-        }
-    }
-    out
-}
-
-impl Reconciler for Context {
-    type Kind = MlConnection;
-
-    fn shell(&self) -> &Shell<MlConnection> {
-        self
+impl ChildReconciler for MlConnection {
+    async fn apply(shell: &Context, mc: &MlConnection) -> Result<Requeue, Error> {
+        reconcile_apply(mc, shell).await
     }
 
-    async fn apply(&self, mc: &MlConnection) -> Result<Requeue, Error> {
-        reconcile_apply(mc, self).await
-    }
-
-    async fn cleanup(&self, mc: &MlConnection) -> Result<Deletion, Error> {
-        reconcile_cleanup(mc, self).await
-    }
-
-    fn watch(
-        &self,
-        controller: Controller<MlConnection>,
-        _namespace: Option<&str>,
-        _scope: Option<ControllerScope>,
-    ) -> Controller<MlConnection> {
-        parent::watch_workspaces(controller, &self.config)
+    async fn cleanup(shell: &Context, mc: &MlConnection) -> Result<Deletion, Error> {
+        reconcile_cleanup(mc, shell).await
     }
 }

@@ -149,21 +149,25 @@ pub enum WriteReason {
     Credentials,
 }
 
-/// The outcome of planning.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    /// The PUT to send, if any, and why (with the fields that differ).
-    pub write: Option<(WriteReason, String)>,
-    /// A reason to stop until the spec (or Azure) changes: (reason, message).
-    pub stall: Option<(Reason, String)>,
+/// The connection's one action: a PUT of the whole connection (the API has no PATCH), and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Put {
+    /// Why it is sent.
+    pub reason: WriteReason,
+    /// What differs (field names; never a credential).
+    pub what: String,
 }
 
-impl Plan {
-    /// Nothing to write, nothing wrong.
-    pub fn converged(&self) -> bool {
-        self.write.is_none() && self.stall.is_none()
+impl std::fmt::Display for Put {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PUT the connection ({:?}): {} (WorkspaceConnections_Create)", self.reason, self.what)
     }
 }
+
+impl crate::reconciler::plan::PlanAction for Put {}
+
+/// The connection's plan: THE plan shape ([`crate::reconciler::plan::Plan`]) with at most one [`Put`].
+pub type Plan = crate::reconciler::plan::Plan<Put>;
 
 /// The metadata sent: the user's plus the owner mark.
 fn metadata(desired: &DesiredConnection) -> BTreeMap<String, String> {
@@ -242,7 +246,7 @@ pub fn plan(
 ) -> Plan {
     let mut plan = Plan::default();
     let Some(c) = observed else {
-        plan.write = Some((WriteReason::Create, "creating the connection".into()));
+        plan.actions.push(Put { reason: WriteReason::Create, what: "creating the connection".into() });
         return plan;
     };
     if owner_of(c) != Some(desired.owner.as_str()) {
@@ -257,9 +261,9 @@ pub fn plan(
     }
     let diff = differences(desired, c);
     if !diff.is_empty() {
-        plan.write = Some((WriteReason::Properties, diff.join(", ")));
+        plan.actions.push(Put { reason: WriteReason::Properties, what: diff.join(", ") });
     } else if creds.hash.as_deref() != sent_hash {
-        plan.write = Some((WriteReason::Credentials, "the credentials Secret changed".into()));
+        plan.actions.push(Put { reason: WriteReason::Credentials, what: "the credentials Secret changed".into() });
     }
     plan
 }
@@ -364,7 +368,7 @@ mod tests {
         let d = desired();
         let creds = resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "1")])), "u").unwrap();
         let p = plan(&d, None, &creds, None);
-        assert_eq!(p.write.map(|w| w.0), Some(WriteReason::Create));
+        assert_eq!(p.actions.first().map(|w| w.reason), Some(WriteReason::Create));
         let b = body(&d, &creds);
         let json = serde_json::to_value(&b).unwrap();
         assert_eq!(json["properties"]["metadata"][CONNECTION_OWNER_KEY], "team-a/repo/uid-1");
@@ -381,11 +385,14 @@ mod tests {
         let rotated =
             resolve_credentials(ConnectionAuthType::Pat, Some("s"), Some(&data(&[("pat", "2")])), "u").unwrap();
         let p = plan(&d, Some(&azure), &rotated, creds.hash.as_deref());
-        assert_eq!(p.write.map(|w| w.0), Some(WriteReason::Credentials));
+        assert_eq!(p.actions.first().map(|w| w.reason), Some(WriteReason::Credentials));
         // Once recorded, the rotated Secret sends nothing more.
         assert!(plan(&d, Some(&azure), &rotated, rotated.hash.as_deref()).converged());
         // A status without a hash (lost, or never written) sends once.
-        assert_eq!(plan(&d, Some(&azure), &creds, None).write.map(|w| w.0), Some(WriteReason::Credentials));
+        assert_eq!(
+            plan(&d, Some(&azure), &creds, None).actions.first().map(|w| w.reason),
+            Some(WriteReason::Credentials)
+        );
         // AAD: no credentials, no hash, nothing to send.
         let mut aad = d.clone();
         aad.auth_type = ConnectionAuthType::Aad;
@@ -400,8 +407,8 @@ mod tests {
         azure.properties.target = Some("https://evil.example".into());
         azure.properties.metadata.as_mut().unwrap().insert("team".into(), "other".into());
         let p = plan(&d, Some(&azure), &creds, Some("h"));
-        let (why, what) = p.write.expect("a write");
-        assert_eq!(why, WriteReason::Properties);
+        let [Put { reason, what }] = p.actions.as_slice() else { panic!("one PUT: {p:?}") };
+        assert_eq!(*reason, WriteReason::Properties);
         assert_eq!(what, "target (Azure: https://evil.example, spec: https://github.com/contoso/ml), metadata");
     }
 
@@ -412,7 +419,7 @@ mod tests {
         azure.properties.metadata =
             Some(BTreeMap::from([(CONNECTION_OWNER_KEY.to_owned(), "team-b/x/uid-9".to_owned())]));
         let p = plan(&d, Some(&azure), &ResolvedCredentials::default(), None);
-        assert!(p.write.is_none());
+        assert!(p.actions.is_empty());
         assert_eq!(p.stall.map(|s| s.0), Some(Reason::AlreadyExists));
         azure.properties.metadata = None;
         assert!(plan(&d, Some(&azure), &ResolvedCredentials::default(), None).stall.is_some());

@@ -2,12 +2,36 @@
 //! uses the binding that allows its workspace) and before any Azure call.
 //!
 //! - `allowedConnectionCategories`: globs the category must match (empty: no connection at all);
-//! - `allowedConnectionTargets`: globs the target must match (empty: any target of an allowed category).
+//! - `allowedConnectionTargets`: globs the target must match (empty: any target of an allowed category);
+//! - the user-assigned identity a ManagedIdentity connection names ([`check_identity`]): like every ARM id a
+//!   namespace hands the operator, it must be in the binding's resource groups.
 
 use kube::ResourceExt;
 
-use crate::api::v1alpha1::{MlConnectionSpec, SubscriptionBinding};
-use crate::policy::glob_matches;
+use super::plan::ResolvedCredentials;
+use crate::api::v1alpha1::{ConnectionAuthType, MlConnectionSpec, SubscriptionBinding};
+use crate::policy::{Intent, ResourceDenial, check_resource, glob_matches};
+
+/// Where a ManagedIdentity connection's identity is named, for the refusal.
+pub const IDENTITY_FIELD: &str = "credentialsFrom (key resourceId)";
+
+/// The user-assigned identity of a ManagedIdentity connection (`resourceId` in its credentials Secret): Azure ML uses
+/// it to reach the target, so it must be one the binding lets the namespace use, checked as an MlCompute's
+/// identities are ([`check_resource`], a read use: the identity is used, not changed). Otherwise a namespace could
+/// lend its workspace another team's identity. Other auth types name no ARM resource.
+pub fn check_identity(
+    binding: &SubscriptionBinding,
+    auth_type: ConnectionAuthType,
+    creds: &ResolvedCredentials,
+) -> Result<(), ResourceDenial> {
+    if auth_type != ConnectionAuthType::ManagedIdentity {
+        return Ok(());
+    }
+    match creds.credentials.as_ref().and_then(|c| c.fields.get("resourceId")) {
+        Some(id) => check_resource(binding, IDENTITY_FIELD, id.expose(), Intent::Read),
+        None => Ok(()),
+    }
+}
 
 /// Why a binding does not allow a connection. `Display` is the message of the `NotPermitted` condition.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +113,35 @@ mod tests {
         );
         let none = check_connection(&binding(json!({})), &spec("Git", "x")).unwrap_err();
         assert!(none.to_string().ends_with("(allowedConnectionCategories: none)"), "{none}");
+    }
+
+    #[test]
+    fn a_managed_identity_must_be_in_the_bindings_resource_groups() {
+        let b = binding(json!({"allowedConnectionCategories": ["*"]}));
+        let creds = |id: &str| {
+            let data = std::collections::BTreeMap::from([
+                ("clientId".to_owned(), k8s_openapi::ByteString(b"00000000-0000-4000-8000-00000000000a".to_vec())),
+                ("resourceId".to_owned(), k8s_openapi::ByteString(id.as_bytes().to_vec())),
+            ]);
+            super::super::plan::resolve_credentials(ConnectionAuthType::ManagedIdentity, Some("mi"), Some(&data), "u")
+                .expect("credentials")
+        };
+        let sub = "/subscriptions/0b1f6471-1bf0-4dda-aec3-111122223333";
+        let ours = creds(&format!(
+            "{sub}/resourceGroups/rg-team/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ci"
+        ));
+        assert_eq!(check_identity(&b, ConnectionAuthType::ManagedIdentity, &ours), Ok(()));
+        let theirs = creds(&format!(
+            "{sub}/resourceGroups/other-team/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ci"
+        ));
+        let denied = check_identity(&b, ConnectionAuthType::ManagedIdentity, &theirs).unwrap_err();
+        assert!(denied.to_string().contains(IDENTITY_FIELD) && denied.to_string().contains("other-team"), "{denied}");
+        let elsewhere = creds(
+            "/subscriptions/11111111-1bf0-4dda-aec3-111122223333/resourceGroups/rg-team/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ci",
+        );
+        assert!(check_identity(&b, ConnectionAuthType::ManagedIdentity, &elsewhere).is_err(), "another subscription");
+        // Only ManagedIdentity names an ARM resource.
+        assert_eq!(check_identity(&b, ConnectionAuthType::Pat, &theirs), Ok(()));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::{debug, info, instrument, warn};
 use uuid::Uuid;
 
 use super::Context;
-use super::apply::Verdict;
+use super::outcome::{AccessReport, Outcome};
 use super::plan::Desired;
 use crate::access::{
     AccessAction, AccessInput, ExistingAssignment, LastListing, Scopes, WAITING_FOR_REMOVALS, arm_message,
@@ -30,19 +30,6 @@ use crate::azure::authorization::RoleAssignmentFilter;
 use crate::azure::{ArmClient, RoleAssignmentRef};
 use crate::reconciler::error::{Disposition, Error, backoff};
 use crate::reconciler::{Phase, lock};
-
-/// What the access step reports into status.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccessReport {
-    /// The new `status.access`.
-    pub entries: Vec<AccessStatus>,
-    /// `AccessGranted` condition: status, reason, message.
-    pub granted: bool,
-    /// Condition reason.
-    pub reason: Reason,
-    /// Condition message.
-    pub message: String,
-}
 
 /// Per-workspace memory of the access step (in-process only; a restart costs one listing and restarts the
 /// principal-replication windows).
@@ -258,21 +245,25 @@ pub async fn reconcile_access(
     })
 }
 
-/// Runs the access step when the workspace reconcile reached Ready (`None` otherwise: `status.access` stays as it
-/// is): the report for status and the step's verdict ([`super::apply::merge`] folds it into the reconcile's).
+/// The access step, on a workspace the pipeline left Ready: its report for status and, when access does not hold
+/// (yet), the phase that replaces Ready ([`Outcome::then`] folds it into the reconcile's).
 pub async fn after_converge(
     ctx: &Context,
     ws: &MlWorkspace,
     desired: &Desired,
     arm: &ArmClient,
     previous: Option<&crate::api::v1alpha1::MlWorkspaceStatus>,
-    phase: &Phase,
-) -> Result<Option<(AccessReport, Verdict)>, Error> {
-    if *phase != Phase::Ready {
-        return Ok(None);
-    }
+) -> Outcome {
     let previous = previous.map(|s| s.access.as_slice()).unwrap_or_default();
-    let outcome = reconcile_access(ctx, ws, desired, arm, previous).await?;
-    debug!(object = %ws.name_any(), granted = outcome.report.granted, "access reconciled");
-    Ok(Some((outcome.report, Verdict { phase: outcome.phase, requeue: outcome.requeue })))
+    match reconcile_access(ctx, ws, desired, arm, previous).await {
+        Ok(outcome) => {
+            debug!(object = %ws.name_any(), granted = outcome.report.granted, "access reconciled");
+            let step = match outcome.phase {
+                Some(phase) => Outcome::phase(phase),
+                None => Outcome::unchanged(),
+            };
+            Outcome { requeue: outcome.requeue, ..step.access(outcome.report) }
+        }
+        Err(e) => Outcome::failed(e),
+    }
 }

@@ -2,15 +2,13 @@
 //! `pendingOperation`) and polled once per reconcile, so no reconcile blocks and a restarted operator resumes
 //! polling instead of sending the PUT again.
 
-use std::time::Duration;
-
 use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 
 use super::Context;
-use super::plan::{Action, Desired, Observed, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::plan::{Action, Desired, OperationKind, PendingOp, ResourceGroupState, UpdateCause, plan};
+use super::progress::{Applied, Progress, poll_delay, progressing, start_pending};
 use super::soft_delete;
-use super::status::WorkspaceFacts;
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::MlWorkspace;
 use crate::azure::resource_groups::ResourceGroupCreate;
@@ -21,102 +19,6 @@ use crate::reconciler::error::Error;
 
 /// How many plan → apply rounds one reconcile runs (a synchronous write is followed by a re-plan on its result).
 const MAX_ROUNDS: usize = 4;
-
-/// What executing the plan achieved.
-#[derive(Debug)]
-pub struct Applied {
-    /// Where the workspace stands.
-    pub phase: Phase,
-    /// When to look again.
-    pub requeue: Duration,
-}
-
-/// What a step after the workspace pipeline (access, keys) says about the end of the reconcile.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Verdict {
-    /// Replaces the reconcile's phase when the step does not hold (yet).
-    pub phase: Option<Phase>,
-    /// When the step wants to look again.
-    pub requeue: Option<Duration>,
-}
-
-/// THE merge of a step's verdict into the reconcile's phase and requeue (`None`: nobody asked for one yet; the
-/// resync period in the end): the step's phase replaces the phase (the steps run only on a Ready workspace), a
-/// stalled step waits `stalled_requeue`, and the soonest requeue wins.
-pub fn merge(
-    phase: Phase,
-    requeue: Option<Duration>,
-    step: Verdict,
-    stalled_requeue: Duration,
-) -> (Phase, Option<Duration>) {
-    let (phase, requeue) = match step.phase {
-        Some(stalled @ Phase::Stalled { .. }) => (stalled, Some(stalled_requeue)),
-        Some(other) => (other, requeue),
-        None => (phase, requeue),
-    };
-    let requeue = match (requeue, step.requeue) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    (phase, requeue)
-}
-
-/// Mutable facts of one reconcile, kept up to date so that status can be written even when a step fails.
-#[derive(Debug)]
-pub struct Progress {
-    /// What Azure has, as far as this reconcile knows.
-    pub observed: Observed,
-    /// For status: the workspace facts.
-    pub facts: WorkspaceFacts,
-}
-
-impl Progress {
-    /// Starts from an observation.
-    pub fn new(observed: Observed) -> Self {
-        let facts = match (&observed.pending, &observed.workspace) {
-            (Some(_), _) => WorkspaceFacts::Unknown,
-            (None, Some(ws)) => WorkspaceFacts::Present(Box::new(ws.clone())),
-            (None, None) => WorkspaceFacts::Missing,
-        };
-        Progress { observed, facts }
-    }
-
-    pub(crate) fn set_workspace(&mut self, ws: Option<Workspace>) {
-        self.facts = match &ws {
-            Some(w) => WorkspaceFacts::Present(Box::new(w.clone())),
-            None => WorkspaceFacts::Missing,
-        };
-        self.observed.workspace = ws;
-    }
-}
-
-/// Poll delay for an operation: the `Retry-After` ARM asked for (honoured in full: polling earlier only earns another
-/// wait and costs a read of the subscription's budget), at least `lro_poll_min`; `lro_poll_min` when ARM asked nothing.
-pub fn poll_delay(ctx: &Context, handle: &LroHandle) -> Duration {
-    match handle.wait_remaining(ctx.config.clock().now()) {
-        Some(left) => left.max(ctx.config.lro_poll_min),
-        None => lro_poll_delay(handle.retry_after_secs, ctx.config.lro_poll_min),
-    }
-}
-
-/// [`poll_delay`] without the context (pure).
-pub fn lro_poll_delay(retry_after_secs: Option<u64>, min: Duration) -> Duration {
-    retry_after_secs.map(Duration::from_secs).unwrap_or(min).max(min)
-}
-
-fn progressing(kind: OperationKind) -> Phase {
-    let (reason, message) = match kind {
-        OperationKind::CreateWorkspace => (Reason::Creating, "creating the workspace in Azure"),
-        OperationKind::UpdateWorkspace => (Reason::Updating, "updating the workspace in Azure"),
-        OperationKind::DeleteWorkspace => (Reason::Deleting, "deleting the workspace in Azure"),
-        OperationKind::RecoverWorkspace => (Reason::Creating, "recovering the soft-deleted workspace"),
-        OperationKind::RecoverToPurge => {
-            (Reason::Creating, "recovering the soft-deleted workspace to read its owner tag before purging it")
-        }
-        OperationKind::PurgeWorkspace => (Reason::Deleting, "purging the soft-deleted workspace"),
-    };
-    Phase::Progressing { reason, message: message.to_owned() }
-}
 
 /// Plans and executes until Azure matches, an operation is in flight, or the workspace is stalled or paused.
 #[instrument(skip_all, fields(workspace = %desired.workspace.id()))]
@@ -129,11 +31,34 @@ pub async fn converge(
 ) -> Result<Applied, Error> {
     let resync = ctx.config.resync_period;
     for _ in 0..MAX_ROUNDS {
-        let actions = plan(desired, &progress.observed);
-        if actions.is_empty() {
+        let planned = plan(desired, &progress.observed);
+        if let Some((reason, message)) = planned.stall {
+            return Ok(Applied { phase: Phase::Stalled { reason, message }, requeue: ctx.config.stalled_requeue });
+        }
+        if !planned.waiting.is_empty() {
+            // Azure works on the workspace and the controller did not start it: wait and look again.
+            let message = planned.waiting.join("; ");
+            let phase = Phase::Progressing { reason: Reason::OperationInProgress, message };
+            return Ok(Applied { phase, requeue: ctx.config.lro_poll_max });
+        }
+        let polling = matches!(planned.actions.as_slice(), [Action::PollOperation { .. }]);
+        if desired.paused && !polling {
+            // Paused: observed only; the operation in flight is still polled (that is a read).
+            let message = if planned.actions.is_empty() {
+                "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
+            } else {
+                let list: Vec<String> = planned.actions.iter().map(ToString::to_string).collect();
+                format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
+            };
+            return Ok(Applied {
+                phase: Phase::Paused { in_sync: planned.actions.is_empty(), message },
+                requeue: resync,
+            });
+        }
+        if planned.actions.is_empty() {
             return Ok(Applied { phase: Phase::Ready, requeue: resync });
         }
-        for action in actions {
+        for action in planned.actions {
             match action {
                 Action::PollOperation { kind } => {
                     let Some(pending) = progress.observed.pending.clone() else {
@@ -142,33 +67,6 @@ pub async fn converge(
                     if let Some(applied) = poll(ctx, ws, desired, arm, progress, kind, &pending.handle).await? {
                         return Ok(applied);
                     }
-                }
-                Action::Stall { reason, message } => {
-                    return Ok(Applied {
-                        phase: Phase::Stalled { reason, message },
-                        requeue: ctx.config.stalled_requeue,
-                    });
-                }
-                Action::Paused { withheld } => {
-                    let message = if withheld.is_empty() {
-                        "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
-                    } else {
-                        let list: Vec<String> = withheld.iter().map(ToString::to_string).collect();
-                        format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
-                    };
-                    return Ok(Applied {
-                        phase: Phase::Paused { in_sync: withheld.is_empty(), message },
-                        requeue: resync,
-                    });
-                }
-                Action::AwaitProvisioning { state } => {
-                    return Ok(Applied {
-                        phase: Phase::Progressing {
-                            reason: Reason::OperationInProgress,
-                            message: format!("Azure reports provisioning state {state}"),
-                        },
-                        requeue: ctx.config.lro_poll_max,
-                    });
                 }
                 Action::CreateResourceGroup { location, .. } => {
                     let rg = &desired.workspace.resource_group;
@@ -280,13 +178,6 @@ pub async fn converge(
     })
 }
 
-pub(crate) fn start_pending(ctx: &Context, progress: &mut Progress, kind: OperationKind, handle: LroHandle) -> Applied {
-    let requeue = poll_delay(ctx, &handle);
-    progress.observed.pending = Some(PendingOp { kind, handle });
-    progress.facts = WorkspaceFacts::Unknown;
-    Applied { phase: progressing(kind), requeue }
-}
-
 /// Polls the operation in flight once. `Some` ends the reconcile (still running); `None` means it finished and
 /// planning continues with its result.
 async fn poll(
@@ -359,36 +250,5 @@ async fn poll(
             }
             Ok(None)
         }
-    }
-}
-
-#[cfg(test)]
-mod poll_delay_tests {
-    use super::*;
-
-    #[test]
-    fn a_steps_verdict_replaces_the_phase_and_the_soonest_requeue_wins() {
-        let (s, stalled) = (Duration::from_secs, Duration::from_secs(3600));
-        let pending = Phase::Progressing { reason: Reason::AccessPending, message: "m".into() };
-        let step = |phase: Option<Phase>, requeue: Option<u64>| Verdict { phase, requeue: requeue.map(s) };
-        assert_eq!(merge(Phase::Ready, Some(s(60)), step(None, None), stalled), (Phase::Ready, Some(s(60))));
-        assert_eq!(
-            merge(Phase::Ready, Some(s(60)), step(Some(pending.clone()), Some(5)), stalled),
-            (pending, Some(s(5)))
-        );
-        assert_eq!(merge(Phase::Ready, None, step(None, Some(90)), stalled), (Phase::Ready, Some(s(90))));
-        let refused = Phase::Stalled { reason: Reason::AccessFailed, message: "m".into() };
-        let merged = merge(Phase::Ready, Some(s(60)), step(Some(refused.clone()), None), stalled);
-        assert_eq!(merged, (refused, Some(stalled)), "a stall waits the stalled requeue, even when longer");
-    }
-
-    #[test]
-    fn retry_after_is_honoured_in_full_and_bounded_below() {
-        let min = Duration::from_secs(5);
-        // Azure's 600 s stays 600 s: no upper clamp (the old code cut it to lro_poll_max).
-        assert_eq!(lro_poll_delay(Some(600), min), Duration::from_secs(600));
-        assert_eq!(lro_poll_delay(Some(10), min), Duration::from_secs(10));
-        assert_eq!(lro_poll_delay(Some(1), min), min);
-        assert_eq!(lro_poll_delay(None, min), min);
     }
 }

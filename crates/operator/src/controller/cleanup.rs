@@ -12,8 +12,8 @@ use kube::runtime::events::EventType;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
+use super::outcome::Outcome;
 use super::plan::{Desired, OperationKind, Ownership, PendingOp};
-use super::status::{Report, WorkspaceFacts};
 use super::{Context, WorkspaceClient, observe};
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::{
@@ -38,27 +38,14 @@ pub fn forgets_operation(err: &Error) -> bool {
 pub enum CleanupOutcome {
     /// Done: the finalizer may go.
     Done,
-    /// Not done yet: keep the finalizer, write this status, look again later.
-    Waiting {
-        /// Status to report.
-        report: Box<Report>,
-        /// When to look again.
-        requeue: std::time::Duration,
-    },
+    /// Not done yet: keep the finalizer, conclude the reconcile with this outcome (status, when to look again).
+    Waiting(Box<Outcome>),
 }
 
 /// Waiting in `phase` before Azure is asked, keeping the operation in flight (if any) in status.
 fn waiting(ctx: &Context, ws: &MlWorkspace, phase: Phase, requeue: std::time::Duration) -> CleanupOutcome {
-    CleanupOutcome::Waiting {
-        report: Box::new(Report {
-            phase,
-            workspace: WorkspaceFacts::Unknown,
-            workspace_ref: None,
-            pending: ctx.current_status(ws).and_then(|s| s.pending_operation),
-            access: None,
-        }),
-        requeue,
-    }
+    let pending = ctx.current_status(ws).and_then(|s| s.pending_operation);
+    CleanupOutcome::Waiting(Box::new(Outcome::phase(phase).pending(pending).requeue(requeue)))
 }
 
 /// Runs the cleanup for a resource being deleted.
@@ -110,22 +97,18 @@ pub async fn cleanup(
     let status = ctx.current_status(ws);
     let pending = observe::pending_from_status(status.as_ref())?;
     let purge = ws.spec.deletion_policy == WorkspaceDeletionPolicy::Purge;
-    let deleting = |handle| Report {
-        phase: Phase::Progressing { reason: Reason::Deleting, message: "deleting the workspace in Azure".into() },
-        workspace: WorkspaceFacts::Unknown,
-        workspace_ref: None,
-        pending: Some(observe::pending_to_status(
-            &PendingOp { kind: OperationKind::DeleteWorkspace, handle },
-            ws.metadata.generation,
-        )),
-        access: None,
+    let deleting = |handle, requeue| {
+        let operation = PendingOp { kind: OperationKind::DeleteWorkspace, handle };
+        let pending = observe::pending_to_status(&operation, ws.metadata.generation);
+        let outcome = Outcome::progressing(Reason::Deleting, "deleting the workspace in Azure");
+        CleanupOutcome::Waiting(Box::new(outcome.pending(Some(pending)).requeue(requeue)))
     };
     match pending {
         Some(PendingOp { kind: OperationKind::DeleteWorkspace, handle }) => {
             match arm.poll_lro::<serde::de::IgnoredAny>(&handle).await {
                 Ok(LroPoll::InProgress(next)) => {
-                    let requeue = super::apply::poll_delay(ctx, &next);
-                    return Ok(CleanupOutcome::Waiting { report: Box::new(deleting(next)), requeue });
+                    let requeue = super::progress::poll_delay(ctx, &next);
+                    return Ok(deleting(next, requeue));
                 }
                 Ok(LroPoll::Done(_)) => {}
                 Err(e) if e.is_not_found() => {}
@@ -145,8 +128,8 @@ pub async fn cleanup(
                     {
                         LroStart::Done(()) => {}
                         LroStart::Pending(handle) => {
-                            let requeue = super::apply::poll_delay(ctx, &handle);
-                            return Ok(CleanupOutcome::Waiting { report: Box::new(deleting(handle)), requeue });
+                            let requeue = super::progress::poll_delay(ctx, &handle);
+                            return Ok(deleting(handle, requeue));
                         }
                     }
                 } else {

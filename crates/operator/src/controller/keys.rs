@@ -66,6 +66,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::Context;
+use super::outcome::{KeysUpdate, Outcome};
 use super::plan::Desired;
 use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
@@ -440,60 +441,12 @@ fn parse_reason(s: &str) -> ResyncReason {
 
 /// Whether `status.pendingOperation` is a key resync (handled here, not by the workspace pipeline).
 pub fn owns_pending(status: Option<&MlWorkspaceStatus>) -> bool {
-    status.and_then(|s| s.pending_operation.as_ref()).is_some_and(|p| p.kind.starts_with(RESYNC_OPERATION))
+    status.and_then(|s| s.pending_operation.as_ref()).is_some_and(owns_operation)
 }
 
-/// What the key step changes in the status, applied after [`super::status::compute`].
-#[derive(Clone, Debug, PartialEq)]
-pub struct KeysUpdate {
-    /// New `status.storageKeys` (`None`: unchanged).
-    pub storage_keys: Option<StorageKeysStatus>,
-    /// `StorageKeysInSync`: (in sync, reason, message); `None`: unchanged.
-    pub condition: Option<(bool, Reason, String)>,
-}
-
-impl KeysUpdate {
-    /// Writes the update into `status`.
-    pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
-        if let Some(k) = &self.storage_keys {
-            status.storage_keys = Some(k.clone());
-        }
-        if let Some((ok, reason, message)) = &self.condition {
-            crate::reconciler::status::set_condition(
-                &mut status.conditions,
-                conditions::STORAGE_KEYS_IN_SYNC,
-                *ok,
-                *reason,
-                message,
-                generation,
-                now,
-            );
-        }
-    }
-}
-
-/// What the key step decided for the end of the reconcile.
-#[derive(Debug)]
-pub struct KeysOutcome {
-    /// Status changes.
-    pub update: KeysUpdate,
-    /// Overrides the reconcile's phase (a resync in flight is Progressing).
-    pub phase: Option<Phase>,
-    /// The resync in flight (`Some`) or none.
-    pub pending: Option<PendingOperation>,
-    /// Overrides the requeue.
-    pub requeue: Option<Duration>,
-}
-
-impl KeysOutcome {
-    fn idle() -> Self {
-        KeysOutcome {
-            update: KeysUpdate { storage_keys: None, condition: None },
-            phase: None,
-            pending: None,
-            requeue: None,
-        }
-    }
+/// Whether `operation` is a key resync.
+pub fn owns_operation(operation: &PendingOperation) -> bool {
+    operation.kind.starts_with(RESYNC_OPERATION)
 }
 
 fn storage_ref(desired: &Desired) -> Result<StorageAccountRef, Error> {
@@ -584,7 +537,7 @@ fn identity_outcome(
     arm: &ArmClient,
     uid: &str,
     keys_status: Option<&StorageKeysStatus>,
-) -> KeysOutcome {
+) -> Outcome {
     ctx.keys.set_intent(uid, None);
     ctx.keys.clear_signal(uid);
     let mut next = keys_status.cloned().unwrap_or_default();
@@ -595,10 +548,8 @@ fn identity_outcome(
     let message = "the workspace's datastores use identity-based access (systemDatastoresAuthMode Identity): it holds \
                    no storage account key, so there is nothing to resync or rotate"
         .to_owned();
-    KeysOutcome {
-        update: KeysUpdate { storage_keys: Some(next), condition: Some((true, Reason::IdentityBased, message)) },
-        ..KeysOutcome::idle()
-    }
+    Outcome::unchanged()
+        .keys(KeysUpdate { storage_keys: Some(next), condition: Some((true, Reason::IdentityBased, message)) })
 }
 
 /// The key step after the workspace pipeline found the workspace Ready (present, no operation in flight).
@@ -610,7 +561,7 @@ pub async fn after_ready(
     arm: &ArmClient,
     status: Option<&MlWorkspaceStatus>,
     workspace: Option<&Workspace>,
-) -> Result<KeysOutcome, Error> {
+) -> Result<Outcome, Error> {
     let uid = ws.uid().unwrap_or_default();
     let keys_status = status.and_then(|s| s.storage_keys.as_ref());
     if workspace.is_some_and(identity_based) {
@@ -639,9 +590,9 @@ pub async fn after_ready(
     let sa = storage_ref(desired)?;
     let rotate_every = input.rotate_every.filter(|_| spec.auto_resync);
     match decision {
-        KeysDecision::Nothing => Ok(KeysOutcome {
+        KeysDecision::Nothing => Ok(Outcome {
             requeue: keys_status.and_then(|k| until_rotation(rotate_every, &k.key_creation_time, input.now)),
-            ..KeysOutcome::idle()
+            ..Outcome::unchanged()
         }),
         KeysDecision::Check => {
             let confirmed = confirm(ctx, arm, desired, &sa).await?;
@@ -653,13 +604,10 @@ pub async fn after_ready(
                 next.workspace_uses_key = None;
                 register_recorded(ctx, ws, desired, arm, &next);
                 let message = "the workspace holds no storage account key (identity-based access)".to_owned();
-                return Ok(KeysOutcome {
-                    update: KeysUpdate {
-                        storage_keys: Some(next),
-                        condition: Some((true, Reason::KeysInSync, message)),
-                    },
-                    ..KeysOutcome::idle()
-                });
+                return Ok(Outcome::unchanged().keys(KeysUpdate {
+                    storage_keys: Some(next),
+                    condition: Some((true, Reason::KeysInSync, message)),
+                }));
             }
             match confirmed.uses {
                 Some(k) => {
@@ -672,13 +620,12 @@ pub async fn after_ready(
                     {
                         return rotate(ctx, ws, desired, arm, &uid, Some(&next), &sa).await;
                     }
-                    Ok(KeysOutcome {
+                    Ok(Outcome {
                         requeue: until_rotation(rotate_every, &next.key_creation_time, ctx.config.clock().now()),
-                        update: KeysUpdate {
+                        ..Outcome::unchanged().keys(KeysUpdate {
                             storage_keys: Some(next),
                             condition: Some((true, Reason::KeysInSync, in_sync_message(k))),
-                        },
-                        ..KeysOutcome::idle()
+                        })
                     })
                 }
                 None if spec.auto_resync => {
@@ -693,13 +640,10 @@ pub async fn after_ready(
                     let message = "the workspace holds a key its storage account no longer has; autoResync is false: \
                                    set a new value of the azml.dev/resync-keys annotation to resync"
                         .to_owned();
-                    Ok(KeysOutcome {
-                        update: KeysUpdate {
-                            storage_keys: Some(next),
-                            condition: Some((false, Reason::KeysDrifted, message)),
-                        },
-                        ..KeysOutcome::idle()
-                    })
+                    Ok(Outcome::unchanged().keys(KeysUpdate {
+                        storage_keys: Some(next),
+                        condition: Some((false, Reason::KeysDrifted, message)),
+                    }))
                 }
             }
         }
@@ -721,7 +665,7 @@ async fn rotate(
     uid: &str,
     keys_status: Option<&StorageKeysStatus>,
     sa: &StorageAccountRef,
-) -> Result<KeysOutcome, Error> {
+) -> Result<Outcome, Error> {
     let account_id = desired.storage_account.as_str().to_ascii_lowercase();
     let account_lock = ctx.keys.account_lock(&account_id);
     let _guard = account_lock.lock().await;
@@ -755,7 +699,7 @@ async fn start_resync(
     uid: &str,
     keys_status: Option<&StorageKeysStatus>,
     reason: ResyncReason,
-) -> Result<KeysOutcome, Error> {
+) -> Result<Outcome, Error> {
     // Kept until a verified resync: a failure anywhere below is retried with the same reason.
     ctx.keys.set_intent(uid, Some(reason));
     // This resync covers every signal raised before it starts (a rotation by another workspace of the account
@@ -769,8 +713,8 @@ async fn start_resync(
     }
 }
 
-fn in_flight(ctx: &Context, ws: &MlWorkspace, handle: LroHandle, reason: ResyncReason) -> KeysOutcome {
-    let requeue = super::apply::poll_delay(ctx, &handle);
+fn in_flight(ctx: &Context, ws: &MlWorkspace, handle: LroHandle, reason: ResyncReason) -> Outcome {
+    let requeue = super::progress::poll_delay(ctx, &handle);
     let message = format!("resyncing the workspace's storage keys ({})", reason_name(reason));
     let pending = PendingOperation {
         kind: format!("{RESYNC_OPERATION}/{}", reason_name(reason)),
@@ -779,12 +723,8 @@ fn in_flight(ctx: &Context, ws: &MlWorkspace, handle: LroHandle, reason: ResyncR
         started_at: Some(Time(handle.started_at)),
         generation: ws.metadata.generation,
     };
-    KeysOutcome {
-        update: KeysUpdate { storage_keys: None, condition: Some((false, Reason::KeysResyncing, message.clone())) },
-        phase: Some(Phase::Progressing { reason: Reason::KeysResyncing, message }),
-        pending: Some(pending),
-        requeue: Some(requeue),
-    }
+    let update = KeysUpdate { storage_keys: None, condition: Some((false, Reason::KeysResyncing, message.clone())) };
+    Outcome::progressing(Reason::KeysResyncing, message).keys(update).pending(Some(pending)).requeue(requeue)
 }
 
 /// After a finished resync: confirm the workspace holds a current key, then record and announce it.
@@ -796,7 +736,7 @@ async fn verify(
     uid: &str,
     keys_status: Option<&StorageKeysStatus>,
     reason: ResyncReason,
-) -> Result<KeysOutcome, Error> {
+) -> Result<Outcome, Error> {
     let sa = storage_ref(desired)?;
     let confirmed = confirm(ctx, arm, desired, &sa).await?;
     let Some(k) = confirmed.uses else {
@@ -819,10 +759,8 @@ async fn verify(
         next.key_creation_time = confirmed.times;
         register_recorded(ctx, ws, desired, arm, &next);
         let message = "resyncKeys finished but the workspace still holds no current storage account key".to_owned();
-        return Ok(KeysOutcome {
-            update: KeysUpdate { storage_keys: Some(next), condition: Some((false, Reason::KeysDrifted, message)) },
-            ..KeysOutcome::idle()
-        });
+        let update = KeysUpdate { storage_keys: Some(next), condition: Some((false, Reason::KeysDrifted, message)) };
+        return Ok(Outcome::unchanged().keys(update));
     };
     let now = Time(ctx.config.clock().now());
     let mut next = keys_status.cloned().unwrap_or_default();
@@ -848,13 +786,8 @@ async fn verify(
         format!("Resynced the storage keys ({}{request}); the workspace holds {}", reason_name(reason), key_label(k));
     ctx.config.metrics.keys_resynced();
     ctx.publish(ws, EventType::Normal, events::KEYS_RESYNCED, note).await;
-    Ok(KeysOutcome {
-        update: KeysUpdate {
-            storage_keys: Some(next),
-            condition: Some((true, Reason::KeysInSync, in_sync_message(k))),
-        },
-        ..KeysOutcome::idle()
-    })
+    Ok(Outcome::unchanged()
+        .keys(KeysUpdate { storage_keys: Some(next), condition: Some((true, Reason::KeysInSync, in_sync_message(k))) }))
 }
 
 /// Polls a resync recorded in `status.pendingOperation` once. Called instead of the workspace pipeline while a
@@ -865,12 +798,12 @@ pub async fn resume(
     desired: &Desired,
     arm: &ArmClient,
     status: Option<&MlWorkspaceStatus>,
-) -> Result<KeysOutcome, Error> {
+) -> Result<Outcome, Error> {
     let uid = ws.uid().unwrap_or_default();
     let keys_status = status.and_then(|s| s.storage_keys.as_ref());
     register(ctx, ws, desired, arm, keys_status);
     let Some(op) = status.and_then(|s| s.pending_operation.as_ref()) else {
-        return Ok(KeysOutcome::idle());
+        return Ok(Outcome::unchanged());
     };
     let reason = parse_reason(op.kind.split_once('/').map_or("", |(_, r)| r));
     let handle: LroHandle =
@@ -891,15 +824,9 @@ pub async fn resume(
             let attempt = ctx.bump_failures(ws);
             let delay =
                 crate::reconciler::error::backoff(attempt, ctx.config.error_backoff_base, ctx.config.error_backoff_max);
-            Ok(KeysOutcome {
-                update: KeysUpdate {
-                    storage_keys: None,
-                    condition: Some((false, Reason::KeysDrifted, message.clone())),
-                },
-                phase: Some(Phase::Transient { message }),
-                pending: None,
-                requeue: Some(delay),
-            })
+            let update =
+                KeysUpdate { storage_keys: None, condition: Some((false, Reason::KeysDrifted, message.clone())) };
+            Ok(Outcome::phase(Phase::Transient { message }).keys(update).requeue(delay))
         }
         // Azure could not be reached: keep the operation and poll again.
         Err(err) => Err(Error::Arm { step: POLL_STEP, source: Box::new(err) }),

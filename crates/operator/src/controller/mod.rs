@@ -23,14 +23,12 @@ pub mod key_signals;
 pub mod keys;
 pub mod moves;
 pub mod observe;
+pub mod outcome;
 pub mod ownership;
 pub mod plan;
+pub mod progress;
 pub mod soft_delete;
 pub mod status;
-
-use std::ops::Deref;
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -38,16 +36,18 @@ use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
+use std::ops::Deref;
+use std::sync::Arc;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::apply::{Progress, converge};
+use self::apply::converge;
 use self::cleanup::CleanupOutcome;
+use self::outcome::WorkspaceFacts;
+use self::outcome::{Outcome, Standing, StatusChanges};
 use self::plan::Desired;
-use self::status::{Report, WorkspaceFacts};
+use self::progress::Progress;
 use crate::api::conditions::Reason;
-use crate::api::v1alpha1::{
-    FINALIZER, MlWorkspace, MlWorkspaceStatus, PendingOperation, SubscriptionBinding, WorkspaceDeletionPolicy,
-};
+use crate::api::v1alpha1::{FINALIZER, MlWorkspace, MlWorkspaceStatus, SubscriptionBinding, WorkspaceDeletionPolicy};
 use crate::azure::ArmClient;
 use crate::metrics::ControllerScope;
 use crate::policy::{self, Grantor};
@@ -98,9 +98,6 @@ impl Deref for Context {
     }
 }
 
-/// A step's own status changes, applied after the report (see [`Context::report_edit`]).
-pub type StatusEdit<'a> = Box<dyn FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time) + Send + 'a>;
-
 impl Context {
     /// A context for `client` with `config`.
     pub fn new(client: Client, config: ControllerConfig) -> Self {
@@ -112,82 +109,49 @@ impl Context {
         }
     }
 
-    /// What every status the workspace steps write also carries: the chosen binding, and the stalled gauge.
-    fn after_compute(&self, ws: &MlWorkspace, s: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
+    /// The next status: `changes` in `phase` over the current one, plus what every workspace status carries (the
+    /// chosen binding); the stalled gauge follows.
+    fn next_status(
+        &self,
+        ws: &MlWorkspace,
+        s: &mut MlWorkspaceStatus,
+        phase: &Phase,
+        changes: &StatusChanges,
+        generation: Option<i64>,
+        now: &Time,
+    ) {
+        *s = status::compute(Some(s), generation, phase, changes, now);
         self.bindings.report(ws.uid(), s, generation, now);
         if let Some(uid) = ws.uid() {
             self.config.metrics.workspace_stalled(&uid, status::stalled_reason(s));
         }
     }
 
-    /// Writes the status computed from `report` plus `edit` (a step's own fields and conditions), when it differs
-    /// from the current one in more than timestamps. Returns whether it wrote.
-    async fn write_report(
-        &self,
-        ws: &MlWorkspace,
-        report: &Report,
-        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
-    ) -> Result<bool, Error> {
-        self.write_status(ws, |s, generation, now| {
-            *s = status::compute(Some(s), generation, report, now);
-            self.after_compute(ws, s, generation, now);
-            edit(s, generation, now);
-        })
-        .await
+    /// Ends a reconcile with the merged outcome of its steps: THE way a workspace step's result reaches status.
+    /// A phase is written by [`Shell::finish`], a failure goes through THE error policy ([`Shell::fail`]).
+    async fn conclude(&self, ws: &MlWorkspace, outcome: Outcome) -> Result<Requeue, Error> {
+        let Outcome { standing, requeue, status: changes } = outcome;
+        let edit = |s: &mut MlWorkspaceStatus, phase: &Phase, generation: Option<i64>, now: &Time| {
+            self.next_status(ws, s, phase, &changes, generation, now);
+        };
+        let phase = match standing {
+            Standing::Failed(err) => return self.fail(ws, err, edit).await,
+            Standing::Phase(phase) => phase,
+            // No step said otherwise: Azure matches the spec.
+            Standing::Unchanged => Phase::Ready,
+        };
+        let requeue = requeue.unwrap_or(match phase {
+            Phase::Stalled { .. } => self.config.stalled_requeue,
+            _ => self.config.resync_period,
+        });
+        self.finish(ws, phase, requeue, edit).await
     }
 
-    /// Ends a reconcile that made progress (or stalled cleanly): status from `report`, then the requeue.
-    async fn report(&self, ws: &MlWorkspace, report: Report, requeue: Duration) -> Result<Requeue, Error> {
-        self.report_edit(ws, report, requeue, |_, _, _| {}).await
-    }
-
-    /// [`Context::report`] plus a step's own status changes.
-    async fn report_edit(
-        &self,
-        ws: &MlWorkspace,
-        report: Report,
-        requeue: Duration,
-        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
-    ) -> Result<Requeue, Error> {
-        let phase = report.phase.clone();
-        self.finish(ws, phase, requeue, |s, _, generation, now| {
-            *s = status::compute(Some(s), generation, &report, now);
-            self.after_compute(ws, s, generation, now);
-            edit(s, generation, now);
-        })
-        .await
-    }
-
-    /// Ends a reconcile that failed: THE error policy decides between Stalled (wait for a change) and retry; status
-    /// keeps `facts` and records `pending` as the operation in flight.
-    async fn fail_report(
-        &self,
-        ws: &MlWorkspace,
-        err: Error,
-        facts: WorkspaceFacts,
-        pending: Option<PendingOperation>,
-    ) -> Result<Requeue, Error> {
-        self.fail_report_edit(ws, err, facts, pending, |_, _, _| {}).await
-    }
-
-    /// [`Context::fail_report`] plus a step's own status changes when the failure stalls.
-    async fn fail_report_edit(
-        &self,
-        ws: &MlWorkspace,
-        err: Error,
-        facts: WorkspaceFacts,
-        pending: Option<PendingOperation>,
-        edit: impl FnOnce(&mut MlWorkspaceStatus, Option<i64>, &Time),
-    ) -> Result<Requeue, Error> {
-        self.fail(ws, err, |s, phase, generation, now| {
-            let report = Report { phase: phase.clone(), workspace: facts, workspace_ref: None, pending, access: None };
-            *s = status::compute(Some(s), generation, &report, now);
-            self.after_compute(ws, s, generation, now);
-            if matches!(phase, Phase::Stalled { .. }) {
-                edit(s, generation, now);
-            }
-        })
-        .await
+    /// Stores `phase` and `changes` now, without ending the reconcile: a status that must reach the API server
+    /// before the next Azure call (the move's write-ahead), or a step's result the next steps read back.
+    async fn checkpoint(&self, ws: &MlWorkspace, phase: &Phase, changes: &StatusChanges) -> Result<(), Error> {
+        self.write_status(ws, |s, generation, now| self.next_status(ws, s, phase, changes, generation, now)).await?;
+        Ok(())
     }
 }
 
@@ -210,17 +174,11 @@ impl Reconciler for Context {
         if ws.status.is_none() {
             // kstatus (Flux, kubectl wait) reads a resource without status as Current: say at once that work is
             // under way, so GitOps tools wait for the first real reconcile.
-            let report = Report {
-                phase: Phase::Progressing {
-                    reason: Reason::Pending,
-                    message: "the controller has not compared the workspace with Azure yet".into(),
-                },
-                workspace: WorkspaceFacts::Unknown,
-                workspace_ref: None,
-                pending: None,
-                access: None,
+            let pending = Phase::Progressing {
+                reason: Reason::Pending,
+                message: "the controller has not compared the workspace with Azure yet".into(),
             };
-            self.write_report(ws, &report, |_, _, _| {}).await?;
+            self.checkpoint(ws, &pending, &StatusChanges::default()).await?;
         }
         Ok(())
     }
@@ -308,8 +266,8 @@ pub async fn resolve_client_at(
 
 /// The actions the controller would take for `ws` right now, without taking them: the same policy check, observe
 /// and plan as a reconcile (read-only calls only). Used by `azml-operator plan`.
-pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<Vec<plan::Action>, Error> {
-    let stall = |reason, message| Ok(vec![plan::Action::Stall { reason, message }]);
+pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspace) -> Result<DryRun, Error> {
+    let stall = |reason, message: String| Ok(DryRun::blocked(reason, message));
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
         Err(e) => return stall(Reason::InvalidSpec, e.to_string()),
@@ -323,138 +281,117 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ws: &MlWorkspac
     }
     let mut observed = observe::observe(&arm, &desired, ws.status.as_ref()).await?;
     ownership::check_foreign_owner(client, &desired, &mut observed).await?;
-    Ok(plan::plan(&desired, &observed))
+    Ok(DryRun::Planned(plan::plan(&desired, &observed)))
 }
 
-fn stalled(reason: Reason, message: String) -> Report {
-    Report {
-        phase: Phase::Stalled { reason, message },
-        workspace: WorkspaceFacts::Unknown,
-        workspace_ref: None,
-        pending: None,
-        access: None,
-    }
-}
+/// The result of [`dry_run`].
+pub type DryRun = crate::reconciler::plan::DryRun<plan::Action>;
 
-/// One reconcile of a live workspace: the move step, the key resync in flight, the dependency wait, then observe,
-/// plan, apply, the access step and the key step.
+/// One reconcile of a live workspace: its steps' merged outcome, written once.
 async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Error> {
-    let stall_requeue = ctx.config.stalled_requeue;
+    let outcome = workspace_steps(ws, ctx).await;
+    ctx.conclude(ws, outcome).await
+}
+
+/// The steps of a live workspace's reconcile: the move step, the key resync in flight, the dependency wait, then
+/// observe, plan, apply (the workspace pipeline), the access step, the key step and the exports. Each returns an
+/// [`Outcome`]; a step that ends the reconcile returns early, the rest are merged ([`Outcome::then`]).
+async fn workspace_steps(ws: &MlWorkspace, ctx: &Context) -> Outcome {
     let mut status = ctx.current_status(ws);
+    let recorded = |status: &Option<MlWorkspaceStatus>| status.as_ref().and_then(|s| s.pending_operation.clone());
     // A move's operations run in the subscription the workspace comes from: the move step checks them.
     let moving = moves::involved(&ws.spec, status.as_ref());
     if !moving && let Err(foreign) = policy::check_pending_operation(status.as_ref(), &ws.spec.subscription_id) {
-        // Reported, and forgotten (pending: None): the next reconcile reads Azure afresh.
-        return ctx
-            .fail_report(ws, Error::BadPendingOperation(foreign.to_string()), WorkspaceFacts::Unknown, None)
-            .await;
+        // Reported, and forgotten (no pending): the next reconcile reads Azure afresh.
+        return Outcome::failed(Error::BadPendingOperation(foreign.to_string()));
     }
     let desired = match Desired::from_resource(ws) {
         Ok(d) => d,
-        Err(e) => return ctx.report(ws, stalled(Reason::InvalidSpec, e.to_string()), stall_requeue).await,
+        Err(e) => return Outcome::stalled(Reason::InvalidSpec, e.to_string()),
     };
     let arm = match binding_choice::resolve(ctx, ws).await {
         Ok(WorkspaceClient::Permitted(arm)) => arm,
         Ok(WorkspaceClient::Denied(message)) => {
             info!(%message, "not permitted");
-            let mut report = stalled(Reason::NotPermitted, message);
-            report.pending = status.as_ref().and_then(|s| s.pending_operation.clone());
-            return ctx.report(ws, report, stall_requeue).await;
+            return Outcome::stalled(Reason::NotPermitted, message).pending(recorded(&status));
         }
-        Err(e) => {
-            return ctx.fail_report(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await;
-        }
+        Err(e) => return Outcome::failed(e).pending(recorded(&status)),
     };
     if moving {
         match moves::reconcile_move(ctx, ws, &desired, &arm, status.as_ref()).await {
-            moves::MoveOutcome::Done(result) => return result,
+            moves::MoveOutcome::Done(outcome) => return *outcome,
             moves::MoveOutcome::Continue => status = ctx.current_status(ws),
         }
     }
+    let stalled_requeue = ctx.config.stalled_requeue;
     if keys::owns_pending(status.as_ref()) {
         // A key resync in flight: poll it; the workspace pipeline runs again once it is over.
-        let result = keys::resume(ctx, ws, &desired, &arm, status.as_ref()).await;
-        let base = Report {
-            phase: Phase::Ready,
-            workspace: WorkspaceFacts::Unknown,
-            workspace_ref: Some(desired.workspace.clone()),
-            pending: None,
-            access: None,
-        };
-        return finish_keys(ctx, ws, status, result, base, None, None).await;
+        let base = Outcome::phase(Phase::Ready).at(desired.workspace.clone());
+        let keys = key_step(keys::resume(ctx, ws, &desired, &arm, status.as_ref()).await, status.as_ref());
+        return base.then(keys, stalled_requeue);
     }
     if let Some((dependency, message)) = dependencies::waiting_for(ws, &desired, status.as_ref()) {
         // Stalled for a missing dependency: one GET of it, and the create request only once it exists.
         match arm.dependency_exists(&dependency).await {
             Ok(false) => {
                 debug!(%dependency, "the missing dependency still does not exist");
-                return ctx.report(ws, stalled(Reason::DependencyMissing, message), stall_requeue).await;
+                return Outcome::stalled(Reason::DependencyMissing, message);
             }
             Ok(true) => info!(%dependency, "the missing dependency exists now"),
-            Err(e) => {
-                let err = Error::arm("read dependent resource")(e);
-                return ctx.fail_report(ws, err, WorkspaceFacts::Unknown, None).await;
-            }
+            Err(e) => return Outcome::failed(Error::arm("read dependent resource")(e)),
         }
     }
-    let mut observed = match observe::observe(&arm, &desired, status.as_ref()).await {
-        Ok(o) => o,
-        Err(e) => {
-            return ctx.fail_report(ws, e, WorkspaceFacts::Unknown, status.and_then(|s| s.pending_operation)).await;
-        }
+    let outcome = workspace_pipeline(ctx, ws, &desired, &arm, status.as_ref()).await;
+    if !outcome.is_ready() {
+        return outcome;
+    }
+    let access = access::after_converge(ctx, ws, &desired, &arm, status.as_ref()).await;
+    let outcome = outcome.then(access, stalled_requeue);
+    let present = match &outcome.status.workspace {
+        WorkspaceFacts::Present(w) if outcome.is_ready() && outcome.status.pending.is_none() => w.clone(),
+        _ => return outcome,
     };
-    if let Err(e) = ownership::check_foreign_owner(&ctx.client, &desired, &mut observed).await {
-        return ctx.fail_report(ws, e, WorkspaceFacts::Unknown, None).await;
+    let keys = key_step(keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), Some(&present)).await, None);
+    // Exports see the storage-key facts this reconcile records (their Secret depends on them).
+    let mut keyed = status.clone().unwrap_or_default();
+    if let Some(update) = &keys.status.keys {
+        update.apply(&mut keyed, ws.metadata.generation, &Time(ctx.config.clock().now()));
+    }
+    let exported = crate::exports::export_workspace(&ctx.client, ws, &desired.workspace, &arm, &present, &keyed).await;
+    for (type_, reason, note) in &exported.events {
+        ctx.publish(ws, *type_, reason, note.clone()).await;
+    }
+    outcome.then(keys, stalled_requeue).then(Outcome::unchanged().exports(exported), stalled_requeue)
+}
+
+/// Observe, plan, apply: the workspace itself. Ends with the facts read or written, and the operation in flight.
+async fn workspace_pipeline(
+    ctx: &Context,
+    ws: &MlWorkspace,
+    desired: &Desired,
+    arm: &ArmClient,
+    status: Option<&MlWorkspaceStatus>,
+) -> Outcome {
+    let recorded = status.and_then(|s| s.pending_operation.clone());
+    let mut observed = match observe::observe(arm, desired, status).await {
+        Ok(o) => o,
+        Err(e) => return Outcome::failed(e).pending(recorded),
+    };
+    if let Err(e) = ownership::check_foreign_owner(&ctx.client, desired, &mut observed).await {
+        return Outcome::failed(e);
     }
     let mut progress = Progress::new(observed);
-    let result = converge(ctx, ws, &desired, &arm, &mut progress).instrument(info_span!("apply")).await;
+    let result = converge(ctx, ws, desired, arm, &mut progress).instrument(info_span!("apply")).await;
     let pending = progress.observed.pending.as_ref().map(|p| observe::pending_to_status(p, ws.metadata.generation));
     match result {
         Ok(applied) => {
-            let (mut phase, mut requeue) = (applied.phase, Some(applied.requeue));
-            let access = match access::after_converge(ctx, ws, &desired, &arm, status.as_ref(), &phase).await {
-                Ok(Some((report, verdict))) => {
-                    (phase, requeue) = apply::merge(phase, requeue, verdict, ctx.config.stalled_requeue);
-                    Some(report)
-                }
-                Ok(None) => None,
-                Err(e) => return ctx.fail_report(ws, e, progress.facts, pending).await,
-            };
-            let workspace_ref = matches!(progress.facts, WorkspaceFacts::Present(_)).then(|| desired.workspace.clone());
-            let report = Report { phase, workspace: progress.facts, workspace_ref, pending, access };
-            if report.phase == Phase::Ready
-                && report.pending.is_none()
-                && matches!(report.workspace, WorkspaceFacts::Present(_))
-            {
-                let observed = match &report.workspace {
-                    WorkspaceFacts::Present(w) => Some(w.as_ref()),
-                    _ => None,
-                };
-                let result = keys::after_ready(ctx, ws, &desired, &arm, status.as_ref(), observed).await;
-                // Exports see the storage-key facts this reconcile records (their Secret depends on them).
-                let mut keyed = status.clone().unwrap_or_default();
-                if let Ok(outcome) = &result {
-                    outcome.update.apply(&mut keyed, ws.metadata.generation, &Time(jiff::Timestamp::now()));
-                }
-                let exported = match observed {
-                    Some(w) => {
-                        let e = crate::exports::export_workspace(&ctx.client, ws, &desired.workspace, &arm, w, &keyed);
-                        Some(e.await)
-                    }
-                    None => None,
-                };
-                if let Some(e) = &exported {
-                    for (type_, reason, note) in &e.events {
-                        ctx.publish(ws, *type_, reason, note.clone()).await;
-                    }
-                }
-                return finish_keys(ctx, ws, status, result, report, requeue, exported).await;
-            }
-            ctx.report(ws, report, requeue.unwrap_or(ctx.config.resync_period)).await
+            let present = matches!(progress.facts, WorkspaceFacts::Present(_));
+            let outcome = Outcome::phase(applied.phase).requeue(applied.requeue).facts(progress.facts).pending(pending);
+            if present { outcome.at(desired.workspace.clone()) } else { outcome }
         }
         Err(e) if progress.observed.workspace.is_none() && dependencies::is_dependency_missing(&e) => {
             // Remember which dependency is missing, so the stalled requeues wait for it instead of re-sending the PUT.
-            let missing = match dependencies::find_missing(&arm, &desired, &e).await {
+            let missing = match dependencies::find_missing(arm, desired, &e).await {
                 Ok(missing) => missing,
                 Err(probe) => {
                     warn!(error = %error::scrub(&probe.to_string()), "cannot tell which dependency is missing");
@@ -462,45 +399,19 @@ async fn reconcile_apply(ws: &MlWorkspace, ctx: &Context) -> Result<Requeue, Err
                 }
             };
             let record = missing.map(|id| id.to_string());
-            ctx.fail_report_edit(ws, e, progress.facts, pending, move |s, _, _| s.missing_dependency = record).await
+            Outcome::failed(e).facts(progress.facts).pending(pending).missing_dependency(record)
         }
-        Err(e) => ctx.fail_report(ws, e, progress.facts, pending).await,
+        Err(e) => Outcome::failed(e).facts(progress.facts).pending(pending),
     }
 }
 
-/// Ends a reconcile whose last step was the key step ([`keys`]).
-///
-/// `base` carries what the earlier steps found (workspace facts, access); the key step decides phase and pending.
-async fn finish_keys(
-    ctx: &Context,
-    ws: &MlWorkspace,
-    status: Option<MlWorkspaceStatus>,
-    result: Result<keys::KeysOutcome, Error>,
-    base: Report,
-    requeue: Option<Duration>,
-    exported: Option<crate::exports::ExportsOutcome>,
-) -> Result<Requeue, Error> {
-    match result {
-        Ok(outcome) => {
-            let verdict = apply::Verdict { phase: outcome.phase, requeue: outcome.requeue };
-            let (phase, requeue) = apply::merge(base.phase.clone(), requeue, verdict, ctx.config.stalled_requeue);
-            let report = Report { phase, pending: outcome.pending, ..base };
-            let requeue = requeue.unwrap_or(ctx.config.resync_period);
-            ctx.report_edit(ws, report, requeue, |s, generation, now| {
-                outcome.update.apply(s, generation, now);
-                if let Some(exported) = &exported {
-                    exported.apply(s, generation, now);
-                }
-            })
-            .await
-        }
-        Err(e) => {
-            // A resync that could not be polled (Azure unreachable) is kept and polled again.
-            let pending =
-                status.and_then(|s| s.pending_operation).filter(|p| p.kind.starts_with(keys::RESYNC_OPERATION));
-            ctx.fail_report(ws, e, base.workspace, pending).await
-        }
-    }
+/// The key step's outcome; when it fails, a resync in flight stays recorded in `status` and is polled again (Azure
+/// was unreachable, the operation may still run).
+fn key_step(result: Result<Outcome, Error>, status: Option<&MlWorkspaceStatus>) -> Outcome {
+    result.unwrap_or_else(|e| {
+        let in_flight = status.and_then(|s| s.pending_operation.clone()).filter(keys::owns_operation);
+        Outcome::failed(e).pending(in_flight)
+    })
 }
 
 /// The workspace's cleanup: deletionPolicy Delete or Purge, not paused (the shell handled Retain and paused).
@@ -508,19 +419,19 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Deletion, 
     let status = ctx.current_status(ws);
     // A move in flight ends first; a workspace that never got where the spec says (a move refused, failed or not
     // permitted) is deleted where it is.
-    if let Some(result) = moves::before_cleanup(ctx, ws, status.as_ref()).await {
-        return result.map(Deletion::Wait);
+    if let Some(outcome) = moves::before_cleanup(ctx, ws, status.as_ref()).await {
+        return ctx.conclude(ws, outcome).await.map(Deletion::Wait);
     }
     let status = ctx.current_status(ws);
     let place = moves::located(&ws.spec, status.as_ref());
     if let Err(foreign) = policy::check_pending_operation(status.as_ref(), place.subscription_id) {
-        let err = Error::BadPendingOperation(foreign.to_string());
-        return ctx.fail_report(ws, err, WorkspaceFacts::Unknown, None).await.map(Deletion::Wait);
+        let failed = Outcome::failed(Error::BadPendingOperation(foreign.to_string()));
+        return ctx.conclude(ws, failed).await.map(Deletion::Wait);
     }
     let pending = status.as_ref().and_then(|s| s.pending_operation.clone());
     let client = match resolve_client_at(&ctx.client, &ctx.credentials, &ctx.config, ws, place).await {
         Ok(c) => c,
-        Err(e) => return ctx.fail_report(ws, e, WorkspaceFacts::Unknown, pending).await.map(Deletion::Wait),
+        Err(e) => return ctx.conclude(ws, Outcome::failed(e).pending(pending)).await.map(Deletion::Wait),
     };
     // Without a binding Azure cannot be asked; a workspace never seen in Azure and with no operation in flight was
     // never created, so there is nothing to delete.
@@ -529,13 +440,13 @@ async fn reconcile_cleanup(ws: &MlWorkspace, ctx: &Context) -> Result<Deletion, 
         info!("not permitted and never created in Azure; removing the finalizer");
         return Ok(Deletion::Finished);
     }
-    let result = match cleanup::cleanup(ctx, ws, place, &client).await {
+    let outcome = match cleanup::cleanup(ctx, ws, place, &client).await {
         Ok(CleanupOutcome::Done) => return Ok(Deletion::Finished),
-        Ok(CleanupOutcome::Waiting { report, requeue }) => ctx.report(ws, *report, requeue).await,
+        Ok(CleanupOutcome::Waiting(outcome)) => *outcome,
         Err(e) => {
             let pending = if cleanup::forgets_operation(&e) { None } else { pending };
-            ctx.fail_report(ws, e, WorkspaceFacts::Unknown, pending).await
+            Outcome::failed(e).pending(pending)
         }
     };
-    result.map(Deletion::Wait)
+    ctx.conclude(ws, outcome).await.map(Deletion::Wait)
 }

@@ -28,15 +28,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use serde::de::IgnoredAny;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 
+use super::outcome::{MoveUpdate, Outcome, StatusChanges, WorkspaceFacts};
 use super::plan::{Desired, Ownership, SpecError, named_dependencies};
-use super::status::{Report, WorkspaceFacts, set_condition};
-use super::{Context, apply::poll_delay};
+use super::{Context, progress::poll_delay};
 use crate::access::Scopes;
 use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
@@ -284,43 +283,12 @@ pub fn stale_assignments(access: &[AccessStatus], from: &Scopes, to: &Scopes) ->
     out
 }
 
-/// How the move step changes status beyond what [`super::status::compute`] does.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct MoveUpdate {
-    /// `status.move`: `None` keeps it, `Some(None)` removes it.
-    pub record: Option<Option<MoveStatus>>,
-    /// The `Moved` condition (status, reason, message); `None` removes it.
-    pub moved: Option<(bool, Reason, String)>,
-    /// `status.access` entries to drop (by assignment name): deleted at the old scopes.
-    pub drop_access: Vec<Uuid>,
-}
-
-impl MoveUpdate {
-    /// Applies the update. Pure.
-    pub fn apply(&self, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
-        if let Some(record) = &self.record {
-            status.move_status = record.clone();
-        }
-        match &self.moved {
-            Some((ok, reason, message)) => {
-                set_condition(&mut status.conditions, conditions::MOVED, *ok, *reason, message, generation, now);
-            }
-            None => status.conditions.retain(|c| c.type_ != conditions::MOVED),
-        }
-        if !self.drop_access.is_empty() {
-            status.access.retain(|a| {
-                let name = Uuid::try_parse(&a.assignment_name).ok();
-                !name.is_some_and(|n| self.drop_access.contains(&n))
-            });
-        }
-    }
-}
-
-/// How the move step ended the reconcile.
+/// What the move step decided.
 pub enum MoveOutcome {
-    /// The reconcile is over (status written, or failed).
-    Done(Result<Requeue, Error>),
-    /// The workspace is where the spec wants it: run the normal pipeline (re-read the status first).
+    /// The reconcile ends with this outcome.
+    Done(Box<Outcome>),
+    /// The workspace is where the spec wants it: run the normal pipeline (re-read the status first: the step may
+    /// have stored a checkpoint).
     Continue,
 }
 
@@ -431,11 +399,6 @@ impl Step<'_> {
         }
     }
 
-    /// Writes status (report + update) and ends the reconcile.
-    async fn finish(&self, report: Report, update: MoveUpdate, requeue: Duration) -> MoveOutcome {
-        MoveOutcome::Done(self.ctx.report_edit(self.ws, report, requeue, |s, g, t| update.apply(s, g, t)).await)
-    }
-
     /// Stalled with `reason`; `Moved` False with the same reason; `pending` is what stays recorded.
     async fn stall(
         &self,
@@ -446,14 +409,7 @@ impl Step<'_> {
     ) -> MoveOutcome {
         info!(%reason, %message, "move stalled");
         let update = MoveUpdate { record, moved: Some((false, reason, message.clone())), drop_access: vec![] };
-        let report = Report {
-            phase: Phase::Stalled { reason, message },
-            workspace: WorkspaceFacts::Unknown,
-            workspace_ref: None,
-            pending,
-            access: None,
-        };
-        self.finish(report, update, self.ctx.config.stalled_requeue).await
+        MoveOutcome::Done(Box::new(Outcome::stalled(reason, message).pending(pending).moved(update)))
     }
 
     /// Progressing with `reason` (Moved False, same reason), `pending` recorded.
@@ -471,19 +427,13 @@ impl Step<'_> {
             moved: Some((false, reason, message.clone())),
             drop_access: vec![],
         };
-        let report = Report {
-            phase: Phase::Progressing { reason, message },
-            workspace,
-            workspace_ref: None,
-            pending,
-            access: None,
-        };
-        self.finish(report, update, requeue).await
+        let outcome = Outcome::progressing(reason, message).facts(workspace).pending(pending).moved(update);
+        MoveOutcome::Done(Box::new(outcome.requeue(requeue)))
     }
 
     /// A failed call: THE error policy decides (stall or retry); `pending` stays recorded.
     async fn fail(&self, err: Error, pending: Option<PendingOperation>) -> MoveOutcome {
-        MoveOutcome::Done(self.ctx.fail_report(self.ws, err, WorkspaceFacts::Unknown, pending).await)
+        MoveOutcome::Done(Box::new(Outcome::failed(err).pending(pending)))
     }
 
     fn failed_record(record: &MoveStatus, message: &str) -> Option<Option<MoveStatus>> {
@@ -526,14 +476,8 @@ impl Step<'_> {
                 moved: Some((false, Reason::Paused, message.clone())),
                 ..Default::default()
             };
-            let report = Report {
-                phase: Phase::Paused { in_sync: false, message },
-                workspace: WorkspaceFacts::Unknown,
-                workspace_ref: None,
-                pending: self.previous_pending(),
-                access: None,
-            };
-            return self.finish(report, update, ctx.config.resync_period).await;
+            let paused = Outcome::phase(Phase::Paused { in_sync: false, message });
+            return MoveOutcome::Done(Box::new(paused.pending(self.previous_pending()).moved(update)));
         }
         // The policy before any call: both ends allowed, both bindings allow moves.
         let clients = match clients(ctx, ws, &from, target, true).await {
@@ -717,15 +661,10 @@ impl Step<'_> {
             moved: Some((false, Reason::Moving, message.clone())),
             drop_access: vec![],
         };
-        let report = Report {
-            phase: Phase::Progressing { reason: Reason::Moving, message },
-            workspace: WorkspaceFacts::Unknown,
-            workspace_ref: None,
-            pending: None,
-            access: None,
-        };
-        if let Err(e) = ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await {
-            return MoveOutcome::Done(Err(e));
+        let write_ahead = StatusChanges { moved: Some(update), ..Default::default() };
+        if let Err(e) = ctx.checkpoint(ws, &Phase::Progressing { reason: Reason::Moving, message }, &write_ahead).await
+        {
+            return MoveOutcome::Done(Box::new(Outcome::failed(e)));
         }
         match clients.source.begin_move_resources(from_rg, &request).await {
             Ok(start) => {
@@ -874,17 +813,10 @@ impl Step<'_> {
                         moved: Some((false, Reason::Moving, "removing role assignments at the old scopes".into())),
                         drop_access: dropped,
                     };
-                    let report = Report {
-                        phase: Phase::Transient { message: scrub(&e.to_string()) },
-                        workspace: WorkspaceFacts::Present(Box::new(found)),
-                        workspace_ref: None,
-                        pending: None,
-                        access: None,
-                    };
-                    if let Err(status_err) = ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await {
-                        warn!(error = %status_err, "cannot report the failure in status");
-                    }
-                    return MoveOutcome::Done(Err(Error::arm("delete role assignment at the old scope")(e)));
+                    let failed = Outcome::failed(Error::arm("delete role assignment at the old scope")(e));
+                    return MoveOutcome::Done(Box::new(
+                        failed.facts(WorkspaceFacts::Present(Box::new(found))).moved(update),
+                    ));
                 }
                 Err(e) => {
                     let message = format!(
@@ -897,14 +829,7 @@ impl Step<'_> {
                         moved: Some((false, Reason::MoveFailed, message.clone())),
                         drop_access: dropped,
                     };
-                    let report = Report {
-                        phase: Phase::Stalled { reason: Reason::MoveFailed, message },
-                        workspace: WorkspaceFacts::Unknown,
-                        workspace_ref: None,
-                        pending: None,
-                        access: None,
-                    };
-                    return self.finish(report, update, ctx.config.stalled_requeue).await;
+                    return MoveOutcome::Done(Box::new(Outcome::stalled(Reason::MoveFailed, message).moved(update)));
                 }
             }
         }
@@ -916,20 +841,20 @@ impl Step<'_> {
             moved: Some((true, Reason::Moved, message.clone())),
             drop_access: dropped,
         };
-        let report = Report {
-            phase: Phase::Progressing { reason: Reason::Moved, message },
-            workspace: WorkspaceFacts::Present(Box::new(found)),
-            workspace_ref: Some(new),
-            pending: None,
-            access: None,
-        };
-        let still_wanted = same_location(&record.to, &spec_location(&ws.spec));
-        let written = ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await;
-        match written {
-            Err(e) => MoveOutcome::Done(Err(e)),
-            Ok(_) if still_wanted => MoveOutcome::Continue,
+        let moved = Outcome::progressing(Reason::Moved, message)
+            .facts(WorkspaceFacts::Present(Box::new(found)))
+            .at(new)
+            .moved(update);
+        if !same_location(&record.to, &spec_location(&ws.spec)) {
             // The spec changed while the move ran: the next reconcile moves on from here.
-            Ok(_) => MoveOutcome::Done(Ok(Requeue::requeue(ctx.config.lro_poll_min))),
+            return MoveOutcome::Done(Box::new(moved.requeue(ctx.config.lro_poll_min)));
+        }
+        // Stored before the pipeline runs: the access and key steps read the new place and the pruned access list
+        // back from status.
+        let phase = moved.decided_phase().cloned().unwrap_or(Phase::Ready);
+        match ctx.checkpoint(ws, &phase, &moved.status).await {
+            Ok(()) => MoveOutcome::Continue,
+            Err(e) => MoveOutcome::Done(Box::new(Outcome::failed(e))),
         }
     }
 }
@@ -977,17 +902,16 @@ pub async fn reconcile_move(
         MoveStep::Clear => {
             let keep = status.and_then(|s| s.move_status.clone()).filter(|r| r.phase == MovePhase::Succeeded);
             let update = MoveUpdate { record: Some(keep), moved: None, drop_access: vec![] };
-            // The normal pipeline reports the outcome right after; this write only records that the move is off.
-            let report = Report {
-                phase: Phase::Progressing { reason: Reason::Updating, message: "the move was called off".into() },
-                workspace: WorkspaceFacts::Unknown,
-                workspace_ref: None,
+            // The normal pipeline reports the outcome right after; this checkpoint only records that the move is off.
+            let phase = Phase::Progressing { reason: Reason::Updating, message: "the move was called off".into() };
+            let changes = StatusChanges {
                 pending: status.and_then(|s| s.pending_operation.clone()).filter(|p| !is_move_operation(&p.kind)),
-                access: None,
+                moved: Some(update),
+                ..Default::default()
             };
-            match ctx.write_report(ws, &report, |s, g, t| update.apply(s, g, t)).await {
-                Ok(_) => MoveOutcome::Continue,
-                Err(e) => MoveOutcome::Done(Err(e)),
+            match ctx.checkpoint(ws, &phase, &changes).await {
+                Ok(()) => MoveOutcome::Continue,
+                Err(e) => MoveOutcome::Done(Box::new(Outcome::failed(e))),
             }
         }
         MoveStep::Refuse { from, to } => step.refuse(&from, &to).await,
@@ -1007,11 +931,7 @@ pub async fn reconcile_move(
 
 /// Before deleting: a running move (or one whose result was not recorded yet) is brought to its end, so cleanup
 /// finds the workspace where it is. `Some` ends this reconcile.
-pub async fn before_cleanup(
-    ctx: &Context,
-    ws: &MlWorkspace,
-    status: Option<&MlWorkspaceStatus>,
-) -> Option<Result<Requeue, Error>> {
+pub async fn before_cleanup(ctx: &Context, ws: &MlWorkspace, status: Option<&MlWorkspaceStatus>) -> Option<Outcome> {
     let Ok(MoveStep::PollMove { .. } | MoveStep::Finish { .. }) = decide(&ws.spec, status) else {
         return None;
     };
@@ -1020,10 +940,10 @@ pub async fn before_cleanup(
         Ok(super::WorkspaceClient::Permitted(arm)) => arm,
         // The destination cannot be read: cleanup looks where status last saw the workspace.
         Ok(super::WorkspaceClient::Denied(_)) => return None,
-        Err(e) => return Some(Err(e)),
+        Err(e) => return Some(Outcome::failed(e)),
     };
     match reconcile_move(ctx, ws, &desired, &arm, status).await {
-        MoveOutcome::Done(result) => Some(result),
+        MoveOutcome::Done(outcome) => Some(*outcome),
         MoveOutcome::Continue => None,
     }
 }

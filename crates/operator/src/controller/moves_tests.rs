@@ -4,6 +4,7 @@ use serde_json::json;
 use super::*;
 use crate::api::v1alpha1::{AccessScope, PendingOperation};
 use crate::azure::{ArmErrorBody, FinalStateVia, LroKind};
+use crate::reconciler::status::set_condition;
 
 const SUB: &str = "0b1f6471-1bf0-4dda-aec3-111122223333";
 const SUB2: &str = "0b1f6471-1bf0-4dda-aec3-444455556666";

@@ -468,25 +468,14 @@ pub enum Action {
         #[serde(skip)]
         patch: Box<WorkspaceUpdate>,
     },
-    /// Azure is still working on the workspace (provisioning state not terminal) and the controller did not start
-    /// it: wait and look again.
-    AwaitProvisioning {
-        /// The state Azure reports.
-        state: String,
-    },
-    /// Nothing can be done until the spec or Azure changes.
-    Stall {
-        /// Condition reason.
-        reason: Reason,
-        /// A message a person can act on.
-        message: String,
-    },
-    /// `azml.dev/paused`: these writes would be made, none is.
-    Paused {
-        /// The actions withheld.
-        withheld: Vec<Action>,
-    },
 }
+
+impl crate::reconciler::plan::PlanAction for Action {}
+
+/// The workspace's plan: THE plan shape ([`crate::reconciler::plan::Plan`]) of its actions. What it waits for
+/// (a provisioning state the controller did not start) is in `waiting`, what blocks it in `stall`; `azml.dev/paused`
+/// is the executor's business: the plan says what would be done.
+pub type Plan = crate::reconciler::plan::Plan<Action>;
 
 impl Action {
     /// Whether executing this action writes to Azure.
@@ -517,13 +506,6 @@ impl fmt::Display for Action {
                 };
                 write!(f, "update workspace ({why}): {}", names.join(", "))
             }
-            Action::AwaitProvisioning { state } => write!(f, "wait: Azure reports provisioning state {state}"),
-            Action::Stall { reason, message } => write!(f, "stalled ({reason}): {message}"),
-            Action::Paused { withheld } if withheld.is_empty() => write!(f, "paused: nothing to do"),
-            Action::Paused { withheld } => {
-                let list: Vec<String> = withheld.iter().map(ToString::to_string).collect();
-                write!(f, "paused, withholding: {}", list.join("; "))
-            }
         }
     }
 }
@@ -537,47 +519,36 @@ fn same_id(desired: &ResourceId, observed: Option<&str>) -> bool {
 }
 
 /// The actions that bring Azure to the desired state. Pure; see the module docs.
-pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Action> {
+pub fn plan(desired: &Desired, observed: &Observed) -> Plan {
     if let Some(pending) = &observed.pending {
         // The operation in flight is the only thing to do: issuing another write would race it.
-        return vec![Action::PollOperation { kind: pending.kind }];
+        return Plan::of(vec![Action::PollOperation { kind: pending.kind }]);
     }
-    let writes = match &observed.workspace {
-        None => match plan_missing(desired, observed) {
-            Ok(writes) => writes,
-            Err(stall) => return vec![stall],
-        },
-        Some(ws) => match plan_existing(desired, observed, ws) {
-            Ok(writes) => writes,
-            Err(other) => return vec![other],
-        },
+    let planned = match &observed.workspace {
+        None => plan_missing(desired, observed),
+        Some(ws) => plan_existing(desired, observed, ws),
     };
-    if desired.paused {
-        return vec![Action::Paused { withheld: writes }];
-    }
-    writes
+    planned.unwrap_or_else(|blocked| blocked)
 }
 
-fn plan_missing(desired: &Desired, observed: &Observed) -> Result<Vec<Action>, Action> {
+fn plan_missing(desired: &Desired, observed: &Observed) -> Result<Plan, Plan> {
     let rg = &desired.workspace.resource_group;
     let mut actions = Vec::new();
     if observed.resource_group == ResourceGroupState::Missing {
         if !desired.create_resource_group {
-            return Err(Action::Stall {
-                reason: Reason::ResourceGroupMissing,
-                message: format!(
-                    "resource group {} does not exist and spec.createResourceGroup is false",
-                    rg.name.as_str()
-                ),
-            });
+            return Err(Plan::stalled(
+                Reason::ResourceGroupMissing,
+                format!("resource group {} does not exist and spec.createResourceGroup is false", rg.name.as_str()),
+            ));
         }
         actions.push(Action::CreateResourceGroup { id: rg.id(), location: desired.location.clone() });
     }
     actions.push(Action::CreateWorkspace { id: desired.workspace.id() });
-    Ok(actions)
+    Ok(Plan::of(actions))
 }
 
-fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Result<Vec<Action>, Action> {
+/// The plan for a workspace that exists; `Err` for a plan that only stalls or waits.
+fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Result<Plan, Plan> {
     let tags = ws.tags.clone().unwrap_or_default();
     let ownership = desired.owner.classify(owner_tag_value(&tags));
     let claim = match ownership {
@@ -589,33 +560,33 @@ fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Resu
                 ForeignOwner::Live => "which still exists",
                 _ => "which could not be checked",
             };
-            return Err(Action::Stall {
-                reason: Reason::OwnedElsewhere,
-                message: format!(
+            return Err(Plan::stalled(
+                Reason::OwnedElsewhere,
+                format!(
                     "workspace {} is owned by MlWorkspace {owner} ({OWNER_TAG} tag), {why}; it is never adopted while its owner exists: choose another azureName, or delete that MlWorkspace (deletionPolicy Retain) first",
                     desired.workspace.name.as_str()
                 ),
-            });
+            ));
         }
         Ownership::Foreign(owner) if desired.adopt => Some(UpdateCause::Adopt { previous_owner: Some(owner) }),
         Ownership::Unowned if desired.adopt => Some(UpdateCause::Adopt { previous_owner: None }),
         Ownership::Foreign(owner) => {
-            return Err(Action::Stall {
-                reason: Reason::AlreadyExists,
-                message: format!(
+            return Err(Plan::stalled(
+                Reason::AlreadyExists,
+                format!(
                     "workspace {} already exists and is owned by {owner}, which no longer exists; set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
                     desired.workspace.name.as_str()
                 ),
-            });
+            ));
         }
         Ownership::Unowned => {
-            return Err(Action::Stall {
-                reason: Reason::AlreadyExists,
-                message: format!(
+            return Err(Plan::stalled(
+                Reason::AlreadyExists,
+                format!(
                     "workspace {} already exists and has no {OWNER_TAG} tag (not created by this operator); set annotation {ANNOTATION_ADOPT}: \"true\" to take it over",
                     desired.workspace.name.as_str()
                 ),
-            });
+            ));
         }
     };
     let props = &ws.properties;
@@ -637,16 +608,16 @@ fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Resu
     match &props.provisioning_state {
         Some(ProvisioningState::Failed) | Some(ProvisioningState::Canceled) if claim.is_none() => {
             // A PUT is how ARM resources recover from a failed provisioning.
-            return Ok(vec![Action::CreateWorkspace { id: desired.workspace.id() }]);
+            return Ok(Plan::of(vec![Action::CreateWorkspace { id: desired.workspace.id() }]));
         }
         Some(state) if !state.is_terminal() => {
-            return Err(Action::AwaitProvisioning { state: format!("{state:?}") });
+            return Err(Plan::waiting_for(format!("Azure reports provisioning state {state:?}")));
         }
         _ => {}
     }
     let (fields, patch) = diff(desired, ws, &tags);
     if fields.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Plan::default());
     }
     let cause = claim.unwrap_or_else(|| {
         if observed.last_observed_generation.is_some() && observed.last_observed_generation == desired.generation {
@@ -655,7 +626,7 @@ fn plan_existing(desired: &Desired, observed: &Observed, ws: &Workspace) -> Resu
             UpdateCause::SpecChanged
         }
     });
-    Ok(vec![Action::UpdateWorkspace { fields, cause, patch: Box::new(patch) }])
+    Ok(Plan::of(vec![Action::UpdateWorkspace { fields, cause, patch: Box::new(patch) }]))
 }
 
 /// "West Europe" and "westeurope" are the same region.
@@ -663,13 +634,13 @@ fn normalise_location(l: &str) -> String {
     l.chars().filter(|c| !c.is_whitespace()).collect()
 }
 
-fn immutable(field: &str, desired: &str, actual: &str) -> Action {
-    Action::Stall {
-        reason: Reason::InvalidSpec,
-        message: format!(
+fn immutable(field: &str, desired: &str, actual: &str) -> Plan {
+    Plan::stalled(
+        Reason::InvalidSpec,
+        format!(
             "spec.{field} is {desired} but the workspace in Azure has {actual}, which Azure cannot change; restore the value or delete the workspace"
         ),
-    }
+    )
 }
 
 /// The changed mutable fields and a PATCH holding exactly those.

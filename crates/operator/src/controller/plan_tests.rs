@@ -77,14 +77,14 @@ fn only_update(actions: &[Action]) -> (&Vec<Field>, &UpdateCause, &WorkspaceUpda
 fn missing_workspace_with_existing_group_is_created() {
     let d = desired();
     let obs = Observed { resource_group: ResourceGroupState::Exists, ..observed(None) };
-    assert_eq!(plan(&d, &obs), vec![Action::CreateWorkspace { id: d.workspace.id() }]);
+    assert_eq!(plan(&d, &obs).actions, vec![Action::CreateWorkspace { id: d.workspace.id() }]);
 }
 
 #[test]
 fn missing_group_is_created_first_when_allowed() {
     let d = desired();
     let obs = Observed { resource_group: ResourceGroupState::Missing, ..observed(None) };
-    let actions = plan(&d, &obs);
+    let actions = plan(&d, &obs).actions;
     assert_eq!(
         actions,
         vec![
@@ -101,9 +101,11 @@ fn missing_group_is_created_first_when_allowed() {
 fn missing_group_stalls_without_create_resource_group() {
     let d = desired_with(|ws| ws.spec.create_resource_group = false);
     let obs = Observed { resource_group: ResourceGroupState::Missing, ..observed(None) };
-    match plan(&d, &obs).as_slice() {
-        [Action::Stall { reason, message }] => {
-            assert_eq!(*reason, Reason::ResourceGroupMissing);
+    let planned = plan(&d, &obs);
+    assert!(planned.actions.is_empty(), "{planned:?}");
+    match planned.stall {
+        Some((reason, message)) => {
+            assert_eq!(reason, Reason::ResourceGroupMissing);
             assert!(message.contains("rg-risk-ml"), "{message}");
         }
         other => panic!("{other:?}"),
@@ -139,7 +141,7 @@ fn create_body_carries_spec_and_owner_tag() {
 #[test]
 fn in_sync_workspace_needs_no_action() {
     let d = desired();
-    assert_eq!(plan(&d, &observed(Some(azure_copy(&d)))), Vec::<Action>::new());
+    assert!(plan(&d, &observed(Some(azure_copy(&d)))).converged());
 }
 
 #[test]
@@ -150,7 +152,7 @@ fn ids_and_locations_compare_case_insensitively() {
     ws.properties.container_registry = ws.properties.container_registry.map(|s| s.to_uppercase());
     ws.properties.public_network_access = Some("enabled".into());
     ws.location = Some("West Europe".into());
-    assert_eq!(plan(&d, &observed(Some(ws))), Vec::<Action>::new());
+    assert!(plan(&d, &observed(Some(ws))).converged());
 }
 
 #[test]
@@ -161,7 +163,7 @@ fn unmanaged_optional_fields_are_left_alone() {
     ws.properties.description = Some("also".into());
     ws.properties.application_insights = Some("/subscriptions/x/whatever".into());
     ws.properties.public_network_access = None;
-    assert_eq!(plan(&d, &observed(Some(ws))), Vec::<Action>::new());
+    assert!(plan(&d, &observed(Some(ws))).converged());
 }
 
 fn assert_single_field_patch(mutate_spec: impl FnOnce(&mut MlWorkspace), field: Field) -> WorkspaceUpdate {
@@ -170,7 +172,7 @@ fn assert_single_field_patch(mutate_spec: impl FnOnce(&mut MlWorkspace), field: 
         mutate_spec(ws);
         ws.metadata.generation = Some(2);
     });
-    let actions = plan(&after, &observed(Some(azure_copy(&before))));
+    let actions = plan(&after, &observed(Some(azure_copy(&before)))).actions;
     let (fields, cause, patch) = only_update(&actions);
     assert_eq!(fields, &vec![field]);
     assert_eq!(cause, &UpdateCause::SpecChanged);
@@ -239,7 +241,7 @@ fn several_changes_make_one_patch() {
         ws.spec.friendly_name = Some("F".into());
         ws.spec.public_network_access = PublicNetworkAccess::Disabled;
     });
-    let actions = plan(&d, &observed(Some(azure_copy(&desired()))));
+    let actions = plan(&d, &observed(Some(azure_copy(&desired())))).actions;
     let (fields, _, _) = only_update(&actions);
     assert_eq!(fields, &vec![Field::FriendlyName, Field::PublicNetworkAccess]);
 }
@@ -250,7 +252,7 @@ fn azure_side_change_with_unchanged_generation_is_drift() {
     let mut ws = azure_copy(&d);
     ws.properties.friendly_name = Some("edited in portal".into());
     ws.tags.as_mut().unwrap().insert("added".into(), "by hand".into());
-    let actions = plan(&d, &observed(Some(ws)));
+    let actions = plan(&d, &observed(Some(ws))).actions;
     let (fields, cause, patch) = only_update(&actions);
     assert_eq!(fields, &vec![Field::FriendlyName, Field::Tags]);
     assert_eq!(cause, &UpdateCause::Drift);
@@ -267,9 +269,9 @@ fn foreign_owner_stalls_naming_the_owner() {
         (ForeignOwner::Live, Reason::OwnedElsewhere),
         (ForeignOwner::Unknown, Reason::OwnedElsewhere),
     ] {
-        match plan(&d, &observed_owner(ws.clone(), owner)).as_slice() {
-            [Action::Stall { reason, message }] => {
-                assert_eq!(*reason, expected, "{owner:?}");
+        match plan(&d, &observed_owner(ws.clone(), owner)).stall {
+            Some((reason, message)) => {
+                assert_eq!(reason, expected, "{owner:?}");
                 assert!(message.contains("team-other/ws/abc"), "{message}");
             }
             other => panic!("{other:?}"),
@@ -287,9 +289,9 @@ fn a_live_owner_is_never_adopted_whatever_the_spelling_of_its_tag() {
         let tags = ws.tags.as_mut().unwrap();
         tags.remove(OWNER_TAG);
         tags.insert(name.into(), "team-other/ws/abc".into());
-        match plan(&d, &observed_owner(ws, ForeignOwner::Live)).as_slice() {
-            [Action::Stall { reason, message }] => {
-                assert_eq!(*reason, Reason::OwnedElsewhere, "{name}");
+        match plan(&d, &observed_owner(ws, ForeignOwner::Live)).stall {
+            Some((reason, message)) => {
+                assert_eq!(reason, Reason::OwnedElsewhere, "{name}");
                 assert!(message.contains("team-other/ws/abc"), "{message}");
             }
             other => panic!("{name}: {other:?}"),
@@ -300,7 +302,7 @@ fn a_live_owner_is_never_adopted_whatever_the_spelling_of_its_tag() {
     let tags = ws.tags.as_mut().unwrap();
     let ours = tags.remove(OWNER_TAG).unwrap();
     tags.insert("AZML.DEV-OWNER".into(), ours);
-    let actions = plan(&d, &observed(Some(ws)));
+    let actions = plan(&d, &observed(Some(ws))).actions;
     assert_eq!(only_update(&actions).1, &UpdateCause::Drift);
 }
 
@@ -339,10 +341,7 @@ fn unowned_workspace_stalls() {
     let d = desired();
     let mut ws = azure_copy(&d);
     ws.tags = None;
-    assert!(matches!(
-        plan(&d, &observed(Some(ws))).as_slice(),
-        [Action::Stall { reason, .. }] if *reason == Reason::AlreadyExists
-    ));
+    assert!(matches!(plan(&d, &observed(Some(ws))).stall, Some((Reason::AlreadyExists, _))));
 }
 
 #[test]
@@ -352,13 +351,13 @@ fn adopt_annotation_takes_over_with_a_tag_patch() {
     });
     let mut ws = azure_copy(&d);
     ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-other/ws/abc".into());
-    let actions = plan(&d, &observed_owner(ws.clone(), ForeignOwner::Gone));
+    let actions = plan(&d, &observed_owner(ws.clone(), ForeignOwner::Gone)).actions;
     let (fields, cause, patch) = only_update(&actions);
     assert_eq!(fields, &vec![Field::Tags]);
     assert_eq!(cause, &UpdateCause::Adopt { previous_owner: Some("team-other/ws/abc".into()) });
     assert_eq!(patch.tags.as_ref().and_then(|t| t.get(OWNER_TAG)), d.tags.get(OWNER_TAG));
     ws.tags = None;
-    let actions = plan(&d, &observed(Some(ws)));
+    let actions = plan(&d, &observed(Some(ws))).actions;
     assert_eq!(only_update(&actions).1, &UpdateCause::Adopt { previous_owner: None });
 }
 
@@ -367,7 +366,7 @@ fn previous_incarnation_is_reclaimed() {
     let d = desired();
     let mut ws = azure_copy(&d);
     ws.tags.as_mut().unwrap().insert(OWNER_TAG.into(), "team-risk/fraud-ws/old-uid".into());
-    let actions = plan(&d, &observed(Some(ws)));
+    let actions = plan(&d, &observed(Some(ws))).actions;
     let (fields, cause, _) = only_update(&actions);
     assert_eq!(fields, &vec![Field::Tags]);
     assert_eq!(cause, &UpdateCause::Reclaim { previous_uid: "old-uid".into() });
@@ -394,16 +393,15 @@ fn owner_classification() {
 }
 
 #[test]
-fn paused_withholds_writes() {
+fn a_paused_plan_still_says_what_would_be_written() {
+    // The executor withholds the writes (apply::converge); the plan, and `azml-operator plan`, name them.
     let d = desired_with(|ws| {
         ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_PAUSED.into(), "true".into())]));
     });
+    assert!(d.paused);
     let obs = Observed { resource_group: ResourceGroupState::Exists, ..observed(None) };
-    assert_eq!(
-        plan(&d, &obs),
-        vec![Action::Paused { withheld: vec![Action::CreateWorkspace { id: d.workspace.id() }] }]
-    );
-    assert_eq!(plan(&d, &observed(Some(azure_copy(&d)))), vec![Action::Paused { withheld: vec![] }]);
+    assert_eq!(plan(&d, &obs).actions, vec![Action::CreateWorkspace { id: d.workspace.id() }]);
+    assert!(plan(&d, &observed(Some(azure_copy(&d)))).converged());
     let not_paused = desired_with(|ws| {
         ws.metadata.annotations = Some(BTreeMap::from([(ANNOTATION_PAUSED.into(), "false".into())]));
     });
@@ -417,7 +415,8 @@ fn paused_still_reports_stalls() {
     });
     let mut ws = azure_copy(&d);
     ws.tags = None;
-    assert!(matches!(plan(&d, &observed(Some(ws))).as_slice(), [Action::Stall { .. }]));
+    let planned = plan(&d, &observed(Some(ws)));
+    assert!(planned.stall.is_some() && planned.actions.is_empty(), "{planned:?}");
 }
 
 #[test]
@@ -440,7 +439,7 @@ fn pending_operation_is_polled_never_reissued() {
         resource_group: ResourceGroupState::Missing,
         ..observed(None)
     };
-    assert_eq!(plan(&d, &obs), vec![Action::PollOperation { kind: OperationKind::CreateWorkspace }]);
+    assert_eq!(plan(&d, &obs).actions, vec![Action::PollOperation { kind: OperationKind::CreateWorkspace }]);
 }
 
 #[test]
@@ -450,18 +449,15 @@ fn immutable_differences_stall_with_invalid_spec() {
     ws.properties.storage_account =
         Some(format!("/subscriptions/{SUB}/resourceGroups/x/providers/Microsoft.Storage/storageAccounts/other"));
     assert!(matches!(
-        plan(&d, &observed(Some(ws))).as_slice(),
-        [Action::Stall { reason, message }] if *reason == Reason::InvalidSpec && message.contains("storageAccount")
+        plan(&d, &observed(Some(ws))).stall,
+        Some((Reason::InvalidSpec, message)) if message.contains("storageAccount")
     ));
     let mut ws = azure_copy(&d);
     ws.location = Some("northeurope".into());
-    assert!(matches!(
-        plan(&d, &observed(Some(ws))).as_slice(),
-        [Action::Stall { message, .. }] if message.contains("location")
-    ));
+    assert!(matches!(plan(&d, &observed(Some(ws))).stall, Some((_, message)) if message.contains("location")));
     let mut ws = azure_copy(&d);
     ws.properties.key_vault = Some("/subscriptions/x/other".into());
-    assert!(matches!(plan(&d, &observed(Some(ws))).as_slice(), [Action::Stall { .. }]));
+    assert!(plan(&d, &observed(Some(ws))).stall.is_some());
 }
 
 #[test]
@@ -469,9 +465,11 @@ fn provisioning_in_progress_waits_and_failed_is_recreated() {
     let d = desired();
     let mut ws = azure_copy(&d);
     ws.properties.provisioning_state = Some(ProvisioningState::Creating);
-    assert!(matches!(plan(&d, &observed(Some(ws.clone()))).as_slice(), [Action::AwaitProvisioning { .. }]));
+    let waiting = plan(&d, &observed(Some(ws.clone())));
+    assert!(waiting.actions.is_empty() && waiting.stall.is_none(), "{waiting:?}");
+    assert_eq!(waiting.waiting, ["Azure reports provisioning state Creating"]);
     ws.properties.provisioning_state = Some(ProvisioningState::Failed);
-    assert_eq!(plan(&d, &observed(Some(ws))), vec![Action::CreateWorkspace { id: d.workspace.id() }]);
+    assert_eq!(plan(&d, &observed(Some(ws))).actions, vec![Action::CreateWorkspace { id: d.workspace.id() }]);
 }
 
 #[test]
@@ -495,7 +493,7 @@ fn invalid_ids_are_rejected_before_planning() {
 #[test]
 fn actions_display_for_the_plan_command() {
     let d = desired_with(|ws| ws.spec.friendly_name = Some("F".into()));
-    let actions = plan(&d, &observed(Some(azure_copy(&desired()))));
+    let actions = plan(&d, &observed(Some(azure_copy(&desired())))).actions;
     assert_eq!(actions[0].to_string(), "update workspace (changed in Azure): friendlyName");
     assert!(actions[0].is_write());
 }
@@ -535,7 +533,7 @@ mod props {
                 resource_group: if rg_missing { ResourceGroupState::Missing } else { ResourceGroupState::Exists },
                 ..observed(None)
             };
-            for action in plan(&d, &obs) {
+            for action in plan(&d, &obs).actions {
                 match action {
                     Action::CreateResourceGroup { id, .. } => prop_assert_eq!(format!("{id}/"), prefix.clone()),
                     Action::CreateWorkspace { id } => prop_assert!(id.starts_with(&prefix)),
@@ -544,7 +542,7 @@ mod props {
             }
             let mut in_sync = d.workspace_body();
             in_sync.properties.provisioning_state = Some(ProvisioningState::Succeeded);
-            prop_assert_eq!(plan(&d, &observed(Some(in_sync))), Vec::<Action>::new());
+            prop_assert!(plan(&d, &observed(Some(in_sync))).converged());
         }
     }
 }

@@ -22,8 +22,8 @@ use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
 use super::Context;
-use super::apply::{Applied, Progress};
 use super::plan::{Desired, OperationKind, Ownership, ResourceGroupState};
+use super::progress::{Applied, Progress, start_pending};
 use crate::api::conditions::{self, Reason, events};
 use crate::api::v1alpha1::{
     ANNOTATION_ADOPT, ANNOTATION_PURGE_SOFT_DELETED, ANNOTATION_RECOVER_SOFT_DELETED, MlWorkspace, MlWorkspaceStatus,
@@ -171,7 +171,7 @@ pub async fn after_done(
                         Ok(None)
                     }
                     LroStart::Pending(handle) => {
-                        Ok(Some(super::apply::start_pending(ctx, progress, OperationKind::PurgeWorkspace, handle)))
+                        Ok(Some(start_pending(ctx, progress, OperationKind::PurgeWorkspace, handle)))
                     }
                 }
             }

@@ -1,4 +1,4 @@
-//! The MlWorkspace's status, computed from what a reconcile found ([`Report`]); written by the shell
+//! The MlWorkspace's status, computed from the phase and the steps' changes ([`StatusChanges`]); written by the shell
 //! ([`crate::reconciler::Shell::write_status`]) only when something a reader could act on changed.
 //!
 //! Conditions: kstatus `Ready`, `Reconciling`, `Stalled` plus `WorkspaceProvisioned`, each with `observedGeneration`
@@ -7,84 +7,63 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::outcome::{StatusChanges, WorkspaceFacts};
 use crate::api::conditions::{self, Reason};
-use crate::api::v1alpha1::{MlWorkspaceStatus, PendingOperation, WorkspaceLocation};
-use crate::azure::WorkspaceRef;
+use crate::api::v1alpha1::{MlWorkspaceStatus, WorkspaceLocation};
 use crate::azure::models::ProvisioningState;
 use crate::azure::workspaces::Workspace;
 pub use crate::reconciler::Phase;
 use crate::reconciler::status::{TRUE, condition_is};
 pub use crate::reconciler::status::{changed, merge_patch, set_condition};
 
-/// What the reconcile learnt about the workspace in Azure.
-#[derive(Clone, Debug, PartialEq)]
-pub enum WorkspaceFacts {
-    /// Not read this time: keep what status says.
-    Unknown,
-    /// It does not exist.
-    Missing,
-    /// As ARM returned it.
-    Present(Box<Workspace>),
-}
-
-/// Everything the status is computed from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Report {
-    /// Outcome.
-    pub phase: Phase,
-    /// The workspace in Azure.
-    pub workspace: WorkspaceFacts,
-    /// The workspace's coordinates (for `status.location` / `resourceId` when Azure was not read).
-    pub workspace_ref: Option<WorkspaceRef>,
-    /// The operation in flight after this reconcile (`None` clears it).
-    pub pending: Option<PendingOperation>,
-    /// The role assignments, when the access step ran (`None` keeps `status.access` and `AccessGranted`).
-    pub access: Option<super::access::AccessReport>,
-}
-
 /// The reason of the workspace's Stalled condition when it is True.
 pub fn stalled_reason(status: &MlWorkspaceStatus) -> Option<&str> {
     status.conditions.iter().find(|c| c.type_ == conditions::STALLED && c.status == "True").map(|c| c.reason.as_str())
 }
 
-/// The status after a reconcile. `previous` supplies lastTransitionTimes and facts not re-read this time.
+/// The status after a reconcile that ends in `phase` with the steps' `changes`. `previous` supplies
+/// lastTransitionTimes and facts not re-read this time.
 pub fn compute(
     previous: Option<&MlWorkspaceStatus>,
     generation: Option<i64>,
-    report: &Report,
+    phase: &Phase,
+    changes: &StatusChanges,
     now: &Time,
 ) -> MlWorkspaceStatus {
     let mut status = previous.cloned().unwrap_or_default();
     status.observed_generation = generation;
-    status.pending_operation = report.pending.clone();
+    status.pending_operation = changes.pending.clone();
     // The missing dependency is remembered while the workspace waits for it (a transient failure meanwhile does not
     // make it forget); any other outcome ends the wait.
-    let waiting = matches!(&report.phase, Phase::Stalled { reason, .. } if *reason == Reason::DependencyMissing);
-    if !waiting && !matches!(report.phase, Phase::Transient { .. }) {
+    let waiting = matches!(phase, Phase::Stalled { reason, .. } if *reason == Reason::DependencyMissing);
+    if !waiting && !matches!(phase, Phase::Transient { .. }) {
         status.missing_dependency = None;
     }
-    match &report.workspace {
+    if let (Some(found), Phase::Stalled { .. }) = (&changes.missing_dependency, phase) {
+        status.missing_dependency.clone_from(found);
+    }
+    match &changes.workspace {
         WorkspaceFacts::Unknown => {}
         WorkspaceFacts::Missing => clear_workspace_facts(&mut status),
         WorkspaceFacts::Present(ws) => fill_workspace_facts(&mut status, ws),
     }
-    if let Some(r) = &report.workspace_ref {
+    if let Some(r) = &changes.workspace_ref {
         status.location = Some(WorkspaceLocation {
             subscription_id: r.subscription().to_string(),
             resource_group: r.resource_group.name.as_str().to_owned(),
         });
     }
 
-    if let Some(access) = &report.access {
+    if let Some(access) = &changes.access {
         status.access = access.entries.clone();
         let (ok, reason, message) = (access.granted, access.reason, &access.message);
         set_condition(&mut status.conditions, conditions::ACCESS_GRANTED, ok, reason, message, generation, now);
     }
-    set_phase(&mut status, &report.phase, generation, now);
-    match &report.workspace {
+    set_phase(&mut status, phase, generation, now);
+    match &changes.workspace {
         WorkspaceFacts::Unknown => {}
         WorkspaceFacts::Missing => {
-            let (reason, message) = match &report.phase {
+            let (reason, message) = match phase {
                 Phase::Progressing { reason, .. } => (*reason, "the workspace is being created"),
                 Phase::Stalled { reason, .. } => (*reason, "the workspace does not exist in Azure"),
                 Phase::Paused { .. } => (Reason::Paused, "the workspace does not exist in Azure"),
@@ -123,6 +102,15 @@ pub fn compute(
                 now,
             );
         }
+    }
+    if let Some(keys) = &changes.keys {
+        keys.apply(&mut status, generation, now);
+    }
+    if let Some(exports) = &changes.exports {
+        exports.apply(&mut status, generation, now);
+    }
+    if let Some(moved) = &changes.moved {
+        moved.apply(&mut status, generation, now);
     }
     status
 }
@@ -195,6 +183,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
+    use crate::api::v1alpha1::PendingOperation;
 
     fn t(secs: i64) -> Time {
         Time(jiff::Timestamp::from_second(secs).unwrap())
@@ -213,8 +202,17 @@ mod tests {
         ws
     }
 
-    fn report(phase: Phase, ws: WorkspaceFacts) -> Report {
-        Report { phase, workspace: ws, workspace_ref: None, pending: None, access: None }
+    fn compute(
+        previous: Option<&MlWorkspaceStatus>,
+        generation: Option<i64>,
+        (phase, changes): &(Phase, StatusChanges),
+        now: &Time,
+    ) -> MlWorkspaceStatus {
+        super::compute(previous, generation, phase, changes, now)
+    }
+
+    fn report(phase: Phase, ws: WorkspaceFacts) -> (Phase, StatusChanges) {
+        (phase, StatusChanges { workspace: ws, ..Default::default() })
     }
 
     #[test]
@@ -338,7 +336,7 @@ mod tests {
             message: None,
         };
         let mut r = report(Phase::Ready, WorkspaceFacts::Unknown);
-        r.access = Some(super::super::access::AccessReport {
+        r.1.access = Some(super::super::outcome::AccessReport {
             entries: vec![entry.clone()],
             granted: false,
             reason: Reason::AccessPending,
@@ -352,7 +350,7 @@ mod tests {
             ("False", Reason::AccessPending.as_str(), Some(2))
         );
         // A reconcile that did not reach the access step keeps both.
-        r.access = None;
+        r.1.access = None;
         let kept = compute(Some(&s), Some(3), &r, &t(2));
         assert_eq!(kept.access, s.access);
         assert_eq!(cond(&kept, conditions::ACCESS_GRANTED).reason, Reason::AccessPending);

@@ -13,26 +13,7 @@ use crate::reconciler::error::Error;
 use crate::reconciler::{ControllerConfig, parent};
 
 /// What the controller would do for an endpoint right now.
-#[derive(Debug, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum DryRun {
-    /// Nothing can be planned: the reason and message the endpoint would wait or stall with.
-    Blocked {
-        /// Reason constant.
-        reason: Reason,
-        /// Message.
-        message: String,
-    },
-    /// The writes the controller would make, what it would wait for, and the stall it would report.
-    Planned {
-        /// Writes, in order, as sentences naming the ARM operation.
-        actions: Vec<String>,
-        /// What is in progress in Azure or waits for it (no write needed now).
-        waiting: Vec<String>,
-        /// (reason, message).
-        stall: Option<(String, String)>,
-    },
-}
+pub type DryRun = crate::reconciler::plan::DryRun<Action>;
 
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,14 +42,12 @@ impl std::fmt::Display for Action {
 pub async fn dry_run(client: &Client, config: &ControllerConfig, ep: &MlOnlineEndpoint) -> Result<DryRun, Error> {
     let ws = parent::get_workspace(client, ep).await?;
     let Some(ws) = ws.filter(parent::workspace_ready) else {
-        return Ok(DryRun::Blocked {
-            reason: Reason::WorkspaceNotReady,
-            message: format!("MlWorkspace {} is not Ready", ep.spec.workspace_ref.name),
-        });
+        let message = format!("MlWorkspace {} is not Ready", ep.spec.workspace_ref.name);
+        return Ok(DryRun::blocked(Reason::WorkspaceNotReady, message));
     };
     let (ep_ref, desired) = match super::desired(ep, &ws) {
         Ok(d) => d,
-        Err(invalid) => return Ok(DryRun::Blocked { reason: Reason::InvalidSpec, message: invalid.to_string() }),
+        Err(invalid) => return Ok(DryRun::blocked(Reason::InvalidSpec, invalid.to_string())),
     };
     let access_entries: Vec<_> = ep.spec.access.iter().map(|a| a.as_resource_entry()).collect();
     let assets = crate::policy::resources::endpoint_asset_uses(&ep.spec);
@@ -83,38 +62,10 @@ pub async fn dry_run(client: &Client, config: &ControllerConfig, ep: &MlOnlineEn
     };
     let arm = match binding::authorize(client, &CredentialCache::default(), config, &ask, |_| Ok(())).await? {
         Verdict::Permitted { arm, .. } => arm,
-        Verdict::Denied(message) => return Ok(DryRun::Blocked { reason: Reason::NotPermitted, message }),
+        Verdict::Denied(message) => return Ok(DryRun::blocked(Reason::NotPermitted, message)),
     };
     let observed = super::observe(&arm, &ep_ref, &desired, ep.status.as_ref()).await?;
-    let plan = plan::plan(&desired, &observed);
-    Ok(DryRun::Planned {
-        actions: plan.actions.iter().map(ToString::to_string).collect(),
-        waiting: plan.waiting,
-        stall: plan.stall.map(|(r, m)| (r.to_string(), m)),
-    })
-}
-
-/// The human-readable plan of an endpoint.
-pub fn render(ep: &MlOnlineEndpoint, result: &DryRun) -> String {
-    let mut out = format!("MlOnlineEndpoint {}/{}:\n", ep.namespace().unwrap_or_default(), ep.name_any());
-    match result {
-        DryRun::Blocked { reason, message } => out.push_str(&format!("  blocked ({reason}): {message}\n")),
-        DryRun::Planned { actions, waiting, stall } => {
-            if actions.is_empty() && waiting.is_empty() && stall.is_none() {
-                out.push_str("  no changes: Azure matches the spec\n");
-            }
-            for (i, action) in actions.iter().enumerate() {
-                out.push_str(&format!("  {}. {action}\n", i + 1));
-            }
-            for w in waiting {
-                out.push_str(&format!("  waiting: {w}\n"));
-            }
-            if let Some((reason, message)) = stall {
-                out.push_str(&format!("  stalled ({reason}): {message}\n"));
-            }
-        }
-    }
-    out
+    Ok(DryRun::Planned(plan::plan(&desired, &observed)))
 }
 
 #[cfg(test)]
@@ -143,17 +94,16 @@ mod tests {
         assert_eq!(traffic.to_string(), "set the traffic to {blue=90, green=10} (OnlineEndpoints_CreateOrUpdate)");
         let delete = Action::DeleteDeployment { name: "blue".into() };
         assert_eq!(delete.to_string(), "delete deployment blue (OnlineDeployments_Delete)");
-        let planned = DryRun::Planned {
-            actions: vec![delete.to_string()],
+        let planned = DryRun::Planned(plan::Plan {
+            actions: vec![delete],
             waiting: vec!["deployment green is Creating".into()],
             stall: None,
-        };
+        });
         assert_eq!(
-            render(&endpoint(), &planned),
+            planned.render(&endpoint()),
             "MlOnlineEndpoint team-a/scoring:\n  1. delete deployment blue (OnlineDeployments_Delete)\n  waiting: deployment green is Creating\n"
         );
-        let blocked =
-            DryRun::Blocked { reason: Reason::WorkspaceNotReady, message: "MlWorkspace fraud is not Ready".into() };
-        assert!(render(&endpoint(), &blocked).contains("blocked (WorkspaceNotReady)"));
+        let blocked = DryRun::blocked(Reason::WorkspaceNotReady, "MlWorkspace fraud is not Ready");
+        assert!(blocked.render(&endpoint()).contains("blocked (WorkspaceNotReady)"));
     }
 }

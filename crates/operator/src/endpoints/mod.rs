@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::EventType;
 use tracing::{debug, info, instrument};
 
@@ -39,13 +39,12 @@ use crate::azure::ids::{OnlineDeploymentName, OnlineDeploymentRef, OnlineEndpoin
 use crate::azure::models::ProvisioningState;
 use crate::azure::online_endpoints::OnlineEndpoint;
 use crate::azure::{ArmClient, ResourceId};
-use crate::metrics::ControllerScope;
 use crate::policy::{Grantor, Intent};
 use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::error::Error;
-use crate::reconciler::parent::{self, InvalidWorkspace};
+use crate::reconciler::parent::{self, ChildReconciler, InvalidWorkspace};
 use crate::reconciler::status::{self, set_condition};
-use crate::reconciler::{Deletion, Kind, Phase, Reconciler, Shell, annotation_true};
+use crate::reconciler::{Deletion, Kind, Phase, Shell, annotation_true};
 
 /// The endpoint controller's state: the shell's (an endpoint remembers nothing else between reconciles).
 pub type Context = Shell<MlOnlineEndpoint>;
@@ -309,7 +308,10 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     // the binding allows.
     let assets = crate::policy::resources::endpoint_asset_uses(&ep.spec);
     let arm = match authorize(ctx, ep, &ws, &access_entries, &assets).await {
-        Ok(Verdict::Permitted { arm, .. }) => arm,
+        Ok(Verdict::Permitted { arm, binding }) => {
+            status.binding = Some(binding.name_any());
+            arm
+        }
         Ok(Verdict::Denied(message)) => {
             let outcome = Phase::Stalled { reason: Reason::NotPermitted, message };
             return ctx.finish_status(ep, status, outcome, ctx.config.stalled_requeue).await;
@@ -495,34 +497,19 @@ async fn authorize(
     binding::authorize(&ctx.client, &ctx.credentials, &ctx.config, &ask, |_| Ok(())).await
 }
 
-impl Reconciler for Context {
-    type Kind = MlOnlineEndpoint;
-
-    fn shell(&self) -> &Shell<MlOnlineEndpoint> {
-        self
+impl ChildReconciler for MlOnlineEndpoint {
+    async fn apply(shell: &Context, ep: &MlOnlineEndpoint) -> Result<Requeue, Error> {
+        reconcile_apply(ep, shell).await
     }
 
-    async fn apply(&self, ep: &MlOnlineEndpoint) -> Result<Requeue, Error> {
-        reconcile_apply(ep, self).await
-    }
-
-    async fn cleanup(&self, ep: &MlOnlineEndpoint) -> Result<Deletion, Error> {
-        reconcile_cleanup(ep, self).await
+    async fn cleanup(shell: &Context, ep: &MlOnlineEndpoint) -> Result<Deletion, Error> {
+        reconcile_cleanup(ep, shell).await
     }
 
     /// The owned keys Secret goes at once, before the endpoint (the garbage collector would delete it after; key
     /// material should not outlive the endpoint even briefly).
-    async fn before_finalizer_removed(&self, ep: &MlOnlineEndpoint) -> Result<(), Error> {
-        keys::delete_owned_secret(self, ep).await
-    }
-
-    fn watch(
-        &self,
-        controller: Controller<MlOnlineEndpoint>,
-        _namespace: Option<&str>,
-        _scope: Option<ControllerScope>,
-    ) -> Controller<MlOnlineEndpoint> {
-        parent::watch_workspaces(controller, &self.config)
+    async fn before_finalizer_removed(shell: &Context, ep: &MlOnlineEndpoint) -> Result<(), Error> {
+        keys::delete_owned_secret(shell, ep).await
     }
 }
 
@@ -540,27 +527,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::reconciler::parent::fixtures::workspace;
 
     fn status_with(traffic: &[(&str, i64)]) -> MlOnlineEndpointStatus {
         MlOnlineEndpointStatus {
             traffic: traffic.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
             ..Default::default()
         }
-    }
-
-    fn workspace() -> MlWorkspace {
-        let spec = serde_json::from_value(json!({
-            "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
-            "resourceGroup": "rg-risk",
-            "location": "westeurope",
-            "storageAccount": {"name": "sa1"},
-            "keyVault": {"name": "kv1"},
-        }))
-        .expect("workspace spec");
-        let mut ws = MlWorkspace::new("fraud", spec);
-        ws.metadata.namespace = Some("team-a".into());
-        ws.metadata.uid = Some("ws-uid".into());
-        ws
     }
 
     fn endpoint(spec: Value) -> MlOnlineEndpoint {

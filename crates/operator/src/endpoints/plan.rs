@@ -67,7 +67,8 @@ pub struct ObservedEndpoint {
 }
 
 /// One step.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum Action {
     /// PUT the endpoint (create).
     CreateEndpoint(Box<OnlineEndpoint>),
@@ -94,26 +95,10 @@ pub enum Action {
     },
 }
 
-/// The outcome of planning.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    /// Writes to make now, in order.
-    pub actions: Vec<Action>,
-    /// Why the endpoint is not converged yet although nothing is to be written (or after the writes): things in
-    /// progress, traffic waiting for deployments.
-    pub waiting: Vec<String>,
-    /// A reason to stop until the spec (or Azure) changes: (reason, message).
-    pub stall: Option<(Reason, String)>,
-    /// Deployments that failed to provision with the declared body.
-    pub failed_deployments: Vec<String>,
-}
+/// The endpoint's plan: THE plan shape ([`crate::reconciler::plan::Plan`]) of its actions.
+pub type Plan = crate::reconciler::plan::Plan<Action>;
 
-impl Plan {
-    /// Nothing to write, nothing to wait for, nothing wrong: Azure matches the spec.
-    pub fn converged(&self) -> bool {
-        self.actions.is_empty() && self.waiting.is_empty() && self.stall.is_none() && self.failed_deployments.is_empty()
-    }
-}
+impl crate::reconciler::plan::PlanAction for Action {}
 
 fn state(p: Option<&ProvisioningState>) -> ProvisioningState {
     p.cloned().unwrap_or(ProvisioningState::Succeeded)
@@ -231,6 +216,8 @@ fn deployment_differs(d: &DesiredDeployment, o: &OnlineDeployment) -> bool {
 /// The plan. Pure; see the module docs for the rules.
 pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
     let mut plan = Plan::default();
+    // Deployments that failed to provision with the declared body: a stall once nothing else is to be done.
+    let mut failed_deployments: Vec<String> = Vec::new();
     let Some(ep) = &observed.endpoint else {
         plan.actions.push(Action::CreateEndpoint(Box::new(endpoint_body(desired, &BTreeMap::new()))));
         plan.waiting.push("creating the endpoint".into());
@@ -299,7 +286,7 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
                     plan.waiting.push(format!("updating deployment {}", d.name));
                     touched.push(&d.name);
                 } else if is_failed(&s) {
-                    plan.failed_deployments.push(d.name.clone());
+                    failed_deployments.push(d.name.clone());
                 } else {
                     ready.push(&d.name);
                 }
@@ -314,7 +301,7 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
     let traffic_changes = &current != wanted;
     if traffic_changes {
         let blocked: Vec<&String> = wanted.keys().filter(|k| !ready.contains(&k.as_str())).collect();
-        let failed: Vec<&String> = blocked.iter().copied().filter(|k| plan.failed_deployments.contains(k)).collect();
+        let failed: Vec<&String> = blocked.iter().copied().filter(|k| failed_deployments.contains(k)).collect();
         if blocked.is_empty() {
             traffic = wanted.clone();
         } else if failed.is_empty() {
@@ -349,12 +336,12 @@ pub fn plan(desired: &DesiredEndpoint, observed: &ObservedEndpoint) -> Plan {
             plan.waiting.push(format!("removing deployment {name}"));
         }
     }
-    if !plan.failed_deployments.is_empty() && plan.stall.is_none() && plan.actions.is_empty() {
+    if !failed_deployments.is_empty() && plan.stall.is_none() && plan.actions.is_empty() {
         plan.stall = Some((
             Reason::ProvisioningFailed,
             format!(
                 "provisioning of deployment(s) {} failed; change their spec to retry",
-                plan.failed_deployments.join(", ")
+                failed_deployments.join(", ")
             ),
         ));
     }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod parent;
+pub mod plan;
 pub mod status;
 pub mod watch_cache;
 

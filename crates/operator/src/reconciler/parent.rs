@@ -5,19 +5,22 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::Controller;
+use std::future::Future;
+
 use futures::StreamExt;
+use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
 use super::error::Error;
-use super::{ControllerConfig, Kind};
+use super::{ControllerConfig, Deletion, Kind, Reconciler, Shell};
 use crate::api::conditions;
 use crate::api::v1alpha1::{MlCompute, MlOnlineEndpoint, MlWorkspace};
 use crate::azure::ids::{IdError, ResourceGroupName, SubscriptionId, WorkspaceName};
 use crate::azure::{ResourceGroupRef, WorkspaceRef};
+use crate::metrics::ControllerScope;
 
 /// A kind whose objects belong to an MlWorkspace of their namespace.
 pub trait WorkspaceChild: Kind {
@@ -42,6 +45,53 @@ impl WorkspaceChild for MlCompute {
     const DELETE_STEP: &'static str = "delete MlCompute";
     fn workspace_name(&self) -> &str {
         &self.spec.workspace_ref.name
+    }
+}
+
+/// The steps of a kind that lives in a workspace. Its controller state is the shell itself (`Shell<K>`: such a kind
+/// remembers nothing else between reconciles), and its [`Reconciler`] comes with these steps: the shell's
+/// finalizer state machine and reporting, plus the watch of its workspace ([`watch_workspaces`]), so a workspace
+/// that becomes Ready, changes or goes re-evaluates its children.
+pub trait ChildReconciler: WorkspaceChild {
+    /// Observe → plan → apply → report for a live object.
+    fn apply(shell: &Shell<Self>, obj: &Self) -> impl Future<Output = Result<Requeue, Error>> + Send;
+
+    /// Deletion with a deletion policy that changes Azure, not paused.
+    fn cleanup(shell: &Shell<Self>, obj: &Self) -> impl Future<Output = Result<Deletion, Error>> + Send;
+
+    /// Right before the finalizer is removed.
+    fn before_finalizer_removed(shell: &Shell<Self>, obj: &Self) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (shell, obj);
+        async { Ok(()) }
+    }
+}
+
+impl<K: ChildReconciler> Reconciler for Shell<K> {
+    type Kind = K;
+
+    fn shell(&self) -> &Shell<K> {
+        self
+    }
+
+    fn apply(&self, obj: &K) -> impl Future<Output = Result<Requeue, Error>> + Send {
+        K::apply(self, obj)
+    }
+
+    fn cleanup(&self, obj: &K) -> impl Future<Output = Result<Deletion, Error>> + Send {
+        K::cleanup(self, obj)
+    }
+
+    fn before_finalizer_removed(&self, obj: &K) -> impl Future<Output = Result<(), Error>> + Send {
+        K::before_finalizer_removed(self, obj)
+    }
+
+    fn watch(
+        &self,
+        controller: Controller<K>,
+        _namespace: Option<&str>,
+        _scope: Option<ControllerScope>,
+    ) -> Controller<K> {
+        watch_workspaces(controller, &self.config)
     }
 }
 
@@ -163,12 +213,16 @@ pub async fn delete_children<K: WorkspaceChild>(client: &Client, ws: &MlWorkspac
     Ok(mine.len())
 }
 
+/// What the tests of the kinds that live in a workspace start from.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+pub(crate) mod fixtures {
+    use serde_json::json;
 
-    fn workspace() -> MlWorkspace {
+    use crate::api::v1alpha1::MlWorkspace;
+
+    /// Workspace `team-a/fraud` (uid `ws-uid`) in subscription `0b1f6471-...`, resource group `rg-risk`, westeurope,
+    /// with storage account `sa1` and key vault `kv1`.
+    pub(crate) fn workspace() -> MlWorkspace {
         let spec = serde_json::from_value(json!({
             "subscriptionId": "0b1f6471-1bf0-4dda-aec3-111122223333",
             "resourceGroup": "rg-risk",
@@ -182,6 +236,13 @@ mod tests {
         ws.metadata.uid = Some("ws-uid".into());
         ws
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::workspace;
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     #[test]
     fn the_owner_reference_to_the_workspace_blocks_its_deletion_but_does_not_control() {

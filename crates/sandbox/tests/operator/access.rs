@@ -89,8 +89,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let check = async || self.api().get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
-        common::wait_until(WAIT, POLL, check, |()| format!("{name} was not deleted")).await
+        common::wait_gone(&self.api(), name, WAIT, POLL).await
     }
 
     fn scope(&self, kind: AccessScope, ws: &str) -> String {

@@ -15,7 +15,6 @@ use kube::{Api, ResourceExt as _};
 use serde_json::{Value, json};
 
 const NS: &str = "team-a";
-const OPERATOR_NS: &str = "azml-system";
 const WAIT: Duration = Duration::from_secs(45);
 const POLL: Duration = Duration::from_millis(25);
 const DSV2: &str = "Standard DSv2 Family Cluster Dedicated vCPUs";
@@ -70,18 +69,7 @@ impl Env {
     }
 
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&MlCompute) -> bool) -> MlCompute {
-        let check = async || match self.computes().get_opt(name).await.unwrap() {
-            Some(mc) if done(&mc) => Ok(mc),
-            Some(mc) => Err(mc.status),
-            None => panic!("{name}: gone while waiting for {what}"),
-        };
-        common::wait_until(WAIT, POLL, check, |status| {
-            format!(
-                "{name}: timed out waiting for {what}; status: {status:#?}; calls: {:?}",
-                self.sim.handle.call_summary()
-            )
-        })
-        .await
+        common::wait_for(&self.computes(), name, what, (WAIT, POLL), &self.sim, done).await
     }
 
     async fn wait_reason(&self, name: &str, reason: Reason) -> MlCompute {
@@ -89,11 +77,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let check = async || match self.computes().get_opt(name).await.unwrap() {
-            None => Ok(()),
-            Some(mc) => Err(mc.status),
-        };
-        common::wait_until(WAIT, POLL, check, |s| format!("{name} not deleted: {s:#?}")).await
+        common::wait_gone(&self.computes(), name, WAIT, POLL).await
     }
 
     fn compute_id(&self, ws: &str, name: &str) -> String {
@@ -189,6 +173,7 @@ async fn cluster_scales_corrects_drift_and_is_deleted() {
     assert_eq!((status.current_node_count, status.target_node_count), (Some(1), Some(1)));
     assert_eq!(status.provisioning_state.as_deref(), Some("Succeeded"));
     assert!(has(&status.conditions, azml_operator::compute::USABLE, "True"));
+    assert_eq!(status.binding.as_deref(), Some("sandbox"), "the binding whose credential it uses");
     let ws = env.workspaces().get("ws-c").await.unwrap();
     assert!(mc.owner_references().iter().any(|r| Some(&r.uid) == ws.metadata.uid.as_ref() && r.kind == "MlWorkspace"));
     let azure = env.azure("ws-c", "cpu").unwrap();
@@ -451,31 +436,9 @@ async fn paused_withholds_and_retain_leaves_azure_alone() {
 async fn plan_command_covers_mlcompute() {
     let env = Env::start(json!({})).await;
     env.create_workspace("ws-plan", json!({})).await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    env.kube.write_kubeconfig(&kubeconfig).unwrap();
-    let ca = dir.path().join("ca.pem");
-    env.sim.write_ca(&ca).unwrap();
     let run = async |spec: Value| -> String {
-        let file = dir.path().join("mc.yaml");
         let doc = json!({"apiVersion": "azml.dev/v1alpha1", "kind": "MlCompute", "metadata": {"name": "planned", "namespace": NS}, "spec": spec});
-        std::fs::write(&file, serde_yaml::to_string(&doc).unwrap()).unwrap();
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-sandbox"))
-            .args(["plan", "-f"])
-            .arg(&file)
-            .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
-            .arg("--extra-ca-file")
-            .arg(&ca)
-            .args(["--operator-namespace", OPERATOR_NS])
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
-            .env_remove("AZURE_AUTHORITY_HOST")
-            .output()
-            .await
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
-        stdout
+        env.plan_file(&doc).await
     };
     let out = run(cluster("ws-plan", 0, 4)).await;
     assert!(out.contains(&format!("MlCompute {NS}/planned")), "{out}");

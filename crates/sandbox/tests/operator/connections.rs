@@ -83,18 +83,7 @@ impl Env {
     }
 
     async fn wait(&self, name: &str, what: &str, done: impl Fn(&MlConnection) -> bool) -> MlConnection {
-        let check = async || match self.connections().get_opt(name).await.unwrap() {
-            Some(mc) if done(&mc) => Ok(mc),
-            Some(mc) => Err(mc.status),
-            None => panic!("{name}: gone while waiting for {what}"),
-        };
-        common::wait_until(WAIT, POLL, check, |status| {
-            format!(
-                "{name}: timed out waiting for {what}; status: {status:#?}; calls: {:?}",
-                self.sim.handle.call_summary()
-            )
-        })
-        .await
+        common::wait_for(&self.connections(), name, what, (WAIT, POLL), &self.sim, done).await
     }
 
     async fn wait_reason(&self, name: &str, reason: Reason) -> MlConnection {
@@ -102,11 +91,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let check = async || match self.connections().get_opt(name).await.unwrap() {
-            None => Ok(()),
-            Some(mc) => Err(mc.status),
-        };
-        common::wait_until(WAIT, POLL, check, |s| format!("{name} not deleted: {s:#?}")).await
+        common::wait_gone(&self.connections(), name, WAIT, POLL).await
     }
 
     fn connection_id(&self, name: &str) -> String {
@@ -364,18 +349,50 @@ async fn policy_foreign_connections_pause_and_retain() {
     env.stop().await;
 }
 
+/// A ManagedIdentity connection hands the workspace a user-assigned identity named in its Secret: one outside the
+/// binding's resource groups is refused (NotPermitted naming where it came from, nothing sent), and the fixed Secret is
+/// picked up without a spec change.
+#[tokio::test]
+async fn a_managed_identity_outside_the_binding_is_refused() {
+    let env = Env::start(json!({"allowedConnectionCategories": ["ContainerRegistry"]})).await;
+    let identity = |rg: &str| {
+        format!(
+            "/subscriptions/{}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/acr-pull",
+            env.world.subscription_id
+        )
+    };
+    let client_id = "00000000-0000-4000-8000-0000000000c1";
+    env.put_secret("acr-mi", json!({"clientId": client_id, "resourceId": identity("team-b-identities")})).await;
+    let spec = json!({
+        "workspaceRef": {"name": "ws-c"}, "category": "ContainerRegistry", "target": "contoso.azurecr.io",
+        "authType": "ManagedIdentity", "credentialsFrom": {"secretName": "acr-mi"},
+    });
+    env.create("acr", spec).await.unwrap();
+    let mc = env.wait_reason("acr", Reason::NotPermitted).await;
+    let message = condition(&mc, conditions::STALLED).unwrap().message.clone();
+    assert!(message.contains("credentialsFrom (key resourceId)") && message.contains("team-b-identities"), "{message}");
+    assert_eq!(env.connection_writes(), Vec::<String>::new(), "nothing sent for a refused identity");
+
+    // An identity of the team's own resource groups: sent, once.
+    env.put_secret("acr-mi", json!({"clientId": client_id, "resourceId": identity("rg-team-a-identities")})).await;
+    env.wait("acr", "Ready", ready).await;
+    assert_eq!(env.connection_writes(), ["PUT WorkspaceConnections_Create"]);
+    env.stop().await;
+}
+
 /// `azml-operator plan` for a connection: the controller's own policy, Secret read, GET and plan, and nothing sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
+    use azml_operator::connection::plan::Put;
     use azml_operator::connection::plan::WriteReason;
-    use azml_operator::connection::{DryRun, dry_run, render_dry_run};
+    use azml_operator::connection::{DryRun, dry_run};
 
     let mut env = Env::start(json!({"allowedConnectionCategories": ["Git"]})).await;
     env.put_secret("git-pat", json!({"pat": "ghp_plan_token_00001"})).await;
     env.create("repo", git("git-pat")).await.unwrap();
     let mc = env.wait("repo", "Ready", ready).await;
     match dry_run(&env.client, &env.config, &mc).await.unwrap() {
-        DryRun::Planned { write: None, stall: None, .. } => {}
+        DryRun::Planned(plan) if plan.converged() && plan.actions.is_empty() => {}
         other => panic!("a converged connection plans nothing: {other:?}"),
     }
 
@@ -385,10 +402,11 @@ async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
     env.put_secret("git-pat", json!({"pat": "ghp_plan_token_00002"})).await;
     let mc: MlConnection = env.connections().get("repo").await.unwrap();
     let result = dry_run(&env.client, &env.config, &mc).await.unwrap();
-    let DryRun::Planned { write: Some((WriteReason::Credentials, _)), stall: None, .. } = &result else {
-        panic!("a changed Secret plans one PUT of the credentials: {result:?}");
-    };
-    let shown = format!("{}{}", serde_json::to_string(&result).unwrap(), render_dry_run(&mc, &result));
+    let one_put = result.plan().is_some_and(|p| {
+        p.stall.is_none() && matches!(p.actions.as_slice(), [Put { reason: WriteReason::Credentials, .. }])
+    });
+    assert!(one_put, "a changed Secret plans one PUT of the credentials: {result:?}");
+    let shown = format!("{}{}", serde_json::to_string(&result).unwrap(), result.render(&mc));
     assert!(!shown.contains("ghp_plan_token"), "the plan shows no credential: {shown}");
     assert!(shown.contains("PUT"), "{shown}");
     assert_eq!(env.connection_writes(), Vec::<String>::new(), "planning sent nothing");
@@ -400,7 +418,7 @@ async fn the_plan_of_a_connection_says_what_would_be_sent_and_sends_nothing() {
     env.sim.handle.clear_calls();
     match dry_run(&env.client, &env.config, &denied).await.unwrap() {
         DryRun::Blocked { reason, message } => {
-            assert_eq!(reason, "NotPermitted", "{message}");
+            assert_eq!(reason, azml_operator::api::conditions::Reason::NotPermitted, "{message}");
             assert!(message.contains("AzureOpenAI"), "{message}");
         }
         other => panic!("{other:?}"),

@@ -92,8 +92,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, ns: &str, name: &str) {
-        let check = async || self.api(ns).get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
-        common::wait_until(WAIT, POLL, check, |()| format!("{name} was not deleted")).await
+        common::wait_gone(&self.api(ns), name, WAIT, POLL).await
     }
 
     fn workspace_id(&self, rg: &str, name: &str) -> String {
@@ -430,7 +429,7 @@ async fn dry_run_prints_the_plan_without_writing() {
     ws.metadata.namespace = Some(NS.into());
     ws.metadata.uid = Some("not-yet-created".into());
     let actions = controller::dry_run(&env.client, &env.config, &ws).await.unwrap();
-    let text = azml_operator::run::render_plan(&ws, &actions);
+    let text = actions.render(&ws);
     assert!(text.contains("1. create resource group") && text.contains("2. create workspace"), "{text}");
     assert_eq!(env.arm_writes(), 0);
     assert_eq!(env.count("ResourceGroups_Get"), 1);
@@ -440,21 +439,20 @@ async fn dry_run_prints_the_plan_without_writing() {
     let mut live = env.wait_ready(NS, "ws-plan").await;
     // The calls counted below are the dry run's alone: the controller's own resyncs (every second here) stop first.
     env.stop_controller().await;
-    assert!(controller::dry_run(&env.client, &env.config, &live).await.unwrap().is_empty());
+    let steady = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
+    assert!(steady.plan().is_some_and(|p| p.converged()), "{steady:?}");
     live.spec.description = Some("new".into());
     env.sim.handle.clear_calls();
     let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
-    let text = azml_operator::run::render_plan(&live, &actions);
+    let text = actions.render(&live);
     assert!(text.contains("update workspace") && text.contains("description"), "{text}");
     assert_eq!(env.arm_writes(), 0);
 
     // Not permitted: said so, and Azure is not asked.
     live.metadata.namespace = Some("team-b".into());
     env.sim.handle.clear_calls();
-    let actions = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
-    assert!(
-        matches!(actions.as_slice(), [controller::plan::Action::Stall { reason, .. }] if *reason == Reason::NotPermitted)
-    );
+    let planned = controller::dry_run(&env.client, &env.config, &live).await.unwrap();
+    assert!(matches!(planned, controller::DryRun::Blocked { reason: Reason::NotPermitted, .. }), "{planned:?}");
     assert_eq!(env.arm_calls(), 0);
 }
 
@@ -625,31 +623,9 @@ async fn an_operation_polled_too_long_is_forgotten_without_a_second_put() {
 #[tokio::test]
 async fn plan_command_prints_the_actions_for_a_file() {
     let env = Env::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    env.kube.write_kubeconfig(&kubeconfig).unwrap();
-    let ca = dir.path().join("ca.pem");
-    env.sim.write_ca(&ca).unwrap();
-    let file = dir.path().join("ws.yaml");
     let mut ws = MlWorkspace::new("ws-cli", env.spec("rg-cli"));
     ws.metadata.namespace = Some(NS.into());
-    std::fs::write(&file, serde_yaml::to_string(&ws).unwrap()).unwrap();
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-sandbox"))
-        .args(["plan", "-f"])
-        .arg(&file)
-        .args(["--arm-endpoint", &env.sim.endpoint, "--authority-host", &env.sim.endpoint])
-        .arg("--extra-ca-file")
-        .arg(&ca)
-        .args(["--operator-namespace", OPERATOR_NS])
-        .env("KUBECONFIG", &kubeconfig)
-        .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
-        .env_remove("AZURE_AUTHORITY_HOST")
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    let stdout = env.plan_file(&ws).await;
     assert!(stdout.contains(&format!("MlWorkspace {NS}/ws-cli")), "{stdout}");
     assert!(stdout.contains("1. create resource group") && stdout.contains("2. create workspace"), "{stdout}");
     assert_eq!(env.arm_writes(), 0);

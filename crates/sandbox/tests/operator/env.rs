@@ -233,6 +233,35 @@ impl TestEnv {
         TestEnvBuilder::new()
     }
 
+    /// Runs `azml-sandbox plan -f` on `object` (written as YAML) against this environment, as an operator would: its
+    /// Kubernetes API through a kubeconfig, its simulated Azure with the CA trusted, no Azure settings from the
+    /// environment. Asserts success; returns standard output.
+    pub async fn plan_file(&self, object: &impl serde::Serialize) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        self.kube.write_kubeconfig(&kubeconfig).unwrap();
+        let ca = dir.path().join("ca.pem");
+        self.sim.write_ca(&ca).unwrap();
+        let file = dir.path().join("object.yaml");
+        std::fs::write(&file, serde_yaml::to_string(object).unwrap()).unwrap();
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_azml-sandbox"))
+            .args(["plan", "-f"])
+            .arg(&file)
+            .args(["--arm-endpoint", &self.sim.endpoint, "--authority-host", &self.sim.endpoint])
+            .arg("--extra-ca-file")
+            .arg(&ca)
+            .args(["--operator-namespace", OPERATOR_NS])
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("AZURE_RESOURCE_MANAGER_ENDPOINT")
+            .env_remove("AZURE_AUTHORITY_HOST")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+        stdout
+    }
+
     /// Starts a controller with [`TestEnv::config`] (a fresh one, as a restarted process).
     pub fn start_controller(&mut self) {
         assert!(self.controller.is_none(), "a controller is running already");

@@ -95,11 +95,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let check = async || match self.endpoints().get_opt(name).await.unwrap() {
-            None => Ok(()),
-            Some(ep) => Err(ep.status),
-        };
-        common::wait_until(WAIT, POLL, check, |status| format!("{name} not deleted: {status:#?}")).await
+        common::wait_gone(&self.endpoints(), name, WAIT, POLL).await
     }
 
     fn workspace_id(&self, ws: &str) -> String {
@@ -203,6 +199,7 @@ async fn deployments_traffic_keys_and_deletion() {
     assert!(status.scoring_uri.as_deref().is_some_and(|u| u.starts_with("https://scoring.")), "{status:?}");
     assert!(cond(Some(&status.conditions), conditions::DEPLOYMENTS_READY, "True"));
     assert!(cond(Some(&status.conditions), conditions::KEYS_PUBLISHED, "True"));
+    assert_eq!(status.binding.as_deref(), Some("sandbox"), "the binding whose credential it uses");
     // The endpoint is owned by its workspace.
     let ws = env.workspaces().get("ws-ep").await.unwrap();
     assert!(ep.owner_references().iter().any(|r| Some(&r.uid) == ws.metadata.uid.as_ref() && r.kind == "MlWorkspace"));

@@ -131,7 +131,9 @@ impl Replica {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let task = runtime.spawn(async move {
-            leader::run_elected(client, election, config, token).await.unwrap_or_else(|e| panic!("election: {e}"));
+            leader::run_elected(client, election, config, token, azml_operator::run::controllers)
+                .await
+                .unwrap_or_else(|e| panic!("election: {e}"));
         });
         Replica { runtime: Some(runtime), shutdown, task: Some(task), metrics }
     }

@@ -189,8 +189,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, ns: &str, name: &str) {
-        let check = async || self.api(ns).get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
-        common::wait_until(WAIT, POLL, check, |()| format!("{ns}/{name} was not deleted")).await
+        common::wait_gone(&self.api(ns), name, WAIT, POLL).await
     }
 
     /// Every call to ARM and to the token endpoint.
@@ -968,7 +967,7 @@ mod props {
                 foreign_owner: Default::default(),
             };
             let ws_prefix = format!("{rg_prefix}{ws_rg}");
-            for action in plan(&desired, &observed) {
+            for action in plan(&desired, &observed).actions {
                 match action {
                     Action::CreateResourceGroup { id, .. } => prop_assert!(id.eq_ignore_ascii_case(&ws_prefix), "{}", id),
                     Action::CreateWorkspace { id } => prop_assert!(id.starts_with(&ws_prefix), "{}", id),

@@ -103,8 +103,7 @@ impl Env {
     }
 
     async fn wait_gone(&self, ns: &str, name: &str) {
-        let check = async || self.api(ns).get_opt(name).await.unwrap().map_or(Ok(()), |_| Err(()));
-        common::wait_until(WAIT, POLL, check, |()| format!("{ns}/{name} was not deleted")).await
+        common::wait_gone(&self.api(ns), name, WAIT, POLL).await
     }
 
     fn count(&self, operation: &str) -> usize {

@@ -52,6 +52,7 @@ pub const VM_SIZE_PATTERN: &str = "^[A-Za-z][A-Za-z0-9_]{1,63}$";
     printcolumn(name = "Workspace", type_ = "string", json_path = ".spec.workspaceRef.name"),
     printcolumn(name = "Type", type_ = "string", json_path = ".status.computeType"),
     printcolumn(name = "VM Size", type_ = "string", json_path = ".status.vmSize", priority = 1),
+    printcolumn(name = "Binding", type_ = "string", json_path = ".status.binding", priority = 1),
     printcolumn(name = "Nodes", type_ = "integer", json_path = ".status.currentNodeCount"),
     printcolumn(name = "Target", type_ = "integer", json_path = ".status.targetNodeCount", priority = 1),
     printcolumn(name = "State", type_ = "string", json_path = ".status.state"),
@@ -355,6 +356,10 @@ pub struct MlComputeStatus {
     /// ARM id of the compute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
+
+    /// Name of the SubscriptionBinding whose credential the operator uses for it (`kubectl get -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
 
     /// AmlCompute or ComputeInstance, as Azure reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

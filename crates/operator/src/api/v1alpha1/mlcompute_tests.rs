@@ -1,35 +1,22 @@
 //! Admission of MlCompute: the schema and CEL rules as the API server checks them.
 
-use kube::CustomResourceExt;
-use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use super::*;
-
-fn schema() -> Value {
-    let crd = MlCompute::crd();
-    let s = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
-    serde_json::to_value(s).expect("JSON")
-}
+use crate::api::test_support::{admission_errors, example_documents, schema_of};
 
 /// Structural and CEL errors (defaults applied first), joined.
 fn errors(object: &Value, old: Option<&Value>) -> String {
-    let schema = schema();
-    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let mut out: Vec<String> = validator.iter_errors(object).map(|e| e.to_string()).collect();
-    let object = kube::core::cel::apply_defaults(&schema, object);
-    let old = old.map(|o| kube::core::cel::apply_defaults(&schema, o));
-    if let Err(e) = kube::core::cel::Validator::new().validate(&schema, &object, old.as_ref()) {
-        out.extend(e.into_vec().into_iter().map(|e| e.to_string()));
-    }
-    out.join("\n")
+    admission_errors::<MlCompute>(object, old).join("\n")
+}
+
+fn schema() -> Value {
+    schema_of::<MlCompute>()
 }
 
 /// The two documents of examples/mlcompute.yaml: (cluster, instance).
 fn examples() -> (Value, Value) {
-    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("examples/mlcompute.yaml");
-    let text = std::fs::read_to_string(path).expect("example exists");
-    let mut docs = serde_yaml::Deserializer::from_str(&text).map(|d| Value::deserialize(d).expect("YAML"));
+    let mut docs = example_documents("mlcompute.yaml").into_iter();
     (docs.next().expect("cluster"), docs.next().expect("instance"))
 }
 

@@ -166,6 +166,7 @@ pub const CATEGORY_AUTH_TYPES: &[(&[&str], &[&str])] = &[
     printcolumn(name = "Category", type_ = "string", json_path = ".spec.category"),
     printcolumn(name = "Auth", type_ = "string", json_path = ".spec.authType"),
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.target", priority = 1),
+    printcolumn(name = "Binding", type_ = "string", json_path = ".status.binding", priority = 1),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),

@@ -50,6 +50,7 @@ pub const ENDPOINT_NAME_PATTERN: &str = "^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Scoring URI", type_ = "string", json_path = ".status.scoringUri", priority = 1),
+    printcolumn(name = "Binding", type_ = "string", json_path = ".status.binding", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("has(self.spec.azureName) || self.metadata.name.matches('^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$')").message("metadata.name is not a valid online endpoint name (3-32 letters, digits or '-', starting with a letter); set spec.azureName").field_path(".spec.azureName")
 )]
@@ -299,6 +300,10 @@ pub struct MlOnlineEndpointStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
 
+    /// Name of the SubscriptionBinding whose credential the operator uses for it (`kubectl get -o wide`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
+
     /// URI callers send scoring requests to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring_uri: Option<String>,
@@ -396,34 +401,18 @@ pub struct PendingRegeneration {
 
 #[cfg(test)]
 mod tests {
-    use kube::CustomResourceExt;
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn schema() -> Value {
-        let crd = MlOnlineEndpoint::crd();
-        let s = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).expect("schema");
-        serde_json::to_value(s).expect("JSON")
-    }
+    use crate::api::test_support::{admission_errors, example_documents};
 
     /// Structural and CEL errors, as the API server checks them (defaults applied first).
     fn errors(object: &Value, old: Option<&Value>) -> Vec<String> {
-        let schema = schema();
-        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-        let mut out: Vec<String> = validator.iter_errors(object).map(|e| e.to_string()).collect();
-        let object = kube::core::cel::apply_defaults(&schema, object);
-        let old = old.map(|o| kube::core::cel::apply_defaults(&schema, o));
-        if let Err(e) = kube::core::cel::Validator::new().validate(&schema, &object, old.as_ref()) {
-            out.extend(e.into_vec().into_iter().map(|e| e.to_string()));
-        }
-        out
+        admission_errors::<MlOnlineEndpoint>(object, old)
     }
 
     fn example() -> Value {
-        let path =
-            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).join("examples/mlonlineendpoint.yaml");
-        serde_yaml::from_str(&std::fs::read_to_string(path).expect("example exists")).expect("YAML")
+        example_documents("mlonlineendpoint.yaml").remove(0)
     }
 
     fn with_spec(mut object: Value, key: &str, value: Value) -> Value {

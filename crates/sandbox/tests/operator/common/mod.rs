@@ -6,6 +6,7 @@
 // The soak benchmark uses a subset of these helpers.
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod scale;
 pub mod soak;
 
@@ -19,6 +20,7 @@ use azml_kube_emulator::{KubeApiServer, RunningServer, ServerOptions};
 use azml_operator::api::v1alpha1::{MlWorkspace, MlWorkspaceSpec, SubscriptionBinding};
 use azml_operator::azure::{AzureCloud, RetryPolicy};
 use azml_operator::controller::ControllerConfig;
+use azml_operator::reconciler::Kind;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -66,13 +68,18 @@ pub async fn seed_operator_binding(
     namespaces: &[&str],
     limits: Value,
 ) {
+    create_operator_secret(client, world, operator_ns).await;
+    create_operator_binding(client, world, "sandbox", &world.subscription_id, namespaces, limits).await;
+}
+
+/// The operator's client secret (the world's operator service principal) in `operator_ns`, as [`OPERATOR_SECRET`].
+pub async fn create_operator_secret(client: &Client, world: &World, operator_ns: &str) {
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": OPERATOR_SECRET},
         "stringData": {"clientSecret": world.operator.secret.expose()},
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), operator_ns).create(&PostParams::default(), &secret).await.unwrap();
-    create_operator_binding(client, world, "sandbox", &world.subscription_id, namespaces, limits).await;
 }
 
 /// A binding `name` that lets `namespaces` use `subscription_id` (in the world's tenant) in resource groups `rg-*`
@@ -316,6 +323,41 @@ pub async fn wait_until<T, E>(
             Err(_) => tokio::time::sleep(every).await,
         }
     }
+}
+
+/// Waits until `name` is gone from `api` (its cleanup done and its finalizer removed), polling every `every`;
+/// after `within`, panics with the status it still has.
+pub async fn wait_gone<K: Kind>(api: &Api<K>, name: &str, within: Duration, every: Duration) {
+    let check = async || match api.get_opt(name).await.unwrap_or_else(|e| panic!("read {name}: {e}")) {
+        None => Ok(()),
+        Some(obj) => Err(obj),
+    };
+    wait_until(within, every, check, |obj| format!("{name} was not deleted; status: {:#?}", obj.status())).await
+}
+
+/// Waits until `name` in `api` satisfies `done` (what `what` names), polling every `every`; panics when it
+/// disappears, or after `within` with its status and a summary of the calls ARM has seen.
+pub async fn wait_for<K: Kind>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    (within, every): (Duration, Duration),
+    sim: &RunningSim,
+    done: impl Fn(&K) -> bool,
+) -> K {
+    let check = async || match api.get_opt(name).await.unwrap_or_else(|e| panic!("read {name}: {e}")) {
+        Some(obj) if done(&obj) => Ok(obj),
+        Some(obj) => Err(obj),
+        None => panic!("{name}: gone while waiting for {what}"),
+    };
+    wait_until(within, every, check, |obj| {
+        format!(
+            "{name}: timed out waiting for {what}; status: {:#?}; calls: {:?}",
+            obj.status(),
+            sim.handle.call_summary()
+        )
+    })
+    .await
 }
 
 /// The events.k8s.io Events in `ns`.

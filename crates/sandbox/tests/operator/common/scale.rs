@@ -12,28 +12,22 @@ use azml_arm_simulator::{
     ArmSimulator, CallKind, CallRecord, RunningSim, Secret as SimSecret, SimConfig, StorageLimits, ThrottleConfig,
     WindowLimit, World, roles,
 };
-use azml_kube_emulator::{KubeApiServer, RunningServer, ServerOptions};
-use azml_operator::api::v1alpha1::{MlWorkspace, SubscriptionBinding};
+use azml_kube_emulator::RunningServer;
+use azml_operator::api::v1alpha1::MlWorkspace;
 use azml_operator::azure::authorization::RoleAssignmentCreate;
 use azml_operator::azure::{
     ArmClient, ArmClientOptions, AzureCloud, CredentialConfig, LroOptions, RoleAssignmentRef, RoleDefinitionId, Secret,
     build_credential,
 };
 use azml_operator::controller::plan::Desired;
-use k8s_openapi::api::core::v1::{Namespace, Secret as KubeSecret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, PostParams};
-use kube::runtime::wait::{await_condition, conditions as kube_conditions};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const SUBSCRIPTIONS: usize = 10;
-const ACCOUNTS_PER_SUB: usize = 10;
-const NS: &str = "bench";
-const OPERATOR_NS: &str = "azml-system";
-const RG: &str = "rg-bench";
+use super::fleet::{self, Account, NS, OPERATOR_NS, RG, percentile};
+
 const BASELINE_RG: &str = "rg-aso";
 const DESCRIPTION: &str = "scale benchmark";
 const DRIFTED: &str = "changed in the portal";
@@ -68,14 +62,6 @@ impl Options {
     fn unscaled(&self, d: Duration) -> Duration {
         d * self.scale
     }
-}
-
-/// One storage account of the world and the workspaces placed on it.
-#[derive(Clone, Debug)]
-struct Account {
-    sub: String,
-    id: String,
-    key_vault: String,
 }
 
 /// The emulators and what the benchmark put in them.
@@ -141,14 +127,6 @@ fn calls_since(sim: &RunningSim, seq: u64) -> Calls {
     Calls::of(&sim.handle.calls_after(seq))
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 fn secs(d: Duration) -> String {
     format!("{:.0} s", d.as_secs_f64())
 }
@@ -194,27 +172,7 @@ fn workspace(env: &Env, name: &str, account: &Account, rg: &str) -> MlWorkspace 
 impl Env {
     async fn start(options: Options) -> Env {
         let mut world = World::default_sandbox();
-        let mut accounts = Vec::new();
-        for s in 0..SUBSCRIPTIONS {
-            let sub = format!("00000000-0000-4000-9000-{s:012}");
-            world.state.add_subscription(&sub, &format!("bench-{s}"));
-            world.state.assign_role(&format!("/subscriptions/{sub}"), roles::OWNER, &world.operator.object_id);
-            for rg in [RG, BASELINE_RG] {
-                world.state.add_resource_group(&sub, rg, &world.location);
-            }
-            let rg_id = format!("/subscriptions/{sub}/resourceGroups/{RG}");
-            let kv = format!("{rg_id}/providers/Microsoft.KeyVault/vaults/kv-bench{s}");
-            world.state.put_resource(&kv, "Microsoft.KeyVault/vaults", json!({"location": world.location}));
-            for a in 0..ACCOUNTS_PER_SUB {
-                let sa = format!("{rg_id}/providers/Microsoft.Storage/storageAccounts/stbench{s}x{a}");
-                world.state.put_resource(
-                    &sa,
-                    "Microsoft.Storage/storageAccounts",
-                    json!({"location": world.location, "kind": "StorageV2", "sku": {"name": "Standard_LRS"}}),
-                );
-                accounts.push(Account { sub: sub.clone(), id: sa, key_vault: kv.clone() });
-            }
-        }
+        let accounts = fleet::seed(&mut world, roles::OWNER, &[BASELINE_RG]);
         let scale = f64::from(options.scale);
         let defaults = ThrottleConfig::default();
         let throttle = ThrottleConfig {
@@ -256,48 +214,8 @@ impl Env {
         })
         .await
         .expect("simulator");
-        let kube = KubeApiServer::start(ServerOptions { history_limit: 100_000, ..ServerOptions::default() })
-            .await
-            .expect("emulator");
-        let client = kube.client().expect("client");
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in azml_operator::api::all_crds() {
-            let name = crd.name_any();
-            crds.create(&PostParams::default(), &crd).await.expect("crd");
-            await_condition(crds.clone(), &name, kube_conditions::is_crd_established()).await.expect("established");
-        }
-        for ns in [NS, OPERATOR_NS] {
-            let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).expect("ns");
-            Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("ns");
-        }
-        let secret: KubeSecret = serde_json::from_value(json!({
-            "metadata": {"name": "operator-sp"},
-            "stringData": {"clientSecret": world.operator.secret.expose()},
-        }))
-        .expect("secret");
-        Api::<KubeSecret>::namespaced(client.clone(), OPERATOR_NS)
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("secret");
-        for s in 0..SUBSCRIPTIONS {
-            let sub = format!("00000000-0000-4000-9000-{s:012}");
-            let binding: SubscriptionBinding = serde_json::from_value(json!({
-                "apiVersion": "azml.dev/v1alpha1", "kind": "SubscriptionBinding",
-                "metadata": {"name": format!("bench-{s}")},
-                "spec": {
-                    "subscriptionId": sub, "tenantId": world.tenant_id,
-                    "credential": {"clientSecret": {"clientId": world.operator.client_id,
-                        "secretRef": {"name": "operator-sp", "key": "clientSecret"}}},
-                    "namespaces": [NS], "resourceGroups": ["rg-*"],
-                    "allowedRoles": ["Reader"], "allowedScopes": ["Workspace"],
-                }
-            }))
-            .expect("binding");
-            Api::<SubscriptionBinding>::all(client.clone())
-                .create(&PostParams::default(), &binding)
-                .await
-                .expect("binding");
-        }
+        let limits = json!({"allowedRoles": ["Reader"], "allowedScopes": ["Workspace"]});
+        let (kube, client) = fleet::start_kube(&world, limits).await;
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("kubeconfig"), kube.kubeconfig_yaml()).expect("kubeconfig");
         std::fs::write(dir.path().join("ca.pem"), &sim.ca_pem).expect("ca");
@@ -881,7 +799,10 @@ pub async fn run(o: Options) -> Report {
         table,
         "azml-operator scale benchmark: {} cores ({machine}), load average {}, time scaled 1/{}, resync 1 h, key signal 60 s, LROs 20 s, concurrency {}, ARM buckets and storage RP limits on; {} real",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        std::fs::read_to_string("/proc/loadavg").ok().and_then(|l| l.split_whitespace().next().map(str::to_owned)).unwrap_or_default(),
+        std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+            .unwrap_or_default(),
         o.scale,
         o.concurrency.map_or_else(|| "default (8)".to_owned(), |c| c.to_string()),
         secs(bench_started.elapsed())
