@@ -23,7 +23,7 @@
 //! [--concurrency N]` (the operator's `--concurrency`; its default when not given);
 //! the operator binary is `AZML_OPERATOR_BIN`, else `azml-operator` beside the bench (build it first: `cargo build
 //! --release -p azml-operator`), else `azml-sandbox run`. CI compiles it
-//! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: 8 minutes in debug).
+//! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: about a minute in debug).
 
 #[path = "../tests/operator/common/mod.rs"]
 mod common;
