@@ -129,6 +129,16 @@ impl ApiError {
         Self::plain(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     }
 
+    /// 410 Expired, for a continue token whose snapshot is older than the retained history (the API server's
+    /// message after an etcd compaction).
+    pub fn expired_continue() -> Self {
+        Self::plain(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
     /// 410 Expired, for a resourceVersion older than the retained watch history.
     pub fn expired(requested: u64, oldest: u64) -> Self {
         Self::plain(410, "Expired", format!("too old resource version: {requested} ({oldest})"))

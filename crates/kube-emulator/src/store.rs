@@ -157,6 +157,40 @@ struct State {
     garbage: Vec<Arc<WatchEvent>>,
 }
 
+impl State {
+    /// The objects of type `key` as they were at resourceVersion `rv`, in key order: `current` with every change
+    /// after `rv` rolled back from the watch history (the caller checked that `rv` is not compacted away).
+    fn as_of(
+        &self,
+        key: &ResKey,
+        current: Option<&BTreeMap<ObjKey, Arc<Value>>>,
+        rv: u64,
+    ) -> Vec<(ObjKey, Arc<Value>)> {
+        // The earliest change after `rv` of each object tells what it was at `rv`: nothing (added since) or `before`.
+        let mut before: BTreeMap<ObjKey, Option<Arc<Value>>> = BTreeMap::new();
+        for e in self.history.iter().filter(|e| e.rv > rv && &e.key == key) {
+            let obj_key = (meta_str(&e.object, "namespace").to_owned(), meta_str(&e.object, "name").to_owned());
+            before.entry(obj_key).or_insert_with(|| match e.type_ {
+                EventType::Added => None,
+                EventType::Deleted => Some(e.object.clone()),
+                EventType::Modified => e.old.clone(),
+            });
+        }
+        let mut out: Vec<(ObjKey, Arc<Value>)> = Vec::new();
+        for (k, v) in current.into_iter().flatten() {
+            match before.remove(k) {
+                None => out.push((k.clone(), v.clone())),
+                Some(Some(old)) => out.push((k.clone(), old)),
+                Some(None) => {}
+            }
+        }
+        // Deleted since `rv`: in the list as they were.
+        out.extend(before.into_iter().filter_map(|(k, old)| old.map(|o| (k, o))));
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// The finalizer that holds an owner deleted with `propagationPolicy: Foreground` until its dependents are gone.
 pub const FOREGROUND: &str = "foregroundDeletion";
 
@@ -524,33 +558,43 @@ impl Store {
         if !rt.namespaced && t.namespace.is_some() {
             return Err(ApiError::no_route(&t.plural));
         }
-        let start: Option<ObjKey> = match &q.continue_token {
-            Some(token) => Some(decode_continue(token)?),
-            None => None,
+        // A continued list is served from the first page's snapshot, as etcd serves every page at one revision:
+        // changes made while a client pages through a list must not be lost between its pages (the client's watch
+        // starts from the list's resourceVersion). A snapshot older than the kept history is gone: 410 Expired.
+        let (start, snapshot) = match &q.continue_token {
+            Some(token) => {
+                let (key, rv) = decode_continue(token)?;
+                if rv < st.compacted {
+                    return Err(ApiError::expired_continue());
+                }
+                (Some(key), Some(rv))
+            }
+            None => (None, None),
         };
-        let mut matching: Vec<Arc<Value>> = st
-            .objects
-            .get(&rt.key())
-            .map(|m| {
-                m.iter()
-                    .filter(|(k, _)| t.namespace.as_ref().is_none_or(|ns| &k.0 == ns))
-                    .filter(|(k, _)| start.as_ref().is_none_or(|s| *k > s))
-                    .map(|(_, v)| v)
-                    .filter(|v| q.labels.matches(v) && q.fields.matches(v))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+        let list_rv = snapshot.unwrap_or(st.rv);
+        let current = st.objects.get(&rt.key());
+        let wanted = |k: &ObjKey, v: &Value| {
+            t.namespace.as_ref().is_none_or(|ns| &k.0 == ns)
+                && start.as_ref().is_none_or(|s| k > s)
+                && q.labels.matches(v)
+                && q.fields.matches(v)
+        };
+        let mut matching: Vec<Arc<Value>> = match snapshot {
+            None => current.into_iter().flatten().filter(|(k, v)| wanted(k, v)).map(|(_, v)| v.clone()).collect(),
+            Some(rv) => {
+                st.as_of(&rt.key(), current, rv).into_iter().filter(|(k, v)| wanted(k, v)).map(|(_, v)| v).collect()
+            }
+        };
         let mut continue_token = None;
         let mut remaining = None;
         if let Some(limit) = q.limit.filter(|l| *l > 0 && matching.len() > *l) {
             remaining = Some(matching.len() - limit);
             matching.truncate(limit);
             if let Some(last) = matching.last() {
-                continue_token = Some(encode_continue(meta_str(last, "namespace"), meta_str(last, "name")));
+                continue_token = Some(encode_continue(meta_str(last, "namespace"), meta_str(last, "name"), list_rv));
             }
         }
-        Ok((rt, matching, st.rv, continue_token, remaining))
+        Ok((rt, matching, list_rv, continue_token, remaining))
     }
 
     /// Creates an object (POST).
@@ -849,15 +893,16 @@ impl Store {
     }
 }
 
-fn encode_continue(ns: &str, name: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([ns, name]).to_string())
+/// The continue token of a page: the last key served and the list's snapshot resourceVersion.
+fn encode_continue(ns: &str, name: &str, rv: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([ns, name, rv]).to_string())
 }
 
-fn decode_continue(token: &str) -> ApiResult<ObjKey> {
+fn decode_continue(token: &str) -> ApiResult<(ObjKey, u64)> {
     let bad = || ApiError::bad_request("continue key is not valid");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    let (ns, name): (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok((ns, name))
+    let (ns, name, rv): (String, String, u64) = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok(((ns, name), rv))
 }
 
 fn check_type_meta(rt: &ResourceType, version: &str, obj: &Value) -> ApiResult<()> {

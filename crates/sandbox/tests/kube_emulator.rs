@@ -334,6 +334,62 @@ async fn crd_schema_and_cel_rules_are_enforced() {
     assert_eq!(after.status.unwrap_or_default().conditions.len(), 1);
 }
 
+/// Every page of a paged list is served from the first page's snapshot, as etcd serves them at one revision: what
+/// changes while a client pages (a kube-runtime watcher's relist) is seen by its watch from the list's
+/// resourceVersion, never lost between pages. A snapshot older than the kept history is 410 Expired.
+#[tokio::test]
+async fn paged_lists_are_served_from_the_first_pages_snapshot() {
+    let (_server, client) = start(1000).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm = |name: &str, labels: Value| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap_or_else(|e| panic!("{e}"))
+    };
+    for n in 0..6 {
+        cms.create(&PostParams::default(), &cm(&format!("cm{n}"), json!({"v": "1"})))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let page1 = cms.list(&ListParams::default().limit(2)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page1.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["cm0", "cm1"]);
+    // While the client pages: one created after the token, one deleted, one relabelled.
+    cms.create(&PostParams::default(), &cm("cm3a", json!({"v": "1"}))).await.unwrap_or_else(|e| panic!("{e}"));
+    cms.delete("cm4", &DeleteParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    let relabel = json!({"metadata": {"labels": {"v": "2"}}});
+    cms.patch("cm5", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap_or_else(|e| panic!("{e}"));
+    let token = page1.metadata.continue_.clone().unwrap_or_default();
+    let page2 =
+        cms.list(&ListParams::default().limit(10).continue_token(&token)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page2.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["cm2", "cm3", "cm4", "cm5"]);
+    assert_eq!(page2.items[3].labels().get("v").map(String::as_str), Some("1"), "cm5 as it was at the snapshot");
+    assert_eq!(page2.metadata.resource_version, page1.metadata.resource_version, "one resourceVersion for all pages");
+    // A selector applies to the objects as they were.
+    let v1 = cms.list(&ListParams::default().labels("v=1").limit(1)).await.unwrap_or_else(|e| panic!("{e}"));
+    cms.patch("cm3", &PatchParams::default(), &Patch::Merge(&relabel)).await.unwrap_or_else(|e| panic!("{e}"));
+    let token = v1.metadata.continue_.clone().unwrap_or_default();
+    let rest =
+        cms.list(&ListParams::default().labels("v=1").continue_token(&token)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rest.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["cm1", "cm2", "cm3", "cm3a"]);
+    // A fresh list sees the present.
+    let now = cms.list(&ListParams::default()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(now.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(), ["cm0", "cm1", "cm2", "cm3", "cm3a", "cm5"]);
+
+    // History kept for 16 changes (the store's floor): a snapshot older than that is gone.
+    let (_small, client) = start(5).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    for n in 0..3 {
+        cms.create(&PostParams::default(), &cm(&format!("x{n}"), json!({}))).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let page1 = cms.list(&ListParams::default().limit(1)).await.unwrap_or_else(|e| panic!("{e}"));
+    for n in 0..20 {
+        cms.create(&PostParams::default(), &cm(&format!("y{n}"), json!({}))).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let token = page1.metadata.continue_.clone().unwrap_or_default();
+    let expired = api_error(
+        cms.list(&ListParams::default().continue_token(&token)).await.err().unwrap_or_else(|| panic!("listed")),
+    );
+    assert_eq!((expired.code, expired.reason.as_str()), (410, "Expired"), "{}", expired.message);
+}
+
 #[tokio::test]
 async fn core_semantics_selectors_paging_secrets_and_bad_requests() {
     let (server, client) = start(1000).await;
