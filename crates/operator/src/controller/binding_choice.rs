@@ -15,6 +15,7 @@ use crate::policy::selection::Selection;
 use crate::reconciler::binding::{self, Place, Verdict};
 use crate::reconciler::error::Error;
 use crate::reconciler::status::set_condition;
+use crate::sync::lock;
 
 /// The selection last made per workspace uid (`None`: no binding allows it).
 #[derive(Default)]
@@ -23,17 +24,17 @@ pub struct BindingMemory(Mutex<HashMap<String, Option<Selection>>>);
 impl BindingMemory {
     /// Remembers the selection for `uid`; returns whether it differs from the one before (first time included).
     pub fn record(&self, uid: Option<String>, selection: Option<Selection>) -> bool {
-        let (Some(uid), Ok(mut m)) = (uid, self.0.lock()) else {
+        let Some(uid) = uid else {
             return false;
         };
-        m.insert(uid, selection.clone()).is_none_or(|before| before != selection)
+        lock(&self.0).insert(uid, selection.clone()).is_none_or(|before| before != selection)
     }
 
     /// Writes the remembered selection into `status`: `binding` and the `BindingSelected` condition (both removed
     /// when no binding allows the workspace). Nothing remembered (no reconcile has resolved a binding since the
     /// start): the status keeps what it says.
     pub fn report(&self, uid: Option<String>, status: &mut MlWorkspaceStatus, generation: Option<i64>, now: &Time) {
-        let Some(selection) = uid.and_then(|uid| self.0.lock().ok().and_then(|m| m.get(&uid).cloned())) else {
+        let Some(selection) = uid.and_then(|uid| lock(&self.0).get(&uid).cloned()) else {
             return;
         };
         apply(status, selection.as_ref(), generation, now);
@@ -41,9 +42,12 @@ impl BindingMemory {
 
     /// Forgets `uid`.
     pub fn forget(&self, uid: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            m.remove(uid);
-        }
+        lock(&self.0).remove(uid);
+    }
+
+    /// Forgets every workspace whose uid is not in `live` (deleted while nobody was looking).
+    pub fn retain(&self, live: &std::collections::HashSet<String>) {
+        lock(&self.0).retain(|uid, _| live.contains(uid));
     }
 }
 
@@ -138,5 +142,16 @@ mod tests {
         let mut status = MlWorkspaceStatus { binding: Some("kept".into()), ..Default::default() };
         memory.report(Some("unknown".into()), &mut status, None, &now());
         assert_eq!(status.binding.as_deref(), Some("kept"), "nothing remembered: the status is left as it is");
+    }
+
+    #[test]
+    fn the_resync_sweep_forgets_workspaces_that_are_gone() {
+        let memory = BindingMemory::default();
+        let one = Selection { chosen: "a".into(), conflicting: vec![] };
+        memory.record(Some("live".into()), Some(one.clone()));
+        memory.record(Some("gone".into()), Some(one.clone()));
+        memory.retain(&["live".to_owned()].into_iter().collect());
+        assert!(!memory.record(Some("live".into()), Some(one.clone())), "kept");
+        assert!(memory.record(Some("gone".into()), Some(one)), "forgotten: recorded as new");
     }
 }

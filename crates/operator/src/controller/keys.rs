@@ -224,16 +224,13 @@ impl KeyState {
 
     /// Forgets every workspace whose uid is not in `live`.
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
-        if let Ok(mut r) = self.registry.lock() {
+        {
+            let mut r = lock(&self.registry);
             r.workspaces.retain(|uid, _| live.contains(uid));
             r.subscription_of.retain(|uid, _| live.contains(uid));
         }
-        if let Ok(mut m) = self.signals.lock() {
-            m.retain(|uid, _| live.contains(uid));
-        }
-        if let Ok(mut m) = self.intents.lock() {
-            m.retain(|uid, _| live.contains(uid));
-        }
+        lock(&self.signals).retain(|uid, _| live.contains(uid));
+        lock(&self.intents).retain(|uid, _| live.contains(uid));
     }
 
     /// Forgets a workspace (deleted).

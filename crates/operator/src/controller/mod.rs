@@ -193,6 +193,7 @@ impl Reconciler for Context {
     fn retain(&self, live: &std::collections::HashSet<String>) {
         self.access.retain(live);
         self.keys.retain(live);
+        self.bindings.retain(live);
     }
 
     fn watch(
