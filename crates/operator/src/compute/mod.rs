@@ -362,15 +362,9 @@ async fn reconcile_apply(mc: &MlCompute, ctx: &Context) -> Result<Requeue, Error
     usable_condition(&mut status, &observed, &plan, generation, &now);
     debug!(actions = plan.actions.len(), waiting = ?plan.waiting, "planned");
     if annotation_true(mc, ANNOTATION_PAUSED) {
-        let in_sync = plan.converged();
-        let message = if in_sync {
-            "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
-        } else {
-            let mut withheld: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
-            withheld.extend(plan.waiting.iter().cloned());
-            format!("paused by annotation azml.dev/paused; withheld: {}", withheld.join("; "))
-        };
-        return ctx.finish_status(mc, status, Phase::Paused { in_sync, message }, ctx.config.resync_period).await;
+        let withheld = plan.actions.iter().map(ToString::to_string).chain(plan.waiting.iter().cloned());
+        let paused = Phase::paused(plan.converged(), withheld);
+        return ctx.finish_status(mc, status, paused, ctx.config.resync_period).await;
     }
     if let Err(e) = apply(ctx, mc, &arm, &c_ref, &plan.actions).await {
         return ctx.fail_status(mc, status, e).await;

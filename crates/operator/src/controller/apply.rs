@@ -44,16 +44,8 @@ pub async fn converge(
         let polling = matches!(planned.actions.as_slice(), [Action::PollOperation { .. }]);
         if desired.paused && !polling {
             // Paused: observed only; the operation in flight is still polled (that is a read).
-            let message = if planned.actions.is_empty() {
-                "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
-            } else {
-                let list: Vec<String> = planned.actions.iter().map(ToString::to_string).collect();
-                format!("paused by annotation azml.dev/paused; withheld: {}", list.join("; "))
-            };
-            return Ok(Applied {
-                phase: Phase::Paused { in_sync: planned.actions.is_empty(), message },
-                requeue: resync,
-            });
+            let withheld = planned.actions.iter().map(ToString::to_string);
+            return Ok(Applied { phase: Phase::paused(planned.actions.is_empty(), withheld), requeue: resync });
         }
         if planned.actions.is_empty() {
             return Ok(Applied { phase: Phase::Ready, requeue: resync });

@@ -841,17 +841,14 @@ impl Step<'_> {
             moved: Some((true, Reason::Moved, message.clone())),
             drop_access: dropped,
         };
-        let moved = Outcome::progressing(Reason::Moved, message)
-            .facts(WorkspaceFacts::Present(Box::new(found)))
-            .at(new)
-            .moved(update);
+        let phase = Phase::Progressing { reason: Reason::Moved, message };
+        let moved = Outcome::phase(phase.clone()).facts(WorkspaceFacts::Present(Box::new(found))).at(new).moved(update);
         if !same_location(&record.to, &spec_location(&ws.spec)) {
             // The spec changed while the move ran: the next reconcile moves on from here.
             return MoveOutcome::Done(Box::new(moved.requeue(ctx.config.lro_poll_min)));
         }
         // Stored before the pipeline runs: the access and key steps read the new place and the pruned access list
         // back from status.
-        let phase = moved.decided_phase().cloned().unwrap_or(Phase::Ready);
         match ctx.checkpoint(ws, &phase, &moved.status).await {
             Ok(()) => MoveOutcome::Continue,
             Err(e) => MoveOutcome::Done(Box::new(Outcome::failed(e))),

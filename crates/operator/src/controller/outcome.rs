@@ -257,14 +257,6 @@ impl Outcome {
         self
     }
 
-    /// The phase, when a step decided one.
-    pub fn decided_phase(&self) -> Option<&Phase> {
-        match &self.standing {
-            Standing::Phase(p) => Some(p),
-            _ => None,
-        }
-    }
-
     /// Whether the reconcile ends Ready so far (no step said otherwise, or one said Ready).
     pub fn is_ready(&self) -> bool {
         matches!(self.standing, Standing::Unchanged | Standing::Phase(Phase::Ready))
@@ -303,7 +295,10 @@ mod tests {
     }
 
     fn phase_of(o: &Outcome) -> Option<Phase> {
-        o.decided_phase().cloned()
+        match &o.standing {
+            Standing::Phase(p) => Some(p.clone()),
+            _ => None,
+        }
     }
 
     #[test]
@@ -325,7 +320,7 @@ mod tests {
         let merged =
             Outcome::phase(Phase::Ready).requeue(s(60)).then(Outcome::stalled(Reason::AccessFailed, "m"), STALLED);
         assert_eq!(merged.requeue, Some(STALLED));
-        assert!(matches!(merged.decided_phase(), Some(Phase::Stalled { reason: Reason::AccessFailed, .. })));
+        assert!(matches!(phase_of(&merged), Some(Phase::Stalled { reason: Reason::AccessFailed, .. })));
     }
 
     #[test]

@@ -328,13 +328,8 @@ async fn reconcile_apply(ep: &MlOnlineEndpoint, ctx: &Context) -> Result<Requeue
     debug!(actions = plan.actions.len(), waiting = ?plan.waiting, "planned");
     if annotation_true(ep, ANNOTATION_PAUSED) {
         // Observe and report only: no write to Azure (nor key regeneration, nor role assignments).
-        let in_sync = plan.converged();
-        let message = if in_sync {
-            "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
-        } else {
-            format!("paused by annotation azml.dev/paused; withheld: {}", plan.waiting.join("; "))
-        };
-        return ctx.finish_status(ep, status, Phase::Paused { in_sync, message }, ctx.config.resync_period).await;
+        let paused = Phase::paused(plan.converged(), plan.waiting.iter().cloned());
+        return ctx.finish_status(ep, status, paused, ctx.config.resync_period).await;
     }
     if let Err(e) = apply(ctx, ep, &arm, &ep_ref, &plan.actions).await {
         return ctx.fail_status(ep, status, e).await;

@@ -48,6 +48,20 @@ pub enum Phase {
     },
 }
 
+impl Phase {
+    /// `azml.dev/paused`: observed only. Ready when Azure matches (`in_sync`); the message names what the
+    /// controller withholds.
+    pub fn paused(in_sync: bool, withheld: impl IntoIterator<Item = String>) -> Phase {
+        let message = if in_sync {
+            "paused by annotation azml.dev/paused; Azure matches the spec".to_owned()
+        } else {
+            let withheld: Vec<String> = withheld.into_iter().collect();
+            format!("paused by annotation azml.dev/paused; withheld: {}", withheld.join("; "))
+        };
+        Phase::Paused { in_sync, message }
+    }
+}
+
 /// Sets a condition; `lastTransitionTime` changes only when the status flips (or the condition is new).
 pub fn set_condition(
     conds: &mut Vec<Condition>,
