@@ -279,7 +279,7 @@ fn wildcard(pattern: &str, action: &str) -> bool {
 /// Name of a role that lets `object_id` perform `action` on `scope` (for activity-log `authorization.role`).
 pub(crate) fn granting_role(state: &SimState, object_id: &str, action: &str, scope: &str) -> Option<String> {
     let ids = state.principal_and_groups(object_id);
-    state.role_assignments.values().find_map(|ra| {
+    state.assignments_around(scope, false).into_iter().find_map(|ra| {
         let rd = state.role_definitions.get(&ra.role_definition_guid)?;
         let grants = ids.iter().any(|id| id.eq_ignore_ascii_case(&ra.principal_id))
             && scope_contains(&ra.scope, scope)
@@ -292,7 +292,7 @@ pub(crate) fn granting_role(state: &SimState, object_id: &str, action: &str, sco
 /// Whether `object_id` (directly or through a group) holds a role allowing `action` at or above `scope`.
 pub(crate) fn is_authorized(state: &SimState, object_id: &str, action: &str, scope: &str) -> bool {
     let ids = state.principal_and_groups(object_id);
-    state.role_assignments.values().any(|ra| {
+    state.assignments_around(scope, false).into_iter().any(|ra| {
         ids.iter().any(|id| id.eq_ignore_ascii_case(&ra.principal_id))
             && scope_contains(&ra.scope, scope)
             && state.role_definitions.get(&ra.role_definition_guid).is_some_and(|rd| {

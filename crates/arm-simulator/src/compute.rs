@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 
 use super::{Inner, Req, busy, is_busy};
 use crate::auth::Caller;
-use crate::model::{OpError, OpKind, Resource, id_key, scope_contains};
+use crate::model::{OpError, OpKind, Resource, id_key};
 use crate::reply::{ArmError, Reply};
 use crate::route::compute::{COMPUTES, ComputeTarget, LocationList};
 use crate::route::{Routed, WORKSPACES};
@@ -140,9 +140,8 @@ impl Inner {
                 let ws_id = self.get_resource(&ws_id, WORKSPACES)?.id.clone();
                 let items: Vec<Value> = self
                     .state
-                    .resources
-                    .values()
-                    .filter(|r| r.rtype.eq_ignore_ascii_case(COMPUTES) && scope_contains(&ws_id, &r.id))
+                    .resources_under(&ws_id)
+                    .filter(|r| r.rtype.eq_ignore_ascii_case(COMPUTES))
                     .map(|r| r.body.clone())
                     .collect();
                 Ok(Reply::ok(self.page(req, items)))
@@ -669,12 +668,7 @@ impl Inner {
         if !ws.rtype.eq_ignore_ascii_case(WORKSPACES) {
             return None;
         }
-        let n = self
-            .state
-            .resources
-            .values()
-            .filter(|c| c.rtype.eq_ignore_ascii_case(COMPUTES) && scope_contains(&ws.id, &c.id))
-            .count();
+        let n = self.state.resources_under(&ws.id).filter(|c| c.rtype.eq_ignore_ascii_case(COMPUTES)).count();
         (n > 0).then(|| {
             (
                 "ResourceMoveNotSupported".to_owned(),

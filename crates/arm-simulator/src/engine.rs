@@ -831,10 +831,8 @@ impl Inner {
         let depth = rtype.full.matches('/').count();
         let items = self
             .state
-            .resources
-            .values()
+            .resources_under(&scope)
             .filter(|r| r.rtype.eq_ignore_ascii_case(rtype.full) && r.rtype.matches('/').count() == depth)
-            .filter(|r| scope_contains(&scope, &r.id))
             .map(|r| self.render(r))
             .collect();
         Ok(Reply::ok(self.page(req, items)))
@@ -1729,8 +1727,8 @@ impl Inner {
         };
         let items = self
             .state
-            .role_assignments
-            .values()
+            .assignments_around(scope, true)
+            .into_iter()
             .filter(|ra| {
                 let above = scope_contains(&ra.scope, scope);
                 let below = scope_contains(scope, &ra.scope);

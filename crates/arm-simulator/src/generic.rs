@@ -7,7 +7,6 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::engine::{Inner, Req};
-use super::model::scope_contains;
 use super::namespaces::{SERVED, missing_registration};
 use super::reply::{ArmError, Reply};
 
@@ -51,10 +50,9 @@ impl Inner {
         let top: Option<usize> = req.q("$top").and_then(|t| t.parse().ok());
         let mut items: Vec<Value> = self
             .state
-            .resources
-            .values()
+            .resources_under(&scope)
             // Only top-level (tracked) resources: children such as online endpoints are not listed.
-            .filter(|r| r.rtype.matches('/').count() == 1 && scope_contains(&scope, &r.id))
+            .filter(|r| r.rtype.matches('/').count() == 1)
             .filter(|r| by_type.as_ref().is_none_or(|t| t.eq_ignore_ascii_case(&r.rtype)))
             .filter(|r| {
                 by_name.as_ref().is_none_or(|n| r.id.rsplit('/').next().is_some_and(|own| own.eq_ignore_ascii_case(n)))

@@ -623,6 +623,46 @@ pub struct MlQuota {
 }
 
 impl SimState {
+    /// The resources at or below `scope`, in key order: a key range (keys are lowercased ids, so a scope's
+    /// descendants share its key as a prefix) instead of a scan of every resource. Requests list by scope often
+    /// (each storage LIST of the key watcher, each compute lookup); the cost must not grow with the world.
+    pub fn resources_under<'a>(&'a self, scope: &str) -> impl Iterator<Item = &'a Resource> + 'a {
+        let key = id_key(scope);
+        let key = key.trim_end_matches('/').to_owned();
+        let below = format!("{key}/");
+        let at = self.resources.get(&key).filter(|_| !key.is_empty());
+        at.into_iter().chain(
+            self.resources.range(below.clone()..).take_while(move |(k, _)| k.starts_with(&below)).map(|(_, r)| r),
+        )
+    }
+
+    /// The role assignments that apply to `scope` (at it or above it) and, with `below`, those under it too, in key
+    /// order. An assignment's key is its lowercased id, `{scope}/providers/microsoft.authorization/roleassignments/
+    /// {name}`, so each ancestor's assignments are one key range and those below one more: every authorisation of
+    /// every request looks here, and a scan of all assignments made the simulator slower with each workspace.
+    pub fn assignments_around(&self, scope: &str, below: bool) -> Vec<&RoleAssignment> {
+        const AT: &str = "/providers/microsoft.authorization/roleassignments/";
+        let key = id_key(scope);
+        let key = key.trim_end_matches('/');
+        let mut found: BTreeMap<&str, &RoleAssignment> = BTreeMap::new();
+        let ancestors = key.match_indices('/').map(|(i, _)| &key[..i]).chain(std::iter::once(key));
+        for ancestor in ancestors {
+            let prefix = format!("{ancestor}{AT}");
+            for (k, ra) in self.role_assignments.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+                if !k[prefix.len()..].contains('/') {
+                    found.insert(k.as_str(), ra);
+                }
+            }
+        }
+        if below {
+            let prefix = format!("{key}/");
+            for (k, ra) in self.role_assignments.range(prefix.clone()..).take_while(|(k, _)| k.starts_with(&prefix)) {
+                found.insert(k.as_str(), ra);
+            }
+        }
+        found.into_values().collect()
+    }
+
     /// An empty world for `tenant_id` with the built-in role definitions.
     pub fn new(tenant_id: &str) -> Self {
         let mut s = Self { tenant_id: tenant_id.into(), ..Self::default() };
@@ -1086,6 +1126,54 @@ mod tests {
             sub_and_rg("/subscriptions/s/resourceGroups/r/providers/x/y/z"),
             (Some("s".into()), Some("r".into()))
         );
+    }
+
+    #[test]
+    fn key_ranges_find_what_a_scan_of_every_assignment_and_resource_finds() {
+        let mut s = World::default_sandbox().state;
+        let sub = "/subscriptions/00000000-0000-4000-9000-00000000000a";
+        let ws = |rg: &str, n: &str| {
+            format!("{sub}/resourceGroups/{rg}/providers/Microsoft.MachineLearningServices/workspaces/{n}")
+        };
+        for (rg, n) in [("rg", "w"), ("rg", "w2"), ("RG2", "w"), ("rg", "w-longer")] {
+            s.put_resource(&ws(rg, n), "Microsoft.MachineLearningServices/workspaces", json!({}));
+            s.put_resource(
+                &format!("{}/computes/c", ws(rg, n)),
+                "Microsoft.MachineLearningServices/workspaces/computes",
+                json!({}),
+            );
+            s.assign_role(&ws(rg, n), roles::READER, "p1");
+        }
+        s.assign_role("/", roles::READER, "root");
+        s.assign_role(sub, roles::OWNER, "p2");
+        s.assign_role(&format!("{sub}/resourceGroups/RG"), roles::READER, "p3");
+        s.assign_role(&format!("{}/computes/c", ws("rg", "w")), roles::READER, "p4");
+        let scopes = [
+            "/",
+            sub,
+            &format!("{sub}/resourceGroups/rg"),
+            &ws("rg", "w"),
+            &ws("RG", "W2"),
+            &format!("{}/computes/c", ws("rg", "w")),
+            "/subscriptions/other",
+        ];
+        for scope in scopes {
+            for below in [false, true] {
+                let scanned: Vec<&str> = s
+                    .role_assignments
+                    .values()
+                    .filter(|ra| scope_contains(&ra.scope, scope) || (below && scope_contains(scope, &ra.scope)))
+                    .map(|ra| ra.id.as_str())
+                    .collect();
+                let ranged: Vec<&str> = s.assignments_around(scope, below).iter().map(|ra| ra.id.as_str()).collect();
+                assert_eq!(ranged, scanned, "{scope} below={below}");
+            }
+            let scanned: Vec<&str> =
+                s.resources.values().filter(|r| scope_contains(scope, &r.id)).map(|r| r.id.as_str()).collect();
+            let ranged: Vec<&str> = s.resources_under(scope).map(|r| r.id.as_str()).collect();
+            assert_eq!(ranged, scanned, "{scope}");
+        }
+        assert!(s.assignments_around(&ws("rg", "w"), false).len() >= 4, "root, subscription, group and workspace");
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct VersionInfo {
     pub schema: Option<Arc<Value>>,
     /// Compiled structural validator for `schema` (metadata relaxed, OpenAPI quirks translated).
     pub validator: Option<Arc<jsonschema::Validator>>,
+    /// The `x-kubernetes-validations` rules of `schema`, compiled once (as the API server compiles them when the
+    /// CRD is written, not on every request).
+    pub cel: Option<Arc<kube_cel::CompiledSchema>>,
     /// `additionalPrinterColumns`.
     pub columns: Vec<PrinterColumn>,
 }
@@ -401,7 +404,8 @@ pub fn resource_type_from_crd(crd: &Value) -> ApiResult<ResourceType> {
                     .collect()
             })
             .unwrap_or_default();
-        version_info.insert(vname, VersionInfo { schema: schema.map(Arc::new), validator, columns });
+        let cel = schema.as_ref().map(|s| Arc::new(kube_cel::compile_schema(s)));
+        version_info.insert(vname, VersionInfo { schema: schema.map(Arc::new), validator, cel, columns });
     }
     if !versions.is_empty() && storage_count != 1 {
         causes.push(Cause::new(

@@ -337,8 +337,8 @@ fn validator_type_hint(message: &str) -> String {
 }
 
 /// Evaluates `x-kubernetes-validations` (including transition rules against `old`) and returns causes.
-pub fn cel_causes(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let Err(errors) = kube_cel::validate(schema, obj, old) else {
+pub fn cel_causes(compiled: &kube_cel::CompiledSchema, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let Err(errors) = kube_cel::validate_compiled(compiled, obj, old) else {
         return Vec::new();
     };
     errors
@@ -416,8 +416,10 @@ pub fn admit_custom(
         obj = kube_cel::apply_defaults(schema, &obj);
         let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
         let mut causes = info.validator.as_ref().map(|v| structural_causes(v, &obj)).unwrap_or_default();
-        if causes.is_empty() {
-            causes = cel_causes(schema, &obj, old);
+        if causes.is_empty()
+            && let Some(compiled) = &info.cel
+        {
+            causes = cel_causes(compiled, &obj, old);
         }
         if let Some(meta) = obj.get("metadata") {
             super::crossfield::metadata(meta, "metadata", &mut causes);
@@ -489,6 +491,7 @@ mod tests {
     fn cel_transition_rule_rejects_change_only_on_update() {
         let s = schema();
         let new = json!({"spec": {"location": "westeurope"}});
+        let s = kube_cel::compile_schema(&s);
         assert!(cel_causes(&s, &new, None).is_empty());
         let old = json!({"spec": {"location": "northeurope"}});
         let causes = cel_causes(&s, &new, Some(&old));

@@ -22,9 +22,10 @@ use jiff::{SignedDuration, Timestamp};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::keys::{KeyState, Registered, Signal, creation_map};
+use super::keys::{KeyState, KeyTimes, Registered, Signal, creation_map};
 use crate::azure::SubscriptionId;
 use crate::azure::activity_log::{ActivityLogFilter, ActivityLogScope, EventData, REGENERATE_KEY_OPERATION};
+use crate::azure::storage::StorageKeyName;
 
 /// How far back each activity-log query reaches: Azure documents the activity log's ingestion delay in minutes
 /// (typically up to about 15), so events are looked for well after they happened.
@@ -48,7 +49,7 @@ struct SubState {
     /// Activity-log events already acted on, with when they were seen (kept for one look-back).
     seen: HashMap<String, Timestamp>,
     /// The keyCreationTime each workspace (uid) was last woken for: a change wakes once, not every interval.
-    woken_for: HashMap<String, BTreeMap<String, String>>,
+    woken_for: HashMap<String, KeyTimes>,
 }
 
 /// A successful regenerateKey event not seen before: (account id lowercased, when it happened).
@@ -87,32 +88,40 @@ pub fn regenerated_accounts(
 }
 
 /// Whether a workspace whose keys were recorded as `recorded` predates a regeneration at `at`.
-fn predates(recorded: &BTreeMap<String, String>, at: Option<Timestamp>) -> bool {
-    let newest = recorded.values().filter_map(|t| t.parse::<Timestamp>().ok()).max();
-    match (newest, at) {
+fn predates(recorded: &KeyTimes, at: Option<Timestamp>) -> bool {
+    match (recorded.newest(), at) {
         (Some(newest), Some(at)) => newest.checked_add(SAME_CHANGE).is_ok_and(|n| n < at),
         // Nothing to compare with: wake it, the key step checks.
         _ => true,
     }
 }
 
-/// The workspaces to wake after a LIST: those whose recorded keyCreationTime differs from the listed one, and that
-/// were not already woken for that same value. Pure.
+/// The workspaces to wake after a LIST, and why: those whose recorded keyCreationTime differs from the listed one,
+/// and that were not already woken for that same value. [`Signal::Stale`] when the changed time is that of the key
+/// the workspace held ([`Signal::Drift`] otherwise: the other key changed, or which one it held is unknown). Pure.
 pub fn changed_workspaces<'a>(
     workspaces: &'a [Registered],
-    listed: &HashMap<String, BTreeMap<String, String>>,
-    woken_for: &HashMap<String, BTreeMap<String, String>>,
-) -> Vec<(&'a Registered, BTreeMap<String, String>)> {
+    listed: &HashMap<String, KeyTimes>,
+    woken_for: &HashMap<String, KeyTimes>,
+) -> Vec<(&'a Registered, KeyTimes, Signal)> {
     workspaces
         .iter()
         .filter_map(|w| {
-            let current = listed.get(&w.account)?;
+            let current = listed.get(&*w.account)?;
             // An empty record (never synced, or identity-based access) is the key step's business, not drift.
             if w.recorded.is_empty() || *current == w.recorded {
                 return None;
             }
             let uid = w.object.extra.uid.as_deref()?;
-            (woken_for.get(uid) != Some(current)).then(|| (w, current.clone()))
+            let time_of = |t: &KeyTimes, k: StorageKeyName| match k {
+                StorageKeyName::Key1 => t.key1,
+                StorageKeyName::Key2 => t.key2,
+            };
+            let signal = match w.uses {
+                Some(k) if time_of(current, k) != time_of(&w.recorded, k) => Signal::Stale,
+                _ => Signal::Drift,
+            };
+            (woken_for.get(uid) != Some(current)).then_some((w, *current, signal))
         })
         .collect()
 }
@@ -160,17 +169,20 @@ async fn tick(
     // Primary: one LIST, keyCreationTime per account.
     match arm.list_storage_accounts(sub).await {
         Ok(accounts) => {
-            let listed: HashMap<String, BTreeMap<String, String>> = accounts
+            let times: Vec<(String, BTreeMap<String, String>)> = accounts
                 .iter()
                 .filter_map(|a| {
-                    a.id.as_ref()
-                        .map(|id| (id.to_ascii_lowercase(), creation_map(a.properties.key_creation_time.as_ref())))
+                    let times = creation_map(a.properties.key_creation_time.as_ref());
+                    a.id.as_ref().map(|id| (id.to_ascii_lowercase(), times))
                 })
                 .collect();
-            for (w, current) in changed_workspaces(&workspaces, &listed, &st.woken_for) {
-                debug!(account = %w.account, workspace = %w.object, "keyCreationTime changed");
+            let listed: HashMap<String, KeyTimes> = times.iter().map(|(id, t)| (id.clone(), KeyTimes::of(t))).collect();
+            // Recorded before waking anyone: the woken workspaces confirm against exactly these times.
+            state.listed(times);
+            for (w, current, signal) in changed_workspaces(&workspaces, &listed, &st.woken_for) {
+                debug!(account = %w.account, workspace = %w.object, ?signal, "keyCreationTime changed");
                 if let Some(uid) = w.object.extra.uid.as_deref() {
-                    state.signal(uid, w.object.clone(), Signal::Drift);
+                    state.signal(uid, w.object.clone(), signal);
                     st.woken_for.insert(uid.to_owned(), current);
                 }
             }
@@ -192,7 +204,7 @@ async fn tick(
             st.seen.retain(|_, t| *t >= keep);
             for (account, at) in regenerations(&events, &mut st.seen, now) {
                 let mut woken = 0;
-                for w in workspaces.iter().filter(|w| w.account == account && predates(&w.recorded, at)) {
+                for w in workspaces.iter().filter(|w| *w.account == *account && predates(&w.recorded, at)) {
                     if let Some(uid) = w.object.extra.uid.as_deref() {
                         state.signal(uid, w.object.clone(), Signal::Drift);
                         woken += 1;
@@ -240,48 +252,59 @@ mod tests {
     fn reg(uid: &str, account: &str, recorded: &[(&str, &str)]) -> Registered {
         let mut object = kube::runtime::reflector::ObjectRef::new(uid).within("ns");
         object.extra.uid = Some(uid.to_owned());
+        let recorded: BTreeMap<String, String> = recorded.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Registered {
             object,
+            subscription: crate::azure::SubscriptionId::from_uuid(uuid::Uuid::nil()),
             account: account.into(),
-            recorded: recorded.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            uses: Some("key1".into()),
+            recorded: KeyTimes::of(&recorded),
+            uses: Some(StorageKeyName::Key1),
         }
     }
 
     #[test]
     fn a_listed_change_wakes_each_workspace_once() {
         let old = [("key1", "2026-01-01T00:00:00Z"), ("key2", "2026-01-01T00:00:00Z")];
-        let new: BTreeMap<String, String> =
-            [("key1".into(), "2026-06-01T00:00:00Z".into()), ("key2".into(), "2026-01-01T00:00:00Z".into())].into();
+        let times =
+            |pairs: &[(&str, &str)]| KeyTimes::of(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let new = times(&[("key1", "2026-06-01T00:00:00Z"), ("key2", "2026-01-01T00:00:00Z")]);
         let workspaces =
             vec![reg("a", "/sa1", &old), reg("b", "/sa1", &old), reg("c", "/sa2", &old), reg("d", "/sa1", &[])];
-        let listed: HashMap<String, BTreeMap<String, String>> = [
-            ("/sa1".to_owned(), new.clone()),
-            ("/sa2".to_owned(), old.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-        ]
-        .into();
+        let listed: HashMap<String, KeyTimes> = [("/sa1".to_owned(), new), ("/sa2".to_owned(), times(&old))].into();
         let mut woken_for = HashMap::new();
-        let first: Vec<&str> = changed_workspaces(&workspaces, &listed, &woken_for)
+        let first: Vec<(&str, Signal)> = changed_workspaces(&workspaces, &listed, &woken_for)
             .into_iter()
-            .map(|(w, _)| w.object.name.as_str())
+            .map(|(w, _, signal)| (w.object.name.as_str(), signal))
             .collect();
-        assert_eq!(first, ["a", "b"], "only the changed account's workspaces with a record");
-        woken_for.insert("a".to_owned(), new.clone());
+        assert_eq!(
+            first,
+            [("a", Signal::Stale), ("b", Signal::Stale)],
+            "only the changed account's workspaces with a record; key1, which they hold, changed"
+        );
+        woken_for.insert("a".to_owned(), new);
         let again: Vec<&str> = changed_workspaces(&workspaces, &listed, &woken_for)
             .into_iter()
-            .map(|(w, _)| w.object.name.as_str())
+            .map(|(w, _, _)| w.object.name.as_str())
             .collect();
         assert_eq!(again, ["b"], "a workspace is not woken twice for the same change");
+        let other_key = times(&[("key1", "2026-01-01T00:00:00Z"), ("key2", "2026-06-01T00:00:00Z")]);
+        let listed: HashMap<String, KeyTimes> = [("/sa1".to_owned(), other_key)].into();
+        let mut unknown = reg("e", "/sa1", &old);
+        unknown.uses = None;
+        let workspaces = [reg("a", "/sa1", &old), unknown];
+        let signals: Vec<Signal> =
+            changed_workspaces(&workspaces, &listed, &HashMap::new()).into_iter().map(|(_, _, s)| s).collect();
+        assert_eq!(signals, [Signal::Drift, Signal::Drift], "key2 changed, or which key is held is unknown: confirm");
     }
 
     #[test]
     fn a_late_event_does_not_wake_a_workspace_that_knows_the_change() {
         let at: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
-        let before = BTreeMap::from([("key1".to_owned(), "2026-05-01T00:00:00Z".to_owned())]);
-        let after = BTreeMap::from([("key1".to_owned(), "2026-06-01T00:00:00.5Z".to_owned())]);
+        let before = KeyTimes::of(&BTreeMap::from([("key1".to_owned(), "2026-05-01T00:00:00Z".to_owned())]));
+        let after = KeyTimes::of(&BTreeMap::from([("key1".to_owned(), "2026-06-01T00:00:00.5Z".to_owned())]));
         assert!(predates(&before, Some(at)));
         assert!(!predates(&after, Some(at)));
-        assert!(predates(&BTreeMap::new(), Some(at)));
+        assert!(predates(&KeyTimes::default(), Some(at)));
         assert!(predates(&after, None));
     }
 }

@@ -14,7 +14,12 @@
 //! - A woken workspace confirms the drift: the workspace's `listKeys` userStorageKey is compared in memory with the
 //!   account's keys. Only WHICH key matches (`key1`/`key2`/none) is kept; the values are dropped at once. The
 //!   account's keys are read once per change of its keyCreationTime and shared by all its workspaces (listKeys is a
-//!   POST, counted as a write by ARM): a drift of N workspaces on one account costs 1 + 3N writes.
+//!   POST, counted as a write by ARM), against the keyCreationTime the watcher listed (the account is read again
+//!   only when the workspace holds none of those keys).
+//! - When the LIST shows that the very key a workspace held was regenerated, nothing needs confirming: the
+//!   workspace is woken [`Signal::Stale`] and resyncs at once. A regeneration of N workspaces' key costs 1 + 2N
+//!   writes (account listKeys; resyncKeys and the verifying listKeys per workspace); a change of the other key
+//!   1 + N (a confirmation each, no resync).
 //! - A workspace whose datastores use identity-based access (`systemDatastoresAuthMode: Identity`, read from the
 //!   workspace GET the reconcile makes anyway) holds no key: reported `IdentityBased`, no call at all.
 //! - A reconcile without a signal, a request or a due rotation makes no call at all here.
@@ -82,26 +87,60 @@ use crate::reconciler::lock;
 /// `status.pendingOperation.kind` prefix of a key resync (`ResyncKeys/Drift`, ...).
 pub const RESYNC_OPERATION: &str = "ResyncKeys";
 
-/// Why a workspace was woken by the watcher.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a workspace was woken by the watcher. Ordered by strength: a stronger signal is not downgraded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Signal {
-    /// The account's keys changed (activity log or keyCreationTime): confirm, then resync if needed.
+    /// The account's keys changed (activity log, or the keyCreationTime of a key the workspace is not known to
+    /// hold): confirm, then resync if needed.
     Drift,
+    /// The keyCreationTime of the very key the workspace held at its last sync changed: that key is gone, so the
+    /// workspace's copy is stale without asking (resync at once, with autoResync; confirm and report without).
+    Stale,
     /// The operator rotated the account's keys: resync.
     Rotation,
 }
 
-/// A workspace as the watcher knows it.
+/// The `keyCreationTime` of an account's two keys, parsed: what the watcher compares. Two optional timestamps
+/// instead of a map of four strings (the registry holds one per workspace; issue 20 counts its bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyTimes {
+    /// Creation time of key1.
+    pub key1: Option<Timestamp>,
+    /// Creation time of key2.
+    pub key2: Option<Timestamp>,
+}
+
+impl KeyTimes {
+    /// From the status map (`key1`/`key2` to RFC 3339); an unparsable time counts as unknown.
+    pub fn of(map: &BTreeMap<String, String>) -> Self {
+        let at = |k: &str| map.get(k).and_then(|t| t.parse::<Timestamp>().ok());
+        KeyTimes { key1: at("key1"), key2: at("key2") }
+    }
+
+    /// Neither time is known (never synced, or identity-based access).
+    pub fn is_empty(&self) -> bool {
+        self.key1.is_none() && self.key2.is_none()
+    }
+
+    /// The newer of the two.
+    pub fn newest(&self) -> Option<Timestamp> {
+        self.key1.max(self.key2)
+    }
+}
+
+/// A workspace as the watcher knows it. Kept small: the registry holds one per workspace.
 #[derive(Clone, Debug)]
 pub struct Registered {
-    /// The custom resource.
+    /// The custom resource (name, namespace, uid; no resourceVersion).
     pub object: ObjectRef<MlWorkspace>,
-    /// Lowercased ARM id of its storage account.
-    pub account: String,
+    /// Its subscription.
+    pub subscription: SubscriptionId,
+    /// Lowercased ARM id of its storage account, shared by every workspace of the account.
+    pub account: Arc<str>,
     /// keyCreationTime recorded at its last sync.
-    pub recorded: BTreeMap<String, String>,
+    pub recorded: KeyTimes,
     /// Which key it used at its last sync.
-    pub uses: Option<String>,
+    pub uses: Option<StorageKeyName>,
 }
 
 #[derive(Default)]
@@ -110,8 +149,29 @@ struct Registry {
     workspaces: HashMap<String, Registered>,
     /// One client per subscription (the binding's credential), for the watcher's reads.
     clients: HashMap<SubscriptionId, ArmClient>,
-    /// Subscription of each registered uid.
-    subscription_of: HashMap<String, SubscriptionId>,
+    /// The account ids in use, each stored once.
+    accounts: HashSet<Arc<str>>,
+}
+
+impl Registry {
+    /// `account` as the one shared copy.
+    fn intern(&mut self, account: &str) -> Arc<str> {
+        if let Some(shared) = self.accounts.get(account) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(account);
+        self.accounts.insert(shared.clone());
+        shared
+    }
+
+    /// Drops the shared account ids no workspace uses any more.
+    fn prune_accounts(&mut self) {
+        let used: HashSet<&str> = self.workspaces.values().map(|w| &*w.account).collect();
+        let unused: Vec<Arc<str>> = self.accounts.iter().filter(|a| !used.contains(&***a)).cloned().collect();
+        for a in unused {
+            self.accounts.remove(&a);
+        }
+    }
 }
 
 /// An account's keys and the keyCreationTime they were read at.
@@ -127,6 +187,9 @@ pub struct KeyState {
     /// account change exactly when its keyCreationTime does, so one listKeys serves every workspace of the account
     /// (confirm and verify) until the next change. Values stay inside [`crate::azure::Secret`].
     account_keys: Mutex<HashMap<String, KeysAt>>,
+    /// The keyCreationTime of each account (lowercased id) at the watcher's last LIST: what a confirmation compares
+    /// with first, instead of reading the account once per workspace.
+    listed: Mutex<HashMap<String, BTreeMap<String, String>>>,
     trigger: broadcast::Sender<ObjectRef<MlWorkspace>>,
 }
 
@@ -141,6 +204,7 @@ impl Default for KeyState {
             intents: Mutex::default(),
             locks: Mutex::default(),
             account_keys: Mutex::default(),
+            listed: Mutex::default(),
             trigger,
         }
     }
@@ -174,11 +238,18 @@ impl KeyState {
 
     /// Registered workspaces of a subscription.
     pub fn workspaces_of(&self, sub: SubscriptionId) -> Vec<Registered> {
+        lock(&self.registry).workspaces.values().filter(|w| w.subscription == sub).cloned().collect()
+    }
+
+    /// Which keys the registered workspaces of `account` (lowercased id) hold.
+    fn keys_used_on(&self, account: &str) -> HashSet<String> {
         let r = lock(&self.registry);
         r.workspaces
-            .iter()
-            .filter(|(uid, _)| r.subscription_of.get(*uid) == Some(&sub))
-            .map(|(_, w)| w.clone())
+            .values()
+            .filter(|w| &*w.account == account)
+            .filter_map(|w| w.uses)
+            .map(key_label)
+            .map(str::to_owned)
             .collect()
     }
 
@@ -188,7 +259,7 @@ impl KeyState {
         let targets: Vec<(String, ObjectRef<MlWorkspace>)> = lock(&self.registry)
             .workspaces
             .iter()
-            .filter(|(uid, w)| w.account == account && Some(uid.as_str()) != except)
+            .filter(|(uid, w)| &*w.account == account && Some(uid.as_str()) != except)
             .map(|(uid, w)| (uid.clone(), w.object.clone()))
             .collect();
         for (uid, obj) in &targets {
@@ -197,14 +268,12 @@ impl KeyState {
         targets.len()
     }
 
-    /// Wakes one workspace. A Rotation signal is not downgraded by a later Drift signal.
+    /// Wakes one workspace. A signal is not downgraded by a weaker one (a Rotation by a later Drift).
     pub fn signal(&self, uid: &str, obj: ObjectRef<MlWorkspace>, signal: Signal) {
         {
             let mut m = lock(&self.signals);
             let entry = m.entry(uid.to_owned()).or_insert(signal);
-            if signal == Signal::Rotation {
-                *entry = Signal::Rotation;
-            }
+            *entry = (*entry).max(signal);
         }
         // No receiver (controller not running yet) is fine: the signal is picked up by the next reconcile.
         let _ = self.trigger.send(obj);
@@ -214,11 +283,27 @@ impl KeyState {
     /// current one of its binding (the credential cache rebuilds it when the binding or its Secret changes), so it
     /// replaces the one the watcher reads the subscription with: a changed credential reaches the watcher with the
     /// next reconcile, which the binding change itself triggers.
-    fn register(&self, ws: &MlWorkspace, sub: SubscriptionId, arm: &ArmClient, entry: Registered) {
+    fn register(
+        &self,
+        ws: &MlWorkspace,
+        sub: SubscriptionId,
+        arm: &ArmClient,
+        account: &str,
+        keys: Option<&StorageKeysStatus>,
+    ) {
         let Some(uid) = ws.uid() else { return };
+        let mut object = ObjectRef::from_obj(ws);
+        // Not needed to wake it, and different after every write: no reason to hold it.
+        object.extra.resource_version = None;
         let mut r = lock(&self.registry);
+        let entry = Registered {
+            object,
+            subscription: sub,
+            account: r.intern(account),
+            recorded: keys.map(|k| KeyTimes::of(&k.key_creation_time)).unwrap_or_default(),
+            uses: keys.and_then(|k| k.workspace_uses_key.as_deref()).and_then(parse_key_label),
+        };
         r.clients.insert(sub, arm.clone());
-        r.subscription_of.insert(uid.clone(), sub);
         r.workspaces.insert(uid, entry);
     }
 
@@ -227,7 +312,7 @@ impl KeyState {
         {
             let mut r = lock(&self.registry);
             r.workspaces.retain(|uid, _| live.contains(uid));
-            r.subscription_of.retain(|uid, _| live.contains(uid));
+            r.prune_accounts();
         }
         lock(&self.signals).retain(|uid, _| live.contains(uid));
         lock(&self.intents).retain(|uid, _| live.contains(uid));
@@ -236,9 +321,7 @@ impl KeyState {
     /// Forgets a workspace (deleted).
     pub fn forget(&self, uid: &str) {
         {
-            let mut r = lock(&self.registry);
-            r.workspaces.remove(uid);
-            r.subscription_of.remove(uid);
+            lock(&self.registry).workspaces.remove(uid);
         }
         lock(&self.signals).remove(uid);
         lock(&self.intents).remove(uid);
@@ -262,6 +345,15 @@ impl KeyState {
             Some(r) => m.insert(uid.to_owned(), r),
             None => m.remove(uid),
         };
+    }
+
+    /// Records the keyCreationTime of accounts as the watcher just listed them (lowercased id to the status map).
+    pub fn listed(&self, accounts: impl IntoIterator<Item = (String, BTreeMap<String, String>)>) {
+        lock(&self.listed).extend(accounts);
+    }
+
+    fn listed_times(&self, account: &str) -> Option<BTreeMap<String, String>> {
+        lock(&self.listed).get(account).cloned()
     }
 
     fn account_lock(&self, account: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -357,7 +449,8 @@ pub fn decide(input: &DecideInput<'_>) -> KeysDecision {
     }
     match input.signal {
         Some(Signal::Rotation) => return KeysDecision::Resync(ResyncReason::Rotation),
-        Some(Signal::Drift) => return KeysDecision::Check,
+        Some(Signal::Stale) if input.auto_resync => return KeysDecision::Resync(ResyncReason::Drift),
+        Some(Signal::Stale | Signal::Drift) => return KeysDecision::Check,
         None => {}
     }
     let Some(status) = status else {
@@ -390,6 +483,14 @@ fn key_label(k: StorageKeyName) -> &'static str {
     match k {
         StorageKeyName::Key1 => "key1",
         StorageKeyName::Key2 => "key2",
+    }
+}
+
+fn parse_key_label(label: &str) -> Option<StorageKeyName> {
+    match label {
+        "key1" => Some(StorageKeyName::Key1),
+        "key2" => Some(StorageKeyName::Key2),
+        _ => None,
     }
 }
 
@@ -452,13 +553,8 @@ fn storage_ref(desired: &Desired) -> Result<StorageAccountRef, Error> {
 }
 
 fn register(ctx: &Context, ws: &MlWorkspace, desired: &Desired, arm: &ArmClient, keys: Option<&StorageKeysStatus>) {
-    let entry = Registered {
-        object: ObjectRef::from_obj(ws),
-        account: desired.storage_account.as_str().to_ascii_lowercase(),
-        recorded: keys.map(|k| k.key_creation_time.clone()).unwrap_or_default(),
-        uses: keys.and_then(|k| k.workspace_uses_key.clone()),
-    };
-    ctx.keys.register(ws, desired.workspace.subscription(), arm, entry);
+    let account = desired.storage_account.as_str().to_ascii_lowercase();
+    ctx.keys.register(ws, desired.workspace.subscription(), arm, &account, keys);
 }
 
 /// Facts read to confirm drift.
@@ -500,19 +596,27 @@ async fn account_keys(
     Ok(keys)
 }
 
+/// Which of its account's keys the workspace holds. The account's keys are those of the keyCreationTime the
+/// watcher listed last (shared by every workspace of the account: no call per workspace); only when the workspace
+/// holds none of them, or nothing was listed yet, is the account read now, in case it changed since that LIST.
 async fn confirm(
     ctx: &Context,
     arm: &ArmClient,
     desired: &Desired,
     sa: &StorageAccountRef,
 ) -> Result<Confirmed, Error> {
+    let ws_keys = arm.list_workspace_keys(&desired.workspace).await.map_err(Error::arm("list workspace keys"))?;
+    let holds_key = ws_keys.user_storage_key.as_ref().is_some_and(|k| !k.is_empty());
+    if let Some(times) = ctx.keys.listed_times(&sa.id().to_ascii_lowercase()).filter(|t| !t.is_empty()) {
+        let uses = which_key(&account_keys(ctx, arm, sa, &times).await?, &ws_keys);
+        if uses.is_some() || !holds_key {
+            return Ok(Confirmed { uses, holds_key, times });
+        }
+    }
     let account = arm.get_storage_account(sa).await.map_err(Error::arm("read storage account"))?;
     let times = creation_map(account.as_ref().and_then(|a| a.properties.key_creation_time.as_ref()));
-    let account_keys = account_keys(ctx, arm, sa, &times).await?;
-    let ws_keys = arm.list_workspace_keys(&desired.workspace).await.map_err(Error::arm("list workspace keys"))?;
-    let uses = which_key(&account_keys, &ws_keys);
-    let holds_key = ws_keys.user_storage_key.as_ref().is_some_and(|k| !k.is_empty());
-    // account_keys and ws_keys are dropped here: only which key matches leaves.
+    let uses = which_key(&account_keys(ctx, arm, sa, &times).await?, &ws_keys);
+    // The key values are dropped here: only which key matches leaves.
     Ok(Confirmed { uses, holds_key, times })
 }
 
@@ -671,13 +775,7 @@ async fn rotate(
     let account = arm.get_storage_account(sa).await.map_err(Error::arm("read storage account"))?;
     let times = creation_map(account.as_ref().and_then(|a| a.properties.key_creation_time.as_ref()));
     if rotation_due(&times, period, ctx.config.clock().now()) {
-        let used: HashSet<String> = ctx
-            .keys
-            .workspaces_of(desired.workspace.subscription())
-            .into_iter()
-            .filter(|w| w.account == account_id)
-            .filter_map(|w| w.uses)
-            .collect();
+        let used = ctx.keys.keys_used_on(&account_id);
         let key = key_to_rotate(&times, &used);
         arm.regenerate_storage_account_key(sa, key).await.map_err(Error::arm("regenerate storage account key"))?;
         let woken = ctx.keys.signal_account(&account_id, Signal::Rotation, Some(uid));
@@ -884,6 +982,11 @@ mod tests {
         assert_eq!(decide(&i), KeysDecision::Check);
         i.signal = Some(Signal::Rotation);
         assert_eq!(decide(&i), KeysDecision::Resync(ResyncReason::Rotation));
+        i.signal = Some(Signal::Stale);
+        assert_eq!(decide(&i), KeysDecision::Resync(ResyncReason::Drift), "the held key is gone: no confirmation");
+        i.auto_resync = false;
+        assert_eq!(decide(&i), KeysDecision::Check, "without autoResync it is confirmed and reported");
+        i.auto_resync = true;
         i.signal = None;
         i.request = Some("a");
         assert_eq!(decide(&i), KeysDecision::Nothing, "the same request value does nothing");
@@ -988,8 +1091,9 @@ mod tests {
         let obj = |n: &str| ObjectRef::<MlWorkspace>::new(n).within("ns");
         let reg = |uid: &str, account: &str| Registered {
             object: obj(uid),
+            subscription: SubscriptionId::from_uuid(uuid::Uuid::nil()),
             account: account.into(),
-            recorded: BTreeMap::new(),
+            recorded: KeyTimes::default(),
             uses: None,
         };
         {
@@ -1006,5 +1110,8 @@ mod tests {
         state.signal("b", obj("b"), Signal::Drift);
         assert_eq!(state.take_signal("b"), Some(Signal::Rotation), "not downgraded");
         assert_eq!(state.take_signal("c"), None);
+        state.signal("c", obj("c"), Signal::Stale);
+        state.signal("c", obj("c"), Signal::Drift);
+        assert_eq!(state.take_signal("c"), Some(Signal::Stale), "not downgraded");
     }
 }

@@ -16,9 +16,11 @@ async fn the_scale_benchmark_at_100_workspaces() {
         workspaces: 100,
         memory_workspaces: 100,
         scale: 240,
+        regeneration_scale: 60,
         baseline: true,
         operator: scale::operator_binary(env!("CARGO_BIN_EXE_azml-sandbox")),
         concurrency: None,
+        steady_hour: true,
     };
     let report = scale::run(options).await;
     println!("{}", report.table);

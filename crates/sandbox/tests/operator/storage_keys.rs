@@ -195,12 +195,14 @@ async fn a_regenerated_key_is_resynced_with_bounded_calls() {
     assert_ne!(env.key("key1"), old_key);
     assert_eq!(ws.status.unwrap().storage_keys.unwrap().workspace_uses_key.as_deref(), Some("key1"));
 
-    // Bounded: the watcher's reads, one confirm, one resync with its polls, one verify; the account's keys are read
-    // once for both (its keyCreationTime did not change in between).
+    // Bounded: the watcher's reads, one resync with its polls (no confirmation first: the LIST showed that key1,
+    // the key the workspace held, was regenerated), one verify; the account's keys are read once, against the
+    // keyCreationTime the watcher listed (no read of the account per workspace).
     let calls = arm_calls(&env);
     let n = |op: &str| calls.iter().filter(|c| c.as_str() == op).count();
     assert_eq!(n("Workspaces_ResyncKeys"), 1, "{calls:?}");
-    assert_eq!(n("Workspaces_ListKeys"), 2, "confirm + verify: {calls:?}");
+    assert_eq!(n("Workspaces_ListKeys"), 1, "verify only: {calls:?}");
+    assert_eq!(n("StorageAccounts_GetProperties"), 0, "the listed keyCreationTime serves: {calls:?}");
     assert_eq!(n("StorageAccounts_ListKeys"), 1, "once per change of the account's keys: {calls:?}");
     assert_eq!(n("StorageAccounts_RegenerateKey"), 0);
     assert!(n("ActivityLogs_List") <= 2 + (latency.as_millis() / 200) as usize, "{calls:?}");
@@ -220,7 +222,8 @@ async fn a_regenerated_key_is_resynced_with_bounded_calls() {
 }
 
 /// N workspaces on one account whose key changed: the account's keys are read once for all of them (listKeys is a
-/// POST, which ARM counts against the subscription's write limit), so the drift costs 1 + 3N writes.
+/// POST, which ARM counts against the subscription's write limit). The key they held was regenerated, so each
+/// resyncs without a confirmation first: the drift costs 1 + 2N writes (1 + 3N when another key changed, below).
 #[tokio::test]
 async fn one_change_reads_the_account_keys_once_for_all_its_workspaces() {
     let env = Env::start().await;
@@ -248,9 +251,38 @@ async fn one_change_reads_the_account_keys_once_for_all_its_workspaces() {
         .collect();
     let n = |op: &str| writes.iter().filter(|c| c.as_str() == op).count();
     assert_eq!(n("StorageAccounts_ListKeys"), 1, "{writes:?}");
-    assert_eq!(n("Workspaces_ListKeys"), 2 * names.len(), "confirm + verify each: {writes:?}");
+    assert_eq!(n("Workspaces_ListKeys"), names.len(), "verify each: {writes:?}");
     assert_eq!(n("Workspaces_ResyncKeys"), names.len(), "{writes:?}");
-    assert_eq!(writes.len(), 1 + 3 * names.len(), "{writes:?}");
+    assert_eq!(writes.len(), 1 + 2 * names.len(), "{writes:?}");
+
+    // The other key (key2, which none of them holds) regenerated: each confirms (one listKeys each, the account's
+    // keys once more) and none resyncs.
+    env.sim.handle.clear_calls();
+    let before: Vec<_> = names.iter().map(|n| env.cached_key(n)).collect();
+    env.sim.handle.regenerate_storage_key(&env.world.storage_account_id, "key2").unwrap();
+    let confirmed = async || {
+        let writes = env.sim.handle.calls().into_iter().filter(|c| c.method == "POST" && c.kind != CallKind::Auth);
+        match writes.filter(|c| c.operation == "Workspaces_ListKeys").count() {
+            n if n >= names.len() => Ok(n),
+            n => Err(n),
+        }
+    };
+    common::wait_until(WAIT, Duration::from_millis(25), confirmed, |n| format!("{n} confirmations")).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let writes: Vec<String> = env
+        .sim
+        .handle
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "POST" && c.kind != CallKind::Auth)
+        .map(|c| c.operation)
+        .collect();
+    let n = |op: &str| writes.iter().filter(|c| c.as_str() == op).count();
+    assert_eq!(n("Workspaces_ResyncKeys"), 0, "key1 still holds: {writes:?}");
+    assert_eq!(n("Workspaces_ListKeys"), names.len(), "one confirmation each: {writes:?}");
+    assert_eq!(n("StorageAccounts_ListKeys"), 1, "{writes:?}");
+    let after: Vec<_> = names.iter().map(|n| env.cached_key(n)).collect();
+    assert_eq!(before, after);
     env.stop().await;
 }
 

@@ -44,12 +44,18 @@ pub struct Options {
     pub memory_workspaces: usize,
     /// Time is divided by this.
     pub scale: u32,
+    /// Time is divided by this while storage keys are regenerated (the operator restarts with it, the simulator's
+    /// durations and limits follow). Lower than `scale`: there every real millisecond of the emulators' work (2/3 of
+    /// the machine) counts `scale` milliseconds against the latency measured.
+    pub regeneration_scale: u32,
     /// Run the blind-PUT baseline too.
     pub baseline: bool,
     /// The operator binary (`run` subcommand).
     pub operator: PathBuf,
     /// `--concurrency` of the operator (`None`: its default).
     pub concurrency: Option<u16>,
+    /// Run the steady hour (`--no-steady-hour` skips it, to look at the other phases sooner).
+    pub steady_hour: bool,
 }
 
 impl Options {
@@ -174,36 +180,11 @@ impl Env {
         let mut world = World::default_sandbox();
         let accounts = fleet::seed(&mut world, roles::OWNER, &[BASELINE_RG]);
         let scale = f64::from(options.scale);
-        let defaults = ThrottleConfig::default();
-        let throttle = ThrottleConfig {
-            read_refill_per_sec: defaults.read_refill_per_sec * scale,
-            write_refill_per_sec: defaults.write_refill_per_sec * scale,
-            ..defaults
-        };
-        let limits = StorageLimits::default();
-        let scale_limits = |limits: Vec<WindowLimit>| -> Vec<WindowLimit> {
-            limits
-                .into_iter()
-                .map(|w| {
-                    let s = u64::from(options.scale);
-                    if w.window_secs >= s && w.window_secs % s == 0 {
-                        WindowLimit { max: w.max, window_secs: w.window_secs / s }
-                    } else {
-                        let max = (w.max as u64 * s).div_ceil(w.window_secs.max(1));
-                        WindowLimit { max: usize::try_from(max).unwrap_or(usize::MAX), window_secs: 1 }
-                    }
-                })
-                .collect()
-        };
-        let storage_limits = StorageLimits {
-            read: scale_limits(limits.read),
-            write: scale_limits(limits.write),
-            list: scale_limits(limits.list),
-        };
+        let (throttle, storage_limits) = scaled_limits(options.scale);
         let base = SimConfig::new(world.state.clone());
         let sim = ArmSimulator::start(SimConfig {
-            lro_duration: options.scaled(Duration::from_secs(20)),
-            activity_log_delay: options.scaled(base.activity_log_delay),
+            lro_duration: Duration::from_secs(20) / options.scale,
+            activity_log_delay: base.activity_log_delay / options.scale,
             time_scale: 1.0 / scale,
             // Azure asks ML clients to poll every 10 s; whole seconds cannot express that scaled, so the simulator
             // sends no wait and the operator polls at --lro-poll-min (10 s scaled).
@@ -220,6 +201,15 @@ impl Env {
         std::fs::write(dir.path().join("kubeconfig"), kube.kubeconfig_yaml()).expect("kubeconfig");
         std::fs::write(dir.path().join("ca.pem"), &sim.ca_pem).expect("ca");
         Env { options, world, sim, kube, client, dir, accounts }
+    }
+
+    /// Runs Azure's clock `scale` times faster from now on: durations, throttling refills and windows.
+    fn rescale(&self, scale: u32) {
+        let (throttle, storage_limits) = scaled_limits(scale);
+        self.sim.handle.set_throttle(throttle);
+        self.sim.handle.set_storage_limits(storage_limits);
+        self.sim.handle.set_lro_duration(Duration::from_secs(20) / scale);
+        self.sim.handle.set_activity_log_delay(SimConfig::new(self.world.state.clone()).activity_log_delay / scale);
     }
 
     fn cloud(&self) -> AzureCloud {
@@ -314,6 +304,37 @@ impl Env {
     }
 }
 
+/// ARM's buckets and the storage provider's windows with time divided by `scale`.
+fn scaled_limits(scale: u32) -> (ThrottleConfig, StorageLimits) {
+    let defaults = ThrottleConfig::default();
+    let throttle = ThrottleConfig {
+        read_refill_per_sec: defaults.read_refill_per_sec * f64::from(scale),
+        write_refill_per_sec: defaults.write_refill_per_sec * f64::from(scale),
+        ..defaults
+    };
+    let scale_limits = |limits: Vec<WindowLimit>| -> Vec<WindowLimit> {
+        let s = u64::from(scale);
+        limits
+            .into_iter()
+            .map(|w| {
+                if w.window_secs >= s && w.window_secs % s == 0 {
+                    WindowLimit { max: w.max, window_secs: w.window_secs / s }
+                } else {
+                    let max = (w.max as u64 * s).div_ceil(w.window_secs.max(1));
+                    WindowLimit { max: usize::try_from(max).unwrap_or(usize::MAX), window_secs: 1 }
+                }
+            })
+            .collect()
+    };
+    let limits = StorageLimits::default();
+    let storage = StorageLimits {
+        read: scale_limits(limits.read),
+        write: scale_limits(limits.write),
+        list: scale_limits(limits.list),
+    };
+    (throttle, storage)
+}
+
 fn description(sim: &RunningSim, id: &str) -> Option<String> {
     sim.handle.resource(id)?.pointer("/properties/description")?.as_str().map(str::to_owned)
 }
@@ -333,9 +354,14 @@ struct Operator {
 
 impl Operator {
     async fn start(env: &Env, log: &str) -> Operator {
+        Self::start_scaled(env, log, env.options.scale).await
+    }
+
+    /// The operator with its intervals divided by `scale`.
+    async fn start_scaled(env: &Env, log: &str, scale: u32) -> Operator {
         let o = &env.options;
         let health = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr");
-        let d = |d: Duration| format!("{}ms", o.scaled(d).as_millis().max(1));
+        let d = |d: Duration| format!("{}ms", (d / scale).as_millis().max(1));
         // SCALE_BENCH_LOG_DIR keeps the operator's log (warnings and errors) for a look afterwards.
         let log_dir = std::env::var_os("SCALE_BENCH_LOG_DIR").map_or_else(|| env.dir.path().to_owned(), PathBuf::from);
         let log = std::fs::File::create(log_dir.join(log)).expect("log file");
@@ -505,8 +531,13 @@ fn mins(d: Duration) -> String {
 }
 
 /// Regenerates key1 of `accounts` at once and waits until each affected workspace holds the new key.
-async fn regenerate(env: &Env, accounts: &[Account], names: &[(String, Account)]) -> (Vec<Duration>, Calls) {
-    let limit = env.options.scaled(Duration::from_secs(900)).max(Duration::from_secs(120));
+async fn regenerate(
+    env: &Env,
+    accounts: &[Account],
+    names: &[(String, Account)],
+    scale: u32,
+) -> (Vec<Duration>, Calls) {
+    let limit = (Duration::from_secs(900) / scale).max(Duration::from_secs(120));
     let seq = last_seq(&env.sim);
     for a in accounts {
         env.sim.handle.regenerate_storage_key(&a.id, "key1").expect("regenerate");
@@ -524,7 +555,7 @@ async fn regenerate(env: &Env, accounts: &[Account], names: &[(String, Account)]
         waiting.retain(|(id, account)| {
             let done = env.sim.handle.workspace_cached_key(id).as_ref() == keys.get(account);
             if done {
-                latencies.push(env.options.unscaled(at.elapsed()));
+                latencies.push(at.elapsed() * scale);
             }
             !done
         });
@@ -536,7 +567,27 @@ async fn regenerate(env: &Env, accounts: &[Account], names: &[(String, Account)]
         eprintln!("{} workspaces did not resync within {limit:?}", waiting.len());
     }
     // Let the verifications finish before counting.
-    tokio::time::sleep(env.options.scaled(Duration::from_secs(120))).await;
+    tokio::time::sleep(Duration::from_secs(120) / scale).await;
+    if std::env::var_os("SCALE_BENCH_DETAILS").is_some() {
+        // When the calls were made, in scaled 10 s buckets after the regeneration: where the time goes.
+        let regenerated = jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::try_from(at.elapsed()).unwrap_or_default())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let mut timeline: BTreeMap<(String, i64), usize> = BTreeMap::new();
+        for r in env.sim.handle.calls_after(seq).iter().filter(|r| r.kind != CallKind::Auth) {
+            let scaled = r.time.duration_since(regenerated).as_secs_f64() * f64::from(scale);
+            *timeline.entry((r.operation.clone(), (scaled / 10.0).floor() as i64 * 10)).or_default() += 1;
+        }
+        let mut op = String::new();
+        for ((name, bucket), n) in &timeline {
+            if *name != op {
+                eprint!("\n  {name:<32}");
+                op.clone_from(name);
+            }
+            eprint!(" {bucket}s:{n}");
+        }
+        eprintln!();
+    }
     latencies.sort();
     (latencies, calls_since(&env.sim, seq))
 }
@@ -636,16 +687,36 @@ pub async fn run(o: Options) -> Report {
             workspace_id(&a.sub, RG, name)
         })
         .collect();
-    let drift = env.drift(&spread, hour / 2, (hour * 3 / 2).max(Duration::from_secs(120))).await;
-    if let Some(rest) = hour.checked_sub(hour_started.elapsed()) {
-        tokio::time::sleep(rest).await;
-    }
+    let drift = if o.steady_hour {
+        let drift = env.drift(&spread, hour / 2, (hour * 3 / 2).max(Duration::from_secs(120))).await;
+        if let Some(rest) = hour.checked_sub(hour_started.elapsed()) {
+            tokio::time::sleep(rest).await;
+        }
+        drift
+    } else {
+        vec![None; DRIFTS]
+    };
     let steady = calls_since(&env.sim, seq);
 
-    // Key regenerations: one account, then all of them at once.
-    phase("operator: key regeneration of one account, then of all");
-    let (one, one_calls) = regenerate(&env, &env.accounts[..1], &names).await;
-    let (all, all_calls) = regenerate(&env, &env.accounts, &names).await;
+    // Key regenerations: one account, then all of them at once, with time scaled by `regeneration_scale`: the
+    // operator restarts with its intervals scaled so, reads every workspace again, then the keys change.
+    let rs = o.regeneration_scale;
+    phase(&format!("operator restarted with time scaled 1/{rs}: key regeneration of one account, then of all"));
+    operator.stop().await;
+    env.rescale(rs);
+    let seq = last_seq(&env.sim);
+    let operator = Operator::start_scaled(&env, "operator-regeneration.log", rs).await;
+    let settle = Instant::now();
+    while calls_since(&env.sim, seq).reads_of("Workspaces_Get") < n && settle.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The last of them finish their reconcile; then one key-signal interval records every account's key times.
+    tokio::time::sleep(Duration::from_secs(60) / rs + Duration::from_secs(1)).await;
+    let (one, one_calls) = regenerate(&env, &env.accounts[..1], &names, rs).await;
+    let (all, all_calls) = regenerate(&env, &env.accounts, &names, rs).await;
+    operator.stop().await;
+    env.rescale(o.scale);
+    let operator = Operator::start(&env, "operator-memory.log").await;
 
     // 3. Memory at the full size.
     phase(&format!("operator: creating {} more workspaces", o.memory_workspaces - n));
@@ -797,13 +868,14 @@ pub async fn run(o: Options) -> Report {
         .unwrap_or_default();
     let _ = writeln!(
         table,
-        "azml-operator scale benchmark: {} cores ({machine}), load average {}, time scaled 1/{}, resync 1 h, key signal 60 s, LROs 20 s, concurrency {}, ARM buckets and storage RP limits on; {} real",
+        "azml-operator scale benchmark: {} cores ({machine}), load average {}, time scaled 1/{} (key regenerations 1/{}), resync 1 h, key signal 60 s, LROs 20 s, concurrency {}, ARM buckets and storage RP limits on; {} real",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|l| l.split_whitespace().next().map(str::to_owned))
             .unwrap_or_default(),
         o.scale,
+        o.regeneration_scale,
         o.concurrency.map_or_else(|| "default (8)".to_owned(), |c| c.to_string()),
         secs(bench_started.elapsed())
     );
