@@ -87,7 +87,10 @@ pub struct RunArgs {
     pub resync_period: Duration,
 
     /// How many workspaces are reconciled at the same time (the same workspace is never reconciled twice at once).
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..), env = "AZML_CONCURRENCY")]
+    /// Reconciles mostly wait for ARM (tens to hundreds of milliseconds per call), so this bounds how fast a wave
+    /// (a storage key regenerated under a thousand workspaces, a restart) is worked through; ARM's own limits are
+    /// kept by the client-side limiter, not by this.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..), env = "AZML_CONCURRENCY")]
     pub concurrency: u16,
 
     /// Shortest delay between two polls of a long-running Azure operation.
@@ -226,7 +229,7 @@ mod tests {
         let cli = Cli::try_parse_from(["azml-operator", "run"]).expect("parses");
         let Command::Run(args) = cli.command else { panic!("expected run") };
         assert_eq!(args.resync_period, Duration::from_secs(3600));
-        assert_eq!(args.concurrency, 8);
+        assert_eq!(args.concurrency, 32);
         assert_eq!(args.azure.arm_endpoint.as_str(), "https://management.azure.com/");
         assert_eq!(args.lro_poll_min, Duration::from_secs(5));
         assert!(args.watch_namespaces.is_empty());

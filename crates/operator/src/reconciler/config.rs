@@ -49,13 +49,13 @@ pub struct ControllerConfig {
 }
 
 impl ControllerConfig {
-    /// Defaults for a cloud: resync 1 h, concurrency 8, LRO polls between 5 s and 60 s, backoff 5 s .. 5 min.
+    /// Defaults for a cloud: resync 1 h, concurrency 32, LRO polls between 5 s and 60 s, backoff 5 s .. 5 min.
     pub fn new(cloud: AzureCloud) -> Self {
         let resync_period = Duration::from_secs(3600);
         let metrics = crate::metrics::Metrics::new();
         ControllerConfig {
             resync_period,
-            concurrency: 8,
+            concurrency: 32,
             arm: ArmClientOptions { cloud, metrics: Some(metrics.arm()), ..Default::default() },
             operator_namespace: "azml-system".into(),
             watch_namespaces: Vec::new(),

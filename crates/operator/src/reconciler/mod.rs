@@ -189,17 +189,6 @@ impl<S: Clone + PartialEq + serde::Serialize + DeserializeOwned> ObjectMemory<S>
         cached.or_else(|| carried.cloned())
     }
 
-    /// The watch cache now shows `carried` for `uid`: the copy of our last write is dropped once the cache holds it.
-    /// Called for every watch event, because the controller's own status patches do not wake a reconcile (which
-    /// would otherwise keep the copy until the next resync: a whole status per object written in the last hour).
-    pub fn seen(&self, uid: Option<&str>, carried: Option<&S>) {
-        let Some(uid) = uid else { return };
-        let mut statuses = lock(&self.statuses);
-        if statuses.get(uid).is_some_and(|cached| carried == Some(cached)) {
-            statuses.remove(uid);
-        }
-    }
-
     /// Forgets every object whose uid is not in `live` (deleted while nobody was looking).
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
         lock(&self.statuses).retain(|uid, _| live.contains(uid));
@@ -578,13 +567,7 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
     let (reader, writer) = reflector::store();
     let requested = scope.clone();
     let feed = <R::Kind as Kind>::FEEDS_CHILDREN.then(|| shell.config.workspace_feed.clone());
-    let seen = r.clone();
-    let touched = move |event: &watcher::Event<R::Kind>| {
-        if let watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) = event {
-            seen.shell().memory.seen(obj.meta().uid.as_deref(), obj.status());
-        }
-        feed.iter().for_each(|feed| feed.publish(event));
-    };
+    let touched = move |event: &watcher::Event<R::Kind>| feed.iter().for_each(|feed| feed.publish(event));
     let stream = watch_changes(api, writer, touched).inspect_ok(move |obj| {
         if let Some(scope) = &requested {
             scope.requested(&ObjectRef::from_obj(obj));
@@ -664,11 +647,6 @@ mod tests {
         memory.wrote(Some("a".into()), 2);
         assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "our last write wins over the cache");
         assert_eq!((memory.bump_failures(Some("a".into())), memory.bump_failures(Some("a".into()))), (1, 2));
-        memory.seen(Some("a"), Some(&1));
-        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "an older status in the cache keeps the copy");
-        memory.seen(Some("a"), Some(&2));
-        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(1), "the cache showed our write: the copy is gone");
-        memory.wrote(Some("a".into()), 3);
         memory.forget("a");
         assert_eq!(memory.status(Some("a".into()), None), None);
         assert_eq!(memory.bump_failures(Some("a".into())), 1);

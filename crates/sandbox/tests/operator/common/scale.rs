@@ -566,8 +566,8 @@ async fn regenerate(
     if !waiting.is_empty() {
         eprintln!("{} workspaces did not resync within {limit:?}", waiting.len());
     }
-    // Let the verifications finish before counting.
-    tokio::time::sleep(Duration::from_secs(120) / scale).await;
+    // Let the verifications finish before counting (the last resync is polled within 10 s of its end).
+    tokio::time::sleep(Duration::from_secs(40) / scale).await;
     if std::env::var_os("SCALE_BENCH_DETAILS").is_some() {
         // When the calls were made, in scaled 10 s buckets after the regeneration: where the time goes.
         let regenerated = jiff::Timestamp::now()
@@ -710,8 +710,8 @@ pub async fn run(o: Options) -> Report {
     while calls_since(&env.sim, seq).reads_of("Workspaces_Get") < n && settle.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    // The last of them finish their reconcile; then one key-signal interval records every account's key times.
-    tokio::time::sleep(Duration::from_secs(60) / rs + Duration::from_secs(1)).await;
+    // The last of them finish their reconcile (each registers with the key watcher there).
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (one, one_calls) = regenerate(&env, &env.accounts[..1], &names, rs).await;
     let (all, all_calls) = regenerate(&env, &env.accounts, &names, rs).await;
     operator.stop().await;
@@ -876,7 +876,7 @@ pub async fn run(o: Options) -> Report {
             .unwrap_or_default(),
         o.scale,
         o.regeneration_scale,
-        o.concurrency.map_or_else(|| "default (8)".to_owned(), |c| c.to_string()),
+        o.concurrency.map_or_else(|| "default (32)".to_owned(), |c| c.to_string()),
         secs(bench_started.elapsed())
     );
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(4);
