@@ -189,6 +189,19 @@ impl<S: Clone + PartialEq + serde::Serialize + DeserializeOwned> ObjectMemory<S>
         cached.or_else(|| carried.cloned())
     }
 
+    /// The watch cache now shows `carried` for `uid`: the copy of our last write is dropped once the cache holds it.
+    /// Called for every watch event, because the controller's own status patches do not wake a reconcile (which
+    /// would otherwise keep the copy until the next resync: a whole status per object written in the last hour).
+    /// Safe because [`Shell::current_status`] reads the watch cache as it is now, not the reconcile's own copy of
+    /// the object (taken when the reconcile was scheduled, it may predate the write the watch just showed).
+    pub fn seen(&self, uid: Option<&str>, carried: Option<&S>) {
+        let Some(uid) = uid else { return };
+        let mut statuses = lock(&self.statuses);
+        if statuses.get(uid).is_some_and(|cached| carried == Some(cached)) {
+            statuses.remove(uid);
+        }
+    }
+
     /// Forgets every object whose uid is not in `live` (deleted while nobody was looking).
     pub fn retain(&self, live: &std::collections::HashSet<String>) {
         lock(&self.statuses).retain(|uid, _| live.contains(uid));
@@ -248,13 +261,22 @@ pub struct Shell<K: Kind> {
     /// One ARM client per SubscriptionBinding.
     pub credentials: CredentialCache,
     memory: ObjectMemory<K::Status>,
+    /// The watch cache of each watched namespace (`None`: all of them), for [`Shell::current_status`].
+    caches: Mutex<HashMap<Option<String>, reflector::Store<K>>>,
 }
 
 impl<K: Kind> Shell<K> {
     /// A shell for `client` with `config`.
     pub fn new(client: Client, config: ControllerConfig) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: CONTROLLER_NAME.into(), instance: None });
-        Shell { client, config, recorder, credentials: CredentialCache::default(), memory: ObjectMemory::default() }
+        Shell {
+            client,
+            config,
+            recorder,
+            credentials: CredentialCache::default(),
+            memory: ObjectMemory::default(),
+            caches: Mutex::default(),
+        }
     }
 
     /// Publishes an event about `obj` (best effort: a failure is logged, never fails the reconcile). The note is
@@ -266,9 +288,25 @@ impl<K: Kind> Shell<K> {
         }
     }
 
-    /// The status as this controller last wrote it, else as the object carries it.
+    /// The status as this controller last wrote it, else as the watch cache holds it now, else as `obj` carries it
+    /// (`obj` was taken from the cache when its reconcile was scheduled; our own write may have arrived since, and
+    /// then [`ObjectMemory::seen`] has dropped the copy of it).
     pub fn current_status(&self, obj: &K) -> Option<K::Status> {
-        self.memory.status(obj.uid(), obj.status())
+        let latest = self.latest(obj);
+        let carried = latest.as_deref().map_or_else(|| obj.status(), |latest| latest.status());
+        self.memory.status(obj.uid(), carried)
+    }
+
+    /// `obj` as its watch cache holds it now (the same incarnation: same uid), if it is there.
+    fn latest(&self, obj: &K) -> Option<Arc<K>> {
+        let key = ObjectRef::from_obj(obj);
+        let caches = lock(&self.caches);
+        caches.values().find_map(|cache| cache.get(&key)).filter(|latest| latest.uid() == obj.uid())
+    }
+
+    /// Registers the watch cache of `namespace` (`None`: every namespace) for [`Shell::current_status`].
+    fn register_cache(&self, namespace: Option<String>, cache: reflector::Store<K>) {
+        lock(&self.caches).insert(namespace, cache);
     }
 
     /// Counts one more consecutive failure of `obj` and returns the count (for a step's own backoff).
@@ -566,8 +604,16 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
     });
     let (reader, writer) = reflector::store();
     let requested = scope.clone();
+    shell.register_cache(namespace.clone(), reader.clone());
     let feed = <R::Kind as Kind>::FEEDS_CHILDREN.then(|| shell.config.workspace_feed.clone());
-    let touched = move |event: &watcher::Event<R::Kind>| feed.iter().for_each(|feed| feed.publish(event));
+    let seen = r.clone();
+    let touched = move |event: &watcher::Event<R::Kind>| {
+        // Only Apply: objects of a relist (InitApply) enter the cache at InitDone, all at once.
+        if let watcher::Event::Apply(obj) = event {
+            seen.shell().memory.seen(obj.meta().uid.as_deref(), obj.status());
+        }
+        feed.iter().for_each(|feed| feed.publish(event));
+    };
     let stream = watch_changes(api, writer, touched).inspect_ok(move |obj| {
         if let Some(scope) = &requested {
             scope.requested(&ObjectRef::from_obj(obj));
@@ -647,6 +693,11 @@ mod tests {
         memory.wrote(Some("a".into()), 2);
         assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "our last write wins over the cache");
         assert_eq!((memory.bump_failures(Some("a".into())), memory.bump_failures(Some("a".into()))), (1, 2));
+        memory.seen(Some("a"), Some(&1));
+        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "an older status in the cache keeps the copy");
+        memory.seen(Some("a"), Some(&2));
+        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(1), "the cache showed our write: the copy is gone");
+        memory.wrote(Some("a".into()), 3);
         memory.forget("a");
         assert_eq!(memory.status(Some("a".into()), None), None);
         assert_eq!(memory.bump_failures(Some("a".into())), 1);
