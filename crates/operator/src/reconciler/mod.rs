@@ -299,9 +299,9 @@ impl<K: Kind> Shell<K> {
 
     /// `obj` as its watch cache holds it now (the same incarnation: same uid), if it is there.
     fn latest(&self, obj: &K) -> Option<Arc<K>> {
-        let key = ObjectRef::from_obj(obj);
         let caches = lock(&self.caches);
-        caches.values().find_map(|cache| cache.get(&key)).filter(|latest| latest.uid() == obj.uid())
+        let cache = caches.get(&obj.namespace()).or_else(|| caches.get(&None))?;
+        cache.get(&ObjectRef::from_obj(obj)).filter(|latest| latest.uid() == obj.uid())
     }
 
     /// Registers the watch cache of `namespace` (`None`: every namespace) for [`Shell::current_status`].
