@@ -169,8 +169,11 @@ async fn run(
                 () = stop.cancelled() => {}
             }
         }
+        // Read before the write: a stop that arrives while a snapshot is being written may postdate that
+        // snapshot, so the loop goes round once more and the final write takes a snapshot after the stop.
+        let stopping = stop.is_cancelled();
         ok = write_if_changed(&path, visibility, &snapshot, &mut last).await;
-        if stop.is_cancelled() {
+        if stopping {
             if !ok {
                 // One more attempt for the final state; a second failure is logged.
                 write_if_changed(&path, visibility, &snapshot, &mut last).await;
@@ -284,6 +287,38 @@ mod tests {
         *value.lock().unwrap() = 3;
         writer.finish().await;
         assert_eq!(read(), "3");
+    }
+
+    #[tokio::test]
+    async fn a_finish_during_a_write_still_saves_the_state_as_it_is_at_the_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let value = Arc::new(std::sync::Mutex::new(1u32));
+        let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let snapshots = Arc::new(AtomicUsize::new(0));
+        let (v, s, n) = (value.clone(), slow.clone(), snapshots.clone());
+        let snapshot: SnapshotFn = Arc::new(move || {
+            let bytes = format!("{}", v.lock().map(|g| *g).unwrap_or(0)).into_bytes();
+            n.fetch_add(1, Ordering::SeqCst);
+            if s.load(Ordering::SeqCst) {
+                // The snapshot is taken; the write is still running when the test changes the state and finishes.
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(bytes)
+        });
+        let changed = Arc::new(Notify::new());
+        let writer =
+            StateWriter::spawn(path.clone(), Visibility::Private, changed.clone(), snapshot, Duration::from_millis(1));
+        let read = || std::fs::read_to_string(&path).unwrap_or_default();
+        wait_for(|| read() == "1").await;
+        slow.store(true, Ordering::SeqCst);
+        *value.lock().unwrap() = 2;
+        let before = snapshots.load(Ordering::SeqCst);
+        changed.notify_one();
+        wait_for(|| snapshots.load(Ordering::SeqCst) > before).await;
+        *value.lock().unwrap() = 3;
+        writer.finish().await;
+        assert_eq!(read(), "3", "the state changed after the snapshot being written must still be saved");
     }
 
     async fn wait_for(mut check: impl FnMut() -> bool) {
