@@ -396,12 +396,45 @@ fn list_query(q: &Query) -> ApiResult<ListQuery> {
     })
 }
 
-/// Accept header asks for a server-side Table (`kubectl get`).
-fn wants_table(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.split(',').next().unwrap_or("").contains("as=Table"))
+/// The server-side conversion the first media type of `Accept` asks for (`as=`): a Table (`kubectl get`), or
+/// metadata only (`PartialObjectMetadata` for one object or a watch's events, `PartialObjectMetadataList` for a
+/// list: controllers that cache only metadata).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Conversion {
+    None,
+    Table,
+    Metadata,
+    MetadataList,
+}
+
+fn conversion(headers: &HeaderMap) -> Conversion {
+    let Some(first) =
+        headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(|a| a.split(',').next().unwrap_or(""))
+    else {
+        return Conversion::None;
+    };
+    let param = |key: &str| first.split(';').map(str::trim).find_map(|p| p.strip_prefix(key));
+    match (param("as="), param("g=")) {
+        (Some("Table"), _) => Conversion::Table,
+        (Some("PartialObjectMetadata"), Some("meta.k8s.io")) => Conversion::Metadata,
+        (Some("PartialObjectMetadataList"), Some("meta.k8s.io")) => Conversion::MetadataList,
+        _ => Conversion::None,
+    }
+}
+
+/// `obj` as `meta.k8s.io/v1` `PartialObjectMetadata`: its metadata, nothing else.
+fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+/// The API server's answer to a metadata conversion of the wrong shape (a list asked for as one object, or one
+/// object as a list).
+fn metadata_not_acceptable(wanted: &str) -> ApiError {
+    ApiError::not_acceptable(&format!("application/json;as={wanted};g=meta.k8s.io;v=v1"))
 }
 
 /// Decodes a create or update body; duplicate fields of a JSON body are answered per `fieldValidation` (refused,
@@ -482,8 +515,25 @@ async fn resource(
         name: name.map(String::from),
         subresource: sub.map(String::from),
     };
-    let table = wants_table(headers);
-    let wire = if table { Wire::Json } else { negotiate(headers, &rt, version)? };
+    let conversion = conversion(headers);
+    let table = conversion == Conversion::Table;
+    let wire = if conversion == Conversion::None { negotiate(headers, &rt, version)? } else { Wire::Json };
+    let metadata = conversion == Conversion::Metadata;
+    // One object (GET, a write's answer, a watch event) converts as PartialObjectMetadata, a list as
+    // PartialObjectMetadataList; the other way round is 406, as the API server answers it.
+    let listing = method == Method::GET && name.is_none() && !flag(q, "watch");
+    match conversion {
+        Conversion::Metadata if listing => return Err(metadata_not_acceptable("PartialObjectMetadataList")),
+        Conversion::MetadataList if !listing => return Err(metadata_not_acceptable("PartialObjectMetadata")),
+        _ => {}
+    }
+    let respond = |wire: Wire, code: StatusCode, body: &Value, warnings: &[String]| {
+        if metadata {
+            Ok(json_response(code, &partial_metadata(body), warnings))
+        } else {
+            respond(wire, code, body, warnings)
+        }
+    };
     let include = q.get("includeObject").map(String::as_str).unwrap_or("Metadata").to_string();
     match (method.clone(), name) {
         (Method::GET, Some(_)) => {
@@ -494,7 +544,7 @@ async fn resource(
             }
             respond(wire, StatusCode::OK, &obj, &[])
         }
-        (Method::GET, None) if flag(q, "watch") => watch(shared, &t, q, table, wire, include),
+        (Method::GET, None) if flag(q, "watch") => watch(shared, &t, q, conversion, wire, include),
         (Method::GET, None) => {
             let page = shared.store.list(&t, &list_query(q)?)?;
             let mut meta = json!({"resourceVersion": page.resource_version.to_string()});
@@ -506,6 +556,15 @@ async fn resource(
             }
             if table {
                 return ok(&select::table(&rt, version, &page.items, meta, &include));
+            }
+            if conversion == Conversion::MetadataList {
+                let items: Vec<Value> = page.items.iter().map(partial_metadata).collect();
+                return ok(&json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                    "items": items,
+                }));
             }
             let list = json!({
                 "kind": format!("{}List", rt.kind),
@@ -574,7 +633,7 @@ struct WatchCtx {
     labels: LabelSelector,
     fields: FieldSelector,
     bookmarks: bool,
-    table: bool,
+    conversion: Conversion,
     /// Length-delimited protobuf frames instead of JSON lines.
     protobuf: bool,
     include: String,
@@ -604,7 +663,9 @@ impl WatchCtx {
     }
 
     fn encode(&self, type_: &str, obj: &Value) -> Bytes {
-        let object = if self.table {
+        let object = if self.conversion == Conversion::Metadata {
+            partial_metadata(obj)
+        } else if self.conversion == Conversion::Table {
             let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
             select::table(
                 &self.rt,
@@ -647,12 +708,23 @@ impl WatchCtx {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(&self.version), "metadata": meta});
+        let obj = if self.conversion == Conversion::Metadata {
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+        } else {
+            json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(&self.version), "metadata": meta})
+        };
         self.frame("BOOKMARK", &obj)
     }
 }
 
-fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, wire: Wire, include: String) -> ApiResult<Response> {
+fn watch(
+    shared: &Shared,
+    t: &Target,
+    q: &Query,
+    conversion: Conversion,
+    wire: Wire,
+    include: String,
+) -> ApiResult<Response> {
     let lq = list_query(q)?;
     let send_initial = flag(q, "sendInitialEvents");
     let start = shared.store.watch(t, q.get("resourceVersion").map(String::as_str), send_initial)?;
@@ -663,7 +735,7 @@ fn watch(shared: &Shared, t: &Target, q: &Query, table: bool, wire: Wire, includ
         labels: lq.labels,
         fields: lq.fields,
         bookmarks: flag(q, "allowWatchBookmarks"),
-        table,
+        conversion,
         protobuf: wire == Wire::Protobuf,
         include,
     };

@@ -1043,3 +1043,90 @@ async fn events_share_one_storage_behind_both_apis() {
     assert!(new.get_opt("cm.2").await.unwrap().is_none(), "deleted through core/v1: gone from events.k8s.io");
     assert!(core.get_opt("cm.1").await.unwrap().is_none(), "deleted through events.k8s.io: gone from core/v1");
 }
+
+/// A raw GET with `accept`: status code and JSON body (watches are read as their first line).
+async fn get_as(client: &Client, path: &str, accept: &str) -> (u16, Value) {
+    let request = http::Request::get(path).header("Accept", accept).body(Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    let response = client.send(request.map(kube::client::Body::from)).await.unwrap_or_else(|e| panic!("{e}"));
+    let code = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut bytes = Vec::new();
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        bytes.extend_from_slice(&frame.unwrap_or_else(|e| panic!("{e}")).into_data().unwrap_or_default());
+        if path.contains("watch=true") && bytes.contains(&b'\n') {
+            break;
+        }
+    }
+    let first_line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    (code, serde_json::from_slice(first_line).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bytes))))
+}
+
+#[tokio::test]
+async fn metadata_only_lists_gets_and_watches_carry_no_spec_or_data() {
+    const ONE: &str = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
+    const LIST: &str = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
+    let (_server, client) = start(64).await;
+    install_crd(&client).await;
+    let widgets: Api<Widget> = Api::namespaced(client.clone(), "default");
+    let mut w = widget("w1", "westeurope");
+    w.metadata.labels = Some([("app".to_string(), "a".to_string())].into());
+    widgets.create(&PostParams::default(), &w).await.unwrap_or_else(|e| panic!("{e}"));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "c"}, "data": {"secret-ish": "v"}}))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cms.create(&PostParams::default(), &cm).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let base = "/apis/test.azml.dev/v1/namespaces/default/widgets";
+    let (code, list) = get_as(&client, base, LIST).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        (list["kind"].as_str(), list["apiVersion"].as_str()),
+        (Some("PartialObjectMetadataList"), Some("meta.k8s.io/v1"))
+    );
+    assert!(list["metadata"]["resourceVersion"].is_string());
+    let item = &list["items"][0];
+    assert_eq!(item["kind"], "PartialObjectMetadata");
+    assert_eq!(item["metadata"]["name"], "w1");
+    assert_eq!(item["metadata"]["labels"]["app"], "a");
+    assert!(item.get("spec").is_none(), "metadata only: {item}");
+
+    let (code, one) = get_as(&client, &format!("{base}/w1"), ONE).await;
+    assert_eq!((code, one["kind"].as_str()), (200, Some("PartialObjectMetadata")));
+    assert!(one.get("spec").is_none() && one["metadata"]["uid"].is_string());
+    let (code, cm) = get_as(&client, "/api/v1/namespaces/default/configmaps/c", ONE).await;
+    assert_eq!((code, cm.get("data")), (200, None), "a built-in kind converts too (and never as protobuf)");
+
+    // The wrong shape is 406, as the API server answers it.
+    assert_eq!(get_as(&client, base, ONE).await.0, 406);
+    assert_eq!(get_as(&client, &format!("{base}/w1"), LIST).await.0, 406);
+
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
+    let watch = tokio::spawn({
+        let client = client.clone();
+        async move { get_as(&client, &format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=5"), ONE).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    widgets
+        .patch("w1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 2}})))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (code, event) = watch.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((code, event["type"].as_str()), (200, Some("MODIFIED")));
+    assert_eq!(event["object"]["kind"], "PartialObjectMetadata");
+    assert!(event["object"].get("spec").is_none(), "{event}");
+
+    // kube-runtime's watcher of `Api<PartialObjectMeta<_>>` lists and watches this way.
+    let metadata: Api<kube::core::PartialObjectMeta<Widget>> = Api::namespaced(client.clone(), "default");
+    let seen: Vec<kube::core::PartialObjectMeta<Widget>> = kube::runtime::watcher(metadata, Default::default())
+        .filter_map(|e| async move {
+            match e {
+                Ok(kube::runtime::watcher::Event::InitApply(o)) => Some(o),
+                _ => None,
+            }
+        })
+        .take(1)
+        .collect()
+        .await;
+    assert_eq!(seen[0].metadata.name.as_deref(), Some("w1"));
+    assert_eq!(seen[0].types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+}
