@@ -33,7 +33,6 @@ pub mod status;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use std::ops::Deref;
@@ -55,8 +54,8 @@ use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 pub use crate::reconciler::error;
 use crate::reconciler::error::Error;
+use crate::reconciler::{Cached, Deletion, Kind, Reconciler, Shell, cached_ref};
 pub use crate::reconciler::{ControllerConfig, Phase};
-use crate::reconciler::{Deletion, Kind, Reconciler, Shell};
 
 impl Kind for MlWorkspace {
     type Status = MlWorkspaceStatus;
@@ -68,6 +67,10 @@ impl Kind for MlWorkspace {
 
     fn status(&self) -> Option<&MlWorkspaceStatus> {
         self.status.as_ref()
+    }
+
+    fn wake_key(&self) -> Option<String> {
+        Some(self.spec.subscription_id.clone())
     }
 
     fn retains(&self) -> bool {
@@ -198,32 +201,29 @@ impl Reconciler for Context {
 
     fn watch(
         &self,
-        controller: Controller<MlWorkspace>,
+        controller: Controller<Cached<MlWorkspace>>,
         _namespace: Option<&str>,
         scope: Option<ControllerScope>,
-    ) -> Controller<MlWorkspace> {
-        let (store, stalled) = (controller.store(), controller.store());
+    ) -> Controller<Cached<MlWorkspace>> {
+        let (by_subscription, stalled) = (self.index.clone(), self.index.clone());
         let (mapped, signalled, woken) = (scope.clone(), scope.clone(), scope);
         let bindings: Api<SubscriptionBinding> = Api::all(self.client.clone());
         let secrets = credential_watch::secret_changes(&self.client, &self.config.operator_namespace);
+        let keys = self.keys.triggers().map(|r| cached_ref(&r));
         controller
             .watches(bindings, watcher::Config::default(), move |binding: SubscriptionBinding| {
                 // A binding change re-evaluates the workspaces of its subscription.
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|ws| ws.spec.subscription_id.eq_ignore_ascii_case(&binding.spec.subscription_id))
-                    .map(|ws| ObjectRef::from_obj(&*ws))
-                    .inspect(|r| mapped.iter().for_each(|m| m.requested(r)))
-                    .collect::<Vec<_>>()
+                let refs = by_subscription.with_key(None, &binding.spec.subscription_id);
+                refs.iter().for_each(|r| mapped.iter().for_each(|m| m.requested(r)));
+                refs
             })
             // A changed Secret in the operator's namespace re-checks the workspaces stalled on their credential.
             .watches_stream(secrets, move |_| {
-                let refs = credential_watch::to_recheck(&stalled);
+                let refs = stalled.stalled_for(Reason::CredentialUnavailable);
                 refs.iter().for_each(|r| woken.iter().for_each(|w| w.requested(r)));
                 refs
             })
-            .reconcile_on(self.keys.triggers().inspect(move |r| signalled.iter().for_each(|s| s.requested(r))))
+            .reconcile_on(keys.inspect(move |r| signalled.iter().for_each(|s| s.requested(r))))
     }
 }
 

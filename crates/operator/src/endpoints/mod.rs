@@ -60,6 +60,10 @@ impl Kind for MlOnlineEndpoint {
         self.status.as_ref()
     }
 
+    fn wake_key(&self) -> Option<String> {
+        Some(crate::reconciler::parent::WorkspaceChild::workspace_name(self).to_owned())
+    }
+
     fn retains(&self) -> bool {
         self.spec.deletion_policy == DeletionPolicy::Retain
     }

@@ -36,6 +36,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use self::watch_cache::{Cached, WakeIndex, cached_ref};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -89,6 +90,11 @@ pub trait Kind:
 
     /// The status it carries.
     fn status(&self) -> Option<&Self::Status>;
+    /// What its related objects find it by when they change (the watch caches hold metadata only): the workspace's
+    /// subscription id (a SubscriptionBinding of it changed), a child's workspace name (that workspace changed).
+    fn wake_key(&self) -> Option<String> {
+        None
+    }
     /// `deletionPolicy: Retain`: its deletion leaves Azure as it is.
     fn retains(&self) -> bool;
     /// Writes the kstatus conditions (Ready, Reconciling, Stalled) of `phase` and `observedGeneration` into
@@ -149,21 +155,22 @@ pub trait Reconciler: Send + Sync + Sized + 'static {
     /// external wake-ups. `scope` counts what they request.
     fn watch(
         &self,
-        controller: Controller<Self::Kind>,
+        controller: Controller<Cached<Self::Kind>>,
         namespace: Option<&str>,
         scope: Option<ControllerScope>,
-    ) -> Controller<Self::Kind> {
+    ) -> Controller<Cached<Self::Kind>> {
         let _ = (namespace, scope);
         controller
     }
 }
 
-/// What a controller remembers per object uid between reconciles.
+/// What a controller remembers per object uid: the statuses written by the reconcile running now, and the count of
+/// consecutive failures between reconciles.
 pub struct ObjectMemory<S> {
     /// Consecutive transient failures (for the backoff).
     failures: Mutex<HashMap<String, u32>>,
-    /// The last status the controller wrote. The watch cache may lag behind our own patch; an operation in flight
-    /// must never be forgotten (that would send its PUT again), so our last write wins.
+    /// The status the running reconcile of the object last wrote: its later steps build on it (the object it read
+    /// at its start predates the write). Dropped when the reconcile ends; the next one reads the object afresh.
     statuses: Mutex<HashMap<String, S>>,
 }
 
@@ -174,31 +181,17 @@ impl<S> Default for ObjectMemory<S> {
 }
 
 impl<S: Clone + PartialEq + serde::Serialize + DeserializeOwned> ObjectMemory<S> {
-    /// The status last written for `uid`, else `carried` (the status the object carries). Once the object carries
-    /// the status last written (the watch cache caught up), the copy is dropped: the cache never goes back.
+    /// The status the running reconcile last wrote for `uid`, else `carried` (the status the object carried when
+    /// the reconcile read it).
     pub fn status(&self, uid: Option<String>, carried: Option<&S>) -> Option<S> {
-        let cached = uid.and_then(|uid| {
-            let mut statuses = lock(&self.statuses);
-            let cached = statuses.get(&uid)?;
-            if carried == Some(cached) {
-                statuses.remove(&uid);
-                return None;
-            }
-            Some(cached.clone())
-        });
-        cached.or_else(|| carried.cloned())
+        let written = uid.and_then(|uid| lock(&self.statuses).get(&uid).cloned());
+        written.or_else(|| carried.cloned())
     }
 
-    /// The watch cache now shows `carried` for `uid`: the copy of our last write is dropped once the cache holds it.
-    /// Called for every watch event, because the controller's own status patches do not wake a reconcile (which
-    /// would otherwise keep the copy until the next resync: a whole status per object written in the last hour).
-    /// Safe because [`Shell::current_status`] reads the watch cache as it is now, not the reconcile's own copy of
-    /// the object (taken when the reconcile was scheduled, it may predate the write the watch just showed).
-    pub fn seen(&self, uid: Option<&str>, carried: Option<&S>) {
-        let Some(uid) = uid else { return };
-        let mut statuses = lock(&self.statuses);
-        if statuses.get(uid).is_some_and(|cached| carried == Some(cached)) {
-            statuses.remove(uid);
+    /// The reconcile of `uid` ended: what it wrote is in the API server, which the next reconcile reads.
+    pub fn reconciled(&self, uid: Option<&str>) {
+        if let Some(uid) = uid {
+            lock(&self.statuses).remove(uid);
         }
     }
 
@@ -208,11 +201,10 @@ impl<S: Clone + PartialEq + serde::Serialize + DeserializeOwned> ObjectMemory<S>
         lock(&self.failures).retain(|uid, _| live.contains(uid));
     }
 
-    /// Remembers `status` as the one last written for `uid`, as the API server stores it (see
-    /// [`watch_cache::as_stored`]), so that [`ObjectMemory::status`] recognises it in the cache and drops the copy.
+    /// Remembers `status` as the one the running reconcile wrote for `uid`.
     pub fn wrote(&self, uid: Option<String>, status: S) {
         if let Some(uid) = uid {
-            lock(&self.statuses).insert(uid, watch_cache::as_stored(status));
+            lock(&self.statuses).insert(uid, status);
         }
     }
 
@@ -261,8 +253,8 @@ pub struct Shell<K: Kind> {
     /// One ARM client per SubscriptionBinding.
     pub credentials: CredentialCache,
     memory: ObjectMemory<K::Status>,
-    /// The watch cache of each watched namespace (`None`: all of them), for [`Shell::current_status`].
-    caches: Mutex<HashMap<Option<String>, reflector::Store<K>>>,
+    /// Who to wake when a related object changes (the watch caches hold metadata only).
+    pub index: Arc<WakeIndex<K>>,
 }
 
 impl<K: Kind> Shell<K> {
@@ -275,7 +267,7 @@ impl<K: Kind> Shell<K> {
             recorder,
             credentials: CredentialCache::default(),
             memory: ObjectMemory::default(),
-            caches: Mutex::default(),
+            index: Arc::default(),
         }
     }
 
@@ -288,25 +280,10 @@ impl<K: Kind> Shell<K> {
         }
     }
 
-    /// The status as this controller last wrote it, else as the watch cache holds it now, else as `obj` carries it
-    /// (`obj` was taken from the cache when its reconcile was scheduled; our own write may have arrived since, and
-    /// then [`ObjectMemory::seen`] has dropped the copy of it).
+    /// The status as this reconcile last wrote it, else as `obj` carries it (`obj` is read from the API server at
+    /// the start of each reconcile: our own earlier writes are in it).
     pub fn current_status(&self, obj: &K) -> Option<K::Status> {
-        let latest = self.latest(obj);
-        let carried = latest.as_deref().map_or_else(|| obj.status(), |latest| latest.status());
-        self.memory.status(obj.uid(), carried)
-    }
-
-    /// `obj` as its watch cache holds it now (the same incarnation: same uid), if it is there.
-    fn latest(&self, obj: &K) -> Option<Arc<K>> {
-        let caches = lock(&self.caches);
-        let cache = caches.get(&obj.namespace()).or_else(|| caches.get(&None))?;
-        cache.get(&ObjectRef::from_obj(obj)).filter(|latest| latest.uid() == obj.uid())
-    }
-
-    /// Registers the watch cache of `namespace` (`None`: every namespace) for [`Shell::current_status`].
-    fn register_cache(&self, namespace: Option<String>, cache: reflector::Store<K>) {
-        lock(&self.caches).insert(namespace, cache);
+        self.memory.status(obj.uid(), obj.status())
     }
 
     /// Counts one more consecutive failure of `obj` and returns the count (for a step's own backoff).
@@ -378,6 +355,7 @@ impl<K: Kind> Shell<K> {
         announce_stall: bool,
     ) -> Result<Requeue, Error> {
         let written = self.write_status(obj, |s, generation, now| edit(s, &phase, generation, now)).await?;
+        self.index.stalled(obj, stall_reason(&phase));
         // A new stall is worth a Warning event (kubectl describe); an unchanged one was already reported.
         if let (true, true, Phase::Stalled { reason, message }) = (announce_stall, written, &phase) {
             self.publish(obj, EventType::Warning, reason, message.clone()).await;
@@ -409,8 +387,9 @@ impl<K: Kind> Shell<K> {
             }
             Disposition::Retry | Disposition::RetryAfter(_) => {
                 let phase = Phase::Transient { message: chain };
-                if let Err(status_err) = self.write_status(obj, |s, g, now| edit(s, &phase, g, now)).await {
-                    warn!(error = %status_err, "cannot report the failure in status");
+                match self.write_status(obj, |s, g, now| edit(s, &phase, g, now)).await {
+                    Ok(_) => self.index.stalled(obj, None),
+                    Err(status_err) => warn!(error = %status_err, "cannot report the failure in status"),
                 }
                 Err(err)
             }
@@ -420,6 +399,14 @@ impl<K: Kind> Shell<K> {
     /// [`Shell::fail`] for a kind that builds its whole next status itself (see [`Shell::finish_status`]).
     pub async fn fail_status(&self, obj: &K, status: K::Status, err: Error) -> Result<Requeue, Error> {
         self.fail(obj, err, replace_with::<K>(status)).await
+    }
+}
+
+/// The reason of a stalled phase.
+fn stall_reason(phase: &Phase) -> Option<Reason> {
+    match phase {
+        Phase::Stalled { reason, .. } => Some(*reason),
+        _ => None,
     }
 }
 
@@ -459,11 +446,32 @@ where
     Ok(())
 }
 
-/// The finalizer state machine around one reconcile of one object.
-pub async fn reconcile<R: Reconciler>(obj: Arc<R::Kind>, r: Arc<R>) -> Result<Requeue, Error> {
-    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    let span = info_span!("reconcile", %object, generation = obj.meta().generation);
-    state_machine(&*obj, &*r).instrument(span).await
+const READ_OBJECT: &str = "read object";
+
+/// The finalizer state machine around one reconcile of one object. The watch cache holds its metadata only: the
+/// object itself is read here, as the API server has it now (our own status writes included), and what the
+/// reconcile wrote is forgotten when it ends.
+pub async fn reconcile<R: Reconciler>(cached: Arc<Cached<R::Kind>>, r: Arc<R>) -> Result<Requeue, Error> {
+    let (namespace, name) = (cached.namespace().unwrap_or_default(), cached.name_any());
+    let span =
+        info_span!("reconcile", object = %format!("{namespace}/{name}"), generation = cached.metadata.generation);
+    async move {
+        let shell = r.shell();
+        let api: Api<R::Kind> = Api::namespaced(shell.client.clone(), &namespace);
+        let Some(obj) = api.get_opt(&name).await.map_err(Error::kube(READ_OBJECT))? else {
+            // Deleted (finalizer gone) since the event that scheduled this.
+            if let Some(uid) = cached.uid() {
+                forget_uid(&*r, &uid);
+            }
+            return Ok(Requeue::await_change());
+        };
+        shell.index.observe(&obj);
+        let outcome = state_machine(&obj, &*r).await;
+        shell.memory.reconciled(obj.meta().uid.as_deref());
+        outcome
+    }
+    .instrument(span)
+    .await
 }
 
 async fn state_machine<R: Reconciler>(obj: &R::Kind, r: &R) -> Result<Requeue, Error> {
@@ -505,9 +513,14 @@ async fn state_machine<R: Reconciler>(obj: &R::Kind, r: &R) -> Result<Requeue, E
 
 fn forget<R: Reconciler>(r: &R, obj: &R::Kind) {
     if let Some(uid) = obj.uid() {
-        r.forget(&uid);
-        r.shell().memory.forget(&uid);
+        forget_uid(r, &uid);
     }
+}
+
+fn forget_uid<R: Reconciler>(r: &R, uid: &str) {
+    r.forget(uid);
+    r.shell().memory.forget(uid);
+    r.shell().index.forget(uid);
 }
 
 async fn remove_finalizer<R: Reconciler>(r: &R, obj: &R::Kind) -> Result<Requeue, Error> {
@@ -529,9 +542,9 @@ pub fn requeue_after_error(err: &Error, config: &ControllerConfig, bump_failures
     }
 }
 
-fn error_policy<R: Reconciler>(obj: Arc<R::Kind>, err: &Error, r: Arc<R>) -> Requeue {
+fn error_policy<R: Reconciler>(obj: Arc<Cached<R::Kind>>, err: &Error, r: Arc<R>) -> Requeue {
     let shell = r.shell();
-    requeue_after_error(err, &shell.config, || shell.bump_failures(&obj))
+    requeue_after_error(err, &shell.config, || shell.memory.bump_failures(obj.uid()))
 }
 
 fn deletion_predicate<K: Resource>(obj: &K) -> Option<u64> {
@@ -592,7 +605,7 @@ pub async fn run<R: Reconciler>(reconciler: Arc<R>, shutdown: CancellationToken)
 
 async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: CancellationToken) {
     let shell = r.shell();
-    let api: Api<R::Kind> = match &namespace {
+    let api: Api<Cached<R::Kind>> = match &namespace {
         Some(ns) => Api::namespaced(shell.client.clone(), ns),
         None => Api::all(shell.client.clone()),
     };
@@ -604,16 +617,8 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
     });
     let (reader, writer) = reflector::store();
     let requested = scope.clone();
-    shell.register_cache(namespace.clone(), reader.clone());
     let feed = <R::Kind as Kind>::FEEDS_CHILDREN.then(|| shell.config.workspace_feed.clone());
-    let seen = r.clone();
-    let touched = move |event: &watcher::Event<R::Kind>| {
-        // Only Apply: objects of a relist (InitApply) enter the cache at InitDone, all at once.
-        if let watcher::Event::Apply(obj) = event {
-            seen.shell().memory.seen(obj.meta().uid.as_deref(), obj.status());
-        }
-        feed.iter().for_each(|feed| feed.publish(event));
-    };
+    let touched = move |event: &watcher::Event<Cached<R::Kind>>| feed.iter().for_each(|feed| feed.publish(event));
     let stream = watch_changes(api, writer, touched).inspect_ok(move |obj| {
         if let Some(scope) = &requested {
             scope.requested(&ObjectRef::from_obj(obj));
@@ -623,6 +628,7 @@ async fn run_one<R: Reconciler>(r: Arc<R>, namespace: Option<String>, shutdown: 
         let (r, period) = (r.clone(), shell.config.resync_period);
         tokio::spawn(watch_cache::sweep(reader.clone(), period, shutdown.clone(), move |live| {
             r.shell().memory.retain(live);
+            r.shell().index.retain(live);
             r.retain(live);
         }))
     };
@@ -687,17 +693,17 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_prefers_the_last_write_and_forgets() {
+    fn the_memory_holds_a_reconciles_writes_until_it_ends_and_counts_failures_across_reconciles() {
         let memory: ObjectMemory<u32> = ObjectMemory::default();
-        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(1));
+        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(1), "nothing written: the object's status");
         memory.wrote(Some("a".into()), 2);
-        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "our last write wins over the cache");
+        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "the reconcile's own write wins");
+        assert_eq!(memory.status(Some("b".into()), Some(&1)), Some(1), "per object");
         assert_eq!((memory.bump_failures(Some("a".into())), memory.bump_failures(Some("a".into()))), (1, 2));
-        memory.seen(Some("a"), Some(&1));
-        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(2), "an older status in the cache keeps the copy");
-        memory.seen(Some("a"), Some(&2));
-        assert_eq!(memory.status(Some("a".into()), Some(&1)), Some(1), "the cache showed our write: the copy is gone");
-        memory.wrote(Some("a".into()), 3);
+        memory.reconciled(Some("a"));
+        assert_eq!(memory.status(Some("a".into()), Some(&3)), Some(3), "the next reconcile reads the object");
+        assert_eq!(memory.bump_failures(Some("a".into())), 3, "failures count across reconciles");
+        memory.wrote(Some("a".into()), 4);
         memory.forget("a");
         assert_eq!(memory.status(Some("a".into()), None), None);
         assert_eq!(memory.bump_failures(Some("a".into())), 1);

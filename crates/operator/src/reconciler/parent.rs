@@ -6,15 +6,16 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use std::future::Future;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action as Requeue, Controller};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
 use super::error::Error;
+use super::watch_cache::{Cached, Touched, WakeIndex};
 use super::{ControllerConfig, Deletion, Kind, Reconciler, Shell};
 use crate::api::conditions;
 use crate::api::v1alpha1::{MlCompute, MlOnlineEndpoint, MlWorkspace};
@@ -87,11 +88,11 @@ impl<K: ChildReconciler> Reconciler for Shell<K> {
 
     fn watch(
         &self,
-        controller: Controller<K>,
+        controller: Controller<Cached<K>>,
         _namespace: Option<&str>,
         _scope: Option<ControllerScope>,
-    ) -> Controller<K> {
-        watch_workspaces(controller, &self.config)
+    ) -> Controller<Cached<K>> {
+        watch_workspaces(controller, &self.config, self.index.clone())
     }
 }
 
@@ -162,16 +163,18 @@ pub async fn ensure_workspace_owner<K: WorkspaceChild>(
 }
 
 /// Wakes a child kind's controller when a workspace of its objects changes (Ready, deletion), from the workspace
-/// controller's watch ([`super::watch_cache::WorkspaceFeed`]): no watch of MlWorkspaces of its own.
-pub fn watch_workspaces<K: WorkspaceChild>(controller: Controller<K>, config: &ControllerConfig) -> Controller<K> {
-    let store = controller.store();
+/// controller's watch ([`super::watch_cache::WorkspaceFeed`]): no watch of MlWorkspaces of its own. The children
+/// of a workspace are found in `index` (their wake key is their workspace's name).
+pub fn watch_workspaces<K: WorkspaceChild>(
+    controller: Controller<Cached<K>>,
+    config: &ControllerConfig,
+    index: Arc<WakeIndex<K>>,
+) -> Controller<Cached<K>> {
     let woken = config.workspace_feed.subscribe().flat_map(move |touched| {
-        let children: Vec<ObjectRef<K>> = store
-            .state()
-            .into_iter()
-            .filter(|child| touched.concerns(child.namespace().as_deref(), child.workspace_name()))
-            .map(|child| ObjectRef::from_obj(&*child))
-            .collect();
+        let children = match touched {
+            Touched::One { namespace, name } => index.with_key(namespace.as_deref(), &name),
+            Touched::All => index.all(),
+        };
         futures::stream::iter(children)
     });
     controller.reconcile_on(woken)

@@ -1,27 +1,36 @@
 //! What the controllers keep in memory per object, and for how long (issue 20: 10,000 workspaces in 64 MiB).
 //!
-//! - **Only what reconciles read enters a watch cache.** [`strip`] runs on every watch event before the reflector
-//!   stores it: `managedFields` (often larger than the spec) and the `kubectl.kubernetes.io/last-applied-configuration`
-//!   annotation (a second copy of the whole object) are never read by a reconcile. Both are metadata the API server
-//!   keeps; no controller writes an object back from its cache (finalizers, owner references and status are merge
-//!   patches), so nothing is lost.
-//! - **One MlWorkspace watch.** Only the workspace controller watches and caches MlWorkspaces. The kinds that live
-//!   in a workspace (endpoints, computes, connections) are woken from that same watch through the
-//!   [`WorkspaceFeed`] (every event it sees: status changes and deletions too) instead of each watching MlWorkspaces
-//!   again: one LIST and one watch connection instead of four, and each event decoded once.
+//! - **The watch caches hold metadata only** ([`Cached`], `PartialObjectMetadata`: the API server sends nothing
+//!   else). Metadata is all that decides whether an object needs a reconcile (generation, annotations, finalizers,
+//!   deletion); the reconcile reads the object itself from the API server when it starts (one Kubernetes GET, no
+//!   Azure call), so it also sees our own latest status write. kube-runtime's documentation recommends this for
+//!   controllers whose objects are many and large; a whole MlWorkspace with its status is several KiB, its metadata
+//!   a few hundred bytes.
+//! - **What is left of metadata is what reconciles read.** [`strip`] runs on every watch event before the
+//!   reflector stores it: `managedFields` (often larger than the spec) and the
+//!   `kubectl.kubernetes.io/last-applied-configuration` annotation (a second copy of the whole object).
+//! - **Related objects find whom to wake in a [`WakeIndex`]**, kept by the reconciles (an object's wake key, e.g.
+//!   a workspace's subscription, and whether it is stalled, and why) instead of in the spec and status of a cached
+//!   object.
+//! - **One MlWorkspace watch.** Only the workspace controller watches MlWorkspaces. The kinds that live in a
+//!   workspace (endpoints, computes, connections) are woken from that same watch through the [`WorkspaceFeed`]
+//!   (every event it sees: status changes and deletions too) instead of each watching MlWorkspaces again.
 //! - **Per-object memory is pruned.** [`sweep`] forgets, once per resync period, what the controller remembers about
 //!   objects no longer in its cache (objects deleted while a watch was down, or before their finalizer was added),
-//!   and [`super::ObjectMemory`] drops a remembered status once the cache shows it.
+//!   and a reconcile's own status writes are forgotten when it ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::Store;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::api::conditions::Reason;
 
 /// The annotation `kubectl apply` writes (client-side apply): the whole last applied object, as JSON.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -113,11 +122,93 @@ pub fn strip<K: Resource>(obj: &mut K) {
     }
 }
 
-/// `value` as it comes back from the API server: through JSON, whose timestamps (`metav1.Time`) have whole
-/// seconds. A status remembered with the nanoseconds of the clock never equals the one the watch cache shows, so
-/// its copy would stay in memory for the life of the object. Unchanged when it cannot be serialized.
-pub fn as_stored<T: serde::Serialize + serde::de::DeserializeOwned>(value: T) -> T {
-    serde_json::to_value(&value).and_then(serde_json::from_value).unwrap_or(value)
+/// What a watch cache holds of an object of kind `K`: its metadata (see the module docs).
+pub type Cached<K> = PartialObjectMeta<K>;
+
+/// The reference the controller of `K` schedules for `reference`.
+pub fn cached_ref<K: Resource<DynamicType = ()>>(reference: &ObjectRef<K>) -> ObjectRef<Cached<K>> {
+    let mut cached = ObjectRef::new(&reference.name);
+    cached.namespace.clone_from(&reference.namespace);
+    cached.extra = reference.extra.clone();
+    cached
+}
+
+/// Per object uid, what related objects find it by: its reference, its wake key ([`super::Kind::wake_key`]) and
+/// the reason it is stalled for, if it is. Kept by the reconciles: every object is reconciled when the controller
+/// starts, and an object not reconciled yet is in the queue anyway.
+pub struct WakeIndex<K: Resource<DynamicType = ()>> {
+    entries: std::sync::Mutex<HashMap<String, Indexed<K>>>,
+}
+
+struct Indexed<K: Resource<DynamicType = ()>> {
+    reference: ObjectRef<Cached<K>>,
+    key: Option<Box<str>>,
+    stalled: Option<Reason>,
+}
+
+impl<K: Resource<DynamicType = ()>> Default for WakeIndex<K> {
+    fn default() -> Self {
+        WakeIndex { entries: std::sync::Mutex::default() }
+    }
+}
+
+impl<K: super::Kind> WakeIndex<K> {
+    /// Records `obj` as a reconcile read it (its stall, if any, stays until the reconcile reports).
+    pub fn observe(&self, obj: &K) {
+        let Some(uid) = obj.uid() else { return };
+        let reference = cached_ref(&ObjectRef::from_obj(obj));
+        let key = obj.wake_key().map(String::into_boxed_str);
+        let mut entries = super::lock(&self.entries);
+        match entries.get_mut(&uid) {
+            Some(entry) => {
+                entry.reference = reference;
+                entry.key = key;
+            }
+            None => {
+                entries.insert(uid, Indexed { reference, key, stalled: None });
+            }
+        }
+    }
+
+    /// Records whether `obj` is stalled now, and why.
+    pub fn stalled(&self, obj: &K, reason: Option<Reason>) {
+        let Some(uid) = obj.meta().uid.as_deref() else { return };
+        if let Some(entry) = super::lock(&self.entries).get_mut(uid) {
+            entry.stalled = reason;
+        }
+    }
+
+    /// The objects of `namespace` (`None`: any) whose wake key is `key` (ASCII case ignored).
+    pub fn with_key(&self, namespace: Option<&str>, key: &str) -> Vec<ObjectRef<Cached<K>>> {
+        self.select(|entry| {
+            namespace.is_none_or(|ns| entry.reference.namespace.as_deref() == Some(ns))
+                && entry.key.as_deref().is_some_and(|k| k.eq_ignore_ascii_case(key))
+        })
+    }
+
+    /// Every object indexed.
+    pub fn all(&self) -> Vec<ObjectRef<Cached<K>>> {
+        self.select(|_| true)
+    }
+
+    /// The objects stalled for `reason`.
+    pub fn stalled_for(&self, reason: Reason) -> Vec<ObjectRef<Cached<K>>> {
+        self.select(|entry| entry.stalled == Some(reason))
+    }
+
+    fn select(&self, wanted: impl Fn(&Indexed<K>) -> bool) -> Vec<ObjectRef<Cached<K>>> {
+        super::lock(&self.entries).values().filter(|e| wanted(e)).map(|e| e.reference.clone()).collect()
+    }
+
+    /// Forgets `uid` (the object is gone).
+    pub fn forget(&self, uid: &str) {
+        super::lock(&self.entries).remove(uid);
+    }
+
+    /// Forgets every object whose uid is not in `live`.
+    pub fn retain(&self, live: &HashSet<String>) {
+        super::lock(&self.entries).retain(|uid, _| live.contains(uid));
+    }
 }
 
 /// The uids of the objects in `store`.
@@ -204,40 +295,6 @@ mod tests {
     }
 
     #[test]
-    fn a_remembered_status_is_dropped_once_the_cache_shows_it() {
-        use crate::api::v1alpha1::MlWorkspaceStatus;
-        let memory: super::super::ObjectMemory<MlWorkspaceStatus> = Default::default();
-        let uid = || Some("uid-1".to_owned());
-        let old = MlWorkspaceStatus::default();
-        let new = MlWorkspaceStatus { resource_id: Some("/subscriptions/x".into()), ..Default::default() };
-        memory.wrote(uid(), new.clone());
-        // The cache lags behind our write: the write wins, and is kept.
-        assert_eq!(memory.status(uid(), Some(&old)), Some(new.clone()));
-        assert_eq!(memory.status(uid(), Some(&old)), Some(new.clone()));
-        // The cache shows it: the copy is dropped, so from now on the cache is read.
-        assert_eq!(memory.status(uid(), Some(&new)), Some(new.clone()));
-        assert_eq!(memory.status(uid(), Some(&old)), Some(old));
-    }
-
-    #[test]
-    fn a_status_written_with_sub_second_timestamps_is_recognised_in_the_cache() {
-        use crate::api::v1alpha1::MlWorkspaceStatus;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-        let memory: super::super::ObjectMemory<MlWorkspaceStatus> = Default::default();
-        let now: jiff::Timestamp = "2026-12-07T03:04:05.678901234Z".parse().expect("timestamp");
-        let written = MlWorkspaceStatus { last_sync_time: Some(Time(now)), ..Default::default() };
-        memory.wrote(Some("uid-1".into()), written.clone());
-        // What the API server returns (and the watch cache holds): the same status through JSON.
-        let carried: MlWorkspaceStatus =
-            serde_json::from_str(&serde_json::to_string(&written).expect("json")).expect("status");
-        assert_ne!(carried, written, "metav1.Time drops the sub-second part");
-        assert_eq!(memory.status(Some("uid-1".into()), Some(&carried)), Some(carried.clone()));
-        // The copy is gone: an older status in the cache is what is read now.
-        let older = MlWorkspaceStatus::default();
-        assert_eq!(memory.status(Some("uid-1".into()), Some(&older)), Some(older));
-    }
-
-    #[test]
     fn retain_forgets_the_objects_no_longer_cached() {
         use crate::api::v1alpha1::MlWorkspaceStatus;
         let memory: super::super::ObjectMemory<MlWorkspaceStatus> = Default::default();
@@ -251,6 +308,49 @@ mod tests {
         assert_eq!(memory.status(Some("gone".into()), None), None);
         assert_eq!(memory.bump_failures(Some("live".into())), 2);
         assert_eq!(memory.bump_failures(Some("gone".into())), 1, "the failure count starts afresh");
+    }
+
+    #[test]
+    fn the_wake_index_finds_objects_by_key_namespace_and_stall_and_forgets_them() {
+        let index: WakeIndex<MlWorkspace> = WakeIndex::default();
+        let named = |name: &str, ns: &str, uid: &str, subscription: &str| {
+            let mut ws = workspace();
+            ws.metadata.name = Some(name.into());
+            ws.metadata.namespace = Some(ns.into());
+            ws.metadata.uid = Some(uid.into());
+            ws.spec.subscription_id = subscription.into();
+            ws
+        };
+        let a = named("a", "team-a", "uid-a", "0B1F6471-1BF0-4DDA-AEC3-111122223333");
+        let b = named("b", "team-b", "uid-b", "0b1f6471-1bf0-4dda-aec3-111122223333");
+        let c = named("c", "team-a", "uid-c", "11111111-1bf0-4dda-aec3-111122223333");
+        for ws in [&a, &b, &c] {
+            index.observe(ws);
+        }
+        let names = |refs: Vec<ObjectRef<Cached<MlWorkspace>>>| {
+            let mut names: Vec<String> = refs.into_iter().map(|r| r.name).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(names(index.with_key(None, "0b1f6471-1bf0-4dda-aec3-111122223333")), ["a", "b"], "case ignored");
+        assert_eq!(names(index.with_key(Some("team-a"), "0b1f6471-1bf0-4dda-aec3-111122223333")), ["a"]);
+        assert_eq!(index.with_key(None, "2b1f6471-1bf0-4dda-aec3-111122223333"), []);
+        index.stalled(&b, Some(Reason::CredentialUnavailable));
+        index.stalled(&c, Some(Reason::NotPermitted));
+        assert_eq!(names(index.stalled_for(Reason::CredentialUnavailable)), ["b"]);
+        // A later read keeps the stall until the reconcile reports; a report without a stall clears it.
+        index.observe(&b);
+        assert_eq!(names(index.stalled_for(Reason::CredentialUnavailable)), ["b"]);
+        index.stalled(&b, None);
+        assert_eq!(index.stalled_for(Reason::CredentialUnavailable), []);
+        // The spec changed subscription: the key follows the latest read.
+        let moved = named("a", "team-a", "uid-a", "11111111-1bf0-4dda-aec3-111122223333");
+        index.observe(&moved);
+        assert_eq!(names(index.with_key(None, "11111111-1bf0-4dda-aec3-111122223333")), ["a", "c"]);
+        index.forget("uid-c");
+        index.retain(&HashSet::from(["uid-a".to_owned()]));
+        assert_eq!(names(index.all()), ["a"]);
+        assert_eq!(index.all()[0].namespace.as_deref(), Some("team-a"));
     }
 
     #[tokio::test]
