@@ -20,6 +20,7 @@
 //!   and a reconcile's own status writes are forgotten when it ends.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -110,10 +111,15 @@ impl WorkspaceFeed {
     }
 }
 
-/// Removes from `obj` what no reconcile reads, before the object enters a watch cache.
+/// Removes from `obj` what deciding whether to reconcile it does not read, before the object enters a watch cache:
+/// kept are its identity (name, namespace, uid, resourceVersion), generation, annotations (but the last-applied
+/// copy), finalizers and deletion timestamp. The reconcile reads the whole object from the API server.
 pub fn strip<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.creation_timestamp = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
         if annotations.is_empty() {
@@ -133,39 +139,67 @@ pub fn cached_ref<K: Resource<DynamicType = ()>>(reference: &ObjectRef<K>) -> Ob
     cached
 }
 
-/// Per object uid, what related objects find it by: its reference, its wake key ([`super::Kind::wake_key`]) and
-/// the reason it is stalled for, if it is. Kept by the reconciles: every object is reconciled when the controller
-/// starts, and an object not reconciled yet is in the queue anyway.
-pub struct WakeIndex<K: Resource<DynamicType = ()>> {
-    entries: std::sync::Mutex<HashMap<String, Indexed<K>>>,
+/// Per object uid, what related objects find it by: its namespace and name, its wake key
+/// ([`super::Kind::wake_key`]) and the reason it is stalled for, if it is. Kept by the reconciles: every object is
+/// reconciled when the controller starts, and an object not reconciled yet is in the queue anyway. Compact (10,000
+/// workspaces): namespaces and keys, shared by many objects, are stored once.
+pub struct WakeIndex<K> {
+    inner: std::sync::Mutex<IndexInner>,
+    kind: std::marker::PhantomData<fn() -> K>,
 }
 
-struct Indexed<K: Resource<DynamicType = ()>> {
-    reference: ObjectRef<Cached<K>>,
-    key: Option<Box<str>>,
+#[derive(Default)]
+struct IndexInner {
+    entries: HashMap<Box<str>, Indexed>,
+    /// Namespaces and wake keys, each stored once (ASCII-lowercased keys).
+    strings: HashSet<Arc<str>>,
+}
+
+struct Indexed {
+    namespace: Option<Arc<str>>,
+    name: Box<str>,
+    key: Option<Arc<str>>,
     stalled: Option<Reason>,
 }
 
-impl<K: Resource<DynamicType = ()>> Default for WakeIndex<K> {
+impl IndexInner {
+    fn intern(&mut self, value: &str) -> Arc<str> {
+        if let Some(shared) = self.strings.get(value) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(value);
+        self.strings.insert(shared.clone());
+        shared
+    }
+
+    /// Drops the shared strings no entry uses any more.
+    fn prune_strings(&mut self) {
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+    }
+}
+
+impl<K> Default for WakeIndex<K> {
     fn default() -> Self {
-        WakeIndex { entries: std::sync::Mutex::default() }
+        WakeIndex { inner: std::sync::Mutex::default(), kind: std::marker::PhantomData }
     }
 }
 
 impl<K: super::Kind> WakeIndex<K> {
     /// Records `obj` as a reconcile read it (its stall, if any, stays until the reconcile reports).
     pub fn observe(&self, obj: &K) {
-        let Some(uid) = obj.uid() else { return };
-        let reference = cached_ref(&ObjectRef::from_obj(obj));
-        let key = obj.wake_key().map(String::into_boxed_str);
-        let mut entries = super::lock(&self.entries);
-        match entries.get_mut(&uid) {
+        let Some(uid) = obj.meta().uid.as_deref() else { return };
+        let mut inner = super::lock(&self.inner);
+        let namespace = obj.meta().namespace.as_deref().map(|ns| inner.intern(ns));
+        let key = obj.wake_key().map(|k| inner.intern(&k.to_ascii_lowercase()));
+        let name: Box<str> = obj.meta().name.as_deref().unwrap_or_default().into();
+        match inner.entries.get_mut(uid) {
             Some(entry) => {
-                entry.reference = reference;
+                entry.namespace = namespace;
+                entry.name = name;
                 entry.key = key;
             }
             None => {
-                entries.insert(uid, Indexed { reference, key, stalled: None });
+                inner.entries.insert(uid.into(), Indexed { namespace, name, key, stalled: None });
             }
         }
     }
@@ -173,16 +207,16 @@ impl<K: super::Kind> WakeIndex<K> {
     /// Records whether `obj` is stalled now, and why.
     pub fn stalled(&self, obj: &K, reason: Option<Reason>) {
         let Some(uid) = obj.meta().uid.as_deref() else { return };
-        if let Some(entry) = super::lock(&self.entries).get_mut(uid) {
+        if let Some(entry) = super::lock(&self.inner).entries.get_mut(uid) {
             entry.stalled = reason;
         }
     }
 
     /// The objects of `namespace` (`None`: any) whose wake key is `key` (ASCII case ignored).
     pub fn with_key(&self, namespace: Option<&str>, key: &str) -> Vec<ObjectRef<Cached<K>>> {
+        let key = key.to_ascii_lowercase();
         self.select(|entry| {
-            namespace.is_none_or(|ns| entry.reference.namespace.as_deref() == Some(ns))
-                && entry.key.as_deref().is_some_and(|k| k.eq_ignore_ascii_case(key))
+            namespace.is_none_or(|ns| entry.namespace.as_deref() == Some(ns)) && entry.key.as_deref() == Some(&*key)
         })
     }
 
@@ -196,18 +230,28 @@ impl<K: super::Kind> WakeIndex<K> {
         self.select(|entry| entry.stalled == Some(reason))
     }
 
-    fn select(&self, wanted: impl Fn(&Indexed<K>) -> bool) -> Vec<ObjectRef<Cached<K>>> {
-        super::lock(&self.entries).values().filter(|e| wanted(e)).map(|e| e.reference.clone()).collect()
+    fn select(&self, wanted: impl Fn(&Indexed) -> bool) -> Vec<ObjectRef<Cached<K>>> {
+        let inner = super::lock(&self.inner);
+        let reference = |e: &Indexed| {
+            let reference = ObjectRef::new(&e.name);
+            match &e.namespace {
+                Some(ns) => reference.within(ns),
+                None => reference,
+            }
+        };
+        inner.entries.values().filter(|e| wanted(e)).map(reference).collect()
     }
 
     /// Forgets `uid` (the object is gone).
     pub fn forget(&self, uid: &str) {
-        super::lock(&self.entries).remove(uid);
+        super::lock(&self.inner).entries.remove(uid);
     }
 
     /// Forgets every object whose uid is not in `live`.
     pub fn retain(&self, live: &HashSet<String>) {
-        super::lock(&self.entries).retain(|uid, _| live.contains(uid));
+        let mut inner = super::lock(&self.inner);
+        inner.entries.retain(|uid, _| live.contains(&**uid));
+        inner.prune_strings();
     }
 }
 
@@ -277,9 +321,13 @@ mod tests {
             (crate::api::v1alpha1::ANNOTATION_PAUSED.to_owned(), "true".to_owned()),
         ]));
         ws.metadata.finalizers = Some(vec![crate::api::v1alpha1::FINALIZER.to_owned()]);
+        ws.metadata.labels = Some(BTreeMap::from([("team".to_owned(), "a".to_owned())]));
+        ws.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         let spec_before = serde_json::to_value(&ws.spec).expect("spec");
         strip(&mut ws);
         assert_eq!(ws.metadata.managed_fields, None);
+        assert_eq!((ws.metadata.labels.as_ref(), ws.metadata.creation_timestamp.as_ref()), (None, None));
         let annotations = ws.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), vec![crate::api::v1alpha1::ANNOTATION_PAUSED]);
         assert_eq!(ws.finalizers(), [crate::api::v1alpha1::FINALIZER.to_owned()]);
@@ -350,6 +398,8 @@ mod tests {
         index.forget("uid-c");
         index.retain(&HashSet::from(["uid-a".to_owned()]));
         assert_eq!(names(index.all()), ["a"]);
+        let shared: Vec<String> = super::super::lock(&index.inner).strings.iter().map(|s| s.to_string()).collect();
+        assert_eq!(shared.len(), 2, "the namespace and key of the one object left: {shared:?}");
         assert_eq!(index.all()[0].namespace.as_deref(), Some("team-a"));
     }
 
