@@ -93,10 +93,48 @@ fn parse_roots(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, ArmError> {
     Ok(certs)
 }
 
-/// Builds the reqwest client used for ARM and for the token endpoint: rustls (ring), platform roots plus the
-/// cloud's extra roots, HTTPS only when `https_only`, no redirects. There is deliberately no way to disable
-/// certificate verification.
+/// What a built HTTP client depends on: clients built from equal settings are one client.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct HttpClientSettings {
+    extra_root_ca_pem: Option<Vec<u8>>,
+    https_only: bool,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+}
+
+/// The HTTP clients built so far, by their settings. Every SubscriptionBinding has an ARM client and a credential,
+/// and each reqwest client holds its own copy of the platform's root store (about 140 KiB) and its own connection
+/// pool; shared, there is one of each per setting (a request carries its own token, so sharing connections across
+/// bindings is safe) and TLS sessions are reused.
+static HTTP_CLIENTS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<HttpClientSettings, reqwest::Client>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The reqwest client used for ARM and for the token endpoint: rustls (ring), platform roots plus the cloud's extra
+/// roots, HTTPS only when `https_only`, no redirects. There is deliberately no way to disable certificate
+/// verification. Built once per settings and shared (see [`HTTP_CLIENTS`]).
 pub fn build_http_client(
+    cloud: &AzureCloud,
+    https_only: bool,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+) -> Result<reqwest::Client, ArmError> {
+    let settings = HttpClientSettings {
+        extra_root_ca_pem: cloud.extra_root_ca_pem.clone(),
+        https_only,
+        connect_timeout,
+        request_timeout,
+    };
+    let mut clients = crate::sync::lock(&HTTP_CLIENTS);
+    if let Some(client) = clients.get(&settings) {
+        return Ok(client.clone());
+    }
+    let client = new_http_client(cloud, https_only, connect_timeout, request_timeout)?;
+    clients.insert(settings, client.clone());
+    Ok(client)
+}
+
+fn new_http_client(
     cloud: &AzureCloud,
     https_only: bool,
     connect_timeout: Duration,
@@ -210,6 +248,32 @@ pub fn build_credential(config: &CredentialConfig, cloud: &AzureCloud) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_clients_of_equal_settings_are_built_once() {
+        // Timeouts no other test uses, so the shared map's entries for them are this test's.
+        let (connect, request) = (Duration::from_millis(12_345), Duration::from_millis(54_321));
+        let built = |https_only: bool| {
+            let settings = HttpClientSettings {
+                extra_root_ca_pem: None,
+                https_only,
+                connect_timeout: connect,
+                request_timeout: request,
+            };
+            crate::sync::lock(&HTTP_CLIENTS).contains_key(&settings)
+        };
+        assert!(!built(true));
+        let cloud = AzureCloud::public();
+        build_http_client(&cloud, true, connect, request).expect("client");
+        build_http_client(&cloud, true, connect, request).expect("client");
+        let count = |map: &std::collections::HashMap<HttpClientSettings, reqwest::Client>| {
+            map.keys().filter(|k| k.connect_timeout == connect && k.request_timeout == request).count()
+        };
+        assert_eq!(count(&crate::sync::lock(&HTTP_CLIENTS)), 1, "the second build reuses the first client");
+        assert!(built(true) && !built(false));
+        build_http_client(&cloud, false, connect, request).expect("client");
+        assert_eq!(count(&crate::sync::lock(&HTTP_CLIENTS)), 2, "other settings, another client");
+    }
 
     #[test]
     fn scope_and_https_rules() {

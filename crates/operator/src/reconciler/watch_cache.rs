@@ -112,11 +112,13 @@ impl WorkspaceFeed {
 }
 
 /// Removes from `obj` what deciding whether to reconcile it does not read, before the object enters a watch cache:
-/// kept are its identity (name, namespace, uid, resourceVersion), generation, annotations (but the last-applied
-/// copy), finalizers and deletion timestamp. The reconcile reads the whole object from the API server.
+/// kept are its identity (name, namespace, uid), generation, annotations (but the last-applied copy), finalizers and
+/// deletion timestamp. The reconcile reads the whole object from the API server. (The watcher resumes from the
+/// resourceVersions it has seen itself, before this runs; every reference the scheduler keeps would carry a copy.)
 pub fn strip<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.resource_version = None;
     meta.labels = None;
     meta.owner_references = None;
     meta.creation_timestamp = None;
@@ -322,12 +324,14 @@ mod tests {
         ]));
         ws.metadata.finalizers = Some(vec![crate::api::v1alpha1::FINALIZER.to_owned()]);
         ws.metadata.labels = Some(BTreeMap::from([("team".to_owned(), "a".to_owned())]));
+        ws.metadata.resource_version = Some("42".into());
         ws.metadata.creation_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH));
         let spec_before = serde_json::to_value(&ws.spec).expect("spec");
         strip(&mut ws);
         assert_eq!(ws.metadata.managed_fields, None);
         assert_eq!((ws.metadata.labels.as_ref(), ws.metadata.creation_timestamp.as_ref()), (None, None));
+        assert_eq!(ws.metadata.resource_version, None);
         let annotations = ws.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), vec![crate::api::v1alpha1::ANNOTATION_PAUSED]);
         assert_eq!(ws.finalizers(), [crate::api::v1alpha1::FINALIZER.to_owned()]);
