@@ -14,8 +14,8 @@ COPY . .
 # Cache mounts keep the registry and target dir between builds; the binary is copied out of the cached target.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --package azml-operator --bin azml-operator \
-    && install -D -m 0755 target/release/azml-operator /out/azml-operator
+    cargo build --profile image --locked --package azml-operator --bin azml-operator \
+    && install -D -m 0755 target/image/azml-operator /out/azml-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/azml-operator /usr/local/bin/azml-operator

@@ -27,8 +27,9 @@
 //! [--baseline blind-put|none]
 //! [--concurrency N] [--no-steady-hour]` (the operator's `--concurrency`, its default when not given; skipping the
 //! steady hour looks at the other phases two minutes sooner, its rows then say nothing);
-//! the operator binary is `AZML_OPERATOR_BIN`, else `azml-operator` beside the bench (build it first: `cargo build
-//! --release -p azml-operator`), else `azml-sandbox run`. CI compiles it
+//! the operator binary is `AZML_OPERATOR_BIN`, else the production image's build (`cargo build --profile image -p
+//! azml-operator`), else `azml-operator` beside the bench (`cargo build --release -p azml-operator`), else
+//! `azml-sandbox run`; the table's first line names it. CI compiles it
 //! (clippy builds every target); `tests/scale.rs` runs it at a tiny size (ignored by default: about a minute in debug).
 
 #[path = "../tests/operator/common/mod.rs"]

@@ -598,10 +598,14 @@ pub fn operator_binary(sandbox_bin: &str) -> PathBuf {
     if let Some(bin) = std::env::var_os("AZML_OPERATOR_BIN") {
         return PathBuf::from(bin);
     }
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().and_then(Path::parent).map(|dir| dir.join("azml-operator")));
-    beside.filter(|p| p.exists()).unwrap_or_else(|| PathBuf::from(sandbox_bin))
+    // The bench runs from target/<profile>/deps: the production image's build (profile `image`) first, then the
+    // release build beside it.
+    let profile_dir =
+        std::env::current_exe().ok().and_then(|exe| exe.parent().and_then(Path::parent).map(Path::to_path_buf));
+    let candidates = profile_dir.iter().flat_map(|dir| {
+        [dir.parent().map(|target| target.join("image").join("azml-operator")), Some(dir.join("azml-operator"))]
+    });
+    candidates.flatten().find(|p| p.exists()).unwrap_or_else(|| PathBuf::from(sandbox_bin))
 }
 
 /// Rows of the table: what, blind PUT, azml-operator.
@@ -868,7 +872,7 @@ pub async fn run(o: Options) -> Report {
         .unwrap_or_default();
     let _ = writeln!(
         table,
-        "azml-operator scale benchmark: {} cores ({machine}), load average {}, time scaled 1/{} (key regenerations 1/{}), resync 1 h, key signal 60 s, LROs 20 s, concurrency {}, ARM buckets and storage RP limits on; {} real",
+        "azml-operator scale benchmark: {} cores ({machine}), load average {}, time scaled 1/{} (key regenerations 1/{}), resync 1 h, key signal 60 s, LROs 20 s, concurrency {}, ARM buckets and storage RP limits on; operator binary {}; {} real",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
             .ok()
@@ -877,6 +881,7 @@ pub async fn run(o: Options) -> Report {
         o.scale,
         o.regeneration_scale,
         o.concurrency.map_or_else(|| "default (32)".to_owned(), |c| c.to_string()),
+        o.operator.display(),
         secs(bench_started.elapsed())
     );
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0).max(4);
