@@ -15,6 +15,7 @@ pub mod events;
 pub mod exports;
 #[cfg(test)]
 mod gitops_tests;
+pub(crate) mod intern;
 pub mod leader;
 pub mod metrics;
 pub mod plan_command;

@@ -80,6 +80,7 @@ use crate::api::v1alpha1::{
 use crate::azure::storage::{KeyCreationTime, StorageAccountKey, StorageKeyName};
 use crate::azure::workspaces::{Workspace, WorkspaceKeys};
 use crate::azure::{ArmClient, LroHandle, LroPoll, LroStart, StorageAccountRef, SubscriptionId};
+use crate::intern::Interner;
 use crate::reconciler::Phase;
 use crate::reconciler::error::Error;
 use crate::reconciler::lock;
@@ -150,28 +151,7 @@ struct Registry {
     /// One client per subscription (the binding's credential), for the watcher's reads.
     clients: HashMap<SubscriptionId, ArmClient>,
     /// The account ids in use, each stored once.
-    accounts: HashSet<Arc<str>>,
-}
-
-impl Registry {
-    /// `account` as the one shared copy.
-    fn intern(&mut self, account: &str) -> Arc<str> {
-        if let Some(shared) = self.accounts.get(account) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = Arc::from(account);
-        self.accounts.insert(shared.clone());
-        shared
-    }
-
-    /// Drops the shared account ids no workspace uses any more.
-    fn prune_accounts(&mut self) {
-        let used: HashSet<&str> = self.workspaces.values().map(|w| &*w.account).collect();
-        let unused: Vec<Arc<str>> = self.accounts.iter().filter(|a| !used.contains(&***a)).cloned().collect();
-        for a in unused {
-            self.accounts.remove(&a);
-        }
-    }
+    accounts: Interner,
 }
 
 /// An account's keys and the keyCreationTime they were read at.
@@ -299,7 +279,7 @@ impl KeyState {
         let entry = Registered {
             object,
             subscription: sub,
-            account: r.intern(account),
+            account: r.accounts.intern(account),
             recorded: keys.map(|k| KeyTimes::of(&k.key_creation_time)).unwrap_or_default(),
             uses: keys.and_then(|k| k.workspace_uses_key.as_deref()).and_then(parse_key_label),
         };
@@ -312,7 +292,7 @@ impl KeyState {
         {
             let mut r = lock(&self.registry);
             r.workspaces.retain(|uid, _| live.contains(uid));
-            r.prune_accounts();
+            r.accounts.prune();
         }
         lock(&self.signals).retain(|uid, _| live.contains(uid));
         lock(&self.intents).retain(|uid, _| live.contains(uid));

@@ -36,7 +36,6 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub use self::watch_cache::{Cached, WakeIndex, cached_ref};
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -55,6 +54,7 @@ use self::credentials::CredentialCache;
 use self::error::{Disposition, Error, backoff, classify, error_chain, scrub};
 pub use self::status::Phase;
 use self::status::TimestampedStatus;
+pub use self::watch_cache::{Cached, WakeIndex, cached_ref};
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::ANNOTATION_PAUSED;
 use crate::events::Recorder;
@@ -180,7 +180,7 @@ impl<S> Default for ObjectMemory<S> {
     }
 }
 
-impl<S: Clone + PartialEq + serde::Serialize + DeserializeOwned> ObjectMemory<S> {
+impl<S: Clone> ObjectMemory<S> {
     /// The status the running reconcile last wrote for `uid`, else `carried` (the status the object carried when
     /// the reconcile read it).
     pub fn status(&self, uid: Option<String>, carried: Option<&S>) -> Option<S> {

@@ -32,6 +32,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::conditions::Reason;
+use crate::intern::Interner;
 
 /// The annotation `kubectl apply` writes (client-side apply): the whole last applied object, as JSON.
 pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
@@ -73,16 +74,6 @@ pub enum Touched {
     /// Anything may have changed: the watch listed everything again (deletions while it was down are not events),
     /// or the subscriber fell behind and lost events.
     All,
-}
-
-impl Touched {
-    /// Whether an object of `namespace` that belongs to the workspace `workspace` is concerned.
-    pub fn concerns(&self, namespace: Option<&str>, workspace: &str) -> bool {
-        match self {
-            Touched::One { namespace: ns, name } => ns.as_deref() == namespace && name == workspace,
-            Touched::All => true,
-        }
-    }
 }
 
 impl WorkspaceFeed {
@@ -154,7 +145,7 @@ pub struct WakeIndex<K> {
 struct IndexInner {
     entries: HashMap<Box<str>, Indexed>,
     /// Namespaces and wake keys, each stored once (ASCII-lowercased keys).
-    strings: HashSet<Arc<str>>,
+    strings: Interner,
 }
 
 struct Indexed {
@@ -162,22 +153,6 @@ struct Indexed {
     name: Box<str>,
     key: Option<Arc<str>>,
     stalled: Option<Reason>,
-}
-
-impl IndexInner {
-    fn intern(&mut self, value: &str) -> Arc<str> {
-        if let Some(shared) = self.strings.get(value) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = Arc::from(value);
-        self.strings.insert(shared.clone());
-        shared
-    }
-
-    /// Drops the shared strings no entry uses any more.
-    fn prune_strings(&mut self) {
-        self.strings.retain(|s| Arc::strong_count(s) > 1);
-    }
 }
 
 impl<K> Default for WakeIndex<K> {
@@ -191,8 +166,8 @@ impl<K: super::Kind> WakeIndex<K> {
     pub fn observe(&self, obj: &K) {
         let Some(uid) = obj.meta().uid.as_deref() else { return };
         let mut inner = super::lock(&self.inner);
-        let namespace = obj.meta().namespace.as_deref().map(|ns| inner.intern(ns));
-        let key = obj.wake_key().map(|k| inner.intern(&k.to_ascii_lowercase()));
+        let namespace = obj.meta().namespace.as_deref().map(|ns| inner.strings.intern(ns));
+        let key = obj.wake_key().map(|k| inner.strings.intern(&k.to_ascii_lowercase()));
         let name: Box<str> = obj.meta().name.as_deref().unwrap_or_default().into();
         match inner.entries.get_mut(uid) {
             Some(entry) => {
@@ -253,7 +228,7 @@ impl<K: super::Kind> WakeIndex<K> {
     pub fn retain(&self, live: &HashSet<String>) {
         let mut inner = super::lock(&self.inner);
         inner.entries.retain(|uid, _| live.contains(&**uid));
-        inner.prune_strings();
+        inner.strings.prune();
     }
 }
 
@@ -402,8 +377,8 @@ mod tests {
         index.forget("uid-c");
         index.retain(&HashSet::from(["uid-a".to_owned()]));
         assert_eq!(names(index.all()), ["a"]);
-        let shared: Vec<String> = super::super::lock(&index.inner).strings.iter().map(|s| s.to_string()).collect();
-        assert_eq!(shared.len(), 2, "the namespace and key of the one object left: {shared:?}");
+        let shared = super::super::lock(&index.inner).strings.len();
+        assert_eq!(shared, 2, "the namespace and key of the one object left");
         assert_eq!(index.all()[0].namespace.as_deref(), Some("team-a"));
     }
 
@@ -424,8 +399,6 @@ mod tests {
             got.push(events.next().await.expect("event"));
         }
         assert_eq!(got, [one.clone(), Touched::All, one.clone(), one.clone()]);
-        assert!(one.concerns(Some("team-a"), "ws"));
-        assert!(!one.concerns(Some("team-b"), "ws") && !one.concerns(Some("team-a"), "other"));
         for _ in 0..(FEED_CAPACITY + 1) {
             feed.publish(&watcher::Event::Apply(ws.clone()));
         }
