@@ -394,6 +394,16 @@ fn cell(col: &PrinterColumn, obj: &Value) -> Value {
     }
 }
 
+/// `obj` as `meta.k8s.io/v1` `PartialObjectMetadata`: its metadata, nothing else (a Table row's object, and what
+/// `Accept: ...;as=PartialObjectMetadata` asks for).
+pub fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
 /// Renders objects as a `meta.k8s.io/v1` `Table`.
 pub fn table(rt: &ResourceType, version: &str, objects: &[Value], list_meta: Value, include_object: &str) -> Value {
     let cols = columns(rt, version);
@@ -411,11 +421,7 @@ pub fn table(rt: &ResourceType, version: &str, objects: &[Value], list_meta: Val
             let object = match include_object {
                 "None" => Value::Null,
                 "Object" => o.clone(),
-                _ => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
-                }),
+                _ => partial_metadata(o),
             };
             json!({"cells": cells, "object": object})
         })

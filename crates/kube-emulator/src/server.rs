@@ -422,15 +422,6 @@ fn conversion(headers: &HeaderMap) -> Conversion {
     }
 }
 
-/// `obj` as `meta.k8s.io/v1` `PartialObjectMetadata`: its metadata, nothing else.
-fn partial_metadata(obj: &Value) -> Value {
-    json!({
-        "kind": "PartialObjectMetadata",
-        "apiVersion": "meta.k8s.io/v1",
-        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
-    })
-}
-
 /// The API server's answer to a metadata conversion of the wrong shape (a list asked for as one object, or one
 /// object as a list).
 fn metadata_not_acceptable(wanted: &str) -> ApiError {
@@ -529,7 +520,7 @@ async fn resource(
     }
     let respond = |wire: Wire, code: StatusCode, body: &Value, warnings: &[String]| {
         if metadata {
-            Ok(json_response(code, &partial_metadata(body), warnings))
+            Ok(json_response(code, &select::partial_metadata(body), warnings))
         } else {
             respond(wire, code, body, warnings)
         }
@@ -558,7 +549,7 @@ async fn resource(
                 return ok(&select::table(&rt, version, &page.items, meta, &include));
             }
             if conversion == Conversion::MetadataList {
-                let items: Vec<Value> = page.items.iter().map(partial_metadata).collect();
+                let items: Vec<Value> = page.items.iter().map(select::partial_metadata).collect();
                 return ok(&json!({
                     "kind": "PartialObjectMetadataList",
                     "apiVersion": "meta.k8s.io/v1",
@@ -664,7 +655,7 @@ impl WatchCtx {
 
     fn encode(&self, type_: &str, obj: &Value) -> Bytes {
         let object = if self.conversion == Conversion::Metadata {
-            partial_metadata(obj)
+            select::partial_metadata(obj)
         } else if self.conversion == Conversion::Table {
             let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(Value::Null);
             select::table(
@@ -709,7 +700,7 @@ impl WatchCtx {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let obj = if self.conversion == Conversion::Metadata {
-            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
+            select::partial_metadata(&json!({ "metadata": meta }))
         } else {
             json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(&self.version), "metadata": meta})
         };
