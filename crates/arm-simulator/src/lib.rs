@@ -17,6 +17,7 @@
 //! It answers as Azure does, not as our client expects: `SIMULATOR.md` at this crate's root lists each behaviour with
 //! its source (recorded traffic first, then the specs, then Learn), and `crates/sandbox/tests/recordings.rs` keeps the simulator and
 //! the recordings from drifting apart. Azure's waits (`Retry-After`) are scaled by [`SimConfig::time_scale`].
+#![forbid(unsafe_code)]
 
 mod activity_log;
 mod api_versions;

@@ -4,6 +4,7 @@
 //! YAML or, for built-in kinds, protobuf (what client-go's typed clients send); answers are JSON, or protobuf for
 //! built-in kinds when the client asks for it. What it serves, how each part is verified and where it deliberately
 //! differs from a real cluster: `docs/kube-api-emulator.md`.
+#![forbid(unsafe_code)]
 
 pub mod crossfield;
 pub mod decode;

@@ -714,44 +714,4 @@ mod tests {
         health.set_ready(false);
         assert_eq!(readiness(&health, &m), Readiness::NotStarted);
     }
-
-    /// Collects what the JSON formatter writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("not poisoned").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    #[tokio::test]
-    async fn the_json_summary_names_the_object_and_the_arm_request_ids() {
-        use tracing_subscriber::layer::SubscriberExt;
-        let out = Captured::default();
-        let writer = out.clone();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer().json().with_current_span(true).with_writer(move || writer.clone()));
-        let _default = tracing::subscriber::set_default(subscriber);
-        let m = Metrics::new();
-        let done: Result<(), String> = instrument_reconcile(&m, "team-a/ws-1", async {
-            note_arm_request_id("11111111-aaaa");
-            note_arm_request_id("22222222-bbbb");
-            Ok(())
-        })
-        .await;
-        assert!(done.is_ok());
-        let text = String::from_utf8(out.0.lock().expect("not poisoned").clone()).expect("utf-8");
-        let line: serde_json::Value = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["fields"]["message"] == "reconcile finished")
-            .unwrap_or_else(|| panic!("no summary in {text}"));
-        assert_eq!(line["fields"]["arm_request_ids"], "11111111-aaaa,22222222-bbbb", "{line}");
-        assert_eq!(line["fields"]["object"], "team-a/ws-1", "{line}");
-    }
 }
