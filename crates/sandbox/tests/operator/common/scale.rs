@@ -592,10 +592,10 @@ async fn regenerate(
     (latencies, calls_since(&env.sim, seq))
 }
 
-/// The operator binary to run: `AZML_OPERATOR_BIN`, else `azml-operator` built beside this program (`cargo build
+/// The operator binary to run: `AZML_OPERATOR_BIN` (when set and not empty), else `azml-operator` built beside this program (`cargo build
 /// --release -p azml-operator` for the benchmark), else `sandbox_bin` (`azml-sandbox`, which has the same `run`).
 pub fn operator_binary(sandbox_bin: &str) -> PathBuf {
-    if let Some(bin) = std::env::var_os("AZML_OPERATOR_BIN") {
+    if let Some(bin) = std::env::var_os("AZML_OPERATOR_BIN").filter(|bin| !bin.is_empty()) {
         return PathBuf::from(bin);
     }
     // The bench runs from target/<profile>/deps: the production image's build (profile `image`) first, then the
