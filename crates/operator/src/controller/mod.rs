@@ -54,7 +54,7 @@ use crate::reconciler::binding::{self, Ask, Place, Verdict};
 use crate::reconciler::credentials::CredentialCache;
 pub use crate::reconciler::error;
 use crate::reconciler::error::Error;
-use crate::reconciler::{Cached, Deletion, Kind, Reconciler, Shell, cached_ref};
+use crate::reconciler::{Cached, Deletion, Kind, Reconciler, Shell};
 pub use crate::reconciler::{ControllerConfig, Phase};
 
 impl Kind for MlWorkspace {
@@ -209,7 +209,8 @@ impl Reconciler for Context {
         let (mapped, signalled, woken) = (scope.clone(), scope.clone(), scope);
         let bindings: Api<SubscriptionBinding> = Api::all(self.client.clone());
         let secrets = credential_watch::secret_changes(&self.client, &self.config.operator_namespace);
-        let keys = self.keys.triggers().map(|r| cached_ref(&r));
+        // The key registry names workspaces; the controller schedules references to their cached metadata.
+        let keys = self.keys.triggers().map(|r| r.into_kind_unchecked::<Cached<MlWorkspace>>(()));
         controller
             .watches(bindings, watcher::Config::default(), move |binding: SubscriptionBinding| {
                 // A binding change re-evaluates the workspaces of its subscription.

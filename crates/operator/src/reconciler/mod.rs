@@ -54,7 +54,7 @@ use self::credentials::CredentialCache;
 use self::error::{Disposition, Error, backoff, classify, error_chain, scrub};
 pub use self::status::Phase;
 use self::status::TimestampedStatus;
-pub use self::watch_cache::{Cached, WakeIndex, cached_ref};
+pub use self::watch_cache::{Cached, WakeIndex};
 use crate::api::conditions::{Reason, events};
 use crate::api::v1alpha1::ANNOTATION_PAUSED;
 use crate::events::Recorder;

@@ -124,14 +124,6 @@ pub fn strip<K: Resource>(obj: &mut K) {
 /// What a watch cache holds of an object of kind `K`: its metadata (see the module docs).
 pub type Cached<K> = PartialObjectMeta<K>;
 
-/// The reference the controller of `K` schedules for `reference`.
-pub fn cached_ref<K: Resource<DynamicType = ()>>(reference: &ObjectRef<K>) -> ObjectRef<Cached<K>> {
-    let mut cached = ObjectRef::new(&reference.name);
-    cached.namespace.clone_from(&reference.namespace);
-    cached.extra = reference.extra.clone();
-    cached
-}
-
 /// Per object uid, what related objects find it by: its namespace and name, its wake key
 /// ([`super::Kind::wake_key`]) and the reason it is stalled for, if it is. Kept by the reconciles: every object is
 /// reconciled when the controller starts, and an object not reconciled yet is in the queue anyway. Compact (10,000
